@@ -1,0 +1,134 @@
+//! `cargo xtask bench`: throughput figures reported as ratios against baselines
+//! measured in the same run. Nothing here asserts on time.
+
+use crate::run::{cargo, root, step};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let mut size = "1GiB".to_string();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--size" => size = it.next().ok_or("--size needs a value")?.clone(),
+            other => return Err(format!("unknown bench argument `{other}`")),
+        }
+    }
+    step(
+        "build vram (release)",
+        cargo().args(["build", "--release", "--locked", "-p", "vram-cli"]),
+    )?;
+    let vram = root().join("target").join("release").join("vram");
+    step(
+        "vram bench (in-process figures)",
+        Command::new(&vram).args(["bench", "--size", &size]),
+    )?;
+
+    // Whole-process comparison on the same file: what an operator would see.
+    let dir = root().join("target").join("bench-data");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let file = dir.join("model.bin");
+    let bytes = parse_size(&size)?;
+    write_pseudo_random(&file, bytes)?;
+    // Warm the page cache so both tools read from memory.
+    time_cmd(
+        Command::new("cat")
+            .arg(&file)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let t_sha = time_cmd(
+        Command::new("sha256sum")
+            .arg(&file)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let t_vram = time_cmd(
+        Command::new(&vram)
+            .args(["digest", "--quiet"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let t_vram_sha = time_cmd(
+        Command::new(&vram)
+            .args(["digest", "--quiet", "--sha256"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    let gb = bytes as f64 / 1e9;
+    println!("\nwhole-process, {size} file in page cache (same run):");
+    println!(
+        "  sha256sum                 {:>7.3} s  {:>6.2} GB/s",
+        t_sha,
+        gb / t_sha
+    );
+    println!(
+        "  vram digest               {:>7.3} s  {:>6.2} GB/s  {:>5.1}x sha256sum",
+        t_vram,
+        gb / t_vram,
+        t_sha / t_vram
+    );
+    println!(
+        "  vram digest --sha256      {:>7.3} s  {:>6.2} GB/s  {:>5.1}x sha256sum",
+        t_vram_sha,
+        gb / t_vram_sha,
+        t_sha / t_vram_sha
+    );
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+pub(crate) fn criterion() -> Result<(), String> {
+    step(
+        "criterion benches",
+        cargo().args(["bench", "--locked", "-p", "vram-crypto"]),
+    )
+}
+
+fn time_cmd(cmd: &mut Command) -> Result<f64, String> {
+    let start = Instant::now();
+    let status = cmd.status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}"));
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = if let Some(n) = s.strip_suffix("GiB") {
+        (n, 1u64 << 30)
+    } else if let Some(n) = s.strip_suffix("MiB") {
+        (n, 1 << 20)
+    } else if let Some(n) = s.strip_suffix("KiB") {
+        (n, 1 << 10)
+    } else {
+        (s, 1)
+    };
+    let n: u64 = num.trim().parse().map_err(|_| format!("bad size `{s}`"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size `{s}` overflows"))
+}
+
+/// Writes `len` bytes of cheap, incompressible-looking data (xorshift).
+fn write_pseudo_random(path: &Path, len: u64) -> Result<(), String> {
+    use std::io::Write;
+    let f = std::fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for chunk in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let part = buf.get(..n).ok_or("buffer bounds")?;
+        w.write_all(part)
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        left = left.saturating_sub(n as u64);
+    }
+    w.flush()
+        .map_err(|e| format!("write {}: {e}", path.display()))
+}

@@ -1,0 +1,114 @@
+//! `cargo xtask gpu`: a self-contained bundle for a GPU machine that has the
+//! NVIDIA driver (and nvrtc) but no Rust toolchain and no network.
+//!
+//! The bundle holds the facade's test binaries and the `vram` binary, all built
+//! with the `cuda` feature, and `run.sh`, which runs the dual-mode test suites
+//! against the real device and then `vram bench --device cuda:0`.
+
+use crate::run::{cargo, root, step};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+pub(crate) fn run() -> Result<(), String> {
+    let bundle = root().join("target").join("gpu-bundle");
+    let _ = std::fs::remove_dir_all(&bundle);
+    std::fs::create_dir_all(&bundle).map_err(|e| format!("create {}: {e}", bundle.display()))?;
+
+    step(
+        "build vram with cuda (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vram-cli",
+            "--features",
+            "cuda",
+        ]),
+    )?;
+    let vram = root().join("target").join("release").join("vram");
+    copy(&vram, &bundle.join("vram"))?;
+
+    eprintln!("\n==> build test binaries with cuda (release)");
+    let out = cargo()
+        .args([
+            "test",
+            "--release",
+            "--locked",
+            "--no-run",
+            "--message-format=json",
+            "-p",
+            "vram-residency",
+            "-p",
+            "vram-core",
+            "--features",
+            "vram-residency/cuda,vram-core/cuda",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo test --no-run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building GPU test binaries failed: {}", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut tests = Vec::new();
+    for line in stdout.lines() {
+        if let Some(exe) = json_string_field(line, "executable") {
+            let src = PathBuf::from(exe);
+            let name = src
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or("test executable without a file name")?;
+            copy(&src, &bundle.join(&name))?;
+            tests.push(name);
+        }
+    }
+    let mut script = String::from(
+        "#!/usr/bin/env bash\n# Runs vram-residency's GPU checks. Needs the NVIDIA driver; no Rust toolchain.\nset -u\ncd \"$(dirname \"$0\")\"\nfail=0\nnvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true\n./vram devices || fail=1\n",
+    );
+    for t in &tests {
+        script.push_str(&format!(
+            "echo \"==> {t}\"\nVRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4 || fail=1\n"
+        ));
+    }
+    script.push_str(
+        "echo '==> vram bench --device cuda:0'\n./vram bench --device cuda:0 --size 1GiB --gpu-sizes 1GiB,8GiB || fail=1\nexit $fail\n",
+    );
+    let script_path = bundle.join("run.sh");
+    std::fs::write(&script_path, script).map_err(|e| format!("write run.sh: {e}"))?;
+    set_executable(&script_path)?;
+    eprintln!(
+        "\nGPU bundle ready: {} ({} test binaries). Run `bash run.sh` there.",
+        bundle.display(),
+        tests.len()
+    );
+    Ok(())
+}
+
+fn copy(src: &std::path::Path, dst: &std::path::Path) -> Result<(), String> {
+    std::fs::copy(src, dst)
+        .map(|_| ())
+        .map_err(|e| format!("copy {} -> {}: {e}", src.display(), dst.display()))
+}
+
+#[cfg(unix)]
+fn set_executable(p: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+#[cfg(not(unix))]
+fn set_executable(_: &std::path::Path) -> Result<(), String> {
+    Ok(())
+}
+
+/// Extracts `"key":"value"` from one line of cargo's JSON messages (values are
+/// paths with no escaped quotes), without pulling serde into xtask.
+fn json_string_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    let start = line.find(&pat)?.checked_add(pat.len())?;
+    let rest = line.get(start..)?;
+    let end = rest.find('"')?;
+    rest.get(..end)
+}

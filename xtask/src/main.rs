@@ -1,0 +1,55 @@
+//! Repository automation. One module per subcommand, dispatched from `main`.
+
+// xtask is a developer tool that talks to a terminal.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod ci;
+mod gpu;
+mod loom;
+mod run;
+#[cfg(test)]
+mod tidy;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                  fmt, clippy, tests, doc tests, loom (what CI runs)
+  loom                loom model checks of the capacity tracker
+  bench [--size S]    throughput figures with ratios (release build)
+  criterion           criterion micro-benchmarks
+  gpu                 build the CUDA test/bench bundle for a GPU machine
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cmd {
+        "ci" => ci::run(),
+        "loom" => loom::run(),
+        "bench" => bench::run(rest),
+        "criterion" => bench::criterion(),
+        "gpu" => gpu::run(),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("xtask: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
