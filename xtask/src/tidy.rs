@@ -71,7 +71,9 @@ fn no_ignored_or_should_panic_tests_and_no_placeholders_in_libraries() {
         let text = std::fs::read_to_string(f).unwrap();
         let rel = f.strip_prefix(root()).unwrap_or(f).display().to_string();
         if text.contains(ignore) {
-            problems.push(format!("{rel}: an ignored test (tests run everywhere or print why not)"));
+            problems.push(format!(
+                "{rel}: an ignored test (tests run everywhere or print why not)"
+            ));
         }
         if text.contains(should_panic) {
             problems.push(format!(
