@@ -1,0 +1,1 @@
+//! CUDA backend (cudarc, driver loaded at run time). Being built.
