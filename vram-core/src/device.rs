@@ -38,6 +38,25 @@ pub struct DeviceInfo {
     pub kind: DeviceKind,
 }
 
+impl std::fmt::Display for DeviceInfo {
+    /// "device 0 (NVIDIA H100 80GB HBM3)". The name comes from the driver, so
+    /// control characters are escaped and it is cut at 64 characters.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "device {} (", self.index)?;
+        for c in self.name.chars().take(64) {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        if self.name.chars().nth(64).is_some() {
+            write!(f, "...")?;
+        }
+        write!(f, ")")
+    }
+}
+
 /// Memory figures at one instant, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryInfo {

@@ -1,13 +1,19 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
+mod bytes;
+mod capacity;
 mod device;
 mod error;
+mod policy;
+mod sync;
 
+pub use capacity::{CapacityError, CapacityTracker, Reservation};
 pub use device::{
     checked_range, Device, DeviceAttributes, DeviceBuffer, DeviceInfo, DeviceKind, MemoryInfo,
 };
 pub use error::DeviceError;
+pub use policy::{check_fits, check_vram_only, PolicyViolation};
 
 #[cfg(feature = "cuda")]
 #[allow(unsafe_code)]
