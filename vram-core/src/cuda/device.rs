@@ -1,0 +1,348 @@
+//! [`CudaDevice`]: one CUDA device (its primary context), the `Device` seam's real
+//! implementation.
+
+use super::buffer::{Allocation, CudaBuffer};
+use super::kernel::{SHA256_LEAVES_FN, SHA256_LEAVES_SRC};
+use super::staging::PinnedStaging;
+use super::{call, device_count, driver_present, guarded, nvrtc_present};
+use crate::{
+    Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, DeviceKind, MemoryInfo,
+};
+use cudarc::driver::{sys, CudaContext, CudaFunction};
+use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+
+/// State shared by a device and every buffer it allocated: the context and the
+/// lazily compiled hashing kernel.
+pub(super) struct DeviceShared {
+    pub(super) index: u32,
+    pub(super) ctx: Arc<CudaContext>,
+    /// The leaf-hashing kernel, compiled at first use. A failure is cached too,
+    /// so a machine without NVRTC does not retry the compile on every call.
+    hasher: OnceLock<Result<CudaFunction, DeviceError>>,
+}
+
+impl DeviceShared {
+    /// The leaf-hashing kernel, compiled and loaded on first use.
+    pub(super) fn hasher(&self) -> Result<&CudaFunction, DeviceError> {
+        self.hasher
+            .get_or_init(|| compile_hasher(&self.ctx))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl fmt::Debug for DeviceShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceShared")
+            .field("index", &self.index)
+            .field("hasher_compiled", &matches!(self.hasher.get(), Some(Ok(_))))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Live allocations in allocation order, for the test-only overwrite path.
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    live: Vec<Weak<Allocation>>,
+}
+
+impl Registry {
+    /// Drops entries whose buffer is gone and returns the live ones.
+    fn live(&mut self) -> Vec<Arc<Allocation>> {
+        self.live.retain(|weak| weak.strong_count() > 0);
+        self.live.iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// One CUDA device, driven through its primary context.
+///
+/// `Send + Sync`: every method binds the context to the calling thread before it
+/// talks to the driver, so the device can be shared by all threads of a worker.
+/// Allocations are plain `cuMemAlloc` device memory, freed when their buffer drops.
+pub struct CudaDevice {
+    info: DeviceInfo,
+    shared: Arc<DeviceShared>,
+    registry: Mutex<Registry>,
+}
+
+impl fmt::Debug for CudaDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CudaDevice")
+            .field("index", &self.info.index)
+            .field("name", &self.info.name)
+            .field("live_allocations", &self.live_allocations())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CudaDevice {
+    /// Opens CUDA device `index` (its primary context).
+    ///
+    /// # Errors
+    /// [`DeviceError::NoDriver`] when `libcuda` cannot be loaded;
+    /// [`DeviceError::NoDevice`] when the driver has no device `index`;
+    /// [`DeviceError::Driver`] when a driver call fails.
+    pub fn open(index: u32) -> Result<Arc<Self>, DeviceError> {
+        if !driver_present() {
+            return Err(DeviceError::NoDriver);
+        }
+        let count = device_count()?;
+        let no_device = DeviceError::NoDevice { index, count };
+        if index >= count {
+            return Err(no_device);
+        }
+        let ordinal = usize::try_from(index).map_err(|_| no_device)?;
+        let ctx = call("cuDevicePrimaryCtxRetain", || CudaContext::new(ordinal))?;
+        let name = call("cuDeviceGetName", || ctx.name())?;
+        tracing::info!(index, name = %name, "opened CUDA device");
+        Ok(Arc::new(Self {
+            info: DeviceInfo {
+                index,
+                name,
+                kind: DeviceKind::Cuda,
+            },
+            shared: Arc::new(DeviceShared {
+                index,
+                ctx,
+                hasher: OnceLock::new(),
+            }),
+            registry: Mutex::new(Registry::default()),
+        }))
+    }
+
+    /// Allocates `bytes` of plain device memory and returns the concrete buffer,
+    /// for callers that want [`CudaBuffer::pipelined_write`]. [`Device::alloc`] is
+    /// this, boxed.
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] for zero bytes;
+    /// [`DeviceError::OutOfMemory`] (with the free bytes the driver reports) when
+    /// `cuMemAlloc` runs out of memory; [`DeviceError::Driver`] otherwise.
+    pub fn alloc_cuda(&self, bytes: u64) -> Result<CudaBuffer, DeviceError> {
+        if bytes == 0 {
+            return Err(DeviceError::InvalidArgument {
+                reason: "zero-byte device allocation",
+            });
+        }
+        let id = {
+            let mut registry = self.lock_registry();
+            let id = registry.next_id;
+            registry.next_id = id.saturating_add(1);
+            id
+        };
+        // One stream per buffer: its copies never wait for another buffer's work.
+        let stream = call("cuStreamCreate", || self.shared.ctx.new_stream())?;
+        let allocation = match Allocation::new(&self.shared, id, bytes, stream) {
+            Ok(allocation) => Arc::new(allocation),
+            Err(DeviceError::OutOfMemory { device, needed, .. }) => {
+                let available = self.memory_info().map(|m| m.free).unwrap_or(0);
+                tracing::warn!(
+                    device,
+                    needed,
+                    available,
+                    "CUDA allocation failed: out of memory"
+                );
+                return Err(DeviceError::OutOfMemory {
+                    device,
+                    needed,
+                    available,
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        self.lock_registry().live.push(Arc::downgrade(&allocation));
+        tracing::debug!(
+            device = self.info.index,
+            id,
+            bytes,
+            "allocated device memory"
+        );
+        Ok(CudaBuffer::new(allocation, Arc::clone(&self.shared)))
+    }
+
+    /// Allocates `bytes` of page-locked host memory for [`CudaBuffer::write_at_async_pinned`].
+    /// Not write-combined: the host reads it back cheaply (to hash each chunk).
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] for zero bytes or more than `isize::MAX`;
+    /// [`DeviceError::Driver`] when `cuMemHostAlloc` fails.
+    pub fn alloc_pinned_staging(&self, bytes: usize) -> Result<PinnedStaging, DeviceError> {
+        PinnedStaging::new(&self.shared.ctx, bytes)
+    }
+
+    /// Ids of the live buffers allocated by this device, in allocation order.
+    ///
+    /// Test and demo support, with [`CudaDevice::overwrite`].
+    pub fn live_buffers(&self) -> Vec<u64> {
+        self.lock_registry().live().iter().map(|a| a.id()).collect()
+    }
+
+    /// Number of live buffers allocated by this device.
+    pub fn live_allocations(&self) -> usize {
+        self.lock_registry().live().len()
+    }
+
+    /// Bytes held by the live buffers allocated by this device.
+    pub fn live_bytes(&self) -> u64 {
+        self.lock_registry()
+            .live()
+            .iter()
+            .fold(0u64, |sum, a| sum.saturating_add(a.len()))
+    }
+
+    /// Writes `bytes` at `offset` into live buffer `id`, through the driver,
+    /// bypassing the buffer's owner.
+    ///
+    /// **This is a test and demo path that corrupts device memory behind a seal's
+    /// back on purpose**, so that verification can be shown to catch it. It is the
+    /// CUDA twin of the mock device's `overwrite`.
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] when no live buffer has this id;
+    /// [`DeviceError::OutOfBounds`] when the range does not fit the buffer;
+    /// [`DeviceError::Driver`] when the copy fails.
+    pub fn overwrite(&self, id: u64, offset: u64, bytes: &[u8]) -> Result<(), DeviceError> {
+        let target = self
+            .lock_registry()
+            .live()
+            .into_iter()
+            .find(|a| a.id() == id)
+            .ok_or(DeviceError::InvalidArgument {
+                reason: "no live buffer with this id on this device",
+            })?;
+        tracing::warn!(
+            device = self.info.index,
+            id,
+            offset,
+            len = bytes.len(),
+            "overwriting device memory behind its owner's back (test/demo path)"
+        );
+        target.write(offset, bytes)
+    }
+
+    fn lock_registry(&self) -> MutexGuard<'_, Registry> {
+        // The registry holds no invariant a panic could break halfway.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn attribute(&self, attribute: sys::CUdevice_attribute) -> Result<bool, DeviceError> {
+        call("cuDeviceGetAttribute", || {
+            self.shared.ctx.attribute(attribute)
+        })
+        .map(|v| v != 0)
+    }
+}
+
+impl Device for CudaDevice {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn memory_info(&self) -> Result<MemoryInfo, DeviceError> {
+        // `mem_get_info` binds the context to the calling thread first.
+        let (free, total) = call("cuMemGetInfo", || self.shared.ctx.mem_get_info())?;
+        let to_u64 = |v: usize| {
+            u64::try_from(v).map_err(|_| DeviceError::Driver {
+                call: "cuMemGetInfo",
+                code: "memory size does not fit in 64 bits".to_owned(),
+            })
+        };
+        Ok(MemoryInfo {
+            total: to_u64(total)?,
+            free: to_u64(free)?,
+        })
+    }
+
+    /// `integrated` and `pageable_memory_access` come from the device attributes
+    /// `CU_DEVICE_ATTRIBUTE_INTEGRATED` and `CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS`.
+    /// `managed_memory` and `host_mapped` describe *our* allocations, which are
+    /// always plain `cuMemAlloc` memory, so both are `false` whatever the device
+    /// supports; the device's managed-memory and unified-addressing support is
+    /// logged at debug level for the record.
+    fn attributes(&self) -> Result<DeviceAttributes, DeviceError> {
+        use sys::CUdevice_attribute::{
+            CU_DEVICE_ATTRIBUTE_INTEGRATED, CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY,
+            CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS, CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING,
+        };
+        let integrated = self.attribute(CU_DEVICE_ATTRIBUTE_INTEGRATED)?;
+        let pageable_memory_access = self.attribute(CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS)?;
+        let supports_managed = self.attribute(CU_DEVICE_ATTRIBUTE_MANAGED_MEMORY)?;
+        let unified_addressing = self.attribute(CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING)?;
+        tracing::debug!(
+            device = self.info.index,
+            integrated,
+            pageable_memory_access,
+            supports_managed,
+            unified_addressing,
+            "CUDA device attributes (our allocations are never managed or host-mapped)"
+        );
+        Ok(DeviceAttributes {
+            integrated,
+            managed_memory: false,
+            host_mapped: false,
+            pageable_memory_access,
+        })
+    }
+
+    fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError> {
+        self.alloc_cuda(bytes)
+            .map(|buffer| Box::new(buffer) as Box<dyn DeviceBuffer>)
+    }
+}
+
+/// Operation name used when NVRTC is missing.
+const NO_NVRTC: &str =
+    "on-device leaf hashing without libnvrtc (install the CUDA runtime compiler library)";
+
+/// Compiles the leaf-hashing kernel for this device with NVRTC and loads it.
+fn compile_hasher(ctx: &Arc<CudaContext>) -> Result<CudaFunction, DeviceError> {
+    if !nvrtc_present() {
+        tracing::warn!("libnvrtc not found: on-device leaf hashing is unavailable");
+        return Err(DeviceError::Unsupported {
+            operation: NO_NVRTC,
+        });
+    }
+    let (major, minor) = call("cuDeviceGetAttribute", || ctx.compute_capability())?;
+    // Compile for the device's own virtual architecture; if this NVRTC does not
+    // know it, fall back to NVRTC's default (the driver JITs PTX forward).
+    let native = CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+        ..CompileOptions::default()
+    };
+    let ptx = match compile_ptx(native) {
+        Ok(ptx) => ptx,
+        Err(err) => {
+            tracing::warn!(major, minor, error = %err, "NVRTC rejected the native architecture; retrying with its default");
+            compile_ptx(CompileOptions::default())?
+        }
+    };
+    let module = call("cuModuleLoadData", || ctx.load_module(ptx))?;
+    let function = call("cuModuleGetFunction", || {
+        module.load_function(SHA256_LEAVES_FN)
+    })?;
+    tracing::info!(major, minor, "compiled the on-device SHA-256 leaf kernel");
+    Ok(function)
+}
+
+fn compile_ptx(options: CompileOptions) -> Result<Ptx, DeviceError> {
+    let result = guarded("nvrtcCompileProgram", || {
+        cudarc::nvrtc::compile_ptx_with_opts(SHA256_LEAVES_SRC, options)
+    })?;
+    result.map_err(|err| {
+        let (call, code) = match &err {
+            CompileError::CreationError(e) => ("nvrtcCreateProgram", format!("{:?}", e.0)),
+            CompileError::CompileError { nvrtc, log, .. } => {
+                // The log is about our own kernel source: safe to record in full.
+                tracing::error!(log = %log.to_string_lossy(), "NVRTC failed to compile the leaf kernel");
+                ("nvrtcCompileProgram", format!("{:?}", nvrtc.0))
+            }
+            CompileError::GetLogError(e) => ("nvrtcGetProgramLog", format!("{:?}", e.0)),
+            CompileError::GetPtxError(e) => ("nvrtcGetPTX", format!("{:?}", e.0)),
+            CompileError::DestroyError(e) => ("nvrtcDestroyProgram", format!("{:?}", e.0)),
+        };
+        DeviceError::Driver { call, code }
+    })
+}
