@@ -1,2 +1,22 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+mod backend;
+mod error;
+mod event;
+mod key;
+mod log;
+mod options;
+mod record;
+mod recover;
+mod verify;
+
+pub use backend::{Backend, MemoryBackend};
+pub use error::AuditError;
+pub use event::{AuditEvent, ByteRange, Severity};
+pub use key::AuditKey;
+pub use log::{AuditLog, AuditSink, RecordReceipt, SinkStats};
+pub use options::{FailureMode, FailurePolicy, FileOptions, FsyncPolicy, LogOptions};
+pub use verify::{
+    segment_files, verify_chain, verify_lines, Checkpoint, Finding, FindingKind, VerifyReport,
+};

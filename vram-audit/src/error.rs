@@ -1,0 +1,127 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong while writing or reading an audit log.
+///
+/// Integrity problems found by the verifier are not errors but
+/// [`Finding`](crate::Finding)s; an error means the operation itself could not be
+/// carried out. Messages never contain key bytes.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// A file-system operation on the log failed (open, read, truncate, create).
+    #[error("audit log: {op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A record could not be written; nothing of it remains in the log and the
+    /// chain did not advance.
+    #[error(
+        "audit record seq {seq} ({event}) not written after {attempts} attempt(s) over {waited_ms} ms: {source}"
+    )]
+    WriteFailed {
+        /// The sequence number the record would have had.
+        seq: u64,
+        /// The event type (`vram_sealed`, ...).
+        event: &'static str,
+        /// How many writes were tried.
+        attempts: u32,
+        /// How long the retries lasted.
+        waited_ms: u64,
+        /// The last write error.
+        #[source]
+        source: io::Error,
+    },
+    /// A record was written but could not be flushed to stable storage; it is in
+    /// the log (the chain advanced) but may not survive a power loss.
+    #[error(
+        "audit record seq {seq} ({event}) written but fsync failed after {attempts} attempt(s) over {waited_ms} ms: {source}"
+    )]
+    SyncFailed {
+        /// The record's sequence number.
+        seq: u64,
+        /// The event type.
+        event: &'static str,
+        /// How many fsyncs were tried.
+        attempts: u32,
+        /// How long the retries lasted.
+        waited_ms: u64,
+        /// The last fsync error.
+        #[source]
+        source: io::Error,
+    },
+    /// An existing log is damaged somewhere other than a torn last line, so it is
+    /// not continued (and never repaired silently). Run the verifier on it and
+    /// move it aside.
+    #[error("audit log {path} is damaged ({finding}); refusing to append to it")]
+    Damaged {
+        /// The damaged segment.
+        path: PathBuf,
+        /// The first problem found, as the verifier words it.
+        finding: String,
+    },
+    /// A record would be longer than the format allows.
+    #[error("audit record of {bytes} bytes exceeds the {max}-byte line limit; shorten the event's text fields")]
+    RecordTooLarge {
+        /// The encoded length.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The worker id is empty, too long or not printable ASCII.
+    #[error(
+        "worker id must be 1 to {max} printable ASCII characters without spaces (got {len} bytes)"
+    )]
+    InvalidWorkerId {
+        /// Length of the rejected id in bytes.
+        len: usize,
+        /// The maximum length.
+        max: usize,
+    },
+    /// A log path does not end in a UTF-8 file name.
+    #[error("audit log path {path} must end in a UTF-8 file name")]
+    InvalidPath {
+        /// The rejected path.
+        path: PathBuf,
+    },
+    /// A checkpoint string is not `SEQ:HASH`.
+    #[error("checkpoint must be SEQ:HASH (a decimal sequence number and 64 lowercase hex digits), got {got:?}")]
+    InvalidCheckpoint {
+        /// The rejected text, truncated to 80 characters.
+        got: String,
+    },
+    /// An event could not be encoded as JSON.
+    #[error("audit event could not be encoded: {reason}")]
+    Encode {
+        /// The encoder's message.
+        reason: String,
+    },
+    /// The sequence number space is exhausted.
+    #[error("audit log sequence number overflowed at {seq}; start a new log")]
+    SequenceExhausted {
+        /// The last sequence number used.
+        seq: u64,
+    },
+    /// A thread panicked while holding the log's lock; the chain state can no
+    /// longer be trusted, so the log refuses further records.
+    #[error("audit log state poisoned by a panic in another thread; refusing to append")]
+    Poisoned,
+}
+
+impl AuditError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Self::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}

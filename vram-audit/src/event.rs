@@ -1,0 +1,282 @@
+//! Typed audit events.
+
+use serde::{Deserialize, Serialize};
+
+/// A half-open byte range `[start, end)` within a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    /// First byte of the range.
+    pub start: u64,
+    /// One past the last byte of the range.
+    pub end: u64,
+}
+
+/// How much attention an event deserves.
+///
+/// Critical events are always fsynced before [`AuditSink::record`](crate::AuditSink::record)
+/// returns, and by default a failure to write one fails the caller's operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Routine: the system did what it was asked.
+    Info,
+    /// Something was refused or repaired, with no loss of integrity.
+    Warning,
+    /// Integrity or policy is at stake.
+    Critical,
+}
+
+/// One thing that happened, as written in the `"event"` field of a record.
+///
+/// Serialized as a JSON object tagged by `"type"` (snake_case variant names).
+///
+/// Callers must never put device pointers, host addresses, key material or raw
+/// untrusted input in an event: records are read by operators and shipped to
+/// other systems. Identify memory by shard id and device index, keys by
+/// [`AuditKey::key_id`](crate::AuditKey::key_id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A shard was copied to device memory and sealed.
+    VramSealed {
+        /// The shard's id.
+        shard_id: String,
+        /// The model the shard belongs to.
+        model_ref: String,
+        /// Device index.
+        gpu_device: u32,
+        /// What kind of device holds it (`cuda`, `mock`, ...).
+        device_kind: String,
+        /// Bytes resident.
+        vram_bytes: u64,
+        /// Hex chunk-tree digest the seal commits to.
+        tree_digest: String,
+        /// Leaf size of the tree digest in bytes.
+        leaf_size: u64,
+        /// Id of the seal key.
+        key_id: String,
+    },
+    /// A shard's seal was re-verified against device memory and held.
+    SealVerified {
+        /// The shard's id.
+        shard_id: String,
+        /// Device index.
+        gpu_device: u32,
+        /// Verification policy (`full`, `sampled`, `scrub`).
+        policy: String,
+        /// Leaves re-hashed.
+        leaves_checked: u64,
+        /// Bytes re-hashed.
+        bytes_checked: u64,
+    },
+    /// A shard's seal did not hold: the bytes on the device changed.
+    SealVerificationFailed {
+        /// The shard's id.
+        shard_id: String,
+        /// Device index.
+        gpu_device: u32,
+        /// Verification policy.
+        policy: String,
+        /// Why verification failed.
+        reason: String,
+        /// Byte ranges whose leaves did not match.
+        corrupt_ranges: Vec<ByteRange>,
+    },
+    /// A seal attempt failed (expected digest mismatch, device write failure...).
+    SealFailed {
+        /// The shard's id.
+        shard_id: String,
+        /// Which stage failed (`hash`, `copy`, `expected_digest`, ...).
+        stage: String,
+        /// Why.
+        reason: String,
+    },
+    /// Device memory was reserved and allocated for a shard.
+    VramAllocated {
+        /// The shard's id.
+        shard_id: String,
+        /// Device index.
+        gpu_device: u32,
+        /// Bytes allocated.
+        bytes: u64,
+    },
+    /// A device allocation was refused or failed.
+    VramAllocationFailed {
+        /// Device index.
+        gpu_device: u32,
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes available at the time.
+        available: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A shard's device memory was released.
+    VramDeallocated {
+        /// The shard's id.
+        shard_id: String,
+        /// Device index.
+        gpu_device: u32,
+        /// Bytes released.
+        bytes: u64,
+    },
+    /// A device or request broke the VRAM-only policy.
+    PolicyViolation {
+        /// Device index.
+        gpu_device: u32,
+        /// The policy broken.
+        policy: String,
+        /// What was found.
+        detail: String,
+    },
+    /// The log was opened: `"new"` for a new chain, `"continued"` for an existing one.
+    LogOpened {
+        /// `new` or `continued`.
+        reason: String,
+    },
+    /// On reopening, an incomplete last line (a crash in the middle of a write)
+    /// was cut off.
+    TornTailRecovered {
+        /// Bytes removed.
+        discarded_bytes: u64,
+        /// 1-based line number, in the segment, where the removed bytes began.
+        at_line: u64,
+    },
+    /// The last record of a segment: the chain continues in `next_file`.
+    Rotated {
+        /// File name (not path) of the next segment.
+        next_file: String,
+    },
+}
+
+impl AuditEvent {
+    /// How much attention the event deserves.
+    #[must_use]
+    pub fn severity(&self) -> Severity {
+        match self {
+            Self::SealVerificationFailed { .. }
+            | Self::PolicyViolation { .. }
+            | Self::SealFailed { .. } => Severity::Critical,
+            Self::VramAllocationFailed { .. } | Self::TornTailRecovered { .. } => Severity::Warning,
+            Self::VramSealed { .. }
+            | Self::SealVerified { .. }
+            | Self::VramAllocated { .. }
+            | Self::VramDeallocated { .. }
+            | Self::LogOpened { .. }
+            | Self::Rotated { .. } => Severity::Info,
+        }
+    }
+
+    /// The event's `"type"` tag, e.g. `"vram_sealed"`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::VramSealed { .. } => "vram_sealed",
+            Self::SealVerified { .. } => "seal_verified",
+            Self::SealVerificationFailed { .. } => "seal_verification_failed",
+            Self::SealFailed { .. } => "seal_failed",
+            Self::VramAllocated { .. } => "vram_allocated",
+            Self::VramAllocationFailed { .. } => "vram_allocation_failed",
+            Self::VramDeallocated { .. } => "vram_deallocated",
+            Self::PolicyViolation { .. } => "policy_violation",
+            Self::LogOpened { .. } => "log_opened",
+            Self::TornTailRecovered { .. } => "torn_tail_recovered",
+            Self::Rotated { .. } => "rotated",
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<AuditEvent> {
+        vec![
+            AuditEvent::VramSealed {
+                shard_id: "s".into(),
+                model_ref: "m".into(),
+                gpu_device: 0,
+                device_kind: "mock".into(),
+                vram_bytes: 1,
+                tree_digest: "d".into(),
+                leaf_size: 4096,
+                key_id: "k".into(),
+            },
+            AuditEvent::SealVerified {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                policy: "full".into(),
+                leaves_checked: 1,
+                bytes_checked: 1,
+            },
+            AuditEvent::SealVerificationFailed {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                policy: "full".into(),
+                reason: "r".into(),
+                corrupt_ranges: vec![ByteRange {
+                    start: 0,
+                    end: 4096,
+                }],
+            },
+            AuditEvent::SealFailed {
+                shard_id: "s".into(),
+                stage: "copy".into(),
+                reason: "r".into(),
+            },
+            AuditEvent::VramAllocated {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                bytes: 1,
+            },
+            AuditEvent::VramAllocationFailed {
+                gpu_device: 0,
+                requested: 2,
+                available: 1,
+                reason: "r".into(),
+            },
+            AuditEvent::VramDeallocated {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                bytes: 1,
+            },
+            AuditEvent::PolicyViolation {
+                gpu_device: 0,
+                policy: "vram_only".into(),
+                detail: "d".into(),
+            },
+            AuditEvent::LogOpened {
+                reason: "new".into(),
+            },
+            AuditEvent::TornTailRecovered {
+                discarded_bytes: 3,
+                at_line: 2,
+            },
+            AuditEvent::Rotated {
+                next_file: "audit.jsonl.1".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn tag_matches_kind_and_round_trips() {
+        for e in all() {
+            let json = serde_json::to_value(&e).unwrap();
+            assert_eq!(json["type"], e.kind(), "{json}");
+            let back: AuditEvent = serde_json::from_value(json).unwrap();
+            assert_eq!(back, e);
+        }
+    }
+
+    #[test]
+    fn severities() {
+        let sev: Vec<_> = all().iter().map(AuditEvent::severity).collect();
+        use Severity::*;
+        assert_eq!(
+            sev,
+            [Info, Info, Critical, Critical, Info, Warning, Info, Critical, Info, Warning, Info]
+        );
+    }
+}

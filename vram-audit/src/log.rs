@@ -1,0 +1,590 @@
+//! The chain engine: sequence numbers, hash links and MACs, written through a
+//! [`Backend`] with the flush and failure policies.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::backend::{Backend, MemoryBackend};
+use crate::record::{self, GENESIS_PREV};
+use crate::{
+    AuditError, AuditEvent, AuditKey, Checkpoint, FailureMode, FsyncPolicy, LogOptions, Severity,
+};
+
+/// Anything that takes audit events.
+pub trait AuditSink: Send + Sync {
+    /// Records one event.
+    ///
+    /// # Errors
+    /// When the event could not be recorded and the failure mode for its
+    /// severity is fail-closed: the caller's operation should then fail too.
+    fn record(&self, event: AuditEvent) -> Result<RecordReceipt, AuditError>;
+
+    /// Counters since the sink was created.
+    fn stats(&self) -> SinkStats;
+}
+
+/// What `record` did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordReceipt {
+    /// The record's sequence number; 0 when a best-effort write failed and
+    /// nothing was recorded.
+    pub seq: u64,
+    /// Hex SHA-256 of the record's line (empty when nothing was recorded).
+    pub hash: String,
+    /// True when the record reached the backend's stable storage (fsynced, for
+    /// files) before `record` returned.
+    pub durable: bool,
+}
+
+impl RecordReceipt {
+    /// True when the record is in the log.
+    #[must_use]
+    pub fn is_written(&self) -> bool {
+        self.seq != 0
+    }
+
+    fn not_written() -> Self {
+        Self {
+            seq: 0,
+            hash: String::new(),
+            durable: false,
+        }
+    }
+}
+
+/// Counters of a sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Records written, including the log's own (`log_opened`, `rotated`, ...).
+    pub records: u64,
+    /// Records that failed to be written or flushed.
+    pub failures: u64,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+}
+
+/// Longest accepted worker id.
+const MAX_WORKER_ID: usize = 128;
+/// Longest pause between fail-closed retries.
+const MAX_BACKOFF: Duration = Duration::from_millis(50);
+
+struct ChainState {
+    /// Sequence number of the last record written (0: none yet).
+    seq: u64,
+    /// Hash of the last record written (or the genesis value).
+    prev: String,
+    backend: Box<dyn Backend>,
+    /// Length of the current segment up to the end of the last whole record.
+    committed_len: u64,
+    /// A failed write left bytes past `committed_len` that could not be cut yet.
+    dirty: bool,
+    /// Records written since the last flush.
+    unsynced: u64,
+    last_sync: Instant,
+}
+
+enum Outcome {
+    Written(RecordReceipt),
+    /// Written, but the flush the policy asked for failed.
+    NotFlushed(RecordReceipt, AuditError),
+    Failed(AuditError),
+}
+
+/// A hash-chained, HMAC-authenticated audit log.
+///
+/// `record` may be called from many threads at once: a lock around the chain
+/// state is held while one record is encoded, written and (when due) flushed,
+/// so the records form one chain with no gaps, in `seq` order, with
+/// non-decreasing timestamps.
+pub struct AuditLog {
+    state: Mutex<ChainState>,
+    stats: Mutex<SinkStats>,
+    key: AuditKey,
+    worker: String,
+    options: LogOptions,
+    memory: Option<MemoryBackend>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("worker", &self.worker)
+            .field("key", &self.key)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_worker_id(worker_id: &str) -> Result<(), AuditError> {
+    let ok = !worker_id.is_empty()
+        && worker_id.len() <= MAX_WORKER_ID
+        && worker_id.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(AuditError::InvalidWorkerId {
+            len: worker_id.len(),
+            max: MAX_WORKER_ID,
+        })
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Where a reopened chain continues.
+pub(crate) struct Resume {
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+    pub(crate) committed_len: u64,
+    /// (bytes cut off, line where they began)
+    pub(crate) torn: Option<(u64, u64)>,
+    pub(crate) continued: bool,
+}
+
+impl Resume {
+    pub(crate) fn fresh() -> Self {
+        Self {
+            seq: 0,
+            prev: GENESIS_PREV.to_owned(),
+            committed_len: 0,
+            torn: None,
+            continued: false,
+        }
+    }
+}
+
+impl AuditLog {
+    /// A new chain kept in memory, with the default options: for tests and for
+    /// callers that ship records elsewhere. Its first record is `log_opened`.
+    ///
+    /// # Errors
+    /// When `worker_id` is not 1 to 128 printable ASCII characters.
+    pub fn in_memory(key: AuditKey, worker_id: &str) -> Result<Self, AuditError> {
+        Self::in_memory_with(key, worker_id, LogOptions::default())
+    }
+
+    /// [`Self::in_memory`] with options (the failure policy matters for fault
+    /// injection; rotation does not apply).
+    ///
+    /// # Errors
+    /// As [`Self::in_memory`].
+    pub fn in_memory_with(
+        key: AuditKey,
+        worker_id: &str,
+        options: LogOptions,
+    ) -> Result<Self, AuditError> {
+        check_worker_id(worker_id)?;
+        let memory = MemoryBackend::new();
+        let log = Self::assemble(
+            Box::new(memory.clone()),
+            key,
+            worker_id,
+            options,
+            Resume::fresh(),
+            Some(memory),
+        );
+        log.record(AuditEvent::LogOpened {
+            reason: "new".into(),
+        })?;
+        Ok(log)
+    }
+
+    /// A new chain written through a backend of the caller's (which should be
+    /// empty: nothing already in it is read). Its first record is `log_opened`.
+    ///
+    /// # Errors
+    /// When `worker_id` is invalid, or when the `log_opened` record cannot be
+    /// written and the policy for info events is fail-closed.
+    pub fn with_backend(
+        mut backend: Box<dyn Backend>,
+        key: AuditKey,
+        worker_id: &str,
+        options: LogOptions,
+    ) -> Result<Self, AuditError> {
+        check_worker_id(worker_id)?;
+        let mut resume = Resume::fresh();
+        resume.committed_len = backend.segment_len().unwrap_or(0);
+        let log = Self::assemble(backend, key, worker_id, options, resume, None);
+        log.record(AuditEvent::LogOpened {
+            reason: "new".into(),
+        })?;
+        Ok(log)
+    }
+
+    /// Opens the file log at `path` (segments `path`, `path.1`, ...), creating
+    /// it if needed, and continues its chain.
+    ///
+    /// On an existing log the newest segment is read and verified whole with
+    /// `key`. An incomplete last line (a crash in the middle of a write) is cut
+    /// off and fsynced, and a `torn_tail_recovered` record says so. Any other
+    /// damage is an error: the log is never repaired silently. Each opening
+    /// writes a `log_opened` record (`new` or `continued`).
+    ///
+    /// A path that is not a regular file (a device such as `/dev/full`) is
+    /// written to as is, never read, truncated or rotated.
+    ///
+    /// # Errors
+    /// [`AuditError::Damaged`] for damage other than a torn tail,
+    /// [`AuditError::Io`] when the file cannot be created, read or repaired,
+    /// [`AuditError::InvalidWorkerId`], and write errors of the opening records
+    /// under a fail-closed policy.
+    pub fn open_file(
+        path: &Path,
+        key: AuditKey,
+        worker_id: &str,
+        options: LogOptions,
+    ) -> Result<Self, AuditError> {
+        check_worker_id(worker_id)?;
+        let (backend, resume) = crate::recover::open(path, &key, options.max_file_bytes.is_some())?;
+        let torn = resume.torn;
+        let continued = resume.continued;
+        let log = Self::assemble(Box::new(backend), key, worker_id, options, resume, None);
+        log.record(AuditEvent::LogOpened {
+            reason: if continued { "continued" } else { "new" }.into(),
+        })?;
+        if let Some((discarded_bytes, at_line)) = torn {
+            tracing::warn!(
+                path = %path.display(),
+                discarded_bytes,
+                at_line,
+                "audit log had a torn last line (interrupted write); cut it off"
+            );
+            log.record(AuditEvent::TornTailRecovered {
+                discarded_bytes,
+                at_line,
+            })?;
+        }
+        Ok(log)
+    }
+
+    fn assemble(
+        backend: Box<dyn Backend>,
+        key: AuditKey,
+        worker_id: &str,
+        options: LogOptions,
+        resume: Resume,
+        memory: Option<MemoryBackend>,
+    ) -> Self {
+        Self {
+            state: Mutex::new(ChainState {
+                seq: resume.seq,
+                prev: resume.prev,
+                backend,
+                committed_len: resume.committed_len,
+                dirty: false,
+                unsynced: 0,
+                last_sync: Instant::now(),
+            }),
+            stats: Mutex::new(SinkStats::default()),
+            key,
+            worker: worker_id.to_owned(),
+            options,
+            memory,
+        }
+    }
+
+    /// The worker id written in every record.
+    #[must_use]
+    pub fn worker_id(&self) -> &str {
+        &self.worker
+    }
+
+    /// The options the log was opened with.
+    #[must_use]
+    pub fn options(&self) -> &LogOptions {
+        &self.options
+    }
+
+    /// The last record written, as a checkpoint to keep outside this host
+    /// (`None` before the first record).
+    #[must_use]
+    pub fn head(&self) -> Option<Checkpoint> {
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (st.seq != 0).then(|| Checkpoint {
+            seq: st.seq,
+            hash: st.prev.clone(),
+        })
+    }
+
+    /// Flushes every record written so far to stable storage.
+    ///
+    /// # Errors
+    /// When the flush fails, or the log is poisoned.
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let mut st = self.lock_state()?;
+        st.backend
+            .sync()
+            .map_err(|e| AuditError::io("fsync", PathBuf::from(st.backend.describe()), e))?;
+        st.unsynced = 0;
+        st.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// The record lines of an in-memory log, without `\n`; empty for other logs.
+    #[must_use]
+    pub fn lines(&self) -> Vec<String> {
+        self.memory
+            .as_ref()
+            .map(MemoryBackend::lines)
+            .unwrap_or_default()
+    }
+
+    /// In-memory logs: the next `n` writes fail after writing half the line.
+    /// No effect on other logs.
+    pub fn fail_next_writes(&self, n: u32) {
+        if let Some(m) = &self.memory {
+            m.fail_next_writes(n);
+        }
+    }
+
+    /// In-memory logs: every write fails (after writing half the line) until
+    /// set back. No effect on other logs.
+    pub fn set_failing(&self, failing: bool) {
+        if let Some(m) = &self.memory {
+            m.set_failing(failing);
+        }
+    }
+
+    fn lock_state(&self) -> Result<MutexGuard<'_, ChainState>, AuditError> {
+        self.state.lock().map_err(|_| AuditError::Poisoned)
+    }
+
+    fn note(&self, outcome: &Result<(), &AuditError>) {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(()) => stats.records = stats.records.saturating_add(1),
+            Err(e) => {
+                stats.failures = stats.failures.saturating_add(1);
+                stats.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Closes a full segment with a `rotated` record and continues in the next.
+    /// A rotation that fails is logged and retried at the next record; the
+    /// record itself then goes to the current segment.
+    fn maybe_rotate(&self, st: &mut ChainState) {
+        let Some(max) = self.options.max_file_bytes else {
+            return;
+        };
+        if st.committed_len == 0 || st.committed_len < max {
+            return;
+        }
+        let Some(next_file) = st.backend.next_segment() else {
+            return;
+        };
+        if let Err(e) = st.backend.prepare_next() {
+            tracing::warn!(error = %e, next_file, "audit log rotation failed; continuing in the current segment");
+            return;
+        }
+        let before = st.seq;
+        let outcome = self.write_record(
+            st,
+            &AuditEvent::Rotated {
+                next_file: next_file.clone(),
+            },
+            FailureMode::FailClosed {
+                max_wait: Duration::ZERO,
+            },
+            true,
+        );
+        if st.seq == before {
+            st.backend.abort_next();
+            if let Outcome::Failed(e) = outcome {
+                tracing::warn!(error = %e, "audit log rotation failed; continuing in the current segment");
+            }
+            return;
+        }
+        // The `rotated` record is in the old segment: the chain continues in
+        // the new one whatever else happened.
+        match outcome {
+            Outcome::NotFlushed(_, e) | Outcome::Failed(e) => {
+                tracing::error!(error = %e, "closing audit segment was not flushed");
+                self.note(&Ok(()));
+                self.note(&Err(&e));
+            }
+            Outcome::Written(_) => self.note(&Ok(())),
+        }
+        st.backend.switch_to_next();
+        st.committed_len = 0;
+        st.dirty = false;
+        st.unsynced = 0;
+        tracing::info!(next_file, "audit log rotated");
+    }
+
+    fn flush_due(&self, st: &ChainState, severity: Severity, force: bool) -> bool {
+        force
+            || severity == Severity::Critical
+            || match self.options.fsync {
+                FsyncPolicy::EveryRecord => true,
+                FsyncPolicy::EveryN(n) => st.unsynced >= u64::from(n.max(1)),
+                FsyncPolicy::Interval(d) => st.last_sync.elapsed() >= d,
+                FsyncPolicy::CriticalOnly => false,
+            }
+    }
+
+    /// Encodes, writes and (when due) flushes one record.
+    fn write_record(
+        &self,
+        st: &mut ChainState,
+        event: &AuditEvent,
+        mode: FailureMode,
+        force_sync: bool,
+    ) -> Outcome {
+        let Some(seq) = st.seq.checked_add(1) else {
+            return Outcome::Failed(AuditError::SequenceExhausted { seq: st.seq });
+        };
+        let ts = record::rfc3339_utc(SystemTime::now());
+        let line = match record::encode_line(&self.key, seq, &ts, &self.worker, event, &st.prev) {
+            Ok(l) => l,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let body = line.get(..line.len().saturating_sub(1)).unwrap_or_default();
+        let hash = record::line_hash(body);
+        if let Err((source, attempts, waited)) = retry(mode, || try_append(st, &line)) {
+            return Outcome::Failed(AuditError::WriteFailed {
+                seq,
+                event: event.kind(),
+                attempts,
+                waited_ms: millis(waited),
+                source,
+            });
+        }
+        st.seq = seq;
+        st.prev.clone_from(&hash);
+        st.committed_len = st
+            .committed_len
+            .saturating_add(u64::try_from(line.len()).unwrap_or(u64::MAX));
+        st.unsynced = st.unsynced.saturating_add(1);
+        let mut receipt = RecordReceipt {
+            seq,
+            hash,
+            durable: false,
+        };
+        if self.flush_due(st, event.severity(), force_sync) {
+            match retry(mode, || st.backend.sync()) {
+                Ok(()) => {
+                    st.unsynced = 0;
+                    st.last_sync = Instant::now();
+                    receipt.durable = true;
+                }
+                Err((source, attempts, waited)) => {
+                    let e = AuditError::SyncFailed {
+                        seq,
+                        event: event.kind(),
+                        attempts,
+                        waited_ms: millis(waited),
+                        source,
+                    };
+                    return Outcome::NotFlushed(receipt, e);
+                }
+            }
+        }
+        Outcome::Written(receipt)
+    }
+}
+
+/// Appends a whole line or nothing: a partial write is cut back off.
+fn try_append(st: &mut ChainState, line: &[u8]) -> io::Result<()> {
+    if st.dirty {
+        st.backend.truncate(st.committed_len)?;
+        st.dirty = false;
+    }
+    match st.backend.append(line) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let clean = matches!(st.backend.segment_len(), Ok(len) if len == st.committed_len);
+            if !clean && st.backend.truncate(st.committed_len).is_err() {
+                st.dirty = true;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Runs `op` once (best effort) or until it succeeds or `max_wait` would be
+/// exceeded (fail-closed). On failure returns (last error, attempts, time spent).
+fn retry(
+    mode: FailureMode,
+    mut op: impl FnMut() -> io::Result<()>,
+) -> Result<(), (io::Error, u32, Duration)> {
+    let max_wait = match mode {
+        FailureMode::FailClosed { max_wait } => max_wait,
+        FailureMode::BestEffort => Duration::ZERO,
+    };
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(1);
+    let mut attempts = 0u32;
+    loop {
+        attempts = attempts.saturating_add(1);
+        match op() {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                let waited = start.elapsed();
+                if waited.saturating_add(backoff) > max_wait {
+                    return Err((e, attempts, waited));
+                }
+                thread::sleep(backoff);
+                backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn record(&self, event: AuditEvent) -> Result<RecordReceipt, AuditError> {
+        let mode = self.options.failure.mode_for(event.severity());
+        let outcome = {
+            let mut st = self.lock_state()?;
+            self.maybe_rotate(&mut st);
+            self.write_record(&mut st, &event, mode, false)
+        };
+        let fail_closed = matches!(mode, FailureMode::FailClosed { .. });
+        match outcome {
+            Outcome::Written(receipt) => {
+                self.note(&Ok(()));
+                Ok(receipt)
+            }
+            Outcome::NotFlushed(receipt, e) => {
+                self.note(&Ok(()));
+                self.note(&Err(&e));
+                if fail_closed {
+                    return Err(e);
+                }
+                tracing::error!(error = %e, event = event.kind(), "audit record written but not flushed (best effort)");
+                Ok(receipt)
+            }
+            Outcome::Failed(e) => {
+                self.note(&Err(&e));
+                if fail_closed {
+                    return Err(e);
+                }
+                tracing::error!(error = %e, event = event.kind(), "audit record lost (best effort)");
+                Ok(RecordReceipt::not_written())
+            }
+        }
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if st.unsynced > 0 {
+            if let Err(e) = st.backend.sync() {
+                tracing::error!(error = %e, "audit log not flushed on close");
+            }
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! How a log flushes, rotates and reacts to write failures.
+
+use std::time::Duration;
+
+use crate::Severity;
+
+/// When records are flushed to stable storage (fsync).
+///
+/// Whatever the policy, a [`Severity::Critical`] record is always fsynced
+/// before `record` returns. Records not yet flushed are flushed by
+/// [`AuditLog::sync`](crate::AuditLog::sync), by the next flush the policy
+/// triggers, and when the log is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every record (the default): `durable` is true in every receipt.
+    EveryRecord,
+    /// Every `n` records (`n` of 0 counts as 1).
+    EveryN(u32),
+    /// At the first record after this much time since the last flush. There is
+    /// no background thread: a quiet log stays unflushed until the next record.
+    Interval(Duration),
+    /// Only critical records (which also flush everything written before them).
+    CriticalOnly,
+}
+
+/// What `record` does when a record cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Retry with backoff (1 ms doubling to 50 ms) until `max_wait` has passed,
+    /// then return the error, so that the caller's operation fails.
+    FailClosed {
+        /// How long to keep retrying; zero means one attempt.
+        max_wait: Duration,
+    },
+    /// One attempt; on failure count it in [`SinkStats`](crate::SinkStats),
+    /// report it through `tracing::error!`, and return `Ok` with
+    /// `durable: false` and `seq: 0`.
+    BestEffort,
+}
+
+impl FailureMode {
+    /// How long fail-closed retries last by default.
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
+
+    /// The default for a severity: fail-closed (with [`Self::DEFAULT_MAX_WAIT`])
+    /// for critical events, best-effort for the rest.
+    #[must_use]
+    pub fn default_for(severity: Severity) -> Self {
+        match severity {
+            Severity::Critical => Self::FailClosed {
+                max_wait: Self::DEFAULT_MAX_WAIT,
+            },
+            Severity::Warning | Severity::Info => Self::BestEffort,
+        }
+    }
+}
+
+/// The failure mode for each severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// For [`Severity::Critical`] events.
+    pub critical: FailureMode,
+    /// For [`Severity::Warning`] events.
+    pub warning: FailureMode,
+    /// For [`Severity::Info`] events.
+    pub info: FailureMode,
+}
+
+impl Default for FailurePolicy {
+    /// [`FailureMode::default_for`] each severity.
+    fn default() -> Self {
+        Self {
+            critical: FailureMode::default_for(Severity::Critical),
+            warning: FailureMode::default_for(Severity::Warning),
+            info: FailureMode::default_for(Severity::Info),
+        }
+    }
+}
+
+impl FailurePolicy {
+    /// Fail-closed for every event: no operation succeeds unaudited.
+    #[must_use]
+    pub fn fail_closed(max_wait: Duration) -> Self {
+        let mode = FailureMode::FailClosed { max_wait };
+        Self {
+            critical: mode,
+            warning: mode,
+            info: mode,
+        }
+    }
+
+    /// Best-effort for every event, critical ones included.
+    #[must_use]
+    pub fn best_effort() -> Self {
+        Self {
+            critical: FailureMode::BestEffort,
+            warning: FailureMode::BestEffort,
+            info: FailureMode::BestEffort,
+        }
+    }
+
+    /// The mode that applies to an event of `severity`.
+    #[must_use]
+    pub fn mode_for(&self, severity: Severity) -> FailureMode {
+        match severity {
+            Severity::Critical => self.critical,
+            Severity::Warning => self.warning,
+            Severity::Info => self.info,
+        }
+    }
+}
+
+/// Options of an [`AuditLog`](crate::AuditLog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOptions {
+    /// When to fsync.
+    pub fsync: FsyncPolicy,
+    /// Close a file segment once it holds at least this many bytes and continue
+    /// in the next (`None`: never rotate). Ignored by in-memory logs.
+    pub max_file_bytes: Option<u64>,
+    /// What to do when a write fails.
+    pub failure: FailurePolicy,
+}
+
+/// The name under which [`AuditLog::open_file`](crate::AuditLog::open_file) takes its options.
+pub type FileOptions = LogOptions;
+
+impl LogOptions {
+    /// Default segment size: 64 MiB.
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+}
+
+impl Default for LogOptions {
+    /// fsync every record, rotate at 64 MiB, fail-closed for critical events only.
+    fn default() -> Self {
+        Self {
+            fsync: FsyncPolicy::EveryRecord,
+            max_file_bytes: Some(Self::DEFAULT_MAX_FILE_BYTES),
+            failure: FailurePolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The record line format: encoding, authentication and parsing.
+//!
+//! A record is `PREFIX ,"mac":"<64 hex>"}` followed by `\n`, where PREFIX is
+//! `{"v":1,"seq":N,"ts":"...","worker":"...","event":{...},"prev":"<64 hex>"`.
+//! The MAC is HMAC-SHA256 over PREFIX exactly; because the suffix has a fixed
+//! length (74 bytes), PREFIX is found by cutting those bytes off the end of the
+//! line, with no parsing. The record's hash is SHA-256 of the whole line
+//! without its `\n`. See docs/audit-log.md.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ring::{digest, hmac};
+use serde::Deserialize;
+
+use crate::{AuditError, AuditEvent, AuditKey};
+
+/// `prev` of the first record of a chain.
+pub(crate) const GENESIS_PREV: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+/// Longest record line accepted, without its `\n`.
+pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
+
+const VERSION_TAG: &[u8] = b"{\"v\":";
+const VERSION_1: &[u8] = b"{\"v\":1,";
+const MAC_OPEN: &[u8] = b",\"mac\":\"";
+const MAC_CLOSE: &[u8] = b"\"}";
+const HEX_LEN: usize = 64;
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len().saturating_mul(2));
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Decodes exactly 32 bytes from 64 lowercase hex digits.
+fn unhex32(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != HEX_LEN {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let digit = |c: &u8| match c {
+            b'0'..=b'9' => Some(c.wrapping_sub(b'0')),
+            b'a'..=b'f' => Some(c.wrapping_sub(b'a').wrapping_add(10)),
+            _ => None,
+        };
+        let hi = digit(pair.first()?)?;
+        let lo = digit(pair.get(1)?)?;
+        *o = (hi << 4) | lo;
+    }
+    Some(out)
+}
+
+/// True for 64 lowercase hex digits.
+pub(crate) fn is_hash_hex(text: &str) -> bool {
+    unhex32(text.as_bytes()).is_some()
+}
+
+/// SHA-256 of a record line (without `\n`), as hex: the next record's `prev`.
+pub(crate) fn line_hash(line: &[u8]) -> String {
+    hex(digest::digest(&digest::SHA256, line).as_ref())
+}
+
+/// Encodes a record; the returned line ends in `\n`.
+pub(crate) fn encode_line(
+    key: &AuditKey,
+    seq: u64,
+    ts: &str,
+    worker: &str,
+    event: &AuditEvent,
+    prev: &str,
+) -> Result<Vec<u8>, AuditError> {
+    let enc = |e: serde_json::Error| AuditError::Encode {
+        reason: e.to_string(),
+    };
+    let ts = serde_json::to_string(ts).map_err(enc)?;
+    let worker = serde_json::to_string(worker).map_err(enc)?;
+    let event = serde_json::to_string(event).map_err(enc)?;
+    let mut line = Vec::with_capacity(event.len().saturating_add(worker.len()).saturating_add(256));
+    line.extend_from_slice(VERSION_1);
+    line.extend_from_slice(format!("\"seq\":{seq},\"ts\":{ts},\"worker\":{worker}").as_bytes());
+    line.extend_from_slice(b",\"event\":");
+    line.extend_from_slice(event.as_bytes());
+    line.extend_from_slice(b",\"prev\":\"");
+    line.extend_from_slice(prev.as_bytes());
+    line.push(b'"');
+    let mac = hmac::sign(&key.hmac_key(), &line);
+    line.extend_from_slice(MAC_OPEN);
+    line.extend_from_slice(hex(mac.as_ref()).as_bytes());
+    line.extend_from_slice(MAC_CLOSE);
+    if line.len() > MAX_LINE_BYTES {
+        return Err(AuditError::RecordTooLarge {
+            bytes: line.len(),
+            max: MAX_LINE_BYTES,
+        });
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A record whose MAC verified and whose fields parsed.
+#[derive(Debug)]
+pub(crate) struct Authentic {
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+    pub(crate) event: AuditEvent,
+    /// SHA-256 of the line.
+    pub(crate) hash: String,
+}
+
+/// Why a line is not an authentic record.
+#[derive(Debug)]
+pub(crate) enum LineProblem {
+    /// `"v"` is not 1.
+    UnknownVersion,
+    /// Not a well-formed record.
+    Malformed(String),
+    /// Well-formed, but the MAC does not match.
+    BadMac,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // `ts`, `worker` and `mac` are checked for presence and type only.
+struct Wire {
+    v: u64,
+    seq: u64,
+    ts: String,
+    worker: String,
+    event: AuditEvent,
+    prev: String,
+    mac: String,
+}
+
+fn truncate_reason(text: &str) -> String {
+    const MAX: usize = 120;
+    let mut out: String = text.chars().take(MAX).collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Checks a line (without `\n`): structure, then MAC, then fields.
+pub(crate) fn authenticate(key: &AuditKey, line: &[u8]) -> Result<Authentic, LineProblem> {
+    if !line.starts_with(VERSION_TAG) {
+        return Err(LineProblem::Malformed(
+            "not an audit record: does not start with {\"v\":".into(),
+        ));
+    }
+    if !line.starts_with(VERSION_1) {
+        return Err(LineProblem::UnknownVersion);
+    }
+    let suffix = MAC_OPEN
+        .len()
+        .saturating_add(HEX_LEN)
+        .saturating_add(MAC_CLOSE.len());
+    let mac_hex = line
+        .len()
+        .checked_sub(suffix)
+        .and_then(|at| line.split_at_checked(at))
+        .and_then(|(_, tail)| tail.strip_prefix(MAC_OPEN))
+        .and_then(|t| t.strip_suffix(MAC_CLOSE));
+    let Some(mac_hex) = mac_hex else {
+        return Err(LineProblem::Malformed(
+            "line does not end in ,\"mac\":\"<64 hex digits>\"}".into(),
+        ));
+    };
+    let Some(mac) = unhex32(mac_hex) else {
+        return Err(LineProblem::Malformed(
+            "mac is not 64 lowercase hex digits".into(),
+        ));
+    };
+    let body_len = line.len().saturating_sub(suffix);
+    let body = line.get(..body_len).unwrap_or_default();
+    if hmac::verify(&key.hmac_key(), body, &mac).is_err() {
+        return Err(LineProblem::BadMac);
+    }
+    let wire: Wire = serde_json::from_slice(line)
+        .map_err(|e| LineProblem::Malformed(truncate_reason(&e.to_string())))?;
+    if wire.v != 1 {
+        return Err(LineProblem::UnknownVersion);
+    }
+    if wire.seq == 0 {
+        return Err(LineProblem::Malformed(
+            "seq 0 (sequence numbers start at 1)".into(),
+        ));
+    }
+    if !is_hash_hex(&wire.prev) {
+        return Err(LineProblem::Malformed(
+            "prev is not 64 lowercase hex digits".into(),
+        ));
+    }
+    Ok(Authentic {
+        seq: wire.seq,
+        prev: wire.prev,
+        event: wire.event,
+        hash: line_hash(line),
+    })
+}
+
+/// RFC 3339 UTC timestamp with nanoseconds, e.g. `2025-01-31T12:00:00.000000001Z`.
+///
+/// A clock set before 1970 yields the epoch.
+pub(crate) fn rfc3339_utc(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days(secs / 86_400).unwrap_or((1970, 1, 1));
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3_600,
+        (rem % 3_600) / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
+/// (H. Hinnant's `civil_from_days`, restricted to non-negative days).
+fn civil_from_days(days: u64) -> Option<(u64, u64, u64)> {
+    let z = days.checked_add(719_468)?;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = doe
+        .checked_sub(doe / 1_460)?
+        .checked_add(doe / 36_524)?
+        .checked_sub(doe / 146_096)?
+        / 365;
+    let year = yoe.checked_add(era.checked_mul(400)?)?;
+    let doy = doe.checked_sub(
+        yoe.checked_mul(365)?
+            .checked_add(yoe / 4)?
+            .checked_sub(yoe / 100)?,
+    )?;
+    let mp = doy.checked_mul(5)?.checked_add(2)? / 153;
+    let day = doy
+        .checked_sub(mp.checked_mul(153)?.checked_add(2)? / 5)?
+        .checked_add(1)?;
+    let month = if mp < 10 {
+        mp.checked_add(3)?
+    } else {
+        mp.checked_sub(9)?
+    };
+    let year = if month <= 2 {
+        year.checked_add(1)?
+    } else {
+        year
+    };
+    Some((year, month, day))
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_match_known_dates() {
+        let at = |s: u64, n: u32| rfc3339_utc(UNIX_EPOCH + Duration::new(s, n));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(
+            at(1_709_251_199, 999_999_999),
+            "2024-02-29T23:59:59.999999999Z"
+        );
+        assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000000000Z");
+        assert_eq!(at(1_735_689_599, 0), "2024-12-31T23:59:59.000000000Z");
+    }
+
+    #[test]
+    fn encode_then_authenticate() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let ev = AuditEvent::LogOpened {
+            reason: "new".into(),
+        };
+        let line = encode_line(&key, 1, "t", "w", &ev, GENESIS_PREV).unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let body = &line[..line.len() - 1];
+        let text = std::str::from_utf8(body).unwrap();
+        assert!(text.starts_with(r#"{"v":1,"seq":1,"ts":"t","worker":"w","event":{"type":"log_opened","reason":"new"},"prev":"000"#), "{text}");
+        let a = authenticate(&key, body).unwrap();
+        assert_eq!((a.seq, a.prev.as_str(), a.event), (1, GENESIS_PREV, ev));
+        assert_eq!(a.hash, line_hash(body));
+        let other = AuditKey::from_bytes([8; 32]);
+        assert!(matches!(
+            authenticate(&other, body),
+            Err(LineProblem::BadMac)
+        ));
+    }
+
+    #[test]
+    fn structural_problems_are_malformed_or_unknown_version() {
+        let key = AuditKey::from_bytes([7; 32]);
+        for bad in [&b""[..], b"garbage", b"{\"v\":1,\"seq\":1}", b"{\"v\":1,"] {
+            assert!(matches!(
+                authenticate(&key, bad),
+                Err(LineProblem::Malformed(_))
+            ));
+        }
+        assert!(matches!(
+            authenticate(&key, b"{\"v\":2,\"seq\":1}"),
+            Err(LineProblem::UnknownVersion)
+        ));
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes: Vec<u8> = (0..32).map(|i| i * 7).collect();
+        let h = hex(&bytes);
+        assert_eq!(unhex32(h.as_bytes()).unwrap().to_vec(), bytes);
+        assert!(unhex32(h.to_uppercase().as_bytes()).is_none() || h == h.to_uppercase());
+        assert!(unhex32(b"zz").is_none());
+    }
+}
