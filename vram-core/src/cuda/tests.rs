@@ -79,10 +79,8 @@ fn driver_errors_are_named_by_their_result_code() {
 
 #[test]
 fn a_panicking_binding_becomes_a_typed_error() {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    // The default hook prints the panic message; the test harness captures it.
     let result: Result<(), DeviceError> = guarded("cuInit", || panic!("Missing symbol cuInit"));
-    std::panic::set_hook(hook);
     let err = result.unwrap_err();
     if driver_present() {
         assert!(
