@@ -1,0 +1,87 @@
+//! HKDF-SHA256 (RFC 5869) through `ring::hkdf`.
+
+use ring::hkdf;
+
+/// An output length for `ring::hkdf`, which wants it as a `KeyType`.
+struct OutputLen(usize);
+
+impl hkdf::KeyType for OutputLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// HKDF-SHA256 extract-then-expand of `ikm` into `out`.
+///
+/// Fails only when `out` is longer than 255 × 32 bytes, the RFC 5869 limit.
+pub(crate) fn hkdf_sha256(
+    salt: &[u8],
+    ikm: &[u8],
+    info: &[u8],
+    out: &mut [u8],
+) -> Result<(), ring::error::Unspecified> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
+    let info = [info];
+    let okm = prk.expand(&info, OutputLen(out.len()))?;
+    okm.fill(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 5869 appendix A, test cases 1 to 3 (SHA-256).
+    #[test]
+    fn rfc5869_vectors() {
+        let cases = [
+            (
+                "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
+                "000102030405060708090a0b0c",
+                "f0f1f2f3f4f5f6f7f8f9",
+                "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865",
+            ),
+            (
+                "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\
+                 202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f\
+                 404142434445464748494a4b4c4d4e4f",
+                "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f\
+                 808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f\
+                 a0a1a2a3a4a5a6a7a8a9aaabacadaeaf",
+                "b0b1b2b3b4b5b6b7b8b9babbbcbdbebfc0c1c2c3c4c5c6c7c8c9cacbcccdcecf\
+                 d0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeef\
+                 f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff",
+                "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c\
+                 59045a99cac7827271cb41c65e590e09da3275600c2f09b8367793a9aca3db71\
+                 cc30c58179ec3e87c14c01d5c1f3434f1d87",
+            ),
+            (
+                "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b",
+                "",
+                "",
+                "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8",
+            ),
+        ];
+        for (n, (ikm, salt, info, okm)) in cases.iter().enumerate() {
+            let want = unhex(okm);
+            let mut got = vec![0u8; want.len()];
+            hkdf_sha256(&unhex(salt), &unhex(ikm), &unhex(info), &mut got).unwrap();
+            assert_eq!(got, want, "RFC 5869 test case {}", n + 1);
+        }
+    }
+
+    #[test]
+    fn output_longer_than_rfc_limit_is_an_error() {
+        let mut out = vec![0u8; 255 * 32 + 1];
+        assert!(hkdf_sha256(b"s", b"k", b"i", &mut out).is_err());
+        let mut out = vec![0u8; 255 * 32];
+        assert!(hkdf_sha256(b"s", b"k", b"i", &mut out).is_ok());
+    }
+}

@@ -1,0 +1,211 @@
+//! The worker secret and the keys derived from it.
+
+use std::fmt;
+use std::path::Path;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+use crate::file::{credential_path, read_secret_file};
+use crate::hkdf::hkdf_sha256;
+use crate::key::{SecretKey, KEY_LEN};
+use crate::SecretsError;
+
+/// The shortest worker secret accepted, in bytes.
+///
+/// HKDF spreads the entropy of its input over the derived keys but cannot add any:
+/// a short or guessable secret gives keys that can be found by trying secrets, and
+/// HKDF is fast by design, unlike a password hash. 32 bytes (256 bits, the size of
+/// the derived keys and of SHA-256's output) is the least that makes the secret as
+/// strong as the keys. Text encodings of random bytes count by their length as
+/// text: `openssl rand -hex 32` (64 bytes) is fine.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// The largest worker secret accepted, in bytes (1 MiB). Also the largest secret
+/// file read.
+pub const MAX_SECRET_LEN: usize = 1 << 20;
+
+/// The fixed HKDF salt. Versioned with the labels: changing it changes every key.
+const HKDF_SALT: &[u8] = b"vram-residency/hkdf-salt/v1";
+
+// HKDF-SHA256 can expand to at most 255 hash lengths; a key is far below that.
+const _: () = assert!(KEY_LEN <= 255 * 32);
+
+/// What a derived key is for. Each purpose has its own versioned HKDF label, so
+/// keys for different purposes are independent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyPurpose {
+    /// Sealing shards (HMAC over the seal message).
+    Seal,
+    /// Authenticating audit records.
+    Audit,
+}
+
+impl KeyPurpose {
+    /// The HKDF `info` label of this purpose.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            KeyPurpose::Seal => "vram-residency/seal-key/v1",
+            KeyPurpose::Audit => "vram-residency/audit-key/v1",
+        }
+    }
+}
+
+/// The secret a worker derives its keys from.
+///
+/// Held in a `Zeroizing<Vec<u8>>`: the bytes are overwritten when it is dropped.
+/// No `Clone`, no `Display`, no serde; `Debug` shows only the length.
+pub struct WorkerSecret {
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+impl WorkerSecret {
+    /// Wraps secret bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretsError::Empty`], [`SecretsError::TooShort`] (below
+    /// [`MIN_SECRET_LEN`]) or [`SecretsError::TooLarge`] (above [`MAX_SECRET_LEN`]).
+    pub fn from_bytes(bytes: Zeroizing<Vec<u8>>) -> Result<WorkerSecret, SecretsError> {
+        let len = bytes.len();
+        if len == 0 {
+            return Err(SecretsError::Empty);
+        }
+        if len < MIN_SECRET_LEN {
+            return Err(SecretsError::TooShort {
+                len,
+                min: MIN_SECRET_LEN,
+            });
+        }
+        if len > MAX_SECRET_LEN {
+            return Err(SecretsError::TooLarge {
+                len: u64::try_from(len).unwrap_or(u64::MAX),
+                max: MAX_SECRET_LEN as u64,
+            });
+        }
+        Ok(WorkerSecret { bytes })
+    }
+
+    /// A fresh random secret of 32 bytes from the operating system.
+    ///
+    /// Keys derived from it die with the process: seals made under it cannot be
+    /// verified by another process, and the audit log cannot be checked after a
+    /// restart. Meant for tests and single-process tools.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretsError::Random`] if the system random number generator fails.
+    pub fn generate_ephemeral() -> Result<WorkerSecret, SecretsError> {
+        let mut bytes = Zeroizing::new(vec![0u8; MIN_SECRET_LEN]);
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| SecretsError::Random)?;
+        tracing::warn!(
+            "using an ephemeral worker secret: seals and audit records made now cannot be verified after this process exits"
+        );
+        WorkerSecret::from_bytes(bytes)
+    }
+
+    /// Loads the secret from a file that only its owner can read.
+    ///
+    /// The rules, checked on the opened file:
+    ///
+    /// * it is a regular file, and `path` itself is not a symlink (symlinks are
+    ///   rejected, not followed);
+    /// * it is owned by this process's effective uid or by root (uid read from
+    ///   `/proc/self/status`, so this works on Linux only);
+    /// * group and others have no permission at all (`mode & 0o077 == 0`), as
+    ///   OpenSSH asks of private keys;
+    /// * it is at most [`MAX_SECRET_LEN`] bytes;
+    /// * one trailing `\n` or `\r\n` is removed; what remains must be at least
+    ///   [`MIN_SECRET_LEN`] bytes. Binary secrets that may end in `0x0a` should
+    ///   be stored encoded (hex, base64).
+    ///
+    /// The bytes are read once, straight into a zeroizing buffer of the exact size.
+    ///
+    /// # Errors
+    ///
+    /// Every rule has its own [`SecretsError`] variant; I/O failures are
+    /// [`SecretsError::Io`] with the path and the error kind.
+    pub fn load_file(path: &Path) -> Result<WorkerSecret, SecretsError> {
+        let bytes = read_secret_file(path)?;
+        let secret = WorkerSecret::from_bytes(bytes)?;
+        tracing::info!(
+            path = %crate::escape::escape_path(path),
+            len = secret.bytes.len(),
+            "loaded worker secret"
+        );
+        Ok(secret)
+    }
+
+    /// Loads the systemd credential `name` from `$CREDENTIALS_DIRECTORY`
+    /// (set by `LoadCredential=` / `SetCredential=`), with the rules of
+    /// [`WorkerSecret::load_file`].
+    ///
+    /// # Errors
+    ///
+    /// [`SecretsError::NoCredentialsDirectory`] when the variable is unset or
+    /// empty, [`SecretsError::InvalidCredentialName`], and those of
+    /// [`WorkerSecret::load_file`].
+    pub fn load_systemd_credential(name: &str) -> Result<WorkerSecret, SecretsError> {
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .ok_or(SecretsError::NoCredentialsDirectory)?;
+        WorkerSecret::load_systemd_credential_from(Path::new(&dir), name)
+    }
+
+    /// [`WorkerSecret::load_systemd_credential`] with the credentials directory
+    /// given instead of read from the environment.
+    ///
+    /// `name` must be a plain file name: non-empty, at most 255 bytes, no `/` or
+    /// NUL, and not `.` or `..`.
+    ///
+    /// # Errors
+    ///
+    /// [`SecretsError::InvalidCredentialName`], and those of
+    /// [`WorkerSecret::load_file`].
+    pub fn load_systemd_credential_from(
+        dir: &Path,
+        name: &str,
+    ) -> Result<WorkerSecret, SecretsError> {
+        let path = credential_path(dir, name)?;
+        WorkerSecret::load_file(&path)
+    }
+
+    /// Derives the 32-byte key for `purpose`: HKDF-SHA256 with a fixed versioned
+    /// salt and the purpose's [label](KeyPurpose::label) as `info`.
+    #[must_use]
+    pub fn derive_key(&self, purpose: KeyPurpose) -> SecretKey {
+        let mut okm = [0u8; KEY_LEN];
+        if hkdf_sha256(HKDF_SALT, &self.bytes, purpose.label().as_bytes(), &mut okm).is_err() {
+            // ring fails only for outputs above 255 * 32 bytes, which the const
+            // assertion above rules out.
+            unreachable!("HKDF-SHA256 rejected a {KEY_LEN}-byte output");
+        }
+        let key = SecretKey::from_bytes(okm);
+        tracing::debug!(purpose = purpose.label(), key_id = %key.key_id(), "derived key");
+        key
+    }
+
+    /// The key for sealing shards: `derive_key(KeyPurpose::Seal)`.
+    #[must_use]
+    pub fn seal_key(&self) -> SecretKey {
+        self.derive_key(KeyPurpose::Seal)
+    }
+
+    /// The key for audit records: `derive_key(KeyPurpose::Audit)`.
+    #[must_use]
+    pub fn audit_key(&self) -> SecretKey {
+        self.derive_key(KeyPurpose::Audit)
+    }
+}
+
+impl fmt::Debug for WorkerSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerSecret")
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
