@@ -1,0 +1,107 @@
+//! One mock allocation: host bytes that behave like a device buffer.
+
+use crate::state::{BufferId, Cell, Shared};
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tracing::{debug, warn};
+use vram_core::{checked_range, DeviceBuffer, DeviceError};
+
+/// A buffer handed out by [`MockDevice::alloc`](vram_core::Device::alloc).
+/// Dropping it returns its bytes to the device.
+pub(crate) struct MockBuffer {
+    pub(crate) id: BufferId,
+    pub(crate) len: u64,
+    pub(crate) cell: Arc<Cell>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// `range` (already checked against the buffer length) as host slice bounds.
+pub(crate) fn host_range(range: &Range<u64>, buffer_len: u64) -> Result<Range<usize>, DeviceError> {
+    let oob = || DeviceError::OutOfBounds {
+        offset: range.start,
+        len: range.end.saturating_sub(range.start),
+        buffer_len,
+    };
+    let start = usize::try_from(range.start).map_err(|_| oob())?;
+    let end = usize::try_from(range.end).map_err(|_| oob())?;
+    Ok(start..end)
+}
+
+impl DeviceBuffer for MockBuffer {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
+        let range = checked_range(offset, data.len(), self.len)?;
+        let host = host_range(&range, self.len)?;
+        let mut bytes = self.cell.write();
+        let dst = bytes
+            .get_mut(host.clone())
+            .ok_or(DeviceError::OutOfBounds {
+                offset,
+                len: range.end.saturating_sub(range.start),
+                buffer_len: self.len,
+            })?;
+        if let Some(at) = self.shared.take_write_fault(range.start, range.end) {
+            // A copy that dies part-way: the bytes before the fault land, the
+            // rest do not.
+            let landed = usize::try_from(at.saturating_sub(range.start)).unwrap_or(0);
+            if let (Some(d), Some(s)) = (dst.get_mut(..landed), data.get(..landed)) {
+                d.copy_from_slice(s);
+            }
+            warn!(buffer = %self.id, at, "mock: injected write failure");
+            return Err(DeviceError::InjectedFault {
+                what: "write failure",
+            });
+        }
+        dst.copy_from_slice(data);
+        drop(bytes);
+        self.shared
+            .bytes_written
+            .fetch_add(range.end.saturating_sub(range.start), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_at(&self, offset: u64, out: &mut [u8]) -> Result<(), DeviceError> {
+        let range = checked_range(offset, out.len(), self.len)?;
+        let host = host_range(&range, self.len)?;
+        if Shared::take_one(&self.shared.fail_reads) {
+            warn!(buffer = %self.id, offset, "mock: injected read failure");
+            return Err(DeviceError::InjectedFault {
+                what: "read failure",
+            });
+        }
+        let bytes = self.cell.read();
+        let src = bytes.get(host).ok_or(DeviceError::OutOfBounds {
+            offset,
+            len: range.end.saturating_sub(range.start),
+            buffer_len: self.len,
+        })?;
+        out.copy_from_slice(src);
+        drop(bytes);
+        self.shared
+            .bytes_read
+            .fetch_add(range.end.saturating_sub(range.start), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for MockBuffer {
+    fn drop(&mut self) {
+        self.shared.free(self.id, self.len);
+        debug!(buffer = %self.id, bytes = self.len, "mock: freed");
+    }
+}
+
+impl fmt::Debug for MockBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockBuffer")
+            .field("id", &self.id.as_u64())
+            .field("device", &self.shared.index)
+            .field("len", &self.len)
+            .finish()
+    }
+}

@@ -1,0 +1,117 @@
+//! State shared between a mock device and its buffers: the live-allocation
+//! registry, the counters and the armed faults.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Identity of one live mock allocation. Ids grow with allocation order and
+/// are never reused by a device, so the largest live id is the newest buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BufferId(pub(crate) u64);
+
+impl BufferId {
+    /// The id as a number (allocation sequence number, from 0).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for BufferId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mock buffer #{}", self.0)
+    }
+}
+
+/// The host bytes behind one buffer. Readers share the lock, so many threads
+/// can read (verify) one buffer at once.
+pub(crate) struct Cell {
+    bytes: RwLock<Vec<u8>>,
+}
+
+impl Cell {
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+        Self {
+            bytes: RwLock::new(bytes),
+        }
+    }
+
+    // A poisoned lock only means another thread panicked mid-copy; the bytes
+    // are still plain bytes, and corruption is what verification is for.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Vec<u8>> {
+        self.bytes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Vec<u8>> {
+        self.bytes.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Live allocations, in allocation order.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) live_bytes: u64,
+    pub(crate) next_id: u64,
+    pub(crate) buffers: BTreeMap<BufferId, Arc<Cell>>,
+}
+
+/// Sentinel for "no write fault armed": no access range can cover offset
+/// `u64::MAX`, because ranges end at most at `u64::MAX` (exclusive).
+pub(crate) const DISARMED: u64 = u64::MAX;
+
+pub(crate) struct Shared {
+    pub(crate) index: u32,
+    pub(crate) capacity: u64,
+    registry: Mutex<Registry>,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) fail_allocs: AtomicU32,
+    pub(crate) fail_reads: AtomicU32,
+    pub(crate) fail_write_at: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(index: u32, capacity: u64) -> Self {
+        Self {
+            index,
+            capacity,
+            registry: Mutex::new(Registry::default()),
+            bytes_read: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            fail_allocs: AtomicU32::new(0),
+            fail_reads: AtomicU32::new(0),
+            fail_write_at: AtomicU64::new(DISARMED),
+        }
+    }
+
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Consumes one armed "fail the next N" fault, if any.
+    pub(crate) fn take_one(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// If the armed write fault lies in `start..end`, disarms it and returns
+    /// its offset. Exactly one write can take it.
+    pub(crate) fn take_write_fault(&self, start: u64, end: u64) -> Option<u64> {
+        let armed = self.fail_write_at.load(Ordering::Acquire);
+        if armed < start || armed >= end {
+            return None;
+        }
+        self.fail_write_at
+            .compare_exchange(armed, DISARMED, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+    }
+
+    /// Returns `bytes` to the device when a buffer is dropped.
+    pub(crate) fn free(&self, id: BufferId, bytes: u64) {
+        let mut reg = self.registry();
+        reg.buffers.remove(&id);
+        reg.live_bytes = reg.live_bytes.saturating_sub(bytes);
+    }
+}
