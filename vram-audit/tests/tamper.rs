@@ -1,5 +1,7 @@
 //! Tampering with a file log is found by the verifier at the right line.
 #![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+// Helper functions outside #[test] items are test code too.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 
@@ -12,7 +14,7 @@ use vram_audit::{
 };
 
 fn verify(path: &std::path::Path, cp: Option<&Checkpoint>) -> VerifyReport {
-    verify_chain(&[path.to_path_buf()], &key(), cp).unwrap()
+    verify_chain(std::slice::from_ref(&path.to_path_buf()), &key(), cp).unwrap()
 }
 
 fn kinds(report: &VerifyReport) -> Vec<(u64, FindingKind)> {
@@ -176,7 +178,12 @@ fn a_replayed_line_is_reported_where_the_copy_is() {
 fn a_wrong_key_fails_every_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_log(dir.path(), 6);
-    let r = verify_chain(&[path.clone()], &AuditKey::from_bytes([0; 32]), None).unwrap();
+    let r = verify_chain(
+        std::slice::from_ref(&path),
+        &AuditKey::from_bytes([0; 32]),
+        None,
+    )
+    .unwrap();
     let lines: Vec<u64> = r.findings.iter().map(|f| f.line).collect();
     assert_eq!(lines, [1, 2, 3, 4, 5, 6]);
     assert!(r.findings.iter().all(|f| f.kind == FindingKind::BadMac));

@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use vram_audit::{AuditEvent, AuditKey, AuditLog, AuditSink, FsyncPolicy, LogOptions};
 
-pub const KEY: [u8; 32] = [0x5a; 32];
+pub(crate) const KEY: [u8; 32] = [0x5a; 32];
 
-pub fn key() -> AuditKey {
+pub(crate) fn key() -> AuditKey {
     AuditKey::from_bytes(KEY)
 }
 
 /// An ordinary event whose fields vary with `i`.
-pub fn event(i: u64) -> AuditEvent {
+pub(crate) fn event(i: u64) -> AuditEvent {
     match i % 4 {
         0 => AuditEvent::VramAllocated {
             shard_id: format!("shard-{i}"),
@@ -48,7 +48,7 @@ pub fn event(i: u64) -> AuditEvent {
     }
 }
 
-pub fn fast_options() -> LogOptions {
+pub(crate) fn fast_options() -> LogOptions {
     LogOptions {
         fsync: FsyncPolicy::CriticalOnly,
         ..LogOptions::default()
@@ -56,7 +56,7 @@ pub fn fast_options() -> LogOptions {
 }
 
 /// A file log of `n` lines: `log_opened` then `n - 1` events. Returns its path.
-pub fn write_log(dir: &Path, n: u64) -> PathBuf {
+pub(crate) fn write_log(dir: &Path, n: u64) -> PathBuf {
     let path = dir.join("audit.jsonl");
     let log = AuditLog::open_file(&path, key(), "worker-0", fast_options()).unwrap();
     for i in 1..n {
@@ -66,7 +66,7 @@ pub fn write_log(dir: &Path, n: u64) -> PathBuf {
     path
 }
 
-pub fn read_lines(path: &Path) -> Vec<String> {
+pub(crate) fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -74,7 +74,7 @@ pub fn read_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
-pub fn write_lines(path: &Path, lines: &[String]) {
+pub(crate) fn write_lines(path: &Path, lines: &[String]) {
     let mut text = lines.join("\n");
     text.push('\n');
     std::fs::write(path, text).unwrap();
