@@ -3,6 +3,8 @@
 //! `RUSTFLAGS="--cfg loom" cargo test -p vram-core --release --test loom_capacity`.
 #![cfg(loom)]
 #![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+// The explored-interleaving counts are printed for `cargo xtask loom` to show.
+#![allow(clippy::print_stdout)]
 
 use loom::thread;
 use std::sync::atomic::{AtomicUsize, Ordering};
