@@ -34,6 +34,10 @@ pub fn validate_device_index(index: u32, device_count: u32) -> Result<u32, Valid
 
 /// Shard `index` of `total` (zero-based), with `index < total <= MAX_SHARDS`.
 ///
+/// Both fit in a `u16`, which is how the accessors return them and how a seal
+/// encodes them; [`ShardPosition::new`] takes `u32` so that callers can pass
+/// unchecked counts without a lossy cast.
+///
 /// Deserialisation checks the same rules as [`ShardPosition::new`].
 ///
 /// ```
@@ -89,14 +93,14 @@ impl ShardPosition {
 
     /// Zero-based index of this shard.
     #[must_use]
-    pub fn index(&self) -> u32 {
-        u32::from(self.index)
+    pub fn index(&self) -> u16 {
+        self.index
     }
 
     /// Number of shards in the model.
     #[must_use]
-    pub fn total(&self) -> u32 {
-        u32::from(self.total)
+    pub fn total(&self) -> u16 {
+        self.total
     }
 }
 

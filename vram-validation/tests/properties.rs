@@ -128,7 +128,7 @@ proptest! {
         match ShardPosition::new(index, count) {
             Ok(p) => {
                 prop_assert!(ok);
-                prop_assert_eq!((p.index(), p.total()), (index, count));
+                prop_assert_eq!((u32::from(p.index()), u32::from(p.total())), (index, count));
             }
             Err(e) => {
                 prop_assert!(!ok);
