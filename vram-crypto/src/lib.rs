@@ -1,2 +1,27 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+mod diff;
+mod digest;
+mod engine;
+mod error;
+mod hasher;
+mod hex;
+mod seal;
+mod tree;
+
+pub use diff::{diff_leaves, verify_leaves, CorruptRange};
+pub use digest::{sha256, Sha256Digest, Sha256Stream};
+pub use engine::{
+    backend, hash_leaf_run, hashing_threads, lane_width, leaf_hashes, self_test, tree_digest,
+};
+pub use error::CryptoError;
+pub use hasher::{TreeHasher, TreeOutput};
+pub use seal::{
+    hmac_sha256, hmac_sha256_verify, sign_seal, verify_seal, SealMessage, SealTag, MIN_KEY_LEN,
+    SEAL_DOMAIN, SEAL_FORMAT_VERSION,
+};
+pub use tree::{
+    LeafHashes, LeafSize, TreeDescriptor, TreeDigest, DESCRIPTOR_LEN, LEAF_PREFIX, ROOT_PREFIX,
+    TREE_ALGORITHM_SHA256, TREE_FORMAT_VERSION,
+};
