@@ -184,7 +184,7 @@ impl TreeDescriptor {
         }
         let start = i.checked_mul(self.leaf_size.bytes())?;
         let end = start
-            .checked_add(self.leaf_size.bytes())?
+            .saturating_add(self.leaf_size.bytes())
             .min(self.total_len);
         Some(start..end)
     }
