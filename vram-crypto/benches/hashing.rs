@@ -2,14 +2,20 @@
 //! by leaf size on all cores, and seal sign/verify.
 //!
 //! `cargo bench -p vram-crypto` (about a minute).
-#![allow(missing_docs, clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    missing_docs,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation
+)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use vram_crypto::{leaf_hashes, sha256, sign_seal, tree_digest, verify_seal, LeafSize, SealMessage, LEAF_PREFIX};
+use vram_crypto::{
+    leaf_hashes, sha256, sign_seal, tree_digest, verify_seal, LeafSize, SealMessage, LEAF_PREFIX,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -19,7 +25,9 @@ fn input(len: usize) -> Vec<u8> {
 
 fn quick(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
     let mut g = c.benchmark_group("hashing");
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
     g
 }
 
@@ -27,7 +35,9 @@ fn bench_hashing(c: &mut Criterion) {
     let data = input(64 * MIB);
     let mut g = quick(c);
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_function("ring_single_stream_64MiB", |b| b.iter(|| sha256(black_box(&data))));
+    g.bench_function("ring_single_stream_64MiB", |b| {
+        b.iter(|| sha256(black_box(&data)))
+    });
     g.bench_function("multibuffer_1core_1MiB_leaves_64MiB", |b| {
         let leaves: Vec<&[u8]> = data.chunks(MIB).collect();
         let mut out = vec![[0u8; 32]; leaves.len()];
@@ -58,9 +68,15 @@ fn bench_seal(c: &mut Criterion) {
     let key = [0x42u8; 32];
     let tag = sign_seal(&key, &msg).unwrap();
     let mut g = c.benchmark_group("seal");
-    g.sample_size(20).warm_up_time(Duration::from_millis(200)).measurement_time(Duration::from_secs(1));
-    g.bench_function("sign", |b| b.iter(|| sign_seal(black_box(&key), black_box(&msg))));
-    g.bench_function("verify", |b| b.iter(|| verify_seal(black_box(&key), black_box(&msg), black_box(&tag))));
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(1));
+    g.bench_function("sign", |b| {
+        b.iter(|| sign_seal(black_box(&key), black_box(&msg)))
+    });
+    g.bench_function("verify", |b| {
+        b.iter(|| verify_seal(black_box(&key), black_box(&msg), black_box(&tag)))
+    });
     g.finish();
 }
 

@@ -253,3 +253,41 @@ pub fn leaf_hashes(data: &[u8], leaf: LeafSize) -> LeafHashes {
 pub fn tree_digest(data: &[u8], leaf: LeafSize) -> TreeDigest {
     leaf_hashes(data, leaf).root()
 }
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+
+    /// The fallback used after a failed self-test gives the same hashes.
+    #[test]
+    fn ring_fallback_matches_multi_buffer() {
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let bodies: Vec<&[u8]> = data
+            .chunks(4096)
+            .chain([&data[..0], &data[..1], &data[..65]])
+            .collect();
+        let mut tape = vec![[0u8; 32]; bodies.len()];
+        let mut ring = vec![[1u8; 32]; bodies.len()];
+        hash_serial(Engine::Tape, &bodies, &mut tape);
+        hash_serial(Engine::Ring, &bodies, &mut ring);
+        assert_eq!(tape, ring);
+        assert!(known_answers_match());
+    }
+
+    /// Thread counts from 1 to more than there are bodies give the same result.
+    #[test]
+    fn any_thread_count_gives_the_same_hashes() {
+        let data: Vec<u8> = (0..(PARALLEL_MIN_BYTES * 3 + 7))
+            .map(|i| (i % 249) as u8)
+            .collect();
+        let bodies: Vec<&[u8]> = data.chunks(64 * 1024).collect();
+        let mut want = vec![[0u8; 32]; bodies.len()];
+        hash_serial(Engine::Ring, &bodies, &mut want);
+        for threads in [0, 1, 2, 3, 7, 64] {
+            let mut got = vec![[0u8; 32]; bodies.len()];
+            hash_bodies(&bodies, threads, &mut got);
+            assert_eq!(got, want, "{threads} threads");
+        }
+    }
+}

@@ -251,3 +251,37 @@ fn self_test_passes_and_backend_is_named() {
             .unwrap()
     ));
 }
+
+/// docs/formats.md prints the same vectors these tests check.
+#[test]
+fn formats_doc_carries_the_vectors() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
+        .unwrap();
+    let squashed: String = doc.split_whitespace().collect();
+    for (_, _, desc, root) in TREE_VECTORS {
+        assert!(doc.contains(desc) && doc.contains(root), "{root}");
+    }
+    for v in [
+        "89a9e526843f4c0d30559dd1d4ec423088e14b8ad90d8838dbbe53e053de243c",
+        "0fc39c3eee7e3d7050675cccb5c29af02b0e1b9236fa70a04b51d13bb97c3bd0",
+        "e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de0",
+    ] {
+        assert!(doc.contains(v), "{v}");
+    }
+    // The seal encoding block, with its spacing removed.
+    let tree = tree_digest(b"abc", LeafSize::new(4096).unwrap());
+    let msg = SealMessage {
+        shard_id: "shard-0",
+        model_ref: "org/model@v1",
+        device_index: 0,
+        byte_len: 3,
+        tree: &tree,
+        sealed_at_ns: 1_700_000_000_000_000_000,
+        shard_index: 0,
+        shard_total: 1,
+        key_id: [1, 2, 3, 4, 5, 6, 7, 8],
+    };
+    assert!(squashed.contains(&format!("encoding={}", hex(&msg.encode()))));
+    assert!(squashed.contains(&format!("LEAF_PREFIX={}", hex(LEAF_PREFIX))));
+    assert!(squashed.contains(&format!("ROOT_PREFIX={}", hex(ROOT_PREFIX))));
+}
