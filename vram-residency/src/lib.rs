@@ -1,2 +1,29 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+
+mod config;
+mod detect;
+mod error;
+mod manager;
+mod metrics;
+mod pipeline;
+pub use pipeline::stream_chunks;
+mod scrub;
+mod set;
+mod shard;
+mod verify;
+
+pub use config::{
+    DeviceSource, VramConfig, VramConfigBuilder, DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES,
+};
+pub use detect::{cuda_devices, detect, Detected, FALLBACK_MOCK_CAPACITY, FORCE_MOCK_ENV};
+pub use error::{ErrorClass, VramError};
+pub use manager::{DeviceCapacity, SealRequest, VramManager};
+pub use metrics::MetricsSnapshot;
+pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
+pub use set::ShardSet;
+pub use shard::{ModelShardHandle, SealedShard};
+pub use verify::{HashPath, VerifyPolicy, VerifyReport};
+
+/// Crates the facade is built from, re-exported so users need one dependency.
+pub use {vram_audit, vram_core, vram_crypto, vram_mock, vram_secrets, vram_validation};

@@ -1,0 +1,204 @@
+//! Manager configuration, built with [`VramConfig::builder`] and checked once at
+//! [`VramManager::new`](crate::VramManager::new) so that bad settings fail fast.
+
+use crate::{VerifyPolicy, VramError};
+use std::fmt;
+use std::sync::Arc;
+use vram_audit::AuditSink;
+use vram_core::Device;
+use vram_crypto::LeafSize;
+use vram_secrets::WorkerSecret;
+use vram_validation::DEFAULT_MAX_MODEL_BYTES;
+
+/// Where the manager's devices come from.
+#[derive(Clone)]
+pub enum DeviceSource {
+    /// CUDA devices when built with `cuda` and a driver is present, else the mock
+    /// with a loud warning ([`crate::detect`]).
+    Detect,
+    /// CUDA devices only; fail when none is usable (production).
+    CudaOnly,
+    /// These devices, indexed by position.
+    Explicit(Vec<Arc<dyn Device>>),
+}
+
+impl fmt::Debug for DeviceSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Detect => f.write_str("Detect"),
+            Self::CudaOnly => f.write_str("CudaOnly"),
+            Self::Explicit(d) => write!(f, "Explicit({} device(s))", d.len()),
+        }
+    }
+}
+
+/// Everything a [`VramManager`](crate::VramManager) needs. `Debug` never shows
+/// the worker secret.
+pub struct VramConfig {
+    pub(crate) secret: WorkerSecret,
+    pub(crate) devices: DeviceSource,
+    pub(crate) max_model_bytes: u64,
+    pub(crate) headroom_bytes: u64,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) worker_id: String,
+    pub(crate) leaf_size: LeafSize,
+    pub(crate) verify_policy: VerifyPolicy,
+    pub(crate) staging_bytes: usize,
+}
+
+impl fmt::Debug for VramConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VramConfig")
+            .field("seal_key_id", &self.secret.seal_key().key_id())
+            .field("devices", &self.devices)
+            .field("max_model_bytes", &self.max_model_bytes)
+            .field("headroom_bytes", &self.headroom_bytes)
+            .field("audit", &self.audit.as_ref().map(|_| "configured"))
+            .field("worker_id", &self.worker_id)
+            .field("leaf_size", &self.leaf_size.bytes())
+            .field("verify_policy", &self.verify_policy)
+            .field("staging_bytes", &self.staging_bytes)
+            .finish()
+    }
+}
+
+/// Default host staging buffer for streamed seals and verification reads (per
+/// buffer; two are in flight). Large enough to amortise per-chunk overhead and
+/// keep every core busy, small next to any model.
+pub const DEFAULT_STAGING_BYTES: usize = 16 << 20;
+
+/// Smallest accepted staging buffer.
+pub const MIN_STAGING_BYTES: usize = 64 << 10;
+
+impl VramConfig {
+    /// Starts a configuration from the worker secret (seal and audit keys are
+    /// derived from it with distinct HKDF labels).
+    pub fn builder(secret: WorkerSecret) -> VramConfigBuilder {
+        VramConfigBuilder {
+            config: Self {
+                secret,
+                devices: DeviceSource::Detect,
+                max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
+                headroom_bytes: 0,
+                audit: None,
+                worker_id: "worker".to_string(),
+                leaf_size: LeafSize::DEFAULT,
+                verify_policy: VerifyPolicy::Full,
+                staging_bytes: DEFAULT_STAGING_BYTES,
+            },
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), VramError> {
+        if self.max_model_bytes == 0 {
+            return Err(VramError::InvalidConfig {
+                reason: "max_model_bytes must be greater than zero".into(),
+            });
+        }
+        let id_ok = !self.worker_id.is_empty()
+            && self.worker_id.len() <= 128
+            && self
+                .worker_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !id_ok {
+            return Err(VramError::InvalidConfig {
+                reason: "worker_id must be 1-128 characters of [A-Za-z0-9._-]".into(),
+            });
+        }
+        if self.staging_bytes < MIN_STAGING_BYTES {
+            return Err(VramError::InvalidConfig {
+                reason: format!(
+                    "staging buffer of {} bytes is below the minimum of {MIN_STAGING_BYTES}",
+                    self.staging_bytes
+                ),
+            });
+        }
+        if let VerifyPolicy::Sampled { leaves: 0 } = self.verify_policy {
+            return Err(VramError::InvalidConfig {
+                reason: "sampled verification needs at least one leaf per call".into(),
+            });
+        }
+        if let DeviceSource::Explicit(d) = &self.devices {
+            if d.is_empty() {
+                return Err(VramError::InvalidConfig {
+                    reason: "an explicit device list must not be empty".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builder for [`VramConfig`].
+#[derive(Debug)]
+pub struct VramConfigBuilder {
+    config: VramConfig,
+}
+
+impl VramConfigBuilder {
+    /// Use these devices (device index = position in the list).
+    pub fn devices(mut self, devices: Vec<Arc<dyn Device>>) -> Self {
+        self.config.devices = DeviceSource::Explicit(devices);
+        self
+    }
+
+    /// Use one device.
+    pub fn device(self, device: Arc<dyn Device>) -> Self {
+        self.devices(vec![device])
+    }
+
+    /// How devices are found (default: [`DeviceSource::Detect`]).
+    pub fn device_source(mut self, source: DeviceSource) -> Self {
+        self.config.devices = source;
+        self
+    }
+
+    /// Largest model accepted, in bytes (default 100 GiB).
+    pub fn max_model_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_model_bytes = bytes;
+        self
+    }
+
+    /// VRAM kept free on every device for activations and the runtime.
+    pub fn headroom_bytes(mut self, bytes: u64) -> Self {
+        self.config.headroom_bytes = bytes;
+        self
+    }
+
+    /// Where audit records go. Without one, an in-memory log is used (and the
+    /// manager says so in a warning): fine for tests, not for an auditor.
+    pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
+        self.config.audit = Some(sink);
+        self
+    }
+
+    /// Worker identity written to audit records (`[A-Za-z0-9._-]`, 1-128 chars).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.config.worker_id = id.into();
+        self
+    }
+
+    /// Leaf size of the chunk-tree digest.
+    pub fn leaf_size(mut self, leaf: LeafSize) -> Self {
+        self.config.leaf_size = leaf;
+        self
+    }
+
+    /// Policy used by [`VramManager::verify_sealed`](crate::VramManager::verify_sealed).
+    pub fn verify_policy(mut self, policy: VerifyPolicy) -> Self {
+        self.config.verify_policy = policy;
+        self
+    }
+
+    /// Size of each of the two host staging buffers used when streaming.
+    pub fn staging_bytes(mut self, bytes: usize) -> Self {
+        self.config.staging_bytes = bytes;
+        self
+    }
+
+    /// The finished configuration (validated by [`VramManager::new`](crate::VramManager::new)).
+    pub fn build(self) -> VramConfig {
+        self.config
+    }
+}

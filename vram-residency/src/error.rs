@@ -1,0 +1,190 @@
+//! The facade's error type: what went wrong, whether retrying can help, and
+//! numbers a user can act on. Never pointers, key material or raw input.
+
+use vram_crypto::CorruptRange;
+
+/// How a caller should treat an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// Trying again later may succeed (memory freed, transient allocation failure).
+    Retriable,
+    /// The shard (or request) must not be used: integrity, seal or policy failure.
+    Fatal,
+    /// The caller passed something invalid; fix the input.
+    InvalidInput,
+    /// The environment is wrong: no device, I/O failure, audit trail unavailable.
+    Environment,
+}
+
+/// Errors of [`VramManager`](crate::VramManager) and [`SealedShard`](crate::SealedShard).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VramError {
+    /// An identifier, size or other input failed validation.
+    #[error("invalid input: {0}")]
+    InvalidInput(#[from] vram_validation::ValidationError),
+
+    /// The manager's configuration is unusable.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What to fix.
+        reason: String,
+    },
+
+    /// No device with this index is managed.
+    #[error("unknown device {index}: this manager has {count} device(s)")]
+    UnknownDevice {
+        /// Requested device index.
+        index: u32,
+        /// Devices managed.
+        count: u32,
+    },
+
+    /// Not enough VRAM left under the configured headroom.
+    #[error("insufficient VRAM on device {device}: needed {needed} bytes ({needed_h}), {available} bytes ({available_h}) available")]
+    InsufficientVram {
+        /// Device index.
+        device: u32,
+        /// Bytes requested.
+        needed: u64,
+        /// Bytes available under the capacity limit.
+        available: u64,
+        /// `needed`, human-readable.
+        needed_h: String,
+        /// `available`, human-readable.
+        available_h: String,
+    },
+
+    /// The device refused the allocation.
+    #[error("allocation of {bytes} bytes failed on device {device}: {source}")]
+    AllocationFailed {
+        /// Device index.
+        device: u32,
+        /// Bytes requested.
+        bytes: u64,
+        /// What the device said.
+        source: vram_core::DeviceError,
+    },
+
+    /// A device operation other than allocation failed.
+    #[error("device {device}: {source}")]
+    Device {
+        /// Device index.
+        device: u32,
+        /// What the device said.
+        source: vram_core::DeviceError,
+    },
+
+    /// The VRAM-only policy refuses this device or request.
+    #[error("policy violation: {0}")]
+    PolicyViolation(#[from] vram_core::PolicyViolation),
+
+    /// The plain SHA-256 of the sealed bytes differs from the expected value.
+    #[error("expected SHA-256 {expected} but the model bytes hash to {actual}; nothing was sealed")]
+    DigestMismatch {
+        /// The value the caller expected (validated hex).
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+
+    /// The source delivered a different number of bytes than announced.
+    #[error("model source length mismatch: announced {announced} bytes, read {read}")]
+    LengthMismatch {
+        /// Length given by the caller.
+        announced: u64,
+        /// Bytes actually read before EOF (or before the source overran).
+        read: u64,
+    },
+
+    /// Reading the model source failed.
+    #[error("reading model bytes failed: {kind}")]
+    Io {
+        /// The I/O error's kind.
+        kind: std::io::ErrorKind,
+    },
+
+    /// The seal's tag does not verify: some sealed field (or the tag) was altered.
+    #[error("seal of shard {shard_id} is invalid: its fields or tag were altered")]
+    SealInvalid {
+        /// The shard (validated id).
+        shard_id: String,
+    },
+
+    /// Device memory no longer holds the sealed bytes.
+    #[error("integrity violation on shard {shard_id} (device {device}): {} corrupt range(s), first at bytes {}", corrupt.len(), first_range(corrupt))]
+    IntegrityViolation {
+        /// The shard (validated id).
+        shard_id: String,
+        /// Device index.
+        device: u32,
+        /// Corrupt byte ranges, in leaf granularity.
+        corrupt: Vec<CorruptRange>,
+    },
+
+    /// A shard set is malformed (positions missing, duplicated or inconsistent).
+    #[error("invalid shard set: {reason}")]
+    InvalidShardSet {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The audit trail could not record an event and the failure policy is fail-closed.
+    #[error("audit trail unavailable, operation refused: {0}")]
+    Audit(#[from] vram_audit::AuditError),
+
+    /// A cryptographic primitive failed (self-test, key length).
+    #[error("cryptographic failure: {0}")]
+    Crypto(#[from] vram_crypto::CryptoError),
+
+    /// Secrets could not be loaded or derived.
+    #[error("secrets: {0}")]
+    Secrets(#[from] vram_secrets::SecretsError),
+}
+
+fn first_range(ranges: &[CorruptRange]) -> String {
+    ranges
+        .first()
+        .map_or_else(|| "?".to_string(), |r| format!("{}..{}", r.start, r.end))
+}
+
+impl VramError {
+    /// The class of this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::InsufficientVram { .. } | Self::AllocationFailed { .. } => ErrorClass::Retriable,
+            Self::SealInvalid { .. }
+            | Self::IntegrityViolation { .. }
+            | Self::PolicyViolation(_)
+            | Self::DigestMismatch { .. }
+            | Self::Crypto(_) => ErrorClass::Fatal,
+            Self::InvalidInput(_)
+            | Self::InvalidConfig { .. }
+            | Self::UnknownDevice { .. }
+            | Self::LengthMismatch { .. }
+            | Self::InvalidShardSet { .. } => ErrorClass::InvalidInput,
+            Self::Device { .. } | Self::Io { .. } | Self::Audit(_) | Self::Secrets(_) => {
+                ErrorClass::Environment
+            }
+        }
+    }
+
+    /// Whether retrying later may succeed (insufficient VRAM, allocation failure).
+    pub fn is_retriable(&self) -> bool {
+        self.class() == ErrorClass::Retriable
+    }
+
+    /// Whether the shard or request must not be used (seal, integrity or policy failure).
+    pub fn is_fatal(&self) -> bool {
+        self.class() == ErrorClass::Fatal
+    }
+
+    /// Corrupt byte ranges, for an integrity violation.
+    pub fn corrupt_ranges(&self) -> &[CorruptRange] {
+        match self {
+            Self::IntegrityViolation { corrupt, .. } => corrupt,
+            _ => &[],
+        }
+    }
+}

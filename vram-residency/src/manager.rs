@@ -1,0 +1,529 @@
+//! `VramManager`: the entry point. Composes validation, crypto, secrets, audit
+//! and devices. `Send + Sync`, every operation takes `&self`, and no global lock
+//! is held across sealing or verification.
+
+use crate::config::{DeviceSource, VramConfig};
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::pipeline;
+use crate::shard::SealedShard;
+use crate::detect::{cuda_devices, detect};
+use crate::{ModelShardHandle, VerifyPolicy, VramError};
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use vram_audit::{AuditEvent, AuditSink};
+use vram_core::{CapacityError, CapacityTracker, Device, DeviceKind};
+use vram_crypto::{sign_seal, LeafSize, SealMessage, Sha256Digest, TreeDigest, TreeHasher};
+use vram_secrets::{KeyId, SecretKey};
+use vram_validation::{
+    format_bytes, validate_model_size, ModelRef, Sha256Hex, ShardId, ShardPosition,
+};
+
+/// One managed device and the capacity tracker that guards it.
+pub(crate) struct DeviceSlot {
+    pub(crate) device: Arc<dyn Device>,
+    pub(crate) tracker: Arc<CapacityTracker>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) devices: Vec<DeviceSlot>,
+    pub(crate) seal_key: SecretKey,
+    pub(crate) key_id: KeyId,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) max_model_bytes: u64,
+    pub(crate) leaf_size: LeafSize,
+    pub(crate) verify_policy: VerifyPolicy,
+    pub(crate) staging_bytes: usize,
+    pub(crate) metrics: Metrics,
+}
+
+/// Seals model bytes into device memory and verifies them.
+///
+/// Cheap to clone (an `Arc` inside); clones share devices, keys, audit trail
+/// and metrics.
+#[derive(Clone)]
+pub struct VramManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for VramManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VramManager")
+            .field("devices", &self.inner.devices.len())
+            .field("seal_key_id", &self.inner.key_id.to_string())
+            .field("leaf_size", &self.inner.leaf_size.bytes())
+            .field("verify_policy", &self.inner.verify_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to seal, beyond the bytes.
+#[derive(Debug, Clone)]
+pub struct SealRequest {
+    /// Shard identifier; `None` generates an opaque random 128-bit id.
+    pub shard_id: Option<ShardId>,
+    /// Where the model came from.
+    pub model_ref: ModelRef,
+    /// Target device index.
+    pub gpu_device: u32,
+    /// Position in a tensor-parallel set.
+    pub position: ShardPosition,
+    /// Plain SHA-256 published by a model catalog; checked in the same pass.
+    pub expected_sha256: Option<Sha256Hex>,
+    /// Also compute the plain SHA-256 when none is expected (for reporting).
+    pub compute_sha256: bool,
+}
+
+impl SealRequest {
+    /// A request for `model_ref` on `gpu_device`, single shard, generated id.
+    pub fn new(model_ref: ModelRef, gpu_device: u32) -> Self {
+        Self {
+            shard_id: None,
+            model_ref,
+            gpu_device,
+            position: ShardPosition::SINGLE,
+            expected_sha256: None,
+            compute_sha256: false,
+        }
+    }
+}
+
+/// Capacity figures for one device, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceCapacity {
+    /// Device index.
+    pub device: u32,
+    /// Bytes this manager may use on the device (total minus headroom).
+    pub total: u64,
+    /// Bytes reserved by sealed shards and seals in progress.
+    pub used: u64,
+    /// Bytes still available to seal.
+    pub available: u64,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn random_shard_id() -> Result<ShardId, VramError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| VramError::InvalidConfig {
+            reason: "the system random number generator failed".into(),
+        })?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(ShardId::new(&format!("shard-{hex}"))?)
+}
+
+impl VramManager {
+    /// Builds a manager from a validated configuration: derives the seal and
+    /// audit keys, finds devices, sizes the capacity trackers.
+    ///
+    /// # Errors
+    /// [`VramError::InvalidConfig`] for unusable settings; device errors when a
+    /// device cannot be queried; [`VramError::PolicyViolation`] when a device
+    /// fails the VRAM-only policy.
+    pub fn new(config: VramConfig) -> Result<Self, VramError> {
+        config.validate()?;
+        let devices: Vec<Arc<dyn Device>> = match config.devices {
+            DeviceSource::Explicit(d) => d,
+            DeviceSource::Detect => detect().devices,
+            DeviceSource::CudaOnly => cuda_devices()?,
+        };
+        let seal_key = config.secret.seal_key();
+        let key_id = seal_key.key_id();
+        let audit: Arc<dyn AuditSink> = match config.audit {
+            Some(a) => a,
+            None => {
+                tracing::warn!("no audit sink configured: audit records are kept in memory only");
+                let key = vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
+                Arc::new(vram_audit::AuditLog::in_memory(key, &config.worker_id)?)
+            }
+        };
+        let mut slots = Vec::with_capacity(devices.len());
+        for (i, device) in devices.into_iter().enumerate() {
+            let index = u32::try_from(i).map_err(|_| VramError::InvalidConfig {
+                reason: "too many devices".into(),
+            })?;
+            let info = device.info().clone();
+            let attrs = device
+                .attributes()
+                .map_err(|source| VramError::Device { device: index, source })?;
+            if let Err(v) = vram_core::check_vram_only(&info, &attrs) {
+                let _ = audit.record(AuditEvent::PolicyViolation {
+                    gpu_device: index,
+                    policy: v.policy_name().to_string(),
+                    detail: v.to_string(),
+                });
+                return Err(v.into());
+            }
+            let mem = device
+                .memory_info()
+                .map_err(|source| VramError::Device { device: index, source })?;
+            if mem.total <= config.headroom_bytes {
+                return Err(VramError::InvalidConfig {
+                    reason: format!(
+                        "headroom of {} exceeds device {index}'s {} of memory",
+                        format_bytes(config.headroom_bytes),
+                        format_bytes(mem.total)
+                    ),
+                });
+            }
+            if info.kind == DeviceKind::Mock {
+                tracing::warn!(device = index, "device {index} is the MOCK device (host memory), not real VRAM");
+            }
+            let tracker = CapacityTracker::new(mem.total, config.headroom_bytes);
+            slots.push(DeviceSlot { device, tracker });
+        }
+        if slots.is_empty() {
+            return Err(VramError::InvalidConfig {
+                reason: "no devices to manage".into(),
+            });
+        }
+        vram_crypto::self_test()?;
+        tracing::info!(
+            devices = slots.len(),
+            seal_key_id = %key_id,
+            hash_backend = vram_crypto::backend(),
+            "vram manager ready"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                devices: slots,
+                seal_key,
+                key_id,
+                audit,
+                max_model_bytes: config.max_model_bytes,
+                leaf_size: config.leaf_size,
+                verify_policy: config.verify_policy,
+                staging_bytes: config.staging_bytes,
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+
+    pub(crate) fn slot(&self, index: u32) -> Result<&DeviceSlot, VramError> {
+        let count = u32::try_from(self.inner.devices.len()).unwrap_or(u32::MAX);
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.inner.devices.get(i))
+            .ok_or(VramError::UnknownDevice { index, count })
+    }
+
+    /// Number of managed devices.
+    pub fn device_count(&self) -> u32 {
+        u32::try_from(self.inner.devices.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The managed device with this index.
+    ///
+    /// # Errors
+    /// [`VramError::UnknownDevice`] for an index out of range.
+    pub fn device(&self, index: u32) -> Result<&Arc<dyn Device>, VramError> {
+        Ok(&self.slot(index)?.device)
+    }
+
+    /// Fingerprint of the seal key (safe to log).
+    pub fn seal_key_id(&self) -> KeyId {
+        self.inner.key_id
+    }
+
+    /// The audit sink this manager writes to.
+    pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
+        &self.inner.audit
+    }
+
+    /// The leaf size of new seals.
+    pub fn leaf_size(&self) -> LeafSize {
+        self.inner.leaf_size
+    }
+
+    /// Capacity figures for a device.
+    ///
+    /// # Errors
+    /// [`VramError::UnknownDevice`] for an index out of range.
+    pub fn capacity(&self, gpu_device: u32) -> Result<DeviceCapacity, VramError> {
+        let t = &self.slot(gpu_device)?.tracker;
+        Ok(DeviceCapacity {
+            device: gpu_device,
+            total: t.limit(),
+            used: t.used(),
+            available: t.available(),
+        })
+    }
+
+    /// Bytes still available to seal on a device (0 for an unknown device).
+    pub fn available_vram(&self, gpu_device: u32) -> u64 {
+        self.capacity(gpu_device).map_or(0, |c| c.available)
+    }
+
+    /// Bytes reserved by shards on a device (0 for an unknown device).
+    pub fn used_vram(&self, gpu_device: u32) -> u64 {
+        self.capacity(gpu_device).map_or(0, |c| c.used)
+    }
+
+    /// Bytes this manager may use on a device (0 for an unknown device).
+    pub fn total_vram(&self, gpu_device: u32) -> u64 {
+        self.capacity(gpu_device).map_or(0, |c| c.total)
+    }
+
+    /// A copy of the counters.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// Seals `model_bytes` on `gpu_device` under a generated shard id (the
+    /// original crate's call).
+    ///
+    /// # Errors
+    /// See [`VramManager::seal`].
+    pub fn seal_model(&self, model_bytes: &[u8], gpu_device: u32) -> Result<SealedShard, VramError> {
+        let model_ref = ModelRef::new("inline:bytes")?;
+        self.seal(&SealRequest::new(model_ref, gpu_device), model_bytes)
+    }
+
+    /// Seals bytes already in host memory.
+    ///
+    /// Order: validate, reserve capacity, allocate, copy and hash (overlapped),
+    /// check the expected digest, sign, audit. Any failure releases everything
+    /// (capacity, device memory) and audits the failure.
+    ///
+    /// # Errors
+    /// Invalid input, insufficient VRAM (retriable), allocation or device
+    /// failure, expected-digest mismatch (fatal), audit failure under fail-closed.
+    pub fn seal(&self, request: &SealRequest, model_bytes: &[u8]) -> Result<SealedShard, VramError> {
+        let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
+        self.seal_with(request, len, |buffer, hasher, staging| {
+            pipeline::copy_slice(buffer, model_bytes, hasher, staging)
+        })
+    }
+
+    /// Seals `len` bytes streamed from `reader` through two bounded host staging
+    /// buffers: host memory stays O(staging), not O(model). Reading chunk N+1
+    /// overlaps copying and hashing chunk N.
+    ///
+    /// # Errors
+    /// As [`VramManager::seal`], plus [`VramError::Io`] for read failures and
+    /// [`VramError::LengthMismatch`] when the reader ends early or runs long.
+    pub fn seal_reader<R: Read + Send>(
+        &self,
+        request: &SealRequest,
+        reader: R,
+        len: u64,
+    ) -> Result<SealedShard, VramError> {
+        self.seal_with(request, len, |buffer, hasher, staging| {
+            pipeline::copy_reader(buffer, reader, len, hasher, staging)
+        })
+    }
+
+    fn seal_with(
+        &self,
+        request: &SealRequest,
+        len: u64,
+        fill: impl FnOnce(
+            &mut dyn vram_core::DeviceBuffer,
+            &mut TreeHasher,
+            usize,
+        ) -> Result<(), VramError>,
+    ) -> Result<SealedShard, VramError> {
+        let shard_id = match &request.shard_id {
+            Some(id) => id.clone(),
+            None => random_shard_id()?,
+        };
+        let result = self.seal_inner(request, &shard_id, len, fill);
+        if let Err(e) = &result {
+            self.inner.metrics.seal_failed();
+            tracing::warn!(shard_id = %shard_id, error = %e, "seal failed");
+            // Auditing the failure is best effort here: the caller already gets
+            // the original error, which matters more than the audit error.
+            if !matches!(e, VramError::Audit(_)) {
+                let _ = self.inner.audit.record(AuditEvent::SealFailed {
+                    shard_id: shard_id.to_string(),
+                    stage: seal_stage(e).to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        result
+    }
+
+    fn seal_inner(
+        &self,
+        request: &SealRequest,
+        shard_id: &ShardId,
+        len: u64,
+        fill: impl FnOnce(
+            &mut dyn vram_core::DeviceBuffer,
+            &mut TreeHasher,
+            usize,
+        ) -> Result<(), VramError>,
+    ) -> Result<SealedShard, VramError> {
+        let inner = &self.inner;
+        let device_index = request.gpu_device;
+        validate_model_size(len, inner.max_model_bytes)?;
+        let slot = self.slot(device_index)?;
+        let info = slot.device.info().clone();
+
+        // Reserve before touching the device: concurrent seals can never
+        // over-commit, and the reservation is released on every error path.
+        let reservation = slot.tracker.reserve(len).map_err(|e| {
+            let (needed, available) = match e {
+                CapacityError::Insufficient { needed, available, .. } => (needed, available),
+                _ => (len, slot.tracker.available()),
+            };
+            let _ = inner.audit.record(AuditEvent::VramAllocationFailed {
+                gpu_device: device_index,
+                requested: needed,
+                available,
+                reason: "capacity".into(),
+            });
+            VramError::InsufficientVram {
+                device: device_index,
+                needed,
+                available,
+                needed_h: format_bytes(needed),
+                available_h: format_bytes(available),
+            }
+        })?;
+
+        let mut buffer = slot.device.alloc(len).map_err(|source| {
+            let available = slot.device.memory_info().map_or(0, |m| m.free);
+            let _ = inner.audit.record(AuditEvent::VramAllocationFailed {
+                gpu_device: device_index,
+                requested: len,
+                available,
+                reason: source.to_string(),
+            });
+            VramError::AllocationFailed {
+                device: device_index,
+                bytes: len,
+                source,
+            }
+        })?;
+        inner.audit.record(AuditEvent::VramAllocated {
+            shard_id: shard_id.to_string(),
+            gpu_device: device_index,
+            bytes: len,
+        })?;
+
+        let mut hasher = TreeHasher::new(inner.leaf_size);
+        if request.expected_sha256.is_some() || request.compute_sha256 {
+            hasher = hasher.with_plain_sha256();
+        }
+        fill(buffer.as_mut(), &mut hasher, inner.staging_bytes).map_err(|e| match e {
+            VramError::Device { source, .. } => VramError::Device {
+                device: device_index,
+                source,
+            },
+            other => other,
+        })?;
+        let output = hasher.finish();
+        let leaves = output.leaves;
+        let plain = output.plain_sha256;
+        if let Some(expected) = &request.expected_sha256 {
+            let expected_digest = Sha256Digest(expected.to_bytes());
+            let matches = plain.as_ref().is_some_and(|p| p.ct_eq(&expected_digest));
+            if !matches {
+                return Err(VramError::DigestMismatch {
+                    expected: expected.to_string(),
+                    actual: plain.map(|p| p.to_string()).unwrap_or_default(),
+                });
+            }
+        }
+        let tree: TreeDigest = leaves.root();
+        let sealed_at_ns = now_ns();
+        let message = SealMessage {
+            shard_id: shard_id.as_str(),
+            model_ref: request.model_ref.as_str(),
+            device_index,
+            byte_len: len,
+            tree: &tree,
+            sealed_at_ns,
+            shard_index: request.position.index(),
+            shard_total: request.position.total(),
+            key_id: *inner.key_id.as_bytes(),
+        };
+        let tag = sign_seal(inner.seal_key.expose_secret(), &message)?;
+        inner.audit.record(AuditEvent::VramSealed {
+            shard_id: shard_id.to_string(),
+            model_ref: request.model_ref.to_string(),
+            gpu_device: device_index,
+            device_kind: info.kind.as_str().to_string(),
+            vram_bytes: len,
+            tree_digest: tree.root.to_string(),
+            leaf_size: inner.leaf_size.bytes(),
+            key_id: inner.key_id.to_string(),
+        })?;
+        inner.metrics.seal_ok(len);
+        tracing::info!(
+            shard_id = %shard_id,
+            gpu_device = device_index,
+            bytes = len,
+            tree_digest = %tree.root,
+            "sealed"
+        );
+        Ok(SealedShard {
+            shard_id: shard_id.clone(),
+            model_ref: request.model_ref.clone(),
+            device: device_index,
+            device_kind: info.kind,
+            len,
+            tree,
+            leaves,
+            plain_sha256: plain,
+            sealed_at_ns,
+            position: request.position,
+            key_id: inner.key_id,
+            tag,
+            buffer,
+            _reservation: reservation,
+            audit: Arc::clone(&inner.audit),
+        })
+    }
+
+    /// Checks that a handle received back from a client is authentic: every
+    /// field must be exactly as sealed under this manager's seal key.
+    ///
+    /// # Errors
+    /// [`VramError::SealInvalid`] when any field or the signature was altered.
+    pub fn check_handle(&self, handle: &ModelShardHandle) -> Result<(), VramError> {
+        crate::verify::check_handle(self, handle)
+    }
+
+    /// Checks a client's handle (as [`VramManager::check_handle`]) and that it
+    /// describes `shard`, then verifies `shard` with the default policy.
+    ///
+    /// # Errors
+    /// [`VramError::SealInvalid`] for an altered or foreign handle; as
+    /// [`VramManager::verify_sealed`] otherwise.
+    pub fn verify_handle(
+        &self,
+        handle: &ModelShardHandle,
+        shard: &SealedShard,
+    ) -> Result<crate::VerifyReport, VramError> {
+        self.check_handle(handle)?;
+        if handle != &shard.handle() {
+            return Err(VramError::SealInvalid {
+                shard_id: shard.shard_id.to_string(),
+            });
+        }
+        self.verify_sealed(shard)
+    }
+}
+
+fn seal_stage(e: &VramError) -> &'static str {
+    match e {
+        VramError::InvalidInput(_) | VramError::UnknownDevice { .. } => "validate",
+        VramError::InsufficientVram { .. } => "reserve",
+        VramError::AllocationFailed { .. } => "allocate",
+        VramError::Io { .. } | VramError::LengthMismatch { .. } | VramError::Device { .. } => "copy",
+        VramError::DigestMismatch { .. } => "expected_digest",
+        VramError::Crypto(_) => "sign",
+        _ => "seal",
+    }
+}

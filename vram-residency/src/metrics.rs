@@ -1,0 +1,74 @@
+//! Counters a worker can export: seals, verifications by result, bytes hashed,
+//! verification latency. Lock-free; a snapshot is a consistent-enough read of
+//! independent counters (each is exact, they are not read atomically together).
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    seals: AtomicU64,
+    seal_failures: AtomicU64,
+    verifications_passed: AtomicU64,
+    verifications_failed: AtomicU64,
+    bytes_hashed: AtomicU64,
+    verify_nanos_total: AtomicU64,
+    verify_nanos_max: AtomicU64,
+}
+
+/// A point-in-time copy of the manager's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MetricsSnapshot {
+    /// Successful seals.
+    pub seals: u64,
+    /// Seal attempts that failed (any stage).
+    pub seal_failures: u64,
+    /// Verifications that found the shard intact.
+    pub verifications_passed: u64,
+    /// Verifications that found corruption or an invalid seal.
+    pub verifications_failed: u64,
+    /// Bytes hashed by seals and verifications.
+    pub bytes_hashed: u64,
+    /// Sum of verification latencies, in nanoseconds.
+    pub verify_nanos_total: u64,
+    /// Largest verification latency, in nanoseconds.
+    pub verify_nanos_max: u64,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Metrics {
+    pub(crate) fn seal_ok(&self, bytes: u64) {
+        self.seals.fetch_add(1, Ordering::Relaxed);
+        self.bytes_hashed.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn seal_failed(&self) {
+        self.seal_failures.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn verified(&self, passed: bool, bytes: u64, took: Duration) {
+        let counter = if passed {
+            &self.verifications_passed
+        } else {
+            &self.verifications_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.bytes_hashed.fetch_add(bytes, Ordering::Relaxed);
+        let ns = nanos(took);
+        self.verify_nanos_total.fetch_add(ns, Ordering::Relaxed);
+        self.verify_nanos_max.fetch_max(ns, Ordering::Relaxed);
+    }
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            seals: self.seals.load(Ordering::Relaxed),
+            seal_failures: self.seal_failures.load(Ordering::Relaxed),
+            verifications_passed: self.verifications_passed.load(Ordering::Relaxed),
+            verifications_failed: self.verifications_failed.load(Ordering::Relaxed),
+            bytes_hashed: self.bytes_hashed.load(Ordering::Relaxed),
+            verify_nanos_total: self.verify_nanos_total.load(Ordering::Relaxed),
+            verify_nanos_max: self.verify_nanos_max.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Streaming copy-and-hash: the bytes go to the device and through the tree
+//! hasher chunk by chunk, with the device copy of a chunk running concurrently
+//! with its hashing, and (for readers) the read of the next chunk running
+//! concurrently with both. Host memory: at most three staging chunks.
+
+use crate::VramError;
+use std::io::Read;
+use std::sync::mpsc;
+use vram_core::DeviceBuffer;
+use vram_crypto::TreeHasher;
+
+fn device_err(source: vram_core::DeviceError) -> VramError {
+    // The device index is filled in by the caller's context in messages; the
+    // pipeline only knows the buffer.
+    VramError::Device { device: u32::MAX, source }
+}
+
+/// Copies one chunk to the device while hashing it on the calling thread.
+fn write_and_hash(
+    buffer: &mut dyn DeviceBuffer,
+    offset: u64,
+    chunk: &[u8],
+    hasher: &mut TreeHasher,
+) -> Result<(), VramError> {
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| buffer.write_at(offset, chunk));
+        hasher.update(chunk);
+        match writer.join() {
+            Ok(r) => r.map_err(device_err),
+            Err(_) => Err(device_err(vram_core::DeviceError::InvalidArgument {
+                reason: "device write thread panicked",
+            })),
+        }
+    })
+}
+
+/// Seals from a host slice.
+pub(crate) fn copy_slice(
+    buffer: &mut dyn DeviceBuffer,
+    bytes: &[u8],
+    hasher: &mut TreeHasher,
+    staging: usize,
+) -> Result<(), VramError> {
+    let mut offset = 0u64;
+    for chunk in bytes.chunks(staging.max(1)) {
+        write_and_hash(buffer, offset, chunk, hasher)?;
+        offset = offset.saturating_add(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+/// Seals exactly `len` bytes from `reader`.
+pub(crate) fn copy_reader<R: Read + Send>(
+    buffer: &mut dyn DeviceBuffer,
+    reader: R,
+    len: u64,
+    hasher: &mut TreeHasher,
+    staging: usize,
+) -> Result<(), VramError> {
+    stream_chunks(reader, Some(len), staging, |offset, chunk| {
+        write_and_hash(buffer, offset, chunk, hasher)
+    })
+    .map(|_| ())
+}
+
+/// Streams `reader` to `consume` in chunks of `staging` bytes (the last may be
+/// shorter), reading chunk N+1 on a helper thread while `consume` works on
+/// chunk N. At most three chunk buffers exist at once, so host memory stays
+/// O(staging) whatever the length.
+///
+/// With `len = Some(n)` the reader must yield exactly `n` bytes
+/// ([`VramError::LengthMismatch`] otherwise); with `None` it is read to EOF.
+/// Returns the number of bytes consumed.
+///
+/// # Errors
+/// [`VramError::Io`] for read failures, [`VramError::LengthMismatch`], or the
+/// first error returned by `consume` (which stops the stream).
+pub fn stream_chunks<R: Read + Send>(
+    mut reader: R,
+    len: Option<u64>,
+    staging: usize,
+    mut consume: impl FnMut(u64, &[u8]) -> Result<(), VramError>,
+) -> Result<u64, VramError> {
+    let staging = staging.max(1);
+    // Filled chunks flow to the consumer; emptied buffers flow back.
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Vec<u8>, VramError>>(1);
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(2);
+    for _ in 0..2 {
+        let _ = empty_tx.send(Vec::with_capacity(staging));
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut done = 0u64;
+            loop {
+                let remaining = len.map_or(u64::MAX, |l| l.saturating_sub(done));
+                if remaining == 0 {
+                    break;
+                }
+                let Ok(mut buf) = empty_rx.recv() else { return };
+                let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(staging);
+                buf.clear();
+                buf.resize(want, 0);
+                match read_full(&mut reader, &mut buf) {
+                    Err(e) => {
+                        let _ = full_tx.send(Err(e));
+                        return;
+                    }
+                    Ok(n) => {
+                        done = done.saturating_add(n as u64);
+                        if n < want {
+                            if let Some(announced) = len {
+                                let _ = full_tx.send(Err(VramError::LengthMismatch {
+                                    announced,
+                                    read: done,
+                                }));
+                                return;
+                            }
+                            buf.truncate(n);
+                            if n > 0 && full_tx.send(Ok(buf)).is_err() {
+                                return;
+                            }
+                            return; // EOF of an unsized stream
+                        }
+                        if full_tx.send(Ok(buf)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            // A sized source must end where it said it would.
+            if let Some(announced) = len {
+                let mut probe = [0u8; 1];
+                let extra = loop {
+                    match reader.read(&mut probe) {
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        other => break other,
+                    }
+                };
+                match extra {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        let _ = full_tx.send(Err(VramError::LengthMismatch {
+                            announced,
+                            read: announced.saturating_add(1),
+                        }));
+                    }
+                    Err(e) => {
+                        let _ = full_tx.send(Err(VramError::Io { kind: e.kind() }));
+                    }
+                }
+            }
+        });
+        let mut offset = 0u64;
+        let mut result = Ok(());
+        for msg in full_rx.iter() {
+            let step = msg.and_then(|chunk| {
+                consume(offset, &chunk)?;
+                offset = offset.saturating_add(chunk.len() as u64);
+                // The reader may have finished; a closed channel is fine.
+                let _ = empty_tx.send(chunk);
+                Ok(())
+            });
+            if let Err(e) = step {
+                result = Err(e);
+                break;
+            }
+        }
+        // Dropping our ends unblocks the reader thread after an error.
+        drop(full_rx);
+        drop(empty_tx);
+        result?;
+        match len {
+            Some(announced) if offset != announced => Err(VramError::LengthMismatch {
+                announced,
+                read: offset,
+            }),
+            _ => Ok(offset),
+        }
+    })
+}
+
+/// Reads until `buf` is full or EOF; returns bytes read.
+fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> Result<usize, VramError> {
+    let mut filled = 0usize;
+    while let Some(rest) = buf.get_mut(filled..) {
+        if rest.is_empty() {
+            break;
+        }
+        match reader.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled = filled.saturating_add(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(VramError::Io { kind: e.kind() }),
+        }
+    }
+    Ok(filled)
+}

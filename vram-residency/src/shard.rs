@@ -1,0 +1,190 @@
+//! A sealed shard: model bytes resident on a device, with the seal that says
+//! what they must be. Read-only; dropping it frees the device memory, releases
+//! the capacity reservation and audits the deallocation.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+use vram_audit::{AuditEvent, AuditSink};
+use vram_core::{DeviceBuffer, DeviceKind, Reservation};
+use vram_crypto::{LeafHashes, SealMessage, SealTag, Sha256Digest, TreeDigest};
+use vram_secrets::KeyId;
+use vram_validation::{ModelRef, ShardId, ShardPosition};
+
+/// Model bytes sealed in device memory.
+///
+/// Obtained from [`VramManager::seal_model`](crate::VramManager::seal_model) and
+/// friends; verified with [`VramManager::verify_sealed`](crate::VramManager::verify_sealed).
+/// `Debug` and the serializable [`ModelShardHandle`] never show device addresses.
+pub struct SealedShard {
+    pub(crate) shard_id: ShardId,
+    pub(crate) model_ref: ModelRef,
+    pub(crate) device: u32,
+    pub(crate) device_kind: DeviceKind,
+    pub(crate) len: u64,
+    pub(crate) tree: TreeDigest,
+    pub(crate) leaves: LeafHashes,
+    pub(crate) plain_sha256: Option<Sha256Digest>,
+    pub(crate) sealed_at_ns: u64,
+    pub(crate) position: ShardPosition,
+    pub(crate) key_id: KeyId,
+    pub(crate) tag: SealTag,
+    // Field order matters: the buffer (device memory) is freed before the
+    // reservation is released, so capacity is never handed out twice.
+    pub(crate) buffer: Box<dyn DeviceBuffer>,
+    pub(crate) _reservation: Reservation,
+    pub(crate) audit: Arc<dyn AuditSink>,
+}
+
+impl SealedShard {
+    /// The shard's identifier.
+    pub fn shard_id(&self) -> &ShardId {
+        &self.shard_id
+    }
+    /// Where the model came from.
+    pub fn model_ref(&self) -> &ModelRef {
+        &self.model_ref
+    }
+    /// Index of the device holding the bytes.
+    pub fn gpu_device(&self) -> u32 {
+        self.device
+    }
+    /// Kind of the device holding the bytes (a mock is never real VRAM).
+    pub fn device_kind(&self) -> DeviceKind {
+        self.device_kind
+    }
+    /// Bytes resident in device memory.
+    pub fn vram_bytes(&self) -> u64 {
+        self.len
+    }
+    /// The chunk-tree digest the seal commits to.
+    pub fn tree_digest(&self) -> &TreeDigest {
+        &self.tree
+    }
+    /// The per-leaf hashes recorded at seal time.
+    pub fn leaf_hashes(&self) -> &LeafHashes {
+        &self.leaves
+    }
+    /// Plain whole-model SHA-256, when it was computed at seal time.
+    pub fn plain_sha256(&self) -> Option<&Sha256Digest> {
+        self.plain_sha256.as_ref()
+    }
+    /// When the seal was made, in nanoseconds since the Unix epoch (UTC).
+    pub fn sealed_at_ns(&self) -> u64 {
+        self.sealed_at_ns
+    }
+    /// Position in a tensor-parallel set (0 of 1 for a lone shard).
+    pub fn position(&self) -> ShardPosition {
+        self.position
+    }
+    /// Fingerprint of the seal key.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+    /// The HMAC-SHA256 seal tag.
+    pub fn seal_tag(&self) -> &SealTag {
+        &self.tag
+    }
+
+    /// The canonical message the tag authenticates.
+    pub(crate) fn seal_message(&self) -> SealMessage<'_> {
+        SealMessage {
+            shard_id: self.shard_id.as_str(),
+            model_ref: self.model_ref.as_str(),
+            device_index: self.device,
+            byte_len: self.len,
+            tree: &self.tree,
+            sealed_at_ns: self.sealed_at_ns,
+            shard_index: self.position.index(),
+            shard_total: self.position.total(),
+            key_id: *self.key_id.as_bytes(),
+        }
+    }
+
+    /// A serializable view for API responses. An altered handle fails
+    /// [`VramManager::verify_handle`](crate::VramManager::verify_handle).
+    pub fn handle(&self) -> ModelShardHandle {
+        ModelShardHandle {
+            shard_id: self.shard_id.to_string(),
+            gpu_device: self.device,
+            vram_bytes: self.len,
+            digest: self.tree.root.to_string(),
+            leaf_size: self.tree.descriptor.leaf_size.bytes(),
+            sealed_at: self.sealed_at_ns,
+            model_ref: self.model_ref.to_string(),
+            shard_index: self.position.index(),
+            shard_total: self.position.total(),
+            key_id: self.key_id.to_string(),
+            signature: self.tag.to_string(),
+        }
+    }
+
+    pub(crate) fn buffer(&self) -> &dyn DeviceBuffer {
+        self.buffer.as_ref()
+    }
+}
+
+impl fmt::Debug for SealedShard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedShard")
+            .field("shard_id", &self.shard_id.as_str())
+            .field("model_ref", &self.model_ref.as_str())
+            .field("gpu_device", &self.device)
+            .field("device_kind", &self.device_kind.as_str())
+            .field("vram_bytes", &self.len)
+            .field("tree_digest", &self.tree.root.to_string())
+            .field("leaf_size", &self.tree.descriptor.leaf_size.bytes())
+            .field("sealed_at_ns", &self.sealed_at_ns)
+            .field("position", &(self.position.index(), self.position.total()))
+            .field("key_id", &self.key_id.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SealedShard {
+    fn drop(&mut self) {
+        // Auditing a deallocation must never panic or block the drop for long;
+        // a failure is reported through tracing and counted by the sink.
+        let event = AuditEvent::VramDeallocated {
+            shard_id: self.shard_id.to_string(),
+            gpu_device: self.device,
+            bytes: self.len,
+        };
+        if let Err(e) = self.audit.record(event) {
+            tracing::error!(shard_id = %self.shard_id, error = %e, "could not audit deallocation");
+        }
+        tracing::debug!(shard_id = %self.shard_id, bytes = self.len, "shard released");
+        // Fields drop after this, in declaration order: the buffer (device
+        // memory) first, then the capacity reservation.
+    }
+}
+
+/// What an API may hand to clients and receive back: every sealed field and the
+/// tag, no device address. Every field is covered by the tag, so a client
+/// cannot change any of them unnoticed. Verify it with
+/// [`VramManager::verify_handle`](crate::VramManager::verify_handle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelShardHandle {
+    /// Shard identifier.
+    pub shard_id: String,
+    /// Device index.
+    pub gpu_device: u32,
+    /// Bytes resident.
+    pub vram_bytes: u64,
+    /// Chunk-tree root, lower-case hex.
+    pub digest: String,
+    /// Leaf size of the tree, bytes.
+    pub leaf_size: u64,
+    /// Seal time, nanoseconds since the Unix epoch.
+    pub sealed_at: u64,
+    /// Model reference.
+    pub model_ref: String,
+    /// Position in a tensor-parallel set.
+    pub shard_index: u16,
+    /// Size of the tensor-parallel set.
+    pub shard_total: u16,
+    /// Seal key fingerprint.
+    pub key_id: String,
+    /// HMAC-SHA256 seal tag, lower-case hex.
+    pub signature: String,
+}

@@ -1,0 +1,404 @@
+//! Verification: re-read the bytes from device memory (never from a host copy),
+//! recompute leaf hashes, compare, and check the seal tag in constant time.
+
+use crate::manager::VramManager;
+use crate::shard::{ModelShardHandle, SealedShard};
+use crate::VramError;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use vram_audit::AuditEvent;
+use vram_core::DeviceError;
+use vram_crypto::{
+    diff_leaves, verify_leaves, verify_seal, CorruptRange, LeafHashes, LeafSize, SealMessage,
+    SealTag, Sha256Digest, TreeDescriptor, TreeDigest, TreeHasher, LEAF_PREFIX,
+    TREE_FORMAT_VERSION,
+};
+
+/// How much of a shard a verification reads.
+///
+/// `Sampled { leaves: k }` reads `k` leaves chosen uniformly at random (with
+/// replacement) per call, so its cost does not depend on the model size. If a
+/// fraction `f` of the leaves is corrupt, one call detects it with probability
+/// `1 - (1 - f)^k`: with `k = 16`, a single corrupt leaf among 1,024 is caught
+/// by one call with probability about 1.6 %, and 10 % corrupt leaves with
+/// about 81 %; `n` independent calls raise that to `1 - (1 - f)^(k n)`.
+/// Sampling suits frequent checks between full verifications and scrubbing; it
+/// is no substitute for a full verification before trusting a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "policy", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum VerifyPolicy {
+    /// Every leaf (the default, and what should run before inference).
+    Full,
+    /// `leaves` random leaves per call.
+    Sampled {
+        /// Leaves per call (at least 1).
+        leaves: u32,
+    },
+}
+
+impl VerifyPolicy {
+    fn name(self) -> String {
+        match self {
+            Self::Full => "full".into(),
+            Self::Sampled { leaves } => format!("sampled:{leaves}"),
+        }
+    }
+
+    /// Probability that one call with this policy detects corruption of the
+    /// given fraction of leaves (1.0 for full verification of any corruption).
+    pub fn detection_probability(self, corrupt_fraction: f64) -> f64 {
+        let f = corrupt_fraction.clamp(0.0, 1.0);
+        match self {
+            Self::Full => {
+                if f > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Self::Sampled { leaves } => 1.0 - (1.0 - f).powi(i32::try_from(leaves).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
+/// Where leaf hashes were computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashPath {
+    /// Bytes read back to the host and hashed on the CPU.
+    HostReadback,
+    /// Leaves hashed by the device itself.
+    OnDevice,
+}
+
+/// A successful verification.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyReport {
+    /// The shard verified.
+    pub shard_id: String,
+    /// Policy used.
+    pub policy: VerifyPolicy,
+    /// Leaves checked.
+    pub leaves_checked: u64,
+    /// Bytes re-read and hashed.
+    pub bytes_checked: u64,
+    /// Where hashing ran.
+    pub hash_path: HashPath,
+    /// Wall time of the verification.
+    #[serde(with = "duration_secs")]
+    pub elapsed: Duration,
+}
+
+mod duration_secs {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+fn dev(shard: &SealedShard) -> impl Fn(DeviceError) -> VramError + '_ {
+    move |source| VramError::Device {
+        device: shard.device,
+        source,
+    }
+}
+
+/// Checks the tag over the shard's fields and that the recorded leaf hashes
+/// still produce the sealed root.
+fn check_seal(manager: &VramManager, shard: &SealedShard) -> Result<(), VramError> {
+    let inner = &manager.inner;
+    let invalid = || VramError::SealInvalid {
+        shard_id: shard.shard_id.to_string(),
+    };
+    if shard.key_id != inner.key_id {
+        return Err(invalid());
+    }
+    verify_seal(inner.seal_key.expose_secret(), &shard.seal_message(), &shard.tag)
+        .map_err(|_| invalid())?;
+    let recomputed = shard.leaves.root();
+    if recomputed.descriptor != shard.tree.descriptor || !recomputed.root.ct_eq(&shard.tree.root) {
+        return Err(invalid());
+    }
+    Ok(())
+}
+
+impl VramManager {
+    /// Verifies a shard with the manager's default policy (full unless
+    /// configured otherwise).
+    ///
+    /// # Errors
+    /// [`VramError::IntegrityViolation`] (fatal, with the corrupt byte ranges)
+    /// when device memory differs from the sealed bytes;
+    /// [`VramError::SealInvalid`] when the seal does not verify; device errors.
+    /// Every failure emits a critical audit event.
+    pub fn verify_sealed(&self, shard: &SealedShard) -> Result<VerifyReport, VramError> {
+        self.verify_with(shard, self.inner.verify_policy)
+    }
+
+    /// Verifies a shard with an explicit policy.
+    ///
+    /// # Errors
+    /// As [`VramManager::verify_sealed`].
+    pub fn verify_with(
+        &self,
+        shard: &SealedShard,
+        policy: VerifyPolicy,
+    ) -> Result<VerifyReport, VramError> {
+        let start = Instant::now();
+        let result = check_seal(self, shard).and_then(|()| match policy {
+            VerifyPolicy::Full => self.verify_full(shard),
+            VerifyPolicy::Sampled { leaves } => {
+                let indices = random_leaf_indices(shard.leaves.len() as u64, leaves)?;
+                self.verify_leaf_indices(shard, &indices)
+                    .map(|bytes| (indices.len() as u64, bytes, HashPath::HostReadback))
+            }
+        });
+        let elapsed = start.elapsed();
+        self.finish_verification(shard, policy, result, elapsed, true)
+    }
+
+    pub(crate) fn finish_verification(
+        &self,
+        shard: &SealedShard,
+        policy: VerifyPolicy,
+        result: Result<(u64, u64, HashPath), VramError>,
+        elapsed: Duration,
+        audit_success: bool,
+    ) -> Result<VerifyReport, VramError> {
+        let inner = &self.inner;
+        match result {
+            Ok((leaves_checked, bytes_checked, hash_path)) => {
+                inner.metrics.verified(true, bytes_checked, elapsed);
+                if audit_success {
+                    inner.audit.record(AuditEvent::SealVerified {
+                        shard_id: shard.shard_id.to_string(),
+                        gpu_device: shard.device,
+                        policy: policy.name(),
+                        leaves_checked,
+                        bytes_checked,
+                    })?;
+                }
+                tracing::debug!(shard_id = %shard.shard_id, policy = %policy.name(), "verified");
+                Ok(VerifyReport {
+                    shard_id: shard.shard_id.to_string(),
+                    policy,
+                    leaves_checked,
+                    bytes_checked,
+                    hash_path,
+                    elapsed,
+                })
+            }
+            Err(e) => {
+                let integrity = matches!(
+                    e,
+                    VramError::IntegrityViolation { .. } | VramError::SealInvalid { .. }
+                );
+                if integrity {
+                    inner.metrics.verified(false, 0, elapsed);
+                    tracing::error!(shard_id = %shard.shard_id, error = %e, "VERIFICATION FAILED");
+                    let ranges = e
+                        .corrupt_ranges()
+                        .iter()
+                        .map(|r| vram_audit::ByteRange { start: r.start, end: r.end })
+                        .collect();
+                    // The integrity error is what the caller must see; an audit
+                    // failure on top of it is logged, not substituted.
+                    if let Err(audit_err) = inner.audit.record(AuditEvent::SealVerificationFailed {
+                        shard_id: shard.shard_id.to_string(),
+                        gpu_device: shard.device,
+                        policy: policy.name(),
+                        reason: e.to_string(),
+                        corrupt_ranges: ranges,
+                    }) {
+                        tracing::error!(error = %audit_err, "could not audit a verification failure");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Full verification: on-device leaf hashing when the device offers it,
+    /// else a read-back pipeline through the tree hasher.
+    fn verify_full(&self, shard: &SealedShard) -> Result<(u64, u64, HashPath), VramError> {
+        let count = shard.leaves.len() as u64;
+        let leaf = shard.tree.descriptor.leaf_size;
+        match shard.buffer().hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count) {
+            Ok(raw) => {
+                let hashes: Vec<Sha256Digest> = raw.into_iter().map(Sha256Digest).collect();
+                let actual = LeafHashes::from_parts(shard.tree.descriptor, hashes)?;
+                report_diff(shard, &actual)?;
+                return Ok((count, shard.len, HashPath::OnDevice));
+            }
+            Err(DeviceError::Unsupported { .. }) => {}
+            Err(e) => return Err(dev(shard)(e)),
+        }
+        let mut hasher = TreeHasher::new(leaf);
+        read_back(shard, self.inner.staging_bytes, |chunk| hasher.update(chunk))?;
+        let actual = hasher.finish().leaves;
+        report_diff(shard, &actual)?;
+        Ok((count, shard.len, HashPath::HostReadback))
+    }
+
+    /// Re-reads and hashes the given leaves; returns the bytes hashed.
+    pub(crate) fn verify_leaf_indices(
+        &self,
+        shard: &SealedShard,
+        indices: &[u64],
+    ) -> Result<u64, VramError> {
+        let descriptor = shard.tree.descriptor;
+        let mut recomputed = Vec::with_capacity(indices.len());
+        let mut staging = vec![0u8; self.inner.staging_bytes.min(leaf_usize(descriptor.leaf_size))];
+        let mut bytes = 0u64;
+        for &i in indices {
+            let range = descriptor.leaf_range(i).ok_or(VramError::Crypto(
+                vram_crypto::CryptoError::LeafIndexOutOfRange {
+                    index: i,
+                    count: descriptor.leaf_count(),
+                },
+            ))?;
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(LEAF_PREFIX);
+            let mut offset = range.start;
+            while offset < range.end {
+                let n = usize::try_from(range.end.saturating_sub(offset))
+                    .unwrap_or(usize::MAX)
+                    .min(staging.len());
+                let buf = staging.get_mut(..n).ok_or(VramError::InvalidConfig {
+                    reason: "staging buffer too small".into(),
+                })?;
+                shard.buffer().read_at(offset, buf).map_err(dev(shard))?;
+                ctx.update(buf);
+                offset = offset.saturating_add(n as u64);
+            }
+            bytes = bytes.saturating_add(range.end.saturating_sub(range.start));
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(ctx.finish().as_ref());
+            recomputed.push(Sha256Digest(digest));
+        }
+        let corrupt = verify_leaves(&shard.leaves, indices, &recomputed)?;
+        if corrupt.is_empty() {
+            Ok(bytes)
+        } else {
+            Err(integrity(shard, corrupt))
+        }
+    }
+}
+
+fn leaf_usize(leaf: LeafSize) -> usize {
+    usize::try_from(leaf.bytes()).unwrap_or(usize::MAX)
+}
+
+fn integrity(shard: &SealedShard, corrupt: Vec<CorruptRange>) -> VramError {
+    VramError::IntegrityViolation {
+        shard_id: shard.shard_id.to_string(),
+        device: shard.device,
+        corrupt,
+    }
+}
+
+fn report_diff(shard: &SealedShard, actual: &LeafHashes) -> Result<(), VramError> {
+    let corrupt = diff_leaves(&shard.leaves, actual)?;
+    if corrupt.is_empty() {
+        Ok(())
+    } else {
+        Err(integrity(shard, corrupt))
+    }
+}
+
+/// Streams the whole buffer to `sink` in staging-sized chunks, reading chunk
+/// N+1 from the device while chunk N is being hashed.
+fn read_back(
+    shard: &SealedShard,
+    staging: usize,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<(), VramError> {
+    let len = shard.len;
+    let staging = staging.max(1);
+    let buffer = shard.buffer();
+    let read = |offset: u64, buf: &mut Vec<u8>| -> Result<(), VramError> {
+        let n = usize::try_from(len.saturating_sub(offset)).unwrap_or(usize::MAX).min(staging);
+        buf.resize(n, 0);
+        buffer.read_at(offset, buf).map_err(dev(shard))
+    };
+    let mut current = Vec::with_capacity(staging);
+    let mut next = Vec::with_capacity(staging);
+    let mut offset = 0u64;
+    read(0, &mut current)?;
+    while offset < len {
+        let next_offset = offset.saturating_add(current.len() as u64);
+        if next_offset < len {
+            std::thread::scope(|s| {
+                let reader = s.spawn(|| read(next_offset, &mut next));
+                sink(&current);
+                reader.join().unwrap_or_else(|_| {
+                    Err(dev(shard)(DeviceError::InvalidArgument {
+                        reason: "device read thread panicked",
+                    }))
+                })
+            })?;
+        } else {
+            sink(&current);
+        }
+        offset = next_offset;
+        std::mem::swap(&mut current, &mut next);
+    }
+    Ok(())
+}
+
+/// `k` leaf indices uniform in `0..count` (with replacement), from the system
+/// CSPRNG so a tamperer cannot predict which leaves the next call reads.
+pub(crate) fn random_leaf_indices(count: u64, k: u32) -> Result<Vec<u64>, VramError> {
+    use ring::rand::SecureRandom;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let rng = ring::rand::SystemRandom::new();
+    let mut out = Vec::with_capacity(usize::try_from(k).unwrap_or(0));
+    for _ in 0..k {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b).map_err(|_| VramError::InvalidConfig {
+            reason: "the system random number generator failed".into(),
+        })?;
+        // Modulo bias is below 2^-40 for any count under 2^24 leaves.
+        out.push(u64::from_le_bytes(b).checked_rem(count).unwrap_or(0));
+    }
+    Ok(out)
+}
+
+/// Checks a handle's tag against this manager's seal key.
+pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Result<(), VramError> {
+    let invalid = || VramError::SealInvalid {
+        shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
+    };
+    let inner = &manager.inner;
+    if h.key_id != inner.key_id.to_string() {
+        return Err(invalid());
+    }
+    let leaf = LeafSize::new(h.leaf_size).map_err(|_| invalid())?;
+    let root: Sha256Digest = h.digest.parse().map_err(|_| invalid())?;
+    let tag: SealTag = h.signature.parse().map_err(|_| invalid())?;
+    let tree = TreeDigest {
+        descriptor: TreeDescriptor {
+            version: TREE_FORMAT_VERSION,
+            leaf_size: leaf,
+            total_len: h.vram_bytes,
+        },
+        root,
+    };
+    let msg = SealMessage {
+        shard_id: &h.shard_id,
+        model_ref: &h.model_ref,
+        device_index: h.gpu_device,
+        byte_len: h.vram_bytes,
+        tree: &tree,
+        sealed_at_ns: h.sealed_at,
+        shard_index: h.shard_index,
+        shard_total: h.shard_total,
+        key_id: *inner.key_id.as_bytes(),
+    };
+    verify_seal(inner.seal_key.expose_secret(), &msg, &tag).map_err(|_| invalid())
+}

@@ -1,0 +1,170 @@
+//! Security scenarios: forged tags, altered handles, corrupted device memory at
+//! the edges, and secrets or addresses never reaching output.
+#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+
+mod common;
+use common::*;
+use vram_residency::{VerifyPolicy, VramError};
+
+const LEAF: u64 = 64 * 1024;
+
+fn corrupt_and_expect(offset: u64) {
+    let f = fixture(64 * MIB);
+    let len = 5 * LEAF as usize + 123;
+    let shard = f.manager.seal_model(&pattern(len, 7), 0).unwrap();
+    f.device.flip_bits(f.last_buffer(), offset, 0x80).unwrap();
+    let err = f.manager.verify_sealed(&shard).unwrap_err();
+    assert!(matches!(err, VramError::IntegrityViolation { .. }), "{err}");
+    assert!(err.is_fatal());
+    let ranges = err.corrupt_ranges();
+    assert_eq!(ranges.len(), 1, "exactly one leaf is corrupt: {ranges:?}");
+    let r = &ranges[0];
+    assert!(r.start <= offset && offset < r.end, "{offset} not in {r:?}");
+    assert_eq!(r.leaf_index, offset / LEAF);
+    assert_eq!(f.audit_count("seal_verification_failed"), 1);
+    let line = f
+        .audit_lines()
+        .into_iter()
+        .find(|l| l.contains("seal_verification_failed"))
+        .unwrap();
+    assert!(line.contains(&format!("\"start\":{}", r.start)), "{line}");
+    assert_eq!(f.manager.metrics().verifications_failed, 1);
+}
+
+#[test]
+fn corruption_at_the_first_byte_is_found() {
+    corrupt_and_expect(0);
+}
+
+#[test]
+fn corruption_at_the_last_byte_is_found() {
+    corrupt_and_expect(5 * LEAF + 122);
+}
+
+#[test]
+fn corruption_at_a_leaf_boundary_is_found_on_the_right_side() {
+    corrupt_and_expect(2 * LEAF - 1);
+    corrupt_and_expect(2 * LEAF);
+}
+
+#[test]
+fn sampling_every_leaf_finds_corruption_too() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(4 * LEAF as usize, 1), 0).unwrap();
+    f.device.flip_bits(f.last_buffer(), 3 * LEAF + 5, 1).unwrap();
+    // With many samples over 4 leaves, the corrupt one is drawn (1 - (3/4)^200).
+    let err = f
+        .manager
+        .verify_with(&shard, VerifyPolicy::Sampled { leaves: 200 })
+        .unwrap_err();
+    assert_eq!(err.corrupt_ranges()[0].leaf_index, 3);
+}
+
+#[test]
+fn forged_signature_in_a_handle_is_refused() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(10_000, 1), 0).unwrap();
+    let mut h = shard.handle();
+    let mut sig: Vec<char> = h.signature.chars().collect();
+    sig[10] = if sig[10] == '0' { '1' } else { '0' };
+    h.signature = sig.into_iter().collect();
+    assert!(matches!(f.manager.check_handle(&h), Err(VramError::SealInvalid { .. })));
+    assert!(f.manager.verify_handle(&h, &shard).is_err());
+    f.manager.verify_handle(&shard.handle(), &shard).unwrap();
+}
+
+#[test]
+fn a_handle_from_another_worker_key_is_refused() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(10_000, 1), 0).unwrap();
+    let other = {
+        let device = vram_residency::vram_mock::MockDevice::new(0, 64 * MIB);
+        let dynamic: std::sync::Arc<dyn vram_residency::vram_core::Device> = device;
+        let secret = vram_residency::vram_secrets::WorkerSecret::generate_ephemeral().unwrap();
+        vram_residency::VramManager::new(vram_residency::VramConfig::builder(secret).device(dynamic).build())
+            .unwrap()
+    };
+    assert!(other.check_handle(&shard.handle()).is_err());
+    assert!(other.verify_sealed(&shard).is_err());
+}
+
+#[test]
+fn verification_rereads_device_memory() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(1_000_000, 1), 0).unwrap();
+    let before = f.device.bytes_read();
+    f.manager.verify_sealed(&shard).unwrap();
+    assert_eq!(f.device.bytes_read() - before, 1_000_000);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Key bytes in every form a leak could take.
+fn key_needles() -> Vec<String> {
+    let s = secret();
+    let mut needles = Vec::new();
+    for key in [*s.seal_key().expose_secret(), *s.audit_key().expose_secret(), SECRET] {
+        needles.push(hex(&key));
+        needles.push(hex(&key).to_uppercase());
+        needles.push(format!("{:?}", &key[..8]).trim_end_matches(']').to_string());
+        needles.push(String::from_utf8_lossy(&key[..12]).into_owned());
+    }
+    needles
+}
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn keys_and_addresses_never_reach_logs_errors_debug_or_json() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let mut texts = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        let f = fixture(64 * MIB);
+        let shard = f.manager.seal_model(&pattern(300_000, 1), 0).unwrap();
+        f.manager.verify_sealed(&shard).unwrap();
+        texts.push(format!("{shard:?}"));
+        texts.push(format!("{:?}", f.manager));
+        texts.push(serde_json::to_string(&shard.handle()).unwrap());
+        texts.push(format!("{:?}", shard.handle()));
+        f.device.flip_bits(f.last_buffer(), 10, 1).unwrap();
+        let err = f.manager.verify_sealed(&shard).unwrap_err();
+        texts.push(err.to_string());
+        texts.push(format!("{err:?}"));
+        f.device.fail_next_allocs(1);
+        let err = f.manager.seal_model(&[1; 100], 0).unwrap_err();
+        texts.push(err.to_string());
+        texts.push(format!("{err:?}"));
+        texts.push(format!("{:?}", secret()));
+        texts.push(format!("{:?}", secret().seal_key()));
+        drop(shard);
+        texts.extend(f.audit_lines());
+    });
+    texts.push(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap());
+    let all = texts.join("\n");
+    assert!(all.contains("VERIFICATION FAILED"), "tracing output was not captured");
+    for needle in key_needles() {
+        assert!(!all.contains(&needle), "key material leaked: {needle}");
+    }
+    // Nothing that looks like a heap or device address.
+    let addr = all
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| w.starts_with("0x") && w.len() >= 10);
+    assert!(addr.is_none(), "address-like text in output: {addr:?}");
+}

@@ -1,0 +1,123 @@
+//! Stress: exhaustion, rapid cycles, large and tiny models, repeated
+//! verification, edge-case contents, leak detection. Never timed.
+#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+
+mod common;
+use common::*;
+
+#[test]
+fn seal_until_vram_exhausted_then_recover() {
+    let f = fixture(8 * MIB);
+    let mut shards = Vec::new();
+    let err = loop {
+        match f.manager.seal_model(&pattern(MIB as usize, shards.len() as u8), 0) {
+            Ok(s) => shards.push(s),
+            Err(e) => break e,
+        }
+        assert!(shards.len() <= 8, "sealed more than the capacity allows");
+    };
+    assert!(err.is_retriable(), "exhaustion must be retriable: {err}");
+    let msg = err.to_string();
+    assert!(msg.contains("needed") && msg.contains("available"), "not actionable: {msg}");
+    assert_eq!(shards.len(), 8);
+    shards.pop();
+    f.manager.seal_model(&pattern(MIB as usize, 99), 0).unwrap();
+    drop(shards);
+    f.assert_no_leaks();
+}
+
+#[test]
+fn rapid_seal_release_cycles() {
+    let f = fixture(16 * MIB);
+    for i in 0..100u8 {
+        let s = f.manager.seal_model(&pattern(64 * 1024 + usize::from(i), i), 0).unwrap();
+        f.manager.verify_sealed(&s).unwrap();
+    }
+    f.assert_no_leaks();
+    assert_eq!(f.manager.metrics().seals, 100);
+}
+
+#[test]
+fn ten_megabyte_model() {
+    let f = fixture(64 * MIB);
+    let data = pattern(10 * 1024 * 1024, 5);
+    let s = f.manager.seal_model(&data, 0).unwrap();
+    assert_eq!(s.vram_bytes(), data.len() as u64);
+    f.manager.verify_sealed(&s).unwrap();
+}
+
+#[test]
+fn a_thousand_tiny_models() {
+    let f = fixture(64 * MIB);
+    let shards: Vec<_> = (0..1000u32)
+        .map(|i| f.manager.seal_model(&[(i % 251) as u8; 7], 0).unwrap())
+        .collect();
+    assert_eq!(f.device.live_allocations(), 1000);
+    for s in shards.iter().step_by(37) {
+        f.manager.verify_sealed(s).unwrap();
+    }
+    drop(shards);
+    f.assert_no_leaks();
+}
+
+#[test]
+fn a_thousand_verifications() {
+    let f = fixture(16 * MIB);
+    let s = f.manager.seal_model(&pattern(256 * 1024, 9), 0).unwrap();
+    let read_before = f.device.bytes_read();
+    for _ in 0..1000 {
+        f.manager.verify_sealed(&s).unwrap();
+    }
+    // Every verification re-read the device.
+    assert!(f.device.bytes_read() - read_before >= 1000 * 256 * 1024);
+    assert_eq!(f.manager.metrics().verifications_passed, 1000);
+}
+
+#[test]
+fn sizes_from_one_byte_to_one_mebibyte() {
+    let f = fixture(16 * MIB);
+    let mut size = 1usize;
+    while size <= MIB as usize {
+        for len in [size - 1, size, size + 1] {
+            if len == 0 {
+                continue;
+            }
+            let s = f.manager.seal_model(&pattern(len, len as u8), 0).unwrap();
+            assert_eq!(s.vram_bytes(), len as u64);
+            f.manager.verify_sealed(&s).unwrap();
+        }
+        size *= 4;
+    }
+    f.assert_no_leaks();
+}
+
+#[test]
+fn all_zero_and_all_one_models() {
+    let f = fixture(16 * MIB);
+    let zeros = f.manager.seal_model(&vec![0u8; 300_000], 0).unwrap();
+    let ones = f.manager.seal_model(&vec![0xFFu8; 300_000], 0).unwrap();
+    assert_ne!(zeros.tree_digest().root, ones.tree_digest().root);
+    f.manager.verify_sealed(&zeros).unwrap();
+    f.manager.verify_sealed(&ones).unwrap();
+}
+
+#[test]
+fn empty_model_is_rejected_as_invalid_input() {
+    let f = fixture(16 * MIB);
+    let err = f.manager.seal_model(&[], 0).unwrap_err();
+    assert_eq!(err.class(), vram_residency::ErrorClass::InvalidInput);
+    f.assert_no_leaks();
+}
+
+#[test]
+fn no_leaks_after_mixed_workload() {
+    let f = fixture(32 * MIB);
+    for round in 0..10u8 {
+        let a = f.manager.seal_model(&pattern(1_000_000, round), 0).unwrap();
+        let b = f.manager.seal_model(&pattern(10, round), 0).unwrap();
+        let _ = f.manager.seal_model(&pattern(40 * MIB as usize, round), 0).unwrap_err();
+        f.manager.verify_sealed(&a).unwrap();
+        drop(b);
+    }
+    f.assert_no_leaks();
+}
