@@ -223,6 +223,24 @@ impl CudaDevice {
         target.write(offset, bytes)
     }
 
+    /// Reads bytes of a live allocation by id (the test/demo twin of
+    /// [`CudaDevice::overwrite`], e.g. to flip a bit of what is there).
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] for an unknown id;
+    /// [`DeviceError::OutOfBounds`] or a driver error from the copy.
+    pub fn read_for_test(&self, id: u64, offset: u64, out: &mut [u8]) -> Result<(), DeviceError> {
+        let target = self
+            .lock_registry()
+            .live()
+            .into_iter()
+            .find(|a| a.id() == id)
+            .ok_or(DeviceError::InvalidArgument {
+                reason: "no live buffer with this id on this device",
+            })?;
+        target.read(offset, out)
+    }
+
     fn lock_registry(&self) -> MutexGuard<'_, Registry> {
         // The registry holds no invariant a panic could break halfway.
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)

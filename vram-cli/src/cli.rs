@@ -1,0 +1,161 @@
+//! The command-line surface. Names and flags are a contract: scripts use them.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  integrity or verification failure (corrupt bytes, invalid seal, audit log findings,
+     --expect-sha256 mismatch)
+  2  usage error or invalid input (bad flags, sizes, hex, missing or empty files)
+  3  environment (no device, unreadable or too-permissive secret file, I/O errors,
+     insufficient VRAM)
+
+Keys: the worker secret comes from --secret-file, else $CREDENTIALS_DIRECTORY/vram-worker-secret,
+else $VRAM_SECRET_FILE. The file must be owned by you and not readable by group or others.";
+
+/// Seal model weights in GPU memory and prove before each inference that they are unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "vram", version, about, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// No progress bars and only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List devices (CUDA devices, or the mock when none is found) with memory figures.
+    Devices(DevicesArgs),
+    /// Chunk-tree digest of a file (and its plain SHA-256 in the same pass).
+    Digest(DigestArgs),
+    /// Seal files into device memory, verify them once, print their handles.
+    Seal(SealArgs),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Seal a synthetic model, verify it, corrupt it, catch the corruption, check the audit log.
+    Demo(DemoArgs),
+    /// Hashing, seal and verify throughput, with ratios against baselines measured in the same run.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DevicesArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DigestArgs {
+    /// File to digest.
+    pub(crate) file: PathBuf,
+    /// Leaf size: a power of two from 4KiB to 1GiB (e.g. 4KiB, 1MiB, 1GiB, or bytes).
+    #[arg(long)]
+    pub(crate) leaf_size: Option<String>,
+    /// Also compute the plain whole-file SHA-256 (same pass over the bytes).
+    #[arg(long)]
+    pub(crate) sha256: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeviceArg {
+    /// auto (CUDA when present, else the mock), mock, or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SealArgs {
+    /// Model files to seal (one shard each).
+    #[arg(required = true)]
+    pub(crate) files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub(crate) device: DeviceArg,
+    /// Model reference recorded in the seal (default: file:<name>).
+    #[arg(long)]
+    pub(crate) model_ref: Option<String>,
+    /// Expected plain SHA-256 (64 hex), checked in the same pass; mismatch exits 1.
+    #[arg(long)]
+    pub(crate) expect_sha256: Option<String>,
+    /// Worker secret file (owner-only permissions).
+    #[arg(long)]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Append audit records to this JSON-lines log (default: kept in memory).
+    #[arg(long)]
+    pub(crate) audit_log: Option<PathBuf>,
+    /// Verification after sealing: full or sampled:K.
+    #[arg(long, default_value = "full")]
+    pub(crate) verify: String,
+    /// Keep the shards resident and scrubbing until SIGINT/SIGTERM.
+    #[arg(long)]
+    pub(crate) hold: bool,
+    /// Scrub rate while holding, bytes per second (e.g. 256MiB).
+    #[arg(long, requires = "hold", default_value = "256MiB")]
+    pub(crate) scrub_rate: String,
+    /// Leaf size of the tree digest.
+    #[arg(long)]
+    pub(crate) leaf_size: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Verify an audit log chain (files in order); exit 0 only when intact.
+    Verify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerifyArgs {
+    /// Log files, oldest first (rotated files then the current one).
+    #[arg(required = true)]
+    pub(crate) logs: Vec<PathBuf>,
+    /// Worker secret file the log's audit key derives from.
+    #[arg(long)]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Last known good head, SEQ:HASH, to detect a deleted tail.
+    #[arg(long)]
+    pub(crate) checkpoint: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Size of the synthetic model.
+    #[arg(long, default_value = "256MiB")]
+    pub(crate) size: String,
+    #[command(flatten)]
+    pub(crate) device: DeviceArg,
+    /// Machine-readable summary.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Size of the buffers and files measured.
+    #[arg(long, default_value = "1GiB")]
+    pub(crate) size: String,
+    /// Size of the large shard for the sampled-verify comparison.
+    #[arg(long, default_value = "4GiB")]
+    pub(crate) sampled_size: String,
+    #[command(flatten)]
+    pub(crate) device: DeviceArg,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

@@ -1,0 +1,67 @@
+//! `vram audit verify LOG...`: check a chain; exit 0 only when intact.
+
+use super::audit_key;
+use crate::cli::AuditVerifyArgs;
+use crate::exit::CliError;
+use vram_residency::vram_audit::{verify_chain, Checkpoint};
+
+pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
+    let checkpoint: Option<Checkpoint> = args
+        .checkpoint
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|_| {
+            CliError::usage("--checkpoint: expected SEQ:HASH (decimal sequence, 64 hex)")
+        })?;
+    for p in &args.logs {
+        let meta = std::fs::metadata(p).map_err(|e| crate::exit::io_error(p, &e))?;
+        if meta.is_dir() {
+            return Err(CliError::usage(format!("{}: is a directory", p.display())));
+        }
+    }
+    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let key = audit_key(&secret);
+    let report = verify_chain(&args.logs, &key, checkpoint.as_ref())
+        .map_err(|e| CliError::env(format!("audit verify: {e}")))?;
+    if args.json {
+        let v = serde_json::json!({
+            "intact": report.is_intact(),
+            "records": report.records,
+            "files": report.files,
+            "head": report.head.as_ref().map(ToString::to_string),
+            "findings": report.findings,
+        });
+        println!("{v:#}");
+    } else {
+        for f in &report.findings {
+            println!("{f}");
+        }
+        let head = report
+            .head
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "-".into());
+        if report.is_intact() {
+            println!(
+                "intact: {} record(s) in {} file(s); head {head}",
+                report.records, report.files
+            );
+        } else {
+            println!(
+                "NOT INTACT: {} finding(s) over {} record(s) in {} file(s)",
+                report.findings.len(),
+                report.records,
+                report.files
+            );
+        }
+    }
+    if report.is_intact() {
+        Ok(())
+    } else {
+        Err(CliError::integrity(format!(
+            "audit log has {} finding(s)",
+            report.findings.len()
+        )))
+    }
+}

@@ -1,0 +1,341 @@
+//! `vram bench`: hashing, seal and verify throughput with ratios against
+//! baselines measured in the same run. Reports; never asserts on time.
+
+use super::{gbps, manager, size_arg, SyntheticModel};
+use crate::cli::BenchArgs;
+use crate::devices::{parse_spec, select};
+use crate::exit::CliError;
+use std::io::Read;
+use std::process::Command;
+use std::time::Instant;
+use vram_residency::vram_crypto::{backend, tree_digest, LeafSize, TreeHasher, LEAF_PREFIX};
+use vram_residency::vram_secrets::WorkerSecret;
+use vram_residency::vram_validation::{format_bytes, ModelRef};
+use vram_residency::{stream_chunks, SealRequest, VerifyPolicy, DEFAULT_STAGING_BYTES};
+
+struct Report {
+    json: bool,
+    rows: Vec<serde_json::Value>,
+}
+
+impl Report {
+    fn line(&mut self, name: &str, bytes: u64, secs: f64, baseline: Option<(&str, f64)>) -> f64 {
+        let rate = gbps(bytes, secs);
+        let ratio = baseline.map(|(b, r)| (b.to_string(), if r > 0.0 { rate / r } else { 0.0 }));
+        if !self.json {
+            let tail = ratio
+                .as_ref()
+                .map(|(b, r)| format!("  {r:>6.2}x {b}"))
+                .unwrap_or_default();
+            println!("  {name:<44} {secs:>8.3} s  {rate:>7.2} GB/s{tail}");
+        }
+        self.rows.push(serde_json::json!({
+            "name": name, "bytes": bytes, "seconds": secs, "gb_per_s": rate,
+            "baseline": ratio.as_ref().map(|r| r.0.clone()), "ratio": ratio.map(|r| r.1),
+        }));
+        rate
+    }
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64())
+}
+
+/// The machine's limit for leaf hashing: the bare multi-buffer kernel on all
+/// cores, with no tree bookkeeping around it.
+fn bare_multibuffer(data: &[u8], leaf: usize) -> f64 {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let leaves: Vec<&[u8]> = data.chunks(leaf).collect();
+    let per = leaves.len().div_ceil(threads).max(1);
+    let ((), secs) = time(|| {
+        std::thread::scope(|s| {
+            for part in leaves.chunks(per) {
+                s.spawn(move || {
+                    let mut out = vec![[0u8; 32]; part.len()];
+                    tape_sha256::hash_many_prefixed(LEAF_PREFIX, part, &mut out);
+                    out
+                });
+            }
+        });
+    });
+    secs
+}
+
+pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
+    let size = size_arg("--size", &args.size)?;
+    let big = size_arg("--sampled-size", &args.sampled_size)?;
+    if size < 1 << 20 {
+        return Err(CliError::usage("--size must be at least 1MiB"));
+    }
+    let spec = parse_spec(&args.device.device)?;
+    let selection = select(spec)?;
+    selection.announce(quiet);
+    let leaf = LeafSize::DEFAULT;
+    let leaf_usize =
+        usize::try_from(leaf.bytes()).map_err(|_| CliError::usage("leaf too large"))?;
+    let mut r = Report {
+        json: args.json,
+        rows: Vec::new(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    if !args.json {
+        println!(
+            "vram bench: {} buffer, leaf {leaf}, {cores} cores, hash backend {}, device {}",
+            format_bytes(size),
+            backend(),
+            selection.kind()
+        );
+    }
+    let len =
+        usize::try_from(size).map_err(|_| CliError::usage("--size too large for this host"))?;
+    let mut data = vec![0u8; len];
+    SyntheticModel::new(42, size)
+        .read_exact(&mut data)
+        .map_err(|e| CliError::env(format!("generate: {e}")))?;
+
+    // Baselines.
+    let (_, ring_s) = time(|| ring::digest::digest(&ring::digest::SHA256, &data));
+    let ring_rate = r.line("ring SHA-256, one stream (1 core)", size, ring_s, None);
+    let limit_s = bare_multibuffer(&data, leaf_usize);
+    let limit = r.line(
+        "bare multi-buffer leaves, all cores (limit)",
+        size,
+        limit_s,
+        Some(("ring", ring_rate)),
+    );
+
+    // Tree digest from memory.
+    let (_, tree_s) = time(|| tree_digest(&data, leaf));
+    r.line(
+        "tree digest from memory",
+        size,
+        tree_s,
+        Some(("limit", limit)),
+    );
+
+    // From a file, against sha256sum on the same file.
+    let dir = std::env::temp_dir().join(format!("vram-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| crate::exit::io_error(&dir, &e))?;
+    let file = dir.join("model.bin");
+    std::fs::write(&file, &data).map_err(|e| crate::exit::io_error(&file, &e))?;
+    let sha = time(|| Command::new("sha256sum").arg(&file).output());
+    let sha_rate = match sha {
+        (Ok(out), secs) if out.status.success() => {
+            r.line("sha256sum (process, same file)", size, secs, None)
+        }
+        _ => {
+            if !args.json {
+                println!("  sha256sum not available: no whole-process baseline");
+            }
+            0.0
+        }
+    };
+    let (res, file_s) = time(|| -> Result<(), CliError> {
+        let f = std::fs::File::open(&file).map_err(|e| crate::exit::io_error(&file, &e))?;
+        let mut h = TreeHasher::new(leaf);
+        stream_chunks(f, None, DEFAULT_STAGING_BYTES, |_, c| {
+            h.update(c);
+            Ok(())
+        })?;
+        let _ = h.finish();
+        Ok(())
+    });
+    res?;
+    r.line(
+        "tree digest from file (page cache)",
+        size,
+        file_s,
+        Some(("limit", limit)),
+    );
+    if sha_rate > 0.0 {
+        r.line(
+            "tree digest from file vs sha256sum",
+            size,
+            file_s,
+            Some(("sha256sum", sha_rate)),
+        );
+    }
+
+    // Seal and verify on the device.
+    let secret = WorkerSecret::generate_ephemeral()?;
+    let mgr = manager(secret, &selection, None, leaf)?;
+    let model_ref = ModelRef::new("bench:synthetic")?;
+    let req = SealRequest::new(model_ref.clone(), selection.target);
+    let (shard, seal_s) = time(|| mgr.seal(&req, &data));
+    let shard = shard?;
+    r.line("seal from memory", size, seal_s, Some(("limit", limit)));
+    if sha_rate > 0.0 {
+        r.line(
+            "seal from memory vs sha256sum",
+            size,
+            seal_s,
+            Some(("sha256sum", sha_rate)),
+        );
+    }
+    drop(data);
+    let full = mgr.verify_with(&shard, VerifyPolicy::Full)?;
+    let full_s = full.elapsed.as_secs_f64();
+    r.line(
+        &format!("full verify ({:?})", full.hash_path),
+        size,
+        full_s,
+        Some(("limit", limit)),
+    );
+    if sha_rate > 0.0 {
+        r.line(
+            "full verify vs sha256sum",
+            size,
+            full_s,
+            Some(("sha256sum", sha_rate)),
+        );
+    }
+    drop(shard);
+    let f = std::fs::File::open(&file).map_err(|e| crate::exit::io_error(&file, &e))?;
+    let (shard, sealf_s) = time(|| mgr.seal_reader(&req, f, size));
+    drop(shard?);
+    r.line(
+        "seal from file (streamed)",
+        size,
+        sealf_s,
+        Some(("limit", limit)),
+    );
+    let _ = std::fs::remove_file(&file);
+
+    // Sampled verification: cost independent of model size.
+    let policy = VerifyPolicy::Sampled { leaves: 16 };
+    let mut sampled = Vec::new();
+    for shard_size in [16u64 << 20, big] {
+        let shard = mgr.seal_reader(&req, SyntheticModel::new(7, shard_size), shard_size)?;
+        let rounds = 20u32;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            mgr.verify_with(&shard, policy)?;
+        }
+        let per_call = t.elapsed().as_secs_f64() / f64::from(rounds);
+        sampled.push((shard_size, per_call));
+        if !args.json {
+            println!(
+                "  sampled:16 verify of a {:<10} shard        {:>8.3} ms per call",
+                format_bytes(shard_size),
+                per_call * 1e3
+            );
+        }
+    }
+    if let [(_, small), (_, large)] = sampled.as_slice() {
+        let ratio = if *small > 0.0 { large / small } else { 0.0 };
+        if !args.json {
+            println!(
+                "  sampled verify, large/small cost ratio       {ratio:>8.2}x (target within 2x)"
+            );
+        }
+        r.rows
+            .push(serde_json::json!({ "name": "sampled verify large/small", "ratio": ratio }));
+    }
+
+    // Peak host memory of a streamed seal of a file (a separate process, so this
+    // process's buffers do not count).
+    peak_rss_check(&mut r, &dir, big, args.json)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if args.json {
+        let v = serde_json::json!({
+            "backend": backend(), "cores": cores, "leaf_size": leaf.bytes(),
+            "device_kind": selection.kind(), "bytes": size, "results": r.rows,
+        });
+        println!("{v:#}");
+    }
+    Ok(())
+}
+
+fn peak_rss_check(
+    r: &mut Report,
+    dir: &std::path::Path,
+    size: u64,
+    json: bool,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    let file = dir.join("big-model.bin");
+    let secret = dir.join("secret");
+    {
+        let mut f = std::fs::File::create(&file).map_err(|e| crate::exit::io_error(&file, &e))?;
+        let mut src = SyntheticModel::new(9, size);
+        let mut buf = vec![0u8; 16 << 20];
+        loop {
+            let n = src
+                .read(&mut buf)
+                .map_err(|e| CliError::env(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            f.write_all(buf.get(..n).unwrap_or_default())
+                .map_err(|e| crate::exit::io_error(&file, &e))?;
+        }
+    }
+    let mut key = [0u8; 32];
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(&mut key)
+        .map_err(|_| CliError::env("random generator failed"))?;
+    write_private(&secret, &key)?;
+    let exe = std::env::current_exe().map_err(|e| CliError::env(e.to_string()))?;
+    let out = Command::new(exe)
+        .args([
+            "seal",
+            "--device",
+            "mock",
+            "--json",
+            "--quiet",
+            "--verify",
+            "sampled:16",
+            "--secret-file",
+        ])
+        .arg(&secret)
+        .arg(&file)
+        .output()
+        .map_err(|e| CliError::env(format!("spawn vram seal: {e}")))?;
+    let _ = std::fs::remove_file(&file);
+    if !out.status.success() {
+        return Err(CliError::env(format!(
+            "child seal failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| CliError::env(format!("child seal output: {e}")))?;
+    let peak = v
+        .get("peak_rss_bytes")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    let budget = size.saturating_add(64 << 20);
+    if !json {
+        println!(
+            "  peak RSS sealing a {} file on the mock     {:>10} (model + 64 MiB = {}; {})",
+            format_bytes(size),
+            format_bytes(peak),
+            format_bytes(budget),
+            if peak <= budget { "within" } else { "OVER" }
+        );
+    }
+    r.rows.push(serde_json::json!({ "name": "peak rss streamed seal (mock)", "bytes": size, "peak_rss_bytes": peak, "budget_bytes": budget }));
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| crate::exit::io_error(path, &e))?;
+    f.write_all(bytes)
+        .map_err(|e| crate::exit::io_error(path, &e))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
+    std::fs::write(path, bytes).map_err(|e| crate::exit::io_error(path, &e))
+}

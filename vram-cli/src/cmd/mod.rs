@@ -1,0 +1,192 @@
+//! One module per subcommand, dispatched from [`run`].
+
+mod audit;
+mod bench;
+mod demo;
+mod devices;
+mod digest;
+mod seal;
+
+use crate::cli::{AuditCommand, Cli, Command};
+use crate::devices::Selection;
+use crate::exit::CliError;
+use std::path::Path;
+use std::sync::Arc;
+use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink, FileOptions};
+use vram_residency::vram_crypto::LeafSize;
+use vram_residency::vram_secrets::WorkerSecret;
+use vram_residency::vram_validation::parse_byte_size;
+use vram_residency::{DeviceSource, VerifyPolicy, VramConfig, VramManager};
+
+pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Devices(a) => devices::run(a, cli.quiet),
+        Command::Digest(a) => digest::run(a, cli.quiet),
+        Command::Seal(a) => seal::run(a, cli.quiet),
+        Command::Audit(AuditCommand::Verify(a)) => audit::verify(a),
+        Command::Demo(a) => demo::run(a, cli.quiet),
+        Command::Bench(a) => bench::run(a, cli.quiet),
+    }
+}
+
+/// A size flag such as `256MiB`.
+pub(crate) fn size_arg(flag: &str, value: &str) -> Result<u64, CliError> {
+    parse_byte_size(value).map_err(|e| CliError::usage(format!("{flag}: {e}")))
+}
+
+/// A `--leaf-size` flag (power of two, 4 KiB to 1 GiB).
+pub(crate) fn leaf_arg(value: Option<&str>) -> Result<LeafSize, CliError> {
+    match value {
+        None => Ok(LeafSize::DEFAULT),
+        Some(v) => {
+            let bytes = size_arg("--leaf-size", v)?;
+            LeafSize::new(bytes).map_err(|e| CliError::usage(format!("--leaf-size: {e}")))
+        }
+    }
+}
+
+/// `full` or `sampled:K`.
+pub(crate) fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
+    if value == "full" {
+        return Ok(VerifyPolicy::Full);
+    }
+    value
+        .strip_prefix("sampled:")
+        .filter(|k| !k.is_empty() && k.len() <= 6 && k.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|k| k.parse::<u32>().ok())
+        .filter(|k| *k > 0)
+        .map(|leaves| VerifyPolicy::Sampled { leaves })
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "--verify: expected `full` or `sampled:K` with K >= 1, got `{}`",
+                vram_residency::vram_validation::escape_for_log(value, 40)
+            ))
+        })
+}
+
+/// The audit key for a secret, in the form vram-audit takes.
+pub(crate) fn audit_key(secret: &WorkerSecret) -> AuditKey {
+    AuditKey::from_bytes(*secret.audit_key().expose_secret())
+}
+
+/// Opens (or continues) a JSON-lines audit log.
+pub(crate) fn open_audit(path: &Path, secret: &WorkerSecret) -> Result<Arc<AuditLog>, CliError> {
+    AuditLog::open_file(
+        path,
+        audit_key(secret),
+        &worker_id(),
+        FileOptions::default(),
+    )
+    .map(Arc::new)
+    .map_err(|e| CliError::env(format!("audit log: {e}")))
+}
+
+/// This worker's id in audit records: the host name when it is usable.
+pub(crate) fn worker_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "vram-cli".to_string())
+}
+
+/// A manager over the selected devices.
+pub(crate) fn manager(
+    secret: WorkerSecret,
+    selection: &Selection,
+    audit: Option<Arc<dyn AuditSink>>,
+    leaf: LeafSize,
+) -> Result<VramManager, CliError> {
+    let mut builder = VramConfig::builder(secret)
+        .device_source(DeviceSource::Explicit(selection.devices.clone()))
+        .worker_id(worker_id())
+        .leaf_size(leaf);
+    if let Some(a) = audit {
+        builder = builder.audit(a);
+    }
+    Ok(VramManager::new(builder.build())?)
+}
+
+/// Peak resident set size of this process, in bytes (Linux), for reports.
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// GB/s (decimal), for reports.
+pub(crate) fn gbps(bytes: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        bytes as f64 / secs / 1e9
+    } else {
+        0.0
+    }
+}
+
+/// Writes `len` bytes of deterministic pseudo-random data (xorshift64*),
+/// without holding them all in memory.
+pub(crate) struct SyntheticModel {
+    state: u64,
+    left: u64,
+    pending: [u8; 8],
+    pending_len: usize,
+}
+
+impl SyntheticModel {
+    pub(crate) fn new(seed: u64, len: u64) -> Self {
+        Self {
+            state: seed | 1,
+            left: len,
+            pending: [0; 8],
+            pending_len: 0,
+        }
+    }
+
+    fn next_word(&mut self) -> [u8; 8] {
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes()
+    }
+}
+
+impl std::io::Read for SyntheticModel {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let out = buf.get_mut(..want).unwrap_or_default();
+        let mut rest = out;
+        // Bytes left over from the previous call's last word come first.
+        while self.pending_len > 0 {
+            let Some((first, tail)) = std::mem::take(&mut rest).split_first_mut() else {
+                break;
+            };
+            let idx = 8usize.saturating_sub(self.pending_len);
+            *first = self.pending.get(idx).copied().unwrap_or(0);
+            self.pending_len = self.pending_len.saturating_sub(1);
+            rest = tail;
+        }
+        let mut words = rest.chunks_exact_mut(8);
+        for w in &mut words {
+            w.copy_from_slice(&self.next_word());
+        }
+        let tail = words.into_remainder();
+        if !tail.is_empty() {
+            self.pending = self.next_word();
+            let n = tail.len();
+            if let Some(src) = self.pending.get(..n) {
+                tail.copy_from_slice(src);
+            }
+            self.pending_len = 8usize.saturating_sub(n);
+        }
+        self.left = self.left.saturating_sub(want as u64);
+        Ok(want)
+    }
+}

@@ -1,0 +1,218 @@
+//! `vram seal FILE...`: stream each file into device memory, seal, verify once.
+
+use super::{gbps, leaf_arg, manager, open_audit, peak_rss_bytes, size_arg, verify_arg};
+use crate::cli::SealArgs;
+use crate::devices::{parse_spec, select};
+use crate::exit::{io_error, CliError};
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vram_residency::vram_audit::AuditSink;
+use vram_residency::vram_validation::{ModelRef, Sha256Hex};
+use vram_residency::{ScrubConfig, Scrubber, SealRequest, SealedShard};
+
+/// Counts bytes through a reader into a progress bar.
+struct Progress<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn default_model_ref(path: &std::path::Path) -> Result<ModelRef, CliError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ModelRef::new(&format!("file:{name}")).map_err(|e| {
+        CliError::usage(format!(
+            "cannot derive a model reference from the file name ({e}); pass --model-ref"
+        ))
+    })
+}
+
+pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
+    let spec = parse_spec(&args.device.device)?;
+    let policy = verify_arg(&args.verify)?;
+    let leaf = leaf_arg(args.leaf_size.as_deref())?;
+    let scrub_rate = size_arg("--scrub-rate", &args.scrub_rate)?;
+    let expected = args
+        .expect_sha256
+        .as_deref()
+        .map(Sha256Hex::new)
+        .transpose()
+        .map_err(|e| CliError::usage(format!("--expect-sha256: {e}")))?;
+    if expected.is_some() && args.files.len() != 1 {
+        return Err(CliError::usage(
+            "--expect-sha256 applies to exactly one file",
+        ));
+    }
+    let model_ref_flag = args
+        .model_ref
+        .as_deref()
+        .map(ModelRef::new)
+        .transpose()
+        .map_err(|e| CliError::usage(format!("--model-ref: {e}")))?;
+    // Check every file before touching a device.
+    let mut inputs = Vec::with_capacity(args.files.len());
+    for path in &args.files {
+        let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+        let meta = file.metadata().map_err(|e| io_error(path, &e))?;
+        if meta.is_dir() {
+            return Err(CliError::usage(format!(
+                "{}: is a directory",
+                path.display()
+            )));
+        }
+        if meta.len() == 0 {
+            return Err(CliError::usage(format!(
+                "{}: is empty; there is nothing to seal",
+                path.display()
+            )));
+        }
+        let model_ref = match &model_ref_flag {
+            Some(r) => r.clone(),
+            None => default_model_ref(path)?,
+        };
+        inputs.push((path.clone(), file, meta.len(), model_ref));
+    }
+
+    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let audit: Option<Arc<dyn AuditSink>> = match &args.audit_log {
+        Some(p) => Some(open_audit(p, &secret)?),
+        None => {
+            if !quiet {
+                eprintln!("vram: note: no --audit-log given; audit records are kept in memory and lost at exit");
+            }
+            None
+        }
+    };
+    let selection = select(spec)?;
+    selection.announce(quiet);
+    let mgr = manager(secret, &selection, audit, leaf)?;
+
+    let mut shards: Vec<SealedShard> = Vec::new();
+    let mut rows = Vec::new();
+    for (path, file, len, model_ref) in inputs {
+        let mut req = SealRequest::new(model_ref, selection.target);
+        req.expected_sha256 = expected.clone();
+        let bar = crate::progress::bar(len, "seal", quiet);
+        let t0 = Instant::now();
+        let shard = mgr.seal_reader(
+            &req,
+            Progress {
+                inner: file,
+                bar: bar.clone(),
+            },
+            len,
+        )?;
+        let seal_secs = t0.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let report = mgr.verify_with(&shard, policy)?;
+        let verify_secs = report.elapsed.as_secs_f64();
+        let h = shard.handle();
+        rows.push(serde_json::json!({
+            "file": path.display().to_string(),
+            "shard_id": h.shard_id,
+            "gpu_device": h.gpu_device,
+            "device_kind": shard.device_kind().as_str(),
+            "vram_bytes": h.vram_bytes,
+            "digest": h.digest,
+            "leaf_size": h.leaf_size,
+            "sealed_at": h.sealed_at,
+            "model_ref": h.model_ref,
+            "shard_index": h.shard_index,
+            "shard_total": h.shard_total,
+            "key_id": h.key_id,
+            "signature": h.signature,
+            "sha256": shard.plain_sha256().map(ToString::to_string),
+            "verify": {
+                "policy": args.verify,
+                "leaves_checked": report.leaves_checked,
+                "bytes_checked": report.bytes_checked,
+                "seconds": verify_secs,
+            },
+            "seal_seconds": seal_secs,
+            "seal_gb_per_s": gbps(len, seal_secs),
+        }));
+        if !args.json {
+            println!(
+                "sealed {}  shard {}  {}:{}  {} bytes  digest {}  verify {} ok ({:.3} s)  seal {:.2} GB/s",
+                path.display(),
+                h.shard_id,
+                shard.device_kind().as_str(),
+                h.gpu_device,
+                h.vram_bytes,
+                h.digest,
+                args.verify,
+                verify_secs,
+                gbps(len, seal_secs)
+            );
+        }
+        shards.push(shard);
+    }
+    if args.json {
+        let out = serde_json::json!({
+            "shards": rows,
+            "device_kind": selection.kind(),
+            "peak_rss_bytes": peak_rss_bytes(),
+        });
+        println!("{out:#}");
+    }
+    if args.hold {
+        hold(&mgr, shards, scrub_rate, quiet)?;
+    }
+    Ok(())
+}
+
+/// Keeps the shards resident and scrubbing until SIGINT/SIGTERM, then releases
+/// them (each release is audited).
+fn hold(
+    mgr: &vram_residency::VramManager,
+    shards: Vec<SealedShard>,
+    rate: u64,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .map_err(|e| CliError::env(format!("cannot install signal handler: {e}")))?;
+    let shards: Vec<Arc<SealedShard>> = shards.into_iter().map(Arc::new).collect();
+    let failed = Arc::new(AtomicBool::new(false));
+    let failed_cb = Arc::clone(&failed);
+    let mut config = ScrubConfig::new(rate);
+    config.on_failure = Some(Box::new(move |e| {
+        failed_cb.store(true, Ordering::SeqCst);
+        eprintln!("vram: SCRUB FAILURE: {e}");
+    }));
+    let scrubber = Scrubber::start(mgr, &shards, config)?;
+    if !quiet {
+        eprintln!(
+            "vram: holding {} shard(s), scrubbing at {} B/s; Ctrl-C or SIGTERM to release",
+            shards.len(),
+            rate
+        );
+    }
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stats = scrubber.stop();
+    drop(shards);
+    if !quiet {
+        eprintln!(
+            "vram: released; scrubbed {} bytes in {} sweep(s), {} failure(s)",
+            stats.bytes_scrubbed, stats.sweeps, stats.failures
+        );
+    }
+    if failed.load(Ordering::SeqCst) {
+        return Err(CliError::integrity("scrubbing found corrupt device memory"));
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Exit codes (documented in `--help` and the README) and the error that
+//! carries one.
+
+use vram_residency::{ErrorClass, VramError};
+
+/// Success.
+pub(crate) const OK: u8 = 0;
+/// Integrity or verification failure (corrupt bytes, invalid seal, audit findings).
+pub(crate) const INTEGRITY: u8 = 1;
+/// Usage error or invalid input.
+pub(crate) const USAGE: u8 = 2;
+/// Environment: no device, unreadable or too-permissive secret, I/O errors.
+pub(crate) const ENVIRONMENT: u8 = 3;
+
+/// An error with the exit code it maps to. The message is one line.
+#[derive(Debug)]
+pub(crate) struct CliError {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl CliError {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: USAGE,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn env(message: impl Into<String>) -> Self {
+        Self {
+            code: ENVIRONMENT,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn integrity(message: impl Into<String>) -> Self {
+        Self {
+            code: INTEGRITY,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<VramError> for CliError {
+    fn from(e: VramError) -> Self {
+        let code = match e.class() {
+            ErrorClass::Fatal => INTEGRITY,
+            ErrorClass::InvalidInput => USAGE,
+            _ => ENVIRONMENT,
+        };
+        Self {
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<vram_residency::vram_validation::ValidationError> for CliError {
+    fn from(e: vram_residency::vram_validation::ValidationError) -> Self {
+        Self::usage(e.to_string())
+    }
+}
+
+impl From<vram_residency::vram_secrets::SecretsError> for CliError {
+    fn from(e: vram_residency::vram_secrets::SecretsError) -> Self {
+        Self::env(e.to_string())
+    }
+}
+
+/// A file the user named could not be used.
+pub(crate) fn io_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
+    let shown = vram_residency::vram_validation::escape_for_log(&path.display().to_string(), 200);
+    match e.kind() {
+        std::io::ErrorKind::NotFound => CliError::usage(format!("{shown}: no such file")),
+        std::io::ErrorKind::PermissionDenied => {
+            CliError::env(format!("{shown}: permission denied"))
+        }
+        kind => CliError::env(format!("{shown}: {kind}")),
+    }
+}
