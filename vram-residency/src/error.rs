@@ -81,7 +81,9 @@ pub enum VramError {
     PolicyViolation(#[from] vram_core::PolicyViolation),
 
     /// The plain SHA-256 of the sealed bytes differs from the expected value.
-    #[error("expected SHA-256 {expected} but the model bytes hash to {actual}; nothing was sealed")]
+    #[error(
+        "expected SHA-256 {expected} but the model bytes hash to {actual}; nothing was sealed"
+    )]
     DigestMismatch {
         /// The value the caller expected (validated hex).
         expected: String,

@@ -3,10 +3,10 @@
 //! is held across sealing or verification.
 
 use crate::config::{DeviceSource, VramConfig};
+use crate::detect::{cuda_devices, detect};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline;
 use crate::shard::SealedShard;
-use crate::detect::{cuda_devices, detect};
 use crate::{ModelShardHandle, VerifyPolicy, VramError};
 use std::io::Read;
 use std::sync::Arc;
@@ -141,7 +141,8 @@ impl VramManager {
             Some(a) => a,
             None => {
                 tracing::warn!("no audit sink configured: audit records are kept in memory only");
-                let key = vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
+                let key =
+                    vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
                 Arc::new(vram_audit::AuditLog::in_memory(key, &config.worker_id)?)
             }
         };
@@ -151,9 +152,10 @@ impl VramManager {
                 reason: "too many devices".into(),
             })?;
             let info = device.info().clone();
-            let attrs = device
-                .attributes()
-                .map_err(|source| VramError::Device { device: index, source })?;
+            let attrs = device.attributes().map_err(|source| VramError::Device {
+                device: index,
+                source,
+            })?;
             if let Err(v) = vram_core::check_vram_only(&info, &attrs) {
                 let _ = audit.record(AuditEvent::PolicyViolation {
                     gpu_device: index,
@@ -162,9 +164,10 @@ impl VramManager {
                 });
                 return Err(v.into());
             }
-            let mem = device
-                .memory_info()
-                .map_err(|source| VramError::Device { device: index, source })?;
+            let mem = device.memory_info().map_err(|source| VramError::Device {
+                device: index,
+                source,
+            })?;
             if mem.total <= config.headroom_bytes {
                 return Err(VramError::InvalidConfig {
                     reason: format!(
@@ -175,7 +178,10 @@ impl VramManager {
                 });
             }
             if info.kind == DeviceKind::Mock {
-                tracing::warn!(device = index, "device {index} is the MOCK device (host memory), not real VRAM");
+                tracing::warn!(
+                    device = index,
+                    "device {index} is the MOCK device (host memory), not real VRAM"
+                );
             }
             let tracker = CapacityTracker::new(mem.total, config.headroom_bytes);
             slots.push(DeviceSlot { device, tracker });
@@ -282,7 +288,11 @@ impl VramManager {
     ///
     /// # Errors
     /// See [`VramManager::seal`].
-    pub fn seal_model(&self, model_bytes: &[u8], gpu_device: u32) -> Result<SealedShard, VramError> {
+    pub fn seal_model(
+        &self,
+        model_bytes: &[u8],
+        gpu_device: u32,
+    ) -> Result<SealedShard, VramError> {
         let model_ref = ModelRef::new("inline:bytes")?;
         self.seal(&SealRequest::new(model_ref, gpu_device), model_bytes)
     }
@@ -296,7 +306,11 @@ impl VramManager {
     /// # Errors
     /// Invalid input, insufficient VRAM (retriable), allocation or device
     /// failure, expected-digest mismatch (fatal), audit failure under fail-closed.
-    pub fn seal(&self, request: &SealRequest, model_bytes: &[u8]) -> Result<SealedShard, VramError> {
+    pub fn seal(
+        &self,
+        request: &SealRequest,
+        model_bytes: &[u8],
+    ) -> Result<SealedShard, VramError> {
         let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
         self.seal_with(request, len, |buffer, hasher, staging| {
             pipeline::copy_slice(buffer, model_bytes, hasher, staging)
@@ -373,7 +387,9 @@ impl VramManager {
         // over-commit, and the reservation is released on every error path.
         let reservation = slot.tracker.reserve(len).map_err(|e| {
             let (needed, available) = match e {
-                CapacityError::Insufficient { needed, available, .. } => (needed, available),
+                CapacityError::Insufficient {
+                    needed, available, ..
+                } => (needed, available),
                 _ => (len, slot.tracker.available()),
             };
             let _ = inner.audit.record(AuditEvent::VramAllocationFailed {
@@ -521,7 +537,9 @@ fn seal_stage(e: &VramError) -> &'static str {
         VramError::InvalidInput(_) | VramError::UnknownDevice { .. } => "validate",
         VramError::InsufficientVram { .. } => "reserve",
         VramError::AllocationFailed { .. } => "allocate",
-        VramError::Io { .. } | VramError::LengthMismatch { .. } | VramError::Device { .. } => "copy",
+        VramError::Io { .. } | VramError::LengthMismatch { .. } | VramError::Device { .. } => {
+            "copy"
+        }
         VramError::DigestMismatch { .. } => "expected_digest",
         VramError::Crypto(_) => "sign",
         _ => "seal",

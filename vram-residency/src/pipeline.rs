@@ -12,7 +12,10 @@ use vram_crypto::TreeHasher;
 fn device_err(source: vram_core::DeviceError) -> VramError {
     // The device index is filled in by the caller's context in messages; the
     // pipeline only knows the buffer.
-    VramError::Device { device: u32::MAX, source }
+    VramError::Device {
+        device: u32::MAX,
+        source,
+    }
 }
 
 /// Copies one chunk to the device while hashing it on the calling thread.
@@ -97,7 +100,9 @@ pub fn stream_chunks<R: Read + Send>(
                     break;
                 }
                 let Ok(mut buf) = empty_rx.recv() else { return };
-                let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(staging);
+                let want = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(staging);
                 buf.clear();
                 buf.resize(want, 0);
                 match read_full(&mut reader, &mut buf) {

@@ -74,7 +74,9 @@ pub struct Scrubber {
 
 impl std::fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scrubber").field("stats", &self.stats()).finish()
+        f.debug_struct("Scrubber")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -92,7 +94,8 @@ impl Scrubber {
     ) -> Result<Self, VramError> {
         if config.bytes_per_second < 1 << 20 || config.leaves_per_step == 0 {
             return Err(VramError::InvalidConfig {
-                reason: "scrub rate must be at least 1 MiB/s with at least one leaf per step".into(),
+                reason: "scrub rate must be at least 1 MiB/s with at least one leaf per step"
+                    .into(),
             });
         }
         let shared = Arc::new(Shared::default());
@@ -165,7 +168,12 @@ fn pace(shared: &Shared, deadline: Instant) -> bool {
     }
 }
 
-fn run(manager: &VramManager, watched: &[Weak<SealedShard>], config: &ScrubConfig, shared: &Shared) {
+fn run(
+    manager: &VramManager,
+    watched: &[Weak<SealedShard>],
+    config: &ScrubConfig,
+    shared: &Shared,
+) {
     let mut failed = vec![false; watched.len()];
     let started = Instant::now();
     let mut budget_used = 0u64;
@@ -193,9 +201,13 @@ fn run(manager: &VramManager, watched: &[Weak<SealedShard>], config: &ScrubConfi
                 let last = first.saturating_add(step).min(count);
                 let indices: Vec<u64> = (first..last).collect();
                 let t0 = Instant::now();
-                let result = manager
-                    .verify_leaf_indices(&shard, &indices)
-                    .map(|bytes| (indices.len() as u64, bytes, crate::verify::HashPath::HostReadback));
+                let result = manager.verify_leaf_indices(&shard, &indices).map(|bytes| {
+                    (
+                        indices.len() as u64,
+                        bytes,
+                        crate::verify::HashPath::HostReadback,
+                    )
+                });
                 let bytes = result.as_ref().map_or(0, |r| r.1);
                 let outcome = manager.finish_verification(
                     &shard,
@@ -231,7 +243,12 @@ fn run(manager: &VramManager, watched: &[Weak<SealedShard>], config: &ScrubConfi
         shared.sweeps.fetch_add(1, Ordering::Relaxed);
         if !any_alive {
             // Nothing left to scrub; idle until stopped.
-            if !pace(shared, Instant::now().checked_add(Duration::from_millis(200)).unwrap_or_else(Instant::now)) {
+            if !pace(
+                shared,
+                Instant::now()
+                    .checked_add(Duration::from_millis(200))
+                    .unwrap_or_else(Instant::now),
+            ) {
                 return;
             }
         }

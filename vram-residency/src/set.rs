@@ -21,7 +21,10 @@ impl ShardSet {
 
     /// Total bytes across all shards.
     pub fn total_bytes(&self) -> u64 {
-        self.shards.iter().map(SealedShard::vram_bytes).fold(0u64, u64::saturating_add)
+        self.shards
+            .iter()
+            .map(SealedShard::vram_bytes)
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Gives the shards back (e.g. to scrub them individually).

@@ -57,7 +57,9 @@ impl VerifyPolicy {
                     0.0
                 }
             }
-            Self::Sampled { leaves } => 1.0 - (1.0 - f).powi(i32::try_from(leaves).unwrap_or(i32::MAX)),
+            Self::Sampled { leaves } => {
+                1.0 - (1.0 - f).powi(i32::try_from(leaves).unwrap_or(i32::MAX))
+            }
         }
     }
 }
@@ -116,8 +118,12 @@ fn check_seal(manager: &VramManager, shard: &SealedShard) -> Result<(), VramErro
     if shard.key_id != inner.key_id {
         return Err(invalid());
     }
-    verify_seal(inner.seal_key.expose_secret(), &shard.seal_message(), &shard.tag)
-        .map_err(|_| invalid())?;
+    verify_seal(
+        inner.seal_key.expose_secret(),
+        &shard.seal_message(),
+        &shard.tag,
+    )
+    .map_err(|_| invalid())?;
     let recomputed = shard.leaves.root();
     if recomputed.descriptor != shard.tree.descriptor || !recomputed.root.ct_eq(&shard.tree.root) {
         return Err(invalid());
@@ -202,7 +208,10 @@ impl VramManager {
                     let ranges = e
                         .corrupt_ranges()
                         .iter()
-                        .map(|r| vram_audit::ByteRange { start: r.start, end: r.end })
+                        .map(|r| vram_audit::ByteRange {
+                            start: r.start,
+                            end: r.end,
+                        })
                         .collect();
                     // The integrity error is what the caller must see; an audit
                     // failure on top of it is logged, not substituted.
@@ -226,7 +235,10 @@ impl VramManager {
     fn verify_full(&self, shard: &SealedShard) -> Result<(u64, u64, HashPath), VramError> {
         let count = shard.leaves.len() as u64;
         let leaf = shard.tree.descriptor.leaf_size;
-        match shard.buffer().hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count) {
+        match shard
+            .buffer()
+            .hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count)
+        {
             Ok(raw) => {
                 let hashes: Vec<Sha256Digest> = raw.into_iter().map(Sha256Digest).collect();
                 let actual = LeafHashes::from_parts(shard.tree.descriptor, hashes)?;
@@ -237,7 +249,9 @@ impl VramManager {
             Err(e) => return Err(dev(shard)(e)),
         }
         let mut hasher = TreeHasher::new(leaf);
-        read_back(shard, self.inner.staging_bytes, |chunk| hasher.update(chunk))?;
+        read_back(shard, self.inner.staging_bytes, |chunk| {
+            hasher.update(chunk)
+        })?;
         let actual = hasher.finish().leaves;
         report_diff(shard, &actual)?;
         Ok((count, shard.len, HashPath::HostReadback))
@@ -251,7 +265,12 @@ impl VramManager {
     ) -> Result<u64, VramError> {
         let descriptor = shard.tree.descriptor;
         let mut recomputed = Vec::with_capacity(indices.len());
-        let mut staging = vec![0u8; self.inner.staging_bytes.min(leaf_usize(descriptor.leaf_size))];
+        let mut staging = vec![
+            0u8;
+            self.inner
+                .staging_bytes
+                .min(leaf_usize(descriptor.leaf_size))
+        ];
         let mut bytes = 0u64;
         for &i in indices {
             let range = descriptor.leaf_range(i).ok_or(VramError::Crypto(
@@ -320,7 +339,9 @@ fn read_back(
     let staging = staging.max(1);
     let buffer = shard.buffer();
     let read = |offset: u64, buf: &mut Vec<u8>| -> Result<(), VramError> {
-        let n = usize::try_from(len.saturating_sub(offset)).unwrap_or(usize::MAX).min(staging);
+        let n = usize::try_from(len.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(staging);
         buf.resize(n, 0);
         buffer.read_at(offset, buf).map_err(dev(shard))
     };

@@ -1,6 +1,14 @@
 //! Concurrency: many threads seal and verify at once, capacity is never
 //! over-committed, nothing leaks, and verification does not wait on sealing.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
 
 mod common;
 use common::*;
@@ -16,12 +24,16 @@ fn ten_threads_seal_at_once() {
         let handles: Vec<_> = (0..10u8)
             .map(|t| {
                 let m = &f.manager;
-                s.spawn(move || m.seal_model(&pattern(300_000 + usize::from(t) * 1000, t), 0).unwrap())
+                s.spawn(move || {
+                    m.seal_model(&pattern(300_000 + usize::from(t) * 1000, t), 0)
+                        .unwrap()
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let ids: std::collections::HashSet<_> = shards.iter().map(|s| s.shard_id().to_string()).collect();
+    let ids: std::collections::HashSet<_> =
+        shards.iter().map(|s| s.shard_id().to_string()).collect();
     assert_eq!(ids.len(), 10, "shard ids must be unique");
     for s in &shards {
         f.manager.verify_sealed(s).unwrap();
@@ -127,7 +139,9 @@ fn interleaved_seal_verify_release() {
             s.spawn(move || {
                 let mut kept = Vec::new();
                 for i in 0..15u8 {
-                    let shard = m.seal_model(&pattern(100_000 + usize::from(i) * 977, t ^ i), 0).unwrap();
+                    let shard = m
+                        .seal_model(&pattern(100_000 + usize::from(i) * 977, t ^ i), 0)
+                        .unwrap();
                     m.verify_sealed(&shard).unwrap();
                     if i % 3 == 0 {
                         kept.push(shard);
@@ -172,7 +186,14 @@ fn verify_of_one_shard_never_waits_on_the_seal_of_another() {
         let m = &f.manager;
         let pending = s.spawn(move || {
             let req = SealRequest::new(ModelRef::new("test:gated").unwrap(), 0);
-            m.seal_reader(&req, GatedReader { gate: rx, left: 8192 }, 8192)
+            m.seal_reader(
+                &req,
+                GatedReader {
+                    gate: rx,
+                    left: 8192,
+                },
+                8192,
+            )
         });
         // Let the seal start and block in its reader.
         tx.send(()).unwrap();

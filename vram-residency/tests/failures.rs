@@ -1,11 +1,19 @@
 //! Failure injection: every failure leaves zero capacity used, zero live device
 //! allocations, and an audit record (or a reported audit failure).
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
 
 mod common;
 use common::*;
-use vram_residency::vram_validation::{ModelRef, Sha256Hex};
 use vram_residency::vram_audit::AuditSink;
+use vram_residency::vram_validation::{ModelRef, Sha256Hex};
 use vram_residency::{ErrorClass, SealRequest, VramError};
 
 fn request() -> SealRequest {
@@ -71,7 +79,10 @@ fn audit_failure_under_fail_closed_refuses_the_seal() {
     // A verification whose success cannot be recorded is refused as well.
     let shard = f.manager.seal_model(&pattern(100_000, 5), 0).unwrap();
     f.audit.set_failing(true);
-    assert!(matches!(f.manager.verify_sealed(&shard), Err(VramError::Audit(_))));
+    assert!(matches!(
+        f.manager.verify_sealed(&shard),
+        Err(VramError::Audit(_))
+    ));
     f.audit.set_failing(false);
     drop(shard);
     f.assert_no_leaks();
@@ -83,7 +94,10 @@ fn audit_failure_under_best_effort_is_counted_and_the_seal_proceeds() {
     f.audit.set_failing(true);
     let shard = f.manager.seal_model(&pattern(100_000, 5), 0).unwrap();
     f.audit.set_failing(false);
-    assert!(f.audit.stats().failures > 0, "best-effort failures must be counted");
+    assert!(
+        f.audit.stats().failures > 0,
+        "best-effort failures must be counted"
+    );
     drop(shard);
     f.assert_no_leaks();
 }
@@ -92,9 +106,24 @@ fn audit_failure_under_best_effort_is_counted_and_the_seal_proceeds() {
 fn short_and_long_readers_are_refused() {
     let f = fixture(64 * MIB);
     let data = pattern(10_000, 6);
-    let err = f.manager.seal_reader(&request(), &data[..], 20_000).unwrap_err();
-    assert!(matches!(err, VramError::LengthMismatch { announced: 20_000, read: 10_000 }), "{err}");
-    let err = f.manager.seal_reader(&request(), &data[..], 5_000).unwrap_err();
+    let err = f
+        .manager
+        .seal_reader(&request(), &data[..], 20_000)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VramError::LengthMismatch {
+                announced: 20_000,
+                read: 10_000
+            }
+        ),
+        "{err}"
+    );
+    let err = f
+        .manager
+        .seal_reader(&request(), &data[..], 5_000)
+        .unwrap_err();
     assert!(matches!(err, VramError::LengthMismatch { .. }), "{err}");
     f.assert_no_leaks();
 }
@@ -118,7 +147,10 @@ fn reader_io_error_is_an_environment_error() {
 fn unknown_device_and_oversized_model_are_invalid_input() {
     let f = fixture(64 * MIB);
     let err = f.manager.seal_model(&[1, 2, 3], 7).unwrap_err();
-    assert!(matches!(err, VramError::UnknownDevice { index: 7, count: 1 }), "{err}");
+    assert!(
+        matches!(err, VramError::UnknownDevice { index: 7, count: 1 }),
+        "{err}"
+    );
     assert_eq!(err.class(), ErrorClass::InvalidInput);
     f.assert_no_leaks();
 }
@@ -135,7 +167,9 @@ fn policy_violation_refuses_the_device() {
         })
         .build();
     let dynamic: Arc<dyn Device> = device;
-    let cfg = vram_residency::VramConfig::builder(secret()).device(dynamic).build();
+    let cfg = vram_residency::VramConfig::builder(secret())
+        .device(dynamic)
+        .build();
     let err = vram_residency::VramManager::new(cfg).unwrap_err();
     assert!(matches!(err, VramError::PolicyViolation(_)), "{err}");
     assert!(err.is_fatal());

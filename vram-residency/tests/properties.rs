@@ -1,6 +1,14 @@
 //! Properties: seal then verify always succeeds; altering any handle field or
 //! any tag byte always fails; digests are deterministic and content-bound.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
 
 mod common;
 use common::*;
@@ -70,12 +78,15 @@ fn shard_sets_verify_together_and_one_bad_shard_fails_the_set() {
     let devices: Vec<_> = (0..3).map(|i| MockDevice::new(i, 64 * MIB)).collect();
     let dynamic: Vec<std::sync::Arc<dyn Device>> = devices.iter().map(|d| d.clone() as _).collect();
     let m = vram_residency::VramManager::new(
-        vram_residency::VramConfig::builder(secret()).devices(dynamic).build(),
+        vram_residency::VramConfig::builder(secret())
+            .devices(dynamic)
+            .build(),
     )
     .unwrap();
     let parts: Vec<Vec<u8>> = (0..3).map(|i| pattern(200_000, i)).collect();
     let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let model = vram_residency::vram_validation::ModelRef::new("hf:org/model@main/weights").unwrap();
+    let model =
+        vram_residency::vram_validation::ModelRef::new("hf:org/model@main/weights").unwrap();
     let set = m.seal_set(&model, &slices, &[0, 1, 2]).unwrap();
     assert_eq!(set.shards().len(), 3);
     for (i, s) in set.shards().iter().enumerate() {

@@ -1,6 +1,14 @@
 //! The background scrubber sweeps every leaf, reports corruption through the
 //! callback and the audit log, and stops cleanly on drop.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
 
 mod common;
 use common::*;
@@ -31,12 +39,18 @@ fn scrubber_sweeps_and_finds_corruption() {
     let mut cfg = ScrubConfig::new(1 << 30);
     cfg.on_failure = Some(Box::new(move |e| sink.lock().unwrap().push(e.to_string())));
     let scrubber = Scrubber::start(&f.manager, &[a.clone(), b.clone()], cfg).unwrap();
-    assert!(eventually(|| scrubber.stats().sweeps >= 2), "no sweep completed");
+    assert!(
+        eventually(|| scrubber.stats().sweeps >= 2),
+        "no sweep completed"
+    );
     assert_eq!(scrubber.stats().failures, 0);
     assert!(scrubber.stats().bytes_scrubbed >= 900_000);
 
     f.device.flip_bits(b_buffer, 299_999, 2).unwrap();
-    assert!(eventually(|| scrubber.stats().failures >= 1), "corruption not found");
+    assert!(
+        eventually(|| scrubber.stats().failures >= 1),
+        "corruption not found"
+    );
     let stats = scrubber.stop();
     assert_eq!(stats.failures, 1, "a failed shard is reported once");
     let messages = seen.lock().unwrap().clone();
@@ -51,7 +65,12 @@ fn scrubber_sweeps_and_finds_corruption() {
 fn scrubber_stops_on_drop_and_forgets_dropped_shards() {
     let f = fixture(64 * MIB);
     let a = Arc::new(f.manager.seal_model(&pattern(100_000, 1), 0).unwrap());
-    let scrubber = Scrubber::start(&f.manager, std::slice::from_ref(&a), ScrubConfig::new(1 << 20)).unwrap();
+    let scrubber = Scrubber::start(
+        &f.manager,
+        std::slice::from_ref(&a),
+        ScrubConfig::new(1 << 20),
+    )
+    .unwrap();
     drop(a);
     // The scrubber may hold the shard for the length of one step at most.
     assert!(eventually(|| f.device.live_allocations() == 0));

@@ -1,6 +1,14 @@
 //! Security scenarios: forged tags, altered handles, corrupted device memory at
 //! the edges, and secrets or addresses never reaching output.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
 
 mod common;
 use common::*;
@@ -50,8 +58,13 @@ fn corruption_at_a_leaf_boundary_is_found_on_the_right_side() {
 #[test]
 fn sampling_every_leaf_finds_corruption_too() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(4 * LEAF as usize, 1), 0).unwrap();
-    f.device.flip_bits(f.last_buffer(), 3 * LEAF + 5, 1).unwrap();
+    let shard = f
+        .manager
+        .seal_model(&pattern(4 * LEAF as usize, 1), 0)
+        .unwrap();
+    f.device
+        .flip_bits(f.last_buffer(), 3 * LEAF + 5, 1)
+        .unwrap();
     // With many samples over 4 leaves, the corrupt one is drawn (1 - (3/4)^200).
     let err = f
         .manager
@@ -68,7 +81,10 @@ fn forged_signature_in_a_handle_is_refused() {
     let mut sig: Vec<char> = h.signature.chars().collect();
     sig[10] = if sig[10] == '0' { '1' } else { '0' };
     h.signature = sig.into_iter().collect();
-    assert!(matches!(f.manager.check_handle(&h), Err(VramError::SealInvalid { .. })));
+    assert!(matches!(
+        f.manager.check_handle(&h),
+        Err(VramError::SealInvalid { .. })
+    ));
     assert!(f.manager.verify_handle(&h, &shard).is_err());
     f.manager.verify_handle(&shard.handle(), &shard).unwrap();
 }
@@ -81,8 +97,12 @@ fn a_handle_from_another_worker_key_is_refused() {
         let device = vram_residency::vram_mock::MockDevice::new(0, 64 * MIB);
         let dynamic: std::sync::Arc<dyn vram_residency::vram_core::Device> = device;
         let secret = vram_residency::vram_secrets::WorkerSecret::generate_ephemeral().unwrap();
-        vram_residency::VramManager::new(vram_residency::VramConfig::builder(secret).device(dynamic).build())
-            .unwrap()
+        vram_residency::VramManager::new(
+            vram_residency::VramConfig::builder(secret)
+                .device(dynamic)
+                .build(),
+        )
+        .unwrap()
     };
     assert!(other.check_handle(&shard.handle()).is_err());
     assert!(other.verify_sealed(&shard).is_err());
@@ -105,7 +125,11 @@ fn hex(bytes: &[u8]) -> String {
 fn key_needles() -> Vec<String> {
     let s = secret();
     let mut needles = Vec::new();
-    for key in [*s.seal_key().expose_secret(), *s.audit_key().expose_secret(), SECRET] {
+    for key in [
+        *s.seal_key().expose_secret(),
+        *s.audit_key().expose_secret(),
+        SECRET,
+    ] {
         needles.push(hex(&key));
         needles.push(hex(&key).to_uppercase());
         needles.push(format!("{:?}", &key[..8]).trim_end_matches(']').to_string());
@@ -158,7 +182,10 @@ fn keys_and_addresses_never_reach_logs_errors_debug_or_json() {
     });
     texts.push(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap());
     let all = texts.join("\n");
-    assert!(all.contains("VERIFICATION FAILED"), "tracing output was not captured");
+    assert!(
+        all.contains("VERIFICATION FAILED"),
+        "tracing output was not captured"
+    );
     for needle in key_needles() {
         assert!(!all.contains(&needle), "key material leaked: {needle}");
     }

@@ -1,6 +1,14 @@
 //! Stress: exhaustion, rapid cycles, large and tiny models, repeated
 //! verification, edge-case contents, leak detection. Never timed.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
 
 mod common;
 use common::*;
@@ -10,7 +18,10 @@ fn seal_until_vram_exhausted_then_recover() {
     let f = fixture(8 * MIB);
     let mut shards = Vec::new();
     let err = loop {
-        match f.manager.seal_model(&pattern(MIB as usize, shards.len() as u8), 0) {
+        match f
+            .manager
+            .seal_model(&pattern(MIB as usize, shards.len() as u8), 0)
+        {
             Ok(s) => shards.push(s),
             Err(e) => break e,
         }
@@ -18,7 +29,10 @@ fn seal_until_vram_exhausted_then_recover() {
     };
     assert!(err.is_retriable(), "exhaustion must be retriable: {err}");
     let msg = err.to_string();
-    assert!(msg.contains("needed") && msg.contains("available"), "not actionable: {msg}");
+    assert!(
+        msg.contains("needed") && msg.contains("available"),
+        "not actionable: {msg}"
+    );
     assert_eq!(shards.len(), 8);
     shards.pop();
     f.manager.seal_model(&pattern(MIB as usize, 99), 0).unwrap();
@@ -30,7 +44,10 @@ fn seal_until_vram_exhausted_then_recover() {
 fn rapid_seal_release_cycles() {
     let f = fixture(16 * MIB);
     for i in 0..100u8 {
-        let s = f.manager.seal_model(&pattern(64 * 1024 + usize::from(i), i), 0).unwrap();
+        let s = f
+            .manager
+            .seal_model(&pattern(64 * 1024 + usize::from(i), i), 0)
+            .unwrap();
         f.manager.verify_sealed(&s).unwrap();
     }
     f.assert_no_leaks();
@@ -115,7 +132,10 @@ fn no_leaks_after_mixed_workload() {
     for round in 0..10u8 {
         let a = f.manager.seal_model(&pattern(1_000_000, round), 0).unwrap();
         let b = f.manager.seal_model(&pattern(10, round), 0).unwrap();
-        let _ = f.manager.seal_model(&pattern(40 * MIB as usize, round), 0).unwrap_err();
+        let _ = f
+            .manager
+            .seal_model(&pattern(40 * MIB as usize, round), 0)
+            .unwrap_err();
         f.manager.verify_sealed(&a).unwrap();
         drop(b);
     }

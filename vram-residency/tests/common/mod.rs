@@ -1,5 +1,15 @@
 //! Shared fixtures for the facade's test suites.
-#![allow(dead_code, unreachable_pub, clippy::arithmetic_side_effects, clippy::cast_possible_truncation, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, unused_qualifications)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
 
 use std::sync::Arc;
 use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink, FailurePolicy, LogOptions};
@@ -32,17 +42,28 @@ impl Fixture {
 
     pub fn audit_count(&self, event_type: &str) -> usize {
         let needle = format!("\"type\":\"{event_type}\"");
-        self.audit_lines().iter().filter(|l| l.contains(&needle)).count()
+        self.audit_lines()
+            .iter()
+            .filter(|l| l.contains(&needle))
+            .count()
     }
 
     /// The most recent live allocation on the mock.
     pub fn last_buffer(&self) -> BufferId {
-        *self.device.live_buffers().last().expect("a live allocation")
+        *self
+            .device
+            .live_buffers()
+            .last()
+            .expect("a live allocation")
     }
 
     pub fn assert_no_leaks(&self) {
         assert_eq!(self.manager.used_vram(0), 0, "capacity still reserved");
-        assert_eq!(self.device.live_allocations(), 0, "device allocations leaked");
+        assert_eq!(
+            self.device.live_allocations(),
+            0,
+            "device allocations leaked"
+        );
         assert_eq!(self.device.live_bytes(), 0, "device bytes leaked");
     }
 }
