@@ -38,18 +38,13 @@ impl DeviceBuffer for MockBuffer {
         let range = checked_range(offset, data.len(), self.len)?;
         let host = host_range(&range, self.len)?;
         let mut bytes = self.cell.write();
-        let dst = bytes
-            .get_mut(host.clone())
-            .ok_or(DeviceError::OutOfBounds {
-                offset,
-                len: range.end.saturating_sub(range.start),
-                buffer_len: self.len,
-            })?;
         if let Some(at) = self.shared.take_write_fault(range.start, range.end) {
             // A copy that dies part-way: the bytes before the fault land, the
             // rest do not.
             let landed = usize::try_from(at.saturating_sub(range.start)).unwrap_or(0);
-            if let (Some(d), Some(s)) = (dst.get_mut(..landed), data.get(..landed)) {
+            let end = host.start.saturating_add(landed).min(host.end);
+            Cell::materialise(&mut bytes, end);
+            if let (Some(d), Some(s)) = (bytes.get_mut(host.start..end), data.get(..landed)) {
                 d.copy_from_slice(s);
             }
             warn!(buffer = %self.id, at, "mock: injected write failure");
@@ -57,7 +52,20 @@ impl DeviceBuffer for MockBuffer {
                 what: "write failure",
             });
         }
-        dst.copy_from_slice(data);
+        if host.start == bytes.len() {
+            // The sequential case (sealing): append into reserved capacity.
+            bytes.extend_from_slice(data);
+        } else {
+            Cell::materialise(&mut bytes, host.end);
+            let dst = bytes
+                .get_mut(host.clone())
+                .ok_or(DeviceError::OutOfBounds {
+                    offset,
+                    len: range.end.saturating_sub(range.start),
+                    buffer_len: self.len,
+                })?;
+            dst.copy_from_slice(data);
+        }
         drop(bytes);
         self.shared
             .bytes_written
@@ -74,14 +82,13 @@ impl DeviceBuffer for MockBuffer {
                 what: "read failure",
             });
         }
-        let bytes = self.cell.read();
-        let src = bytes.get(host).ok_or(DeviceError::OutOfBounds {
-            offset,
-            len: range.end.saturating_sub(range.start),
-            buffer_len: self.len,
-        })?;
-        out.copy_from_slice(src);
-        drop(bytes);
+        if !self.cell.read_into(host, out) {
+            return Err(DeviceError::OutOfBounds {
+                offset,
+                len: range.end.saturating_sub(range.start),
+                buffer_len: self.len,
+            });
+        }
         self.shared
             .bytes_read
             .fetch_add(range.end.saturating_sub(range.start), Ordering::Relaxed);

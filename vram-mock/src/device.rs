@@ -125,8 +125,7 @@ impl MockDevice {
     /// Length of a live buffer, `None` when it has been dropped.
     pub fn buffer_len(&self, id: BufferId) -> Option<u64> {
         let cell = self.shared.registry().buffers.get(&id).cloned()?;
-        let len = cell.read().len();
-        u64::try_from(len).ok()
+        u64::try_from(cell.len()).ok()
     }
 
     /// Total bytes copied out of buffers by successful `read_at` calls. Lets a
@@ -235,10 +234,11 @@ impl MockDevice {
             .get(&id)
             .cloned()
             .ok_or(UNKNOWN_BUFFER)?;
-        let mut bytes = cell.write();
-        let buffer_len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let buffer_len = u64::try_from(cell.len()).unwrap_or(u64::MAX);
         let range = checked_range(offset, len, buffer_len)?;
         let host = host_range(&range, buffer_len)?;
+        let mut bytes = cell.write();
+        Cell::materialise(&mut bytes, host.end);
         let slice = bytes.get_mut(host).ok_or(DeviceError::OutOfBounds {
             offset,
             len: range.end.saturating_sub(range.start),
@@ -305,8 +305,7 @@ impl Device for MockDevice {
         let host = usize::try_from(bytes).ok().and_then(|n| {
             let mut v: Vec<u8> = Vec::new();
             v.try_reserve_exact(n).ok()?;
-            v.resize(n, 0);
-            Some(v)
+            Some((v, n))
         });
         let mut reg = self.shared.registry();
         let Some(host) = host else {
@@ -320,7 +319,7 @@ impl Device for MockDevice {
         };
         let id = BufferId(reg.next_id);
         reg.next_id = reg.next_id.saturating_add(1);
-        let cell = Arc::new(Cell::new(host));
+        let cell = Arc::new(Cell::new(host.0, host.1));
         reg.buffers.insert(id, Arc::clone(&cell));
         drop(reg);
         debug!(device = self.info.index, buffer = %id, bytes, "mock: allocated");

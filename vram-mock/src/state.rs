@@ -26,14 +26,52 @@ impl fmt::Display for BufferId {
 
 /// The host bytes behind one buffer. Readers share the lock, so many threads
 /// can read (verify) one buffer at once.
+///
+/// The host memory is reserved whole at allocation (so a too-large request
+/// fails there, as on a device) but materialised lazily: the vector grows as
+/// bytes are written, and bytes never written read as zero. This spares a
+/// zero-filling pass over every allocation, which would otherwise cost as much
+/// as the copy itself.
 pub(crate) struct Cell {
+    len: usize,
     bytes: RwLock<Vec<u8>>,
 }
 
 impl Cell {
-    pub(crate) fn new(bytes: Vec<u8>) -> Self {
+    /// `bytes` must be empty with at least `len` bytes of capacity reserved.
+    pub(crate) fn new(bytes: Vec<u8>, len: usize) -> Self {
         Self {
+            len,
             bytes: RwLock::new(bytes),
+        }
+    }
+
+    /// Logical length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Copies `host` (within the logical length) into `out`, zeros for bytes
+    /// never written. Returns false when the range is out of bounds.
+    pub(crate) fn read_into(&self, host: std::ops::Range<usize>, out: &mut [u8]) -> bool {
+        if host.end > self.len || host.end.checked_sub(host.start) != Some(out.len()) {
+            return false;
+        }
+        let bytes = self.read();
+        let split = host.end.min(bytes.len()).max(host.start);
+        let (written, unwritten) = out.split_at_mut(split.saturating_sub(host.start));
+        match bytes.get(host.start..split) {
+            Some(src) => written.copy_from_slice(src),
+            None => return false,
+        }
+        unwritten.fill(0);
+        true
+    }
+
+    /// Materialises bytes up to `end` (never past the reserved capacity).
+    pub(crate) fn materialise(bytes: &mut Vec<u8>, end: usize) {
+        if bytes.len() < end {
+            bytes.resize(end, 0);
         }
     }
 
