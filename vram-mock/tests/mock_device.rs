@@ -432,3 +432,30 @@ fn on_device_hashing_is_unsupported() {
         Err(DeviceError::Unsupported { .. })
     ));
 }
+
+#[test]
+fn unwritten_bytes_read_as_zero_and_writes_in_any_order_land() {
+    let dev = MockDevice::new(0, 64 * KIB);
+    let mut buf = dev.alloc(10 * KIB).unwrap();
+    assert_eq!(read_all(buf.as_ref()), vec![0u8; 10 * KIB as usize]);
+    // Out of order: the tail first, then the head, then a middle overwrite.
+    buf.write_at(8 * KIB, &[0xAA; 2048]).unwrap();
+    buf.write_at(0, &[0xBB; 100]).unwrap();
+    buf.write_at(4 * KIB, &[0xCC; 10]).unwrap();
+    let all = read_all(buf.as_ref());
+    assert!(all[..100].iter().all(|&b| b == 0xBB));
+    assert!(all[100..4 * KIB as usize].iter().all(|&b| b == 0));
+    assert!(all[4 * KIB as usize..4 * KIB as usize + 10].iter().all(|&b| b == 0xCC));
+    assert!(all[8 * KIB as usize..].iter().all(|&b| b == 0xAA));
+    // A partial read straddling written and unwritten bytes.
+    let mut out = [1u8; 20];
+    buf.read_at(90, &mut out).unwrap();
+    assert_eq!(&out[..10], &[0xBB; 10]);
+    assert_eq!(&out[10..], &[0; 10]);
+    // Corruption of a never-written byte works too.
+    let id = *dev.live_buffers().last().unwrap();
+    dev.flip_bits(id, 6 * KIB, 0xFF).unwrap();
+    let mut one = [0u8; 1];
+    buf.read_at(6 * KIB, &mut one).unwrap();
+    assert_eq!(one, [0xFF]);
+}
