@@ -7,6 +7,7 @@ use vram_residency::vram_validation::format_bytes;
 
 pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
     let sel = select(DeviceSpec::Auto)?;
+    sel.announce(quiet);
     let mut rows = Vec::new();
     for (i, d) in sel.devices.iter().enumerate() {
         let info = d.info();
