@@ -126,6 +126,16 @@ pub(crate) fn open(
                     torn: None,
                     continued: true,
                 },
+                _ if active.end == 0 && active.torn == 0 => {
+                    // An interrupted rotation: the segment was created but the
+                    // `rotated` record never reached the previous one, so no
+                    // record belongs here. Remove it and continue there.
+                    tracing::warn!(path = %path.display(), "removing an empty audit segment left by an interrupted rotation");
+                    fs::remove_file(&path).map_err(|e| AuditError::io("remove", &path, e))?;
+                    let dir = parent_dir(&path);
+                    sync_dir(&dir).map_err(|e| AuditError::io("fsync directory", dir, e))?;
+                    return open(base, key, rotate);
+                }
                 _ => {
                     return Err(damaged(
                         prev_path,

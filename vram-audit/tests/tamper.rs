@@ -352,6 +352,16 @@ fn reopening_after_a_crash_at_rotation_continues_in_the_next_segment() {
         let r = verify_chain(&files, &key(), None).unwrap();
         assert!(r.is_intact(), "{damage}: {:?}", r.findings);
     }
+    // A crash after the next segment was created, before the `rotated` record
+    // was written: the empty segment is removed and the chain goes on.
+    let leftover = dir.path().join("audit.jsonl.2");
+    std::fs::write(&leftover, b"").unwrap();
+    let log = AuditLog::open_file(&path, key(), "w", rotating(1_000_000)).unwrap();
+    log.record(event(3)).unwrap();
+    drop(log);
+    assert!(!leftover.exists());
+    let r = verify_chain(&segment_files(&path).unwrap(), &key(), None).unwrap();
+    assert!(r.is_intact(), "{:?}", r.findings);
 }
 
 #[test]
