@@ -445,7 +445,9 @@ fn unwritten_bytes_read_as_zero_and_writes_in_any_order_land() {
     let all = read_all(buf.as_ref());
     assert!(all[..100].iter().all(|&b| b == 0xBB));
     assert!(all[100..4 * KIB as usize].iter().all(|&b| b == 0));
-    assert!(all[4 * KIB as usize..4 * KIB as usize + 10].iter().all(|&b| b == 0xCC));
+    assert!(all[4 * KIB as usize..4 * KIB as usize + 10]
+        .iter()
+        .all(|&b| b == 0xCC));
     assert!(all[8 * KIB as usize..].iter().all(|&b| b == 0xAA));
     // A partial read straddling written and unwritten bytes.
     let mut out = [1u8; 20];
