@@ -319,3 +319,38 @@ mod tests {
         assert!(unhex32(b"zz").is_none());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+mod known_answer {
+    use super::*;
+
+    /// The example record of docs/audit-log.md.
+    #[test]
+    fn documented_example_record() {
+        let key = AuditKey::from_bytes(std::array::from_fn(|i| i as u8));
+        let ev = AuditEvent::VramAllocated {
+            shard_id: "shard-0".into(),
+            gpu_device: 0,
+            bytes: 1024,
+        };
+        let line = encode_line(
+            &key,
+            1,
+            "2025-01-01T00:00:00.000000000Z",
+            "worker-0",
+            &ev,
+            GENESIS_PREV,
+        )
+        .unwrap();
+        let text = String::from_utf8(line).unwrap();
+        let body = text.trim_end_matches('\n');
+        assert_eq!(body, EXPECTED_LINE);
+        assert_eq!(line_hash(body.as_bytes()), EXPECTED_HASH);
+        assert_eq!(key.key_id(), "f5e66cd1dbf3907e");
+    }
+
+    // Checked independently with Python's hmac and hashlib.
+    const EXPECTED_LINE: &str = r#"{"v":1,"seq":1,"ts":"2025-01-01T00:00:00.000000000Z","worker":"worker-0","event":{"type":"vram_allocated","shard_id":"shard-0","gpu_device":0,"bytes":1024},"prev":"0000000000000000000000000000000000000000000000000000000000000000","mac":"998c402657a609c7169814f5db3d031aefef896839d1be5d142cb8167bd0a7f2"}"#;
+    const EXPECTED_HASH: &str = "d989c863d67b4b8e4a0405a506a42c43a5ca36912c0ac031665fc5fff20a0ae8";
+}
