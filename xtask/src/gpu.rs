@@ -72,7 +72,7 @@ pub(crate) fn run() -> Result<(), String> {
         ));
     }
     script.push_str(
-        "echo '==> vram bench --device cuda:0'\n./vram bench --device cuda:0 --size 1GiB --gpu-sizes 1GiB,8GiB || fail=1\nexit $fail\n",
+        "for size in 1GiB 8GiB; do\n  echo \"==> vram bench --device cuda:0 --size $size\"\n  ./vram bench --device cuda:0 --size $size --sampled-size $size || fail=1\ndone\necho '==> vram demo --device cuda:0'\n./vram demo --device cuda:0 --size 1GiB || fail=1\nexit $fail\n",
     );
     let script_path = bundle.join("run.sh");
     std::fs::write(&script_path, script).map_err(|e| format!("write run.sh: {e}"))?;

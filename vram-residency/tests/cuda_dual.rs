@@ -1,0 +1,101 @@
+//! The core scenarios against a real CUDA device, when one is present. Without
+//! one this prints one loud line and checks the no-driver path instead; with
+//! `VRAM_RESIDENCY_REQUIRE_CUDA=1` (the GPU bundle sets it) a missing device
+//! fails the test.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
+
+mod common;
+
+fn require_cuda() -> bool {
+    std::env::var("VRAM_RESIDENCY_REQUIRE_CUDA").is_ok_and(|v| v == "1")
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn scenarios_on_a_real_cuda_device() {
+    use common::*;
+    use std::sync::Arc;
+    use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink};
+    use vram_residency::vram_core::cuda::CudaDevice;
+    use vram_residency::vram_core::Device;
+    use vram_residency::vram_crypto::LeafSize;
+    use vram_residency::{HashPath, VerifyPolicy, VramConfig, VramError, VramManager};
+
+    let device = match CudaDevice::open(0) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(
+                !require_cuda(),
+                "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device: {e}"
+            );
+            eprintln!("NO CUDA DEVICE FOUND ({e}): only the mock was tested");
+            return;
+        }
+    };
+    let s = secret();
+    let audit = Arc::new(
+        AuditLog::in_memory(
+            AuditKey::from_bytes(*s.audit_key().expose_secret()),
+            "gpu-test",
+        )
+        .unwrap(),
+    );
+    let sink: Arc<dyn AuditSink> = audit.clone();
+    let dynamic: Arc<dyn Device> = device.clone();
+    let m = VramManager::new(
+        VramConfig::builder(s)
+            .device(dynamic)
+            .audit(sink)
+            .leaf_size(LeafSize::new(64 * 1024).unwrap())
+            .build(),
+    )
+    .unwrap();
+    for len in [1usize, 4095, 65_536, 65_537, 3_000_000] {
+        let data = pattern(len, len as u8);
+        let shard = m.seal_model(&data, 0).unwrap();
+        let full = m.verify_with(&shard, VerifyPolicy::Full).unwrap();
+        eprintln!("cuda: {len} bytes verified via {:?}", full.hash_path);
+        m.verify_with(&shard, VerifyPolicy::Sampled { leaves: 8 })
+            .unwrap();
+        // Corrupt one byte on the device; both hashing paths must catch it.
+        let id = *device.live_buffers().last().unwrap();
+        let offset = (len / 2) as u64;
+        let mut byte = [0u8; 1];
+        device.read_for_test(id, offset, &mut byte).unwrap();
+        device.overwrite(id, offset, &[byte[0] ^ 0x10]).unwrap();
+        let err = m.verify_with(&shard, VerifyPolicy::Full).unwrap_err();
+        assert!(matches!(err, VramError::IntegrityViolation { .. }), "{err}");
+        assert!(err
+            .corrupt_ranges()
+            .iter()
+            .any(|r| r.start <= offset && offset < r.end));
+        if full.hash_path == HashPath::OnDevice {
+            // Cross-check: on-device leaf hashes equal CPU leaf hashes.
+            let cpu =
+                vram_residency::vram_crypto::leaf_hashes(&data, LeafSize::new(64 * 1024).unwrap());
+            assert_eq!(cpu.root(), *shard.tree_digest());
+        }
+        drop(shard);
+    }
+    assert_eq!(device.live_allocations(), 0);
+    assert_eq!(m.used_vram(0), 0);
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn scenarios_on_a_real_cuda_device() {
+    assert!(
+        !require_cuda(),
+        "VRAM_RESIDENCY_REQUIRE_CUDA=1 but this build has no `cuda` feature"
+    );
+    eprintln!("NO CUDA DEVICE FOUND: this build has no `cuda` feature; only the mock was tested");
+    let _ = common::MIB;
+}
