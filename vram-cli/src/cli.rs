@@ -119,7 +119,7 @@ pub(crate) enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditVerifyArgs {
-    /// Log files, oldest first (rotated files then the current one).
+    /// Log files, oldest first; a single path also takes its rotated segments (PATH.1, PATH.2, ...).
     #[arg(required = true)]
     pub(crate) logs: Vec<PathBuf>,
     /// Worker secret file the log's audit key derives from.

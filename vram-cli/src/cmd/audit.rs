@@ -3,7 +3,7 @@
 use super::audit_key;
 use crate::cli::AuditVerifyArgs;
 use crate::exit::CliError;
-use vram_residency::vram_audit::{verify_chain, Checkpoint};
+use vram_residency::vram_audit::{segment_files, verify_chain, Checkpoint};
 
 pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
     let checkpoint: Option<Checkpoint> = args
@@ -20,9 +20,14 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             return Err(CliError::usage(format!("{}: is a directory", p.display())));
         }
     }
+    // One path names a rotated log by its base: take every segment, in order.
+    let files = match args.logs.as_slice() {
+        [base] => segment_files(base).map_err(|e| CliError::env(format!("audit verify: {e}")))?,
+        many => many.to_vec(),
+    };
     let secret = crate::secret::load(args.secret_file.as_deref())?;
     let key = audit_key(&secret);
-    let report = verify_chain(&args.logs, &key, checkpoint.as_ref())
+    let report = verify_chain(&files, &key, checkpoint.as_ref())
         .map_err(|e| CliError::env(format!("audit verify: {e}")))?;
     if args.json {
         let v = serde_json::json!({
