@@ -7,7 +7,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
 use crate::file::{credential_path, read_secret_file};
-use crate::hkdf::hkdf_sha256;
+use crate::hkdf::hkdf_sha256_32;
 use crate::key::{SecretKey, KEY_LEN};
 use crate::SecretsError;
 
@@ -28,8 +28,9 @@ pub const MAX_SECRET_LEN: usize = 1 << 20;
 /// The fixed HKDF salt. Versioned with the labels: changing it changes every key.
 const HKDF_SALT: &[u8] = b"vram-residency/hkdf-salt/v1";
 
-// HKDF-SHA256 can expand to at most 255 hash lengths; a key is far below that.
-const _: () = assert!(KEY_LEN <= 255 * 32);
+// Keys are exactly one HKDF-SHA256 output block, which is what makes
+// `derive_key` infallible.
+const _: () = assert!(KEY_LEN == 32);
 
 /// What a derived key is for. Each purpose has its own versioned HKDF label, so
 /// keys for different purposes are independent.
@@ -178,12 +179,7 @@ impl WorkerSecret {
     /// salt and the purpose's [label](KeyPurpose::label) as `info`.
     #[must_use]
     pub fn derive_key(&self, purpose: KeyPurpose) -> SecretKey {
-        let mut okm = [0u8; KEY_LEN];
-        if hkdf_sha256(HKDF_SALT, &self.bytes, purpose.label().as_bytes(), &mut okm).is_err() {
-            // ring fails only for outputs above 255 * 32 bytes, which the const
-            // assertion above rules out.
-            unreachable!("HKDF-SHA256 rejected a {KEY_LEN}-byte output");
-        }
+        let okm: [u8; KEY_LEN] = hkdf_sha256_32(HKDF_SALT, &self.bytes, purpose.label().as_bytes());
         let key = SecretKey::from_bytes(okm);
         tracing::debug!(purpose = purpose.label(), key_id = %key.key_id(), "derived key");
         key
