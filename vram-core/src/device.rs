@@ -140,6 +140,29 @@ pub trait DeviceBuffer: Send + Sync + Debug {
     /// backend failures otherwise.
     fn read_at(&self, offset: u64, out: &mut [u8]) -> Result<(), DeviceError>;
 
+    /// Streams `reader` into the buffer from offset 0 through the backend's own
+    /// pipeline (pinned, double-buffered staging on CUDA), calling `on_chunk`
+    /// with each chunk while its copy to the device is in flight, and returns
+    /// the number of bytes written.
+    ///
+    /// Returns `None` when the backend has no such pipeline (the default): the
+    /// caller then copies with [`DeviceBuffer::write_at`]. Nothing has been read
+    /// from `reader` in that case.
+    ///
+    /// # Errors
+    /// `Some(Err(StreamError::Read))` when the reader fails;
+    /// `Some(Err(StreamError::Device))` for device failures, including
+    /// [`DeviceError::OutOfBounds`] when the source is longer than the buffer.
+    fn stream_from(
+        &mut self,
+        reader: &mut dyn std::io::Read,
+        chunk: usize,
+        on_chunk: &mut dyn FnMut(&[u8]),
+    ) -> Option<Result<u64, crate::StreamError>> {
+        let _ = (reader, chunk, on_chunk);
+        None
+    }
+
     /// Hashes leaves on the device itself, so verification need not copy the
     /// bytes back to the host. Leaf `i` covers bytes
     /// `i * leaf_size .. min((i + 1) * leaf_size, len())` and is hashed exactly

@@ -73,3 +73,16 @@ impl DeviceError {
         matches!(self, Self::OutOfMemory { .. })
     }
 }
+
+/// Failure of [`DeviceBuffer::stream_from`](crate::DeviceBuffer::stream_from):
+/// the source or the device.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// Reading the source failed.
+    #[error("reading the source failed: {}", .0.kind())]
+    Read(std::io::Error),
+    /// The device failed, or the source holds more bytes than the buffer.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+}

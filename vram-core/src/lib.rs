@@ -12,7 +12,7 @@ pub use capacity::{CapacityError, CapacityTracker, Reservation};
 pub use device::{
     checked_range, Device, DeviceAttributes, DeviceBuffer, DeviceInfo, DeviceKind, MemoryInfo,
 };
-pub use error::DeviceError;
+pub use error::{DeviceError, StreamError};
 pub use policy::{check_fits, check_vram_only, PolicyViolation};
 
 #[cfg(feature = "cuda")]

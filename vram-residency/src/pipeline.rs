@@ -6,10 +6,10 @@
 use crate::VramError;
 use std::io::Read;
 use std::sync::mpsc;
-use vram_core::DeviceBuffer;
+use vram_core::{DeviceBuffer, DeviceError, StreamError};
 use vram_crypto::TreeHasher;
 
-fn device_err(source: vram_core::DeviceError) -> VramError {
+fn device_err(source: DeviceError) -> VramError {
     // The device index is filled in by the caller's context in messages; the
     // pipeline only knows the buffer.
     VramError::Device {
@@ -30,10 +30,40 @@ fn write_and_hash(
         hasher.update(chunk);
         match writer.join() {
             Ok(r) => r.map_err(device_err),
-            Err(_) => Err(device_err(vram_core::DeviceError::InvalidArgument {
+            Err(_) => Err(device_err(DeviceError::InvalidArgument {
                 reason: "device write thread panicked",
             })),
         }
+    })
+}
+
+/// Runs the backend's own streaming pipeline when it has one (CUDA: pinned,
+/// double-buffered staging with asynchronous copies). `None`: it has none.
+fn backend_stream(
+    buffer: &mut dyn DeviceBuffer,
+    reader: &mut dyn Read,
+    len: u64,
+    hasher: &mut TreeHasher,
+    staging: usize,
+) -> Option<Result<(), VramError>> {
+    let result = buffer.stream_from(reader, staging.max(1), &mut |chunk| hasher.update(chunk))?;
+    Some(match result {
+        Ok(n) if n == len => Ok(()),
+        Ok(n) => Err(VramError::LengthMismatch {
+            announced: len,
+            read: n,
+        }),
+        Err(StreamError::Read(e)) => Err(VramError::Io { kind: e.kind() }),
+        Err(StreamError::Device(DeviceError::OutOfBounds { .. })) => {
+            Err(VramError::LengthMismatch {
+                announced: len,
+                read: len.saturating_add(1),
+            })
+        }
+        Err(StreamError::Device(source)) => Err(device_err(source)),
+        Err(_) => Err(device_err(DeviceError::InvalidArgument {
+            reason: "streamed write failed",
+        })),
     })
 }
 
@@ -44,6 +74,10 @@ pub(crate) fn copy_slice(
     hasher: &mut TreeHasher,
     staging: usize,
 ) -> Result<(), VramError> {
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if let Some(done) = backend_stream(buffer, &mut { bytes }, len, hasher, staging) {
+        return done;
+    }
     let mut offset = 0u64;
     for chunk in bytes.chunks(staging.max(1)) {
         write_and_hash(buffer, offset, chunk, hasher)?;
@@ -60,6 +94,10 @@ pub(crate) fn copy_reader<R: Read + Send>(
     hasher: &mut TreeHasher,
     staging: usize,
 ) -> Result<(), VramError> {
+    let mut reader = reader;
+    if let Some(done) = backend_stream(buffer, &mut reader, len, hasher, staging) {
+        return done;
+    }
     stream_chunks(reader, Some(len), staging, |offset, chunk| {
         write_and_hash(buffer, offset, chunk, hasher)
     })

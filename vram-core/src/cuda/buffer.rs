@@ -5,7 +5,7 @@ use super::device::DeviceShared;
 use super::kernel::THREADS_PER_BLOCK;
 use super::staging::PinnedStaging;
 use super::{call, driver_error, guarded};
-use crate::{checked_range, DeviceBuffer, DeviceError};
+use crate::{checked_range, DeviceBuffer, DeviceError, StreamError};
 use cudarc::driver::{result, sys, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::fmt;
 use std::io::{ErrorKind, Read};
@@ -446,6 +446,21 @@ impl CudaBuffer {
 impl DeviceBuffer for CudaBuffer {
     fn len(&self) -> u64 {
         self.alloc.len
+    }
+
+    fn stream_from(
+        &mut self,
+        reader: &mut dyn Read,
+        chunk: usize,
+        on_chunk: &mut dyn FnMut(&[u8]),
+    ) -> Option<Result<u64, StreamError>> {
+        Some(
+            self.pipelined_write(reader, chunk, |c| on_chunk(c))
+                .map_err(|e| match e {
+                    PipelinedWriteError::Read(io) => StreamError::Read(io),
+                    PipelinedWriteError::Device(d) => StreamError::Device(d),
+                }),
+        )
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
