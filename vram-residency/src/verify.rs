@@ -423,3 +423,68 @@ pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Resul
     };
     verify_seal(inner.seal_key.expose_secret(), &msg, &tag).map_err(|_| invalid())
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use crate::{VramConfig, VramError, VramManager};
+    use std::sync::Arc;
+    use vram_core::Device;
+    use vram_crypto::{LeafHashes, LeafSize, Sha256Digest};
+    use vram_secrets::WorkerSecret;
+
+    fn manager() -> VramManager {
+        let device: Arc<dyn Device> = vram_mock::MockDevice::new(0, 64 << 20);
+        let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![9u8; 32])).unwrap();
+        let config = VramConfig::builder(secret)
+            .device(device)
+            .leaf_size(LeafSize::new(4096).unwrap())
+            .build();
+        VramManager::new(config).unwrap()
+    }
+
+    /// Host-side seal state altered in memory (leaf list, root, key id, any
+    /// sealed field) is caught before any device byte is trusted.
+    #[test]
+    fn altered_host_side_seal_state_is_refused() {
+        let m = manager();
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let seal = || m.seal_model(&data, 0).unwrap();
+        let invalid = |s: &crate::SealedShard| {
+            matches!(m.verify_sealed(s), Err(VramError::SealInvalid { .. }))
+        };
+
+        let mut s = seal();
+        let (d, mut hashes) = s.leaves.clone().into_parts();
+        hashes[1] = Sha256Digest([0xAB; 32]);
+        s.leaves = LeafHashes::from_parts(d, hashes).unwrap();
+        assert!(invalid(&s), "altered leaf list");
+
+        let mut s = seal();
+        s.tree.root = Sha256Digest([1; 32]);
+        assert!(invalid(&s), "altered root");
+
+        let mut s = seal();
+        s.len -= 1;
+        assert!(invalid(&s), "altered length");
+
+        let mut s = seal();
+        s.sealed_at_ns += 1;
+        assert!(invalid(&s), "altered seal time");
+
+        let mut s = seal();
+        s.key_id = vram_secrets::KeyId::from_bytes([0; 8]);
+        assert!(invalid(&s), "altered key id");
+
+        let mut s = seal();
+        s.tag.0[31] ^= 1;
+        assert!(invalid(&s), "altered tag");
+
+        // And an untouched shard verifies.
+        m.verify_sealed(&seal()).unwrap();
+    }
+}

@@ -116,3 +116,56 @@ fn verification_rereads_device_memory() {
     f.manager.verify_sealed(&shard).unwrap();
     assert_eq!(f.device.bytes_read() - before, 1_000_000);
 }
+
+/// The measured detection rate of sampled verification matches 1 - (1 - f)^k:
+/// 8 leaves, 1 corrupt (f = 1/8), k = 1, 4,000 calls. The expected rate is
+/// 0.125 with a standard deviation of about 0.0052; the bounds are 6 sigma, so
+/// this fails by chance about once in 10^9 runs, while a sampler that never or
+/// always hit the corrupt leaf (or hit it uniformly over half the leaves)
+/// fails every time.
+#[test]
+fn sampled_detection_rate_matches_the_documented_probability() {
+    let f = fixture(64 * MIB);
+    let shard = f
+        .manager
+        .seal_model(&pattern(8 * LEAF as usize, 3), 0)
+        .unwrap();
+    f.device
+        .flip_bits(f.last_buffer(), 5 * LEAF + 17, 1)
+        .unwrap();
+    let calls = 4000u32;
+    let mut detected = 0u32;
+    for _ in 0..calls {
+        match f
+            .manager
+            .verify_with(&shard, VerifyPolicy::Sampled { leaves: 1 })
+        {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.corrupt_ranges()[0].leaf_index, 5);
+                detected += 1;
+            }
+        }
+    }
+    let rate = f64::from(detected) / f64::from(calls);
+    let expected = VerifyPolicy::Sampled { leaves: 1 }.detection_probability(1.0 / 8.0);
+    assert!(
+        (rate - expected).abs() < 0.032,
+        "rate {rate} vs expected {expected}"
+    );
+}
+
+#[test]
+fn a_hostile_shard_id_in_a_handle_is_escaped_in_the_error() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(1000, 1), 0).unwrap();
+    let mut h = shard.handle();
+    h.shard_id = "evil\n2026-01-01 INFO forged line\u{202e}\u{0}".into();
+    let err = f.manager.check_handle(&h).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        !msg.contains('\n') && !msg.contains('\u{202e}') && !msg.contains('\0'),
+        "{msg:?}"
+    );
+    assert!(matches!(err, VramError::SealInvalid { .. }));
+}
