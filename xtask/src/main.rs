@@ -5,6 +5,7 @@
 
 mod bench;
 mod ci;
+mod fuzz;
 mod gpu;
 mod loom;
 mod run;
@@ -22,6 +23,8 @@ commands:
   bench [--size S]    throughput figures with ratios (release build)
   criterion           criterion micro-benchmarks
   gpu                 build the CUDA test/bench bundle for a GPU machine
+  fuzz [--seconds N] [--target NAME]
+                      run the cargo-fuzz targets in fuzz/ (N s each, default 30)
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "criterion" => bench::criterion(),
         "gpu" => gpu::run(),
+        "fuzz" => fuzz::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

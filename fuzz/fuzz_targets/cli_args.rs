@@ -1,0 +1,129 @@
+//! The `vram` CLI's argument parsing, run on the CLI's own source.
+//!
+//! `vram-cli` is a binary crate with no library target, so this target compiles
+//! its modules in place (`#[path]` into `../vram-cli/src`, the very files the
+//! `vram` binary is built from, not copies) and calls what the commands call on
+//! flag values: `devices::parse_spec` (`--device`), `cmd::verify_arg`
+//! (`--verify`), `cmd::size_arg` (`--size` and friends) and `cmd::leaf_arg`
+//! (`--leaf-size`). It also runs clap over the input split into arguments at
+//! NUL bytes, which exercises clap's own consistency checks on the command
+//! definition (debug assertions are on in fuzz builds).
+//!
+//! If `vram-cli` adds or renames a top-level module, mirror `src/main.rs`'s
+//! module list here.
+
+#![no_main]
+// Only the parsers are called; the rest of the CLI is compiled, not used.
+#![allow(dead_code, unused_imports, unexpected_cfgs)]
+
+#[path = "../../vram-cli/src/cli.rs"]
+mod cli;
+#[path = "../../vram-cli/src/cmd/mod.rs"]
+mod cmd;
+#[path = "../../vram-cli/src/devices.rs"]
+mod devices;
+#[path = "../../vram-cli/src/exit.rs"]
+mod exit;
+#[path = "../../vram-cli/src/progress.rs"]
+mod progress;
+#[path = "../../vram-cli/src/secret.rs"]
+mod secret;
+
+use clap::Parser;
+use libfuzzer_sys::fuzz_target;
+use vram_residency::vram_crypto::LeafSize;
+use vram_residency::vram_validation::parse_byte_size;
+use vram_residency::VerifyPolicy;
+
+/// A message safe for one terminal line: printable ASCII plus the ellipsis
+/// `escape_for_log` uses for truncation.
+fn assert_one_line(msg: &str) {
+    assert!(
+        msg.chars().all(|c| matches!(c, ' '..='~' | '…')),
+        "message is not printable ASCII: {msg:?}"
+    );
+}
+
+/// `N` as the CLI grammar writes it: 1 to `max_digits` ASCII digits.
+fn digits(s: &str, max_digits: usize) -> Option<u32> {
+    (!s.is_empty() && s.len() <= max_digits && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+fn check_device(s: &str) {
+    let want = match s {
+        "auto" => Some(devices::DeviceSpec::Auto),
+        "mock" => Some(devices::DeviceSpec::Mock),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| digits(n, 4))
+            .map(devices::DeviceSpec::Cuda),
+    };
+    match devices::parse_spec(s) {
+        Ok(spec) => assert_eq!(Some(spec), want, "--device {s:?}"),
+        Err(e) => {
+            assert_eq!(want, None, "--device {s:?} refused: {}", e.message);
+            assert_eq!(e.code, exit::USAGE);
+            assert_one_line(&e.message);
+        }
+    }
+}
+
+fn check_verify(s: &str) {
+    let want = if s == "full" {
+        Some(VerifyPolicy::Full)
+    } else {
+        s.strip_prefix("sampled:")
+            .and_then(|k| digits(k, 6))
+            .filter(|k| *k > 0)
+            .map(|leaves| VerifyPolicy::Sampled { leaves })
+    };
+    match cmd::verify_arg(s) {
+        Ok(p) => assert_eq!(Some(p), want, "--verify {s:?}"),
+        Err(e) => {
+            assert_eq!(want, None, "--verify {s:?} refused: {}", e.message);
+            assert_eq!(e.code, exit::USAGE);
+            assert_one_line(&e.message);
+        }
+    }
+}
+
+fn check_sizes(s: &str) {
+    let size = parse_byte_size(s);
+    match cmd::size_arg("--size", s) {
+        Ok(n) => assert_eq!(size, Ok(n)),
+        Err(e) => {
+            assert!(size.is_err());
+            assert_eq!(e.code, exit::USAGE);
+            assert_one_line(&e.message);
+        }
+    }
+    let leaf = size.ok().and_then(|n| LeafSize::new(n).ok());
+    match cmd::leaf_arg(Some(s)) {
+        Ok(l) => {
+            assert_eq!(Some(l), leaf, "--leaf-size {s:?}");
+            assert!(l.bytes().is_power_of_two());
+            assert!((4096..=1 << 30).contains(&l.bytes()));
+        }
+        Err(e) => {
+            assert_eq!(leaf, None, "--leaf-size {s:?} refused: {}", e.message);
+            assert_eq!(e.code, exit::USAGE);
+            assert_one_line(&e.message);
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let s = text.as_ref();
+    check_device(s);
+    check_verify(s);
+    check_sizes(s);
+
+    // The whole command line: arguments separated by NUL bytes.
+    let args = std::iter::once("vram").chain(s.split('\0'));
+    if let Ok(parsed) = cli::Cli::try_parse_from(args) {
+        let _ = format!("{parsed:?}");
+    }
+});
