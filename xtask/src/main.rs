@@ -5,6 +5,7 @@
 
 mod bench;
 mod ci;
+mod coverage;
 mod fuzz;
 mod gpu;
 mod loom;
@@ -23,6 +24,7 @@ commands:
   bench [--size S]    throughput figures with ratios (release build)
   criterion           criterion micro-benchmarks
   gpu                 build the CUDA test/bench bundle for a GPU machine
+  coverage            line coverage per crate (cargo-llvm-cov)
   fuzz [--seconds N] [--target NAME]
                       run the cargo-fuzz targets in fuzz/ (N s each, default 30)
 ";
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         "criterion" => bench::criterion(),
         "gpu" => gpu::run(),
         "fuzz" => fuzz::run(rest),
+        "coverage" => coverage::run(),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
