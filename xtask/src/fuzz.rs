@@ -70,7 +70,8 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
 /// What one libFuzzer run reported.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Stats {
-    /// Inputs executed (`stat::number_of_executed_runs`, else `Done N runs`).
+    /// Inputs executed (`stat::number_of_executed_units`, printed also after a
+    /// crash, else `Done N runs`).
     runs: Option<u64>,
     /// Seconds libFuzzer says it ran (`Done N runs in S second(s)`).
     seconds: Option<u64>,
@@ -81,7 +82,10 @@ struct Stats {
 fn parse_log(log: &str) -> Stats {
     let mut stats = Stats::default();
     for line in log.lines() {
-        if let Some(v) = line.strip_prefix("stat::number_of_executed_runs:") {
+        if let Some(v) = line
+            .strip_prefix("stat::number_of_executed_units:")
+            .or_else(|| line.strip_prefix("stat::number_of_executed_runs:"))
+        {
             stats.runs = v.trim().parse().ok().or(stats.runs);
         } else if let Some(v) = line.strip_prefix("Done ") {
             // `Done 412587 runs in 11 second(s)`
@@ -273,7 +277,7 @@ mod tests {
     fn reads_libfuzzer_summaries() {
         let clean = "#34511\tDONE   cov: 982 ft: 2973 corp: 400/11943b\n\
                      Done 34511 runs in 11 second(s)\n\
-                     stat::number_of_executed_runs: 34512\n\
+                     stat::number_of_executed_units: 34512\n\
                      stat::peak_rss_mb:              340\n";
         assert_eq!(
             parse_log(clean),
@@ -287,12 +291,20 @@ mod tests {
                      ==1234== ERROR: libFuzzer: deadly signal\n\
                      MS: 1 ChangeBit-; base unit: 0000\n\
                      artifact_prefix='/w/fuzz/artifacts/tree/'; Test unit written to /w/fuzz/artifacts/tree/crash-ab12\n\
-                     stat::number_of_executed_runs: 77\n";
+                     stat::number_of_executed_units: 77\n";
         let s = parse_log(crash);
         assert_eq!(s.runs, Some(77));
         assert_eq!(s.seconds, None);
         assert_eq!(s.crash_files, ["/w/fuzz/artifacts/tree/crash-ab12"]);
         assert_eq!(parse_log("Done 12 runs in 3 second(s)\n").runs, Some(12));
+        let oom = "==23088== ERROR: libFuzzer: out-of-memory (used: 71Mb; limit: 30Mb)\n\
+                   artifact_prefix='/w/a/'; Test unit written to /w/a/oom-aff3\n\
+                   stat::number_of_executed_units: 2964\n";
+        let s = parse_log(oom);
+        assert_eq!(
+            (s.runs, s.crash_files),
+            (Some(2964), vec!["/w/a/oom-aff3".to_string()])
+        );
     }
 
     #[test]
