@@ -222,7 +222,10 @@ pub fn hash_leaf_run(leaf: LeafSize, data: &[u8], out: &mut Vec<Sha256Digest>) {
     hash_leaf_run_threads(leaf, data, hashing_threads(), out);
 }
 
-pub(crate) fn hash_leaf_run_threads(
+/// [`hash_leaf_run`] on at most `max_threads` threads (1: the calling thread
+/// only, still across all SIMD lanes), for callers that spread their own work
+/// over the cores, e.g. one device read-back stream per core.
+pub fn hash_leaf_run_threads(
     leaf: LeafSize,
     data: &[u8],
     max_threads: usize,

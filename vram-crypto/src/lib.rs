@@ -13,7 +13,8 @@ mod tree;
 pub use diff::{diff_leaves, verify_leaves, CorruptRange};
 pub use digest::{sha256, Sha256Digest, Sha256Stream};
 pub use engine::{
-    backend, hash_leaf_run, hashing_threads, lane_width, leaf_hashes, self_test, tree_digest,
+    backend, hash_leaf_run, hash_leaf_run_threads, hashing_threads, lane_width, leaf_hashes,
+    self_test, tree_digest,
 };
 pub use error::CryptoError;
 pub use hasher::{TreeHasher, TreeOutput};

@@ -98,7 +98,13 @@ impl DeviceBuffer for MockBuffer {
 
 impl Drop for MockBuffer {
     fn drop(&mut self) {
+        let cell = std::mem::replace(&mut self.cell, Arc::new(Cell::new(Vec::new(), 0)));
         self.shared.free(self.id, self.len);
+        // The registry's handle is gone; unless a corruption call holds the
+        // cell this instant, ours is the last and the memory can be reused.
+        if let Ok(cell) = Arc::try_unwrap(cell) {
+            self.shared.recycle(cell.into_bytes());
+        }
         debug!(buffer = %self.id, bytes = self.len, "mock: freed");
     }
 }

@@ -128,6 +128,19 @@ impl MockDevice {
         u64::try_from(cell.len()).ok()
     }
 
+    /// Host memory kept from freed buffers for reuse (like a caching device
+    /// allocator: it spares later allocations the host's first-touch page
+    /// faults). Never counted as used device memory; a reused buffer starts
+    /// with every byte reading as zero, as a new one does.
+    pub fn pooled_bytes(&self) -> u64 {
+        self.shared.pooled_bytes()
+    }
+
+    /// Returns the pooled host memory to the system.
+    pub fn trim_pool(&self) {
+        self.shared.trim_pool();
+    }
+
     /// Total bytes copied out of buffers by successful `read_at` calls. Lets a
     /// test prove that verification re-read device memory.
     pub fn bytes_read(&self) -> u64 {
@@ -303,6 +316,9 @@ impl Device for MockDevice {
         // Fallible host allocation: a request the host cannot hold is
         // OutOfMemory, never an abort.
         let host = usize::try_from(bytes).ok().and_then(|n| {
+            if let Some(v) = self.shared.reuse(n) {
+                return Some((v, n));
+            }
             let mut v: Vec<u8> = Vec::new();
             v.try_reserve_exact(n).ok()?;
             Some((v, n))

@@ -68,6 +68,13 @@ impl Cell {
         true
     }
 
+    /// The host vector, for reuse by a later allocation.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Materialises bytes up to `end` (never past the reserved capacity).
     pub(crate) fn materialise(bytes: &mut Vec<u8>, end: usize) {
         if bytes.len() < end {
@@ -107,7 +114,11 @@ pub(crate) struct Shared {
     pub(crate) fail_allocs: AtomicU32,
     pub(crate) fail_reads: AtomicU32,
     pub(crate) fail_write_at: AtomicU64,
+    pool: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Most freed host vectors a device keeps for reuse.
+pub(crate) const POOL_MAX_ENTRIES: usize = 8;
 
 impl Shared {
     pub(crate) fn new(index: u32, capacity: u64) -> Self {
@@ -120,6 +131,7 @@ impl Shared {
             fail_allocs: AtomicU32::new(0),
             fail_reads: AtomicU32::new(0),
             fail_write_at: AtomicU64::new(DISARMED),
+            pool: Mutex::new(Vec::new()),
         }
     }
 
@@ -151,5 +163,51 @@ impl Shared {
         let mut reg = self.registry();
         reg.buffers.remove(&id);
         reg.live_bytes = reg.live_bytes.saturating_sub(bytes);
+    }
+
+    /// Keeps a freed buffer's host memory for reuse, as a caching device
+    /// allocator does, so the next allocation of a similar size does not pay
+    /// the host's first-touch page faults again. Bounded: at most
+    /// [`POOL_MAX_ENTRIES`] vectors and half the device capacity in bytes.
+    pub(crate) fn recycle(&self, mut bytes: Vec<u8>) {
+        bytes.clear();
+        let cap = u64::try_from(bytes.capacity()).unwrap_or(u64::MAX);
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let pooled: u64 = pool
+            .iter()
+            .map(|v| u64::try_from(v.capacity()).unwrap_or(u64::MAX))
+            .fold(0, u64::saturating_add);
+        if pool.len() < POOL_MAX_ENTRIES && pooled.saturating_add(cap) <= self.capacity / 2 {
+            pool.push(bytes);
+        }
+    }
+
+    /// A pooled vector with capacity for `len` bytes and at most 1/8 more,
+    /// emptied (so its old contents can never be read).
+    pub(crate) fn reuse(&self, len: usize) -> Option<Vec<u8>> {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        let slack = len / 8;
+        let pos = pool
+            .iter()
+            .position(|v| v.capacity() >= len && v.capacity().saturating_sub(len) <= slack)?;
+        let mut v = pool.swap_remove(pos);
+        v.clear();
+        Some(v)
+    }
+
+    /// Bytes of host memory held for reuse.
+    pub(crate) fn pooled_bytes(&self) -> u64 {
+        let pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.iter()
+            .map(|v| u64::try_from(v.capacity()).unwrap_or(u64::MAX))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Releases the pooled host memory.
+    pub(crate) fn trim_pool(&self) {
+        self.pool
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }

@@ -461,3 +461,29 @@ fn unwritten_bytes_read_as_zero_and_writes_in_any_order_land() {
     buf.read_at(6 * KIB, &mut one).unwrap();
     assert_eq!(one, [0xFF]);
 }
+
+#[test]
+fn freed_host_memory_is_reused_but_never_readable() {
+    let dev = MockDevice::new(0, 64 * KIB);
+    let mut a = dev.alloc(8 * KIB).unwrap();
+    a.write_at(0, &[0x5A; 8 * KIB as usize]).unwrap();
+    drop(a);
+    assert_eq!(dev.live_bytes(), 0);
+    assert_eq!(dev.pooled_bytes(), 8 * KIB);
+    assert_eq!(
+        dev.memory_info().unwrap().free,
+        64 * KIB,
+        "pooled memory is free device memory"
+    );
+    // A similar size reuses the vector; its old contents are gone.
+    let b = dev.alloc(8 * KIB - 100).unwrap();
+    assert_eq!(dev.pooled_bytes(), 0);
+    assert!(read_all(b.as_ref()).iter().all(|&x| x == 0));
+    drop(b);
+    dev.trim_pool();
+    assert_eq!(dev.pooled_bytes(), 0);
+    // The pool is bounded by half the capacity.
+    let big = dev.alloc(40 * KIB).unwrap();
+    drop(big);
+    assert_eq!(dev.pooled_bytes(), 0);
+}

@@ -10,8 +10,7 @@ use vram_audit::AuditEvent;
 use vram_core::DeviceError;
 use vram_crypto::{
     diff_leaves, verify_leaves, verify_seal, CorruptRange, LeafHashes, LeafSize, SealMessage,
-    SealTag, Sha256Digest, TreeDescriptor, TreeDigest, TreeHasher, LEAF_PREFIX,
-    TREE_FORMAT_VERSION,
+    SealTag, Sha256Digest, TreeDescriptor, TreeDigest, LEAF_PREFIX, TREE_FORMAT_VERSION,
 };
 
 /// How much of a shard a verification reads.
@@ -248,11 +247,7 @@ impl VramManager {
             Err(DeviceError::Unsupported { .. }) => {}
             Err(e) => return Err(dev(shard)(e)),
         }
-        let mut hasher = TreeHasher::new(leaf);
-        read_back(shard, self.inner.staging_bytes, |chunk| {
-            hasher.update(chunk)
-        })?;
-        let actual = hasher.finish().leaves;
+        let actual = read_back_leaves(shard, self.inner.staging_bytes)?;
         report_diff(shard, &actual)?;
         Ok((count, shard.len, HashPath::HostReadback))
     }
@@ -328,46 +323,107 @@ fn report_diff(shard: &SealedShard, actual: &LeafHashes) -> Result<(), VramError
     }
 }
 
-/// Streams the whole buffer to `sink` in staging-sized chunks, reading chunk
-/// N+1 from the device while chunk N is being hashed.
-fn read_back(
-    shard: &SealedShard,
-    staging: usize,
-    mut sink: impl FnMut(&[u8]),
-) -> Result<(), VramError> {
-    let len = shard.len;
-    let staging = staging.max(1);
-    let buffer = shard.buffer();
-    let read = |offset: u64, buf: &mut Vec<u8>| -> Result<(), VramError> {
-        let n = usize::try_from(len.saturating_sub(offset))
-            .unwrap_or(usize::MAX)
-            .min(staging);
-        buf.resize(n, 0);
-        buffer.read_at(offset, buf).map_err(dev(shard))
+/// Re-reads every leaf from the device and hashes it. The leaves are split
+/// into one contiguous range per hashing thread; each thread reads its range
+/// chunk by chunk (whole leaves, at most `staging` bytes) and hashes each chunk
+/// across the SIMD lanes on its own core, so device reads and hashing overlap
+/// across threads without one starving the other. Host memory: one staging
+/// chunk per thread.
+fn read_back_leaves(shard: &SealedShard, staging: usize) -> Result<LeafHashes, VramError> {
+    let descriptor = shard.tree.descriptor;
+    let leaf = descriptor.leaf_size;
+    let count = descriptor.leaf_count();
+    let threads = u64::try_from(vram_crypto::hashing_threads())
+        .unwrap_or(1)
+        .clamp(1, count.max(1));
+    let per_thread = count.div_ceil(threads).max(1);
+    // Whole leaves per read; a leaf larger than the staging buffer is hashed
+    // as a stream of staging-sized pieces instead.
+    let leaves_per_read = u64::try_from(staging)
+        .unwrap_or(u64::MAX)
+        .checked_div(leaf.bytes())
+        .unwrap_or(1)
+        .max(1);
+    let work = |first: u64, end: u64| -> Result<Vec<Sha256Digest>, VramError> {
+        let mut out = Vec::with_capacity(usize::try_from(end.saturating_sub(first)).unwrap_or(0));
+        let mut buf = Vec::new();
+        let mut i = first;
+        while i < end {
+            let stop = i.saturating_add(leaves_per_read).min(end);
+            let start_byte = descriptor.leaf_range(i).map_or(shard.len, |r| r.start);
+            let end_byte = descriptor
+                .leaf_range(stop.saturating_sub(1))
+                .map_or(shard.len, |r| r.end);
+            let n = usize::try_from(end_byte.saturating_sub(start_byte)).unwrap_or(usize::MAX);
+            if n <= staging.max(1) {
+                buf.resize(n, 0);
+                shard
+                    .buffer()
+                    .read_at(start_byte, &mut buf)
+                    .map_err(dev(shard))?;
+                vram_crypto::hash_leaf_run_threads(leaf, &buf, 1, &mut out);
+            } else {
+                out.push(hash_leaf_streamed(
+                    shard,
+                    start_byte..end_byte,
+                    staging,
+                    &mut buf,
+                )?);
+            }
+            i = stop;
+        }
+        Ok(out)
     };
-    let mut current = Vec::with_capacity(staging);
-    let mut next = Vec::with_capacity(staging);
-    let mut offset = 0u64;
-    read(0, &mut current)?;
-    while offset < len {
-        let next_offset = offset.saturating_add(current.len() as u64);
-        if next_offset < len {
-            std::thread::scope(|s| {
-                let reader = s.spawn(|| read(next_offset, &mut next));
-                sink(&current);
-                reader.join().unwrap_or_else(|_| {
+    let parts: Vec<Result<Vec<Sha256Digest>, VramError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let first = t.saturating_mul(per_thread).min(count);
+                let end = first.saturating_add(per_thread).min(count);
+                let work = &work;
+                s.spawn(move || work(first, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
                     Err(dev(shard)(DeviceError::InvalidArgument {
-                        reason: "device read thread panicked",
+                        reason: "verification thread panicked",
                     }))
                 })
-            })?;
-        } else {
-            sink(&current);
-        }
-        offset = next_offset;
-        std::mem::swap(&mut current, &mut next);
+            })
+            .collect()
+    });
+    let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    for part in parts {
+        hashes.extend(part?);
     }
-    Ok(())
+    Ok(LeafHashes::from_parts(descriptor, hashes)?)
+}
+
+/// One leaf larger than the staging buffer, hashed as SHA-256(prefix || bytes)
+/// over staging-sized reads.
+fn hash_leaf_streamed(
+    shard: &SealedShard,
+    range: std::ops::Range<u64>,
+    staging: usize,
+    buf: &mut Vec<u8>,
+) -> Result<Sha256Digest, VramError> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(LEAF_PREFIX);
+    let mut offset = range.start;
+    while offset < range.end {
+        let n = usize::try_from(range.end.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(staging.max(1));
+        buf.resize(n, 0);
+        shard.buffer().read_at(offset, buf).map_err(dev(shard))?;
+        ctx.update(buf);
+        offset = offset.saturating_add(n as u64);
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ctx.finish().as_ref());
+    Ok(Sha256Digest(digest))
 }
 
 /// `k` leaf indices uniform in `0..count` (with replacement), from the system

@@ -141,3 +141,21 @@ fn no_leaks_after_mixed_workload() {
     }
     f.assert_no_leaks();
 }
+
+#[test]
+fn leaves_larger_than_the_staging_buffer_verify_and_locate_corruption() {
+    // 1 MiB leaves, 256 KiB staging: each leaf is read back in pieces.
+    let f = fixture_with(
+        64 * MIB,
+        vram_residency::vram_crypto::LeafSize::new(MIB).unwrap(),
+    );
+    let len = 3 * MIB as usize + MIB as usize / 2;
+    let s = f.manager.seal_model(&pattern(len, 8), 0).unwrap();
+    f.manager.verify_sealed(&s).unwrap();
+    f.device
+        .flip_bits(f.last_buffer(), 2 * MIB + MIB / 2, 4)
+        .unwrap();
+    let e = f.manager.verify_sealed(&s).unwrap_err();
+    assert_eq!(e.corrupt_ranges().len(), 1);
+    assert_eq!(e.corrupt_ranges()[0].leaf_index, 2);
+}
