@@ -1,15 +1,28 @@
-//! `vram digest FILE`: the chunk-tree digest, streamed.
+//! `vram digest FILE`: the chunk-tree digest of a file.
+//!
+//! Without `--sha256`, each core reads its own contiguous range of leaves with
+//! positional reads and hashes it across the SIMD lanes, so file reads and
+//! hashing overlap across cores with no thread starving another. With
+//! `--sha256` the plain digest needs one ordered stream over the bytes, so the
+//! file is streamed once through the tree hasher (capped by one core's SHA-256
+//! rate).
 
 use super::{gbps, leaf_arg};
 use crate::cli::DigestArgs;
 use crate::exit::{io_error, CliError};
+use indicatif::ProgressBar;
+use std::fs::File;
+use std::path::Path;
 use std::time::Instant;
-use vram_residency::vram_crypto::{backend, TreeHasher};
+use vram_residency::vram_crypto::{
+    backend, hash_leaf_run_threads, hashing_threads, LeafHashes, LeafSize, Sha256Digest,
+    TreeDescriptor, TreeHasher,
+};
 use vram_residency::{stream_chunks, DEFAULT_STAGING_BYTES};
 
 pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
     let leaf = leaf_arg(args.leaf_size.as_deref())?;
-    let file = std::fs::File::open(&args.file).map_err(|e| io_error(&args.file, &e))?;
+    let file = File::open(&args.file).map_err(|e| io_error(&args.file, &e))?;
     let meta = file.metadata().map_err(|e| io_error(&args.file, &e))?;
     if meta.is_dir() {
         return Err(CliError::usage(format!(
@@ -18,21 +31,30 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
         )));
     }
     let pb = crate::progress::bar(meta.len(), "digest", quiet);
-    let mut hasher = TreeHasher::new(leaf);
-    if args.sha256 {
-        hasher = hasher.with_plain_sha256();
-    }
     let start = Instant::now();
-    let bytes = stream_chunks(file, None, DEFAULT_STAGING_BYTES, |_, chunk| {
-        hasher.update(chunk);
-        pb.inc(chunk.len() as u64);
-        Ok(())
-    })
-    .map_err(|e| CliError::env(format!("{}: {e}", args.file.display())))?;
+    let (leaves, plain) = if args.sha256 || !meta.is_file() {
+        let mut hasher = TreeHasher::new(leaf);
+        if args.sha256 {
+            hasher = hasher.with_plain_sha256();
+        }
+        stream_chunks(file, None, DEFAULT_STAGING_BYTES, |_, chunk| {
+            hasher.update(chunk);
+            pb.inc(chunk.len() as u64);
+            Ok(())
+        })
+        .map_err(|e| CliError::env(format!("{}: {e}", args.file.display())))?;
+        let out = hasher.finish();
+        (out.leaves, out.plain_sha256)
+    } else {
+        (
+            digest_file_parallel(&file, &args.file, meta.len(), leaf, &pb)?,
+            None,
+        )
+    };
     pb.finish_and_clear();
-    let out = hasher.finish();
     let secs = start.elapsed().as_secs_f64();
-    let tree = out.leaves.root();
+    let tree = leaves.root();
+    let bytes = tree.descriptor.total_len;
     if args.json {
         let mut v = serde_json::json!({
             "file": args.file.display().to_string(),
@@ -45,13 +67,13 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
             "seconds": secs,
             "gb_per_s": gbps(bytes, secs),
         });
-        if let (Some(sha), Some(obj)) = (out.plain_sha256, v.as_object_mut()) {
+        if let (Some(sha), Some(obj)) = (plain, v.as_object_mut()) {
             obj.insert("sha256".into(), sha.to_string().into());
         }
         println!("{v:#}");
     } else {
         println!("{}  {}", tree.root, args.file.display());
-        if let Some(sha) = out.plain_sha256 {
+        if let Some(sha) = plain {
             println!("sha256 {}  {}", sha, args.file.display());
         }
         if !quiet {
@@ -66,4 +88,69 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Leaf hashes of a regular file of `len` bytes: one contiguous leaf range per
+/// hashing thread, each read with positional reads into its own staging
+/// buffer. The file must not change while it is read; a short read (the file
+/// shrank) is an error.
+pub(crate) fn digest_file_parallel(
+    file: &File,
+    path: &Path,
+    len: u64,
+    leaf: LeafSize,
+    pb: &ProgressBar,
+) -> Result<LeafHashes, CliError> {
+    use std::os::unix::fs::FileExt;
+    let descriptor = TreeDescriptor::new(leaf, len);
+    let count = descriptor.leaf_count();
+    let threads = u64::try_from(hashing_threads())
+        .unwrap_or(1)
+        .clamp(1, count.max(1));
+    let per_thread = count.div_ceil(threads).max(1);
+    let staging = u64::try_from(DEFAULT_STAGING_BYTES).unwrap_or(u64::MAX);
+    let leaves_per_read = staging.checked_div(leaf.bytes()).unwrap_or(1).max(1);
+    let work = |first: u64, end: u64| -> Result<Vec<Sha256Digest>, CliError> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let mut i = first;
+        while i < end {
+            let stop = i.saturating_add(leaves_per_read).min(end);
+            let from = descriptor.leaf_range(i).map_or(len, |r| r.start);
+            let to = descriptor
+                .leaf_range(stop.saturating_sub(1))
+                .map_or(len, |r| r.end);
+            let n = usize::try_from(to.saturating_sub(from))
+                .map_err(|_| CliError::usage("--leaf-size too large for this host"))?;
+            buf.resize(n, 0);
+            file.read_exact_at(&mut buf, from)
+                .map_err(|e| io_error(path, &e))?;
+            hash_leaf_run_threads(leaf, &buf, 1, &mut out);
+            pb.inc(n as u64);
+            i = stop;
+        }
+        Ok(out)
+    };
+    let parts: Vec<Result<Vec<Sha256Digest>, CliError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let first = t.saturating_mul(per_thread).min(count);
+                let end = first.saturating_add(per_thread).min(count);
+                let work = &work;
+                s.spawn(move || work(first, end))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(CliError::env("digest thread panicked")))
+            })
+            .collect()
+    });
+    let mut hashes = Vec::new();
+    for part in parts {
+        hashes.extend(part?);
+    }
+    LeafHashes::from_parts(descriptor, hashes).map_err(|e| CliError::env(e.to_string()))
 }
