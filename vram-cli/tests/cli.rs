@@ -454,3 +454,95 @@ fn demo_runs_to_a_successful_summary() {
     assert!(steps.iter().any(|s| s["step"] == "corruption detected"));
     vram().args(["demo", "--size", "0"]).assert().code(2);
 }
+
+#[test]
+fn hold_keeps_shards_until_sigterm_then_releases_them_audited() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let s = secret_file(dir.path());
+    let a = write_file(dir.path(), "a.bin", &model(3 << 20));
+    let log = dir.path().join("audit.jsonl");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .args([
+            "seal",
+            "--device",
+            "mock",
+            "--hold",
+            "--scrub-rate",
+            "64MiB",
+            "--secret-file",
+        ])
+        .arg(&s)
+        .arg("--audit-log")
+        .arg(&log)
+        .arg(&a)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    // Wait (bounded by the child's own progress) until it says it is holding.
+    let holding = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("holding 1 shard"));
+    assert!(holding, "the child never reported holding");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit {exit:?}: {rest:?}");
+    assert!(rest.iter().any(|l| l.contains("released")), "{rest:?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("\"vram_deallocated\"").count(), 1, "{text}");
+    vram()
+        .args(["audit", "verify", "--secret-file"])
+        .arg(&s)
+        .arg(&log)
+        .assert()
+        .success();
+}
+
+#[test]
+fn bench_runs_small_and_reports_ratios_as_json() {
+    let out = vram()
+        .args([
+            "bench",
+            "--json",
+            "--size",
+            "1MiB",
+            "--sampled-size",
+            "2MiB",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout_json(&out);
+    assert_eq!(v["device_kind"], "mock");
+    let names: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    for expected in [
+        "bare multi-buffer leaves, all cores (limit)",
+        "tree digest from memory",
+        "seal from memory",
+        "sampled verify large/small",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(expected)),
+            "missing {expected}: {names:?}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! `cargo xtask coverage`: line coverage per crate, as evidence rather than a
 //! target. Uses cargo-llvm-cov (needs the `llvm-tools` rustup component).
 
-use crate::run::{cargo, root};
+use crate::run::cargo;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 
@@ -26,9 +26,7 @@ pub(crate) fn run() -> Result<(), String> {
             "--exclude",
             "xtask",
             "--summary-only",
-            "--target-dir",
         ])
-        .arg(root().join("target-coverage"))
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cargo llvm-cov: {e}"))?;
