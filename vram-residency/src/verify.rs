@@ -27,8 +27,12 @@ use vram_crypto::{
 #[serde(tag = "policy", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum VerifyPolicy {
-    /// Every leaf (the default, and what should run before inference).
+    /// Every leaf (the default, and what should run before inference). Hashed
+    /// on the device when it can, else read back and hashed on the host.
     Full,
+    /// Every leaf, always read back and hashed on the host, even on a device
+    /// that hashes on its own: an independent cross-check of on-device hashing.
+    FullHostReadback,
     /// `leaves` random leaves per call.
     Sampled {
         /// Leaves per call (at least 1).
@@ -40,6 +44,7 @@ impl VerifyPolicy {
     fn name(self) -> String {
         match self {
             Self::Full => "full".into(),
+            Self::FullHostReadback => "full_host_readback".into(),
             Self::Sampled { leaves } => format!("sampled:{leaves}"),
         }
     }
@@ -49,7 +54,7 @@ impl VerifyPolicy {
     pub fn detection_probability(self, corrupt_fraction: f64) -> f64 {
         let f = corrupt_fraction.clamp(0.0, 1.0);
         match self {
-            Self::Full => {
+            Self::Full | Self::FullHostReadback => {
                 if f > 0.0 {
                     1.0
                 } else {
@@ -154,7 +159,8 @@ impl VramManager {
     ) -> Result<VerifyReport, VramError> {
         let start = Instant::now();
         let result = check_seal(self, shard).and_then(|()| match policy {
-            VerifyPolicy::Full => self.verify_full(shard),
+            VerifyPolicy::Full => self.verify_full(shard, true),
+            VerifyPolicy::FullHostReadback => self.verify_full(shard, false),
             VerifyPolicy::Sampled { leaves } => {
                 let indices = random_leaf_indices(shard.leaves.len() as u64, leaves)?;
                 self.verify_leaf_indices(shard, &indices)
@@ -229,15 +235,25 @@ impl VramManager {
         }
     }
 
-    /// Full verification: on-device leaf hashing when the device offers it,
-    /// else a read-back pipeline through the tree hasher.
-    fn verify_full(&self, shard: &SealedShard) -> Result<(u64, u64, HashPath), VramError> {
+    /// Full verification: on-device leaf hashing when the device offers it
+    /// (and `on_device` allows it), else read back and hashed on the host.
+    fn verify_full(
+        &self,
+        shard: &SealedShard,
+        on_device: bool,
+    ) -> Result<(u64, u64, HashPath), VramError> {
         let count = shard.leaves.len() as u64;
         let leaf = shard.tree.descriptor.leaf_size;
-        match shard
-            .buffer()
-            .hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count)
-        {
+        let device_hashes = if on_device {
+            shard
+                .buffer()
+                .hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count)
+        } else {
+            Err(DeviceError::Unsupported {
+                operation: "on-device hashing (host read-back requested)",
+            })
+        };
+        match device_hashes {
             Ok(raw) => {
                 let hashes: Vec<Sha256Digest> = raw.into_iter().map(Sha256Digest).collect();
                 let actual = LeafHashes::from_parts(shard.tree.descriptor, hashes)?;

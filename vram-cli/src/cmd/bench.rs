@@ -168,6 +168,22 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
         );
     }
 
+    // On a CUDA device: the raw pinned host-to-device copy rate, the ceiling
+    // for sealing.
+    #[cfg(feature = "cuda")]
+    let raw_copy = match usize::try_from(selection.target)
+        .ok()
+        .and_then(|i| selection.cuda.get(i))
+    {
+        Some(dev) => {
+            let secs = raw_pinned_copy(dev, size)?;
+            Some(r.line("raw host-to-device copy (pinned)", size, secs, None))
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "cuda"))]
+    let raw_copy: Option<f64> = None;
+
     // Seal and verify on the device.
     let secret = WorkerSecret::generate_ephemeral()?;
     let mgr = manager(secret, &selection, None, leaf)?;
@@ -189,6 +205,14 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     let (shard, seal_s) = time(|| mgr.seal(&req, &data));
     let shard = shard?;
     r.line("seal from memory", size, seal_s, Some(("limit", limit)));
+    if let Some(raw) = raw_copy {
+        r.line(
+            "seal from memory vs raw copy",
+            size,
+            seal_s,
+            Some(("raw copy", raw)),
+        );
+    }
     if sha_rate > 0.0 {
         r.line(
             "seal from memory vs sha256sum",
@@ -212,6 +236,18 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
             size,
             full_s,
             Some(("sha256sum", sha_rate)),
+        );
+    }
+    if full.hash_path == vram_residency::HashPath::OnDevice {
+        let (host, host_s) = best(3, || {
+            mgr.verify_with(&shard, VerifyPolicy::FullHostReadback)
+        });
+        host?;
+        r.line(
+            "full verify (host read-back)",
+            size,
+            host_s,
+            Some(("limit", limit)),
         );
     }
     drop(shard);
@@ -361,4 +397,32 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
 #[cfg(not(unix))]
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
     std::fs::write(path, bytes).map_err(|e| crate::exit::io_error(path, &e))
+}
+
+/// Copies `size` bytes from one pinned staging buffer into a device buffer in
+/// 64 MiB asynchronous copies and waits for them: the bare PCIe rate.
+#[cfg(feature = "cuda")]
+fn raw_pinned_copy(
+    dev: &vram_residency::vram_core::cuda::CudaDevice,
+    size: u64,
+) -> Result<f64, CliError> {
+    let env = |e: vram_residency::vram_core::DeviceError| CliError::env(format!("raw copy: {e}"));
+    let chunk =
+        usize::try_from(size.min(64 << 20)).map_err(|_| CliError::usage("size too large"))?;
+    let mut buffer = dev.alloc_cuda(size).map_err(env)?;
+    let mut staging = dev.alloc_pinned_staging(chunk).map_err(env)?;
+    staging.as_mut_slice().map_err(env)?.fill(0xA5);
+    let start = Instant::now();
+    let mut offset = 0u64;
+    while offset < size {
+        let n = usize::try_from(size.saturating_sub(offset))
+            .unwrap_or(chunk)
+            .min(chunk);
+        buffer
+            .write_at_async_pinned(offset, &staging, n)
+            .map_err(env)?;
+        offset = offset.saturating_add(n as u64);
+    }
+    staging.wait().map_err(env)?;
+    Ok(start.elapsed().as_secs_f64())
 }
