@@ -13,7 +13,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vram_audit::{AuditEvent, AuditSink};
 use vram_core::{CapacityError, CapacityTracker, Device, DeviceKind};
-use vram_crypto::{sign_seal, LeafSize, SealMessage, Sha256Digest, TreeDigest, TreeHasher};
+use vram_crypto::{
+    sign_seal, LeafHashes, LeafSize, SealMessage, Sha256Digest, TreeDescriptor, TreeDigest,
+    TreeHasher,
+};
 use vram_secrets::{KeyId, SecretKey};
 use vram_validation::{
     format_bytes, validate_model_size, ModelRef, Sha256Hex, ShardId, ShardPosition,
@@ -312,8 +315,10 @@ impl VramManager {
         model_bytes: &[u8],
     ) -> Result<SealedShard, VramError> {
         let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
+        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
+        let leaf = self.inner.leaf_size;
         self.seal_with(request, len, |buffer, hasher, staging| {
-            pipeline::copy_slice(buffer, model_bytes, hasher, staging)
+            pipeline::copy_slice(buffer, model_bytes, hasher, staging, leaf, want_plain)
         })
     }
 
@@ -331,7 +336,7 @@ impl VramManager {
         len: u64,
     ) -> Result<SealedShard, VramError> {
         self.seal_with(request, len, |buffer, hasher, staging| {
-            pipeline::copy_reader(buffer, reader, len, hasher, staging)
+            pipeline::copy_reader(buffer, reader, len, hasher, staging).map(|()| None)
         })
     }
 
@@ -343,7 +348,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
-        ) -> Result<(), VramError>,
+        ) -> Result<Option<Vec<Sha256Digest>>, VramError>,
     ) -> Result<SealedShard, VramError> {
         let shard_id = match &request.shard_id {
             Some(id) => id.clone(),
@@ -375,7 +380,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
-        ) -> Result<(), VramError>,
+        ) -> Result<Option<Vec<Sha256Digest>>, VramError>,
     ) -> Result<SealedShard, VramError> {
         let inner = &self.inner;
         let device_index = request.gpu_device;
@@ -431,16 +436,25 @@ impl VramManager {
         if request.expected_sha256.is_some() || request.compute_sha256 {
             hasher = hasher.with_plain_sha256();
         }
-        fill(buffer.as_mut(), &mut hasher, inner.staging_bytes).map_err(|e| match e {
-            VramError::Device { source, .. } => VramError::Device {
-                device: device_index,
-                source,
-            },
-            other => other,
-        })?;
-        let output = hasher.finish();
-        let leaves = output.leaves;
-        let plain = output.plain_sha256;
+        let computed =
+            fill(buffer.as_mut(), &mut hasher, inner.staging_bytes).map_err(|e| match e {
+                VramError::Device { source, .. } => VramError::Device {
+                    device: device_index,
+                    source,
+                },
+                other => other,
+            })?;
+        let (leaves, plain) = match computed {
+            // The fill hashed the leaves itself (no plain digest was asked for).
+            Some(hashes) => (
+                LeafHashes::from_parts(TreeDescriptor::new(inner.leaf_size, len), hashes)?,
+                None,
+            ),
+            None => {
+                let output = hasher.finish();
+                (output.leaves, output.plain_sha256)
+            }
+        };
         if let Some(expected) = &request.expected_sha256 {
             let expected_digest = Sha256Digest(expected.to_bytes());
             let matches = plain.as_ref().is_some_and(|p| p.ct_eq(&expected_digest));

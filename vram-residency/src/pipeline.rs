@@ -7,7 +7,7 @@ use crate::VramError;
 use std::io::Read;
 use std::sync::mpsc;
 use vram_core::{DeviceBuffer, DeviceError, StreamError};
-use vram_crypto::TreeHasher;
+use vram_crypto::{hash_leaf_run_threads, hashing_threads, LeafSize, Sha256Digest, TreeHasher};
 
 fn device_err(source: DeviceError) -> VramError {
     // The device index is filled in by the caller's context in messages; the
@@ -67,23 +67,121 @@ fn backend_stream(
     })
 }
 
-/// Seals from a host slice.
+/// Seals from a host slice. Returns the leaf hashes when it computed them
+/// itself (the split path), `None` when they went through `hasher`.
 pub(crate) fn copy_slice(
     buffer: &mut dyn DeviceBuffer,
     bytes: &[u8],
     hasher: &mut TreeHasher,
     staging: usize,
-) -> Result<(), VramError> {
+    leaf: LeafSize,
+    want_plain: bool,
+) -> Result<Option<Vec<Sha256Digest>>, VramError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     if let Some(done) = backend_stream(buffer, &mut { bytes }, len, hasher, staging) {
-        return done;
+        return done.map(|()| None);
+    }
+    if !want_plain {
+        return copy_slice_split(buffer, bytes, leaf, staging).map(Some);
     }
     let mut offset = 0u64;
     for chunk in bytes.chunks(staging.max(1)) {
         write_and_hash(buffer, offset, chunk, hasher)?;
         offset = offset.saturating_add(chunk.len() as u64);
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Copy cost relative to hashing the same bytes on one core, in thousandths (a
+/// host memcpy runs several times faster than one core's SHA-256); sets the
+/// writer's share of the leaves.
+const COPY_TO_HASH_COST_PERMILLE: usize = 250;
+
+/// Seals a host slice chunk by chunk (whole leaves). In each chunk one thread
+/// copies the chunk to the device and then hashes the chunk's last leaves,
+/// while the other threads hash the first leaves: the writer takes a smaller
+/// share so that copy plus hashing on its core takes about as long as hashing
+/// on the others, and no core idles while another copies.
+fn copy_slice_split(
+    buffer: &mut dyn DeviceBuffer,
+    bytes: &[u8],
+    leaf: LeafSize,
+    staging: usize,
+) -> Result<Vec<Sha256Digest>, VramError> {
+    let leaf_bytes = usize::try_from(leaf.bytes()).unwrap_or(usize::MAX);
+    let per_chunk = staging
+        .checked_div(leaf_bytes)
+        .unwrap_or(1)
+        .max(1)
+        .saturating_mul(leaf_bytes);
+    let threads = hashing_threads().max(1);
+    let helpers = threads.saturating_sub(1);
+    // Balance: copy + w * hash = (1 - w) / helpers * hash, i.e.
+    // w = (1 - cost * helpers) / threads, in thousandths.
+    let writer_permille = 1000usize
+        .saturating_sub(COPY_TO_HASH_COST_PERMILLE.saturating_mul(helpers))
+        .checked_div(threads)
+        .unwrap_or(0);
+    let mut all = Vec::with_capacity(bytes.len().div_ceil(leaf_bytes));
+    let mut offset = 0u64;
+    for chunk in bytes.chunks(per_chunk) {
+        let n_leaves = chunk.len().div_ceil(leaf_bytes);
+        // Leaves [0, split) go to the helpers, [split, n) to the writer.
+        let writer_leaves = n_leaves
+            .saturating_mul(writer_permille)
+            .saturating_add(500)
+            .checked_div(1000)
+            .unwrap_or(0);
+        let split = n_leaves.saturating_sub(writer_leaves.min(n_leaves));
+        let split_byte = split.saturating_mul(leaf_bytes).min(chunk.len());
+        let (head, tail) = chunk.split_at(split_byte);
+        let per_helper = split
+            .div_ceil(helpers.max(1))
+            .max(1)
+            .saturating_mul(leaf_bytes);
+        let (parts, written) = std::thread::scope(|s| {
+            let handles: Vec<_> = if helpers == 0 {
+                Vec::new()
+            } else {
+                head.chunks(per_helper)
+                    .map(|part| {
+                        s.spawn(move || {
+                            let mut out = Vec::new();
+                            hash_leaf_run_threads(leaf, part, 1, &mut out);
+                            out
+                        })
+                    })
+                    .collect()
+            };
+            let written = buffer.write_at(offset, chunk);
+            let mut mine = Vec::new();
+            if helpers == 0 {
+                hash_leaf_run_threads(leaf, head, 1, &mut mine);
+            }
+            let mut tail_hashes = Vec::new();
+            hash_leaf_run_threads(leaf, tail, 1, &mut tail_hashes);
+            let mut parts: Vec<Vec<Sha256Digest>> =
+                Vec::with_capacity(handles.len().saturating_add(2));
+            parts.push(mine);
+            for h in handles {
+                parts.push(h.join().unwrap_or_default());
+            }
+            parts.push(tail_hashes);
+            (parts, written)
+        });
+        written.map_err(device_err)?;
+        let before = all.len();
+        for part in parts {
+            all.extend(part);
+        }
+        if all.len().saturating_sub(before) != n_leaves {
+            return Err(device_err(DeviceError::InvalidArgument {
+                reason: "leaf hashing thread failed",
+            }));
+        }
+        offset = offset.saturating_add(chunk.len() as u64);
+    }
+    Ok(all)
 }
 
 /// Seals exactly `len` bytes from `reader`.

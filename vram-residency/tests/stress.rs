@@ -159,3 +159,28 @@ fn leaves_larger_than_the_staging_buffer_verify_and_locate_corruption() {
     assert_eq!(e.corrupt_ranges().len(), 1);
     assert_eq!(e.corrupt_ranges()[0].leaf_index, 2);
 }
+
+#[test]
+fn sealed_digest_equals_the_reference_tree_digest_for_any_length() {
+    let f = fixture(64 * MIB);
+    let leaf = f.manager.leaf_size();
+    for len in [
+        1usize,
+        65_535,
+        65_536,
+        65_537,
+        256 * 1024,
+        256 * 1024 + 1,
+        1_000_003,
+        3 * MIB as usize,
+    ] {
+        let data = pattern(len, len as u8);
+        let s = f.manager.seal_model(&data, 0).unwrap();
+        assert_eq!(
+            *s.tree_digest(),
+            vram_residency::vram_crypto::tree_digest(&data, leaf),
+            "len {len}"
+        );
+        f.manager.verify_sealed(&s).unwrap();
+    }
+}
