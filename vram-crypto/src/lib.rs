@@ -8,6 +8,7 @@ mod error;
 mod hasher;
 mod hex;
 mod seal;
+mod source;
 mod tree;
 
 pub use diff::{diff_leaves, verify_leaves, CorruptRange};
@@ -22,6 +23,7 @@ pub use seal::{
     hmac_sha256, hmac_sha256_verify, sign_seal, verify_seal, SealMessage, SealTag, MIN_KEY_LEN,
     SEAL_DOMAIN, SEAL_FORMAT_VERSION,
 };
+pub use source::{leaf_hash_from, leaf_hashes_from};
 pub use tree::{
     LeafHashes, LeafSize, TreeDescriptor, TreeDigest, DESCRIPTOR_LEN, LEAF_PREFIX, ROOT_PREFIX,
     TREE_ALGORITHM_SHA256, TREE_FORMAT_VERSION,

@@ -276,12 +276,8 @@ impl VramManager {
     ) -> Result<u64, VramError> {
         let descriptor = shard.tree.descriptor;
         let mut recomputed = Vec::with_capacity(indices.len());
-        let mut staging = vec![
-            0u8;
-            self.inner
-                .staging_bytes
-                .min(leaf_usize(descriptor.leaf_size))
-        ];
+        let chunk = self.inner.staging_bytes;
+        let mut buf = Vec::new();
         let mut bytes = 0u64;
         for &i in indices {
             let range = descriptor.leaf_range(i).ok_or(VramError::Crypto(
@@ -290,24 +286,15 @@ impl VramManager {
                     count: descriptor.leaf_count(),
                 },
             ))?;
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            ctx.update(LEAF_PREFIX);
-            let mut offset = range.start;
-            while offset < range.end {
-                let n = usize::try_from(range.end.saturating_sub(offset))
-                    .unwrap_or(usize::MAX)
-                    .min(staging.len());
-                let buf = staging.get_mut(..n).ok_or(VramError::InvalidConfig {
-                    reason: "staging buffer too small".into(),
-                })?;
-                shard.buffer().read_at(offset, buf).map_err(dev(shard))?;
-                ctx.update(buf);
-                offset = offset.saturating_add(n as u64);
-            }
+            let read =
+                |offset, buf: &mut [u8]| shard.buffer().read_at(offset, buf).map_err(dev(shard));
+            recomputed.push(vram_crypto::leaf_hash_from(
+                range.clone(),
+                chunk,
+                &mut buf,
+                read,
+            )?);
             bytes = bytes.saturating_add(range.end.saturating_sub(range.start));
-            let mut digest = [0u8; 32];
-            digest.copy_from_slice(ctx.finish().as_ref());
-            recomputed.push(Sha256Digest(digest));
         }
         let corrupt = verify_leaves(&shard.leaves, indices, &recomputed)?;
         if corrupt.is_empty() {
@@ -316,10 +303,6 @@ impl VramManager {
             Err(integrity(shard, corrupt))
         }
     }
-}
-
-fn leaf_usize(leaf: LeafSize) -> usize {
-    usize::try_from(leaf.bytes()).unwrap_or(usize::MAX)
 }
 
 fn integrity(shard: &SealedShard, corrupt: Vec<CorruptRange>) -> VramError {
@@ -339,107 +322,16 @@ fn report_diff(shard: &SealedShard, actual: &LeafHashes) -> Result<(), VramError
     }
 }
 
-/// Re-reads every leaf from the device and hashes it. The leaves are split
-/// into one contiguous range per hashing thread; each thread reads its range
-/// chunk by chunk (whole leaves, at most `staging` bytes) and hashes each chunk
-/// across the SIMD lanes on its own core, so device reads and hashing overlap
-/// across threads without one starving the other. Host memory: one staging
-/// chunk per thread.
+/// Re-reads every leaf from the device and hashes it: one contiguous leaf
+/// range per core, each read back in staging-sized pieces
+/// ([`vram_crypto::leaf_hashes_from`]). Host memory: one staging chunk per core.
 fn read_back_leaves(shard: &SealedShard, staging: usize) -> Result<LeafHashes, VramError> {
-    let descriptor = shard.tree.descriptor;
-    let leaf = descriptor.leaf_size;
-    let count = descriptor.leaf_count();
-    let threads = u64::try_from(vram_crypto::hashing_threads())
-        .unwrap_or(1)
-        .clamp(1, count.max(1));
-    let per_thread = count.div_ceil(threads).max(1);
-    // Whole leaves per read; a leaf larger than the staging buffer is hashed
-    // as a stream of staging-sized pieces instead.
-    let leaves_per_read = u64::try_from(staging)
-        .unwrap_or(u64::MAX)
-        .checked_div(leaf.bytes())
-        .unwrap_or(1)
-        .max(1);
-    let work = |first: u64, end: u64| -> Result<Vec<Sha256Digest>, VramError> {
-        let mut out = Vec::with_capacity(usize::try_from(end.saturating_sub(first)).unwrap_or(0));
-        let mut buf = Vec::new();
-        let mut i = first;
-        while i < end {
-            let stop = i.saturating_add(leaves_per_read).min(end);
-            let start_byte = descriptor.leaf_range(i).map_or(shard.len, |r| r.start);
-            let end_byte = descriptor
-                .leaf_range(stop.saturating_sub(1))
-                .map_or(shard.len, |r| r.end);
-            let n = usize::try_from(end_byte.saturating_sub(start_byte)).unwrap_or(usize::MAX);
-            if n <= staging.max(1) {
-                buf.resize(n, 0);
-                shard
-                    .buffer()
-                    .read_at(start_byte, &mut buf)
-                    .map_err(dev(shard))?;
-                vram_crypto::hash_leaf_run_threads(leaf, &buf, 1, &mut out);
-            } else {
-                out.push(hash_leaf_streamed(
-                    shard,
-                    start_byte..end_byte,
-                    staging,
-                    &mut buf,
-                )?);
-            }
-            i = stop;
-        }
-        Ok(out)
-    };
-    let parts: Vec<Result<Vec<Sha256Digest>, VramError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let first = t.saturating_mul(per_thread).min(count);
-                let end = first.saturating_add(per_thread).min(count);
-                let work = &work;
-                s.spawn(move || work(first, end))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(dev(shard)(DeviceError::InvalidArgument {
-                        reason: "verification thread panicked",
-                    }))
-                })
-            })
-            .collect()
-    });
-    let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    for part in parts {
-        hashes.extend(part?);
-    }
-    Ok(LeafHashes::from_parts(descriptor, hashes)?)
-}
-
-/// One leaf larger than the staging buffer, hashed as SHA-256(prefix || bytes)
-/// over staging-sized reads.
-fn hash_leaf_streamed(
-    shard: &SealedShard,
-    range: std::ops::Range<u64>,
-    staging: usize,
-    buf: &mut Vec<u8>,
-) -> Result<Sha256Digest, VramError> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(LEAF_PREFIX);
-    let mut offset = range.start;
-    while offset < range.end {
-        let n = usize::try_from(range.end.saturating_sub(offset))
-            .unwrap_or(usize::MAX)
-            .min(staging.max(1));
-        buf.resize(n, 0);
-        shard.buffer().read_at(offset, buf).map_err(dev(shard))?;
-        ctx.update(buf);
-        offset = offset.saturating_add(n as u64);
-    }
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(ctx.finish().as_ref());
-    Ok(Sha256Digest(digest))
+    vram_crypto::leaf_hashes_from(
+        shard.tree.descriptor.leaf_size,
+        shard.len,
+        staging,
+        |offset, buf: &mut [u8]| shard.buffer().read_at(offset, buf).map_err(dev(shard)),
+    )
 }
 
 /// `k` leaf indices uniform in `0..count` (with replacement), from the system

@@ -14,10 +14,7 @@ use indicatif::ProgressBar;
 use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
-use vram_residency::vram_crypto::{
-    backend, hash_leaf_run_threads, hashing_threads, LeafHashes, LeafSize, Sha256Digest,
-    TreeDescriptor, TreeHasher,
-};
+use vram_residency::vram_crypto::{backend, leaf_hashes_from, LeafHashes, LeafSize, TreeHasher};
 use vram_residency::{stream_chunks, DEFAULT_STAGING_BYTES};
 
 pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
@@ -91,9 +88,9 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
 }
 
 /// Leaf hashes of a regular file of `len` bytes: one contiguous leaf range per
-/// hashing thread, each read with positional reads into its own staging
-/// buffer. The file must not change while it is read; a short read (the file
-/// shrank) is an error.
+/// core, each read with positional reads into its own staging buffer
+/// ([`leaf_hashes_from`]). The file must not change while it is read; a short
+/// read (the file shrank) is an error.
 pub(crate) fn digest_file_parallel(
     file: &File,
     path: &Path,
@@ -102,55 +99,15 @@ pub(crate) fn digest_file_parallel(
     pb: &ProgressBar,
 ) -> Result<LeafHashes, CliError> {
     use std::os::unix::fs::FileExt;
-    let descriptor = TreeDescriptor::new(leaf, len);
-    let count = descriptor.leaf_count();
-    let threads = u64::try_from(hashing_threads())
-        .unwrap_or(1)
-        .clamp(1, count.max(1));
-    let per_thread = count.div_ceil(threads).max(1);
-    let staging = u64::try_from(DEFAULT_STAGING_BYTES).unwrap_or(u64::MAX);
-    let leaves_per_read = staging.checked_div(leaf.bytes()).unwrap_or(1).max(1);
-    let work = |first: u64, end: u64| -> Result<Vec<Sha256Digest>, CliError> {
-        let mut out = Vec::new();
-        let mut buf = Vec::new();
-        let mut i = first;
-        while i < end {
-            let stop = i.saturating_add(leaves_per_read).min(end);
-            let from = descriptor.leaf_range(i).map_or(len, |r| r.start);
-            let to = descriptor
-                .leaf_range(stop.saturating_sub(1))
-                .map_or(len, |r| r.end);
-            let n = usize::try_from(to.saturating_sub(from))
-                .map_err(|_| CliError::usage("--leaf-size too large for this host"))?;
-            buf.resize(n, 0);
-            file.read_exact_at(&mut buf, from)
+    leaf_hashes_from(
+        leaf,
+        len,
+        DEFAULT_STAGING_BYTES,
+        |offset, buf: &mut [u8]| {
+            file.read_exact_at(buf, offset)
                 .map_err(|e| io_error(path, &e))?;
-            hash_leaf_run_threads(leaf, &buf, 1, &mut out);
-            pb.inc(n as u64);
-            i = stop;
-        }
-        Ok(out)
-    };
-    let parts: Vec<Result<Vec<Sha256Digest>, CliError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let first = t.saturating_mul(per_thread).min(count);
-                let end = first.saturating_add(per_thread).min(count);
-                let work = &work;
-                s.spawn(move || work(first, end))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(CliError::env("digest thread panicked")))
-            })
-            .collect()
-    });
-    let mut hashes = Vec::new();
-    for part in parts {
-        hashes.extend(part?);
-    }
-    LeafHashes::from_parts(descriptor, hashes).map_err(|e| CliError::env(e.to_string()))
+            pb.inc(buf.len() as u64);
+            Ok(())
+        },
+    )
 }
