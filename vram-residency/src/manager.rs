@@ -317,8 +317,17 @@ impl VramManager {
         let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
         let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
+        let device = request.gpu_device;
         self.seal_with(request, len, |buffer, hasher, staging| {
-            pipeline::copy_slice(buffer, model_bytes, hasher, staging, leaf, want_plain)
+            pipeline::copy_slice(
+                buffer,
+                device,
+                model_bytes,
+                hasher,
+                staging,
+                leaf,
+                want_plain,
+            )
         })
     }
 
@@ -335,8 +344,9 @@ impl VramManager {
         reader: R,
         len: u64,
     ) -> Result<SealedShard, VramError> {
+        let device = request.gpu_device;
         self.seal_with(request, len, |buffer, hasher, staging| {
-            pipeline::copy_reader(buffer, reader, len, hasher, staging).map(|()| None)
+            pipeline::copy_reader(buffer, device, reader, len, hasher, staging).map(|()| None)
         })
     }
 
@@ -436,14 +446,7 @@ impl VramManager {
         if request.expected_sha256.is_some() || request.compute_sha256 {
             hasher = hasher.with_plain_sha256();
         }
-        let computed =
-            fill(buffer.as_mut(), &mut hasher, inner.staging_bytes).map_err(|e| match e {
-                VramError::Device { source, .. } => VramError::Device {
-                    device: device_index,
-                    source,
-                },
-                other => other,
-            })?;
+        let computed = fill(buffer.as_mut(), &mut hasher, inner.staging_bytes)?;
         let (leaves, plain) = match computed {
             // The fill hashed the leaves itself (no plain digest was asked for).
             Some(hashes) => (

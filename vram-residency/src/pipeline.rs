@@ -9,18 +9,14 @@ use std::sync::mpsc;
 use vram_core::{DeviceBuffer, DeviceError, StreamError};
 use vram_crypto::{hash_leaf_run_threads, hashing_threads, LeafSize, Sha256Digest, TreeHasher};
 
-fn device_err(source: DeviceError) -> VramError {
-    // The device index is filled in by the caller's context in messages; the
-    // pipeline only knows the buffer.
-    VramError::Device {
-        device: u32::MAX,
-        source,
-    }
+fn device_err(device: u32, source: DeviceError) -> VramError {
+    VramError::Device { device, source }
 }
 
 /// Copies one chunk to the device while hashing it on the calling thread.
 fn write_and_hash(
     buffer: &mut dyn DeviceBuffer,
+    device: u32,
     offset: u64,
     chunk: &[u8],
     hasher: &mut TreeHasher,
@@ -29,10 +25,13 @@ fn write_and_hash(
         let writer = s.spawn(|| buffer.write_at(offset, chunk));
         hasher.update(chunk);
         match writer.join() {
-            Ok(r) => r.map_err(device_err),
-            Err(_) => Err(device_err(DeviceError::InvalidArgument {
-                reason: "device write thread panicked",
-            })),
+            Ok(r) => r.map_err(|e| device_err(device, e)),
+            Err(_) => Err(device_err(
+                device,
+                DeviceError::InvalidArgument {
+                    reason: "device write thread panicked",
+                },
+            )),
         }
     })
 }
@@ -41,6 +40,7 @@ fn write_and_hash(
 /// double-buffered staging with asynchronous copies). `None`: it has none.
 fn backend_stream(
     buffer: &mut dyn DeviceBuffer,
+    device: u32,
     reader: &mut dyn Read,
     len: u64,
     hasher: &mut TreeHasher,
@@ -60,10 +60,13 @@ fn backend_stream(
                 read: len.saturating_add(1),
             })
         }
-        Err(StreamError::Device(source)) => Err(device_err(source)),
-        Err(_) => Err(device_err(DeviceError::InvalidArgument {
-            reason: "streamed write failed",
-        })),
+        Err(StreamError::Device(source)) => Err(device_err(device, source)),
+        Err(_) => Err(device_err(
+            device,
+            DeviceError::InvalidArgument {
+                reason: "streamed write failed",
+            },
+        )),
     })
 }
 
@@ -71,6 +74,7 @@ fn backend_stream(
 /// itself (the split path), `None` when they went through `hasher`.
 pub(crate) fn copy_slice(
     buffer: &mut dyn DeviceBuffer,
+    device: u32,
     bytes: &[u8],
     hasher: &mut TreeHasher,
     staging: usize,
@@ -78,15 +82,15 @@ pub(crate) fn copy_slice(
     want_plain: bool,
 ) -> Result<Option<Vec<Sha256Digest>>, VramError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    if let Some(done) = backend_stream(buffer, &mut { bytes }, len, hasher, staging) {
+    if let Some(done) = backend_stream(buffer, device, &mut { bytes }, len, hasher, staging) {
         return done.map(|()| None);
     }
     if !want_plain {
-        return copy_slice_split(buffer, bytes, leaf, staging).map(Some);
+        return copy_slice_split(buffer, device, bytes, leaf, staging).map(Some);
     }
     let mut offset = 0u64;
     for chunk in bytes.chunks(staging.max(1)) {
-        write_and_hash(buffer, offset, chunk, hasher)?;
+        write_and_hash(buffer, device, offset, chunk, hasher)?;
         offset = offset.saturating_add(chunk.len() as u64);
     }
     Ok(None)
@@ -104,6 +108,7 @@ const COPY_TO_HASH_COST_PERMILLE: usize = 250;
 /// on the others, and no core idles while another copies.
 fn copy_slice_split(
     buffer: &mut dyn DeviceBuffer,
+    device: u32,
     bytes: &[u8],
     leaf: LeafSize,
     staging: usize,
@@ -169,15 +174,18 @@ fn copy_slice_split(
             parts.push(tail_hashes);
             (parts, written)
         });
-        written.map_err(device_err)?;
+        written.map_err(|e| device_err(device, e))?;
         let before = all.len();
         for part in parts {
             all.extend(part);
         }
         if all.len().saturating_sub(before) != n_leaves {
-            return Err(device_err(DeviceError::InvalidArgument {
-                reason: "leaf hashing thread failed",
-            }));
+            return Err(device_err(
+                device,
+                DeviceError::InvalidArgument {
+                    reason: "leaf hashing thread failed",
+                },
+            ));
         }
         offset = offset.saturating_add(chunk.len() as u64);
     }
@@ -187,17 +195,18 @@ fn copy_slice_split(
 /// Seals exactly `len` bytes from `reader`.
 pub(crate) fn copy_reader<R: Read + Send>(
     buffer: &mut dyn DeviceBuffer,
+    device: u32,
     reader: R,
     len: u64,
     hasher: &mut TreeHasher,
     staging: usize,
 ) -> Result<(), VramError> {
     let mut reader = reader;
-    if let Some(done) = backend_stream(buffer, &mut reader, len, hasher, staging) {
+    if let Some(done) = backend_stream(buffer, device, &mut reader, len, hasher, staging) {
         return done;
     }
     stream_chunks(reader, Some(len), staging, |offset, chunk| {
-        write_and_hash(buffer, offset, chunk, hasher)
+        write_and_hash(buffer, device, offset, chunk, hasher)
     })
     .map(|_| ())
 }

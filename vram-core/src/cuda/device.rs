@@ -205,14 +205,7 @@ impl CudaDevice {
     /// [`DeviceError::OutOfBounds`] when the range does not fit the buffer;
     /// [`DeviceError::Driver`] when the copy fails.
     pub fn overwrite(&self, id: u64, offset: u64, bytes: &[u8]) -> Result<(), DeviceError> {
-        let target = self
-            .lock_registry()
-            .live()
-            .into_iter()
-            .find(|a| a.id() == id)
-            .ok_or(DeviceError::InvalidArgument {
-                reason: "no live buffer with this id on this device",
-            })?;
+        let target = self.live_allocation(id)?;
         tracing::warn!(
             device = self.info.index,
             id,
@@ -230,15 +223,19 @@ impl CudaDevice {
     /// [`DeviceError::InvalidArgument`] for an unknown id;
     /// [`DeviceError::OutOfBounds`] or a driver error from the copy.
     pub fn read_for_test(&self, id: u64, offset: u64, out: &mut [u8]) -> Result<(), DeviceError> {
-        let target = self
-            .lock_registry()
+        let target = self.live_allocation(id)?;
+        target.read(offset, out)
+    }
+
+    /// The live allocation with this id.
+    fn live_allocation(&self, id: u64) -> Result<Arc<Allocation>, DeviceError> {
+        self.lock_registry()
             .live()
             .into_iter()
             .find(|a| a.id() == id)
             .ok_or(DeviceError::InvalidArgument {
                 reason: "no live buffer with this id on this device",
-            })?;
-        target.read(offset, out)
+            })
     }
 
     fn lock_registry(&self) -> MutexGuard<'_, Registry> {
