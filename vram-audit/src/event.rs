@@ -83,6 +83,19 @@ pub enum AuditEvent {
         /// Byte ranges whose leaves did not match.
         corrupt_ranges: Vec<ByteRange>,
     },
+    /// A verification could not be carried out (the device could not be read,
+    /// the audit of the outcome failed...). Nothing was proven about the bytes,
+    /// so the shard must not be trusted until a later verification succeeds.
+    VerificationIncomplete {
+        /// The shard's id.
+        shard_id: String,
+        /// Device index.
+        gpu_device: u32,
+        /// Verification policy.
+        policy: String,
+        /// Why verification could not complete.
+        reason: String,
+    },
     /// A seal attempt failed (expected digest mismatch, device write failure...).
     SealFailed {
         /// The shard's id.
@@ -156,6 +169,7 @@ impl AuditEvent {
     pub fn severity(&self) -> Severity {
         match self {
             Self::SealVerificationFailed { .. }
+            | Self::VerificationIncomplete { .. }
             | Self::PolicyViolation { .. }
             | Self::SealFailed { .. } => Severity::Critical,
             Self::VramAllocationFailed { .. } | Self::TornTailRecovered { .. } => Severity::Warning,
@@ -175,6 +189,7 @@ impl AuditEvent {
             Self::VramSealed { .. } => "vram_sealed",
             Self::SealVerified { .. } => "seal_verified",
             Self::SealVerificationFailed { .. } => "seal_verification_failed",
+            Self::VerificationIncomplete { .. } => "verification_incomplete",
             Self::SealFailed { .. } => "seal_failed",
             Self::VramAllocated { .. } => "vram_allocated",
             Self::VramAllocationFailed { .. } => "vram_allocation_failed",
@@ -220,6 +235,12 @@ mod tests {
                     start: 0,
                     end: 4096,
                 }],
+            },
+            AuditEvent::VerificationIncomplete {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                policy: "full".into(),
+                reason: "r".into(),
             },
             AuditEvent::SealFailed {
                 shard_id: "s".into(),
@@ -276,7 +297,10 @@ mod tests {
         use Severity::*;
         assert_eq!(
             sev,
-            [Info, Info, Critical, Critical, Info, Warning, Info, Critical, Info, Warning, Info]
+            [
+                Info, Info, Critical, Critical, Critical, Info, Warning, Info, Critical, Info,
+                Warning, Info
+            ]
         );
     }
 }

@@ -12,6 +12,7 @@ pub(crate) struct Metrics {
     seal_failures: AtomicU64,
     verifications_passed: AtomicU64,
     verifications_failed: AtomicU64,
+    verifications_incomplete: AtomicU64,
     bytes_hashed: AtomicU64,
     verify_nanos_total: AtomicU64,
     verify_nanos_max: AtomicU64,
@@ -28,6 +29,9 @@ pub struct MetricsSnapshot {
     pub verifications_passed: u64,
     /// Verifications that found corruption or an invalid seal.
     pub verifications_failed: u64,
+    /// Verifications that could not complete (device read failure...): they
+    /// proved nothing either way.
+    pub verifications_incomplete: u64,
     /// Bytes hashed by seals and verifications.
     pub bytes_hashed: u64,
     /// Sum of verification latencies, in nanoseconds.
@@ -60,12 +64,17 @@ impl Metrics {
         self.verify_nanos_total.fetch_add(ns, Ordering::Relaxed);
         self.verify_nanos_max.fetch_max(ns, Ordering::Relaxed);
     }
+    pub(crate) fn verification_incomplete(&self) {
+        self.verifications_incomplete
+            .fetch_add(1, Ordering::Relaxed);
+    }
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             seals: self.seals.load(Ordering::Relaxed),
             seal_failures: self.seal_failures.load(Ordering::Relaxed),
             verifications_passed: self.verifications_passed.load(Ordering::Relaxed),
             verifications_failed: self.verifications_failed.load(Ordering::Relaxed),
+            verifications_incomplete: self.verifications_incomplete.load(Ordering::Relaxed),
             bytes_hashed: self.bytes_hashed.load(Ordering::Relaxed),
             verify_nanos_total: self.verify_nanos_total.load(Ordering::Relaxed),
             verify_nanos_max: self.verify_nanos_max.load(Ordering::Relaxed),

@@ -3,7 +3,7 @@
 
 use crate::manager::VramManager;
 use crate::shard::{ModelShardHandle, SealedShard};
-use crate::VramError;
+use crate::{ErrorClass, VramError};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use vram_audit::AuditEvent;
@@ -143,7 +143,10 @@ impl VramManager {
     /// [`VramError::IntegrityViolation`] (fatal, with the corrupt byte ranges)
     /// when device memory differs from the sealed bytes;
     /// [`VramError::SealInvalid`] when the seal does not verify; device errors.
-    /// Every failure emits a critical audit event.
+    /// Every failure except invalid arguments emits a critical audit event:
+    /// `seal_verification_failed` when the bytes or the seal are wrong,
+    /// `verification_incomplete` when they could not be checked (a device read
+    /// failed), which proves nothing either way.
     pub fn verify_sealed(&self, shard: &SealedShard) -> Result<VerifyReport, VramError> {
         self.verify_with(shard, self.inner.verify_policy)
     }
@@ -228,6 +231,19 @@ impl VramManager {
                         corrupt_ranges: ranges,
                     }) {
                         tracing::error!(error = %audit_err, "could not audit a verification failure");
+                    }
+                } else if e.class() != ErrorClass::InvalidInput {
+                    // The bytes could not be checked (a device read failed...):
+                    // nothing was proven, and the record says so.
+                    inner.metrics.verification_incomplete();
+                    tracing::error!(shard_id = %shard.shard_id, error = %e, "verification could not complete");
+                    if let Err(audit_err) = inner.audit.record(AuditEvent::VerificationIncomplete {
+                        shard_id: shard.shard_id.to_string(),
+                        gpu_device: shard.device,
+                        policy: policy.name(),
+                        reason: e.to_string(),
+                    }) {
+                        tracing::error!(error = %audit_err, "could not audit an incomplete verification");
                     }
                 }
                 Err(e)

@@ -210,7 +210,11 @@ fn run_case(seed: u64) -> usize {
                 assert!(!e.is_retriable(), "{ctx}");
                 // A read failure is not evidence of corruption.
                 assert_eq!(f.audit_count("seal_verification_failed"), 0, "{ctx}");
+                // But it proved nothing, and the trail says so.
+                assert_eq!(f.audit_count("verification_incomplete"), 1, "{ctx}");
+                assert_eq!(f.manager.metrics().verifications_incomplete, 1, "{ctx}");
                 f.manager.verify_with(&shard, VerifyPolicy::Full).unwrap();
+                assert_eq!(f.audit_count("verification_incomplete"), 1, "{ctx}");
             }
             _ => {}
         }
