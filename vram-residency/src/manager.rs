@@ -345,8 +345,12 @@ impl VramManager {
         len: u64,
     ) -> Result<SealedShard, VramError> {
         let device = request.gpu_device;
+        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
+        let leaf = self.inner.leaf_size;
         self.seal_with(request, len, |buffer, hasher, staging| {
-            pipeline::copy_reader(buffer, device, reader, len, hasher, staging).map(|()| None)
+            pipeline::copy_reader(
+                buffer, device, reader, len, hasher, staging, leaf, want_plain,
+            )
         })
     }
 

@@ -5,9 +5,12 @@
 
 use crate::VramError;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use vram_core::{DeviceBuffer, DeviceError, StreamError};
-use vram_crypto::{hash_leaf_run_threads, hashing_threads, LeafSize, Sha256Digest, TreeHasher};
+use vram_crypto::{
+    hash_leaf_run_threads, hashing_threads, lane_width, LeafSize, Sha256Digest, TreeHasher,
+};
 
 fn device_err(device: u32, source: DeviceError) -> VramError {
     VramError::Device { device, source }
@@ -86,7 +89,9 @@ pub(crate) fn copy_slice(
         return done.map(|()| None);
     }
     if !want_plain {
-        return copy_slice_split(buffer, device, bytes, leaf, staging).map(Some);
+        let mut hashes = Vec::new();
+        copy_and_hash_leaves(buffer, device, 0, bytes, leaf, staging, &mut hashes)?;
+        return Ok(Some(hashes));
     }
     let mut offset = 0u64;
     for chunk in bytes.chunks(staging.max(1)) {
@@ -96,103 +101,94 @@ pub(crate) fn copy_slice(
     Ok(None)
 }
 
-/// Copy cost relative to hashing the same bytes on one core, in thousandths (a
-/// host memcpy runs several times faster than one core's SHA-256); sets the
-/// writer's share of the leaves.
-const COPY_TO_HASH_COST_PERMILLE: usize = 250;
-
-/// Seals a host slice chunk by chunk (whole leaves). In each chunk one thread
-/// copies the chunk to the device and then hashes the chunk's last leaves,
-/// while the other threads hash the first leaves: the writer takes a smaller
-/// share so that copy plus hashing on its core takes about as long as hashing
-/// on the others, and no core idles while another copies.
-fn copy_slice_split(
+/// Seals a host slice: one thread copies the slice to the device, chunk by
+/// chunk, while every other core hashes leaves; when the copy is done the
+/// copying thread hashes too. Leaves are handed out in batches of the hashing
+/// backend's lane width from one shared counter, so the cores finish together
+/// whatever a copy costs relative to a hash on this machine (no estimate to get
+/// wrong), and every batch fills all SIMD lanes (a batch of 2 leaves on a
+/// 4-lane backend costs as much as 4).
+///
+/// `bytes` go to the device at `base` (a leaf boundary of the shard); their
+/// leaf hashes are appended to `out`.
+fn copy_and_hash_leaves(
     buffer: &mut dyn DeviceBuffer,
     device: u32,
+    base: u64,
     bytes: &[u8],
     leaf: LeafSize,
     staging: usize,
-) -> Result<Vec<Sha256Digest>, VramError> {
+    out: &mut Vec<Sha256Digest>,
+) -> Result<(), VramError> {
     let leaf_bytes = usize::try_from(leaf.bytes()).unwrap_or(usize::MAX);
-    let per_chunk = staging
-        .checked_div(leaf_bytes)
-        .unwrap_or(1)
-        .max(1)
-        .saturating_mul(leaf_bytes);
-    let threads = hashing_threads().max(1);
-    let helpers = threads.saturating_sub(1);
-    // Balance: copy + w * hash = (1 - w) / helpers * hash, i.e.
-    // w = (1 - cost * helpers) / threads, in thousandths.
-    let writer_permille = 1000usize
-        .saturating_sub(COPY_TO_HASH_COST_PERMILLE.saturating_mul(helpers))
-        .checked_div(threads)
-        .unwrap_or(0);
-    let mut all = Vec::with_capacity(bytes.len().div_ceil(leaf_bytes));
-    let mut offset = 0u64;
-    for chunk in bytes.chunks(per_chunk) {
-        let n_leaves = chunk.len().div_ceil(leaf_bytes);
-        // Leaves [0, split) go to the helpers, [split, n) to the writer.
-        let writer_leaves = n_leaves
-            .saturating_mul(writer_permille)
-            .saturating_add(500)
-            .checked_div(1000)
-            .unwrap_or(0);
-        let split = n_leaves.saturating_sub(writer_leaves.min(n_leaves));
-        let split_byte = split.saturating_mul(leaf_bytes).min(chunk.len());
-        let (head, tail) = chunk.split_at(split_byte);
-        let per_helper = split
-            .div_ceil(helpers.max(1))
-            .max(1)
-            .saturating_mul(leaf_bytes);
-        let (parts, written) = std::thread::scope(|s| {
-            let handles: Vec<_> = if helpers == 0 {
-                Vec::new()
-            } else {
-                head.chunks(per_helper)
-                    .map(|part| {
-                        s.spawn(move || {
-                            let mut out = Vec::new();
-                            hash_leaf_run_threads(leaf, part, 1, &mut out);
-                            out
-                        })
-                    })
-                    .collect()
+    let batch_bytes = leaf_bytes.saturating_mul(lane_width().max(1));
+    let batches = bytes.len().div_ceil(batch_bytes);
+    let next = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    // Hashes batches until none is left (or the copy failed); returns them
+    // tagged with their batch index.
+    let hash_batches = || {
+        let mut done: Vec<(usize, Vec<Sha256Digest>)> = Vec::new();
+        while !abort.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let start = i.saturating_mul(batch_bytes);
+            let Some(part) = bytes.get(start..start.saturating_add(batch_bytes).min(bytes.len()))
+            else {
+                break;
             };
-            let written = buffer.write_at(offset, chunk);
-            let mut mine = Vec::new();
-            if helpers == 0 {
-                hash_leaf_run_threads(leaf, head, 1, &mut mine);
+            if part.is_empty() {
+                break;
             }
-            let mut tail_hashes = Vec::new();
-            hash_leaf_run_threads(leaf, tail, 1, &mut tail_hashes);
-            let mut parts: Vec<Vec<Sha256Digest>> =
-                Vec::with_capacity(handles.len().saturating_add(2));
-            parts.push(mine);
-            for h in handles {
-                parts.push(h.join().unwrap_or_default());
+            let mut out = Vec::with_capacity(lane_width());
+            hash_leaf_run_threads(leaf, part, 1, &mut out);
+            done.push((i, out));
+        }
+        done
+    };
+    let helpers = hashing_threads().max(1).saturating_sub(1);
+    let (written, mut parts) = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..helpers).map(|_| s.spawn(hash_batches)).collect();
+        let mut written = Ok(());
+        let mut offset = base;
+        for chunk in bytes.chunks(staging.max(1)) {
+            written = buffer.write_at(offset, chunk);
+            if written.is_err() {
+                abort.store(true, Ordering::Relaxed);
+                break;
             }
-            parts.push(tail_hashes);
-            (parts, written)
-        });
-        written.map_err(|e| device_err(device, e))?;
-        let before = all.len();
-        for part in parts {
-            all.extend(part);
+            offset = offset.saturating_add(chunk.len() as u64);
         }
-        if all.len().saturating_sub(before) != n_leaves {
-            return Err(device_err(
-                device,
-                DeviceError::InvalidArgument {
-                    reason: "leaf hashing thread failed",
-                },
-            ));
+        let mut parts = hash_batches();
+        for h in handles {
+            parts.extend(h.join().unwrap_or_default());
         }
-        offset = offset.saturating_add(chunk.len() as u64);
+        (written, parts)
+    });
+    written.map_err(|e| device_err(device, e))?;
+    parts.sort_unstable_by_key(|(i, _)| *i);
+    let complete = parts.len() == batches && parts.iter().enumerate().all(|(k, (i, _))| k == *i);
+    if !complete {
+        return Err(device_err(
+            device,
+            DeviceError::InvalidArgument {
+                reason: "leaf hashing thread failed",
+            },
+        ));
     }
-    Ok(all)
+    out.reserve(bytes.len().div_ceil(leaf_bytes));
+    for (_, hashes) in parts {
+        out.extend(hashes);
+    }
+    Ok(())
 }
 
-/// Seals exactly `len` bytes from `reader`.
+/// Seals exactly `len` bytes from `reader`. Returns the leaf hashes when it
+/// computed them itself, `None` when they went through `hasher`.
+///
+/// Without a plain SHA-256 to compute (one sequential stream, which goes
+/// through `hasher`), each staging chunk is a whole number of leaves and is
+/// copied and hashed like a slice, on every core.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_reader<R: Read + Send>(
     buffer: &mut dyn DeviceBuffer,
     device: u32,
@@ -200,15 +196,29 @@ pub(crate) fn copy_reader<R: Read + Send>(
     len: u64,
     hasher: &mut TreeHasher,
     staging: usize,
-) -> Result<(), VramError> {
+    leaf: LeafSize,
+    want_plain: bool,
+) -> Result<Option<Vec<Sha256Digest>>, VramError> {
     let mut reader = reader;
     if let Some(done) = backend_stream(buffer, device, &mut reader, len, hasher, staging) {
-        return done;
+        return done.map(|()| None);
     }
-    stream_chunks(reader, Some(len), staging, |offset, chunk| {
-        write_and_hash(buffer, device, offset, chunk, hasher)
-    })
-    .map(|_| ())
+    let leaf_bytes = usize::try_from(leaf.bytes()).unwrap_or(usize::MAX);
+    let whole_leaves = staging
+        .checked_div(leaf_bytes)
+        .unwrap_or(0)
+        .saturating_mul(leaf_bytes);
+    if want_plain || whole_leaves == 0 {
+        return stream_chunks(reader, Some(len), staging, |offset, chunk| {
+            write_and_hash(buffer, device, offset, chunk, hasher)
+        })
+        .map(|_| None);
+    }
+    let mut hashes = Vec::new();
+    stream_chunks(reader, Some(len), whole_leaves, |offset, chunk| {
+        copy_and_hash_leaves(buffer, device, offset, chunk, leaf, staging, &mut hashes)
+    })?;
+    Ok(Some(hashes))
 }
 
 /// Streams `reader` to `consume` in chunks of `staging` bytes (the last may be

@@ -12,6 +12,8 @@
 
 mod common;
 use common::*;
+use vram_residency::vram_validation::ModelRef;
+use vram_residency::SealRequest;
 
 #[test]
 fn seal_until_vram_exhausted_then_recover() {
@@ -183,4 +185,37 @@ fn sealed_digest_equals_the_reference_tree_digest_for_any_length() {
         );
         f.manager.verify_sealed(&s).unwrap();
     }
+}
+
+#[test]
+fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_digest() {
+    // 4 KiB leaves and 256 KiB staging: many whole-leaf chunks, partial tails.
+    let leaf = vram_residency::vram_crypto::LeafSize::new(4096).unwrap();
+    let f = fixture_with(64 * MIB, leaf);
+    for len in [
+        1usize,
+        4095,
+        4096,
+        4097,
+        256 * 1024 - 1,
+        256 * 1024,
+        256 * 1024 + 1,
+        1_000_003,
+        3 * MIB as usize,
+    ] {
+        let data = pattern(len, len as u8);
+        let reference = vram_residency::vram_crypto::tree_digest(&data, leaf);
+        for compute_sha256 in [false, true] {
+            let mut req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
+            req.compute_sha256 = compute_sha256;
+            let s = f.manager.seal_reader(&req, &data[..], len as u64).unwrap();
+            assert_eq!(
+                *s.tree_digest(),
+                reference,
+                "len {len} plain {compute_sha256}"
+            );
+            f.manager.verify_sealed(&s).unwrap();
+        }
+    }
+    f.assert_no_leaks();
 }
