@@ -405,13 +405,7 @@ impl CudaBuffer {
         let data_len = self.alloc.len;
         let out = scratch.ptr;
         let prefix_ptr = scratch.address(out_bytes)?;
-        let blocks = u32::try_from(batch.div_ceil(u64::from(THREADS_PER_BLOCK)))
-            .map_err(|_| too_large.clone())?;
-        let config = LaunchConfig {
-            grid_dim: (blocks, 1, 1),
-            block_dim: (THREADS_PER_BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let config = launch_config(batch)?;
         let stream = &self.alloc.stream;
         call("cuLaunchKernel", || {
             let mut launch = stream.launch_builder(function);
@@ -483,6 +477,26 @@ impl DeviceBuffer for CudaBuffer {
     ) -> Result<Vec<[u8; 32]>, DeviceError> {
         self.hash_leaves(prefix, leaf_size, first_leaf, count)
     }
+}
+
+/// The grid for one launch of the leaf kernel over `batch` leaves: one thread per
+/// leaf, [`THREADS_PER_BLOCK`] threads per block, a one-dimensional grid. The
+/// kernel's host emulation test runs exactly this grid.
+pub(super) fn launch_config(batch: u64) -> Result<LaunchConfig, DeviceError> {
+    // gridDim.x may be at most 2^31 - 1 on every device the driver supports.
+    const MAX_GRID_X: u64 = (1 << 31) - 1;
+    let blocks = batch.div_ceil(u64::from(THREADS_PER_BLOCK));
+    let blocks = u32::try_from(blocks)
+        .ok()
+        .filter(|&b| u64::from(b) <= MAX_GRID_X)
+        .ok_or(DeviceError::InvalidArgument {
+            reason: "leaf batch too large for one kernel launch",
+        })?;
+    Ok(LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS_PER_BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    })
 }
 
 /// Checks leaves `first_leaf .. first_leaf + count` of `leaf_size` bytes against

@@ -29,6 +29,8 @@
 mod buffer;
 mod device;
 mod kernel;
+#[cfg(test)]
+mod kernel_host_tests;
 mod staging;
 #[cfg(test)]
 mod tests;
