@@ -323,11 +323,7 @@ fn compile_hasher(ctx: &Arc<CudaContext>) -> Result<CudaFunction, DeviceError> {
     let (major, minor) = call("cuDeviceGetAttribute", || ctx.compute_capability())?;
     // Compile for the device's own virtual architecture; if this NVRTC does not
     // know it, fall back to NVRTC's default (the driver JITs PTX forward).
-    let native = CompileOptions {
-        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
-        ..CompileOptions::default()
-    };
-    let ptx = match compile_ptx(native) {
+    let ptx = match compile_ptx(native_options(major, minor)) {
         Ok(ptx) => ptx,
         Err(err) => {
             tracing::warn!(major, minor, error = %err, "NVRTC rejected the native architecture; retrying with its default");
@@ -342,7 +338,17 @@ fn compile_hasher(ctx: &Arc<CudaContext>) -> Result<CudaFunction, DeviceError> {
     Ok(function)
 }
 
-fn compile_ptx(options: CompileOptions) -> Result<Ptx, DeviceError> {
+/// NVRTC options for a device of compute capability `major.minor`: its own
+/// virtual architecture (`--gpu-architecture=compute_90` for an H100 or H200).
+pub(super) fn native_options(major: i32, minor: i32) -> CompileOptions {
+    CompileOptions {
+        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+        ..CompileOptions::default()
+    }
+}
+
+/// Compiles [`SHA256_LEAVES_SRC`] to PTX (needs NVRTC, not a device).
+pub(super) fn compile_ptx(options: CompileOptions) -> Result<Ptx, DeviceError> {
     let result = guarded("nvrtcCompileProgram", || {
         cudarc::nvrtc::compile_ptx_with_opts(SHA256_LEAVES_SRC, options)
     })?;

@@ -135,6 +135,35 @@ fn kernel_source_is_loadable_by_nvrtc() {
     }
 }
 
+/// NVRTC needs no GPU: wherever libnvrtc is installed, the kernel source is
+/// compiled for the architectures the backend asks for, so a source NVRTC
+/// rejects is caught before any device run.
+#[test]
+fn kernel_compiles_with_nvrtc_where_nvrtc_is_installed() {
+    if !nvrtc_present() {
+        eprintln!("NO NVRTC: the kernel source was not compiled by NVRTC (install libnvrtc to check it without a GPU)");
+        return;
+    }
+    // Hopper (H100, H200) and Ampere, as the device path asks for them, then
+    // NVRTC's default, the fallback for an architecture this NVRTC does not know.
+    for options in [
+        device::native_options(9, 0),
+        device::native_options(8, 0),
+        cudarc::nvrtc::CompileOptions::default(),
+    ] {
+        let label = format!("{:?}", options.options);
+        let ptx = device::compile_ptx(options)
+            .unwrap_or_else(|e| panic!("NVRTC rejected the kernel with {label}: {e}"))
+            .to_src();
+        assert!(
+            ptx.contains(&format!(".entry {SHA256_LEAVES_FN}(")),
+            "{label}: no entry point in the PTX"
+        );
+        // The 64 round constants live in constant memory, not in each thread.
+        assert!(ptx.contains(".const"), "{label}");
+    }
+}
+
 #[test]
 fn pipelined_write_error_names_its_cause() {
     let read = PipelinedWriteError::from(std::io::Error::other("disk gone"));
