@@ -110,6 +110,17 @@ pub enum AuditError {
         /// The last sequence number used.
         seq: u64,
     },
+    /// The background flush thread that [`FsyncPolicy::Interval`](crate::FsyncPolicy::Interval)
+    /// needs could not be started (the process is out of threads or memory);
+    /// the log was not opened.
+    #[error("audit log {path}: could not start the background flush thread: {source}")]
+    FlusherUnavailable {
+        /// Where the log's records go.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
     /// A thread panicked while holding the log's lock; the chain state can no
     /// longer be trusted, so the log refuses further records.
     #[error("audit log state poisoned by a panic in another thread; refusing to append")]

@@ -4,6 +4,7 @@
 mod backend;
 mod error;
 mod event;
+mod flusher;
 mod key;
 mod log;
 mod options;

@@ -3,11 +3,12 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, MemoryBackend};
+use crate::flusher::Flusher;
 use crate::record::{self, GENESIS_PREV};
 use crate::{
     AuditError, AuditEvent, AuditKey, Checkpoint, FailureMode, FsyncPolicy, LogOptions, Severity,
@@ -60,7 +61,8 @@ impl RecordReceipt {
 pub struct SinkStats {
     /// Records written, including the log's own (`log_opened`, `rotated`, ...).
     pub records: u64,
-    /// Records that failed to be written or flushed.
+    /// Records that failed to be written or flushed, plus failed background
+    /// flushes of [`FsyncPolicy::Interval`] (one per attempt).
     pub failures: u64,
     /// The last failure's message.
     pub last_error: Option<String>,
@@ -84,6 +86,60 @@ struct ChainState {
     /// Records written since the last flush.
     unsynced: u64,
     last_sync: Instant,
+    /// Sequence number of the last record a successful flush covered (0: none).
+    synced_seq: u64,
+}
+
+impl ChainState {
+    /// Records a successful flush of everything written so far.
+    fn mark_synced(&mut self) {
+        self.unsynced = 0;
+        self.last_sync = Instant::now();
+        self.synced_seq = self.seq;
+    }
+}
+
+/// What a log shares with its background flusher.
+struct Shared {
+    state: Mutex<ChainState>,
+    stats: Mutex<SinkStats>,
+}
+
+impl Shared {
+    fn note(&self, outcome: &Result<(), &AuditError>) {
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(()) => stats.records = stats.records.saturating_add(1),
+            Err(e) => {
+                stats.failures = stats.failures.saturating_add(1);
+                stats.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The background flusher's work: fsync when records are waiting. Returns
+    /// false when the fsync failed (the flusher then retries a period later).
+    fn flush_unsynced(&self) -> bool {
+        // A poisoned lock still guards a file worth flushing, as on drop.
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.unsynced == 0 {
+            return true;
+        }
+        match st.backend.sync() {
+            Ok(()) => {
+                st.mark_synced();
+                true
+            }
+            Err(e) => {
+                let unsynced = st.unsynced;
+                let e = AuditError::io("fsync", PathBuf::from(st.backend.describe()), e);
+                drop(st);
+                tracing::error!(error = %e, unsynced, "background audit log flush failed; retrying");
+                self.note(&Err(&e));
+                false
+            }
+        }
+    }
 }
 
 enum Outcome {
@@ -100,8 +156,9 @@ enum Outcome {
 /// so the records form one chain with no gaps, in `seq` order, with
 /// non-decreasing timestamps.
 pub struct AuditLog {
-    state: Mutex<ChainState>,
-    stats: Mutex<SinkStats>,
+    shared: Arc<Shared>,
+    /// For `FsyncPolicy::Interval` on storage other than memory.
+    flusher: Option<Flusher>,
     key: AuditKey,
     worker: String,
     options: LogOptions,
@@ -187,7 +244,7 @@ impl AuditLog {
             options,
             Resume::fresh(),
             Some(memory),
-        );
+        )?;
         log.record(AuditEvent::LogOpened {
             reason: "new".into(),
         })?;
@@ -197,9 +254,13 @@ impl AuditLog {
     /// A new chain written through a backend of the caller's (which should be
     /// empty: nothing already in it is read). Its first record is `log_opened`.
     ///
+    /// With [`FsyncPolicy::Interval`], the log flushes through `backend` from a
+    /// background thread too (see [`FsyncPolicy::Interval`]).
+    ///
     /// # Errors
-    /// When `worker_id` is invalid, or when the `log_opened` record cannot be
-    /// written and the policy for info events is fail-closed.
+    /// When `worker_id` is invalid, when the `log_opened` record cannot be
+    /// written and the policy for info events is fail-closed, and
+    /// [`AuditError::FlusherUnavailable`].
     pub fn with_backend(
         mut backend: Box<dyn Backend>,
         key: AuditKey,
@@ -209,7 +270,7 @@ impl AuditLog {
         check_worker_id(worker_id)?;
         let mut resume = Resume::fresh();
         resume.committed_len = backend.segment_len().unwrap_or(0);
-        let log = Self::assemble(backend, key, worker_id, options, resume, None);
+        let log = Self::assemble(backend, key, worker_id, options, resume, None)?;
         log.record(AuditEvent::LogOpened {
             reason: "new".into(),
         })?;
@@ -228,11 +289,15 @@ impl AuditLog {
     /// A path that is not a regular file (a device such as `/dev/full`) is
     /// written to as is, never read, truncated or rotated.
     ///
+    /// With [`FsyncPolicy::Interval`] a background thread (`vram-audit-flush`)
+    /// flushes records that no later `record` call flushed; it stops when the
+    /// log is dropped.
+    ///
     /// # Errors
     /// [`AuditError::Damaged`] for damage other than a torn tail,
     /// [`AuditError::Io`] when the file cannot be created, read or repaired,
-    /// [`AuditError::InvalidWorkerId`], and write errors of the opening records
-    /// under a fail-closed policy.
+    /// [`AuditError::InvalidWorkerId`], [`AuditError::FlusherUnavailable`], and
+    /// write errors of the opening records under a fail-closed policy.
     pub fn open_file(
         path: &Path,
         key: AuditKey,
@@ -243,7 +308,7 @@ impl AuditLog {
         let (backend, resume) = crate::recover::open(path, &key, options.max_file_bytes.is_some())?;
         let torn = resume.torn;
         let continued = resume.continued;
-        let log = Self::assemble(Box::new(backend), key, worker_id, options, resume, None);
+        let log = Self::assemble(Box::new(backend), key, worker_id, options, resume, None)?;
         log.record(AuditEvent::LogOpened {
             reason: if continued { "continued" } else { "new" }.into(),
         })?;
@@ -269,8 +334,9 @@ impl AuditLog {
         options: LogOptions,
         resume: Resume,
         memory: Option<MemoryBackend>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, AuditError> {
+        let describe = backend.describe();
+        let shared = Arc::new(Shared {
             state: Mutex::new(ChainState {
                 seq: resume.seq,
                 prev: resume.prev,
@@ -279,13 +345,30 @@ impl AuditLog {
                 dirty: false,
                 unsynced: 0,
                 last_sync: Instant::now(),
+                synced_seq: 0,
             }),
             stats: Mutex::new(SinkStats::default()),
+        });
+        // Memory has nothing to flush: no thread for it.
+        let flusher = match options.fsync {
+            FsyncPolicy::Interval(period) if memory.is_none() => Some(
+                Flusher::spawn(period, Arc::downgrade(&shared), Shared::flush_unsynced).map_err(
+                    |source| AuditError::FlusherUnavailable {
+                        path: PathBuf::from(describe),
+                        source,
+                    },
+                )?,
+            ),
+            _ => None,
+        };
+        Ok(Self {
+            shared,
+            flusher,
             key,
             worker: worker_id.to_owned(),
             options,
             memory,
-        }
+        })
     }
 
     /// The worker id written in every record.
@@ -304,7 +387,11 @@ impl AuditLog {
     /// (`None` before the first record).
     #[must_use]
     pub fn head(&self) -> Option<Checkpoint> {
-        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         (st.seq != 0).then(|| Checkpoint {
             seq: st.seq,
             hash: st.prev.clone(),
@@ -320,9 +407,34 @@ impl AuditLog {
         st.backend
             .sync()
             .map_err(|e| AuditError::io("fsync", PathBuf::from(st.backend.describe()), e))?;
-        st.unsynced = 0;
-        st.last_sync = Instant::now();
+        st.mark_synced();
         Ok(())
+    }
+
+    /// Sequence number of the last record known to be on stable storage: it and
+    /// every record before it were flushed (fsynced, for files) by a `record`
+    /// call, [`Self::sync`] or the background flusher of
+    /// [`FsyncPolicy::Interval`]. 0 until this handle's first flush: records a
+    /// reopened log already held count once a flush covers them.
+    ///
+    /// Unlike [`RecordReceipt::durable`], which is fixed when `record` returns,
+    /// this moves forward as later flushes happen.
+    #[must_use]
+    pub fn durable_seq(&self) -> u64 {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .synced_seq
+    }
+
+    /// For tests: `None` when the log has no background flush thread (in
+    /// memory, or a policy other than [`FsyncPolicy::Interval`]); otherwise a
+    /// reference that can no longer be upgraded once the thread has exited.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn flusher_liveness(&self) -> Option<Weak<()>> {
+        self.flusher.as_ref().map(Flusher::liveness)
     }
 
     /// The record lines of an in-memory log, without `\n`; empty for other logs.
@@ -351,18 +463,7 @@ impl AuditLog {
     }
 
     fn lock_state(&self) -> Result<MutexGuard<'_, ChainState>, AuditError> {
-        self.state.lock().map_err(|_| AuditError::Poisoned)
-    }
-
-    fn note(&self, outcome: &Result<(), &AuditError>) {
-        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        match outcome {
-            Ok(()) => stats.records = stats.records.saturating_add(1),
-            Err(e) => {
-                stats.failures = stats.failures.saturating_add(1);
-                stats.last_error = Some(e.to_string());
-            }
-        }
+        self.shared.state.lock().map_err(|_| AuditError::Poisoned)
     }
 
     /// Closes a full segment with a `rotated` record and continues in the next.
@@ -405,10 +506,10 @@ impl AuditLog {
         match outcome {
             Outcome::NotFlushed(_, e) | Outcome::Failed(e) => {
                 tracing::error!(error = %e, "closing audit segment was not flushed");
-                self.note(&Ok(()));
-                self.note(&Err(&e));
+                self.shared.note(&Ok(()));
+                self.shared.note(&Err(&e));
             }
-            Outcome::Written(_) => self.note(&Ok(())),
+            Outcome::Written(_) => self.shared.note(&Ok(())),
         }
         st.backend.switch_to_next();
         st.committed_len = 0;
@@ -469,8 +570,7 @@ impl AuditLog {
         if self.flush_due(st, event.severity(), force_sync) {
             match retry(mode, || st.backend.sync()) {
                 Ok(()) => {
-                    st.unsynced = 0;
-                    st.last_sync = Instant::now();
+                    st.mark_synced();
                     receipt.durable = true;
                 }
                 Err((source, attempts, waited)) => {
@@ -542,17 +642,23 @@ impl AuditSink for AuditLog {
         let outcome = {
             let mut st = self.lock_state()?;
             self.maybe_rotate(&mut st);
-            self.write_record(&mut st, &event, mode, false)
+            let outcome = self.write_record(&mut st, &event, mode, false);
+            if st.unsynced > 0 {
+                if let Some(flusher) = &self.flusher {
+                    flusher.note_pending();
+                }
+            }
+            outcome
         };
         let fail_closed = matches!(mode, FailureMode::FailClosed { .. });
         match outcome {
             Outcome::Written(receipt) => {
-                self.note(&Ok(()));
+                self.shared.note(&Ok(()));
                 Ok(receipt)
             }
             Outcome::NotFlushed(receipt, e) => {
-                self.note(&Ok(()));
-                self.note(&Err(&e));
+                self.shared.note(&Ok(()));
+                self.shared.note(&Err(&e));
                 if fail_closed {
                     return Err(e);
                 }
@@ -560,7 +666,7 @@ impl AuditSink for AuditLog {
                 Ok(receipt)
             }
             Outcome::Failed(e) => {
-                self.note(&Err(&e));
+                self.shared.note(&Err(&e));
                 if fail_closed {
                     return Err(e);
                 }
@@ -571,7 +677,8 @@ impl AuditSink for AuditLog {
     }
 
     fn stats(&self) -> SinkStats {
-        self.stats
+        self.shared
+            .stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -580,7 +687,14 @@ impl AuditSink for AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        // Stop and join the flusher first (it waits at most for the fsync in
+        // progress), so that the final flush below is the last one.
+        drop(self.flusher.take());
+        let mut st = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if st.unsynced > 0 {
             if let Err(e) = st.backend.sync() {
                 tracing::error!(error = %e, "audit log not flushed on close");

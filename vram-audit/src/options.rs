@@ -10,14 +10,29 @@ use crate::Severity;
 /// before `record` returns. Records not yet flushed are flushed by
 /// [`AuditLog::sync`](crate::AuditLog::sync), by the next flush the policy
 /// triggers, and when the log is dropped.
+/// [`AuditLog::durable_seq`](crate::AuditLog::durable_seq) says how far the
+/// flushes have reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FsyncPolicy {
     /// Every record (the default): `durable` is true in every receipt.
     EveryRecord,
     /// Every `n` records (`n` of 0 counts as 1).
     EveryN(u32),
-    /// At the first record after this much time since the last flush. There is
-    /// no background thread: a quiet log stays unflushed until the next record.
+    /// A written record is flushed within about this long, whether or not
+    /// another record follows.
+    ///
+    /// A `record` call flushes when this much time has passed since the last
+    /// flush (its receipt then says `durable`). Besides, a log on storage (a
+    /// file, or a caller's [`Backend`](crate::Backend); not in memory) runs one
+    /// background thread, `vram-audit-flush`, which sleeps until a record is
+    /// left unflushed, waits this long, and fsyncs under the log's lock. It
+    /// does not wake while nothing is waiting. A failed background fsync is
+    /// reported by `tracing::error!`, counted in
+    /// [`SinkStats`](crate::SinkStats) and retried after the same wait.
+    /// Dropping the log stops and joins the thread (waiting at most for an
+    /// fsync in progress) and then flushes what is left. A zero duration
+    /// flushes at every record; the thread then waits at least 1 ms between
+    /// attempts.
     Interval(Duration),
     /// Only critical records (which also flush everything written before them).
     CriticalOnly,
