@@ -230,8 +230,9 @@ impl CudaBuffer {
             // SAFETY: `dst .. dst + len` lies inside this live allocation (checked
             // above). `src` is page-locked memory owned by `staging`, which is not
             // written or freed before `staging.done` (recorded right after this
-            // copy on the same stream) completes: `as_mut_slice` and `drop` wait
-            // on it. If recording fails, the stream is synchronised below instead.
+            // copy on the same stream, after a wait for the copies recorded on it
+            // before, on any stream) completes: `as_mut_slice` and `drop` wait on
+            // it. If recording fails, the stream is synchronised below instead.
             unsafe { result::memcpy_htod_async(dst, src, stream.cu_stream()) }
         });
         let recorded = enqueued.and_then(|()| staging.record_use(stream));

@@ -104,7 +104,17 @@ impl PinnedStaging {
     }
 
     /// Records on `stream` that the copies enqueued so far read this buffer.
+    ///
+    /// One event covers every copy, on whatever stream: a staging buffer may feed
+    /// buffers with different streams (`write_at_async_pinned` takes it by shared
+    /// reference), and re-recording the event on stream B alone would forget a
+    /// copy still in flight on stream A, so `as_mut_slice` or drop could let the
+    /// host overwrite or free bytes that copy still reads. `stream` therefore
+    /// first waits for the event's previous recording (a no-op when it was never
+    /// recorded, and already implied when it was recorded on this stream), so the
+    /// new recording completes only after every earlier copy as well.
     pub(super) fn record_use(&self, stream: &CudaStream) -> Result<(), DeviceError> {
+        call("cuStreamWaitEvent", || stream.wait(&self.done))?;
         call("cuEventRecord", || self.done.record(stream))
     }
 }

@@ -387,3 +387,32 @@ fn real_device_pipelined_write_overlaps_and_round_trips() {
     small.read_at(10, &mut back).unwrap();
     assert_eq!(back, [0x42; 64]);
 }
+
+#[test]
+fn real_device_staging_shared_by_two_buffers_waits_for_both_copies() {
+    let Some(device) =
+        real_device("real_device_staging_shared_by_two_buffers_waits_for_both_copies")
+    else {
+        return;
+    };
+    // A long copy on one buffer's stream, then a short one on another's: refilling
+    // the staging buffer must wait for the long copy too, not only the last one.
+    let len = 64 << 20;
+    let mut big = device.alloc_cuda(len as u64).unwrap();
+    let mut small = device.alloc_cuda(4096).unwrap();
+    let mut staging = device.alloc_pinned_staging(len).unwrap();
+    let data = pattern(len, 21);
+    staging.as_mut_slice().unwrap().copy_from_slice(&data);
+    big.write_at_async_pinned(0, &staging, len).unwrap();
+    small.write_at_async_pinned(0, &staging, 4096).unwrap();
+    staging.as_mut_slice().unwrap().fill(0);
+    let mut back = vec![0u8; len];
+    big.read_at(0, &mut back).unwrap();
+    assert!(
+        back == data,
+        "the host refilled staging while a copy still read it"
+    );
+    let mut head = vec![0u8; 4096];
+    small.read_at(0, &mut head).unwrap();
+    assert_eq!(head, data[..4096]);
+}
