@@ -22,7 +22,9 @@ use std::process::Command;
 
 /// What CUDA provides and C does not. `__device__` functions become `static`
 /// (internal linkage, as in a CUDA translation unit) and the kernel an ordinary
-/// function; the driver loop below sets the built-in indices.
+/// function; `uint4` has CUDA's 16-byte alignment (GNU C's `aligned` attribute,
+/// which gcc and clang accept under `-std=c99`), so UBSan checks the kernel's
+/// 16-byte loads as the GPU would; the driver loop below sets the built-in indices.
 const SHIM: &str = r#"
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,7 @@ const SHIM: &str = r#"
 #define __device__ static
 #define __forceinline__ inline
 #define __constant__ static const
+typedef struct { unsigned int x, y, z, w; } __attribute__((aligned(16))) uint4;
 struct vram_dim3 { unsigned x; };
 static struct vram_dim3 blockIdx, blockDim, threadIdx;
 "#;
