@@ -27,6 +27,10 @@ fn append(c: &mut Criterion) {
     for (name, fsync) in [
         ("fsync_every_record", FsyncPolicy::EveryRecord),
         ("fsync_every_64", FsyncPolicy::EveryN(64)),
+        (
+            "fsync_interval_10ms",
+            FsyncPolicy::Interval(Duration::from_millis(10)),
+        ),
         ("fsync_critical_only", FsyncPolicy::CriticalOnly),
     ] {
         let path = dir.path().join(format!("{name}.jsonl"));
