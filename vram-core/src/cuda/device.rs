@@ -312,6 +312,26 @@ impl Device for CudaDevice {
 const NO_NVRTC: &str =
     "on-device leaf hashing without libnvrtc (install the CUDA runtime compiler library)";
 
+/// Operation name used when the driver cannot load the PTX NVRTC produced.
+const PTX_NOT_LOADABLE: &str =
+    "on-device leaf hashing with a driver older than NVRTC (upgrade the driver or install the NVRTC of the driver's CUDA version)";
+
+/// Whether a `cuModuleLoadData` failure means this driver cannot load PTX from
+/// this NVRTC at all (as opposed to a fault worth reporting as an error).
+pub(super) fn driver_cannot_load_ptx(code: sys::CUresult) -> bool {
+    use sys::CUresult::{
+        CUDA_ERROR_INVALID_PTX, CUDA_ERROR_JIT_COMPILER_NOT_FOUND, CUDA_ERROR_NO_BINARY_FOR_GPU,
+        CUDA_ERROR_UNSUPPORTED_PTX_VERSION,
+    };
+    matches!(
+        code,
+        CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+            | CUDA_ERROR_INVALID_PTX
+            | CUDA_ERROR_NO_BINARY_FOR_GPU
+            | CUDA_ERROR_JIT_COMPILER_NOT_FOUND
+    )
+}
+
 /// Compiles the leaf-hashing kernel for this device with NVRTC and loads it.
 fn compile_hasher(ctx: &Arc<CudaContext>) -> Result<CudaFunction, DeviceError> {
     if !nvrtc_present() {
@@ -330,7 +350,24 @@ fn compile_hasher(ctx: &Arc<CudaContext>) -> Result<CudaFunction, DeviceError> {
             compile_ptx(CompileOptions::default())?
         }
     };
-    let module = call("cuModuleLoadData", || ctx.load_module(ptx))?;
+    let module = match guarded("cuModuleLoadData", || ctx.load_module(ptx))? {
+        Ok(module) => module,
+        Err(err) if driver_cannot_load_ptx(err.0) => {
+            // NVRTC newer than the driver (its PTX ISA is too recent), or a
+            // driver without its JIT: an installation mismatch, not a kernel
+            // bug. Verification stays correct by reading back to the host, and
+            // `VerifyReport::hash_path` says so; the GPU test run still fails
+            // on it (it requires on-device hashing when NVRTC is present).
+            tracing::warn!(
+                code = ?err.0,
+                "the CUDA driver cannot load the leaf kernel NVRTC compiled (NVRTC newer than the driver?): on-device leaf hashing is unavailable, verification reads back to the host"
+            );
+            return Err(DeviceError::Unsupported {
+                operation: PTX_NOT_LOADABLE,
+            });
+        }
+        Err(err) => return Err(super::driver_error("cuModuleLoadData", err)),
+    };
     let function = call("cuModuleGetFunction", || {
         module.load_function(SHA256_LEAVES_FN)
     })?;

@@ -416,3 +416,26 @@ fn real_device_staging_shared_by_two_buffers_waits_for_both_copies() {
     small.read_at(0, &mut head).unwrap();
     assert_eq!(head, data[..4096]);
 }
+
+#[test]
+fn a_driver_that_cannot_load_the_kernel_means_unsupported_not_failed() {
+    use super::device::driver_cannot_load_ptx;
+    use sys::CUresult::*;
+    for code in [
+        CUDA_ERROR_UNSUPPORTED_PTX_VERSION,
+        CUDA_ERROR_INVALID_PTX,
+        CUDA_ERROR_NO_BINARY_FOR_GPU,
+        CUDA_ERROR_JIT_COMPILER_NOT_FOUND,
+    ] {
+        assert!(driver_cannot_load_ptx(code), "{code:?}");
+    }
+    // Faults stay errors: they must not be hidden behind the host fallback.
+    for code in [
+        CUDA_ERROR_ILLEGAL_ADDRESS,
+        CUDA_ERROR_OUT_OF_MEMORY,
+        CUDA_ERROR_INVALID_CONTEXT,
+        CUDA_ERROR_LAUNCH_FAILED,
+    ] {
+        assert!(!driver_cannot_load_ptx(code), "{code:?}");
+    }
+}
