@@ -176,8 +176,10 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
         .and_then(|i| selection.cuda.get(i))
     {
         Some(dev) => {
-            let secs = raw_pinned_copy(dev, size)?;
-            Some(r.line("raw host-to-device copy (pinned)", size, secs, None))
+            let (secs, buffer) = raw_pinned_copy(dev, size)?;
+            let rate = r.line("raw host-to-device copy (pinned)", size, secs, None);
+            on_device_hash_rates(&mut r, &buffer, size)?;
+            Some(rate)
         }
         None => None,
     };
@@ -405,7 +407,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
 fn raw_pinned_copy(
     dev: &vram_residency::vram_core::cuda::CudaDevice,
     size: u64,
-) -> Result<f64, CliError> {
+) -> Result<(f64, vram_residency::vram_core::cuda::CudaBuffer), CliError> {
     let env = |e: vram_residency::vram_core::DeviceError| CliError::env(format!("raw copy: {e}"));
     let chunk =
         usize::try_from(size.min(64 << 20)).map_err(|_| CliError::usage("size too large"))?;
@@ -424,5 +426,41 @@ fn raw_pinned_copy(
         offset = offset.saturating_add(n as u64);
     }
     staging.wait().map_err(env)?;
-    Ok(start.elapsed().as_secs_f64())
+    Ok((start.elapsed().as_secs_f64(), buffer))
+}
+
+/// On-device leaf hashing of the whole buffer at several leaf sizes (best of
+/// 3 each, after one call that compiles the kernel): the kernel hashes one leaf
+/// per thread, so fewer, larger leaves leave more of the GPU idle. These rows
+/// are the evidence for choosing a leaf size on a GPU.
+#[cfg(feature = "cuda")]
+fn on_device_hash_rates(
+    r: &mut Report,
+    buffer: &vram_residency::vram_core::cuda::CudaBuffer,
+    size: u64,
+) -> Result<(), CliError> {
+    use vram_residency::vram_core::{DeviceBuffer, DeviceError};
+    use vram_residency::vram_crypto::LEAF_PREFIX;
+    match buffer.hash_leaves_on_device(LEAF_PREFIX, 4096, 0, 1) {
+        Ok(_) => {}
+        Err(DeviceError::Unsupported { operation }) => {
+            tracing::warn!("on-device leaf hashing unavailable: {operation}");
+            return Ok(());
+        }
+        Err(e) => return Err(CliError::env(format!("on-device leaf hashing: {e}"))),
+    }
+    for leaf in [4u64 << 10, 64 << 10, 1 << 20] {
+        let count = size.div_ceil(leaf);
+        let (out, secs) = best(3, || {
+            buffer.hash_leaves_on_device(LEAF_PREFIX, leaf, 0, count)
+        });
+        out.map_err(|e| CliError::env(format!("on-device leaf hashing: {e}")))?;
+        r.line(
+            &format!("on-device leaf hashing, leaf {}", format_bytes(leaf)),
+            size,
+            secs,
+            None,
+        );
+    }
+    Ok(())
 }
