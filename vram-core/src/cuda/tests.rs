@@ -12,6 +12,11 @@ use std::sync::Arc;
 /// The device to run real-device tests on, or `None` after one loud line.
 fn real_device(test: &str) -> Option<Arc<CudaDevice>> {
     if !driver_present() || device_count().map_or(true, |n| n == 0) {
+        // The GPU bundle sets this: there a missing device is a failure.
+        assert!(
+            std::env::var("VRAM_RESIDENCY_REQUIRE_CUDA").map_or(true, |v| v != "1"),
+            "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device was found for {test}"
+        );
         eprintln!(
             "NO CUDA DEVICE: skipping real-device test {test}; only the no-driver path was tested"
         );
