@@ -46,10 +46,10 @@ fn backend_stream(
     device: u32,
     reader: &mut dyn Read,
     len: u64,
-    hasher: &mut TreeHasher,
+    on_chunk: &mut dyn FnMut(&[u8]),
     staging: usize,
 ) -> Option<Result<(), VramError>> {
-    let result = buffer.stream_from(reader, staging.max(1), &mut |chunk| hasher.update(chunk))?;
+    let result = buffer.stream_from(reader, staging.max(1), on_chunk)?;
     Some(match result {
         Ok(n) if n == len => Ok(()),
         Ok(n) => Err(VramError::LengthMismatch {
@@ -85,13 +85,21 @@ pub(crate) fn copy_slice(
     want_plain: bool,
 ) -> Result<Option<Vec<Sha256Digest>>, VramError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    if let Some(done) = backend_stream(buffer, device, &mut { bytes }, len, hasher, staging) {
-        return done.map(|()| None);
-    }
     if !want_plain {
+        // The upload (the backend's own pipeline when it has one) runs on this
+        // thread while the other cores hash the leaves straight from `bytes`.
         let mut hashes = Vec::new();
-        copy_and_hash_leaves(buffer, device, 0, bytes, leaf, staging, &mut hashes)?;
+        copy_and_hash_leaves(device, bytes, leaf, &mut hashes, || {
+            match backend_stream(buffer, device, &mut { bytes }, len, &mut |_| {}, staging) {
+                Some(done) => done,
+                None => write_chunks(buffer, device, 0, bytes, staging),
+            }
+        })?;
         return Ok(Some(hashes));
+    }
+    let mut update = |chunk: &[u8]| hasher.update(chunk);
+    if let Some(done) = backend_stream(buffer, device, &mut { bytes }, len, &mut update, staging) {
+        return done.map(|()| None);
     }
     let mut offset = 0u64;
     for chunk in bytes.chunks(staging.max(1)) {
@@ -101,31 +109,48 @@ pub(crate) fn copy_slice(
     Ok(None)
 }
 
-/// Seals a host slice: one thread copies the slice to the device, chunk by
-/// chunk, while every other core hashes leaves; when the copy is done the
-/// copying thread hashes too. Leaves are handed out in batches of the hashing
-/// backend's lane width from one shared counter, so the cores finish together
-/// whatever a copy costs relative to a hash on this machine (no estimate to get
-/// wrong), and every batch fills all SIMD lanes (a batch of 2 leaves on a
-/// 4-lane backend costs as much as 4).
-///
-/// `bytes` go to the device at `base` (a leaf boundary of the shard); their
-/// leaf hashes are appended to `out`.
-fn copy_and_hash_leaves(
+/// Writes `bytes` at `base` in `staging`-sized calls.
+fn write_chunks(
     buffer: &mut dyn DeviceBuffer,
     device: u32,
     base: u64,
     bytes: &[u8],
-    leaf: LeafSize,
     staging: usize,
+) -> Result<(), VramError> {
+    let mut offset = base;
+    for chunk in bytes.chunks(staging.max(1)) {
+        buffer
+            .write_at(offset, chunk)
+            .map_err(|e| device_err(device, e))?;
+        offset = offset.saturating_add(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+/// Copies and hashes host bytes at once: `upload` runs on the calling thread
+/// while every other core hashes leaves of `bytes`; when the upload is done the
+/// calling thread hashes too. Leaves are handed out in batches of the hashing
+/// backend's lane width from one shared counter, so the cores finish together
+/// whatever an upload costs relative to a hash on this machine (no estimate to
+/// get wrong), and every batch fills all SIMD lanes (a batch of 2 leaves on a
+/// 4-lane backend costs as much as 4).
+///
+/// `bytes` start at a leaf boundary of the shard; their leaf hashes are
+/// appended to `out`. When `upload` fails, hashing stops early and its error
+/// is returned.
+fn copy_and_hash_leaves(
+    device: u32,
+    bytes: &[u8],
+    leaf: LeafSize,
     out: &mut Vec<Sha256Digest>,
+    upload: impl FnOnce() -> Result<(), VramError>,
 ) -> Result<(), VramError> {
     let leaf_bytes = usize::try_from(leaf.bytes()).unwrap_or(usize::MAX);
     let batch_bytes = leaf_bytes.saturating_mul(lane_width().max(1));
     let batches = bytes.len().div_ceil(batch_bytes);
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
-    // Hashes batches until none is left (or the copy failed); returns them
+    // Hashes batches until none is left (or the upload failed); returns them
     // tagged with their batch index.
     let hash_batches = || {
         let mut done: Vec<(usize, Vec<Sha256Digest>)> = Vec::new();
@@ -146,25 +171,19 @@ fn copy_and_hash_leaves(
         done
     };
     let helpers = hashing_threads().max(1).saturating_sub(1);
-    let (written, mut parts) = std::thread::scope(|s| {
+    let (uploaded, mut parts) = std::thread::scope(|s| {
         let handles: Vec<_> = (0..helpers).map(|_| s.spawn(hash_batches)).collect();
-        let mut written = Ok(());
-        let mut offset = base;
-        for chunk in bytes.chunks(staging.max(1)) {
-            written = buffer.write_at(offset, chunk);
-            if written.is_err() {
-                abort.store(true, Ordering::Relaxed);
-                break;
-            }
-            offset = offset.saturating_add(chunk.len() as u64);
+        let uploaded = upload();
+        if uploaded.is_err() {
+            abort.store(true, Ordering::Relaxed);
         }
         let mut parts = hash_batches();
         for h in handles {
             parts.extend(h.join().unwrap_or_default());
         }
-        (written, parts)
+        (uploaded, parts)
     });
-    written.map_err(|e| device_err(device, e))?;
+    uploaded?;
     parts.sort_unstable_by_key(|(i, _)| *i);
     let complete = parts.len() == batches && parts.iter().enumerate().all(|(k, (i, _))| k == *i);
     if !complete {
@@ -200,7 +219,8 @@ pub(crate) fn copy_reader<R: Read + Send>(
     want_plain: bool,
 ) -> Result<Option<Vec<Sha256Digest>>, VramError> {
     let mut reader = reader;
-    if let Some(done) = backend_stream(buffer, device, &mut reader, len, hasher, staging) {
+    let mut update = |chunk: &[u8]| hasher.update(chunk);
+    if let Some(done) = backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
         return done.map(|()| None);
     }
     let leaf_bytes = usize::try_from(leaf.bytes()).unwrap_or(usize::MAX);
@@ -216,7 +236,9 @@ pub(crate) fn copy_reader<R: Read + Send>(
     }
     let mut hashes = Vec::new();
     stream_chunks(reader, Some(len), whole_leaves, |offset, chunk| {
-        copy_and_hash_leaves(buffer, device, offset, chunk, leaf, staging, &mut hashes)
+        copy_and_hash_leaves(device, chunk, leaf, &mut hashes, || {
+            write_chunks(buffer, device, offset, chunk, staging)
+        })
     })?;
     Ok(Some(hashes))
 }
