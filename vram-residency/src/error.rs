@@ -125,6 +125,13 @@ pub enum VramError {
         corrupt: Vec<CorruptRange>,
     },
 
+    /// The shard failed an earlier verification and is never trusted again.
+    #[error("shard {shard_id} failed an earlier verification and is no longer trusted: release it and seal the model again")]
+    Compromised {
+        /// The shard (validated id).
+        shard_id: String,
+    },
+
     /// A shard set is malformed (positions missing, duplicated or inconsistent).
     #[error("invalid shard set: {reason}")]
     InvalidShardSet {
@@ -158,6 +165,7 @@ impl VramError {
             Self::InsufficientVram { .. } | Self::AllocationFailed { .. } => ErrorClass::Retriable,
             Self::SealInvalid { .. }
             | Self::IntegrityViolation { .. }
+            | Self::Compromised { .. }
             | Self::PolicyViolation(_)
             | Self::DigestMismatch { .. }
             | Self::Crypto(_) => ErrorClass::Fatal,

@@ -517,6 +517,7 @@ impl VramManager {
             position: request.position,
             key_id: inner.key_id,
             tag,
+            compromised: std::sync::atomic::AtomicBool::new(false),
             buffer,
             _reservation: reservation,
             audit: Arc::clone(&inner.audit),

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vram_audit::{AuditEvent, AuditSink};
 use vram_core::{DeviceBuffer, DeviceKind, Reservation};
@@ -29,6 +30,9 @@ pub struct SealedShard {
     pub(crate) position: ShardPosition,
     pub(crate) key_id: KeyId,
     pub(crate) tag: SealTag,
+    /// Set by the first verification that finds the bytes or the seal wrong;
+    /// never cleared.
+    pub(crate) compromised: AtomicBool,
     // Field order matters: the buffer (device memory) is freed before the
     // reservation is released, so capacity is never handed out twice.
     pub(crate) buffer: Box<dyn DeviceBuffer>,
@@ -86,6 +90,19 @@ impl SealedShard {
         &self.tag
     }
 
+    /// Whether a verification found this shard's bytes or seal wrong. A
+    /// compromised shard never verifies again, even if its bytes later read
+    /// back right (a tamperer may restore them): release it and seal the model
+    /// again. A verification that could not complete (a device read error)
+    /// does not compromise a shard.
+    pub fn is_compromised(&self) -> bool {
+        self.compromised.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_compromised(&self) {
+        self.compromised.store(true, Ordering::Release);
+    }
+
     /// The canonical message the tag authenticates.
     pub(crate) fn seal_message(&self) -> SealMessage<'_> {
         SealMessage {
@@ -137,6 +154,7 @@ impl fmt::Debug for SealedShard {
             .field("sealed_at_ns", &self.sealed_at_ns)
             .field("position", &(self.position.index(), self.position.total()))
             .field("key_id", &self.key_id.to_string())
+            .field("compromised", &self.is_compromised())
             .finish_non_exhaustive()
     }
 }

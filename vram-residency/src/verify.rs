@@ -143,8 +143,14 @@ impl VramManager {
     /// [`VramError::IntegrityViolation`] (fatal, with the corrupt byte ranges)
     /// when device memory differs from the sealed bytes;
     /// [`VramError::SealInvalid`] when the seal does not verify; device errors.
+    /// A failure is fatal for the shard: once its bytes or seal are found wrong
+    /// it is [compromised](SealedShard::is_compromised) and every later call
+    /// returns [`VramError::Compromised`], even if the bytes read back right
+    /// again.
+    ///
     /// Every failure except invalid arguments emits a critical audit event:
-    /// `seal_verification_failed` when the bytes or the seal are wrong,
+    /// `seal_verification_failed` when the bytes or the seal are wrong (or the
+    /// shard was already compromised),
     /// `verification_incomplete` when they could not be checked (a device read
     /// failed), which proves nothing either way.
     pub fn verify_sealed(&self, shard: &SealedShard) -> Result<VerifyReport, VramError> {
@@ -161,15 +167,26 @@ impl VramManager {
         policy: VerifyPolicy,
     ) -> Result<VerifyReport, VramError> {
         let start = Instant::now();
-        let result = check_seal(self, shard).and_then(|()| match policy {
-            VerifyPolicy::Full => self.verify_full(shard, true),
-            VerifyPolicy::FullHostReadback => self.verify_full(shard, false),
-            VerifyPolicy::Sampled { leaves } => {
-                let indices = random_leaf_indices(shard.leaves.len() as u64, leaves)?;
-                self.verify_leaf_indices(shard, &indices)
-                    .map(|bytes| (indices.len() as u64, bytes, HashPath::HostReadback))
+        let compromised = || {
+            if shard.is_compromised() {
+                Err(VramError::Compromised {
+                    shard_id: shard.shard_id.to_string(),
+                })
+            } else {
+                Ok(())
             }
-        });
+        };
+        let result = compromised()
+            .and_then(|()| check_seal(self, shard))
+            .and_then(|()| match policy {
+                VerifyPolicy::Full => self.verify_full(shard, true),
+                VerifyPolicy::FullHostReadback => self.verify_full(shard, false),
+                VerifyPolicy::Sampled { leaves } => {
+                    let indices = random_leaf_indices(shard.leaves.len() as u64, leaves)?;
+                    self.verify_leaf_indices(shard, &indices)
+                        .map(|bytes| (indices.len() as u64, bytes, HashPath::HostReadback))
+                }
+            });
         let elapsed = start.elapsed();
         self.finish_verification(shard, policy, result, elapsed, true)
     }
@@ -208,9 +225,13 @@ impl VramManager {
             Err(e) => {
                 let integrity = matches!(
                     e,
-                    VramError::IntegrityViolation { .. } | VramError::SealInvalid { .. }
+                    VramError::IntegrityViolation { .. }
+                        | VramError::SealInvalid { .. }
+                        | VramError::Compromised { .. }
                 );
                 if integrity {
+                    // Fatal for the shard: it never verifies again.
+                    shard.mark_compromised();
                     inner.metrics.verified(false, 0, elapsed);
                     tracing::error!(shard_id = %shard.shard_id, error = %e, "VERIFICATION FAILED");
                     let ranges = e

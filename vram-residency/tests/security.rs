@@ -122,17 +122,22 @@ fn verification_rereads_device_memory() {
 /// 0.125 with a standard deviation of about 0.0052; the bounds are 6 sigma, so
 /// this fails by chance about once in 10^9 runs, while a sampler that never or
 /// always hit the corrupt leaf (or hit it uniformly over half the leaves)
-/// fails every time.
+/// fails every time. A detection compromises the shard for good, so each one
+/// is followed by a fresh, freshly corrupted shard.
 #[test]
 fn sampled_detection_rate_matches_the_documented_probability() {
     let f = fixture(64 * MIB);
-    let shard = f
-        .manager
-        .seal_model(&pattern(8 * LEAF as usize, 3), 0)
-        .unwrap();
-    f.device
-        .flip_bits(f.last_buffer(), 5 * LEAF + 17, 1)
-        .unwrap();
+    let corrupt_shard = || {
+        let shard = f
+            .manager
+            .seal_model(&pattern(8 * LEAF as usize, 3), 0)
+            .unwrap();
+        f.device
+            .flip_bits(f.last_buffer(), 5 * LEAF + 17, 1)
+            .unwrap();
+        shard
+    };
+    let mut shard = corrupt_shard();
     let calls = 4000u32;
     let mut detected = 0u32;
     for _ in 0..calls {
@@ -140,10 +145,12 @@ fn sampled_detection_rate_matches_the_documented_probability() {
             .manager
             .verify_with(&shard, VerifyPolicy::Sampled { leaves: 1 })
         {
-            Ok(_) => {}
+            Ok(_) => assert!(!shard.is_compromised()),
             Err(e) => {
                 assert_eq!(e.corrupt_ranges()[0].leaf_index, 5);
+                assert!(shard.is_compromised());
                 detected += 1;
+                shard = corrupt_shard();
             }
         }
     }
@@ -168,4 +175,44 @@ fn a_hostile_shard_id_in_a_handle_is_escaped_in_the_error() {
         "{msg:?}"
     );
     assert!(matches!(err, VramError::SealInvalid { .. }));
+}
+
+/// A failed verification is fatal for the shard: restoring the bytes (as a
+/// tamperer covering their tracks would) does not make it verify again, and
+/// every later attempt is refused and audited.
+#[test]
+fn a_shard_that_failed_verification_never_verifies_again() {
+    let f = fixture(64 * MIB);
+    let data = pattern(4 * LEAF as usize, 9);
+    let shard = f.manager.seal_model(&data, 0).unwrap();
+    assert!(!shard.is_compromised());
+    let id = f.last_buffer();
+    f.device.overwrite(id, LEAF + 3, b"evil").unwrap();
+    let e = f.manager.verify_sealed(&shard).unwrap_err();
+    assert!(matches!(e, VramError::IntegrityViolation { .. }), "{e}");
+    assert!(shard.is_compromised());
+    assert!(format!("{shard:?}").contains("compromised: true"));
+
+    // The tamperer puts the original bytes back.
+    let start = (LEAF + 3) as usize;
+    f.device
+        .overwrite(id, LEAF + 3, &data[start..start + 4])
+        .unwrap();
+    for policy in [
+        VerifyPolicy::Full,
+        VerifyPolicy::FullHostReadback,
+        VerifyPolicy::Sampled { leaves: 4 },
+    ] {
+        let e = f.manager.verify_with(&shard, policy).unwrap_err();
+        assert!(matches!(e, VramError::Compromised { .. }), "{e}");
+        assert!(e.is_fatal());
+        assert!(e.to_string().contains("seal the model again"), "{e}");
+    }
+    assert_eq!(f.audit_count("seal_verification_failed"), 4);
+    assert_eq!(f.manager.metrics().verifications_failed, 4);
+
+    // Other shards are unaffected, and sealing the model again works.
+    let again = f.manager.seal_model(&data, 0).unwrap();
+    f.manager.verify_sealed(&again).unwrap();
+    assert!(!again.is_compromised());
 }

@@ -160,7 +160,21 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         ),
     }
 
-    // 6. Release: device memory and capacity come back.
+    // 6. Putting the byte back (as a tamperer covering their tracks would) does
+    // not make the shard trusted again.
+    selection.corrupt_latest(offset, 0x01)?;
+    let still_refused = matches!(
+        mgr.verify_with(&shard, VerifyPolicy::Full),
+        Err(VramError::Compromised { .. })
+    );
+    steps.record(
+        "restored byte refused",
+        still_refused && shard.is_compromised(),
+        "the bit was flipped back; the shard stays compromised until it is released and sealed again"
+            .into(),
+    );
+
+    // 7. Release: device memory and capacity come back.
     drop(shard);
     let used = mgr.used_vram(selection.target);
     let live = selection.mock.as_ref().map_or(0, |m| m.live_allocations());
@@ -170,7 +184,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         format!("{used} bytes reserved, {live} live allocations after drop"),
     );
 
-    // 7. The audit log verifies and holds the failure.
+    // 8. The audit log verifies and holds the failure.
     let report = verify_chain(std::slice::from_ref(&log_path), &key, None)
         .map_err(|e| CliError::env(format!("audit verify: {e}")))?;
     let text =
