@@ -354,6 +354,57 @@ impl VramManager {
         })
     }
 
+    /// Seals a regular file, from its start to its length at the time of the
+    /// call.
+    ///
+    /// On a device without its own upload pipeline (the mock), and when no
+    /// plain SHA-256 is asked for, every core reads its own range of the file
+    /// with positional reads, copies it and hashes it: host memory stays one
+    /// staging buffer per core. Otherwise the file is streamed as by
+    /// [`VramManager::seal_reader`]. The file must not change while it is
+    /// sealed; a change of length is detected.
+    ///
+    /// # Errors
+    /// As [`VramManager::seal_reader`], plus [`VramError::Io`] when `file` is not
+    /// a regular file.
+    pub fn seal_file(
+        &self,
+        request: &SealRequest,
+        file: &std::fs::File,
+    ) -> Result<SealedShard, VramError> {
+        self.seal_file_with_progress(request, file, &|_| {})
+    }
+
+    /// [`VramManager::seal_file`], calling `progress` with the number of bytes
+    /// of each piece read (from several threads at once).
+    ///
+    /// # Errors
+    /// As [`VramManager::seal_file`].
+    pub fn seal_file_with_progress(
+        &self,
+        request: &SealRequest,
+        file: &std::fs::File,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<SealedShard, VramError> {
+        let meta = file
+            .metadata()
+            .map_err(|e| VramError::Io { kind: e.kind() })?;
+        if !meta.is_file() {
+            return Err(VramError::Io {
+                kind: std::io::ErrorKind::InvalidInput,
+            });
+        }
+        let len = meta.len();
+        let device = request.gpu_device;
+        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
+        let leaf = self.inner.leaf_size;
+        self.seal_with(request, len, |buffer, hasher, staging| {
+            pipeline::copy_file(
+                buffer, device, file, len, hasher, staging, leaf, want_plain, progress,
+            )
+        })
+    }
+
     fn seal_with(
         &self,
         request: &SealRequest,

@@ -294,6 +294,112 @@ pub(crate) fn copy_reader<R: Read + Send>(
     Ok(Some(hashes))
 }
 
+/// A reader that reports each read's length to `progress`.
+struct Reported<'a, R> {
+    inner: R,
+    progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl<R: Read> Read for Reported<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Seals the first `len` bytes of a regular file. Returns the leaf hashes
+/// when it computed them itself, `None` when they went through `hasher`.
+///
+/// A backend with its own pipeline, or a seal that also computes the plain
+/// SHA-256 (one sequential stream), reads the file from its start as a stream.
+/// Otherwise every core reads its own contiguous range of leaves with
+/// positional reads (one staging chunk per core), writes it to the device
+/// (writes are serialized) and hashes it, so the reads, copies and hashing of
+/// different cores overlap instead of funnelling through one reader thread.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn copy_file(
+    buffer: &mut dyn DeviceBuffer,
+    device: u32,
+    file: &std::fs::File,
+    len: u64,
+    hasher: &mut TreeHasher,
+    staging: usize,
+    leaf: LeafSize,
+    want_plain: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Option<Vec<Sha256Digest>>, VramError> {
+    use std::io::{Seek, SeekFrom};
+    let io = |e: std::io::Error| VramError::Io { kind: e.kind() };
+    let mut stream = file;
+    stream.seek(SeekFrom::Start(0)).map_err(io)?;
+    let mut reader = Reported {
+        inner: stream,
+        progress,
+    };
+    if want_plain || !cfg!(unix) {
+        return copy_reader(
+            buffer, device, reader, len, hasher, staging, leaf, want_plain,
+        );
+    }
+    let mut update = |chunk: &[u8]| hasher.update(chunk);
+    if let Some(done) = backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
+        return done.map(|()| None);
+    }
+    let leaves = positional(buffer, device, file, len, staging, leaf, progress)?;
+    // The file must not have changed length while it was read.
+    let now = file.metadata().map_err(io)?.len();
+    if now != len {
+        return Err(VramError::LengthMismatch {
+            announced: len,
+            read: now,
+        });
+    }
+    Ok(Some(leaves))
+}
+
+#[cfg(unix)]
+fn positional(
+    buffer: &mut dyn DeviceBuffer,
+    device: u32,
+    file: &std::fs::File,
+    len: u64,
+    staging: usize,
+    leaf: LeafSize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Sha256Digest>, VramError> {
+    use std::os::unix::fs::FileExt;
+    use std::sync::{Mutex, PoisonError};
+    let buffer = Mutex::new(buffer);
+    let leaves = vram_crypto::leaf_hashes_from(leaf, len, staging, |offset, buf: &mut [u8]| {
+        file.read_exact_at(buf, offset)
+            .map_err(|e| VramError::Io { kind: e.kind() })?;
+        buffer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .write_at(offset, buf)
+            .map_err(|e| device_err(device, e))?;
+        progress(buf.len() as u64);
+        Ok::<(), VramError>(())
+    })?;
+    Ok(leaves.into_parts().1)
+}
+
+#[cfg(not(unix))]
+fn positional(
+    _buffer: &mut dyn DeviceBuffer,
+    _device: u32,
+    _file: &std::fs::File,
+    _len: u64,
+    _staging: usize,
+    _leaf: LeafSize,
+    _progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Sha256Digest>, VramError> {
+    Err(VramError::Io {
+        kind: std::io::ErrorKind::Unsupported,
+    })
+}
+
 /// Streams `reader` to `consume` in chunks of `staging` bytes (the last may be
 /// shorter), reading chunk N+1 on a helper thread while `consume` works on
 /// chunk N. At most three chunk buffers exist at once, so host memory stays

@@ -219,3 +219,68 @@ fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_di
     }
     f.assert_no_leaks();
 }
+
+#[test]
+fn file_seals_equal_the_reference_whatever_the_cursor_and_report_progress() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let leaf = vram_residency::vram_crypto::LeafSize::new(4096).unwrap();
+    let f = fixture_with(64 * MIB, leaf);
+    for len in [1usize, 4095, 4096, 4097, 1_000_003, 3 * MIB as usize + 5] {
+        let data = pattern(len, len as u8 ^ 0x5a);
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        // The caller's cursor is wherever it is: the whole file is sealed.
+        file.seek(SeekFrom::Start(len as u64 / 2)).unwrap();
+        let reference = vram_residency::vram_crypto::tree_digest(&data, leaf);
+        for compute_sha256 in [false, true] {
+            let mut req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
+            req.compute_sha256 = compute_sha256;
+            let seen = AtomicU64::new(0);
+            let s = f
+                .manager
+                .seal_file_with_progress(&req, &file, &|n| {
+                    seen.fetch_add(n, Ordering::Relaxed);
+                })
+                .unwrap();
+            assert_eq!(
+                *s.tree_digest(),
+                reference,
+                "len {len} plain {compute_sha256}"
+            );
+            assert_eq!(seen.load(Ordering::Relaxed), len as u64, "len {len}");
+            if compute_sha256 {
+                assert_eq!(
+                    *s.plain_sha256().unwrap(),
+                    vram_residency::vram_crypto::sha256(&data)
+                );
+            }
+            f.manager.verify_sealed(&s).unwrap();
+        }
+    }
+    f.assert_no_leaks();
+}
+
+#[test]
+fn file_seal_failures_release_everything() {
+    let leaf = vram_residency::vram_crypto::LeafSize::new(4096).unwrap();
+    let f = fixture_with(64 * MIB, leaf);
+    let req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
+    // A directory is not a regular file.
+    let dir = tempfile::tempdir().unwrap();
+    let d = std::fs::File::open(dir.path()).unwrap();
+    let e = f.manager.seal_file(&req, &d).unwrap_err();
+    assert!(matches!(e, vram_residency::VramError::Io { .. }), "{e}");
+    // The device fails in the middle of the copy.
+    let data = pattern(2 * MIB as usize, 3);
+    let path = dir.path().join("model.bin");
+    std::fs::write(&path, &data).unwrap();
+    f.device.fail_write_at(MIB + 17);
+    let file = std::fs::File::open(&path).unwrap();
+    let e = f.manager.seal_file(&req, &file).unwrap_err();
+    assert!(matches!(e, vram_residency::VramError::Device { .. }), "{e}");
+    f.assert_no_leaks();
+    // And the same file seals once the device behaves.
+    let s = f.manager.seal_file(&req, &file).unwrap();
+    f.manager.verify_sealed(&s).unwrap();
+}

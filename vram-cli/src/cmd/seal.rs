@@ -105,14 +105,21 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         req.expected_sha256 = expected.clone();
         let bar = crate::progress::bar(len, "seal", quiet);
         let t0 = Instant::now();
-        let shard = mgr.seal_reader(
-            &req,
-            Progress {
-                inner: file,
-                bar: bar.clone(),
-            },
-            len,
-        )?;
+        // A regular file is read by every core at once (positional reads);
+        // anything else is streamed.
+        let regular = file.metadata().is_ok_and(|m| m.is_file());
+        let shard = if regular {
+            mgr.seal_file_with_progress(&req, &file, &|n| bar.inc(n))?
+        } else {
+            mgr.seal_reader(
+                &req,
+                Progress {
+                    inner: file,
+                    bar: bar.clone(),
+                },
+                len,
+            )?
+        };
         let seal_secs = t0.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let report = mgr.verify_with(&shard, policy)?;
