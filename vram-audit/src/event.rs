@@ -83,9 +83,9 @@ pub enum AuditEvent {
         /// Byte ranges whose leaves did not match.
         corrupt_ranges: Vec<ByteRange>,
     },
-    /// A verification could not be carried out (the device could not be read,
-    /// the audit of the outcome failed...). Nothing was proven about the bytes,
-    /// so the shard must not be trusted until a later verification succeeds.
+    /// A verification could not be carried out (the device could not be
+    /// read). Nothing was proven about the bytes, so the shard must not be
+    /// trusted until a later verification succeeds.
     VerificationIncomplete {
         /// The shard's id.
         shard_id: String,

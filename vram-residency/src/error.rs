@@ -125,6 +125,18 @@ pub enum VramError {
         corrupt: Vec<CorruptRange>,
     },
 
+    /// The shard was sealed under another key than this manager's: it belongs
+    /// to another manager (or worker secret). Nothing is known about its bytes.
+    #[error("shard {shard_id} was sealed under key {sealed_with}, not this manager's key {manager_key}: verify it with the manager that sealed it")]
+    KeyMismatch {
+        /// The shard (validated id).
+        shard_id: String,
+        /// Key id in the shard's seal.
+        sealed_with: String,
+        /// Key id of this manager's seal key.
+        manager_key: String,
+    },
+
     /// The shard failed an earlier verification and is never trusted again.
     #[error("shard {shard_id} failed an earlier verification and is no longer trusted: release it and seal the model again")]
     Compromised {
@@ -173,6 +185,7 @@ impl VramError {
             | Self::InvalidConfig { .. }
             | Self::UnknownDevice { .. }
             | Self::LengthMismatch { .. }
+            | Self::KeyMismatch { .. }
             | Self::InvalidShardSet { .. } => ErrorClass::InvalidInput,
             Self::Device { .. } | Self::Io { .. } | Self::Audit(_) | Self::Secrets(_) => {
                 ErrorClass::Environment

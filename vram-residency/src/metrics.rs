@@ -27,7 +27,8 @@ pub struct MetricsSnapshot {
     pub seal_failures: u64,
     /// Verifications that found the shard intact.
     pub verifications_passed: u64,
-    /// Verifications that found corruption or an invalid seal.
+    /// Verifications that found corruption or an invalid seal, including
+    /// refusals of a shard already compromised.
     pub verifications_failed: u64,
     /// Verifications that could not complete (device read failure...): they
     /// proved nothing either way.

@@ -6,7 +6,7 @@
 use crate::VramError;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, PoisonError};
 use vram_core::{DeviceBuffer, DeviceError, StreamError};
 use vram_crypto::{
     hash_leaf_run_threads, hashing_threads, lane_width, LeafSize, Sha256Digest, TreeHasher,
@@ -111,8 +111,9 @@ pub(crate) fn copy_slice(
 }
 
 /// Threads that copy a slice into a backend's staging buffers: a quarter of
-/// the cores (the rest hash), at least 1 and at most 8. One thread's memcpy
-/// (about 10 GB/s) is slower than a host-to-device DMA from pinned memory.
+/// the cores, at least 1 and at most 8 (they run in bursts, alongside the
+/// hashing threads). One thread's memcpy (about 10 GB/s) is slower than a
+/// host-to-device DMA from pinned memory.
 fn copy_threads() -> usize {
     (hashing_threads() / 4).clamp(1, 8)
 }
@@ -148,11 +149,28 @@ impl Read for ParallelSlice<'_> {
         if self.threads < 2 || n < Self::SPLIT_MIN {
             dst.copy_from_slice(src);
         } else {
+            // Parts are taken from a shared list by the calling thread and the
+            // helpers, so a helper the OS will not start costs speed, not bytes.
             let part = n.div_ceil(self.threads);
-            std::thread::scope(|s| {
-                for (d, c) in dst.chunks_mut(part).zip(src.chunks(part)) {
-                    s.spawn(move || d.copy_from_slice(c));
+            let parts = Mutex::new(
+                dst.chunks_mut(part)
+                    .zip(src.chunks(part))
+                    .collect::<Vec<_>>(),
+            );
+            let work = || loop {
+                let next = parts.lock().unwrap_or_else(PoisonError::into_inner).pop();
+                match next {
+                    Some((d, c)) => d.copy_from_slice(c),
+                    None => break,
                 }
+            };
+            std::thread::scope(|s| {
+                for _ in 1..self.threads {
+                    let _ = std::thread::Builder::new()
+                        .name("vram-seal-copy".into())
+                        .spawn_scoped(s, work);
+                }
+                work();
             });
         }
         self.rest = rest;
@@ -223,7 +241,16 @@ fn copy_and_hash_leaves(
     };
     let helpers = hashing_threads().max(1).saturating_sub(1);
     let (uploaded, mut parts) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..helpers).map(|_| s.spawn(hash_batches)).collect();
+        // A helper the OS will not start is simply missing: the shared
+        // counter hands its batches to the others.
+        let handles: Vec<_> = (0..helpers)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("vram-seal-hash".into())
+                    .spawn_scoped(s, hash_batches)
+                    .ok()
+            })
+            .collect();
         let uploaded = upload();
         if uploaded.is_err() {
             abort.store(true, Ordering::Relaxed);
@@ -369,7 +396,6 @@ fn positional(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Sha256Digest>, VramError> {
     use std::os::unix::fs::FileExt;
-    use std::sync::{Mutex, PoisonError};
     let buffer = Mutex::new(buffer);
     let leaves = vram_crypto::leaf_hashes_from(leaf, len, staging, |offset, buf: &mut [u8]| {
         file.read_exact_at(buf, offset)

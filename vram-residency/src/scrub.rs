@@ -201,13 +201,21 @@ fn run(
                 let last = first.saturating_add(step).min(count);
                 let indices: Vec<u64> = (first..last).collect();
                 let t0 = Instant::now();
-                let result = manager.verify_leaf_indices(&shard, &indices).map(|bytes| {
-                    (
-                        indices.len() as u64,
-                        bytes,
-                        crate::verify::HashPath::HostReadback,
-                    )
-                });
+                // A shard an earlier verification found wrong is refused (and
+                // the refusal audited), even if its bytes read back right now.
+                let result = if shard.is_compromised() {
+                    Err(VramError::Compromised {
+                        shard_id: shard.shard_id().to_string(),
+                    })
+                } else {
+                    manager.verify_leaf_indices(&shard, &indices).map(|bytes| {
+                        (
+                            indices.len() as u64,
+                            bytes,
+                            crate::verify::HashPath::HostReadback,
+                        )
+                    })
+                };
                 let bytes = result.as_ref().map_or(0, |r| r.1);
                 let outcome = manager.finish_verification(
                     &shard,
@@ -219,14 +227,19 @@ fn run(
                     // Scrub steps are frequent; only failures are audited.
                     false,
                 );
+                let compromised = shard.is_compromised();
                 drop(shard);
                 if let Err(e) = outcome {
                     shared.failures.fetch_add(1, Ordering::Relaxed);
                     if let Some(cb) = &config.on_failure {
                         cb(&e);
                     }
-                    if let Some(f) = failed.get_mut(slot) {
-                        *f = true;
+                    // A compromised shard is done with; one whose step could
+                    // not complete (a device read error) is retried next sweep.
+                    if compromised {
+                        if let Some(f) = failed.get_mut(slot) {
+                            *f = true;
+                        }
                     }
                     break;
                 }

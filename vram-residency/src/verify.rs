@@ -120,7 +120,13 @@ fn check_seal(manager: &VramManager, shard: &SealedShard) -> Result<(), VramErro
         shard_id: shard.shard_id.to_string(),
     };
     if shard.key_id != inner.key_id {
-        return Err(invalid());
+        // A caller's mix-up, not evidence about the bytes: the shard is not
+        // marked compromised for it.
+        return Err(VramError::KeyMismatch {
+            shard_id: shard.shard_id.to_string(),
+            sealed_with: shard.key_id.to_string(),
+            manager_key: inner.key_id.to_string(),
+        });
     }
     verify_seal(
         inner.seal_key.expose_secret(),
@@ -479,7 +485,14 @@ mod tests {
 
         let mut s = seal();
         s.key_id = vram_secrets::KeyId::from_bytes([0; 8]);
-        assert!(invalid(&s), "altered key id");
+        assert!(
+            matches!(m.verify_sealed(&s), Err(VramError::KeyMismatch { .. })),
+            "altered key id"
+        );
+        assert!(
+            !s.is_compromised(),
+            "a key mix-up says nothing about the bytes"
+        );
 
         let mut s = seal();
         s.tag.0[31] ^= 1;

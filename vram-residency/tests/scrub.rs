@@ -83,3 +83,49 @@ fn scrubber_rejects_silly_rates() {
     let f = fixture(64 * MIB);
     assert!(Scrubber::start(&f.manager, &[], ScrubConfig::new(10)).is_err());
 }
+
+#[test]
+fn scrubber_refuses_a_compromised_shard_even_with_its_bytes_restored() {
+    let f = fixture(64 * MIB);
+    let a = Arc::new(f.manager.seal_model(&pattern(300_000, 4), 0).unwrap());
+    let id = f.last_buffer();
+    f.device.flip_bits(id, 1234, 1).unwrap();
+    assert!(f.manager.verify_sealed(&a).is_err());
+    assert!(a.is_compromised());
+    // The tamperer restores the byte before the scrubber looks.
+    f.device.flip_bits(id, 1234, 1).unwrap();
+    let scrubber = Scrubber::start(
+        &f.manager,
+        std::slice::from_ref(&a),
+        ScrubConfig::new(1 << 30),
+    )
+    .unwrap();
+    assert!(eventually(|| scrubber.stats().failures >= 1));
+    assert!(eventually(|| scrubber.stats().sweeps >= 3));
+    let stats = scrubber.stop();
+    assert_eq!(stats.failures, 1, "refused once, then left alone");
+    assert_eq!(stats.bytes_scrubbed, 0, "nothing of it was trusted");
+    // The verification that caught it, and the scrubber's refusal.
+    assert_eq!(f.audit_count("seal_verification_failed"), 2);
+}
+
+#[test]
+fn a_device_read_error_does_not_stop_scrubbing_a_shard() {
+    let f = fixture(64 * MIB);
+    let a = Arc::new(f.manager.seal_model(&pattern(300_000, 5), 0).unwrap());
+    f.device.fail_next_reads(1);
+    let scrubber = Scrubber::start(
+        &f.manager,
+        std::slice::from_ref(&a),
+        ScrubConfig::new(1 << 30),
+    )
+    .unwrap();
+    assert!(eventually(|| scrubber.stats().failures >= 1));
+    // Later sweeps read the shard again, in full.
+    assert!(eventually(|| scrubber.stats().bytes_scrubbed >= 300_000));
+    let stats = scrubber.stop();
+    assert_eq!(stats.failures, 1);
+    assert!(!a.is_compromised());
+    assert_eq!(f.audit_count("verification_incomplete"), 1);
+    assert_eq!(f.audit_count("seal_verification_failed"), 0);
+}

@@ -216,3 +216,27 @@ fn a_shard_that_failed_verification_never_verifies_again() {
     f.manager.verify_sealed(&again).unwrap();
     assert!(!again.is_compromised());
 }
+
+/// A shard handed to a manager with another key is refused as a caller's
+/// mistake: it is not evidence about the bytes, so the shard stays usable with
+/// the manager that sealed it.
+#[test]
+fn a_shard_verified_by_another_managers_key_is_refused_but_not_compromised() {
+    use vram_residency::vram_core::Device;
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(100_000, 2), 0).unwrap();
+    let device: std::sync::Arc<dyn Device> = f.device.clone();
+    let other = vram_residency::VramManager::new(
+        vram_residency::VramConfig::builder(
+            vram_residency::vram_secrets::WorkerSecret::generate_ephemeral().unwrap(),
+        )
+        .device(device)
+        .build(),
+    )
+    .unwrap();
+    let e = other.verify_sealed(&shard).unwrap_err();
+    assert!(matches!(e, VramError::KeyMismatch { .. }), "{e}");
+    assert_eq!(e.class(), vram_residency::ErrorClass::InvalidInput);
+    assert!(!shard.is_compromised());
+    f.manager.verify_sealed(&shard).unwrap();
+}
