@@ -20,6 +20,10 @@ pub(crate) const THREAD_NAME: &str = "vram-audit-flush";
 /// storage that keeps failing cannot make the thread spin.
 const MIN_PERIOD: Duration = Duration::from_millis(1);
 
+/// Longest wait between two retries of a failing flush (unless the period is
+/// longer).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Default)]
 struct Flags {
     /// The owner is gone or closing: exit.
@@ -114,6 +118,7 @@ impl Drop for Flusher {
 }
 
 fn run<T>(signal: &Signal, period: Duration, target: &Weak<T>, flush: fn(&T) -> bool) {
+    let mut wait = period;
     loop {
         {
             let flags = signal.lock();
@@ -124,7 +129,7 @@ fn run<T>(signal: &Signal, period: Duration, target: &Weak<T>, flush: fn(&T) -> 
             // Let the records written during the period share one flush.
             let (mut flags, _) = signal
                 .wake
-                .wait_timeout_while(flags, period, |f| !f.stop)
+                .wait_timeout_while(flags, wait, |f| !f.stop)
                 .unwrap_or_else(PoisonError::into_inner);
             if flags.stop {
                 return;
@@ -138,7 +143,13 @@ fn run<T>(signal: &Signal, period: Duration, target: &Weak<T>, flush: fn(&T) -> 
         };
         let flushed = flush(&target);
         drop(target);
-        if !flushed {
+        if flushed {
+            wait = period;
+        } else {
+            // Storage that keeps failing is retried less and less often (up
+            // to once per `MAX_BACKOFF`, or per period if that is longer), so
+            // it is not flooded and neither are the logs.
+            wait = wait.saturating_mul(2).min(MAX_BACKOFF.max(period));
             signal.set_pending();
         }
     }

@@ -88,6 +88,10 @@ struct ChainState {
     last_sync: Instant,
     /// Sequence number of the last record a successful flush covered (0: none).
     synced_seq: u64,
+    /// Set when a segment was closed without its last records flushed: no
+    /// later flush (of another file) covers them, so `synced_seq` never moves
+    /// past this.
+    durable_cap: Option<u64>,
 }
 
 impl ChainState {
@@ -95,7 +99,7 @@ impl ChainState {
     fn mark_synced(&mut self) {
         self.unsynced = 0;
         self.last_sync = Instant::now();
-        self.synced_seq = self.seq;
+        self.synced_seq = self.durable_cap.map_or(self.seq, |cap| cap.min(self.seq));
     }
 }
 
@@ -346,6 +350,7 @@ impl AuditLog {
                 unsynced: 0,
                 last_sync: Instant::now(),
                 synced_seq: 0,
+                durable_cap: None,
             }),
             stats: Mutex::new(SinkStats::default()),
         });
@@ -418,7 +423,10 @@ impl AuditLog {
     /// reopened log already held count once a flush covers them.
     ///
     /// Unlike [`RecordReceipt::durable`], which is fixed when `record` returns,
-    /// this moves forward as later flushes happen.
+    /// this moves forward as later flushes happen, with one exception: when a
+    /// segment could not be flushed as it was closed by rotation, its last
+    /// records are never proven durable, and this stays at the last record
+    /// known durable before them for the life of this handle.
     #[must_use]
     pub fn durable_seq(&self) -> u64 {
         self.shared
@@ -506,6 +514,11 @@ impl AuditLog {
         match outcome {
             Outcome::NotFlushed(_, e) | Outcome::Failed(e) => {
                 tracing::error!(error = %e, "closing audit segment was not flushed");
+                // Its unflushed records stay unproven for good.
+                let cap = st
+                    .durable_cap
+                    .map_or(st.synced_seq, |c| c.min(st.synced_seq));
+                st.durable_cap = Some(cap);
                 self.shared.note(&Ok(()));
                 self.shared.note(&Err(&e));
             }

@@ -28,7 +28,8 @@ pub enum FsyncPolicy {
     /// left unflushed, waits this long, and fsyncs under the log's lock. It
     /// does not wake while nothing is waiting. A failed background fsync is
     /// reported by `tracing::error!`, counted in
-    /// [`SinkStats`](crate::SinkStats) and retried after the same wait.
+    /// [`SinkStats`](crate::SinkStats) and retried, after a wait that doubles
+    /// at each failure up to 1 s (or this duration, if longer).
     /// Dropping the log stops and joins the thread (waiting at most for an
     /// fsync in progress) and then flushes what is left. A zero duration
     /// flushes at every record; the thread then waits at least 1 ms between

@@ -255,3 +255,84 @@ fn concurrent_writers_and_the_flusher_keep_one_chain() {
     assert!(report.is_intact(), "{:?}", report.findings);
     assert_eq!(report.records, 201);
 }
+
+/// Memory storage with segments, whose fsync can be made to fail.
+#[derive(Clone, Default)]
+struct SegmentedBackend {
+    current: Arc<std::sync::Mutex<MemoryBackend>>,
+    segments: Arc<AtomicU64>,
+    fail_sync: Arc<AtomicBool>,
+}
+
+impl Backend for SegmentedBackend {
+    fn segment_len(&mut self) -> io::Result<u64> {
+        self.current.lock().unwrap().segment_len()
+    }
+    fn append(&mut self, line: &[u8]) -> io::Result<()> {
+        self.current.lock().unwrap().append(line)
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.current.lock().unwrap().truncate(len)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        if self.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        Ok(())
+    }
+    fn next_segment(&self) -> Option<String> {
+        Some(format!("seg.{}", self.segments.load(Ordering::SeqCst) + 1))
+    }
+    fn prepare_next(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    fn switch_to_next(&mut self) {
+        self.segments.fetch_add(1, Ordering::SeqCst);
+        *self.current.lock().unwrap() = MemoryBackend::new();
+    }
+    fn describe(&self) -> String {
+        "<segmented>".into()
+    }
+}
+
+/// When the segment closed by a rotation could not be flushed, its last records
+/// are never proven durable: a later flush of the next segment must not claim
+/// them.
+#[test]
+fn a_segment_closed_unflushed_caps_durable_seq() {
+    let backend = SegmentedBackend::default();
+    let log = AuditLog::with_backend(
+        Box::new(backend.clone()),
+        key(),
+        "w",
+        LogOptions {
+            fsync: FsyncPolicy::CriticalOnly,
+            max_file_bytes: Some(2048),
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    log.record(event(0)).unwrap();
+    log.sync().unwrap();
+    let proven = log.durable_seq();
+    assert_eq!(Some(proven), log.head().map(|h| h.seq));
+    // Fill the segment past its limit with records nobody flushes, then make
+    // the flush that closes it fail.
+    backend.fail_sync.store(true, Ordering::SeqCst);
+    let mut i = 1;
+    while backend.segments.load(Ordering::SeqCst) == 0 {
+        log.record(event(i)).unwrap();
+        i += 1;
+        assert!(i < 1000, "the log never rotated");
+    }
+    backend.fail_sync.store(false, Ordering::SeqCst);
+    log.record(event(i)).unwrap();
+    log.sync().unwrap();
+    let head = log.head().unwrap().seq;
+    assert!(head > proven + 1);
+    assert_eq!(
+        log.durable_seq(),
+        proven,
+        "records of the segment closed unflushed were claimed durable"
+    );
+}
