@@ -4,7 +4,7 @@ use super::call;
 use crate::DeviceError;
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream, PinnedHostSlice};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A page-locked host buffer that feeds asynchronous copies to a [`CudaBuffer`].
 ///
@@ -22,6 +22,11 @@ pub struct PinnedStaging {
     // either field is dropped.
     host: PinnedHostSlice<u8>,
     done: CudaEvent,
+    /// Makes "wait for the last recording, then record again" one step, so two
+    /// threads copying from this buffer on different streams at once cannot
+    /// both chain to the same old recording (the second would forget the
+    /// first's copy).
+    recording: Mutex<()>,
 }
 
 impl fmt::Debug for PinnedStaging {
@@ -56,7 +61,11 @@ impl PinnedStaging {
         // `host`, which no copy has touched yet; u8 has no invalid bit patterns.
         unsafe { std::ptr::write_bytes(ptr, 0, bytes) };
         let done = call("cuEventCreate", || ctx.new_event(None))?;
-        Ok(Self { host, done })
+        Ok(Self {
+            host,
+            done,
+            recording: Mutex::new(()),
+        })
     }
 
     /// Length in bytes.
@@ -114,6 +123,11 @@ impl PinnedStaging {
     /// recorded, and already implied when it was recorded on this stream), so the
     /// new recording completes only after every earlier copy as well.
     pub(super) fn record_use(&self, stream: &CudaStream) -> Result<(), DeviceError> {
+        // The guard protects no data, only the order of the two driver calls.
+        let _one_at_a_time = self
+            .recording
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         call("cuStreamWaitEvent", || stream.wait(&self.done))?;
         call("cuEventRecord", || self.done.record(stream))
     }
