@@ -360,8 +360,10 @@ impl VramManager {
     /// On a device without its own upload pipeline (the mock), and when no
     /// plain SHA-256 is asked for, every core reads its own range of the file
     /// with positional reads, copies it and hashes it: host memory stays one
-    /// staging buffer per core. Otherwise the file is streamed as by
-    /// [`VramManager::seal_reader`]. The file must not change while it is
+    /// staging buffer per core. Otherwise the file is read in order through
+    /// the staging buffers, as by [`VramManager::seal_reader`], each chunk
+    /// filled by several threads' positional reads. The file's cursor is
+    /// neither used nor moved (on Unix). The file must not change while it is
     /// sealed; a change of length is detected.
     ///
     /// # Errors

@@ -118,6 +118,54 @@ fn copy_threads() -> usize {
     (hashing_threads() / 4).clamp(1, 8)
 }
 
+/// Reads smaller than this are filled by the calling thread alone.
+const SPLIT_MIN: usize = 4 << 20;
+
+/// Fills `dst` by calling `fill(offset_in_dst, part)` on disjoint parts of it,
+/// from up to `threads` threads. Parts are taken from a shared list by the
+/// calling thread and the helpers, so a helper the OS will not start costs
+/// speed, not bytes. Returns the first error.
+fn fill_split(
+    dst: &mut [u8],
+    threads: usize,
+    fill: impl Fn(usize, &mut [u8]) -> std::io::Result<()> + Sync,
+) -> std::io::Result<()> {
+    if threads < 2 || dst.len() < SPLIT_MIN {
+        return fill(0, dst);
+    }
+    let part = dst.len().div_ceil(threads);
+    let parts = Mutex::new(
+        dst.chunks_mut(part)
+            .enumerate()
+            .map(|(i, d)| (i.saturating_mul(part), d))
+            .collect::<Vec<_>>(),
+    );
+    let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
+    let work = || loop {
+        let next = parts.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let Some((at, d)) = next else { break };
+        if let Err(e) = fill(at, d) {
+            failed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert(e);
+            break;
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            let _ = std::thread::Builder::new()
+                .name("vram-seal-fill".into())
+                .spawn_scoped(s, work);
+        }
+        work();
+    });
+    match failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// A host slice read as a [`Read`] whose large reads are split over several
 /// threads, each copying a disjoint part of the destination: a backend's
 /// pipeline that fills pinned staging buffers from a reader then fills them at
@@ -128,9 +176,6 @@ struct ParallelSlice<'a> {
 }
 
 impl<'a> ParallelSlice<'a> {
-    /// Reads smaller than this are copied by the calling thread alone.
-    const SPLIT_MIN: usize = 4 << 20;
-
     fn new(bytes: &'a [u8], threads: usize) -> Self {
         Self {
             rest: bytes,
@@ -146,34 +191,45 @@ impl Read for ParallelSlice<'_> {
         let Some(dst) = buf.get_mut(..n) else {
             return Ok(0);
         };
-        if self.threads < 2 || n < Self::SPLIT_MIN {
-            dst.copy_from_slice(src);
-        } else {
-            // Parts are taken from a shared list by the calling thread and the
-            // helpers, so a helper the OS will not start costs speed, not bytes.
-            let part = n.div_ceil(self.threads);
-            let parts = Mutex::new(
-                dst.chunks_mut(part)
-                    .zip(src.chunks(part))
-                    .collect::<Vec<_>>(),
-            );
-            let work = || loop {
-                let next = parts.lock().unwrap_or_else(PoisonError::into_inner).pop();
-                match next {
-                    Some((d, c)) => d.copy_from_slice(c),
-                    None => break,
-                }
-            };
-            std::thread::scope(|s| {
-                for _ in 1..self.threads {
-                    let _ = std::thread::Builder::new()
-                        .name("vram-seal-copy".into())
-                        .spawn_scoped(s, work);
-                }
-                work();
-            });
-        }
+        fill_split(dst, self.threads, |at, part| {
+            let from = src
+                .get(at..at.saturating_add(part.len()))
+                .ok_or_else(|| std::io::Error::other("split out of range"))?;
+            part.copy_from_slice(from);
+            Ok(())
+        })?;
         self.rest = rest;
+        Ok(n)
+    }
+}
+
+/// The first `end` bytes of a file read as a [`Read`] with positional reads
+/// (the file's cursor is never used or moved), large reads split over several
+/// threads: a backend's pipeline fills its pinned staging buffers from the
+/// page cache or the disk at several threads' rate.
+#[cfg(unix)]
+struct ParallelFile<'a> {
+    file: &'a std::fs::File,
+    offset: u64,
+    end: u64,
+    threads: usize,
+}
+
+#[cfg(unix)]
+impl Read for ParallelFile<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let left = usize::try_from(self.end.saturating_sub(self.offset)).unwrap_or(usize::MAX);
+        let n = buf.len().min(left);
+        let Some(dst) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
+        let base = self.offset;
+        fill_split(dst, self.threads, |at, part| {
+            self.file
+                .read_exact_at(part, base.saturating_add(at as u64))
+        })?;
+        self.offset = self.offset.saturating_add(n as u64);
         Ok(n)
     }
 }
@@ -339,8 +395,10 @@ impl<R: Read> Read for Reported<'_, R> {
 /// when it computed them itself, `None` when they went through `hasher`.
 ///
 /// A backend with its own pipeline, or a seal that also computes the plain
-/// SHA-256 (one sequential stream), reads the file from its start as a stream.
-/// Otherwise every core reads its own contiguous range of leaves with
+/// SHA-256 (one sequential stream), reads the file in order, each staging
+/// chunk filled by several threads' positional reads ([`ParallelFile`]; the
+/// file's cursor is not used). Otherwise every core reads its own contiguous
+/// range of leaves with
 /// positional reads (one staging chunk per core), writes it to the device
 /// (writes are serialized) and hashes it, so the reads, copies and hashing of
 /// different cores overlap instead of funnelling through one reader thread.
@@ -356,24 +414,44 @@ pub(crate) fn copy_file(
     want_plain: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Option<Vec<Sha256Digest>>, VramError> {
-    use std::io::{Seek, SeekFrom};
     let io = |e: std::io::Error| VramError::Io { kind: e.kind() };
-    let mut stream = file;
-    stream.seek(SeekFrom::Start(0)).map_err(io)?;
-    let mut reader = Reported {
-        inner: stream,
-        progress,
+    #[cfg(unix)]
+    let out = {
+        let source = ParallelFile {
+            file,
+            offset: 0,
+            end: len,
+            threads: copy_threads(),
+        };
+        let mut reader = Reported {
+            inner: source,
+            progress,
+        };
+        if want_plain {
+            copy_reader(buffer, device, reader, len, hasher, staging, leaf, true)?
+        } else {
+            let mut update = |chunk: &[u8]| hasher.update(chunk);
+            match backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
+                Some(done) => done.map(|()| None)?,
+                None => Some(positional(
+                    buffer, device, file, len, staging, leaf, progress,
+                )?),
+            }
+        }
     };
-    if want_plain || !cfg!(unix) {
-        return copy_reader(
+    #[cfg(not(unix))]
+    let out = {
+        use std::io::{Seek, SeekFrom};
+        let mut stream = file;
+        stream.seek(SeekFrom::Start(0)).map_err(io)?;
+        let reader = Reported {
+            inner: stream,
+            progress,
+        };
+        copy_reader(
             buffer, device, reader, len, hasher, staging, leaf, want_plain,
-        );
-    }
-    let mut update = |chunk: &[u8]| hasher.update(chunk);
-    if let Some(done) = backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
-        return done.map(|()| None);
-    }
-    let leaves = positional(buffer, device, file, len, staging, leaf, progress)?;
+        )?
+    };
     // The file must not have changed length while it was read.
     let now = file.metadata().map_err(io)?.len();
     if now != len {
@@ -382,7 +460,7 @@ pub(crate) fn copy_file(
             read: now,
         });
     }
-    Ok(Some(leaves))
+    Ok(out)
 }
 
 #[cfg(unix)]
@@ -409,21 +487,6 @@ fn positional(
         Ok::<(), VramError>(())
     })?;
     Ok(leaves.into_parts().1)
-}
-
-#[cfg(not(unix))]
-fn positional(
-    _buffer: &mut dyn DeviceBuffer,
-    _device: u32,
-    _file: &std::fs::File,
-    _len: u64,
-    _staging: usize,
-    _leaf: LeafSize,
-    _progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<Sha256Digest>, VramError> {
-    Err(VramError::Io {
-        kind: std::io::ErrorKind::Unsupported,
-    })
 }
 
 /// Streams `reader` to `consume` in chunks of `staging` bytes (the last may be
@@ -577,6 +640,52 @@ mod tests {
             }
             out.extend_from_slice(&buf[..n]);
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_parallel_file_reads_exactly_its_first_bytes_in_any_read_sizes() {
+        use std::io::Write;
+        let data: Vec<u8> = (0..(9 << 20) + 3)
+            .map(|i| (i * 7 + i / 65_537) as u8)
+            .collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&data).unwrap();
+        for threads in [1, 2, 3, 8] {
+            for read in [4095usize, 4 << 20, (5 << 20) + 1, 64 << 20] {
+                for end in [data.len(), data.len() - 1_000_000] {
+                    let mut source = ParallelFile {
+                        file: &file,
+                        offset: 0,
+                        end: end as u64,
+                        threads,
+                    };
+                    let mut out = Vec::new();
+                    let mut buf = vec![0u8; read];
+                    loop {
+                        let n = source.read(&mut buf).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        out.extend_from_slice(&buf[..n]);
+                    }
+                    assert!(
+                        out == data[..end],
+                        "threads {threads} read {read} end {end}"
+                    );
+                }
+            }
+        }
+        // A file shorter than announced is an error, not a short read.
+        let mut source = ParallelFile {
+            file: &file,
+            offset: 0,
+            end: data.len() as u64 + 10,
+            threads: 3,
+        };
+        let mut buf = vec![0u8; 16 << 20];
+        let e = source.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -115,10 +115,15 @@ fn seals_through_the_backend_pipeline_and_verify_agrees() {
     let mut plain = req.clone();
     plain.compute_sha256 = true;
     let c = m.seal(&plain, &data).unwrap();
-    assert_eq!(streamed.load(Ordering::Relaxed), 3 * data.len() as u64);
+    // A file goes through the pipeline too.
+    let mut file = tempfile::tempfile().unwrap();
+    std::io::Write::write_all(&mut file, &data).unwrap();
+    let d = m.seal_file(&req, &file).unwrap();
+    assert_eq!(streamed.load(Ordering::Relaxed), 4 * data.len() as u64);
     assert_eq!(a.tree_digest(), b.tree_digest());
     assert_eq!(a.tree_digest(), c.tree_digest());
-    drop(c);
+    assert_eq!(a.tree_digest(), d.tree_digest());
+    drop((c, d));
     let expected = vram_residency::vram_crypto::tree_digest(&data, m.leaf_size());
     assert_eq!(*a.tree_digest(), expected);
     m.verify_with(&a, VerifyPolicy::Full).unwrap();
