@@ -82,7 +82,7 @@ pub(crate) struct SealArgs {
     pub(crate) files: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) device: DeviceArg,
-    /// Model reference recorded in the seal (default: file:<name>).
+    /// Model reference recorded in the seal (default: `file:<name>`).
     #[arg(long)]
     pub(crate) model_ref: Option<String>,
     /// Expected plain SHA-256 (64 hex), checked in the same pass; mismatch exits 1.

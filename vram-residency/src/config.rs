@@ -14,7 +14,7 @@ use vram_validation::DEFAULT_MAX_MODEL_BYTES;
 #[derive(Clone)]
 pub enum DeviceSource {
     /// CUDA devices when built with `cuda` and a driver is present, else the mock
-    /// with a loud warning ([`crate::detect`]).
+    /// with a loud warning ([`crate::detect()`]).
     Detect,
     /// CUDA devices only; fail when none is usable (production).
     CudaOnly,

@@ -33,7 +33,7 @@ pub(crate) fn hkdf_sha256(
 
 /// HKDF-SHA256 with exactly one 32-byte output block, which cannot fail:
 /// `PRK = HMAC(salt, ikm)`, `OKM = T(1) = HMAC(PRK, info || 0x01)` (RFC 5869
-/// section 2.3 with L = HashLen). Equal to [`hkdf_sha256`] with a 32-byte
+/// section 2.3 with L = HashLen). Equal to the general `hkdf_sha256` with a 32-byte
 /// output (tested), without an error path for the one length keys use.
 pub(crate) fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
     use ring::hmac;

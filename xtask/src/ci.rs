@@ -37,6 +37,18 @@ pub(crate) fn run() -> Result<(), String> {
         "tests (unit, integration, doc)",
         cargo().args(["test", "--workspace", "--locked"]),
     )?;
+    step(
+        "rustdoc (broken links and markup are errors)",
+        cargo()
+            .args([
+                "doc",
+                "--workspace",
+                "--no-deps",
+                "--document-private-items",
+                "--locked",
+            ])
+            .env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
     crate::loom::run()?;
     eprintln!(
         "\nxtask ci: all steps passed in {:.1} s",
