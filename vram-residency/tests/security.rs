@@ -240,3 +240,58 @@ fn a_shard_verified_by_another_managers_key_is_refused_but_not_compromised() {
     assert!(!shard.is_compromised());
     f.manager.verify_sealed(&shard).unwrap();
 }
+
+/// The bytes a seal commits to are the bytes the device got: each piece of the
+/// source is read once into host memory, then copied and hashed from there. A
+/// source that never returns the same bytes twice (a file rewritten during the
+/// seal, a hostile reader) cannot make the device hold other bytes than the
+/// seal says.
+#[cfg(unix)]
+#[test]
+fn a_source_that_changes_while_read_still_seals_exactly_what_the_device_holds() {
+    struct Shifting(u64);
+    impl std::io::Read for Shifting {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            // Every call returns fresh bytes (a counter mixed into each byte).
+            self.0 += 1;
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (i as u64 ^ self.0.wrapping_mul(0x9E37_79B9)) as u8;
+            }
+            Ok(buf.len())
+        }
+    }
+    let f = fixture(64 * MIB);
+    let req = vram_residency::SealRequest::new(
+        vram_residency::vram_validation::ModelRef::new("test:model").unwrap(),
+        0,
+    );
+    let len = 3 * MIB + 12_345;
+    let s = f
+        .manager
+        .seal_reader(&req, std::io::Read::take(Shifting(0), len), len)
+        .unwrap();
+    f.manager.verify_sealed(&s).unwrap();
+
+    // A file rewritten by another thread while it is sealed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bin");
+    std::fs::write(&path, pattern(len as usize, 1)).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            use std::os::unix::fs::FileExt;
+            let w = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let mut round = 0u8;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round = round.wrapping_add(1);
+                w.write_all_at(&pattern(len as usize, round), 0).unwrap();
+            }
+        });
+        for _ in 0..5 {
+            let s = f.manager.seal_file(&req, &file).unwrap();
+            f.manager.verify_sealed(&s).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
