@@ -318,16 +318,8 @@ impl VramManager {
         let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
         let device = request.gpu_device;
-        self.seal_with(request, len, |buffer, hasher, staging| {
-            pipeline::copy_slice(
-                buffer,
-                device,
-                model_bytes,
-                hasher,
-                staging,
-                leaf,
-                want_plain,
-            )
+        self.seal_with(request, len, |buffer, _, staging| {
+            pipeline::copy_slice(buffer, device, model_bytes, staging, leaf, want_plain).map(Some)
         })
     }
 
@@ -415,7 +407,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
-        ) -> Result<Option<Vec<Sha256Digest>>, VramError>,
+        ) -> Result<Option<pipeline::Hashed>, VramError>,
     ) -> Result<SealedShard, VramError> {
         let shard_id = match &request.shard_id {
             Some(id) => id.clone(),
@@ -447,7 +439,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
-        ) -> Result<Option<Vec<Sha256Digest>>, VramError>,
+        ) -> Result<Option<pipeline::Hashed>, VramError>,
     ) -> Result<SealedShard, VramError> {
         let inner = &self.inner;
         let device_index = request.gpu_device;
@@ -505,10 +497,10 @@ impl VramManager {
         }
         let computed = fill(buffer.as_mut(), &mut hasher, inner.staging_bytes)?;
         let (leaves, plain) = match computed {
-            // The fill hashed the leaves itself (no plain digest was asked for).
-            Some(hashes) => (
-                LeafHashes::from_parts(TreeDescriptor::new(inner.leaf_size, len), hashes)?,
-                None,
+            // The fill hashed everything itself.
+            Some(hashed) => (
+                LeafHashes::from_parts(TreeDescriptor::new(inner.leaf_size, len), hashed.leaves)?,
+                hashed.plain,
             ),
             None => {
                 let output = hasher.finish();

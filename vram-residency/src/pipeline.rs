@@ -73,41 +73,80 @@ fn backend_stream(
     })
 }
 
-/// Seals from a host slice. Returns the leaf hashes when it computed them
-/// itself (the split path), `None` when they went through `hasher`.
+/// Hashes a seal computed itself, instead of feeding them to the caller's
+/// `TreeHasher`.
+#[derive(Debug)]
+pub(crate) struct Hashed {
+    /// Every leaf hash, in order.
+    pub(crate) leaves: Vec<Sha256Digest>,
+    /// The plain SHA-256 of the whole source, when it was asked for.
+    pub(crate) plain: Option<Sha256Digest>,
+}
+
+/// Runs `work` on the calling thread while `task` (when given) runs on another
+/// thread: the plain SHA-256, one sequential stream, beside the copy and the
+/// leaf hashing. When the OS will not start the thread, `task` runs here
+/// afterwards.
+fn alongside<T>(
+    device: u32,
+    task: Option<impl FnOnce() + Send>,
+    work: impl FnOnce() -> Result<T, VramError>,
+) -> Result<T, VramError> {
+    let task = Mutex::new(task);
+    let take = || task.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let result = std::thread::scope(|s| {
+        let side = std::thread::Builder::new()
+            .name("vram-seal-sha256".into())
+            .spawn_scoped(s, || {
+                if let Some(t) = take() {
+                    t();
+                }
+            });
+        let result = work();
+        if let Ok(handle) = side {
+            // A panic in the task leaves it neither run nor rerun: reported.
+            if handle.join().is_err() {
+                return Err(device_err(
+                    device,
+                    DeviceError::InvalidArgument {
+                        reason: "plain SHA-256 thread failed",
+                    },
+                ));
+            }
+        }
+        result
+    });
+    if let Some(t) = take() {
+        t();
+    }
+    result
+}
+
+/// Seals from a host slice. The upload (the backend's own pipeline when it
+/// has one) runs on this thread while the other cores hash the leaves straight
+/// from `bytes`, and the plain SHA-256, when asked for, on a thread of its own.
 pub(crate) fn copy_slice(
     buffer: &mut dyn DeviceBuffer,
     device: u32,
     bytes: &[u8],
-    hasher: &mut TreeHasher,
     staging: usize,
     leaf: LeafSize,
     want_plain: bool,
-) -> Result<Option<Vec<Sha256Digest>>, VramError> {
+) -> Result<Hashed, VramError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    if !want_plain {
-        // The upload (the backend's own pipeline when it has one) runs on this
-        // thread while the other cores hash the leaves straight from `bytes`.
-        let mut hashes = Vec::new();
-        copy_and_hash_leaves(device, bytes, leaf, &mut hashes, || {
+    let mut leaves = Vec::new();
+    let mut plain = None;
+    let task = want_plain.then_some(|| plain = Some(vram_crypto::sha256(bytes)));
+    alongside(device, task, || {
+        copy_and_hash_leaves(device, bytes, leaf, &mut leaves, || {
             let mut source = ParallelSlice::new(bytes, copy_threads());
             match backend_stream(buffer, device, &mut source, len, &mut |_| {}, staging) {
                 Some(done) => done,
                 None => write_chunks(buffer, device, 0, bytes, staging),
             }
-        })?;
-        return Ok(Some(hashes));
-    }
-    let mut update = |chunk: &[u8]| hasher.update(chunk);
-    if let Some(done) = backend_stream(buffer, device, &mut { bytes }, len, &mut update, staging) {
-        return done.map(|()| None);
-    }
-    let mut offset = 0u64;
-    for chunk in bytes.chunks(staging.max(1)) {
-        write_and_hash(buffer, device, offset, chunk, hasher)?;
-        offset = offset.saturating_add(chunk.len() as u64);
-    }
-    Ok(None)
+        })
+    })?;
+    Ok(Hashed { leaves, plain })
 }
 
 /// Threads that copy a slice into a backend's staging buffers: a quarter of
@@ -335,12 +374,13 @@ fn copy_and_hash_leaves(
     Ok(())
 }
 
-/// Seals exactly `len` bytes from `reader`. Returns the leaf hashes when it
-/// computed them itself, `None` when they went through `hasher`.
+/// Seals exactly `len` bytes from `reader`. Returns the hashes when it
+/// computed them itself, `None` when they went through `hasher` (a backend
+/// with its own pipeline, or a staging buffer smaller than a leaf).
 ///
-/// Without a plain SHA-256 to compute (one sequential stream, which goes
-/// through `hasher`), each staging chunk is a whole number of leaves and is
-/// copied and hashed like a slice, on every core.
+/// Otherwise each staging chunk is a whole number of leaves, read once, then
+/// copied and hashed like a slice on every core, with the plain SHA-256 (when
+/// asked for) fed the same chunk on a thread of its own.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_reader<R: Read + Send>(
     buffer: &mut dyn DeviceBuffer,
@@ -351,7 +391,7 @@ pub(crate) fn copy_reader<R: Read + Send>(
     staging: usize,
     leaf: LeafSize,
     want_plain: bool,
-) -> Result<Option<Vec<Sha256Digest>>, VramError> {
+) -> Result<Option<Hashed>, VramError> {
     let mut reader = reader;
     let mut update = |chunk: &[u8]| hasher.update(chunk);
     if let Some(done) = backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
@@ -362,19 +402,26 @@ pub(crate) fn copy_reader<R: Read + Send>(
         .checked_div(leaf_bytes)
         .unwrap_or(0)
         .saturating_mul(leaf_bytes);
-    if want_plain || whole_leaves == 0 {
+    if whole_leaves == 0 {
         return stream_chunks(reader, Some(len), staging, |offset, chunk| {
             write_and_hash(buffer, device, offset, chunk, hasher)
         })
         .map(|_| None);
     }
-    let mut hashes = Vec::new();
+    let mut leaves = Vec::new();
+    let mut plain = want_plain.then(vram_crypto::Sha256Stream::new);
     stream_chunks(reader, Some(len), whole_leaves, |offset, chunk| {
-        copy_and_hash_leaves(device, chunk, leaf, &mut hashes, || {
-            write_chunks(buffer, device, offset, chunk, staging)
+        let task = plain.as_mut().map(|p| move || p.update(chunk));
+        alongside(device, task, || {
+            copy_and_hash_leaves(device, chunk, leaf, &mut leaves, || {
+                write_chunks(buffer, device, offset, chunk, staging)
+            })
         })
     })?;
-    Ok(Some(hashes))
+    Ok(Some(Hashed {
+        leaves,
+        plain: plain.map(vram_crypto::Sha256Stream::finish),
+    }))
 }
 
 /// A reader that reports each read's length to `progress`.
@@ -413,7 +460,7 @@ pub(crate) fn copy_file(
     leaf: LeafSize,
     want_plain: bool,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Option<Vec<Sha256Digest>>, VramError> {
+) -> Result<Option<Hashed>, VramError> {
     let io = |e: std::io::Error| VramError::Io { kind: e.kind() };
     #[cfg(unix)]
     let out = {
@@ -433,9 +480,10 @@ pub(crate) fn copy_file(
             let mut update = |chunk: &[u8]| hasher.update(chunk);
             match backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
                 Some(done) => done.map(|()| None)?,
-                None => Some(positional(
-                    buffer, device, file, len, staging, leaf, progress,
-                )?),
+                None => Some(Hashed {
+                    leaves: positional(buffer, device, file, len, staging, leaf, progress)?,
+                    plain: None,
+                }),
             }
         }
     };

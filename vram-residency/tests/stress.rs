@@ -215,6 +215,17 @@ fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_di
                 "len {len} plain {compute_sha256}"
             );
             f.manager.verify_sealed(&s).unwrap();
+            // The same bytes from a slice.
+            let t = f.manager.seal(&req, &data).unwrap();
+            assert_eq!(*t.tree_digest(), reference, "slice len {len}");
+            let plain = vram_residency::vram_crypto::sha256(&data);
+            for sealed in [&s, &t] {
+                assert_eq!(
+                    sealed.plain_sha256().copied(),
+                    compute_sha256.then_some(plain),
+                    "len {len}"
+                );
+            }
         }
     }
     f.assert_no_leaks();
