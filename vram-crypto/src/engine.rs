@@ -200,16 +200,15 @@ pub(crate) fn hash_bodies(bodies: &[&[u8]], max_threads: usize, out: &mut [[u8; 
     if per > lanes {
         per = per.div_ceil(lanes).saturating_mul(lanes);
     }
-    std::thread::scope(|s| {
-        let mut parts = bodies.chunks(per).zip(out.chunks_mut(per));
-        let mine = parts.next();
-        for (b, o) in parts {
-            s.spawn(move || hash_serial(engine, b, o));
-        }
-        if let Some((b, o)) = mine {
-            hash_serial(engine, b, o);
-        }
-    });
+    crate::tasks::run_tasks(
+        bodies
+            .chunks(per)
+            .zip(out.chunks_mut(per))
+            .map(|(b, o)| {
+                Box::new(move || hash_serial(engine, b, o)) as Box<dyn FnOnce() + Send + '_>
+            })
+            .collect(),
+    );
 }
 
 /// Hashes a contiguous run of leaves and appends their hashes to `out`.

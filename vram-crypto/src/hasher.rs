@@ -98,10 +98,13 @@ impl TreeHasher {
         let threads = hashing_threads();
         match plain {
             Some(stream) if chunk.len() >= PLAIN_THREAD_MIN_BYTES && threads > 1 => {
-                std::thread::scope(|s| {
-                    s.spawn(|| stream.update(chunk));
-                    feed_leaves(*leaf, pending, hashes, chunk, threads.saturating_sub(1));
-                });
+                let leaf = *leaf;
+                crate::tasks::run_tasks(vec![
+                    Box::new(|| stream.update(chunk)),
+                    Box::new(move || {
+                        feed_leaves(leaf, pending, hashes, chunk, threads.saturating_sub(1));
+                    }),
+                ]);
             }
             Some(stream) => {
                 stream.update(chunk);

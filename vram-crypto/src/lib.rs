@@ -9,6 +9,7 @@ mod hasher;
 mod hex;
 mod seal;
 mod source;
+mod tasks;
 mod tree;
 
 pub use diff::{diff_leaves, verify_leaves, CorruptRange};

@@ -63,26 +63,23 @@ where
         }
         Ok(out)
     };
-    let parts: Vec<Result<Vec<Sha256Digest>, E>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
+    // One slot per range; a panic inside `read` reaches the caller unchanged.
+    let mut parts: Vec<Option<Result<Vec<Sha256Digest>, E>>> = (0..threads).map(|_| None).collect();
+    crate::tasks::run_tasks(
+        parts
+            .iter_mut()
+            .zip(0u64..)
+            .map(|(slot, t)| {
                 let first = t.saturating_mul(per_thread).min(count);
                 let end = first.saturating_add(per_thread).min(count);
                 let work = &work;
-                s.spawn(move || work(first, end))
+                Box::new(move || *slot = Some(work(first, end))) as Box<dyn FnOnce() + Send + '_>
             })
-            .collect();
-        handles
-            .into_iter()
-            // A panic inside `read` is the caller's; hand it back unchanged.
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
-            })
-            .collect()
-    });
+            .collect(),
+    );
     let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    for part in parts {
+    // `run_tasks` runs every task (or propagates its panic): no slot is empty.
+    for part in parts.into_iter().flatten() {
         hashes.extend(part?);
     }
     Ok(LeafHashes::from_parts_unchecked(descriptor, hashes))

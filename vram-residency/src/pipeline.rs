@@ -24,18 +24,10 @@ fn write_and_hash(
     chunk: &[u8],
     hasher: &mut TreeHasher,
 ) -> Result<(), VramError> {
-    std::thread::scope(|s| {
-        let writer = s.spawn(|| buffer.write_at(offset, chunk));
-        hasher.update(chunk);
-        match writer.join() {
-            Ok(r) => r.map_err(|e| device_err(device, e)),
-            Err(_) => Err(device_err(
-                device,
-                DeviceError::InvalidArgument {
-                    reason: "device write thread panicked",
-                },
-            )),
-        }
+    alongside(device, Some(|| hasher.update(chunk)), || {
+        buffer
+            .write_at(offset, chunk)
+            .map_err(|e| device_err(device, e))
     })
 }
 
@@ -84,9 +76,9 @@ pub(crate) struct Hashed {
 }
 
 /// Runs `work` on the calling thread while `task` (when given) runs on another
-/// thread: the plain SHA-256, one sequential stream, beside the copy and the
-/// leaf hashing. When the OS will not start the thread, `task` runs here
-/// afterwards.
+/// thread: hashing (the plain SHA-256, or a tree hasher) beside a copy. When
+/// the OS will not start the thread, `task` runs here afterwards, so a refused
+/// thread costs speed, never a panic or a missing hash.
 fn alongside<T>(
     device: u32,
     task: Option<impl FnOnce() + Send>,
@@ -109,7 +101,7 @@ fn alongside<T>(
                 return Err(device_err(
                     device,
                     DeviceError::InvalidArgument {
-                        reason: "plain SHA-256 thread failed",
+                        reason: "hashing thread failed",
                     },
                 ));
             }
@@ -563,69 +555,74 @@ pub fn stream_chunks<R: Read + Send>(
         let _ = empty_tx.send(Vec::with_capacity(staging));
     }
     std::thread::scope(|s| {
-        s.spawn(move || {
-            let mut done = 0u64;
-            loop {
-                let remaining = len.map_or(u64::MAX, |l| l.saturating_sub(done));
-                if remaining == 0 {
-                    break;
-                }
-                let Ok(mut buf) = empty_rx.recv() else { return };
-                let want = usize::try_from(remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(staging);
-                buf.clear();
-                buf.resize(want, 0);
-                match read_full(&mut reader, &mut buf) {
-                    Err(e) => {
-                        let _ = full_tx.send(Err(e));
-                        return;
+        let reader_thread = std::thread::Builder::new()
+            .name("vram-seal-read".into())
+            .spawn_scoped(s, move || {
+                let mut done = 0u64;
+                loop {
+                    let remaining = len.map_or(u64::MAX, |l| l.saturating_sub(done));
+                    if remaining == 0 {
+                        break;
                     }
-                    Ok(n) => {
-                        done = done.saturating_add(n as u64);
-                        if n < want {
-                            if let Some(announced) = len {
-                                let _ = full_tx.send(Err(VramError::LengthMismatch {
-                                    announced,
-                                    read: done,
-                                }));
-                                return;
-                            }
-                            buf.truncate(n);
-                            if n > 0 && full_tx.send(Ok(buf)).is_err() {
-                                return;
-                            }
-                            return; // EOF of an unsized stream
-                        }
-                        if full_tx.send(Ok(buf)).is_err() {
+                    let Ok(mut buf) = empty_rx.recv() else { return };
+                    let want = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(staging);
+                    buf.clear();
+                    buf.resize(want, 0);
+                    match read_full(&mut reader, &mut buf) {
+                        Err(e) => {
+                            let _ = full_tx.send(Err(e));
                             return;
                         }
+                        Ok(n) => {
+                            done = done.saturating_add(n as u64);
+                            if n < want {
+                                if let Some(announced) = len {
+                                    let _ = full_tx.send(Err(VramError::LengthMismatch {
+                                        announced,
+                                        read: done,
+                                    }));
+                                    return;
+                                }
+                                buf.truncate(n);
+                                if n > 0 && full_tx.send(Ok(buf)).is_err() {
+                                    return;
+                                }
+                                return; // EOF of an unsized stream
+                            }
+                            if full_tx.send(Ok(buf)).is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
-            }
-            // A sized source must end where it said it would.
-            if let Some(announced) = len {
-                let mut probe = [0u8; 1];
-                let extra = loop {
-                    match reader.read(&mut probe) {
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        other => break other,
-                    }
-                };
-                match extra {
-                    Ok(0) => {}
-                    Ok(_) => {
-                        let _ = full_tx.send(Err(VramError::LengthMismatch {
-                            announced,
-                            read: announced.saturating_add(1),
-                        }));
-                    }
-                    Err(e) => {
-                        let _ = full_tx.send(Err(VramError::Io { kind: e.kind() }));
+                // A sized source must end where it said it would.
+                if let Some(announced) = len {
+                    let mut probe = [0u8; 1];
+                    let extra = loop {
+                        match reader.read(&mut probe) {
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            other => break other,
+                        }
+                    };
+                    match extra {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            let _ = full_tx.send(Err(VramError::LengthMismatch {
+                                announced,
+                                read: announced.saturating_add(1),
+                            }));
+                        }
+                        Err(e) => {
+                            let _ = full_tx.send(Err(VramError::Io { kind: e.kind() }));
+                        }
                     }
                 }
-            }
-        });
+            });
+        if let Err(e) = reader_thread {
+            return Err(VramError::Io { kind: e.kind() });
+        }
         let mut offset = 0u64;
         let mut result = Ok(());
         for msg in full_rx.iter() {
