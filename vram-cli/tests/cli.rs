@@ -405,9 +405,9 @@ fn cuda_device_without_a_driver_exits_3() {
     let code = out.status.code();
     assert!(code == Some(3) || code == Some(0), "{code:?}");
     if code == Some(3) {
-        eprintln!(
+        loud(format_args!(
             "NO CUDA DEVICE: `--device cuda:0` correctly refused; the CUDA path was not exercised"
-        );
+        ));
     }
 }
 
@@ -545,4 +545,12 @@ fn bench_runs_small_and_reports_ratios_as_json() {
             "missing {expected}: {names:?}"
         );
     }
+}
+
+/// Writes straight to the process's stderr, which the test harness does not
+/// capture (it captures `eprintln!`): a check that did not run must say so in
+/// every test run, not only under `--nocapture`.
+fn loud(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }

@@ -36,7 +36,9 @@ fn scenarios_on_a_real_cuda_device() {
                 !require_cuda(),
                 "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device: {e}"
             );
-            eprintln!("NO CUDA DEVICE FOUND ({e}): only the mock was tested");
+            loud(format_args!(
+                "NO CUDA DEVICE FOUND ({e}): only the mock was tested"
+            ));
             return;
         }
     };
@@ -62,7 +64,10 @@ fn scenarios_on_a_real_cuda_device() {
         let data = pattern(len, len as u8);
         let shard = m.seal_model(&data, 0).unwrap();
         let full = m.verify_with(&shard, VerifyPolicy::Full).unwrap();
-        eprintln!("cuda: {len} bytes verified via {:?}", full.hash_path);
+        loud(format_args!(
+            "cuda: {len} bytes verified via {:?}",
+            full.hash_path
+        ));
         m.verify_with(&shard, VerifyPolicy::Sampled { leaves: 8 })
             .unwrap();
         // Corrupt one byte on the device; both hashing paths must catch it.
@@ -96,6 +101,16 @@ fn scenarios_on_a_real_cuda_device() {
         !require_cuda(),
         "VRAM_RESIDENCY_REQUIRE_CUDA=1 but this build has no `cuda` feature"
     );
-    eprintln!("NO CUDA DEVICE FOUND: this build has no `cuda` feature; only the mock was tested");
+    loud(format_args!(
+        "NO CUDA DEVICE FOUND: this build has no `cuda` feature; only the mock was tested"
+    ));
     let _ = common::MIB;
+}
+
+/// Writes straight to the process's stderr, which the test harness does not
+/// capture (it captures `eprintln!`): a check that did not run must say so in
+/// every test run, not only under `--nocapture`.
+fn loud(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }

@@ -445,17 +445,19 @@ fn build(cc: &str, dir: &Path) -> (PathBuf, bool) {
     if let Err(e) = compile(cc, &source, &plain, false) {
         panic!("the CUDA kernel does not compile as C:\n{e}");
     }
-    eprintln!(
+    loud(format_args!(
         "note: sanitizers unavailable with {cc}; the kernel emulation runs without them ({})",
         sanitizer_error.lines().next().unwrap_or("")
-    );
+    ));
     (plain, false)
 }
 
 #[test]
 fn kernel_source_hashes_like_ring_when_run_on_the_host() {
     let Some(cc) = c_compiler() else {
-        eprintln!("NO C COMPILER: the CUDA kernel's host emulation test did not run");
+        loud(format_args!(
+            "NO C COMPILER: the CUDA kernel's host emulation test did not run"
+        ));
         // CI images always have the compiler Rust links with: there, not running
         // is a failure, not a skip.
         assert!(
@@ -510,9 +512,17 @@ fn kernel_source_hashes_like_ring_when_run_on_the_host() {
     assert!(cases.iter().any(|c| c.count > 128 && c.count % 128 != 0));
     assert!(cases.iter().any(|c| c.leaf_size == 1 << 20));
     assert!(cases.iter().any(|c| c.misalign != 0 && c.first_leaf > 0));
-    eprintln!(
+    loud(format_args!(
         "kernel host emulation: {} cases, {hashes} hashes match ring ({cc}, sanitizers {})",
         cases.len(),
         if sanitized { "on" } else { "off" }
-    );
+    ));
+}
+
+/// Writes straight to the process's stderr, which the test harness does not
+/// capture (it captures `eprintln!`): a check that did not run must say so in
+/// every test run, not only under `--nocapture`.
+fn loud(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }

@@ -17,9 +17,9 @@ fn real_device(test: &str) -> Option<Arc<CudaDevice>> {
             std::env::var("VRAM_RESIDENCY_REQUIRE_CUDA").map_or(true, |v| v != "1"),
             "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device was found for {test}"
         );
-        eprintln!(
+        loud(format_args!(
             "NO CUDA DEVICE: skipping real-device test {test}; only the no-driver path was tested"
-        );
+        ));
         return None;
     }
     Some(CudaDevice::open(0).expect("device 0 opens when the driver reports one"))
@@ -146,7 +146,7 @@ fn kernel_source_is_loadable_by_nvrtc() {
 #[test]
 fn kernel_compiles_with_nvrtc_where_nvrtc_is_installed() {
     if !nvrtc_present() {
-        eprintln!("NO NVRTC: the kernel source was not compiled by NVRTC (install libnvrtc to check it without a GPU)");
+        loud(format_args!("NO NVRTC: the kernel source was not compiled by NVRTC (install libnvrtc to check it without a GPU)"));
         return;
     }
     // Hopper (H100, H200) and Ampere, as the device path asks for them, then
@@ -277,7 +277,7 @@ fn real_device_hashes_leaves_like_the_cpu() {
             buffer.hash_leaves_on_device(b"", 4096, 0, 1),
             Err(DeviceError::Unsupported { .. })
         ));
-        eprintln!("NO NVRTC: skipping the on-device hash comparison; only the Unsupported path was tested");
+        loud(format_args!("NO NVRTC: skipping the on-device hash comparison; only the Unsupported path was tested"));
         return;
     }
     let cpu = |prefix: &[u8], bytes: &[u8]| -> [u8; 32] {
@@ -443,4 +443,12 @@ fn a_driver_that_cannot_load_the_kernel_means_unsupported_not_failed() {
     ] {
         assert!(!driver_cannot_load_ptx(code), "{code:?}");
     }
+}
+
+/// Writes straight to the process's stderr, which the test harness does not
+/// capture (it captures `eprintln!`): a check that did not run must say so in
+/// every test run, not only under `--nocapture`.
+fn loud(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
 }
