@@ -13,6 +13,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
+use vram_residency::vram_crypto::LeafSize;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
@@ -58,6 +59,55 @@ proptest! {
         chars[pos] = format!("{:x}", v ^ (1 << bit)).as_bytes()[0];
         h.signature = String::from_utf8(chars).unwrap();
         prop_assert!(f.manager.check_handle(&h).is_err());
+    }
+
+    /// Every sealing path (slice, reader, file; with and without the plain
+    /// SHA-256) gives the reference digests for any length, leaf size and
+    /// staging size, whether or not the staging holds a whole leaf.
+    #[test]
+    fn every_sealing_path_gives_the_reference_digests(
+        len in 1usize..600_000,
+        leaf_log2 in 12u8..=18,
+        staging_kib in 64usize..=2048,
+        source in 0u8..3,
+        plain in any::<bool>(),
+    ) {
+        use vram_residency::vram_core::Device;
+        let leaf = LeafSize::new(1 << leaf_log2).unwrap();
+        let device = vram_residency::vram_mock::MockDevice::new(0, 16 * MIB);
+        let dynamic: std::sync::Arc<dyn Device> = device.clone();
+        let m = vram_residency::VramManager::new(
+            vram_residency::VramConfig::builder(secret())
+                .device(dynamic)
+                .leaf_size(leaf)
+                .staging_bytes(staging_kib * 1024)
+                .build(),
+        )
+        .unwrap();
+        let data = pattern(len, len as u8);
+        let mut req = vram_residency::SealRequest::new(
+            vram_residency::vram_validation::ModelRef::new("test:model").unwrap(),
+            0,
+        );
+        req.compute_sha256 = plain;
+        let s = match source {
+            0 => m.seal(&req, &data).unwrap(),
+            1 => m.seal_reader(&req, &data[..], len as u64).unwrap(),
+            _ => {
+                let mut file = tempfile::tempfile().unwrap();
+                std::io::Write::write_all(&mut file, &data).unwrap();
+                m.seal_file(&req, &file).unwrap()
+            }
+        };
+        prop_assert_eq!(*s.tree_digest(), vram_residency::vram_crypto::tree_digest(&data, leaf));
+        prop_assert_eq!(
+            s.plain_sha256().copied(),
+            plain.then(|| vram_residency::vram_crypto::sha256(&data))
+        );
+        m.verify_sealed(&s).unwrap();
+        drop(s);
+        prop_assert_eq!(device.live_allocations(), 0);
+        prop_assert_eq!(m.used_vram(0), 0);
     }
 
     #[test]
