@@ -151,6 +151,14 @@ pub enum VramError {
         reason: String,
     },
 
+    /// A bug in this library (a worker thread panicked); the operation was
+    /// abandoned and released everything it held.
+    #[error("internal error: {reason}; the operation was abandoned (please report this)")]
+    Internal {
+        /// What failed.
+        reason: &'static str,
+    },
+
     /// The audit trail could not record an event and the failure policy is fail-closed.
     #[error("audit trail unavailable, operation refused: {0}")]
     Audit(#[from] vram_audit::AuditError),
@@ -178,6 +186,7 @@ impl VramError {
             Self::SealInvalid { .. }
             | Self::IntegrityViolation { .. }
             | Self::Compromised { .. }
+            | Self::Internal { .. }
             | Self::PolicyViolation(_)
             | Self::DigestMismatch { .. }
             | Self::Crypto(_) => ErrorClass::Fatal,
@@ -209,5 +218,20 @@ impl VramError {
             Self::IntegrityViolation { corrupt, .. } => corrupt,
             _ => &[],
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_are_fatal_and_ask_to_be_reported() {
+        let e = VramError::Internal {
+            reason: "a leaf hashing thread panicked",
+        };
+        assert_eq!(e.class(), ErrorClass::Fatal);
+        assert!(e.to_string().contains("please report this"));
+        assert!(e.corrupt_ranges().is_empty());
     }
 }

@@ -609,6 +609,7 @@ fn seal_stage(e: &VramError) -> &'static str {
         }
         VramError::DigestMismatch { .. } => "expected_digest",
         VramError::Crypto(_) => "sign",
+        VramError::Internal { .. } => "hash",
         _ => "seal",
     }
 }

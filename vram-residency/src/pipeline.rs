@@ -24,7 +24,7 @@ fn write_and_hash(
     chunk: &[u8],
     hasher: &mut TreeHasher,
 ) -> Result<(), VramError> {
-    alongside(device, Some(|| hasher.update(chunk)), || {
+    alongside(Some(|| hasher.update(chunk)), || {
         buffer
             .write_at(offset, chunk)
             .map_err(|e| device_err(device, e))
@@ -80,7 +80,6 @@ pub(crate) struct Hashed {
 /// the OS will not start the thread, `task` runs here afterwards, so a refused
 /// thread costs speed, never a panic or a missing hash.
 fn alongside<T>(
-    device: u32,
     task: Option<impl FnOnce() + Send>,
     work: impl FnOnce() -> Result<T, VramError>,
 ) -> Result<T, VramError> {
@@ -98,12 +97,9 @@ fn alongside<T>(
         if let Ok(handle) = side {
             // A panic in the task leaves it neither run nor rerun: reported.
             if handle.join().is_err() {
-                return Err(device_err(
-                    device,
-                    DeviceError::InvalidArgument {
-                        reason: "hashing thread failed",
-                    },
-                ));
+                return Err(VramError::Internal {
+                    reason: "a hashing thread panicked",
+                });
             }
         }
         result
@@ -129,8 +125,8 @@ pub(crate) fn copy_slice(
     let mut leaves = Vec::new();
     let mut plain = None;
     let task = want_plain.then_some(|| plain = Some(vram_crypto::sha256(bytes)));
-    alongside(device, task, || {
-        copy_and_hash_leaves(device, bytes, leaf, &mut leaves, || {
+    alongside(task, || {
+        copy_and_hash_leaves(bytes, leaf, &mut leaves, || {
             let mut source = ParallelSlice::new(bytes, copy_threads());
             match backend_stream(buffer, device, &mut source, len, &mut |_| {}, staging) {
                 Some(done) => done,
@@ -295,7 +291,6 @@ fn write_chunks(
 /// appended to `out`. When `upload` fails, hashing stops early and its error
 /// is returned.
 fn copy_and_hash_leaves(
-    device: u32,
     bytes: &[u8],
     leaf: LeafSize,
     out: &mut Vec<Sha256Digest>,
@@ -352,12 +347,9 @@ fn copy_and_hash_leaves(
     parts.sort_unstable_by_key(|(i, _)| *i);
     let complete = parts.len() == batches && parts.iter().enumerate().all(|(k, (i, _))| k == *i);
     if !complete {
-        return Err(device_err(
-            device,
-            DeviceError::InvalidArgument {
-                reason: "leaf hashing thread failed",
-            },
-        ));
+        return Err(VramError::Internal {
+            reason: "a leaf hashing thread panicked",
+        });
     }
     out.reserve(bytes.len().div_ceil(leaf_bytes));
     for (_, hashes) in parts {
@@ -404,8 +396,8 @@ pub(crate) fn copy_reader<R: Read + Send>(
     let mut plain = want_plain.then(vram_crypto::Sha256Stream::new);
     stream_chunks(reader, Some(len), whole_leaves, |offset, chunk| {
         let task = plain.as_mut().map(|p| move || p.update(chunk));
-        alongside(device, task, || {
-            copy_and_hash_leaves(device, chunk, leaf, &mut leaves, || {
+        alongside(task, || {
+            copy_and_hash_leaves(chunk, leaf, &mut leaves, || {
                 write_chunks(buffer, device, offset, chunk, staging)
             })
         })
