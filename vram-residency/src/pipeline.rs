@@ -1,7 +1,10 @@
-//! Streaming copy-and-hash: the bytes go to the device and through the tree
-//! hasher chunk by chunk, with the device copy of a chunk running concurrently
-//! with its hashing, and (for readers) the read of the next chunk running
-//! concurrently with both. Host memory: at most three staging chunks.
+//! Copy-and-hash: the bytes of a seal go to the device and through the leaf
+//! hashing at once. One thread uploads (through the backend's own pipeline
+//! when it has one) while the other cores hash lane-width batches of leaves
+//! from the same host memory, and the plain SHA-256, when asked for, runs on a
+//! thread of its own. Readers are read chunk by chunk on a helper thread
+//! (host memory: at most three staging chunks); regular files are read with
+//! positional reads by every core.
 
 use crate::VramError;
 use std::io::Read;
@@ -65,8 +68,8 @@ fn backend_stream(
     })
 }
 
-/// Hashes a seal computed itself, instead of feeding them to the caller's
-/// `TreeHasher`.
+/// What a seal path hashed itself, instead of feeding the bytes to the
+/// caller's `TreeHasher`.
 #[derive(Debug)]
 pub(crate) struct Hashed {
     /// Every leaf hash, in order.
@@ -83,11 +86,14 @@ fn alongside<T>(
     task: Option<impl FnOnce() + Send>,
     work: impl FnOnce() -> Result<T, VramError>,
 ) -> Result<T, VramError> {
+    if task.is_none() {
+        return work();
+    }
     let task = Mutex::new(task);
     let take = || task.lock().unwrap_or_else(PoisonError::into_inner).take();
     let result = std::thread::scope(|s| {
         let side = std::thread::Builder::new()
-            .name("vram-seal-sha256".into())
+            .name("vram-seal-side".into())
             .spawn_scoped(s, || {
                 if let Some(t) = take() {
                     t();
@@ -429,10 +435,10 @@ impl<R: Read> Read for Reported<'_, R> {
 /// SHA-256 (one sequential stream), reads the file in order, each staging
 /// chunk filled by several threads' positional reads ([`ParallelFile`]; the
 /// file's cursor is not used). Otherwise every core reads its own contiguous
-/// range of leaves with
-/// positional reads (one staging chunk per core), writes it to the device
-/// (writes are serialized) and hashes it, so the reads, copies and hashing of
-/// different cores overlap instead of funnelling through one reader thread.
+/// range of leaves with positional reads (one staging chunk per core), writes
+/// it to the device (writes are serialized) and hashes it, so the reads,
+/// copies and hashing of different cores overlap instead of funnelling through
+/// one reader thread.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_file(
     buffer: &mut dyn DeviceBuffer,

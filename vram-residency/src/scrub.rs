@@ -203,11 +203,7 @@ fn run(
                 let t0 = Instant::now();
                 // A shard an earlier verification found wrong is refused (and
                 // the refusal audited), even if its bytes read back right now.
-                let result = if shard.is_compromised() {
-                    Err(VramError::Compromised {
-                        shard_id: shard.shard_id().to_string(),
-                    })
-                } else {
+                let result = shard.ensure_not_compromised().and_then(|()| {
                     manager.verify_leaf_indices(&shard, &indices).map(|bytes| {
                         (
                             indices.len() as u64,
@@ -215,7 +211,7 @@ fn run(
                             crate::verify::HashPath::HostReadback,
                         )
                     })
-                };
+                });
                 let bytes = result.as_ref().map_or(0, |r| r.1);
                 let outcome = manager.finish_verification(
                     &shard,

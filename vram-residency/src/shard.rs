@@ -99,6 +99,18 @@ impl SealedShard {
         self.compromised.load(Ordering::Acquire)
     }
 
+    /// `Err(VramError::Compromised)` for a compromised shard: checked before
+    /// any verification reads the device.
+    pub(crate) fn ensure_not_compromised(&self) -> Result<(), crate::VramError> {
+        if self.is_compromised() {
+            Err(crate::VramError::Compromised {
+                shard_id: self.shard_id.to_string(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn mark_compromised(&self) {
         self.compromised.store(true, Ordering::Release);
     }

@@ -173,16 +173,8 @@ impl VramManager {
         policy: VerifyPolicy,
     ) -> Result<VerifyReport, VramError> {
         let start = Instant::now();
-        let compromised = || {
-            if shard.is_compromised() {
-                Err(VramError::Compromised {
-                    shard_id: shard.shard_id.to_string(),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        let result = compromised()
+        let result = shard
+            .ensure_not_compromised()
             .and_then(|()| check_seal(self, shard))
             .and_then(|()| match policy {
                 VerifyPolicy::Full => self.verify_full(shard, true),
