@@ -13,9 +13,11 @@ use crate::digest::Sha256Digest;
 use crate::engine::{hash_leaf_run_threads, hashing_threads};
 use crate::tree::{LeafHashes, LeafSize, TreeDescriptor, LEAF_PREFIX};
 
-/// Every leaf hash of the `len` bytes behind `read`, on all cores, reading at
-/// most `chunk` bytes at a time per thread (host memory: one chunk per thread).
-/// A leaf larger than `chunk` is hashed as a stream of `chunk`-sized reads.
+/// Every leaf hash of the `len` bytes behind `read`, on all cores. `chunk` is
+/// the host memory budget for all threads together: each of the `T` threads
+/// reads at most `chunk / T` bytes at a time, so the memory used does not grow
+/// with the number of cores. A leaf larger than a thread's share is hashed as
+/// a stream of reads of that size.
 ///
 /// # Errors
 /// The first error `read` returns.
@@ -35,7 +37,11 @@ where
         .unwrap_or(1)
         .clamp(1, count.max(1));
     let per_thread = count.div_ceil(threads).max(1);
-    let chunk = chunk.max(1);
+    // The budget is shared: one thread's buffer is its share of `chunk`.
+    let chunk = chunk
+        .checked_div(usize::try_from(threads).unwrap_or(usize::MAX))
+        .unwrap_or(chunk)
+        .max(1);
     let leaves_per_read = u64::try_from(chunk)
         .unwrap_or(u64::MAX)
         .checked_div(leaf.bytes())
@@ -149,6 +155,26 @@ mod tests {
         }
         let empty = leaf_hashes_from(leaf, 0, 4096, read_from(&[])).unwrap();
         assert_eq!(empty.root(), crate::tree_digest(&[], leaf));
+    }
+
+    #[test]
+    fn the_chunk_is_a_budget_shared_by_all_threads() {
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let leaf = LeafSize::new(4096).unwrap();
+        let chunk = 256 << 10;
+        let share = chunk / hashing_threads();
+        let largest = std::sync::atomic::AtomicUsize::new(0);
+        let got = leaf_hashes_from(leaf, data.len() as u64, chunk, |off, buf: &mut [u8]| {
+            largest.fetch_max(buf.len(), std::sync::atomic::Ordering::Relaxed);
+            read_from(&data)(off, buf)
+        })
+        .unwrap();
+        assert_eq!(got.root(), crate::tree_digest(&data, leaf));
+        let largest = largest.into_inner();
+        assert!(
+            largest <= share,
+            "a thread read {largest} bytes at once, share {share}"
+        );
     }
 
     #[test]

@@ -93,6 +93,17 @@ impl LeafSize {
         Ok(Self { log2 })
     }
 
+    /// The leaf size of `2^log2` bytes, in a `const` context; `None` outside
+    /// [`LeafSize::MIN`] ..= [`LeafSize::MAX`].
+    #[must_use]
+    pub const fn from_log2(log2: u8) -> Option<Self> {
+        if log2 >= Self::MIN.log2 && log2 <= Self::MAX.log2 {
+            Some(Self { log2 })
+        } else {
+            None
+        }
+    }
+
     /// The leaf size in bytes.
     #[must_use]
     pub const fn bytes(self) -> u64 {

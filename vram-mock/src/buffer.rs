@@ -66,6 +66,12 @@ impl DeviceBuffer for MockBuffer {
                 })?;
             dst.copy_from_slice(data);
         }
+        if Shared::take_one(&self.shared.corrupt_writes) {
+            if let Some(b) = bytes.get_mut(host.start) {
+                *b ^= 0x01;
+                warn!(buffer = %self.id, offset, "mock: injected silent write corruption");
+            }
+        }
         drop(bytes);
         self.shared
             .bytes_written
@@ -93,6 +99,72 @@ impl DeviceBuffer for MockBuffer {
             .bytes_read
             .fetch_add(range.end.saturating_sub(range.start), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Emulated when the device was built with
+    /// [`on_device_hashing`](crate::MockDeviceBuilder::on_device_hashing):
+    /// SHA-256 over `prefix || leaf bytes` for each leaf, as the CUDA kernel
+    /// computes it (bytes never written hash as zeros). Otherwise
+    /// [`DeviceError::Unsupported`].
+    fn hash_leaves_on_device(
+        &self,
+        prefix: &[u8],
+        leaf_size: u64,
+        first_leaf: u64,
+        count: u64,
+    ) -> Result<Vec<[u8; 32]>, DeviceError> {
+        if !self.shared.hashes_on_device {
+            return Err(DeviceError::Unsupported {
+                operation: "on-device leaf hashing (mock built without it)",
+            });
+        }
+        if leaf_size == 0 {
+            return Err(DeviceError::InvalidArgument {
+                reason: "leaf size must be non-zero",
+            });
+        }
+        let leaves = self.len.div_ceil(leaf_size);
+        let end = first_leaf
+            .checked_add(count)
+            .filter(|&end| end <= leaves)
+            .ok_or(DeviceError::OutOfBounds {
+                offset: first_leaf.saturating_mul(leaf_size),
+                len: count.saturating_mul(leaf_size),
+                buffer_len: self.len,
+            })?;
+        let too_many = DeviceError::InvalidArgument {
+            reason: "too many leaves for host memory",
+        };
+        let mut out = Vec::new();
+        out.try_reserve_exact(usize::try_from(count).map_err(|_| too_many.clone())?)
+            .map_err(|_| too_many)?;
+        let bytes = self.cell.read();
+        let zeros = [0u8; 4096];
+        for i in first_leaf..end {
+            let start = i.saturating_mul(leaf_size);
+            let stop = start.saturating_add(leaf_size).min(self.len);
+            let host = host_range(&(start..stop), self.len)?;
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(prefix);
+            // Materialised bytes, then zeros for bytes never written.
+            let written_end = host.end.min(bytes.len()).max(host.start);
+            if let Some(part) = bytes.get(host.start..written_end) {
+                ctx.update(part);
+            }
+            let mut left = host.end.saturating_sub(written_end);
+            while left > 0 {
+                let n = left.min(zeros.len());
+                ctx.update(zeros.get(..n).unwrap_or_default());
+                left = left.saturating_sub(n);
+            }
+            let hash = <[u8; 32]>::try_from(ctx.finish().as_ref()).map_err(|_| {
+                DeviceError::InvalidArgument {
+                    reason: "SHA-256 output is not 32 bytes",
+                }
+            })?;
+            out.push(hash);
+        }
+        Ok(out)
     }
 }
 

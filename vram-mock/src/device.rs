@@ -38,6 +38,7 @@ pub struct MockDeviceBuilder {
     capacity: u64,
     name: String,
     attributes: DeviceAttributes,
+    hashes_on_device: bool,
 }
 
 impl MockDeviceBuilder {
@@ -67,6 +68,18 @@ impl MockDeviceBuilder {
         self
     }
 
+    /// Emulates on-device leaf hashing
+    /// ([`DeviceBuffer::hash_leaves_on_device`](vram_core::DeviceBuffer::hash_leaves_on_device))
+    /// the way the CUDA backend's kernel does it, so the code paths that hash on
+    /// a device (verification, seals with on-device hashing) run without a GPU.
+    /// The hashing runs on the host, on the calling thread: it saves no host
+    /// work. Off by default: the mock then reports on-device hashing as
+    /// unsupported, like a CUDA machine without NVRTC.
+    pub fn on_device_hashing(mut self, enabled: bool) -> Self {
+        self.hashes_on_device = enabled;
+        self
+    }
+
     /// The device.
     pub fn build(self) -> Arc<MockDevice> {
         info!(
@@ -81,7 +94,11 @@ impl MockDeviceBuilder {
                 kind: DeviceKind::Mock,
             },
             attributes: self.attributes,
-            shared: Arc::new(Shared::new(self.index, self.capacity)),
+            shared: Arc::new(Shared::new(
+                self.index,
+                self.capacity,
+                self.hashes_on_device,
+            )),
         })
     }
 }
@@ -99,6 +116,7 @@ impl MockDevice {
             capacity: DEFAULT_CAPACITY,
             name: "mock".to_string(),
             attributes: DeviceAttributes::default(),
+            hashes_on_device: false,
         }
     }
 
@@ -175,11 +193,20 @@ impl MockDevice {
         self.shared.fail_write_at.store(offset, Ordering::Release);
     }
 
+    /// The next `n` calls to `write_at` on any buffer of this device succeed
+    /// but land with one bit of their first byte flipped: a silent corruption
+    /// on the way to the device (a bad link, a buggy copy), which no error
+    /// reports. Replaces any earlier count.
+    pub fn corrupt_next_writes(&self, n: u32) {
+        self.shared.corrupt_writes.store(n, Ordering::Release);
+    }
+
     /// Disarms every pending fault (allocations, reads, writes).
     pub fn clear_faults(&self) {
         self.shared.fail_allocs.store(0, Ordering::Release);
         self.shared.fail_reads.store(0, Ordering::Release);
         self.shared.fail_write_at.store(DISARMED, Ordering::Release);
+        self.shared.corrupt_writes.store(0, Ordering::Release);
     }
 
     /// Flips bit `bit` (0 = least significant) of the byte at `offset` in

@@ -114,6 +114,10 @@ pub(crate) struct Shared {
     pub(crate) fail_allocs: AtomicU32,
     pub(crate) fail_reads: AtomicU32,
     pub(crate) fail_write_at: AtomicU64,
+    /// Writes still to be corrupted silently (one bit of their first byte).
+    pub(crate) corrupt_writes: AtomicU32,
+    /// Whether buffers emulate on-device leaf hashing.
+    pub(crate) hashes_on_device: bool,
     pool: Mutex<Vec<Vec<u8>>>,
 }
 
@@ -121,7 +125,7 @@ pub(crate) struct Shared {
 pub(crate) const POOL_MAX_ENTRIES: usize = 8;
 
 impl Shared {
-    pub(crate) fn new(index: u32, capacity: u64) -> Self {
+    pub(crate) fn new(index: u32, capacity: u64, hashes_on_device: bool) -> Self {
         Self {
             index,
             capacity,
@@ -131,6 +135,8 @@ impl Shared {
             fail_allocs: AtomicU32::new(0),
             fail_reads: AtomicU32::new(0),
             fail_write_at: AtomicU64::new(DISARMED),
+            corrupt_writes: AtomicU32::new(0),
+            hashes_on_device,
             pool: Mutex::new(Vec::new()),
         }
     }

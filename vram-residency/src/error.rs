@@ -91,6 +91,22 @@ pub enum VramError {
         actual: String,
     },
 
+    /// A seal that hashed on the device ([`crate::SealHashing::OnDevice`])
+    /// found a cross-checked leaf whose device bytes hash differently from the
+    /// same leaf of the source: the bytes changed on their way to the device,
+    /// or the source changed while it was sealed. Nothing was sealed.
+    #[error("leaf {leaf} (bytes {start}..{end}) on device {device} differs from the source after the upload; nothing was sealed")]
+    UploadMismatch {
+        /// Device index.
+        device: u32,
+        /// The leaf that differs.
+        leaf: u64,
+        /// Its first byte.
+        start: u64,
+        /// One past its last byte.
+        end: u64,
+    },
+
     /// The source delivered a different number of bytes than announced.
     #[error("model source length mismatch: announced {announced} bytes, read {read}")]
     LengthMismatch {
@@ -189,6 +205,7 @@ impl VramError {
             | Self::Internal { .. }
             | Self::PolicyViolation(_)
             | Self::DigestMismatch { .. }
+            | Self::UploadMismatch { .. }
             | Self::Crypto(_) => ErrorClass::Fatal,
             Self::InvalidInput(_)
             | Self::InvalidConfig { .. }

@@ -14,7 +14,8 @@ mod shard;
 mod verify;
 
 pub use config::{
-    DeviceSource, VramConfig, VramConfigBuilder, DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES,
+    DeviceSource, SealHashing, VramConfig, VramConfigBuilder, CUDA_DEFAULT_LEAF_SIZE,
+    DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES,
 };
 pub use detect::{cuda_devices, detect, Detected, FALLBACK_MOCK_CAPACITY, FORCE_MOCK_ENV};
 pub use error::{ErrorClass, VramError};

@@ -37,6 +37,7 @@ pub(crate) struct Inner {
     pub(crate) leaf_size: LeafSize,
     pub(crate) verify_policy: VerifyPolicy,
     pub(crate) staging_bytes: usize,
+    pub(crate) seal_hashing: crate::SealHashing,
     pub(crate) metrics: Metrics,
 }
 
@@ -195,6 +196,16 @@ impl VramManager {
             });
         }
         vram_crypto::self_test()?;
+        let leaf_size = config.leaf_size.unwrap_or_else(|| {
+            if slots
+                .iter()
+                .all(|s| s.device.info().kind == DeviceKind::Cuda)
+            {
+                crate::CUDA_DEFAULT_LEAF_SIZE
+            } else {
+                LeafSize::DEFAULT
+            }
+        });
         tracing::info!(
             devices = slots.len(),
             seal_key_id = %key_id,
@@ -208,9 +219,10 @@ impl VramManager {
                 key_id,
                 audit,
                 max_model_bytes: config.max_model_bytes,
-                leaf_size: config.leaf_size,
+                leaf_size,
                 verify_policy: config.verify_policy,
                 staging_bytes: config.staging_bytes,
+                seal_hashing: config.seal_hashing,
                 metrics: Metrics::default(),
             }),
         })
@@ -318,8 +330,18 @@ impl VramManager {
         let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
         let device = request.gpu_device;
+        let hashing = self.inner.seal_hashing;
         self.seal_with(request, len, |buffer, _, staging| {
-            pipeline::copy_slice(buffer, device, model_bytes, staging, leaf, want_plain).map(Some)
+            pipeline::copy_slice(
+                buffer,
+                device,
+                model_bytes,
+                staging,
+                leaf,
+                want_plain,
+                hashing,
+            )
+            .map(Some)
         })
     }
 
@@ -392,9 +414,21 @@ impl VramManager {
         let device = request.gpu_device;
         let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
+        let hashing = self.inner.seal_hashing;
         self.seal_with(request, len, |buffer, hasher, staging| {
             pipeline::copy_file(
-                buffer, device, file, len, hasher, staging, leaf, want_plain, progress,
+                buffer,
+                device,
+                pipeline::FileSource {
+                    file,
+                    len,
+                    progress,
+                },
+                hasher,
+                staging,
+                leaf,
+                want_plain,
+                hashing,
             )
         })
     }
@@ -608,6 +642,7 @@ fn seal_stage(e: &VramError) -> &'static str {
             "copy"
         }
         VramError::DigestMismatch { .. } => "expected_digest",
+        VramError::UploadMismatch { .. } => "upload_check",
         VramError::Crypto(_) => "sign",
         VramError::Internal { .. } => "hash",
         _ => "seal",

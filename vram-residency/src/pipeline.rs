@@ -6,13 +6,14 @@
 //! (host memory: at most three staging chunks); regular files are read with
 //! positional reads by every core.
 
-use crate::VramError;
+use crate::{SealHashing, VramError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Mutex, PoisonError};
 use vram_core::{DeviceBuffer, DeviceError, StreamError};
 use vram_crypto::{
-    hash_leaf_run_threads, hashing_threads, lane_width, LeafSize, Sha256Digest, TreeHasher,
+    hash_leaf_run, hash_leaf_run_threads, hashing_threads, lane_width, LeafSize, Sha256Digest,
+    TreeDescriptor, TreeHasher, LEAF_PREFIX,
 };
 
 fn device_err(device: u32, source: DeviceError) -> VramError {
@@ -119,6 +120,10 @@ fn alongside<T>(
 /// Seals from a host slice. The upload (the backend's own pipeline when it
 /// has one) runs on this thread while the other cores hash the leaves straight
 /// from `bytes`, and the plain SHA-256, when asked for, on a thread of its own.
+///
+/// With [`SealHashing::OnDevice`] on a device that can hash, every core fills
+/// the upload instead, and the device hashes the leaves after it
+/// ([`hash_on_device`]).
 pub(crate) fn copy_slice(
     buffer: &mut dyn DeviceBuffer,
     device: u32,
@@ -126,21 +131,156 @@ pub(crate) fn copy_slice(
     staging: usize,
     leaf: LeafSize,
     want_plain: bool,
+    hashing: SealHashing,
 ) -> Result<Hashed, VramError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     let mut leaves = Vec::new();
     let mut plain = None;
     let task = want_plain.then_some(|| plain = Some(vram_crypto::sha256(bytes)));
+    if let SealHashing::OnDevice { cross_check } = hashing {
+        let on_device = alongside(task, || {
+            upload_slice(buffer, device, bytes, staging, hashing_threads())?;
+            hash_on_device(
+                buffer,
+                device,
+                TreeDescriptor::new(leaf, len),
+                cross_check,
+                Source::Slice(bytes),
+            )
+        })?;
+        return Ok(Hashed {
+            leaves: match on_device {
+                Some(leaves) => leaves,
+                // The device cannot hash: the bytes are uploaded, hash them here.
+                None => vram_crypto::leaf_hashes(bytes, leaf).into_parts().1,
+            },
+            plain,
+        });
+    }
     alongside(task, || {
         copy_and_hash_leaves(bytes, leaf, &mut leaves, || {
-            let mut source = ParallelSlice::new(bytes, copy_threads());
-            match backend_stream(buffer, device, &mut source, len, &mut |_| {}, staging) {
-                Some(done) => done,
-                None => write_chunks(buffer, device, 0, bytes, staging),
-            }
+            upload_slice(buffer, device, bytes, staging, copy_threads())
         })
     })?;
     Ok(Hashed { leaves, plain })
+}
+
+/// Uploads `bytes` from offset 0: through the backend's own pipeline, its
+/// staging buffers filled by `threads` threads, or in `staging`-sized writes.
+fn upload_slice(
+    buffer: &mut dyn DeviceBuffer,
+    device: u32,
+    bytes: &[u8],
+    staging: usize,
+    threads: usize,
+) -> Result<(), VramError> {
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    let mut source = ParallelSlice::new(bytes, threads);
+    match backend_stream(buffer, device, &mut source, len, &mut |_| {}, staging) {
+        Some(done) => done,
+        None => write_chunks(buffer, device, 0, bytes, staging),
+    }
+}
+
+/// Where a seal's bytes came from, for the cross-check of an on-device seal.
+enum Source<'a> {
+    Slice(&'a [u8]),
+    #[cfg(unix)]
+    File(&'a std::fs::File),
+}
+
+impl Source<'_> {
+    /// SHA-256 of the leaf at `range` of the source, as vram-crypto hashes it.
+    fn leaf_hash(
+        &self,
+        leaf: LeafSize,
+        range: std::ops::Range<u64>,
+    ) -> Result<Sha256Digest, VramError> {
+        let out_of_range = || VramError::Internal {
+            reason: "a cross-checked leaf lies outside the source",
+        };
+        match self {
+            Self::Slice(bytes) => {
+                let start = usize::try_from(range.start).map_err(|_| out_of_range())?;
+                let end = usize::try_from(range.end).map_err(|_| out_of_range())?;
+                let part = bytes.get(start..end).ok_or_else(out_of_range)?;
+                let mut out = Vec::with_capacity(1);
+                hash_leaf_run(leaf, part, &mut out);
+                out.into_iter().next().ok_or(VramError::Internal {
+                    reason: "hashing one leaf gave no hash",
+                })
+            }
+            #[cfg(unix)]
+            Self::File(file) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = Vec::new();
+                vram_crypto::leaf_hash_from(range, CROSS_CHECK_READ, &mut buf, |offset, buf| {
+                    file.read_exact_at(buf, offset)
+                        .map_err(|e| VramError::Io { kind: e.kind() })
+                })
+            }
+        }
+    }
+}
+
+/// Largest read of a cross-checked leaf from a file (a leaf may be larger).
+#[cfg(unix)]
+const CROSS_CHECK_READ: usize = 4 << 20;
+
+/// Hashes every leaf of the uploaded bytes on the device, then hashes
+/// `cross_check` leaves chosen at random (from the system CSPRNG, so which
+/// ones cannot be predicted) from `source` on the host: a leaf whose two
+/// hashes differ did not reach the device intact, or the source changed, and
+/// fails the seal. `None` when the device cannot hash on the device (the
+/// caller hashes on the host instead).
+fn hash_on_device(
+    buffer: &dyn DeviceBuffer,
+    device: u32,
+    tree: TreeDescriptor,
+    cross_check: u32,
+    source: Source<'_>,
+) -> Result<Option<Vec<Sha256Digest>>, VramError> {
+    let count = tree.leaf_count();
+    let leaf = tree.leaf_size;
+    let raw = match buffer.hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count) {
+        Ok(raw) => raw,
+        Err(DeviceError::Unsupported { operation }) => {
+            tracing::warn!(
+                device,
+                operation,
+                "this device cannot hash: the seal hashes on the host"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(device_err(device, e)),
+    };
+    if u64::try_from(raw.len()).ok() != Some(count) {
+        return Err(VramError::Internal {
+            reason: "the device returned a wrong number of leaf hashes",
+        });
+    }
+    let leaves: Vec<Sha256Digest> = raw.into_iter().map(Sha256Digest).collect();
+    let indices = if u64::from(cross_check) >= count {
+        (0..count).collect()
+    } else {
+        crate::verify::random_leaf_indices(count, cross_check)?
+    };
+    for i in indices {
+        let range = tree.leaf_range(i).ok_or(VramError::Internal {
+            reason: "a cross-checked leaf index is out of range",
+        })?;
+        let host = source.leaf_hash(leaf, range.clone())?;
+        let on_device = usize::try_from(i).ok().and_then(|i| leaves.get(i));
+        if !on_device.is_some_and(|d| d.ct_eq(&host)) {
+            return Err(VramError::UploadMismatch {
+                device,
+                leaf: i,
+                start: range.start,
+                end: range.end,
+            });
+        }
+    }
+    Ok(Some(leaves))
 }
 
 /// Threads that copy a slice into a backend's staging buffers: a quarter of
@@ -428,6 +568,14 @@ impl<R: Read> Read for Reported<'_, R> {
     }
 }
 
+/// A regular file to seal: its first `len` bytes, with a progress callback
+/// (bytes of each piece read, from several threads at once).
+pub(crate) struct FileSource<'a> {
+    pub(crate) file: &'a std::fs::File,
+    pub(crate) len: u64,
+    pub(crate) progress: &'a (dyn Fn(u64) + Sync),
+}
+
 /// Seals the first `len` bytes of a regular file. Returns the leaf hashes
 /// when it computed them itself, `None` when they went through `hasher`.
 ///
@@ -435,36 +583,73 @@ impl<R: Read> Read for Reported<'_, R> {
 /// SHA-256 (one sequential stream), reads the file in order, each staging
 /// chunk filled by several threads' positional reads ([`ParallelFile`]; the
 /// file's cursor is not used). Otherwise every core reads its own contiguous
-/// range of leaves with positional reads (one staging chunk per core), writes
-/// it to the device (writes are serialized) and hashes it, so the reads,
-/// copies and hashing of different cores overlap instead of funnelling through
-/// one reader thread.
-#[allow(clippy::too_many_arguments)]
+/// range of leaves with positional reads (one share of the staging budget
+/// per core), writes it to the device (writes are serialized) and hashes it,
+/// so the reads, copies and hashing of different cores overlap instead of
+/// funnelling through one reader thread. With [`SealHashing::OnDevice`] (and
+/// no plain SHA-256) on a device that can hash, every core fills the upload
+/// and the device hashes it ([`hash_on_device`]).
 pub(crate) fn copy_file(
     buffer: &mut dyn DeviceBuffer,
     device: u32,
-    file: &std::fs::File,
-    len: u64,
+    source: FileSource<'_>,
     hasher: &mut TreeHasher,
     staging: usize,
     leaf: LeafSize,
     want_plain: bool,
-    progress: &(dyn Fn(u64) + Sync),
+    hashing: SealHashing,
 ) -> Result<Option<Hashed>, VramError> {
+    let FileSource {
+        file,
+        len,
+        progress,
+    } = source;
     let io = |e: std::io::Error| VramError::Io { kind: e.kind() };
     #[cfg(unix)]
     let out = {
-        let source = ParallelFile {
-            file,
-            offset: 0,
-            end: len,
-            threads: copy_threads(),
+        let on_device = match hashing {
+            SealHashing::OnDevice { cross_check } if !want_plain => Some(cross_check),
+            _ => None,
         };
         let mut reader = Reported {
-            inner: source,
+            inner: ParallelFile {
+                file,
+                offset: 0,
+                end: len,
+                threads: on_device.map_or_else(copy_threads, |_| hashing_threads()),
+            },
             progress,
         };
-        if want_plain {
+        if let Some(cross_check) = on_device {
+            let mut no_hashing = |_: &[u8]| {};
+            let uploaded =
+                match backend_stream(buffer, device, &mut reader, len, &mut no_hashing, staging) {
+                    Some(done) => done,
+                    None => stream_chunks(&mut reader, Some(len), staging, |offset, chunk| {
+                        write_chunks(buffer, device, offset, chunk, staging)
+                    })
+                    .map(|_| ()),
+                };
+            uploaded?;
+            let tree = TreeDescriptor::new(leaf, len);
+            match hash_on_device(buffer, device, tree, cross_check, Source::File(file))? {
+                Some(leaves) => Some(Hashed {
+                    leaves,
+                    plain: None,
+                }),
+                // The device cannot hash: hash the file here, as a host seal
+                // would (the seal then commits to the source's bytes).
+                None => Some(Hashed {
+                    leaves: vram_crypto::leaf_hashes_from(leaf, len, staging, |offset, buf| {
+                        use std::os::unix::fs::FileExt;
+                        file.read_exact_at(buf, offset).map_err(io)
+                    })?
+                    .into_parts()
+                    .1,
+                    plain: None,
+                }),
+            }
+        } else if want_plain {
             copy_reader(buffer, device, reader, len, hasher, staging, leaf, true)?
         } else {
             let mut update = |chunk: &[u8]| hasher.update(chunk);
@@ -480,6 +665,7 @@ pub(crate) fn copy_file(
     #[cfg(not(unix))]
     let out = {
         use std::io::{Seek, SeekFrom};
+        let _ = hashing;
         let mut stream = file;
         stream.seek(SeekFrom::Start(0)).map_err(io)?;
         let reader = Reported {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use vram_residency::vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
 use vram_residency::vram_secrets::WorkerSecret;
 use vram_residency::vram_validation::{format_bytes, ModelRef};
-use vram_residency::{SealRequest, VerifyPolicy};
+use vram_residency::{SealHashing, SealRequest, VerifyPolicy};
 
 struct Report {
     json: bool,
@@ -89,7 +89,12 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     let spec = parse_spec(&args.device.device)?;
     let selection = select(spec)?;
     selection.announce(quiet);
-    let leaf = LeafSize::DEFAULT;
+    // The leaf size a manager picks for this device (64 KiB on CUDA).
+    let leaf = if selection.kind() == "cuda" {
+        vram_residency::CUDA_DEFAULT_LEAF_SIZE
+    } else {
+        LeafSize::DEFAULT
+    };
     let leaf_usize =
         usize::try_from(leaf.bytes()).map_err(|_| CliError::usage("leaf too large"))?;
     let mut r = Report {
@@ -196,7 +201,7 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
 
     // Seal and verify on the device.
     let secret = WorkerSecret::generate_ephemeral()?;
-    let mgr = manager(secret, &selection, None, leaf)?;
+    let mgr = manager(secret, &selection, None, Some(leaf), SealHashing::Host)?;
     let model_ref = ModelRef::new("bench:synthetic")?;
     let req = SealRequest::new(model_ref.clone(), selection.target);
     // The first allocation of a mock buffer pays the host's first-touch page
@@ -244,6 +249,37 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
             Some(("sha256sum", sha_rate)),
         );
     }
+    // Hashed on the device after the upload, 64 leaves cross-checked on the
+    // host: only on a device that hashes (the mock's emulation saves nothing).
+    let device_mgr = if selection.kind() == "cuda" {
+        Some(manager(
+            WorkerSecret::generate_ephemeral()?,
+            &selection,
+            None,
+            Some(leaf),
+            SealHashing::ON_DEVICE,
+        )?)
+    } else {
+        None
+    };
+    if let Some(dm) = &device_mgr {
+        let (dshard, dseal_s) = best(3, || dm.seal(&req, &data));
+        drop(dshard?);
+        r.line(
+            "seal from memory, hashed on the device",
+            size,
+            dseal_s,
+            Some(("limit", limit)),
+        );
+        if let Some(raw) = raw_copy {
+            r.line(
+                "seal hashed on the device vs raw copy",
+                size,
+                dseal_s,
+                Some(("raw copy", raw)),
+            );
+        }
+    }
     drop(data);
     let (full, full_s) = best(3, || mgr.verify_with(&shard, VerifyPolicy::Full));
     let full = full?;
@@ -283,6 +319,16 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
         sealf_s,
         Some(("limit", limit)),
     );
+    if let Some(dm) = &device_mgr {
+        let (shard, s) = time(|| dm.seal_file(&req, &f));
+        drop(shard?);
+        r.line(
+            "seal from file, hashed on the device",
+            size,
+            s,
+            Some(("limit", limit)),
+        );
+    }
     // seal_file may have streamed the file: read it again from the start.
     std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0))
         .map_err(|e| crate::exit::io_error(&file, &e))?;
@@ -399,6 +445,7 @@ fn peak_rss_check(
         .output()
         .map_err(|e| CliError::env(format!("spawn vram seal: {e}")))?;
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&secret);
     if !out.status.success() {
         return Err(CliError::env(format!(
             "child seal failed: {}",

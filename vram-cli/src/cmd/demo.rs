@@ -7,9 +7,9 @@ use crate::devices::{parse_spec, select};
 use crate::exit::CliError;
 use std::time::Instant;
 use vram_residency::vram_audit::verify_chain;
-use vram_residency::vram_crypto::LeafSize;
 use vram_residency::vram_secrets::WorkerSecret;
 use vram_residency::vram_validation::{format_bytes, ModelRef};
+use vram_residency::SealHashing;
 use vram_residency::{SealRequest, VerifyPolicy, VramError};
 
 struct Steps {
@@ -44,8 +44,14 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     let _ = std::fs::remove_file(&log_path);
     let key = audit_key(&secret);
     let audit = open_audit(&log_path, &secret)?;
-    let leaf = LeafSize::DEFAULT;
-    let mgr = manager(secret, &selection, Some(audit.clone()), leaf)?;
+    let mgr = manager(
+        secret,
+        &selection,
+        Some(audit.clone()),
+        None,
+        SealHashing::Host,
+    )?;
+    let leaf = mgr.leaf_size();
     let mut steps = Steps {
         json: args.json,
         rows: Vec::new(),

@@ -18,7 +18,7 @@ use vram_residency::vram_crypto::{backend, leaf_hashes_from, LeafHashes, LeafSiz
 use vram_residency::{stream_chunks, DEFAULT_STAGING_BYTES};
 
 pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
-    let leaf = leaf_arg(args.leaf_size.as_deref())?;
+    let leaf = leaf_arg(args.leaf_size.as_deref())?.unwrap_or(LeafSize::DEFAULT);
     let file = File::open(&args.file).map_err(|e| io_error(&args.file, &e))?;
     let meta = file.metadata().map_err(|e| io_error(&args.file, &e))?;
     if meta.is_dir() {

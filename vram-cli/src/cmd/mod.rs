@@ -16,7 +16,7 @@ use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink, FileOptions};
 use vram_residency::vram_crypto::LeafSize;
 use vram_residency::vram_secrets::WorkerSecret;
 use vram_residency::vram_validation::parse_byte_size;
-use vram_residency::{DeviceSource, VerifyPolicy, VramConfig, VramManager};
+use vram_residency::{DeviceSource, SealHashing, VerifyPolicy, VramConfig, VramManager};
 
 pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
@@ -34,15 +34,14 @@ pub(crate) fn size_arg(flag: &str, value: &str) -> Result<u64, CliError> {
     parse_byte_size(value).map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
 
-/// A `--leaf-size` flag (power of two, 4 KiB to 1 GiB).
-pub(crate) fn leaf_arg(value: Option<&str>) -> Result<LeafSize, CliError> {
-    match value {
-        None => Ok(LeafSize::DEFAULT),
-        Some(v) => {
+/// A `--leaf-size` flag (power of two, 4 KiB to 1 GiB), or `None` when absent.
+pub(crate) fn leaf_arg(value: Option<&str>) -> Result<Option<LeafSize>, CliError> {
+    value
+        .map(|v| {
             let bytes = size_arg("--leaf-size", v)?;
             LeafSize::new(bytes).map_err(|e| CliError::usage(format!("--leaf-size: {e}")))
-        }
-    }
+        })
+        .transpose()
 }
 
 /// `full` or `sampled:K`.
@@ -95,17 +94,22 @@ pub(crate) fn worker_id() -> String {
         .unwrap_or_else(|| "vram-cli".to_string())
 }
 
-/// A manager over the selected devices.
+/// A manager over the selected devices. Without a leaf size, the manager's
+/// default for those devices (64 KiB on CUDA devices, 1 MiB otherwise).
 pub(crate) fn manager(
     secret: WorkerSecret,
     selection: &Selection,
     audit: Option<Arc<dyn AuditSink>>,
-    leaf: LeafSize,
+    leaf: Option<LeafSize>,
+    hashing: SealHashing,
 ) -> Result<VramManager, CliError> {
     let mut builder = VramConfig::builder(secret)
         .device_source(DeviceSource::Explicit(selection.devices.clone()))
         .worker_id(worker_id())
-        .leaf_size(leaf);
+        .seal_hashing(hashing);
+    if let Some(leaf) = leaf {
+        builder = builder.leaf_size(leaf);
+    }
     if let Some(a) = audit {
         builder = builder.audit(a);
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vram_residency::vram_audit::AuditSink;
 use vram_residency::vram_validation::{ModelRef, Sha256Hex};
+use vram_residency::SealHashing;
 use vram_residency::{ScrubConfig, Scrubber, SealRequest, SealedShard};
 
 /// Counts bytes through a reader into a progress bar.
@@ -96,7 +97,12 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     };
     let selection = select(spec)?;
     selection.announce(quiet);
-    let mgr = manager(secret, &selection, audit, leaf)?;
+    let hashing = if args.hash_on_device {
+        SealHashing::ON_DEVICE
+    } else {
+        SealHashing::Host
+    };
+    let mgr = manager(secret, &selection, audit, leaf, hashing)?;
 
     let mut shards: Vec<SealedShard> = Vec::new();
     let mut rows = Vec::new();
