@@ -27,7 +27,8 @@ fn scenarios_on_a_real_cuda_device() {
     use vram_residency::vram_core::cuda::CudaDevice;
     use vram_residency::vram_core::Device;
     use vram_residency::vram_crypto::LeafSize;
-    use vram_residency::{HashPath, VerifyPolicy, VramConfig, VramError, VramManager};
+    use vram_residency::vram_validation::ModelRef;
+    use vram_residency::{HashPath, SealRequest, VerifyPolicy, VramConfig, VramError, VramManager};
 
     let device = match CudaDevice::open(0) {
         Ok(d) => d,
@@ -54,7 +55,7 @@ fn scenarios_on_a_real_cuda_device() {
     let dynamic: Arc<dyn Device> = device.clone();
     let m = VramManager::new(
         VramConfig::builder(s)
-            .device(dynamic)
+            .device(dynamic.clone())
             .audit(sink)
             .leaf_size(LeafSize::new(64 * 1024).unwrap())
             .build(),
@@ -92,6 +93,49 @@ fn scenarios_on_a_real_cuda_device() {
     }
     assert_eq!(device.live_allocations(), 0);
     assert_eq!(m.used_vram(0), 0);
+
+    // Seals hashed by the kernel after the upload commit to the same digest as
+    // the CPU, from memory and from a file, and verify on the device.
+    let on_device = VramManager::new(
+        VramConfig::builder(secret())
+            .device(dynamic.clone())
+            .seal_hashing(vram_residency::SealHashing::ON_DEVICE)
+            .build(),
+    )
+    .unwrap();
+    assert_eq!(
+        on_device.leaf_size(),
+        vram_residency::CUDA_DEFAULT_LEAF_SIZE
+    );
+    for len in [1usize, 65_537, 3_000_000, 40 << 20] {
+        let data = pattern(len, len as u8 ^ 0x5a);
+        let expected = vram_residency::vram_crypto::tree_digest(&data, on_device.leaf_size());
+        let shard = on_device.seal_model(&data, 0).unwrap();
+        assert_eq!(*shard.tree_digest(), expected, "{len} bytes from memory");
+        let path = std::env::temp_dir().join(format!("vram-cuda-dual-{}", std::process::id()));
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let from_file = on_device
+            .seal_file(
+                &SealRequest::new(ModelRef::new("cuda:file").unwrap(), 0),
+                &file,
+            )
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            *from_file.tree_digest(),
+            expected,
+            "{len} bytes from a file"
+        );
+        let report = on_device
+            .verify_with(&from_file, VerifyPolicy::Full)
+            .unwrap();
+        assert_eq!(report.hash_path, HashPath::OnDevice);
+        loud(format_args!(
+            "cuda: {len} bytes sealed by the kernel, digest matches the CPU"
+        ));
+    }
+    assert_eq!(device.live_allocations(), 0);
 }
 
 #[cfg(not(feature = "cuda"))]
