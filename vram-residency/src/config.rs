@@ -44,6 +44,7 @@ pub struct VramConfig {
     pub(crate) leaf_size: LeafSize,
     pub(crate) verify_policy: VerifyPolicy,
     pub(crate) staging_bytes: usize,
+    pub(crate) caller_announces_mock: bool,
 }
 
 impl fmt::Debug for VramConfig {
@@ -58,6 +59,7 @@ impl fmt::Debug for VramConfig {
             .field("leaf_size", &self.leaf_size.bytes())
             .field("verify_policy", &self.verify_policy)
             .field("staging_bytes", &self.staging_bytes)
+            .field("caller_announces_mock", &self.caller_announces_mock)
             .finish()
     }
 }
@@ -85,6 +87,7 @@ impl VramConfig {
                 leaf_size: LeafSize::DEFAULT,
                 verify_policy: VerifyPolicy::Full,
                 staging_bytes: DEFAULT_STAGING_BYTES,
+                caller_announces_mock: false,
             },
         }
     }
@@ -194,6 +197,15 @@ impl VramConfigBuilder {
     /// Size of each of the two host staging buffers used when streaming.
     pub fn staging_bytes(mut self, bytes: usize) -> Self {
         self.config.staging_bytes = bytes;
+        self
+    }
+
+    /// The caller tells its user, once and loudly, that a device is the mock
+    /// (as the `vram` command does, even with `--quiet`): the manager then
+    /// logs its own notice at `info` rather than `warn`, so the user is not
+    /// told twice. Default: false (the manager warns).
+    pub fn caller_announces_mock(mut self, yes: bool) -> Self {
+        self.config.caller_announces_mock = yes;
         self
     }
 

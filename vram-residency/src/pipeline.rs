@@ -453,7 +453,7 @@ pub(crate) fn copy_file(
 ) -> Result<Option<Hashed>, VramError> {
     let io = |e: std::io::Error| VramError::Io { kind: e.kind() };
     #[cfg(unix)]
-    let out = {
+    let out = (|| {
         let source = ParallelFile {
             file,
             offset: 0,
@@ -465,20 +465,20 @@ pub(crate) fn copy_file(
             progress,
         };
         if want_plain {
-            copy_reader(buffer, device, reader, len, hasher, staging, leaf, true)?
+            copy_reader(buffer, device, reader, len, hasher, staging, leaf, true)
         } else {
             let mut update = |chunk: &[u8]| hasher.update(chunk);
             match backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
-                Some(done) => done.map(|()| None)?,
-                None => Some(Hashed {
+                Some(done) => done.map(|()| None),
+                None => Ok(Some(Hashed {
                     leaves: positional(buffer, device, file, len, staging, leaf, progress)?,
                     plain: None,
-                }),
+                })),
             }
         }
-    };
+    })();
     #[cfg(not(unix))]
-    let out = {
+    let out = (|| {
         use std::io::{Seek, SeekFrom};
         let mut stream = file;
         stream.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -488,17 +488,26 @@ pub(crate) fn copy_file(
         };
         copy_reader(
             buffer, device, reader, len, hasher, staging, leaf, want_plain,
-        )?
-    };
-    // The file must not have changed length while it was read.
+        )
+    })();
+    // The file must not have changed length while it was read. A file cut
+    // short shows first as a short positional read (UnexpectedEof): that is
+    // the same event as a file that grew, and is reported the same way.
     let now = file.metadata().map_err(io)?.len();
-    if now != len {
-        return Err(VramError::LengthMismatch {
+    match out {
+        Err(VramError::Io {
+            kind: std::io::ErrorKind::UnexpectedEof,
+        }) if now < len => Err(VramError::LengthMismatch {
             announced: len,
             read: now,
-        });
+        }),
+        Err(e) => Err(e),
+        Ok(_) if now != len => Err(VramError::LengthMismatch {
+            announced: len,
+            read: now,
+        }),
+        Ok(out) => Ok(out),
     }
-    Ok(out)
 }
 
 #[cfg(unix)]
