@@ -66,9 +66,14 @@ impl From<vram_residency::vram_secrets::SecretsError> for CliError {
     }
 }
 
+/// A path as an error message shows it: escaped, one printable line.
+pub(crate) fn shown_path(path: &std::path::Path) -> String {
+    vram_residency::vram_validation::escape_for_log(&path.to_string_lossy(), 200)
+}
+
 /// A file the user named could not be used.
 pub(crate) fn io_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
-    let shown = vram_residency::vram_validation::escape_for_log(&path.display().to_string(), 200);
+    let shown = shown_path(path);
     match e.kind() {
         std::io::ErrorKind::NotFound => CliError::usage(format!("{shown}: no such file")),
         std::io::ErrorKind::PermissionDenied => {
