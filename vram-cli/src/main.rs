@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     match cmd::run(&args) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("vram: error: {}", e.message);
+            eprintln!("vram: error: {}", exit::one_safe_line(&e.message));
             ExitCode::from(e.code)
         }
     }

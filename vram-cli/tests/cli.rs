@@ -650,6 +650,43 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
         f.to_str().unwrap()
     );
     assert_eq!(v["shards"][0]["model_ref"], r"hf:org\model");
+
+    // An error about a hostile path from a lower layer is one safe line too.
+    let log = dir.path().join(HOSTILE).join("audit.jsonl");
+    let out = vram()
+        .args([
+            "seal",
+            "--device",
+            "mock",
+            "--model-ref",
+            "m",
+            "--secret-file",
+        ])
+        .arg(&s)
+        .arg("--audit-log")
+        .arg(&log)
+        .arg(dir.path().join("worker.secret"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    no_raw_controls("audit log error", &out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("vram: error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !err.lines().any(|l| l.starts_with("abc  forged.bin")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -79,7 +79,15 @@ pub(crate) fn open_audit(path: &Path, secret: &WorkerSecret) -> Result<Arc<Audit
         FileOptions::default(),
     )
     .map(Arc::new)
-    .map_err(|e| CliError::env(format!("audit log: {e}")))
+    .map_err(|e| {
+        // vram-audit's messages name the log already.
+        let text = e.to_string();
+        if text.starts_with("audit log") {
+            CliError::env(text)
+        } else {
+            CliError::env(format!("audit log: {text}"))
+        }
+    })
 }
 
 /// This worker's id in audit records: the host name when it is usable.
