@@ -26,6 +26,8 @@ mod devices;
 mod exit;
 #[path = "../../vram-cli/src/progress.rs"]
 mod progress;
+#[path = "../../vram-cli/src/scratch.rs"]
+mod scratch;
 #[path = "../../vram-cli/src/secret.rs"]
 mod secret;
 
@@ -55,6 +57,7 @@ fn check_device(s: &str) {
     let want = match s {
         "auto" => Some(devices::DeviceSpec::Auto),
         "mock" => Some(devices::DeviceSpec::Mock),
+        "cuda" => Some(devices::DeviceSpec::AllCuda),
         _ => s
             .strip_prefix("cuda:")
             .and_then(|n| digits(n, 4))
@@ -75,7 +78,7 @@ fn check_verify(s: &str) {
         Some(VerifyPolicy::Full)
     } else {
         s.strip_prefix("sampled:")
-            .and_then(|k| digits(k, 6))
+            .and_then(|k| digits(k, 10))
             .filter(|k| *k > 0)
             .map(|leaves| VerifyPolicy::Sampled { leaves })
     };

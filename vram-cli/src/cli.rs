@@ -70,7 +70,8 @@ pub(crate) struct DigestArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArg {
-    /// auto (CUDA when present, else the mock), mock, or cuda:N.
+    /// auto (CUDA when present, else the mock, said on stderr even with -q), mock,
+    /// cuda (every CUDA device; exit 3 when there is none), or cuda:N.
     #[arg(long, default_value = "auto")]
     pub(crate) device: String,
 }
@@ -94,13 +95,13 @@ pub(crate) struct SealArgs {
     /// Append audit records to this JSON-lines log (default: kept in memory).
     #[arg(long)]
     pub(crate) audit_log: Option<PathBuf>,
-    /// Verification after sealing: full or sampled:K.
+    /// Verification after sealing: full or sampled:K (K at or above the leaf count is a full verification).
     #[arg(long, default_value = "full")]
     pub(crate) verify: String,
     /// Keep the shards resident and scrubbing until SIGINT/SIGTERM.
     #[arg(long)]
     pub(crate) hold: bool,
-    /// Scrub rate while holding, bytes per second (e.g. 256MiB).
+    /// Scrub rate while holding, bytes per second (e.g. 256MiB; at least 1MiB).
     #[arg(long, requires = "hold", default_value = "256MiB")]
     pub(crate) scrub_rate: String,
     /// Leaf size of the tree digest (default: 64KiB on CUDA devices, 1MiB otherwise).

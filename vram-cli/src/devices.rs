@@ -1,4 +1,4 @@
-//! Device selection for the CLI: `auto`, `mock` or `cuda:N`. Keeps the
+//! Device selection for the CLI: `auto`, `mock`, `cuda` or `cuda:N`. Keeps the
 //! concrete device types so `demo` can reach their test-only corruption paths.
 
 use crate::exit::CliError;
@@ -9,16 +9,22 @@ use vram_residency::vram_mock::MockDevice;
 /// A parsed `--device` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DeviceSpec {
+    /// CUDA devices when present, else the mock (said on stderr, always).
     Auto,
+    /// The mock, as asked.
     Mock,
+    /// Every CUDA device; none is an error (a service that needs real VRAM).
+    AllCuda,
+    /// One CUDA device.
     Cuda(u32),
 }
 
-/// Parses `auto`, `mock` or `cuda:N`.
+/// Parses `auto`, `mock`, `cuda` or `cuda:N`.
 pub(crate) fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
     match s {
         "auto" => Ok(DeviceSpec::Auto),
         "mock" => Ok(DeviceSpec::Mock),
+        "cuda" => Ok(DeviceSpec::AllCuda),
         _ => {
             let shown = vram_residency::vram_validation::escape_for_log(s, 40);
             let n = s
@@ -27,7 +33,7 @@ pub(crate) fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
                 .and_then(|n| n.parse::<u32>().ok())
                 .ok_or_else(|| {
                     CliError::usage(format!(
-                        "unknown device `{shown}`: use auto, mock or cuda:N"
+                        "unknown device `{shown}`: use auto, mock, cuda or cuda:N"
                     ))
                 })?;
             Ok(DeviceSpec::Cuda(n))
@@ -72,13 +78,19 @@ impl Selection {
         }
     }
 
-    /// Prints the loud mock notice (once per command).
+    /// Says once per command that the mock is in use. A fallback (`auto`
+    /// found no CUDA device) is said even with `--quiet`: a run must never
+    /// use host memory in silence. A mock asked for by name is said unless
+    /// `--quiet`.
     pub(crate) fn announce(&self, quiet: bool) {
-        if let (Some(reason), false) = (&self.mock_reason, quiet) {
+        if let Some(reason) = &self.mock_reason {
             eprintln!(
-                "vram: NOTE: no CUDA device found ({reason}); using the MOCK device (host memory). \
-                 Nothing is in GPU memory."
+                "vram: NOTE: no CUDA device found ({}); using the MOCK device (host memory). \
+                 Nothing is in GPU memory; use --device cuda to require a GPU.",
+                vram_residency::vram_validation::escape_for_log(reason, 300)
             );
+        } else if self.mock.is_some() && !quiet {
+            eprintln!("vram: note: using the MOCK device (host memory), as asked; nothing is in GPU memory.");
         }
     }
 
@@ -134,6 +146,12 @@ pub(crate) fn select(spec: DeviceSpec) -> Result<Selection, CliError> {
             Ok(sel) => Ok(sel),
             Err(reason) => Ok(Selection::mock(Some(reason))),
         },
+        DeviceSpec::AllCuda => open_cuda().map_err(|reason| {
+            CliError::env(format!(
+                "--device cuda: no CUDA device can be used ({reason}); \
+                 this command requires real GPU memory"
+            ))
+        }),
         DeviceSpec::Cuda(n) => {
             let mut sel = open_cuda().map_err(CliError::env)?;
             let count = u32::try_from(sel.devices.len()).unwrap_or(u32::MAX);

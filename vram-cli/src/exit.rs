@@ -66,14 +66,54 @@ impl From<vram_residency::vram_secrets::SecretsError> for CliError {
     }
 }
 
+/// The last guard before an error line reaches the terminal: any character
+/// outside printable ASCII still in `message` (a lower layer that quoted a
+/// path raw) is escaped as in output lines (`\u{..}`, `\n`); what is
+/// already printable (including escapes made earlier, and the `…` that marks
+/// a truncation) is kept as it is, so nothing is escaped twice.
+pub(crate) fn one_safe_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        if matches!(c, ' '..='~' | '…') {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            out.push_str(
+                &vram_residency::vram_validation::escape_line_field(c.encode_utf8(&mut buf)).0,
+            );
+        }
+    }
+    out
+}
+
+/// A path as an error message shows it: escaped, one printable line.
+pub(crate) fn shown_path(path: &std::path::Path) -> String {
+    vram_residency::vram_validation::escape_for_log(&path.to_string_lossy(), 200)
+}
+
 /// A file the user named could not be used.
 pub(crate) fn io_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
-    let shown = vram_residency::vram_validation::escape_for_log(&path.display().to_string(), 200);
+    let shown = shown_path(path);
     match e.kind() {
         std::io::ErrorKind::NotFound => CliError::usage(format!("{shown}: no such file")),
         std::io::ErrorKind::PermissionDenied => {
             CliError::env(format!("{shown}: permission denied"))
         }
         kind => CliError::env(format!("{shown}: {kind}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_lines_carry_no_raw_controls_and_are_not_escaped_twice() {
+        assert_eq!(
+            one_safe_line("audit log: open /x/evil\u{1b}]0;t\u{7}\nforged: denied"),
+            r"audit log: open /x/evil\u{1b}]0;t\u{7}\nforged: denied"
+        );
+        let already = r#"secret file \"/a\u{a}b\" not found…(3 more bytes)"#;
+        assert_eq!(one_safe_line(already), already);
     }
 }

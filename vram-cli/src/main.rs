@@ -9,6 +9,7 @@ mod cmd;
 mod devices;
 mod exit;
 mod progress;
+mod scratch;
 mod secret;
 
 use clap::Parser;
@@ -28,17 +29,25 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_tracing(args.verbose, args.quiet);
+    init_tracing(args.verbose, args.quiet, colour_on_stderr());
     match cmd::run(&args) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("vram: error: {}", e.message);
+            eprintln!("vram: error: {}", exit::one_safe_line(&e.message));
             ExitCode::from(e.code)
         }
     }
 }
 
-fn init_tracing(verbose: u8, quiet: bool) {
+/// Colour only on a terminal, and never with `NO_COLOR` set (to anything
+/// non-empty, as <https://no-color.org> asks).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
+}
+
+fn init_tracing(verbose: u8, quiet: bool, colour: bool) {
     use tracing_subscriber::fmt;
     let level = match (quiet, verbose) {
         (true, _) => tracing::Level::ERROR,
@@ -50,6 +59,7 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let _ = fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .without_time()
         .try_init();

@@ -45,6 +45,7 @@ pub struct VramConfig {
     pub(crate) verify_policy: VerifyPolicy,
     pub(crate) staging_bytes: usize,
     pub(crate) seal_hashing: SealHashing,
+    pub(crate) caller_announces_mock: bool,
 }
 
 /// Leaf size of a manager whose devices are all CUDA devices, unless one is
@@ -110,6 +111,7 @@ impl fmt::Debug for VramConfig {
             .field("verify_policy", &self.verify_policy)
             .field("staging_bytes", &self.staging_bytes)
             .field("seal_hashing", &self.seal_hashing)
+            .field("caller_announces_mock", &self.caller_announces_mock)
             .finish()
     }
 }
@@ -138,6 +140,7 @@ impl VramConfig {
                 verify_policy: VerifyPolicy::Full,
                 staging_bytes: DEFAULT_STAGING_BYTES,
                 seal_hashing: SealHashing::Host,
+                caller_announces_mock: false,
             },
         }
     }
@@ -254,6 +257,15 @@ impl VramConfigBuilder {
     /// Size of each of the two host staging buffers used when streaming.
     pub fn staging_bytes(mut self, bytes: usize) -> Self {
         self.config.staging_bytes = bytes;
+        self
+    }
+
+    /// The caller tells its user, once and loudly, that a device is the mock
+    /// (as the `vram` command does, even with `--quiet`): the manager then
+    /// logs its own notice at `info` rather than `warn`, so the user is not
+    /// told twice. Default: false (the manager warns).
+    pub fn caller_announces_mock(mut self, yes: bool) -> Self {
+        self.config.caller_announces_mock = yes;
         self
     }
 

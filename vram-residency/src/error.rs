@@ -107,12 +107,16 @@ pub enum VramError {
         end: u64,
     },
 
-    /// The source delivered a different number of bytes than announced.
-    #[error("model source length mismatch: announced {announced} bytes, read {read}")]
+    /// The source delivered a different number of bytes than announced: it
+    /// changed while it was sealed (a file truncated or grown, a stream cut
+    /// short or running long). Nothing was sealed. One class
+    /// ([`ErrorClass::Environment`]) whichever way the length moved.
+    #[error("the model source changed while it was sealed: {announced} bytes announced, {read} found; nothing was sealed")]
     LengthMismatch {
         /// Length given by the caller.
         announced: u64,
-        /// Bytes actually read before EOF (or before the source overran).
+        /// Bytes actually read before EOF, the file's length afterwards, or
+        /// `announced + 1` when the source ran past the announced end.
         read: u64,
     },
 
@@ -158,6 +162,15 @@ pub enum VramError {
     Compromised {
         /// The shard (validated id).
         shard_id: String,
+    },
+
+    /// A verification policy that cannot be run as asked (a sample of 0 leaves).
+    #[error("verification policy {policy} refused: {reason}")]
+    InvalidPolicy {
+        /// The policy asked for.
+        policy: String,
+        /// Why it is refused.
+        reason: &'static str,
     },
 
     /// A shard set is malformed (positions missing, duplicated or inconsistent).
@@ -210,12 +223,14 @@ impl VramError {
             Self::InvalidInput(_)
             | Self::InvalidConfig { .. }
             | Self::UnknownDevice { .. }
-            | Self::LengthMismatch { .. }
             | Self::KeyMismatch { .. }
+            | Self::InvalidPolicy { .. }
             | Self::InvalidShardSet { .. } => ErrorClass::InvalidInput,
-            Self::Device { .. } | Self::Io { .. } | Self::Audit(_) | Self::Secrets(_) => {
-                ErrorClass::Environment
-            }
+            Self::Device { .. }
+            | Self::Io { .. }
+            | Self::LengthMismatch { .. }
+            | Self::Audit(_)
+            | Self::Secrets(_) => ErrorClass::Environment,
         }
     }
 

@@ -181,7 +181,12 @@ impl VramManager {
                     ),
                 });
             }
-            if info.kind == DeviceKind::Mock {
+            if info.kind == DeviceKind::Mock && config.caller_announces_mock {
+                tracing::info!(
+                    device = index,
+                    "device {index} is the MOCK device (host memory)"
+                );
+            } else if info.kind == DeviceKind::Mock {
                 tracing::warn!(
                     device = index,
                     "device {index} is the MOCK device (host memory), not real VRAM"

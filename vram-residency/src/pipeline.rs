@@ -606,7 +606,7 @@ pub(crate) fn copy_file(
     } = source;
     let io = |e: std::io::Error| VramError::Io { kind: e.kind() };
     #[cfg(unix)]
-    let out = {
+    let out = (|| {
         let on_device = match hashing {
             SealHashing::OnDevice { cross_check } if !want_plain => Some(cross_check),
             _ => None,
@@ -632,38 +632,39 @@ pub(crate) fn copy_file(
                 };
             uploaded?;
             let tree = TreeDescriptor::new(leaf, len);
-            match hash_on_device(buffer, device, tree, cross_check, Source::File(file))? {
-                Some(leaves) => Some(Hashed {
-                    leaves,
-                    plain: None,
-                }),
-                // The device cannot hash: hash the file here, as a host seal
-                // would (the seal then commits to the source's bytes).
-                None => Some(Hashed {
-                    leaves: vram_crypto::leaf_hashes_from(leaf, len, staging, |offset, buf| {
-                        use std::os::unix::fs::FileExt;
-                        file.read_exact_at(buf, offset).map_err(io)
-                    })?
-                    .into_parts()
-                    .1,
-                    plain: None,
-                }),
-            }
+            let leaves =
+                match hash_on_device(buffer, device, tree, cross_check, Source::File(file))? {
+                    Some(leaves) => leaves,
+                    // The device cannot hash: hash the file here, as a host seal
+                    // would (the seal then commits to the source's bytes).
+                    None => {
+                        vram_crypto::leaf_hashes_from(leaf, len, staging, |offset, buf| {
+                            use std::os::unix::fs::FileExt;
+                            file.read_exact_at(buf, offset).map_err(io)
+                        })?
+                        .into_parts()
+                        .1
+                    }
+                };
+            Ok(Some(Hashed {
+                leaves,
+                plain: None,
+            }))
         } else if want_plain {
-            copy_reader(buffer, device, reader, len, hasher, staging, leaf, true)?
+            copy_reader(buffer, device, reader, len, hasher, staging, leaf, true)
         } else {
             let mut update = |chunk: &[u8]| hasher.update(chunk);
             match backend_stream(buffer, device, &mut reader, len, &mut update, staging) {
-                Some(done) => done.map(|()| None)?,
-                None => Some(Hashed {
+                Some(done) => done.map(|()| None),
+                None => Ok(Some(Hashed {
                     leaves: positional(buffer, device, file, len, staging, leaf, progress)?,
                     plain: None,
-                }),
+                })),
             }
         }
-    };
+    })();
     #[cfg(not(unix))]
-    let out = {
+    let out = (|| {
         use std::io::{Seek, SeekFrom};
         let _ = hashing;
         let mut stream = file;
@@ -674,17 +675,26 @@ pub(crate) fn copy_file(
         };
         copy_reader(
             buffer, device, reader, len, hasher, staging, leaf, want_plain,
-        )?
-    };
-    // The file must not have changed length while it was read.
+        )
+    })();
+    // The file must not have changed length while it was read. A file cut
+    // short shows first as a short positional read (UnexpectedEof): that is
+    // the same event as a file that grew, and is reported the same way.
     let now = file.metadata().map_err(io)?.len();
-    if now != len {
-        return Err(VramError::LengthMismatch {
+    match out {
+        Err(VramError::Io {
+            kind: std::io::ErrorKind::UnexpectedEof,
+        }) if now < len => Err(VramError::LengthMismatch {
             announced: len,
             read: now,
-        });
+        }),
+        Err(e) => Err(e),
+        Ok(_) if now != len => Err(VramError::LengthMismatch {
+            announced: len,
+            read: now,
+        }),
+        Ok(out) => Ok(out),
     }
-    Ok(out)
 }
 
 #[cfg(unix)]

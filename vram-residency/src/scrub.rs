@@ -35,6 +35,9 @@ impl std::fmt::Debug for ScrubConfig {
 }
 
 impl ScrubConfig {
+    /// The slowest scrub accepted, bytes per second (1 MiB/s).
+    pub const MIN_BYTES_PER_SECOND: u64 = 1 << 20;
+
     /// A scrubber limited to `bytes_per_second`, 4 leaves per step, no callback.
     pub fn new(bytes_per_second: u64) -> Self {
         Self {
@@ -42,6 +45,22 @@ impl ScrubConfig {
             leaves_per_step: 4,
             on_failure: None,
         }
+    }
+
+    /// Checks the settings [`Scrubber::start`] checks, so that a caller can
+    /// refuse them before doing any work (a CLI, before sealing).
+    ///
+    /// # Errors
+    /// [`VramError::InvalidConfig`] for a rate below
+    /// [`ScrubConfig::MIN_BYTES_PER_SECOND`] or zero leaves per step.
+    pub fn validate(&self) -> Result<(), VramError> {
+        if self.bytes_per_second < Self::MIN_BYTES_PER_SECOND || self.leaves_per_step == 0 {
+            return Err(VramError::InvalidConfig {
+                reason: "scrub rate must be at least 1 MiB/s with at least one leaf per step"
+                    .into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -92,12 +111,7 @@ impl Scrubber {
         shards: &[Arc<SealedShard>],
         config: ScrubConfig,
     ) -> Result<Self, VramError> {
-        if config.bytes_per_second < 1 << 20 || config.leaves_per_step == 0 {
-            return Err(VramError::InvalidConfig {
-                reason: "scrub rate must be at least 1 MiB/s with at least one leaf per step"
-                    .into(),
-            });
-        }
+        config.validate()?;
         let shared = Arc::new(Shared::default());
         let watched: Vec<Weak<SealedShard>> = shards.iter().map(Arc::downgrade).collect();
         let manager = manager.clone();

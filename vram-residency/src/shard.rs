@@ -206,6 +206,12 @@ pub struct ModelShardHandle {
     /// Leaf size of the tree, bytes.
     pub leaf_size: u64,
     /// Seal time, nanoseconds since the Unix epoch.
+    ///
+    /// Serialized as a decimal string (`"1764512345678901234"`): today's times
+    /// are above 2^53, where JSON tools that read numbers as f64 (jq,
+    /// JavaScript) round them, and a rounded time no longer matches the
+    /// signature. A JSON integer is still read, for handles written before.
+    #[serde(with = "sealed_at_ns")]
     pub sealed_at: u64,
     /// Model reference.
     pub model_ref: String,
@@ -217,4 +223,46 @@ pub struct ModelShardHandle {
     pub key_id: String,
     /// HMAC-SHA256 seal tag, lower-case hex.
     pub signature: String,
+}
+
+/// `sealed_at` as a decimal string; reads a string or an integer.
+mod sealed_at_ns {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub(super) fn serialize<S: Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(ns)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(Nanos)
+    }
+
+    struct Nanos;
+
+    impl Visitor<'_> for Nanos {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("nanoseconds since the Unix epoch, as a decimal string (or an integer)")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom("sealed_at is negative"))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            // Digits only (no sign, space or exponent), at most 20 of them.
+            if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(E::custom("sealed_at must be a decimal string of digits"));
+            }
+            v.parse()
+                .map_err(|_| E::custom("sealed_at is out of range"))
+        }
+    }
 }

@@ -23,6 +23,13 @@ use vram_crypto::{
 /// about 81 %; `n` independent calls raise that to `1 - (1 - f)^(k n)`.
 /// Sampling suits frequent checks between full verifications and scrubbing; it
 /// is no substitute for a full verification before trusting a shard.
+///
+/// `Sampled { leaves: 0 }` checks nothing and is refused on every call
+/// ([`VramError::InvalidPolicy`]). `Sampled { leaves: k }` with `k` at or
+/// above the shard's leaf count is capped: it runs as a full verification
+/// (every leaf once, not `k` random draws), and the report's
+/// [`policy`](VerifyReport::policy) says [`VerifyPolicy::Full`]. So the cost
+/// of a call never exceeds that of a full verification, whatever `k`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "policy", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -35,7 +42,7 @@ pub enum VerifyPolicy {
     FullHostReadback,
     /// `leaves` random leaves per call.
     Sampled {
-        /// Leaves per call (at least 1).
+        /// Leaves per call (at least 1; capped at the shard's leaf count).
         leaves: u32,
     },
 }
@@ -83,7 +90,8 @@ pub enum HashPath {
 pub struct VerifyReport {
     /// The shard verified.
     pub shard_id: String,
-    /// Policy used.
+    /// Policy that ran: the one asked for, except that a sample of at least
+    /// the shard's leaf count runs (and is reported) as [`VerifyPolicy::Full`].
     pub policy: VerifyPolicy,
     /// Leaves checked.
     pub leaves_checked: u64,
@@ -102,6 +110,18 @@ mod duration_secs {
         s: S,
     ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// The policy that runs for a shard of `leaf_count` leaves: a sample of at
+/// least every leaf is a full verification (cheaper than drawing that many
+/// leaves at random, and bounded whatever the sample size asked for).
+pub(crate) fn effective_policy(policy: VerifyPolicy, leaf_count: u64) -> VerifyPolicy {
+    match policy {
+        VerifyPolicy::Sampled { leaves } if leaves > 0 && u64::from(leaves) >= leaf_count => {
+            VerifyPolicy::Full
+        }
+        other => other,
     }
 }
 
@@ -173,12 +193,17 @@ impl VramManager {
         policy: VerifyPolicy,
     ) -> Result<VerifyReport, VramError> {
         let start = Instant::now();
+        let policy = effective_policy(policy, shard.leaves.len() as u64);
         let result = shard
             .ensure_not_compromised()
             .and_then(|()| check_seal(self, shard))
             .and_then(|()| match policy {
                 VerifyPolicy::Full => self.verify_full(shard, true),
                 VerifyPolicy::FullHostReadback => self.verify_full(shard, false),
+                VerifyPolicy::Sampled { leaves: 0 } => Err(VramError::InvalidPolicy {
+                    policy: policy.name(),
+                    reason: "a sample of 0 leaves checks nothing; ask for at least 1",
+                }),
                 VerifyPolicy::Sampled { leaves } => {
                     let indices = random_leaf_indices(shard.leaves.len() as u64, leaves)?;
                     self.verify_leaf_indices(shard, &indices)
@@ -401,6 +426,12 @@ pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Resul
     let leaf = LeafSize::new(h.leaf_size).map_err(|_| invalid())?;
     let root: Sha256Digest = h.digest.parse().map_err(|_| invalid())?;
     let tag: SealTag = h.signature.parse().map_err(|_| invalid())?;
+    // Only the canonical spelling (lower-case hex, as `handle()` writes it) is
+    // accepted: a handle is compared as a whole elsewhere (`verify_handle`),
+    // and two spellings of one seal must not both pass here.
+    if root.to_string() != h.digest || tag.to_string() != h.signature {
+        return Err(invalid());
+    }
     let tree = TreeDigest {
         descriptor: TreeDescriptor {
             version: TREE_FORMAT_VERSION,

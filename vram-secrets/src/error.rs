@@ -3,7 +3,7 @@
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
-use crate::escape::escape_path;
+use crate::escape_path;
 
 /// Loading a worker secret failed.
 ///
@@ -62,7 +62,7 @@ pub enum SecretsError {
         max: u64,
     },
     /// The secret is shorter than [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN).
-    #[error("secret is {len} bytes (after removing one trailing newline); at least {min} bytes are required, e.g. from `openssl rand -hex 32`")]
+    #[error("secret is {len} bytes; at least {min} bytes are required (a file's trailing newline is dropped only when {min} bytes remain without it, so any file of {min} bytes or more is accepted): create one with `head -c 32 /dev/urandom > FILE` or `openssl rand -hex 32 > FILE`")]
     TooShort {
         /// Its length in bytes.
         len: usize,

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::escape::escape_str;
-use crate::{SecretsError, MAX_SECRET_LEN};
+use crate::{SecretsError, MAX_SECRET_LEN, MIN_SECRET_LEN};
 
 /// The longest systemd credential name accepted (a file name limit).
 const MAX_CREDENTIAL_NAME_LEN: usize = 255;
@@ -22,7 +21,7 @@ pub(crate) fn credential_path(dir: &Path, name: &str) -> Result<PathBuf, Secrets
         && !name.contains(['/', '\0']);
     if !plain {
         return Err(SecretsError::InvalidCredentialName {
-            shown: escape_str(name),
+            shown: vram_validation::escape_for_log(name, crate::SHOWN_CHARS),
         });
     }
     Ok(dir.join(name))
@@ -30,7 +29,7 @@ pub(crate) fn credential_path(dir: &Path, name: &str) -> Result<PathBuf, Secrets
 
 /// Reads the file at `path` after the checks documented on
 /// [`WorkerSecret::load_file`](crate::WorkerSecret::load_file), with one trailing
-/// newline removed.
+/// newline removed when what remains is still a full-length secret.
 pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
     let io_error = |e: io::Error| match e.kind() {
         io::ErrorKind::NotFound => SecretsError::NotFound {
@@ -83,12 +82,26 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, Secret
     Ok(bytes)
 }
 
-/// Removes one trailing `\n` or `\r\n`.
+/// Removes one trailing `\n` or `\r\n`, but only when at least
+/// [`MIN_SECRET_LEN`] bytes remain.
+///
+/// The newline an editor or `echo` appends to a text secret (`openssl rand
+/// -hex 32 > f`) is not part of it; but the last byte of a raw binary secret
+/// (`head -c 32 /dev/urandom > f`) is `0x0a` one time in 256, and removing it
+/// would leave 31 bytes. So a file of at least [`MIN_SECRET_LEN`] bytes is
+/// never refused as too short, and every file accepted under the old rule
+/// (always strip) still gives the same bytes, hence the same keys.
 fn strip_one_newline(bytes: &mut Vec<u8>) {
-    if bytes.ends_with(b"\r\n") {
-        bytes.truncate(bytes.len().saturating_sub(2));
+    let newline = if bytes.ends_with(b"\r\n") {
+        2
     } else if bytes.ends_with(b"\n") {
-        bytes.truncate(bytes.len().saturating_sub(1));
+        1
+    } else {
+        return;
+    };
+    let kept = bytes.len().saturating_sub(newline);
+    if kept >= MIN_SECRET_LEN {
+        bytes.truncate(kept);
     }
 }
 
@@ -210,18 +223,33 @@ mod tests {
 
     #[test]
     fn newline_stripping() {
-        for (input, want) in [
-            (&b"abc\n"[..], &b"abc"[..]),
-            (b"abc\r\n", b"abc"),
-            (b"abc\n\n", b"abc\n"),
-            (b"abc", b"abc"),
-            (b"abc\r", b"abc\r"),
-            (b"\n", b""),
-        ] {
-            let mut v = input.to_vec();
+        let text = [b'k'; 40];
+        let cases: [(Vec<u8>, Vec<u8>); 8] = [
+            ([&text[..], b"\n"].concat(), text.to_vec()),
+            ([&text[..], b"\r\n"].concat(), text.to_vec()),
+            ([&text[..], b"\n\n"].concat(), [&text[..], b"\n"].concat()),
+            (text.to_vec(), text.to_vec()),
+            ([&text[..], b"\r"].concat(), [&text[..], b"\r"].concat()),
+            // Stripping would leave fewer than 32 bytes: the file is kept whole.
+            (
+                [&[7u8; 31][..], b"\n"].concat(),
+                [&[7u8; 31][..], b"\n"].concat(),
+            ),
+            (
+                [&[7u8; 30][..], b"\r\n"].concat(),
+                [&[7u8; 30][..], b"\r\n"].concat(),
+            ),
+            // Short files are left for the length check to refuse.
+            (b"abc\n".to_vec(), b"abc\n".to_vec()),
+        ];
+        for (input, want) in cases {
+            let mut v = input.clone();
             strip_one_newline(&mut v);
-            assert_eq!(v, want);
+            assert_eq!(v, want, "{input:?}");
         }
+        let mut exactly = [&[7u8; 32][..], b"\n"].concat();
+        strip_one_newline(&mut exactly);
+        assert_eq!(exactly, [7u8; 32]);
     }
 
     #[test]

@@ -7,7 +7,6 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use crate::escape::escape_str;
 use crate::SecretsError;
 
 /// Length of a [`SecretKey`] in bytes.
@@ -131,7 +130,7 @@ impl FromStr for KeyId {
 
     fn from_str(s: &str) -> Result<KeyId, SecretsError> {
         let invalid = || SecretsError::InvalidKeyId {
-            shown: escape_str(s),
+            shown: vram_validation::escape_for_log(s, crate::SHOWN_CHARS),
         };
         if s.len() != 16 {
             return Err(invalid());

@@ -120,9 +120,13 @@ impl WorkerSecret {
     /// * group and others have no permission at all (`mode & 0o077 == 0`), as
     ///   OpenSSH asks of private keys;
     /// * it is at most [`MAX_SECRET_LEN`] bytes;
-    /// * one trailing `\n` or `\r\n` is removed; what remains must be at least
-    ///   [`MIN_SECRET_LEN`] bytes. Binary secrets that may end in `0x0a` should
-    ///   be stored encoded (hex, base64).
+    /// * one trailing `\n` or `\r\n` is removed when at least
+    ///   [`MIN_SECRET_LEN`] bytes remain without it (the newline `echo` or an
+    ///   editor adds to a text secret); otherwise the file is taken byte for
+    ///   byte. The secret must be at least [`MIN_SECRET_LEN`] bytes, so a file
+    ///   of [`MIN_SECRET_LEN`] bytes or more is never refused as too short:
+    ///   `head -c 32 /dev/urandom > FILE` works whatever its last byte, and
+    ///   so does `openssl rand -hex 32 > FILE`.
     ///
     /// The bytes are read once, straight into a zeroizing buffer of the exact size.
     ///
@@ -134,7 +138,7 @@ impl WorkerSecret {
         let bytes = read_secret_file(path)?;
         let secret = WorkerSecret::from_bytes(bytes)?;
         tracing::info!(
-            path = %crate::escape::escape_path(path),
+            path = %crate::escape_path(path),
             len = secret.bytes.len(),
             "loaded worker secret"
         );

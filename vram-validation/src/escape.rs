@@ -40,6 +40,103 @@ pub(crate) fn escape_char(c: char) -> String {
     out
 }
 
+/// A field of a human-readable output line (a file name, a model reference),
+/// escaped the way `sha256sum` escapes file names, but stricter.
+///
+/// * `\` becomes `\\`, a newline `\n`, a carriage return `\r`;
+/// * every other character outside printable ASCII (control characters, ESC,
+///   DEL, anything non-ASCII, including bidirectional overrides) becomes
+///   `\u{XX}`;
+/// * nothing is truncated: an output line names its input exactly.
+///
+/// Returns the text and whether anything was escaped. A line with at least
+/// one escaped field starts with a single `\`, as `sha256sum` marks its
+/// escaped lines, so a reader knows to unescape it; [`OutputLine`] does that
+/// bookkeeping. A field left unchanged is the input byte for byte.
+///
+/// ```
+/// use vram_validation::escape_line_field;
+/// assert_eq!(escape_line_field("model.bin"), ("model.bin".to_string(), false));
+/// assert_eq!(escape_line_field("a\nb\\c\u{1b}]0;x\u{7}"), (r"a\nb\\c\u{1b}]0;x\u{7}".to_string(), true));
+/// ```
+#[must_use]
+pub fn escape_line_field(s: &str) -> (String, bool) {
+    let mut out = String::with_capacity(s.len());
+    let mut escaped = false;
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            ' '..='~' => {
+                out.push(c);
+                continue;
+            }
+            _ => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
+        escaped = true;
+    }
+    (out, escaped)
+}
+
+/// A human-readable output line built from trusted text and untrusted fields
+/// ([`escape_line_field`]); rendered with a leading `\` when any field was
+/// escaped.
+///
+/// ```
+/// use vram_validation::OutputLine;
+/// let mut line = OutputLine::new();
+/// line.push("0123  ").field("evil\nname");
+/// assert_eq!(line.to_string(), r"\0123  evil\nname");
+/// let mut plain = OutputLine::new();
+/// plain.push("0123  ").field("model.bin");
+/// assert_eq!(plain.to_string(), "0123  model.bin");
+/// ```
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    text: String,
+    escaped: bool,
+}
+
+impl OutputLine {
+    /// An empty line.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends trusted text (our own words and numbers) as it is.
+    pub fn push(&mut self, trusted: &str) -> &mut Self {
+        self.text.push_str(trusted);
+        self
+    }
+
+    /// Appends an untrusted field, escaped.
+    pub fn field(&mut self, untrusted: &str) -> &mut Self {
+        let (text, escaped) = escape_line_field(untrusted);
+        self.text.push_str(&text);
+        self.escaped |= escaped;
+        self
+    }
+
+    /// Whether some field was escaped (the line starts with `\`).
+    #[must_use]
+    pub fn is_escaped(&self) -> bool {
+        self.escaped
+    }
+}
+
+impl std::fmt::Display for OutputLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.escaped {
+            f.write_str("\\")?;
+        }
+        f.write_str(&self.text)
+    }
+}
+
 fn push_escaped(out: &mut String, c: char) {
     match c {
         '\\' => out.push_str("\\\\"),
@@ -86,6 +183,36 @@ mod tests {
         let long = "x".repeat(1 << 20);
         let shown = escape_for_log(&long, 10);
         assert_eq!(shown, format!("xxxxxxxxxx…({} more bytes)", (1 << 20) - 10));
+    }
+
+    #[test]
+    fn line_fields_escape_like_sha256sum_and_stricter() {
+        let hostile = "m\u{1b}]0;pwned\u{7}\nabc  forged.bin";
+        let (text, escaped) = escape_line_field(hostile);
+        assert!(escaped);
+        assert_eq!(text, r"m\u{1b}]0;pwned\u{7}\nabc  forged.bin");
+        assert!(!text.contains(['\n', '\r', '\u{1b}', '\u{7}']));
+        assert_eq!(escape_line_field("a\\b").0, r"a\\b");
+        assert_eq!(escape_line_field("a\rb").0, r"a\rb");
+        assert_eq!(
+            escape_line_field("\u{202e}\u{7f}é").0,
+            r"\u{202e}\u{7f}\u{e9}"
+        );
+        // Plain names are untouched, quotes included, and never truncated.
+        let long = "n\"q".repeat(1000);
+        assert_eq!(escape_line_field(&long), (long.clone(), false));
+    }
+
+    #[test]
+    fn output_lines_are_marked_when_escaped() {
+        let mut l = OutputLine::new();
+        l.push("sealed ").field("a\nb").push(" ok");
+        assert!(l.is_escaped());
+        assert_eq!(l.to_string(), r"\sealed a\nb ok");
+        assert_eq!(l.to_string().lines().count(), 1);
+        let mut p = OutputLine::new();
+        p.push("x ").field("plain");
+        assert_eq!(p.to_string(), "x plain");
     }
 
     #[test]

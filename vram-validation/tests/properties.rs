@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use vram_validation::{
-    escape_for_log, parse_byte_size, validate_device_index, ModelRef, Sha256Hex, ShardId,
-    ShardPosition, ValidationError, MAX_MODEL_REF_LEN, MAX_SHARD_ID_LEN,
+    escape_for_log, escape_line_field, parse_byte_size, validate_device_index, ModelRef, Sha256Hex,
+    ShardId, ShardPosition, ValidationError, MAX_MODEL_REF_LEN, MAX_SHARD_ID_LEN,
 };
 
 fn error_text_is_safe(err: &ValidationError) -> bool {
@@ -16,6 +16,32 @@ fn shard_id_grammar(s: &str) -> bool {
     (1..=MAX_SHARD_ID_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The inverse of `escape_line_field`: `\\`, `\n`, `\r`, `\u{hex}`.
+fn unescape_line(s: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push('\\'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            'u' => {
+                if chars.next()? != '{' {
+                    return None;
+                }
+                let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
 }
 
 proptest! {
@@ -103,6 +129,17 @@ proptest! {
         let out = escape_for_log(&s, max);
         prop_assert!(!out.chars().any(char::is_control));
         prop_assert!(out.chars().all(|c| c.is_ascii() || c == '…'));
+    }
+
+    /// An output-line field is printable ASCII, unchanged exactly when it
+    /// needed no escape, and decodes back to its input: no two names print
+    /// the same, and a name cannot imitate an escape.
+    #[test]
+    fn line_fields_are_printable_and_decode_back(s in any::<String>()) {
+        let (out, escaped) = escape_line_field(&s);
+        prop_assert!(out.chars().all(|c| matches!(c, ' '..='~')), "{:?}", out);
+        prop_assert_eq!(escaped, out != s);
+        prop_assert_eq!(unescape_line(&out), Some(s));
     }
 
     #[test]

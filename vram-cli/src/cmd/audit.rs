@@ -4,6 +4,7 @@ use super::audit_key;
 use crate::cli::AuditVerifyArgs;
 use crate::exit::CliError;
 use vram_residency::vram_audit::{segment_files, verify_chain, Checkpoint};
+use vram_residency::vram_validation::OutputLine;
 
 pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
     let checkpoint: Option<Checkpoint> = args
@@ -17,7 +18,10 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
     for p in &args.logs {
         let meta = std::fs::metadata(p).map_err(|e| crate::exit::io_error(p, &e))?;
         if meta.is_dir() {
-            return Err(CliError::usage(format!("{}: is a directory", p.display())));
+            return Err(CliError::usage(format!(
+                "{}: is a directory",
+                crate::exit::shown_path(p)
+            )));
         }
     }
     // One path names a rotated log by its base: take every segment, in order.
@@ -40,7 +44,10 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
         println!("{v:#}");
     } else {
         for f in &report.findings {
-            println!("{f}");
+            // A finding names a file and may quote what it found: escaped.
+            let mut line = OutputLine::new();
+            line.field(&f.to_string());
+            println!("{line}");
         }
         let head = report
             .head

@@ -3,7 +3,7 @@
 
 use super::{gbps, manager, size_arg, SyntheticModel};
 use crate::cli::BenchArgs;
-use crate::devices::{parse_spec, select};
+use crate::devices::{parse_spec, select, Selection};
 use crate::exit::CliError;
 use std::io::Read;
 use std::process::Command;
@@ -80,6 +80,48 @@ fn bare_multibuffer(data: &[u8], leaf: usize) -> f64 {
     secs
 }
 
+/// Refuses sizes that cannot fit before any work: `--size` is held in host
+/// memory and sealed on the device, `--sampled-size` is sealed on the device.
+fn check_sizes_fit(selection: &Selection, size: u64, big: u64) -> Result<(), CliError> {
+    let device = usize::try_from(selection.target)
+        .ok()
+        .and_then(|i| selection.devices.get(i))
+        .ok_or_else(|| CliError::env("the selected device is missing"))?;
+    let total = device
+        .memory_info()
+        .map_err(|e| CliError::env(format!("device {}: {e}", selection.target)))?
+        .total;
+    for (flag, bytes) in [("--size", size), ("--sampled-size", big)] {
+        if bytes > total {
+            return Err(CliError::usage(format!(
+                "{flag} {} does not fit on {}:{} ({} of memory); pick a smaller size",
+                format_bytes(bytes),
+                selection.kind(),
+                selection.target,
+                format_bytes(total)
+            )));
+        }
+    }
+    if let Some(host) = host_memory_bytes() {
+        if size > host {
+            return Err(CliError::usage(format!(
+                "--size {} does not fit in this host's {} of memory; pick a smaller size",
+                format_bytes(size),
+                format_bytes(host)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Total host memory (Linux), when it can be read.
+fn host_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     let size = size_arg("--size", &args.size)?;
     let big = size_arg("--sampled-size", &args.sampled_size)?;
@@ -89,6 +131,7 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     let spec = parse_spec(&args.device.device)?;
     let selection = select(spec)?;
     selection.announce(quiet);
+    check_sizes_fit(&selection, size, big)?;
     // The leaf size a manager picks for this device (64 KiB on CUDA).
     let leaf = if selection.kind() == "cuda" {
         vram_residency::CUDA_DEFAULT_LEAF_SIZE
@@ -142,8 +185,8 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     );
 
     // From a file, against sha256sum on the same file.
-    let dir = std::env::temp_dir().join(format!("vram-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| crate::exit::io_error(&dir, &e))?;
+    let scratch = crate::scratch::ScratchDir::new("vram-bench")?;
+    let dir = scratch.path().to_path_buf();
     let file = dir.join("model.bin");
     std::fs::write(&file, &data).map_err(|e| crate::exit::io_error(&file, &e))?;
     let sha = time(|| Command::new("sha256sum").arg(&file).output());
@@ -382,7 +425,7 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
         let device = format!("cuda:{}", selection.target);
         peak_rss_check(&mut r, &dir, big, &device, args.json)?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
     if args.json {
         let v = serde_json::json!({
             "backend": backend(), "cores": cores, "leaf_size": leaf.bytes(),

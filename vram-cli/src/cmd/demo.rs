@@ -38,10 +38,10 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     let selection = select(spec)?;
     selection.announce(quiet);
     let secret = WorkerSecret::generate_ephemeral()?;
-    let dir = std::env::temp_dir().join(format!("vram-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| crate::exit::io_error(&dir, &e))?;
-    let log_path = dir.join("audit.jsonl");
-    let _ = std::fs::remove_file(&log_path);
+    // A fresh owner-only directory, removed when the demo ends (`dir` is
+    // dropped last, after the manager and the audit log that write into it).
+    let dir = crate::scratch::ScratchDir::new("vram-demo")?;
+    let log_path = dir.path().join("audit.jsonl");
     let key = audit_key(&secret);
     let audit = open_audit(&log_path, &secret)?;
     let mgr = manager(
@@ -59,7 +59,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     };
     if !args.json {
         println!(
-            "vram demo: {} synthetic model on {}:{} ({}), ephemeral worker secret (key id {}), audit log {}",
+            "vram demo: {} synthetic model on {}:{} ({}), ephemeral worker secret (key id {}), audit log {} (removed at exit)",
             format_bytes(size),
             selection.kind(),
             selection.target,

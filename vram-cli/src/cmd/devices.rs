@@ -47,12 +47,7 @@ pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
             "note": sel.mock_reason.as_ref().map(|r| format!("no CUDA device found ({r}); only the mock device is available")),
         });
         println!("{out:#}");
-    } else if let Some(reason) = &sel.mock_reason {
-        if !quiet {
-            println!(
-                "note: no CUDA device found ({reason}); the mock device (host memory) is shown"
-            );
-        }
     }
+    // Without --json, the mock is said once, by `announce` on stderr.
     Ok(())
 }

@@ -9,12 +9,13 @@
 
 use super::{gbps, leaf_arg};
 use crate::cli::DigestArgs;
-use crate::exit::{io_error, CliError};
+use crate::exit::{io_error, shown_path, CliError};
 use indicatif::ProgressBar;
 use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 use vram_residency::vram_crypto::{backend, leaf_hashes_from, LeafHashes, LeafSize, TreeHasher};
+use vram_residency::vram_validation::OutputLine;
 use vram_residency::{stream_chunks, DEFAULT_STAGING_BYTES};
 
 pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
@@ -24,7 +25,7 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
     if meta.is_dir() {
         return Err(CliError::usage(format!(
             "{}: is a directory",
-            args.file.display()
+            shown_path(&args.file)
         )));
     }
     let pb = crate::progress::bar(meta.len(), "digest", quiet);
@@ -39,7 +40,7 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
             pb.inc(chunk.len() as u64);
             Ok(())
         })
-        .map_err(|e| CliError::env(format!("{}: {e}", args.file.display())))?;
+        .map_err(|e| CliError::env(format!("{}: {e}", shown_path(&args.file))))?;
         let out = hasher.finish();
         (out.leaves, out.plain_sha256)
     } else {
@@ -69,9 +70,17 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
         }
         println!("{v:#}");
     } else {
-        println!("{}  {}", tree.root, args.file.display());
+        // `DIGEST  NAME`, the name escaped as sha256sum does (a leading `\`
+        // marks an escaped line): a hostile name cannot add a line or drive
+        // the terminal. JSON above carries the name exactly.
+        let name = args.file.to_string_lossy();
+        let mut line = OutputLine::new();
+        line.push(&format!("{}  ", tree.root)).field(&name);
+        println!("{line}");
         if let Some(sha) = plain {
-            println!("sha256 {}  {}", sha, args.file.display());
+            let mut line = OutputLine::new();
+            line.push(&format!("sha256 {sha}  ")).field(&name);
+            println!("{line}");
         }
         if !quiet {
             eprintln!(

@@ -49,15 +49,16 @@ pub(crate) fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
     if value == "full" {
         return Ok(VerifyPolicy::Full);
     }
+    // K is any u32: the facade caps a sample at the shard's leaf count.
     value
         .strip_prefix("sampled:")
-        .filter(|k| !k.is_empty() && k.len() <= 6 && k.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|k| !k.is_empty() && k.len() <= 10 && k.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|k| k.parse::<u32>().ok())
         .filter(|k| *k > 0)
         .map(|leaves| VerifyPolicy::Sampled { leaves })
         .ok_or_else(|| {
             CliError::usage(format!(
-                "--verify: expected `full` or `sampled:K` with K >= 1, got `{}`",
+                "--verify: expected `full` or `sampled:K` with 1 <= K <= 4294967295, got `{}`",
                 vram_residency::vram_validation::escape_for_log(value, 40)
             ))
         })
@@ -77,7 +78,15 @@ pub(crate) fn open_audit(path: &Path, secret: &WorkerSecret) -> Result<Arc<Audit
         FileOptions::default(),
     )
     .map(Arc::new)
-    .map_err(|e| CliError::env(format!("audit log: {e}")))
+    .map_err(|e| {
+        // vram-audit's messages name the log already.
+        let text = e.to_string();
+        if text.starts_with("audit log") {
+            CliError::env(text)
+        } else {
+            CliError::env(format!("audit log: {text}"))
+        }
+    })
 }
 
 /// This worker's id in audit records: the host name when it is usable.
@@ -103,16 +112,27 @@ pub(crate) fn manager(
     leaf: Option<LeafSize>,
     hashing: SealHashing,
 ) -> Result<VramManager, CliError> {
-    let mut builder = VramConfig::builder(secret)
+    // Without a log the records are kept in memory here, not by the
+    // manager's default, which would warn a second time about what the
+    // command already said (or, for bench, does not need said).
+    let audit: Arc<dyn AuditSink> = match audit {
+        Some(a) => a,
+        None => Arc::new(
+            AuditLog::in_memory(audit_key(&secret), &worker_id())
+                .map_err(|e| CliError::env(format!("audit log: {e}")))?,
+        ),
+    };
+    let builder = VramConfig::builder(secret)
         .device_source(DeviceSource::Explicit(selection.devices.clone()))
         .worker_id(worker_id())
-        .seal_hashing(hashing);
-    if let Some(leaf) = leaf {
-        builder = builder.leaf_size(leaf);
-    }
-    if let Some(a) = audit {
-        builder = builder.audit(a);
-    }
+        .seal_hashing(hashing)
+        .audit(audit)
+        // Selection::announce has said it, once.
+        .caller_announces_mock(true);
+    let builder = match leaf {
+        Some(leaf) => builder.leaf_size(leaf),
+        None => builder,
+    };
     Ok(VramManager::new(builder.build())?)
 }
 

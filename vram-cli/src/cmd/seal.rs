@@ -3,15 +3,16 @@
 use super::{gbps, leaf_arg, manager, open_audit, peak_rss_bytes, size_arg, verify_arg};
 use crate::cli::SealArgs;
 use crate::devices::{parse_spec, select};
-use crate::exit::{io_error, CliError};
+use crate::exit::{io_error, shown_path, CliError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vram_residency::vram_audit::AuditSink;
-use vram_residency::vram_validation::{ModelRef, Sha256Hex};
-use vram_residency::SealHashing;
-use vram_residency::{ScrubConfig, Scrubber, SealRequest, SealedShard};
+use vram_residency::vram_validation::{ModelRef, OutputLine, Sha256Hex};
+use vram_residency::{
+    ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
+};
 
 /// Counts bytes through a reader into a progress bar.
 struct Progress<R> {
@@ -34,9 +35,26 @@ fn default_model_ref(path: &std::path::Path) -> Result<ModelRef, CliError> {
         .unwrap_or_default();
     ModelRef::new(&format!("file:{name}")).map_err(|e| {
         CliError::usage(format!(
-            "cannot derive a model reference from the file name ({e}); pass --model-ref"
+            "{}: cannot derive a model reference from the file name ({e}); pass --model-ref",
+            shown_path(path)
         ))
     })
+}
+
+/// A failure while sealing or verifying one file: the message names it.
+fn file_error(path: &std::path::Path, e: VramError) -> CliError {
+    let mut err = CliError::from(e);
+    err.message = format!("{}: {}", shown_path(path), err.message);
+    err
+}
+
+/// The name of the policy that ran, for output.
+fn policy_name(p: VerifyPolicy) -> String {
+    match p {
+        VerifyPolicy::Sampled { leaves } => format!("sampled:{leaves}"),
+        VerifyPolicy::FullHostReadback => "full_host_readback".into(),
+        _ => "full".into(),
+    }
 }
 
 pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
@@ -44,6 +62,15 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     let policy = verify_arg(&args.verify)?;
     let leaf = leaf_arg(args.leaf_size.as_deref())?;
     let scrub_rate = size_arg("--scrub-rate", &args.scrub_rate)?;
+    if args.hold {
+        // Checked now, not after every file is sealed.
+        ScrubConfig::new(scrub_rate).validate().map_err(|_| {
+            CliError::usage(format!(
+                "--scrub-rate: {scrub_rate} B/s is below the minimum of {} (1MiB) per second",
+                ScrubConfig::MIN_BYTES_PER_SECOND
+            ))
+        })?;
+    }
     let expected = args
         .expect_sha256
         .as_deref()
@@ -69,13 +96,13 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         if meta.is_dir() {
             return Err(CliError::usage(format!(
                 "{}: is a directory",
-                path.display()
+                shown_path(path)
             )));
         }
         if meta.len() == 0 {
             return Err(CliError::usage(format!(
                 "{}: is empty; there is nothing to seal",
-                path.display()
+                shown_path(path)
             )));
         }
         let model_ref = match &model_ref_flag {
@@ -107,69 +134,41 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     let mut shards: Vec<SealedShard> = Vec::new();
     let mut rows = Vec::new();
     for (path, file, len, model_ref) in inputs {
-        let mut req = SealRequest::new(model_ref, selection.target);
-        req.expected_sha256 = expected.clone();
-        let bar = crate::progress::bar(len, "seal", quiet);
-        let t0 = Instant::now();
-        // A regular file is read by every core at once (positional reads);
-        // anything else is streamed.
-        let regular = file.metadata().is_ok_and(|m| m.is_file());
-        let shard = if regular {
-            mgr.seal_file_with_progress(&req, &file, &|n| bar.inc(n))?
-        } else {
-            mgr.seal_reader(
-                &req,
-                Progress {
-                    inner: file,
-                    bar: bar.clone(),
-                },
-                len,
-            )?
-        };
-        let seal_secs = t0.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        let report = mgr.verify_with(&shard, policy)?;
-        let verify_secs = report.elapsed.as_secs_f64();
-        let h = shard.handle();
-        rows.push(serde_json::json!({
-            "file": path.display().to_string(),
-            "shard_id": h.shard_id,
-            "gpu_device": h.gpu_device,
-            "device_kind": shard.device_kind().as_str(),
-            "vram_bytes": h.vram_bytes,
-            "digest": h.digest,
-            "leaf_size": h.leaf_size,
-            "sealed_at": h.sealed_at,
-            "model_ref": h.model_ref,
-            "shard_index": h.shard_index,
-            "shard_total": h.shard_total,
-            "key_id": h.key_id,
-            "signature": h.signature,
-            "sha256": shard.plain_sha256().map(ToString::to_string),
-            "verify": {
-                "policy": args.verify,
-                "leaves_checked": report.leaves_checked,
-                "bytes_checked": report.bytes_checked,
-                "seconds": verify_secs,
-            },
-            "seal_seconds": seal_secs,
-            "seal_gb_per_s": gbps(len, seal_secs),
-        }));
-        if !args.json {
-            println!(
-                "sealed {}  shard {}  {}:{}  {} bytes  digest {}  verify {} ok ({:.3} s)  seal {:.2} GB/s",
-                path.display(),
-                h.shard_id,
-                shard.device_kind().as_str(),
-                h.gpu_device,
-                h.vram_bytes,
-                h.digest,
-                args.verify,
-                verify_secs,
-                gbps(len, seal_secs)
-            );
+        match seal_one(
+            &mgr,
+            &selection,
+            args,
+            policy,
+            expected.clone(),
+            &path,
+            file,
+            len,
+            model_ref,
+            quiet,
+        ) {
+            Ok((shard, row)) => {
+                rows.push(row);
+                shards.push(shard);
+            }
+            Err(e) => {
+                if args.json {
+                    // What was sealed (and audited) before the failure is
+                    // still reported, with the failure, then released.
+                    let out = serde_json::json!({
+                        "shards": rows,
+                        "device_kind": selection.kind(),
+                        "peak_rss_bytes": peak_rss_bytes(),
+                        "error": {
+                            "file": path.to_string_lossy(),
+                            "message": e.message,
+                            "exit_code": e.code,
+                        },
+                    });
+                    println!("{out:#}");
+                }
+                return Err(e);
+            }
         }
-        shards.push(shard);
     }
     if args.json {
         let out = serde_json::json!({
@@ -183,6 +182,100 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         hold(&mgr, shards, scrub_rate, quiet)?;
     }
     Ok(())
+}
+
+/// Seals and verifies one file; prints its line unless `--json`; returns the
+/// shard and its JSON row.
+#[allow(clippy::too_many_arguments)]
+fn seal_one(
+    mgr: &vram_residency::VramManager,
+    selection: &crate::devices::Selection,
+    args: &SealArgs,
+    policy: VerifyPolicy,
+    expected: Option<Sha256Hex>,
+    path: &std::path::Path,
+    file: std::fs::File,
+    len: u64,
+    model_ref: ModelRef,
+    quiet: bool,
+) -> Result<(SealedShard, serde_json::Value), CliError> {
+    let mut req = SealRequest::new(model_ref, selection.target);
+    req.expected_sha256 = expected;
+    let bar = crate::progress::bar(len, "seal", quiet);
+    let t0 = Instant::now();
+    // A regular file is read by every core at once (positional reads);
+    // anything else is streamed.
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    let shard = if regular {
+        mgr.seal_file_with_progress(&req, &file, &|n| bar.inc(n))
+    } else {
+        mgr.seal_reader(
+            &req,
+            Progress {
+                inner: file,
+                bar: bar.clone(),
+            },
+            len,
+        )
+    }
+    .map_err(|e| file_error(path, e))?;
+    let seal_secs = t0.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let report = mgr
+        .verify_with(&shard, policy)
+        .map_err(|e| file_error(path, e))?;
+    let verify_secs = report.elapsed.as_secs_f64();
+    let ran = policy_name(report.policy);
+    let capped = report.policy != policy;
+    let h = shard.handle();
+    // The handle as serde writes it (sealed_at as a string, safe in jq),
+    // plus what this command measured.
+    let mut row = serde_json::to_value(&h)
+        .map_err(|e| CliError::env(format!("could not serialize a handle: {e}")))?;
+    if let Some(obj) = row.as_object_mut() {
+        let extra = serde_json::json!({
+            "file": path.to_string_lossy(),
+            "device_kind": shard.device_kind().as_str(),
+            "sha256": shard.plain_sha256().map(ToString::to_string),
+            "verify": {
+                "policy": args.verify,
+                "policy_run": ran,
+                "leaves_checked": report.leaves_checked,
+                "bytes_checked": report.bytes_checked,
+                "seconds": verify_secs,
+            },
+            "seal_seconds": seal_secs,
+            "seal_gb_per_s": gbps(len, seal_secs),
+        });
+        if let serde_json::Value::Object(extra) = extra {
+            obj.extend(extra);
+        }
+    }
+    if !args.json {
+        let verify = if capped {
+            format!(
+                "{} covers all {} leaves: full verification",
+                policy_name(policy),
+                report.leaves_checked
+            )
+        } else {
+            ran
+        };
+        let mut line = OutputLine::new();
+        line.push("sealed ")
+            .field(&path.to_string_lossy())
+            .push(&format!(
+                "  shard {}  {}:{}  {} bytes  digest {}  verify {verify} ok ({verify_secs:.3} s)  seal {:.2} GB/s",
+                h.shard_id,
+                shard.device_kind().as_str(),
+                h.gpu_device,
+                h.vram_bytes,
+                h.digest,
+                gbps(len, seal_secs)
+            ));
+        println!("{line}");
+    }
+    Ok((shard, row))
 }
 
 /// Keeps the shards resident and scrubbing until SIGINT/SIGTERM, then releases
