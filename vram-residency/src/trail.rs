@@ -56,7 +56,9 @@ impl AuditTrail {
                 Ok(receipt)
             }
             Err(e) => {
-                self.count_lost(kind, Some(&e));
+                // Counted, not logged: the error goes back to the caller, who
+                // reports it (logging it here too would say it twice).
+                self.lost.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
         }
@@ -67,14 +69,21 @@ impl AuditTrail {
     /// or a shard is being dropped. A failure is counted and logged (once per
     /// burst), never returned.
     pub(crate) fn record_secondary(&self, event: AuditEvent) {
-        // `record` has counted and logged a failure; there is nothing else to do.
+        let kind = event.kind();
         if let Err(e) = self.record(event) {
-            tracing::debug!(error = %e, "secondary audit record not written");
+            // `record` counted it; nobody else will report it.
+            self.log_loss(kind, Some(&e));
         }
     }
 
     fn count_lost(&self, event: &'static str, error: Option<&AuditError>) {
-        let lost = self.lost.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        self.lost.fetch_add(1, Ordering::Relaxed);
+        self.log_loss(event, error);
+    }
+
+    /// Logs a loss if it starts a burst.
+    fn log_loss(&self, event: &'static str, error: Option<&AuditError>) {
+        let lost = self.lost();
         if !self.in_burst.swap(true, Ordering::Relaxed) {
             match error {
                 Some(e) => tracing::error!(
