@@ -131,7 +131,9 @@ impl VramManager {
     /// # Errors
     /// [`VramError::InvalidConfig`] for unusable settings; device errors when a
     /// device cannot be queried; [`VramError::PolicyViolation`] when a device
-    /// fails the VRAM-only policy.
+    /// fails the VRAM-only policy; [`VramError::Audit`] when the
+    /// [audit file](crate::VramConfigBuilder::audit_file) cannot be opened
+    /// (in use by another writer, not a log of this key, the secret file...).
     pub fn new(config: VramConfig) -> Result<Self, VramError> {
         config.validate()?;
         let devices: Vec<Arc<dyn Device>> = match config.devices {
@@ -141,9 +143,22 @@ impl VramManager {
         };
         let seal_key = config.secret.seal_key();
         let key_id = seal_key.key_id();
-        let sink: Arc<dyn AuditSink> = match config.audit {
-            Some(a) => a,
-            None => {
+        let sink: Arc<dyn AuditSink> = match (config.audit, config.audit_file) {
+            (Some(a), _) => a,
+            (None, Some((path, options))) => {
+                let key =
+                    vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
+                let protected: Vec<&std::path::Path> =
+                    config.secret.source_path().into_iter().collect();
+                Arc::new(vram_audit::AuditLog::open_file_protecting(
+                    &path,
+                    key,
+                    &config.worker_id,
+                    options,
+                    &protected,
+                )?)
+            }
+            (None, None) => {
                 tracing::warn!("no audit sink configured: audit records are kept in memory only");
                 let key =
                     vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());

@@ -24,6 +24,7 @@ use vram_residency::vram_audit::{
 use vram_residency::vram_core::Device;
 use vram_residency::vram_crypto::LeafSize;
 use vram_residency::vram_mock::MockDevice;
+use vram_residency::vram_secrets::WorkerSecret;
 use vram_residency::vram_validation::{ModelRef, Sha256Hex};
 use vram_residency::{ErrorClass, SealRequest, VramConfig, VramError, VramManager};
 
@@ -249,4 +250,55 @@ fn injected_write_failures_under_fail_closed_refuse_the_seal_without_leaks() {
     assert_eq!(f.audit_count("seal_failed"), 0);
     assert_eq!(f.audit_count("vram_deallocated"), 0);
     assert_eq!(f.manager.metrics().audit_records_lost, 2);
+}
+
+/// A worker secret in an owner-only file in `dir`, loaded the way a worker
+/// loads it.
+fn secret_in_file(dir: &std::path::Path) -> (std::path::PathBuf, WorkerSecret) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("worker.secret");
+    std::fs::write(&path, SECRET).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (path.clone(), WorkerSecret::load_file(&path).unwrap())
+}
+
+fn manager_with_audit_file(
+    secret: WorkerSecret,
+    log: &std::path::Path,
+) -> Result<VramManager, VramError> {
+    let device: Arc<dyn Device> = MockDevice::new(0, 64 * MIB);
+    VramManager::new(
+        VramConfig::builder(secret)
+            .device(device)
+            .worker_id("test-worker")
+            .audit_file(log, LogOptions::default())
+            .build(),
+    )
+}
+
+#[test]
+fn an_audit_file_opened_by_the_manager_is_never_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret_path, loaded) = secret_in_file(dir.path());
+    let err = manager_with_audit_file(loaded, &secret_path).unwrap_err();
+    assert!(
+        matches!(err, VramError::Audit(AuditError::ProtectedFile { .. })),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&secret_path).unwrap(), SECRET);
+
+    // Elsewhere, the manager writes its log under the secret's audit key.
+    let log = dir.path().join("audit.jsonl");
+    let (_, loaded) = secret_in_file(dir.path());
+    let manager = manager_with_audit_file(loaded, &log).unwrap();
+    drop(manager.seal_model(&pattern(10_000, 7), 0).unwrap());
+    drop(manager);
+    let key = AuditKey::from_bytes(*secret().audit_key().expose_secret());
+    let r = vram_residency::vram_audit::verify_chain(&[log], &key, None).unwrap();
+    assert!(r.is_intact(), "{:?}", r.findings);
+    assert!(r.genesis.is_some());
+    assert_eq!(
+        r.records, 4,
+        "log_created, vram_allocated, vram_sealed, vram_deallocated"
+    );
 }
