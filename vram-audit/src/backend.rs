@@ -217,7 +217,8 @@ pub(crate) fn list_segments(base: &Path) -> Result<Vec<(u32, PathBuf)>, AuditErr
             found.push((index, segment_path(base, index)));
         }
     }
-    // A bare `base` that is not a directory entry (e.g. /dev/full) still counts.
+    // A bare `base` the listing did not show (a path given to the verifier
+    // through a symlinked directory entry, say) still counts.
     if found.iter().all(|(i, _)| *i != 0) && base.exists() {
         found.push((0, base.to_path_buf()));
     }
