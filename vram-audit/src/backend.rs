@@ -6,6 +6,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::lock::LogLock;
 use crate::AuditError;
 
 /// Storage for record lines: one append-only segment at a time.
@@ -216,7 +217,8 @@ pub(crate) fn list_segments(base: &Path) -> Result<Vec<(u32, PathBuf)>, AuditErr
             found.push((index, segment_path(base, index)));
         }
     }
-    // A bare `base` that is not a directory entry (e.g. /dev/full) still counts.
+    // A bare `base` the listing did not show (a path given to the verifier
+    // through a symlinked directory entry, say) still counts.
     if found.iter().all(|(i, _)| *i != 0) && base.exists() {
         found.push((0, base.to_path_buf()));
     }
@@ -236,15 +238,143 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-pub(crate) fn open_append(path: &Path) -> io::Result<File> {
+/// What a file system object is, for messages.
+fn kind_name(file_type: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if file_type.is_fifo() {
+            return "FIFO";
+        }
+        if file_type.is_socket() {
+            return "socket";
+        }
+        if file_type.is_char_device() {
+            return "character device";
+        }
+        if file_type.is_block_device() {
+            return "block device";
+        }
+    }
+    if file_type.is_symlink() {
+        "symlink"
+    } else if file_type.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
+/// Whether a log file exists at `path` (without following a symlink): `false`
+/// when nothing is there, `true` for a regular file, an error for anything
+/// else.
+pub(crate) fn regular_or_absent(path: &Path) -> Result<bool, AuditError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(meta) => Err(AuditError::NotRegularFile {
+            path: path.to_path_buf(),
+            found: kind_name(meta.file_type()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(AuditError::io("stat", path, e)),
+    }
+}
+
+/// How a log file is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// An existing file, read only.
+    Read,
+    /// An existing file, read and appended to (and truncated).
+    Append,
+    /// A new file (it must not exist), read and appended to.
+    CreateNew,
+    /// Created if missing (a lock file, or the next segment), read and written.
+    CreateOrOpen,
+}
+
+/// Opens a file of the log (a segment or the lock file) without following a
+/// symlink in its last component (`O_NOFOLLOW`), and checks on the opened
+/// descriptor that it is a regular file. `O_NONBLOCK` keeps a FIFO swapped in
+/// at the last moment from blocking the open; it changes nothing for regular
+/// files. New files get mode 0600.
+pub(crate) fn open_log_file(path: &Path, access: Access) -> Result<File, AuditError> {
     let mut options = OpenOptions::new();
-    options.append(true).create(true);
+    options.read(true);
+    match access {
+        Access::Read => {}
+        Access::Append => {
+            options.append(true);
+        }
+        Access::CreateNew => {
+            options.append(true).create_new(true);
+        }
+        Access::CreateOrOpen => {
+            options.append(true).create(true);
+        }
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-    options.open(path)
+    let op = match access {
+        Access::Read | Access::Append => "open",
+        Access::CreateNew | Access::CreateOrOpen => "create",
+    };
+    let file = options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return AuditError::NotRegularFile {
+                path: path.to_path_buf(),
+                found: "symlink",
+            };
+        }
+        AuditError::io(op, path, e)
+    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| AuditError::io("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(AuditError::NotRegularFile {
+            path: path.to_path_buf(),
+            found: kind_name(meta.file_type()),
+        });
+    }
+    Ok(file)
+}
+
+/// Identity of a file: (device, inode).
+#[cfg(unix)]
+fn identity(meta: &fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (meta.dev(), meta.ino())
+}
+
+/// Refuses `path` when it is the same file as one of `protected` (which are
+/// followed if they are symlinks: what matters is the file they name). A
+/// protected path that cannot be read is no file `path` can be.
+pub(crate) fn check_not_protected(path: &Path, protected: &[&Path]) -> Result<(), AuditError> {
+    #[cfg(unix)]
+    {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return Ok(());
+        };
+        let id = identity(&meta);
+        for p in protected {
+            if fs::metadata(p).is_ok_and(|m| identity(&m) == id) {
+                return Err(AuditError::ProtectedFile {
+                    path: path.to_path_buf(),
+                    protected: p.to_path_buf(),
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, protected);
+    Ok(())
 }
 
 /// Append-only segments `base`, `base.1`, `base.2`, ...
@@ -253,10 +383,11 @@ pub(crate) struct FileBackend {
     base_name: String,
     index: u32,
     file: File,
-    /// False for devices such as `/dev/full`: no length, no truncation, no rotation.
-    regular: bool,
     rotate: bool,
     pending: Option<(u32, File)>,
+    /// The log's lock, held for as long as the backend lives (see
+    /// [`crate::lock`]); dropped last.
+    lock: Option<LogLock>,
 }
 
 impl FileBackend {
@@ -264,7 +395,6 @@ impl FileBackend {
         base: &Path,
         index: u32,
         file: File,
-        regular: bool,
         rotate: bool,
     ) -> Result<Self, AuditError> {
         Ok(Self {
@@ -272,10 +402,15 @@ impl FileBackend {
             base_name: base_name(base)?.to_owned(),
             index,
             file,
-            regular,
             rotate,
             pending: None,
+            lock: None,
         })
+    }
+
+    /// Hands the log's lock to the backend, which keeps it until dropped.
+    pub(crate) fn hold(&mut self, lock: LogLock) {
+        self.lock = Some(lock);
     }
 
     fn path(&self) -> PathBuf {
@@ -285,11 +420,7 @@ impl FileBackend {
 
 impl Backend for FileBackend {
     fn segment_len(&mut self) -> io::Result<u64> {
-        if self.regular {
-            Ok(self.file.metadata()?.len())
-        } else {
-            Ok(0)
-        }
+        Ok(self.file.metadata()?.len())
     }
 
     fn append(&mut self, line: &[u8]) -> io::Result<()> {
@@ -308,7 +439,7 @@ impl Backend for FileBackend {
 
     fn next_segment(&self) -> Option<String> {
         let next = self.index.checked_add(1)?;
-        (self.rotate && self.regular).then(|| segment_name(&self.base_name, next))
+        self.rotate.then(|| segment_name(&self.base_name, next))
     }
 
     fn prepare_next(&mut self) -> io::Result<()> {
@@ -317,7 +448,14 @@ impl Backend for FileBackend {
             .checked_add(1)
             .ok_or_else(|| io::Error::other("segment index overflow"))?;
         let path = segment_path(&self.base, next);
-        let file = open_append(&path)?;
+        let file = open_log_file(&path, Access::CreateOrOpen).map_err(io::Error::other)?;
+        // A leftover of an abandoned rotation is reused only while empty.
+        if file.metadata()?.len() != 0 {
+            return Err(io::Error::other(format!(
+                "next segment {} already exists and is not empty",
+                path.display()
+            )));
+        }
         sync_dir(&parent_dir(&path))?;
         self.pending = Some((next, file));
         Ok(())

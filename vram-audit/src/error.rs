@@ -25,9 +25,11 @@ pub enum AuditError {
     /// A record could not be written; nothing of it remains in the log and the
     /// chain did not advance.
     #[error(
-        "audit record seq {seq} ({event}) not written after {attempts} attempt(s) over {waited_ms} ms: {source}"
+        "audit log {path}: record seq {seq} ({event}) could not be written after {attempts} attempt(s) over {waited_ms} ms: {source}"
     )]
     WriteFailed {
+        /// Where the record was to go (a segment path, or `<memory>`).
+        path: PathBuf,
         /// The sequence number the record would have had.
         seq: u64,
         /// The event type (`vram_sealed`, ...).
@@ -43,9 +45,11 @@ pub enum AuditError {
     /// A record was written but could not be flushed to stable storage; it is in
     /// the log (the chain advanced) but may not survive a power loss.
     #[error(
-        "audit record seq {seq} ({event}) written but fsync failed after {attempts} attempt(s) over {waited_ms} ms: {source}"
+        "audit log {path}: record seq {seq} ({event}) written but could not be flushed to disk (fsync) after {attempts} attempt(s) over {waited_ms} ms: {source}"
     )]
     SyncFailed {
+        /// The segment being flushed (or `<memory>`).
+        path: PathBuf,
         /// The record's sequence number.
         seq: u64,
         /// The event type.
@@ -68,6 +72,54 @@ pub enum AuditError {
         /// The first problem found, as the verifier words it.
         finding: String,
     },
+    /// Another writer holds the log: another process (or another `AuditLog` in
+    /// this one) has it open, and did not close it within
+    /// [`LogOptions::lock_wait`](crate::LogOptions::lock_wait). Two writers
+    /// would fork the chain, so the second is refused.
+    #[error(
+        "audit log {path} is in use by another writer (lock file {lock} still held after {waited_ms} ms); one process writes one log: give each worker its own log"
+    )]
+    Locked {
+        /// The log.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+        /// How long the lock was waited for.
+        waited_ms: u64,
+    },
+    /// The log path (or one of its segments, or its lock file) is not a
+    /// regular file: a symlink (never followed), a device, a FIFO, a
+    /// directory. Nothing was written.
+    #[error("audit log {path} is a {found}, not a regular file; refusing to use it (symlinks are not followed)")]
+    NotRegularFile {
+        /// The path refused.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
+    },
+    /// The file is not an audit log written under this key (its first line is
+    /// not an authentic record, or it holds only an incomplete line that is
+    /// not the start of one). It was left unchanged.
+    #[error("{path} is not an audit log of this key ({reason}); it was left unchanged: point the log elsewhere")]
+    NotALog {
+        /// The file refused.
+        path: PathBuf,
+        /// Why it is not recognised.
+        reason: String,
+    },
+    /// The log path is the same file (same device and inode) as a file the log
+    /// was told never to write, such as the worker secret.
+    #[error("audit log {path} is the same file as {protected}, which a log must never write; choose another log path")]
+    ProtectedFile {
+        /// The log path (or segment) refused.
+        path: PathBuf,
+        /// The protected file it is the same as.
+        protected: PathBuf,
+    },
+    /// The system random number generator failed, so a new log could not be
+    /// given its id.
+    #[error("the system random number generator failed; cannot create a new audit log")]
+    RandomUnavailable,
     /// A record would be longer than the format allows.
     #[error("audit record of {bytes} bytes exceeds the {max}-byte line limit; shorten the event's text fields")]
     RecordTooLarge {

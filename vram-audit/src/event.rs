@@ -143,7 +143,22 @@ pub enum AuditEvent {
         /// What was found.
         detail: String,
     },
-    /// The log was opened: `"new"` for a new chain, `"continued"` for an existing one.
+    /// The genesis record: the first record of every log (seq 1), written when
+    /// the log is created. It is how a file is recognised as a log of this key
+    /// before anything in it is changed.
+    LogCreated {
+        /// The record format version ([`RECORD_FORMAT`](crate::RECORD_FORMAT)).
+        format: u32,
+        /// Id of the audit key the log is written under
+        /// ([`AuditKey::key_id`](crate::AuditKey::key_id)).
+        key_id: String,
+        /// A random 128-bit id of this log, 32 lowercase hex digits: tells
+        /// apart two logs written under the same key.
+        log_id: String,
+    },
+    /// The log was opened: `"continued"` when an existing chain is continued.
+    /// (Logs written before genesis records existed also began with one of
+    /// reason `"new"`; a new log now begins with [`AuditEvent::LogCreated`].)
     LogOpened {
         /// `new` or `continued`.
         reason: String,
@@ -177,6 +192,7 @@ impl AuditEvent {
             | Self::SealVerified { .. }
             | Self::VramAllocated { .. }
             | Self::VramDeallocated { .. }
+            | Self::LogCreated { .. }
             | Self::LogOpened { .. }
             | Self::Rotated { .. } => Severity::Info,
         }
@@ -195,6 +211,7 @@ impl AuditEvent {
             Self::VramAllocationFailed { .. } => "vram_allocation_failed",
             Self::VramDeallocated { .. } => "vram_deallocated",
             Self::PolicyViolation { .. } => "policy_violation",
+            Self::LogCreated { .. } => "log_created",
             Self::LogOpened { .. } => "log_opened",
             Self::TornTailRecovered { .. } => "torn_tail_recovered",
             Self::Rotated { .. } => "rotated",
@@ -268,6 +285,11 @@ mod tests {
                 policy: "vram_only".into(),
                 detail: "d".into(),
             },
+            AuditEvent::LogCreated {
+                format: 1,
+                key_id: "0011223344556677".into(),
+                log_id: "ab".repeat(16),
+            },
             AuditEvent::LogOpened {
                 reason: "new".into(),
             },
@@ -299,7 +321,7 @@ mod tests {
             sev,
             [
                 Info, Info, Critical, Critical, Critical, Info, Warning, Info, Critical, Info,
-                Warning, Info
+                Info, Warning, Info
             ]
         );
     }

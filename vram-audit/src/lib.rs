@@ -6,6 +6,7 @@ mod error;
 mod event;
 mod flusher;
 mod key;
+mod lock;
 mod log;
 mod options;
 mod record;
@@ -18,6 +19,8 @@ pub use event::{AuditEvent, ByteRange, Severity};
 pub use key::AuditKey;
 pub use log::{AuditLog, AuditSink, RecordReceipt, SinkStats};
 pub use options::{FailureMode, FailurePolicy, FileOptions, FsyncPolicy, LogOptions};
+pub use record::RECORD_FORMAT;
 pub use verify::{
-    segment_files, verify_chain, verify_lines, Checkpoint, Finding, FindingKind, VerifyReport,
+    segment_files, verify_chain, verify_lines, Checkpoint, Finding, FindingKind, Genesis,
+    VerifyReport,
 };

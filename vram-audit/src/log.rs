@@ -13,6 +13,7 @@ use crate::record::{self, GENESIS_PREV};
 use crate::{
     AuditError, AuditEvent, AuditKey, Checkpoint, FailureMode, FsyncPolicy, LogOptions, Severity,
 };
+use ring::rand::SecureRandom as _;
 
 /// Anything that takes audit events.
 pub trait AuditSink: Send + Sync {
@@ -66,6 +67,9 @@ pub struct SinkStats {
     pub failures: u64,
     /// The last failure's message.
     pub last_error: Option<String>,
+    /// Records that are not in the log at all: best-effort records whose
+    /// write failed (fail-closed failures are returned to the caller instead).
+    pub lost: u64,
 }
 
 /// Longest accepted worker id.
@@ -107,9 +111,43 @@ impl ChainState {
 struct Shared {
     state: Mutex<ChainState>,
     stats: Mutex<SinkStats>,
+    /// Best-effort records lost since the last one written: a burst of losses
+    /// (a full disk) is logged once when it starts and once when it ends.
+    lost_in_burst: Mutex<u64>,
 }
 
 impl Shared {
+    /// A best-effort record was lost: counted, and logged if it starts a burst.
+    fn note_lost(&self, error: &AuditError, event: &'static str) {
+        {
+            let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+            stats.lost = stats.lost.saturating_add(1);
+        }
+        let mut burst = self
+            .lost_in_burst
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *burst == 0 {
+            tracing::error!(%error, event, "audit record lost (best effort); further losses are counted in SinkStats::lost and logged when records are written again");
+        }
+        *burst = burst.saturating_add(1);
+    }
+
+    /// A record was written: ends a burst of losses, if one was going on.
+    fn end_burst(&self) {
+        let mut burst = self
+            .lost_in_burst
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *burst > 0 {
+            tracing::warn!(
+                lost = *burst,
+                "audit log writes records again after losing some (best effort)"
+            );
+            *burst = 0;
+        }
+    }
+
     fn note(&self, outcome: &Result<(), &AuditError>) {
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         match outcome {
@@ -221,7 +259,8 @@ impl Resume {
 
 impl AuditLog {
     /// A new chain kept in memory, with the default options: for tests and for
-    /// callers that ship records elsewhere. Its first record is `log_opened`.
+    /// callers that ship records elsewhere. Its first record is the genesis
+    /// record `log_created`.
     ///
     /// # Errors
     /// When `worker_id` is not 1 to 128 printable ASCII characters.
@@ -249,21 +288,20 @@ impl AuditLog {
             Resume::fresh(),
             Some(memory),
         )?;
-        log.record(AuditEvent::LogOpened {
-            reason: "new".into(),
-        })?;
+        log.write_genesis()?;
         Ok(log)
     }
 
     /// A new chain written through a backend of the caller's (which should be
-    /// empty: nothing already in it is read). Its first record is `log_opened`.
+    /// empty: nothing already in it is read). Its first record is the genesis
+    /// record `log_created`.
     ///
     /// With [`FsyncPolicy::Interval`], the log flushes through `backend` from a
     /// background thread too (see [`FsyncPolicy::Interval`]).
     ///
     /// # Errors
-    /// When `worker_id` is invalid, when the `log_opened` record cannot be
-    /// written and the policy for info events is fail-closed, and
+    /// When `worker_id` is invalid, when the genesis record cannot be written
+    /// (whatever the failure policy: a log without one is no log), and
     /// [`AuditError::FlusherUnavailable`].
     pub fn with_backend(
         mut backend: Box<dyn Backend>,
@@ -275,47 +313,86 @@ impl AuditLog {
         let mut resume = Resume::fresh();
         resume.committed_len = backend.segment_len().unwrap_or(0);
         let log = Self::assemble(backend, key, worker_id, options, resume, None)?;
-        log.record(AuditEvent::LogOpened {
-            reason: "new".into(),
-        })?;
+        log.write_genesis()?;
         Ok(log)
     }
 
     /// Opens the file log at `path` (segments `path`, `path.1`, ...), creating
     /// it if needed, and continues its chain.
     ///
-    /// On an existing log the newest segment is read and verified whole with
-    /// `key`. An incomplete last line (a crash in the middle of a write) is cut
-    /// off and fsynced, and a `torn_tail_recovered` record says so. Any other
-    /// damage is an error: the log is never repaired silently. Each opening
-    /// writes a `log_opened` record (`new` or `continued`).
+    /// First, the log's lock (the file `PATH.lock` beside it) is taken: one
+    /// writer per log. If another `AuditLog`, in this process or another, has
+    /// the log open, this waits up to [`LogOptions::lock_wait`] for it to be
+    /// closed, then fails with [`AuditError::Locked`]. The lock is held until
+    /// the log is dropped.
     ///
-    /// A path that is not a regular file (a device such as `/dev/full`) is
-    /// written to as is, never read, truncated or rotated.
+    /// The log's files must be regular files: a symlink is never followed, and
+    /// a device, FIFO or directory is refused before anything is created.
+    ///
+    /// A new log begins with its genesis record, `log_created` (record format,
+    /// audit key id, a random 128-bit log id), written and fsynced whatever
+    /// the failure policy. On an existing log the newest segment is read and
+    /// verified whole with `key`. A file whose first line is not an authentic
+    /// record under `key` is not a log of ours and is refused unchanged. An
+    /// incomplete last line (a crash in the middle of a write) is cut off and
+    /// fsynced, and a `torn_tail_recovered` record says so. Any other damage is
+    /// an error: the log is never repaired silently. Reopening writes
+    /// `log_opened` (`continued`).
     ///
     /// With [`FsyncPolicy::Interval`] a background thread (`vram-audit-flush`)
     /// flushes records that no later `record` call flushed; it stops when the
     /// log is dropped.
     ///
     /// # Errors
+    /// [`AuditError::Locked`] when another writer holds the log,
+    /// [`AuditError::NotRegularFile`] for a symlink or special file,
+    /// [`AuditError::NotALog`] for a file that is not a log of this key,
     /// [`AuditError::Damaged`] for damage other than a torn tail,
     /// [`AuditError::Io`] when the file cannot be created, read or repaired,
-    /// [`AuditError::InvalidWorkerId`], [`AuditError::FlusherUnavailable`], and
-    /// write errors of the opening records under a fail-closed policy.
+    /// [`AuditError::InvalidWorkerId`], [`AuditError::FlusherUnavailable`],
+    /// [`AuditError::RandomUnavailable`], and write errors of the opening
+    /// records (the genesis record always; `log_opened` under a fail-closed
+    /// policy).
     pub fn open_file(
         path: &Path,
         key: AuditKey,
         worker_id: &str,
         options: LogOptions,
     ) -> Result<Self, AuditError> {
+        Self::open_file_protecting(path, key, worker_id, options, &[])
+    }
+
+    /// [`Self::open_file`], refusing a log whose path, or any of its segments,
+    /// is the same file (same device and inode) as one of `protected`: the
+    /// worker secret the audit key derives from, say. Pass the paths as the
+    /// files were loaded; symlinks among them are followed.
+    ///
+    /// # Errors
+    /// As [`Self::open_file`], and [`AuditError::ProtectedFile`].
+    pub fn open_file_protecting(
+        path: &Path,
+        key: AuditKey,
+        worker_id: &str,
+        options: LogOptions,
+        protected: &[&Path],
+    ) -> Result<Self, AuditError> {
         check_worker_id(worker_id)?;
-        let (backend, resume) = crate::recover::open(path, &key, options.max_file_bytes.is_some())?;
+        let spec = crate::recover::OpenSpec {
+            rotate: options.max_file_bytes.is_some(),
+            lock_wait: options.lock_wait,
+            protected,
+        };
+        let (backend, resume) = crate::recover::open(path, &key, &spec)?;
         let torn = resume.torn;
         let continued = resume.continued;
         let log = Self::assemble(Box::new(backend), key, worker_id, options, resume, None)?;
-        log.record(AuditEvent::LogOpened {
-            reason: if continued { "continued" } else { "new" }.into(),
-        })?;
+        if continued {
+            log.record(AuditEvent::LogOpened {
+                reason: "continued".into(),
+            })?;
+        } else {
+            log.write_genesis()?;
+        }
         if let Some((discarded_bytes, at_line)) = torn {
             tracing::warn!(
                 path = %path.display(),
@@ -329,6 +406,26 @@ impl AuditLog {
             })?;
         }
         Ok(log)
+    }
+
+    /// Writes the genesis record of a new chain, fail-closed (with the
+    /// critical events' wait, if they have one) and fsynced.
+    fn write_genesis(&self) -> Result<(), AuditError> {
+        let mut id = [0u8; 16];
+        ring::rand::SystemRandom::new()
+            .fill(&mut id)
+            .map_err(|_| AuditError::RandomUnavailable)?;
+        let max_wait = match self.options.failure.critical {
+            FailureMode::FailClosed { max_wait } => max_wait,
+            FailureMode::BestEffort => Duration::ZERO,
+        };
+        let event = AuditEvent::LogCreated {
+            format: record::RECORD_FORMAT,
+            key_id: self.key.key_id(),
+            log_id: record::hex(&id),
+        };
+        self.record_with(event, FailureMode::FailClosed { max_wait }, true)?;
+        Ok(())
     }
 
     fn assemble(
@@ -353,6 +450,7 @@ impl AuditLog {
                 durable_cap: None,
             }),
             stats: Mutex::new(SinkStats::default()),
+            lost_in_burst: Mutex::new(0),
         });
         // Memory has nothing to flush: no thread for it.
         let flusher = match options.fsync {
@@ -562,6 +660,7 @@ impl AuditLog {
         let hash = record::line_hash(body);
         if let Err((source, attempts, waited)) = retry(mode, || try_append(st, &line)) {
             return Outcome::Failed(AuditError::WriteFailed {
+                path: PathBuf::from(st.backend.describe()),
                 seq,
                 event: event.kind(),
                 attempts,
@@ -588,6 +687,7 @@ impl AuditLog {
                 }
                 Err((source, attempts, waited)) => {
                     let e = AuditError::SyncFailed {
+                        path: PathBuf::from(st.backend.describe()),
                         seq,
                         event: event.kind(),
                         attempts,
@@ -649,13 +749,19 @@ fn retry(
     }
 }
 
-impl AuditSink for AuditLog {
-    fn record(&self, event: AuditEvent) -> Result<RecordReceipt, AuditError> {
-        let mode = self.options.failure.mode_for(event.severity());
+impl AuditLog {
+    /// Records `event` under `mode`, flushing it if `force_sync` or the policy
+    /// says so.
+    fn record_with(
+        &self,
+        event: AuditEvent,
+        mode: FailureMode,
+        force_sync: bool,
+    ) -> Result<RecordReceipt, AuditError> {
         let outcome = {
             let mut st = self.lock_state()?;
             self.maybe_rotate(&mut st);
-            let outcome = self.write_record(&mut st, &event, mode, false);
+            let outcome = self.write_record(&mut st, &event, mode, force_sync);
             if st.unsynced > 0 {
                 if let Some(flusher) = &self.flusher {
                     flusher.note_pending();
@@ -667,6 +773,7 @@ impl AuditSink for AuditLog {
         match outcome {
             Outcome::Written(receipt) => {
                 self.shared.note(&Ok(()));
+                self.shared.end_burst();
                 Ok(receipt)
             }
             Outcome::NotFlushed(receipt, e) => {
@@ -683,10 +790,17 @@ impl AuditSink for AuditLog {
                 if fail_closed {
                     return Err(e);
                 }
-                tracing::error!(error = %e, event = event.kind(), "audit record lost (best effort)");
+                self.shared.note_lost(&e, event.kind());
                 Ok(RecordReceipt::not_written())
             }
         }
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn record(&self, event: AuditEvent) -> Result<RecordReceipt, AuditError> {
+        let mode = self.options.failure.mode_for(event.severity());
+        self.record_with(event, mode, false)
     }
 
     fn stats(&self) -> SinkStats {

@@ -136,6 +136,12 @@ pub struct LogOptions {
     pub max_file_bytes: Option<u64>,
     /// What to do when a write fails.
     pub failure: FailurePolicy,
+    /// How long [`AuditLog::open_file`](crate::AuditLog::open_file) waits for
+    /// another process (or another `AuditLog` in this one) to release the
+    /// log's lock before it fails with
+    /// [`AuditError::Locked`](crate::AuditError::Locked); zero means one try.
+    /// Ignored by in-memory logs.
+    pub lock_wait: Duration,
 }
 
 /// The name under which [`AuditLog::open_file`](crate::AuditLog::open_file) takes its options.
@@ -144,15 +150,21 @@ pub type FileOptions = LogOptions;
 impl LogOptions {
     /// Default segment size: 64 MiB.
     pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 << 20;
+    /// Default wait for the log's lock: 10 s, long enough for a short command
+    /// that holds it to finish, short enough that a second long-running
+    /// writer is told about the conflict instead of hanging.
+    pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
 }
 
 impl Default for LogOptions {
-    /// fsync every record, rotate at 64 MiB, fail-closed for critical events only.
+    /// fsync every record, rotate at 64 MiB, fail-closed for critical events
+    /// only, wait up to 10 s for the log's lock.
     fn default() -> Self {
         Self {
             fsync: FsyncPolicy::EveryRecord,
             max_file_bytes: Some(Self::DEFAULT_MAX_FILE_BYTES),
             failure: FailurePolicy::default(),
+            lock_wait: Self::DEFAULT_LOCK_WAIT,
         }
     }
 }

@@ -18,6 +18,13 @@ use crate::{AuditError, AuditEvent, AuditKey};
 /// `prev` of the first record of a chain.
 pub(crate) const GENESIS_PREV: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
+/// The record format version: the `"v"` of every record, and the `format` of a
+/// log's genesis record (`log_created`).
+pub const RECORD_FORMAT: u32 = 1;
+/// How every record line begins, up to its sequence number.
+pub(crate) const RECORD_START: &[u8] = b"{\"v\":1,\"seq\":";
+/// How the first record of a log begins.
+pub(crate) const FIRST_RECORD_START: &[u8] = b"{\"v\":1,\"seq\":1,";
 /// Longest record line accepted, without its `\n`.
 pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
 

@@ -1,16 +1,35 @@
-//! Reopening a file log: find the newest segment, verify it, cut off a torn
-//! tail, and say where the chain continues.
+//! Reopening a file log: refuse what is not ours, take the lock, find the
+//! newest segment, verify it, cut off a torn tail, and say where the chain
+//! continues.
+//!
+//! The order matters. Nothing is created or changed before the path is known
+//! to be a regular file (or absent) and not a protected file; nothing is read
+//! before the lock is held; nothing is truncated before the file's first line
+//! has authenticated under our key.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File};
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
+use std::time::Duration;
 
 use crate::backend::{
-    base_name, list_segments, open_append, parent_dir, segment_name, sync_dir, Backend as _,
-    FileBackend,
+    base_name, check_not_protected, list_segments, open_log_file, parent_dir, regular_or_absent,
+    segment_name, sync_dir, Access, Backend as _, FileBackend,
 };
 use crate::log::Resume;
-use crate::verify::{feed_file, ChainVerifier, FindingKind, LastRecord, Start};
-use crate::{AuditError, AuditEvent, AuditKey};
+use crate::record::{FIRST_RECORD_START, RECORD_START};
+use crate::verify::{feed_open_file, ChainVerifier, FindingKind, LastRecord, Start};
+use crate::{lock, AuditError, AuditEvent, AuditKey};
+
+/// How a file log is to be opened.
+pub(crate) struct OpenSpec<'a> {
+    /// Whether segments rotate.
+    pub(crate) rotate: bool,
+    /// How long to wait for the lock.
+    pub(crate) lock_wait: Duration,
+    /// Files the log must never be.
+    pub(crate) protected: &'a [&'a Path],
+}
 
 /// What a scan of one segment found.
 struct Scan {
@@ -23,10 +42,36 @@ struct Scan {
     last: Option<LastRecord>,
 }
 
-/// Verifies one segment on its own; any finding but a torn tail is damage.
-fn scan(path: &Path, key: &AuditKey, start: Start, allow_torn: bool) -> Result<Scan, AuditError> {
+/// Verifies one open segment on its own; any finding but a torn tail is
+/// damage, and a first line that is not an authentic record means the file is
+/// not a log of this key at all.
+fn scan(
+    path: &Path,
+    file: &File,
+    key: &AuditKey,
+    start: Start,
+    allow_torn: bool,
+) -> Result<Scan, AuditError> {
     let mut verifier = ChainVerifier::new(key, start, None);
-    let (end, lines, torn) = feed_file(&mut verifier, path)?;
+    let (end, lines, torn) = feed_open_file(&mut verifier, path, file)?;
+    if let Some(first) = verifier.findings().first() {
+        let reason = match first.kind {
+            _ if first.line != 1 => None,
+            FindingKind::BadMac => Some(
+                "its first line is a record that does not authenticate under this key: written under another key, or altered",
+            ),
+            FindingKind::Malformed { .. } | FindingKind::UnknownVersion => {
+                Some("its first line is not an audit record")
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            return Err(AuditError::NotALog {
+                path: path.to_path_buf(),
+                reason: reason.into(),
+            });
+        }
+    }
     let damage = verifier
         .findings()
         .iter()
@@ -36,6 +81,26 @@ fn scan(path: &Path, key: &AuditKey, start: Start, allow_torn: bool) -> Result<S
             path: path.to_path_buf(),
             finding: f.to_string(),
         });
+    }
+    if lines == 0 && torn > 0 {
+        // Only an incomplete line: an interrupted first write of ours begins
+        // like a record; anything else (a key, a text file) is not ours.
+        let expected = if start == Start::Genesis {
+            FIRST_RECORD_START
+        } else {
+            RECORD_START
+        };
+        let mut head = vec![0u8; expected.len()];
+        let mut reader = file;
+        let read = reader
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| reader.read_exact(&mut head));
+        if read.is_err() || head != expected {
+            return Err(AuditError::NotALog {
+                path: path.to_path_buf(),
+                reason: "it holds no complete line and does not begin like an audit record".into(),
+            });
+        }
     }
     Ok(Scan {
         end,
@@ -52,43 +117,52 @@ fn damaged(path: &Path, finding: impl Into<String>) -> AuditError {
     }
 }
 
-/// Opens (or creates) the log at `base` and returns its backend, positioned at
-/// the end of the newest segment, and where the chain continues.
+/// Opens (or creates) the log at `base` and returns its backend, holding the
+/// log's lock and positioned at the end of the newest segment, and where the
+/// chain continues.
 pub(crate) fn open(
     base: &Path,
     key: &AuditKey,
-    rotate: bool,
+    spec: &OpenSpec<'_>,
 ) -> Result<(FileBackend, Resume), AuditError> {
     let name = base_name(base)?.to_owned();
+    // Before anything is created beside it (the lock file).
+    if regular_or_absent(base)? {
+        check_not_protected(base, spec.protected)?;
+    }
+    let lock = lock::acquire(base, spec.lock_wait)?;
+    let (mut backend, resume) = open_locked(base, &name, key, spec)?;
+    backend.hold(lock);
+    Ok((backend, resume))
+}
+
+fn open_locked(
+    base: &Path,
+    name: &str,
+    key: &AuditKey,
+    spec: &OpenSpec<'_>,
+) -> Result<(FileBackend, Resume), AuditError> {
     let segments = list_segments(base)?;
+    for (_, path) in &segments {
+        check_not_protected(path, spec.protected)?;
+    }
     let Some((index, path)) = segments.last().cloned() else {
-        let file = open_append(base).map_err(|e| AuditError::io("create", base, e))?;
+        let file = open_log_file(base, Access::CreateNew)?;
         let dir = parent_dir(base);
         sync_dir(&dir).map_err(|e| AuditError::io("fsync directory", dir, e))?;
         return Ok((
-            FileBackend::new(base, 0, file, true, rotate)?,
+            FileBackend::new(base, 0, file, spec.rotate)?,
             Resume::fresh(),
         ));
     };
-    let meta = fs::metadata(&path).map_err(|e| AuditError::io("stat", &path, e))?;
-    if !meta.is_file() {
-        // A device: write only (reading /dev/full would never end).
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| AuditError::io("open", &path, e))?;
-        return Ok((
-            FileBackend::new(base, index, file, false, false)?,
-            Resume::fresh(),
-        ));
-    }
+    let file = open_log_file(&path, Access::Append)?;
 
     let start = if index == 0 {
         Start::Genesis
     } else {
         Start::Anywhere
     };
-    let active = scan(&path, key, start, true)?;
+    let active = scan(&path, &file, key, start, true)?;
     let mut resume = match &active.last {
         Some(last) => Resume {
             seq: last.seq,
@@ -113,13 +187,14 @@ pub(crate) fn open(
             } else {
                 Start::Anywhere
             };
-            let prev = scan(prev_path, key, prev_start, false)?;
+            let prev_file = open_log_file(prev_path, Access::Read)?;
+            let prev = scan(prev_path, &prev_file, key, prev_start, false)?;
             match prev.last {
                 Some(LastRecord {
                     seq,
                     hash,
                     event: AuditEvent::Rotated { next_file },
-                }) if next_file == segment_name(&name, index) => Resume {
+                }) if next_file == segment_name(name, index) => Resume {
                     seq,
                     prev: hash,
                     committed_len: 0,
@@ -131,17 +206,18 @@ pub(crate) fn open(
                     // `rotated` record never reached the previous one, so no
                     // record belongs here. Remove it and continue there.
                     tracing::warn!(path = %path.display(), "removing an empty audit segment left by an interrupted rotation");
+                    drop(file);
                     fs::remove_file(&path).map_err(|e| AuditError::io("remove", &path, e))?;
                     let dir = parent_dir(&path);
                     sync_dir(&dir).map_err(|e| AuditError::io("fsync directory", dir, e))?;
-                    return open(base, key, rotate);
+                    return open_locked(base, name, key, spec);
                 }
                 _ => {
                     return Err(damaged(
                         prev_path,
                         format!(
                             "it does not end in a rotated record naming {}",
-                            segment_name(&name, index)
+                            segment_name(name, index)
                         ),
                     ))
                 }
@@ -150,10 +226,8 @@ pub(crate) fn open(
     };
 
     if active.torn > 0 {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| AuditError::io("open", &path, e))?;
+        // Only reached when the segment's first line authenticated under our
+        // key, or when all it holds is the beginning of our first record.
         file.set_len(active.end)
             .map_err(|e| AuditError::io("truncate torn tail of", &path, e))?;
         file.sync_all()
@@ -162,8 +236,7 @@ pub(crate) fn open(
     }
     resume.committed_len = active.end;
 
-    let file = open_append(&path).map_err(|e| AuditError::io("open", &path, e))?;
-    let mut backend = FileBackend::new(base, index, file, true, rotate)?;
+    let mut backend = FileBackend::new(base, index, file, spec.rotate)?;
 
     // A crash after the `rotated` record and before the next segment existed:
     // finish the rotation.
@@ -172,7 +245,7 @@ pub(crate) fn open(
         ..
     }) = &active.last
     {
-        let expected = segment_name(&name, index.saturating_add(1));
+        let expected = segment_name(name, index.saturating_add(1));
         if *next_file != expected {
             return Err(damaged(
                 &path,
@@ -186,4 +259,65 @@ pub(crate) fn open(
         resume.committed_len = 0;
     }
     Ok((backend, resume))
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+mod tests {
+    use crate::record::{encode_line, line_hash, GENESIS_PREV};
+    use crate::{verify_chain, AuditEvent, AuditKey, AuditLog, AuditSink, LogOptions};
+
+    /// A log as written before genesis records existed: it began with
+    /// `log_opened` (`new`).
+    fn legacy_log(key: &AuditKey) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut prev = GENESIS_PREV.to_owned();
+        let events = [
+            AuditEvent::LogOpened {
+                reason: "new".into(),
+            },
+            AuditEvent::VramAllocated {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                bytes: 1,
+            },
+        ];
+        for (seq, event) in (1u64..).zip(&events) {
+            let line = encode_line(
+                key,
+                seq,
+                "2025-01-01T00:00:00.000000000Z",
+                "w",
+                event,
+                &prev,
+            )
+            .unwrap();
+            prev = line_hash(&line[..line.len() - 1]);
+            out.extend_from_slice(&line);
+        }
+        out
+    }
+
+    #[test]
+    fn a_log_without_a_genesis_record_still_verifies_and_continues() {
+        let key = || AuditKey::from_bytes([3; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.jsonl");
+        std::fs::write(&path, legacy_log(&key())).unwrap();
+        let r = verify_chain(std::slice::from_ref(&path), &key(), None).unwrap();
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!((r.records, r.genesis), (2, None));
+
+        let log = AuditLog::open_file(&path, key(), "w", LogOptions::default()).unwrap();
+        log.record(AuditEvent::VramDeallocated {
+            shard_id: "s".into(),
+            gpu_device: 0,
+            bytes: 1,
+        })
+        .unwrap();
+        drop(log);
+        let r = verify_chain(std::slice::from_ref(&path), &key(), None).unwrap();
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!((r.records, r.genesis), (4, None));
+    }
 }

@@ -136,6 +136,11 @@ pub enum FindingKind {
     },
     /// The record declares a format version this verifier does not know.
     UnknownVersion,
+    /// The files hold nothing at all: no record, and no line that failed to be
+    /// one. A log always begins with its
+    /// genesis record, so an empty (or wiped) log is not intact unless an
+    /// empty log was expected. Reported on line 0 (the whole file).
+    Empty,
 }
 
 impl fmt::Display for FindingKind {
@@ -187,13 +192,31 @@ impl fmt::Display for FindingKind {
                 seq, found_hash: None, ..
             } => write!(f, "checkpoint mismatch: no record with seq {seq}"),
             Self::UnknownVersion => f.write_str("unknown record version (not v1)"),
+            Self::Empty => f.write_str(
+                "empty log: no records at all (a log begins with its genesis record; it was wiped, or never written)",
+            ),
         }
     }
+}
+
+/// What a log's genesis record (`log_created`, its first record) says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Genesis {
+    /// Record format version.
+    pub format: u32,
+    /// Id of the audit key the log is written under.
+    pub key_id: String,
+    /// The log's random id (32 hex digits).
+    pub log_id: String,
 }
 
 /// The result of a verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
+    /// The log's genesis record, when its first record is one. `None` for a
+    /// log written before genesis records existed (it begins with
+    /// `log_opened`), and for a log whose first record is missing.
+    pub genesis: Option<Genesis>,
     /// Authentic records read.
     pub records: u64,
     /// Files read.
@@ -283,6 +306,7 @@ pub(crate) struct ChainVerifier<'k> {
     records: u64,
     files: usize,
     last: Option<LastRecord>,
+    genesis: Option<Genesis>,
     checkpoint: Option<Checkpoint>,
     checkpoint_found: Option<(String, PathBuf, u64)>,
     pending_rotation: Option<(String, PathBuf, u64)>,
@@ -304,6 +328,7 @@ impl<'k> ChainVerifier<'k> {
             records: 0,
             files: 0,
             last: None,
+            genesis: None,
             checkpoint: checkpoint.cloned(),
             checkpoint_found: None,
             pending_rotation: None,
@@ -425,6 +450,23 @@ impl<'k> ChainVerifier<'k> {
                 return;
             }
         }
+        if let AuditEvent::LogCreated {
+            format,
+            key_id,
+            log_id,
+        } = &rec.event
+        {
+            if seq == 1 && self.records == 0 {
+                if *format != crate::RECORD_FORMAT {
+                    self.push(file, line, FindingKind::UnknownVersion);
+                }
+                self.genesis = Some(Genesis {
+                    format: *format,
+                    key_id: key_id.clone(),
+                    log_id: log_id.clone(),
+                });
+            }
+        }
         self.seen.insert(seq);
         self.records = self.records.saturating_add(1);
         self.expect = Some((seq.saturating_add(1), rec.hash.clone()));
@@ -502,7 +544,11 @@ impl<'k> ChainVerifier<'k> {
                 }
             }
         }
+        if self.records == 0 && self.findings.is_empty() {
+            self.push(&last_file, 0, FindingKind::Empty);
+        }
         VerifyReport {
+            genesis: self.genesis,
             records: self.records,
             files: self.files,
             head: self.last.map(|l| Checkpoint {
@@ -587,6 +633,15 @@ pub(crate) fn feed_file(
     path: &Path,
 ) -> Result<(u64, u64, u64), AuditError> {
     let file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+    feed_open_file(verifier, path, &file)
+}
+
+/// [`feed_file`] on a file already open (read from its current offset).
+pub(crate) fn feed_open_file(
+    verifier: &mut ChainVerifier<'_>,
+    path: &Path,
+    file: &File,
+) -> Result<(u64, u64, u64), AuditError> {
     verifier.begin_file(path);
     let mut complete = 0u64;
     let mut torn = 0u64;

@@ -34,6 +34,7 @@ fn options() -> LogOptions {
         // Small segments, so that some kills land in the middle of a rotation.
         max_file_bytes: Some(24 << 10),
         failure: FailurePolicy::fail_closed(Duration::from_secs(1)),
+        lock_wait: LogOptions::DEFAULT_LOCK_WAIT,
     }
 }
 

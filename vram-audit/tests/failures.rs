@@ -117,39 +117,61 @@ fn best_effort_counts_the_failure_and_continues() {
     assert_eq!((stats.records, stats.failures), (2, 2));
 }
 
-#[test]
-fn a_failing_log_opened_fails_the_opening_only_when_fail_closed() {
-    // /dev/full accepts an append-mode open, then fails every write with ENOSPC.
-    let full = std::path::Path::new("/dev/full");
-    if !full.exists() {
-        eprintln!("no /dev/full on this system: the in-memory tests cover this path");
-        return;
-    }
-    let err = AuditLog::open_file(
-        full,
-        key(),
-        "w",
-        LogOptions {
-            failure: FailurePolicy::fail_closed(Duration::from_millis(5)),
-            ..LogOptions::default()
-        },
-    )
-    .unwrap_err();
-    assert!(matches!(err, AuditError::WriteFailed { .. }), "{err}");
+/// A backend on a full disk: every append fails.
+struct Full;
 
-    let log = AuditLog::open_file(full, key(), "w", LogOptions::default()).unwrap();
-    assert_eq!(log.stats().failures, 1, "log_opened lost, best effort");
-    let r = log.record(event(1)).unwrap();
-    assert!(!r.is_written());
-    let err = log.record(critical()).unwrap_err();
-    match err {
-        AuditError::WriteFailed { source, .. } => {
-            assert_eq!(source.kind(), std::io::ErrorKind::StorageFull)
-        }
-        other => panic!("unexpected {other}"),
+impl vram_audit::Backend for Full {
+    fn segment_len(&mut self) -> std::io::Result<u64> {
+        Ok(0)
     }
-    let stats = log.stats();
-    assert_eq!((stats.records, stats.failures), (0, 3));
+    fn append(&mut self, _line: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "no space left",
+        ))
+    }
+    fn truncate(&mut self, _len: u64) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "full-disk.jsonl".into()
+    }
+}
+
+#[test]
+fn a_log_whose_genesis_record_cannot_be_written_does_not_open() {
+    // Whatever the policy: a log without its genesis record is no log.
+    for failure in [
+        FailurePolicy::default(),
+        FailurePolicy::best_effort(),
+        FailurePolicy::fail_closed(Duration::from_millis(5)),
+    ] {
+        let options = LogOptions {
+            failure,
+            ..LogOptions::default()
+        };
+        let err = AuditLog::with_backend(Box::new(Full), key(), "w", options).unwrap_err();
+        match &err {
+            AuditError::WriteFailed {
+                path,
+                event,
+                source,
+                ..
+            } => {
+                assert_eq!(path, std::path::Path::new("full-disk.jsonl"));
+                assert_eq!(*event, "log_created");
+                assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(
+            err.to_string().contains("full-disk.jsonl"),
+            "names the log: {err}"
+        );
+    }
 }
 
 #[test]
@@ -162,11 +184,11 @@ fn fsync_policy_decides_durability() {
         ..LogOptions::default()
     };
     let log = AuditLog::open_file(&path, key(), "w", opts).unwrap();
-    // log_opened was record 1 of 3.
+    // The genesis record was flushed on its own: the count starts after it.
     let durable: Vec<bool> = (0..5)
         .map(|i| log.record(event(i)).unwrap().durable)
         .collect();
-    assert_eq!(durable, [false, true, false, false, true]);
+    assert_eq!(durable, [false, false, true, false, false]);
     assert!(
         log.record(critical()).unwrap().durable,
         "critical always flushes"

@@ -188,10 +188,11 @@ fn a_wrong_key_fails_every_line() {
     assert_eq!(lines, [1, 2, 3, 4, 5, 6]);
     assert!(r.findings.iter().all(|f| f.kind == FindingKind::BadMac));
     assert_eq!(r.records, 0);
-    // And the writer refuses to continue a log it cannot authenticate.
+    // And the writer refuses to continue a log it cannot authenticate: it is
+    // not a log of this key.
     let err =
         AuditLog::open_file(&path, AuditKey::from_bytes([0; 32]), "w", fast_options()).unwrap_err();
-    assert!(matches!(err, AuditError::Damaged { .. }), "{err}");
+    assert!(matches!(err, AuditError::NotALog { .. }), "{err}");
 }
 
 #[test]

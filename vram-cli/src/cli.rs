@@ -133,6 +133,11 @@ pub(crate) struct AuditVerifyArgs {
     /// Last known good head, SEQ:HASH, to detect a deleted tail.
     #[arg(long)]
     pub(crate) checkpoint: Option<String>,
+    /// An empty log (no records at all) is expected: report it as intact.
+    /// Without this, an empty log exits 1: a log always begins with its
+    /// genesis record, so an empty one was wiped or never written.
+    #[arg(long)]
+    pub(crate) allow_empty: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,

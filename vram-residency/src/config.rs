@@ -3,8 +3,9 @@
 
 use crate::{VerifyPolicy, VramError};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
-use vram_audit::AuditSink;
+use vram_audit::{AuditSink, LogOptions};
 use vram_core::Device;
 use vram_crypto::LeafSize;
 use vram_secrets::WorkerSecret;
@@ -40,6 +41,7 @@ pub struct VramConfig {
     pub(crate) max_model_bytes: u64,
     pub(crate) headroom_bytes: u64,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) audit_file: Option<(PathBuf, LogOptions)>,
     pub(crate) worker_id: String,
     pub(crate) leaf_size: Option<LeafSize>,
     pub(crate) verify_policy: VerifyPolicy,
@@ -106,6 +108,7 @@ impl fmt::Debug for VramConfig {
             .field("max_model_bytes", &self.max_model_bytes)
             .field("headroom_bytes", &self.headroom_bytes)
             .field("audit", &self.audit.as_ref().map(|_| "configured"))
+            .field("audit_file", &self.audit_file)
             .field("worker_id", &self.worker_id)
             .field("leaf_size", &self.leaf_size.map(LeafSize::bytes))
             .field("verify_policy", &self.verify_policy)
@@ -135,6 +138,7 @@ impl VramConfig {
                 max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
                 headroom_bytes: 0,
                 audit: None,
+                audit_file: None,
                 worker_id: "worker".to_string(),
                 leaf_size: None,
                 verify_policy: VerifyPolicy::Full,
@@ -226,6 +230,20 @@ impl VramConfigBuilder {
     /// manager says so in a warning): fine for tests, not for an auditor.
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.config.audit = Some(sink);
+        self.config.audit_file = None;
+        self
+    }
+
+    /// Write audit records to the file log at `path` (see
+    /// [`AuditLog::open_file`](vram_audit::AuditLog::open_file)), opened by
+    /// [`VramManager::new`](crate::VramManager::new) under the audit key
+    /// derived from the worker secret, with the worker id. The log is never
+    /// the file the secret was loaded from
+    /// ([`WorkerSecret::source_path`](vram_secrets::WorkerSecret::source_path)):
+    /// such a path is refused. Replaces [`Self::audit`].
+    pub fn audit_file(mut self, path: impl Into<PathBuf>, options: LogOptions) -> Self {
+        self.config.audit_file = Some((path.into(), options));
+        self.config.audit = None;
         self
     }
 

@@ -11,6 +11,7 @@ pub use pipeline::stream_chunks;
 mod scrub;
 mod set;
 mod shard;
+mod trail;
 mod verify;
 
 pub use config::{

@@ -7,6 +7,7 @@ use crate::detect::{cuda_devices, detect};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline;
 use crate::shard::SealedShard;
+use crate::trail::AuditTrail;
 use crate::{ModelShardHandle, VerifyPolicy, VramError};
 use std::io::Read;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ pub(crate) struct Inner {
     pub(crate) devices: Vec<DeviceSlot>,
     pub(crate) seal_key: SecretKey,
     pub(crate) key_id: KeyId,
-    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) audit: Arc<AuditTrail>,
     pub(crate) max_model_bytes: u64,
     pub(crate) leaf_size: LeafSize,
     pub(crate) verify_policy: VerifyPolicy,
@@ -131,7 +132,9 @@ impl VramManager {
     /// # Errors
     /// [`VramError::InvalidConfig`] for unusable settings; device errors when a
     /// device cannot be queried; [`VramError::PolicyViolation`] when a device
-    /// fails the VRAM-only policy.
+    /// fails the VRAM-only policy; [`VramError::Audit`] when the
+    /// [audit file](crate::VramConfigBuilder::audit_file) cannot be opened
+    /// (in use by another writer, not a log of this key, the secret file...).
     pub fn new(config: VramConfig) -> Result<Self, VramError> {
         config.validate()?;
         let devices: Vec<Arc<dyn Device>> = match config.devices {
@@ -141,15 +144,29 @@ impl VramManager {
         };
         let seal_key = config.secret.seal_key();
         let key_id = seal_key.key_id();
-        let audit: Arc<dyn AuditSink> = match config.audit {
-            Some(a) => a,
-            None => {
+        let sink: Arc<dyn AuditSink> = match (config.audit, config.audit_file) {
+            (Some(a), _) => a,
+            (None, Some((path, options))) => {
+                let key =
+                    vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
+                let protected: Vec<&std::path::Path> =
+                    config.secret.source_path().into_iter().collect();
+                Arc::new(vram_audit::AuditLog::open_file_protecting(
+                    &path,
+                    key,
+                    &config.worker_id,
+                    options,
+                    &protected,
+                )?)
+            }
+            (None, None) => {
                 tracing::warn!("no audit sink configured: audit records are kept in memory only");
                 let key =
                     vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
                 Arc::new(vram_audit::AuditLog::in_memory(key, &config.worker_id)?)
             }
         };
+        let audit = Arc::new(AuditTrail::new(sink));
         let mut slots = Vec::with_capacity(devices.len());
         for (i, device) in devices.into_iter().enumerate() {
             let index = u32::try_from(i).map_err(|_| VramError::InvalidConfig {
@@ -161,7 +178,9 @@ impl VramManager {
                 source,
             })?;
             if let Err(v) = vram_core::check_vram_only(&info, &attrs) {
-                let _ = audit.record(AuditEvent::PolicyViolation {
+                // The policy violation is the error to report; a failure to
+                // audit it is counted and logged by the trail.
+                audit.record_secondary(AuditEvent::PolicyViolation {
                     gpu_device: index,
                     policy: v.policy_name().to_string(),
                     detail: v.to_string(),
@@ -261,7 +280,7 @@ impl VramManager {
 
     /// The audit sink this manager writes to.
     pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
-        &self.inner.audit
+        self.inner.audit.sink()
     }
 
     /// The leaf size of new seals.
@@ -300,7 +319,9 @@ impl VramManager {
 
     /// A copy of the counters.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot()
+        let mut snapshot = self.inner.metrics.snapshot();
+        snapshot.audit_records_lost = self.inner.audit.lost();
+        snapshot
     }
 
     /// Seals `model_bytes` on `gpu_device` under a generated shard id (the
@@ -321,7 +342,14 @@ impl VramManager {
     ///
     /// Order: validate, reserve capacity, allocate, copy and hash (overlapped),
     /// check the expected digest, sign, audit. Any failure releases everything
-    /// (capacity, device memory) and audits the failure.
+    /// (capacity, device memory) and audits the failure (`seal_failed`, and
+    /// `vram_deallocated` once `vram_allocated` was recorded).
+    ///
+    /// A seal is a success only once its records are in the audit log: when
+    /// the sink's policy is fail-closed and `vram_allocated` or `vram_sealed`
+    /// cannot be written (and flushed, when due), the shard is released and
+    /// the error is [`VramError::Audit`], naming the log. Under best effort a
+    /// lost record is counted in [`MetricsSnapshot::audit_records_lost`].
     ///
     /// # Errors
     /// Invalid input, insufficient VRAM (retriable), allocation or device
@@ -452,18 +480,29 @@ impl VramManager {
             Some(id) => id.clone(),
             None => random_shard_id()?,
         };
-        let result = self.seal_inner(request, &shard_id, len, fill);
+        let mut allocated = None;
+        let result = self.seal_inner(request, &shard_id, len, fill, &mut allocated);
+        // On failure, everything seal_inner held (device memory, then the
+        // capacity reservation) is released by now.
         if let Err(e) = &result {
             self.inner.metrics.seal_failed();
             tracing::warn!(shard_id = %shard_id, error = %e, "seal failed");
-            // Auditing the failure is best effort here: the caller already gets
-            // the original error, which matters more than the audit error.
-            if !matches!(e, VramError::Audit(_)) {
-                let _ = self.inner.audit.record(AuditEvent::SealFailed {
-                    shard_id: shard_id.to_string(),
-                    stage: seal_stage(e).to_string(),
-                    reason: e.to_string(),
-                });
+            // The caller gets the seal's own error, which matters more than a
+            // failure to audit it; the trail counts and logs such a failure.
+            self.inner.audit.record_secondary(AuditEvent::SealFailed {
+                shard_id: shard_id.to_string(),
+                stage: seal_stage(e).to_string(),
+                reason: e.to_string(),
+            });
+            if let Some(gpu_device) = allocated {
+                // Every `vram_allocated` has its `vram_deallocated`.
+                self.inner
+                    .audit
+                    .record_secondary(AuditEvent::VramDeallocated {
+                        shard_id: shard_id.to_string(),
+                        gpu_device,
+                        bytes: len,
+                    });
             }
         }
         result
@@ -479,6 +518,7 @@ impl VramManager {
             &mut TreeHasher,
             usize,
         ) -> Result<Option<pipeline::Hashed>, VramError>,
+        allocated: &mut Option<u32>,
     ) -> Result<SealedShard, VramError> {
         let inner = &self.inner;
         let device_index = request.gpu_device;
@@ -495,12 +535,14 @@ impl VramManager {
                 } => (needed, available),
                 _ => (len, slot.tracker.available()),
             };
-            let _ = inner.audit.record(AuditEvent::VramAllocationFailed {
-                gpu_device: device_index,
-                requested: needed,
-                available,
-                reason: "capacity".into(),
-            });
+            inner
+                .audit
+                .record_secondary(AuditEvent::VramAllocationFailed {
+                    gpu_device: device_index,
+                    requested: needed,
+                    available,
+                    reason: "capacity".into(),
+                });
             VramError::InsufficientVram {
                 device: device_index,
                 needed,
@@ -512,23 +554,28 @@ impl VramManager {
 
         let mut buffer = slot.device.alloc(len).map_err(|source| {
             let available = slot.device.memory_info().map_or(0, |m| m.free);
-            let _ = inner.audit.record(AuditEvent::VramAllocationFailed {
-                gpu_device: device_index,
-                requested: len,
-                available,
-                reason: source.to_string(),
-            });
+            inner
+                .audit
+                .record_secondary(AuditEvent::VramAllocationFailed {
+                    gpu_device: device_index,
+                    requested: len,
+                    available,
+                    reason: source.to_string(),
+                });
             VramError::AllocationFailed {
                 device: device_index,
                 bytes: len,
                 source,
             }
         })?;
-        inner.audit.record(AuditEvent::VramAllocated {
+        let receipt = inner.audit.record(AuditEvent::VramAllocated {
             shard_id: shard_id.to_string(),
             gpu_device: device_index,
             bytes: len,
         })?;
+        if receipt.is_written() {
+            *allocated = Some(device_index);
+        }
 
         let mut hasher = TreeHasher::new(inner.leaf_size);
         if request.expected_sha256.is_some() || request.compute_sha256 {
@@ -605,6 +652,7 @@ impl VramManager {
             buffer,
             _reservation: reservation,
             audit: Arc::clone(&inner.audit),
+            released: false,
         })
     }
 

@@ -39,6 +39,11 @@ pub struct MetricsSnapshot {
     pub verify_nanos_total: u64,
     /// Largest verification latency, in nanoseconds.
     pub verify_nanos_max: u64,
+    /// Audit records the manager tried to write that are not in the log: lost
+    /// under a best-effort policy, or refused under fail-closed (the operation
+    /// then failed too, or, for a record of a failure or a release, was
+    /// already failing or done). Logged once per burst.
+    pub audit_records_lost: u64,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -79,6 +84,8 @@ impl Metrics {
             bytes_hashed: self.bytes_hashed.load(Ordering::Relaxed),
             verify_nanos_total: self.verify_nanos_total.load(Ordering::Relaxed),
             verify_nanos_max: self.verify_nanos_max.load(Ordering::Relaxed),
+            // Kept by the audit trail; filled in by `VramManager::metrics`.
+            audit_records_lost: 0,
         }
     }
 }

@@ -2,11 +2,12 @@
 //! what they must be. Read-only; dropping it frees the device memory, releases
 //! the capacity reservation and audits the deallocation.
 
+use crate::trail::AuditTrail;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use vram_audit::{AuditEvent, AuditSink};
+use vram_audit::AuditEvent;
 use vram_core::{DeviceBuffer, DeviceKind, Reservation};
 use vram_crypto::{LeafHashes, SealMessage, SealTag, Sha256Digest, TreeDigest};
 use vram_secrets::KeyId;
@@ -37,7 +38,9 @@ pub struct SealedShard {
     // reservation is released, so capacity is never handed out twice.
     pub(crate) buffer: Box<dyn DeviceBuffer>,
     pub(crate) _reservation: Reservation,
-    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) audit: Arc<AuditTrail>,
+    /// Set once the deallocation was audited (by [`SealedShard::release`]).
+    pub(crate) released: bool,
 }
 
 impl SealedShard {
@@ -171,17 +174,36 @@ impl fmt::Debug for SealedShard {
     }
 }
 
-impl Drop for SealedShard {
-    fn drop(&mut self) {
-        // Auditing a deallocation must never panic or block the drop for long;
-        // a failure is reported through tracing and counted by the sink.
-        let event = AuditEvent::VramDeallocated {
+impl SealedShard {
+    fn deallocated_event(&self) -> AuditEvent {
+        AuditEvent::VramDeallocated {
             shard_id: self.shard_id.to_string(),
             gpu_device: self.device,
             bytes: self.len,
-        };
-        if let Err(e) = self.audit.record(event) {
-            tracing::error!(shard_id = %self.shard_id, error = %e, "could not audit deallocation");
+        }
+    }
+
+    /// Releases the shard (as dropping it does) and says whether its
+    /// `vram_deallocated` record reached the audit log. The device memory and
+    /// the capacity reservation are released either way.
+    ///
+    /// # Errors
+    /// [`VramError::Audit`](crate::VramError::Audit) when the record could not
+    /// be written under a fail-closed policy: a process that must end with
+    /// every record durable reports it instead of exiting successfully.
+    pub fn release(mut self) -> Result<(), crate::VramError> {
+        let result = self.audit.record(self.deallocated_event());
+        self.released = true;
+        result.map(|_| ()).map_err(Into::into)
+    }
+}
+
+impl Drop for SealedShard {
+    fn drop(&mut self) {
+        // Auditing a deallocation must never panic; a failure is counted and
+        // logged by the trail ([`SealedShard::release`] returns it instead).
+        if !self.released {
+            self.audit.record_secondary(self.deallocated_event());
         }
         tracing::debug!(shard_id = %self.shard_id, bytes = self.len, "shard released");
         // Fields drop after this, in declaration order: the buffer (device

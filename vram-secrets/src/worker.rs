@@ -1,7 +1,7 @@
 //! The worker secret and the keys derived from it.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
@@ -60,6 +60,9 @@ impl KeyPurpose {
 /// No `Clone`, no `Display`, no serde; `Debug` shows only the length.
 pub struct WorkerSecret {
     bytes: Zeroizing<Vec<u8>>,
+    /// The file it was loaded from, so that other components can refuse to
+    /// write to it (an audit log pointed at the secret would erase it).
+    source: Option<PathBuf>,
 }
 
 impl WorkerSecret {
@@ -86,7 +89,10 @@ impl WorkerSecret {
                 max: MAX_SECRET_LEN as u64,
             });
         }
-        Ok(WorkerSecret { bytes })
+        Ok(WorkerSecret {
+            bytes,
+            source: None,
+        })
     }
 
     /// A fresh random secret of 32 bytes from the operating system.
@@ -136,7 +142,8 @@ impl WorkerSecret {
     /// [`SecretsError::Io`] with the path and the error kind.
     pub fn load_file(path: &Path) -> Result<WorkerSecret, SecretsError> {
         let bytes = read_secret_file(path)?;
-        let secret = WorkerSecret::from_bytes(bytes)?;
+        let mut secret = WorkerSecret::from_bytes(bytes)?;
+        secret.source = Some(path.to_path_buf());
         tracing::info!(
             path = %crate::escape_path(path),
             len = secret.bytes.len(),
@@ -177,6 +184,14 @@ impl WorkerSecret {
     ) -> Result<WorkerSecret, SecretsError> {
         let path = credential_path(dir, name)?;
         WorkerSecret::load_file(&path)
+    }
+
+    /// The file the secret was loaded from (`None` when it was not read from a
+    /// file). Not secret: a log or output path that is the same file must be
+    /// refused, never written.
+    #[must_use]
+    pub fn source_path(&self) -> Option<&Path> {
+        self.source.as_deref()
     }
 
     /// Derives the 32-byte key for `purpose`: HKDF-SHA256 with a fixed versioned

@@ -55,7 +55,7 @@ pub(crate) fn fast_options() -> LogOptions {
     }
 }
 
-/// A file log of `n` lines: `log_opened` then `n - 1` events. Returns its path.
+/// A file log of `n` lines: `log_created` (the genesis record) then `n - 1` events. Returns its path.
 pub(crate) fn write_log(dir: &Path, n: u64) -> PathBuf {
     let path = dir.join("audit.jsonl");
     let log = AuditLog::open_file(&path, key(), "worker-0", fast_options()).unwrap();

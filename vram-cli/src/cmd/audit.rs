@@ -3,7 +3,7 @@
 use super::audit_key;
 use crate::cli::AuditVerifyArgs;
 use crate::exit::CliError;
-use vram_residency::vram_audit::{segment_files, verify_chain, Checkpoint};
+use vram_residency::vram_audit::{segment_files, verify_chain, Checkpoint, FindingKind};
 use vram_residency::vram_validation::OutputLine;
 
 pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
@@ -31,14 +31,18 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
     };
     let secret = crate::secret::load(args.secret_file.as_deref())?;
     let key = audit_key(&secret);
-    let report = verify_chain(&files, &key, checkpoint.as_ref())
+    let mut report = verify_chain(&files, &key, checkpoint.as_ref())
         .map_err(|e| CliError::env(format!("audit verify: {e}")))?;
+    if args.allow_empty {
+        report.findings.retain(|f| f.kind != FindingKind::Empty);
+    }
     if args.json {
         let v = serde_json::json!({
             "intact": report.is_intact(),
             "records": report.records,
             "files": report.files,
             "head": report.head.as_ref().map(ToString::to_string),
+            "genesis": report.genesis,
             "findings": report.findings,
         });
         println!("{v:#}");
@@ -54,6 +58,16 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_else(|| "-".into());
+        match &report.genesis {
+            Some(g) => println!(
+                "log id {} (format {}, audit key id {})",
+                g.log_id, g.format, g.key_id
+            ),
+            None if report.records > 0 => println!(
+                "note: no genesis record: the log was written before genesis records existed (or begins with a record that is not one)"
+            ),
+            None => {}
+        }
         if report.is_intact() {
             println!(
                 "intact: {} record(s) in {} file(s); head {head}",

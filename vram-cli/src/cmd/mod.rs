@@ -12,7 +12,9 @@ use crate::devices::Selection;
 use crate::exit::CliError;
 use std::path::Path;
 use std::sync::Arc;
-use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink, FileOptions};
+use vram_residency::vram_audit::{
+    AuditKey, AuditLog, AuditSink, FailureMode, FailurePolicy, FileOptions,
+};
 use vram_residency::vram_crypto::LeafSize;
 use vram_residency::vram_secrets::WorkerSecret;
 use vram_residency::vram_validation::parse_byte_size;
@@ -69,24 +71,20 @@ pub(crate) fn audit_key(secret: &WorkerSecret) -> AuditKey {
     AuditKey::from_bytes(*secret.audit_key().expose_secret())
 }
 
-/// Opens (or continues) a JSON-lines audit log.
+/// Opens (or continues) a JSON-lines audit log: fail-closed for every event
+/// (no success is reported unless its records are durable), never the file
+/// the worker secret came from, one writer at a time (waits up to
+/// `LogOptions::DEFAULT_LOCK_WAIT` for another `vram` process to finish).
 pub(crate) fn open_audit(path: &Path, secret: &WorkerSecret) -> Result<Arc<AuditLog>, CliError> {
-    AuditLog::open_file(
-        path,
-        audit_key(secret),
-        &worker_id(),
-        FileOptions::default(),
-    )
-    .map(Arc::new)
-    .map_err(|e| {
-        // vram-audit's messages name the log already.
-        let text = e.to_string();
-        if text.starts_with("audit log") {
-            CliError::env(text)
-        } else {
-            CliError::env(format!("audit log: {text}"))
-        }
-    })
+    let options = FileOptions {
+        failure: FailurePolicy::fail_closed(FailureMode::DEFAULT_MAX_WAIT),
+        ..FileOptions::default()
+    };
+    let protected: Vec<&Path> = secret.source_path().into_iter().collect();
+    AuditLog::open_file_protecting(path, audit_key(secret), &worker_id(), options, &protected)
+        .map(Arc::new)
+        // Every open error names the log already.
+        .map_err(|e| CliError::env(e.to_string()))
 }
 
 /// This worker's id in audit records: the host name when it is usable.

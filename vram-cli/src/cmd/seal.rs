@@ -180,6 +180,11 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     }
     if args.hold {
         hold(&mgr, shards, scrub_rate, quiet)?;
+    } else {
+        // Exit 0 only once every record, the releases' included, is durable.
+        for shard in shards {
+            shard.release()?;
+        }
     }
     Ok(())
 }
@@ -310,7 +315,16 @@ fn hold(
         std::thread::sleep(Duration::from_millis(100));
     }
     let stats = scrubber.stop();
-    drop(shards);
+    // Each release is audited; the first that could not be is reported below.
+    let mut released = Ok(());
+    for shard in shards {
+        if let Ok(shard) = Arc::try_unwrap(shard) {
+            let r = shard.release();
+            if released.is_ok() {
+                released = r;
+            }
+        }
+    }
     if !quiet {
         eprintln!(
             "vram: released; scrubbed {} bytes in {} sweep(s), {} failure(s)",
@@ -320,5 +334,5 @@ fn hold(
     if failed.load(Ordering::SeqCst) {
         return Err(CliError::integrity("scrubbing found corrupt device memory"));
     }
-    Ok(())
+    Ok(released?)
 }

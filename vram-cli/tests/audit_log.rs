@@ -1,0 +1,419 @@
+//! The audit log under real operating conditions, through the `vram` binary:
+//! many processes on one log, a disk that fills up, paths that point at the
+//! wrong file, an empty log.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("vram")
+}
+
+/// The `vram` binary on the mock device, with no secret from the environment.
+fn vram() -> Command {
+    let mut c = Command::new(bin());
+    c.env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("VRAM_SECRET_FILE")
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .stdin(Stdio::null());
+    c
+}
+
+fn secret_file(dir: &Path) -> PathBuf {
+    let p = dir.join("worker.secret");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
+    f.write_all(b"0123456789abcdef0123456789abcdef-audit-test")
+        .unwrap();
+    p
+}
+
+fn model_file(dir: &Path, name: &str, len: usize, seed: u8) -> PathBuf {
+    let p = dir.join(name);
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn seal_args(c: &mut Command, secret: &Path, log: &Path, model: &Path) {
+    c.args([
+        "seal",
+        "--quiet",
+        "--json",
+        "--device",
+        "mock",
+        "--secret-file",
+    ])
+    .arg(secret)
+    .arg("--audit-log")
+    .arg(log)
+    .arg(model);
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn verify(secret: &Path, log: &Path, extra: &[&str]) -> Output {
+    vram()
+        .args(["audit", "verify", "--secret-file"])
+        .arg(secret)
+        .args(extra)
+        .arg(log)
+        .output()
+        .unwrap()
+}
+
+/// Records of the log as JSON values.
+fn records(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn eight_processes_sealing_onto_one_log_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let mut succeeded = Vec::new();
+    for round in 0..3 {
+        let children: Vec<_> = (0..8u8)
+            .map(|i| {
+                let name = format!("m{round}-{i}.bin");
+                let model = model_file(dir.path(), &name, 64 * 1024 + usize::from(i), i);
+                let mut c = vram();
+                seal_args(&mut c, &secret, &log, &model);
+                let child = c
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (name, child)
+            })
+            .collect();
+        for (name, child) in children {
+            let out = child.wait_with_output().unwrap();
+            match out.status.code() {
+                Some(0) => {
+                    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                    let shard = v["shards"][0]["shard_id"].as_str().unwrap().to_owned();
+                    succeeded.push((format!("file:{name}"), shard));
+                }
+                // Refused, never forked: the lock was held past its wait.
+                Some(3) => assert!(
+                    text(&out.stderr).contains("in use by another writer"),
+                    "{name}: {}",
+                    text(&out.stderr)
+                ),
+                other => panic!("{name}: exit {other:?}: {}", text(&out.stderr)),
+            }
+        }
+    }
+    assert!(!succeeded.is_empty(), "no run succeeded");
+
+    let out = verify(&secret, &log, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("intact"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let recs = records(&log);
+    let has = |ty: &str, field: &str, value: &str| {
+        recs.iter()
+            .any(|r| r["event"]["type"] == ty && r["event"][field] == value)
+    };
+    for (model_ref, shard) in &succeeded {
+        assert!(
+            has("vram_sealed", "shard_id", shard),
+            "{model_ref}: no vram_sealed"
+        );
+        assert!(has("vram_sealed", "model_ref", model_ref), "{model_ref}");
+        assert!(has("seal_verified", "shard_id", shard), "{model_ref}");
+        assert!(has("vram_deallocated", "shard_id", shard), "{model_ref}");
+    }
+    // One genesis record, at the start; every other process continued it.
+    let created = recs
+        .iter()
+        .filter(|r| r["event"]["type"] == "log_created")
+        .count();
+    assert_eq!(created, 1);
+    assert_eq!(recs[0]["event"]["type"], "log_created");
+}
+
+#[test]
+fn a_log_held_by_a_running_seal_is_refused_with_exit_3() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let a = model_file(dir.path(), "a.bin", 2 << 20, 1);
+    let b = model_file(dir.path(), "b.bin", 4096, 2);
+    let mut holder = vram()
+        .args([
+            "seal",
+            "--device",
+            "mock",
+            "--hold",
+            "--scrub-rate",
+            "64MiB",
+        ])
+        .arg("--secret-file")
+        .arg(&secret)
+        .arg("--audit-log")
+        .arg(&log)
+        .arg(&a)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(holder.stderr.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("holding 1 shard")),
+        "the holder never reported holding"
+    );
+
+    let mut c = vram();
+    seal_args(&mut c, &secret, &log, &b);
+    let out = c.output().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &holder.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(holder.wait().unwrap().success());
+
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("in use by another writer"), "{err}");
+    assert!(err.contains("its own log"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing sealed: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(verify(&secret, &log, &[]).status.code(), Some(0));
+}
+
+#[test]
+fn dev_full_is_refused_before_anything_is_sealed() {
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("no /dev/full here; the library tests cover non-regular files");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let a = model_file(dir.path(), "a.bin", 10_000, 1);
+    for json in [false, true] {
+        let mut c = vram();
+        c.args(["seal", "--device", "mock", "--secret-file"])
+            .arg(&secret)
+            .arg("--audit-log")
+            .arg(full)
+            .arg(&a);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+        assert!(out.stdout.is_empty(), "printed: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(err.contains("/dev/full"), "{err}");
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+}
+
+#[test]
+fn the_secret_and_other_files_that_are_not_logs_are_refused_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let secret_bytes = std::fs::read(&secret).unwrap();
+    let a = model_file(dir.path(), "a.bin", 10_000, 1);
+
+    // A raw 32-byte secret of another worker (no newline at the end).
+    let raw: Vec<u8> = (0..32u8)
+        .map(|i| i.wrapping_mul(53).wrapping_add(7) | 1)
+        .collect();
+    let raw = raw.into_iter().filter(|b| *b != b'\n').collect::<Vec<u8>>();
+    let other = dir.path().join("other.secret");
+    std::fs::write(&other, &raw).unwrap();
+    // A hard link to our own secret, under a log-like name.
+    let linked = dir.path().join("audit-link.jsonl");
+    std::fs::hard_link(&secret, &linked).unwrap();
+    // A symlink to a log-like name that does not exist yet.
+    let symlink = dir.path().join("audit-sym.jsonl");
+    std::os::unix::fs::symlink(dir.path().join("target.jsonl"), &symlink).unwrap();
+
+    for (path, needle) in [
+        (secret.clone(), "same file as"),
+        (linked.clone(), "same file as"),
+        (other.clone(), "not an audit log"),
+        (symlink.clone(), "symlink"),
+    ] {
+        let mut c = vram();
+        seal_args(&mut c, &secret, &path, &a);
+        let out = c.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{path:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{path:?}: {}", text(&out.stdout));
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{path:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read(&secret).unwrap(), secret_bytes);
+    assert_eq!(std::fs::read(&other).unwrap(), raw);
+    assert!(!dir.path().join("target.jsonl").exists());
+}
+
+#[test]
+fn an_empty_log_does_not_verify_unless_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    std::fs::write(&log, b"").unwrap();
+    let out = verify(&secret, &log, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("empty log"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = verify(&secret, &log, &["--allow-empty"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // A real log names its genesis record.
+    let a = model_file(dir.path(), "a.bin", 10_000, 1);
+    let mut c = vram();
+    seal_args(&mut c, &secret, &log, &a);
+    assert!(c.output().unwrap().status.success());
+    let out = verify(&secret, &log, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains("log id "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// Runs `vram seal` with the file size limit (RLIMIT_FSIZE) at `limit` bytes:
+/// the log's writes beyond it fail with EFBIG, as on a disk that is full.
+/// SIGXFSZ is ignored (and stays ignored across exec) so that the write fails
+/// instead of killing the process.
+fn seal_with_file_limit(limit: u64, secret: &Path, log: &Path, model: &Path) -> Output {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("trap '' XFSZ; exec prlimit --fsize=\"$0\" -- \"$@\"")
+        .arg(limit.to_string())
+        .arg(bin())
+        .args([
+            "seal",
+            "--json",
+            "--quiet",
+            "--device",
+            "mock",
+            "--secret-file",
+        ])
+        .arg(secret)
+        .arg("--audit-log")
+        .arg(log)
+        .arg(model)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("VRAM_SECRET_FILE")
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
+    c.output().unwrap()
+}
+
+#[test]
+fn a_disk_that_fills_up_never_gives_a_success_without_its_records() {
+    let has_prlimit = Command::new("prlimit")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_prlimit {
+        eprintln!("no prlimit(1) here: the facade's fault-injection tests cover this path");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let model = model_file(dir.path(), "m.bin", 100_000, 3);
+
+    // A run with room: where each record of a seal ends in the log.
+    let full_log = dir.path().join("reference.jsonl");
+    let out = seal_with_file_limit(1 << 30, &secret, &full_log, &model);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&full_log).unwrap();
+    let ends: Vec<u64> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i as u64 + 1)
+        .collect();
+    let types: Vec<String> = records(&full_log)
+        .iter()
+        .map(|r| r["event"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "log_created",
+            "vram_allocated",
+            "vram_sealed",
+            "seal_verified",
+            "vram_deallocated"
+        ]
+    );
+
+    // Now with the disk full after each record in turn (a little room left,
+    // less than the next record needs).
+    for (k, end) in ends.iter().enumerate().take(ends.len() - 1) {
+        let log = dir.path().join(format!("audit-{k}.jsonl"));
+        let out = seal_with_file_limit(end + 40, &secret, &log, &model);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        let ctx = format!("room for {} record(s): {stderr}", k + 1);
+        assert_eq!(out.status.code(), Some(3), "{ctx}");
+        assert!(
+            stderr.contains(&log.display().to_string()),
+            "names the log: {ctx}"
+        );
+        assert!(stderr.contains("could not be written"), "{ctx}");
+        if k + 1 < types.len() - 1 {
+            // Until the seal's own records are in, nothing was reported sealed.
+            assert!(stdout.is_empty(), "{ctx}: printed {stdout}");
+        }
+        // What did reach the log is whole and verifies.
+        let v = verify(&secret, &log, &[]);
+        assert_eq!(v.status.code(), Some(0), "{ctx}: {}", text(&v.stdout));
+    }
+}
