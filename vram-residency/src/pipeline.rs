@@ -589,6 +589,7 @@ pub(crate) struct FileSource<'a> {
 /// funnelling through one reader thread. With [`SealHashing::OnDevice`] (and
 /// no plain SHA-256) on a device that can hash, every core fills the upload
 /// and the device hashes it ([`hash_on_device`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn copy_file(
     buffer: &mut dyn DeviceBuffer,
     device: u32,

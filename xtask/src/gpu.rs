@@ -75,16 +75,36 @@ pub(crate) fn run() -> Result<(), String> {
             .arg(bundle.join(name))
             .status();
     }
+    // Each step under its own time limit, the bench first: on a machine lent
+    // for minutes, the measurements matter most, and a hung step must not
+    // take the rest with it. With $OUT set, the output is kept there too.
     let mut script = String::from(
-        "#!/usr/bin/env bash\n# Runs vram-residency's GPU checks. Needs the NVIDIA driver; no Rust toolchain.\nset -u\ncd \"$(dirname \"$0\")\"\nfail=0\nnvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true\n./vram devices || fail=1\n",
+        r#"#!/usr/bin/env bash
+# Runs vram-residency's GPU checks. Needs the NVIDIA driver; no Rust toolchain.
+set -u
+cd "$(dirname "$0")"
+if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; exec > >(tee "$OUT/log.txt") 2>&1; fi
+fail=0
+step() {
+  local t=$1; shift
+  echo; echo "==> [$(date +%T)] $* (limit ${t}s)"
+  timeout -k 5 "$t" "$@"; local rc=$?
+  echo "<== rc=$rc"; [ "$rc" -eq 0 ] || fail=1
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version,pcie.link.gen.max,pcie.link.width.max --format=csv || true
+lscpu | grep -E 'Model name|^CPU\(s\)' || true
+echo "cpu features: $(grep -o -w 'sha_ni\|avx512f' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+step 15 ./vram devices
+step 150 ./vram bench --device cuda:0 --size 1GiB --sampled-size 1GiB
+"#,
     );
     for t in &tests {
         script.push_str(&format!(
-            "echo \"==> {t}\"\nVRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4 || fail=1\n"
+            "step 90 env VRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4\n"
         ));
     }
     script.push_str(
-        "echo '==> on-device vs host-readback verification, tamper detection: cuda_dual above'\nfor size in 1GiB 8GiB; do\n  echo \"==> vram bench --device cuda:0 --size $size\"\n  ./vram bench --device cuda:0 --size $size --sampled-size $size || fail=1\ndone\necho '==> vram demo --device cuda:0'\n./vram demo --device cuda:0 --size 1GiB || fail=1\nexit $fail\n",
+        "step 40 ./vram demo --device cuda:0 --size 1GiB\nstep 150 ./vram bench --device cuda:0 --size 4GiB --sampled-size 4GiB\necho \"==> done, failures: $fail\"\nexit $fail\n",
     );
     let script_path = bundle.join("run.sh");
     std::fs::write(&script_path, script).map_err(|e| format!("write run.sh: {e}"))?;
