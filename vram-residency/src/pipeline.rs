@@ -167,6 +167,10 @@ pub(crate) fn copy_slice(
 
 /// Uploads `bytes` from offset 0: through the backend's own pipeline, its
 /// staging buffers filled by `threads` threads, or in `staging`-sized writes.
+///
+/// (On the H200 host measured in the README, filling pinned staging from
+/// every core, about 15 GB/s, beat registering the caller's pages for a
+/// direct DMA, 10-12 GB/s including the registration.)
 fn upload_slice(
     buffer: &mut dyn DeviceBuffer,
     device: u32,

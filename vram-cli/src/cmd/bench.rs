@@ -604,6 +604,23 @@ fn upload_paths(
         secs,
         Some(("raw copy", raw_rate)),
     );
+    let (direct, secs) = time(|| buffer.write_direct(0, data));
+    match direct {
+        Some(done) => {
+            done.map_err(|e| env("direct copy", &e))?;
+            r.line(
+                "direct DMA from registered memory, no hashing",
+                size,
+                secs,
+                Some(("raw copy", raw_rate)),
+            );
+        }
+        None => {
+            if !r.json {
+                println!("  direct DMA: the driver would not register this memory");
+            }
+        }
+    }
     let (written, secs) =
         time(|| buffer.pipelined_write(data, vram_residency::DEFAULT_STAGING_BYTES, |_| {}));
     written.map_err(|e| env("pinned pipeline", &e))?;

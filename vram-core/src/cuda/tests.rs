@@ -394,6 +394,49 @@ fn real_device_pipelined_write_overlaps_and_round_trips() {
 }
 
 #[test]
+fn real_device_direct_writes_from_registered_host_memory_round_trip() {
+    let Some(device) =
+        real_device("real_device_direct_writes_from_registered_host_memory_round_trip")
+    else {
+        return;
+    };
+    let len = 6 * (1 << 20) + 777;
+    let data = pattern(len + 3, 29);
+    let mut buffer = device.alloc_cuda(len as u64 + 100).unwrap();
+    // An unaligned source slice at an unaligned offset.
+    let source = &data[3..];
+    buffer.write_direct(17, source).unwrap().unwrap();
+    let mut back = vec![0u8; len];
+    buffer.read_at(17, &mut back).unwrap();
+    assert_eq!(back, source);
+    // The same memory again (registration was removed), and a tiny copy.
+    buffer.write_direct(0, &source[..5]).unwrap().unwrap();
+    let mut head = [0u8; 5];
+    buffer.read_at(0, &mut head).unwrap();
+    assert_eq!(head, source[..5]);
+    // Out of bounds is refused before anything is registered.
+    assert!(matches!(
+        buffer.write_direct(200, source),
+        Some(Err(DeviceError::OutOfBounds { .. }))
+    ));
+    // Memory the driver already page-locked cannot be registered again: the
+    // caller is told to copy another way, and nothing was written.
+    let mut staging = device.alloc_pinned_staging(4096).unwrap();
+    staging.as_mut_slice().unwrap().fill(0x77);
+    let pinned = staging.as_slice().unwrap().to_vec();
+    let outcome = buffer.write_direct(0, staging.as_slice().unwrap());
+    match outcome {
+        None => {}
+        Some(Ok(())) => {
+            let mut back = vec![0u8; 4096];
+            buffer.read_at(0, &mut back).unwrap();
+            assert_eq!(back, pinned);
+        }
+        Some(Err(e)) => panic!("direct write from pinned memory failed: {e}"),
+    }
+}
+
+#[test]
 fn real_device_staging_shared_by_two_buffers_waits_for_both_copies() {
     let Some(device) =
         real_device("real_device_staging_shared_by_two_buffers_waits_for_both_copies")
