@@ -1,0 +1,109 @@
+//! The crate's one error type. Names from the cache (files, revisions) are
+//! escaped before they reach a message.
+
+use std::path::PathBuf;
+
+/// Why a model could not be resolved or checked in the hub cache.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The reference is not `hf://ORG/NAME[@REVISION]`.
+    #[error("invalid model reference `{shown}`: {reason}; expected hf://ORG/NAME[@REVISION]")]
+    InvalidReference {
+        /// The reference, escaped and shortened.
+        shown: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// No cache directory could be found (no `HF_HUB_CACHE`, `HF_HOME` or home).
+    #[error("no Hugging Face cache directory: set HF_HUB_CACHE or HF_HOME")]
+    NoCacheDir,
+
+    /// The model is not in the cache.
+    #[error("{repo} is not in the Hugging Face cache at {cache}; download it first (for example `huggingface-cli download {repo}`)")]
+    NotCached {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The cache directory searched.
+        cache: PathBuf,
+    },
+
+    /// The revision is neither a branch in `refs/` nor a cached snapshot.
+    #[error(
+        "{repo} has no revision `{revision}` in the cache; revisions present: {}",
+        list(available)
+    )]
+    UnknownRevision {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The revision asked for, escaped.
+        revision: String,
+        /// Branch names and snapshot commits found.
+        available: Vec<String>,
+    },
+
+    /// A snapshot entry is a link to a blob that is not there.
+    #[error("{repo}: `{file}` links to a blob that is missing (dangling link in the cache)")]
+    DanglingLink {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The file's name inside the snapshot, escaped.
+        file: String,
+    },
+
+    /// A snapshot entry leads outside the model's `blobs/` directory.
+    #[error("{repo}: `{file}` leads outside the model's blobs directory; refusing to read it")]
+    EscapingLink {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The file's name inside the snapshot, escaped.
+        file: String,
+    },
+
+    /// A snapshot entry's blob is not named by a digest.
+    #[error("{repo}: `{file}` links to a blob not named by a SHA-256 or git blob id")]
+    NotABlob {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The file's name inside the snapshot, escaped.
+        file: String,
+    },
+
+    /// The snapshot holds more files, or deeper folders, than any model does.
+    #[error(
+        "{repo}: the snapshot holds more than {max} files or folders deeper than 16; refusing it"
+    )]
+    TooLarge {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The limit.
+        max: usize,
+    },
+
+    /// Reading the cache failed.
+    #[error("{}: {kind}", path.display())]
+    Io {
+        /// The path (inside the cache).
+        path: PathBuf,
+        /// The error's kind.
+        kind: std::io::ErrorKind,
+    },
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+impl HubError {
+    pub(crate) fn io(path: impl Into<PathBuf>, e: &std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            kind: e.kind(),
+        }
+    }
+}
