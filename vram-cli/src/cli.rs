@@ -44,6 +44,17 @@ pub(crate) enum Command {
     Demo(DemoArgs),
     /// Hashing, seal and verify throughput, with ratios against baselines measured in the same run.
     Bench(BenchArgs),
+    /// Check every file of a model in the local Hugging Face cache against its blob name; seals nothing.
+    VerifyCache(VerifyCacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyCacheArgs {
+    /// The cached model: hf://ORG/NAME[@REVISION] (branch, tag or commit; default main).
+    pub(crate) model: String,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -78,7 +89,9 @@ pub(crate) struct DeviceArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct SealArgs {
-    /// Model files to seal (one shard each).
+    /// Model files to seal (one shard each), or hf://ORG/NAME[@REVISION]: the
+    /// *.safetensors files of a model in the local Hugging Face cache, each
+    /// checked against the SHA-256 its blob is named by.
     #[arg(required = true)]
     pub(crate) files: Vec<PathBuf>,
     #[command(flatten)]

@@ -216,7 +216,7 @@ fn list_refs(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
         let name = format!("{prefix}{}", e.file_name().to_string_lossy());
         match e.file_type() {
             Ok(t) if t.is_dir() && depth < 4 => {
-                list_refs(&e.path(), &format!("{name}/"), depth + 1, out)
+                list_refs(&e.path(), &format!("{name}/"), depth.saturating_add(1), out)
             }
             Ok(t) if t.is_file() => out.push(name),
             _ => {}

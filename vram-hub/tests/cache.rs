@@ -2,6 +2,8 @@
 //! relative links, blobs named by SHA-256 and by git blob id; a second
 //! revision sharing blobs with the first), built from generated files.
 #![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,

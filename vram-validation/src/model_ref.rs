@@ -17,7 +17,8 @@ const SHOWN_CHARS: usize = 80;
 ///
 /// No scheme is required, but these are the conventional forms:
 ///
-/// * `hf:org/repo@rev/file` — a file of a model hub repository at a revision,
+/// * `hf://org/repo@rev/file` (or `hf:org/repo@rev/file`) — a file of a model
+///   hub repository at a revision; any `scheme://` prefix is accepted,
 /// * `file:name` — a file relative to the worker's model directory,
 /// * `sha256:<hex>` — content addressed by its SHA-256 digest.
 ///
@@ -33,6 +34,9 @@ const SHOWN_CHARS: usize = 80;
 /// assert_eq!(r.scheme(), Some("hf"));
 /// assert!(ModelRef::new("file:../../secret").is_err());
 /// assert!(ModelRef::new("/etc/passwd").is_err());
+/// assert!(ModelRef::new("hf://org/model@0123abcd/model.safetensors").is_ok());
+/// assert!(ModelRef::new("hf:///etc/passwd").is_err());
+/// assert!(ModelRef::new("hf://../x").is_err());
 /// # Ok::<(), vram_validation::ValidationError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
@@ -67,7 +71,12 @@ impl ModelRef {
                 shown: escape_char(c),
             });
         }
-        let after_scheme = s.split_once(':').map_or(s, |(_, rest)| rest);
+        // `scheme://authority/path` (hf://org/name@rev, s3://bucket/key):
+        // the part after `://` is checked as the relative part.
+        let after_scheme = match s.split_once("://") {
+            Some((scheme, rest)) if is_scheme(scheme) => rest,
+            _ => s.split_once(':').map_or(s, |(_, rest)| rest),
+        };
         if starts_with_separator(s) || starts_with_separator(after_scheme) {
             return Err(ValidationError::AbsolutePath {
                 field: Field::ModelRef,
@@ -94,6 +103,13 @@ impl ModelRef {
 #[must_use]
 pub fn is_model_ref_char(c: char) -> bool {
     matches!(c, ' '..='~')
+}
+
+/// A URI scheme: a letter, then letters, digits, `+`, `-` or `.`.
+fn is_scheme(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 fn starts_with_separator(s: &str) -> bool {

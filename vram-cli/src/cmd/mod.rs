@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod devices;
 mod digest;
+mod hub;
 mod seal;
 
 use crate::cli::{AuditCommand, Cli, Command};
@@ -28,6 +29,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Audit(AuditCommand::Verify(a)) => audit::verify(a),
         Command::Demo(a) => demo::run(a, cli.quiet),
         Command::Bench(a) => bench::run(a, cli.quiet),
+        Command::VerifyCache(a) => hub::verify_cache(a, cli.quiet),
     }
 }
 

@@ -77,11 +77,6 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         .map(Sha256Hex::new)
         .transpose()
         .map_err(|e| CliError::usage(format!("--expect-sha256: {e}")))?;
-    if expected.is_some() && args.files.len() != 1 {
-        return Err(CliError::usage(
-            "--expect-sha256 applies to exactly one file",
-        ));
-    }
     let model_ref_flag = args
         .model_ref
         .as_deref()
@@ -91,6 +86,13 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     // Check every file before touching a device.
     let mut inputs = Vec::with_capacity(args.files.len());
     for path in &args.files {
+        if let Some(model) = path.to_str().filter(|p| p.starts_with("hf://")) {
+            for h in super::hub::seal_inputs(model, quiet)? {
+                let model_ref = model_ref_flag.clone().unwrap_or(h.model_ref);
+                inputs.push((h.shown, h.file, h.len, model_ref, h.expected));
+            }
+            continue;
+        }
         let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
         let meta = file.metadata().map_err(|e| io_error(path, &e))?;
         if meta.is_dir() {
@@ -109,7 +111,12 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             Some(r) => r.clone(),
             None => default_model_ref(path)?,
         };
-        inputs.push((path.clone(), file, meta.len(), model_ref));
+        inputs.push((path.clone(), file, meta.len(), model_ref, expected.clone()));
+    }
+    if expected.is_some() && inputs.len() != 1 {
+        return Err(CliError::usage(
+            "--expect-sha256 applies to exactly one file",
+        ));
     }
 
     let secret = crate::secret::load(args.secret_file.as_deref())?;
@@ -133,18 +140,9 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
 
     let mut shards: Vec<SealedShard> = Vec::new();
     let mut rows = Vec::new();
-    for (path, file, len, model_ref) in inputs {
+    for (path, file, len, model_ref, expected) in inputs {
         match seal_one(
-            &mgr,
-            &selection,
-            args,
-            policy,
-            expected.clone(),
-            &path,
-            file,
-            len,
-            model_ref,
-            quiet,
+            &mgr, &selection, args, policy, expected, &path, file, len, model_ref, quiet,
         ) {
             Ok((shard, row)) => {
                 rows.push(row);

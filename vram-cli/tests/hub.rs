@@ -1,0 +1,252 @@
+//! `vram seal hf://...` and `vram verify-cache` against a Hugging Face hub
+//! cache built in a temporary directory as `huggingface_hub` writes one.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use assert_cmd::Command;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Hub {
+    dir: tempfile::TempDir,
+    cache: PathBuf,
+    blobs: PathBuf,
+}
+
+impl Hub {
+    /// `models--org--tiny` at COMMIT (refs/main): weights in LFS, a config and a
+    /// tokenizer as plain git blobs.
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("hub");
+        let repo = cache.join("models--org--tiny");
+        let blobs = repo.join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+        let hub = Self { dir, cache, blobs };
+        hub.add("model.safetensors", &weights(), true);
+        hub.add("config.json", b"{\"layers\": 2}\n", false);
+        hub.add("tokenizer.json", b"{\"vocab\": {}}\n", false);
+        hub
+    }
+
+    fn add(&self, name: &str, content: &[u8], lfs: bool) -> PathBuf {
+        let blob = if lfs {
+            hex(ring::digest::digest(&ring::digest::SHA256, content).as_ref())
+        } else {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+            ctx.update(format!("blob {}\0", content.len()).as_bytes());
+            ctx.update(content);
+            hex(ctx.finish().as_ref())
+        };
+        let path = self.blobs.join(&blob);
+        std::fs::write(&path, content).unwrap();
+        let snap = self.blobs.parent().unwrap().join("snapshots").join(COMMIT);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snap.join(name)).unwrap();
+        path
+    }
+
+    fn blob_of(&self, name: &str) -> PathBuf {
+        let link = self
+            .blobs
+            .parent()
+            .unwrap()
+            .join("snapshots")
+            .join(COMMIT)
+            .join(name);
+        link.canonicalize().unwrap()
+    }
+
+    fn secret(&self) -> PathBuf {
+        let p = self.dir.path().join("worker.secret");
+        if !p.exists() {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&p)
+                .unwrap();
+            f.write_all(b"0123456789abcdef0123456789abcdef-hub-test")
+                .unwrap();
+        }
+        p
+    }
+
+    fn vram(&self) -> Command {
+        let mut c = Command::cargo_bin("vram").unwrap();
+        c.env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("VRAM_SECRET_FILE")
+            .env_remove("HF_HOME")
+            .env("HF_HUB_CACHE", &self.cache)
+            .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
+        c
+    }
+}
+
+fn weights() -> Vec<u8> {
+    (0..3_000_000u32).map(|i| (i * 131 % 251) as u8).collect()
+}
+
+fn flip(path: &Path, at: usize) {
+    let mut b = std::fs::read(path).unwrap();
+    b[at] ^= 0x01;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn a_cached_model_is_sealed_by_name_with_its_revision_in_the_audit_log() {
+    let hub = Hub::new();
+    let log = hub.dir.path().join("audit.jsonl");
+    let out = hub
+        .vram()
+        .args(["seal", "hf://org/tiny", "--json", "--secret-file"])
+        .arg(hub.secret())
+        .arg("--audit-log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shards = v["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1, "only the weights go to the device");
+    let reference = format!("hf://org/tiny@{COMMIT}/model.safetensors");
+    assert_eq!(shards[0]["model_ref"], reference.as_str());
+    let sha = hex(ring::digest::digest(&ring::digest::SHA256, &weights()).as_ref());
+    assert_eq!(
+        shards[0]["sha256"],
+        sha.as_str(),
+        "checked in the sealing pass"
+    );
+    let audit = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        audit.contains(&reference),
+        "the audit record names the revision"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("config.json"), "{stderr}");
+}
+
+#[test]
+fn a_flipped_byte_in_the_cached_weights_fails_the_seal_naming_the_file() {
+    let hub = Hub::new();
+    flip(&hub.blob_of("model.safetensors"), 1_234_567);
+    let out = hub
+        .vram()
+        .args(["seal", "hf://org/tiny", "--secret-file"])
+        .arg(hub.secret())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("model.safetensors") && stderr.contains("nothing was sealed"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_corrupt_small_file_stops_everything_before_a_byte_is_sealed() {
+    let hub = Hub::new();
+    // Another length, same name.
+    std::fs::write(hub.blob_of("config.json"), b"{\"layers\": 20}\n").unwrap();
+    let out = hub
+        .vram()
+        .args(["seal", "hf://org/tiny", "--secret-file"])
+        .arg(hub.secret())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config.json") && stderr.contains("huggingface-cli download org/tiny"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("sealed"));
+}
+
+#[test]
+fn verify_cache_reports_every_corrupt_file_and_how_to_fetch_it_again() {
+    let hub = Hub::new();
+    let ok = hub
+        .vram()
+        .args(["verify-cache", "hf://org/tiny"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("all intact"));
+    flip(&hub.blob_of("model.safetensors"), 10);
+    flip(&hub.blob_of("tokenizer.json"), 3);
+    let out = hub
+        .vram()
+        .args(["verify-cache", "hf://org/tiny", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["intact"], false);
+    let corrupt: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["status"] == "corrupt")
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(corrupt, ["model.safetensors", "tokenizer.json"]);
+    let human = hub
+        .vram()
+        .args(["verify-cache", "hf://org/tiny"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert_eq!(text.matches("to fetch it again: rm ").count(), 2, "{text}");
+}
+
+#[test]
+fn a_missing_blob_an_unknown_revision_and_an_uncached_model_are_clear_errors() {
+    let hub = Hub::new();
+    let run = |args: &[&str]| {
+        hub.vram()
+            .args(args)
+            .arg("--secret-file")
+            .arg(hub.secret())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["seal", "hf://org/tiny@v9"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("main") && stderr.contains(COMMIT),
+        "lists revisions: {stderr}"
+    );
+    let out = run(&["seal", "hf://org/absent"]);
+    assert_eq!(out.status.code(), Some(3));
+    std::fs::remove_file(hub.blob_of("tokenizer.json")).unwrap();
+    let out = run(&["seal", "hf://org/tiny"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
+}
