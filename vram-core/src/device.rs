@@ -163,6 +163,29 @@ pub trait DeviceBuffer: Send + Sync + Debug {
         None
     }
 
+    /// Fills the whole buffer in place: `fill(offset, piece)` is called for
+    /// consecutive `chunk`-byte pieces (the last may be shorter) from up to
+    /// `threads` threads at once, each piece being the buffer's own memory, so
+    /// a source is read straight into the memory it will occupy, with no
+    /// staging copy. For backends whose memory is host memory (the mock).
+    ///
+    /// Returns `None` when this backend's memory is not host-visible (the
+    /// default): nothing was filled.
+    ///
+    /// # Errors
+    /// `Some(Err(StreamError::Read))` with the first error `fill` returned
+    /// (the buffer's contents are then unspecified);
+    /// `Some(Err(StreamError::Device))` for device failures.
+    fn fill_in_place(
+        &mut self,
+        chunk: usize,
+        threads: usize,
+        fill: &(dyn Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync),
+    ) -> Option<Result<(), crate::StreamError>> {
+        let _ = (chunk, threads, fill);
+        None
+    }
+
     /// Hashes leaves on the device itself, so verification need not copy the
     /// bytes back to the host. Leaf `i` covers bytes
     /// `i * leaf_size .. min((i + 1) * leaf_size, len())` and is hashed exactly

@@ -1,12 +1,12 @@
 //! One mock allocation: host bytes that behave like a device buffer.
 
-use crate::state::{BufferId, Cell, Shared};
+use crate::state::{BufferId, Cell, HostMem, Shared};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{debug, warn};
-use vram_core::{checked_range, DeviceBuffer, DeviceError};
+use vram_core::{checked_range, DeviceBuffer, DeviceError, StreamError};
 
 /// A buffer handed out by [`MockDevice::alloc`](vram_core::Device::alloc).
 /// Dropping it returns its bytes to the device.
@@ -101,6 +101,75 @@ impl DeviceBuffer for MockBuffer {
         Ok(())
     }
 
+    /// The mock's memory is host memory: `fill` writes straight into it, from
+    /// up to `threads` threads (pieces taken from a shared list, so a thread
+    /// the OS will not start costs speed, not bytes). Armed faults apply as
+    /// to `write_at`: a write fault anywhere in the buffer fails the fill
+    /// before anything lands, a silent corruption flips the first byte.
+    fn fill_in_place(
+        &mut self,
+        chunk: usize,
+        threads: usize,
+        fill: &(dyn Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync),
+    ) -> Option<Result<(), StreamError>> {
+        let mut bytes = self.cell.write();
+        if self.shared.take_write_fault(0, self.len).is_some() {
+            bytes.set_written(0);
+            warn!(buffer = %self.id, "mock: injected write failure");
+            return Some(Err(StreamError::Device(DeviceError::InjectedFault {
+                what: "write failure",
+            })));
+        }
+        let len = usize::try_from(self.len).unwrap_or(usize::MAX);
+        let region = bytes.all_mut();
+        let region_len = region.len().min(len);
+        let parts = Mutex::new(
+            region
+                .get_mut(..region_len)
+                .unwrap_or_default()
+                .chunks_mut(chunk.max(1))
+                .enumerate()
+                .map(|(i, piece)| (i.saturating_mul(chunk.max(1)) as u64, piece))
+                .collect::<Vec<_>>(),
+        );
+        let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
+        let work = || loop {
+            let next = parts.lock().unwrap_or_else(PoisonError::into_inner).pop();
+            let Some((offset, piece)) = next else { break };
+            if let Err(e) = fill(offset, piece) {
+                failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(e);
+                break;
+            }
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads.max(1) {
+                let _ = std::thread::Builder::new()
+                    .name("vram-mock-fill".into())
+                    .spawn_scoped(s, work);
+            }
+            work();
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            bytes.set_written(0);
+            return Some(Err(StreamError::Read(e)));
+        }
+        bytes.set_written(region_len);
+        if Shared::take_one(&self.shared.corrupt_writes) {
+            if let Some(b) = bytes.get_mut(0) {
+                *b ^= 0x01;
+                warn!(buffer = %self.id, "mock: injected silent write corruption");
+            }
+        }
+        drop(bytes);
+        self.shared
+            .bytes_written
+            .fetch_add(self.len, Ordering::Relaxed);
+        Some(Ok(()))
+    }
+
     /// Emulated when the device was built with
     /// [`on_device_hashing`](crate::MockDeviceBuilder::on_device_hashing):
     /// SHA-256 over `prefix || leaf bytes` for each leaf, as the CUDA kernel
@@ -170,7 +239,7 @@ impl DeviceBuffer for MockBuffer {
 
 impl Drop for MockBuffer {
     fn drop(&mut self) {
-        let cell = std::mem::replace(&mut self.cell, Arc::new(Cell::new(Vec::new(), 0)));
+        let cell = std::mem::replace(&mut self.cell, Arc::new(Cell::new(HostMem::none(), 0)));
         self.shared.free(self.id, self.len);
         // The registry's handle is gone; unless a corruption call holds the
         // cell this instant, ours is the last and the memory can be reused.

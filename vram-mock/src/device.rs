@@ -2,7 +2,7 @@
 //! fault injection and leak detection.
 
 use crate::buffer::{host_range, MockBuffer};
-use crate::state::{BufferId, Cell, Shared, DISARMED};
+use crate::state::{BufferId, Cell, HostMem, Shared, DISARMED};
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -346,9 +346,7 @@ impl Device for MockDevice {
             if let Some(v) = self.shared.reuse(n) {
                 return Some((v, n));
             }
-            let mut v: Vec<u8> = Vec::new();
-            v.try_reserve_exact(n).ok()?;
-            Some((v, n))
+            HostMem::new(n).ok().map(|v| (v, n))
         });
         let mut reg = self.shared.registry();
         let Some(host) = host else {

@@ -28,18 +28,118 @@ impl fmt::Display for BufferId {
 /// can read (verify) one buffer at once.
 ///
 /// The host memory is reserved whole at allocation (so a too-large request
-/// fails there, as on a device) but materialised lazily: the vector grows as
-/// bytes are written, and bytes never written read as zero. This spares a
-/// zero-filling pass over every allocation, which would otherwise cost as much
-/// as the copy itself.
+/// fails there, as on a device) but materialised lazily: the written part
+/// grows as bytes are written, and bytes never written read as zero. This
+/// spares a zero-filling pass over every allocation, which would otherwise cost
+/// as much as the copy itself.
 pub(crate) struct Cell {
     len: usize,
-    bytes: RwLock<Vec<u8>>,
+    bytes: RwLock<HostMem>,
+}
+
+/// A buffer's host memory: an anonymous memory map that asks the kernel for
+/// transparent huge pages, so that the first touch of fresh memory costs one
+/// page fault per 2 MiB instead of one per 4 KiB (with the kernel's THP
+/// setting `always` or `madvise`; with `never` it still works, at 4 KiB
+/// faults). Only the first `written` bytes are visible (through `Deref`);
+/// the rest reads as zero, whatever an earlier user of a reused map left
+/// there.
+pub(crate) struct HostMem {
+    map: Option<memmap2::MmapMut>,
+    written: usize,
+}
+
+impl HostMem {
+    /// Maps `capacity` bytes (nothing is touched yet).
+    pub(crate) fn new(capacity: usize) -> std::io::Result<Self> {
+        let map = memmap2::MmapOptions::new().len(capacity).map_anon()?;
+        if let Err(e) = map.advise(memmap2::Advice::HugePage) {
+            tracing::debug!(error = %e, "mock: no transparent huge pages for this map");
+        }
+        Ok(Self {
+            map: Some(map),
+            written: 0,
+        })
+    }
+
+    /// No memory at all (a dropped buffer's placeholder).
+    pub(crate) fn none() -> Self {
+        Self {
+            map: None,
+            written: 0,
+        }
+    }
+
+    /// Bytes mapped.
+    pub(crate) fn capacity(&self) -> usize {
+        self.map.as_ref().map_or(0, |m| m.len())
+    }
+
+    /// Forgets what was written: it reads as zero again.
+    pub(crate) fn clear(&mut self) {
+        self.written = 0;
+    }
+
+    /// Appends `data` at the end of the written part (callers check bounds;
+    /// bytes past the capacity are not written).
+    pub(crate) fn extend_from_slice(&mut self, data: &[u8]) {
+        let start = self.written;
+        let end = start.saturating_add(data.len()).min(self.capacity());
+        if let Some(dst) = self.map.as_mut().and_then(|m| m.get_mut(start..end)) {
+            dst.copy_from_slice(data.get(..end.saturating_sub(start)).unwrap_or_default());
+            self.written = end;
+        }
+    }
+
+    /// Grows the written part to `end` with zeros (never shrinks it).
+    pub(crate) fn resize(&mut self, end: usize, _zero: u8) {
+        let end = end.min(self.capacity());
+        if end > self.written {
+            if let Some(gap) = self.map.as_mut().and_then(|m| m.get_mut(self.written..end)) {
+                gap.fill(0);
+            }
+            self.written = end;
+        }
+    }
+
+    /// The whole map, for a fill that writes every byte of it; say how it
+    /// went with [`HostMem::set_written`].
+    pub(crate) fn all_mut(&mut self) -> &mut [u8] {
+        match self.map.as_mut() {
+            Some(m) => &mut m[..],
+            None => &mut [],
+        }
+    }
+
+    /// Marks the first `n` bytes (at most the capacity) as written.
+    pub(crate) fn set_written(&mut self, n: usize) {
+        self.written = n.min(self.capacity());
+    }
+}
+
+impl std::ops::Deref for HostMem {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.map
+            .as_ref()
+            .and_then(|m| m.get(..self.written))
+            .unwrap_or_default()
+    }
+}
+
+impl std::ops::DerefMut for HostMem {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let written = self.written;
+        match self.map.as_mut() {
+            Some(m) => m.get_mut(..written).unwrap_or_default(),
+            None => &mut [],
+        }
+    }
 }
 
 impl Cell {
-    /// `bytes` must be empty with at least `len` bytes of capacity reserved.
-    pub(crate) fn new(bytes: Vec<u8>, len: usize) -> Self {
+    /// `bytes` must be empty with at least `len` bytes of capacity mapped.
+    pub(crate) fn new(bytes: HostMem, len: usize) -> Self {
         Self {
             len,
             bytes: RwLock::new(bytes),
@@ -68,15 +168,15 @@ impl Cell {
         true
     }
 
-    /// The host vector, for reuse by a later allocation.
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
+    /// The host memory, for reuse by a later allocation.
+    pub(crate) fn into_bytes(self) -> HostMem {
         self.bytes
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Materialises bytes up to `end` (never past the reserved capacity).
-    pub(crate) fn materialise(bytes: &mut Vec<u8>, end: usize) {
+    pub(crate) fn materialise(bytes: &mut HostMem, end: usize) {
         if bytes.len() < end {
             bytes.resize(end, 0);
         }
@@ -84,11 +184,11 @@ impl Cell {
 
     // A poisoned lock only means another thread panicked mid-copy; the bytes
     // are still plain bytes, and corruption is what verification is for.
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Vec<u8>> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HostMem> {
         self.bytes.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, Vec<u8>> {
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, HostMem> {
         self.bytes.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -118,7 +218,7 @@ pub(crate) struct Shared {
     pub(crate) corrupt_writes: AtomicU32,
     /// Whether buffers emulate on-device leaf hashing.
     pub(crate) hashes_on_device: bool,
-    pool: Mutex<Vec<Vec<u8>>>,
+    pool: Mutex<Vec<HostMem>>,
 }
 
 /// Most freed host vectors a device keeps for reuse.
@@ -175,7 +275,7 @@ impl Shared {
     /// allocator does, so the next allocation of a similar size does not pay
     /// the host's first-touch page faults again. Bounded: at most
     /// [`POOL_MAX_ENTRIES`] vectors and half the device capacity in bytes.
-    pub(crate) fn recycle(&self, mut bytes: Vec<u8>) {
+    pub(crate) fn recycle(&self, mut bytes: HostMem) {
         bytes.clear();
         let cap = u64::try_from(bytes.capacity()).unwrap_or(u64::MAX);
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
@@ -190,7 +290,7 @@ impl Shared {
 
     /// A pooled vector with capacity for `len` bytes and at most 1/8 more,
     /// emptied (so its old contents can never be read).
-    pub(crate) fn reuse(&self, len: usize) -> Option<Vec<u8>> {
+    pub(crate) fn reuse(&self, len: usize) -> Option<HostMem> {
         let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         let slack = len / 8;
         let pos = pool

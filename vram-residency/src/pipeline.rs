@@ -295,6 +295,12 @@ fn copy_threads() -> usize {
     (hashing_threads() / 4).clamp(1, 8)
 }
 
+/// Bytes each core reads into host-visible device memory at a time (rounded
+/// down to whole leaves, at least one): large enough to amortise a read call,
+/// small enough that a core hashes what it just read while it is in cache.
+#[cfg(unix)]
+const IN_PLACE_PIECE: usize = 4 << 20;
+
 /// Reads smaller than this are filled by the calling thread alone.
 const SPLIT_MIN: usize = 4 << 20;
 
@@ -713,6 +719,42 @@ fn positional(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Sha256Digest>, VramError> {
     use std::os::unix::fs::FileExt;
+    // Host-visible device memory (the mock): every core reads its pieces of
+    // the file straight into the memory they will occupy and hashes them
+    // there. One copy, no staging buffers.
+    let leaf_bytes = usize::try_from(leaf.bytes()).unwrap_or(usize::MAX);
+    let piece = IN_PLACE_PIECE
+        .checked_div(leaf_bytes)
+        .unwrap_or(0)
+        .max(1)
+        .saturating_mul(leaf_bytes);
+    let hashed: Mutex<Vec<(u64, Vec<Sha256Digest>)>> = Mutex::new(Vec::new());
+    let in_place = buffer.fill_in_place(piece, hashing_threads(), &|offset, dst: &mut [u8]| {
+        file.read_exact_at(dst, offset)?;
+        let mut out = Vec::with_capacity(dst.len().div_ceil(leaf_bytes.max(1)));
+        hash_leaf_run(leaf, dst, &mut out);
+        hashed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((offset, out));
+        progress(dst.len() as u64);
+        Ok(())
+    });
+    match in_place {
+        Some(Ok(())) => {
+            let mut parts = hashed.into_inner().unwrap_or_else(PoisonError::into_inner);
+            parts.sort_unstable_by_key(|(offset, _)| *offset);
+            return Ok(parts.into_iter().flat_map(|(_, h)| h).collect());
+        }
+        Some(Err(StreamError::Read(e))) => return Err(VramError::Io { kind: e.kind() }),
+        Some(Err(StreamError::Device(e))) => return Err(device_err(device, e)),
+        Some(Err(_)) => {
+            return Err(VramError::Internal {
+                reason: "an in-place fill failed without a cause",
+            })
+        }
+        None => {}
+    }
     let buffer = Mutex::new(buffer);
     let leaves = vram_crypto::leaf_hashes_from(leaf, len, staging, |offset, buf: &mut [u8]| {
         file.read_exact_at(buf, offset)
