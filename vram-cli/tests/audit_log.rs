@@ -409,8 +409,18 @@ fn a_disk_that_fills_up_never_gives_a_success_without_its_records() {
         );
         assert!(stderr.contains("could not be written"), "{ctx}");
         if k + 1 < types.len() - 1 {
-            // Until the seal's own records are in, nothing was reported sealed.
-            assert!(stdout.is_empty(), "{ctx}: printed {stdout}");
+            // Until the seal's own records are in, nothing was reported
+            // sealed: `--json` reports the failure with no shard.
+            if !stdout.is_empty() {
+                let v: serde_json::Value = serde_json::from_str(&stdout)
+                    .unwrap_or_else(|e| panic!("{ctx}: not JSON ({e}): {stdout}"));
+                assert_eq!(
+                    v["shards"],
+                    serde_json::json!([]),
+                    "{ctx}: printed {stdout}"
+                );
+                assert_eq!(v["error"]["exit_code"], 3, "{ctx}: printed {stdout}");
+            }
         }
         // What did reach the log is whole and verifies.
         let v = verify(&secret, &log, &[]);
