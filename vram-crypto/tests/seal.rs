@@ -185,7 +185,7 @@ fn mutate(f: &Fields, which: u8, flip: u8) -> Fields {
         14 => {
             let b = g.binding.get_or_insert_with(default_binding);
             b.uuid = match b.uuid {
-                Some(mut u) if flip % 2 == 0 => {
+                Some(mut u) if flip.is_multiple_of(2) => {
                     u[usize::from(flip % 16)] ^= 1;
                     Some(u)
                 }
