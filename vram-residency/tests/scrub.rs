@@ -146,3 +146,25 @@ fn a_device_read_error_does_not_stop_scrubbing_a_shard() {
     assert_eq!(f.audit_count("verification_incomplete"), 1);
     assert_eq!(f.audit_count("seal_verification_failed"), 0);
 }
+
+/// `scrub:K` is the scrubber's own policy: a caller cannot run it through
+/// `verify_with` or make it the default.
+#[test]
+fn the_scrub_policy_is_the_scrubbers_alone() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let policy = vram_residency::VerifyPolicy::Scrub { leaves: 4 };
+    assert!(matches!(
+        f.manager.verify_with(&shard, policy),
+        Err(vram_residency::VramError::InvalidPolicy { .. })
+    ));
+    assert!(!shard.is_compromised());
+    let config = vram_residency::VramConfig::builder(secret())
+        .device(f.device.clone())
+        .verify_policy(policy)
+        .build();
+    assert!(matches!(
+        vram_residency::VramManager::new(config),
+        Err(vram_residency::VramError::InvalidConfig { .. })
+    ));
+}
