@@ -36,6 +36,10 @@ pub struct DeviceInfo {
     pub name: String,
     /// Backend kind.
     pub kind: DeviceKind,
+    /// The device's UUID as its driver reports it (`cuDeviceGetUuid` for
+    /// CUDA), stable across reboots and ordinals; `None` when the backend has
+    /// none (the mock) or the driver did not answer. Seals (format v2) bind it.
+    pub uuid: Option<[u8; 16]>,
 }
 
 impl std::fmt::Display for DeviceInfo {

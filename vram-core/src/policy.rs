@@ -137,6 +137,7 @@ mod tests {
             index: 0,
             name: "NVIDIA X".to_string(),
             kind: DeviceKind::Cuda,
+            uuid: None,
         }
     }
 
@@ -239,6 +240,7 @@ mod tests {
             index: 3,
             name: format!("evil\n\u{1b}[31m{}", "x".repeat(100)),
             kind: DeviceKind::Cuda,
+            uuid: None,
         };
         let shown = info.to_string();
         assert!(

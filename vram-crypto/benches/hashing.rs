@@ -64,6 +64,7 @@ fn bench_seal(c: &mut Criterion) {
         shard_index: 0,
         shard_total: 1,
         key_id: [7; 8],
+        binding: None,
     };
     let key = [0x42u8; 32];
     let tag = sign_seal(&key, &msg).unwrap();

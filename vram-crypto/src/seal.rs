@@ -7,8 +7,16 @@ use crate::hex::hex32_impls;
 use crate::tree::TreeDigest;
 use crate::CryptoError;
 
-/// Version of the seal message encoding, the byte after [`SEAL_DOMAIN`].
-pub const SEAL_FORMAT_VERSION: u8 = 1;
+/// Seal format version 1: no device kind, device UUID, worker or set.
+pub const SEAL_FORMAT_V1: u8 = 1;
+
+/// Seal format version 2: version 1's fields plus what the seal is for
+/// ([`SealBinding`]: device kind, device UUID, worker id, set id).
+pub const SEAL_FORMAT_V2: u8 = 2;
+
+/// Version of the seal message encoding new seals use, the byte after
+/// [`SEAL_DOMAIN`]. Version 1 messages still encode and verify.
+pub const SEAL_FORMAT_VERSION: u8 = SEAL_FORMAT_V2;
 
 /// ASCII domain string that starts every encoded seal message.
 pub const SEAL_DOMAIN: &[u8] = b"vram-residency seal";
@@ -16,11 +24,67 @@ pub const SEAL_DOMAIN: &[u8] = b"vram-residency seal";
 /// Minimum HMAC key length in bytes (the SHA-256 output size).
 pub const MIN_KEY_LEN: usize = 32;
 
+/// The kind of memory a seal says the bytes are in, as a seal encodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SealDeviceKind {
+    /// Host memory standing in for a GPU (the mock device): never real VRAM.
+    Mock,
+    /// A CUDA device's memory.
+    Cuda,
+}
+
+impl SealDeviceKind {
+    /// The byte a v2 seal encodes: 1 for the mock, 2 for CUDA.
+    #[must_use]
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Mock => 1,
+            Self::Cuda => 2,
+        }
+    }
+
+    /// The lower-case name handles carry: `mock` or `cuda`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mock => "mock",
+            Self::Cuda => "cuda",
+        }
+    }
+
+    /// The kind named `mock` or `cuda`.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "mock" => Some(Self::Mock),
+            "cuda" => Some(Self::Cuda),
+            _ => None,
+        }
+    }
+}
+
+/// What a version 2 seal adds: where the bytes are, who sealed them and which
+/// set they were sealed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealBinding<'a> {
+    /// Mock or CUDA: a seal made on the mock never passes for one made in VRAM.
+    pub device_kind: SealDeviceKind,
+    /// The device's UUID as the driver reports it (CUDA); `None` when the
+    /// backend has none (the mock).
+    pub device_uuid: Option<[u8; 16]>,
+    /// The worker that sealed (its configured worker id).
+    pub worker_id: &'a str,
+    /// Random id shared by the shards sealed together as one tensor-parallel
+    /// set (a lone shard has a set of its own).
+    pub set_id: [u8; 16],
+}
+
 /// Everything a seal commits to.
 ///
 /// [`SealMessage::encode`] is injective: every variable-length field carries a
 /// u32 big-endian length prefix and every other field has a fixed width, in a
-/// fixed order after a domain string and a version byte.
+/// fixed order after a domain string and a version byte. `binding: None`
+/// encodes version 1, `Some` version 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealMessage<'a> {
     /// Shard identifier.
@@ -41,6 +105,8 @@ pub struct SealMessage<'a> {
     pub shard_total: u16,
     /// Fingerprint of the key that signs the seal.
     pub key_id: [u8; 8],
+    /// Version 2's fields; `None` for a version 1 seal.
+    pub binding: Option<SealBinding<'a>>,
 }
 
 fn put_var(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -51,7 +117,18 @@ fn put_var(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 impl SealMessage<'_> {
-    /// The canonical bytes that are signed:
+    /// The format version this message encodes: [`SEAL_FORMAT_V1`] without a
+    /// binding, [`SEAL_FORMAT_V2`] with one.
+    #[must_use]
+    pub fn version(&self) -> u8 {
+        if self.binding.is_some() {
+            SEAL_FORMAT_V2
+        } else {
+            SEAL_FORMAT_V1
+        }
+    }
+
+    /// The canonical bytes that are signed. Version 1:
     ///
     /// ```text
     /// "vram-residency seal" (19 bytes) || version (u8 = 1)
@@ -62,6 +139,12 @@ impl SealMessage<'_> {
     /// || key_id (8 bytes)
     /// ```
     ///
+    /// Version 2 (version byte 2) inserts after `model_ref`
+    /// `device_kind (u8: 1 mock, 2 cuda) || uuid_present (u8: 0 or 1) ||
+    /// device_uuid (16 bytes, zeros when absent)`, and after `shard_total`
+    /// `set_id (16 bytes) || len(worker_id) (u32 BE) || worker_id`, before
+    /// `key_id`. docs/formats.md has both with vectors.
+    ///
     /// Fields longer than `u32::MAX` bytes cannot be encoded; [`sign_seal`]
     /// and [`verify_seal`] refuse them before encoding.
     #[must_use]
@@ -71,9 +154,14 @@ impl SealMessage<'_> {
             .saturating_add(self.model_ref.len());
         let mut out = Vec::with_capacity(cap);
         out.extend_from_slice(SEAL_DOMAIN);
-        out.push(SEAL_FORMAT_VERSION);
+        out.push(self.version());
         put_var(&mut out, self.shard_id.as_bytes());
         put_var(&mut out, self.model_ref.as_bytes());
+        if let Some(b) = &self.binding {
+            out.push(b.device_kind.code());
+            out.push(u8::from(b.device_uuid.is_some()));
+            out.extend_from_slice(&b.device_uuid.unwrap_or([0; 16]));
+        }
         out.extend_from_slice(&self.device_index.to_be_bytes());
         out.extend_from_slice(&self.byte_len.to_be_bytes());
         out.extend_from_slice(&self.tree.descriptor.encode());
@@ -81,14 +169,20 @@ impl SealMessage<'_> {
         out.extend_from_slice(&self.sealed_at_ns.to_be_bytes());
         out.extend_from_slice(&self.shard_index.to_be_bytes());
         out.extend_from_slice(&self.shard_total.to_be_bytes());
+        if let Some(b) = &self.binding {
+            out.extend_from_slice(&b.set_id);
+            put_var(&mut out, b.worker_id.as_bytes());
+        }
         out.extend_from_slice(&self.key_id);
         out
     }
 
     fn check(&self) -> Result<(), CryptoError> {
+        let worker_len = self.binding.map_or(0, |b| b.worker_id.len());
         for (field, len) in [
             ("shard_id", self.shard_id.len()),
             ("model_ref", self.model_ref.len()),
+            ("worker_id", worker_len),
         ] {
             if u32::try_from(len).is_err() {
                 return Err(CryptoError::FieldTooLong { field, len });
@@ -123,26 +217,68 @@ impl SealTag {
     }
 }
 
-fn hmac_key(key: &[u8]) -> Result<ring::hmac::Key, CryptoError> {
-    if key.len() < MIN_KEY_LEN {
-        return Err(CryptoError::KeyTooShort {
-            len: key.len(),
-            min: MIN_KEY_LEN,
-        });
+/// A long-lived HMAC-SHA256 key, built once and kept on the heap.
+///
+/// Build one per key for the life of its user (a manager keeps its seal key
+/// as one): rebuilding a `ring::hmac::Key` on every call leaves a fresh copy
+/// of its keyed state in memory each time, and ring's key, context and tag
+/// types do not zeroize. Boxed, so moving a `HmacKey` moves a pointer, not
+/// the keyed state. ring still does not clear that state when the box is
+/// freed (docs/threat-model.md lists this). `Debug` shows nothing of the key.
+pub struct HmacKey(Box<ring::hmac::Key>);
+
+impl HmacKey {
+    /// Builds the key from its bytes (at least [`MIN_KEY_LEN`]).
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::KeyTooShort`] for keys under [`MIN_KEY_LEN`] bytes.
+    pub fn new(key: &[u8]) -> Result<HmacKey, CryptoError> {
+        if key.len() < MIN_KEY_LEN {
+            return Err(CryptoError::KeyTooShort {
+                len: key.len(),
+                min: MIN_KEY_LEN,
+            });
+        }
+        Ok(HmacKey(Box::new(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            key,
+        ))))
     }
-    Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key))
+
+    /// HMAC-SHA256 of `data`.
+    #[must_use]
+    pub fn sign(&self, data: &[u8]) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.0, data);
+        let mut out = [0u8; 32];
+        out.iter_mut().zip(tag.as_ref()).for_each(|(o, t)| *o = *t);
+        out
+    }
+
+    /// Checks a tag over `data` in constant time.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::MacMismatch`] when the tag is wrong.
+    pub fn verify(&self, data: &[u8], tag: &[u8; 32]) -> Result<(), CryptoError> {
+        ring::hmac::verify(&self.0, data, tag).map_err(|_| CryptoError::MacMismatch)
+    }
 }
 
-/// HMAC-SHA256 of `data` under `key` (ring).
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+/// HMAC-SHA256 of `data` under `key` (ring), with a key built for this one
+/// call: for one-off MACs. A key used more than once belongs in a [`HmacKey`].
 ///
 /// # Errors
 ///
 /// [`CryptoError::KeyTooShort`] for keys under [`MIN_KEY_LEN`] bytes.
 pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], CryptoError> {
-    let tag = ring::hmac::sign(&hmac_key(key)?, data);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(tag.as_ref());
-    Ok(out)
+    Ok(HmacKey::new(key)?.sign(data))
 }
 
 /// Checks an HMAC-SHA256 tag in constant time (ring).
@@ -152,7 +288,7 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], CryptoError> {
 /// [`CryptoError::KeyTooShort`] for keys under [`MIN_KEY_LEN`] bytes;
 /// [`CryptoError::MacMismatch`] when the tag is wrong.
 pub fn hmac_sha256_verify(key: &[u8], data: &[u8], tag: &[u8; 32]) -> Result<(), CryptoError> {
-    ring::hmac::verify(&hmac_key(key)?, data, tag).map_err(|_| CryptoError::MacMismatch)
+    HmacKey::new(key)?.verify(data, tag)
 }
 
 /// Signs a seal message: HMAC-SHA256 over [`SealMessage::encode`].
@@ -162,8 +298,17 @@ pub fn hmac_sha256_verify(key: &[u8], data: &[u8], tag: &[u8; 32]) -> Result<(),
 /// [`CryptoError::KeyTooShort`] for keys under [`MIN_KEY_LEN`] bytes;
 /// [`CryptoError::FieldTooLong`] for a field over `u32::MAX` bytes.
 pub fn sign_seal(key: &[u8], msg: &SealMessage<'_>) -> Result<SealTag, CryptoError> {
+    sign_seal_with(&HmacKey::new(key)?, msg)
+}
+
+/// [`sign_seal`] with a key built once ([`HmacKey`]).
+///
+/// # Errors
+///
+/// [`CryptoError::FieldTooLong`] for a field over `u32::MAX` bytes.
+pub fn sign_seal_with(key: &HmacKey, msg: &SealMessage<'_>) -> Result<SealTag, CryptoError> {
     msg.check()?;
-    hmac_sha256(key, &msg.encode()).map(SealTag)
+    Ok(SealTag(key.sign(&msg.encode())))
 }
 
 /// Verifies a seal tag in constant time (`ring::hmac::verify`).
@@ -174,7 +319,21 @@ pub fn sign_seal(key: &[u8], msg: &SealMessage<'_>) -> Result<SealTag, CryptoErr
 /// from what was signed; [`CryptoError::KeyTooShort`] and
 /// [`CryptoError::FieldTooLong`] as for [`sign_seal`].
 pub fn verify_seal(key: &[u8], msg: &SealMessage<'_>, tag: &SealTag) -> Result<(), CryptoError> {
+    verify_seal_with(&HmacKey::new(key)?, msg, tag)
+}
+
+/// [`verify_seal`] with a key built once ([`HmacKey`]).
+///
+/// # Errors
+///
+/// [`CryptoError::SealMismatch`] when any field, the key or the tag differs;
+/// [`CryptoError::FieldTooLong`] for a field over `u32::MAX` bytes.
+pub fn verify_seal_with(
+    key: &HmacKey,
+    msg: &SealMessage<'_>,
+    tag: &SealTag,
+) -> Result<(), CryptoError> {
     msg.check()?;
-    ring::hmac::verify(&hmac_key(key)?, &msg.encode(), &tag.0)
+    key.verify(&msg.encode(), &tag.0)
         .map_err(|_| CryptoError::SealMismatch)
 }

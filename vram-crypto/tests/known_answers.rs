@@ -219,6 +219,7 @@ fn seal_vector_matches_docs() {
         shard_index: 0,
         shard_total: 1,
         key_id: [1, 2, 3, 4, 5, 6, 7, 8],
+        binding: None,
     };
     let want = "7672616d2d7265736964656e6379207365616c010000000773686172642d300000000c6f72672f6d6f64656c40763100000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a0000000000010102030405060708";
     assert_eq!(hex(&msg.encode()), want);
@@ -234,6 +235,65 @@ fn seal_vector_matches_docs() {
         .parse()
         .unwrap();
     assert_eq!(parsed, tag);
+}
+
+/// The version 2 vectors of docs/formats.md: the v1 vector's fields plus a
+/// CUDA device with a UUID, and the mock without one.
+const SEAL_V2_VECTORS: [(bool, &str, &str); 2] = [
+    (
+        true,
+        "7672616d2d7265736964656e6379207365616c020000000773686172642d300000000c6f72672f6d6f64656c4076310201101112131415161718191a1b1c1d1e1f00000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d310102030405060708",
+        "fe6600a4c7ebfa24d0ee26b54d559359c28d36b5201c7c3b095ebb4ff65195e4",
+    ),
+    (
+        false,
+        "7672616d2d7265736964656e6379207365616c020000000773686172642d300000000c6f72672f6d6f64656c40763101000000000000000000000000000000000000000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d310102030405060708",
+        "448c1ce390ba838f0b4f711b9a0acaf0824976db1bb303b719ee7242cd7d78ab",
+    ),
+];
+
+fn v2_message(tree: &vram_crypto::TreeDigest, cuda: bool) -> SealMessage<'_> {
+    let uuid: [u8; 16] = std::array::from_fn(|i| 0x10 + i as u8);
+    let set_id: [u8; 16] = std::array::from_fn(|i| 0xa0 + i as u8);
+    SealMessage {
+        shard_id: "shard-0",
+        model_ref: "org/model@v1",
+        device_index: 0,
+        byte_len: 3,
+        tree,
+        sealed_at_ns: 1_700_000_000_000_000_000,
+        shard_index: 0,
+        shard_total: 1,
+        key_id: [1, 2, 3, 4, 5, 6, 7, 8],
+        binding: Some(vram_crypto::SealBinding {
+            device_kind: if cuda {
+                vram_crypto::SealDeviceKind::Cuda
+            } else {
+                vram_crypto::SealDeviceKind::Mock
+            },
+            device_uuid: cuda.then_some(uuid),
+            worker_id: "worker-1",
+            set_id,
+        }),
+    }
+}
+
+#[test]
+fn seal_v2_vectors_match_docs() {
+    let tree = tree_digest(b"abc", LeafSize::new(4096).unwrap());
+    let key: Vec<u8> = (0u8..32).collect();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
+        .unwrap();
+    let squashed: String = doc.split_whitespace().collect();
+    for (cuda, encoding, tag) in SEAL_V2_VECTORS {
+        let msg = v2_message(&tree, cuda);
+        assert_eq!(hex(&msg.encode()), encoding);
+        let signed = sign_seal(&key, &msg).unwrap();
+        assert_eq!(signed.to_string(), tag);
+        verify_seal(&key, &msg, &signed).unwrap();
+        assert!(squashed.contains(encoding), "docs lack the v2 encoding");
+        assert!(doc.contains(tag), "docs lack {tag}");
+    }
 }
 
 #[test]
@@ -280,6 +340,7 @@ fn formats_doc_carries_the_vectors() {
         shard_index: 0,
         shard_total: 1,
         key_id: [1, 2, 3, 4, 5, 6, 7, 8],
+        binding: None,
     };
     assert!(squashed.contains(&format!("encoding={}", hex(&msg.encode()))));
     assert!(squashed.contains(&format!("LEAF_PREFIX={}", hex(LEAF_PREFIX))));

@@ -6,8 +6,9 @@
 use proptest::prelude::*;
 use vram_crypto::{
     sign_seal, tree_digest, verify_seal, CryptoError, LeafSize, SealMessage, SealTag, Sha256Digest,
-    TreeDescriptor, TreeDigest, SEAL_DOMAIN, SEAL_FORMAT_VERSION,
+    TreeDescriptor, TreeDigest, SEAL_DOMAIN, SEAL_FORMAT_V1,
 };
+use vram_crypto::{SealBinding, SealDeviceKind, SEAL_FORMAT_V2};
 
 /// Owned seal fields, so proptest can generate and mutate them.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,53 @@ struct Fields {
     shard_index: u16,
     shard_total: u16,
     key_id: [u8; 8],
+    binding: Option<Binding>,
+}
+
+/// Owned version 2 fields.
+#[derive(Debug, Clone, PartialEq)]
+struct Binding {
+    kind: SealDeviceKind,
+    uuid: Option<[u8; 16]>,
+    worker: String,
+    set_id: [u8; 16],
+}
+
+impl Binding {
+    fn borrow(&self) -> SealBinding<'_> {
+        SealBinding {
+            device_kind: self.kind,
+            device_uuid: self.uuid,
+            worker_id: &self.worker,
+            set_id: self.set_id,
+        }
+    }
+}
+
+fn binding_strategy() -> impl Strategy<Value = Option<Binding>> {
+    prop_oneof![
+        Just(None),
+        (
+            any::<bool>(),
+            prop_oneof![
+                Just(None),
+                Just(Some([0u8; 16])),
+                any::<[u8; 16]>().prop_map(Some)
+            ],
+            "[a-c]{0,4}",
+            prop_oneof![Just([0u8; 16]), any::<[u8; 16]>()],
+        )
+            .prop_map(|(cuda, uuid, worker, set_id)| Some(Binding {
+                kind: if cuda {
+                    SealDeviceKind::Cuda
+                } else {
+                    SealDeviceKind::Mock
+                },
+                uuid,
+                worker,
+                set_id,
+            })),
+    ]
 }
 
 impl Fields {
@@ -35,6 +83,7 @@ impl Fields {
             shard_index: self.shard_index,
             shard_total: self.shard_total,
             key_id: self.key_id,
+            binding: self.binding.as_ref().map(Binding::borrow),
         }
     }
 }
@@ -63,6 +112,7 @@ fn fields() -> impl Strategy<Value = Fields> {
         0u16..3,
         0u16..3,
         prop_oneof![Just([0u8; 8]), any::<[u8; 8]>()],
+        binding_strategy(),
     )
         .prop_map(
             |(
@@ -75,6 +125,7 @@ fn fields() -> impl Strategy<Value = Fields> {
                 shard_index,
                 shard_total,
                 key_id,
+                binding,
             )| {
                 Fields {
                     shard_id,
@@ -86,6 +137,7 @@ fn fields() -> impl Strategy<Value = Fields> {
                     shard_index,
                     shard_total,
                     key_id,
+                    binding,
                 }
             },
         )
@@ -95,7 +147,13 @@ fn fields() -> impl Strategy<Value = Fields> {
 fn mutate(f: &Fields, which: u8, flip: u8) -> Fields {
     let mut g = f.clone();
     let bit = 1u64 << (flip % 64);
-    match which % 12 {
+    let default_binding = || Binding {
+        kind: SealDeviceKind::Mock,
+        uuid: None,
+        worker: String::new(),
+        set_id: [0; 16],
+    };
+    match which % 17 {
         0 => g.shard_id.push('x'),
         1 => g.model_ref.push('x'),
         2 => g.device_index ^= bit as u32 | 1,
@@ -111,6 +169,36 @@ fn mutate(f: &Fields, which: u8, flip: u8) -> Fields {
         8 => g.sealed_at_ns ^= bit,
         9 => g.shard_index ^= (bit as u16) | 1,
         10 => g.shard_total ^= (bit as u16) | 1,
+        12 => {
+            g.binding = match g.binding {
+                Some(_) => None,
+                None => Some(default_binding()),
+            }
+        }
+        13 => {
+            let b = g.binding.get_or_insert_with(default_binding);
+            b.kind = match b.kind {
+                SealDeviceKind::Mock => SealDeviceKind::Cuda,
+                SealDeviceKind::Cuda => SealDeviceKind::Mock,
+            };
+        }
+        14 => {
+            let b = g.binding.get_or_insert_with(default_binding);
+            b.uuid = match b.uuid {
+                Some(mut u) if flip.is_multiple_of(2) => {
+                    u[usize::from(flip % 16)] ^= 1;
+                    Some(u)
+                }
+                Some(_) => None,
+                None => Some([0; 16]),
+            };
+        }
+        15 => g
+            .binding
+            .get_or_insert_with(default_binding)
+            .worker
+            .push('x'),
+        16 => g.binding.get_or_insert_with(default_binding).set_id[usize::from(flip % 16)] ^= 1,
         _ => g.key_id[usize::from(flip % 8)] ^= 1 << (flip % 8),
     }
     g
@@ -196,6 +284,7 @@ fn adversarial_field_boundaries() {
         shard_index: 0,
         shard_total: 1,
         key_id: [0; 8],
+        binding: None,
     };
     let mut moved = base.clone();
     moved.shard_id = "a".into();
@@ -214,7 +303,7 @@ fn adversarial_field_boundaries() {
 
     let enc = base.msg().encode();
     assert!(enc.starts_with(SEAL_DOMAIN));
-    assert_eq!(enc[SEAL_DOMAIN.len()], SEAL_FORMAT_VERSION);
+    assert_eq!(enc[SEAL_DOMAIN.len()], SEAL_FORMAT_V1);
     assert_eq!(
         enc.len(),
         19 + 1 + 4 + 2 + 4 + 1 + 4 + 8 + 19 + 32 + 8 + 2 + 2 + 8
@@ -234,6 +323,7 @@ fn short_keys_are_refused() {
         shard_index: 0,
         shard_total: 1,
         key_id: [0; 8],
+        binding: None,
     };
     let short = [1u8; 31];
     assert_eq!(
@@ -256,4 +346,79 @@ fn short_keys_are_refused() {
         Err(CryptoError::MacMismatch)
     );
     assert_eq!(vram_crypto::hmac_sha256_verify(&KEY, b"x", &mac), Ok(()));
+}
+
+/// A version 2 seal binds the device kind, the device UUID, the worker and
+/// the set: changing any of them, or dropping them (a v1 message of the same
+/// fields), fails verification. Before version 2, a seal made on the mock
+/// verified as one made on a CUDA device.
+#[test]
+fn v2_binds_device_kind_uuid_worker_and_set() {
+    let tree = tree_digest(b"x", LeafSize::MIN);
+    let binding = SealBinding {
+        device_kind: SealDeviceKind::Cuda,
+        device_uuid: Some([7; 16]),
+        worker_id: "worker-1",
+        set_id: [9; 16],
+    };
+    let msg = SealMessage {
+        shard_id: "s",
+        model_ref: "m",
+        device_index: 0,
+        byte_len: 1,
+        tree: &tree,
+        sealed_at_ns: 1,
+        shard_index: 0,
+        shard_total: 1,
+        key_id: [0; 8],
+        binding: Some(binding),
+    };
+    assert_eq!(msg.version(), SEAL_FORMAT_V2);
+    assert_eq!(msg.encode()[SEAL_DOMAIN.len()], SEAL_FORMAT_V2);
+    let tag = sign_seal(&KEY, &msg).unwrap();
+    verify_seal(&KEY, &msg, &tag).unwrap();
+    let variants = [
+        SealBinding {
+            device_kind: SealDeviceKind::Mock,
+            ..binding
+        },
+        SealBinding {
+            device_uuid: None,
+            ..binding
+        },
+        SealBinding {
+            device_uuid: Some([8; 16]),
+            ..binding
+        },
+        SealBinding {
+            worker_id: "worker-2",
+            ..binding
+        },
+        SealBinding {
+            set_id: [10; 16],
+            ..binding
+        },
+    ];
+    for other in variants {
+        let forged = SealMessage {
+            binding: Some(other),
+            ..msg
+        };
+        assert_eq!(
+            verify_seal(&KEY, &forged, &tag),
+            Err(CryptoError::SealMismatch),
+            "{other:?}"
+        );
+    }
+    let v1 = SealMessage {
+        binding: None,
+        ..msg
+    };
+    assert_eq!(v1.version(), SEAL_FORMAT_V1);
+    assert_eq!(verify_seal(&KEY, &v1, &tag), Err(CryptoError::SealMismatch));
+    // The one-off and the built-once key agree.
+    let built = vram_crypto::HmacKey::new(&KEY).unwrap();
+    assert_eq!(vram_crypto::sign_seal_with(&built, &msg).unwrap(), tag);
+    vram_crypto::verify_seal_with(&built, &msg, &tag).unwrap();
+    assert_eq!(format!("{built:?}"), "HmacKey(..)");
 }

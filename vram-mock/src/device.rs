@@ -92,6 +92,8 @@ impl MockDeviceBuilder {
                 index: self.index,
                 name: self.name,
                 kind: DeviceKind::Mock,
+                // The mock is no physical device: it has no UUID to bind.
+                uuid: None,
             },
             attributes: self.attributes,
             shared: Arc::new(Shared::new(

@@ -179,6 +179,11 @@ impl VramConfig {
                 reason: "sampled verification needs at least one leaf per call".into(),
             });
         }
+        if let VerifyPolicy::Scrub { .. } = self.verify_policy {
+            return Err(VramError::InvalidConfig {
+                reason: "scrub is the background scrubber's policy, not a default for verify_sealed: use full or sampled:K".into(),
+            });
+        }
         if let DeviceSource::Explicit(d) = &self.devices {
             if d.is_empty() {
                 return Err(VramError::InvalidConfig {

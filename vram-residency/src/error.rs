@@ -157,6 +157,16 @@ pub enum VramError {
         manager_key: String,
     },
 
+    /// A handle's seal (format v2) names a device kind or UUID other than
+    /// this manager's device with the same index.
+    #[error("shard {shard_id} was sealed on a different device than this manager's device {device} (device kind or UUID differ): check it on the worker that sealed it")]
+    WrongDevice {
+        /// The shard (escaped).
+        shard_id: String,
+        /// The device index the handle names.
+        device: u32,
+    },
+
     /// The shard failed an earlier verification and is never trusted again.
     #[error("shard {shard_id} failed an earlier verification and is no longer trusted: release it and seal the model again")]
     Compromised {
@@ -224,6 +234,7 @@ impl VramError {
             | Self::InvalidConfig { .. }
             | Self::UnknownDevice { .. }
             | Self::KeyMismatch { .. }
+            | Self::WrongDevice { .. }
             | Self::InvalidPolicy { .. }
             | Self::InvalidShardSet { .. } => ErrorClass::InvalidInput,
             Self::Device { .. }

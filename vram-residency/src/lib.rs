@@ -8,6 +8,7 @@ mod manager;
 mod metrics;
 mod pipeline;
 pub use pipeline::stream_chunks;
+mod sampling;
 mod scrub;
 mod set;
 mod shard;

@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use vram_audit::{AuditEvent, AuditSink};
 use vram_core::{CapacityError, CapacityTracker, Device, DeviceKind};
 use vram_crypto::{
-    sign_seal, LeafHashes, LeafSize, SealMessage, Sha256Digest, TreeDescriptor, TreeDigest,
-    TreeHasher,
+    sign_seal_with, LeafHashes, LeafSize, SealBinding, SealDeviceKind, SealMessage, Sha256Digest,
+    TreeDescriptor, TreeDigest, TreeHasher,
 };
 use vram_secrets::{KeyId, SecretKey};
 use vram_validation::{
@@ -31,8 +31,14 @@ pub(crate) struct DeviceSlot {
 
 pub(crate) struct Inner {
     pub(crate) devices: Vec<DeviceSlot>,
-    pub(crate) seal_key: SecretKey,
+    /// Kept for its key id and so that the bytes zeroize with the manager;
+    /// signing goes through `seal_mac`, built once.
+    pub(crate) _seal_key: SecretKey,
+    /// The seal key as an HMAC key, built once (boxed) for the manager's life.
+    pub(crate) seal_mac: vram_crypto::HmacKey,
     pub(crate) key_id: KeyId,
+    /// Bound into every seal (format v2).
+    pub(crate) worker_id: String,
     pub(crate) audit: Arc<AuditTrail>,
     pub(crate) max_model_bytes: u64,
     pub(crate) leaf_size: LeafSize,
@@ -77,6 +83,11 @@ pub struct SealRequest {
     pub expected_sha256: Option<Sha256Hex>,
     /// Also compute the plain SHA-256 when none is expected (for reporting).
     pub compute_sha256: bool,
+    /// The tensor-parallel set this shard belongs to; `None` draws a fresh
+    /// random id (a set of one). [`VramManager::seal_set`] gives every part
+    /// one id; shards sealed apart (by several processes) share a set by
+    /// passing the same id.
+    pub set_id: Option<[u8; 16]>,
 }
 
 impl SealRequest {
@@ -89,6 +100,7 @@ impl SealRequest {
             position: ShardPosition::SINGLE,
             expected_sha256: None,
             compute_sha256: false,
+            set_id: None,
         }
     }
 }
@@ -113,7 +125,8 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn random_shard_id() -> Result<ShardId, VramError> {
+/// 128 random bits from the system RNG.
+pub(crate) fn random_id() -> Result<[u8; 16], VramError> {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
     ring::rand::SystemRandom::new()
@@ -121,6 +134,11 @@ fn random_shard_id() -> Result<ShardId, VramError> {
         .map_err(|_| VramError::InvalidConfig {
             reason: "the system random number generator failed".into(),
         })?;
+    Ok(bytes)
+}
+
+fn random_shard_id() -> Result<ShardId, VramError> {
+    let bytes = random_id()?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(ShardId::new(&format!("shard-{hex}"))?)
 }
@@ -144,6 +162,7 @@ impl VramManager {
         };
         let seal_key = config.secret.seal_key();
         let key_id = seal_key.key_id();
+        let seal_mac = vram_crypto::HmacKey::new(seal_key.expose_secret())?;
         let sink: Arc<dyn AuditSink> = match (config.audit, config.audit_file) {
             (Some(a), _) => a,
             (None, Some((path, options))) => {
@@ -239,8 +258,10 @@ impl VramManager {
         Ok(Self {
             inner: Arc::new(Inner {
                 devices: slots,
-                seal_key,
+                _seal_key: seal_key,
+                seal_mac,
                 key_id,
+                worker_id: config.worker_id,
                 audit,
                 max_model_bytes: config.max_model_bytes,
                 leaf_size,
@@ -605,6 +626,10 @@ impl VramManager {
         }
         let tree: TreeDigest = leaves.root();
         let sealed_at_ns = now_ns();
+        let set_id = match request.set_id {
+            Some(id) => id,
+            None => random_id()?,
+        };
         let message = SealMessage {
             shard_id: shard_id.as_str(),
             model_ref: request.model_ref.as_str(),
@@ -615,8 +640,14 @@ impl VramManager {
             shard_index: request.position.index(),
             shard_total: request.position.total(),
             key_id: *inner.key_id.as_bytes(),
+            binding: Some(SealBinding {
+                device_kind: seal_device_kind(info.kind),
+                device_uuid: info.uuid,
+                worker_id: &inner.worker_id,
+                set_id,
+            }),
         };
-        let tag = sign_seal(inner.seal_key.expose_secret(), &message)?;
+        let tag = sign_seal_with(&inner.seal_mac, &message)?;
         inner.audit.record(AuditEvent::VramSealed {
             shard_id: shard_id.to_string(),
             model_ref: request.model_ref.to_string(),
@@ -640,6 +671,9 @@ impl VramManager {
             model_ref: request.model_ref.clone(),
             device: device_index,
             device_kind: info.kind,
+            device_uuid: info.uuid,
+            worker_id: inner.worker_id.clone(),
+            set_id,
             len,
             tree,
             leaves,
@@ -657,12 +691,51 @@ impl VramManager {
     }
 
     /// Checks that a handle received back from a client is authentic: every
-    /// field must be exactly as sealed under this manager's seal key.
+    /// field must be exactly as sealed under this manager's seal key. Returns
+    /// the handle's seal format version: 2 for handles that name their
+    /// device kind, device UUID, worker and set; 1 for handles written before
+    /// (still accepted, with none of those bound).
     ///
     /// # Errors
-    /// [`VramError::SealInvalid`] when any field or the signature was altered.
-    pub fn check_handle(&self, handle: &ModelShardHandle) -> Result<(), VramError> {
+    /// [`VramError::SealInvalid`] when any field or the signature was altered;
+    /// [`VramError::WrongDevice`] when a v2 handle names another kind of
+    /// device, or another UUID, than this manager's device of that index.
+    pub fn check_handle(&self, handle: &ModelShardHandle) -> Result<u8, VramError> {
         crate::verify::check_handle(self, handle)
+    }
+
+    /// Checks the handles of one tensor-parallel set: each as by
+    /// [`VramManager::check_handle`], positions `0..n` of `n` in order, one
+    /// model reference, one seal version and, for v2 handles, one set id:
+    /// shards of two sealings of the same model never pass as one set.
+    /// Returns the seal format version.
+    ///
+    /// # Errors
+    /// [`VramError::InvalidShardSet`] for a set that is empty, out of order,
+    /// mixes models, versions or set ids; as [`VramManager::check_handle`].
+    pub fn check_handle_set(&self, handles: &[ModelShardHandle]) -> Result<u8, VramError> {
+        let first = handles.first().ok_or_else(|| VramError::InvalidShardSet {
+            reason: "no handles".into(),
+        })?;
+        let mut version = None;
+        let n = handles.len();
+        for (i, h) in handles.iter().enumerate() {
+            let v = self.check_handle(h)?;
+            let consistent = usize::from(h.shard_index) == i
+                && usize::from(h.shard_total) == n
+                && h.model_ref == first.model_ref
+                && h.set_id == first.set_id
+                && version.is_none_or(|first_v| first_v == v);
+            if !consistent {
+                return Err(VramError::InvalidShardSet {
+                    reason: format!(
+                        "handle {i} is not position {i} of {n} of the same sealing (model, set id and seal version must match)"
+                    ),
+                });
+            }
+            version = Some(v);
+        }
+        Ok(version.unwrap_or(vram_crypto::SEAL_FORMAT_V1))
     }
 
     /// Checks a client's handle (as [`VramManager::check_handle`]) and that it
@@ -683,6 +756,15 @@ impl VramManager {
             });
         }
         self.verify_sealed(shard)
+    }
+}
+
+/// The device kind as a seal encodes it.
+pub(crate) fn seal_device_kind(kind: DeviceKind) -> SealDeviceKind {
+    match kind {
+        DeviceKind::Cuda => SealDeviceKind::Cuda,
+        // A kind added later is never sealed as CUDA memory by default.
+        _ => SealDeviceKind::Mock,
     }
 }
 

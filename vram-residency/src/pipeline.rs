@@ -267,7 +267,7 @@ fn hash_on_device(
     let indices = if u64::from(cross_check) >= count {
         (0..count).collect()
     } else {
-        crate::verify::random_leaf_indices(count, cross_check)?
+        crate::sampling::random_leaf_indices(count, cross_check)?
     };
     for i in indices {
         let range = tree.leaf_range(i).ok_or(VramError::Internal {

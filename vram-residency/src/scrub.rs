@@ -1,6 +1,28 @@
 //! A background scrubber: sweeps every leaf of the shards it watches at a
 //! bounded byte rate, so corruption is found between full verifications
 //! without stealing more than a known share of the device and host.
+//!
+//! Each sweep visits the watched shards in a random order and each shard's
+//! leaves in a fresh random permutation (system CSPRNG), and every step also
+//! reads `samples_per_step` leaves drawn at random: a co-tenant who can write
+//! device memory cannot tell which leaves the scrubber reads next, so it
+//! cannot corrupt leaves "just behind the sweep" and restore them before the
+//! sweep comes round. Before a shard's first step of each sweep, its seal
+//! (the tag over every sealed field, and the leaf list against the root) is
+//! checked again, so a change to host-side seal state is found within one
+//! sweep too.
+//!
+//! **Worst-case detection time.** With `n` leaves watched in all (`B` bytes),
+//! `k = leaves_per_step`, `s = samples_per_step` and a rate of `R` bytes per
+//! second, one sweep takes `ceil(n / k)` steps per shard and at most
+//! `T = B * (1 + s / k) / R` seconds (the seal checks hash only the leaf list,
+//! 32 bytes per leaf, and are not counted against the rate). Every leaf is
+//! read once in every sweep, so a corruption that stays in place is found by
+//! the end of the first sweep that starts after it appears: within `2 T` of
+//! its appearance (the rest of the current sweep plus one whole sweep), and
+//! within `ceil(n_shard / k)` steps of that sweep reaching its shard. The
+//! random samples can only find it sooner. The sweep order costs 8 bytes per
+//! leaf of the shard being swept (one shard at a time).
 
 use crate::manager::VramManager;
 use crate::shard::SealedShard;
@@ -18,8 +40,12 @@ pub type ScrubCallback = Box<dyn Fn(&VramError) + Send + 'static>;
 pub struct ScrubConfig {
     /// Upper bound on bytes re-read and hashed per second (at least 1 MiB/s).
     pub bytes_per_second: u64,
-    /// Leaves verified per step (the unit of work between rate checks).
+    /// Leaves of the sweep order verified per step (the unit of work between
+    /// rate checks), 1 to [`ScrubConfig::MAX_LEAVES_PER_STEP`].
     pub leaves_per_step: u32,
+    /// Extra leaves drawn at random per step, on top of the sweep order (0 to
+    /// [`ScrubConfig::MAX_LEAVES_PER_STEP`]).
+    pub samples_per_step: u32,
     /// Called for every failure.
     pub on_failure: Option<ScrubCallback>,
 }
@@ -29,6 +55,7 @@ impl std::fmt::Debug for ScrubConfig {
         f.debug_struct("ScrubConfig")
             .field("bytes_per_second", &self.bytes_per_second)
             .field("leaves_per_step", &self.leaves_per_step)
+            .field("samples_per_step", &self.samples_per_step)
             .field("on_failure", &self.on_failure.is_some())
             .finish()
     }
@@ -38,11 +65,17 @@ impl ScrubConfig {
     /// The slowest scrub accepted, bytes per second (1 MiB/s).
     pub const MIN_BYTES_PER_SECOND: u64 = 1 << 20;
 
-    /// A scrubber limited to `bytes_per_second`, 4 leaves per step, no callback.
+    /// The most leaves (of the sweep order, or random samples) per step: a
+    /// step's index list stays small whatever is asked for.
+    pub const MAX_LEAVES_PER_STEP: u32 = 1 << 16;
+
+    /// A scrubber limited to `bytes_per_second`, 4 leaves of the sweep order
+    /// and 1 random sample per step, no callback.
     pub fn new(bytes_per_second: u64) -> Self {
         Self {
             bytes_per_second,
             leaves_per_step: 4,
+            samples_per_step: 1,
             on_failure: None,
         }
     }
@@ -52,7 +85,8 @@ impl ScrubConfig {
     ///
     /// # Errors
     /// [`VramError::InvalidConfig`] for a rate below
-    /// [`ScrubConfig::MIN_BYTES_PER_SECOND`] or zero leaves per step.
+    /// [`ScrubConfig::MIN_BYTES_PER_SECOND`], zero leaves per step, or more
+    /// than [`ScrubConfig::MAX_LEAVES_PER_STEP`] leaves or samples per step.
     pub fn validate(&self) -> Result<(), VramError> {
         if self.bytes_per_second < Self::MIN_BYTES_PER_SECOND || self.leaves_per_step == 0 {
             return Err(VramError::InvalidConfig {
@@ -60,7 +94,30 @@ impl ScrubConfig {
                     .into(),
             });
         }
+        if self.leaves_per_step > Self::MAX_LEAVES_PER_STEP
+            || self.samples_per_step > Self::MAX_LEAVES_PER_STEP
+        {
+            return Err(VramError::InvalidConfig {
+                reason: format!(
+                    "scrub steps take at most {} leaves and {} random samples",
+                    Self::MAX_LEAVES_PER_STEP,
+                    Self::MAX_LEAVES_PER_STEP
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// Worst-case seconds from the appearance of a corruption that stays in
+    /// place to its detection, for `total_bytes` watched: two sweep periods,
+    /// `2 * total_bytes * (1 + samples_per_step / leaves_per_step) / rate`
+    /// (see the [module documentation](self)). Device read and hashing time
+    /// beyond the rate are not included: the rate is an upper bound.
+    pub fn worst_case_detection_secs(&self, total_bytes: u64) -> f64 {
+        let k = f64::from(self.leaves_per_step.max(1));
+        let s = f64::from(self.samples_per_step);
+        let rate = self.bytes_per_second.max(1) as f64;
+        2.0 * total_bytes as f64 * (1.0 + s / k) / rate
     }
 }
 
@@ -69,6 +126,11 @@ impl ScrubConfig {
 pub struct ScrubStats {
     /// Complete sweeps over all watched shards.
     pub sweeps: u64,
+    /// Leaves re-read and hashed (sweep order and random samples).
+    pub leaves_checked: u64,
+    /// Seal checks (tag and leaf list against the root), one per shard per
+    /// sweep.
+    pub seal_checks: u64,
     /// Bytes re-read and hashed.
     pub bytes_scrubbed: u64,
     /// Integrity failures found.
@@ -79,6 +141,8 @@ pub struct ScrubStats {
 struct Shared {
     stop: AtomicBool,
     sweeps: AtomicU64,
+    leaves: AtomicU64,
+    seal_checks: AtomicU64,
     bytes: AtomicU64,
     failures: AtomicU64,
     wake: Mutex<()>,
@@ -132,6 +196,8 @@ impl Scrubber {
     pub fn stats(&self) -> ScrubStats {
         ScrubStats {
             sweeps: self.shared.sweeps.load(Ordering::Relaxed),
+            leaves_checked: self.shared.leaves.load(Ordering::Relaxed),
+            seal_checks: self.shared.seal_checks.load(Ordering::Relaxed),
             bytes_scrubbed: self.shared.bytes.load(Ordering::Relaxed),
             failures: self.shared.failures.load(Ordering::Relaxed),
         }
@@ -182,6 +248,83 @@ fn pace(shared: &Shared, deadline: Instant) -> bool {
     }
 }
 
+/// Where one shard is in the current sweep.
+pub(crate) struct ShardSweep {
+    /// A random permutation of the shard's leaf indices.
+    order: Vec<u64>,
+    /// How many of `order` have been checked.
+    next: usize,
+}
+
+/// What one scrub step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    /// Leaves re-read and hashed (sweep order plus samples).
+    pub(crate) leaves: u64,
+    /// Bytes re-read and hashed.
+    pub(crate) bytes: u64,
+    /// Whether this step checked the seal (the first step of a sweep).
+    pub(crate) seal_checked: bool,
+    /// Whether the shard's sweep is complete after this step.
+    pub(crate) sweep_done: bool,
+}
+
+/// One scrub step of `shard`. The first step of a sweep (`sweep` is `None`)
+/// checks the seal and draws a fresh random leaf order; every step then
+/// checks the next `leaves_per_step` leaves of that order plus
+/// `samples_per_step` random leaves. `sweep` is reset to `None` when the
+/// order is exhausted.
+pub(crate) fn scrub_step(
+    manager: &VramManager,
+    shard: &SealedShard,
+    sweep: &mut Option<ShardSweep>,
+    leaves_per_step: u32,
+    samples_per_step: u32,
+) -> Result<Step, VramError> {
+    // A shard an earlier verification found wrong is refused (and the
+    // refusal audited), even if its bytes read back right now.
+    shard.ensure_not_compromised()?;
+    let count = shard.leaf_hashes().len() as u64;
+    let seal_checked = sweep.is_none();
+    let current = match sweep {
+        Some(s) => s,
+        None => {
+            crate::verify::check_seal(manager, shard)?;
+            sweep.insert(ShardSweep {
+                order: crate::sampling::random_permutation(count)?,
+                next: 0,
+            })
+        }
+    };
+    let take = usize::try_from(leaves_per_step).unwrap_or(usize::MAX);
+    let end = current.next.saturating_add(take).min(current.order.len());
+    let mut indices: Vec<u64> = current
+        .order
+        .get(current.next..end)
+        .map(<[u64]>::to_vec)
+        .unwrap_or_default();
+    current.next = end;
+    let sweep_done = current.next >= current.order.len();
+    indices.extend(crate::sampling::random_leaf_indices(
+        count,
+        samples_per_step,
+    )?);
+    if sweep_done {
+        *sweep = None;
+    }
+    let bytes = if indices.is_empty() {
+        0
+    } else {
+        manager.verify_leaf_indices(shard, &indices)?
+    };
+    Ok(Step {
+        leaves: indices.len() as u64,
+        bytes,
+        seal_checked,
+        sweep_done,
+    })
+}
+
 fn run(
     manager: &VramManager,
     watched: &[Weak<SealedShard>],
@@ -192,14 +335,30 @@ fn run(
     let started = Instant::now();
     let mut budget_used = 0u64;
     let rate = config.bytes_per_second;
+    let policy = VerifyPolicy::Scrub {
+        leaves: config.leaves_per_step,
+    };
     loop {
         let mut any_alive = false;
-        for (slot, weak) in watched.iter().enumerate() {
+        // Shards too are visited in a fresh random order each sweep.
+        let shard_order = match crate::sampling::random_permutation(watched.len() as u64) {
+            Ok(order) => order,
+            Err(e) => {
+                tracing::error!(error = %e, "scrubber stopped: no random sweep order");
+                return;
+            }
+        };
+        for slot in shard_order {
+            let Ok(slot) = usize::try_from(slot) else {
+                continue;
+            };
+            let Some(weak) = watched.get(slot) else {
+                continue;
+            };
             if failed.get(slot).copied().unwrap_or(true) {
                 continue;
             }
-            let step = u64::from(config.leaves_per_step);
-            let mut first = 0u64;
+            let mut sweep = None;
             loop {
                 if shared.stop.load(Ordering::SeqCst) {
                     return;
@@ -208,30 +367,29 @@ fn run(
                 // by its owner is freed at once, not after our next sleep.
                 let Some(shard) = weak.upgrade() else { break };
                 any_alive = true;
-                let count = shard.leaf_hashes().len() as u64;
-                if first >= count {
-                    break;
-                }
-                let last = first.saturating_add(step).min(count);
-                let indices: Vec<u64> = (first..last).collect();
                 let t0 = Instant::now();
-                // A shard an earlier verification found wrong is refused (and
-                // the refusal audited), even if its bytes read back right now.
-                let result = shard.ensure_not_compromised().and_then(|()| {
-                    manager.verify_leaf_indices(&shard, &indices).map(|bytes| {
+                let step = scrub_step(
+                    manager,
+                    &shard,
+                    &mut sweep,
+                    config.leaves_per_step,
+                    config.samples_per_step,
+                );
+                let (result, done) = match step {
+                    Ok(s) => {
+                        if s.seal_checked {
+                            shared.seal_checks.fetch_add(1, Ordering::Relaxed);
+                        }
                         (
-                            indices.len() as u64,
-                            bytes,
-                            crate::verify::HashPath::HostReadback,
+                            Ok((s.leaves, s.bytes, crate::verify::HashPath::HostReadback)),
+                            s.sweep_done,
                         )
-                    })
-                });
-                let bytes = result.as_ref().map_or(0, |r| r.1);
+                    }
+                    Err(e) => (Err(e), true),
+                };
                 let outcome = manager.finish_verification(
                     &shard,
-                    VerifyPolicy::Sampled {
-                        leaves: config.leaves_per_step,
-                    },
+                    policy,
                     result,
                     t0.elapsed(),
                     // Scrub steps are frequent; only failures are audited.
@@ -239,20 +397,24 @@ fn run(
                 );
                 let compromised = shard.is_compromised();
                 drop(shard);
-                if let Err(e) = outcome {
-                    shared.failures.fetch_add(1, Ordering::Relaxed);
-                    if let Some(cb) = &config.on_failure {
-                        cb(&e);
-                    }
-                    // A compromised shard is done with; one whose step could
-                    // not complete (a device read error) is retried next sweep.
-                    if compromised {
-                        if let Some(f) = failed.get_mut(slot) {
-                            *f = true;
+                let (leaves, bytes) = match outcome {
+                    Ok(report) => (report.leaves_checked, report.bytes_checked),
+                    Err(e) => {
+                        shared.failures.fetch_add(1, Ordering::Relaxed);
+                        if let Some(cb) = &config.on_failure {
+                            cb(&e);
                         }
+                        // A compromised shard is done with; one whose step could
+                        // not complete (a device read error) is retried next sweep.
+                        if compromised {
+                            if let Some(f) = failed.get_mut(slot) {
+                                *f = true;
+                            }
+                        }
+                        break;
                     }
-                    break;
-                }
+                };
+                shared.leaves.fetch_add(leaves, Ordering::Relaxed);
                 shared.bytes.fetch_add(bytes, Ordering::Relaxed);
                 budget_used = budget_used.saturating_add(bytes);
                 // Token bucket: never run ahead of `rate` bytes per second.
@@ -260,7 +422,9 @@ fn run(
                 if !pace(shared, started.checked_add(due).unwrap_or(started)) {
                     return;
                 }
-                first = last;
+                if done {
+                    break;
+                }
             }
         }
         shared.sweeps.fetch_add(1, Ordering::Relaxed);
@@ -275,5 +439,162 @@ fn run(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation
+)]
+mod tests {
+    use super::*;
+    use crate::{VramConfig, VramManager};
+    use std::sync::Arc;
+    use vram_core::Device;
+    use vram_crypto::LeafSize;
+    use vram_mock::MockDevice;
+    use vram_secrets::WorkerSecret;
+
+    const LEAF: u64 = 4096;
+
+    fn manager(device: Arc<MockDevice>) -> VramManager {
+        let device: Arc<dyn Device> = device;
+        let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![9u8; 32])).unwrap();
+        let config = VramConfig::builder(secret)
+            .device(device)
+            .leaf_size(LeafSize::new(LEAF).unwrap())
+            .build();
+        VramManager::new(config).unwrap()
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// A corruption that stays in place is found within one sweep: counting
+    /// the sweep-order leaves checked until the failure, never more than the
+    /// shard's leaf count, wherever the corrupt leaf is. Deterministic: it
+    /// holds for every permutation the RNG can draw.
+    #[test]
+    fn planted_corruption_is_found_within_one_sweep() {
+        let device = MockDevice::new(0, 64 << 20);
+        let m = manager(Arc::clone(&device));
+        let leaves = 64u64;
+        for target in [0u64, 17, 63] {
+            let shard = m.seal_model(&data((leaves * LEAF) as usize), 0).unwrap();
+            let buffer = *device.live_buffers().last().unwrap();
+            device.flip_bits(buffer, target * LEAF + 5, 1).unwrap();
+            let mut sweep = None;
+            let mut steps = 0u64;
+            let err = loop {
+                match scrub_step(&m, &shard, &mut sweep, 1, 0) {
+                    Ok(s) => {
+                        steps += 1;
+                        assert!(!s.sweep_done || steps < leaves, "a whole sweep missed it");
+                    }
+                    Err(e) => break e,
+                }
+            };
+            // The failing step is step `steps + 1`.
+            assert!(steps < leaves, "found after {steps} steps of {leaves}");
+            assert!(matches!(err, VramError::IntegrityViolation { .. }), "{err}");
+        }
+    }
+
+    /// Sweeps do not run in index order, and two sweeps of one shard do not
+    /// share an order (before: always leaf 0, 1, 2, ...).
+    #[test]
+    fn each_sweep_runs_in_a_fresh_random_order() {
+        let device = MockDevice::new(0, 64 << 20);
+        let m = manager(device);
+        let leaves = 200u64;
+        let shard = m.seal_model(&data((leaves * LEAF) as usize), 0).unwrap();
+        let mut orders = Vec::new();
+        for _ in 0..2 {
+            let mut sweep = None;
+            let mut order = Vec::new();
+            loop {
+                if sweep.is_none() {
+                    // Peek at the order the next sweep will use.
+                    scrub_step(&m, &shard, &mut sweep, 0, 0).unwrap();
+                    order = sweep.as_ref().unwrap().order.clone();
+                }
+                let s = scrub_step(&m, &shard, &mut sweep, 50, 0).unwrap();
+                if s.sweep_done {
+                    break;
+                }
+            }
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..leaves).collect::<Vec<_>>());
+            assert_ne!(order, sorted, "the sweep ran in index order");
+            orders.push(order);
+        }
+        assert_ne!(orders[0], orders[1], "two sweeps shared an order");
+    }
+
+    /// A step checks its sweep leaves plus the random samples asked for.
+    #[test]
+    fn steps_mix_sweep_order_and_random_samples() {
+        let device = MockDevice::new(0, 64 << 20);
+        let m = manager(device);
+        let shard = m.seal_model(&data((10 * LEAF) as usize), 0).unwrap();
+        let mut sweep = None;
+        let s = scrub_step(&m, &shard, &mut sweep, 4, 3).unwrap();
+        assert_eq!(s.leaves, 7);
+        assert!(s.seal_checked);
+        let s = scrub_step(&m, &shard, &mut sweep, 4, 3).unwrap();
+        assert!(!s.seal_checked);
+        let s = scrub_step(&m, &shard, &mut sweep, 4, 3).unwrap();
+        assert_eq!(s.leaves, 2 + 3);
+        assert!(s.sweep_done);
+    }
+
+    /// Host-side seal state changed after sealing (here the seal time, which
+    /// no leaf comparison covers) is caught by the scrubber's first step of
+    /// a sweep, not only by the next explicit verification.
+    #[test]
+    fn scrubber_checks_the_seal_once_per_sweep() {
+        let device = MockDevice::new(0, 64 << 20);
+        let m = manager(device);
+        let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
+        shard.sealed_at_ns += 1;
+        let mut sweep = None;
+        let err = scrub_step(&m, &shard, &mut sweep, 4, 0).unwrap_err();
+        assert!(matches!(err, VramError::SealInvalid { .. }), "{err}");
+
+        // And through the running scrubber: reported, audited as scrub:K.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        let mut cfg = ScrubConfig::new(1 << 30);
+        cfg.on_failure = Some(Box::new(move |e| sink.lock().unwrap().push(e.to_string())));
+        let shard = Arc::new(shard);
+        let scrubber = Scrubber::start(&m, &[Arc::clone(&shard)], cfg).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scrubber.stats().failures == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stats = scrubber.stop();
+        assert_eq!(stats.failures, 1);
+        assert!(shard.is_compromised());
+        assert!(seen.lock().unwrap()[0].contains("seal"));
+    }
+
+    #[test]
+    fn step_sizes_are_bounded() {
+        let mut cfg = ScrubConfig::new(1 << 30);
+        cfg.leaves_per_step = u32::MAX;
+        assert!(cfg.validate().is_err());
+        cfg.leaves_per_step = 4;
+        cfg.samples_per_step = u32::MAX;
+        assert!(cfg.validate().is_err());
+        cfg.samples_per_step = 0;
+        assert!(cfg.validate().is_ok());
+        // 1 GiB at 1 GiB/s, 4 sweep leaves + 1 sample: 2 * 1.25 s.
+        let secs = ScrubConfig::new(1 << 30).worst_case_detection_secs(1 << 30);
+        assert!((secs - 2.5).abs() < 1e-9, "{secs}");
     }
 }

@@ -55,6 +55,8 @@ impl VramManager {
         let total = u32::try_from(parts.len()).map_err(|_| VramError::InvalidShardSet {
             reason: "too many parts".into(),
         })?;
+        // One random id for the whole set, bound into every part's seal.
+        let set_id = crate::manager::random_id()?;
         let mut shards = Vec::with_capacity(parts.len());
         for (i, (part, device)) in parts.iter().zip(devices).enumerate() {
             let index = u32::try_from(i).map_err(|_| VramError::InvalidShardSet {
@@ -62,6 +64,7 @@ impl VramManager {
             })?;
             let mut request = SealRequest::new(model_ref.clone(), *device);
             request.position = ShardPosition::new(index, total)?;
+            request.set_id = Some(set_id);
             // On error, `shards` drops here and releases every earlier part.
             shards.push(self.seal(&request, part)?);
         }
@@ -70,7 +73,8 @@ impl VramManager {
 
     /// Verifies every shard of the set with the default policy; the first
     /// failure fails the set. Also checks that positions run 0..n of n under
-    /// one model reference.
+    /// one model reference and one set id (shards of two sealings of the
+    /// same model are not one set).
     ///
     /// # Errors
     /// [`VramError::InvalidShardSet`] for an inconsistent set; the first
@@ -78,11 +82,13 @@ impl VramManager {
     pub fn verify_set(&self, set: &ShardSet) -> Result<Vec<VerifyReport>, VramError> {
         let n = set.shards.len();
         let first_ref = set.shards.first().map(|s| s.model_ref().clone());
+        let first_set = set.shards.first().map(SealedShard::set_id);
         for (i, s) in set.shards.iter().enumerate() {
             let pos = s.position();
             let consistent = usize::from(pos.index()) == i
                 && usize::from(pos.total()) == n
-                && Some(s.model_ref()) == first_ref.as_ref();
+                && Some(s.model_ref()) == first_ref.as_ref()
+                && Some(s.set_id()) == first_set;
             if !consistent {
                 return Err(VramError::InvalidShardSet {
                     reason: format!("shard {i} is not position {i} of {n} of the same model"),

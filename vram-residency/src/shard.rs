@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vram_audit::AuditEvent;
 use vram_core::{DeviceBuffer, DeviceKind, Reservation};
-use vram_crypto::{LeafHashes, SealMessage, SealTag, Sha256Digest, TreeDigest};
+use vram_crypto::{LeafHashes, SealBinding, SealMessage, SealTag, Sha256Digest, TreeDigest};
 use vram_secrets::KeyId;
 use vram_validation::{ModelRef, ShardId, ShardPosition};
 
@@ -23,6 +23,12 @@ pub struct SealedShard {
     pub(crate) model_ref: ModelRef,
     pub(crate) device: u32,
     pub(crate) device_kind: DeviceKind,
+    /// The device's UUID when its backend reports one (bound by the seal).
+    pub(crate) device_uuid: Option<[u8; 16]>,
+    /// The worker that sealed (bound by the seal).
+    pub(crate) worker_id: String,
+    /// The tensor-parallel set sealed together (bound by the seal).
+    pub(crate) set_id: [u8; 16],
     pub(crate) len: u64,
     pub(crate) tree: TreeDigest,
     pub(crate) leaves: LeafHashes,
@@ -59,6 +65,22 @@ impl SealedShard {
     /// Kind of the device holding the bytes (a mock is never real VRAM).
     pub fn device_kind(&self) -> DeviceKind {
         self.device_kind
+    }
+    /// The device's UUID, when its backend reports one (CUDA; never the mock).
+    pub fn device_uuid(&self) -> Option<[u8; 16]> {
+        self.device_uuid
+    }
+    /// The worker that sealed the shard.
+    pub fn worker_id(&self) -> &str {
+        &self.worker_id
+    }
+    /// The random id shared by the shards sealed together as one set.
+    pub fn set_id(&self) -> [u8; 16] {
+        self.set_id
+    }
+    /// The seal format version (shards sealed by this library are v2).
+    pub fn seal_version(&self) -> u8 {
+        vram_crypto::SEAL_FORMAT_V2
     }
     /// Bytes resident in device memory.
     pub fn vram_bytes(&self) -> u64 {
@@ -130,6 +152,12 @@ impl SealedShard {
             shard_index: self.position.index(),
             shard_total: self.position.total(),
             key_id: *self.key_id.as_bytes(),
+            binding: Some(SealBinding {
+                device_kind: crate::manager::seal_device_kind(self.device_kind),
+                device_uuid: self.device_uuid,
+                worker_id: &self.worker_id,
+                set_id: self.set_id,
+            }),
         }
     }
 
@@ -148,6 +176,11 @@ impl SealedShard {
             shard_total: self.position.total(),
             key_id: self.key_id.to_string(),
             signature: self.tag.to_string(),
+            seal_version: vram_crypto::SEAL_FORMAT_V2,
+            device_kind: Some(self.device_kind.as_str().to_string()),
+            device_uuid: self.device_uuid.map(|u| hex16(&u)),
+            worker_id: Some(self.worker_id.clone()),
+            set_id: Some(hex16(&self.set_id)),
         }
     }
 
@@ -169,6 +202,8 @@ impl fmt::Debug for SealedShard {
             .field("sealed_at_ns", &self.sealed_at_ns)
             .field("position", &(self.position.index(), self.position.total()))
             .field("key_id", &self.key_id.to_string())
+            .field("worker_id", &self.worker_id)
+            .field("set_id", &hex16(&self.set_id))
             .field("compromised", &self.is_compromised())
             .finish_non_exhaustive()
     }
@@ -245,6 +280,50 @@ pub struct ModelShardHandle {
     pub key_id: String,
     /// HMAC-SHA256 seal tag, lower-case hex.
     pub signature: String,
+    /// Seal format version: 2, or 1 for handles written before version 2
+    /// (which lack the four fields below; a missing version reads as 1).
+    #[serde(default = "seal_v1")]
+    pub seal_version: u8,
+    /// `mock` or `cuda` (v2; `None` in v1 handles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_kind: Option<String>,
+    /// The device's UUID, 32 lower-case hex digits (v2, when the backend
+    /// reports one: CUDA, never the mock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_uuid: Option<String>,
+    /// The worker that sealed (v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<String>,
+    /// Random id of the set sealed together, 32 lower-case hex digits (v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_id: Option<String>,
+}
+
+fn seal_v1() -> u8 {
+    vram_crypto::SEAL_FORMAT_V1
+}
+
+/// 16 bytes as 32 lower-case hex digits.
+pub(crate) fn hex16(bytes: &[u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 lower-case hex digits as 16 bytes; `None` for anything else (upper
+/// case included: handles are compared in their one canonical spelling).
+pub(crate) fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+    if s.len() != 32
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
+        let text = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// `sealed_at` as a decimal string; reads a string or an integer.

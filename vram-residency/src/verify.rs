@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use vram_audit::AuditEvent;
 use vram_core::DeviceError;
 use vram_crypto::{
-    diff_leaves, verify_leaves, verify_seal, CorruptRange, LeafHashes, LeafSize, SealMessage,
-    SealTag, Sha256Digest, TreeDescriptor, TreeDigest, LEAF_PREFIX, TREE_FORMAT_VERSION,
+    diff_leaves, verify_leaves, verify_seal_with, CorruptRange, LeafHashes, LeafSize, SealBinding,
+    SealDeviceKind, SealMessage, SealTag, Sha256Digest, TreeDescriptor, TreeDigest, LEAF_PREFIX,
+    TREE_FORMAT_VERSION,
 };
 
 /// How much of a shard a verification reads.
@@ -45,14 +46,23 @@ pub enum VerifyPolicy {
         /// Leaves per call (at least 1; capped at the shard's leaf count).
         leaves: u32,
     },
+    /// A step of the background [`Scrubber`](crate::Scrubber): `leaves`
+    /// leaves of the sweep's random permutation plus random samples. Audited
+    /// as `scrub:K`, apart from callers' `sampled:K`; refused by
+    /// [`VramManager::verify_with`] (start a scrubber instead).
+    Scrub {
+        /// Leaves of the sweep order per step.
+        leaves: u32,
+    },
 }
 
 impl VerifyPolicy {
-    fn name(self) -> String {
+    pub(crate) fn name(self) -> String {
         match self {
             Self::Full => "full".into(),
             Self::FullHostReadback => "full_host_readback".into(),
             Self::Sampled { leaves } => format!("sampled:{leaves}"),
+            Self::Scrub { leaves } => format!("scrub:{leaves}"),
         }
     }
 
@@ -68,7 +78,7 @@ impl VerifyPolicy {
                     0.0
                 }
             }
-            Self::Sampled { leaves } => {
+            Self::Sampled { leaves } | Self::Scrub { leaves } => {
                 1.0 - (1.0 - f).powi(i32::try_from(leaves).unwrap_or(i32::MAX))
             }
         }
@@ -134,7 +144,7 @@ fn dev(shard: &SealedShard) -> impl Fn(DeviceError) -> VramError + '_ {
 
 /// Checks the tag over the shard's fields and that the recorded leaf hashes
 /// still produce the sealed root.
-fn check_seal(manager: &VramManager, shard: &SealedShard) -> Result<(), VramError> {
+pub(crate) fn check_seal(manager: &VramManager, shard: &SealedShard) -> Result<(), VramError> {
     let inner = &manager.inner;
     let invalid = || VramError::SealInvalid {
         shard_id: shard.shard_id.to_string(),
@@ -148,12 +158,7 @@ fn check_seal(manager: &VramManager, shard: &SealedShard) -> Result<(), VramErro
             manager_key: inner.key_id.to_string(),
         });
     }
-    verify_seal(
-        inner.seal_key.expose_secret(),
-        &shard.seal_message(),
-        &shard.tag,
-    )
-    .map_err(|_| invalid())?;
+    verify_seal_with(&inner.seal_mac, &shard.seal_message(), &shard.tag).map_err(|_| invalid())?;
     let recomputed = shard.leaves.root();
     if recomputed.descriptor != shard.tree.descriptor || !recomputed.root.ct_eq(&shard.tree.root) {
         return Err(invalid());
@@ -204,8 +209,13 @@ impl VramManager {
                     policy: policy.name(),
                     reason: "a sample of 0 leaves checks nothing; ask for at least 1",
                 }),
+                VerifyPolicy::Scrub { .. } => Err(VramError::InvalidPolicy {
+                    policy: policy.name(),
+                    reason: "scrub steps are run by a Scrubber; ask for full or sampled:K",
+                }),
                 VerifyPolicy::Sampled { leaves } => {
-                    let indices = random_leaf_indices(shard.leaves.len() as u64, leaves)?;
+                    let indices =
+                        crate::sampling::random_leaf_indices(shard.leaves.len() as u64, leaves)?;
                     self.verify_leaf_indices(shard, &indices)
                         .map(|bytes| (indices.len() as u64, bytes, HashPath::HostReadback))
                 }
@@ -394,28 +404,9 @@ fn read_back_leaves(shard: &SealedShard, staging: usize) -> Result<LeafHashes, V
     )
 }
 
-/// `k` leaf indices uniform in `0..count` (with replacement), from the system
-/// CSPRNG so a tamperer cannot predict which leaves the next call reads.
-pub(crate) fn random_leaf_indices(count: u64, k: u32) -> Result<Vec<u64>, VramError> {
-    use ring::rand::SecureRandom;
-    if count == 0 {
-        return Ok(Vec::new());
-    }
-    let rng = ring::rand::SystemRandom::new();
-    let mut out = Vec::with_capacity(usize::try_from(k).unwrap_or(0));
-    for _ in 0..k {
-        let mut b = [0u8; 8];
-        rng.fill(&mut b).map_err(|_| VramError::InvalidConfig {
-            reason: "the system random number generator failed".into(),
-        })?;
-        // Modulo bias is below 2^-40 for any count under 2^24 leaves.
-        out.push(u64::from_le_bytes(b).checked_rem(count).unwrap_or(0));
-    }
-    Ok(out)
-}
-
-/// Checks a handle's tag against this manager's seal key.
-pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Result<(), VramError> {
+/// Checks a handle's tag against this manager's seal key; returns its seal
+/// format version.
+pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Result<u8, VramError> {
     let invalid = || VramError::SealInvalid {
         shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
     };
@@ -440,6 +431,7 @@ pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Resul
         },
         root,
     };
+    let binding = handle_binding(h).ok_or_else(invalid)?;
     let msg = SealMessage {
         shard_id: &h.shard_id,
         model_ref: &h.model_ref,
@@ -450,8 +442,53 @@ pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Resul
         shard_index: h.shard_index,
         shard_total: h.shard_total,
         key_id: *inner.key_id.as_bytes(),
+        binding,
     };
-    verify_seal(inner.seal_key.expose_secret(), &msg, &tag).map_err(|_| invalid())
+    verify_seal_with(&inner.seal_mac, &msg, &tag).map_err(|_| invalid())?;
+    // An authentic v2 handle that names another device than ours of that
+    // index (a mock seal shown to a CUDA worker, another GPU) is refused.
+    if let (Some(b), Ok(device)) = (binding, manager.device(h.gpu_device)) {
+        let info = device.info();
+        if crate::manager::seal_device_kind(info.kind) != b.device_kind
+            || info.uuid != b.device_uuid
+        {
+            return Err(VramError::WrongDevice {
+                shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
+                device: h.gpu_device,
+            });
+        }
+    }
+    Ok(msg.version())
+}
+
+/// A handle's v2 fields as a seal binding: `Some(None)` for a well-formed v1
+/// handle (none of them present), `Some(Some(_))` for a well-formed v2
+/// handle, `None` for anything else (an unknown version, a v1 handle
+/// carrying v2 fields, a missing or non-canonical field).
+fn handle_binding(h: &ModelShardHandle) -> Option<Option<SealBinding<'_>>> {
+    match h.seal_version {
+        vram_crypto::SEAL_FORMAT_V1 => {
+            let bare = h.device_kind.is_none()
+                && h.device_uuid.is_none()
+                && h.worker_id.is_none()
+                && h.set_id.is_none();
+            bare.then_some(None)
+        }
+        vram_crypto::SEAL_FORMAT_V2 => {
+            let device_kind = SealDeviceKind::from_name(h.device_kind.as_deref()?)?;
+            let device_uuid = match h.device_uuid.as_deref() {
+                Some(u) => Some(crate::shard::parse_hex16(u)?),
+                None => None,
+            };
+            Some(Some(SealBinding {
+                device_kind,
+                device_uuid,
+                worker_id: h.worker_id.as_deref()?,
+                set_id: crate::shard::parse_hex16(h.set_id.as_deref()?)?,
+            }))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

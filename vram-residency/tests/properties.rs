@@ -29,7 +29,7 @@ proptest! {
     }
 
     #[test]
-    fn any_altered_handle_field_fails(field in 0usize..10, delta in 1u64..1000) {
+    fn any_altered_handle_field_fails(field in 0usize..15, delta in 1u64..1000) {
         let f = fixture(16 * MIB);
         let s = f.manager.seal_model(&pattern(100_000, 3), 0).unwrap();
         let mut h = s.handle();
@@ -43,7 +43,13 @@ proptest! {
             6 => h.shard_index = h.shard_index.wrapping_add(delta as u16),
             7 => h.shard_total = h.shard_total.wrapping_add(delta as u16),
             8 => h.leaf_size *= 2,
-            _ => h.key_id = "0000000000000000".into(),
+            9 => h.key_id = "0000000000000000".into(),
+            // Seal format v2's fields.
+            10 => h.device_kind = Some("cuda".into()),
+            11 => h.device_uuid = Some(format!("{:032x}", delta)),
+            12 => h.worker_id = h.worker_id.map(|w| format!("{w}x")),
+            13 => h.set_id = Some(format!("{:032x}", delta)),
+            _ => h.seal_version = 1,
         }
         prop_assert!(f.manager.check_handle(&h).is_err());
         prop_assert!(f.manager.verify_handle(&h, &s).is_err());

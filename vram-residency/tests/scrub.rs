@@ -45,6 +45,12 @@ fn scrubber_sweeps_and_finds_corruption() {
     );
     assert_eq!(scrubber.stats().failures, 0);
     assert!(scrubber.stats().bytes_scrubbed >= 900_000);
+    // Every leaf of both shards at least once per sweep (plus samples), and
+    // the seal of each shard checked once per sweep.
+    let stats = scrubber.stats();
+    let leaves = (a.leaf_hashes().len() + b.leaf_hashes().len()) as u64;
+    assert!(stats.leaves_checked >= 2 * leaves, "{stats:?}");
+    assert!(stats.seal_checks >= 4, "{stats:?}");
 
     f.device.flip_bits(b_buffer, 299_999, 2).unwrap();
     assert!(
@@ -57,6 +63,17 @@ fn scrubber_sweeps_and_finds_corruption() {
     assert_eq!(messages.len(), 1);
     assert!(messages[0].contains(b.shard_id().as_str()));
     assert_eq!(f.audit_count("seal_verification_failed"), 1);
+    // Audited under the scrubber's own policy name, not as a caller's sample.
+    let failed: Vec<String> = f
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("seal_verification_failed"))
+        .collect();
+    assert!(
+        failed[0].contains("\"policy\":\"scrub:4\""),
+        "{}",
+        failed[0]
+    );
     // Scrub steps that pass are not audited one by one.
     assert_eq!(f.audit_count("seal_verified"), 0);
 }
@@ -128,4 +145,26 @@ fn a_device_read_error_does_not_stop_scrubbing_a_shard() {
     assert!(!a.is_compromised());
     assert_eq!(f.audit_count("verification_incomplete"), 1);
     assert_eq!(f.audit_count("seal_verification_failed"), 0);
+}
+
+/// `scrub:K` is the scrubber's own policy: a caller cannot run it through
+/// `verify_with` or make it the default.
+#[test]
+fn the_scrub_policy_is_the_scrubbers_alone() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let policy = vram_residency::VerifyPolicy::Scrub { leaves: 4 };
+    assert!(matches!(
+        f.manager.verify_with(&shard, policy),
+        Err(vram_residency::VramError::InvalidPolicy { .. })
+    ));
+    assert!(!shard.is_compromised());
+    let config = vram_residency::VramConfig::builder(secret())
+        .device(f.device.clone())
+        .verify_policy(policy)
+        .build();
+    assert!(matches!(
+        vram_residency::VramManager::new(config),
+        Err(vram_residency::VramError::InvalidConfig { .. })
+    ));
 }

@@ -1,5 +1,6 @@
 //! HKDF-SHA256 (RFC 5869) through `ring::hkdf`.
 
+use crate::buf::KeyBuf;
 #[cfg(test)]
 use ring::hkdf;
 
@@ -35,17 +36,51 @@ pub(crate) fn hkdf_sha256(
 /// `PRK = HMAC(salt, ikm)`, `OKM = T(1) = HMAC(PRK, info || 0x01)` (RFC 5869
 /// section 2.3 with L = HashLen). Equal to the general `hkdf_sha256` with a 32-byte
 /// output (tested), without an error path for the one length keys use.
-pub(crate) fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; 32] {
+///
+/// The output is written into `out`, the caller's zeroizing buffer (the key's
+/// own heap box), so no copy of the derived key is returned by value. The PRK,
+/// enough to re-derive every key, is copied out of ring's tag into a
+/// zeroizing [`KeyBuf`] at once. ring's own values (the tags, the HMAC keys'
+/// and context's state) cannot be cleared from safe code; they live in
+/// [`derive_in_frame`]'s stack frame, which [`scrub_stack`] overwrites once
+/// it has returned (best effort, see docs/threat-model.md).
+pub(crate) fn hkdf_sha256_32(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut KeyBuf) {
+    derive_in_frame(salt, ikm, info, out);
+    scrub_stack();
+}
+
+#[inline(never)]
+fn derive_in_frame(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut KeyBuf) {
     use ring::hmac;
-    let prk = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, salt), ikm);
-    let prk_key = hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref());
+    let mut prk = KeyBuf::new("hkdf-prk");
+    {
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, salt), ikm);
+        copy_tag(tag.as_ref(), prk.bytes_mut());
+    }
+    let prk_key = hmac::Key::new(hmac::HMAC_SHA256, prk.bytes());
     let mut ctx = hmac::Context::with_key(&prk_key);
     ctx.update(info);
     ctx.update(&[1u8]);
     let tag = ctx.sign();
-    let mut out = [0u8; 32];
-    out.iter_mut().zip(tag.as_ref()).for_each(|(o, t)| *o = *t);
-    out
+    copy_tag(tag.as_ref(), out.bytes_mut());
+    // `prk` zeroizes here.
+}
+
+fn copy_tag(tag: &[u8], out: &mut [u8; 32]) {
+    out.iter_mut().zip(tag).for_each(|(o, t)| *o = *t);
+}
+
+/// Overwrites the stack below the caller's frame, where [`derive_in_frame`]
+/// and ring's HMAC code kept their temporaries, with zeros (`zeroize` writes
+/// are volatile, so the compiler keeps them). Best effort: it covers the
+/// depth those calls used (well under 16 KiB), not registers or copies the
+/// compiler spilled elsewhere.
+#[inline(never)]
+fn scrub_stack() {
+    use zeroize::Zeroize;
+    let mut area = [0u8; 16 * 1024];
+    area.zeroize();
+    std::hint::black_box(&area);
 }
 
 #[cfg(test)]
@@ -66,7 +101,9 @@ mod tests {
         ] {
             let mut expected = [0u8; 32];
             hkdf_sha256(salt, ikm, info, &mut expected).unwrap();
-            assert_eq!(hkdf_sha256_32(salt, ikm, info), expected);
+            let mut out = KeyBuf::new("test");
+            hkdf_sha256_32(salt, ikm, info, &mut out);
+            assert_eq!(out.bytes(), &expected);
         }
     }
 

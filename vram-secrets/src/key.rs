@@ -7,6 +7,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
+use crate::buf::KeyBuf;
 use crate::SecretsError;
 
 /// Length of a [`SecretKey`] in bytes.
@@ -27,7 +28,8 @@ const KEY_ID_LABEL: &[u8] = b"vram-residency/key-id/v1";
 /// assert_eq!(format!("{key:?}"), format!("SecretKey {{ key_id: \"{}\" }}", key.key_id()));
 /// ```
 pub struct SecretKey {
-    bytes: Box<[u8; KEY_LEN]>,
+    /// Zeroized on drop (`KeyBuf`'s own `Drop`).
+    bytes: KeyBuf,
     key_id: KeyId,
 }
 
@@ -36,13 +38,19 @@ impl SecretKey {
     /// are on the heap; copies the caller made before the call are theirs to clear.
     #[must_use]
     pub fn from_bytes(mut bytes: [u8; KEY_LEN]) -> SecretKey {
-        let boxed = Box::new(bytes);
-        bytes.zeroize();
-        let key_id = KeyId::of(&boxed);
-        SecretKey {
-            bytes: boxed,
-            key_id,
-        }
+        SecretKey::fill_with(|out| {
+            *out.bytes_mut() = bytes;
+            bytes.zeroize();
+        })
+    }
+
+    /// A key whose bytes `fill` writes straight into their heap buffer: no
+    /// copy of the key is made on the way (derived keys are built this way).
+    pub(crate) fn fill_with(fill: impl FnOnce(&mut KeyBuf)) -> SecretKey {
+        let mut bytes = KeyBuf::new("secret-key");
+        fill(&mut bytes);
+        let key_id = KeyId::of(bytes.bytes());
+        SecretKey { bytes, key_id }
     }
 
     /// The raw key bytes.
@@ -51,19 +59,13 @@ impl SecretKey {
     /// compare them.
     #[must_use]
     pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
-        &self.bytes
+        self.bytes.bytes()
     }
 
     /// The key's public fingerprint.
     #[must_use]
     pub fn key_id(&self) -> KeyId {
         self.key_id
-    }
-}
-
-impl Drop for SecretKey {
-    fn drop(&mut self) {
-        self.bytes.zeroize();
     }
 }
 

@@ -1,10 +1,13 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+mod buf;
 mod error;
 mod file;
 mod hkdf;
 mod key;
+#[cfg(test)]
+mod probe;
 mod worker;
 
 /// How many characters of a path or name an error message shows.

@@ -198,8 +198,11 @@ impl WorkerSecret {
     /// salt and the purpose's [label](KeyPurpose::label) as `info`.
     #[must_use]
     pub fn derive_key(&self, purpose: KeyPurpose) -> SecretKey {
-        let okm: [u8; KEY_LEN] = hkdf_sha256_32(HKDF_SALT, &self.bytes, purpose.label().as_bytes());
-        let key = SecretKey::from_bytes(okm);
+        // Derived straight into the key's heap buffer: no copy of the key on
+        // the stack or in a returned array.
+        let key = SecretKey::fill_with(|out| {
+            hkdf_sha256_32(HKDF_SALT, &self.bytes, purpose.label().as_bytes(), out);
+        });
         tracing::debug!(purpose = purpose.label(), key_id = %key.key_id(), "derived key");
         key
     }
@@ -222,5 +225,54 @@ impl fmt::Debug for WorkerSecret {
         f.debug_struct("WorkerSecret")
             .field("len", &self.bytes.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// Debug-build probe: deriving and dropping keys frees every buffer of
+    /// ours that held the PRK or a key, and each held only zeros when freed:
+    /// no copy of the secret, the PRK or a derived key remains in them.
+    /// Before, the PRK lived in a ring tag and the derived key in a plain
+    /// array returned by value, neither ever cleared.
+    #[test]
+    fn freed_key_buffers_hold_no_key_bytes() {
+        let secret = WorkerSecret::from_bytes(Zeroizing::new(vec![0x5a; 40])).unwrap();
+        let _ = crate::probe::take();
+        let (seal, audit) = (secret.seal_key(), secret.audit_key());
+        let keys = [*seal.expose_secret(), *audit.expose_secret()];
+        let during = crate::probe::take();
+        drop(seal);
+        drop(audit);
+        let after = crate::probe::take();
+        // One PRK per derivation, freed before the key is handed out.
+        let prks = during.iter().filter(|(l, _)| *l == "hkdf-prk").count();
+        assert_eq!(
+            prks,
+            2,
+            "{:?}",
+            during.iter().map(|(l, _)| l).collect::<Vec<_>>()
+        );
+        // No key buffer was freed during derivation: each key was derived in
+        // place, not copied through a temporary.
+        assert!(during.iter().all(|(l, _)| *l == "hkdf-prk"));
+        assert_eq!(after.iter().filter(|(l, _)| *l == "secret-key").count(), 2);
+        for (label, held) in during.iter().chain(&after) {
+            assert!(
+                held.iter().all(|&b| b == 0),
+                "{label} held bytes when freed"
+            );
+            assert!(!contains(held, &[0x5a; 16]), "{label} held the secret");
+            for k in &keys {
+                assert!(!contains(held, &k[..16]), "{label} held a key");
+            }
+        }
     }
 }

@@ -97,12 +97,22 @@ impl CudaDevice {
         let ordinal = usize::try_from(index).map_err(|_| no_device)?;
         let ctx = call("cuDevicePrimaryCtxRetain", || CudaContext::new(ordinal))?;
         let name = call("cuDeviceGetName", || ctx.name())?;
+        // Seals bind the UUID when the driver gives one; a driver that does
+        // not answer leaves it out rather than refusing the device.
+        let uuid = match ctx.uuid() {
+            Ok(u) => Some(u.bytes.map(|b| b.to_ne_bytes()[0])),
+            Err(e) => {
+                tracing::warn!(index, error = %e, "cuDeviceGetUuid failed: seals will not name this device's UUID");
+                None
+            }
+        };
         tracing::info!(index, name = %name, "opened CUDA device");
         Ok(Arc::new(Self {
             info: DeviceInfo {
                 index,
                 name,
                 kind: DeviceKind::Cuda,
+                uuid,
             },
             shared: Arc::new(DeviceShared {
                 index,

@@ -1,0 +1,225 @@
+//! Seal format v2: a seal says what it is for (device kind, device UUID,
+//! worker, set), and v1 handles still verify, as version 1.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use vram_residency::vram_core::{
+    Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, DeviceKind, MemoryInfo,
+};
+use vram_residency::vram_crypto::{sign_seal, LeafSize, SealMessage, SEAL_FORMAT_V1};
+use vram_residency::vram_mock::MockDevice;
+use vram_residency::vram_validation::ModelRef;
+use vram_residency::{ModelShardHandle, VramConfig, VramError, VramManager};
+
+/// A mock that reports itself as a CUDA device with a UUID.
+#[derive(Debug)]
+struct LooksLikeCuda {
+    inner: Arc<MockDevice>,
+    info: DeviceInfo,
+}
+
+impl Device for LooksLikeCuda {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+    fn memory_info(&self) -> Result<MemoryInfo, DeviceError> {
+        self.inner.memory_info()
+    }
+    fn attributes(&self) -> Result<DeviceAttributes, DeviceError> {
+        self.inner.attributes()
+    }
+    fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError> {
+        self.inner.alloc(bytes)
+    }
+}
+
+fn cuda_manager(uuid: [u8; 16]) -> VramManager {
+    let inner = MockDevice::new(0, 64 * MIB);
+    let mut info = inner.info().clone();
+    info.kind = DeviceKind::Cuda;
+    info.uuid = Some(uuid);
+    let device: Arc<dyn Device> = Arc::new(LooksLikeCuda { inner, info });
+    VramManager::new(
+        VramConfig::builder(secret())
+            .device(device)
+            .leaf_size(LeafSize::new(64 * 1024).unwrap())
+            .build(),
+    )
+    .unwrap()
+}
+
+/// Before v2, a handle sealed on the mock passed `check_handle` on a worker
+/// whose device 0 is a GPU (same secret): nothing in the seal said "mock".
+#[test]
+fn a_mock_seal_does_not_pass_for_one_made_in_vram() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let handle = shard.handle();
+    assert_eq!(handle.seal_version, 2);
+    assert_eq!(handle.device_kind.as_deref(), Some("mock"));
+    assert_eq!(handle.device_uuid, None, "the mock has no UUID");
+    assert!(handle.worker_id.is_some());
+    assert_eq!(handle.set_id.as_ref().map(String::len), Some(32));
+    assert_eq!(f.manager.check_handle(&handle).unwrap(), 2);
+
+    let gpu = cuda_manager([0x42; 16]);
+    assert!(
+        matches!(
+            gpu.check_handle(&handle),
+            Err(VramError::WrongDevice { device: 0, .. })
+        ),
+        "{:?}",
+        gpu.check_handle(&handle)
+    );
+    // Relabelling the handle breaks its tag.
+    let mut relabelled = handle.clone();
+    relabelled.device_kind = Some("cuda".into());
+    assert!(matches!(
+        gpu.check_handle(&relabelled),
+        Err(VramError::SealInvalid { .. })
+    ));
+    relabelled.device_uuid = Some("42".repeat(16));
+    assert!(matches!(
+        gpu.check_handle(&relabelled),
+        Err(VramError::SealInvalid { .. })
+    ));
+}
+
+/// A handle names its GPU by UUID: another GPU at the same index refuses it.
+#[test]
+fn a_cuda_seal_names_its_device_uuid() {
+    let a = cuda_manager([0xaa; 16]);
+    let shard = a.seal_model(&pattern(100_000, 2), 0).unwrap();
+    let handle = shard.handle();
+    assert_eq!(handle.device_kind.as_deref(), Some("cuda"));
+    assert_eq!(handle.device_uuid, Some("aa".repeat(16)));
+    assert_eq!(a.check_handle(&handle).unwrap(), 2);
+    a.verify_handle(&handle, &shard).unwrap();
+    let b = cuda_manager([0xbb; 16]);
+    assert!(matches!(
+        b.check_handle(&handle),
+        Err(VramError::WrongDevice { .. })
+    ));
+    // Every v2 field is covered by the tag, and must be in canonical form.
+    let edits: [fn(&mut ModelShardHandle); 6] = [
+        |h| h.worker_id = Some("other".into()),
+        |h| h.set_id = Some("00".repeat(16)),
+        |h| h.set_id = h.set_id.as_ref().map(|s| s.to_uppercase()),
+        |h| h.device_uuid = None,
+        |h| h.seal_version = 1,
+        |h| h.seal_version = 3,
+    ];
+    for edit in edits {
+        let mut h = handle.clone();
+        edit(&mut h);
+        assert!(
+            matches!(a.check_handle(&h), Err(VramError::SealInvalid { .. })),
+            "{h:?}"
+        );
+    }
+    let json = serde_json::to_string(&handle).unwrap();
+    let back: ModelShardHandle = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, handle);
+}
+
+/// A handle written before v2 (no version, none of the new fields) still
+/// verifies, and says it is version 1.
+#[test]
+fn v1_handles_still_verify_as_v1() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(100_000, 3), 0).unwrap();
+    let tree = shard.tree_digest();
+    let msg = SealMessage {
+        shard_id: shard.shard_id().as_str(),
+        model_ref: shard.model_ref().as_str(),
+        device_index: 0,
+        byte_len: shard.vram_bytes(),
+        tree,
+        sealed_at_ns: shard.sealed_at_ns(),
+        shard_index: 0,
+        shard_total: 1,
+        key_id: *shard.key_id().as_bytes(),
+        binding: None,
+    };
+    let tag = sign_seal(secret().seal_key().expose_secret(), &msg).unwrap();
+    let json = format!(
+        r#"{{"shard_id":"{}","gpu_device":0,"vram_bytes":{},"digest":"{}","leaf_size":{},"sealed_at":"{}","model_ref":"{}","shard_index":0,"shard_total":1,"key_id":"{}","signature":"{}"}}"#,
+        shard.shard_id(),
+        shard.vram_bytes(),
+        tree.root,
+        tree.descriptor.leaf_size.bytes(),
+        shard.sealed_at_ns(),
+        shard.model_ref(),
+        shard.key_id(),
+        tag
+    );
+    let v1: ModelShardHandle = serde_json::from_str(&json).unwrap();
+    assert_eq!(v1.seal_version, SEAL_FORMAT_V1);
+    assert_eq!(f.manager.check_handle(&v1).unwrap(), 1);
+    // Written back, a v1 handle stays v1 (no new fields appear).
+    let again = serde_json::to_string(&v1).unwrap();
+    assert!(
+        !again.contains("set_id") && !again.contains("device_kind"),
+        "{again}"
+    );
+    // v2 fields added to a v1 handle are refused, not ignored.
+    let mut mixed = v1.clone();
+    mixed.worker_id = Some("w".into());
+    assert!(matches!(
+        f.manager.check_handle(&mixed),
+        Err(VramError::SealInvalid { .. })
+    ));
+}
+
+/// Two sealings of one model are two sets: their shards never pass as one,
+/// in memory (`verify_set`) or as handles (`check_handle_set`). Before v2,
+/// handles of different sealings with matching positions passed as one set.
+#[test]
+fn shards_of_different_sets_do_not_mix() {
+    let f = fixture(64 * MIB);
+    let model = ModelRef::new("org/model@v1").unwrap();
+    let (p0, p1) = (pattern(70_000, 4), pattern(70_000, 5));
+    let parts: [&[u8]; 2] = [&p0, &p1];
+    let a = f.manager.seal_set(&model, &parts, &[0, 0]).unwrap();
+    let b = f.manager.seal_set(&model, &parts, &[0, 0]).unwrap();
+    let (a0, a1) = (&a.shards()[0], &a.shards()[1]);
+    let b1 = &b.shards()[1];
+    assert_eq!(a0.set_id(), a1.set_id());
+    assert_ne!(a0.set_id(), b1.set_id());
+    f.manager.verify_set(&a).unwrap();
+
+    assert_eq!(
+        f.manager
+            .check_handle_set(&[a0.handle(), a1.handle()])
+            .unwrap(),
+        2
+    );
+    let mixed = [a0.handle(), b1.handle()];
+    // Each handle is authentic on its own...
+    for h in &mixed {
+        f.manager.check_handle(h).unwrap();
+    }
+    // ...but not as one set.
+    assert!(matches!(
+        f.manager.check_handle_set(&mixed),
+        Err(VramError::InvalidShardSet { .. })
+    ));
+    assert!(matches!(
+        f.manager.check_handle_set(&[]),
+        Err(VramError::InvalidShardSet { .. })
+    ));
+    // Lone shards each get a set of their own.
+    let x = f.manager.seal_model(&p0, 0).unwrap();
+    let y = f.manager.seal_model(&p0, 0).unwrap();
+    assert_ne!(x.set_id(), y.set_id());
+}
