@@ -61,9 +61,18 @@ fn scenarios_on_a_real_cuda_device() {
             .build(),
     )
     .unwrap();
+    // Seal format v2 names the device: the driver's UUID is bound in.
+    let uuid = device.info().uuid;
+    loud(format_args!(
+        "cuda: device UUID {}",
+        if uuid.is_some() { "reported by the driver" } else { "NOT reported" }
+    ));
     for len in [1usize, 4095, 65_536, 65_537, 3_000_000] {
         let data = pattern(len, len as u8);
         let shard = m.seal_model(&data, 0).unwrap();
+        let h = shard.handle();
+        assert_eq!(m.check_handle(&h).unwrap(), 2, "a v2 seal on CUDA");
+        assert_eq!(h.device_uuid.is_some(), uuid.is_some());
         let full = m.verify_with(&shard, VerifyPolicy::Full).unwrap();
         loud(format_args!(
             "cuda: {len} bytes verified via {:?}",
