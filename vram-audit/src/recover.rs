@@ -318,5 +318,12 @@ mod tests {
         let r = verify_chain(std::slice::from_ref(&path), &key(), None).unwrap();
         assert!(r.is_intact(), "{:?}", r.findings);
         assert_eq!((r.records, r.genesis), (4, None));
+        // A format 1 log is continued in format 1: it has no id to bind to.
+        assert_eq!((r.format, r.log_id), (Some(1), None));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().all(|l| l.starts_with(r#"{"v":1,"seq":"#)),
+            "{text}"
+        );
     }
 }

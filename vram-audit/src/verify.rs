@@ -1043,6 +1043,197 @@ pub fn segment_files(base: &Path) -> Result<Vec<PathBuf>, AuditError> {
 mod tests {
     use super::*;
 
+    use crate::record::encode_line;
+
+    /// A chain of `n` records in format 1 (`log_id` `None`) or 2, beginning
+    /// with `log_opened` (as before genesis records) or with the genesis record.
+    fn chain(key: &AuditKey, log_id: Option<&str>, n: u64, worker: &str) -> Vec<String> {
+        let mut prev = GENESIS_PREV.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let event = match (seq, log_id) {
+                    (1, Some(id)) => AuditEvent::LogCreated {
+                        format: 2,
+                        key_id: key.key_id(),
+                        log_id: id.into(),
+                    },
+                    (1, None) => AuditEvent::LogOpened {
+                        reason: "new".into(),
+                    },
+                    _ => AuditEvent::VramAllocated {
+                        shard_id: format!("{worker}-{seq}"),
+                        gpu_device: 0,
+                        bytes: seq,
+                    },
+                };
+                let line = encode_line(key, log_id, seq, "t", worker, &event, &prev).unwrap();
+                let line = String::from_utf8(line).unwrap().trim_end().to_owned();
+                prev = record::line_hash(line.as_bytes());
+                line
+            })
+            .collect()
+    }
+
+    fn kinds(r: &VerifyReport) -> Vec<(u64, FindingKind)> {
+        r.findings
+            .iter()
+            .map(|f| (f.line, f.kind.clone()))
+            .collect()
+    }
+
+    /// Issue 20, in format 1 (no log ids to tell the logs apart): the record
+    /// after the bad line is unlinked, and the head stays at A's record 4.
+    #[test]
+    fn a_foreign_tail_in_format_1_is_unlinked() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let a = chain(&key, None, 14, "a");
+        let b = chain(&key, None, 14, "b");
+        let mut spliced = a[..4].to_vec();
+        spliced.push("garbage".into());
+        spliced.extend_from_slice(&b[5..]);
+        let r = verify_lines(&spliced, &key, None);
+        let k = kinds(&r);
+        assert_eq!(k.len(), 2, "{k:?}");
+        assert!(matches!(k[0], (5, FindingKind::Malformed { .. })), "{k:?}");
+        assert_eq!(
+            k[1],
+            (
+                6,
+                FindingKind::Unlinked {
+                    seq: 6,
+                    after_bad_lines: 1
+                }
+            )
+        );
+        assert_eq!(r.head.unwrap().seq, 4);
+        assert_eq!(
+            (r.format, r.log_id.as_deref(), r.records),
+            (Some(1), None, 13)
+        );
+    }
+
+    #[test]
+    fn format_1_logs_verify_and_say_they_have_no_identity() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let r = verify_lines(&chain(&key, None, 5, "a"), &key, None);
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!((r.format, r.log_id, r.genesis), (Some(1), None, None));
+        assert_eq!(r.head.unwrap().log_id, None);
+    }
+
+    #[test]
+    fn a_format_1_tail_after_format_2_records_is_a_log_id_change() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let id = "0123456789abcdef0123456789abcdef";
+        let v2 = chain(&key, Some(id), 6, "a");
+        let v1 = chain(&key, None, 6, "a");
+        let r = verify_lines(&v2, &key, None);
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!((r.format, r.log_id.as_deref()), (Some(2), Some(id)));
+        assert_eq!(r.genesis.unwrap().log_id, id);
+        let mut spliced = v2[..3].to_vec();
+        spliced.extend_from_slice(&v1[3..]);
+        let k = kinds(&verify_lines(&spliced, &key, None));
+        assert!(
+            k.contains(&(
+                4,
+                FindingKind::LogIdChanged {
+                    expected: Some(id.into()),
+                    found: None
+                }
+            )),
+            "{k:?}"
+        );
+        // A genesis record whose own line is bound to another id.
+        let other = "ffffffffffffffffffffffffffffffff";
+        let mut lying = chain(&key, Some(id), 1, "a");
+        let ev = AuditEvent::LogCreated {
+            format: 2,
+            key_id: key.key_id(),
+            log_id: other.into(),
+        };
+        let line = encode_line(&key, Some(id), 1, "t", "a", &ev, GENESIS_PREV).unwrap();
+        lying[0] = String::from_utf8(line).unwrap().trim_end().to_owned();
+        let k = kinds(&verify_lines(&lying, &key, None));
+        assert!(
+            matches!(&k[..], [(1, FindingKind::LogIdChanged { .. })]),
+            "{k:?}"
+        );
+    }
+
+    /// Issue 24: a million bad lines cost a bounded number of findings, and
+    /// the counts stay exact.
+    #[test]
+    fn a_million_bad_lines_are_aggregated_and_counted() {
+        const SAME: u64 = 400_000;
+        const ALTERNATING: u64 = 600_000;
+        let key = AuditKey::from_bytes([9; 32]);
+        let good = chain(&key, Some("0123456789abcdef0123456789abcdef"), 6, "a");
+        // A well-formed record under another key: a bad MAC.
+        let forged = chain(&AuditKey::from_bytes([1; 32]), None, 2, "x")
+            .pop()
+            .unwrap();
+        let garbage = "garbage";
+        let lines = good[..3]
+            .iter()
+            .map(String::as_str)
+            .chain((0..SAME).map(|_| garbage))
+            .chain((0..ALTERNATING).map(|i| if i % 2 == 0 { forged.as_str() } else { garbage }))
+            .chain(good[3..].iter().map(String::as_str))
+            .map(str::as_bytes);
+        let options = VerifyOptions {
+            max_findings: 50,
+            ..VerifyOptions::default()
+        };
+        let r = verify_lines_with(lines, &key, &options);
+        assert!(!r.is_intact());
+        assert_eq!(r.records, 6);
+        assert_eq!(r.bad_lines, SAME + ALTERNATING);
+        // One finding for the run of identical lines, one per line where the
+        // kind alternates; the record after them still links (seq 4 == next).
+        assert_eq!(r.findings_total, 1 + ALTERNATING);
+        assert_eq!(r.findings.len(), 50);
+        assert_eq!(r.findings_omitted, 1 + ALTERNATING - 50);
+        let first = &r.findings[0];
+        assert!(matches!(first.kind, FindingKind::Malformed { .. }));
+        assert_eq!(
+            (first.line, first.last_line, first.count),
+            (4, 3 + SAME, SAME)
+        );
+        assert_eq!(r.findings[1].kind, FindingKind::BadMac);
+        assert_eq!(r.findings[1].line, 4 + SAME);
+        assert_eq!(r.head.unwrap().seq, 6);
+        // Every finding shares the one path.
+        assert!(r
+            .findings
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].file, &w[1].file)));
+    }
+
+    #[test]
+    fn the_limit_keeps_the_verdict() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let mut lines = chain(&key, None, 3, "a");
+        lines.push("garbage".into());
+        let options = VerifyOptions {
+            max_findings: 0,
+            ..VerifyOptions::default()
+        };
+        let r = verify_lines_with(lines.iter().map(String::as_bytes), &key, &options);
+        assert!(!r.is_intact());
+        assert_eq!(
+            (r.findings.len(), r.findings_total, r.findings_omitted),
+            (0, 1, 1)
+        );
+        let empty = verify_lines_with(std::iter::empty(), &key, &options);
+        assert!(!empty.is_intact());
+        let allowed = VerifyOptions {
+            allow_empty: true,
+            ..VerifyOptions::default()
+        };
+        assert!(verify_lines_with(std::iter::empty(), &key, &allowed).is_intact());
+    }
+
     #[test]
     fn seq_set_merges() {
         let mut s = SeqSet::default();
