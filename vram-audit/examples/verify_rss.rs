@@ -74,10 +74,18 @@ fn main() -> Res<()> {
     let damaged = dir.join("damaged.jsonl");
     let t = Instant::now();
     write_garbage(&garbage, size)?;
-    println!("wrote {} ({:.1} s)", garbage.display(), t.elapsed().as_secs_f64());
+    println!(
+        "wrote {} ({:.1} s)",
+        garbage.display(),
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     write_damaged(&damaged, &secret, size)?;
-    println!("wrote {} ({:.1} s)", damaged.display(), t.elapsed().as_secs_f64());
+    println!(
+        "wrote {} ({:.1} s)",
+        damaged.display(),
+        t.elapsed().as_secs_f64()
+    );
 
     let verifier = match &vram {
         Some(v) => format!("{} audit verify --json", v.display()),
@@ -122,9 +130,9 @@ fn main() -> Res<()> {
             "{:<10} {:>10} {:>9} {:>10} {:>10} {:>14.1} {:>8.1}",
             name,
             fs::metadata(log)?.len() >> 20,
-            v["records"],
-            v["bad_lines"],
-            v["findings_total"],
+            field(&v, "records"),
+            field(&v, "bad_lines"),
+            field(&v, "findings_total"),
             kib as f64 / 1024.0,
             secs
         );
@@ -136,6 +144,10 @@ fn main() -> Res<()> {
     let _ = fs::remove_file(dir.join("rss.txt"));
     fs::remove_file(&secret)?;
     Ok(())
+}
+
+fn field(v: &serde_json::Value, name: &str) -> u64 {
+    v.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0)
 }
 
 fn audit_key(secret: &Path) -> Res<AuditKey> {
@@ -173,12 +185,22 @@ fn parse_size(s: &str) -> Res<u64> {
 fn write_garbage(path: &Path, size: u64) -> Res<()> {
     let forged = r#"{"v":1,"seq":7,"ts":"2025-01-01T00:00:00.000000000Z","worker":"w","event":{"type":"log_opened","reason":"new"},"prev":"0000000000000000000000000000000000000000000000000000000000000000","mac":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
     let long = "x".repeat(300);
-    let patterns: [&str; 6] = ["", "garbage", &long, r#"{"v":9,"seq":1}"#, forged, "\u{1}\u{2}"];
+    let patterns: [&str; 6] = [
+        "",
+        "garbage",
+        &long,
+        r#"{"v":9,"seq":1}"#,
+        forged,
+        "\u{1}\u{2}",
+    ];
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path)?);
     let mut written = 0u64;
     let mut i = 0usize;
     while written < size {
-        let line = patterns.get(i % patterns.len()).copied().unwrap_or_default();
+        let line = patterns
+            .get(i % patterns.len())
+            .copied()
+            .unwrap_or_default();
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
         written += line.len() as u64 + 1;
@@ -203,7 +225,7 @@ fn write_damaged(path: &Path, secret: &Path, size: u64) -> Res<()> {
             i += 1;
             log.record(AuditEvent::SealVerified {
                 shard_id: format!("llama-70b-shard-{}", i % 64),
-                gpu_device: (i % 8) as u32,
+                gpu_device: u32::try_from(i % 8)?,
                 policy: "sampled:16".into(),
                 leaves_checked: 16,
                 bytes_checked: 16 << 20,

@@ -413,7 +413,11 @@ fn a_disk_that_fills_up_never_gives_a_success_without_its_records() {
             // sealed (`--json` still reports the failure, with no shard).
             if !stdout.is_empty() {
                 let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-                assert_eq!(v["shards"], serde_json::json!([]), "{ctx}: printed {stdout}");
+                assert_eq!(
+                    v["shards"],
+                    serde_json::json!([]),
+                    "{ctx}: printed {stdout}"
+                );
                 assert_eq!(v["error"]["exit_code"], 3, "{ctx}: printed {stdout}");
             }
         }
@@ -452,7 +456,11 @@ fn a_hostile_log_gives_a_bounded_report_with_exact_counts() {
     let other_id = head.replace(&log_id, &"0".repeat(32));
     let out = verify(&secret, &log, &["--checkpoint", &other_id]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("checkpoint is for log"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("checkpoint is for log"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // 3000 bad lines whose kind alternates (no run to collapse; the last one
     // is malformed), then 2000 more malformed ones, which extend its run.
@@ -460,7 +468,11 @@ fn a_hostile_log_gives_a_bounded_report_with_exact_counts() {
     let mut bytes = std::fs::read(&log).unwrap();
     let forged = r#"{"v":1,"seq":9,"ts":"t","worker":"w","event":{"type":"log_opened","reason":"x"},"prev":"0000000000000000000000000000000000000000000000000000000000000000","mac":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
     for i in 0..3000 {
-        bytes.extend_from_slice(if i % 2 == 0 { forged.as_bytes() } else { b"junk" });
+        bytes.extend_from_slice(if i % 2 == 0 {
+            forged.as_bytes()
+        } else {
+            b"junk"
+        });
         bytes.push(b'\n');
     }
     for _ in 0..2000 {
@@ -481,7 +493,11 @@ fn a_hostile_log_gives_a_bounded_report_with_exact_counts() {
     let out = verify(&secret, &log, &["--max-findings", "3"]);
     assert_eq!(out.status.code(), Some(1));
     let t = text(&out.stdout);
-    assert_eq!(t.lines().filter(|l| l.contains("audit.jsonl:")).count(), 3, "{t}");
+    assert_eq!(
+        t.lines().filter(|l| l.contains("audit.jsonl:")).count(),
+        3,
+        "{t}"
+    );
     assert!(t.contains("2997 more finding(s) not shown"), "{t}");
     assert!(t.contains("NOT INTACT: 3000 finding(s)"), "{t}");
 }
