@@ -124,7 +124,10 @@ fn main() -> Res<()> {
                 String::from_utf8_lossy(&out.stderr)
             )
         })?;
-        let kib: u64 = fs::read_to_string(&rss_file)?.trim().parse()?;
+        // `time` writes "Command exited with non-zero status 1" first when
+        // the verifier exits 1 (findings): the figure is the last line.
+        let rss_text = fs::read_to_string(&rss_file)?;
+        let kib: u64 = rss_text.lines().last().unwrap_or_default().trim().parse()?;
         let name = log.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
         println!(
             "{:<10} {:>10} {:>9} {:>10} {:>10} {:>14.1} {:>8.1}",
