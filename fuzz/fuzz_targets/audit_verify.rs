@@ -110,14 +110,31 @@ fn to_strings(lines: &[&[u8]]) -> Vec<String> {
         .collect()
 }
 
-fn scratch_file() -> PathBuf {
-    std::env::temp_dir().join(format!("vram-fuzz-audit-{}.jsonl", std::process::id()))
+/// The file one input is verified from: removed as soon as it has been read
+/// (and when a panic unwinds), so no run leaves files in the temp directory.
+struct ScratchFile(PathBuf);
+
+impl ScratchFile {
+    fn write(bytes: &[u8]) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("vram-fuzz-audit-{}.jsonl", std::process::id()));
+        let file = Self(path);
+        std::fs::write(&file.0, bytes).unwrap();
+        file
+    }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn verify_file(bytes: &[u8], checkpoint: Option<&Checkpoint>) -> VerifyReport {
-    let path = scratch_file();
-    std::fs::write(&path, bytes).unwrap();
-    verify_chain(&[path], &key(), checkpoint).unwrap()
+    let scratch = ScratchFile::write(bytes);
+    let report = verify_chain(std::slice::from_ref(&scratch.0), &key(), checkpoint).unwrap();
+    drop(scratch);
+    report
 }
 
 fn check_report(report: &VerifyReport, line_count: usize) {
@@ -127,13 +144,21 @@ fn check_report(report: &VerifyReport, line_count: usize) {
         "{} records from {lines} lines",
         report.records
     );
-    assert_eq!(report.head.is_none(), report.records == 0);
+    // The head is the last record linked to the start: none without records.
+    assert!(report.head.is_none() || report.records > 0);
+    assert!(report.bad_lines <= lines);
+    assert_eq!(
+        report.findings_total,
+        u64::try_from(report.findings.len()).unwrap() + report.findings_omitted
+    );
     for f in &report.findings {
         assert!(
-            f.line <= lines,
-            "finding at line {} of {lines}: {f}",
-            f.line
+            f.line <= f.last_line && f.last_line <= lines,
+            "finding at lines {}-{} of {lines}: {f}",
+            f.line,
+            f.last_line
         );
+        assert_eq!(f.count, f.last_line - f.line + 1, "{f}");
         let _ = f.to_string();
     }
 }

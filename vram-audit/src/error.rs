@@ -144,8 +144,8 @@ pub enum AuditError {
         /// The rejected path.
         path: PathBuf,
     },
-    /// A checkpoint string is not `SEQ:HASH`.
-    #[error("checkpoint must be SEQ:HASH (a decimal sequence number and 64 lowercase hex digits), got {got:?}")]
+    /// A checkpoint string is not `SEQ:HASH` or `SEQ:HASH:LOG_ID`.
+    #[error("checkpoint must be SEQ:HASH or SEQ:HASH:LOG_ID (a decimal sequence number, 64 lowercase hex digits, and for a format 2 log its 32-hex-digit id), got {got:?}")]
     InvalidCheckpoint {
         /// The rejected text, truncated to 80 characters.
         got: String,

@@ -21,6 +21,6 @@ pub use log::{AuditLog, AuditSink, RecordReceipt, SinkStats};
 pub use options::{FailureMode, FailurePolicy, FileOptions, FsyncPolicy, LogOptions};
 pub use record::RECORD_FORMAT;
 pub use verify::{
-    segment_files, verify_chain, verify_lines, Checkpoint, Finding, FindingKind, Genesis,
-    VerifyReport,
+    segment_files, verify_chain, verify_chain_with, verify_lines, verify_lines_with, Checkpoint,
+    Finding, FindingKind, Genesis, VerifyOptions, VerifyReport,
 };

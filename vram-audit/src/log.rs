@@ -82,6 +82,9 @@ struct ChainState {
     seq: u64,
     /// Hash of the last record written (or the genesis value).
     prev: String,
+    /// The log's id, bound into every record (format 2); `None` for a format 1
+    /// log being continued, whose records carry no id.
+    log_id: Option<String>,
     backend: Box<dyn Backend>,
     /// Length of the current segment up to the end of the last whole record.
     committed_len: u64,
@@ -239,6 +242,9 @@ fn millis(d: Duration) -> u64 {
 pub(crate) struct Resume {
     pub(crate) seq: u64,
     pub(crate) prev: String,
+    /// The continued chain's log id (`None`: format 1, or a new log whose
+    /// genesis record sets it).
+    pub(crate) log_id: Option<String>,
     pub(crate) committed_len: u64,
     /// (bytes cut off, line where they began)
     pub(crate) torn: Option<(u64, u64)>,
@@ -250,6 +256,7 @@ impl Resume {
         Self {
             seq: 0,
             prev: GENESIS_PREV.to_owned(),
+            log_id: None,
             committed_len: 0,
             torn: None,
             continued: false,
@@ -419,10 +426,14 @@ impl AuditLog {
             FailureMode::FailClosed { max_wait } => max_wait,
             FailureMode::BestEffort => Duration::ZERO,
         };
+        let log_id = record::hex(&id);
+        // The genesis record is the first format 2 record: it carries its own
+        // id, and every record after it is bound to that id.
+        self.lock_state()?.log_id = Some(log_id.clone());
         let event = AuditEvent::LogCreated {
             format: record::RECORD_FORMAT,
             key_id: self.key.key_id(),
-            log_id: record::hex(&id),
+            log_id,
         };
         self.record_with(event, FailureMode::FailClosed { max_wait }, true)?;
         Ok(())
@@ -441,6 +452,7 @@ impl AuditLog {
             state: Mutex::new(ChainState {
                 seq: resume.seq,
                 prev: resume.prev,
+                log_id: resume.log_id,
                 backend,
                 committed_len: resume.committed_len,
                 dirty: false,
@@ -498,6 +510,7 @@ impl AuditLog {
         (st.seq != 0).then(|| Checkpoint {
             seq: st.seq,
             hash: st.prev.clone(),
+            log_id: st.log_id.clone(),
         })
     }
 
@@ -652,7 +665,15 @@ impl AuditLog {
             return Outcome::Failed(AuditError::SequenceExhausted { seq: st.seq });
         };
         let ts = record::rfc3339_utc(SystemTime::now());
-        let line = match record::encode_line(&self.key, seq, &ts, &self.worker, event, &st.prev) {
+        let line = match record::encode_line(
+            &self.key,
+            st.log_id.as_deref(),
+            seq,
+            &ts,
+            &self.worker,
+            event,
+            &st.prev,
+        ) {
             Ok(l) => l,
             Err(e) => return Outcome::Failed(e),
         };

@@ -1,7 +1,8 @@
 //! The record line format: encoding, authentication and parsing.
 //!
 //! A record is `PREFIX ,"mac":"<64 hex>"}` followed by `\n`, where PREFIX is
-//! `{"v":1,"seq":N,"ts":"...","worker":"...","event":{...},"prev":"<64 hex>"`.
+//! `{"v":2,"log":"<32 hex>","seq":N,"ts":"...","worker":"...","event":{...},"prev":"<64 hex>"`
+//! (format v2; a v1 record has no `"log"` field and starts `{"v":1,"seq":`).
 //! The MAC is HMAC-SHA256 over PREFIX exactly; because the suffix has a fixed
 //! length (74 bytes), PREFIX is found by cutting those bytes off the end of the
 //! line, with no parsing. The record's hash is SHA-256 of the whole line
@@ -18,18 +19,22 @@ use crate::{AuditError, AuditEvent, AuditKey};
 /// `prev` of the first record of a chain.
 pub(crate) const GENESIS_PREV: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
-/// The record format version: the `"v"` of every record, and the `format` of a
-/// log's genesis record (`log_created`).
-pub const RECORD_FORMAT: u32 = 1;
-/// How every record line begins, up to its sequence number.
-pub(crate) const RECORD_START: &[u8] = b"{\"v\":1,\"seq\":";
-/// How the first record of a log begins.
-pub(crate) const FIRST_RECORD_START: &[u8] = b"{\"v\":1,\"seq\":1,";
+/// The record format version new logs are written in: the `"v"` of their
+/// records, and the `format` of their genesis record (`log_created`).
+///
+/// Format 2 binds the log's id (from its genesis record) into every record's
+/// MAC input; format 1 logs (no identity) still verify, and a format 1 log is
+/// continued in format 1.
+pub const RECORD_FORMAT: u32 = 2;
+/// Length of a log id: 128 bits as lowercase hex.
+pub(crate) const LOG_ID_HEX_LEN: usize = 32;
 /// Longest record line accepted, without its `\n`.
 pub(crate) const MAX_LINE_BYTES: usize = 1 << 20;
 
 const VERSION_TAG: &[u8] = b"{\"v\":";
 const VERSION_1: &[u8] = b"{\"v\":1,";
+const VERSION_2: &[u8] = b"{\"v\":2,";
+const LOG_OPEN: &[u8] = b"\"log\":\"";
 const MAC_OPEN: &[u8] = b",\"mac\":\"";
 const MAC_CLOSE: &[u8] = b"\"}";
 const HEX_LEN: usize = 64;
@@ -73,9 +78,46 @@ pub(crate) fn line_hash(line: &[u8]) -> String {
     hex(digest::digest(&digest::SHA256, line).as_ref())
 }
 
-/// Encodes a record; the returned line ends in `\n`.
+/// True for a log id: 32 lowercase hex digits.
+pub(crate) fn is_log_id(text: &str) -> bool {
+    text.len() == LOG_ID_HEX_LEN
+        && text
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+}
+
+/// Longest prefix [`begins_like_record`] needs.
+pub(crate) const RECORD_START_MAX: u64 = 64;
+
+/// True when `head` (the first bytes of a file, at most [`RECORD_START_MAX`])
+/// begins like a record line of ours, up to its sequence number (`first`: a
+/// chain's first record, seq 1). Used on a file holding only an incomplete
+/// line: an interrupted first write begins like this, a stranger's file does not.
+pub(crate) fn begins_like_record(head: &[u8], first: bool) -> bool {
+    let seq: &[u8] = if first { b"\"seq\":1," } else { b"\"seq\":" };
+    if let Some(rest) = head.strip_prefix(VERSION_1) {
+        return rest.starts_with(seq);
+    }
+    let Some(rest) = head
+        .strip_prefix(VERSION_2)
+        .and_then(|r| r.strip_prefix(LOG_OPEN))
+    else {
+        return false;
+    };
+    let Some((id, rest)) = rest.split_at_checked(LOG_ID_HEX_LEN) else {
+        return false;
+    };
+    std::str::from_utf8(id).is_ok_and(is_log_id)
+        && rest
+            .strip_prefix(b"\",")
+            .is_some_and(|r| r.starts_with(seq))
+}
+
+/// Encodes a record; the returned line ends in `\n`. With a `log_id` the
+/// record is format 2 (the id is part of the MAC input); without, format 1.
 pub(crate) fn encode_line(
     key: &AuditKey,
+    log_id: Option<&str>,
     seq: u64,
     ts: &str,
     worker: &str,
@@ -89,7 +131,20 @@ pub(crate) fn encode_line(
     let worker = serde_json::to_string(worker).map_err(enc)?;
     let event = serde_json::to_string(event).map_err(enc)?;
     let mut line = Vec::with_capacity(event.len().saturating_add(worker.len()).saturating_add(256));
-    line.extend_from_slice(VERSION_1);
+    match log_id {
+        Some(id) => {
+            if !is_log_id(id) {
+                return Err(AuditError::Encode {
+                    reason: "log id is not 32 lowercase hex digits".into(),
+                });
+            }
+            line.extend_from_slice(VERSION_2);
+            line.extend_from_slice(LOG_OPEN);
+            line.extend_from_slice(id.as_bytes());
+            line.extend_from_slice(b"\",");
+        }
+        None => line.extend_from_slice(VERSION_1),
+    }
     line.extend_from_slice(format!("\"seq\":{seq},\"ts\":{ts},\"worker\":{worker}").as_bytes());
     line.extend_from_slice(b",\"event\":");
     line.extend_from_slice(event.as_bytes());
@@ -113,6 +168,10 @@ pub(crate) fn encode_line(
 /// A record whose MAC verified and whose fields parsed.
 #[derive(Debug)]
 pub(crate) struct Authentic {
+    /// Record format version (1 or 2).
+    pub(crate) version: u32,
+    /// The log id a format 2 record is bound to; `None` in format 1.
+    pub(crate) log_id: Option<String>,
     pub(crate) seq: u64,
     pub(crate) prev: String,
     pub(crate) event: AuditEvent,
@@ -123,7 +182,7 @@ pub(crate) struct Authentic {
 /// Why a line is not an authentic record.
 #[derive(Debug)]
 pub(crate) enum LineProblem {
-    /// `"v"` is not 1.
+    /// `"v"` is neither 1 nor 2.
     UnknownVersion,
     /// Not a well-formed record.
     Malformed(String),
@@ -136,6 +195,8 @@ pub(crate) enum LineProblem {
 #[allow(dead_code)] // `ts`, `worker` and `mac` are checked for presence and type only.
 struct Wire {
     v: u64,
+    #[serde(default)]
+    log: Option<String>,
     seq: u64,
     ts: String,
     worker: String,
@@ -160,7 +221,7 @@ pub(crate) fn authenticate(key: &AuditKey, line: &[u8]) -> Result<Authentic, Lin
             "not an audit record: does not start with {\"v\":".into(),
         ));
     }
-    if !line.starts_with(VERSION_1) {
+    if !line.starts_with(VERSION_1) && !line.starts_with(VERSION_2) {
         return Err(LineProblem::UnknownVersion);
     }
     let suffix = MAC_OPEN
@@ -190,9 +251,21 @@ pub(crate) fn authenticate(key: &AuditKey, line: &[u8]) -> Result<Authentic, Lin
     }
     let wire: Wire = serde_json::from_slice(line)
         .map_err(|e| LineProblem::Malformed(truncate_reason(&e.to_string())))?;
-    if wire.v != 1 {
-        return Err(LineProblem::UnknownVersion);
-    }
+    let version = match (wire.v, &wire.log) {
+        (1, None) => 1,
+        (2, Some(id)) if is_log_id(id) => 2,
+        (1, Some(_)) => {
+            return Err(LineProblem::Malformed(
+                "a format 1 record has no log field".into(),
+            ))
+        }
+        (2, _) => {
+            return Err(LineProblem::Malformed(
+                "a format 2 record needs a log field of 32 lowercase hex digits".into(),
+            ))
+        }
+        _ => return Err(LineProblem::UnknownVersion),
+    };
     if wire.seq == 0 {
         return Err(LineProblem::Malformed(
             "seq 0 (sequence numbers start at 1)".into(),
@@ -204,6 +277,8 @@ pub(crate) fn authenticate(key: &AuditKey, line: &[u8]) -> Result<Authentic, Lin
         ));
     }
     Ok(Authentic {
+        version,
+        log_id: wire.log,
         seq: wire.seq,
         prev: wire.prev,
         event: wire.event,
@@ -287,7 +362,7 @@ mod tests {
         let ev = AuditEvent::LogOpened {
             reason: "new".into(),
         };
-        let line = encode_line(&key, 1, "t", "w", &ev, GENESIS_PREV).unwrap();
+        let line = encode_line(&key, None, 1, "t", "w", &ev, GENESIS_PREV).unwrap();
         assert_eq!(line.last(), Some(&b'\n'));
         let body = &line[..line.len() - 1];
         let text = std::str::from_utf8(body).unwrap();
@@ -303,6 +378,37 @@ mod tests {
     }
 
     #[test]
+    fn format_2_binds_the_log_id_into_the_mac_input() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let ev = AuditEvent::LogOpened {
+            reason: "continued".into(),
+        };
+        let id = "0123456789abcdef0123456789abcdef";
+        let line = encode_line(&key, Some(id), 3, "t", "w", &ev, GENESIS_PREV).unwrap();
+        let body = &line[..line.len() - 1];
+        let text = std::str::from_utf8(body).unwrap();
+        assert!(
+            text.starts_with(&format!(r#"{{"v":2,"log":"{id}","seq":3,"ts":"t""#)),
+            "{text}"
+        );
+        let a = authenticate(&key, body).unwrap();
+        assert_eq!((a.version, a.log_id.as_deref()), (2, Some(id)));
+        // Another log id (same key, same everything else) is another MAC input.
+        let other = text.replace(id, "ffffffffffffffffffffffffffffffff");
+        assert!(matches!(
+            authenticate(&key, other.as_bytes()),
+            Err(LineProblem::BadMac)
+        ));
+        assert!(encode_line(&key, Some("ABC"), 1, "t", "w", &ev, GENESIS_PREV).is_err());
+        assert!(begins_like_record(body, false));
+        assert!(!begins_like_record(body, true));
+        let v1 = encode_line(&key, None, 1, "t", "w", &ev, GENESIS_PREV).unwrap();
+        assert!(begins_like_record(&v1, true));
+        assert_eq!(authenticate(&key, &v1[..v1.len() - 1]).unwrap().version, 1);
+        assert!(!begins_like_record(b"{\"v\":2,\"log\":\"xyz", false));
+    }
+
+    #[test]
     fn structural_problems_are_malformed_or_unknown_version() {
         let key = AuditKey::from_bytes([7; 32]);
         for bad in [&b""[..], b"garbage", b"{\"v\":1,\"seq\":1}", b"{\"v\":1,"] {
@@ -312,7 +418,7 @@ mod tests {
             ));
         }
         assert!(matches!(
-            authenticate(&key, b"{\"v\":2,\"seq\":1}"),
+            authenticate(&key, b"{\"v\":3,\"seq\":1}"),
             Err(LineProblem::UnknownVersion)
         ));
     }
@@ -343,6 +449,7 @@ mod known_answer {
         };
         let line = encode_line(
             &key,
+            None,
             1,
             "2025-01-01T00:00:00.000000000Z",
             "worker-0",
@@ -357,6 +464,36 @@ mod known_answer {
         assert_eq!(key.key_id(), "f5e66cd1dbf3907e");
     }
 
+    /// The format 2 example of docs/audit-log.md: a genesis record.
+    #[test]
+    fn documented_example_record_v2() {
+        let key = AuditKey::from_bytes(std::array::from_fn(|i| i as u8));
+        let log_id = "00112233445566778899aabbccddeeff";
+        let ev = AuditEvent::LogCreated {
+            format: 2,
+            key_id: key.key_id(),
+            log_id: log_id.into(),
+        };
+        let line = encode_line(
+            &key,
+            Some(log_id),
+            1,
+            "2025-01-01T00:00:00.000000000Z",
+            "worker-0",
+            &ev,
+            GENESIS_PREV,
+        )
+        .unwrap();
+        let text = String::from_utf8(line).unwrap();
+        let body = text.trim_end_matches('\n');
+        assert_eq!(body, EXPECTED_LINE_V2);
+        assert_eq!(line_hash(body.as_bytes()), EXPECTED_HASH_V2);
+    }
+
+    // Checked independently with Python's hmac and hashlib.
+    const EXPECTED_LINE_V2: &str = r#"{"v":2,"log":"00112233445566778899aabbccddeeff","seq":1,"ts":"2025-01-01T00:00:00.000000000Z","worker":"worker-0","event":{"type":"log_created","format":2,"key_id":"f5e66cd1dbf3907e","log_id":"00112233445566778899aabbccddeeff"},"prev":"0000000000000000000000000000000000000000000000000000000000000000","mac":"f3c07646f5de2321d0b5656cb368fa62e6675599032bdb6287a826284f914720"}"#;
+    const EXPECTED_HASH_V2: &str =
+        "617014cacbc36cf87d989a2247e7f858e7e6aee4bbc2682706e7dbc4b202d4f9";
     // Checked independently with Python's hmac and hashlib.
     const EXPECTED_LINE: &str = r#"{"v":1,"seq":1,"ts":"2025-01-01T00:00:00.000000000Z","worker":"worker-0","event":{"type":"vram_allocated","shard_id":"shard-0","gpu_device":0,"bytes":1024},"prev":"0000000000000000000000000000000000000000000000000000000000000000","mac":"998c402657a609c7169814f5db3d031aefef896839d1be5d142cb8167bd0a7f2"}"#;
     const EXPECTED_HASH: &str = "d989c863d67b4b8e4a0405a506a42c43a5ca36912c0ac031665fc5fff20a0ae8";

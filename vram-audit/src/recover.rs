@@ -17,8 +17,8 @@ use crate::backend::{
     segment_name, sync_dir, Access, Backend as _, FileBackend,
 };
 use crate::log::Resume;
-use crate::record::{FIRST_RECORD_START, RECORD_START};
-use crate::verify::{feed_open_file, ChainVerifier, FindingKind, LastRecord, Start};
+use crate::record::{begins_like_record, RECORD_START_MAX};
+use crate::verify::{feed_open_file, ChainVerifier, FindingKind, LastRecord, Start, VerifyOptions};
 use crate::{lock, AuditError, AuditEvent, AuditKey};
 
 /// How a file log is to be opened.
@@ -52,7 +52,7 @@ fn scan(
     start: Start,
     allow_torn: bool,
 ) -> Result<Scan, AuditError> {
-    let mut verifier = ChainVerifier::new(key, start, None);
+    let mut verifier = ChainVerifier::new(key, start, &VerifyOptions::default());
     let (end, lines, torn) = feed_open_file(&mut verifier, path, file)?;
     if let Some(first) = verifier.findings().first() {
         let reason = match first.kind {
@@ -85,17 +85,12 @@ fn scan(
     if lines == 0 && torn > 0 {
         // Only an incomplete line: an interrupted first write of ours begins
         // like a record; anything else (a key, a text file) is not ours.
-        let expected = if start == Start::Genesis {
-            FIRST_RECORD_START
-        } else {
-            RECORD_START
-        };
-        let mut head = vec![0u8; expected.len()];
+        let mut head = Vec::new();
         let mut reader = file;
         let read = reader
             .seek(SeekFrom::Start(0))
-            .and_then(|_| reader.read_exact(&mut head));
-        if read.is_err() || head != expected {
+            .and_then(|_| (&mut reader).take(RECORD_START_MAX).read_to_end(&mut head));
+        if read.is_err() || !begins_like_record(&head, start == Start::Genesis) {
             return Err(AuditError::NotALog {
                 path: path.to_path_buf(),
                 reason: "it holds no complete line and does not begin like an audit record".into(),
@@ -167,6 +162,7 @@ fn open_locked(
         Some(last) => Resume {
             seq: last.seq,
             prev: last.hash.clone(),
+            log_id: last.log_id.clone(),
             committed_len: 0,
             torn: None,
             continued: true,
@@ -193,10 +189,12 @@ fn open_locked(
                 Some(LastRecord {
                     seq,
                     hash,
+                    log_id,
                     event: AuditEvent::Rotated { next_file },
                 }) if next_file == segment_name(name, index) => Resume {
                     seq,
                     prev: hash,
+                    log_id,
                     committed_len: 0,
                     torn: None,
                     continued: true,
@@ -285,6 +283,7 @@ mod tests {
         for (seq, event) in (1u64..).zip(&events) {
             let line = encode_line(
                 key,
+                None,
                 seq,
                 "2025-01-01T00:00:00.000000000Z",
                 "w",
@@ -319,5 +318,12 @@ mod tests {
         let r = verify_chain(std::slice::from_ref(&path), &key(), None).unwrap();
         assert!(r.is_intact(), "{:?}", r.findings);
         assert_eq!((r.records, r.genesis), (4, None));
+        // A format 1 log is continued in format 1: it has no id to bind to.
+        assert_eq!((r.format, r.log_id), (Some(1), None));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().all(|l| l.starts_with(r#"{"v":1,"seq":"#)),
+            "{text}"
+        );
     }
 }

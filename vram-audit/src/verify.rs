@@ -1,14 +1,23 @@
 //! The verifier: re-reads records, checks every MAC and every link, and reports
 //! integrity problems as typed [`Finding`]s with file and line.
+//!
+//! Memory is bounded whatever the log holds: lines are read one at a time
+//! (at most [`MAX_LINE_BYTES`] each), a run of consecutive bad lines of one
+//! kind is one finding, at most [`VerifyOptions::max_findings`] findings are
+//! kept in full (the rest are counted), and findings share their file's path.
+//! What still grows with the log is bookkeeping over *authentic* records
+//! (sequence numbers seen, open gaps), which only the key's holder can write.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read as _};
+use std::mem::discriminant;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use crate::record::{self, LineProblem, GENESIS_PREV, MAX_LINE_BYTES};
 use crate::{AuditError, AuditEvent, AuditKey};
@@ -16,18 +25,26 @@ use crate::{AuditError, AuditEvent, AuditKey};
 /// A chain position saved elsewhere (shipped off the host, printed in a ticket),
 /// against which a later verification detects truncation.
 ///
-/// Text form: `SEQ:HASH`, e.g. `42:9f86d0...`.
+/// Text form: `SEQ:HASH`, e.g. `42:9f86d0...`, or for a format 2 log
+/// `SEQ:HASH:LOG_ID`, which also pins which log it belongs to. The short form
+/// is still accepted (and is all a format 1 log has).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Checkpoint {
     /// Sequence number of the record.
     pub seq: u64,
     /// Hex SHA-256 of the record's line.
     pub hash: String,
+    /// The log's id (32 hex digits), for a format 2 log.
+    pub log_id: Option<String>,
 }
 
 impl fmt::Display for Checkpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.seq, self.hash)
+        write!(f, "{}:{}", self.seq, self.hash)?;
+        if let Some(id) = &self.log_id {
+            write!(f, ":{id}")?;
+        }
+        Ok(())
     }
 }
 
@@ -38,32 +55,107 @@ impl FromStr for Checkpoint {
         let invalid = || AuditError::InvalidCheckpoint {
             got: s.chars().take(80).collect(),
         };
-        let (seq, hash) = s.trim().split_once(':').ok_or_else(invalid)?;
+        let mut parts = s.trim().split(':');
+        let (Some(seq), Some(hash)) = (parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        let log_id = parts.next();
+        if parts.next().is_some() {
+            return Err(invalid());
+        }
         let seq: u64 = seq.parse().map_err(|_| invalid())?;
-        if seq == 0 || !record::is_hash_hex(hash) {
+        if seq == 0 || !record::is_hash_hex(hash) || log_id.is_some_and(|id| !record::is_log_id(id))
+        {
             return Err(invalid());
         }
         Ok(Self {
             seq,
             hash: hash.to_owned(),
+            log_id: log_id.map(str::to_owned),
         })
     }
 }
 
-/// One integrity problem.
+/// How a verification runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifyOptions {
+    /// A head saved earlier: detects a deleted tail, and (with a log id) a log
+    /// put in place of another.
+    pub checkpoint: Option<Checkpoint>,
+    /// Findings kept in full in the report; the rest are only counted
+    /// ([`VerifyReport::findings_omitted`]). The verdict and the counts are
+    /// exact whatever this is.
+    pub max_findings: usize,
+    /// An empty log (no line at all) is expected: no [`FindingKind::Empty`].
+    pub allow_empty: bool,
+}
+
+impl VerifyOptions {
+    /// Default for [`Self::max_findings`].
+    pub const DEFAULT_MAX_FINDINGS: usize = 100;
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            checkpoint: None,
+            max_findings: Self::DEFAULT_MAX_FINDINGS,
+            allow_empty: false,
+        }
+    }
+}
+
+fn serialize_path<S: Serializer>(path: &Arc<Path>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&path.display())
+}
+
+/// One integrity problem, or a run of consecutive lines with the same problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// The file, as passed to the verifier (`<memory>` for [`verify_lines`]).
-    pub file: PathBuf,
-    /// 1-based line number in that file.
+    /// The file, as passed to the verifier (`<memory>` for [`verify_lines`]);
+    /// shared by every finding in that file.
+    #[serde(serialize_with = "serialize_path")]
+    pub file: Arc<Path>,
+    /// 1-based line number in that file (the first line of a run).
     pub line: u64,
-    /// What is wrong.
+    /// The last line of a run (`line` for a single line).
+    pub last_line: u64,
+    /// Lines in the run (1 for a single line).
+    pub count: u64,
+    /// What is wrong (for a run of malformed lines: with the first one's reason).
     pub kind: FindingKind,
+}
+
+impl Finding {
+    /// A finding on one line.
+    #[must_use]
+    pub fn at(file: impl Into<Arc<Path>>, line: u64, kind: FindingKind) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            last_line: line,
+            count: 1,
+            kind,
+        }
+    }
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.kind)
+        if self.count > 1 {
+            write!(
+                f,
+                "{}:{}-{}: {} ({} consecutive lines)",
+                self.file.display(),
+                self.line,
+                self.last_line,
+                self.kind,
+                self.count
+            )
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.kind)
+        }
     }
 }
 
@@ -82,6 +174,16 @@ pub enum FindingKind {
         expected_prev: String,
         /// The record's `prev`.
         found_prev: String,
+    },
+    /// An authentic record that follows lines which failed authentication and
+    /// skips the sequence numbers they may have held: its `prev` names a record
+    /// that is not there, so neither it nor the records after it are linked to
+    /// the chain before (they could be another log's tail).
+    Unlinked {
+        /// Its sequence number.
+        seq: u64,
+        /// The bad lines it follows.
+        after_bad_lines: u64,
     },
     /// Records are missing: the sequence jumps forward.
     SequenceGap {
@@ -134,6 +236,23 @@ pub enum FindingKind {
         /// The hash found at that sequence number, if the record exists.
         found_hash: Option<String>,
     },
+    /// An authentic record bound to another log id than the records before it
+    /// (`None`: a format 1 record, bound to no log): records of another log
+    /// written under the same key.
+    LogIdChanged {
+        /// The id of the chain so far.
+        expected: Option<String>,
+        /// The record's.
+        found: Option<String>,
+    },
+    /// The checkpoint names another log id than the log's (`None`: the log is
+    /// format 1 and has no bound id).
+    CheckpointLogMismatch {
+        /// The checkpoint's log id.
+        expected: String,
+        /// The log's.
+        found: Option<String>,
+    },
     /// The record declares a format version this verifier does not know.
     UnknownVersion,
     /// The files hold nothing at all: no record, and no line that failed to be
@@ -141,6 +260,10 @@ pub enum FindingKind {
     /// genesis record, so an empty (or wiped) log is not intact unless an
     /// empty log was expected. Reported on line 0 (the whole file).
     Empty,
+}
+
+fn id_or_none(id: Option<&String>) -> &str {
+    id.map_or("none (format 1)", String::as_str)
 }
 
 impl fmt::Display for FindingKind {
@@ -155,6 +278,13 @@ impl fmt::Display for FindingKind {
             } => write!(
                 f,
                 "chain break: prev is {found_prev}, expected {expected_prev} (the hash of the record before)"
+            ),
+            Self::Unlinked {
+                seq,
+                after_bad_lines,
+            } => write!(
+                f,
+                "unlinked: record seq {seq} follows {after_bad_lines} line(s) that failed authentication, so its link to the chain cannot be checked; it and the records after it may belong to another log"
             ),
             Self::SequenceGap { expected, found } => write!(
                 f,
@@ -191,7 +321,18 @@ impl fmt::Display for FindingKind {
             Self::CheckpointMismatch {
                 seq, found_hash: None, ..
             } => write!(f, "checkpoint mismatch: no record with seq {seq}"),
-            Self::UnknownVersion => f.write_str("unknown record version (not v1)"),
+            Self::LogIdChanged { expected, found } => write!(
+                f,
+                "log id changes: record bound to log {}, the chain before to {} (records of another log under the same key)",
+                id_or_none(found.as_ref()),
+                id_or_none(expected.as_ref())
+            ),
+            Self::CheckpointLogMismatch { expected, found } => write!(
+                f,
+                "checkpoint is for log {expected}, but this log's id is {}",
+                id_or_none(found.as_ref())
+            ),
+            Self::UnknownVersion => f.write_str("unknown record version (not 1 or 2)"),
             Self::Empty => f.write_str(
                 "empty log: no records at all (a log begins with its genesis record; it was wiped, or never written)",
             ),
@@ -217,21 +358,36 @@ pub struct VerifyReport {
     /// log written before genesis records existed (it begins with
     /// `log_opened`), and for a log whose first record is missing.
     pub genesis: Option<Genesis>,
+    /// Format of the chain's first authentic record (1: records bound to no
+    /// log id; 2: bound to [`Self::log_id`]). `None` when nothing authenticated.
+    pub format: Option<u32>,
+    /// The log id the chain's records are bound to (format 2).
+    pub log_id: Option<String>,
     /// Authentic records read.
     pub records: u64,
+    /// Lines that are not authentic records (bad MAC, malformed, unknown
+    /// version, too long, torn).
+    pub bad_lines: u64,
     /// Files read.
     pub files: usize,
-    /// The last record of the chain, in order: save it as the next checkpoint.
+    /// The last record linked, record by record, to the start of the chain:
+    /// save it as the next checkpoint. Records after a break, a gap or a run
+    /// of bad lines never move it, whatever they say.
     pub head: Option<Checkpoint>,
-    /// Problems found, in reading order (checkpoint and rotation findings last).
+    /// Problems found, in reading order (checkpoint and rotation findings
+    /// last), at most [`VerifyOptions::max_findings`].
     pub findings: Vec<Finding>,
+    /// Every finding, kept or not.
+    pub findings_total: u64,
+    /// Findings not kept in [`Self::findings`] (over the limit).
+    pub findings_omitted: u64,
 }
 
 impl VerifyReport {
     /// True when nothing was found.
     #[must_use]
     pub fn is_intact(&self) -> bool {
-        self.findings.is_empty()
+        self.findings_total == 0
     }
 }
 
@@ -276,12 +432,17 @@ impl SeqSet {
     }
 }
 
+/// Gaps tracked for reclassification as reorderings; past this many, a gap
+/// stays a `sequence_gap` (still a finding: the verdict does not change).
+const MAX_TRACKED_GAPS: usize = 4096;
+
 #[derive(Debug)]
 struct Gap {
     start: u64,
     end: u64,
     filled: u64,
-    finding: usize,
+    /// Index of its finding, when kept.
+    finding: Option<usize>,
     found: u64,
 }
 
@@ -290,7 +451,17 @@ struct Gap {
 pub(crate) struct LastRecord {
     pub(crate) seq: u64,
     pub(crate) hash: String,
+    pub(crate) log_id: Option<String>,
     pub(crate) event: AuditEvent,
+}
+
+/// The finding a run of bad lines is being collapsed into.
+#[derive(Debug)]
+struct Run {
+    kind: std::mem::Discriminant<FindingKind>,
+    last_line: u64,
+    /// Index of its finding, when kept.
+    finding: Option<usize>,
 }
 
 /// Streaming chain checker shared by the verifier and by reopening.
@@ -303,18 +474,32 @@ pub(crate) struct ChainVerifier<'k> {
     seen: SeqSet,
     gaps: Vec<Gap>,
     findings: Vec<Finding>,
+    max_findings: usize,
+    findings_total: u64,
+    run: Option<Run>,
     records: u64,
+    bad_lines: u64,
     files: usize,
     last: Option<LastRecord>,
+    /// Every record so far linked to the start: the report's head moves.
+    linked: bool,
+    head: Option<Checkpoint>,
     genesis: Option<Genesis>,
+    /// (format, log id) of the first authentic record.
+    first_format: Option<(u32, Option<String>)>,
+    /// The log id the chain is bound to now (after the first authentic record).
+    log_id: Option<Option<String>>,
     checkpoint: Option<Checkpoint>,
-    checkpoint_found: Option<(String, PathBuf, u64)>,
-    pending_rotation: Option<(String, PathBuf, u64)>,
-    position: Option<(PathBuf, u64)>,
+    allow_empty: bool,
+    checkpoint_found: Option<(String, Arc<Path>, u64)>,
+    pending_rotation: Option<(String, Arc<Path>, u64)>,
+    /// The file being read, and the last line number seen in it.
+    file: Arc<Path>,
+    line_no: u64,
 }
 
 impl<'k> ChainVerifier<'k> {
-    pub(crate) fn new(key: &'k AuditKey, start: Start, checkpoint: Option<&Checkpoint>) -> Self {
+    pub(crate) fn new(key: &'k AuditKey, start: Start, options: &VerifyOptions) -> Self {
         Self {
             key,
             expect: match start {
@@ -325,14 +510,24 @@ impl<'k> ChainVerifier<'k> {
             seen: SeqSet::default(),
             gaps: Vec::new(),
             findings: Vec::new(),
+            max_findings: options.max_findings,
+            findings_total: 0,
+            run: None,
             records: 0,
+            bad_lines: 0,
             files: 0,
             last: None,
+            linked: true,
+            head: None,
             genesis: None,
-            checkpoint: checkpoint.cloned(),
+            first_format: None,
+            log_id: None,
+            checkpoint: options.checkpoint.clone(),
+            allow_empty: options.allow_empty,
             checkpoint_found: None,
             pending_rotation: None,
-            position: None,
+            file: Arc::from(Path::new("<none>")),
+            line_no: 0,
         }
     }
 
@@ -344,67 +539,114 @@ impl<'k> ChainVerifier<'k> {
         self.last.as_ref()
     }
 
-    fn push(&mut self, file: &Path, line: u64, kind: FindingKind) -> usize {
-        self.findings.push(Finding {
-            file: file.to_path_buf(),
-            line,
-            kind,
-        });
-        self.findings.len().saturating_sub(1)
+    /// Records a finding (kept while under the limit); returns its index when kept.
+    fn push(&mut self, file: Arc<Path>, line: u64, kind: FindingKind) -> Option<usize> {
+        self.run = None;
+        self.findings_total = self.findings_total.saturating_add(1);
+        if self.findings.len() >= self.max_findings {
+            return None;
+        }
+        self.findings.push(Finding::at(file, line, kind));
+        Some(self.findings.len().saturating_sub(1))
+    }
+
+    /// A finding on the current line.
+    fn here(&mut self, kind: FindingKind) -> Option<usize> {
+        self.push(Arc::clone(&self.file), self.line_no, kind)
     }
 
     pub(crate) fn begin_file(&mut self, file: &Path) {
         self.files = self.files.saturating_add(1);
+        self.run = None;
+        let file: Arc<Path> = Arc::from(file);
         if let Some((expected, at, line)) = self.pending_rotation.take() {
             let name = file.file_name().and_then(|n| n.to_str());
             if name != Some(expected.as_str()) {
-                self.push(&at, line, FindingKind::MissingFile { expected });
+                self.push(at, line, FindingKind::MissingFile { expected });
             }
         }
-        self.position = Some((file.to_path_buf(), 0));
+        self.file = file;
+        self.line_no = 0;
     }
 
-    pub(crate) fn torn(&mut self, file: &Path, line: u64, bytes: u64) {
-        self.push(file, line, FindingKind::TornTail { bytes });
+    pub(crate) fn torn(&mut self, line: u64, bytes: u64) {
+        self.line_no = line;
+        self.bad_lines = self.bad_lines.saturating_add(1);
+        self.here(FindingKind::TornTail { bytes });
     }
 
-    fn unauthentic(&mut self, file: &Path, line: u64, kind: FindingKind) {
+    /// A line that is not an authentic record: extends the current run of
+    /// bad lines when it has the same kind of problem and follows it directly.
+    fn unauthentic(&mut self, kind: FindingKind) {
         self.bad_run = self.bad_run.saturating_add(1);
-        self.push(file, line, kind);
+        self.bad_lines = self.bad_lines.saturating_add(1);
+        let line = self.line_no;
+        if let Some(run) = &mut self.run {
+            if run.kind == discriminant(&kind) && run.last_line.saturating_add(1) == line {
+                run.last_line = line;
+                if let Some(f) = run.finding.and_then(|i| self.findings.get_mut(i)) {
+                    f.last_line = line;
+                    f.count = f.count.saturating_add(1);
+                }
+                return;
+            }
+        }
+        let d = discriminant(&kind);
+        let finding = self.here(kind);
+        self.run = Some(Run {
+            kind: d,
+            last_line: line,
+            finding,
+        });
     }
 
-    pub(crate) fn too_long(&mut self, file: &Path, line: u64, bytes: u64) {
-        self.unauthentic(
-            file,
-            line,
-            FindingKind::Malformed {
-                reason: format!("line of {bytes} bytes exceeds the {MAX_LINE_BYTES}-byte limit"),
-            },
-        );
+    pub(crate) fn too_long(&mut self, line: u64, bytes: u64) {
+        self.line_no = line;
+        self.unauthentic(FindingKind::Malformed {
+            reason: format!("line of {bytes} bytes exceeds the {MAX_LINE_BYTES}-byte limit"),
+        });
     }
 
     /// Checks one complete line (without `\n`).
-    pub(crate) fn line(&mut self, file: &Path, line: u64, bytes: &[u8]) {
-        self.position = Some((file.to_path_buf(), line));
+    pub(crate) fn line(&mut self, line: u64, bytes: &[u8]) {
+        self.line_no = line;
         let rec = match record::authenticate(self.key, bytes) {
             Ok(r) => r,
-            Err(LineProblem::BadMac) => return self.unauthentic(file, line, FindingKind::BadMac),
+            Err(LineProblem::BadMac) => return self.unauthentic(FindingKind::BadMac),
             Err(LineProblem::UnknownVersion) => {
-                return self.unauthentic(file, line, FindingKind::UnknownVersion)
+                return self.unauthentic(FindingKind::UnknownVersion)
             }
             Err(LineProblem::Malformed(reason)) => {
-                return self.unauthentic(file, line, FindingKind::Malformed { reason })
+                return self.unauthentic(FindingKind::Malformed { reason })
             }
         };
+        self.run = None;
         let bad_run = std::mem::take(&mut self.bad_run);
         let seq = rec.seq;
         if self.seen.contains(seq) {
-            self.push(file, line, FindingKind::Replayed { seq });
+            self.here(FindingKind::Replayed { seq });
             return;
+        }
+        match &self.log_id {
+            None => {
+                self.log_id = Some(rec.log_id.clone());
+                self.first_format = Some((rec.version, rec.log_id.clone()));
+            }
+            Some(current) if *current != rec.log_id => {
+                let expected = current.clone();
+                self.here(FindingKind::LogIdChanged {
+                    expected,
+                    found: rec.log_id.clone(),
+                });
+                // One finding per change, not one per record of the other log.
+                self.log_id = Some(rec.log_id.clone());
+                self.linked = false;
+            }
+            Some(_) => {}
         }
         if let Some(cp) = &self.checkpoint {
             if cp.seq == seq {
-                self.checkpoint_found = Some((rec.hash.clone(), file.to_path_buf(), line));
+                self.checkpoint_found = Some((rec.hash.clone(), Arc::clone(&self.file), line));
             }
         }
         if let Some((expected, expected_prev)) = self.expect.take() {
@@ -413,42 +655,49 @@ impl<'k> ChainVerifier<'k> {
             let covered = expected.saturating_add(bad_run);
             if seq == expected {
                 if rec.prev != expected_prev {
-                    self.push(
-                        file,
-                        line,
-                        FindingKind::ChainBreak {
-                            expected_prev,
-                            found_prev: rec.prev.clone(),
-                        },
-                    );
+                    self.linked = false;
+                    self.here(FindingKind::ChainBreak {
+                        expected_prev,
+                        found_prev: rec.prev.clone(),
+                    });
                 }
             } else if seq > expected && seq <= covered {
-                // The missing records are the altered lines, already reported.
+                // The missing records may be the altered lines (already
+                // reported), but this record's `prev` names a record that is
+                // not there: nothing links it to the chain before.
+                self.linked = false;
+                self.here(FindingKind::Unlinked {
+                    seq,
+                    after_bad_lines: bad_run,
+                });
             } else if seq > expected {
-                let finding = self.push(
-                    file,
-                    line,
-                    FindingKind::SequenceGap {
-                        expected,
-                        found: seq,
-                    },
-                );
-                self.gaps.push(Gap {
-                    start: expected,
-                    end: seq,
-                    filled: 0,
-                    finding,
+                self.linked = false;
+                let finding = self.here(FindingKind::SequenceGap {
+                    expected,
                     found: seq,
                 });
+                if self.gaps.len() < MAX_TRACKED_GAPS {
+                    self.gaps.push(Gap {
+                        start: expected,
+                        end: seq,
+                        filled: 0,
+                        finding,
+                        found: seq,
+                    });
+                }
             } else {
                 // Older than expected and never seen: moved here from earlier.
-                self.push(file, line, FindingKind::Reordered { seq });
+                self.here(FindingKind::Reordered { seq });
                 self.fill_gap(seq);
                 self.seen.insert(seq);
                 self.records = self.records.saturating_add(1);
                 self.expect = Some((expected, expected_prev));
                 return;
             }
+        } else if self.records == 0 && bad_run > 0 {
+            // A segment checked on its own (reopening) that begins with bad
+            // lines: the first record is not linked to anything.
+            self.linked = false;
         }
         if let AuditEvent::LogCreated {
             format,
@@ -457,8 +706,14 @@ impl<'k> ChainVerifier<'k> {
         } = &rec.event
         {
             if seq == 1 && self.records == 0 {
-                if *format != crate::RECORD_FORMAT {
-                    self.push(file, line, FindingKind::UnknownVersion);
+                if *format != rec.version {
+                    self.here(FindingKind::UnknownVersion);
+                } else if rec.version >= 2 && rec.log_id.as_ref() != Some(log_id) {
+                    self.linked = false;
+                    self.here(FindingKind::LogIdChanged {
+                        expected: Some(log_id.clone()),
+                        found: rec.log_id.clone(),
+                    });
                 }
                 self.genesis = Some(Genesis {
                     format: *format,
@@ -472,13 +727,21 @@ impl<'k> ChainVerifier<'k> {
         self.expect = Some((seq.saturating_add(1), rec.hash.clone()));
         self.pending_rotation = match &rec.event {
             AuditEvent::Rotated { next_file } => {
-                Some((next_file.clone(), file.to_path_buf(), line))
+                Some((next_file.clone(), Arc::clone(&self.file), line))
             }
             _ => None,
         };
+        if self.linked {
+            self.head = Some(Checkpoint {
+                seq,
+                hash: rec.hash.clone(),
+                log_id: rec.log_id.clone(),
+            });
+        }
         self.last = Some(LastRecord {
             seq,
             hash: rec.hash,
+            log_id: rec.log_id,
             event: rec.event,
         });
     }
@@ -491,27 +754,47 @@ impl<'k> ChainVerifier<'k> {
         gap.filled = gap.filled.saturating_add(1);
         if gap.filled == gap.end.saturating_sub(gap.start) {
             let found = gap.found;
-            if let Some(f) = self.findings.get_mut(gap.finding) {
+            if let Some(f) = gap.finding.and_then(|i| self.findings.get_mut(i)) {
                 f.kind = FindingKind::Reordered { seq: found };
             }
         }
     }
 
     pub(crate) fn finish(mut self) -> VerifyReport {
-        let (last_file, last_line) = self
-            .position
-            .clone()
-            .unwrap_or_else(|| (PathBuf::from("<none>"), 0));
+        let last_file = Arc::clone(&self.file);
+        let last_line = self.line_no;
         if let Some((expected, at, line)) = self.pending_rotation.take() {
-            self.push(&at, line, FindingKind::MissingFile { expected });
+            self.push(at, line, FindingKind::MissingFile { expected });
         }
+        let (format, log_id) = match self.first_format.take() {
+            Some((format, id)) => (Some(format), id),
+            None => (None, None),
+        };
         if let Some(cp) = self.checkpoint.take() {
             let last_seq = self.last.as_ref().map_or(0, |l| l.seq);
+            let (cp_file, cp_line) = self
+                .checkpoint_found
+                .as_ref()
+                .map_or((Arc::clone(&last_file), last_line), |(_, f, l)| {
+                    (Arc::clone(f), *l)
+                });
+            if let Some(expected) = &cp.log_id {
+                if log_id.as_ref() != Some(expected) && self.records > 0 {
+                    self.push(
+                        Arc::clone(&cp_file),
+                        cp_line,
+                        FindingKind::CheckpointLogMismatch {
+                            expected: expected.clone(),
+                            found: log_id.clone(),
+                        },
+                    );
+                }
+            }
             match self.checkpoint_found.take() {
                 Some((hash, file, line)) => {
                     if hash != cp.hash {
                         self.push(
-                            &file,
+                            file,
                             line,
                             FindingKind::CheckpointMismatch {
                                 seq: cp.seq,
@@ -523,7 +806,7 @@ impl<'k> ChainVerifier<'k> {
                 }
                 None if last_seq < cp.seq => {
                     self.push(
-                        &last_file,
+                        Arc::clone(&last_file),
                         last_line,
                         FindingKind::Truncated {
                             checkpoint_seq: cp.seq,
@@ -533,7 +816,7 @@ impl<'k> ChainVerifier<'k> {
                 }
                 None => {
                     self.push(
-                        &last_file,
+                        Arc::clone(&last_file),
                         last_line,
                         FindingKind::CheckpointMismatch {
                             seq: cp.seq,
@@ -544,18 +827,21 @@ impl<'k> ChainVerifier<'k> {
                 }
             }
         }
-        if self.records == 0 && self.findings.is_empty() {
-            self.push(&last_file, 0, FindingKind::Empty);
+        if self.records == 0 && self.findings_total == 0 && !self.allow_empty {
+            self.push(last_file, 0, FindingKind::Empty);
         }
+        let kept = u64::try_from(self.findings.len()).unwrap_or(u64::MAX);
         VerifyReport {
             genesis: self.genesis,
+            format,
+            log_id,
             records: self.records,
+            bad_lines: self.bad_lines,
             files: self.files,
-            head: self.last.map(|l| Checkpoint {
-                seq: l.seq,
-                hash: l.hash,
-            }),
+            head: self.head,
             findings: self.findings,
+            findings_total: self.findings_total,
+            findings_omitted: self.findings_total.saturating_sub(kept),
         }
     }
 }
@@ -650,15 +936,15 @@ pub(crate) fn feed_open_file(
         |n, item, _| match item {
             Line::Complete(bytes) => {
                 complete = n;
-                verifier.line(path, n, bytes);
+                verifier.line(n, bytes);
             }
             Line::TooLong(len) => {
                 complete = n;
-                verifier.too_long(path, n, len);
+                verifier.too_long(n, len);
             }
             Line::Torn(len) => {
                 torn = len;
-                verifier.torn(path, n, len);
+                verifier.torn(n, len);
             }
         },
     )
@@ -666,7 +952,9 @@ pub(crate) fn feed_open_file(
     Ok((end, complete, torn))
 }
 
-/// Verifies a chain stored in `files`, oldest first (see [`segment_files`]).
+/// Verifies a chain stored in `files`, oldest first (see [`segment_files`]),
+/// with the default options ([`VerifyOptions::DEFAULT_MAX_FINDINGS`] findings
+/// kept) and an optional checkpoint.
 ///
 /// Every line's MAC is checked with `key`, and every record's `seq` and `prev`
 /// against the record before it; the first record must be seq 1 with the
@@ -682,7 +970,25 @@ pub fn verify_chain(
     key: &AuditKey,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<VerifyReport, AuditError> {
-    let mut verifier = ChainVerifier::new(key, Start::Genesis, checkpoint);
+    let options = VerifyOptions {
+        checkpoint: checkpoint.cloned(),
+        ..VerifyOptions::default()
+    };
+    verify_chain_with(files, key, &options)
+}
+
+/// [`verify_chain`] with options. Memory stays bounded whatever the files
+/// hold: lines are streamed, and at most `options.max_findings` findings are
+/// kept (the rest counted).
+///
+/// # Errors
+/// As [`verify_chain`].
+pub fn verify_chain_with(
+    files: &[PathBuf],
+    key: &AuditKey,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, AuditError> {
+    let mut verifier = ChainVerifier::new(key, Start::Genesis, options);
     for path in files {
         feed_file(&mut verifier, path)?;
     }
@@ -697,11 +1003,25 @@ pub fn verify_lines(
     key: &AuditKey,
     checkpoint: Option<&Checkpoint>,
 ) -> VerifyReport {
-    let mut verifier = ChainVerifier::new(key, Start::Genesis, checkpoint);
-    let file = Path::new("<memory>");
-    verifier.begin_file(file);
+    let options = VerifyOptions {
+        checkpoint: checkpoint.cloned(),
+        ..VerifyOptions::default()
+    };
+    verify_lines_with(lines.iter().map(String::as_bytes), key, &options)
+}
+
+/// Verifies record lines (each without its `\n`) from any source, reported as
+/// file `<memory>`: [`verify_lines`] with options, for lines generated on the
+/// fly.
+pub fn verify_lines_with<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    key: &AuditKey,
+    options: &VerifyOptions,
+) -> VerifyReport {
+    let mut verifier = ChainVerifier::new(key, Start::Genesis, options);
+    verifier.begin_file(Path::new("<memory>"));
     for (n, line) in (1u64..).zip(lines) {
-        verifier.line(file, n, line.as_bytes());
+        verifier.line(n, line);
     }
     verifier.finish()
 }
@@ -723,6 +1043,197 @@ pub fn segment_files(base: &Path) -> Result<Vec<PathBuf>, AuditError> {
 mod tests {
     use super::*;
 
+    use crate::record::encode_line;
+
+    /// A chain of `n` records in format 1 (`log_id` `None`) or 2, beginning
+    /// with `log_opened` (as before genesis records) or with the genesis record.
+    fn chain(key: &AuditKey, log_id: Option<&str>, n: u64, worker: &str) -> Vec<String> {
+        let mut prev = GENESIS_PREV.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let event = match (seq, log_id) {
+                    (1, Some(id)) => AuditEvent::LogCreated {
+                        format: 2,
+                        key_id: key.key_id(),
+                        log_id: id.into(),
+                    },
+                    (1, None) => AuditEvent::LogOpened {
+                        reason: "new".into(),
+                    },
+                    _ => AuditEvent::VramAllocated {
+                        shard_id: format!("{worker}-{seq}"),
+                        gpu_device: 0,
+                        bytes: seq,
+                    },
+                };
+                let line = encode_line(key, log_id, seq, "t", worker, &event, &prev).unwrap();
+                let line = String::from_utf8(line).unwrap().trim_end().to_owned();
+                prev = record::line_hash(line.as_bytes());
+                line
+            })
+            .collect()
+    }
+
+    fn kinds(r: &VerifyReport) -> Vec<(u64, FindingKind)> {
+        r.findings
+            .iter()
+            .map(|f| (f.line, f.kind.clone()))
+            .collect()
+    }
+
+    /// Issue 20, in format 1 (no log ids to tell the logs apart): the record
+    /// after the bad line is unlinked, and the head stays at A's record 4.
+    #[test]
+    fn a_foreign_tail_in_format_1_is_unlinked() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let a = chain(&key, None, 14, "a");
+        let b = chain(&key, None, 14, "b");
+        let mut spliced = a[..4].to_vec();
+        spliced.push("garbage".into());
+        spliced.extend_from_slice(&b[5..]);
+        let r = verify_lines(&spliced, &key, None);
+        let k = kinds(&r);
+        assert_eq!(k.len(), 2, "{k:?}");
+        assert!(matches!(k[0], (5, FindingKind::Malformed { .. })), "{k:?}");
+        assert_eq!(
+            k[1],
+            (
+                6,
+                FindingKind::Unlinked {
+                    seq: 6,
+                    after_bad_lines: 1
+                }
+            )
+        );
+        assert_eq!(r.head.unwrap().seq, 4);
+        assert_eq!(
+            (r.format, r.log_id.as_deref(), r.records),
+            (Some(1), None, 13)
+        );
+    }
+
+    #[test]
+    fn format_1_logs_verify_and_say_they_have_no_identity() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let r = verify_lines(&chain(&key, None, 5, "a"), &key, None);
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!((r.format, r.log_id, r.genesis), (Some(1), None, None));
+        assert_eq!(r.head.unwrap().log_id, None);
+    }
+
+    #[test]
+    fn a_format_1_tail_after_format_2_records_is_a_log_id_change() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let id = "0123456789abcdef0123456789abcdef";
+        let v2 = chain(&key, Some(id), 6, "a");
+        let v1 = chain(&key, None, 6, "a");
+        let r = verify_lines(&v2, &key, None);
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!((r.format, r.log_id.as_deref()), (Some(2), Some(id)));
+        assert_eq!(r.genesis.unwrap().log_id, id);
+        let mut spliced = v2[..3].to_vec();
+        spliced.extend_from_slice(&v1[3..]);
+        let k = kinds(&verify_lines(&spliced, &key, None));
+        assert!(
+            k.contains(&(
+                4,
+                FindingKind::LogIdChanged {
+                    expected: Some(id.into()),
+                    found: None
+                }
+            )),
+            "{k:?}"
+        );
+        // A genesis record whose own line is bound to another id.
+        let other = "ffffffffffffffffffffffffffffffff";
+        let mut lying = chain(&key, Some(id), 1, "a");
+        let ev = AuditEvent::LogCreated {
+            format: 2,
+            key_id: key.key_id(),
+            log_id: other.into(),
+        };
+        let line = encode_line(&key, Some(id), 1, "t", "a", &ev, GENESIS_PREV).unwrap();
+        lying[0] = String::from_utf8(line).unwrap().trim_end().to_owned();
+        let k = kinds(&verify_lines(&lying, &key, None));
+        assert!(
+            matches!(&k[..], [(1, FindingKind::LogIdChanged { .. })]),
+            "{k:?}"
+        );
+    }
+
+    /// Issue 24: a million bad lines cost a bounded number of findings, and
+    /// the counts stay exact.
+    #[test]
+    fn a_million_bad_lines_are_aggregated_and_counted() {
+        const SAME: u64 = 400_000;
+        const ALTERNATING: u64 = 600_000;
+        let key = AuditKey::from_bytes([9; 32]);
+        let good = chain(&key, Some("0123456789abcdef0123456789abcdef"), 6, "a");
+        // A well-formed record under another key: a bad MAC.
+        let forged = chain(&AuditKey::from_bytes([1; 32]), None, 2, "x")
+            .pop()
+            .unwrap();
+        let garbage = "garbage";
+        let lines = good[..3]
+            .iter()
+            .map(String::as_str)
+            .chain((0..SAME).map(|_| garbage))
+            .chain((0..ALTERNATING).map(|i| if i % 2 == 0 { forged.as_str() } else { garbage }))
+            .chain(good[3..].iter().map(String::as_str))
+            .map(str::as_bytes);
+        let options = VerifyOptions {
+            max_findings: 50,
+            ..VerifyOptions::default()
+        };
+        let r = verify_lines_with(lines, &key, &options);
+        assert!(!r.is_intact());
+        assert_eq!(r.records, 6);
+        assert_eq!(r.bad_lines, SAME + ALTERNATING);
+        // One finding for the run of identical lines, one per line where the
+        // kind alternates; the record after them still links (seq 4 == next).
+        assert_eq!(r.findings_total, 1 + ALTERNATING);
+        assert_eq!(r.findings.len(), 50);
+        assert_eq!(r.findings_omitted, 1 + ALTERNATING - 50);
+        let first = &r.findings[0];
+        assert!(matches!(first.kind, FindingKind::Malformed { .. }));
+        assert_eq!(
+            (first.line, first.last_line, first.count),
+            (4, 3 + SAME, SAME)
+        );
+        assert_eq!(r.findings[1].kind, FindingKind::BadMac);
+        assert_eq!(r.findings[1].line, 4 + SAME);
+        assert_eq!(r.head.unwrap().seq, 6);
+        // Every finding shares the one path.
+        assert!(r
+            .findings
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].file, &w[1].file)));
+    }
+
+    #[test]
+    fn the_limit_keeps_the_verdict() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let mut lines = chain(&key, None, 3, "a");
+        lines.push("garbage".into());
+        let options = VerifyOptions {
+            max_findings: 0,
+            ..VerifyOptions::default()
+        };
+        let r = verify_lines_with(lines.iter().map(String::as_bytes), &key, &options);
+        assert!(!r.is_intact());
+        assert_eq!(
+            (r.findings.len(), r.findings_total, r.findings_omitted),
+            (0, 1, 1)
+        );
+        let empty = verify_lines_with(std::iter::empty(), &key, &options);
+        assert!(!empty.is_intact());
+        let allowed = VerifyOptions {
+            allow_empty: true,
+            ..VerifyOptions::default()
+        };
+        assert!(verify_lines_with(std::iter::empty(), &key, &allowed).is_intact());
+    }
+
     #[test]
     fn seq_set_merges() {
         let mut s = SeqSet::default();
@@ -742,10 +1253,15 @@ mod tests {
             cp,
             Checkpoint {
                 seq: 17,
-                hash: h.clone()
+                hash: h.clone(),
+                log_id: None,
             }
         );
         assert_eq!(cp.to_string(), format!("17:{h}"));
+        let id = "0123456789abcdef0123456789abcdef";
+        let long: Checkpoint = format!("17:{h}:{id}").parse().unwrap();
+        assert_eq!(long.log_id.as_deref(), Some(id));
+        assert_eq!(long.to_string(), format!("17:{h}:{id}"));
         for bad in [
             "",
             "17",
@@ -753,6 +1269,8 @@ mod tests {
             &format!("0:{h}"),
             &format!("17:{}", h.to_uppercase()),
             "17:abc",
+            &format!("17:{h}:xyz"),
+            &format!("17:{h}:{}:", "0".repeat(32)),
         ] {
             assert!(bad.parse::<Checkpoint>().is_err(), "{bad}");
         }

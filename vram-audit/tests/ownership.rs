@@ -135,26 +135,37 @@ fn a_new_log_begins_with_its_genesis_record() {
     let b = dir.path().join("b.jsonl");
     drop(open(&a).unwrap());
     drop(open(&b).unwrap());
-    let first = &read_lines(&a)[0];
-    assert!(
-        first.starts_with(r#"{"v":1,"seq":1,"#)
-            && first.contains(&format!(
-                r#""event":{{"type":"log_created","format":1,"key_id":"{}","log_id":""#,
-                key().key_id()
-            )),
-        "{first}"
-    );
     let ra = verify(&a);
     let rb = verify(&b);
     assert!(ra.is_intact() && rb.is_intact());
-    let (ga, gb) = (ra.genesis.unwrap(), rb.genesis.unwrap());
+    let (ga, gb) = (ra.genesis.clone().unwrap(), rb.genesis.unwrap());
+    let first = &read_lines(&a)[0];
+    // Format 2: the record itself is bound to the log id its event announces.
+    assert!(
+        first.starts_with(&format!(r#"{{"v":2,"log":"{}","seq":1,"#, ga.log_id))
+            && first.contains(&format!(
+                r#""event":{{"type":"log_created","format":2,"key_id":"{}","log_id":"{}""#,
+                key().key_id(),
+                ga.log_id
+            )),
+        "{first}"
+    );
     assert_eq!(
         (ga.format, ga.key_id.as_str()),
-        (1, key().key_id().as_str())
+        (2, key().key_id().as_str())
     );
     assert_eq!(ga.log_id.len(), 32);
     assert!(ga.log_id.bytes().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(ga.log_id, gb.log_id, "random log ids");
+    assert_eq!(
+        (ra.format, ra.log_id.as_deref()),
+        (Some(2), Some(ga.log_id.as_str()))
+    );
+    // Every later record is bound to it too, and so is the head.
+    assert!(read_lines(&a)[1..]
+        .iter()
+        .all(|l| l.starts_with(&format!(r#"{{"v":2,"log":"{}","#, ga.log_id))));
+    assert_eq!(ra.head.unwrap().log_id, Some(ga.log_id));
 
     // In memory too.
     let mem = AuditLog::in_memory(key(), "w").unwrap();

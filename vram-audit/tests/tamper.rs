@@ -44,7 +44,22 @@ fn an_edited_field_is_a_bad_mac_on_that_line_only() {
     lines[4] = lines[4].replace("\"bytes\":1004", "\"bytes\":9004");
     write_lines(&path, &lines);
     let r = verify(&path, None);
-    assert_eq!(kinds(&r), [(5, FindingKind::BadMac)]);
+    // The record after the altered one names a `prev` that is no longer
+    // there: it is reported unlinked, and the head stays before the damage.
+    assert_eq!(
+        kinds(&r),
+        [
+            (5, FindingKind::BadMac),
+            (
+                6,
+                FindingKind::Unlinked {
+                    seq: 6,
+                    after_bad_lines: 1
+                }
+            )
+        ]
+    );
+    assert_eq!(r.head.unwrap().seq, 4);
     assert_eq!(
         r.findings[0].to_string(),
         format!(
@@ -128,6 +143,7 @@ fn a_checkpoint_with_another_hash_is_a_mismatch() {
     let forged = Checkpoint {
         seq: 4,
         hash: "ff".repeat(32),
+        log_id: good.log_id.clone(),
     };
     let r = verify(&path, Some(&forged));
     assert!(
@@ -159,7 +175,10 @@ fn an_inserted_forged_line_is_a_bad_mac_on_that_line_only() {
     lines.insert(4, forged);
     write_lines(&path, &lines);
     let r = verify(&path, None);
+    // The record after it still links to the one before it (prev checked
+    // across the bad line): the chain and its head are unaffected.
     assert_eq!(kinds(&r), [(5, FindingKind::BadMac)]);
+    assert_eq!(r.head.unwrap().seq, 10);
 }
 
 #[test]
@@ -184,10 +203,20 @@ fn a_wrong_key_fails_every_line() {
         None,
     )
     .unwrap();
-    let lines: Vec<u64> = r.findings.iter().map(|f| f.line).collect();
-    assert_eq!(lines, [1, 2, 3, 4, 5, 6]);
+    // One run of six bad lines: one finding.
+    let runs: Vec<(u64, u64, u64)> = r
+        .findings
+        .iter()
+        .map(|f| (f.line, f.last_line, f.count))
+        .collect();
+    assert_eq!(runs, [(1, 6, 6)]);
     assert!(r.findings.iter().all(|f| f.kind == FindingKind::BadMac));
-    assert_eq!(r.records, 0);
+    assert_eq!((r.records, r.bad_lines, r.findings_total), (0, 6, 1));
+    assert!(
+        r.findings[0].to_string().contains(":1-6: bad MAC"),
+        "{}",
+        r.findings[0]
+    );
     // And the writer refuses to continue a log it cannot authenticate: it is
     // not a log of this key.
     let err =
@@ -201,7 +230,7 @@ fn garbage_and_unknown_versions_are_reported_on_their_lines() {
     let path = write_log(dir.path(), 6);
     let mut lines = read_lines(&path);
     lines.insert(2, "not json at all".into());
-    lines.insert(4, r#"{"v":2,"seq":4}"#.into());
+    lines.insert(4, r#"{"v":3,"seq":4}"#.into());
     write_lines(&path, &lines);
     let r = verify(&path, None);
     let k = kinds(&r);
@@ -314,7 +343,7 @@ fn rotation_links_segments_and_a_missing_segment_is_found() {
     without.remove(1);
     let r = verify_chain(&without, &key(), Some(&head)).unwrap();
     let first = &r.findings[0];
-    assert_eq!(first.file, files[0]);
+    assert_eq!(&*first.file, files[0].as_path());
     assert_eq!(
         first.kind,
         FindingKind::MissingFile {
@@ -367,17 +396,17 @@ fn reopening_after_a_crash_at_rotation_continues_in_the_next_segment() {
 
 #[test]
 fn findings_serialize_for_machines() {
-    let f = Finding {
-        file: "audit.jsonl".into(),
-        line: 17,
-        kind: FindingKind::SequenceGap {
+    let f = Finding::at(
+        std::path::Path::new("audit.jsonl"),
+        17,
+        FindingKind::SequenceGap {
             expected: 3,
             found: 5,
         },
-    };
+    );
     assert_eq!(
         serde_json::to_string(&f).unwrap(),
-        r#"{"file":"audit.jsonl","line":17,"kind":{"kind":"sequence_gap","expected":3,"found":5}}"#
+        r#"{"file":"audit.jsonl","line":17,"last_line":17,"count":1,"kind":{"kind":"sequence_gap","expected":3,"found":5}}"#
     );
     assert_eq!(
         f.to_string(),

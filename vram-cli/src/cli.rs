@@ -143,7 +143,8 @@ pub(crate) struct AuditVerifyArgs {
     /// Worker secret file the log's audit key derives from.
     #[arg(long)]
     pub(crate) secret_file: Option<PathBuf>,
-    /// Last known good head, SEQ:HASH, to detect a deleted tail.
+    /// Last known good head, SEQ:HASH or SEQ:HASH:LOG_ID (as printed by an
+    /// earlier verification), to detect a deleted tail or another log in its place.
     #[arg(long)]
     pub(crate) checkpoint: Option<String>,
     /// An empty log (no records at all) is expected: report it as intact.
@@ -151,6 +152,11 @@ pub(crate) struct AuditVerifyArgs {
     /// genesis record, so an empty one was wiped or never written.
     #[arg(long)]
     pub(crate) allow_empty: bool,
+    /// Findings shown in full; the rest are counted (the verdict and the
+    /// counts are exact whatever this is). A run of consecutive bad lines is
+    /// one finding.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub(crate) max_findings: usize,
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,

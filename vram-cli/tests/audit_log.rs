@@ -410,10 +410,9 @@ fn a_disk_that_fills_up_never_gives_a_success_without_its_records() {
         assert!(stderr.contains("could not be written"), "{ctx}");
         if k + 1 < types.len() - 1 {
             // Until the seal's own records are in, nothing was reported
-            // sealed: `--json` reports the failure with no shard.
+            // sealed (`--json` still reports the failure, with no shard).
             if !stdout.is_empty() {
-                let v: serde_json::Value = serde_json::from_str(&stdout)
-                    .unwrap_or_else(|e| panic!("{ctx}: not JSON ({e}): {stdout}"));
+                let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
                 assert_eq!(
                     v["shards"],
                     serde_json::json!([]),
@@ -426,4 +425,79 @@ fn a_disk_that_fills_up_never_gives_a_success_without_its_records() {
         let v = verify(&secret, &log, &[]);
         assert_eq!(v.status.code(), Some(0), "{ctx}: {}", text(&v.stdout));
     }
+}
+
+/// Issue 24: a log with thousands of bad lines gives a bounded report (at most
+/// `--max-findings` in full, the rest counted), one valid JSON document, and
+/// an exact verdict; issue 20: the head is never taken from after the damage,
+/// and a checkpoint names its log.
+#[test]
+fn a_hostile_log_gives_a_bounded_report_with_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let log = dir.path().join("audit.jsonl");
+    let a = model_file(dir.path(), "a.bin", 10_000, 1);
+    let mut c = vram();
+    seal_args(&mut c, &secret, &log, &a);
+    assert!(c.output().unwrap().status.success());
+    let out = verify(&secret, &log, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let head = v["head"].as_str().unwrap().to_owned();
+    let log_id = v["log_id"].as_str().unwrap().to_owned();
+    assert_eq!(v["format"], 2);
+    // SEQ:HASH:LOG_ID, and the old SEQ:HASH form is still accepted.
+    assert!(head.ends_with(&format!(":{log_id}")), "{head}");
+    let short = head.rsplit_once(':').unwrap().0.to_owned();
+    for cp in [&head, &short] {
+        let out = verify(&secret, &log, &["--checkpoint", cp]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    }
+    let other_id = head.replace(&log_id, &"0".repeat(32));
+    let out = verify(&secret, &log, &["--checkpoint", &other_id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("checkpoint is for log"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // 3000 bad lines whose kind alternates (no run to collapse; the last one
+    // is malformed), then 2000 more malformed ones, which extend its run.
+    let records_before = records(&log).len();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let forged = r#"{"v":1,"seq":9,"ts":"t","worker":"w","event":{"type":"log_opened","reason":"x"},"prev":"0000000000000000000000000000000000000000000000000000000000000000","mac":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+    for i in 0..3000 {
+        bytes.extend_from_slice(if i % 2 == 0 {
+            forged.as_bytes()
+        } else {
+            b"junk"
+        });
+        bytes.push(b'\n');
+    }
+    for _ in 0..2000 {
+        bytes.extend_from_slice(b"\x01garbage\n");
+    }
+    std::fs::write(&log, &bytes).unwrap();
+    let out = verify(&secret, &log, &["--json", "--max-findings", "7"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["intact"], false);
+    assert_eq!(v["records"], records_before);
+    assert_eq!(v["bad_lines"], 5000);
+    assert_eq!(v["findings_total"], 3000);
+    assert_eq!(v["findings_omitted"], 3000 - 7);
+    assert_eq!(v["findings"].as_array().unwrap().len(), 7);
+    assert_eq!(v["head"].as_str(), Some(head.as_str()));
+
+    let out = verify(&secret, &log, &["--max-findings", "3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out.stdout);
+    assert_eq!(
+        t.lines().filter(|l| l.contains("audit.jsonl:")).count(),
+        3,
+        "{t}"
+    );
+    assert!(t.contains("2997 more finding(s) not shown"), "{t}");
+    assert!(t.contains("NOT INTACT: 3000 finding(s)"), "{t}");
 }

@@ -65,7 +65,11 @@ fn scenarios_on_a_real_cuda_device() {
     let uuid = device.info().uuid;
     loud(format_args!(
         "cuda: device UUID {}",
-        if uuid.is_some() { "reported by the driver" } else { "NOT reported" }
+        if uuid.is_some() {
+            "reported by the driver"
+        } else {
+            "NOT reported"
+        }
     ));
     for len in [1usize, 4095, 65_536, 65_537, 3_000_000] {
         let data = pattern(len, len as u8);

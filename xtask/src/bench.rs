@@ -8,10 +8,14 @@ use std::time::Instant;
 
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut size = "1GiB".to_string();
+    let mut audit_size = "1GiB".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--size" => size = it.next().ok_or("--size needs a value")?.clone(),
+            "--audit-size" => {
+                audit_size = it.next().ok_or("--audit-size needs a value")?.clone();
+            }
             other => return Err(format!("unknown bench argument `{other}`")),
         }
     }
@@ -137,6 +141,29 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     );
     let _ = std::fs::remove_file(&secret);
     let _ = std::fs::remove_file(&file);
+
+    // Issue 24: `vram audit verify`'s peak RSS on a log of garbage lines and on
+    // a log of valid records with every 1,000th line damaged (target < 64 MiB).
+    step(
+        "audit verifier peak RSS (vram audit verify, /usr/bin/time)",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "vram-audit",
+                "--example",
+                "verify_rss",
+                "--",
+                "--size",
+                &audit_size,
+                "--dir",
+            ])
+            .arg(dir.join("audit"))
+            .arg("--vram")
+            .arg(&vram),
+    )?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use super::audit_key;
 use crate::cli::AuditVerifyArgs;
 use crate::exit::CliError;
-use vram_residency::vram_audit::{segment_files, verify_chain, Checkpoint, FindingKind};
+use vram_residency::vram_audit::{segment_files, verify_chain_with, Checkpoint, VerifyOptions};
 use vram_residency::vram_validation::OutputLine;
 
 pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
@@ -13,7 +13,9 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
         .map(str::parse)
         .transpose()
         .map_err(|_| {
-            CliError::usage("--checkpoint: expected SEQ:HASH (decimal sequence, 64 hex)")
+            CliError::usage(
+                "--checkpoint: expected SEQ:HASH or SEQ:HASH:LOG_ID (decimal sequence, 64 hex, 32 hex)",
+            )
         })?;
     for p in &args.logs {
         let meta = std::fs::metadata(p).map_err(|e| crate::exit::io_error(p, &e))?;
@@ -31,18 +33,26 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
     };
     let secret = crate::secret::load(args.secret_file.as_deref())?;
     let key = audit_key(&secret);
-    let mut report = verify_chain(&files, &key, checkpoint.as_ref())
+    let mut options = VerifyOptions::default();
+    options.checkpoint = checkpoint;
+    options.max_findings = args.max_findings;
+    options.allow_empty = args.allow_empty;
+    // Memory is bounded by `max_findings`, not by the log: findings past it are
+    // only counted, and a run of bad lines is one finding.
+    let report = verify_chain_with(&files, &key, &options)
         .map_err(|e| CliError::env(format!("audit verify: {e}")))?;
-    if args.allow_empty {
-        report.findings.retain(|f| f.kind != FindingKind::Empty);
-    }
     if args.json {
         let v = serde_json::json!({
             "intact": report.is_intact(),
             "records": report.records,
+            "bad_lines": report.bad_lines,
             "files": report.files,
+            "format": report.format,
+            "log_id": report.log_id,
             "head": report.head.as_ref().map(ToString::to_string),
             "genesis": report.genesis,
+            "findings_total": report.findings_total,
+            "findings_omitted": report.findings_omitted,
             "findings": report.findings,
         });
         println!("{v:#}");
@@ -53,20 +63,39 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             line.field(&f.to_string());
             println!("{line}");
         }
+        if report.findings_omitted > 0 {
+            println!(
+                "... and {} more finding(s) not shown (--max-findings {})",
+                report.findings_omitted, args.max_findings
+            );
+        }
         let head = report
             .head
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_else(|| "-".into());
-        match &report.genesis {
-            Some(g) => println!(
-                "log id {} (format {}, audit key id {})",
+        match (&report.genesis, report.format) {
+            (Some(g), Some(2)) => println!(
+                "log id {} (format 2: bound into every record; audit key id {})",
+                g.log_id, g.key_id
+            ),
+            (Some(g), _) => println!(
+                "log id {} (format {}: not bound into the records; audit key id {})",
                 g.log_id, g.format, g.key_id
             ),
-            None if report.records > 0 => println!(
-                "note: no genesis record: the log was written before genesis records existed (or begins with a record that is not one)"
+            (None, Some(2)) => println!(
+                "log id {} (format 2; the genesis record is not in these files)",
+                report.log_id.as_deref().unwrap_or("-")
             ),
-            None => {}
+            (None, Some(_)) => println!(
+                "note: format 1 log without a genesis record: no log identity (written before genesis records existed, or begins with a record that is not one)"
+            ),
+            (None, None) => {}
+        }
+        if report.format == Some(1) && report.genesis.is_some() {
+            println!(
+                "note: format 1 log: its records are not bound to its log id; only a checkpoint tells it apart from another log under the same key"
+            );
         }
         if report.is_intact() {
             println!(
@@ -75,9 +104,10 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             );
         } else {
             println!(
-                "NOT INTACT: {} finding(s) over {} record(s) in {} file(s)",
-                report.findings.len(),
+                "NOT INTACT: {} finding(s) over {} record(s) and {} bad line(s) in {} file(s); last linked record {head}",
+                report.findings_total,
                 report.records,
+                report.bad_lines,
                 report.files
             );
         }
@@ -87,7 +117,7 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
     } else {
         Err(CliError::integrity(format!(
             "audit log has {} finding(s)",
-            report.findings.len()
+            report.findings_total
         )))
     }
 }
