@@ -10,21 +10,43 @@ const KEY_ID_LABEL: &[u8] = b"vram-residency/key-id/v1";
 
 /// A 32-byte HMAC-SHA256 key that authenticates audit records.
 ///
-/// The bytes are zeroized on drop. The type has no `Clone`, `Display` or serde
-/// implementations, and its `Debug` output shows only the key id, never a byte
-/// of the key. Derive it from the worker secret with a label of its own (distinct
-/// from the seal key); this crate takes it as raw bytes so that it depends on no
-/// secret-loading code.
-pub struct AuditKey(Zeroizing<[u8; 32]>);
+/// Only the HMAC key built from the bytes is kept, once, boxed, when the
+/// `AuditKey` is made (not on every record); no copy of the raw bytes stays. The type
+/// has no `Clone`, `Display` or serde implementations, and its `Debug` output
+/// shows only the key id, never a byte of the key. Make it with
+/// [`AuditKey::from_secret`] from the worker secret's audit key (derived with a
+/// label of its own, distinct from the seal key), which copies the bytes
+/// straight from one zeroizing buffer into another.
+///
+/// (ring's HMAC key state, which holds the key's inner and outer pads, is not
+/// zeroized when dropped: ring offers no way to. It is built once per
+/// `AuditKey` and lives exactly as long.)
+pub struct AuditKey {
+    hmac: Box<hmac::Key>,
+}
 
 impl AuditKey {
-    /// Wraps 32 key bytes.
+    /// The audit key from a derived secret key: the HMAC key is built straight
+    /// from the secret's own zeroizing buffer, with no copy of its bytes.
+    #[must_use]
+    pub fn from_secret(key: &vram_secrets::SecretKey) -> Self {
+        Self::from_slice(key.expose_secret())
+    }
+
+    /// Wraps 32 key bytes; the array is zeroized once the HMAC key is built.
     ///
-    /// The array is moved in; a copy the caller still holds is the caller's to
-    /// zeroize.
+    /// An array passed by value is copied: a copy the caller still holds is
+    /// the caller's to zeroize. Prefer [`AuditKey::from_secret`].
     #[must_use]
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(Zeroizing::new(bytes))
+        let bytes = Zeroizing::new(bytes);
+        Self::from_slice(bytes.as_slice())
+    }
+
+    fn from_slice(bytes: &[u8]) -> Self {
+        Self {
+            hmac: Box::new(hmac::Key::new(hmac::HMAC_SHA256, bytes)),
+        }
     }
 
     /// The key's public fingerprint: hex of the first 8 bytes of
@@ -34,12 +56,13 @@ impl AuditKey {
     /// without revealing anything usable to forge a record.
     #[must_use]
     pub fn key_id(&self) -> String {
-        let tag = hmac::sign(&self.hmac_key(), KEY_ID_LABEL);
+        let tag = hmac::sign(self.hmac_key(), KEY_ID_LABEL);
         hex(tag.as_ref().get(..8).unwrap_or_default())
     }
 
-    pub(crate) fn hmac_key(&self) -> hmac::Key {
-        hmac::Key::new(hmac::HMAC_SHA256, self.0.as_slice())
+    /// The HMAC key, built once.
+    pub(crate) fn hmac_key(&self) -> &hmac::Key {
+        &self.hmac
     }
 }
 
@@ -63,6 +86,17 @@ mod tests {
         assert!(dbg.contains(&key.key_id()), "{dbg}");
         assert!(!dbg.to_lowercase().contains("abab"), "{dbg}");
         assert!(!dbg.contains("171"), "{dbg}");
+    }
+
+    #[test]
+    fn from_secret_and_from_bytes_make_the_same_key() {
+        let secret = vram_secrets::WorkerSecret::from_bytes(Zeroizing::new(vec![7u8; 32])).unwrap();
+        let derived = secret.audit_key();
+        let a = AuditKey::from_secret(&derived);
+        let b = AuditKey::from_bytes(*derived.expose_secret());
+        assert_eq!(a.key_id(), b.key_id());
+        let other = AuditKey::from_bytes([8u8; 32]);
+        assert_ne!(a.key_id(), other.key_id());
     }
 
     #[test]

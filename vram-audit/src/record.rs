@@ -151,7 +151,7 @@ pub(crate) fn encode_line(
     line.extend_from_slice(b",\"prev\":\"");
     line.extend_from_slice(prev.as_bytes());
     line.push(b'"');
-    let mac = hmac::sign(&key.hmac_key(), &line);
+    let mac = hmac::sign(key.hmac_key(), &line);
     line.extend_from_slice(MAC_OPEN);
     line.extend_from_slice(hex(mac.as_ref()).as_bytes());
     line.extend_from_slice(MAC_CLOSE);
@@ -246,7 +246,7 @@ pub(crate) fn authenticate(key: &AuditKey, line: &[u8]) -> Result<Authentic, Lin
     };
     let body_len = line.len().saturating_sub(suffix);
     let body = line.get(..body_len).unwrap_or_default();
-    if hmac::verify(&key.hmac_key(), body, &mac).is_err() {
+    if hmac::verify(key.hmac_key(), body, &mac).is_err() {
         return Err(LineProblem::BadMac);
     }
     let wire: Wire = serde_json::from_slice(line)

@@ -166,8 +166,7 @@ impl VramManager {
         let sink: Arc<dyn AuditSink> = match (config.audit, config.audit_file) {
             (Some(a), _) => a,
             (None, Some((path, options))) => {
-                let key =
-                    vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
+                let key = vram_audit::AuditKey::from_secret(&config.secret.audit_key());
                 let protected: Vec<&std::path::Path> =
                     config.secret.source_path().into_iter().collect();
                 Arc::new(vram_audit::AuditLog::open_file_protecting(
@@ -180,8 +179,7 @@ impl VramManager {
             }
             (None, None) => {
                 tracing::warn!("no audit sink configured: audit records are kept in memory only");
-                let key =
-                    vram_audit::AuditKey::from_bytes(*config.secret.audit_key().expose_secret());
+                let key = vram_audit::AuditKey::from_secret(&config.secret.audit_key());
                 Arc::new(vram_audit::AuditLog::in_memory(key, &config.worker_id)?)
             }
         };

@@ -70,7 +70,7 @@ pub(crate) fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
 
 /// The audit key for a secret, in the form vram-audit takes.
 pub(crate) fn audit_key(secret: &WorkerSecret) -> AuditKey {
-    AuditKey::from_bytes(*secret.audit_key().expose_secret())
+    AuditKey::from_secret(&secret.audit_key())
 }
 
 /// Opens (or continues) a JSON-lines audit log: fail-closed for every event
