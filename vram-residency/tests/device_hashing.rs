@@ -17,9 +17,7 @@ use common::*;
 use std::io::Write;
 use std::sync::Arc;
 use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink};
-use vram_residency::vram_core::{
-    Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, DeviceKind, MemoryInfo,
-};
+use vram_residency::vram_core::Device;
 use vram_residency::vram_crypto::{tree_digest, LeafSize};
 use vram_residency::vram_mock::MockDevice;
 use vram_residency::vram_validation::ModelRef;
@@ -68,12 +66,12 @@ fn request() -> SealRequest {
     SealRequest::new(ModelRef::new("test:device-hashing").unwrap(), 0)
 }
 
+/// An unlinked temporary file holding `bytes` (a unique name per call: the
+/// tests of this binary run in parallel).
 fn temp_file(bytes: &[u8]) -> std::fs::File {
-    let path = std::env::temp_dir().join(format!(
-        "vram-device-hashing-{}-{}",
-        std::process::id(),
-        bytes.len()
-    ));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("vram-device-hashing-{}-{n}", std::process::id()));
     let mut f = std::fs::File::create(&path).unwrap();
     f.write_all(bytes).unwrap();
     drop(f);
@@ -183,29 +181,6 @@ fn a_device_that_cannot_hash_falls_back_to_the_host() {
     assert_eq!(report.hash_path, HashPath::HostReadback);
 }
 
-/// A mock that reports itself as a CUDA device: how a manager picks its leaf
-/// size depends only on the kinds of its devices.
-#[derive(Debug)]
-struct LooksLikeCuda {
-    inner: Arc<MockDevice>,
-    info: DeviceInfo,
-}
-
-impl Device for LooksLikeCuda {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-    fn memory_info(&self) -> Result<MemoryInfo, DeviceError> {
-        self.inner.memory_info()
-    }
-    fn attributes(&self) -> Result<DeviceAttributes, DeviceError> {
-        self.inner.attributes()
-    }
-    fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError> {
-        self.inner.alloc(bytes)
-    }
-}
-
 fn default_leaf(devices: Vec<Arc<dyn Device>>) -> LeafSize {
     VramManager::new(VramConfig::builder(secret()).devices(devices).build())
         .unwrap()
@@ -214,12 +189,7 @@ fn default_leaf(devices: Vec<Arc<dyn Device>>) -> LeafSize {
 
 #[test]
 fn the_default_leaf_is_64_kib_on_cuda_devices_and_1_mib_otherwise() {
-    let cuda = || -> Arc<dyn Device> {
-        let inner = MockDevice::new(0, 64 * MIB);
-        let mut info = inner.info().clone();
-        info.kind = DeviceKind::Cuda;
-        Arc::new(LooksLikeCuda { inner, info })
-    };
+    let cuda = || LooksLikeCuda::new(64 * MIB, None);
     let mock = || -> Arc<dyn Device> { MockDevice::new(0, 64 * MIB) };
     assert_eq!(CUDA_DEFAULT_LEAF_SIZE.bytes(), 64 * 1024);
     assert_eq!(default_leaf(vec![cuda()]), CUDA_DEFAULT_LEAF_SIZE);

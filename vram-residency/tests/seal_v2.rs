@@ -12,43 +12,12 @@
 
 mod common;
 use common::*;
-use std::sync::Arc;
-use vram_residency::vram_core::{
-    Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, DeviceKind, MemoryInfo,
-};
 use vram_residency::vram_crypto::{sign_seal, LeafSize, SealMessage, SEAL_FORMAT_V1};
-use vram_residency::vram_mock::MockDevice;
 use vram_residency::vram_validation::ModelRef;
 use vram_residency::{ModelShardHandle, VramConfig, VramError, VramManager};
 
-/// A mock that reports itself as a CUDA device with a UUID.
-#[derive(Debug)]
-struct LooksLikeCuda {
-    inner: Arc<MockDevice>,
-    info: DeviceInfo,
-}
-
-impl Device for LooksLikeCuda {
-    fn info(&self) -> &DeviceInfo {
-        &self.info
-    }
-    fn memory_info(&self) -> Result<MemoryInfo, DeviceError> {
-        self.inner.memory_info()
-    }
-    fn attributes(&self) -> Result<DeviceAttributes, DeviceError> {
-        self.inner.attributes()
-    }
-    fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError> {
-        self.inner.alloc(bytes)
-    }
-}
-
 fn cuda_manager(uuid: [u8; 16]) -> VramManager {
-    let inner = MockDevice::new(0, 64 * MIB);
-    let mut info = inner.info().clone();
-    info.kind = DeviceKind::Cuda;
-    info.uuid = Some(uuid);
-    let device: Arc<dyn Device> = Arc::new(LooksLikeCuda { inner, info });
+    let device = LooksLikeCuda::new(64 * MIB, Some(uuid));
     VramManager::new(
         VramConfig::builder(secret())
             .device(device)

@@ -120,3 +120,47 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 8) as u8))
         .collect()
 }
+
+/// A mock that reports itself as a CUDA device (with `uuid`, if given): what a
+/// manager does with a device's kind and identity, tested without a GPU.
+#[derive(Debug)]
+pub struct LooksLikeCuda {
+    inner: Arc<MockDevice>,
+    info: vram_residency::vram_core::DeviceInfo,
+}
+
+impl LooksLikeCuda {
+    pub fn new(capacity: u64, uuid: Option<[u8; 16]>) -> Arc<dyn Device> {
+        let inner = MockDevice::new(0, capacity);
+        let mut info = inner.info().clone();
+        info.kind = vram_residency::vram_core::DeviceKind::Cuda;
+        info.uuid = uuid;
+        Arc::new(Self { inner, info })
+    }
+}
+
+impl Device for LooksLikeCuda {
+    fn info(&self) -> &vram_residency::vram_core::DeviceInfo {
+        &self.info
+    }
+    fn memory_info(
+        &self,
+    ) -> Result<vram_residency::vram_core::MemoryInfo, vram_residency::vram_core::DeviceError> {
+        self.inner.memory_info()
+    }
+    fn attributes(
+        &self,
+    ) -> Result<vram_residency::vram_core::DeviceAttributes, vram_residency::vram_core::DeviceError>
+    {
+        self.inner.attributes()
+    }
+    fn alloc(
+        &self,
+        bytes: u64,
+    ) -> Result<
+        Box<dyn vram_residency::vram_core::DeviceBuffer>,
+        vram_residency::vram_core::DeviceError,
+    > {
+        self.inner.alloc(bytes)
+    }
+}
