@@ -189,7 +189,7 @@ fn default_leaf(devices: Vec<Arc<dyn Device>>) -> LeafSize {
 
 #[test]
 fn the_default_leaf_is_64_kib_on_cuda_devices_and_1_mib_otherwise() {
-    let cuda = || LooksLikeCuda::new(64 * MIB, None);
+    let cuda = || LooksLikeCuda::device(64 * MIB, None);
     let mock = || -> Arc<dyn Device> { MockDevice::new(0, 64 * MIB) };
     assert_eq!(CUDA_DEFAULT_LEAF_SIZE.bytes(), 64 * 1024);
     assert_eq!(default_leaf(vec![cuda()]), CUDA_DEFAULT_LEAF_SIZE);

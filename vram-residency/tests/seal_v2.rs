@@ -17,7 +17,7 @@ use vram_residency::vram_validation::ModelRef;
 use vram_residency::{ModelShardHandle, VramConfig, VramError, VramManager};
 
 fn cuda_manager(uuid: [u8; 16]) -> VramManager {
-    let device = LooksLikeCuda::new(64 * MIB, Some(uuid));
+    let device = LooksLikeCuda::device(64 * MIB, Some(uuid));
     VramManager::new(
         VramConfig::builder(secret())
             .device(device)

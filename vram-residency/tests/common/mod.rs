@@ -130,7 +130,7 @@ pub struct LooksLikeCuda {
 }
 
 impl LooksLikeCuda {
-    pub fn new(capacity: u64, uuid: Option<[u8; 16]>) -> Arc<dyn Device> {
+    pub fn device(capacity: u64, uuid: Option<[u8; 16]>) -> Arc<dyn Device> {
         let inner = MockDevice::new(0, capacity);
         let mut info = inner.info().clone();
         info.kind = vram_residency::vram_core::DeviceKind::Cuda;
