@@ -50,7 +50,7 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyCacheArgs {
-    /// The cached model: hf://ORG/NAME[@REVISION] (branch, tag or commit; default main).
+    /// The cached model: hf://ORG/NAME, or hf://ORG/NAME@REVISION (a branch, tag or commit; default main).
     pub(crate) model: String,
     /// Machine-readable output.
     #[arg(long)]
@@ -89,7 +89,7 @@ pub(crate) struct DeviceArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct SealArgs {
-    /// Model files to seal (one shard each), or hf://ORG/NAME[@REVISION]: the
+    /// Model files to seal (one shard each), or hf://ORG/NAME(@REVISION): the
     /// *.safetensors files of a model in the local Hugging Face cache, each
     /// checked against the SHA-256 its blob is named by.
     #[arg(required = true)]

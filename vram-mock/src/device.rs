@@ -69,7 +69,7 @@ impl MockDeviceBuilder {
     }
 
     /// Emulates on-device leaf hashing
-    /// ([`DeviceBuffer::hash_leaves_on_device`](vram_core::DeviceBuffer::hash_leaves_on_device))
+    /// ([`DeviceBuffer::hash_leaves_on_device`])
     /// the way the CUDA backend's kernel does it, so the code paths that hash on
     /// a device (verification, seals with on-device hashing) run without a GPU.
     /// The hashing runs on the host, on the calling thread: it saves no host

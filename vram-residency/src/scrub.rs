@@ -111,7 +111,7 @@ impl ScrubConfig {
     /// Worst-case seconds from the appearance of a corruption that stays in
     /// place to its detection, for `total_bytes` watched: two sweep periods,
     /// `2 * total_bytes * (1 + samples_per_step / leaves_per_step) / rate`
-    /// (see the [module documentation](self)). Device read and hashing time
+    /// (see this module's documentation). Device read and hashing time
     /// beyond the rate are not included: the rate is an upper bound.
     pub fn worst_case_detection_secs(&self, total_bytes: u64) -> f64 {
         let k = f64::from(self.leaves_per_step.max(1));

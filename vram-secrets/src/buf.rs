@@ -4,7 +4,7 @@
 //! HKDF intermediate is a [`KeyBuf`]: allocated zeroed on the heap and filled
 //! in place (moving it moves a pointer, never the bytes), and overwritten
 //! with zeros on drop. Under `cfg(test)` the drop also tells the
-//! [`probe`](crate::probe) what the buffer held once it was cleared, so the
+//! test-only `probe` module what the buffer held once it was cleared, so the
 //! tests can show that no freed buffer of ours still holds key bytes.
 
 use zeroize::Zeroize;
