@@ -87,9 +87,15 @@ pub(crate) fn seal_inputs(text: &str, quiet: bool) -> Result<Vec<HubInput>, CliE
                     )));
                 }
             }
-            Some(Expected::Sha256(digest)) if weights => {
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                inputs.push(weights_input(&snapshot, f, Sha256Hex::new(&hex).ok())?);
+            Some(expected @ Expected::Sha256(_)) if weights => {
+                // Never sealed without the check its blob name promises.
+                let sha = Sha256Hex::new(&expected.to_hex()).map_err(|e| {
+                    CliError::env(format!(
+                        "{}: blob name is not a SHA-256 ({e})",
+                        shown_path(&shown_name(&snapshot, f))
+                    ))
+                })?;
+                inputs.push(weights_input(&snapshot, f, Some(sha))?);
             }
             None if weights => {
                 if !quiet {
