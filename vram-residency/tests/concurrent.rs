@@ -71,13 +71,16 @@ fn capacity_limit_is_never_over_committed_under_contention() {
         // A watcher samples used <= limit continuously.
         let watcher = s.spawn(|| {
             barrier.wait();
+            // At least one sample, however the scheduler orders the threads.
             let mut samples = 0u64;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 let used = f.manager.used_vram(0);
                 assert!(used <= limit, "over-commit: {used} > {limit}");
                 samples += 1;
+                if stop.load(Ordering::Relaxed) {
+                    break samples;
+                }
             }
-            samples
         });
         let workers: Vec<_> = (0..12u8)
             .map(|t| {
