@@ -36,7 +36,7 @@ pub(crate) enum Command {
     /// Chunk-tree digest of a file (and its plain SHA-256 in the same pass).
     Digest(DigestArgs),
     /// Seal files into device memory, verify them once, print their handles.
-    Seal(SealArgs),
+    Seal(Box<SealArgs>),
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -111,9 +111,30 @@ pub(crate) struct SealArgs {
     /// Verification after sealing: full or sampled:K (K at or above the leaf count is a full verification).
     #[arg(long, default_value = "full")]
     pub(crate) verify: String,
-    /// Keep the shards resident and scrubbing until SIGINT/SIGTERM.
+    /// Keep the shards resident and scrubbing until SIGINT/SIGTERM (exit 0
+    /// after releasing them). Exits 1 as soon as a held shard is found
+    /// compromised, after auditing it and releasing every shard, so that a
+    /// supervisor restarts the service or alerts.
     #[arg(long)]
     pub(crate) hold: bool,
+    /// While holding, serve metrics in the Prometheus text format at
+    /// http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a free port,
+    /// printed on stderr).
+    #[arg(long, requires = "hold", value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<String>,
+    /// While holding, write the same metrics to PATH (a node_exporter
+    /// textfile, e.g. /var/lib/node_exporter/vram.prom), replaced atomically
+    /// every --metrics-interval and once more at exit.
+    #[arg(long, requires = "hold", value_name = "PATH")]
+    pub(crate) metrics_file: Option<PathBuf>,
+    /// How often --metrics-file is rewritten (e.g. 15s, 1m).
+    #[arg(
+        long,
+        requires = "metrics_file",
+        default_value = "15s",
+        value_name = "DURATION"
+    )]
+    pub(crate) metrics_interval: String,
     /// Scrub rate while holding, bytes per second (e.g. 256MiB; at least 1MiB).
     #[arg(long, requires = "hold", default_value = "256MiB")]
     pub(crate) scrub_rate: String,

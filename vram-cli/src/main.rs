@@ -8,6 +8,7 @@ mod cli;
 mod cmd;
 mod devices;
 mod exit;
+mod metrics;
 mod progress;
 mod scratch;
 mod secret;

@@ -19,7 +19,7 @@ pub(crate) struct Metrics {
 }
 
 /// A point-in-time copy of the manager's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MetricsSnapshot {
     /// Successful seals.
     pub seals: u64,

@@ -122,7 +122,7 @@ impl ScrubConfig {
 }
 
 /// Progress of a scrubber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ScrubStats {
     /// Complete sweeps over all watched shards.
     pub sweeps: u64,
@@ -135,6 +135,9 @@ pub struct ScrubStats {
     pub bytes_scrubbed: u64,
     /// Integrity failures found.
     pub failures: u64,
+    /// When the last complete sweep over all watched shards ended, in
+    /// milliseconds since the Unix epoch (`None` before the first one).
+    pub last_sweep_unix_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -145,6 +148,8 @@ struct Shared {
     seal_checks: AtomicU64,
     bytes: AtomicU64,
     failures: AtomicU64,
+    /// Milliseconds since the Unix epoch at the end of the last sweep; 0: none.
+    last_sweep_unix_ms: AtomicU64,
     wake: Mutex<()>,
     cv: Condvar,
 }
@@ -200,6 +205,8 @@ impl Scrubber {
             seal_checks: self.shared.seal_checks.load(Ordering::Relaxed),
             bytes_scrubbed: self.shared.bytes.load(Ordering::Relaxed),
             failures: self.shared.failures.load(Ordering::Relaxed),
+            last_sweep_unix_ms: Some(self.shared.last_sweep_unix_ms.load(Ordering::Relaxed))
+                .filter(|ms| *ms > 0),
         }
     }
 
@@ -428,6 +435,15 @@ fn run(
             }
         }
         shared.sweeps.fetch_add(1, Ordering::Relaxed);
+        if any_alive {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0);
+            shared
+                .last_sweep_unix_ms
+                .store(now_ms.max(1), Ordering::Relaxed);
+        }
         if !any_alive {
             // Nothing left to scrub; idle until stopped.
             if !pace(

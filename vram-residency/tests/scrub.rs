@@ -51,6 +51,13 @@ fn scrubber_sweeps_and_finds_corruption() {
     let leaves = (a.leaf_hashes().len() + b.leaf_hashes().len()) as u64;
     assert!(stats.leaves_checked >= 2 * leaves, "{stats:?}");
     assert!(stats.seal_checks >= 4, "{stats:?}");
+    // The end of the last sweep is a wall-clock time, for operators' alerts.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let last = stats.last_sweep_unix_ms.expect("a sweep ended");
+    assert!(last <= now_ms && now_ms - last < 600_000, "{stats:?}");
 
     f.device.flip_bits(b_buffer, 299_999, 2).unwrap();
     assert!(

@@ -119,6 +119,8 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         ));
     }
 
+    // Bound before anything is sealed: a port in use is an error now.
+    let metrics = MetricsOut::from_args(args)?;
     let secret = crate::secret::load(args.secret_file.as_deref())?;
     let audit: Option<Arc<dyn AuditSink>> = match &args.audit_log {
         Some(p) => Some(open_audit(p, &secret)?),
@@ -177,7 +179,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         println!("{out:#}");
     }
     if args.hold {
-        hold(&mgr, shards, scrub_rate, quiet)?;
+        hold(&mgr, shards, scrub_rate, quiet, metrics, selection.kind())?;
     } else {
         // Exit 0 only once every record, the releases' included, is durable.
         for shard in shards {
@@ -281,18 +283,79 @@ fn seal_one(
     Ok((shard, row))
 }
 
-/// Keeps the shards resident and scrubbing until SIGINT/SIGTERM, then releases
-/// them (each release is audited).
+/// Where `--hold` publishes its metrics.
+struct MetricsOut {
+    listener: Option<crate::metrics::Listener>,
+    file: Option<(crate::metrics::TextFile, Duration)>,
+}
+
+impl MetricsOut {
+    /// Checks the flags and binds the listener before anything is sealed.
+    fn from_args(args: &SealArgs) -> Result<Self, CliError> {
+        let listener = args
+            .metrics_listen
+            .as_deref()
+            .map(crate::metrics::Listener::bind)
+            .transpose()?;
+        let file = match &args.metrics_file {
+            Some(p) => Some((
+                crate::metrics::TextFile::new(p)?,
+                super::duration_arg("--metrics-interval", &args.metrics_interval)?,
+            )),
+            None => None,
+        };
+        Ok(Self { listener, file })
+    }
+}
+
+/// Everything the metrics report, read now.
+fn snapshot(
+    mgr: &vram_residency::VramManager,
+    shards: &[Arc<SealedShard>],
+    scrub: vram_residency::ScrubStats,
+    device_kind: &'static str,
+) -> crate::metrics::HoldSnapshot {
+    crate::metrics::HoldSnapshot {
+        shards: shards.len() as u64,
+        bytes: shards
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.vram_bytes())),
+        compromised: shards.iter().filter(|s| s.is_compromised()).count() as u64,
+        device_kind,
+        manager: mgr.metrics(),
+        scrub,
+        audit: mgr.audit_sink().stats(),
+    }
+}
+
+/// Keeps the shards resident and scrubbing until SIGINT/SIGTERM, or until a
+/// held shard is found compromised; then releases them (each release is
+/// audited). A compromise is an integrity error (exit 1), reported at once.
 fn hold(
     mgr: &vram_residency::VramManager,
     shards: Vec<SealedShard>,
     rate: u64,
     quiet: bool,
+    metrics: MetricsOut,
+    device_kind: &'static str,
 ) -> Result<(), CliError> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .map_err(|e| CliError::env(format!("cannot install signal handler: {e}")))?;
+    hold_until(mgr, shards, rate, quiet, &metrics, device_kind, &stop)
+}
+
+/// [`hold`] until `stop` is set.
+fn hold_until(
+    mgr: &vram_residency::VramManager,
+    shards: Vec<SealedShard>,
+    rate: u64,
+    quiet: bool,
+    metrics: &MetricsOut,
+    device_kind: &'static str,
+    stop: &AtomicBool,
+) -> Result<(), CliError> {
     let shards: Vec<Arc<SealedShard>> = shards.into_iter().map(Arc::new).collect();
     let failed = Arc::new(AtomicBool::new(false));
     let failed_cb = Arc::clone(&failed);
@@ -309,10 +372,52 @@ fn hold(
             rate
         );
     }
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // The listener thread only reads; it stops with the hold loop.
+    let listener_stop = AtomicBool::new(false);
+    let compromised = std::thread::scope(|scope| -> Result<bool, CliError> {
+        if let Some(listener) = &metrics.listener {
+            // Said even with -q: with port 0 it is the only way to learn it.
+            eprintln!("vram: metrics at http://{}/metrics", listener.addr);
+            let (listener_stop, shards, scrubber) = (&listener_stop, &shards, &scrubber);
+            std::thread::Builder::new()
+                .name("vram-metrics".into())
+                .spawn_scoped(scope, move || {
+                    listener.serve(listener_stop, &|| {
+                        snapshot(mgr, shards, scrubber.stats(), device_kind)
+                    });
+                })
+                .map_err(|e| CliError::env(format!("cannot start the metrics listener: {e}")))?;
+        }
+        let mut next_write = Instant::now();
+        let compromised = loop {
+            if let Some((file, every)) = &metrics.file {
+                if Instant::now() >= next_write {
+                    // A failed write is said, not fatal: the shards stay guarded.
+                    if let Err(e) =
+                        file.write(&snapshot(mgr, &shards, scrubber.stats(), device_kind))
+                    {
+                        tracing::warn!("{}", e.message);
+                    }
+                    next_write = Instant::now().checked_add(*every).unwrap_or(next_write);
+                }
+            }
+            if failed.load(Ordering::SeqCst) && shards.iter().any(|s| s.is_compromised()) {
+                break true;
+            }
+            if stop.load(Ordering::SeqCst) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        listener_stop.store(true, Ordering::SeqCst);
+        Ok(compromised)
+    })?;
     let stats = scrubber.stop();
+    if let Some((file, _)) = &metrics.file {
+        if let Err(e) = file.write(&snapshot(mgr, &shards, stats, device_kind)) {
+            tracing::warn!("{}", e.message);
+        }
+    }
     // Each release is audited; the first that could not be is reported below.
     let mut released = Ok(());
     for shard in shards {
@@ -329,8 +434,81 @@ fn hold(
             stats.bytes_scrubbed, stats.sweeps, stats.failures
         );
     }
+    if compromised {
+        return Err(CliError::integrity(
+            "a held shard was found compromised (audited); every shard was released",
+        ));
+    }
     if failed.load(Ordering::SeqCst) {
         return Err(CliError::integrity("scrubbing found corrupt device memory"));
     }
     Ok(released?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vram_residency::vram_mock::MockDevice;
+    use vram_residency::vram_secrets::WorkerSecret;
+    use vram_residency::{VramConfig, VramManager};
+
+    fn manager(device: &Arc<MockDevice>) -> VramManager {
+        let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap();
+        let device: Arc<dyn vram_residency::vram_core::Device> = device.clone();
+        VramManager::new(VramConfig::builder(secret).device(device).build()).unwrap()
+    }
+
+    const NO_METRICS: MetricsOut = MetricsOut {
+        listener: None,
+        file: None,
+    };
+
+    /// The health contract of `--hold`: a compromise ends the hold with an
+    /// integrity error (exit 1) without anyone asking it to stop, after the
+    /// failure is audited and every shard released.
+    #[test]
+    fn a_compromised_shard_ends_the_hold_with_an_integrity_error() {
+        let device = MockDevice::new(0, 64 << 20);
+        let mgr = manager(&device);
+        let shard = mgr.seal_model(&vec![5u8; 3 << 20], 0).unwrap();
+        let buffer = *device.live_buffers().first().unwrap();
+        let stop = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            let held = s
+                .spawn(|| hold_until(&mgr, vec![shard], 1 << 30, true, &NO_METRICS, "mock", &stop));
+            device.flip_bit(buffer, 1_000_000, 3).unwrap();
+            // Only a hold that never notices runs into this.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !held.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop.store(true, Ordering::SeqCst);
+            held.join().unwrap()
+        });
+        let e = result.unwrap_err();
+        assert_eq!(e.code, crate::exit::INTEGRITY, "{}", e.message);
+        assert!(e.message.contains("compromised"), "{}", e.message);
+        assert_eq!(device.live_allocations(), 0, "every shard released");
+        let m = mgr.metrics();
+        assert!(m.verifications_failed >= 1, "{m:?}");
+        let audited = mgr.audit_sink().stats().records;
+        assert!(audited >= 3, "seal, failure and release audited: {audited}");
+    }
+
+    #[test]
+    fn an_intact_hold_ends_cleanly_when_asked() {
+        let device = MockDevice::new(0, 64 << 20);
+        let mgr = manager(&device);
+        let shard = mgr.seal_model(&vec![6u8; 1 << 20], 0).unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let held = s
+                .spawn(|| hold_until(&mgr, vec![shard], 1 << 30, true, &NO_METRICS, "mock", &stop));
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::SeqCst);
+            held.join().unwrap().unwrap();
+        });
+        assert_eq!(device.live_allocations(), 0);
+    }
 }

@@ -1,0 +1,296 @@
+//! `vram seal --hold` as a service: scraped over HTTP, watched through a
+//! node_exporter textfile, run by the systemd unit in `docs/`.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn secret_file(dir: &Path) -> PathBuf {
+    let p = dir.join("worker.secret");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
+    f.write_all(b"0123456789abcdef0123456789abcdef-service-test\n")
+        .unwrap();
+    p
+}
+
+fn model(dir: &Path, len: usize) -> PathBuf {
+    let p = dir.join("model.bin");
+    std::fs::write(
+        &p,
+        (0..len).map(|i| (i * 131 % 251) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    p
+}
+
+/// A holding `vram seal` with the given extra flags; its stderr lines arrive
+/// on the returned channel.
+fn hold(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("VRAM_SECRET_FILE")
+        .args([
+            "seal",
+            "--device",
+            "mock",
+            "--hold",
+            "--scrub-rate",
+            "256MiB",
+        ])
+        .args(extra)
+        .arg("--secret-file")
+        .arg(secret_file(dir))
+        .arg("--audit-log")
+        .arg(dir.join("audit.jsonl"))
+        .arg(model(dir, 3 << 20))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a stderr line containing `needle`; returns it.
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(needle) => return l,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("no line with `{needle}` ({e}); stderr so far: {seen:?}"),
+        }
+    }
+}
+
+fn terminate(mut child: Child, rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = child.wait().unwrap();
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(status.success(), "exit {status:?}: {rest:?}");
+    rest
+}
+
+/// One HTTP/1.1 GET, as a scraper sends it; returns (status line, headers, body).
+fn get(addr: &str, path: &str) -> (String, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+/// Parses the text format with a Prometheus parser; returns name{labels} -> value.
+fn parse(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    assert!(!scrape.samples.is_empty(), "no samples in:\n{text}");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("unexpected value {other:?}"),
+            };
+            let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let key = if labels.is_empty() {
+                s.metric
+            } else {
+                format!("{}{{{}}}", s.metric, labels.join(","))
+            };
+            (key, v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_holding_vram_is_scraped_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, rx) = hold(dir.path(), &["--metrics-listen", "127.0.0.1:0"]);
+    let mut seen = Vec::new();
+    wait_line(&rx, "holding 1 shard", &mut seen);
+    let line = wait_line(&rx, "metrics at http://", &mut seen);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap()
+        .to_string();
+
+    // Scrape until the scrubber has completed a sweep (it runs at 256 MiB/s
+    // over 3 MiB: a few milliseconds of work per sweep).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        let (status, headers, body) = get(&addr, "/metrics");
+        assert!(status.contains(" 200 "), "{status}");
+        assert!(
+            headers
+                .to_ascii_lowercase()
+                .contains("text/plain; version=0.0.4"),
+            "{headers}"
+        );
+        let m = parse(&body);
+        if m.get("vram_scrub_sweeps_total").copied().unwrap_or(0.0) >= 1.0 {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no sweep reported: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(metrics["vram_shards_held"], 1.0, "{metrics:?}");
+    assert_eq!(metrics["vram_shard_bytes_held"], f64::from(3u32 << 20));
+    assert_eq!(metrics["vram_shards_compromised"], 0.0);
+    assert_eq!(metrics["vram_seals_total"], 1.0);
+    assert!(metrics["vram_verifications_total{result=passed}"] >= 1.0);
+    assert_eq!(metrics["vram_verifications_total{result=failed}"], 0.0);
+    assert!(metrics["vram_scrub_bytes_total"] >= f64::from(3u32 << 20));
+    assert!(metrics["vram_audit_records_total"] >= 2.0, "{metrics:?}");
+    assert_eq!(metrics["vram_audit_records_lost_total"], 0.0);
+    let last_sweep = metrics["vram_scrub_last_sweep_timestamp_seconds"];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        last_sweep <= now && now - last_sweep < 600.0,
+        "{last_sweep}"
+    );
+    assert!(
+        metrics.keys().any(|k| k.starts_with("vram_info{")),
+        "{metrics:?}"
+    );
+
+    // Anything but /metrics is a 404 that says where the metrics are.
+    let (status, _, body) = get(&addr, "/");
+    assert!(status.contains(" 404 "), "{status}");
+    assert!(body.contains("/metrics"));
+
+    let rest = terminate(child, &rx);
+    assert!(rest.iter().any(|l| l.contains("released")), "{rest:?}");
+    // The listener went away with the process.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
+}
+
+#[test]
+fn a_holding_vram_keeps_a_node_exporter_textfile_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("textfile").join("vram.prom");
+    std::fs::create_dir(prom.parent().unwrap()).unwrap();
+    let (child, rx) = hold(
+        dir.path(),
+        &[
+            "--metrics-file",
+            prom.to_str().unwrap(),
+            "--metrics-interval",
+            "100ms",
+        ],
+    );
+    let mut seen = Vec::new();
+    wait_line(&rx, "holding 1 shard", &mut seen);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&prom) {
+            // Replaced whole: every read parses.
+            let m = parse(&text);
+            if m.get("vram_scrub_sweeps_total").copied().unwrap_or(0.0) >= 1.0 {
+                assert_eq!(m["vram_shards_held"], 1.0);
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "textfile never showed a sweep");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    terminate(child, &rx);
+    // Written once more at exit, and nothing else left in the directory
+    // (node_exporter would read a stray *.prom).
+    let names: Vec<String> = std::fs::read_dir(prom.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["vram.prom"]);
+    let m = parse(&std::fs::read_to_string(&prom).unwrap());
+    assert!(m["vram_scrub_sweeps_total"] >= 1.0);
+}
+
+#[test]
+fn metrics_flags_are_checked_before_anything_is_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(assert_cmd::cargo::cargo_bin("vram"))
+            .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .args(["seal", "--device", "mock"])
+            .args(extra)
+            .arg("--secret-file")
+            .arg(dir.path().join("worker.secret"))
+            .arg(dir.path().join("model.bin"))
+            .output()
+            .unwrap()
+    };
+    secret_file(dir.path());
+    model(dir.path(), 4096);
+    // Without --hold there is nothing to watch.
+    let out = run(&["--metrics-listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Not an address.
+    let out = run(&["--hold", "--metrics-listen", "localhost"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:9464"));
+    // A port already taken: an environment error at once, not after sealing.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run(&["--hold", "--metrics-listen", &addr]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("holding"));
+    // A bad interval.
+    let out = run(&[
+        "--hold",
+        "--metrics-file",
+        "m.prom",
+        "--metrics-interval",
+        "soon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
