@@ -294,3 +294,113 @@ fn metrics_flags_are_checked_before_anything_is_sealed() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+const UNIT: &str = include_str!("../../docs/systemd/vram-guard.service");
+
+/// The unit's ExecStart, continuation lines joined, split into words.
+fn exec_start() -> Vec<String> {
+    let joined = UNIT.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart");
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+#[test]
+fn the_systemd_unit_runs_a_command_vram_accepts() {
+    let words = exec_start();
+    assert_eq!(words[0], "/usr/local/bin/vram");
+    assert_eq!(&words[1..3], ["seal", "--hold"]);
+    // Every flag parses: run it with the state directory in a tempdir and a
+    // model path that does not exist: the error is about that path, which
+    // is checked only after clap accepted every flag.
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = words[1..]
+        .iter()
+        .map(|w| w.replace("%S", dir.path().to_str().unwrap()))
+        .collect();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/var/lib/models/model.safetensors: no such file"),
+        "{stderr}"
+    );
+    for needle in [
+        "LoadCredential=vram-worker-secret:",
+        "DynamicUser=yes",
+        "StateDirectory=vram-guard",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "Restart=on-failure",
+    ] {
+        assert!(UNIT.contains(needle), "the unit lacks {needle}");
+    }
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!(
+            "SKIPPED: systemd-analyze is not installed; the unit in docs/systemd was not \
+             verified (install the Debian package `systemd` to run this check)"
+        );
+        return;
+    };
+    assert!(version.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    // verify checks that ExecStart's program exists: point it at the built binary.
+    let unit = UNIT.replace(
+        "/usr/local/bin/vram",
+        assert_cmd::cargo::cargo_bin("vram").to_str().unwrap(),
+    );
+    let path = dir.path().join("vram-guard.service");
+    std::fs::write(&path, &unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // systemd-analyze exits 0 on unknown keys and bad values ("ignoring"),
+    // so any message at all is a failure.
+    assert!(out.status.success() && said.trim().is_empty(), "{said}");
+
+    // The check itself can fail: a misspelled directive is reported.
+    let broken = dir.path().join("broken.service");
+    std::fs::write(
+        &broken,
+        unit.replace("ProtectSystem=strict", "ProtectSystem=strikt"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strikt"));
+
+    // The sandbox stays tight: systemd's own exposure score (0 best, 10 worst).
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for vram-guard.service:")
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in: {text}"));
+    assert!(score <= 2.0, "exposure {score}: {text}");
+}
