@@ -102,6 +102,19 @@ pub(crate) struct SealArgs {
     /// Expected plain SHA-256 (64 hex), checked in the same pass; mismatch exits 1.
     #[arg(long)]
     pub(crate) expect_sha256: Option<String>,
+    /// The publisher's OpenSSF model_signing signature of the one model
+    /// given (a directory, or a single file): a Sigstore bundle made by
+    /// `model_signing sign key`. The signature is verified first; then every
+    /// file is sealed with the SHA-256 the signature gives it, checked in the
+    /// pass that copies it to the device. A missing, extra or changed file
+    /// (or a symlink the signature does not allow) seals nothing and exits 1.
+    /// Certificate and keyless bundles are refused (exit 2).
+    #[arg(long, value_name = "BUNDLE", requires = "public_key")]
+    pub(crate) model_signature: Option<PathBuf>,
+    /// The publisher's public key for --model-signature (PEM; P-256, P-384
+    /// or P-521).
+    #[arg(long, value_name = "PEM", requires = "model_signature")]
+    pub(crate) public_key: Option<PathBuf>,
     /// Worker secret file (owner-only permissions).
     #[arg(long)]
     pub(crate) secret_file: Option<PathBuf>,

@@ -7,6 +7,7 @@ mod devices;
 mod digest;
 mod hub;
 mod seal;
+mod signed;
 
 use crate::cli::{AuditCommand, Cli, Command};
 use crate::devices::Selection;

@@ -14,6 +14,10 @@ use vram_residency::{
     ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
 };
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Counts bytes through a reader into a progress bar.
 struct Progress<R> {
     inner: R,
@@ -85,7 +89,41 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(format!("--model-ref: {e}")))?;
     // Check every file before touching a device.
     let mut inputs = Vec::with_capacity(args.files.len());
-    for path in &args.files {
+    let mut signed_model = None;
+    if let (Some(signature), Some(key)) = (&args.model_signature, &args.public_key) {
+        let [model_path] = args.files.as_slice() else {
+            return Err(CliError::usage(
+                "--model-signature applies to one model: a directory, or a single file",
+            ));
+        };
+        if expected.is_some() {
+            return Err(CliError::usage(
+                "--expect-sha256 and --model-signature exclude each other: the signature gives every file's digest",
+            ));
+        }
+        let plan = super::signed::plan(model_path, signature, key, model_ref_flag.as_ref())?;
+        if !quiet {
+            eprintln!(
+                "vram: signature verified: {} ({} file(s), subject sha256:{}, publisher key sha256:{}); \
+                 each file is checked against it as it is sealed",
+                vram_residency::vram_validation::escape_for_log(plan.model.model_name(), 80),
+                plan.model.resources().len(),
+                hex(&plan.model.subject_sha256()),
+                hex(&plan.model.publisher_key_sha256()),
+            );
+            for name in &plan.empty {
+                eprintln!(
+                    "vram: note: {}: empty, matches its signature; nothing to seal",
+                    vram_residency::vram_validation::escape_for_log(name, 200)
+                );
+            }
+        }
+        for i in plan.inputs {
+            inputs.push((i.shown, i.file, i.len, i.model_ref, Some(i.expected)));
+        }
+        signed_model = Some(plan.model);
+    }
+    for path in args.files.iter().filter(|_| signed_model.is_none()) {
         if let Some(model) = path.to_str().filter(|p| p.starts_with("hf://")) {
             for h in super::hub::seal_inputs(model, quiet)? {
                 let model_ref = model_ref_flag.clone().unwrap_or(h.model_ref);
@@ -150,7 +188,15 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                 rows.push(row);
                 shards.push(shard);
             }
-            Err(e) => {
+            Err(mut e) => {
+                if signed_model.is_some() && e.code == crate::exit::INTEGRITY {
+                    // Every shard sealed so far is released below (audited).
+                    e.message = format!(
+                        "{} (the digest the publisher signed); every file sealed before it \
+                         is released",
+                        e.message
+                    );
+                }
                 if args.json {
                     // What was sealed (and audited) before the failure is
                     // still reported, with the failure, then released.

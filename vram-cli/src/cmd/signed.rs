@@ -1,0 +1,136 @@
+//! `vram seal MODEL --model-signature SIG --public-key PEM`: a model signed
+//! by its publisher with OpenSSF model_signing, each file's SHA-256 checked
+//! against the signed statement in the pass that copies it to the device.
+
+use crate::exit::{io_error, shown_path, CliError};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use vram_residency::vram_validation::{ModelRef, Sha256Hex};
+use vram_signing::{verify_bundle, PublicKey, SignedModel, SigningError};
+
+/// One signed file to seal.
+pub(crate) struct SignedInput {
+    /// The file, as messages name it.
+    pub(crate) shown: PathBuf,
+    pub(crate) file: std::fs::File,
+    pub(crate) len: u64,
+    pub(crate) model_ref: ModelRef,
+    /// The SHA-256 the signature gives it.
+    pub(crate) expected: Sha256Hex,
+    /// Its name in the signed statement.
+    pub(crate) resource: String,
+}
+
+/// What the signature proved, for output and the seals.
+pub(crate) struct SignedPlan {
+    pub(crate) model: SignedModel,
+    pub(crate) inputs: Vec<SignedInput>,
+    /// Signed files of zero bytes: checked here (nothing to seal).
+    pub(crate) empty: Vec<String>,
+}
+
+fn signing_error(e: SigningError) -> CliError {
+    let text = format!("model signature: {e}");
+    match e {
+        e if e.is_integrity() => CliError::integrity(format!("{text}; nothing was sealed")),
+        SigningError::Io { .. } => CliError::env(text),
+        _ => CliError::usage(text),
+    }
+}
+
+/// Reads at most `limit` bytes of `path`.
+fn read_bounded(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, CliError> {
+    let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+    let mut bytes = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, &e))?;
+    if bytes.len() > limit {
+        return Err(CliError::usage(format!(
+            "{}: larger than any {what} ({limit} bytes)",
+            shown_path(path)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// SHA-256 of the empty string: what a signed empty file must hash to.
+const EMPTY_SHA256: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
+/// Verifies the bundle under the key, matches the model's files against it,
+/// and opens each: everything a seal needs, before any device is touched.
+pub(crate) fn plan(
+    model_path: &Path,
+    signature: &Path,
+    public_key: &Path,
+    model_ref_prefix: Option<&ModelRef>,
+) -> Result<SignedPlan, CliError> {
+    let key = PublicKey::from_pem(&read_bounded(public_key, 64 << 10, "public key")?)
+        .map_err(signing_error)?;
+    let bundle = read_bounded(
+        signature,
+        vram_signing::MAX_BUNDLE_BYTES,
+        "signature bundle",
+    )?;
+    let model = verify_bundle(&bundle, &key).map_err(signing_error)?;
+    let files = model
+        .files_in(model_path, &[signature.to_path_buf()])
+        .map_err(signing_error)?;
+    let prefix = match model_ref_prefix {
+        Some(r) => r.as_str().to_string(),
+        None => {
+            let base = model_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| model.model_name().to_string());
+            format!("file:{base}")
+        }
+    };
+    let mut inputs = Vec::with_capacity(files.len());
+    let mut empty = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(&f.path).map_err(|e| io_error(&f.path, &e))?;
+        let len = file.metadata().map_err(|e| io_error(&f.path, &e))?.len();
+        if len == 0 {
+            if f.sha256 != EMPTY_SHA256 {
+                return Err(CliError::integrity(format!(
+                    "{}: is empty, but its signed SHA-256 is {}; nothing was sealed",
+                    shown_path(&f.path),
+                    f.sha256_hex()
+                )));
+            }
+            empty.push(f.name);
+            continue;
+        }
+        let reference = if f.name == "." {
+            prefix.clone()
+        } else {
+            format!("{prefix}/{}", f.name)
+        };
+        let model_ref = ModelRef::new(&reference).map_err(|e| {
+            CliError::usage(format!(
+                "{}: cannot name it in a model reference ({e}); pass --model-ref",
+                shown_path(&f.path)
+            ))
+        })?;
+        let expected = Sha256Hex::new(&f.sha256_hex())
+            .map_err(|e| CliError::env(format!("signed digest: {e}")))?;
+        inputs.push(SignedInput {
+            shown: f.path.clone(),
+            file,
+            len,
+            model_ref,
+            expected,
+            resource: f.name,
+        });
+    }
+    Ok(SignedPlan {
+        model,
+        inputs,
+        empty,
+    })
+}

@@ -1,0 +1,215 @@
+//! `vram seal MODEL --model-signature SIG --public-key PEM` with bundles made
+//! by the real `model_signing sign key` 1.1.1 (vram-signing's fixtures).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../vram-signing/tests/fixtures")
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    secret: PathBuf,
+    log: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    copy_dir(&fixtures().join("model"), &model);
+    let secret = dir.path().join("worker.secret");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&secret)
+        .unwrap()
+        .write_all(b"0123456789abcdef0123456789abcdef-signed-test\n")
+        .unwrap();
+    let log = dir.path().join("audit.jsonl");
+    Setup {
+        dir,
+        model,
+        secret,
+        log,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn seal(s: &Setup, model: &Path, sig: &str, key: &str) -> Output {
+    Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .args(["seal", "--device", "mock", "--json"])
+        .arg(model)
+        .arg("--model-signature")
+        .arg(fixtures().join(sig))
+        .arg("--public-key")
+        .arg(fixtures().join(key))
+        .arg("--secret-file")
+        .arg(&s.secret)
+        .arg("--audit-log")
+        .arg(&s.log)
+        .output()
+        .unwrap()
+}
+
+fn events(s: &Setup, ty: &str) -> usize {
+    std::fs::read_to_string(&s.log)
+        .unwrap_or_default()
+        .matches(&format!("\"type\":\"{ty}\""))
+        .count()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_genuine_model_is_sealed_file_by_file_on_every_curve() {
+    for (sig, key) in [
+        ("p256.sig", "p256.pub"),
+        ("p384.sig", "p384.pub"),
+        ("p521.sig", "p521.pub"),
+        ("p256-compat-pae.sig", "p256.pub"),
+    ] {
+        let s = setup();
+        let out = seal(&s, &s.model, sig, key);
+        assert!(out.status.success(), "{sig}: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let files: Vec<String> = v["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["file"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(files.len(), 3, "{sig}: {files:?}");
+        assert!(files[1].ends_with("model/model.safetensors"), "{files:?}");
+        // Each shard's plain SHA-256 is the signed one.
+        for row in v["shards"].as_array().unwrap() {
+            assert_eq!(row["sha256"].as_str().unwrap().len(), 64);
+            assert!(row["model_ref"].as_str().unwrap().starts_with("file:model"));
+        }
+        assert!(
+            stderr(&out).contains("signature verified"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(events(&s, "vram_sealed"), 3);
+    }
+}
+
+#[test]
+fn a_single_file_model_is_sealed() {
+    let s = setup();
+    let single = s.dir.path().join("single.safetensors");
+    std::fs::copy(fixtures().join("single.safetensors"), &single).unwrap();
+    let out = seal(&s, &single, "single-p256.sig", "p256.pub");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(events(&s, "vram_sealed"), 1);
+}
+
+#[test]
+fn a_flipped_byte_seals_nothing_and_is_audited() {
+    let s = setup();
+    let f = s.model.join("model.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[4000] ^= 0x10;
+    std::fs::write(&f, bytes).unwrap();
+    let out = seal(&s, &s.model, "p256.sig", "p256.pub");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("model.safetensors"), "{err}");
+    assert!(err.contains("publisher signed"), "{err}");
+    // The failure is a critical record, and what was sealed before it was
+    // released: nothing stays sealed.
+    assert_eq!(events(&s, "seal_failed"), 1);
+    assert_eq!(
+        events(&s, "vram_deallocated"),
+        events(&s, "vram_sealed") + 1,
+        "every allocation released"
+    );
+}
+
+#[test]
+fn a_changed_file_set_is_refused_before_any_device_work() {
+    type Tamper = fn(&Path, &Path);
+    let cases: [(&str, Tamper); 4] = [
+        ("missing", |m, _| {
+            std::fs::remove_file(m.join("tokenizer/vocab.txt")).unwrap();
+        }),
+        ("extra", |m, _| {
+            std::fs::write(m.join("extra.txt"), "x").unwrap()
+        }),
+        ("edited config", |m, _| {
+            let f = m.join("config.json");
+            let t = std::fs::read_to_string(&f).unwrap().replacen("32", "33", 1);
+            std::fs::write(f, t).unwrap();
+        }),
+        ("symlink", |m, d| {
+            let outside = d.join("config.json");
+            std::fs::rename(m.join("config.json"), &outside).unwrap();
+            std::os::unix::fs::symlink(&outside, m.join("config.json")).unwrap();
+        }),
+    ];
+    for (what, tamper) in cases {
+        let s = setup();
+        tamper(&s.model, s.dir.path());
+        let out = seal(&s, &s.model, "p256.sig", "p256.pub");
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stderr(&out));
+        if what != "edited config" {
+            // Found from the file set alone: no device memory touched.
+            assert_eq!(events(&s, "vram_sealed"), 0, "{what}");
+            assert!(stderr(&out).contains("nothing was sealed"), "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_wrong_key_or_an_unsupported_bundle_is_refused() {
+    let s = setup();
+    let out = seal(&s, &s.model, "p256.sig", "other.pub");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("another key"));
+
+    // A certificate bundle: not verifiable offline here, refused (exit 2).
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("p256.sig")).unwrap()).unwrap();
+    v["verificationMaterial"]["certificate"] = serde_json::json!({"rawBytes": "MAA="});
+    let cert = s.dir.path().join("cert.sig");
+    std::fs::write(&cert, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = seal(&s, &s.model, cert.to_str().unwrap(), "p256.pub");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not supported"));
+
+    // The two flags go together, and take one model.
+    let out = Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .args(["seal", "--model-signature", "x.sig"])
+        .arg(&s.model)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(events(&s, "vram_sealed"), 0);
+}
