@@ -9,9 +9,12 @@ use std::time::Instant;
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut size = "1GiB".to_string();
     let mut audit_size = "1GiB".to_string();
+    let mut signed_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            // Only the signed-model comparison (issue 17).
+            "--signed-only" => signed_only = true,
             "--size" => size = it.next().ok_or("--size needs a value")?.clone(),
             "--audit-size" => {
                 audit_size = it.next().ok_or("--audit-size needs a value")?.clone();
@@ -24,6 +27,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         cargo().args(["build", "--release", "--locked", "-p", "vram-cli"]),
     )?;
     let vram = root().join("target").join("release").join("vram");
+    if signed_only {
+        let dir = root().join("target").join("bench-data");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let secret = dir.join("bench.secret");
+        write_secret(&secret)?;
+        signed_model(&vram, &dir, &secret, parse_size(&size)?)?;
+        let _ = std::fs::remove_file(&secret);
+        return Ok(());
+    }
     step(
         "vram bench (in-process figures)",
         Command::new(&vram).args(["bench", "--size", &size]),
@@ -139,8 +151,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         gb / median,
         t_vram / median
     );
-    let _ = std::fs::remove_file(&secret);
     let _ = std::fs::remove_file(&file);
+    signed_model(&vram, &dir, &secret, bytes)?;
+    let _ = std::fs::remove_file(&secret);
 
     // Issue 24: `vram audit verify`'s peak RSS on a log of garbage lines and on
     // a log of valid records with every 1,000th line damaged (target < 64 MiB).
@@ -164,6 +177,170 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .arg("--vram")
             .arg(&vram),
     )?;
+    Ok(())
+}
+
+/// The median of `n` timings of `cmd()`.
+fn median_of(n: usize, mut cmd: impl FnMut() -> Command) -> Result<f64, String> {
+    let mut t = Vec::with_capacity(n);
+    for _ in 0..n {
+        t.push(time_cmd(&mut cmd())?);
+    }
+    t.sort_by(f64::total_cmp);
+    Ok(t.get(n / 2).copied().unwrap_or(f64::MAX))
+}
+
+/// `model_signing` 1.1.1 in a virtual environment under target/ (installed
+/// from PyPI on first use), or `None` when it cannot be installed.
+fn model_signing_tool() -> Option<std::path::PathBuf> {
+    let venv = root().join("target").join("bench-venv");
+    let tool = venv.join("bin").join("model_signing");
+    if tool.exists() {
+        return Some(tool);
+    }
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet", "model-signing==1.1.1", "pyopenssl"])
+            .status()
+            .is_ok_and(|s| s.success());
+    (ok && tool.exists()).then_some(tool)
+}
+
+/// Issue 17: a signature-checked seal of a multi-file model against a seal
+/// of the same files with `--expect-sha256` and against `model_signing
+/// verify key` (which only reads and hashes), on the same files in the page
+/// cache.
+fn signed_model(vram: &Path, dir: &Path, secret: &Path, bytes: u64) -> Result<(), String> {
+    let Some(tool) = model_signing_tool() else {
+        println!("  model_signing could not be installed (python3 -m venv, pip install model-signing==1.1.1): no signature comparison");
+        return Ok(());
+    };
+    let model = dir.join("signed-model");
+    let _ = std::fs::remove_dir_all(&model);
+    std::fs::create_dir_all(&model).map_err(|e| format!("create {}: {e}", model.display()))?;
+    let parts = 4u64;
+    let mut files = Vec::new();
+    for i in 1..=parts {
+        let f = model.join(format!("model-{i:05}-of-{parts:05}.safetensors"));
+        write_pseudo_random(&f, bytes / parts)?;
+        files.push(f);
+    }
+    std::fs::write(model.join("config.json"), "{\"model_type\": \"bench\"}\n")
+        .map_err(|e| format!("config.json: {e}"))?;
+    let key = dir.join("bench-signing.key");
+    let public = dir.join("bench-signing.pub");
+    let sig = dir.join("bench-model.sig");
+    let made = Command::new("openssl")
+        .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
+        .arg(&key)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("openssl")
+            .args(["ec", "-pubout", "-in"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&public)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !made {
+        println!("  openssl not available: no signature comparison");
+        return Ok(());
+    }
+    let t_sign = time_cmd(
+        Command::new(&tool)
+            .args(["sign", "key", "--private_key"])
+            .arg(&key)
+            .arg("--signature")
+            .arg(&sig)
+            .arg(&model)
+            .stdout(std::process::Stdio::null()),
+    )?;
+    // Warm the page cache.
+    for f in &files {
+        time_cmd(Command::new("cat").arg(f).stdout(std::process::Stdio::null()))?;
+    }
+    let t_ms = median_of(3, || {
+        let mut c = Command::new(&tool);
+        c.args(["verify", "key", "--signature"])
+            .arg(&sig)
+            .arg("--public_key")
+            .arg(&public)
+            .arg(&model)
+            .stdout(std::process::Stdio::null());
+        c
+    })?;
+    let seal = |extra: &mut dyn FnMut(&mut Command)| {
+        let mut c = Command::new(vram);
+        c.args(["seal", "--quiet", "--device", "mock", "--verify", "sampled:16"])
+            .arg("--secret-file")
+            .arg(secret)
+            .stdout(std::process::Stdio::null());
+        extra(&mut c);
+        c
+    };
+    let t_signed = median_of(3, || {
+        seal(&mut |c| {
+            c.arg(&model)
+                .arg("--model-signature")
+                .arg(&sig)
+                .arg("--public-key")
+                .arg(&public);
+        })
+    })?;
+    // The baseline: the same weight files, each sealed with its SHA-256
+    // checked in the pass (one process per file: --expect-sha256 takes one).
+    let mut digests = Vec::new();
+    for f in &files {
+        let out = Command::new("sha256sum")
+            .arg(f)
+            .output()
+            .map_err(|e| format!("sha256sum: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        digests.push(text.split_whitespace().next().unwrap_or_default().to_string());
+    }
+    let mut t_expect = 0.0;
+    for (f, d) in files.iter().zip(&digests) {
+        t_expect += median_of(3, || {
+            seal(&mut |c| {
+                c.arg(f).arg("--expect-sha256").arg(d);
+            })
+        })?;
+    }
+    let t_plain = median_of(3, || {
+        seal(&mut |c| {
+            c.args(&files);
+        })
+    })?;
+    let gb = bytes as f64 / 1e9;
+    println!("\nsigned model: {parts} weight files of {} MiB + config.json, page cache, P-256 key (medians of 3):", (bytes / parts) / (1 << 20));
+    println!("  model_signing sign key                  {t_sign:>7.3} s  (once)");
+    println!(
+        "  model_signing verify key                {t_ms:>7.3} s  {:>6.2} GB/s  (reads and hashes only)",
+        gb / t_ms
+    );
+    println!(
+        "  vram seal, no digest check              {t_plain:>7.3} s  {:>6.2} GB/s",
+        gb / t_plain
+    );
+    println!(
+        "  vram seal --expect-sha256, per file     {t_expect:>7.3} s  {:>6.2} GB/s  (sum of {parts} processes)",
+        gb / t_expect
+    );
+    println!(
+        "  vram seal --model-signature             {t_signed:>7.3} s  {:>6.2} GB/s  {:.2}x the --expect-sha256 seals, {:.2}x model_signing verify's time",
+        gb / t_signed,
+        t_signed / t_expect,
+        t_signed / t_ms
+    );
+    let _ = std::fs::remove_dir_all(&model);
+    for f in [&key, &public, &sig] {
+        let _ = std::fs::remove_file(f);
+    }
     Ok(())
 }
 

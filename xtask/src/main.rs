@@ -22,7 +22,7 @@ usage: cargo xtask <command>
 commands:
   ci                  fmt, clippy, tests, doc tests, loom (what CI runs)
   loom                loom model checks of the capacity tracker
-  bench [--size S] [--audit-size S]
+  bench [--size S] [--audit-size S] [--signed-only]
                       throughput figures with ratios, audit verifier peak RSS (release build)
   criterion           criterion micro-benchmarks
   gpu                 build the CUDA test/bench bundle for a GPU machine
