@@ -24,6 +24,8 @@ mod cmd;
 mod devices;
 #[path = "../../vram-cli/src/exit.rs"]
 mod exit;
+#[path = "../../vram-cli/src/metrics.rs"]
+mod metrics;
 #[path = "../../vram-cli/src/progress.rs"]
 mod progress;
 #[path = "../../vram-cli/src/scratch.rs"]
