@@ -83,8 +83,9 @@ pub fn verify_bundle(bundle: &[u8], key: &PublicKey) -> Result<SignedModel, Sign
             bundle.len()
         )));
     }
-    let raw: RawBundle = serde_json::from_slice(bundle)
-        .map_err(|e| SigningError::malformed(format!("not a Sigstore bundle: {e}")))?;
+    let raw: RawBundle = serde_json::from_slice(bundle).map_err(|e| {
+        SigningError::malformed(format!("not a Sigstore bundle: {}", shown(&e.to_string())))
+    })?;
     match raw.media_type.as_deref() {
         Some(BUNDLE_MEDIA_TYPE) => {}
         Some(other) => {

@@ -152,8 +152,12 @@ pub(crate) fn parse_statement(
     payload: &[u8],
     publisher_key_sha256: [u8; 32],
 ) -> Result<SignedModel, SigningError> {
-    let v: Value = serde_json::from_slice(payload)
-        .map_err(|e| SigningError::malformed(format!("the statement is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(payload).map_err(|e| {
+        SigningError::malformed(format!(
+            "the statement is not JSON: {}",
+            shown(&e.to_string())
+        ))
+    })?;
     let ty = string(&v, "_type")?;
     if ty != STATEMENT_TYPE {
         return Err(SigningError::malformed(format!(

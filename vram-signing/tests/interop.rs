@@ -296,6 +296,10 @@ fn hostile_bundles_are_refused_with_clear_errors() {
             }),
         ),
         (
+            "hostile string where an object belongs",
+            br#"{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":"\u001b[2J\u001b[31mPWNED"}"#.to_vec(),
+        ),
+        (
             "payload not base64",
             edited("p256.sig", |v| v["dsseEnvelope"]["payload"] = "%%%".into()),
         ),

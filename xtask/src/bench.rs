@@ -235,7 +235,14 @@ fn signed_model(vram: &Path, dir: &Path, secret: &Path, bytes: u64) -> Result<()
     let public = dir.join("bench-signing.pub");
     let sig = dir.join("bench-model.sig");
     let made = Command::new("openssl")
-        .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
         .arg(&key)
         .status()
         .is_ok_and(|s| s.success())
@@ -262,7 +269,11 @@ fn signed_model(vram: &Path, dir: &Path, secret: &Path, bytes: u64) -> Result<()
     )?;
     // Warm the page cache.
     for f in &files {
-        time_cmd(Command::new("cat").arg(f).stdout(std::process::Stdio::null()))?;
+        time_cmd(
+            Command::new("cat")
+                .arg(f)
+                .stdout(std::process::Stdio::null()),
+        )?;
     }
     let t_ms = median_of(3, || {
         let mut c = Command::new(&tool);
@@ -276,10 +287,17 @@ fn signed_model(vram: &Path, dir: &Path, secret: &Path, bytes: u64) -> Result<()
     })?;
     let seal = |extra: &mut dyn FnMut(&mut Command)| {
         let mut c = Command::new(vram);
-        c.args(["seal", "--quiet", "--device", "mock", "--verify", "sampled:16"])
-            .arg("--secret-file")
-            .arg(secret)
-            .stdout(std::process::Stdio::null());
+        c.args([
+            "seal",
+            "--quiet",
+            "--device",
+            "mock",
+            "--verify",
+            "sampled:16",
+        ])
+        .arg("--secret-file")
+        .arg(secret)
+        .stdout(std::process::Stdio::null());
         extra(&mut c);
         c
     };
@@ -301,7 +319,12 @@ fn signed_model(vram: &Path, dir: &Path, secret: &Path, bytes: u64) -> Result<()
             .output()
             .map_err(|e| format!("sha256sum: {e}"))?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        digests.push(text.split_whitespace().next().unwrap_or_default().to_string());
+        digests.push(
+            text.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     let mut t_expect = 0.0;
     for (f, d) in files.iter().zip(&digests) {
