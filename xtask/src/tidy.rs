@@ -11,9 +11,26 @@ const CRATES: &[&str] = &[
     "vram-core",
     "vram-mock",
     "vram-residency",
+    "vram-hub",
+    "vram-signing",
     "vram-cli",
     "xtask",
 ];
+
+#[test]
+fn the_crate_list_is_the_workspace() {
+    let ws = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let members = ws.split("members = [").nth(1).unwrap().split(']').next().unwrap();
+    let mut listed: Vec<&str> = members
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .collect();
+    listed.sort_unstable();
+    let mut ours = CRATES.to_vec();
+    ours.sort_unstable();
+    assert_eq!(listed, ours, "CRATES must list every workspace member");
+}
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
