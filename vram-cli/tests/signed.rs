@@ -142,6 +142,7 @@ fn a_flipped_byte_seals_nothing_and_is_audited() {
     let err = stderr(&out);
     assert!(err.contains("model.safetensors"), "{err}");
     assert!(err.contains("publisher signed"), "{err}");
+    assert!(err.contains("nothing stays sealed"), "{err}");
     // The failure is a critical record, and what was sealed before it was
     // released: nothing stays sealed.
     assert_eq!(events(&s, "seal_failed"), 1);

@@ -191,10 +191,11 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             Err(mut e) => {
                 if signed_model.is_some() && e.code == crate::exit::INTEGRITY {
                     // Every shard sealed so far is released below (audited).
+                    let base = e.message.trim_end_matches("; nothing was sealed");
                     e.message = format!(
-                        "{} (the digest the publisher signed); every file sealed before it \
-                         is released",
-                        e.message
+                        "{base}: not the SHA-256 the publisher signed; nothing stays sealed \
+                         (the {} file(s) sealed before it are released)",
+                        shards.len()
                     );
                 }
                 if args.json {
