@@ -39,9 +39,32 @@ fn model(dir: &Path, len: usize) -> PathBuf {
     p
 }
 
+/// A child process killed when dropped, so that a failing test leaves no
+/// `vram --hold` running.
+struct Holding(Option<Child>);
+
+impl Holding {
+    fn id(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    fn wait(mut self) -> std::process::ExitStatus {
+        self.0.take().unwrap().wait().unwrap()
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A holding `vram seal` with the given extra flags; its stderr lines arrive
 /// on the returned channel.
-fn hold(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
+fn hold(dir: &Path, extra: &[&str]) -> (Holding, mpsc::Receiver<String>) {
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("vram"))
         .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
         .env_remove("CREDENTIALS_DIRECTORY")
@@ -71,7 +94,7 @@ fn hold(dir: &Path, extra: &[&str]) -> (Child, mpsc::Receiver<String>) {
             let _ = tx.send(line);
         }
     });
-    (child, rx)
+    (Holding(Some(child)), rx)
 }
 
 /// Waits for a stderr line containing `needle`; returns it.
@@ -87,13 +110,13 @@ fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) 
     }
 }
 
-fn terminate(mut child: Child, rx: &mpsc::Receiver<String>) -> Vec<String> {
+fn terminate(child: Holding, rx: &mpsc::Receiver<String>) -> Vec<String> {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
-    let status = child.wait().unwrap();
+    let status = child.wait();
     let rest: Vec<String> = rx.iter().collect();
     assert!(status.success(), "exit {status:?}: {rest:?}");
     rest
