@@ -45,7 +45,7 @@ pub struct ShownRecord {
 #[non_exhaustive]
 pub enum ShownLine {
     /// A line that reads as a record.
-    Record(ShownRecord),
+    Record(Box<ShownRecord>),
     /// A line that does not (malformed, too long, torn, an unknown event).
     Unreadable {
         /// The file the line is in.
@@ -104,7 +104,7 @@ pub fn read_records(
                         v.line(n, bytes);
                     }
                     each(match serde_json::from_slice::<Fields>(bytes) {
-                        Ok(f) => ShownLine::Record(ShownRecord {
+                        Ok(f) => ShownLine::Record(Box::new(ShownRecord {
                             file: Arc::clone(&shared),
                             line: n,
                             seq: f.seq,
@@ -113,7 +113,7 @@ pub fn read_records(
                             log: f.log,
                             event: f.event,
                             authentic: key.map(|k| record::authenticate(k, bytes).is_ok()),
-                        }),
+                        })),
                         Err(_) => unreadable(
                             "not a record (malformed, or an event this version does not know)",
                         ),

@@ -216,7 +216,7 @@ mod tests {
             format!("{hex}  m.bin"),
             format!("vram-tree-sha256:3KiB:{hex}  m"),
             format!("vram-tree-sha256:1MiB:{hex}"),
-            format!("vram-tree-sha256:1MiB:abc  m"),
+            "vram-tree-sha256:1MiB:abc  m".to_owned(),
             format!("\\vram-tree-sha256:1MiB:{hex}  bad\\q"),
             "{\"file\":\"m\"}".to_owned(),
         ] {

@@ -111,7 +111,7 @@ impl SafetensorsHeader {
             }
             tensors.push(tensor(name, &entry, data_start, data_len)?);
         }
-        tensors.sort_by(|a, b| (a.data.start, a.data.end).cmp(&(b.data.start, b.data.end)));
+        tensors.sort_by_key(|t| (t.data.start, t.data.end));
         Ok(Self {
             tensors,
             data_start,

@@ -228,14 +228,13 @@ pub(crate) fn show(args: &AuditShowArgs, quiet: bool) -> Result<(), CliError> {
     let verified = key.is_some();
     if !args.json {
         println!(
-            "{:>8}  {:<30}  {:<16}  {:<24}  {:<40}  {}{}",
+            "{:>8}  {:<30}  {:<16}  {:<24}  {:<40}  {}SUMMARY",
             "SEQ",
             "TIME",
             "WORKER",
             "EVENT",
             "SHARD",
             if verified { "MAC  " } else { "" },
-            "SUMMARY"
         );
     }
     let mut shown = 0u64;
