@@ -11,8 +11,9 @@ Exit codes:
   2  usage error or invalid input (bad flags, sizes, hex, missing or empty files)
   3  environment (no device, unreadable or too-permissive secret file, I/O errors,
      insufficient VRAM)
-With --json, an error is also JSON on stdout: {"error":{"code":N,"class":"usage|integrity|
-environment","message":...}}, inside the command's own document when it prints one.
+With --json, an error is also JSON on stdout: an error object with code (the exit code),
+class (usage, integrity or environment) and message, inside the command's own document
+when it prints one.
 
 Keys: the worker secret comes from --secret-file, else $CREDENTIALS_DIRECTORY/vram-worker-secret,
 else $VRAM_SECRET_FILE. The file must be owned by you and not readable by group or others.";
