@@ -36,7 +36,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// List devices (CUDA devices, or the mock when none is found) with memory figures.
     Devices(DevicesArgs),
-    /// Chunk-tree digest of a file (and its plain SHA-256 in the same pass).
+    /// Chunk-tree digests of files as manifest lines; with -c, check files against a manifest.
     Digest(DigestArgs),
     /// Seal files into device memory, verify them once, print their handles.
     Seal(SealArgs),
