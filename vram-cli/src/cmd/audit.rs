@@ -60,7 +60,7 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
         )))
     };
     if args.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "intact": report.is_intact(),
             "records": report.records,
             "bad_lines": report.bad_lines,
@@ -73,7 +73,6 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             "findings_omitted": report.findings_omitted,
             "findings": report.findings,
         });
-        let mut v = v;
         if let (Err(e), Some(obj)) = (&verdict, v.as_object_mut()) {
             obj.insert("error".into(), e.to_json());
         }
