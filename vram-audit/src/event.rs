@@ -198,6 +198,26 @@ impl AuditEvent {
         }
     }
 
+    /// The shard the event is about, for events about one.
+    #[must_use]
+    pub fn shard_id(&self) -> Option<&str> {
+        match self {
+            Self::VramSealed { shard_id, .. }
+            | Self::SealVerified { shard_id, .. }
+            | Self::SealVerificationFailed { shard_id, .. }
+            | Self::VerificationIncomplete { shard_id, .. }
+            | Self::SealFailed { shard_id, .. }
+            | Self::VramAllocated { shard_id, .. }
+            | Self::VramDeallocated { shard_id, .. } => Some(shard_id),
+            Self::VramAllocationFailed { .. }
+            | Self::PolicyViolation { .. }
+            | Self::LogCreated { .. }
+            | Self::LogOpened { .. }
+            | Self::TornTailRecovered { .. }
+            | Self::Rotated { .. } => None,
+        }
+    }
+
     /// The event's `"type"` tag, e.g. `"vram_sealed"`.
     #[must_use]
     pub fn kind(&self) -> &'static str {

@@ -11,6 +11,7 @@ mod log;
 mod options;
 mod record;
 mod recover;
+mod show;
 mod verify;
 
 pub use backend::{Backend, MemoryBackend};
@@ -20,6 +21,7 @@ pub use key::AuditKey;
 pub use log::{AuditLog, AuditSink, RecordReceipt, SinkStats};
 pub use options::{FailureMode, FailurePolicy, FileOptions, FsyncPolicy, LogOptions};
 pub use record::RECORD_FORMAT;
+pub use show::{read_records, ShownLine, ShownRecord};
 pub use verify::{
     segment_files, verify_chain, verify_chain_with, verify_lines, verify_lines_with, Checkpoint,
     Finding, FindingKind, Genesis, VerifyOptions, VerifyReport,

@@ -11,6 +11,9 @@ Exit codes:
   2  usage error or invalid input (bad flags, sizes, hex, missing or empty files)
   3  environment (no device, unreadable or too-permissive secret file, I/O errors,
      insufficient VRAM)
+With --json, an error is also JSON on stdout: an error object with code (the exit code),
+class (usage, integrity or environment) and message, inside the command's own document
+when it prints one.
 
 Keys: the worker secret comes from --secret-file, else $CREDENTIALS_DIRECTORY/vram-worker-secret,
 else $VRAM_SECRET_FILE. The file must be owned by you and not readable by group or others.";
@@ -33,7 +36,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// List devices (CUDA devices, or the mock when none is found) with memory figures.
     Devices(DevicesArgs),
-    /// Chunk-tree digest of a file (and its plain SHA-256 in the same pass).
+    /// Chunk-tree digests of files as manifest lines; with -c, check files against a manifest.
     Digest(DigestArgs),
     /// Seal files into device memory, verify them once, print their handles.
     Seal(Box<SealArgs>),
@@ -46,6 +49,22 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Check every file of a model in the local Hugging Face cache against its blob name; seals nothing.
     VerifyCache(VerifyCacheArgs),
+}
+
+impl Command {
+    /// Whether the command was asked for `--json`: its errors are then a JSON
+    /// `error` object on stdout too.
+    pub(crate) fn json(&self) -> bool {
+        match self {
+            Self::Devices(a) => a.json,
+            Self::Digest(a) => a.json,
+            Self::Seal(a) => a.json,
+            Self::Audit(a) => a.json(),
+            Self::Demo(a) => a.json,
+            Self::Bench(a) => a.json,
+            Self::VerifyCache(a) => a.json,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -65,19 +84,39 @@ pub(crate) struct DevicesArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = DIGEST_HELP)]
 pub(crate) struct DigestArgs {
-    /// File to digest.
-    pub(crate) file: PathBuf,
+    /// Files to digest (`-` is standard input); with --check, manifests to check.
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Read manifests (lines as `vram digest` prints them, or its --json lines)
+    /// and check every file they name; FAILED files with their corrupt byte ranges.
+    #[arg(short = 'c', long, conflicts_with_all = ["leaf_size", "sha256", "leaves"])]
+    pub(crate) check: bool,
     /// Leaf size: a power of two from 4KiB to 1GiB (e.g. 4KiB, 1MiB, 1GiB, or bytes).
     #[arg(long)]
     pub(crate) leaf_size: Option<String>,
     /// Also compute the plain whole-file SHA-256 (same pass over the bytes).
     #[arg(long)]
     pub(crate) sha256: bool,
-    /// Machine-readable output.
+    /// With --json: put every leaf hash into each line, so that --check can
+    /// name the corrupt byte ranges (and safetensors tensors) of a changed file.
+    #[arg(long, requires = "json")]
+    pub(crate) leaves: bool,
+    /// Machine-readable output: one JSON object per file and line (a manifest
+    /// --check reads); with --check, one JSON document.
     #[arg(long)]
     pub(crate) json: bool,
 }
+
+const DIGEST_HELP: &str = r"Manifest lines: `vram-tree-sha256:LEAF:ROOT  NAME` (tree digest format 1, LEAF as
+4KiB..1GiB, ROOT 64 hex), and with --sha256 also `sha256:HEX  NAME`. A NAME that needed
+escaping (\\, \n, \r, \u{..}) starts its line with `\`, as sha256sum does.
+
+--check prints `NAME: OK`, `NAME: FAILED` (with the corrupt byte ranges when the manifest
+has leaf hashes, and the tensors in them for a safetensors file) or `NAME: FAILED open or
+read`; exit 0 when every file is OK, 1 when any failed or could not be read, 2 when no
+line of a manifest is well formed (lines that are not are counted on stderr).";
 
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArg {
@@ -167,6 +206,60 @@ pub(crate) struct SealArgs {
 pub(crate) enum AuditCommand {
     /// Verify an audit log chain (files in order); exit 0 only when intact.
     Verify(AuditVerifyArgs),
+    /// Show records as a table (or JSON lines), filtered; verified with the secret.
+    Show(AuditShowArgs),
+    /// Print the verified head as SEQ:HASH:LOG_ID, the form --checkpoint takes.
+    Head(AuditHeadArgs),
+}
+
+impl AuditCommand {
+    fn json(&self) -> bool {
+        match self {
+            Self::Verify(a) => a.json,
+            Self::Show(a) => a.json,
+            Self::Head(a) => a.json,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditShowArgs {
+    /// Log files, oldest first; a single path also takes its rotated segments (PATH.1, PATH.2, ...).
+    #[arg(required = true)]
+    pub(crate) logs: Vec<PathBuf>,
+    /// Worker secret file: verify the chain while showing it (without one,
+    /// records are shown unverified, and stderr says so).
+    #[arg(long)]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Only events of this type (e.g. seal_verification_failed); repeatable.
+    #[arg(long = "event", value_name = "TYPE")]
+    pub(crate) events: Vec<String>,
+    /// Only records about this shard id.
+    #[arg(long, value_name = "ID")]
+    pub(crate) shard: Option<String>,
+    /// Only records at or after this time (RFC 3339 in UTC, e.g. 2026-01-31T12:00:00Z, or a date).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) since: Option<String>,
+    /// Only records before this time (RFC 3339 in UTC, or a date).
+    #[arg(long, value_name = "TIME")]
+    pub(crate) until: Option<String>,
+    /// One JSON object per record and line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditHeadArgs {
+    /// Log files, oldest first; a single path also takes its rotated segments (PATH.1, PATH.2, ...).
+    #[arg(required = true)]
+    pub(crate) logs: Vec<PathBuf>,
+    /// Worker secret file the log's audit key derives from (the chain is
+    /// verified before its head is printed).
+    #[arg(long)]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

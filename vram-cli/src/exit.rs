@@ -17,26 +17,61 @@ pub(crate) const ENVIRONMENT: u8 = 3;
 pub(crate) struct CliError {
     pub(crate) code: u8,
     pub(crate) message: String,
+    /// The command already put this error into its own `--json` output (an
+    /// `error` object inside its document): `main` must not print a second
+    /// document for it.
+    pub(crate) in_json: bool,
 }
 
 impl CliError {
-    pub(crate) fn usage(message: impl Into<String>) -> Self {
+    fn with_code(code: u8, message: impl Into<String>) -> Self {
         Self {
-            code: USAGE,
+            code,
             message: message.into(),
+            in_json: false,
         }
+    }
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self::with_code(USAGE, message)
     }
     pub(crate) fn env(message: impl Into<String>) -> Self {
-        Self {
-            code: ENVIRONMENT,
-            message: message.into(),
-        }
+        Self::with_code(ENVIRONMENT, message)
     }
     pub(crate) fn integrity(message: impl Into<String>) -> Self {
-        Self {
-            code: INTEGRITY,
-            message: message.into(),
-        }
+        Self::with_code(INTEGRITY, message)
+    }
+
+    /// The class scripts branch on, named after the exit code.
+    pub(crate) fn class(&self) -> &'static str {
+        class_of(self.code)
+    }
+
+    /// The `error` object of `--json` output:
+    /// `{"code": EXIT_CODE, "class": "usage|integrity|environment", "message": "..."}`.
+    /// JSON escaping keeps the message exact and safe.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "code": self.code,
+            "class": self.class(),
+            "message": self.message,
+        })
+    }
+
+    /// Marks the error as already written into the command's JSON output.
+    #[must_use]
+    pub(crate) fn reported_in_json(mut self) -> Self {
+        self.in_json = true;
+        self
+    }
+}
+
+/// The class of an exit code, as `--json` errors name it.
+pub(crate) fn class_of(code: u8) -> &'static str {
+    match code {
+        INTEGRITY => "integrity",
+        USAGE => "usage",
+        OK => "ok",
+        _ => "environment",
     }
 }
 
@@ -47,10 +82,7 @@ impl From<VramError> for CliError {
             ErrorClass::InvalidInput => USAGE,
             _ => ENVIRONMENT,
         };
-        Self {
-            code,
-            message: e.to_string(),
-        }
+        Self::with_code(code, e.to_string())
     }
 }
 

@@ -8,6 +8,7 @@ mod cli;
 mod cmd;
 mod devices;
 mod exit;
+mod manifest;
 mod metrics;
 mod progress;
 mod scratch;
@@ -27,6 +28,11 @@ fn main() -> ExitCode {
                 exit::OK
             };
             let _ = e.print();
+            if code != exit::OK && json_asked() {
+                // Not parsed, but asked for: a script still gets JSON.
+                let err = exit::CliError::usage(e.kind().to_string());
+                print_json_error(&err);
+            }
             return ExitCode::from(code);
         }
     };
@@ -35,9 +41,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
             eprintln!("vram: error: {}", exit::one_safe_line(&e.message));
+            // Under --json the error is JSON on stdout as well, once: unless
+            // the command already put it into its own output.
+            if args.command.json() && !e.in_json {
+                print_json_error(&e);
+            }
             ExitCode::from(e.code)
         }
     }
+}
+
+/// `{"error":{"code":N,"class":"...","message":"..."}}` on stdout, one line.
+fn print_json_error(e: &exit::CliError) {
+    println!("{}", serde_json::json!({ "error": e.to_json() }));
+}
+
+/// `--json` among the arguments (before a `--`), for errors clap reports
+/// before there are parsed arguments to ask.
+fn json_asked() -> bool {
+    std::env::args_os()
+        .skip(1)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json")
 }
 
 /// Colour only on a terminal, and never with `NO_COLOR` set (to anything

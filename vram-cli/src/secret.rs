@@ -28,3 +28,15 @@ pub(crate) fn load(flag: Option<&Path>) -> Result<WorkerSecret, CliError> {
          head -c 32 /dev/urandom > secret && chmod 600 secret)"
     )))
 }
+
+/// [`load`] when a secret is given (by flag, credential or environment);
+/// `None` when none is, for commands that can work without one.
+pub(crate) fn load_if_given(flag: Option<&Path>) -> Result<Option<WorkerSecret>, CliError> {
+    let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|dir| Path::new(&dir).join(CREDENTIAL_NAME).exists());
+    if flag.is_some() || credential || std::env::var_os(SECRET_FILE_ENV).is_some() {
+        load(flag).map(Some)
+    } else {
+        Ok(None)
+    }
+}

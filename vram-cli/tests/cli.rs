@@ -146,13 +146,16 @@ fn digest_json_shape_and_determinism() {
         vram_residency::vram_crypto::LeafSize::new(65536).unwrap(),
     );
     assert_eq!(v["tree_digest"], tree.root.to_string());
-    // Plain output: "<digest>  <file>".
+    // Plain output: a manifest line, "vram-tree-sha256:LEAF:<digest>  <file>".
     let out = vram()
         .args(["digest", "--leaf-size", "65536"])
         .arg(&f)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&tree.root.to_string()));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("vram-tree-sha256:64KiB:{}  {}\n", tree.root, f.display())
+    );
 }
 
 #[test]
@@ -834,7 +837,7 @@ fn a_failure_after_a_success_still_reports_what_was_sealed_and_names_the_file() 
     assert_eq!(shards.len(), 1, "{v:#}");
     assert_eq!(shards[0]["file"].as_str().unwrap(), a.to_str().unwrap());
     assert_eq!(v["error"]["file"].as_str().unwrap(), b.to_str().unwrap());
-    assert_eq!(v["error"]["exit_code"], 3);
+    assert_eq!(v["error"]["code"], 3);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("b-too-big.bin: "),

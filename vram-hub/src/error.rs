@@ -81,6 +81,14 @@ pub enum HubError {
         max: usize,
     },
 
+    /// A file's safetensors header is not one this crate accepts (too
+    /// large, not a JSON object, offsets out of bounds).
+    #[error("not a valid safetensors header: {reason}")]
+    Safetensors {
+        /// What is wrong, in our words (tensor names escaped).
+        reason: String,
+    },
+
     /// Reading the cache failed.
     #[error("{}: {kind}", path.display())]
     Io {

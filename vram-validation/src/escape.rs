@@ -81,6 +81,54 @@ pub fn escape_line_field(s: &str) -> (String, bool) {
     (out, escaped)
 }
 
+/// Undoes [`escape_line_field`]: `\\`, `\n`, `\r` and `\u{XX}` (1 to 6 hex
+/// digits naming a Unicode scalar value) become the characters they stand
+/// for. `None` for any other use of `\` (a text that no escaping produced).
+///
+/// ```
+/// use vram_validation::{escape_line_field, unescape_line_field};
+/// let name = "a\nb\\c\u{1b}é";
+/// assert_eq!(unescape_line_field(&escape_line_field(name).0).as_deref(), Some(name));
+/// assert_eq!(unescape_line_field(r"bad\q"), None);
+/// ```
+#[must_use]
+pub fn unescape_line_field(s: &str) -> Option<String> {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push('\\'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            'u' => {
+                if chars.next()? != '{' {
+                    return None;
+                }
+                let mut value = 0u32;
+                let mut digits = 0u8;
+                loop {
+                    let d = chars.next()?;
+                    if d == '}' {
+                        break;
+                    }
+                    digits = digits.checked_add(1).filter(|n| *n <= 6)?;
+                    value = value.checked_mul(16)?.checked_add(d.to_digit(16)?)?;
+                }
+                if digits == 0 {
+                    return None;
+                }
+                out.push(char::from_u32(value)?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// A human-readable output line built from trusted text and untrusted fields
 /// ([`escape_line_field`]); rendered with a leading `\` when any field was
 /// escaped.
@@ -183,6 +231,33 @@ mod tests {
         let long = "x".repeat(1 << 20);
         let shown = escape_for_log(&long, 10);
         assert_eq!(shown, format!("xxxxxxxxxx…({} more bytes)", (1 << 20) - 10));
+    }
+
+    #[test]
+    fn line_fields_unescape_to_what_was_escaped() {
+        for name in [
+            "plain.bin",
+            "a\\b",
+            "x\ny\rz",
+            "\u{1b}]0;t\u{7}",
+            "é\u{202e}\u{10ffff}",
+            "",
+        ] {
+            let (text, _) = escape_line_field(name);
+            assert_eq!(unescape_line_field(&text).as_deref(), Some(name), "{text}");
+        }
+        for bad in [
+            r"a\",
+            r"\q",
+            r"\u",
+            r"\u{",
+            r"\u{}",
+            r"\u{1234567}",
+            r"\u{d800}",
+            r"\u{zz}",
+        ] {
+            assert_eq!(unescape_line_field(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod size;
 
 pub use device::{validate_device_index, ShardPosition, MAX_SHARDS};
 pub use error::{Field, ValidationError};
-pub use escape::{escape_for_log, escape_line_field, OutputLine};
+pub use escape::{escape_for_log, escape_line_field, unescape_line_field, OutputLine};
 pub use model_ref::{is_model_ref_char, ModelRef, MAX_MODEL_REF_LEN};
 pub use sha256::{Sha256Hex, SHA256_HEX_LEN};
 pub use shard_id::{is_shard_id_char, ShardId, MAX_SHARD_ID_LEN};

@@ -20,7 +20,13 @@ const CRATES: &[&str] = &[
 #[test]
 fn the_crate_list_is_the_workspace() {
     let ws = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
-    let members = ws.split("members = [").nth(1).unwrap().split(']').next().unwrap();
+    let members = ws
+        .split("members = [")
+        .nth(1)
+        .unwrap()
+        .split(']')
+        .next()
+        .unwrap();
     let mut listed: Vec<&str> = members
         .split(',')
         .map(|m| m.trim().trim_matches('"'))

@@ -206,7 +206,12 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         ),
     );
 
-    let summary = serde_json::json!({
+    let verdict = if steps.all_ok {
+        Ok(())
+    } else {
+        Err(CliError::integrity("the demo did not behave as expected"))
+    };
+    let mut summary = serde_json::json!({
         "ok": steps.all_ok,
         "device_kind": selection.kind(),
         "bytes": size,
@@ -217,7 +222,11 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         "steps": steps.rows,
     });
     if args.json {
+        if let (Err(e), Some(obj)) = (&verdict, summary.as_object_mut()) {
+            obj.insert("error".into(), e.to_json());
+        }
         println!("{summary:#}");
+        return verdict.map_err(CliError::reported_in_json);
     } else {
         println!(
             "summary: {} on {}; seal {:.2} GB/s, full verify {:.2} GB/s, sampled verify {:.1} ms; {}",
@@ -229,9 +238,5 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
             if steps.all_ok { "every step behaved as expected" } else { "SOME STEPS FAILED" }
         );
     }
-    if steps.all_ok {
-        Ok(())
-    } else {
-        Err(CliError::integrity("the demo did not behave as expected"))
-    }
+    verdict
 }

@@ -1,4 +1,5 @@
-//! `vram digest FILE`: the chunk-tree digest of a file.
+//! `vram digest FILE...`: the chunk-tree digest of files, as manifest lines
+//! (`crate::manifest`) that `vram digest --check` reads back.
 //!
 //! Without `--sha256`, each core reads its own contiguous range of leaves with
 //! positional reads and hashes it across the SIMD lanes, so file reads and
@@ -9,91 +10,184 @@
 
 use super::{gbps, leaf_arg};
 use crate::cli::DigestArgs;
-use crate::exit::{io_error, shown_path, CliError};
+use crate::exit::{io_error, one_safe_line, shown_path, CliError};
+use crate::manifest::{leaf_text, sha256_line, tree_line, TREE_TAG};
 use indicatif::ProgressBar;
 use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
-use vram_residency::vram_crypto::{backend, leaf_hashes_from, LeafHashes, LeafSize, TreeHasher};
-use vram_residency::vram_validation::OutputLine;
+use vram_residency::vram_crypto::{
+    backend, leaf_hashes_from, LeafHashes, LeafSize, Sha256Digest, TreeHasher,
+};
 use vram_residency::{stream_chunks, DEFAULT_STAGING_BYTES};
 
+/// What one pass over a file found.
+pub(crate) struct Digested {
+    pub(crate) leaves: LeafHashes,
+    pub(crate) plain: Option<Sha256Digest>,
+    pub(crate) secs: f64,
+}
+
 pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
-    let leaf = leaf_arg(args.leaf_size.as_deref())?.unwrap_or(LeafSize::DEFAULT);
-    let file = File::open(&args.file).map_err(|e| io_error(&args.file, &e))?;
-    let meta = file.metadata().map_err(|e| io_error(&args.file, &e))?;
-    if meta.is_dir() {
-        return Err(CliError::usage(format!(
-            "{}: is a directory",
-            shown_path(&args.file)
-        )));
+    if args.check {
+        return super::check::run(args, quiet);
     }
-    let pb = crate::progress::bar(meta.len(), "digest", quiet);
-    let start = Instant::now();
-    let (leaves, plain) = if args.sha256 || !meta.is_file() {
-        let mut hasher = TreeHasher::new(leaf);
-        if args.sha256 {
-            hasher = hasher.with_plain_sha256();
+    let leaf = leaf_arg(args.leaf_size.as_deref())?.unwrap_or(LeafSize::DEFAULT);
+    let several = args.files.len() > 1;
+    let mut failed: Vec<CliError> = Vec::new();
+    for path in &args.files {
+        let name = path.to_string_lossy();
+        match digest_path(path, leaf, args.sha256, quiet) {
+            Ok(d) => print_one(args, &name, leaf, &d, quiet),
+            Err(e) => {
+                if args.json {
+                    // One line per file in the stream, the failed ones too.
+                    println!(
+                        "{}",
+                        serde_json::json!({ "file": name, "error": e.to_json() })
+                    );
+                }
+                if several {
+                    eprintln!("vram: error: {}", one_safe_line(&e.message));
+                }
+                failed.push(e);
+            }
         }
-        stream_chunks(file, None, DEFAULT_STAGING_BYTES, |_, chunk| {
-            hasher.update(chunk);
-            pb.inc(chunk.len() as u64);
-            Ok(())
-        })
-        .map_err(|e| CliError::env(format!("{}: {e}", shown_path(&args.file))))?;
-        let out = hasher.finish();
-        (out.leaves, out.plain_sha256)
-    } else {
-        (
-            digest_file_parallel(&file, &args.file, meta.len(), leaf, &pb)?,
-            None,
-        )
+    }
+    let mut failed = failed.into_iter();
+    let Some(first) = failed.next() else {
+        return Ok(());
     };
-    pb.finish_and_clear();
-    let secs = start.elapsed().as_secs_f64();
-    let tree = leaves.root();
+    let err = if several {
+        let n = failed.count().saturating_add(1);
+        CliError {
+            message: format!("{n} of {} file(s) could not be digested", args.files.len()),
+            ..first
+        }
+    } else {
+        first
+    };
+    Err(if args.json {
+        err.reported_in_json()
+    } else {
+        err
+    })
+}
+
+fn print_one(args: &DigestArgs, name: &str, leaf: LeafSize, d: &Digested, quiet: bool) {
+    let tree = d.leaves.root();
     let bytes = tree.descriptor.total_len;
     if args.json {
+        // One compact object per line: the stream is a manifest `--check` reads.
         let mut v = serde_json::json!({
-            "file": args.file.display().to_string(),
+            "file": name,
+            "algorithm": TREE_TAG,
             "bytes": bytes,
             "leaf_size": leaf.bytes(),
             "leaf_count": tree.descriptor.leaf_count(),
             "tree_digest": tree.root.to_string(),
             "format_version": tree.descriptor.version,
             "backend": backend(),
-            "seconds": secs,
-            "gb_per_s": gbps(bytes, secs),
+            "seconds": d.secs,
+            "gb_per_s": gbps(bytes, d.secs),
         });
-        if let (Some(sha), Some(obj)) = (plain, v.as_object_mut()) {
-            obj.insert("sha256".into(), sha.to_string().into());
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(sha) = &d.plain {
+                obj.insert("sha256".into(), sha.to_string().into());
+            }
+            if args.leaves {
+                let leaves: Vec<String> =
+                    d.leaves.hashes().iter().map(ToString::to_string).collect();
+                obj.insert("leaves".into(), leaves.into());
+            }
         }
-        println!("{v:#}");
+        println!("{v}");
     } else {
-        // `DIGEST  NAME`, the name escaped as sha256sum does (a leading `\`
-        // marks an escaped line): a hostile name cannot add a line or drive
-        // the terminal. JSON above carries the name exactly.
-        let name = args.file.to_string_lossy();
-        let mut line = OutputLine::new();
-        line.push(&format!("{}  ", tree.root)).field(&name);
-        println!("{line}");
-        if let Some(sha) = plain {
-            let mut line = OutputLine::new();
-            line.push(&format!("sha256 {sha}  ")).field(&name);
-            println!("{line}");
+        // Manifest lines (see `crate::manifest`), the name escaped as
+        // sha256sum does (a leading `\` marks an escaped line): a hostile
+        // name cannot add a line or drive the terminal. JSON carries the
+        // name exactly.
+        println!("{}", tree_line(leaf, &tree.root, name));
+        if let Some(sha) = &d.plain {
+            println!("{}", sha256_line(sha, name));
         }
         if !quiet {
             eprintln!(
                 "{} bytes, leaf {} ({} leaves), {:.2} GB/s, backend {}",
                 bytes,
-                leaf,
+                leaf_text(leaf),
                 tree.descriptor.leaf_count(),
-                gbps(bytes, secs),
+                gbps(bytes, d.secs),
                 backend()
             );
         }
     }
-    Ok(())
+}
+
+/// The leaf hashes (and with `sha256` the plain SHA-256) of the file at
+/// `path`, or of standard input for `-`.
+pub(crate) fn digest_path(
+    path: &Path,
+    leaf: LeafSize,
+    sha256: bool,
+    quiet: bool,
+) -> Result<Digested, CliError> {
+    let start = Instant::now();
+    if path.as_os_str() == "-" {
+        let pb = crate::progress::bar(0, "digest", quiet);
+        let (leaves, plain) = stream(std::io::stdin(), path, leaf, sha256, &pb)?;
+        pb.finish_and_clear();
+        return Ok(Digested {
+            leaves,
+            plain,
+            secs: start.elapsed().as_secs_f64(),
+        });
+    }
+    let file = File::open(path).map_err(|e| io_error(path, &e))?;
+    let meta = file.metadata().map_err(|e| io_error(path, &e))?;
+    if meta.is_dir() {
+        return Err(CliError::usage(format!(
+            "{}: is a directory",
+            shown_path(path)
+        )));
+    }
+    let pb = crate::progress::bar(meta.len(), "digest", quiet);
+    let (leaves, plain) = if sha256 || !meta.is_file() {
+        stream(file, path, leaf, sha256, &pb)?
+    } else {
+        (
+            digest_file_parallel(&file, path, meta.len(), leaf, &pb)?,
+            None,
+        )
+    };
+    pb.finish_and_clear();
+    Ok(Digested {
+        leaves,
+        plain,
+        secs: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// One ordered pass through the tree hasher (and the plain SHA-256).
+fn stream(
+    reader: impl std::io::Read + Send,
+    path: &Path,
+    leaf: LeafSize,
+    sha256: bool,
+    pb: &ProgressBar,
+) -> Result<(LeafHashes, Option<Sha256Digest>), CliError> {
+    let mut hasher = TreeHasher::new(leaf);
+    if sha256 {
+        hasher = hasher.with_plain_sha256();
+    }
+    stream_chunks(reader, None, DEFAULT_STAGING_BYTES, |_, chunk| {
+        hasher.update(chunk);
+        pb.inc(chunk.len() as u64);
+        Ok(())
+    })
+    .map_err(|e| CliError::env(format!("{}: {e}", shown_path(path))))?;
+    let out = hasher.finish();
+    Ok((out.leaves, out.plain_sha256))
 }
 
 /// Leaf hashes of a regular file of `len` bytes: one contiguous leaf range per

@@ -195,13 +195,25 @@ pub(crate) fn verify_cache(args: &VerifyCacheArgs, quiet: bool) -> Result<(), Cl
             }
         }
     }
+    let verdict = if bad > 0 {
+        Err(CliError::integrity(format!(
+            "{}: {bad} corrupt file(s) in the cache",
+            snapshot.reference()
+        )))
+    } else {
+        Ok(())
+    };
     if args.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "model": snapshot.reference(),
             "intact": bad == 0,
             "files": rows,
         });
+        if let (Err(e), Some(obj)) = (&verdict, v.as_object_mut()) {
+            obj.insert("error".into(), e.to_json());
+        }
         println!("{v:#}");
+        return verdict.map_err(CliError::reported_in_json);
     } else {
         println!(
             "{}: {} file(s), {}",
@@ -214,11 +226,5 @@ pub(crate) fn verify_cache(args: &VerifyCacheArgs, quiet: bool) -> Result<(), Cl
             }
         );
     }
-    if bad > 0 {
-        return Err(CliError::integrity(format!(
-            "{}: {bad} corrupt file(s) in the cache",
-            snapshot.reference()
-        )));
-    }
-    Ok(())
+    verdict
 }

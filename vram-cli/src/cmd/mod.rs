@@ -2,6 +2,7 @@
 
 mod audit;
 mod bench;
+mod check;
 mod demo;
 mod devices;
 mod digest;
@@ -28,6 +29,8 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Digest(a) => digest::run(a, cli.quiet),
         Command::Seal(a) => seal::run(a, cli.quiet),
         Command::Audit(AuditCommand::Verify(a)) => audit::verify(a),
+        Command::Audit(AuditCommand::Show(a)) => audit::show(a, cli.quiet),
+        Command::Audit(AuditCommand::Head(a)) => audit::head(a),
         Command::Demo(a) => demo::run(a, cli.quiet),
         Command::Bench(a) => bench::run(a, cli.quiet),
         Command::VerifyCache(a) => hub::verify_cache(a, cli.quiet),

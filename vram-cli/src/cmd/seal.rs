@@ -200,40 +200,61 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                 }
                 if args.json {
                     // What was sealed (and audited) before the failure is
-                    // still reported, with the failure, then released.
+                    // still reported, with the failure (the error object of
+                    // every `--json` command, plus the file), then released.
+                    let mut error = e.to_json();
+                    if let Some(obj) = error.as_object_mut() {
+                        obj.insert("file".into(), path.to_string_lossy().into());
+                    }
                     let out = serde_json::json!({
                         "shards": rows,
                         "device_kind": selection.kind(),
                         "peak_rss_bytes": peak_rss_bytes(),
-                        "error": {
-                            "file": path.to_string_lossy(),
-                            "message": e.message,
-                            "exit_code": e.code,
-                        },
+                        "error": error,
                     });
                     println!("{out:#}");
+                    return Err(e.reported_in_json());
                 }
                 return Err(e);
             }
         }
     }
-    if args.json {
-        let out = serde_json::json!({
-            "shards": rows,
-            "device_kind": selection.kind(),
-            "peak_rss_bytes": peak_rss_bytes(),
-        });
-        println!("{out:#}");
-    }
+    let mut out = serde_json::json!({
+        "shards": rows,
+        "device_kind": selection.kind(),
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
     if args.hold {
-        hold(&mgr, shards, scrub_rate, quiet, metrics, selection.kind())?;
-    } else {
-        // Exit 0 only once every record, the releases' included, is durable.
-        for shard in shards {
-            shard.release()?;
+        if args.json {
+            println!("{out:#}");
+        }
+        // The document is out before holding (scripts need the handles): a
+        // failure while holding is said on stderr only, never as a second
+        // JSON document.
+        return hold(&mgr, shards, scrub_rate, quiet, metrics, selection.kind()).map_err(|e| {
+            if args.json {
+                e.reported_in_json()
+            } else {
+                e
+            }
+        });
+    }
+    // Exit 0 only once every record, the releases' included, is durable.
+    let mut released = Ok(());
+    for shard in shards {
+        let r = shard.release();
+        if released.is_ok() {
+            released = r.map_err(CliError::from);
         }
     }
-    Ok(())
+    if args.json {
+        if let (Err(e), Some(obj)) = (&released, out.as_object_mut()) {
+            obj.insert("error".into(), e.to_json());
+        }
+        println!("{out:#}");
+        released = released.map_err(CliError::reported_in_json);
+    }
+    released
 }
 
 /// Seals and verifies one file; prints its line unless `--json`; returns the

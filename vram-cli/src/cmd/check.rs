@@ -1,0 +1,398 @@
+//! `vram digest --check MANIFEST...`: check files against manifest lines, as
+//! `sha256sum -c` does, and for a failed file say which bytes changed.
+//!
+//! Behaviour follows `sha256sum -c`: one `NAME: OK`, `NAME: FAILED` or
+//! `NAME: FAILED open or read` line per listed file; improperly formatted
+//! lines are counted (a warning on stderr) and skipped; exit 0 when every
+//! listed file is OK, 1 when any failed or could not be read. Where
+//! `sha256sum` exits 1 when no line at all is well formed, this exits 2 (a
+//! usage error: nothing was checked). A manifest line with leaf hashes
+//! (`vram digest --json --leaves`) lets a failed file's corrupt byte ranges be
+//! named, and the tensors in them when the file is a safetensors file.
+
+use super::digest::digest_path;
+use crate::cli::DigestArgs;
+use crate::exit::{io_error, one_safe_line, shown_path, CliError};
+use crate::manifest::{parse_line, Entry, Expected};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use vram_hub::SafetensorsHeader;
+use vram_residency::vram_crypto::{diff_leaves, LeafHashes, LeafSize};
+use vram_residency::vram_validation::OutputLine;
+
+/// Longest manifest line read: a JSON line with leaf hashes takes 67 bytes
+/// per leaf, so this covers a 4 TiB file at 1 MiB leaves.
+const MAX_LINE_BYTES: usize = 256 << 20;
+/// Tensors named per range in the human output (JSON has them all).
+const SHOWN_TENSORS: usize = 8;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Failed,
+    Missing,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Missing => "missing",
+        }
+    }
+}
+
+/// Consecutive corrupt leaves as one byte range.
+struct Corrupt {
+    start: u64,
+    end: u64,
+    first_leaf: u64,
+    last_leaf: u64,
+    /// The range touches the safetensors header.
+    header: bool,
+    tensors: Vec<String>,
+}
+
+struct Outcome {
+    name: String,
+    status: Status,
+    note: Option<String>,
+    ranges: Vec<Corrupt>,
+}
+
+impl Outcome {
+    fn new(name: &str, status: Status) -> Self {
+        Self {
+            name: name.to_owned(),
+            status,
+            note: None,
+            ranges: Vec::new(),
+        }
+    }
+
+    fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = Some(note.into());
+        self
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let ranges: Vec<_> = self
+            .ranges
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "start": r.start,
+                    "end": r.end,
+                    "leaves": [r.first_leaf, r.last_leaf],
+                    "header": r.header,
+                    "tensors": r.tensors,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "file": self.name,
+            "status": self.status.as_str(),
+            "note": self.note,
+            "corrupt_ranges": ranges,
+        })
+    }
+
+    /// The human lines: `NAME: OK|FAILED|FAILED open or read`, then one
+    /// indented line per corrupt range and the note.
+    fn print(&self) {
+        let mut line = OutputLine::new();
+        line.field(&self.name).push(match self.status {
+            Status::Ok => ": OK",
+            Status::Failed => ": FAILED",
+            Status::Missing => ": FAILED open or read",
+        });
+        println!("{line}");
+        for r in &self.ranges {
+            let mut line = OutputLine::new();
+            line.push(&format!("  corrupt bytes {}..{}", r.start, r.end));
+            if r.first_leaf == r.last_leaf {
+                line.push(&format!(" (leaf {})", r.first_leaf));
+            } else {
+                line.push(&format!(" (leaves {}-{})", r.first_leaf, r.last_leaf));
+            }
+            if r.header {
+                line.push(": safetensors header");
+            }
+            if !r.tensors.is_empty() {
+                line.push(if r.header { ", tensors " } else { ": tensors " });
+                for (i, t) in r.tensors.iter().take(SHOWN_TENSORS).enumerate() {
+                    if i > 0 {
+                        line.push(", ");
+                    }
+                    line.field(t);
+                }
+                if r.tensors.len() > SHOWN_TENSORS {
+                    line.push(&format!(
+                        " and {} more",
+                        r.tensors.len().saturating_sub(SHOWN_TENSORS)
+                    ));
+                }
+            }
+            println!("{line}");
+        }
+        if let Some(note) = &self.note {
+            let mut line = OutputLine::new();
+            line.push("  ").field(note);
+            println!("{line}");
+        }
+    }
+}
+
+pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
+    let stdin_is_manifest = args.files.iter().any(|m| m.as_os_str() == "-");
+    let mut outcomes = Vec::new();
+    let mut malformed = 0u64;
+    let mut listed = 0u64;
+    for manifest in &args.files {
+        let reader: Box<dyn BufRead> = if manifest.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let f = std::fs::File::open(manifest).map_err(|e| io_error(manifest, &e))?;
+            if f.metadata().is_ok_and(|m| m.is_dir()) {
+                return Err(CliError::usage(format!(
+                    "{}: is a directory",
+                    shown_path(manifest)
+                )));
+            }
+            Box::new(BufReader::new(f))
+        };
+        each_line(reader, manifest, |n, line| {
+            let entry = match line.map(parse_line) {
+                Some(Ok(Some(e))) => e,
+                Some(Ok(None)) => return,
+                Some(Err(reason)) => {
+                    malformed = malformed.saturating_add(1);
+                    if !quiet {
+                        eprintln!(
+                            "vram: {}:{n}: improperly formatted line: {reason}",
+                            shown_path(manifest)
+                        );
+                    }
+                    return;
+                }
+                None => {
+                    malformed = malformed.saturating_add(1);
+                    if !quiet {
+                        eprintln!(
+                            "vram: {}:{n}: improperly formatted line: too long or not UTF-8",
+                            shown_path(manifest)
+                        );
+                    }
+                    return;
+                }
+            };
+            listed = listed.saturating_add(1);
+            let outcome = check_entry(&entry, stdin_is_manifest, quiet);
+            if !args.json {
+                outcome.print();
+            }
+            outcomes.push(outcome);
+        })?;
+    }
+    let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
+    let (ok, failed, missing) = (
+        count(Status::Ok),
+        count(Status::Failed),
+        count(Status::Missing),
+    );
+    if !quiet {
+        if malformed > 0 {
+            eprintln!("vram: WARNING: {malformed} line(s) improperly formatted");
+        }
+        if missing > 0 {
+            eprintln!("vram: WARNING: {missing} listed file(s) could not be read");
+        }
+        if failed > 0 {
+            eprintln!("vram: WARNING: {failed} computed digest(s) did NOT match");
+        }
+    }
+    let verdict = if listed == 0 {
+        Err(CliError::usage(
+            "no properly formatted vram digest lines found",
+        ))
+    } else if failed > 0 || missing > 0 {
+        Err(CliError::integrity(format!(
+            "{} of {listed} listed file(s) FAILED",
+            failed.saturating_add(missing)
+        )))
+    } else {
+        Ok(())
+    };
+    if args.json {
+        let mut v = serde_json::json!({
+            "files": outcomes.iter().map(Outcome::to_json).collect::<Vec<_>>(),
+            "ok": ok,
+            "failed": failed,
+            "missing": missing,
+            "malformed_lines": malformed,
+        });
+        if let (Err(e), Some(obj)) = (&verdict, v.as_object_mut()) {
+            obj.insert("error".into(), e.to_json());
+        }
+        println!("{v:#}");
+        return verdict.map_err(CliError::reported_in_json);
+    }
+    verdict
+}
+
+/// Calls `f(line_number, line)` for every line of `reader`, without its line
+/// end; `None` for a line over [`MAX_LINE_BYTES`] or not UTF-8 (skipped in
+/// bounded memory).
+fn each_line(
+    mut reader: impl BufRead,
+    manifest: &Path,
+    mut f: impl FnMut(u64, Option<&str>),
+) -> Result<(), CliError> {
+    let read_err =
+        |e: std::io::Error| CliError::env(format!("{}: {}", shown_path(manifest), e.kind()));
+    let mut buf = Vec::new();
+    let limit = u64::try_from(MAX_LINE_BYTES).unwrap_or(u64::MAX);
+    for n in 1u64.. {
+        buf.clear();
+        let got = (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut buf)
+            .map_err(read_err)?;
+        if got == 0 {
+            break;
+        }
+        if buf.last() != Some(&b'\n') && buf.len() >= MAX_LINE_BYTES {
+            // Skip the rest of the long line.
+            loop {
+                let chunk = reader.fill_buf().map_err(read_err)?;
+                if chunk.is_empty() {
+                    break;
+                }
+                match chunk.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        reader.consume(i.saturating_add(1));
+                        break;
+                    }
+                    None => {
+                        let len = chunk.len();
+                        reader.consume(len);
+                    }
+                }
+            }
+            f(n, None);
+            continue;
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        f(n, std::str::from_utf8(line).ok());
+    }
+    Ok(())
+}
+
+fn check_entry(entry: &Entry, stdin_is_manifest: bool, quiet: bool) -> Outcome {
+    let name = entry.name.as_str();
+    let path = Path::new(name);
+    if stdin_is_manifest && name == "-" {
+        return Outcome::new(name, Status::Missing)
+            .note("standard input is the manifest, so it cannot also be a listed file");
+    }
+    let (leaf, sha) = match &entry.expected {
+        Expected::Tree { leaf, .. } => (*leaf, false),
+        Expected::Sha256(_) => (LeafSize::DEFAULT, true),
+    };
+    let got = match digest_path(path, leaf, sha, quiet) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vram: {}", one_safe_line(&e.message));
+            return Outcome::new(name, Status::Missing).note(e.message);
+        }
+    };
+    match &entry.expected {
+        Expected::Sha256(want) => {
+            if got.plain.is_some_and(|p| p.ct_eq(want)) {
+                Outcome::new(name, Status::Ok)
+            } else {
+                Outcome::new(name, Status::Failed).note(
+                    "the SHA-256 differs; a manifest of tree digests with leaf hashes (vram digest --json --leaves) locates the corrupt bytes",
+                )
+            }
+        }
+        Expected::Tree {
+            root,
+            bytes,
+            leaves,
+            ..
+        } => {
+            let tree = got.leaves.root();
+            if tree.root.ct_eq(root) {
+                return Outcome::new(name, Status::Ok);
+            }
+            let failed = Outcome::new(name, Status::Failed);
+            let found = tree.descriptor.total_len;
+            match (leaves, bytes) {
+                (_, Some(expected)) if *expected != found => failed.note(format!(
+                    "the size changed: {expected} bytes listed, {found} bytes found"
+                )),
+                (Some(expected), _) => locate(failed, path, expected, &got.leaves),
+                (None, _) => failed.note(
+                    "the manifest has only the root: write it with `vram digest --json --leaves` to locate the corrupt byte ranges",
+                ),
+            }
+        }
+    }
+}
+
+/// Fills in the corrupt ranges of a failed file (and the safetensors tensors
+/// they hold).
+fn locate(mut out: Outcome, path: &Path, expected: &LeafHashes, actual: &LeafHashes) -> Outcome {
+    let diff = match diff_leaves(expected, actual) {
+        Ok(d) => d,
+        Err(e) => return out.note(format!("cannot compare the leaves: {e}")),
+    };
+    for d in diff {
+        match out.ranges.last_mut() {
+            Some(last) if last.end == d.start => {
+                last.end = d.end;
+                last.last_leaf = d.leaf_index;
+            }
+            _ => out.ranges.push(Corrupt {
+                start: d.start,
+                end: d.end,
+                first_leaf: d.leaf_index,
+                last_leaf: d.leaf_index,
+                header: false,
+                tensors: Vec::new(),
+            }),
+        }
+    }
+    if path.as_os_str() == "-" || out.ranges.is_empty() {
+        return out;
+    }
+    match read_header(path) {
+        Ok(header) => {
+            for r in &mut out.ranges {
+                r.header = r.start < header.data_start;
+                r.tensors = header
+                    .tensors_overlapping(r.start..r.end)
+                    .map(|t| t.name.clone())
+                    .collect();
+            }
+        }
+        Err(reason) => {
+            // Any file is tried; only one named as safetensors is worth a note.
+            let named = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+            if named {
+                out = out.note(format!("tensors not named: {reason}"));
+            }
+        }
+    }
+    out
+}
+
+fn read_header(path: &Path) -> Result<SafetensorsHeader, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.kind().to_string())?;
+    let len = file.metadata().map_err(|e| e.kind().to_string())?.len();
+    SafetensorsHeader::read_from(&mut BufReader::new(file), Some(len)).map_err(|e| e.to_string())
+}
