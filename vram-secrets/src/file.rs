@@ -177,13 +177,7 @@ fn read_stream(path: &Path, mut file: File) -> Result<Zeroizing<Vec<u8>>, Secret
     let max = MAX_SECRET_LEN as u64;
     let mut buf = Zeroizing::new(vec![0u8; MAX_SECRET_LEN.saturating_add(1)]);
     let mut filled = 0usize;
-    loop {
-        let Some(rest) = buf.get_mut(filled..) else {
-            break;
-        };
-        if rest.is_empty() {
-            break;
-        }
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
         match file.read(rest) {
             Ok(0) => break,
             Ok(n) => filled = filled.saturating_add(n),

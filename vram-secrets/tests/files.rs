@@ -106,6 +106,28 @@ fn a_kubernetes_secret_volume_is_read_through_its_symlinks() {
     let meta = fs::metadata(&real).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!(loaded.source_file_id(), Some((meta.dev(), meta.ino())));
+    // The kubelet updates a secret by writing a new timestamped directory
+    // and renaming a new `..data` link over the old one. The path given then
+    // names another file; the resolved path still names the one read, so a
+    // log pointed at it is still refused.
+    let new_stamp = "..2024_02_02_00_00_00.987654321";
+    fs::create_dir(dir.path().join(new_stamp)).unwrap();
+    write(
+        &dir.path().join(new_stamp),
+        "worker-secret",
+        b"rotated",
+        0o400,
+    );
+    symlink(new_stamp, dir.path().join("..data_tmp")).unwrap();
+    fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    let given_now = fs::metadata(&path).unwrap();
+    assert_ne!((given_now.dev(), given_now.ino()), (meta.dev(), meta.ino()));
+    let still = loaded
+        .protected_paths()
+        .into_iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .any(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+    assert!(still, "the file read is still protected after the switch");
     // A plain file has one name.
     let plain = write(dir.path(), "plain", SECRET, 0o600);
     let loaded = WorkerSecret::load_file(&plain).unwrap();
