@@ -7,7 +7,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  integrity or verification failure (corrupt bytes, invalid seal, audit log findings,
-     --expect-sha256 mismatch)
+     --expect-sha256 digest or size mismatch)
   2  usage error or invalid input (bad flags, sizes, hex, missing or empty files)
   3  environment (no device, unreadable or too-permissive secret file, I/O errors,
      insufficient VRAM)
