@@ -7,7 +7,7 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  integrity or verification failure (corrupt bytes, invalid seal, audit log findings,
-     --expect-sha256 mismatch)
+     --expect-sha256 digest or size mismatch)
   2  usage error or invalid input (bad flags, sizes, hex, missing or empty files)
   3  environment (no device, unreadable or too-permissive secret file, I/O errors,
      insufficient VRAM)
@@ -16,7 +16,11 @@ class (usage, integrity or environment) and message, inside the command's own do
 when it prints one.
 
 Keys: the worker secret comes from --secret-file, else $CREDENTIALS_DIRECTORY/vram-worker-secret,
-else $VRAM_SECRET_FILE. The file must be owned by you and not readable by group or others.";
+else $VRAM_SECRET_FILE. The file must be owned by you (or root) and not readable by group or
+others (chmod 600; in Kubernetes, defaultMode: 0400 on the secret volume). Symlinks to such a
+file are followed, as secret volumes deliver them; every check is made on the opened file.
+--secret-file - reads standard input, and --secret-file /dev/fd/N (or <(...)) a pipe: a pipe has
+no owner or mode to check, only the size (32 bytes to 1 MiB).";
 
 /// Seal model weights in GPU memory and prove before each inference that they are unchanged.
 #[derive(Debug, Parser)]
@@ -135,10 +139,19 @@ pub(crate) struct SealArgs {
     pub(crate) files: Vec<PathBuf>,
     #[command(flatten)]
     pub(crate) device: DeviceArg,
-    /// Model reference recorded in the seal (default: `file:<name>`).
+    /// Model reference recorded in the seal (default: `file:<name>`): a URI such as
+    /// hf://ORG/MODEL@REV/FILE, s3://BUCKET/KEY, gs://BUCKET/KEY or file:///ABS/PATH, an OCI
+    /// reference (ghcr.io/ORG/MODEL:TAG, REGISTRY/NS/MODEL@sha256:HEX) or a relative name, UTF-8
+    /// allowed; percent escapes are decoded for the checks (no `..` segment, no absolute path
+    /// other than file:///, no control or bidirectional-formatting characters).
     #[arg(long)]
     pub(crate) model_ref: Option<String>,
-    /// Expected plain SHA-256 (64 hex), checked in the same pass; mismatch exits 1.
+    /// Expected plain SHA-256 of the one file sealed, checked in the same pass; a mismatch
+    /// exits 1. Accepted: 64 hex digits (any case); sha256:HEX; a sha256sum line (`HEX  NAME`
+    /// or `HEX *NAME`, the name ignored); an LFS pointer's `oid sha256:HEX` line; an OCI
+    /// descriptor's `"digest": "sha256:HEX"`; or @PATH, a file holding a Git LFS pointer, the
+    /// sha256sum line of one file, or an OCI descriptor (JSON). A size the pointer or the
+    /// descriptor states must be the file's size too (else exit 1).
     #[arg(long)]
     pub(crate) expect_sha256: Option<String>,
     /// The publisher's OpenSSF model_signing signature of the one model
@@ -154,7 +167,8 @@ pub(crate) struct SealArgs {
     /// or P-521).
     #[arg(long, value_name = "PEM", requires = "model_signature")]
     pub(crate) public_key: Option<PathBuf>,
-    /// Worker secret file (owner-only permissions).
+    /// Worker secret file: owner-only (chmod 600 or 400), symlinks to it followed; `-` reads
+    /// standard input, /dev/fd/N a pipe.
     #[arg(long)]
     pub(crate) secret_file: Option<PathBuf>,
     /// Append audit records to this JSON-lines log (default: kept in memory).
@@ -267,7 +281,8 @@ pub(crate) struct AuditVerifyArgs {
     /// Log files, oldest first; a single path also takes its rotated segments (PATH.1, PATH.2, ...).
     #[arg(required = true)]
     pub(crate) logs: Vec<PathBuf>,
-    /// Worker secret file the log's audit key derives from.
+    /// Worker secret file the log's audit key derives from (same rules as for seal; `-` reads
+    /// standard input).
     #[arg(long)]
     pub(crate) secret_file: Option<PathBuf>,
     /// Last known good head, SEQ:HASH or SEQ:HASH:LOG_ID (as printed by an

@@ -1,5 +1,6 @@
-//! Where the worker secret comes from: `--secret-file`, else the systemd
-//! credential `vram-worker-secret`, else `$VRAM_SECRET_FILE`.
+//! Where the worker secret comes from: `--secret-file` (`-` for standard
+//! input), else the systemd credential `vram-worker-secret`, else
+//! `$VRAM_SECRET_FILE`.
 
 use crate::exit::CliError;
 use std::path::Path;
@@ -12,6 +13,9 @@ pub(crate) const SECRET_FILE_ENV: &str = "VRAM_SECRET_FILE";
 
 pub(crate) fn load(flag: Option<&Path>) -> Result<WorkerSecret, CliError> {
     if let Some(path) = flag {
+        if path == Path::new("-") {
+            return Ok(WorkerSecret::load_stdin()?);
+        }
         return Ok(WorkerSecret::load_file(path)?);
     }
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {

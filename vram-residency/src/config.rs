@@ -243,8 +243,9 @@ impl VramConfigBuilder {
     /// [`AuditLog::open_file`](vram_audit::AuditLog::open_file)), opened by
     /// [`VramManager::new`](crate::VramManager::new) under the audit key
     /// derived from the worker secret, with the worker id. The log is never
-    /// the file the secret was loaded from
-    /// ([`WorkerSecret::source_path`](vram_secrets::WorkerSecret::source_path)):
+    /// the file the secret was loaded from, by the path given or the file it
+    /// resolved to
+    /// ([`WorkerSecret::protected_paths`](vram_secrets::WorkerSecret::protected_paths)):
     /// such a path is refused. Replaces [`Self::audit`].
     pub fn audit_file(mut self, path: impl Into<PathBuf>, options: LogOptions) -> Self {
         self.config.audit_file = Some((path.into(), options));

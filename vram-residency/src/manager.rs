@@ -167,8 +167,7 @@ impl VramManager {
             (Some(a), _) => a,
             (None, Some((path, options))) => {
                 let key = vram_audit::AuditKey::from_secret(&config.secret.audit_key());
-                let protected: Vec<&std::path::Path> =
-                    config.secret.source_path().into_iter().collect();
+                let protected = config.secret.protected_paths();
                 Arc::new(vram_audit::AuditLog::open_file_protecting(
                     &path,
                     key,

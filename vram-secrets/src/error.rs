@@ -18,8 +18,9 @@ pub enum SecretsError {
         /// The path looked up.
         path: PathBuf,
     },
-    /// The path is not a regular file (a directory, a symlink, a FIFO, a device...).
-    #[error("secret file \"{}\" is a {found}, not a regular file; symlinks are not followed", escape_path(.path))]
+    /// The path (after following symlinks) is not a regular file: a directory,
+    /// a FIFO, a device... A pipe is read only when named as a descriptor.
+    #[error("secret file \"{}\" is (or links to) a {found}, not a regular file; a secret comes from a regular file (symlinks to one are followed) or from a pipe given as -, /dev/stdin or /dev/fd/N", escape_path(.path))]
     NotRegularFile {
         /// The path looked up.
         path: PathBuf,
@@ -42,7 +43,7 @@ pub enum SecretsError {
     },
     /// Group or others have some permission on the file.
     #[error(
-        "permissions {:04o} for \"{}\" are too open; run chmod 600 \"{}\"",
+        "permissions {:04o} for \"{}\" are too open; run chmod 600 \"{}\" (in Kubernetes, set defaultMode: 0400 on the secret volume)",
         .mode & 0o7777,
         escape_path(.path),
         escape_path(.path)
@@ -89,8 +90,8 @@ pub enum SecretsError {
         /// The input, escaped.
         shown: String,
     },
-    /// The file changed between the checks and the read (it grew, shrank or was
-    /// replaced).
+    /// The file's length changed between the checks (`fstat` of the opened
+    /// file) and the read: it grew or shrank while being read.
     #[error("secret file \"{}\" changed while it was being read", escape_path(.path))]
     Changed {
         /// The path read.

@@ -1,8 +1,9 @@
 //! Reading a secret file under owner-only rules.
 
-use std::fs::{self, File, FileType};
+use std::fs::{self, File, FileType, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
@@ -27,11 +28,77 @@ pub(crate) fn credential_path(dir: &Path, name: &str) -> Result<PathBuf, Secrets
     Ok(dir.join(name))
 }
 
-/// Reads the file at `path` after the checks documented on
-/// [`WorkerSecret::load_file`](crate::WorkerSecret::load_file), with one trailing
-/// newline removed when what remains is still a full-length secret.
-pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
-    let io_error = |e: io::Error| match e.kind() {
+/// What a secret was read from.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    /// A regular file (perhaps behind symlinks), which passed the owner-only
+    /// checks.
+    File {
+        /// The file the opened descriptor names, as the kernel reports it
+        /// (`/proc/self/fd/N`): the target of any symlinks, when it has a path.
+        resolved: Option<PathBuf>,
+        /// Its (device, inode), from the opened descriptor.
+        id: (u64, u64),
+    },
+    /// A pipe or socket (standard input, `/dev/fd/N`, `<(...)`): no owner or
+    /// mode applies, and there is no file to protect.
+    Stream,
+}
+
+/// A secret's bytes and where they came from.
+pub(crate) struct Loaded {
+    pub(crate) bytes: Zeroizing<Vec<u8>>,
+    pub(crate) origin: Origin,
+}
+
+/// Whether `path` names an already open file descriptor (`/dev/stdin`,
+/// `/dev/fd/N`, `/proc/self/fd/N`), as a shell's `<(...)` or a service
+/// manager hands one over: only such a path may be a pipe.
+fn names_a_descriptor(path: &Path) -> bool {
+    let Some(text) = path.to_str() else {
+        return false;
+    };
+    if text == "/dev/stdin" {
+        return true;
+    }
+    ["/dev/fd/", "/proc/self/fd/"].iter().any(|prefix| {
+        text.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// Opens `path` following symlinks and reads the secret with the checks
+/// documented on [`WorkerSecret::load_file`](crate::WorkerSecret::load_file).
+///
+/// Every check is made on the opened descriptor (`fstat`), never on the path
+/// again, so what is checked is what is read, however the symlinks change.
+/// A path that does not name a descriptor is opened with `O_NONBLOCK`, so a
+/// FIFO behind it cannot hang the open before it is refused (the flag does
+/// nothing to a regular file).
+pub(crate) fn read_secret_file(path: &Path) -> Result<Loaded, SecretsError> {
+    let descriptor = names_a_descriptor(path);
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if !descriptor {
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| io_error(path, e))?;
+    read_opened(path, file, descriptor)
+}
+
+/// Reads the secret from standard input: a pipe (`printf ... | vram`), or a
+/// regular file redirected with `<`, which gets the owner-only checks.
+pub(crate) fn read_secret_stdin() -> Result<Loaded, SecretsError> {
+    let path = Path::new("-");
+    let fd = io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| io_error(path, e))?;
+    read_opened(path, File::from(fd), true)
+}
+
+fn io_error(path: &Path, e: io::Error) -> SecretsError {
+    match e.kind() {
         io::ErrorKind::NotFound => SecretsError::NotFound {
             path: path.to_owned(),
         },
@@ -39,24 +106,45 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, Secret
             path: path.to_owned(),
             kind,
         },
-    };
-    let link_meta = fs::symlink_metadata(path).map_err(io_error)?;
-    check_regular(path, link_meta.file_type())?;
+    }
+}
 
-    let mut file = File::open(path).map_err(io_error)?;
-    let meta = file.metadata().map_err(io_error)?;
-    // The checks below are on the opened file; make sure it is the one checked above.
-    if meta.dev() != link_meta.dev() || meta.ino() != link_meta.ino() {
-        return Err(SecretsError::Changed {
-            path: path.to_owned(),
+/// The checks and the read on an opened file; `stream_ok` lets a pipe or a
+/// socket through (with the size checks only).
+fn read_opened(path: &Path, file: File, stream_ok: bool) -> Result<Loaded, SecretsError> {
+    let meta = file.metadata().map_err(|e| io_error(path, e))?;
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        check_owner(path, meta.uid(), current_euid()?)?;
+        check_mode(path, meta.mode())?;
+        let resolved = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .ok()
+            .filter(|p| p.is_absolute());
+        let bytes = read_regular(path, file, meta.len())?;
+        return Ok(Loaded {
+            bytes,
+            origin: Origin::File {
+                resolved,
+                id: (meta.dev(), meta.ino()),
+            },
         });
     }
-    check_regular(path, meta.file_type())?;
-    check_owner(path, meta.uid(), current_euid()?)?;
-    check_mode(path, meta.mode())?;
+    if stream_ok && (file_type.is_fifo() || file_type.is_socket()) {
+        let bytes = read_stream(path, file)?;
+        return Ok(Loaded {
+            bytes,
+            origin: Origin::Stream,
+        });
+    }
+    Err(SecretsError::NotRegularFile {
+        path: path.to_owned(),
+        found: kind_name(file_type),
+    })
+}
 
+/// Reads a regular file of `len` bytes (as `fstat` said) whole.
+fn read_regular(path: &Path, mut file: File, len: u64) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
     let max = MAX_SECRET_LEN as u64;
-    let len = meta.len();
     if len > max {
         return Err(SecretsError::TooLarge { len, max });
     }
@@ -71,13 +159,43 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, Secret
     let mut bytes = Zeroizing::new(vec![0u8; len]);
     file.read_exact(&mut bytes).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => changed(),
-        _ => io_error(e),
+        _ => io_error(path, e),
     })?;
     let mut probe = Zeroizing::new([0u8; 1]);
-    if file.read(probe.as_mut()).map_err(io_error)? != 0 {
+    if file.read(probe.as_mut()).map_err(|e| io_error(path, e))? != 0 {
         return Err(changed());
     }
 
+    strip_one_newline(&mut bytes);
+    Ok(bytes)
+}
+
+/// Reads a pipe to its end, at most [`MAX_SECRET_LEN`] bytes: into one
+/// zeroizing buffer allocated up front (never grown, so never copied), then
+/// into one of the exact size.
+fn read_stream(path: &Path, mut file: File) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+    let max = MAX_SECRET_LEN as u64;
+    let mut buf = Zeroizing::new(vec![0u8; MAX_SECRET_LEN.saturating_add(1)]);
+    let mut filled = 0usize;
+    while let Some(rest) = buf.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match file.read(rest) {
+            Ok(0) => break,
+            Ok(n) => filled = filled.saturating_add(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(path, e)),
+        }
+    }
+    if filled > MAX_SECRET_LEN {
+        // At least this much: the rest of the stream is not read.
+        return Err(SecretsError::TooLarge {
+            len: max.saturating_add(1),
+            max,
+        });
+    }
+    if filled == 0 {
+        return Err(SecretsError::Empty);
+    }
+    let mut bytes = Zeroizing::new(buf.get(..filled).unwrap_or_default().to_vec());
     strip_one_newline(&mut bytes);
     Ok(bytes)
 }
@@ -105,12 +223,9 @@ fn strip_one_newline(bytes: &mut Vec<u8>) {
     }
 }
 
-fn check_regular(path: &Path, file_type: FileType) -> Result<(), SecretsError> {
-    let found = if file_type.is_file() {
-        return Ok(());
-    } else if file_type.is_symlink() {
-        "symlink"
-    } else if file_type.is_dir() {
+/// What a file that is not a regular file is, for an error message.
+fn kind_name(file_type: FileType) -> &'static str {
+    if file_type.is_dir() {
         "directory"
     } else if file_type.is_fifo() {
         "FIFO"
@@ -120,11 +235,7 @@ fn check_regular(path: &Path, file_type: FileType) -> Result<(), SecretsError> {
         "device"
     } else {
         "special file"
-    };
-    Err(SecretsError::NotRegularFile {
-        path: path.to_owned(),
-        found,
-    })
+    }
 }
 
 /// The file must belong to this process's user or to root.
@@ -217,7 +328,7 @@ mod tests {
         }
         assert_eq!(
             check_mode(p, 0o100644).unwrap_err().to_string(),
-            "permissions 0644 for \"/s\" are too open; run chmod 600 \"/s\""
+            "permissions 0644 for \"/s\" are too open; run chmod 600 \"/s\" (in Kubernetes, set defaultMode: 0400 on the secret volume)"
         );
     }
 
@@ -250,6 +361,26 @@ mod tests {
         let mut exactly = [&[7u8; 32][..], b"\n"].concat();
         strip_one_newline(&mut exactly);
         assert_eq!(exactly, [7u8; 32]);
+    }
+
+    #[test]
+    fn descriptor_paths() {
+        for yes in ["/dev/stdin", "/dev/fd/0", "/dev/fd/63", "/proc/self/fd/12"] {
+            assert!(names_a_descriptor(Path::new(yes)), "{yes}");
+        }
+        for no in [
+            "/dev/fd/",
+            "/dev/fd/x",
+            "/dev/fd/1/x",
+            "/dev/fd/../x",
+            "/proc/1/fd/3",
+            "dev/fd/3",
+            "/dev/zero",
+            "/etc/vram/secret",
+            "-",
+        ] {
+            assert!(!names_a_descriptor(Path::new(no)), "{no}");
+        }
     }
 
     #[test]

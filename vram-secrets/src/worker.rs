@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-use crate::file::{credential_path, read_secret_file};
+use crate::file::{credential_path, read_secret_file, read_secret_stdin, Loaded, Origin};
 use crate::hkdf::hkdf_sha256_32;
 use crate::key::{SecretKey, KEY_LEN};
 use crate::SecretsError;
@@ -61,8 +61,17 @@ impl KeyPurpose {
 pub struct WorkerSecret {
     bytes: Zeroizing<Vec<u8>>,
     /// The file it was loaded from, so that other components can refuse to
-    /// write to it (an audit log pointed at the secret would erase it).
-    source: Option<PathBuf>,
+    /// write to it (an audit log pointed at the secret would erase it): the
+    /// path as given, the file the opened descriptor named, and its
+    /// (device, inode).
+    source: Option<Source>,
+}
+
+/// Where a secret loaded from a regular file came from.
+struct Source {
+    given: PathBuf,
+    resolved: Option<PathBuf>,
+    id: (u64, u64),
 }
 
 impl WorkerSecret {
@@ -95,6 +104,19 @@ impl WorkerSecret {
         })
     }
 
+    /// The secret, remembering the regular file it came from.
+    fn from_loaded(loaded: Loaded, given: &Path) -> Result<WorkerSecret, SecretsError> {
+        let mut secret = WorkerSecret::from_bytes(loaded.bytes)?;
+        if let Origin::File { resolved, id } = loaded.origin {
+            secret.source = Some(Source {
+                given: given.to_path_buf(),
+                resolved,
+                id,
+            });
+        }
+        Ok(secret)
+    }
+
     /// A fresh random secret of 32 bytes from the operating system.
     ///
     /// Keys derived from it die with the process: seals made under it cannot be
@@ -117,14 +139,22 @@ impl WorkerSecret {
 
     /// Loads the secret from a file that only its owner can read.
     ///
-    /// The rules, checked on the opened file:
+    /// `path` is opened following symlinks, as platforms deliver secrets
+    /// through them: a Kubernetes secret volume holds
+    /// `DIR/worker-secret -> ..data/worker-secret`,
+    /// `DIR/..data -> ..2024_01_01_00_00_00.123456789` and the regular file in
+    /// that timestamped directory. The rules are then checked on the opened
+    /// descriptor (`fstat`), not on the path, so what is checked is what is
+    /// read, however the links change meanwhile:
     ///
-    /// * it is a regular file, and `path` itself is not a symlink (symlinks are
-    ///   rejected, not followed);
+    /// * it is a regular file (a link to `/dev/zero`, a FIFO, a socket or a
+    ///   directory is refused; a FIFO is opened without blocking, so it
+    ///   cannot hang the process first);
     /// * it is owned by this process's effective uid or by root (uid read from
     ///   `/proc/self/status`, so this works on Linux only);
-    /// * group and others have no permission at all (`mode & 0o077 == 0`), as
-    ///   OpenSSH asks of private keys;
+    /// * group and others have no permission at all (`mode & 0o077 == 0`: 0400
+    ///   or 0600), as OpenSSH asks of private keys. For a Kubernetes secret
+    ///   volume, that is `defaultMode: 0400` (the default, 0644, is refused);
     /// * it is at most [`MAX_SECRET_LEN`] bytes;
     /// * one trailing `\n` or `\r\n` is removed when at least
     ///   [`MIN_SECRET_LEN`] bytes remain without it (the newline `echo` or an
@@ -134,20 +164,45 @@ impl WorkerSecret {
     ///   `head -c 32 /dev/urandom > FILE` works whatever its last byte, and
     ///   so does `openssl rand -hex 32 > FILE`.
     ///
-    /// The bytes are read once, straight into a zeroizing buffer of the exact size.
+    /// A path that names an open descriptor, `/dev/stdin`, `/dev/fd/N` or
+    /// `/proc/self/fd/N` (a shell's `<(...)`), may also be a pipe or a socket:
+    /// it is read to its end, with the size rules only. No owner or mode
+    /// applies to a pipe; whoever can write into it chose the secret. Such a
+    /// path that resolves to a regular file gets the rules above.
+    ///
+    /// A file's bytes are read once, straight into a zeroizing buffer of the
+    /// exact size; a pipe's into one buffer of [`MAX_SECRET_LEN`] + 1 bytes
+    /// allocated up front, then copied into one of the exact size (both
+    /// zeroized).
     ///
     /// # Errors
     ///
     /// Every rule has its own [`SecretsError`] variant; I/O failures are
     /// [`SecretsError::Io`] with the path and the error kind.
     pub fn load_file(path: &Path) -> Result<WorkerSecret, SecretsError> {
-        let bytes = read_secret_file(path)?;
-        let mut secret = WorkerSecret::from_bytes(bytes)?;
-        secret.source = Some(path.to_path_buf());
+        let secret = WorkerSecret::from_loaded(read_secret_file(path)?, path)?;
         tracing::info!(
             path = %crate::escape_path(path),
+            resolved = %secret.resolved_source_path().map(crate::escape_path).unwrap_or_default(),
             len = secret.bytes.len(),
             "loaded worker secret"
+        );
+        Ok(secret)
+    }
+
+    /// Loads the secret from standard input (what `--secret-file -` means):
+    /// a pipe, read to its end with the size rules of
+    /// [`WorkerSecret::load_file`] (no owner or mode applies to a pipe), or a
+    /// regular file redirected with `<`, which gets all of its rules.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerSecret::load_file`]; a terminal is refused as a device.
+    pub fn load_stdin() -> Result<WorkerSecret, SecretsError> {
+        let secret = WorkerSecret::from_loaded(read_secret_stdin()?, Path::new("-"))?;
+        tracing::info!(
+            len = secret.bytes.len(),
+            "loaded worker secret from standard input"
         );
         Ok(secret)
     }
@@ -186,12 +241,45 @@ impl WorkerSecret {
         WorkerSecret::load_file(&path)
     }
 
-    /// The file the secret was loaded from (`None` when it was not read from a
-    /// file). Not secret: a log or output path that is the same file must be
-    /// refused, never written.
+    /// The file the secret was loaded from, as the path was given (`None`
+    /// when it was not read from a regular file: given as bytes, or read from
+    /// a pipe). Not secret: a log or output path that is the same file must be
+    /// refused, never written. See also [`WorkerSecret::protected_paths`].
     #[must_use]
     pub fn source_path(&self) -> Option<&Path> {
-        self.source.as_deref()
+        self.source.as_ref().map(|s| s.given.as_path())
+    }
+
+    /// The file the opened descriptor named when the secret was read (the
+    /// target of every symlink: for a Kubernetes secret volume, the file in
+    /// the timestamped directory), as `/proc/self/fd` reported it.
+    #[must_use]
+    pub fn resolved_source_path(&self) -> Option<&Path> {
+        self.source.as_ref().and_then(|s| s.resolved.as_deref())
+    }
+
+    /// The (device, inode) of the file the secret was read from, taken from
+    /// the opened descriptor: the identity to compare other files against,
+    /// whatever the symlinks point at later.
+    #[must_use]
+    pub fn source_file_id(&self) -> Option<(u64, u64)> {
+        self.source.as_ref().map(|s| s.id)
+    }
+
+    /// Every path that names the file the secret was read from: the path
+    /// given and the resolved one (when they differ). Pass these to
+    /// `vram_audit::AuditLog::open_file_protecting`, so that a log is never
+    /// the secret's file, even when it was reached through symlinks that
+    /// have since been switched (as the kubelet does on a secret update).
+    #[must_use]
+    pub fn protected_paths(&self) -> Vec<&Path> {
+        let mut paths: Vec<&Path> = self.source_path().into_iter().collect();
+        if let Some(resolved) = self.resolved_source_path() {
+            if !paths.contains(&resolved) {
+                paths.push(resolved);
+            }
+        }
+        paths
     }
 
     /// Derives the 32-byte key for `purpose`: HKDF-SHA256 with a fixed versioned

@@ -52,7 +52,7 @@ fn group_or_other_permissions_are_rejected() {
     let shown = path.display();
     assert_eq!(
         text,
-        format!("permissions 0644 for \"{shown}\" are too open; run chmod 600 \"{shown}\"")
+        format!("permissions 0644 for \"{shown}\" are too open; run chmod 600 \"{shown}\" (in Kubernetes, set defaultMode: 0400 on the secret volume)")
     );
 }
 
@@ -71,27 +71,159 @@ fn directory_is_rejected() {
     ));
 }
 
+/// The layout the kubelet writes for a secret volume: the file lives in a
+/// timestamped directory, `..data` links to that directory, and the name the
+/// pod sees links through `..data`. Returns the path the pod uses.
+fn kubelet_volume(dir: &Path, content: &[u8], mode: u32) -> PathBuf {
+    let stamp = "..2024_01_01_00_00_00.123456789";
+    fs::create_dir(dir.join(stamp)).unwrap();
+    write(&dir.join(stamp), "worker-secret", content, mode);
+    symlink(stamp, dir.join("..data")).unwrap();
+    symlink("..data/worker-secret", dir.join("worker-secret")).unwrap();
+    dir.join("worker-secret")
+}
+
 #[test]
-fn symlinks_are_rejected_even_to_a_good_file() {
+fn a_kubernetes_secret_volume_is_read_through_its_symlinks() {
     let dir = tempfile::tempdir().unwrap();
-    let target = write(dir.path(), "target", SECRET, 0o600);
+    let path = kubelet_volume(dir.path(), SECRET, 0o400);
+    assert!(fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let loaded = WorkerSecret::load_file(&path).unwrap();
+    assert!(same_key(&loaded, &reference()));
+    // It remembers both names of the file, and which file it was.
+    let real = dir
+        .path()
+        .join("..2024_01_01_00_00_00.123456789/worker-secret");
+    assert_eq!(loaded.source_path(), Some(path.as_path()));
+    assert_eq!(
+        loaded.resolved_source_path(),
+        Some(fs::canonicalize(&real).unwrap().as_path())
+    );
+    assert_eq!(loaded.protected_paths().len(), 2);
+    let meta = fs::metadata(&real).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(loaded.source_file_id(), Some((meta.dev(), meta.ino())));
+    // The kubelet updates a secret by writing a new timestamped directory
+    // and renaming a new `..data` link over the old one. The path given then
+    // names another file; the resolved path still names the one read, so a
+    // log pointed at it is still refused.
+    let new_stamp = "..2024_02_02_00_00_00.987654321";
+    fs::create_dir(dir.path().join(new_stamp)).unwrap();
+    write(
+        &dir.path().join(new_stamp),
+        "worker-secret",
+        b"rotated",
+        0o400,
+    );
+    symlink(new_stamp, dir.path().join("..data_tmp")).unwrap();
+    fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    let given_now = fs::metadata(&path).unwrap();
+    assert_ne!((given_now.dev(), given_now.ino()), (meta.dev(), meta.ino()));
+    let still = loaded
+        .protected_paths()
+        .into_iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .any(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino()));
+    assert!(still, "the file read is still protected after the switch");
+    // A plain file has one name.
+    let plain = write(dir.path(), "plain", SECRET, 0o600);
+    let loaded = WorkerSecret::load_file(&plain).unwrap();
+    assert_eq!(loaded.protected_paths(), vec![plain.as_path()]);
+}
+
+#[test]
+fn a_kubernetes_secret_with_the_default_mode_0644_is_refused_naming_default_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = kubelet_volume(dir.path(), SECRET, 0o644);
+    let err = WorkerSecret::load_file(&path).unwrap_err();
+    assert!(
+        matches!(err, SecretsError::TooPermissive { mode, .. } if mode & 0o777 == 0o644),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("defaultMode: 0400"), "{text}");
+    assert!(text.contains("chmod 600"), "{text}");
+}
+
+#[test]
+fn symlinks_to_what_is_not_a_regular_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str); 3] = [
+        ("/dev/zero", "device"),
+        ("/dev/null", "device"),
+        (".", "directory"),
+    ];
+    for (i, (target, found)) in cases.into_iter().enumerate() {
+        let link = dir.path().join(format!("link-{i}"));
+        symlink(target, &link).unwrap();
+        let err = WorkerSecret::load_file(&link).unwrap_err();
+        assert!(
+            matches!(err, SecretsError::NotRegularFile { found: f, .. } if f == found),
+            "{target}: {err:?}"
+        );
+    }
+    // A FIFO behind a symlink is refused at once, not waited on: the open
+    // does not block for a writer that never comes.
+    let fifo = dir.path().join("fifo");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if status.is_ok_and(|s| s.success()) {
+        let link = dir.path().join("fifo-link");
+        symlink(&fifo, &link).unwrap();
+        for path in [&fifo, &link] {
+            let err = WorkerSecret::load_file(path).unwrap_err();
+            assert!(
+                matches!(err, SecretsError::NotRegularFile { found: "FIFO", .. }),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("/dev/fd/N"), "{err}");
+        }
+    } else {
+        eprintln!("SKIPPED: mkfifo is not available; the FIFO case is not run");
+    }
+    // A dangling link is not found.
+    let dangling = dir.path().join("dangling");
+    symlink(dir.path().join("absent"), &dangling).unwrap();
+    assert!(matches!(
+        WorkerSecret::load_file(&dangling),
+        Err(SecretsError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn a_symlink_to_a_loose_file_is_refused_by_the_target_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = write(dir.path(), "target", SECRET, 0o640);
     let link = dir.path().join("link");
     symlink(&target, &link).unwrap();
     assert!(matches!(
         WorkerSecret::load_file(&link),
-        Err(SecretsError::NotRegularFile {
-            found: "symlink",
-            ..
-        })
+        Err(SecretsError::TooPermissive { .. })
     ));
-    let dir_link = dir.path().join("dir-link");
-    symlink(dir.path(), &dir_link).unwrap();
+}
+
+#[test]
+fn a_descriptor_path_to_a_regular_file_gets_the_file_rules() {
+    // /proc/self/fd/N of an open regular file is that file: mode rules apply.
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good", SECRET, 0o600);
+    let loose = write(dir.path(), "loose", SECRET, 0o644);
+    use std::os::fd::AsRawFd;
+    let good_file = fs::File::open(&good).unwrap();
+    let loose_file = fs::File::open(&loose).unwrap();
+    let good_fd = PathBuf::from(format!("/proc/self/fd/{}", good_file.as_raw_fd()));
+    let loose_fd = PathBuf::from(format!("/dev/fd/{}", loose_file.as_raw_fd()));
+    let loaded = WorkerSecret::load_file(&good_fd).unwrap();
+    assert!(same_key(&loaded, &reference()));
+    assert_eq!(
+        loaded.resolved_source_path(),
+        Some(fs::canonicalize(&good).unwrap().as_path())
+    );
     assert!(matches!(
-        WorkerSecret::load_file(&dir_link),
-        Err(SecretsError::NotRegularFile {
-            found: "symlink",
-            ..
-        })
+        WorkerSecret::load_file(&loose_fd),
+        Err(SecretsError::TooPermissive { .. })
     ));
 }
 
@@ -295,4 +427,69 @@ fn the_documented_recipe_works_for_2000_generated_secrets() {
             "{i}"
         );
     }
+}
+
+/// A pipe named as a descriptor (what a shell's `<(...)` passes) is read to
+/// its end with the size rules; the same pipe behind any other name is not.
+#[test]
+fn pipes_are_read_only_through_descriptor_paths() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let pipe_with = |content: Vec<u8>| {
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let feeder = std::thread::spawn(move || {
+            // The reader may stop early (too large): a broken pipe is fine.
+            let _ = writer.write_all(&content);
+        });
+        (reader, feeder)
+    };
+    let (reader, feeder) = pipe_with([SECRET, b"\n"].concat());
+    let path = PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
+    let loaded = WorkerSecret::load_file(&path).unwrap();
+    feeder.join().unwrap();
+    assert!(same_key(&loaded, &reference()), "one newline stripped");
+    assert_eq!(loaded.source_path(), None, "a pipe is no file to protect");
+    assert!(loaded.protected_paths().is_empty());
+
+    let (reader, feeder) = pipe_with(SECRET[..MIN_SECRET_LEN - 1].to_vec());
+    let path = PathBuf::from(format!("/dev/fd/{}", reader.as_raw_fd()));
+    assert!(matches!(
+        WorkerSecret::load_file(&path),
+        Err(SecretsError::TooShort { len: 31, .. })
+    ));
+    feeder.join().unwrap();
+
+    let (reader, feeder) = pipe_with(Vec::new());
+    let path = PathBuf::from(format!("/dev/fd/{}", reader.as_raw_fd()));
+    assert!(matches!(
+        WorkerSecret::load_file(&path),
+        Err(SecretsError::Empty)
+    ));
+    feeder.join().unwrap();
+
+    let (reader, feeder) = pipe_with(vec![b'x'; MAX_SECRET_LEN + 10]);
+    let path = PathBuf::from(format!("/dev/fd/{}", reader.as_raw_fd()));
+    assert!(matches!(
+        WorkerSecret::load_file(&path),
+        Err(SecretsError::TooLarge { .. })
+    ));
+    drop(reader);
+    feeder.join().unwrap();
+
+    let (reader, feeder) = pipe_with(vec![b'y'; MAX_SECRET_LEN]);
+    let path = PathBuf::from(format!("/dev/fd/{}", reader.as_raw_fd()));
+    assert!(WorkerSecret::load_file(&path).is_ok(), "exactly the limit");
+    feeder.join().unwrap();
+
+    // The same kind of pipe through a symlink of another name is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, feeder) = pipe_with(SECRET.to_vec());
+    let link = dir.path().join("secret");
+    symlink(format!("/proc/self/fd/{}", reader.as_raw_fd()), &link).unwrap();
+    assert!(matches!(
+        WorkerSecret::load_file(&link),
+        Err(SecretsError::NotRegularFile { found: "FIFO", .. })
+    ));
+    drop(reader);
+    feeder.join().unwrap();
 }

@@ -69,6 +69,32 @@ pub enum ValidationError {
         /// The character, escaped.
         shown: String,
     },
+    /// The input contains a character its grammar does not allow; the input
+    /// is shown too (escaped and truncated).
+    #[error(
+        "{field} \"{shown}\" contains the forbidden character \"{character}\" at byte {position}"
+    )]
+    ForbiddenCharIn {
+        /// The field.
+        field: Field,
+        /// The input, escaped and truncated.
+        shown: String,
+        /// Byte offset of the character in the input.
+        position: usize,
+        /// The character, escaped.
+        character: String,
+    },
+    /// The input does not follow its syntax (a bad percent escape, a `file`
+    /// URI with a host...).
+    #[error("{field} \"{shown}\" is malformed: {reason}")]
+    Malformed {
+        /// The field.
+        field: Field,
+        /// The input, escaped and truncated.
+        shown: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A model ref contains a `..` path segment.
     #[error("{field} \"{shown}\" contains a \"..\" path segment")]
     PathTraversal {
@@ -77,8 +103,9 @@ pub enum ValidationError {
         /// The input, escaped and truncated.
         shown: String,
     },
-    /// A model ref is an absolute path (starts with `/` or `\`, also after a scheme).
-    #[error("{field} \"{shown}\" is an absolute path; use a relative name")]
+    /// A model ref is an absolute path (starts with `/` or `\`, also after a
+    /// scheme); only `file:///...` may be absolute.
+    #[error("{field} \"{shown}\" is an absolute path; use a relative name (or file:///path for a local file)")]
     AbsolutePath {
         /// The field.
         field: Field,
@@ -104,6 +131,15 @@ pub enum ValidationError {
         len: usize,
         /// The length required.
         expected: usize,
+    },
+    /// An expected digest is in none of the accepted forms
+    /// ([`ExpectedDigest`](crate::ExpectedDigest)).
+    #[error("expected digest \"{shown}\" is not usable: {reason}. Accepted forms: {forms}", forms = crate::EXPECTED_DIGEST_FORMS)]
+    BadDigest {
+        /// The input, escaped and truncated.
+        shown: String,
+        /// What is wrong with it (no raw input).
+        reason: String,
     },
     /// A size is above its limit.
     #[error(
@@ -171,12 +207,15 @@ impl ValidationError {
             ValidationError::Empty { field }
             | ValidationError::TooLong { field, .. }
             | ValidationError::ForbiddenChar { field, .. }
+            | ValidationError::ForbiddenCharIn { field, .. }
+            | ValidationError::Malformed { field, .. }
             | ValidationError::PathTraversal { field, .. }
             | ValidationError::AbsolutePath { field, .. }
             | ValidationError::NotHex { field, .. }
             | ValidationError::WrongLength { field, .. }
             | ValidationError::Zero { field } => *field,
             ValidationError::TooLarge { .. } | ValidationError::BadSize { .. } => Field::Size,
+            ValidationError::BadDigest { .. } => Field::Sha256,
             ValidationError::NoDevices { .. } | ValidationError::DeviceIndexOutOfRange { .. } => {
                 Field::DeviceIndex
             }

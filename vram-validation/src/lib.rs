@@ -4,6 +4,7 @@
 mod device;
 mod error;
 mod escape;
+mod expected_digest;
 mod model_ref;
 mod newtype;
 mod sha256;
@@ -13,6 +14,7 @@ mod size;
 pub use device::{validate_device_index, ShardPosition, MAX_SHARDS};
 pub use error::{Field, ValidationError};
 pub use escape::{escape_for_log, escape_line_field, unescape_line_field, OutputLine};
+pub use expected_digest::{DigestForm, ExpectedDigest, EXPECTED_DIGEST_FORMS};
 pub use model_ref::{is_model_ref_char, ModelRef, MAX_MODEL_REF_LEN};
 pub use sha256::{Sha256Hex, SHA256_HEX_LEN};
 pub use shard_id::{is_shard_id_char, ShardId, MAX_SHARD_ID_LEN};

@@ -134,11 +134,32 @@ const HOSTILE_MODEL_REFS: &[&str] = &[
     "model\t",
     "model\u{1b}[2J",
     "model\u{7f}",
-    "modèle",
+    // (UTF-8 names such as "modèle", "model🚀" and "hf:org/rеpo", with a
+    // Cyrillic e, are model refs operators use: accepted since issue 18, see
+    // tests/model_refs.rs. Invisible and reordering characters stay refused.)
     "model\u{202e}",
     "model\u{200b}",
-    "model🚀",
-    "hf:org/rеpo", // Cyrillic e
+    "model\u{85}",
+    "model\u{9b}[2J",
+    "model\u{2066}x\u{2069}",
+    "model\u{2028}forged",
+    "model\u{feff}",
+    // Percent-encoded tricks.
+    "%2e%2e/etc/passwd",
+    "hf://org/%2E%2E/x",
+    "hf://%2Fetc/passwd",
+    "org%2F..%2Fx",
+    "model%00",
+    "model%0a[INFO] forged",
+    "model%e2%80%ae",
+    "model%zz",
+    "model%",
+    // Absolute paths only as file:///.
+    "hf:///etc/passwd",
+    "s3:///bucket",
+    "file://host/etc/passwd",
+    "file:///",
+    "file:///srv/../etc/shadow",
 ];
 
 fn assert_safe_line(text: &str) {
@@ -157,8 +178,8 @@ fn hostile_input_table_is_large_enough() {
     let total = HOSTILE_SHARD_IDS.len() + HOSTILE_MODEL_REFS.len();
     assert!(HOSTILE_SHARD_IDS.len() >= 80, "{}", HOSTILE_SHARD_IDS.len());
     assert_eq!(HOSTILE_SHARD_IDS.len(), 97);
-    assert_eq!(HOSTILE_MODEL_REFS.len(), 26);
-    assert_eq!(total, 123);
+    assert_eq!(HOSTILE_MODEL_REFS.len(), 42);
+    assert_eq!(total, 139);
 }
 
 #[test]
@@ -205,6 +226,10 @@ fn forged_log_line_is_escaped() {
     let err = ModelRef::new("../\n\u{1b}[2Jforged").unwrap_err();
     assert_safe_line(&err.to_string());
     assert!(err.to_string().contains(r#""\u{a}" at byte 3"#), "{err}");
+    assert!(
+        err.to_string().contains(r#""../\u{a}\u{1b}[2Jforged""#),
+        "the input is shown, escaped: {err}"
+    );
     // A quote in the input cannot end the quoted part of the message early.
     let err = ModelRef::new(r#"a/../" is fine; also \u{a}"#).unwrap_err();
     assert_eq!(
@@ -274,6 +299,9 @@ fn good_model_refs_are_accepted() {
         "a/..b/c",
         "a..b",
         "My Model (v2)",
+        "modèle",
+        "model🚀",
+        "hf:org/rеpo",
     ] {
         let r = ModelRef::new(s).unwrap();
         assert_eq!(r.to_string(), s);

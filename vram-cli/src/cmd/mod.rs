@@ -114,7 +114,7 @@ pub(crate) fn open_audit(path: &Path, secret: &WorkerSecret) -> Result<Arc<Audit
         failure: FailurePolicy::fail_closed(FailureMode::DEFAULT_MAX_WAIT),
         ..FileOptions::default()
     };
-    let protected: Vec<&Path> = secret.source_path().into_iter().collect();
+    let protected = secret.protected_paths();
     AuditLog::open_file_protecting(path, audit_key(secret), &worker_id(), options, &protected)
         .map(Arc::new)
         // Every open error names the log already.

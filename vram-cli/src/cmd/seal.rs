@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vram_residency::vram_audit::AuditSink;
-use vram_residency::vram_validation::{ModelRef, OutputLine, Sha256Hex};
+use vram_residency::vram_validation::{
+    DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex,
+};
 use vram_residency::{
     ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
 };
@@ -45,6 +47,63 @@ fn default_model_ref(path: &std::path::Path) -> Result<ModelRef, CliError> {
     })
 }
 
+/// The longest file `--expect-sha256 @PATH` reads (pointer files and
+/// descriptors are a few hundred bytes).
+const MAX_DIGEST_FILE_BYTES: u64 = 64 * 1024;
+
+/// `--expect-sha256 VALUE` or `--expect-sha256 @PATH`.
+fn expected_arg(value: &str) -> Result<ExpectedDigest, CliError> {
+    let Some(path) = value.strip_prefix('@') else {
+        return ExpectedDigest::parse(value)
+            .map_err(|e| CliError::usage(format!("--expect-sha256: {e}")));
+    };
+    let path = std::path::Path::new(path);
+    let file = std::fs::File::open(path).map_err(|e| {
+        let mut err = io_error(path, &e);
+        err.message = format!("--expect-sha256 @{}", err.message);
+        err
+    })?;
+    let mut text = String::new();
+    file.take(MAX_DIGEST_FILE_BYTES.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            CliError::usage(format!(
+                "--expect-sha256 @{}: cannot be read as text ({e})",
+                shown_path(path)
+            ))
+        })?;
+    if text.len() as u64 > MAX_DIGEST_FILE_BYTES {
+        return Err(CliError::usage(format!(
+            "--expect-sha256 @{}: is larger than {MAX_DIGEST_FILE_BYTES} bytes; expected a pointer file, a sha256sum line or an OCI descriptor",
+            shown_path(path)
+        )));
+    }
+    ExpectedDigest::parse_file(&text)
+        .map_err(|e| CliError::usage(format!("--expect-sha256 @{}: {e}", shown_path(path))))
+}
+
+/// A size stated next to the expected digest (an LFS pointer, an OCI
+/// descriptor) must be the file's: a different size is a different file
+/// (exit 1, like a digest mismatch), found before anything is sealed.
+fn check_expected_size(
+    expected: &ExpectedDigest,
+    path: &std::path::Path,
+    len: u64,
+) -> Result<(), CliError> {
+    match expected.size {
+        Some(size) if size != len => Err(CliError::integrity(format!(
+            "{}: is {len} bytes, but the {} given to --expect-sha256 says {size} bytes",
+            shown_path(path),
+            match expected.form {
+                DigestForm::LfsPointer => "LFS pointer",
+                DigestForm::OciDescriptor => "OCI descriptor",
+                _ => "digest",
+            }
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A failure while sealing or verifying one file: the message names it.
 fn file_error(path: &std::path::Path, e: VramError) -> CliError {
     let mut err = CliError::from(e);
@@ -78,9 +137,8 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     let expected = args
         .expect_sha256
         .as_deref()
-        .map(Sha256Hex::new)
-        .transpose()
-        .map_err(|e| CliError::usage(format!("--expect-sha256: {e}")))?;
+        .map(expected_arg)
+        .transpose()?;
     let model_ref_flag = args
         .model_ref
         .as_deref()
@@ -149,12 +207,16 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             Some(r) => r.clone(),
             None => default_model_ref(path)?,
         };
-        inputs.push((path.clone(), file, meta.len(), model_ref, expected.clone()));
+        let sha256 = expected.as_ref().map(|e| e.sha256.clone());
+        inputs.push((path.clone(), file, meta.len(), model_ref, sha256));
     }
-    if expected.is_some() && inputs.len() != 1 {
-        return Err(CliError::usage(
-            "--expect-sha256 applies to exactly one file",
-        ));
+    if let Some(expected) = &expected {
+        let [(path, _, len, _, _)] = inputs.as_slice() else {
+            return Err(CliError::usage(
+                "--expect-sha256 applies to exactly one file",
+            ));
+        };
+        check_expected_size(expected, path, *len)?;
     }
 
     // Bound before anything is sealed: a port in use is an error now.
