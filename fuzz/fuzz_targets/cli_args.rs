@@ -24,6 +24,8 @@ mod cmd;
 mod devices;
 #[path = "../../vram-cli/src/exit.rs"]
 mod exit;
+#[path = "../../vram-cli/src/manifest.rs"]
+mod manifest;
 #[path = "../../vram-cli/src/metrics.rs"]
 mod metrics;
 #[path = "../../vram-cli/src/progress.rs"]

@@ -18,6 +18,7 @@ const TARGETS: &[&str] = &[
     "audit_record",
     "tree",
     "cli_args",
+    "signing_bundle",
 ];
 
 const DEFAULT_SECONDS: u64 = 30;
