@@ -489,3 +489,37 @@ fn which_bash() -> Result<PathBuf, ()> {
         .find(|p| p.exists())
         .ok_or(())
 }
+
+#[test]
+fn a_file_name_with_a_percent_sign_gets_an_encoded_default_model_ref() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secret_file(dir.path());
+    for (name, want) in [
+        ("50%off.bin", "file:50%25off.bin"),
+        ("100%.bin", "file:100%25.bin"),
+        ("modèle.bin", "file:modèle.bin"),
+    ] {
+        let f = dir.path().join(name);
+        std::fs::write(&f, model(5000)).unwrap();
+        let out = vram()
+            .args(["seal", "--json", "--device", "mock", "--secret-file"])
+            .arg(&s)
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert_eq!(stdout_json(&out)["shards"][0]["model_ref"], want, "{name}");
+    }
+    // A name a reference cannot hold even encoded (a control character)
+    // asks for --model-ref instead of guessing.
+    let f = dir.path().join("a\tb.bin");
+    std::fs::write(&f, model(5000)).unwrap();
+    let out = vram()
+        .args(["seal", "--device", "mock", "--secret-file"])
+        .arg(&s)
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pass --model-ref"), "{}", stderr(&out));
+}

@@ -87,7 +87,14 @@ pub(crate) fn plan(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| model.model_name().to_string());
-            format!("file:{base}")
+            super::seal::file_model_ref(&base)
+                .map(|r| r.as_str().to_string())
+                .map_err(|e| {
+                    CliError::usage(format!(
+                        "{}: cannot name the model in a model reference ({e}); pass --model-ref",
+                        shown_path(model_path)
+                    ))
+                })?
         }
     };
     let mut inputs = Vec::with_capacity(files.len());
