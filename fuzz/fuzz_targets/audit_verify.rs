@@ -54,6 +54,7 @@ fn chain() -> &'static Chain {
                 tree_digest: "ab".repeat(32),
                 leaf_size: 1 << 20,
                 key_id: "0123456789abcdef".into(),
+                provenance: None,
             },
             AuditEvent::SealVerificationFailed {
                 shard_id: "llama-7b-0".into(),

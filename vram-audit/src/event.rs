@@ -11,6 +11,21 @@ pub struct ByteRange {
     pub end: u64,
 }
 
+/// The provenance a seal binds (seal format v3), as a `vram_sealed` record
+/// carries it: which signed model statement, and which file of it, the
+/// sealed bytes were checked against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealProvenanceRecord {
+    /// SHA-256 of the publisher's public key, 64 lower-case hex digits.
+    pub publisher_key_sha256: String,
+    /// The signed in-toto statement's subject digest, 64 lower-case hex digits.
+    pub statement_subject_sha256: String,
+    /// The model's name in the signed statement.
+    pub model_name: String,
+    /// The file's name in the signed manifest (`.` for a single-file model).
+    pub resource_name: String,
+}
+
 /// How much attention an event deserves.
 ///
 /// Critical events are always fsynced before [`AuditSink::record`](crate::AuditSink::record)
@@ -56,6 +71,12 @@ pub enum AuditEvent {
         leaf_size: u64,
         /// Id of the seal key.
         key_id: String,
+        /// Which signed model the bytes were checked against before sealing,
+        /// when the seal carries a provenance (seal format v3). Absent from
+        /// the JSON otherwise, so records of other seals read and write as
+        /// before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provenance: Option<SealProvenanceRecord>,
     },
     /// A shard's seal was re-verified against device memory and held.
     SealVerified {
@@ -255,6 +276,7 @@ mod tests {
                 tree_digest: "d".into(),
                 leaf_size: 4096,
                 key_id: "k".into(),
+                provenance: None,
             },
             AuditEvent::SealVerified {
                 shard_id: "s".into(),
@@ -331,6 +353,56 @@ mod tests {
             let back: AuditEvent = serde_json::from_value(json).unwrap();
             assert_eq!(back, e);
         }
+    }
+
+    /// A `vram_sealed` record without provenance is byte-identical to
+    /// records written before provenance existed; one with it carries a
+    /// `provenance` object and round-trips.
+    #[test]
+    fn vram_sealed_provenance_is_optional_and_absent_when_none() {
+        let plain = all().remove(0);
+        let json = serde_json::to_string(&plain).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"vram_sealed","shard_id":"s","model_ref":"m","gpu_device":0,"device_kind":"mock","vram_bytes":1,"tree_digest":"d","leaf_size":4096,"key_id":"k"}"#
+        );
+        let back: AuditEvent = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, plain);
+        let AuditEvent::VramSealed {
+            shard_id,
+            model_ref,
+            gpu_device,
+            device_kind,
+            vram_bytes,
+            tree_digest,
+            leaf_size,
+            key_id,
+            ..
+        } = plain
+        else {
+            unreachable!("all() starts with vram_sealed")
+        };
+        let signed = AuditEvent::VramSealed {
+            shard_id,
+            model_ref,
+            gpu_device,
+            device_kind,
+            vram_bytes,
+            tree_digest,
+            leaf_size,
+            key_id,
+            provenance: Some(SealProvenanceRecord {
+                publisher_key_sha256: "ab".repeat(32),
+                statement_subject_sha256: "cd".repeat(32),
+                model_name: "org/model".into(),
+                resource_name: "sub/tokenizer.json".into(),
+            }),
+        };
+        let json = serde_json::to_value(&signed).unwrap();
+        assert_eq!(json["provenance"]["resource_name"], "sub/tokenizer.json");
+        assert_eq!(json["provenance"]["publisher_key_sha256"], "ab".repeat(32));
+        let back: AuditEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, signed);
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod verify;
 
 pub use backend::{Backend, MemoryBackend};
 pub use error::AuditError;
-pub use event::{AuditEvent, ByteRange, Severity};
+pub use event::{AuditEvent, ByteRange, SealProvenanceRecord, Severity};
 pub use key::AuditKey;
 pub use log::{AuditLog, AuditSink, RecordReceipt, SinkStats};
 pub use options::{FailureMode, FailurePolicy, FileOptions, FsyncPolicy, LogOptions};

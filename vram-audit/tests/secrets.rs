@@ -30,6 +30,7 @@ fn records_contain_no_key_bytes_and_no_addresses() {
             tree_digest: "cd".repeat(32),
             leaf_size: 1 << 20,
             key_id: key_id.clone(),
+            provenance: None,
         },
         AuditEvent::SealVerificationFailed {
             shard_id: "shard-0".into(),

@@ -59,12 +59,15 @@ pub enum CryptoError {
         /// Length of the string that was offered.
         len: usize,
     },
-    /// A variable-length seal field does not fit its 32-bit length prefix.
-    #[error("seal field {field} is {len} bytes, more than the 4294967295 a seal can encode")]
+    /// A variable-length seal field is longer than a seal accepts: its
+    /// 32-bit length prefix, or the provenance names' lower limit.
+    #[error("seal field {field} is {len} bytes, more than the {max} a seal accepts")]
     FieldTooLong {
         /// Name of the field.
         field: &'static str,
         /// Its length in bytes.
         len: usize,
+        /// The most bytes the field may have.
+        max: usize,
     },
 }

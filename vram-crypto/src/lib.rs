@@ -22,8 +22,9 @@ pub use error::CryptoError;
 pub use hasher::{TreeHasher, TreeOutput};
 pub use seal::{
     hmac_sha256, hmac_sha256_verify, sign_seal, sign_seal_with, verify_seal, verify_seal_with,
-    HmacKey, SealBinding, SealDeviceKind, SealMessage, SealTag, MIN_KEY_LEN, SEAL_DOMAIN,
-    SEAL_FORMAT_V1, SEAL_FORMAT_V2, SEAL_FORMAT_VERSION,
+    HmacKey, SealBinding, SealDeviceKind, SealMessage, SealProvenance, SealTag,
+    MAX_PROVENANCE_NAME_LEN, MIN_KEY_LEN, SEAL_DOMAIN, SEAL_FORMAT_V1, SEAL_FORMAT_V2,
+    SEAL_FORMAT_V3, SEAL_FORMAT_VERSION,
 };
 pub use source::{leaf_hash_from, leaf_hashes_from};
 pub use tree::{

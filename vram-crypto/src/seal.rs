@@ -14,9 +14,19 @@ pub const SEAL_FORMAT_V1: u8 = 1;
 /// ([`SealBinding`]: device kind, device UUID, worker id, set id).
 pub const SEAL_FORMAT_V2: u8 = 2;
 
-/// Version of the seal message encoding new seals use, the byte after
-/// [`SEAL_DOMAIN`]. Version 1 messages still encode and verify.
+/// Seal format version 3: version 2's fields plus the provenance of the
+/// bytes ([`SealProvenance`]: the publisher's key fingerprint, the signed
+/// statement's subject digest, the model's and the file's names).
+pub const SEAL_FORMAT_V3: u8 = 3;
+
+/// Version of the seal message encoding new seals use when they carry no
+/// provenance, the byte after [`SEAL_DOMAIN`]; seals with a provenance are
+/// [`SEAL_FORMAT_V3`]. Version 1 messages still encode and verify.
 pub const SEAL_FORMAT_VERSION: u8 = SEAL_FORMAT_V2;
+
+/// The longest model name or resource name a version 3 seal accepts, in
+/// bytes ([`SealProvenance`]).
+pub const MAX_PROVENANCE_NAME_LEN: usize = 4096;
 
 /// ASCII domain string that starts every encoded seal message.
 pub const SEAL_DOMAIN: &[u8] = b"vram-residency seal";
@@ -77,6 +87,30 @@ pub struct SealBinding<'a> {
     /// Random id shared by the shards sealed together as one tensor-parallel
     /// set (a lone shard has a set of its own).
     pub set_id: [u8; 16],
+    /// Version 3's provenance block; `None` for a version 2 seal.
+    pub provenance: Option<SealProvenance<'a>>,
+}
+
+/// What a version 3 seal adds: which signed model the bytes were checked
+/// against before sealing.
+///
+/// The seal only records these values; checking the publisher's signature
+/// (and that the bytes match the signed statement) is the caller's job,
+/// before it asks for the seal. The seal then proves which statement, and
+/// which file of it, the resident bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealProvenance<'a> {
+    /// SHA-256 of the publisher's public key (the key the signature was
+    /// checked with).
+    pub publisher_key_sha256: [u8; 32],
+    /// The signed in-toto statement's subject digest (SHA-256).
+    pub statement_subject_sha256: [u8; 32],
+    /// The model's name in the signed statement (at most
+    /// [`MAX_PROVENANCE_NAME_LEN`] bytes).
+    pub model_name: &'a str,
+    /// The file's name in the signed manifest (`sub/tokenizer.json`; `.`
+    /// for a single-file model), at most [`MAX_PROVENANCE_NAME_LEN`] bytes.
+    pub resource_name: &'a str,
 }
 
 /// Everything a seal commits to.
@@ -84,7 +118,8 @@ pub struct SealBinding<'a> {
 /// [`SealMessage::encode`] is injective: every variable-length field carries a
 /// u32 big-endian length prefix and every other field has a fixed width, in a
 /// fixed order after a domain string and a version byte. `binding: None`
-/// encodes version 1, `Some` version 2.
+/// encodes version 1, `Some` version 2, and a binding with a
+/// [`provenance`](SealBinding::provenance) version 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealMessage<'a> {
     /// Shard identifier.
@@ -105,7 +140,8 @@ pub struct SealMessage<'a> {
     pub shard_total: u16,
     /// Fingerprint of the key that signs the seal.
     pub key_id: [u8; 8],
-    /// Version 2's fields; `None` for a version 1 seal.
+    /// Version 2's fields (and version 3's, in their provenance); `None`
+    /// for a version 1 seal.
     pub binding: Option<SealBinding<'a>>,
 }
 
@@ -118,13 +154,19 @@ fn put_var(out: &mut Vec<u8>, bytes: &[u8]) {
 
 impl SealMessage<'_> {
     /// The format version this message encodes: [`SEAL_FORMAT_V1`] without a
-    /// binding, [`SEAL_FORMAT_V2`] with one.
+    /// binding, [`SEAL_FORMAT_V2`] with one, [`SEAL_FORMAT_V3`] with a
+    /// binding that carries a provenance.
     #[must_use]
     pub fn version(&self) -> u8 {
-        if self.binding.is_some() {
-            SEAL_FORMAT_V2
-        } else {
-            SEAL_FORMAT_V1
+        match &self.binding {
+            None => SEAL_FORMAT_V1,
+            Some(SealBinding {
+                provenance: None, ..
+            }) => SEAL_FORMAT_V2,
+            Some(SealBinding {
+                provenance: Some(_),
+                ..
+            }) => SEAL_FORMAT_V3,
         }
     }
 
@@ -143,15 +185,32 @@ impl SealMessage<'_> {
     /// `device_kind (u8: 1 mock, 2 cuda) || uuid_present (u8: 0 or 1) ||
     /// device_uuid (16 bytes, zeros when absent)`, and after `shard_total`
     /// `set_id (16 bytes) || len(worker_id) (u32 BE) || worker_id`, before
-    /// `key_id`. docs/formats.md has both with vectors.
+    /// `key_id`.
     ///
-    /// Fields longer than `u32::MAX` bytes cannot be encoded; [`sign_seal`]
-    /// and [`verify_seal`] refuse them before encoding.
+    /// Version 3 (version byte 3) is version 2 with, after `worker_id` and
+    /// before `key_id`, `publisher_key_sha256 (32 bytes) ||
+    /// statement_subject_sha256 (32 bytes) || len(model_name) (u32 BE) ||
+    /// model_name || len(resource_name) (u32 BE) || resource_name`.
+    /// docs/formats.md has all three with vectors.
+    ///
+    /// Fields longer than `u32::MAX` bytes, and provenance names longer than
+    /// [`MAX_PROVENANCE_NAME_LEN`], cannot be sealed: [`sign_seal`] and
+    /// [`verify_seal`] refuse them before encoding.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
+        let (worker, names) = self.binding.as_ref().map_or((0, 0), |b| {
+            let names = b.provenance.as_ref().map_or(0, |p| {
+                72usize
+                    .saturating_add(p.model_name.len())
+                    .saturating_add(p.resource_name.len())
+            });
+            (b.worker_id.len().saturating_add(40), names)
+        });
         let cap = 128usize
             .saturating_add(self.shard_id.len())
-            .saturating_add(self.model_ref.len());
+            .saturating_add(self.model_ref.len())
+            .saturating_add(worker)
+            .saturating_add(names);
         let mut out = Vec::with_capacity(cap);
         out.extend_from_slice(SEAL_DOMAIN);
         out.push(self.version());
@@ -172,20 +231,34 @@ impl SealMessage<'_> {
         if let Some(b) = &self.binding {
             out.extend_from_slice(&b.set_id);
             put_var(&mut out, b.worker_id.as_bytes());
+            if let Some(p) = &b.provenance {
+                out.extend_from_slice(&p.publisher_key_sha256);
+                out.extend_from_slice(&p.statement_subject_sha256);
+                put_var(&mut out, p.model_name.as_bytes());
+                put_var(&mut out, p.resource_name.as_bytes());
+            }
         }
         out.extend_from_slice(&self.key_id);
         out
     }
 
+    /// Refuses fields the encoding cannot carry (over `u32::MAX` bytes) and
+    /// provenance names over [`MAX_PROVENANCE_NAME_LEN`].
     fn check(&self) -> Result<(), CryptoError> {
+        let u32_max = usize::try_from(u32::MAX).unwrap_or(usize::MAX);
         let worker_len = self.binding.map_or(0, |b| b.worker_id.len());
-        for (field, len) in [
-            ("shard_id", self.shard_id.len()),
-            ("model_ref", self.model_ref.len()),
-            ("worker_id", worker_len),
+        let provenance = self.binding.and_then(|b| b.provenance);
+        let model_name_len = provenance.map_or(0, |p| p.model_name.len());
+        let resource_name_len = provenance.map_or(0, |p| p.resource_name.len());
+        for (field, len, max) in [
+            ("shard_id", self.shard_id.len(), u32_max),
+            ("model_ref", self.model_ref.len(), u32_max),
+            ("worker_id", worker_len, u32_max),
+            ("model_name", model_name_len, MAX_PROVENANCE_NAME_LEN),
+            ("resource_name", resource_name_len, MAX_PROVENANCE_NAME_LEN),
         ] {
-            if u32::try_from(len).is_err() {
-                return Err(CryptoError::FieldTooLong { field, len });
+            if len > max {
+                return Err(CryptoError::FieldTooLong { field, len, max });
             }
         }
         Ok(())
@@ -296,7 +369,8 @@ pub fn hmac_sha256_verify(key: &[u8], data: &[u8], tag: &[u8; 32]) -> Result<(),
 /// # Errors
 ///
 /// [`CryptoError::KeyTooShort`] for keys under [`MIN_KEY_LEN`] bytes;
-/// [`CryptoError::FieldTooLong`] for a field over `u32::MAX` bytes.
+/// [`CryptoError::FieldTooLong`] for a field over its limit (`u32::MAX`
+/// bytes; [`MAX_PROVENANCE_NAME_LEN`] for provenance names).
 pub fn sign_seal(key: &[u8], msg: &SealMessage<'_>) -> Result<SealTag, CryptoError> {
     sign_seal_with(&HmacKey::new(key)?, msg)
 }
@@ -305,7 +379,8 @@ pub fn sign_seal(key: &[u8], msg: &SealMessage<'_>) -> Result<SealTag, CryptoErr
 ///
 /// # Errors
 ///
-/// [`CryptoError::FieldTooLong`] for a field over `u32::MAX` bytes.
+/// [`CryptoError::FieldTooLong`] for a field over its limit (`u32::MAX`
+/// bytes; [`MAX_PROVENANCE_NAME_LEN`] for provenance names).
 pub fn sign_seal_with(key: &HmacKey, msg: &SealMessage<'_>) -> Result<SealTag, CryptoError> {
     msg.check()?;
     Ok(SealTag(key.sign(&msg.encode())))
@@ -327,7 +402,8 @@ pub fn verify_seal(key: &[u8], msg: &SealMessage<'_>, tag: &SealTag) -> Result<(
 /// # Errors
 ///
 /// [`CryptoError::SealMismatch`] when any field, the key or the tag differs;
-/// [`CryptoError::FieldTooLong`] for a field over `u32::MAX` bytes.
+/// [`CryptoError::FieldTooLong`] for a field over its limit (`u32::MAX`
+/// bytes; [`MAX_PROVENANCE_NAME_LEN`] for provenance names).
 pub fn verify_seal_with(
     key: &HmacKey,
     msg: &SealMessage<'_>,

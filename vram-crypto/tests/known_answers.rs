@@ -274,6 +274,7 @@ fn v2_message(tree: &vram_crypto::TreeDigest, cuda: bool) -> SealMessage<'_> {
             device_uuid: cuda.then_some(uuid),
             worker_id: "worker-1",
             set_id,
+            provenance: None,
         }),
     }
 }
@@ -292,6 +293,61 @@ fn seal_v2_vectors_match_docs() {
         assert_eq!(signed.to_string(), tag);
         verify_seal(&key, &msg, &signed).unwrap();
         assert!(squashed.contains(encoding), "docs lack the v2 encoding");
+        assert!(doc.contains(tag), "docs lack {tag}");
+    }
+}
+
+/// The version 3 vectors of docs/formats.md: the v2 vectors plus a
+/// provenance (publisher key fingerprint `c0 c1 ... df`, statement subject
+/// digest `e0 e1 ... ff`, model `org/model`), for one file of a directory
+/// model on CUDA and for a single-file model (`.`) on the mock.
+const SEAL_V3_VECTORS: [(bool, &str, &str, &str); 2] = [
+    (
+        true,
+        "sub/tokenizer.json",
+        "7672616d2d7265736964656e6379207365616c030000000773686172642d300000000c6f72672f6d6f64656c4076310201101112131415161718191a1b1c1d1e1f00000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d31c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000000096f72672f6d6f64656c000000127375622f746f6b656e697a65722e6a736f6e0102030405060708",
+        "9fd21bd2248b7a6ecdaf93e74608bc108a158020823f70ca4d0d9d7663df7365",
+    ),
+    (
+        false,
+        ".",
+        "7672616d2d7265736964656e6379207365616c030000000773686172642d300000000c6f72672f6d6f64656c40763101000000000000000000000000000000000000000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d31c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000000096f72672f6d6f64656c000000012e0102030405060708",
+        "a36a0bd7c8bde533caed64a896aced9d6a6d4426d6a23290f7ba2dca29487bef",
+    ),
+];
+
+#[test]
+fn seal_v3_vectors_match_docs() {
+    let tree = tree_digest(b"abc", LeafSize::new(4096).unwrap());
+    let key: Vec<u8> = (0u8..32).collect();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/formats.md"))
+        .unwrap();
+    let squashed: String = doc.split_whitespace().collect();
+    for (cuda, resource_name, encoding, tag) in SEAL_V3_VECTORS {
+        let v2 = v2_message(&tree, cuda);
+        let mut binding = v2.binding.unwrap();
+        binding.provenance = Some(vram_crypto::SealProvenance {
+            publisher_key_sha256: std::array::from_fn(|i| 0xc0 + i as u8),
+            statement_subject_sha256: std::array::from_fn(|i| 0xe0 + i as u8),
+            model_name: "org/model",
+            resource_name,
+        });
+        let msg = SealMessage {
+            binding: Some(binding),
+            ..v2
+        };
+        assert_eq!(msg.version(), vram_crypto::SEAL_FORMAT_V3);
+        assert_eq!(hex(&msg.encode()), encoding);
+        let signed = sign_seal(&key, &msg).unwrap();
+        assert_eq!(signed.to_string(), tag);
+        verify_seal(&key, &msg, &signed).unwrap();
+        // The same fields without the provenance are the v2 vector, which
+        // this tag does not verify.
+        assert_eq!(
+            verify_seal(&key, &v2, &signed),
+            Err(CryptoError::SealMismatch)
+        );
+        assert!(squashed.contains(encoding), "docs lack the v3 encoding");
         assert!(doc.contains(tag), "docs lack {tag}");
     }
 }

@@ -8,7 +8,10 @@ use vram_crypto::{
     sign_seal, tree_digest, verify_seal, CryptoError, LeafSize, SealMessage, SealTag, Sha256Digest,
     TreeDescriptor, TreeDigest, SEAL_DOMAIN, SEAL_FORMAT_V1,
 };
-use vram_crypto::{SealBinding, SealDeviceKind, SEAL_FORMAT_V2};
+use vram_crypto::{
+    SealBinding, SealDeviceKind, SealProvenance, MAX_PROVENANCE_NAME_LEN, SEAL_FORMAT_V2,
+    SEAL_FORMAT_V3,
+};
 
 /// Owned seal fields, so proptest can generate and mutate them.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +35,27 @@ struct Binding {
     uuid: Option<[u8; 16]>,
     worker: String,
     set_id: [u8; 16],
+    provenance: Option<Prov>,
+}
+
+/// Owned version 3 fields.
+#[derive(Debug, Clone, PartialEq)]
+struct Prov {
+    key: [u8; 32],
+    subject: [u8; 32],
+    model: String,
+    resource: String,
+}
+
+impl Prov {
+    fn borrow(&self) -> SealProvenance<'_> {
+        SealProvenance {
+            publisher_key_sha256: self.key,
+            statement_subject_sha256: self.subject,
+            model_name: &self.model,
+            resource_name: &self.resource,
+        }
+    }
 }
 
 impl Binding {
@@ -41,8 +65,27 @@ impl Binding {
             device_uuid: self.uuid,
             worker_id: &self.worker,
             set_id: self.set_id,
+            provenance: self.provenance.as_ref().map(Prov::borrow),
         }
     }
+}
+
+fn provenance_strategy() -> impl Strategy<Value = Option<Prov>> {
+    prop_oneof![
+        Just(None),
+        (
+            prop_oneof![Just([0u8; 32]), any::<[u8; 32]>()],
+            prop_oneof![Just([0u8; 32]), any::<[u8; 32]>()],
+            "[a-c/.]{0,4}",
+            "[a-c/.]{0,4}",
+        )
+            .prop_map(|(key, subject, model, resource)| Some(Prov {
+                key,
+                subject,
+                model,
+                resource,
+            })),
+    ]
 }
 
 fn binding_strategy() -> impl Strategy<Value = Option<Binding>> {
@@ -57,8 +100,9 @@ fn binding_strategy() -> impl Strategy<Value = Option<Binding>> {
             ],
             "[a-c]{0,4}",
             prop_oneof![Just([0u8; 16]), any::<[u8; 16]>()],
+            provenance_strategy(),
         )
-            .prop_map(|(cuda, uuid, worker, set_id)| Some(Binding {
+            .prop_map(|(cuda, uuid, worker, set_id, provenance)| Some(Binding {
                 kind: if cuda {
                     SealDeviceKind::Cuda
                 } else {
@@ -67,6 +111,7 @@ fn binding_strategy() -> impl Strategy<Value = Option<Binding>> {
                 uuid,
                 worker,
                 set_id,
+                provenance,
             })),
     ]
 }
@@ -152,8 +197,22 @@ fn mutate(f: &Fields, which: u8, flip: u8) -> Fields {
         uuid: None,
         worker: String::new(),
         set_id: [0; 16],
+        provenance: None,
     };
-    match which % 17 {
+    let default_provenance = || Prov {
+        key: [0; 32],
+        subject: [0; 32],
+        model: String::new(),
+        resource: String::new(),
+    };
+    let provenance = |g: &mut Fields| -> Prov {
+        g.binding
+            .get_or_insert_with(default_binding)
+            .provenance
+            .get_or_insert_with(default_provenance)
+            .clone()
+    };
+    match which % 22 {
         0 => g.shard_id.push('x'),
         1 => g.model_ref.push('x'),
         2 => g.device_index ^= bit as u32 | 1,
@@ -199,6 +258,25 @@ fn mutate(f: &Fields, which: u8, flip: u8) -> Fields {
             .worker
             .push('x'),
         16 => g.binding.get_or_insert_with(default_binding).set_id[usize::from(flip % 16)] ^= 1,
+        17 => {
+            let b = g.binding.get_or_insert_with(default_binding);
+            b.provenance = match b.provenance {
+                Some(_) => None,
+                None => Some(default_provenance()),
+            }
+        }
+        18..=21 => {
+            let mut p = provenance(&mut g);
+            match which % 22 {
+                18 => p.key[usize::from(flip % 32)] ^= 1 << (flip % 8),
+                19 => p.subject[usize::from(flip % 32)] ^= 1 << (flip % 8),
+                20 => p.model.push('x'),
+                _ => p.resource.push('x'),
+            }
+            if let Some(b) = g.binding.as_mut() {
+                b.provenance = Some(p);
+            }
+        }
         _ => g.key_id[usize::from(flip % 8)] ^= 1 << (flip % 8),
     }
     g
@@ -360,6 +438,7 @@ fn v2_binds_device_kind_uuid_worker_and_set() {
         device_uuid: Some([7; 16]),
         worker_id: "worker-1",
         set_id: [9; 16],
+        provenance: None,
     };
     let msg = SealMessage {
         shard_id: "s",
@@ -421,4 +500,236 @@ fn v2_binds_device_kind_uuid_worker_and_set() {
     assert_eq!(vram_crypto::sign_seal_with(&built, &msg).unwrap(), tag);
     vram_crypto::verify_seal_with(&built, &msg, &tag).unwrap();
     assert_eq!(format!("{built:?}"), "HmacKey(..)");
+}
+
+fn v3_tree() -> TreeDigest {
+    tree_digest(b"x", LeafSize::MIN)
+}
+
+fn v3_message<'a>(tree: &'a TreeDigest, provenance: SealProvenance<'a>) -> SealMessage<'a> {
+    SealMessage {
+        shard_id: "s",
+        model_ref: "m",
+        device_index: 0,
+        byte_len: 1,
+        tree,
+        sealed_at_ns: 1,
+        shard_index: 0,
+        shard_total: 1,
+        key_id: [0; 8],
+        binding: Some(SealBinding {
+            device_kind: SealDeviceKind::Cuda,
+            device_uuid: Some([7; 16]),
+            worker_id: "worker-1",
+            set_id: [9; 16],
+            provenance: Some(provenance),
+        }),
+    }
+}
+
+const PROVENANCE: SealProvenance<'static> = SealProvenance {
+    publisher_key_sha256: [0x5a; 32],
+    statement_subject_sha256: [0xa5; 32],
+    model_name: "org/model",
+    resource_name: "sub/tokenizer.json",
+};
+
+/// Every bit of both digests, and every bit of every byte of both names
+/// that keeps them UTF-8 (the low seven of an ASCII byte), changes the tag
+/// when flipped alone; so does a name one byte longer or shorter.
+#[test]
+fn v3_every_provenance_bit_is_bound() {
+    let tree = v3_tree();
+    let msg = v3_message(&tree, PROVENANCE);
+    assert_eq!(msg.version(), SEAL_FORMAT_V3);
+    assert_eq!(msg.encode()[SEAL_DOMAIN.len()], SEAL_FORMAT_V3);
+    let tag = sign_seal(&KEY, &msg).unwrap();
+    verify_seal(&KEY, &msg, &tag).unwrap();
+    let refused = |p: SealProvenance<'_>, what: &str| {
+        let forged = v3_message(&tree, p);
+        assert_ne!(sign_seal(&KEY, &forged).unwrap(), tag, "{what}");
+        assert_eq!(
+            verify_seal(&KEY, &forged, &tag),
+            Err(CryptoError::SealMismatch),
+            "{what}"
+        );
+    };
+    let mut checked = 0usize;
+    for byte in 0..32 {
+        for bit in 0..8 {
+            let mut key = PROVENANCE.publisher_key_sha256;
+            key[byte] ^= 1 << bit;
+            refused(
+                SealProvenance {
+                    publisher_key_sha256: key,
+                    ..PROVENANCE
+                },
+                &format!("publisher key byte {byte} bit {bit}"),
+            );
+            let mut subject = PROVENANCE.statement_subject_sha256;
+            subject[byte] ^= 1 << bit;
+            refused(
+                SealProvenance {
+                    statement_subject_sha256: subject,
+                    ..PROVENANCE
+                },
+                &format!("subject byte {byte} bit {bit}"),
+            );
+            checked += 2;
+        }
+    }
+    let flips = |name: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..name.len() {
+            for bit in 0..7 {
+                let mut bytes = name.as_bytes().to_vec();
+                bytes[i] ^= 1 << bit;
+                out.push(String::from_utf8(bytes).unwrap());
+            }
+        }
+        let mut longer = name.to_string();
+        longer.push('x');
+        out.push(longer);
+        out.push(name[..name.len() - 1].to_string());
+        out
+    };
+    for model in flips(PROVENANCE.model_name) {
+        refused(
+            SealProvenance {
+                model_name: &model,
+                ..PROVENANCE
+            },
+            &format!("model name {model:?}"),
+        );
+        checked += 1;
+    }
+    for resource in flips(PROVENANCE.resource_name) {
+        refused(
+            SealProvenance {
+                resource_name: &resource,
+                ..PROVENANCE
+            },
+            &format!("resource name {resource:?}"),
+        );
+        checked += 1;
+    }
+    // 512 digest bits, 7 bits of 9 + 18 name bytes, 4 length changes.
+    assert_eq!(checked, 512 + 7 * (9 + 18) + 4);
+    // Swapping the two names (or the two digests) is a different seal too.
+    refused(
+        SealProvenance {
+            model_name: PROVENANCE.resource_name,
+            resource_name: PROVENANCE.model_name,
+            ..PROVENANCE
+        },
+        "names swapped",
+    );
+    refused(
+        SealProvenance {
+            publisher_key_sha256: PROVENANCE.statement_subject_sha256,
+            statement_subject_sha256: PROVENANCE.publisher_key_sha256,
+            ..PROVENANCE
+        },
+        "digests swapped",
+    );
+}
+
+/// A v3 seal never verifies as the v2 message of the same fields, nor as a
+/// v2 message whose worker id carries the provenance block's bytes (the
+/// version byte and the length prefix tell them apart), and a v2 tag never
+/// verifies a v3 message.
+#[test]
+fn v3_never_verifies_as_v2() {
+    let tree = v3_tree();
+    let v3 = v3_message(&tree, PROVENANCE);
+    let v3_tag = sign_seal(&KEY, &v3).unwrap();
+    let binding = v3.binding.unwrap();
+    let v2 = SealMessage {
+        binding: Some(SealBinding {
+            provenance: None,
+            ..binding
+        }),
+        ..v3
+    };
+    assert_eq!(v2.version(), SEAL_FORMAT_V2);
+    assert_eq!(
+        verify_seal(&KEY, &v2, &v3_tag),
+        Err(CryptoError::SealMismatch)
+    );
+    let v2_tag = sign_seal(&KEY, &v2).unwrap();
+    assert_eq!(
+        verify_seal(&KEY, &v3, &v2_tag),
+        Err(CryptoError::SealMismatch)
+    );
+
+    // The v3 encoding is the v2 encoding with the version byte changed and
+    // the provenance block inserted before key_id.
+    let (e2, e3) = (v2.encode(), v3.encode());
+    let at = SEAL_DOMAIN.len();
+    assert_eq!(e2[at], SEAL_FORMAT_V2);
+    assert_eq!(e3[at], SEAL_FORMAT_V3);
+    assert_eq!(e2[..at], e3[..at]);
+    assert_eq!(e2[at + 1..e2.len() - 8], e3[at + 1..e2.len() - 8]);
+    assert_eq!(e2[e2.len() - 8..], e3[e3.len() - 8..]);
+    assert_eq!(e3.len() - e2.len(), 32 + 32 + 4 + 9 + 4 + 18);
+
+    // A v2 worker id spelled as "worker-1" followed by the provenance bytes
+    // does not reproduce the v3 encoding.
+    let block = &e3[e2.len() - 8..e3.len() - 8];
+    let mut smuggled = b"worker-1".to_vec();
+    smuggled.extend_from_slice(block);
+    if let Ok(worker) = String::from_utf8(smuggled) {
+        let forged = SealMessage {
+            binding: Some(SealBinding {
+                worker_id: &worker,
+                provenance: None,
+                ..binding
+            }),
+            ..v3
+        };
+        assert_ne!(forged.encode(), e3);
+        assert_eq!(
+            verify_seal(&KEY, &forged, &v3_tag),
+            Err(CryptoError::SealMismatch)
+        );
+    }
+}
+
+/// Provenance names are bounded by the same check that bounds every other
+/// field: 4096 bytes seal, 4097 do not (on signing and on verifying).
+#[test]
+fn provenance_names_are_bounded() {
+    let tree = v3_tree();
+    let at_limit = "a".repeat(MAX_PROVENANCE_NAME_LEN);
+    let over = "a".repeat(MAX_PROVENANCE_NAME_LEN + 1);
+    for field in ["model_name", "resource_name"] {
+        let with = |name: &str| {
+            let mut p = PROVENANCE;
+            if field == "model_name" {
+                p.model_name = name;
+            } else {
+                p.resource_name = name;
+            }
+            sign_seal(&KEY, &v3_message(&tree, p))
+        };
+        let tag = with(&at_limit).unwrap();
+        assert_eq!(
+            with(&over),
+            Err(CryptoError::FieldTooLong {
+                field,
+                len: MAX_PROVENANCE_NAME_LEN + 1,
+                max: MAX_PROVENANCE_NAME_LEN,
+            })
+        );
+        let mut p = PROVENANCE;
+        if field == "model_name" {
+            p.model_name = &over;
+        } else {
+            p.resource_name = &over;
+        }
+        assert!(matches!(
+            verify_seal(&KEY, &v3_message(&tree, p), &tag),
+            Err(CryptoError::FieldTooLong { .. })
+        ));
+    }
 }

@@ -7,6 +7,7 @@ mod error;
 mod manager;
 mod metrics;
 mod pipeline;
+mod provenance;
 pub use pipeline::stream_chunks;
 mod sampling;
 mod scrub;
@@ -23,6 +24,7 @@ pub use detect::{cuda_devices, detect, Detected, FALLBACK_MOCK_CAPACITY, FORCE_M
 pub use error::{ErrorClass, VramError};
 pub use manager::{DeviceCapacity, SealRequest, VramManager};
 pub use metrics::MetricsSnapshot;
+pub use provenance::Provenance;
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
 pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};

@@ -8,7 +8,7 @@ use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline;
 use crate::shard::SealedShard;
 use crate::trail::AuditTrail;
-use crate::{ModelShardHandle, VerifyPolicy, VramError};
+use crate::{ModelShardHandle, Provenance, VerifyPolicy, VramError};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,6 +88,11 @@ pub struct SealRequest {
     /// one id; shards sealed apart (by several processes) share a set by
     /// passing the same id.
     pub set_id: Option<[u8; 16]>,
+    /// Which signed model, and which file of it, the caller checked these
+    /// bytes against before sealing (a publisher's signature it verified).
+    /// `Some` binds it into the seal (format version 3) and the shard's
+    /// handle; `None` (the default) seals as version 2.
+    pub provenance: Option<Provenance>,
 }
 
 impl SealRequest {
@@ -101,6 +106,7 @@ impl SealRequest {
             expected_sha256: None,
             compute_sha256: false,
             set_id: None,
+            provenance: None,
         }
     }
 }
@@ -642,6 +648,7 @@ impl VramManager {
                 device_uuid: info.uuid,
                 worker_id: &inner.worker_id,
                 set_id,
+                provenance: request.provenance.as_ref().map(Provenance::as_seal),
             }),
         };
         let tag = sign_seal_with(&inner.seal_mac, &message)?;
@@ -654,6 +661,7 @@ impl VramManager {
             tree_digest: tree.root.to_string(),
             leaf_size: inner.leaf_size.bytes(),
             key_id: inner.key_id.to_string(),
+            provenance: request.provenance.as_ref().map(Provenance::audit_record),
         })?;
         inner.metrics.seal_ok(len);
         tracing::info!(
@@ -671,6 +679,7 @@ impl VramManager {
             device_uuid: info.uuid,
             worker_id: inner.worker_id.clone(),
             set_id,
+            provenance: request.provenance.clone(),
             len,
             tree,
             leaves,
@@ -689,9 +698,10 @@ impl VramManager {
 
     /// Checks that a handle received back from a client is authentic: every
     /// field must be exactly as sealed under this manager's seal key. Returns
-    /// the handle's seal format version: 2 for handles that name their
-    /// device kind, device UUID, worker and set; 1 for handles written before
-    /// (still accepted, with none of those bound).
+    /// the handle's seal format version: 3 for handles that also carry a
+    /// [provenance](ModelShardHandle::provenance), 2 for handles that name
+    /// their device kind, device UUID, worker and set; 1 for handles written
+    /// before (still accepted, with none of those bound).
     ///
     /// # Errors
     /// [`VramError::SealInvalid`] when any field or the signature was altered;
@@ -703,8 +713,10 @@ impl VramManager {
 
     /// Checks the handles of one tensor-parallel set: each as by
     /// [`VramManager::check_handle`], positions `0..n` of `n` in order, one
-    /// model reference, one seal version and, for v2 handles, one set id:
-    /// shards of two sealings of the same model never pass as one set.
+    /// model reference, one seal version, for v2 and v3 handles one set id,
+    /// and for v3 handles one publisher key, statement and model name (the
+    /// files may differ): shards of two sealings of the same model never
+    /// pass as one set.
     /// Returns the seal format version.
     ///
     /// # Errors
@@ -722,11 +734,12 @@ impl VramManager {
                 && usize::from(h.shard_total) == n
                 && h.model_ref == first.model_ref
                 && h.set_id == first.set_id
+                && Provenance::same_statement(h.provenance.as_ref(), first.provenance.as_ref())
                 && version.is_none_or(|first_v| first_v == v);
             if !consistent {
                 return Err(VramError::InvalidShardSet {
                     reason: format!(
-                        "handle {i} is not position {i} of {n} of the same sealing (model, set id and seal version must match)"
+                        "handle {i} is not position {i} of {n} of the same sealing (model, set id, seal version and signed statement must match)"
                     ),
                 });
             }

@@ -4,7 +4,7 @@
 use crate::manager::{SealRequest, VramManager};
 use crate::shard::SealedShard;
 use crate::verify::VerifyReport;
-use crate::VramError;
+use crate::{Provenance, VramError};
 use vram_validation::{ModelRef, ShardPosition};
 
 /// The shards of one model, in position order.
@@ -73,8 +73,9 @@ impl VramManager {
 
     /// Verifies every shard of the set with the default policy; the first
     /// failure fails the set. Also checks that positions run 0..n of n under
-    /// one model reference and one set id (shards of two sealings of the
-    /// same model are not one set).
+    /// one model reference, one set id (shards of two sealings of the same
+    /// model are not one set) and one signed statement when they carry a
+    /// [provenance](SealedShard::provenance).
     ///
     /// # Errors
     /// [`VramError::InvalidShardSet`] for an inconsistent set; the first
@@ -88,7 +89,11 @@ impl VramManager {
             let consistent = usize::from(pos.index()) == i
                 && usize::from(pos.total()) == n
                 && Some(s.model_ref()) == first_ref.as_ref()
-                && Some(s.set_id()) == first_set;
+                && Some(s.set_id()) == first_set
+                && set
+                    .shards
+                    .first()
+                    .is_some_and(|f| Provenance::same_statement(s.provenance(), f.provenance()));
             if !consistent {
                 return Err(VramError::InvalidShardSet {
                     reason: format!("shard {i} is not position {i} of {n} of the same model"),

@@ -3,6 +3,7 @@
 //! the capacity reservation and audits the deallocation.
 
 use crate::trail::AuditTrail;
+use crate::Provenance;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,9 @@ pub struct SealedShard {
     pub(crate) worker_id: String,
     /// The tensor-parallel set sealed together (bound by the seal).
     pub(crate) set_id: [u8; 16],
+    /// Which signed model the bytes were checked against, when the caller
+    /// said (bound by the seal, which is then format v3).
+    pub(crate) provenance: Option<Provenance>,
     pub(crate) len: u64,
     pub(crate) tree: TreeDigest,
     pub(crate) leaves: LeafHashes,
@@ -78,9 +82,15 @@ impl SealedShard {
     pub fn set_id(&self) -> [u8; 16] {
         self.set_id
     }
-    /// The seal format version (shards sealed by this library are v2).
+    /// Which signed model, and which file of it, the bytes were checked
+    /// against before sealing; `None` when the request named none.
+    pub fn provenance(&self) -> Option<&Provenance> {
+        self.provenance.as_ref()
+    }
+    /// The seal format version: 3 for a shard with a
+    /// [provenance](SealedShard::provenance), else 2.
     pub fn seal_version(&self) -> u8 {
-        vram_crypto::SEAL_FORMAT_V2
+        self.seal_message().version()
     }
     /// Bytes resident in device memory.
     pub fn vram_bytes(&self) -> u64 {
@@ -157,6 +167,7 @@ impl SealedShard {
                 device_uuid: self.device_uuid,
                 worker_id: &self.worker_id,
                 set_id: self.set_id,
+                provenance: self.provenance.as_ref().map(Provenance::as_seal),
             }),
         }
     }
@@ -176,11 +187,12 @@ impl SealedShard {
             shard_total: self.position.total(),
             key_id: self.key_id.to_string(),
             signature: self.tag.to_string(),
-            seal_version: vram_crypto::SEAL_FORMAT_V2,
+            seal_version: self.seal_version(),
             device_kind: Some(self.device_kind.as_str().to_string()),
             device_uuid: self.device_uuid.map(|u| hex16(&u)),
             worker_id: Some(self.worker_id.clone()),
             set_id: Some(hex16(&self.set_id)),
+            provenance: self.provenance.clone(),
         }
     }
 
@@ -204,6 +216,7 @@ impl fmt::Debug for SealedShard {
             .field("key_id", &self.key_id.to_string())
             .field("worker_id", &self.worker_id)
             .field("set_id", &hex16(&self.set_id))
+            .field("provenance", &self.provenance)
             .field("compromised", &self.is_compromised())
             .finish_non_exhaustive()
     }
@@ -280,8 +293,9 @@ pub struct ModelShardHandle {
     pub key_id: String,
     /// HMAC-SHA256 seal tag, lower-case hex.
     pub signature: String,
-    /// Seal format version: 2, or 1 for handles written before version 2
-    /// (which lack the four fields below; a missing version reads as 1).
+    /// Seal format version: 3 for a seal with a provenance, 2 without, or
+    /// 1 for handles written before version 2 (which lack the five fields
+    /// below; a missing version reads as 1).
     #[serde(default = "seal_v1")]
     pub seal_version: u8,
     /// `mock` or `cuda` (v2; `None` in v1 handles).
@@ -297,6 +311,10 @@ pub struct ModelShardHandle {
     /// Random id of the set sealed together, 32 lower-case hex digits (v2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_id: Option<String>,
+    /// Which signed model and file the bytes were checked against (v3
+    /// only; absent from the JSON of v1 and v2 handles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
 
 fn seal_v1() -> u8 {

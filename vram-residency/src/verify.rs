@@ -461,20 +461,23 @@ pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Resul
     Ok(msg.version())
 }
 
-/// A handle's v2 fields as a seal binding: `Some(None)` for a well-formed v1
-/// handle (none of them present), `Some(Some(_))` for a well-formed v2
-/// handle, `None` for anything else (an unknown version, a v1 handle
-/// carrying v2 fields, a missing or non-canonical field).
+/// A handle's v2 (and v3) fields as a seal binding: `Some(None)` for a
+/// well-formed v1 handle (none of them present), `Some(Some(_))` for a
+/// well-formed v2 handle (no provenance) or v3 handle (with one), `None` for
+/// anything else (an unknown version, a v1 handle carrying v2 fields, a v2
+/// handle carrying a provenance, a v3 handle without one, a missing or
+/// non-canonical field).
 fn handle_binding(h: &ModelShardHandle) -> Option<Option<SealBinding<'_>>> {
-    match h.seal_version {
-        vram_crypto::SEAL_FORMAT_V1 => {
+    let provenance = h.provenance.as_ref().map(crate::Provenance::as_seal);
+    match (h.seal_version, provenance) {
+        (vram_crypto::SEAL_FORMAT_V1, None) => {
             let bare = h.device_kind.is_none()
                 && h.device_uuid.is_none()
                 && h.worker_id.is_none()
                 && h.set_id.is_none();
             bare.then_some(None)
         }
-        vram_crypto::SEAL_FORMAT_V2 => {
+        (vram_crypto::SEAL_FORMAT_V2, None) | (vram_crypto::SEAL_FORMAT_V3, Some(_)) => {
             let device_kind = SealDeviceKind::from_name(h.device_kind.as_deref()?)?;
             let device_uuid = match h.device_uuid.as_deref() {
                 Some(u) => Some(crate::shard::parse_hex16(u)?),
@@ -485,6 +488,7 @@ fn handle_binding(h: &ModelShardHandle) -> Option<Option<SealBinding<'_>>> {
                 device_uuid,
                 worker_id: h.worker_id.as_deref()?,
                 set_id: crate::shard::parse_hex16(h.set_id.as_deref()?)?,
+                provenance,
             }))
         }
         _ => None,
@@ -557,6 +561,33 @@ mod tests {
         let mut s = seal();
         s.tag.0[31] ^= 1;
         assert!(invalid(&s), "altered tag");
+
+        // The provenance is bound too: added to a v2 shard, or edited on a
+        // v3 one (the scrubber's seal check is this same check_seal).
+        let provenance = crate::Provenance::new([1; 32], [2; 32], "org/model", ".").unwrap();
+        let mut s = seal();
+        s.provenance = Some(provenance.clone());
+        assert!(invalid(&s), "provenance added");
+        let mut request = crate::SealRequest::new(
+            vram_validation::ModelRef::new("hf://org/model@main").unwrap(),
+            0,
+        );
+        request.provenance = Some(provenance);
+        let signed = || m.seal(&request, &data).unwrap();
+        m.verify_sealed(&signed()).unwrap();
+        let mut s = signed();
+        if let Some(p) = s.provenance.as_mut() {
+            p.statement_subject_sha256[5] ^= 4;
+        }
+        assert!(invalid(&s), "statement digest edited");
+        let mut s = signed();
+        if let Some(p) = s.provenance.as_mut() {
+            p.resource_name = vram_validation::ProvenanceName::new("other").unwrap();
+        }
+        assert!(invalid(&s), "resource name edited");
+        let mut s = signed();
+        s.provenance = None;
+        assert!(invalid(&s), "provenance dropped");
 
         // And an untouched shard verifies.
         m.verify_sealed(&seal()).unwrap();

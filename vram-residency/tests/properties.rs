@@ -29,7 +29,7 @@ proptest! {
     }
 
     #[test]
-    fn any_altered_handle_field_fails(field in 0usize..15, delta in 1u64..1000) {
+    fn any_altered_handle_field_fails(field in 0usize..16, delta in 1u64..1000) {
         let f = fixture(16 * MIB);
         let s = f.manager.seal_model(&pattern(100_000, 3), 0).unwrap();
         let mut h = s.handle();
@@ -49,6 +49,12 @@ proptest! {
             11 => h.device_uuid = Some(format!("{:032x}", delta)),
             12 => h.worker_id = h.worker_id.map(|w| format!("{w}x")),
             13 => h.set_id = Some(format!("{:032x}", delta)),
+            // Seal format v3's provenance, added to a v2 handle.
+            14 => {
+                h.provenance = Some(
+                    vram_residency::Provenance::new([1; 32], [2; 32], "org/model", ".").unwrap(),
+                )
+            }
             _ => h.seal_version = 1,
         }
         prop_assert!(f.manager.check_handle(&h).is_err());

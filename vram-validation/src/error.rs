@@ -20,6 +20,8 @@ pub enum Field {
     DeviceIndex,
     /// A [`ShardPosition`](crate::ShardPosition).
     ShardPosition,
+    /// A [`ProvenanceName`](crate::ProvenanceName).
+    ProvenanceName,
 }
 
 impl fmt::Display for Field {
@@ -31,6 +33,7 @@ impl fmt::Display for Field {
             Field::Size => "size",
             Field::DeviceIndex => "device index",
             Field::ShardPosition => "shard position",
+            Field::ProvenanceName => "provenance name",
         })
     }
 }

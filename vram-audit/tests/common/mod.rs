@@ -32,6 +32,7 @@ pub(crate) fn event(i: u64) -> AuditEvent {
             tree_digest: "ab".repeat(32),
             leaf_size: 1 << 20,
             key_id: "0011223344556677".into(),
+            provenance: None,
         },
         2 => AuditEvent::SealVerified {
             shard_id: format!("shard-{i}"),
