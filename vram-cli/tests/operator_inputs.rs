@@ -521,5 +521,9 @@ fn a_file_name_with_a_percent_sign_gets_an_encoded_default_model_ref() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("pass --model-ref"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pass --model-ref"),
+        "{}",
+        stderr(&out)
+    );
 }

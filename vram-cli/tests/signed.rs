@@ -106,11 +106,35 @@ fn a_genuine_model_is_sealed_file_by_file_on_every_curve() {
             .collect();
         assert_eq!(files.len(), 3, "{sig}: {files:?}");
         assert!(files[1].ends_with("model/model.safetensors"), "{files:?}");
-        // Each shard's plain SHA-256 is the signed one.
-        for row in v["shards"].as_array().unwrap() {
-            assert_eq!(row["sha256"].as_str().unwrap().len(), 64);
+        // Each shard's plain SHA-256 is the signed one, and its seal (format
+        // 3) binds the publisher's key, the statement and the file's name.
+        let key = vram_signing::PublicKey::from_pem(&std::fs::read(fixtures().join(key)).unwrap())
+            .unwrap();
+        let signed =
+            vram_signing::verify_bundle(&std::fs::read(fixtures().join(sig)).unwrap(), &key)
+                .unwrap();
+        let hex = |b: [u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        for (row, resource) in v["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(signed.resources())
+        {
+            assert_eq!(row["sha256"], hex(resource.sha256), "{sig}");
             assert!(row["model_ref"].as_str().unwrap().starts_with("file:model"));
+            assert_eq!(row["seal_version"], 3);
+            let p = &row["provenance"];
+            assert_eq!(p["publisher_key_sha256"], key.fingerprint_hex());
+            assert_eq!(p["statement_subject_sha256"], hex(signed.subject_sha256()));
+            assert_eq!(p["model_name"], "model");
+            assert_eq!(p["resource_name"], resource.name.as_str());
         }
+        let log = std::fs::read_to_string(&s.log).unwrap();
+        assert_eq!(
+            log.matches("\"resource_name\":\"tokenizer/vocab.txt\"")
+                .count(),
+            1
+        );
         assert!(
             stderr(&out).contains("signature verified"),
             "{}",

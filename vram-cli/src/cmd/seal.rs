@@ -203,7 +203,14 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             }
         }
         for i in plan.inputs {
-            inputs.push((i.shown, i.file, i.len, i.model_ref, Some(i.expected)));
+            inputs.push(Input {
+                path: i.shown,
+                file: i.file,
+                len: i.len,
+                model_ref: i.model_ref,
+                expected: Some(i.expected),
+                provenance: Some(i.provenance),
+            });
         }
         signed_model = Some(plan.model);
     }
@@ -211,7 +218,14 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         if let Some(model) = path.to_str().filter(|p| p.starts_with("hf://")) {
             for h in super::hub::seal_inputs(model, quiet)? {
                 let model_ref = model_ref_flag.clone().unwrap_or(h.model_ref);
-                inputs.push((h.shown, h.file, h.len, model_ref, h.expected));
+                inputs.push(Input {
+                    path: h.shown,
+                    file: h.file,
+                    len: h.len,
+                    model_ref,
+                    expected: h.expected,
+                    provenance: None,
+                });
             }
             continue;
         }
@@ -234,15 +248,22 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             None => default_model_ref(path)?,
         };
         let sha256 = expected.as_ref().map(|e| e.sha256.clone());
-        inputs.push((path.clone(), file, meta.len(), model_ref, sha256));
+        inputs.push(Input {
+            path: path.clone(),
+            file,
+            len: meta.len(),
+            model_ref,
+            expected: sha256,
+            provenance: None,
+        });
     }
     if let Some(expected) = &expected {
-        let [(path, _, len, _, _)] = inputs.as_slice() else {
+        let [input] = inputs.as_slice() else {
             return Err(CliError::usage(
                 "--expect-sha256 applies to exactly one file",
             ));
         };
-        check_expected_size(expected, path, *len)?;
+        check_expected_size(expected, &input.path, input.len)?;
     }
 
     // Bound before anything is sealed: a port in use is an error now.
@@ -268,10 +289,9 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
 
     let mut shards: Vec<SealedShard> = Vec::new();
     let mut rows = Vec::new();
-    for (path, file, len, model_ref, expected) in inputs {
-        match seal_one(
-            &mgr, &selection, args, policy, expected, &path, file, len, model_ref, quiet,
-        ) {
+    for input in inputs {
+        let path = input.path.clone();
+        match seal_one(&mgr, &selection, args, policy, input, quiet) {
             Ok((shard, row)) => {
                 rows.push(row);
                 shards.push(shard);
@@ -345,23 +365,41 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     released
 }
 
+/// One file to seal, checked before any device work.
+struct Input {
+    /// How messages and output name it.
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    len: u64,
+    model_ref: ModelRef,
+    /// The SHA-256 it must have, checked in the sealing pass.
+    expected: Option<Sha256Hex>,
+    /// The signed model it was checked against (seal format v3).
+    provenance: Option<vram_residency::Provenance>,
+}
+
 /// Seals and verifies one file; prints its line unless `--json`; returns the
 /// shard and its JSON row.
-#[allow(clippy::too_many_arguments)]
 fn seal_one(
     mgr: &vram_residency::VramManager,
     selection: &crate::devices::Selection,
     args: &SealArgs,
     policy: VerifyPolicy,
-    expected: Option<Sha256Hex>,
-    path: &std::path::Path,
-    file: std::fs::File,
-    len: u64,
-    model_ref: ModelRef,
+    input: Input,
     quiet: bool,
 ) -> Result<(SealedShard, serde_json::Value), CliError> {
+    let Input {
+        path,
+        file,
+        len,
+        model_ref,
+        expected,
+        provenance,
+    } = input;
+    let path = path.as_path();
     let mut req = SealRequest::new(model_ref, selection.target);
     req.expected_sha256 = expected;
+    req.provenance = provenance;
     let bar = crate::progress::bar(len, "seal", quiet);
     let t0 = Instant::now();
     // A regular file is read by every core at once (positional reads);

@@ -17,8 +17,9 @@ pub(crate) struct SignedInput {
     pub(crate) model_ref: ModelRef,
     /// The SHA-256 the signature gives it.
     pub(crate) expected: Sha256Hex,
-    /// Its name in the signed statement.
-    pub(crate) resource: String,
+    /// What the seal binds: the publisher's key, the statement, this file's
+    /// name in it (seal format v3).
+    pub(crate) provenance: vram_residency::Provenance,
 }
 
 /// What the signature proved, for output and the seals.
@@ -126,13 +127,25 @@ pub(crate) fn plan(
         })?;
         let expected = Sha256Hex::new(&f.sha256_hex())
             .map_err(|e| CliError::env(format!("signed digest: {e}")))?;
+        let provenance = vram_residency::Provenance::new(
+            model.publisher_key_sha256(),
+            model.subject_sha256(),
+            model.model_name(),
+            &f.name,
+        )
+        .map_err(|e| {
+            CliError::usage(format!(
+                "{}: the signed names cannot be bound into a seal ({e})",
+                shown_path(&f.path)
+            ))
+        })?;
         inputs.push(SignedInput {
             shown: f.path.clone(),
             file,
             len,
             model_ref,
             expected,
-            resource: f.name,
+            provenance,
         });
     }
     Ok(SignedPlan {
