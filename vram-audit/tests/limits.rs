@@ -87,7 +87,7 @@ fn the_limit_is_exactly_one_mib_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("max.jsonl");
     write_lines(&path, &lines);
-    let report = verify_chain(&[path.clone()], &key(), None).unwrap();
+    let report = verify_chain(std::slice::from_ref(&path), &key(), None).unwrap();
     assert!(report.is_intact(), "{report:?}");
 
     // One byte more in that line (JSON whitespace, so only the length and
