@@ -4,6 +4,7 @@
 //! truncation.
 #![allow(
     clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::indexing_slicing,
