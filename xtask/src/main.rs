@@ -10,6 +10,7 @@ mod fuzz;
 mod gpu;
 mod hf_cache;
 mod loom;
+mod mutants;
 mod run;
 #[cfg(test)]
 mod tidy;
@@ -31,6 +32,9 @@ commands:
                       as a Hugging Face hub cache in D/hub (default target/hf-cache)
   fuzz [--seconds N] [--target NAME]
                       run the cargo-fuzz targets in fuzz/ (N s each, default 30)
+  mutants [--crate C]...
+                      mutation testing (cargo-mutants) of the security-critical files,
+                      score per crate (slow: not part of ci)
 ";
 
 fn main() -> ExitCode {
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         "fuzz" => fuzz::run(rest),
         "coverage" => coverage::run(),
         "hf-cache" => hf_cache::run(rest),
+        "mutants" => mutants::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,184 @@
+//! `cargo xtask mutants [--crate C]...`: mutation testing (cargo-mutants) of
+//! the security-critical files, with the score per crate.
+//!
+//! Not part of `ci`: it builds and tests every mutant, about 35 minutes on 2
+//! cores for all four crates. Run it after changing one of the files below or
+//! the tests that guard them. The exclusions (equivalent mutants, message
+//! text) are in `.cargo/mutants.toml`, each with its reason.
+
+use crate::run::{cargo, root};
+use std::path::Path;
+use std::process::Stdio;
+
+/// The files mutated, per crate.
+pub(crate) const FILES: &[(&str, &[&str])] = &[
+    (
+        "vram-crypto",
+        &["src/seal.rs", "src/tree.rs", "src/digest.rs", "src/diff.rs"],
+    ),
+    (
+        "vram-audit",
+        &["src/record.rs", "src/verify.rs", "src/recover.rs"],
+    ),
+    (
+        "vram-secrets",
+        &["src/hkdf.rs", "src/key.rs", "src/file.rs"],
+    ),
+    ("vram-residency", &["src/verify.rs"]),
+];
+
+const INSTALL: &str = "cargo install cargo-mutants --locked";
+
+fn cargo_mutants_available() -> bool {
+    cargo()
+        .args(["mutants", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Lines in one of cargo-mutants' outcome lists (`caught.txt`, ...).
+fn count(dir: &Path, list: &str) -> u64 {
+    std::fs::read_to_string(dir.join("mutants.out").join(list))
+        .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count() as u64)
+        .unwrap_or(0)
+}
+
+/// Caught, missed and timed-out mutants: the viable ones.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Score {
+    pub(crate) caught: u64,
+    pub(crate) missed: u64,
+    pub(crate) timeout: u64,
+    pub(crate) unviable: u64,
+}
+
+impl Score {
+    pub(crate) fn read(dir: &Path) -> Self {
+        Self {
+            caught: count(dir, "caught.txt"),
+            missed: count(dir, "missed.txt"),
+            timeout: count(dir, "timeout.txt"),
+            unviable: count(dir, "unviable.txt"),
+        }
+    }
+
+    /// Percent of viable mutants caught (a timeout counts as caught: the
+    /// test run noticed), or `None` when there were none.
+    pub(crate) fn percent(self) -> Option<f64> {
+        let noticed = self.caught.saturating_add(self.timeout);
+        let viable = noticed.saturating_add(self.missed);
+        (viable > 0).then(|| 100.0 * noticed as f64 / viable as f64)
+    }
+}
+
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let mut only: Vec<&str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--crate" => {
+                let c = it.next().ok_or("--crate needs a crate name")?;
+                let known = FILES.iter().find(|(name, _)| name == c).ok_or_else(|| {
+                    let names: Vec<&str> = FILES.iter().map(|(n, _)| *n).collect();
+                    format!("no mutation target `{c}`; targets: {}", names.join(", "))
+                })?;
+                only.push(known.0);
+            }
+            other => return Err(format!("unknown mutants argument `{other}`")),
+        }
+    }
+    if !cargo_mutants_available() {
+        eprintln!("==> cargo-mutants is not installed: {INSTALL}");
+        let ok = cargo()
+            .args(["install", "cargo-mutants", "--locked"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !cargo_mutants_available() {
+            return Err(format!(
+                "cargo-mutants could not be installed; run `{INSTALL}`"
+            ));
+        }
+    }
+    let mut scores = Vec::new();
+    for (krate, files) in FILES {
+        if !only.is_empty() && !only.contains(krate) {
+            continue;
+        }
+        let out = root().join("target").join("mutants").join(krate);
+        std::fs::create_dir_all(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
+        let mut cmd = cargo();
+        cmd.args(["mutants", "--package", krate, "--no-shuffle", "--output"])
+            .arg(&out);
+        for f in *files {
+            cmd.arg("--file").arg(format!("{krate}/{f}"));
+        }
+        eprintln!("\n==> mutants: {krate} ({})\n    {cmd:?}", files.join(", "));
+        // cargo-mutants exits non-zero when mutants survive: that is the
+        // result, not a failure of this command.
+        cmd.status()
+            .map_err(|e| format!("cargo mutants could not start: {e}"))?;
+        scores.push((*krate, Score::read(&out), out));
+    }
+    println!("\nmutation score (viable mutants caught; timeouts count as caught):");
+    for (krate, s, out) in &scores {
+        let pct = s
+            .percent()
+            .map_or("n/a".to_string(), |p| format!("{p:.1}%"));
+        println!(
+            "  {krate:<16} {pct:>6}  caught {} missed {} timeout {} unviable {}  ({})",
+            s.caught,
+            s.missed,
+            s.timeout,
+            s.unviable,
+            out.join("mutants.out").join("missed.txt").display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_mutated_file_exists() {
+        for (krate, files) in FILES {
+            for f in *files {
+                assert!(root().join(krate).join(f).is_file(), "{krate}/{f}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_score_counts_timeouts_as_caught_and_skips_unviable() {
+        let dir = tempfile_dir();
+        let out = dir.join("mutants.out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("caught.txt"), "a\nb\nc\n").unwrap();
+        std::fs::write(out.join("missed.txt"), "d\n").unwrap();
+        std::fs::write(out.join("timeout.txt"), "\n").unwrap();
+        std::fs::write(out.join("unviable.txt"), "e\nf\n").unwrap();
+        let s = Score::read(&dir);
+        assert_eq!(
+            s,
+            Score {
+                caught: 3,
+                missed: 1,
+                timeout: 0,
+                unviable: 2
+            }
+        );
+        assert_eq!(s.percent(), Some(75.0));
+        assert_eq!(Score::default().percent(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("xtask-mutants-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+}
