@@ -268,19 +268,26 @@ mod tests {
     /// A log as written before genesis records existed: it began with
     /// `log_opened` (`new`).
     fn legacy_log(key: &AuditKey) -> Vec<u8> {
+        legacy_log_of(
+            key,
+            &[
+                AuditEvent::LogOpened {
+                    reason: "new".into(),
+                },
+                AuditEvent::VramAllocated {
+                    shard_id: "s".into(),
+                    gpu_device: 0,
+                    bytes: 1,
+                },
+            ],
+        )
+    }
+
+    /// Authentic format 1 records of `events`, chained from the start.
+    fn legacy_log_of(key: &AuditKey, events: &[AuditEvent]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut prev = GENESIS_PREV.to_owned();
-        let events = [
-            AuditEvent::LogOpened {
-                reason: "new".into(),
-            },
-            AuditEvent::VramAllocated {
-                shard_id: "s".into(),
-                gpu_device: 0,
-                bytes: 1,
-            },
-        ];
-        for (seq, event) in (1u64..).zip(&events) {
+        for (seq, event) in (1u64..).zip(events) {
             let line = encode_line(
                 key,
                 None,
@@ -295,6 +302,35 @@ mod tests {
             out.extend_from_slice(&line);
         }
         out
+    }
+
+    /// An empty segment after a segment whose (authentic) `rotated` record
+    /// names another file: the chain does not continue there, so the log is
+    /// refused rather than continued from a rotation that pointed elsewhere.
+    #[test]
+    fn an_empty_segment_after_a_rotation_naming_another_file_is_refused() {
+        let key = || AuditKey::from_bytes([4; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.jsonl");
+        let events = [
+            AuditEvent::LogOpened {
+                reason: "new".into(),
+            },
+            AuditEvent::Rotated {
+                next_file: "old.jsonl.5".into(),
+            },
+        ];
+        std::fs::write(&path, legacy_log_of(&key(), &events)).unwrap();
+        let next = dir.path().join("old.jsonl.1");
+        std::fs::write(&next, b"").unwrap();
+        let e = AuditLog::open_file(&path, key(), "w", LogOptions::default()).unwrap_err();
+        assert!(matches!(e, crate::AuditError::Damaged { .. }), "{e}");
+        assert!(e.to_string().contains("old.jsonl.5"), "{e}");
+        // The records are untouched.
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            legacy_log_of(&key(), &events)
+        );
     }
 
     #[test]
