@@ -143,7 +143,11 @@ fn read_opened(path: &Path, file: File, stream_ok: bool) -> Result<Loaded, Secre
 }
 
 /// Reads a regular file of `len` bytes (as `fstat` said) whole.
-fn read_regular(path: &Path, mut file: File, len: u64) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+fn read_regular(
+    path: &Path,
+    mut file: impl Read,
+    len: u64,
+) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
     let max = MAX_SECRET_LEN as u64;
     if len > max {
         return Err(SecretsError::TooLarge { len, max });
@@ -173,7 +177,7 @@ fn read_regular(path: &Path, mut file: File, len: u64) -> Result<Zeroizing<Vec<u
 /// Reads a pipe to its end, at most [`MAX_SECRET_LEN`] bytes: into one
 /// zeroizing buffer allocated up front (never grown, so never copied), then
 /// into one of the exact size.
-fn read_stream(path: &Path, mut file: File) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
+fn read_stream(path: &Path, mut file: impl Read) -> Result<Zeroizing<Vec<u8>>, SecretsError> {
     let max = MAX_SECRET_LEN as u64;
     let mut buf = Zeroizing::new(vec![0u8; MAX_SECRET_LEN.saturating_add(1)]);
     let mut filled = 0usize;
@@ -361,6 +365,96 @@ mod tests {
         let mut exactly = [&[7u8; 32][..], b"\n"].concat();
         strip_one_newline(&mut exactly);
         assert_eq!(exactly, [7u8; 32]);
+    }
+
+    /// A reader that hands out its bytes a few at a time, after an
+    /// interruption, then fails or ends as told.
+    struct Flaky {
+        data: Vec<u8>,
+        at: usize,
+        interrupted: bool,
+        then: Option<io::ErrorKind>,
+    }
+
+    impl Flaky {
+        fn new(data: &[u8], then: Option<io::ErrorKind>) -> Flaky {
+            Flaky {
+                data: data.to_vec(),
+                at: 0,
+                interrupted: false,
+                then,
+            }
+        }
+    }
+
+    impl Read for Flaky {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if !self.interrupted {
+                self.interrupted = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let rest = &self.data[self.at..];
+            if rest.is_empty() {
+                return match self.then {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            let n = rest.len().min(buf.len()).min(5);
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_stream_read_is_resumed_after_an_interruption_and_fails_on_an_error() {
+        let p = Path::new("-");
+        let secret = [9u8; 40];
+        let got = read_stream(p, Flaky::new(&secret, None)).unwrap();
+        assert_eq!(&got[..], &secret[..]);
+        // A real error ends the read with that error, not a retry.
+        assert!(matches!(
+            read_stream(p, Flaky::new(&secret, Some(io::ErrorKind::BrokenPipe))),
+            Err(SecretsError::Io {
+                kind: io::ErrorKind::BrokenPipe,
+                ..
+            })
+        ));
+    }
+
+    /// A file shorter or longer than `fstat` said while it is read changed
+    /// under the reader: refused as changed, not as an I/O error.
+    #[test]
+    fn a_file_that_changes_length_while_read_is_refused_as_changed() {
+        let p = Path::new("/s");
+        let shrunk = read_regular(p, io::Cursor::new(vec![1u8; 30]), 40);
+        assert!(
+            matches!(shrunk, Err(SecretsError::Changed { .. })),
+            "{shrunk:?}"
+        );
+        let grown = read_regular(p, io::Cursor::new(vec![1u8; 41]), 40);
+        assert!(
+            matches!(grown, Err(SecretsError::Changed { .. })),
+            "{grown:?}"
+        );
+        let same = read_regular(p, io::Cursor::new(vec![1u8; 40]), 40).unwrap();
+        assert_eq!(same.len(), 40);
+        let failed = read_regular(
+            p,
+            Flaky::new(&[], Some(io::ErrorKind::PermissionDenied)),
+            40,
+        );
+        assert!(
+            matches!(
+                failed,
+                Err(SecretsError::Io {
+                    kind: io::ErrorKind::PermissionDenied,
+                    ..
+                })
+            ),
+            "{failed:?}"
+        );
     }
 
     #[test]

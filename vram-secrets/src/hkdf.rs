@@ -75,10 +75,13 @@ fn copy_tag(tag: &[u8], out: &mut [u8; 32]) {
 /// are volatile, so the compiler keeps them). Best effort: it covers the
 /// depth those calls used (well under 16 KiB), not registers or copies the
 /// compiler spilled elsewhere.
+/// How much stack [`scrub_stack`] overwrites.
+const SCRUB_BYTES: usize = 16 * 1024;
+
 #[inline(never)]
 fn scrub_stack() {
     use zeroize::Zeroize;
-    let mut area = [0u8; 16 * 1024];
+    let mut area = [0u8; SCRUB_BYTES];
     area.zeroize();
     std::hint::black_box(&area);
 }

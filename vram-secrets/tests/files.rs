@@ -329,6 +329,106 @@ fn file_owned_by_another_user_is_rejected() {
     }
 }
 
+/// The unprivileged uid the owner rule is exercised as.
+const NOBODY: u32 = 65_534;
+const CHILD_ENV: &str = "VRAM_SECRETS_OWNER_CHILD_DIR";
+
+/// The owner rule as a process that is not root: its own file is accepted
+/// (the rule compares with *this process's* uid, not 0), and a readable file
+/// of another user is refused naming both uids. Run as root (as CI does), the
+/// test re-runs itself as uid 65534 in a child process; run as another user,
+/// it checks that user directly. Where neither is possible it says so loudly.
+#[test]
+fn the_owner_rule_holds_for_a_process_that_is_not_root() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        // The child: check as this (unprivileged) process.
+        check_owner_rule_as_this_user(Path::new(&dir));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let euid = this_euid();
+    if euid != 0 {
+        // Not root: the files are this user's own.
+        let own = write(dir.path(), "own", SECRET, 0o600);
+        assert!(same_key(
+            &WorkerSecret::load_file(&own).unwrap(),
+            &reference()
+        ));
+        eprintln!("owner rule checked as uid {euid} (no root to test another uid)");
+        return;
+    }
+    // Root: prepare a file owned by the child's uid and a readable one of
+    // another user, then run this test again as that uid.
+    let own = write(dir.path(), "own", SECRET, 0o600);
+    std::os::unix::fs::chown(&own, Some(NOBODY), Some(NOBODY)).unwrap();
+    let other = write(dir.path(), "other", SECRET, 0o644);
+    std::os::unix::fs::chown(&other, Some(54_321), None).unwrap();
+    // A copy of this test binary the child can reach (the build directory
+    // may not be open to other users).
+    let exe = dir.path().join("child");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--exact",
+            "the_owner_rule_holds_for_a_process_that_is_not_root",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, dir.path())
+        .current_dir(dir.path())
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output();
+    match out {
+        Ok(out) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success(),
+                "child as uid {NOBODY} failed:\n{text}"
+            );
+            assert!(text.contains("1 passed"), "the child ran no test:\n{text}");
+        }
+        Err(e) => eprintln!(
+            "\n!!! SKIPPED: cannot start a child as uid {NOBODY} ({e}); the owner rule \
+             against a non-root uid is covered only by the unit tests here !!!\n"
+        ),
+    }
+}
+
+fn check_owner_rule_as_this_user(dir: &Path) {
+    let euid = this_euid();
+    assert_ne!(euid, 0, "the child must not be root");
+    let own = WorkerSecret::load_file(&dir.join("own")).unwrap();
+    assert!(same_key(&own, &reference()));
+    let err = WorkerSecret::load_file(&dir.join("other")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SecretsError::WrongOwner {
+                expected_uid,
+                actual_uid: 54_321,
+                ..
+            } if expected_uid == euid
+        ),
+        "{err:?}"
+    );
+}
+
+/// This process's effective uid (the second field of `Uid:` in
+/// /proc/self/status).
+fn this_euid() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
 #[test]
 fn systemd_credentials_load_from_a_directory() {
     let dir = tempfile::tempdir().unwrap();
