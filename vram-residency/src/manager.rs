@@ -6,46 +6,47 @@ use crate::config::{DeviceSource, VramConfig};
 use crate::detect::{cuda_devices, detect};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline;
-use crate::shard::SealedShard;
+use crate::request::SealRequest;
+use crate::set::ShardSet;
+use crate::shard::{seal_device_kind, ModelShardHandle, SealedShard};
 use crate::trail::AuditTrail;
-use crate::{ModelShardHandle, Provenance, VerifyPolicy, VramError};
+use crate::verify::{AuditMode, Scope, Verifier, VerifyPolicy, VerifyReport};
+use crate::{Provenance, VramError};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vram_audit::{AuditEvent, AuditSink};
-use vram_core::{CapacityError, CapacityTracker, Device, DeviceKind};
+use vram_core::{CapacityError, CapacityTracker, Device, DeviceInfo, DeviceKind};
 use vram_crypto::{
-    sign_seal_with, LeafHashes, LeafSize, SealBinding, SealDeviceKind, SealMessage, Sha256Digest,
-    TreeDescriptor, TreeDigest, TreeHasher,
+    sign_seal_with, LeafHashes, LeafSize, SealBinding, SealMessage, Sha256Digest, TreeDescriptor,
+    TreeDigest, TreeHasher,
 };
 use vram_secrets::{KeyId, SecretKey};
-use vram_validation::{
-    format_bytes, validate_model_size, ModelRef, Sha256Hex, ShardId, ShardPosition,
-};
+use vram_validation::{format_bytes, validate_model_size, ModelRef, ShardId};
 
 /// One managed device and the capacity tracker that guards it.
-pub(crate) struct DeviceSlot {
-    pub(crate) device: Arc<dyn Device>,
-    pub(crate) tracker: Arc<CapacityTracker>,
+struct DeviceSlot {
+    device: Arc<dyn Device>,
+    tracker: Arc<CapacityTracker>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) devices: Vec<DeviceSlot>,
+struct Inner {
+    devices: Vec<DeviceSlot>,
     /// Kept for its key id and so that the bytes zeroize with the manager;
     /// signing goes through `seal_mac`, built once.
-    pub(crate) _seal_key: SecretKey,
+    _seal_key: SecretKey,
     /// The seal key as an HMAC key, built once (boxed) for the manager's life.
-    pub(crate) seal_mac: vram_crypto::HmacKey,
-    pub(crate) key_id: KeyId,
+    seal_mac: vram_crypto::HmacKey,
+    key_id: KeyId,
     /// Bound into every seal (format v2).
-    pub(crate) worker_id: String,
-    pub(crate) audit: Arc<AuditTrail>,
-    pub(crate) max_model_bytes: u64,
-    pub(crate) leaf_size: LeafSize,
-    pub(crate) verify_policy: VerifyPolicy,
-    pub(crate) staging_bytes: usize,
-    pub(crate) seal_hashing: crate::SealHashing,
-    pub(crate) metrics: Metrics,
+    worker_id: String,
+    audit: Arc<AuditTrail>,
+    max_model_bytes: u64,
+    leaf_size: LeafSize,
+    verify_policy: VerifyPolicy,
+    staging_bytes: usize,
+    seal_hashing: crate::SealHashing,
+    metrics: Metrics,
 }
 
 /// Seals model bytes into device memory and verifies them.
@@ -54,7 +55,7 @@ pub(crate) struct Inner {
 /// and metrics.
 #[derive(Clone)]
 pub struct VramManager {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for VramManager {
@@ -65,49 +66,6 @@ impl std::fmt::Debug for VramManager {
             .field("leaf_size", &self.inner.leaf_size.bytes())
             .field("verify_policy", &self.inner.verify_policy)
             .finish_non_exhaustive()
-    }
-}
-
-/// What to seal, beyond the bytes.
-#[derive(Debug, Clone)]
-pub struct SealRequest {
-    /// Shard identifier; `None` generates an opaque random 128-bit id.
-    pub shard_id: Option<ShardId>,
-    /// Where the model came from.
-    pub model_ref: ModelRef,
-    /// Target device index.
-    pub gpu_device: u32,
-    /// Position in a tensor-parallel set.
-    pub position: ShardPosition,
-    /// Plain SHA-256 published by a model catalog; checked in the same pass.
-    pub expected_sha256: Option<Sha256Hex>,
-    /// Also compute the plain SHA-256 when none is expected (for reporting).
-    pub compute_sha256: bool,
-    /// The tensor-parallel set this shard belongs to; `None` draws a fresh
-    /// random id (a set of one). [`VramManager::seal_set`] gives every part
-    /// one id; shards sealed apart (by several processes) share a set by
-    /// passing the same id.
-    pub set_id: Option<[u8; 16]>,
-    /// Which signed model, and which file of it, the caller checked these
-    /// bytes against before sealing (a publisher's signature it verified).
-    /// `Some` binds it into the seal (format version 3) and the shard's
-    /// handle; `None` (the default) seals as version 2.
-    pub provenance: Option<Provenance>,
-}
-
-impl SealRequest {
-    /// A request for `model_ref` on `gpu_device`, single shard, generated id.
-    pub fn new(model_ref: ModelRef, gpu_device: u32) -> Self {
-        Self {
-            shard_id: None,
-            model_ref,
-            gpu_device,
-            position: ShardPosition::SINGLE,
-            expected_sha256: None,
-            compute_sha256: false,
-            set_id: None,
-            provenance: None,
-        }
     }
 }
 
@@ -131,20 +89,8 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// 128 random bits from the system RNG.
-pub(crate) fn random_id() -> Result<[u8; 16], VramError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| VramError::InvalidConfig {
-            reason: "the system random number generator failed".into(),
-        })?;
-    Ok(bytes)
-}
-
 fn random_shard_id() -> Result<ShardId, VramError> {
-    let bytes = random_id()?;
+    let bytes = crate::sampling::random_id()?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(ShardId::new(&format!("shard-{hex}"))?)
 }
@@ -276,7 +222,7 @@ impl VramManager {
         })
     }
 
-    pub(crate) fn slot(&self, index: u32) -> Result<&DeviceSlot, VramError> {
+    fn slot(&self, index: u32) -> Result<&DeviceSlot, VramError> {
         let count = u32::try_from(self.inner.devices.len()).unwrap_or(u32::MAX);
         usize::try_from(index)
             .ok()
@@ -631,7 +577,7 @@ impl VramManager {
         let sealed_at_ns = now_ns();
         let set_id = match request.set_id {
             Some(id) => id,
-            None => random_id()?,
+            None => crate::sampling::random_id()?,
         };
         let message = SealMessage {
             shard_id: shard_id.as_str(),
@@ -696,6 +642,56 @@ impl VramManager {
         })
     }
 
+    /// What verification borrows from this manager for one call.
+    pub(crate) fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            seal_mac: &self.inner.seal_mac,
+            key_id: self.inner.key_id,
+            audit: &self.inner.audit,
+            metrics: &self.inner.metrics,
+            staging_bytes: self.inner.staging_bytes,
+        }
+    }
+
+    /// This manager's device of an index, if it has one.
+    fn device_info(&self, index: u32) -> Option<&DeviceInfo> {
+        self.device(index).ok().map(|d| d.info())
+    }
+
+    /// Verifies a shard with the manager's default policy (full unless
+    /// configured otherwise).
+    ///
+    /// # Errors
+    /// [`VramError::IntegrityViolation`] (fatal, with the corrupt byte ranges)
+    /// when device memory differs from the sealed bytes;
+    /// [`VramError::SealInvalid`] when the seal does not verify; device errors.
+    /// A failure is fatal for the shard: once its bytes or seal are found wrong
+    /// it is [compromised](SealedShard::is_compromised) and every later call
+    /// returns [`VramError::Compromised`], even if the bytes read back right
+    /// again.
+    ///
+    /// Every failure except invalid arguments emits a critical audit event:
+    /// `seal_verification_failed` when the bytes or the seal are wrong (or the
+    /// shard was already compromised),
+    /// `verification_incomplete` when they could not be checked (a device read
+    /// failed), which proves nothing either way.
+    pub fn verify_sealed(&self, shard: &SealedShard) -> Result<VerifyReport, VramError> {
+        self.verify_with(shard, self.inner.verify_policy)
+    }
+
+    /// Verifies a shard with an explicit policy.
+    ///
+    /// # Errors
+    /// As [`VramManager::verify_sealed`].
+    pub fn verify_with(
+        &self,
+        shard: &SealedShard,
+        policy: VerifyPolicy,
+    ) -> Result<VerifyReport, VramError> {
+        self.verifier()
+            .verify(shard, Scope::Policy(policy), AuditMode::Every)
+    }
+
     /// Checks that a handle received back from a client is authentic: every
     /// field must be exactly as sealed under this manager's seal key. Returns
     /// the handle's seal format version: 3 for handles that also carry a
@@ -708,7 +704,8 @@ impl VramManager {
     /// [`VramError::WrongDevice`] when a v2 handle names another kind of
     /// device, or another UUID, than this manager's device of that index.
     pub fn check_handle(&self, handle: &ModelShardHandle) -> Result<u8, VramError> {
-        crate::verify::check_handle(self, handle)
+        self.verifier()
+            .check_handle(handle, self.device_info(handle.gpu_device))
     }
 
     /// Checks the handles of one tensor-parallel set: each as by
@@ -723,29 +720,8 @@ impl VramManager {
     /// [`VramError::InvalidShardSet`] for a set that is empty, out of order,
     /// mixes models, versions or set ids; as [`VramManager::check_handle`].
     pub fn check_handle_set(&self, handles: &[ModelShardHandle]) -> Result<u8, VramError> {
-        let first = handles.first().ok_or_else(|| VramError::InvalidShardSet {
-            reason: "no handles".into(),
-        })?;
-        let mut version = None;
-        let n = handles.len();
-        for (i, h) in handles.iter().enumerate() {
-            let v = self.check_handle(h)?;
-            let consistent = usize::from(h.shard_index) == i
-                && usize::from(h.shard_total) == n
-                && h.model_ref == first.model_ref
-                && h.set_id == first.set_id
-                && Provenance::same_statement(h.provenance.as_ref(), first.provenance.as_ref())
-                && version.is_none_or(|first_v| first_v == v);
-            if !consistent {
-                return Err(VramError::InvalidShardSet {
-                    reason: format!(
-                        "handle {i} is not position {i} of {n} of the same sealing (model, set id, seal version and signed statement must match)"
-                    ),
-                });
-            }
-            version = Some(v);
-        }
-        Ok(version.unwrap_or(vram_crypto::SEAL_FORMAT_V1))
+        self.verifier()
+            .check_handle_set(handles, |i| self.device_info(i))
     }
 
     /// Checks a client's handle (as [`VramManager::check_handle`]) and that it
@@ -758,23 +734,49 @@ impl VramManager {
         &self,
         handle: &ModelShardHandle,
         shard: &SealedShard,
-    ) -> Result<crate::VerifyReport, VramError> {
-        self.check_handle(handle)?;
-        if handle != &shard.handle() {
-            return Err(VramError::SealInvalid {
-                shard_id: shard.shard_id.to_string(),
-            });
-        }
-        self.verify_sealed(shard)
+    ) -> Result<VerifyReport, VramError> {
+        self.verifier().verify_handle(
+            handle,
+            self.device_info(handle.gpu_device),
+            shard,
+            self.inner.verify_policy,
+        )
     }
-}
 
-/// The device kind as a seal encodes it.
-pub(crate) fn seal_device_kind(kind: DeviceKind) -> SealDeviceKind {
-    match kind {
-        DeviceKind::Cuda => SealDeviceKind::Cuda,
-        // A kind added later is never sealed as CUDA memory by default.
-        _ => SealDeviceKind::Mock,
+    /// Seals `parts[i]` on `devices[i]` as position `i` of `parts.len()`, all
+    /// under one model reference. If any part fails, the parts already sealed
+    /// are released and the error is returned.
+    ///
+    /// # Errors
+    /// [`VramError::InvalidShardSet`] when the lengths differ or the set is
+    /// empty or too large; any seal error.
+    pub fn seal_set(
+        &self,
+        model_ref: &ModelRef,
+        parts: &[&[u8]],
+        devices: &[u32],
+    ) -> Result<ShardSet, VramError> {
+        let requests = crate::set::part_requests(model_ref, parts.len(), devices)?;
+        let mut shards = Vec::with_capacity(parts.len());
+        for (request, part) in requests.iter().zip(parts) {
+            // On error, `shards` drops here and releases every earlier part.
+            shards.push(self.seal(request, part)?);
+        }
+        Ok(ShardSet::new(shards))
+    }
+
+    /// Verifies every shard of the set with the default policy; the first
+    /// failure fails the set. Also checks that positions run 0..n of n under
+    /// one model reference, one set id (shards of two sealings of the same
+    /// model are not one set) and one signed statement when they carry a
+    /// [provenance](SealedShard::provenance).
+    ///
+    /// # Errors
+    /// [`VramError::InvalidShardSet`] for an inconsistent set; the first
+    /// shard's verification error otherwise.
+    pub fn verify_set(&self, set: &ShardSet) -> Result<Vec<VerifyReport>, VramError> {
+        set.check_consistent()?;
+        set.shards().iter().map(|s| self.verify_sealed(s)).collect()
     }
 }
 

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vram_audit::AuditEvent;
 use vram_core::{DeviceBuffer, DeviceKind, Reservation};
-use vram_crypto::{LeafHashes, SealBinding, SealMessage, SealTag, Sha256Digest, TreeDigest};
+use vram_crypto::{
+    LeafHashes, SealBinding, SealDeviceKind, SealMessage, SealTag, Sha256Digest, TreeDigest,
+};
 use vram_secrets::KeyId;
 use vram_validation::{ModelRef, ShardId, ShardPosition};
 
@@ -163,7 +165,7 @@ impl SealedShard {
             shard_total: self.position.total(),
             key_id: *self.key_id.as_bytes(),
             binding: Some(SealBinding {
-                device_kind: crate::manager::seal_device_kind(self.device_kind),
+                device_kind: seal_device_kind(self.device_kind),
                 device_uuid: self.device_uuid,
                 worker_id: &self.worker_id,
                 set_id: self.set_id,
@@ -315,6 +317,15 @@ pub struct ModelShardHandle {
     /// only; absent from the JSON of v1 and v2 handles).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+}
+
+/// The device kind as a seal encodes it.
+pub(crate) fn seal_device_kind(kind: DeviceKind) -> SealDeviceKind {
+    match kind {
+        DeviceKind::Cuda => SealDeviceKind::Cuda,
+        // A kind added later is never sealed as CUDA memory by default.
+        _ => SealDeviceKind::Mock,
+    }
 }
 
 fn seal_v1() -> u8 {
