@@ -12,6 +12,7 @@ mod request;
 pub use pipeline::stream_chunks;
 mod sampling;
 mod scrub;
+mod seal;
 mod set;
 mod shard;
 mod trail;

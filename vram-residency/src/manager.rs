@@ -7,8 +7,9 @@ use crate::detect::{cuda_devices, detect};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline;
 use crate::request::SealRequest;
+use crate::seal::Sealer;
 use crate::set::ShardSet;
-use crate::shard::{seal_device_kind, ModelShardHandle, SealedShard};
+use crate::shard::{ModelShardHandle, Resident, SealContent, SealedShard};
 use crate::trail::AuditTrail;
 use crate::verify::{AuditMode, Scope, Verifier, VerifyPolicy, VerifyReport};
 use crate::{Provenance, VramError};
@@ -17,11 +18,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vram_audit::{AuditEvent, AuditSink};
 use vram_core::{CapacityError, CapacityTracker, Device, DeviceInfo, DeviceKind};
-use vram_crypto::{
-    sign_seal_with, LeafHashes, LeafSize, SealBinding, SealMessage, Sha256Digest, TreeDescriptor,
-    TreeDigest, TreeHasher,
-};
-use vram_secrets::{KeyId, SecretKey};
+use vram_crypto::{LeafHashes, LeafSize, Sha256Digest, TreeDescriptor, TreeDigest, TreeHasher};
+use vram_secrets::KeyId;
 use vram_validation::{format_bytes, validate_model_size, ModelRef, ShardId};
 
 /// One managed device and the capacity tracker that guards it.
@@ -32,14 +30,8 @@ struct DeviceSlot {
 
 struct Inner {
     devices: Vec<DeviceSlot>,
-    /// Kept for its key id and so that the bytes zeroize with the manager;
-    /// signing goes through `seal_mac`, built once.
-    _seal_key: SecretKey,
-    /// The seal key as an HMAC key, built once (boxed) for the manager's life.
-    seal_mac: vram_crypto::HmacKey,
-    key_id: KeyId,
-    /// Bound into every seal (format v2).
-    worker_id: String,
+    /// Signs every seal and checks every tag; binds the worker id.
+    sealer: Sealer,
     audit: Arc<AuditTrail>,
     max_model_bytes: u64,
     leaf_size: LeafSize,
@@ -62,7 +54,7 @@ impl std::fmt::Debug for VramManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VramManager")
             .field("devices", &self.inner.devices.len())
-            .field("seal_key_id", &self.inner.key_id.to_string())
+            .field("seal_key_id", &self.inner.sealer.key_id().to_string())
             .field("leaf_size", &self.inner.leaf_size.bytes())
             .field("verify_policy", &self.inner.verify_policy)
             .finish_non_exhaustive()
@@ -112,9 +104,7 @@ impl VramManager {
             DeviceSource::Detect => detect().devices,
             DeviceSource::CudaOnly => cuda_devices()?,
         };
-        let seal_key = config.secret.seal_key();
-        let key_id = seal_key.key_id();
-        let seal_mac = vram_crypto::HmacKey::new(seal_key.expose_secret())?;
+        let sealer = Sealer::new(config.secret.seal_key(), config.worker_id.clone())?;
         let sink: Arc<dyn AuditSink> = match (config.audit, config.audit_file) {
             (Some(a), _) => a,
             (None, Some((path, options))) => {
@@ -200,17 +190,14 @@ impl VramManager {
         });
         tracing::info!(
             devices = slots.len(),
-            seal_key_id = %key_id,
+            seal_key_id = %sealer.key_id(),
             hash_backend = vram_crypto::backend(),
             "vram manager ready"
         );
         Ok(Self {
             inner: Arc::new(Inner {
                 devices: slots,
-                _seal_key: seal_key,
-                seal_mac,
-                key_id,
-                worker_id: config.worker_id,
+                sealer,
                 audit,
                 max_model_bytes: config.max_model_bytes,
                 leaf_size,
@@ -245,7 +232,7 @@ impl VramManager {
 
     /// Fingerprint of the seal key (safe to log).
     pub fn seal_key_id(&self) -> KeyId {
-        self.inner.key_id
+        self.inner.sealer.key_id()
     }
 
     /// The audit sink this manager writes to.
@@ -330,11 +317,10 @@ impl VramManager {
         model_bytes: &[u8],
     ) -> Result<SealedShard, VramError> {
         let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
-        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
         let device = request.gpu_device;
         let hashing = self.inner.seal_hashing;
-        self.seal_with(request, len, |buffer, _, staging| {
+        self.seal_with(request, len, |buffer, _, staging, want_plain| {
             pipeline::copy_slice(
                 buffer,
                 device,
@@ -362,9 +348,8 @@ impl VramManager {
         len: u64,
     ) -> Result<SealedShard, VramError> {
         let device = request.gpu_device;
-        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
-        self.seal_with(request, len, |buffer, hasher, staging| {
+        self.seal_with(request, len, |buffer, hasher, staging, want_plain| {
             pipeline::copy_reader(
                 buffer, device, reader, len, hasher, staging, leaf, want_plain,
             )
@@ -415,10 +400,9 @@ impl VramManager {
         }
         let len = meta.len();
         let device = request.gpu_device;
-        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
         let hashing = self.inner.seal_hashing;
-        self.seal_with(request, len, |buffer, hasher, staging| {
+        self.seal_with(request, len, |buffer, hasher, staging, want_plain| {
             pipeline::copy_file(
                 buffer,
                 device,
@@ -444,6 +428,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
+            bool,
         ) -> Result<Option<pipeline::Hashed>, VramError>,
     ) -> Result<SealedShard, VramError> {
         let shard_id = match &request.shard_id {
@@ -487,6 +472,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
+            bool,
         ) -> Result<Option<pipeline::Hashed>, VramError>,
         allocated: &mut Option<u32>,
     ) -> Result<SealedShard, VramError> {
@@ -547,11 +533,19 @@ impl VramManager {
             *allocated = Some(device_index);
         }
 
+        // Whether a plain SHA-256 is wanted is decided once, here: the hasher
+        // and the fill (which may hash on its own) both follow it.
+        let want_plain = request.wants_plain_sha256();
         let mut hasher = TreeHasher::new(inner.leaf_size);
-        if request.expected_sha256.is_some() || request.compute_sha256 {
+        if want_plain {
             hasher = hasher.with_plain_sha256();
         }
-        let computed = fill(buffer.as_mut(), &mut hasher, inner.staging_bytes)?;
+        let computed = fill(
+            buffer.as_mut(),
+            &mut hasher,
+            inner.staging_bytes,
+            want_plain,
+        )?;
         let (leaves, plain) = match computed {
             // The fill hashed everything itself.
             Some(hashed) => (
@@ -579,34 +573,31 @@ impl VramManager {
             Some(id) => id,
             None => crate::sampling::random_id()?,
         };
-        let message = SealMessage {
-            shard_id: shard_id.as_str(),
-            model_ref: request.model_ref.as_str(),
-            device_index,
-            byte_len: len,
-            tree: &tree,
+        let content = SealContent {
+            shard_id: shard_id.clone(),
+            model_ref: request.model_ref.clone(),
+            device: device_index,
+            device_kind: info.kind,
+            device_uuid: info.uuid,
+            worker_id: inner.sealer.worker_id().to_string(),
+            set_id,
+            provenance: request.provenance.clone(),
+            len,
+            tree,
             sealed_at_ns,
-            shard_index: request.position.index(),
-            shard_total: request.position.total(),
-            key_id: *inner.key_id.as_bytes(),
-            binding: Some(SealBinding {
-                device_kind: seal_device_kind(info.kind),
-                device_uuid: info.uuid,
-                worker_id: &inner.worker_id,
-                set_id,
-                provenance: request.provenance.as_ref().map(Provenance::as_seal),
-            }),
+            position: request.position,
+            key_id: inner.sealer.key_id(),
         };
-        let tag = sign_seal_with(&inner.seal_mac, &message)?;
+        let tag = inner.sealer.sign(&content.message())?;
         inner.audit.record(AuditEvent::VramSealed {
             shard_id: shard_id.to_string(),
             model_ref: request.model_ref.to_string(),
             gpu_device: device_index,
             device_kind: info.kind.as_str().to_string(),
             vram_bytes: len,
-            tree_digest: tree.root.to_string(),
+            tree_digest: content.tree.root.to_string(),
             leaf_size: inner.leaf_size.bytes(),
-            key_id: inner.key_id.to_string(),
+            key_id: content.key_id.to_string(),
             provenance: request.provenance.as_ref().map(Provenance::audit_record),
         })?;
         inner.metrics.seal_ok(len);
@@ -614,39 +605,26 @@ impl VramManager {
             shard_id = %shard_id,
             gpu_device = device_index,
             bytes = len,
-            tree_digest = %tree.root,
+            tree_digest = %content.tree.root,
             "sealed"
         );
-        Ok(SealedShard {
-            shard_id: shard_id.clone(),
-            model_ref: request.model_ref.clone(),
-            device: device_index,
-            device_kind: info.kind,
-            device_uuid: info.uuid,
-            worker_id: inner.worker_id.clone(),
-            set_id,
-            provenance: request.provenance.clone(),
-            len,
-            tree,
-            leaves,
-            plain_sha256: plain,
-            sealed_at_ns,
-            position: request.position,
-            key_id: inner.key_id,
+        Ok(SealedShard::new(
+            content,
             tag,
-            compromised: std::sync::atomic::AtomicBool::new(false),
-            buffer,
-            _reservation: reservation,
-            audit: Arc::clone(&inner.audit),
-            released: false,
-        })
+            Resident {
+                leaves,
+                plain_sha256: plain,
+                buffer,
+                reservation,
+                audit: Arc::clone(&inner.audit),
+            },
+        ))
     }
 
     /// What verification borrows from this manager for one call.
     pub(crate) fn verifier(&self) -> Verifier<'_> {
         Verifier {
-            seal_mac: &self.inner.seal_mac,
-            key_id: self.inner.key_id,
+            sealer: &self.inner.sealer,
             audit: &self.inner.audit,
             metrics: &self.inner.metrics,
             staging_bytes: self.inner.staging_bytes,

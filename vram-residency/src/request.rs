@@ -44,4 +44,10 @@ impl SealRequest {
             provenance: None,
         }
     }
+
+    /// Whether the seal computes a plain whole-model SHA-256 (asked for, or
+    /// needed to check the expected one): decided here, once per seal.
+    pub(crate) fn wants_plain_sha256(&self) -> bool {
+        self.expected_sha256.is_some() || self.compute_sha256
+    }
 }

@@ -560,7 +560,7 @@ mod tests {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
         let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
-        shard.sealed_at_ns += 1;
+        shard.content.sealed_at_ns += 1;
         let mut sweep = None;
         let err = scrub_step(&m, &shard, &mut sweep, 4, 0).unwrap_err();
         assert!(matches!(err, VramError::SealInvalid { .. }), "{err}");
@@ -590,7 +590,7 @@ mod tests {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
         let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
-        shard.sealed_at_ns += 1;
+        shard.content.sealed_at_ns += 1;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         let mut cfg = ScrubConfig::new(1 << 30);

@@ -10,6 +10,7 @@
 //! verification needs ([`Verifier`]), so the dependency runs one way.
 
 use crate::metrics::Metrics;
+use crate::seal::Sealer;
 use crate::shard::{seal_device_kind, ModelShardHandle, SealedShard};
 use crate::trail::AuditTrail;
 use crate::{ErrorClass, Provenance, VramError};
@@ -18,11 +19,8 @@ use std::time::{Duration, Instant};
 use vram_audit::AuditEvent;
 use vram_core::{DeviceError, DeviceInfo};
 use vram_crypto::{
-    diff_leaves, verify_leaves, verify_seal_with, CorruptRange, HmacKey, LeafHashes, LeafSize,
-    SealBinding, SealDeviceKind, SealMessage, SealTag, Sha256Digest, TreeDescriptor, TreeDigest,
-    LEAF_PREFIX, TREE_FORMAT_VERSION,
+    diff_leaves, verify_leaves, CorruptRange, LeafHashes, Sha256Digest, LEAF_PREFIX,
 };
-use vram_secrets::KeyId;
 
 /// How much of a shard a verification reads.
 ///
@@ -147,7 +145,7 @@ pub(crate) fn effective_policy(policy: VerifyPolicy, leaf_count: u64) -> VerifyP
 
 fn dev(shard: &SealedShard) -> impl Fn(DeviceError) -> VramError + '_ {
     move |source| VramError::Device {
-        device: shard.device,
+        device: shard.gpu_device(),
         source,
     }
 }
@@ -182,10 +180,8 @@ pub(crate) enum Scope<'i> {
 
 /// What a verification needs from the manager, lent for one call.
 pub(crate) struct Verifier<'a> {
-    /// The seal key, as an HMAC key.
-    pub(crate) seal_mac: &'a HmacKey,
-    /// The seal key's fingerprint.
-    pub(crate) key_id: KeyId,
+    /// Checks tags under the seal key.
+    pub(crate) sealer: &'a Sealer,
     /// Where outcomes are recorded.
     pub(crate) audit: &'a AuditTrail,
     /// The counters outcomes update.
@@ -212,7 +208,7 @@ impl Verifier<'_> {
         let start = Instant::now();
         let (policy, result) = match scope {
             Scope::Policy(policy) => {
-                let policy = effective_policy(policy, shard.leaves.len() as u64);
+                let policy = effective_policy(policy, shard.leaf_hashes().len() as u64);
                 (policy, self.check_policy(shard, policy))
             }
             Scope::ScrubStep {
@@ -261,7 +257,7 @@ impl Verifier<'_> {
             }),
             VerifyPolicy::Sampled { leaves } => {
                 let indices =
-                    crate::sampling::random_leaf_indices(shard.leaves.len() as u64, leaves)?;
+                    crate::sampling::random_leaf_indices(shard.leaf_hashes().len() as u64, leaves)?;
                 self.verify_leaf_indices(shard, &indices)
                     .map(|bytes| (indices.len() as u64, bytes, HashPath::HostReadback))
             }
@@ -272,23 +268,27 @@ impl Verifier<'_> {
     /// hashes still produce the sealed root.
     fn check_seal(&self, shard: &SealedShard) -> Result<(), VramError> {
         let invalid = || VramError::SealInvalid {
-            shard_id: shard.shard_id.to_string(),
+            shard_id: shard.shard_id().to_string(),
         };
-        if shard.key_id != self.key_id {
+        let key_id = self.sealer.key_id();
+        if shard.key_id() != key_id {
             // A caller's mix-up, not evidence about the bytes: the shard is not
             // marked compromised for it.
             return Err(VramError::KeyMismatch {
-                shard_id: shard.shard_id.to_string(),
-                sealed_with: shard.key_id.to_string(),
-                manager_key: self.key_id.to_string(),
+                shard_id: shard.shard_id().to_string(),
+                sealed_with: shard.key_id().to_string(),
+                manager_key: key_id.to_string(),
             });
         }
-        verify_seal_with(self.seal_mac, &shard.seal_message(), &shard.tag)
-            .map_err(|_| invalid())?;
-        let recomputed = shard.leaves.root();
-        if recomputed.descriptor != shard.tree.descriptor
-            || !recomputed.root.ct_eq(&shard.tree.root)
+        if !self
+            .sealer
+            .is_authentic(&shard.content.message(), shard.seal_tag())
         {
+            return Err(invalid());
+        }
+        let tree = shard.tree_digest();
+        let recomputed = shard.leaf_hashes().root();
+        if recomputed.descriptor != tree.descriptor || !recomputed.root.ct_eq(&tree.root) {
             return Err(invalid());
         }
         Ok(())
@@ -308,16 +308,16 @@ impl Verifier<'_> {
                 self.metrics.verified(true, bytes_checked, elapsed);
                 if audit == AuditMode::Every {
                     self.audit.record(AuditEvent::SealVerified {
-                        shard_id: shard.shard_id.to_string(),
-                        gpu_device: shard.device,
+                        shard_id: shard.shard_id().to_string(),
+                        gpu_device: shard.gpu_device(),
                         policy: policy.name(),
                         leaves_checked,
                         bytes_checked,
                     })?;
                 }
-                tracing::debug!(shard_id = %shard.shard_id, policy = %policy.name(), "verified");
+                tracing::debug!(shard_id = %shard.shard_id(), policy = %policy.name(), "verified");
                 Ok(VerifyReport {
-                    shard_id: shard.shard_id.to_string(),
+                    shard_id: shard.shard_id().to_string(),
                     policy,
                     leaves_checked,
                     bytes_checked,
@@ -336,7 +336,7 @@ impl Verifier<'_> {
                     // Fatal for the shard: it never verifies again.
                     shard.mark_compromised();
                     self.metrics.verified(false, 0, elapsed);
-                    tracing::error!(shard_id = %shard.shard_id, error = %e, "VERIFICATION FAILED");
+                    tracing::error!(shard_id = %shard.shard_id(), error = %e, "VERIFICATION FAILED");
                     let ranges = e
                         .corrupt_ranges()
                         .iter()
@@ -348,8 +348,8 @@ impl Verifier<'_> {
                     // The integrity error is what the caller must see; an audit
                     // failure on top of it is logged, not substituted.
                     if let Err(audit_err) = self.audit.record(AuditEvent::SealVerificationFailed {
-                        shard_id: shard.shard_id.to_string(),
-                        gpu_device: shard.device,
+                        shard_id: shard.shard_id().to_string(),
+                        gpu_device: shard.gpu_device(),
                         policy: policy.name(),
                         reason: e.to_string(),
                         corrupt_ranges: ranges,
@@ -360,10 +360,10 @@ impl Verifier<'_> {
                     // The bytes could not be checked (a device read failed...):
                     // nothing was proven, and the record says so.
                     self.metrics.verification_incomplete();
-                    tracing::error!(shard_id = %shard.shard_id, error = %e, "verification could not complete");
+                    tracing::error!(shard_id = %shard.shard_id(), error = %e, "verification could not complete");
                     if let Err(audit_err) = self.audit.record(AuditEvent::VerificationIncomplete {
-                        shard_id: shard.shard_id.to_string(),
-                        gpu_device: shard.device,
+                        shard_id: shard.shard_id().to_string(),
+                        gpu_device: shard.gpu_device(),
                         policy: policy.name(),
                         reason: e.to_string(),
                     }) {
@@ -382,8 +382,8 @@ impl Verifier<'_> {
         shard: &SealedShard,
         on_device: bool,
     ) -> Result<(u64, u64, HashPath), VramError> {
-        let count = shard.leaves.len() as u64;
-        let leaf = shard.tree.descriptor.leaf_size;
+        let count = shard.leaf_hashes().len() as u64;
+        let leaf = shard.tree_digest().descriptor.leaf_size;
         let device_hashes = if on_device {
             shard
                 .buffer()
@@ -396,21 +396,21 @@ impl Verifier<'_> {
         match device_hashes {
             Ok(raw) => {
                 let hashes: Vec<Sha256Digest> = raw.into_iter().map(Sha256Digest).collect();
-                let actual = LeafHashes::from_parts(shard.tree.descriptor, hashes)?;
+                let actual = LeafHashes::from_parts(shard.tree_digest().descriptor, hashes)?;
                 report_diff(shard, &actual)?;
-                return Ok((count, shard.len, HashPath::OnDevice));
+                return Ok((count, shard.vram_bytes(), HashPath::OnDevice));
             }
             Err(DeviceError::Unsupported { .. }) => {}
             Err(e) => return Err(dev(shard)(e)),
         }
         let actual = read_back_leaves(shard, self.staging_bytes)?;
         report_diff(shard, &actual)?;
-        Ok((count, shard.len, HashPath::HostReadback))
+        Ok((count, shard.vram_bytes(), HashPath::HostReadback))
     }
 
     /// Re-reads and hashes the given leaves; returns the bytes hashed.
     fn verify_leaf_indices(&self, shard: &SealedShard, indices: &[u64]) -> Result<u64, VramError> {
-        let descriptor = shard.tree.descriptor;
+        let descriptor = shard.tree_digest().descriptor;
         let mut recomputed = Vec::with_capacity(indices.len());
         let chunk = self.staging_bytes;
         let mut buf = Vec::new();
@@ -432,7 +432,7 @@ impl Verifier<'_> {
             )?);
             bytes = bytes.saturating_add(range.end.saturating_sub(range.start));
         }
-        let corrupt = verify_leaves(&shard.leaves, indices, &recomputed)?;
+        let corrupt = verify_leaves(shard.leaf_hashes(), indices, &recomputed)?;
         if corrupt.is_empty() {
             Ok(bytes)
         } else {
@@ -452,40 +452,16 @@ impl Verifier<'_> {
         let invalid = || VramError::SealInvalid {
             shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
         };
-        if h.key_id != self.key_id.to_string() {
+        let key_id = self.sealer.key_id();
+        if h.key_id != key_id.to_string() {
             return Err(invalid());
         }
-        let leaf = LeafSize::new(h.leaf_size).map_err(|_| invalid())?;
-        let root: Sha256Digest = h.digest.parse().map_err(|_| invalid())?;
-        let tag: SealTag = h.signature.parse().map_err(|_| invalid())?;
-        // Only the canonical spelling (lower-case hex, as `handle()` writes it) is
-        // accepted: a handle is compared as a whole elsewhere (`verify_handle`),
-        // and two spellings of one seal must not both pass here.
-        if root.to_string() != h.digest || tag.to_string() != h.signature {
+        let read = h.read_back().ok_or_else(invalid)?;
+        let msg = read.message(key_id);
+        if !self.sealer.is_authentic(&msg, &read.tag) {
             return Err(invalid());
         }
-        let tree = TreeDigest {
-            descriptor: TreeDescriptor {
-                version: TREE_FORMAT_VERSION,
-                leaf_size: leaf,
-                total_len: h.vram_bytes,
-            },
-            root,
-        };
-        let binding = handle_binding(h).ok_or_else(invalid)?;
-        let msg = SealMessage {
-            shard_id: &h.shard_id,
-            model_ref: &h.model_ref,
-            device_index: h.gpu_device,
-            byte_len: h.vram_bytes,
-            tree: &tree,
-            sealed_at_ns: h.sealed_at,
-            shard_index: h.shard_index,
-            shard_total: h.shard_total,
-            key_id: *self.key_id.as_bytes(),
-            binding,
-        };
-        verify_seal_with(self.seal_mac, &msg, &tag).map_err(|_| invalid())?;
+        let binding = read.binding;
         // An authentic v2 handle that names another device than ours of that
         // index (a mock seal shown to a CUDA worker, another GPU) is refused.
         if let (Some(b), Some(info)) = (binding, device) {
@@ -544,7 +520,7 @@ impl Verifier<'_> {
         self.check_handle(handle, device)?;
         if handle != &shard.handle() {
             return Err(VramError::SealInvalid {
-                shard_id: shard.shard_id.to_string(),
+                shard_id: shard.shard_id().to_string(),
             });
         }
         self.verify(shard, Scope::Policy(policy), AuditMode::Every)
@@ -553,14 +529,14 @@ impl Verifier<'_> {
 
 fn integrity(shard: &SealedShard, corrupt: Vec<CorruptRange>) -> VramError {
     VramError::IntegrityViolation {
-        shard_id: shard.shard_id.to_string(),
-        device: shard.device,
+        shard_id: shard.shard_id().to_string(),
+        device: shard.gpu_device(),
         corrupt,
     }
 }
 
 fn report_diff(shard: &SealedShard, actual: &LeafHashes) -> Result<(), VramError> {
-    let corrupt = diff_leaves(&shard.leaves, actual)?;
+    let corrupt = diff_leaves(shard.leaf_hashes(), actual)?;
     if corrupt.is_empty() {
         Ok(())
     } else {
@@ -573,45 +549,11 @@ fn report_diff(shard: &SealedShard, actual: &LeafHashes) -> Result<(), VramError
 /// ([`vram_crypto::leaf_hashes_from`]). Host memory: one staging chunk per core.
 fn read_back_leaves(shard: &SealedShard, staging: usize) -> Result<LeafHashes, VramError> {
     vram_crypto::leaf_hashes_from(
-        shard.tree.descriptor.leaf_size,
-        shard.len,
+        shard.tree_digest().descriptor.leaf_size,
+        shard.vram_bytes(),
         staging,
         |offset, buf: &mut [u8]| shard.buffer().read_at(offset, buf).map_err(dev(shard)),
     )
-}
-
-/// A handle's v2 (and v3) fields as a seal binding: `Some(None)` for a
-/// well-formed v1 handle (none of them present), `Some(Some(_))` for a
-/// well-formed v2 handle (no provenance) or v3 handle (with one), `None` for
-/// anything else (an unknown version, a v1 handle carrying v2 fields, a v2
-/// handle carrying a provenance, a v3 handle without one, a missing or
-/// non-canonical field).
-fn handle_binding(h: &ModelShardHandle) -> Option<Option<SealBinding<'_>>> {
-    let provenance = h.provenance.as_ref().map(Provenance::as_seal);
-    match (h.seal_version, provenance) {
-        (vram_crypto::SEAL_FORMAT_V1, None) => {
-            let bare = h.device_kind.is_none()
-                && h.device_uuid.is_none()
-                && h.worker_id.is_none()
-                && h.set_id.is_none();
-            bare.then_some(None)
-        }
-        (vram_crypto::SEAL_FORMAT_V2, None) | (vram_crypto::SEAL_FORMAT_V3, Some(_)) => {
-            let device_kind = SealDeviceKind::from_name(h.device_kind.as_deref()?)?;
-            let device_uuid = match h.device_uuid.as_deref() {
-                Some(u) => Some(crate::shard::parse_hex16(u)?),
-                None => None,
-            };
-            Some(Some(SealBinding {
-                device_kind,
-                device_uuid,
-                worker_id: h.worker_id.as_deref()?,
-                set_id: crate::shard::parse_hex16(h.set_id.as_deref()?)?,
-                provenance,
-            }))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -655,19 +597,19 @@ mod tests {
         assert!(invalid(&s), "altered leaf list");
 
         let mut s = seal();
-        s.tree.root = Sha256Digest([1; 32]);
+        s.content.tree.root = Sha256Digest([1; 32]);
         assert!(invalid(&s), "altered root");
 
         let mut s = seal();
-        s.len -= 1;
+        s.content.len -= 1;
         assert!(invalid(&s), "altered length");
 
         let mut s = seal();
-        s.sealed_at_ns += 1;
+        s.content.sealed_at_ns += 1;
         assert!(invalid(&s), "altered seal time");
 
         let mut s = seal();
-        s.key_id = vram_secrets::KeyId::from_bytes([0; 8]);
+        s.content.key_id = vram_secrets::KeyId::from_bytes([0; 8]);
         assert!(
             matches!(m.verify_sealed(&s), Err(VramError::KeyMismatch { .. })),
             "altered key id"
@@ -685,7 +627,7 @@ mod tests {
         // v3 one (the scrubber's seal check is this same check_seal).
         let provenance = crate::Provenance::new([1; 32], [2; 32], "org/model", ".").unwrap();
         let mut s = seal();
-        s.provenance = Some(provenance.clone());
+        s.content.provenance = Some(provenance.clone());
         assert!(invalid(&s), "provenance added");
         let mut request = crate::SealRequest::new(
             vram_validation::ModelRef::new("hf://org/model@main").unwrap(),
@@ -695,17 +637,17 @@ mod tests {
         let signed = || m.seal(&request, &data).unwrap();
         m.verify_sealed(&signed()).unwrap();
         let mut s = signed();
-        if let Some(p) = s.provenance.as_mut() {
+        if let Some(p) = s.content.provenance.as_mut() {
             p.statement_subject_sha256[5] ^= 4;
         }
         assert!(invalid(&s), "statement digest edited");
         let mut s = signed();
-        if let Some(p) = s.provenance.as_mut() {
+        if let Some(p) = s.content.provenance.as_mut() {
             p.resource_name = vram_validation::ProvenanceName::new("other").unwrap();
         }
         assert!(invalid(&s), "resource name edited");
         let mut s = signed();
-        s.provenance = None;
+        s.content.provenance = None;
         assert!(invalid(&s), "provenance dropped");
 
         // And an untouched shard verifies.
