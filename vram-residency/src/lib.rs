@@ -22,7 +22,9 @@ pub use config::{
     DeviceSource, SealHashing, VramConfig, VramConfigBuilder, CUDA_DEFAULT_LEAF_SIZE,
     DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES,
 };
-pub use detect::{cuda_devices, detect, Detected, FALLBACK_MOCK_CAPACITY, FORCE_MOCK_ENV};
+#[cfg(feature = "mock")]
+pub use detect::FALLBACK_MOCK_CAPACITY;
+pub use detect::{cuda_devices, detect, detect_cuda, CudaUnavailable, Detected, FORCE_MOCK_ENV};
 pub use error::{ErrorClass, VramError};
 pub use manager::{DeviceCapacity, VramManager};
 pub use metrics::MetricsSnapshot;
@@ -34,4 +36,6 @@ pub use shard::{ModelShardHandle, SealedShard};
 pub use verify::{HashPath, VerifyPolicy, VerifyReport};
 
 /// Crates the facade is built from, re-exported so users need one dependency.
-pub use {vram_audit, vram_core, vram_crypto, vram_mock, vram_secrets, vram_validation};
+pub use {vram_audit, vram_core, vram_crypto, vram_secrets, vram_validation};
+#[cfg(feature = "mock")]
+pub use vram_mock;

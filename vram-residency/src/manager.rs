@@ -101,7 +101,16 @@ impl VramManager {
         config.validate()?;
         let devices: Vec<Arc<dyn Device>> = match config.devices {
             DeviceSource::Explicit(d) => d,
-            DeviceSource::Detect => detect().devices,
+            DeviceSource::Detect => {
+                let found = detect()?;
+                if let Some(reason) = found.fallback_reason() {
+                    tracing::warn!(
+                        reason = %reason,
+                        "NO CUDA DEVICE FOUND: using the MOCK device (host memory). Seals are not in VRAM."
+                    );
+                }
+                found.devices()
+            }
             DeviceSource::CudaOnly => cuda_devices()?,
         };
         let sealer = Sealer::new(config.secret.seal_key(), config.worker_id.clone())?;

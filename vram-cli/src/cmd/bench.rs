@@ -225,10 +225,7 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     // On a CUDA device: the raw pinned host-to-device copy rate, the ceiling
     // for sealing.
     #[cfg(feature = "cuda")]
-    let raw_copy = match usize::try_from(selection.target)
-        .ok()
-        .and_then(|i| selection.cuda.get(i))
-    {
+    let raw_copy = match selection.cuda_device() {
         Some(dev) => {
             let (secs, buffer) = raw_pinned_copy(dev, size)?;
             let rate = r.line("raw host-to-device copy (pinned)", size, secs, None);
@@ -252,7 +249,7 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     // freed memory as a caching allocator would. Both are reported.
     let (shard, cold_s) = time(|| mgr.seal(&req, &data));
     drop(shard?);
-    if selection.mock.is_some() {
+    if selection.is_mock() {
         r.line(
             "seal from memory (cold mock memory)",
             size,

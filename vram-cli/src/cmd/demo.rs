@@ -183,7 +183,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     // 7. Release: device memory and capacity come back.
     drop(shard);
     let used = mgr.used_vram(selection.target);
-    let live = selection.mock.as_ref().map_or(0, |m| m.live_allocations());
+    let live = selection.mock_device().map_or(0, |m| m.live_allocations());
     steps.record(
         "release",
         used == 0 && live == 0,

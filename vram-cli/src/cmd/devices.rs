@@ -43,8 +43,8 @@ pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
     if args.json {
         let out = serde_json::json!({
             "devices": rows,
-            "mock": sel.mock.is_some(),
-            "note": sel.mock_reason.as_ref().map(|r| format!("no CUDA device found ({r}); only the mock device is available")),
+            "mock": sel.is_mock(),
+            "note": sel.mock_reason().map(|r| format!("no CUDA device found ({r}); only the mock device is available")),
         });
         println!("{out:#}");
     }
