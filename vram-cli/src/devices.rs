@@ -5,8 +5,8 @@
 use crate::exit::CliError;
 use std::sync::Arc;
 #[cfg(feature = "cuda")]
-use vram_residency::vram_core::cuda::CudaDevice;
-use vram_residency::vram_core::Device;
+use vram_core::cuda::CudaDevice;
+use vram_core::Device;
 use vram_residency::vram_mock::MockDevice;
 use vram_residency::vram_validation::escape_for_log;
 use vram_residency::{detect_cuda, Detected};
@@ -135,7 +135,7 @@ impl Selection {
                 .flip_bits(id, offset, mask)
                 .map_err(|e| CliError::env(format!("could not corrupt device memory: {e}")));
         }
-        #[cfg(feature = "cuda")]
+        #[cfg(feature = "demo-cuda")]
         if let Some(dev) = self.cuda_device() {
             let id = dev
                 .live_buffers()

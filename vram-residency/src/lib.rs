@@ -35,7 +35,7 @@ pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};
 pub use verify::{HashPath, VerifyPolicy, VerifyReport};
 
-/// Crates the facade is built from, re-exported so users need one dependency.
-pub use {vram_audit, vram_core, vram_crypto, vram_secrets, vram_validation};
 #[cfg(feature = "mock")]
 pub use vram_mock;
+/// Crates the facade is built from, re-exported so users need one dependency.
+pub use {vram_audit, vram_core, vram_crypto, vram_secrets, vram_validation};

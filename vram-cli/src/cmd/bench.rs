@@ -546,10 +546,10 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
 /// 64 MiB asynchronous copies and waits for them: the bare PCIe rate.
 #[cfg(feature = "cuda")]
 fn raw_pinned_copy(
-    dev: &vram_residency::vram_core::cuda::CudaDevice,
+    dev: &vram_core::cuda::CudaDevice,
     size: u64,
-) -> Result<(f64, vram_residency::vram_core::cuda::CudaBuffer), CliError> {
-    let env = |e: vram_residency::vram_core::DeviceError| CliError::env(format!("raw copy: {e}"));
+) -> Result<(f64, vram_core::cuda::CudaBuffer), CliError> {
+    let env = |e: vram_core::DeviceError| CliError::env(format!("raw copy: {e}"));
     let chunk =
         usize::try_from(size.min(64 << 20)).map_err(|_| CliError::usage("size too large"))?;
     let mut buffer = dev.alloc_cuda(size).map_err(env)?;
@@ -578,15 +578,15 @@ fn raw_pinned_copy(
 #[cfg(feature = "cuda")]
 fn upload_paths(
     r: &mut Report,
-    dev: &vram_residency::vram_core::cuda::CudaDevice,
+    dev: &vram_core::cuda::CudaDevice,
     data: &[u8],
     size: u64,
     raw_rate: f64,
 ) -> Result<(), CliError> {
-    use vram_residency::vram_core::DeviceBuffer;
+    use vram_core::DeviceBuffer;
     let env = |what: &str, e: &dyn std::fmt::Display| CliError::env(format!("{what}: {e}"));
     let mut buffer = dev.alloc_cuda(size).map_err(|e| env("pageable copy", &e))?;
-    let (written, secs) = time(|| -> Result<(), vram_residency::vram_core::DeviceError> {
+    let (written, secs) = time(|| -> Result<(), vram_core::DeviceError> {
         let mut offset = 0u64;
         for chunk in data.chunks(64 << 20) {
             buffer.write_at(offset, chunk)?;
@@ -637,10 +637,10 @@ fn upload_paths(
 #[cfg(feature = "cuda")]
 fn on_device_hash_rates(
     r: &mut Report,
-    buffer: &vram_residency::vram_core::cuda::CudaBuffer,
+    buffer: &vram_core::cuda::CudaBuffer,
     size: u64,
 ) -> Result<(), CliError> {
-    use vram_residency::vram_core::{DeviceBuffer, DeviceError};
+    use vram_core::{DeviceBuffer, DeviceError};
     use vram_residency::vram_crypto::LEAF_PREFIX;
     match buffer.hash_leaves_on_device(LEAF_PREFIX, 4096, 0, 1) {
         Ok(_) => {}

@@ -17,7 +17,7 @@ pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
         let attrs = d
             .attributes()
             .map_err(|e| CliError::env(format!("device {i}: {e}")))?;
-        let policy = vram_residency::vram_core::check_vram_only(info, &attrs)
+        let policy = vram_core::check_vram_only(info, &attrs)
             .err()
             .map(|v| v.to_string());
         rows.push(serde_json::json!({

@@ -649,7 +649,7 @@ mod tests {
 
     fn manager(device: &Arc<MockDevice>) -> VramManager {
         let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap();
-        let device: Arc<dyn vram_residency::vram_core::Device> = device.clone();
+        let device: Arc<dyn vram_core::Device> = device.clone();
         VramManager::new(VramConfig::builder(secret).device(device).build()).unwrap()
     }
 
