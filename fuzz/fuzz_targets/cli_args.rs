@@ -37,8 +37,8 @@ mod secret;
 
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use vram_residency::vram_crypto::LeafSize;
-use vram_residency::vram_validation::parse_byte_size;
+use vram_crypto::LeafSize;
+use vram_validation::parse_byte_size;
 use vram_residency::VerifyPolicy;
 
 /// A message safe for one terminal line: printable ASCII plus the ellipsis

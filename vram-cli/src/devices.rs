@@ -7,9 +7,9 @@ use std::sync::Arc;
 #[cfg(feature = "cuda")]
 use vram_core::cuda::CudaDevice;
 use vram_core::Device;
-use vram_residency::vram_mock::MockDevice;
-use vram_residency::vram_validation::escape_for_log;
+use vram_mock::MockDevice;
 use vram_residency::{detect_cuda, Detected};
+use vram_validation::escape_for_log;
 
 /// A parsed `--device` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,7 +35,13 @@ pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};
 pub use verify::{HashPath, VerifyPolicy, VerifyReport};
 
-#[cfg(feature = "mock")]
-pub use vram_mock;
-/// Crates the facade is built from, re-exported so users need one dependency.
-pub use {vram_audit, vram_core, vram_crypto, vram_secrets, vram_validation};
+// The types of the crates below that appear in this crate's API (arguments,
+// results, error sources), by name, so that a user of the facade can name
+// them. Anything else of those crates: depend on the crate itself.
+pub use vram_audit::{AuditError, AuditSink, LogOptions};
+pub use vram_core::{Device, DeviceError, DeviceKind, PolicyViolation};
+pub use vram_crypto::{
+    CorruptRange, CryptoError, LeafHashes, LeafSize, SealTag, Sha256Digest, TreeDigest,
+};
+pub use vram_secrets::{KeyId, SecretsError, WorkerSecret};
+pub use vram_validation::{ModelRef, Sha256Hex, ShardId, ShardPosition, ValidationError};

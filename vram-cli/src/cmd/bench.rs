@@ -8,10 +8,10 @@ use crate::exit::CliError;
 use std::io::Read;
 use std::process::Command;
 use std::time::Instant;
-use vram_residency::vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
-use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::{format_bytes, ModelRef};
+use vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
 use vram_residency::{SealHashing, SealRequest, VerifyPolicy};
+use vram_secrets::WorkerSecret;
+use vram_validation::{format_bytes, ModelRef};
 
 struct Report {
     json: bool,
@@ -641,7 +641,7 @@ fn on_device_hash_rates(
     size: u64,
 ) -> Result<(), CliError> {
     use vram_core::{DeviceBuffer, DeviceError};
-    use vram_residency::vram_crypto::LEAF_PREFIX;
+    use vram_crypto::LEAF_PREFIX;
     match buffer.hash_leaves_on_device(LEAF_PREFIX, 4096, 0, 1) {
         Ok(_) => {}
         Err(DeviceError::Unsupported { operation }) => {

@@ -6,11 +6,11 @@ use crate::cli::DemoArgs;
 use crate::devices::{parse_spec, select};
 use crate::exit::CliError;
 use std::time::Instant;
-use vram_residency::vram_audit::verify_chain;
-use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::{format_bytes, ModelRef};
+use vram_audit::verify_chain;
 use vram_residency::SealHashing;
 use vram_residency::{SealRequest, VerifyPolicy, VramError};
+use vram_secrets::WorkerSecret;
+use vram_validation::{format_bytes, ModelRef};
 
 struct Steps {
     json: bool,
