@@ -13,7 +13,7 @@ use vram_validation::escape_for_log;
 
 /// A parsed `--device` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeviceSpec {
+pub enum DeviceSpec {
     /// CUDA devices when present, else the mock (said on stderr, always).
     Auto,
     /// The mock, as asked.
@@ -25,7 +25,10 @@ pub(crate) enum DeviceSpec {
 }
 
 /// Parses `auto`, `mock`, `cuda` or `cuda:N`.
-pub(crate) fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
     match s {
         "auto" => Ok(DeviceSpec::Auto),
         "mock" => Ok(DeviceSpec::Mock),

@@ -4,19 +4,21 @@
 use vram_residency::{ErrorClass, VramError};
 
 /// Success.
-pub(crate) const OK: u8 = 0;
+pub const OK: u8 = 0;
 /// Integrity or verification failure (corrupt bytes, invalid seal, audit findings).
-pub(crate) const INTEGRITY: u8 = 1;
+pub const INTEGRITY: u8 = 1;
 /// Usage error or invalid input.
-pub(crate) const USAGE: u8 = 2;
+pub const USAGE: u8 = 2;
 /// Environment: no device, unreadable or too-permissive secret, I/O errors.
-pub(crate) const ENVIRONMENT: u8 = 3;
+pub const ENVIRONMENT: u8 = 3;
 
 /// An error with the exit code it maps to. The message is one line.
 #[derive(Debug)]
-pub(crate) struct CliError {
-    pub(crate) code: u8,
-    pub(crate) message: String,
+pub struct CliError {
+    /// The exit code ([`OK`], [`INTEGRITY`], [`USAGE`], [`ENVIRONMENT`]).
+    pub code: u8,
+    /// What went wrong, one line.
+    pub message: String,
     /// The command already put this error into its own `--json` output (an
     /// `error` object inside its document): `main` must not print a second
     /// document for it.

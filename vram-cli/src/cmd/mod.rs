@@ -36,7 +36,10 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
 }
 
 /// A size flag such as `256MiB`.
-pub(crate) fn size_arg(flag: &str, value: &str) -> Result<u64, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn size_arg(flag: &str, value: &str) -> Result<u64, CliError> {
     parse_byte_size(value).map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
 
@@ -69,7 +72,10 @@ pub(crate) fn duration_arg(flag: &str, value: &str) -> Result<std::time::Duratio
 }
 
 /// A `--leaf-size` flag (power of two, 4 KiB to 1 GiB), or `None` when absent.
-pub(crate) fn leaf_arg(value: Option<&str>) -> Result<Option<LeafSize>, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn leaf_arg(value: Option<&str>) -> Result<Option<LeafSize>, CliError> {
     value
         .map(|v| {
             let bytes = size_arg("--leaf-size", v)?;
@@ -79,7 +85,10 @@ pub(crate) fn leaf_arg(value: Option<&str>) -> Result<Option<LeafSize>, CliError
 }
 
 /// `full` or `sampled:K`.
-pub(crate) fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
     if value == "full" {
         return Ok(VerifyPolicy::Full);
     }
