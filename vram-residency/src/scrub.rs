@@ -566,20 +566,32 @@ mod tests {
         assert!(matches!(err, VramError::SealInvalid { .. }), "{err}");
 
         // And through the running scrubber: reported, audited as scrub:K.
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&seen);
-        let mut cfg = ScrubConfig::new(1 << 30);
-        cfg.on_failure = Some(Box::new(move |e| sink.lock().unwrap().push(e.to_string())));
         let shard = Arc::new(shard);
-        let scrubber = Scrubber::start(&m, &[Arc::clone(&shard)], cfg).unwrap();
+        let (stats, seen) = scrub_until_a_failure(&m, &shard, |e| e.to_string());
+        assert_eq!(stats.failures, 1);
+        assert!(shard.is_compromised());
+        assert!(seen[0].contains("seal"));
+    }
+
+    /// Runs a scrubber over `shard` until it reports a failure (or a minute
+    /// passes); returns its stats and what `seen` made of each failure.
+    fn scrub_until_a_failure<T: Send + 'static>(
+        m: &VramManager,
+        shard: &Arc<SealedShard>,
+        seen: impl Fn(&VramError) -> T + Send + 'static,
+    ) -> (ScrubStats, Vec<T>) {
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&failures);
+        let mut cfg = ScrubConfig::new(1 << 30);
+        cfg.on_failure = Some(Box::new(move |e| sink.lock().unwrap().push(seen(e))));
+        let scrubber = Scrubber::start(m, &[Arc::clone(shard)], cfg).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while scrubber.stats().failures == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         let stats = scrubber.stop();
-        assert_eq!(stats.failures, 1);
-        assert!(shard.is_compromised());
-        assert!(seen.lock().unwrap()[0].contains("seal"));
+        let seen = std::mem::take(&mut *failures.lock().unwrap());
+        (stats, seen)
     }
 
     /// The running scrubber finds an altered seal itself (a shard no direct
@@ -591,25 +603,13 @@ mod tests {
         let m = manager(device);
         let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
         shard.content.sealed_at_ns += 1;
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&seen);
-        let mut cfg = ScrubConfig::new(1 << 30);
-        cfg.on_failure = Some(Box::new(move |e| {
-            sink.lock()
-                .unwrap()
-                .push(matches!(e, VramError::SealInvalid { .. }))
-        }));
         let shard = Arc::new(shard);
-        let scrubber = Scrubber::start(&m, &[Arc::clone(&shard)], cfg).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while scrubber.stats().failures == 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let stats = scrubber.stop();
+        let (stats, seen) =
+            scrub_until_a_failure(&m, &shard, |e| matches!(e, VramError::SealInvalid { .. }));
         assert_eq!(stats.failures, 1);
         assert_eq!(stats.seal_checks, 0, "a failed seal check is not counted");
         assert!(shard.is_compromised());
-        assert_eq!(*seen.lock().unwrap(), vec![true]);
+        assert_eq!(seen, vec![true]);
     }
 
     #[test]
