@@ -19,7 +19,7 @@ pub struct SealRequest {
     /// Also compute the plain SHA-256 when none is expected (for reporting).
     pub compute_sha256: bool,
     /// The tensor-parallel set this shard belongs to; `None` draws a fresh
-    /// random id (a set of one). [`VramManager::seal_set`] gives every part
+    /// random id (a set of one). [`VramManager::seal_set`](crate::VramManager::seal_set) gives every part
     /// one id; shards sealed apart (by several processes) share a set by
     /// passing the same id.
     pub set_id: Option<[u8; 16]>,

@@ -57,7 +57,7 @@ pub enum VerifyPolicy {
     /// A step of the background [`Scrubber`](crate::Scrubber): `leaves`
     /// leaves of the sweep's random permutation plus random samples. Audited
     /// as `scrub:K`, apart from callers' `sampled:K`; refused by
-    /// [`VramManager::verify_with`] (start a scrubber instead).
+    /// [`VramManager::verify_with`](crate::VramManager::verify_with) (start a scrubber instead).
     Scrub {
         /// Leaves of the sweep order per step.
         leaves: u32,

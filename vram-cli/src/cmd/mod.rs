@@ -1,4 +1,4 @@
-//! One module per subcommand, dispatched from [`run`].
+//! One module per subcommand, dispatched from `run`.
 
 mod audit;
 mod bench;
