@@ -1,44 +1,17 @@
-//! The `vram` CLI's argument parsing, run on the CLI's own source.
-//!
-//! `vram-cli` is a binary crate with no library target, so this target compiles
-//! its modules in place (`#[path]` into `../vram-cli/src`, the very files the
-//! `vram` binary is built from, not copies) and calls what the commands call on
-//! flag values: `devices::parse_spec` (`--device`), `cmd::verify_arg`
-//! (`--verify`), `cmd::size_arg` (`--size` and friends) and `cmd::leaf_arg`
-//! (`--leaf-size`). It also runs clap over the input split into arguments at
-//! NUL bytes, which exercises clap's own consistency checks on the command
-//! definition (debug assertions are on in fuzz builds).
-//!
-//! If `vram-cli` adds or renames a top-level module, mirror `src/main.rs`'s
-//! module list here.
+//! The `vram` CLI's argument parsing, run on the CLI's own code: the
+//! `vram-cli` library, the very code the `vram` binary runs. Calls what the
+//! commands call on flag values: `devices::parse_spec` (`--device`),
+//! `cmd::verify_arg` (`--verify`), `cmd::size_arg` (`--size` and friends)
+//! and `cmd::leaf_arg` (`--leaf-size`). It also runs clap over the input
+//! split into arguments at NUL bytes, which exercises clap's own consistency
+//! checks on the command definition (debug assertions are on in fuzz builds).
 
 #![no_main]
-// Only the parsers are called; the rest of the CLI is compiled, not used.
-#![allow(dead_code, unused_imports, unexpected_cfgs)]
 
-#[path = "../../vram-cli/src/cli.rs"]
-mod cli;
-#[path = "../../vram-cli/src/cmd/mod.rs"]
-mod cmd;
-#[path = "../../vram-cli/src/devices.rs"]
-mod devices;
-#[path = "../../vram-cli/src/exit.rs"]
-mod exit;
-#[path = "../../vram-cli/src/manifest.rs"]
-mod manifest;
-#[path = "../../vram-cli/src/metrics.rs"]
-mod metrics;
-#[path = "../../vram-cli/src/progress.rs"]
-mod progress;
-#[path = "../../vram-cli/src/scratch.rs"]
-mod scratch;
-#[path = "../../vram-cli/src/secret.rs"]
-mod secret;
-
-use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use vram_residency::vram_crypto::LeafSize;
-use vram_residency::vram_validation::parse_byte_size;
+use vram_cli::{cli, cmd, devices, exit};
+use vram_crypto::LeafSize;
+use vram_validation::parse_byte_size;
 use vram_residency::VerifyPolicy;
 
 /// A message safe for one terminal line: printable ASCII plus the ellipsis
@@ -132,7 +105,7 @@ fuzz_target!(|data: &[u8]| {
 
     // The whole command line: arguments separated by NUL bytes.
     let args = std::iter::once("vram").chain(s.split('\0'));
-    if let Ok(parsed) = cli::Cli::try_parse_from(args) {
+    if let Ok(parsed) = cli::Cli::parse_args(args) {
         let _ = format!("{parsed:?}");
     }
 });

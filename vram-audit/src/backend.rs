@@ -106,12 +106,16 @@ impl MemoryBackend {
         self.lock().bytes.clone()
     }
 
-    /// Makes the next `n` appends fail after writing half their bytes.
+    /// Makes the next `n` appends fail after writing half their bytes. A test
+    /// hook behind the `test-hooks` feature: not for production builds.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn fail_next_writes(&self, n: u32) {
         self.lock().fail_next = n;
     }
 
     /// Makes every append fail (after writing half its bytes) until set back.
+    /// A test hook behind the `test-hooks` feature: not for production builds.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn set_failing(&self, failing: bool) {
         self.lock().failing = failing;
     }

@@ -566,7 +566,9 @@ impl AuditLog {
     }
 
     /// In-memory logs: the next `n` writes fail after writing half the line.
-    /// No effect on other logs.
+    /// No effect on other logs. A test hook behind the `test-hooks` feature:
+    /// not for production builds.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn fail_next_writes(&self, n: u32) {
         if let Some(m) = &self.memory {
             m.fail_next_writes(n);
@@ -574,7 +576,9 @@ impl AuditLog {
     }
 
     /// In-memory logs: every write fails (after writing half the line) until
-    /// set back. No effect on other logs.
+    /// set back. No effect on other logs. A test hook behind the `test-hooks`
+    /// feature: not for production builds.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn set_failing(&self, failing: bool) {
         if let Some(m) = &self.memory {
             m.set_failing(failing);

@@ -25,7 +25,7 @@ no owner or mode to check, only the size (32 bytes to 1 MiB).";
 /// Seal model weights in GPU memory and prove before each inference that they are unchanged.
 #[derive(Debug, Parser)]
 #[command(name = "vram", version, about, after_help = EXIT_CODES)]
-pub(crate) struct Cli {
+pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub(crate) verbose: u8,
@@ -34,6 +34,21 @@ pub(crate) struct Cli {
     pub(crate) quiet: bool,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// Parses a command line (the first item is the program name), as the
+    /// binary parses its own: help and version requests are errors too.
+    ///
+    /// # Errors
+    /// clap's error for a command line it refuses (or answers with help).
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <Self as Parser>::try_parse_from(args)
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,14 +1,19 @@
-//! Device selection for the CLI: `auto`, `mock`, `cuda` or `cuda:N`. Keeps the
-//! concrete device types so `demo` can reach their test-only corruption paths.
+//! Device selection for the CLI: `auto`, `mock`, `cuda` or `cuda:N`, through
+//! the facade's detection, which keeps the concrete device types so `demo`
+//! can reach their corruption paths.
 
 use crate::exit::CliError;
 use std::sync::Arc;
-use vram_residency::vram_core::Device;
-use vram_residency::vram_mock::MockDevice;
+#[cfg(feature = "cuda")]
+use vram_core::cuda::CudaDevice;
+use vram_core::Device;
+use vram_mock::MockDevice;
+use vram_residency::{detect_cuda, Detected};
+use vram_validation::escape_for_log;
 
 /// A parsed `--device` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeviceSpec {
+pub enum DeviceSpec {
     /// CUDA devices when present, else the mock (said on stderr, always).
     Auto,
     /// The mock, as asked.
@@ -20,13 +25,16 @@ pub(crate) enum DeviceSpec {
 }
 
 /// Parses `auto`, `mock`, `cuda` or `cuda:N`.
-pub(crate) fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
     match s {
         "auto" => Ok(DeviceSpec::Auto),
         "mock" => Ok(DeviceSpec::Mock),
         "cuda" => Ok(DeviceSpec::AllCuda),
         _ => {
-            let shown = vram_residency::vram_validation::escape_for_log(s, 40);
+            let shown = escape_for_log(s, 40);
             let n = s
                 .strip_prefix("cuda:")
                 .filter(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
@@ -41,37 +49,60 @@ pub(crate) fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
     }
 }
 
-/// The devices a command works on.
+/// The devices a command works on: what the facade's detection found (the
+/// concrete devices, which `demo` corrupts), and the one to use.
 pub(crate) struct Selection {
+    /// What was found.
+    found: Detected,
     /// All devices, index = position.
     pub(crate) devices: Vec<Arc<dyn Device>>,
     /// The device to use.
     pub(crate) target: u32,
-    /// Set when the mock is in use.
-    pub(crate) mock: Option<Arc<MockDevice>>,
-    #[cfg(feature = "cuda")]
-    pub(crate) cuda: Vec<Arc<vram_residency::vram_core::cuda::CudaDevice>>,
-    /// Why the mock is in use, when it is.
-    pub(crate) mock_reason: Option<String>,
 }
 
 impl Selection {
-    fn mock(reason: Option<String>) -> Self {
-        let mock = MockDevice::new(0, vram_residency::FALLBACK_MOCK_CAPACITY);
-        let dynamic: Arc<dyn Device> = mock.clone();
+    fn new(found: Detected) -> Self {
         Self {
-            devices: vec![dynamic],
+            devices: found.devices(),
+            found,
             target: 0,
-            mock: Some(mock),
-            #[cfg(feature = "cuda")]
-            cuda: Vec::new(),
-            mock_reason: reason,
+        }
+    }
+
+    /// Why the mock stands in for CUDA devices, when it does.
+    pub(crate) fn mock_reason(&self) -> Option<&str> {
+        self.found.fallback_reason()
+    }
+
+    /// Whether the mock is in use.
+    pub(crate) fn is_mock(&self) -> bool {
+        self.found.is_mock()
+    }
+
+    /// The mock device, when it is in use.
+    pub(crate) fn mock_device(&self) -> Option<&Arc<MockDevice>> {
+        match &self.found {
+            Detected::Mock { device, .. } => Some(device),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
+    /// The target CUDA device, when CUDA devices are in use.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_device(&self) -> Option<&Arc<CudaDevice>> {
+        match &self.found {
+            Detected::Cuda(devices) => usize::try_from(self.target)
+                .ok()
+                .and_then(|i| devices.get(i)),
+            #[allow(unreachable_patterns)]
+            _ => None,
         }
     }
 
     /// `cuda` or `mock`.
     pub(crate) fn kind(&self) -> &'static str {
-        if self.mock.is_some() {
+        if self.is_mock() {
             "mock"
         } else {
             "cuda"
@@ -83,13 +114,13 @@ impl Selection {
     /// use host memory in silence. A mock asked for by name is said unless
     /// `--quiet`.
     pub(crate) fn announce(&self, quiet: bool) {
-        if let Some(reason) = &self.mock_reason {
+        if let Some(reason) = self.mock_reason() {
             eprintln!(
                 "vram: NOTE: no CUDA device found ({}); using the MOCK device (host memory). \
                  Nothing is in GPU memory; use --device cuda to require a GPU.",
-                vram_residency::vram_validation::escape_for_log(reason, 300)
+                escape_for_log(reason, 300)
             );
-        } else if self.mock.is_some() && !quiet {
+        } else if self.is_mock() && !quiet {
             eprintln!("vram: note: using the MOCK device (host memory), as asked; nothing is in GPU memory.");
         }
     }
@@ -97,21 +128,18 @@ impl Selection {
     /// Flips bits (`mask`) of one byte inside the most recent live allocation,
     /// behind the seal's back: the demo's simulated corruption.
     pub(crate) fn corrupt_latest(&self, offset: u64, mask: u8) -> Result<(), CliError> {
-        if let Some(mock) = &self.mock {
-            let id = mock
+        if let Some(device) = self.mock_device() {
+            let id = device
                 .live_buffers()
                 .last()
                 .copied()
                 .ok_or_else(|| CliError::env("no live allocation to corrupt"))?;
-            return mock
+            return device
                 .flip_bits(id, offset, mask)
                 .map_err(|e| CliError::env(format!("could not corrupt device memory: {e}")));
         }
-        #[cfg(feature = "cuda")]
-        if let Some(dev) = usize::try_from(self.target)
-            .ok()
-            .and_then(|i| self.cuda.get(i))
-        {
+        #[cfg(feature = "demo-cuda")]
+        if let Some(dev) = self.cuda_device() {
             let id = dev
                 .live_buffers()
                 .last()
@@ -130,30 +158,24 @@ impl Selection {
     }
 }
 
-/// Resolves a spec to devices. `auto` falls back to the mock loudly.
+/// Resolves a spec to devices through the facade's detection. `auto` falls
+/// back to the mock (announced by [`Selection::announce`]).
 pub(crate) fn select(spec: DeviceSpec) -> Result<Selection, CliError> {
-    if std::env::var(vram_residency::FORCE_MOCK_ENV).is_ok_and(|v| v == "1")
-        && spec == DeviceSpec::Auto
-    {
-        return Ok(Selection::mock(Some(format!(
-            "{}=1",
-            vram_residency::FORCE_MOCK_ENV
-        ))));
-    }
     match spec {
-        DeviceSpec::Mock => Ok(Selection::mock(None)),
-        DeviceSpec::Auto => match open_cuda() {
-            Ok(sel) => Ok(sel),
-            Err(reason) => Ok(Selection::mock(Some(reason))),
-        },
-        DeviceSpec::AllCuda => open_cuda().map_err(|reason| {
+        DeviceSpec::Mock => Ok(Selection::new(Detected::mock())),
+        DeviceSpec::Auto => vram_residency::detect()
+            .map(Selection::new)
+            .map_err(|reason| CliError::env(reason.to_string())),
+        DeviceSpec::AllCuda => detect_cuda().map(Selection::new).map_err(|reason| {
             CliError::env(format!(
                 "--device cuda: no CUDA device can be used ({reason}); \
                  this command requires real GPU memory"
             ))
         }),
         DeviceSpec::Cuda(n) => {
-            let mut sel = open_cuda().map_err(CliError::env)?;
+            let mut sel = detect_cuda()
+                .map(Selection::new)
+                .map_err(|reason| CliError::env(reason.to_string()))?;
             let count = u32::try_from(sel.devices.len()).unwrap_or(u32::MAX);
             if n >= count {
                 return Err(CliError::env(format!(
@@ -164,32 +186,4 @@ pub(crate) fn select(spec: DeviceSpec) -> Result<Selection, CliError> {
             Ok(sel)
         }
     }
-}
-
-#[cfg(feature = "cuda")]
-fn open_cuda() -> Result<Selection, String> {
-    use vram_residency::vram_core::cuda;
-    let count = cuda::device_count().map_err(|e| e.to_string())?;
-    if count == 0 {
-        return Err("the CUDA driver reports no device".into());
-    }
-    let mut devices: Vec<Arc<dyn Device>> = Vec::new();
-    let mut concrete = Vec::new();
-    for i in 0..count {
-        let d = cuda::CudaDevice::open(i).map_err(|e| e.to_string())?;
-        devices.push(d.clone());
-        concrete.push(d);
-    }
-    Ok(Selection {
-        devices,
-        target: 0,
-        mock: None,
-        cuda: concrete,
-        mock_reason: None,
-    })
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_cuda() -> Result<Selection, String> {
-    Err("this vram was built without the `cuda` feature".into())
 }

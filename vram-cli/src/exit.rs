@@ -4,19 +4,21 @@
 use vram_residency::{ErrorClass, VramError};
 
 /// Success.
-pub(crate) const OK: u8 = 0;
+pub const OK: u8 = 0;
 /// Integrity or verification failure (corrupt bytes, invalid seal, audit findings).
-pub(crate) const INTEGRITY: u8 = 1;
+pub const INTEGRITY: u8 = 1;
 /// Usage error or invalid input.
-pub(crate) const USAGE: u8 = 2;
+pub const USAGE: u8 = 2;
 /// Environment: no device, unreadable or too-permissive secret, I/O errors.
-pub(crate) const ENVIRONMENT: u8 = 3;
+pub const ENVIRONMENT: u8 = 3;
 
 /// An error with the exit code it maps to. The message is one line.
 #[derive(Debug)]
-pub(crate) struct CliError {
-    pub(crate) code: u8,
-    pub(crate) message: String,
+pub struct CliError {
+    /// The exit code ([`OK`], [`INTEGRITY`], [`USAGE`], [`ENVIRONMENT`]).
+    pub code: u8,
+    /// What went wrong, one line.
+    pub message: String,
     /// The command already put this error into its own `--json` output (an
     /// `error` object inside its document): `main` must not print a second
     /// document for it.
@@ -86,14 +88,14 @@ impl From<VramError> for CliError {
     }
 }
 
-impl From<vram_residency::vram_validation::ValidationError> for CliError {
-    fn from(e: vram_residency::vram_validation::ValidationError) -> Self {
+impl From<vram_validation::ValidationError> for CliError {
+    fn from(e: vram_validation::ValidationError) -> Self {
         Self::usage(e.to_string())
     }
 }
 
-impl From<vram_residency::vram_secrets::SecretsError> for CliError {
-    fn from(e: vram_residency::vram_secrets::SecretsError) -> Self {
+impl From<vram_secrets::SecretsError> for CliError {
+    fn from(e: vram_secrets::SecretsError) -> Self {
         Self::env(e.to_string())
     }
 }
@@ -110,9 +112,7 @@ pub(crate) fn one_safe_line(message: &str) -> String {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];
-            out.push_str(
-                &vram_residency::vram_validation::escape_line_field(c.encode_utf8(&mut buf)).0,
-            );
+            out.push_str(&vram_validation::escape_line_field(c.encode_utf8(&mut buf)).0);
         }
     }
     out
@@ -120,7 +120,7 @@ pub(crate) fn one_safe_line(message: &str) -> String {
 
 /// A path as an error message shows it: escaped, one printable line.
 pub(crate) fn shown_path(path: &std::path::Path) -> String {
-    vram_residency::vram_validation::escape_for_log(&path.to_string_lossy(), 200)
+    vram_validation::escape_for_log(&path.to_string_lossy(), 200)
 }
 
 /// A file the user named could not be used.

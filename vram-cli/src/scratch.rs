@@ -39,7 +39,7 @@ impl ScratchDir {
         }
         Err(CliError::env(format!(
             "could not create a fresh scratch directory in {} (last tried {})",
-            vram_residency::vram_validation::escape_for_log(&parent.to_string_lossy(), 200),
+            vram_validation::escape_for_log(&parent.to_string_lossy(), 200),
             last.map(|p| p.display().to_string()).unwrap_or_default()
         )))
     }

@@ -4,7 +4,7 @@
 
 use crate::exit::CliError;
 use std::path::Path;
-use vram_residency::vram_secrets::WorkerSecret;
+use vram_secrets::WorkerSecret;
 
 /// Name of the systemd credential (`LoadCredential=vram-worker-secret:...`).
 pub(crate) const CREDENTIAL_NAME: &str = "vram-worker-secret";

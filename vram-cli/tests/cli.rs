@@ -141,10 +141,7 @@ fn digest_json_shape_and_determinism() {
     let sha = ring::digest::digest(&ring::digest::SHA256, &data);
     let hex: String = sha.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(v["sha256"], hex);
-    let tree = vram_residency::vram_crypto::tree_digest(
-        &data,
-        vram_residency::vram_crypto::LeafSize::new(65536).unwrap(),
-    );
+    let tree = vram_crypto::tree_digest(&data, vram_crypto::LeafSize::new(65536).unwrap());
     assert_eq!(v["tree_digest"], tree.root.to_string());
     // Plain output: a manifest line, "vram-tree-sha256:LEAF:<digest>  <file>".
     let out = vram()

@@ -87,9 +87,9 @@ fn digest_lines_carry_algorithm_and_leaf_size_and_check_round_trips() {
     let manifest = stdout(&out);
     let lines: Vec<&str> = manifest.lines().collect();
     assert_eq!(lines.len(), 2, "{manifest}");
-    let tree = vram_residency::vram_crypto::tree_digest(
+    let tree = vram_crypto::tree_digest(
         &bytes(100_000, 1),
-        vram_residency::vram_crypto::LeafSize::new(4096).unwrap(),
+        vram_crypto::LeafSize::new(4096).unwrap(),
     );
     assert_eq!(
         lines[0],
@@ -266,10 +266,7 @@ fn standard_input_is_digested_and_hostile_names_stay_one_line() {
     let data = bytes(70_000, 4);
     let out = run_stdin(d, &["digest", "-"], &data);
     assert!(out.status.success(), "{out:?}");
-    let tree = vram_residency::vram_crypto::tree_digest(
-        &data,
-        vram_residency::vram_crypto::LeafSize::DEFAULT,
-    );
+    let tree = vram_crypto::tree_digest(&data, vram_crypto::LeafSize::DEFAULT);
     assert_eq!(
         stdout(&out),
         format!("vram-tree-sha256:1MiB:{}  -\n", tree.root)

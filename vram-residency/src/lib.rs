@@ -8,9 +8,11 @@ mod manager;
 mod metrics;
 mod pipeline;
 mod provenance;
+mod request;
 pub use pipeline::stream_chunks;
 mod sampling;
 mod scrub;
+mod seal;
 mod set;
 mod shard;
 mod trail;
@@ -20,15 +22,26 @@ pub use config::{
     DeviceSource, SealHashing, VramConfig, VramConfigBuilder, CUDA_DEFAULT_LEAF_SIZE,
     DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES,
 };
-pub use detect::{cuda_devices, detect, Detected, FALLBACK_MOCK_CAPACITY, FORCE_MOCK_ENV};
+#[cfg(feature = "mock")]
+pub use detect::FALLBACK_MOCK_CAPACITY;
+pub use detect::{cuda_devices, detect, detect_cuda, CudaUnavailable, Detected, FORCE_MOCK_ENV};
 pub use error::{ErrorClass, VramError};
-pub use manager::{DeviceCapacity, SealRequest, VramManager};
+pub use manager::{DeviceCapacity, VramManager};
 pub use metrics::MetricsSnapshot;
 pub use provenance::Provenance;
+pub use request::SealRequest;
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
 pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};
 pub use verify::{HashPath, VerifyPolicy, VerifyReport};
 
-/// Crates the facade is built from, re-exported so users need one dependency.
-pub use {vram_audit, vram_core, vram_crypto, vram_mock, vram_secrets, vram_validation};
+// The types of the crates below that appear in this crate's API (arguments,
+// results, error sources), by name, so that a user of the facade can name
+// them. Anything else of those crates: depend on the crate itself.
+pub use vram_audit::{AuditError, AuditSink, LogOptions};
+pub use vram_core::{Device, DeviceError, DeviceKind, PolicyViolation};
+pub use vram_crypto::{
+    CorruptRange, CryptoError, LeafHashes, LeafSize, SealTag, Sha256Digest, TreeDigest,
+};
+pub use vram_secrets::{KeyId, SecretsError, WorkerSecret};
+pub use vram_validation::{ModelRef, Sha256Hex, ShardId, ShardPosition, ValidationError};

@@ -6,46 +6,39 @@ use crate::config::{DeviceSource, VramConfig};
 use crate::detect::{cuda_devices, detect};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline;
-use crate::shard::SealedShard;
+use crate::request::SealRequest;
+use crate::seal::Sealer;
+use crate::set::ShardSet;
+use crate::shard::{ModelShardHandle, Resident, SealContent, SealedShard};
 use crate::trail::AuditTrail;
-use crate::{ModelShardHandle, Provenance, VerifyPolicy, VramError};
+use crate::verify::{AuditMode, Scope, Verifier, VerifyPolicy, VerifyReport};
+use crate::{Provenance, VramError};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vram_audit::{AuditEvent, AuditSink};
-use vram_core::{CapacityError, CapacityTracker, Device, DeviceKind};
-use vram_crypto::{
-    sign_seal_with, LeafHashes, LeafSize, SealBinding, SealDeviceKind, SealMessage, Sha256Digest,
-    TreeDescriptor, TreeDigest, TreeHasher,
-};
-use vram_secrets::{KeyId, SecretKey};
-use vram_validation::{
-    format_bytes, validate_model_size, ModelRef, Sha256Hex, ShardId, ShardPosition,
-};
+use vram_core::{CapacityError, CapacityTracker, Device, DeviceInfo, DeviceKind};
+use vram_crypto::{LeafHashes, LeafSize, Sha256Digest, TreeDescriptor, TreeDigest, TreeHasher};
+use vram_secrets::KeyId;
+use vram_validation::{format_bytes, validate_model_size, ModelRef, ShardId};
 
 /// One managed device and the capacity tracker that guards it.
-pub(crate) struct DeviceSlot {
-    pub(crate) device: Arc<dyn Device>,
-    pub(crate) tracker: Arc<CapacityTracker>,
+struct DeviceSlot {
+    device: Arc<dyn Device>,
+    tracker: Arc<CapacityTracker>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) devices: Vec<DeviceSlot>,
-    /// Kept for its key id and so that the bytes zeroize with the manager;
-    /// signing goes through `seal_mac`, built once.
-    pub(crate) _seal_key: SecretKey,
-    /// The seal key as an HMAC key, built once (boxed) for the manager's life.
-    pub(crate) seal_mac: vram_crypto::HmacKey,
-    pub(crate) key_id: KeyId,
-    /// Bound into every seal (format v2).
-    pub(crate) worker_id: String,
-    pub(crate) audit: Arc<AuditTrail>,
-    pub(crate) max_model_bytes: u64,
-    pub(crate) leaf_size: LeafSize,
-    pub(crate) verify_policy: VerifyPolicy,
-    pub(crate) staging_bytes: usize,
-    pub(crate) seal_hashing: crate::SealHashing,
-    pub(crate) metrics: Metrics,
+struct Inner {
+    devices: Vec<DeviceSlot>,
+    /// Signs every seal and checks every tag; binds the worker id.
+    sealer: Sealer,
+    audit: Arc<AuditTrail>,
+    max_model_bytes: u64,
+    leaf_size: LeafSize,
+    verify_policy: VerifyPolicy,
+    staging_bytes: usize,
+    seal_hashing: crate::SealHashing,
+    metrics: Metrics,
 }
 
 /// Seals model bytes into device memory and verifies them.
@@ -54,60 +47,17 @@ pub(crate) struct Inner {
 /// and metrics.
 #[derive(Clone)]
 pub struct VramManager {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for VramManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VramManager")
             .field("devices", &self.inner.devices.len())
-            .field("seal_key_id", &self.inner.key_id.to_string())
+            .field("seal_key_id", &self.inner.sealer.key_id().to_string())
             .field("leaf_size", &self.inner.leaf_size.bytes())
             .field("verify_policy", &self.inner.verify_policy)
             .finish_non_exhaustive()
-    }
-}
-
-/// What to seal, beyond the bytes.
-#[derive(Debug, Clone)]
-pub struct SealRequest {
-    /// Shard identifier; `None` generates an opaque random 128-bit id.
-    pub shard_id: Option<ShardId>,
-    /// Where the model came from.
-    pub model_ref: ModelRef,
-    /// Target device index.
-    pub gpu_device: u32,
-    /// Position in a tensor-parallel set.
-    pub position: ShardPosition,
-    /// Plain SHA-256 published by a model catalog; checked in the same pass.
-    pub expected_sha256: Option<Sha256Hex>,
-    /// Also compute the plain SHA-256 when none is expected (for reporting).
-    pub compute_sha256: bool,
-    /// The tensor-parallel set this shard belongs to; `None` draws a fresh
-    /// random id (a set of one). [`VramManager::seal_set`] gives every part
-    /// one id; shards sealed apart (by several processes) share a set by
-    /// passing the same id.
-    pub set_id: Option<[u8; 16]>,
-    /// Which signed model, and which file of it, the caller checked these
-    /// bytes against before sealing (a publisher's signature it verified).
-    /// `Some` binds it into the seal (format version 3) and the shard's
-    /// handle; `None` (the default) seals as version 2.
-    pub provenance: Option<Provenance>,
-}
-
-impl SealRequest {
-    /// A request for `model_ref` on `gpu_device`, single shard, generated id.
-    pub fn new(model_ref: ModelRef, gpu_device: u32) -> Self {
-        Self {
-            shard_id: None,
-            model_ref,
-            gpu_device,
-            position: ShardPosition::SINGLE,
-            expected_sha256: None,
-            compute_sha256: false,
-            set_id: None,
-            provenance: None,
-        }
     }
 }
 
@@ -131,20 +81,8 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// 128 random bits from the system RNG.
-pub(crate) fn random_id() -> Result<[u8; 16], VramError> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| VramError::InvalidConfig {
-            reason: "the system random number generator failed".into(),
-        })?;
-    Ok(bytes)
-}
-
 fn random_shard_id() -> Result<ShardId, VramError> {
-    let bytes = random_id()?;
+    let bytes = crate::sampling::random_id()?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     Ok(ShardId::new(&format!("shard-{hex}"))?)
 }
@@ -163,12 +101,19 @@ impl VramManager {
         config.validate()?;
         let devices: Vec<Arc<dyn Device>> = match config.devices {
             DeviceSource::Explicit(d) => d,
-            DeviceSource::Detect => detect().devices,
+            DeviceSource::Detect => {
+                let found = detect()?;
+                if let Some(reason) = found.fallback_reason() {
+                    tracing::warn!(
+                        reason = %reason,
+                        "NO CUDA DEVICE FOUND: using the MOCK device (host memory). Seals are not in VRAM."
+                    );
+                }
+                found.devices()
+            }
             DeviceSource::CudaOnly => cuda_devices()?,
         };
-        let seal_key = config.secret.seal_key();
-        let key_id = seal_key.key_id();
-        let seal_mac = vram_crypto::HmacKey::new(seal_key.expose_secret())?;
+        let sealer = Sealer::new(config.secret.seal_key(), config.worker_id.clone())?;
         let sink: Arc<dyn AuditSink> = match (config.audit, config.audit_file) {
             (Some(a), _) => a,
             (None, Some((path, options))) => {
@@ -254,17 +199,14 @@ impl VramManager {
         });
         tracing::info!(
             devices = slots.len(),
-            seal_key_id = %key_id,
+            seal_key_id = %sealer.key_id(),
             hash_backend = vram_crypto::backend(),
             "vram manager ready"
         );
         Ok(Self {
             inner: Arc::new(Inner {
                 devices: slots,
-                _seal_key: seal_key,
-                seal_mac,
-                key_id,
-                worker_id: config.worker_id,
+                sealer,
                 audit,
                 max_model_bytes: config.max_model_bytes,
                 leaf_size,
@@ -276,7 +218,7 @@ impl VramManager {
         })
     }
 
-    pub(crate) fn slot(&self, index: u32) -> Result<&DeviceSlot, VramError> {
+    fn slot(&self, index: u32) -> Result<&DeviceSlot, VramError> {
         let count = u32::try_from(self.inner.devices.len()).unwrap_or(u32::MAX);
         usize::try_from(index)
             .ok()
@@ -299,7 +241,7 @@ impl VramManager {
 
     /// Fingerprint of the seal key (safe to log).
     pub fn seal_key_id(&self) -> KeyId {
-        self.inner.key_id
+        self.inner.sealer.key_id()
     }
 
     /// The audit sink this manager writes to.
@@ -384,11 +326,10 @@ impl VramManager {
         model_bytes: &[u8],
     ) -> Result<SealedShard, VramError> {
         let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
-        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
         let device = request.gpu_device;
         let hashing = self.inner.seal_hashing;
-        self.seal_with(request, len, |buffer, _, staging| {
+        self.seal_with(request, len, |buffer, _, staging, want_plain| {
             pipeline::copy_slice(
                 buffer,
                 device,
@@ -416,9 +357,8 @@ impl VramManager {
         len: u64,
     ) -> Result<SealedShard, VramError> {
         let device = request.gpu_device;
-        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
-        self.seal_with(request, len, |buffer, hasher, staging| {
+        self.seal_with(request, len, |buffer, hasher, staging, want_plain| {
             pipeline::copy_reader(
                 buffer, device, reader, len, hasher, staging, leaf, want_plain,
             )
@@ -469,10 +409,9 @@ impl VramManager {
         }
         let len = meta.len();
         let device = request.gpu_device;
-        let want_plain = request.expected_sha256.is_some() || request.compute_sha256;
         let leaf = self.inner.leaf_size;
         let hashing = self.inner.seal_hashing;
-        self.seal_with(request, len, |buffer, hasher, staging| {
+        self.seal_with(request, len, |buffer, hasher, staging, want_plain| {
             pipeline::copy_file(
                 buffer,
                 device,
@@ -498,6 +437,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
+            bool,
         ) -> Result<Option<pipeline::Hashed>, VramError>,
     ) -> Result<SealedShard, VramError> {
         let shard_id = match &request.shard_id {
@@ -541,6 +481,7 @@ impl VramManager {
             &mut dyn vram_core::DeviceBuffer,
             &mut TreeHasher,
             usize,
+            bool,
         ) -> Result<Option<pipeline::Hashed>, VramError>,
         allocated: &mut Option<u32>,
     ) -> Result<SealedShard, VramError> {
@@ -601,11 +542,19 @@ impl VramManager {
             *allocated = Some(device_index);
         }
 
+        // Whether a plain SHA-256 is wanted is decided once, here: the hasher
+        // and the fill (which may hash on its own) both follow it.
+        let want_plain = request.wants_plain_sha256();
         let mut hasher = TreeHasher::new(inner.leaf_size);
-        if request.expected_sha256.is_some() || request.compute_sha256 {
+        if want_plain {
             hasher = hasher.with_plain_sha256();
         }
-        let computed = fill(buffer.as_mut(), &mut hasher, inner.staging_bytes)?;
+        let computed = fill(
+            buffer.as_mut(),
+            &mut hasher,
+            inner.staging_bytes,
+            want_plain,
+        )?;
         let (leaves, plain) = match computed {
             // The fill hashed everything itself.
             Some(hashed) => (
@@ -631,36 +580,33 @@ impl VramManager {
         let sealed_at_ns = now_ns();
         let set_id = match request.set_id {
             Some(id) => id,
-            None => random_id()?,
+            None => crate::sampling::random_id()?,
         };
-        let message = SealMessage {
-            shard_id: shard_id.as_str(),
-            model_ref: request.model_ref.as_str(),
-            device_index,
-            byte_len: len,
-            tree: &tree,
+        let content = SealContent {
+            shard_id: shard_id.clone(),
+            model_ref: request.model_ref.clone(),
+            device: device_index,
+            device_kind: info.kind,
+            device_uuid: info.uuid,
+            worker_id: inner.sealer.worker_id().to_string(),
+            set_id,
+            provenance: request.provenance.clone(),
+            len,
+            tree,
             sealed_at_ns,
-            shard_index: request.position.index(),
-            shard_total: request.position.total(),
-            key_id: *inner.key_id.as_bytes(),
-            binding: Some(SealBinding {
-                device_kind: seal_device_kind(info.kind),
-                device_uuid: info.uuid,
-                worker_id: &inner.worker_id,
-                set_id,
-                provenance: request.provenance.as_ref().map(Provenance::as_seal),
-            }),
+            position: request.position,
+            key_id: inner.sealer.key_id(),
         };
-        let tag = sign_seal_with(&inner.seal_mac, &message)?;
+        let tag = inner.sealer.sign(&content.message())?;
         inner.audit.record(AuditEvent::VramSealed {
             shard_id: shard_id.to_string(),
             model_ref: request.model_ref.to_string(),
             gpu_device: device_index,
             device_kind: info.kind.as_str().to_string(),
             vram_bytes: len,
-            tree_digest: tree.root.to_string(),
+            tree_digest: content.tree.root.to_string(),
             leaf_size: inner.leaf_size.bytes(),
-            key_id: inner.key_id.to_string(),
+            key_id: content.key_id.to_string(),
             provenance: request.provenance.as_ref().map(Provenance::audit_record),
         })?;
         inner.metrics.seal_ok(len);
@@ -668,32 +614,69 @@ impl VramManager {
             shard_id = %shard_id,
             gpu_device = device_index,
             bytes = len,
-            tree_digest = %tree.root,
+            tree_digest = %content.tree.root,
             "sealed"
         );
-        Ok(SealedShard {
-            shard_id: shard_id.clone(),
-            model_ref: request.model_ref.clone(),
-            device: device_index,
-            device_kind: info.kind,
-            device_uuid: info.uuid,
-            worker_id: inner.worker_id.clone(),
-            set_id,
-            provenance: request.provenance.clone(),
-            len,
-            tree,
-            leaves,
-            plain_sha256: plain,
-            sealed_at_ns,
-            position: request.position,
-            key_id: inner.key_id,
+        Ok(SealedShard::new(
+            content,
             tag,
-            compromised: std::sync::atomic::AtomicBool::new(false),
-            buffer,
-            _reservation: reservation,
-            audit: Arc::clone(&inner.audit),
-            released: false,
-        })
+            Resident {
+                leaves,
+                plain_sha256: plain,
+                buffer,
+                reservation,
+                audit: Arc::clone(&inner.audit),
+            },
+        ))
+    }
+
+    /// What verification borrows from this manager for one call.
+    pub(crate) fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            sealer: &self.inner.sealer,
+            audit: &self.inner.audit,
+            metrics: &self.inner.metrics,
+            staging_bytes: self.inner.staging_bytes,
+        }
+    }
+
+    /// This manager's device of an index, if it has one.
+    fn device_info(&self, index: u32) -> Option<&DeviceInfo> {
+        self.device(index).ok().map(|d| d.info())
+    }
+
+    /// Verifies a shard with the manager's default policy (full unless
+    /// configured otherwise).
+    ///
+    /// # Errors
+    /// [`VramError::IntegrityViolation`] (fatal, with the corrupt byte ranges)
+    /// when device memory differs from the sealed bytes;
+    /// [`VramError::SealInvalid`] when the seal does not verify; device errors.
+    /// A failure is fatal for the shard: once its bytes or seal are found wrong
+    /// it is [compromised](SealedShard::is_compromised) and every later call
+    /// returns [`VramError::Compromised`], even if the bytes read back right
+    /// again.
+    ///
+    /// Every failure except invalid arguments emits a critical audit event:
+    /// `seal_verification_failed` when the bytes or the seal are wrong (or the
+    /// shard was already compromised),
+    /// `verification_incomplete` when they could not be checked (a device read
+    /// failed), which proves nothing either way.
+    pub fn verify_sealed(&self, shard: &SealedShard) -> Result<VerifyReport, VramError> {
+        self.verify_with(shard, self.inner.verify_policy)
+    }
+
+    /// Verifies a shard with an explicit policy.
+    ///
+    /// # Errors
+    /// As [`VramManager::verify_sealed`].
+    pub fn verify_with(
+        &self,
+        shard: &SealedShard,
+        policy: VerifyPolicy,
+    ) -> Result<VerifyReport, VramError> {
+        self.verifier()
+            .verify(shard, Scope::Policy(policy), AuditMode::Every)
     }
 
     /// Checks that a handle received back from a client is authentic: every
@@ -708,7 +691,8 @@ impl VramManager {
     /// [`VramError::WrongDevice`] when a v2 handle names another kind of
     /// device, or another UUID, than this manager's device of that index.
     pub fn check_handle(&self, handle: &ModelShardHandle) -> Result<u8, VramError> {
-        crate::verify::check_handle(self, handle)
+        self.verifier()
+            .check_handle(handle, self.device_info(handle.gpu_device))
     }
 
     /// Checks the handles of one tensor-parallel set: each as by
@@ -723,29 +707,8 @@ impl VramManager {
     /// [`VramError::InvalidShardSet`] for a set that is empty, out of order,
     /// mixes models, versions or set ids; as [`VramManager::check_handle`].
     pub fn check_handle_set(&self, handles: &[ModelShardHandle]) -> Result<u8, VramError> {
-        let first = handles.first().ok_or_else(|| VramError::InvalidShardSet {
-            reason: "no handles".into(),
-        })?;
-        let mut version = None;
-        let n = handles.len();
-        for (i, h) in handles.iter().enumerate() {
-            let v = self.check_handle(h)?;
-            let consistent = usize::from(h.shard_index) == i
-                && usize::from(h.shard_total) == n
-                && h.model_ref == first.model_ref
-                && h.set_id == first.set_id
-                && Provenance::same_statement(h.provenance.as_ref(), first.provenance.as_ref())
-                && version.is_none_or(|first_v| first_v == v);
-            if !consistent {
-                return Err(VramError::InvalidShardSet {
-                    reason: format!(
-                        "handle {i} is not position {i} of {n} of the same sealing (model, set id, seal version and signed statement must match)"
-                    ),
-                });
-            }
-            version = Some(v);
-        }
-        Ok(version.unwrap_or(vram_crypto::SEAL_FORMAT_V1))
+        self.verifier()
+            .check_handle_set(handles, |i| self.device_info(i))
     }
 
     /// Checks a client's handle (as [`VramManager::check_handle`]) and that it
@@ -758,23 +721,49 @@ impl VramManager {
         &self,
         handle: &ModelShardHandle,
         shard: &SealedShard,
-    ) -> Result<crate::VerifyReport, VramError> {
-        self.check_handle(handle)?;
-        if handle != &shard.handle() {
-            return Err(VramError::SealInvalid {
-                shard_id: shard.shard_id.to_string(),
-            });
-        }
-        self.verify_sealed(shard)
+    ) -> Result<VerifyReport, VramError> {
+        self.verifier().verify_handle(
+            handle,
+            self.device_info(handle.gpu_device),
+            shard,
+            self.inner.verify_policy,
+        )
     }
-}
 
-/// The device kind as a seal encodes it.
-pub(crate) fn seal_device_kind(kind: DeviceKind) -> SealDeviceKind {
-    match kind {
-        DeviceKind::Cuda => SealDeviceKind::Cuda,
-        // A kind added later is never sealed as CUDA memory by default.
-        _ => SealDeviceKind::Mock,
+    /// Seals `parts[i]` on `devices[i]` as position `i` of `parts.len()`, all
+    /// under one model reference. If any part fails, the parts already sealed
+    /// are released and the error is returned.
+    ///
+    /// # Errors
+    /// [`VramError::InvalidShardSet`] when the lengths differ or the set is
+    /// empty or too large; any seal error.
+    pub fn seal_set(
+        &self,
+        model_ref: &ModelRef,
+        parts: &[&[u8]],
+        devices: &[u32],
+    ) -> Result<ShardSet, VramError> {
+        let requests = crate::set::part_requests(model_ref, parts.len(), devices)?;
+        let mut shards = Vec::with_capacity(parts.len());
+        for (request, part) in requests.iter().zip(parts) {
+            // On error, `shards` drops here and releases every earlier part.
+            shards.push(self.seal(request, part)?);
+        }
+        Ok(ShardSet::new(shards))
+    }
+
+    /// Verifies every shard of the set with the default policy; the first
+    /// failure fails the set. Also checks that positions run 0..n of n under
+    /// one model reference, one set id (shards of two sealings of the same
+    /// model are not one set) and one signed statement when they carry a
+    /// [provenance](SealedShard::provenance).
+    ///
+    /// # Errors
+    /// [`VramError::InvalidShardSet`] for an inconsistent set; the first
+    /// shard's verification error otherwise.
+    pub fn verify_set(&self, set: &ShardSet) -> Result<Vec<VerifyReport>, VramError> {
+        set.check_consistent()?;
+        set.shards().iter().map(|s| self.verify_sealed(s)).collect()
     }
 }
 

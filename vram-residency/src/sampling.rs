@@ -5,6 +5,15 @@
 use crate::VramError;
 use ring::rand::{SecureRandom, SystemRandom};
 
+/// 128 random bits from the system RNG (shard and set ids).
+pub(crate) fn random_id() -> Result<[u8; 16], VramError> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| rng_failed())?;
+    Ok(bytes)
+}
+
 /// Random words drawn per call to the RNG: one syscall per 8 KiB, not per leaf.
 const WORDS_PER_FILL: usize = 1024;
 

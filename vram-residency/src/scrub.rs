@@ -26,7 +26,7 @@
 
 use crate::manager::VramManager;
 use crate::shard::SealedShard;
-use crate::verify::VerifyPolicy;
+use crate::verify::{AuditMode, Scope};
 use crate::VramError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
@@ -277,10 +277,11 @@ pub(crate) struct Step {
 }
 
 /// One scrub step of `shard`. The first step of a sweep (`sweep` is `None`)
-/// checks the seal and draws a fresh random leaf order; every step then
+/// draws a fresh random leaf order and checks the seal; every step then
 /// checks the next `leaves_per_step` leaves of that order plus
-/// `samples_per_step` random leaves. `sweep` is reset to `None` when the
-/// order is exhausted.
+/// `samples_per_step` random leaves, through the one verification entry
+/// point (failures audited, successes not). `sweep` is reset to `None` when
+/// the order is exhausted.
 pub(crate) fn scrub_step(
     manager: &VramManager,
     shard: &SealedShard,
@@ -288,20 +289,14 @@ pub(crate) fn scrub_step(
     leaves_per_step: u32,
     samples_per_step: u32,
 ) -> Result<Step, VramError> {
-    // A shard an earlier verification found wrong is refused (and the
-    // refusal audited), even if its bytes read back right now.
-    shard.ensure_not_compromised()?;
     let count = shard.leaf_hashes().len() as u64;
     let seal_checked = sweep.is_none();
     let current = match sweep {
         Some(s) => s,
-        None => {
-            crate::verify::check_seal(manager, shard)?;
-            sweep.insert(ShardSweep {
-                order: crate::sampling::random_permutation(count)?,
-                next: 0,
-            })
-        }
+        None => sweep.insert(ShardSweep {
+            order: crate::sampling::random_permutation(count)?,
+            next: 0,
+        }),
     };
     let take = usize::try_from(leaves_per_step).unwrap_or(usize::MAX);
     let end = current.next.saturating_add(take).min(current.order.len());
@@ -319,14 +314,21 @@ pub(crate) fn scrub_step(
     if sweep_done {
         *sweep = None;
     }
-    let bytes = if indices.is_empty() {
-        0
-    } else {
-        manager.verify_leaf_indices(shard, &indices)?
-    };
+    // A shard an earlier verification found wrong is refused there (and the
+    // refusal audited), even if its bytes read back right now.
+    let report = manager.verifier().verify(
+        shard,
+        Scope::ScrubStep {
+            leaves_per_step,
+            indices: &indices,
+            check_seal: seal_checked,
+        },
+        // Scrub steps are frequent; only failures are audited.
+        AuditMode::FailuresOnly,
+    )?;
     Ok(Step {
-        leaves: indices.len() as u64,
-        bytes,
+        leaves: report.leaves_checked,
+        bytes: report.bytes_checked,
         seal_checked,
         sweep_done,
     })
@@ -342,9 +344,6 @@ fn run(
     let started = Instant::now();
     let mut budget_used = 0u64;
     let rate = config.bytes_per_second;
-    let policy = VerifyPolicy::Scrub {
-        leaves: config.leaves_per_step,
-    };
     loop {
         let mut any_alive = false;
         // Shards too are visited in a fresh random order each sweep.
@@ -374,7 +373,6 @@ fn run(
                 // by its owner is freed at once, not after our next sleep.
                 let Some(shard) = weak.upgrade() else { break };
                 any_alive = true;
-                let t0 = Instant::now();
                 let step = scrub_step(
                     manager,
                     &shard,
@@ -382,30 +380,15 @@ fn run(
                     config.leaves_per_step,
                     config.samples_per_step,
                 );
-                let (result, done) = match step {
+                let compromised = shard.is_compromised();
+                drop(shard);
+                let (leaves, bytes, done) = match step {
                     Ok(s) => {
                         if s.seal_checked {
                             shared.seal_checks.fetch_add(1, Ordering::Relaxed);
                         }
-                        (
-                            Ok((s.leaves, s.bytes, crate::verify::HashPath::HostReadback)),
-                            s.sweep_done,
-                        )
+                        (s.leaves, s.bytes, s.sweep_done)
                     }
-                    Err(e) => (Err(e), true),
-                };
-                let outcome = manager.finish_verification(
-                    &shard,
-                    policy,
-                    result,
-                    t0.elapsed(),
-                    // Scrub steps are frequent; only failures are audited.
-                    false,
-                );
-                let compromised = shard.is_compromised();
-                drop(shard);
-                let (leaves, bytes) = match outcome {
-                    Ok(report) => (report.leaves_checked, report.bytes_checked),
                     Err(e) => {
                         shared.failures.fetch_add(1, Ordering::Relaxed);
                         if let Some(cb) = &config.on_failure {
@@ -577,26 +560,56 @@ mod tests {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
         let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
-        shard.sealed_at_ns += 1;
+        shard.content.sealed_at_ns += 1;
         let mut sweep = None;
         let err = scrub_step(&m, &shard, &mut sweep, 4, 0).unwrap_err();
         assert!(matches!(err, VramError::SealInvalid { .. }), "{err}");
 
         // And through the running scrubber: reported, audited as scrub:K.
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&seen);
-        let mut cfg = ScrubConfig::new(1 << 30);
-        cfg.on_failure = Some(Box::new(move |e| sink.lock().unwrap().push(e.to_string())));
         let shard = Arc::new(shard);
-        let scrubber = Scrubber::start(&m, &[Arc::clone(&shard)], cfg).unwrap();
+        let (stats, seen) = scrub_until_a_failure(&m, &shard, |e| e.to_string());
+        assert_eq!(stats.failures, 1);
+        assert!(shard.is_compromised());
+        assert!(seen[0].contains("seal"));
+    }
+
+    /// Runs a scrubber over `shard` until it reports a failure (or a minute
+    /// passes); returns its stats and what `seen` made of each failure.
+    fn scrub_until_a_failure<T: Send + 'static>(
+        m: &VramManager,
+        shard: &Arc<SealedShard>,
+        seen: impl Fn(&VramError) -> T + Send + 'static,
+    ) -> (ScrubStats, Vec<T>) {
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&failures);
+        let mut cfg = ScrubConfig::new(1 << 30);
+        cfg.on_failure = Some(Box::new(move |e| sink.lock().unwrap().push(seen(e))));
+        let scrubber = Scrubber::start(m, &[Arc::clone(shard)], cfg).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while scrubber.stats().failures == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         let stats = scrubber.stop();
+        let seen = std::mem::take(&mut *failures.lock().unwrap());
+        (stats, seen)
+    }
+
+    /// The running scrubber finds an altered seal itself (a shard no direct
+    /// step has seen): the first step of its sweep checks the seal through
+    /// the one verification entry point and reports `SealInvalid`.
+    #[test]
+    fn a_running_scrubber_reports_an_altered_seal() {
+        let device = MockDevice::new(0, 64 << 20);
+        let m = manager(device);
+        let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
+        shard.content.sealed_at_ns += 1;
+        let shard = Arc::new(shard);
+        let (stats, seen) =
+            scrub_until_a_failure(&m, &shard, |e| matches!(e, VramError::SealInvalid { .. }));
         assert_eq!(stats.failures, 1);
+        assert_eq!(stats.seal_checks, 0, "a failed seal check is not counted");
         assert!(shard.is_compromised());
-        assert!(seen.lock().unwrap()[0].contains("seal"));
+        assert_eq!(seen, vec![true]);
     }
 
     #[test]

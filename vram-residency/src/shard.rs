@@ -10,9 +10,95 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use vram_audit::AuditEvent;
 use vram_core::{DeviceBuffer, DeviceKind, Reservation};
-use vram_crypto::{LeafHashes, SealBinding, SealMessage, SealTag, Sha256Digest, TreeDigest};
+use vram_crypto::{
+    LeafHashes, LeafSize, SealBinding, SealDeviceKind, SealMessage, SealTag, Sha256Digest,
+    TreeDescriptor, TreeDigest, TREE_FORMAT_VERSION,
+};
 use vram_secrets::KeyId;
 use vram_validation::{ModelRef, ShardId, ShardPosition};
+
+/// Everything a seal's tag covers, in the shard's own types: built once, by
+/// the manager's seal path, and turned into the signed message
+/// ([`SealContent::message`]) and the client's handle
+/// ([`SealContent::handle`]) here only.
+#[derive(Clone)]
+pub(crate) struct SealContent {
+    pub(crate) shard_id: ShardId,
+    pub(crate) model_ref: ModelRef,
+    pub(crate) device: u32,
+    pub(crate) device_kind: DeviceKind,
+    /// The device's UUID when its backend reports one.
+    pub(crate) device_uuid: Option<[u8; 16]>,
+    /// The worker that sealed.
+    pub(crate) worker_id: String,
+    /// The tensor-parallel set sealed together.
+    pub(crate) set_id: [u8; 16],
+    /// Which signed model the bytes were checked against, when the caller
+    /// said (the seal is then format v3).
+    pub(crate) provenance: Option<Provenance>,
+    pub(crate) len: u64,
+    pub(crate) tree: TreeDigest,
+    pub(crate) sealed_at_ns: u64,
+    pub(crate) position: ShardPosition,
+    pub(crate) key_id: KeyId,
+}
+
+impl SealContent {
+    /// The canonical message the tag authenticates.
+    pub(crate) fn message(&self) -> SealMessage<'_> {
+        SealMessage {
+            shard_id: self.shard_id.as_str(),
+            model_ref: self.model_ref.as_str(),
+            device_index: self.device,
+            byte_len: self.len,
+            tree: &self.tree,
+            sealed_at_ns: self.sealed_at_ns,
+            shard_index: self.position.index(),
+            shard_total: self.position.total(),
+            key_id: *self.key_id.as_bytes(),
+            binding: Some(SealBinding {
+                device_kind: seal_device_kind(self.device_kind),
+                device_uuid: self.device_uuid,
+                worker_id: &self.worker_id,
+                set_id: self.set_id,
+                provenance: self.provenance.as_ref().map(Provenance::as_seal),
+            }),
+        }
+    }
+
+    /// The handle a client gets: these fields and `tag`, as strings.
+    pub(crate) fn handle(&self, tag: &SealTag) -> ModelShardHandle {
+        ModelShardHandle {
+            shard_id: self.shard_id.to_string(),
+            gpu_device: self.device,
+            vram_bytes: self.len,
+            digest: self.tree.root.to_string(),
+            leaf_size: self.tree.descriptor.leaf_size.bytes(),
+            sealed_at: self.sealed_at_ns,
+            model_ref: self.model_ref.to_string(),
+            shard_index: self.position.index(),
+            shard_total: self.position.total(),
+            key_id: self.key_id.to_string(),
+            signature: tag.to_string(),
+            seal_version: self.message().version(),
+            device_kind: Some(self.device_kind.as_str().to_string()),
+            device_uuid: self.device_uuid.map(|u| hex16(&u)),
+            worker_id: Some(self.worker_id.clone()),
+            set_id: Some(hex16(&self.set_id)),
+            provenance: self.provenance.clone(),
+        }
+    }
+}
+
+/// What a sealed shard holds besides its seal: the leaf hashes, the plain
+/// digest, and the device memory with its capacity reservation.
+pub(crate) struct Resident {
+    pub(crate) leaves: LeafHashes,
+    pub(crate) plain_sha256: Option<Sha256Digest>,
+    pub(crate) buffer: Box<dyn DeviceBuffer>,
+    pub(crate) reservation: Reservation,
+    pub(crate) audit: Arc<AuditTrail>,
+}
 
 /// Model bytes sealed in device memory.
 ///
@@ -20,85 +106,94 @@ use vram_validation::{ModelRef, ShardId, ShardPosition};
 /// friends; verified with [`VramManager::verify_sealed`](crate::VramManager::verify_sealed).
 /// `Debug` and the serializable [`ModelShardHandle`] never show device addresses.
 pub struct SealedShard {
-    pub(crate) shard_id: ShardId,
-    pub(crate) model_ref: ModelRef,
-    pub(crate) device: u32,
-    pub(crate) device_kind: DeviceKind,
-    /// The device's UUID when its backend reports one (bound by the seal).
-    pub(crate) device_uuid: Option<[u8; 16]>,
-    /// The worker that sealed (bound by the seal).
-    pub(crate) worker_id: String,
-    /// The tensor-parallel set sealed together (bound by the seal).
-    pub(crate) set_id: [u8; 16],
-    /// Which signed model the bytes were checked against, when the caller
-    /// said (bound by the seal, which is then format v3).
-    pub(crate) provenance: Option<Provenance>,
-    pub(crate) len: u64,
-    pub(crate) tree: TreeDigest,
-    pub(crate) leaves: LeafHashes,
-    pub(crate) plain_sha256: Option<Sha256Digest>,
-    pub(crate) sealed_at_ns: u64,
-    pub(crate) position: ShardPosition,
-    pub(crate) key_id: KeyId,
+    /// What the tag covers.
+    pub(crate) content: SealContent,
     pub(crate) tag: SealTag,
+    pub(crate) leaves: LeafHashes,
+    plain_sha256: Option<Sha256Digest>,
     /// Set by the first verification that finds the bytes or the seal wrong;
     /// never cleared.
-    pub(crate) compromised: AtomicBool,
+    compromised: AtomicBool,
     // Field order matters: the buffer (device memory) is freed before the
     // reservation is released, so capacity is never handed out twice.
-    pub(crate) buffer: Box<dyn DeviceBuffer>,
-    pub(crate) _reservation: Reservation,
-    pub(crate) audit: Arc<AuditTrail>,
+    buffer: Box<dyn DeviceBuffer>,
+    _reservation: Reservation,
+    audit: Arc<AuditTrail>,
     /// Set once the deallocation was audited (by [`SealedShard::release`]).
-    pub(crate) released: bool,
+    released: bool,
+}
+
+impl SealedShard {
+    /// The one way to make a shard: its seal (`content` and the `tag` the
+    /// sealer made over [`SealContent::message`]) and the resident bytes.
+    pub(crate) fn new(content: SealContent, tag: SealTag, resident: Resident) -> Self {
+        let Resident {
+            leaves,
+            plain_sha256,
+            buffer,
+            reservation,
+            audit,
+        } = resident;
+        Self {
+            content,
+            tag,
+            leaves,
+            plain_sha256,
+            compromised: AtomicBool::new(false),
+            buffer,
+            _reservation: reservation,
+            audit,
+            released: false,
+        }
+    }
 }
 
 impl SealedShard {
     /// The shard's identifier.
     pub fn shard_id(&self) -> &ShardId {
-        &self.shard_id
+        &self.content.shard_id
     }
     /// Where the model came from.
     pub fn model_ref(&self) -> &ModelRef {
-        &self.model_ref
+        &self.content.model_ref
     }
     /// Index of the device holding the bytes.
     pub fn gpu_device(&self) -> u32 {
-        self.device
+        self.content.device
     }
     /// Kind of the device holding the bytes (a mock is never real VRAM).
     pub fn device_kind(&self) -> DeviceKind {
-        self.device_kind
+        self.content.device_kind
     }
     /// The device's UUID, when its backend reports one (CUDA; never the mock).
     pub fn device_uuid(&self) -> Option<[u8; 16]> {
-        self.device_uuid
+        self.content.device_uuid
     }
     /// The worker that sealed the shard.
     pub fn worker_id(&self) -> &str {
-        &self.worker_id
+        &self.content.worker_id
     }
     /// The random id shared by the shards sealed together as one set.
     pub fn set_id(&self) -> [u8; 16] {
-        self.set_id
+        self.content.set_id
     }
     /// Which signed model, and which file of it, the bytes were checked
     /// against before sealing; `None` when the request named none.
     pub fn provenance(&self) -> Option<&Provenance> {
-        self.provenance.as_ref()
+        self.content.provenance.as_ref()
     }
     /// The seal format version: 3 for a shard with a
     /// [provenance](SealedShard::provenance), else 2.
     pub fn seal_version(&self) -> u8 {
-        self.seal_message().version()
+        self.content.message().version()
     }
     /// Bytes resident in device memory.
     pub fn vram_bytes(&self) -> u64 {
-        self.len
+        self.content.len
     }
     /// The chunk-tree digest the seal commits to.
     pub fn tree_digest(&self) -> &TreeDigest {
-        &self.tree
+        &self.content.tree
     }
     /// The per-leaf hashes recorded at seal time.
     pub fn leaf_hashes(&self) -> &LeafHashes {
@@ -110,15 +205,15 @@ impl SealedShard {
     }
     /// When the seal was made, in nanoseconds since the Unix epoch (UTC).
     pub fn sealed_at_ns(&self) -> u64 {
-        self.sealed_at_ns
+        self.content.sealed_at_ns
     }
     /// Position in a tensor-parallel set (0 of 1 for a lone shard).
     pub fn position(&self) -> ShardPosition {
-        self.position
+        self.content.position
     }
     /// Fingerprint of the seal key.
     pub fn key_id(&self) -> KeyId {
-        self.key_id
+        self.content.key_id
     }
     /// The HMAC-SHA256 seal tag.
     pub fn seal_tag(&self) -> &SealTag {
@@ -139,7 +234,7 @@ impl SealedShard {
     pub(crate) fn ensure_not_compromised(&self) -> Result<(), crate::VramError> {
         if self.is_compromised() {
             Err(crate::VramError::Compromised {
-                shard_id: self.shard_id.to_string(),
+                shard_id: self.content.shard_id.to_string(),
             })
         } else {
             Ok(())
@@ -150,50 +245,10 @@ impl SealedShard {
         self.compromised.store(true, Ordering::Release);
     }
 
-    /// The canonical message the tag authenticates.
-    pub(crate) fn seal_message(&self) -> SealMessage<'_> {
-        SealMessage {
-            shard_id: self.shard_id.as_str(),
-            model_ref: self.model_ref.as_str(),
-            device_index: self.device,
-            byte_len: self.len,
-            tree: &self.tree,
-            sealed_at_ns: self.sealed_at_ns,
-            shard_index: self.position.index(),
-            shard_total: self.position.total(),
-            key_id: *self.key_id.as_bytes(),
-            binding: Some(SealBinding {
-                device_kind: crate::manager::seal_device_kind(self.device_kind),
-                device_uuid: self.device_uuid,
-                worker_id: &self.worker_id,
-                set_id: self.set_id,
-                provenance: self.provenance.as_ref().map(Provenance::as_seal),
-            }),
-        }
-    }
-
     /// A serializable view for API responses. An altered handle fails
     /// [`VramManager::verify_handle`](crate::VramManager::verify_handle).
     pub fn handle(&self) -> ModelShardHandle {
-        ModelShardHandle {
-            shard_id: self.shard_id.to_string(),
-            gpu_device: self.device,
-            vram_bytes: self.len,
-            digest: self.tree.root.to_string(),
-            leaf_size: self.tree.descriptor.leaf_size.bytes(),
-            sealed_at: self.sealed_at_ns,
-            model_ref: self.model_ref.to_string(),
-            shard_index: self.position.index(),
-            shard_total: self.position.total(),
-            key_id: self.key_id.to_string(),
-            signature: self.tag.to_string(),
-            seal_version: self.seal_version(),
-            device_kind: Some(self.device_kind.as_str().to_string()),
-            device_uuid: self.device_uuid.map(|u| hex16(&u)),
-            worker_id: Some(self.worker_id.clone()),
-            set_id: Some(hex16(&self.set_id)),
-            provenance: self.provenance.clone(),
-        }
+        self.content.handle(&self.tag)
     }
 
     pub(crate) fn buffer(&self) -> &dyn DeviceBuffer {
@@ -203,20 +258,21 @@ impl SealedShard {
 
 impl fmt::Debug for SealedShard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.content;
         f.debug_struct("SealedShard")
-            .field("shard_id", &self.shard_id.as_str())
-            .field("model_ref", &self.model_ref.as_str())
-            .field("gpu_device", &self.device)
-            .field("device_kind", &self.device_kind.as_str())
-            .field("vram_bytes", &self.len)
-            .field("tree_digest", &self.tree.root.to_string())
-            .field("leaf_size", &self.tree.descriptor.leaf_size.bytes())
-            .field("sealed_at_ns", &self.sealed_at_ns)
-            .field("position", &(self.position.index(), self.position.total()))
-            .field("key_id", &self.key_id.to_string())
-            .field("worker_id", &self.worker_id)
-            .field("set_id", &hex16(&self.set_id))
-            .field("provenance", &self.provenance)
+            .field("shard_id", &c.shard_id.as_str())
+            .field("model_ref", &c.model_ref.as_str())
+            .field("gpu_device", &c.device)
+            .field("device_kind", &c.device_kind.as_str())
+            .field("vram_bytes", &c.len)
+            .field("tree_digest", &c.tree.root.to_string())
+            .field("leaf_size", &c.tree.descriptor.leaf_size.bytes())
+            .field("sealed_at_ns", &c.sealed_at_ns)
+            .field("position", &(c.position.index(), c.position.total()))
+            .field("key_id", &c.key_id.to_string())
+            .field("worker_id", &c.worker_id)
+            .field("set_id", &hex16(&c.set_id))
+            .field("provenance", &c.provenance)
             .field("compromised", &self.is_compromised())
             .finish_non_exhaustive()
     }
@@ -225,9 +281,9 @@ impl fmt::Debug for SealedShard {
 impl SealedShard {
     fn deallocated_event(&self) -> AuditEvent {
         AuditEvent::VramDeallocated {
-            shard_id: self.shard_id.to_string(),
-            gpu_device: self.device,
-            bytes: self.len,
+            shard_id: self.content.shard_id.to_string(),
+            gpu_device: self.content.device,
+            bytes: self.content.len,
         }
     }
 
@@ -253,7 +309,11 @@ impl Drop for SealedShard {
         if !self.released {
             self.audit.record_secondary(self.deallocated_event());
         }
-        tracing::debug!(shard_id = %self.shard_id, bytes = self.len, "shard released");
+        tracing::debug!(
+            shard_id = %self.content.shard_id,
+            bytes = self.content.len,
+            "shard released"
+        );
         // Fields drop after this, in declaration order: the buffer (device
         // memory) first, then the capacity reservation.
     }
@@ -317,6 +377,107 @@ pub struct ModelShardHandle {
     pub provenance: Option<Provenance>,
 }
 
+/// The device kind as a seal encodes it.
+pub(crate) fn seal_device_kind(kind: DeviceKind) -> SealDeviceKind {
+    match kind {
+        DeviceKind::Cuda => SealDeviceKind::Cuda,
+        // A kind added later is never sealed as CUDA memory by default.
+        _ => SealDeviceKind::Mock,
+    }
+}
+
+impl ModelShardHandle {
+    /// The handle read back: its digest, tag and v2/v3 fields parsed in their
+    /// one canonical spelling (lower-case hex, as [`SealedShard::handle`]
+    /// writes them; a handle is compared as a whole elsewhere, and two
+    /// spellings of one seal must not both pass). `None` for anything a
+    /// shard's handle never is.
+    pub(crate) fn read_back(&self) -> Option<ReadHandle<'_>> {
+        let leaf_size = LeafSize::new(self.leaf_size).ok()?;
+        let root: Sha256Digest = self.digest.parse().ok()?;
+        let tag: SealTag = self.signature.parse().ok()?;
+        if root.to_string() != self.digest || tag.to_string() != self.signature {
+            return None;
+        }
+        Some(ReadHandle {
+            handle: self,
+            tree: TreeDigest {
+                descriptor: TreeDescriptor {
+                    version: TREE_FORMAT_VERSION,
+                    leaf_size,
+                    total_len: self.vram_bytes,
+                },
+                root,
+            },
+            tag,
+            binding: self.binding()?,
+        })
+    }
+
+    /// The v2 (and v3) fields as a seal binding: `Some(None)` for a
+    /// well-formed v1 handle (none of them present), `Some(Some(_))` for a
+    /// well-formed v2 handle (no provenance) or v3 handle (with one), `None`
+    /// for anything else (an unknown version, a v1 handle carrying v2 fields,
+    /// a v2 handle carrying a provenance, a v3 handle without one, a missing
+    /// or non-canonical field).
+    fn binding(&self) -> Option<Option<SealBinding<'_>>> {
+        let provenance = self.provenance.as_ref().map(Provenance::as_seal);
+        match (self.seal_version, provenance) {
+            (vram_crypto::SEAL_FORMAT_V1, None) => {
+                let bare = self.device_kind.is_none()
+                    && self.device_uuid.is_none()
+                    && self.worker_id.is_none()
+                    && self.set_id.is_none();
+                bare.then_some(None)
+            }
+            (vram_crypto::SEAL_FORMAT_V2, None) | (vram_crypto::SEAL_FORMAT_V3, Some(_)) => {
+                let device_kind = SealDeviceKind::from_name(self.device_kind.as_deref()?)?;
+                let device_uuid = match self.device_uuid.as_deref() {
+                    Some(u) => Some(parse_hex16(u)?),
+                    None => None,
+                };
+                Some(Some(SealBinding {
+                    device_kind,
+                    device_uuid,
+                    worker_id: self.worker_id.as_deref()?,
+                    set_id: parse_hex16(self.set_id.as_deref()?)?,
+                    provenance,
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A [`ModelShardHandle`] read back ([`ModelShardHandle::read_back`]).
+pub(crate) struct ReadHandle<'h> {
+    handle: &'h ModelShardHandle,
+    tree: TreeDigest,
+    /// The handle's tag.
+    pub(crate) tag: SealTag,
+    /// The handle's v2/v3 fields (`None` for a v1 handle).
+    pub(crate) binding: Option<SealBinding<'h>>,
+}
+
+impl ReadHandle<'_> {
+    /// The message the handle's tag covers, under the seal key `key_id`.
+    pub(crate) fn message(&self, key_id: KeyId) -> SealMessage<'_> {
+        let h = self.handle;
+        SealMessage {
+            shard_id: &h.shard_id,
+            model_ref: &h.model_ref,
+            device_index: h.gpu_device,
+            byte_len: h.vram_bytes,
+            tree: &self.tree,
+            sealed_at_ns: h.sealed_at,
+            shard_index: h.shard_index,
+            shard_total: h.shard_total,
+            key_id: *key_id.as_bytes(),
+            binding: self.binding,
+        }
+    }
+}
+
 fn seal_v1() -> u8 {
     vram_crypto::SEAL_FORMAT_V1
 }
@@ -328,7 +489,7 @@ pub(crate) fn hex16(bytes: &[u8; 16]) -> String {
 
 /// 32 lower-case hex digits as 16 bytes; `None` for anything else (upper
 /// case included: handles are compared in their one canonical spelling).
-pub(crate) fn parse_hex16(s: &str) -> Option<[u8; 16]> {
+fn parse_hex16(s: &str) -> Option<[u8; 16]> {
     if s.len() != 32
         || !s
             .bytes()

@@ -1,17 +1,25 @@
-//! Verification: re-read the bytes from device memory (never from a host copy),
-//! recompute leaf hashes, compare, and check the seal tag in constant time.
+//! Verification, all of it: re-read the bytes from device memory (never from
+//! a host copy), recompute leaf hashes, compare, check the seal tag in
+//! constant time, and record the outcome (metrics, audit, the one-way
+//! compromised flag). [`Verifier::verify`] is the one entry point: the
+//! manager's `verify_*` calls, shard sets (through them) and the scrubber's
+//! steps all go through it, each with its [`Scope`] and [`AuditMode`].
+//! Checking a client's handle ([`Verifier::check_handle`]) lives here too.
+//!
+//! This module does not know the manager: the manager lends it what a
+//! verification needs ([`Verifier`]), so the dependency runs one way.
 
-use crate::manager::VramManager;
-use crate::shard::{ModelShardHandle, SealedShard};
-use crate::{ErrorClass, VramError};
+use crate::metrics::Metrics;
+use crate::seal::Sealer;
+use crate::shard::{seal_device_kind, ModelShardHandle, SealedShard};
+use crate::trail::AuditTrail;
+use crate::{ErrorClass, Provenance, VramError};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use vram_audit::AuditEvent;
-use vram_core::DeviceError;
+use vram_core::{DeviceError, DeviceInfo};
 use vram_crypto::{
-    diff_leaves, verify_leaves, verify_seal_with, CorruptRange, LeafHashes, LeafSize, SealBinding,
-    SealDeviceKind, SealMessage, SealTag, Sha256Digest, TreeDescriptor, TreeDigest, LEAF_PREFIX,
-    TREE_FORMAT_VERSION,
+    diff_leaves, verify_leaves, CorruptRange, LeafHashes, Sha256Digest, LEAF_PREFIX,
 };
 
 /// How much of a shard a verification reads.
@@ -49,7 +57,7 @@ pub enum VerifyPolicy {
     /// A step of the background [`Scrubber`](crate::Scrubber): `leaves`
     /// leaves of the sweep's random permutation plus random samples. Audited
     /// as `scrub:K`, apart from callers' `sampled:K`; refused by
-    /// [`VramManager::verify_with`] (start a scrubber instead).
+    /// [`VramManager::verify_with`](crate::VramManager::verify_with) (start a scrubber instead).
     Scrub {
         /// Leaves of the sweep order per step.
         leaves: u32,
@@ -137,117 +145,179 @@ pub(crate) fn effective_policy(policy: VerifyPolicy, leaf_count: u64) -> VerifyP
 
 fn dev(shard: &SealedShard) -> impl Fn(DeviceError) -> VramError + '_ {
     move |source| VramError::Device {
-        device: shard.device,
+        device: shard.gpu_device(),
         source,
     }
 }
 
-/// Checks the tag over the shard's fields and that the recorded leaf hashes
-/// still produce the sealed root.
-pub(crate) fn check_seal(manager: &VramManager, shard: &SealedShard) -> Result<(), VramError> {
-    let inner = &manager.inner;
-    let invalid = || VramError::SealInvalid {
-        shard_id: shard.shard_id.to_string(),
-    };
-    if shard.key_id != inner.key_id {
-        // A caller's mix-up, not evidence about the bytes: the shard is not
-        // marked compromised for it.
-        return Err(VramError::KeyMismatch {
-            shard_id: shard.shard_id.to_string(),
-            sealed_with: shard.key_id.to_string(),
-            manager_key: inner.key_id.to_string(),
-        });
-    }
-    verify_seal_with(&inner.seal_mac, &shard.seal_message(), &shard.tag).map_err(|_| invalid())?;
-    let recomputed = shard.leaves.root();
-    if recomputed.descriptor != shard.tree.descriptor || !recomputed.root.ct_eq(&shard.tree.root) {
-        return Err(invalid());
-    }
-    Ok(())
+/// Which outcomes of a verification reach the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuditMode {
+    /// Successes and failures (callers' verifications).
+    Every,
+    /// Failures only: scrub steps are frequent, and a success of each would
+    /// flood the log.
+    FailuresOnly,
 }
 
-impl VramManager {
-    /// Verifies a shard with the manager's default policy (full unless
-    /// configured otherwise).
+/// What one verification checks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'i> {
+    /// A caller's policy: the seal, then the leaves the policy names.
+    Policy(VerifyPolicy),
+    /// One step of the background scrubber: these leaves (its sweep order
+    /// and samples), after the seal when `check_seal` is set (the first step
+    /// of a shard's sweep). Reported as [`VerifyPolicy::Scrub`].
+    ScrubStep {
+        /// Leaves of the sweep order per step (names the policy `scrub:K`).
+        leaves_per_step: u32,
+        /// The leaves to re-read and hash.
+        indices: &'i [u64],
+        /// Whether to check the seal first.
+        check_seal: bool,
+    },
+}
+
+/// What a verification needs from the manager, lent for one call.
+pub(crate) struct Verifier<'a> {
+    /// Checks tags under the seal key.
+    pub(crate) sealer: &'a Sealer,
+    /// Where outcomes are recorded.
+    pub(crate) audit: &'a AuditTrail,
+    /// The counters outcomes update.
+    pub(crate) metrics: &'a Metrics,
+    /// Host staging buffer size for read-back.
+    pub(crate) staging_bytes: usize,
+}
+
+impl Verifier<'_> {
+    /// The one verification entry point: refuses a compromised shard, checks
+    /// what `scope` asks, and records the outcome (metrics; the audit log as
+    /// `audit` says; the compromised flag on an integrity failure).
     ///
-    /// # Errors
-    /// [`VramError::IntegrityViolation`] (fatal, with the corrupt byte ranges)
-    /// when device memory differs from the sealed bytes;
-    /// [`VramError::SealInvalid`] when the seal does not verify; device errors.
-    /// A failure is fatal for the shard: once its bytes or seal are found wrong
-    /// it is [compromised](SealedShard::is_compromised) and every later call
-    /// returns [`VramError::Compromised`], even if the bytes read back right
-    /// again.
-    ///
-    /// Every failure except invalid arguments emits a critical audit event:
-    /// `seal_verification_failed` when the bytes or the seal are wrong (or the
-    /// shard was already compromised),
-    /// `verification_incomplete` when they could not be checked (a device read
-    /// failed), which proves nothing either way.
-    pub fn verify_sealed(&self, shard: &SealedShard) -> Result<VerifyReport, VramError> {
-        self.verify_with(shard, self.inner.verify_policy)
+    /// Every failure except invalid arguments emits a critical audit event,
+    /// whatever `audit` says: `seal_verification_failed` when the bytes or the
+    /// seal are wrong (or the shard was already compromised),
+    /// `verification_incomplete` when they could not be checked.
+    pub(crate) fn verify(
+        &self,
+        shard: &SealedShard,
+        scope: Scope<'_>,
+        audit: AuditMode,
+    ) -> Result<VerifyReport, VramError> {
+        let start = Instant::now();
+        let (policy, result) = match scope {
+            Scope::Policy(policy) => {
+                let policy = effective_policy(policy, shard.leaf_hashes().len() as u64);
+                (policy, self.check_policy(shard, policy))
+            }
+            Scope::ScrubStep {
+                leaves_per_step,
+                indices,
+                check_seal,
+            } => {
+                let result = shard.ensure_not_compromised().and_then(|()| {
+                    if check_seal {
+                        self.check_seal(shard)?;
+                    }
+                    let bytes = if indices.is_empty() {
+                        0
+                    } else {
+                        self.verify_leaf_indices(shard, indices)?
+                    };
+                    Ok((indices.len() as u64, bytes, HashPath::HostReadback))
+                });
+                let policy = VerifyPolicy::Scrub {
+                    leaves: leaves_per_step,
+                };
+                (policy, result)
+            }
+        };
+        self.finish(shard, policy, result, start.elapsed(), audit)
     }
 
-    /// Verifies a shard with an explicit policy.
-    ///
-    /// # Errors
-    /// As [`VramManager::verify_sealed`].
-    pub fn verify_with(
+    /// A caller's policy: the shard not compromised, its seal, its leaves.
+    fn check_policy(
         &self,
         shard: &SealedShard,
         policy: VerifyPolicy,
-    ) -> Result<VerifyReport, VramError> {
-        let start = Instant::now();
-        let policy = effective_policy(policy, shard.leaves.len() as u64);
-        let result = shard
-            .ensure_not_compromised()
-            .and_then(|()| check_seal(self, shard))
-            .and_then(|()| match policy {
-                VerifyPolicy::Full => self.verify_full(shard, true),
-                VerifyPolicy::FullHostReadback => self.verify_full(shard, false),
-                VerifyPolicy::Sampled { leaves: 0 } => Err(VramError::InvalidPolicy {
-                    policy: policy.name(),
-                    reason: "a sample of 0 leaves checks nothing; ask for at least 1",
-                }),
-                VerifyPolicy::Scrub { .. } => Err(VramError::InvalidPolicy {
-                    policy: policy.name(),
-                    reason: "scrub steps are run by a Scrubber; ask for full or sampled:K",
-                }),
-                VerifyPolicy::Sampled { leaves } => {
-                    let indices =
-                        crate::sampling::random_leaf_indices(shard.leaves.len() as u64, leaves)?;
-                    self.verify_leaf_indices(shard, &indices)
-                        .map(|bytes| (indices.len() as u64, bytes, HashPath::HostReadback))
-                }
-            });
-        let elapsed = start.elapsed();
-        self.finish_verification(shard, policy, result, elapsed, true)
+    ) -> Result<(u64, u64, HashPath), VramError> {
+        shard.ensure_not_compromised()?;
+        self.check_seal(shard)?;
+        match policy {
+            VerifyPolicy::Full => self.verify_full(shard, true),
+            VerifyPolicy::FullHostReadback => self.verify_full(shard, false),
+            VerifyPolicy::Sampled { leaves: 0 } => Err(VramError::InvalidPolicy {
+                policy: policy.name(),
+                reason: "a sample of 0 leaves checks nothing; ask for at least 1",
+            }),
+            VerifyPolicy::Scrub { .. } => Err(VramError::InvalidPolicy {
+                policy: policy.name(),
+                reason: "scrub steps are run by a Scrubber; ask for full or sampled:K",
+            }),
+            VerifyPolicy::Sampled { leaves } => {
+                let indices =
+                    crate::sampling::random_leaf_indices(shard.leaf_hashes().len() as u64, leaves)?;
+                self.verify_leaf_indices(shard, &indices)
+                    .map(|bytes| (indices.len() as u64, bytes, HashPath::HostReadback))
+            }
+        }
     }
 
-    pub(crate) fn finish_verification(
+    /// Checks the tag over the shard's fields and that the recorded leaf
+    /// hashes still produce the sealed root.
+    fn check_seal(&self, shard: &SealedShard) -> Result<(), VramError> {
+        let invalid = || VramError::SealInvalid {
+            shard_id: shard.shard_id().to_string(),
+        };
+        let key_id = self.sealer.key_id();
+        if shard.key_id() != key_id {
+            // A caller's mix-up, not evidence about the bytes: the shard is not
+            // marked compromised for it.
+            return Err(VramError::KeyMismatch {
+                shard_id: shard.shard_id().to_string(),
+                sealed_with: shard.key_id().to_string(),
+                manager_key: key_id.to_string(),
+            });
+        }
+        if !self
+            .sealer
+            .is_authentic(&shard.content.message(), shard.seal_tag())
+        {
+            return Err(invalid());
+        }
+        let tree = shard.tree_digest();
+        let recomputed = shard.leaf_hashes().root();
+        if recomputed.descriptor != tree.descriptor || !recomputed.root.ct_eq(&tree.root) {
+            return Err(invalid());
+        }
+        Ok(())
+    }
+
+    /// Records a verification's outcome and turns it into the caller's result.
+    fn finish(
         &self,
         shard: &SealedShard,
         policy: VerifyPolicy,
         result: Result<(u64, u64, HashPath), VramError>,
         elapsed: Duration,
-        audit_success: bool,
+        audit: AuditMode,
     ) -> Result<VerifyReport, VramError> {
-        let inner = &self.inner;
         match result {
             Ok((leaves_checked, bytes_checked, hash_path)) => {
-                inner.metrics.verified(true, bytes_checked, elapsed);
-                if audit_success {
-                    inner.audit.record(AuditEvent::SealVerified {
-                        shard_id: shard.shard_id.to_string(),
-                        gpu_device: shard.device,
+                self.metrics.verified(true, bytes_checked, elapsed);
+                if audit == AuditMode::Every {
+                    self.audit.record(AuditEvent::SealVerified {
+                        shard_id: shard.shard_id().to_string(),
+                        gpu_device: shard.gpu_device(),
                         policy: policy.name(),
                         leaves_checked,
                         bytes_checked,
                     })?;
                 }
-                tracing::debug!(shard_id = %shard.shard_id, policy = %policy.name(), "verified");
+                tracing::debug!(shard_id = %shard.shard_id(), policy = %policy.name(), "verified");
                 Ok(VerifyReport {
-                    shard_id: shard.shard_id.to_string(),
+                    shard_id: shard.shard_id().to_string(),
                     policy,
                     leaves_checked,
                     bytes_checked,
@@ -265,8 +335,8 @@ impl VramManager {
                 if integrity {
                     // Fatal for the shard: it never verifies again.
                     shard.mark_compromised();
-                    inner.metrics.verified(false, 0, elapsed);
-                    tracing::error!(shard_id = %shard.shard_id, error = %e, "VERIFICATION FAILED");
+                    self.metrics.verified(false, 0, elapsed);
+                    tracing::error!(shard_id = %shard.shard_id(), error = %e, "VERIFICATION FAILED");
                     let ranges = e
                         .corrupt_ranges()
                         .iter()
@@ -277,9 +347,9 @@ impl VramManager {
                         .collect();
                     // The integrity error is what the caller must see; an audit
                     // failure on top of it is logged, not substituted.
-                    if let Err(audit_err) = inner.audit.record(AuditEvent::SealVerificationFailed {
-                        shard_id: shard.shard_id.to_string(),
-                        gpu_device: shard.device,
+                    if let Err(audit_err) = self.audit.record(AuditEvent::SealVerificationFailed {
+                        shard_id: shard.shard_id().to_string(),
+                        gpu_device: shard.gpu_device(),
                         policy: policy.name(),
                         reason: e.to_string(),
                         corrupt_ranges: ranges,
@@ -289,11 +359,11 @@ impl VramManager {
                 } else if e.class() != ErrorClass::InvalidInput {
                     // The bytes could not be checked (a device read failed...):
                     // nothing was proven, and the record says so.
-                    inner.metrics.verification_incomplete();
-                    tracing::error!(shard_id = %shard.shard_id, error = %e, "verification could not complete");
-                    if let Err(audit_err) = inner.audit.record(AuditEvent::VerificationIncomplete {
-                        shard_id: shard.shard_id.to_string(),
-                        gpu_device: shard.device,
+                    self.metrics.verification_incomplete();
+                    tracing::error!(shard_id = %shard.shard_id(), error = %e, "verification could not complete");
+                    if let Err(audit_err) = self.audit.record(AuditEvent::VerificationIncomplete {
+                        shard_id: shard.shard_id().to_string(),
+                        gpu_device: shard.gpu_device(),
                         policy: policy.name(),
                         reason: e.to_string(),
                     }) {
@@ -312,8 +382,8 @@ impl VramManager {
         shard: &SealedShard,
         on_device: bool,
     ) -> Result<(u64, u64, HashPath), VramError> {
-        let count = shard.leaves.len() as u64;
-        let leaf = shard.tree.descriptor.leaf_size;
+        let count = shard.leaf_hashes().len() as u64;
+        let leaf = shard.tree_digest().descriptor.leaf_size;
         let device_hashes = if on_device {
             shard
                 .buffer()
@@ -326,27 +396,23 @@ impl VramManager {
         match device_hashes {
             Ok(raw) => {
                 let hashes: Vec<Sha256Digest> = raw.into_iter().map(Sha256Digest).collect();
-                let actual = LeafHashes::from_parts(shard.tree.descriptor, hashes)?;
+                let actual = LeafHashes::from_parts(shard.tree_digest().descriptor, hashes)?;
                 report_diff(shard, &actual)?;
-                return Ok((count, shard.len, HashPath::OnDevice));
+                return Ok((count, shard.vram_bytes(), HashPath::OnDevice));
             }
             Err(DeviceError::Unsupported { .. }) => {}
             Err(e) => return Err(dev(shard)(e)),
         }
-        let actual = read_back_leaves(shard, self.inner.staging_bytes)?;
+        let actual = read_back_leaves(shard, self.staging_bytes)?;
         report_diff(shard, &actual)?;
-        Ok((count, shard.len, HashPath::HostReadback))
+        Ok((count, shard.vram_bytes(), HashPath::HostReadback))
     }
 
     /// Re-reads and hashes the given leaves; returns the bytes hashed.
-    pub(crate) fn verify_leaf_indices(
-        &self,
-        shard: &SealedShard,
-        indices: &[u64],
-    ) -> Result<u64, VramError> {
-        let descriptor = shard.tree.descriptor;
+    fn verify_leaf_indices(&self, shard: &SealedShard, indices: &[u64]) -> Result<u64, VramError> {
+        let descriptor = shard.tree_digest().descriptor;
         let mut recomputed = Vec::with_capacity(indices.len());
-        let chunk = self.inner.staging_bytes;
+        let chunk = self.staging_bytes;
         let mut buf = Vec::new();
         let mut bytes = 0u64;
         for &i in indices {
@@ -366,25 +432,111 @@ impl VramManager {
             )?);
             bytes = bytes.saturating_add(range.end.saturating_sub(range.start));
         }
-        let corrupt = verify_leaves(&shard.leaves, indices, &recomputed)?;
+        let corrupt = verify_leaves(shard.leaf_hashes(), indices, &recomputed)?;
         if corrupt.is_empty() {
             Ok(bytes)
         } else {
             Err(integrity(shard, corrupt))
         }
     }
+
+    /// Checks that a handle is authentic under this seal key; returns its
+    /// seal format version. `device` is this manager's device of the
+    /// handle's index, when it has one: an authentic v2 or v3 handle naming
+    /// another kind of device, or another UUID, is refused.
+    pub(crate) fn check_handle(
+        &self,
+        h: &ModelShardHandle,
+        device: Option<&DeviceInfo>,
+    ) -> Result<u8, VramError> {
+        let invalid = || VramError::SealInvalid {
+            shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
+        };
+        let key_id = self.sealer.key_id();
+        if h.key_id != key_id.to_string() {
+            return Err(invalid());
+        }
+        let read = h.read_back().ok_or_else(invalid)?;
+        let msg = read.message(key_id);
+        if !self.sealer.is_authentic(&msg, &read.tag) {
+            return Err(invalid());
+        }
+        let binding = read.binding;
+        // An authentic v2 handle that names another device than ours of that
+        // index (a mock seal shown to a CUDA worker, another GPU) is refused.
+        if let (Some(b), Some(info)) = (binding, device) {
+            if seal_device_kind(info.kind) != b.device_kind || info.uuid != b.device_uuid {
+                return Err(VramError::WrongDevice {
+                    shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
+                    device: h.gpu_device,
+                });
+            }
+        }
+        Ok(msg.version())
+    }
+
+    /// Checks the handles of one tensor-parallel set (see
+    /// [`VramManager::check_handle_set`](crate::VramManager::check_handle_set));
+    /// `device` finds this manager's device of an index.
+    pub(crate) fn check_handle_set<'d>(
+        &self,
+        handles: &[ModelShardHandle],
+        device: impl Fn(u32) -> Option<&'d DeviceInfo>,
+    ) -> Result<u8, VramError> {
+        let first = handles.first().ok_or_else(|| VramError::InvalidShardSet {
+            reason: "no handles".into(),
+        })?;
+        let mut version = None;
+        let n = handles.len();
+        for (i, h) in handles.iter().enumerate() {
+            let v = self.check_handle(h, device(h.gpu_device))?;
+            let consistent = usize::from(h.shard_index) == i
+                && usize::from(h.shard_total) == n
+                && h.model_ref == first.model_ref
+                && h.set_id == first.set_id
+                && Provenance::same_statement(h.provenance.as_ref(), first.provenance.as_ref())
+                && version.is_none_or(|first_v| first_v == v);
+            if !consistent {
+                return Err(VramError::InvalidShardSet {
+                    reason: format!(
+                        "handle {i} is not position {i} of {n} of the same sealing (model, set id, seal version and signed statement must match)"
+                    ),
+                });
+            }
+            version = Some(v);
+        }
+        Ok(version.unwrap_or(vram_crypto::SEAL_FORMAT_V1))
+    }
+
+    /// Checks a client's handle and that it describes `shard`, then verifies
+    /// `shard` with `policy`.
+    pub(crate) fn verify_handle(
+        &self,
+        handle: &ModelShardHandle,
+        device: Option<&DeviceInfo>,
+        shard: &SealedShard,
+        policy: VerifyPolicy,
+    ) -> Result<VerifyReport, VramError> {
+        self.check_handle(handle, device)?;
+        if handle != &shard.handle() {
+            return Err(VramError::SealInvalid {
+                shard_id: shard.shard_id().to_string(),
+            });
+        }
+        self.verify(shard, Scope::Policy(policy), AuditMode::Every)
+    }
 }
 
 fn integrity(shard: &SealedShard, corrupt: Vec<CorruptRange>) -> VramError {
     VramError::IntegrityViolation {
-        shard_id: shard.shard_id.to_string(),
-        device: shard.device,
+        shard_id: shard.shard_id().to_string(),
+        device: shard.gpu_device(),
         corrupt,
     }
 }
 
 fn report_diff(shard: &SealedShard, actual: &LeafHashes) -> Result<(), VramError> {
-    let corrupt = diff_leaves(&shard.leaves, actual)?;
+    let corrupt = diff_leaves(shard.leaf_hashes(), actual)?;
     if corrupt.is_empty() {
         Ok(())
     } else {
@@ -397,102 +549,11 @@ fn report_diff(shard: &SealedShard, actual: &LeafHashes) -> Result<(), VramError
 /// ([`vram_crypto::leaf_hashes_from`]). Host memory: one staging chunk per core.
 fn read_back_leaves(shard: &SealedShard, staging: usize) -> Result<LeafHashes, VramError> {
     vram_crypto::leaf_hashes_from(
-        shard.tree.descriptor.leaf_size,
-        shard.len,
+        shard.tree_digest().descriptor.leaf_size,
+        shard.vram_bytes(),
         staging,
         |offset, buf: &mut [u8]| shard.buffer().read_at(offset, buf).map_err(dev(shard)),
     )
-}
-
-/// Checks a handle's tag against this manager's seal key; returns its seal
-/// format version.
-pub(crate) fn check_handle(manager: &VramManager, h: &ModelShardHandle) -> Result<u8, VramError> {
-    let invalid = || VramError::SealInvalid {
-        shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
-    };
-    let inner = &manager.inner;
-    if h.key_id != inner.key_id.to_string() {
-        return Err(invalid());
-    }
-    let leaf = LeafSize::new(h.leaf_size).map_err(|_| invalid())?;
-    let root: Sha256Digest = h.digest.parse().map_err(|_| invalid())?;
-    let tag: SealTag = h.signature.parse().map_err(|_| invalid())?;
-    // Only the canonical spelling (lower-case hex, as `handle()` writes it) is
-    // accepted: a handle is compared as a whole elsewhere (`verify_handle`),
-    // and two spellings of one seal must not both pass here.
-    if root.to_string() != h.digest || tag.to_string() != h.signature {
-        return Err(invalid());
-    }
-    let tree = TreeDigest {
-        descriptor: TreeDescriptor {
-            version: TREE_FORMAT_VERSION,
-            leaf_size: leaf,
-            total_len: h.vram_bytes,
-        },
-        root,
-    };
-    let binding = handle_binding(h).ok_or_else(invalid)?;
-    let msg = SealMessage {
-        shard_id: &h.shard_id,
-        model_ref: &h.model_ref,
-        device_index: h.gpu_device,
-        byte_len: h.vram_bytes,
-        tree: &tree,
-        sealed_at_ns: h.sealed_at,
-        shard_index: h.shard_index,
-        shard_total: h.shard_total,
-        key_id: *inner.key_id.as_bytes(),
-        binding,
-    };
-    verify_seal_with(&inner.seal_mac, &msg, &tag).map_err(|_| invalid())?;
-    // An authentic v2 handle that names another device than ours of that
-    // index (a mock seal shown to a CUDA worker, another GPU) is refused.
-    if let (Some(b), Ok(device)) = (binding, manager.device(h.gpu_device)) {
-        let info = device.info();
-        if crate::manager::seal_device_kind(info.kind) != b.device_kind
-            || info.uuid != b.device_uuid
-        {
-            return Err(VramError::WrongDevice {
-                shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
-                device: h.gpu_device,
-            });
-        }
-    }
-    Ok(msg.version())
-}
-
-/// A handle's v2 (and v3) fields as a seal binding: `Some(None)` for a
-/// well-formed v1 handle (none of them present), `Some(Some(_))` for a
-/// well-formed v2 handle (no provenance) or v3 handle (with one), `None` for
-/// anything else (an unknown version, a v1 handle carrying v2 fields, a v2
-/// handle carrying a provenance, a v3 handle without one, a missing or
-/// non-canonical field).
-fn handle_binding(h: &ModelShardHandle) -> Option<Option<SealBinding<'_>>> {
-    let provenance = h.provenance.as_ref().map(crate::Provenance::as_seal);
-    match (h.seal_version, provenance) {
-        (vram_crypto::SEAL_FORMAT_V1, None) => {
-            let bare = h.device_kind.is_none()
-                && h.device_uuid.is_none()
-                && h.worker_id.is_none()
-                && h.set_id.is_none();
-            bare.then_some(None)
-        }
-        (vram_crypto::SEAL_FORMAT_V2, None) | (vram_crypto::SEAL_FORMAT_V3, Some(_)) => {
-            let device_kind = SealDeviceKind::from_name(h.device_kind.as_deref()?)?;
-            let device_uuid = match h.device_uuid.as_deref() {
-                Some(u) => Some(crate::shard::parse_hex16(u)?),
-                None => None,
-            };
-            Some(Some(SealBinding {
-                device_kind,
-                device_uuid,
-                worker_id: h.worker_id.as_deref()?,
-                set_id: crate::shard::parse_hex16(h.set_id.as_deref()?)?,
-                provenance,
-            }))
-        }
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -536,19 +597,19 @@ mod tests {
         assert!(invalid(&s), "altered leaf list");
 
         let mut s = seal();
-        s.tree.root = Sha256Digest([1; 32]);
+        s.content.tree.root = Sha256Digest([1; 32]);
         assert!(invalid(&s), "altered root");
 
         let mut s = seal();
-        s.len -= 1;
+        s.content.len -= 1;
         assert!(invalid(&s), "altered length");
 
         let mut s = seal();
-        s.sealed_at_ns += 1;
+        s.content.sealed_at_ns += 1;
         assert!(invalid(&s), "altered seal time");
 
         let mut s = seal();
-        s.key_id = vram_secrets::KeyId::from_bytes([0; 8]);
+        s.content.key_id = vram_secrets::KeyId::from_bytes([0; 8]);
         assert!(
             matches!(m.verify_sealed(&s), Err(VramError::KeyMismatch { .. })),
             "altered key id"
@@ -566,7 +627,7 @@ mod tests {
         // v3 one (the scrubber's seal check is this same check_seal).
         let provenance = crate::Provenance::new([1; 32], [2; 32], "org/model", ".").unwrap();
         let mut s = seal();
-        s.provenance = Some(provenance.clone());
+        s.content.provenance = Some(provenance.clone());
         assert!(invalid(&s), "provenance added");
         let mut request = crate::SealRequest::new(
             vram_validation::ModelRef::new("hf://org/model@main").unwrap(),
@@ -576,17 +637,17 @@ mod tests {
         let signed = || m.seal(&request, &data).unwrap();
         m.verify_sealed(&signed()).unwrap();
         let mut s = signed();
-        if let Some(p) = s.provenance.as_mut() {
+        if let Some(p) = s.content.provenance.as_mut() {
             p.statement_subject_sha256[5] ^= 4;
         }
         assert!(invalid(&s), "statement digest edited");
         let mut s = signed();
-        if let Some(p) = s.provenance.as_mut() {
+        if let Some(p) = s.content.provenance.as_mut() {
             p.resource_name = vram_validation::ProvenanceName::new("other").unwrap();
         }
         assert!(invalid(&s), "resource name edited");
         let mut s = signed();
-        s.provenance = None;
+        s.content.provenance = None;
         assert!(invalid(&s), "provenance dropped");
 
         // And an untouched shard verifies.

@@ -17,16 +17,16 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use vram_residency::vram_audit::{
+use vram_audit::{
     verify_lines, AuditError, AuditKey, AuditLog, AuditSink, Backend, FailurePolicy, LogOptions,
     MemoryBackend,
 };
-use vram_residency::vram_core::Device;
-use vram_residency::vram_crypto::LeafSize;
-use vram_residency::vram_mock::MockDevice;
-use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::{ModelRef, Sha256Hex};
+use vram_core::Device;
+use vram_crypto::LeafSize;
+use vram_mock::MockDevice;
 use vram_residency::{ErrorClass, SealRequest, VramConfig, VramError, VramManager};
+use vram_secrets::WorkerSecret;
+use vram_validation::{ModelRef, Sha256Hex};
 
 /// A log that refuses records of one event type while `failing` is set, like
 /// a disk that fills up just then.
@@ -294,7 +294,7 @@ fn an_audit_file_opened_by_the_manager_is_never_the_secret() {
     drop(manager.seal_model(&pattern(10_000, 7), 0).unwrap());
     drop(manager);
     let key = AuditKey::from_bytes(*secret().audit_key().expose_secret());
-    let r = vram_residency::vram_audit::verify_chain(&[log], &key, None).unwrap();
+    let r = vram_audit::verify_chain(&[log], &key, None).unwrap();
     assert!(r.is_intact(), "{:?}", r.findings);
     assert!(r.genesis.is_some());
     assert_eq!(

@@ -15,7 +15,7 @@
 
 mod common;
 use common::*;
-use vram_residency::vram_audit::AuditSink;
+use vram_audit::AuditSink;
 
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

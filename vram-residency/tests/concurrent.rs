@@ -14,8 +14,8 @@ mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
-use vram_residency::vram_validation::ModelRef;
 use vram_residency::{SealRequest, VramError};
+use vram_validation::ModelRef;
 
 #[test]
 fn ten_threads_seal_at_once() {

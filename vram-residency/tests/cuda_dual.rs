@@ -23,12 +23,12 @@ fn require_cuda() -> bool {
 fn scenarios_on_a_real_cuda_device() {
     use common::*;
     use std::sync::Arc;
-    use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink};
-    use vram_residency::vram_core::cuda::CudaDevice;
-    use vram_residency::vram_core::Device;
-    use vram_residency::vram_crypto::LeafSize;
-    use vram_residency::vram_validation::ModelRef;
+    use vram_audit::{AuditKey, AuditLog, AuditSink};
+    use vram_core::cuda::CudaDevice;
+    use vram_core::Device;
+    use vram_crypto::LeafSize;
     use vram_residency::{HashPath, SealRequest, VerifyPolicy, VramConfig, VramError, VramManager};
+    use vram_validation::ModelRef;
 
     let device = match CudaDevice::open(0) {
         Ok(d) => d,
@@ -98,8 +98,7 @@ fn scenarios_on_a_real_cuda_device() {
             .any(|r| r.start <= offset && offset < r.end));
         if full.hash_path == HashPath::OnDevice {
             // Cross-check: on-device leaf hashes equal CPU leaf hashes.
-            let cpu =
-                vram_residency::vram_crypto::leaf_hashes(&data, LeafSize::new(64 * 1024).unwrap());
+            let cpu = vram_crypto::leaf_hashes(&data, LeafSize::new(64 * 1024).unwrap());
             assert_eq!(cpu.root(), *shard.tree_digest());
         }
         drop(shard);
@@ -122,7 +121,7 @@ fn scenarios_on_a_real_cuda_device() {
     );
     for len in [1usize, 65_537, 3_000_000, 40 << 20] {
         let data = pattern(len, len as u8 ^ 0x5a);
-        let expected = vram_residency::vram_crypto::tree_digest(&data, on_device.leaf_size());
+        let expected = vram_crypto::tree_digest(&data, on_device.leaf_size());
         let shard = on_device.seal_model(&data, 0).unwrap();
         assert_eq!(*shard.tree_digest(), expected, "{len} bytes from memory");
         let path = std::env::temp_dir().join(format!("vram-cuda-dual-{}", std::process::id()));

@@ -16,15 +16,15 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::sync::Arc;
-use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink};
-use vram_residency::vram_core::Device;
-use vram_residency::vram_crypto::{tree_digest, LeafSize};
-use vram_residency::vram_mock::MockDevice;
-use vram_residency::vram_validation::ModelRef;
+use vram_audit::{AuditKey, AuditLog, AuditSink};
+use vram_core::Device;
+use vram_crypto::{tree_digest, LeafSize};
+use vram_mock::MockDevice;
 use vram_residency::{
     HashPath, SealHashing, SealRequest, VerifyPolicy, VramConfig, VramError, VramManager,
     CUDA_DEFAULT_LEAF_SIZE,
 };
+use vram_validation::ModelRef;
 
 const LEAF: u64 = 64 * 1024;
 
@@ -109,7 +109,7 @@ fn with_a_plain_sha256_a_seal_hashed_on_the_device_still_checks_it() {
     let shard = s.manager.seal(&req, &data).unwrap();
     assert_eq!(
         shard.plain_sha256().map(ToString::to_string),
-        Some(vram_residency::vram_crypto::sha256(&data).to_string())
+        Some(vram_crypto::sha256(&data).to_string())
     );
     let file = temp_file(&data);
     let from_file = s.manager.seal_file(&req, &file).unwrap();

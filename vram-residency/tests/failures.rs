@@ -12,9 +12,9 @@
 
 mod common;
 use common::*;
-use vram_residency::vram_audit::AuditSink;
-use vram_residency::vram_validation::{ModelRef, Sha256Hex};
+use vram_audit::AuditSink;
 use vram_residency::{ErrorClass, SealRequest, VramError};
+use vram_validation::{ModelRef, Sha256Hex};
 
 fn request() -> SealRequest {
     SealRequest::new(ModelRef::new("test:model").unwrap(), 0)
@@ -60,7 +60,7 @@ fn expected_sha256_mismatch_is_fatal_and_leaves_nothing() {
 fn expected_sha256_match_seals() {
     let f = fixture(64 * MIB);
     let data = pattern(70_000, 4);
-    let hex = vram_residency::vram_crypto::sha256(&data).to_string();
+    let hex = vram_crypto::sha256(&data).to_string();
     let mut req = request();
     req.expected_sha256 = Some(Sha256Hex::new(&hex.to_uppercase()).unwrap());
     let s = f.manager.seal(&req, &data).unwrap();
@@ -158,8 +158,8 @@ fn unknown_device_and_oversized_model_are_invalid_input() {
 #[test]
 fn policy_violation_refuses_the_device() {
     use std::sync::Arc;
-    use vram_residency::vram_core::{Device, DeviceAttributes};
-    let device = vram_residency::vram_mock::MockDevice::builder()
+    use vram_core::{Device, DeviceAttributes};
+    let device = vram_mock::MockDevice::builder()
         .capacity(64 * MIB)
         .attributes(DeviceAttributes {
             integrated: true,

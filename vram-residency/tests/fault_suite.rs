@@ -15,10 +15,10 @@
 
 mod common;
 use common::*;
-use vram_residency::vram_audit::{AuditSink, FailurePolicy, LogOptions};
-use vram_residency::vram_crypto::LeafSize;
-use vram_residency::vram_validation::ModelRef;
+use vram_audit::{AuditSink, FailurePolicy, LogOptions};
+use vram_crypto::LeafSize;
 use vram_residency::{ErrorClass, SealRequest, VerifyPolicy, VramError};
+use vram_validation::ModelRef;
 
 const CASES: u64 = 1000;
 const LEAF: u64 = 4096;

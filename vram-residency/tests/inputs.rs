@@ -14,8 +14,8 @@
 mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
-use vram_residency::vram_validation::ModelRef;
 use vram_residency::{ErrorClass, ModelShardHandle, SealRequest, VerifyPolicy, VramError};
+use vram_validation::ModelRef;
 
 const LEAF: u64 = 64 * 1024;
 

@@ -13,7 +13,7 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use vram_residency::vram_crypto::LeafSize;
+use vram_crypto::LeafSize;
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
@@ -84,9 +84,9 @@ proptest! {
         source in 0u8..3,
         plain in any::<bool>(),
     ) {
-        use vram_residency::vram_core::Device;
+        use vram_core::Device;
         let leaf = LeafSize::new(1 << leaf_log2).unwrap();
-        let device = vram_residency::vram_mock::MockDevice::new(0, 16 * MIB);
+        let device = vram_mock::MockDevice::new(0, 16 * MIB);
         let dynamic: std::sync::Arc<dyn Device> = device.clone();
         let m = vram_residency::VramManager::new(
             vram_residency::VramConfig::builder(secret())
@@ -98,7 +98,7 @@ proptest! {
         .unwrap();
         let data = pattern(len, len as u8);
         let mut req = vram_residency::SealRequest::new(
-            vram_residency::vram_validation::ModelRef::new("test:model").unwrap(),
+            vram_validation::ModelRef::new("test:model").unwrap(),
             0,
         );
         req.compute_sha256 = plain;
@@ -111,10 +111,10 @@ proptest! {
                 m.seal_file(&req, &file).unwrap()
             }
         };
-        prop_assert_eq!(*s.tree_digest(), vram_residency::vram_crypto::tree_digest(&data, leaf));
+        prop_assert_eq!(*s.tree_digest(), vram_crypto::tree_digest(&data, leaf));
         prop_assert_eq!(
             s.plain_sha256().copied(),
-            plain.then(|| vram_residency::vram_crypto::sha256(&data))
+            plain.then(|| vram_crypto::sha256(&data))
         );
         m.verify_sealed(&s).unwrap();
         drop(s);
@@ -135,8 +135,8 @@ proptest! {
 
 #[test]
 fn shard_sets_verify_together_and_one_bad_shard_fails_the_set() {
-    use vram_residency::vram_core::Device;
-    use vram_residency::vram_mock::MockDevice;
+    use vram_core::Device;
+    use vram_mock::MockDevice;
     let devices: Vec<_> = (0..3).map(|i| MockDevice::new(i, 64 * MIB)).collect();
     let dynamic: Vec<std::sync::Arc<dyn Device>> = devices.iter().map(|d| d.clone() as _).collect();
     let m = vram_residency::VramManager::new(
@@ -147,8 +147,7 @@ fn shard_sets_verify_together_and_one_bad_shard_fails_the_set() {
     .unwrap();
     let parts: Vec<Vec<u8>> = (0..3).map(|i| pattern(200_000, i)).collect();
     let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let model =
-        vram_residency::vram_validation::ModelRef::new("hf:org/model@main/weights").unwrap();
+    let model = vram_validation::ModelRef::new("hf:org/model@main/weights").unwrap();
     let set = m.seal_set(&model, &slices, &[0, 1, 2]).unwrap();
     assert_eq!(set.shards().len(), 3);
     for (i, s) in set.shards().iter().enumerate() {

@@ -12,13 +12,9 @@
 
 mod common;
 use common::*;
-use vram_residency::vram_crypto::{
-    MAX_PROVENANCE_NAME_LEN as SEAL_MAX_NAME_LEN, SEAL_FORMAT_V2, SEAL_FORMAT_V3,
-};
-use vram_residency::vram_validation::{
-    ModelRef, ProvenanceName, ShardPosition, MAX_PROVENANCE_NAME_LEN,
-};
+use vram_crypto::{MAX_PROVENANCE_NAME_LEN as SEAL_MAX_NAME_LEN, SEAL_FORMAT_V2, SEAL_FORMAT_V3};
 use vram_residency::{ModelShardHandle, Provenance, SealRequest, VramError};
+use vram_validation::{ModelRef, ProvenanceName, ShardPosition, MAX_PROVENANCE_NAME_LEN};
 
 fn provenance(resource: &str) -> Provenance {
     Provenance::new([0x11; 32], [0x22; 32], "org/model", resource).unwrap()

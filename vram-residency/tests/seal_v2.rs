@@ -12,9 +12,9 @@
 
 mod common;
 use common::*;
-use vram_residency::vram_crypto::{sign_seal, LeafSize, SealMessage, SEAL_FORMAT_V1};
-use vram_residency::vram_validation::ModelRef;
+use vram_crypto::{sign_seal, LeafSize, SealMessage, SEAL_FORMAT_V1};
 use vram_residency::{ModelShardHandle, VramConfig, VramError, VramManager};
+use vram_validation::ModelRef;
 
 fn cuda_manager(uuid: [u8; 16]) -> VramManager {
     let device = LooksLikeCuda::device(64 * MIB, Some(uuid));

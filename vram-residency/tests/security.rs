@@ -94,9 +94,9 @@ fn a_handle_from_another_worker_key_is_refused() {
     let f = fixture(64 * MIB);
     let shard = f.manager.seal_model(&pattern(10_000, 1), 0).unwrap();
     let other = {
-        let device = vram_residency::vram_mock::MockDevice::new(0, 64 * MIB);
-        let dynamic: std::sync::Arc<dyn vram_residency::vram_core::Device> = device;
-        let secret = vram_residency::vram_secrets::WorkerSecret::generate_ephemeral().unwrap();
+        let device = vram_mock::MockDevice::new(0, 64 * MIB);
+        let dynamic: std::sync::Arc<dyn vram_core::Device> = device;
+        let secret = vram_secrets::WorkerSecret::generate_ephemeral().unwrap();
         vram_residency::VramManager::new(
             vram_residency::VramConfig::builder(secret)
                 .device(dynamic)
@@ -222,13 +222,13 @@ fn a_shard_that_failed_verification_never_verifies_again() {
 /// the manager that sealed it.
 #[test]
 fn a_shard_verified_by_another_managers_key_is_refused_but_not_compromised() {
-    use vram_residency::vram_core::Device;
+    use vram_core::Device;
     let f = fixture(64 * MIB);
     let shard = f.manager.seal_model(&pattern(100_000, 2), 0).unwrap();
     let device: std::sync::Arc<dyn Device> = f.device.clone();
     let other = vram_residency::VramManager::new(
         vram_residency::VramConfig::builder(
-            vram_residency::vram_secrets::WorkerSecret::generate_ephemeral().unwrap(),
+            vram_secrets::WorkerSecret::generate_ephemeral().unwrap(),
         )
         .device(device)
         .build(),
@@ -261,10 +261,8 @@ fn a_source_that_changes_while_read_still_seals_exactly_what_the_device_holds() 
         }
     }
     let f = fixture(64 * MIB);
-    let req = vram_residency::SealRequest::new(
-        vram_residency::vram_validation::ModelRef::new("test:model").unwrap(),
-        0,
-    );
+    let req =
+        vram_residency::SealRequest::new(vram_validation::ModelRef::new("test:model").unwrap(), 0);
     let len = 3 * MIB + 12_345;
     let s = f
         .manager

@@ -16,12 +16,12 @@ use common::*;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use vram_residency::vram_core::{
+use vram_core::{
     Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, MemoryInfo, StreamError,
 };
-use vram_residency::vram_mock::MockDevice;
-use vram_residency::vram_validation::ModelRef;
+use vram_mock::MockDevice;
 use vram_residency::{SealRequest, VerifyPolicy, VramConfig, VramError, VramManager};
+use vram_validation::ModelRef;
 
 #[derive(Debug)]
 struct Streaming {
@@ -124,7 +124,7 @@ fn seals_through_the_backend_pipeline_and_verify_agrees() {
     assert_eq!(a.tree_digest(), c.tree_digest());
     assert_eq!(a.tree_digest(), d.tree_digest());
     drop((c, d));
-    let expected = vram_residency::vram_crypto::tree_digest(&data, m.leaf_size());
+    let expected = vram_crypto::tree_digest(&data, m.leaf_size());
     assert_eq!(*a.tree_digest(), expected);
     m.verify_with(&a, VerifyPolicy::Full).unwrap();
     m.verify_with(&b, VerifyPolicy::Full).unwrap();

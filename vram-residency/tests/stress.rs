@@ -12,8 +12,8 @@
 
 mod common;
 use common::*;
-use vram_residency::vram_validation::ModelRef;
 use vram_residency::SealRequest;
+use vram_validation::ModelRef;
 
 #[test]
 fn seal_until_vram_exhausted_then_recover() {
@@ -147,10 +147,7 @@ fn no_leaks_after_mixed_workload() {
 #[test]
 fn leaves_larger_than_the_staging_buffer_verify_and_locate_corruption() {
     // 1 MiB leaves, 256 KiB staging: each leaf is read back in pieces.
-    let f = fixture_with(
-        64 * MIB,
-        vram_residency::vram_crypto::LeafSize::new(MIB).unwrap(),
-    );
+    let f = fixture_with(64 * MIB, vram_crypto::LeafSize::new(MIB).unwrap());
     let len = 3 * MIB as usize + MIB as usize / 2;
     let s = f.manager.seal_model(&pattern(len, 8), 0).unwrap();
     f.manager.verify_sealed(&s).unwrap();
@@ -180,7 +177,7 @@ fn sealed_digest_equals_the_reference_tree_digest_for_any_length() {
         let s = f.manager.seal_model(&data, 0).unwrap();
         assert_eq!(
             *s.tree_digest(),
-            vram_residency::vram_crypto::tree_digest(&data, leaf),
+            vram_crypto::tree_digest(&data, leaf),
             "len {len}"
         );
         f.manager.verify_sealed(&s).unwrap();
@@ -190,7 +187,7 @@ fn sealed_digest_equals_the_reference_tree_digest_for_any_length() {
 #[test]
 fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_digest() {
     // 4 KiB leaves and 256 KiB staging: many whole-leaf chunks, partial tails.
-    let leaf = vram_residency::vram_crypto::LeafSize::new(4096).unwrap();
+    let leaf = vram_crypto::LeafSize::new(4096).unwrap();
     let f = fixture_with(64 * MIB, leaf);
     for len in [
         1usize,
@@ -204,7 +201,7 @@ fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_di
         3 * MIB as usize,
     ] {
         let data = pattern(len, len as u8);
-        let reference = vram_residency::vram_crypto::tree_digest(&data, leaf);
+        let reference = vram_crypto::tree_digest(&data, leaf);
         for compute_sha256 in [false, true] {
             let mut req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
             req.compute_sha256 = compute_sha256;
@@ -218,7 +215,7 @@ fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_di
             // The same bytes from a slice.
             let t = f.manager.seal(&req, &data).unwrap();
             assert_eq!(*t.tree_digest(), reference, "slice len {len}");
-            let plain = vram_residency::vram_crypto::sha256(&data);
+            let plain = vram_crypto::sha256(&data);
             for sealed in [&s, &t] {
                 assert_eq!(
                     sealed.plain_sha256().copied(),
@@ -235,7 +232,7 @@ fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_di
 fn file_seals_equal_the_reference_whatever_the_cursor_and_report_progress() {
     use std::io::{Seek, SeekFrom, Write};
     use std::sync::atomic::{AtomicU64, Ordering};
-    let leaf = vram_residency::vram_crypto::LeafSize::new(4096).unwrap();
+    let leaf = vram_crypto::LeafSize::new(4096).unwrap();
     let f = fixture_with(64 * MIB, leaf);
     for len in [1usize, 4095, 4096, 4097, 1_000_003, 3 * MIB as usize + 5] {
         let data = pattern(len, len as u8 ^ 0x5a);
@@ -243,7 +240,7 @@ fn file_seals_equal_the_reference_whatever_the_cursor_and_report_progress() {
         file.write_all(&data).unwrap();
         // The caller's cursor is wherever it is: the whole file is sealed.
         file.seek(SeekFrom::Start(len as u64 / 2)).unwrap();
-        let reference = vram_residency::vram_crypto::tree_digest(&data, leaf);
+        let reference = vram_crypto::tree_digest(&data, leaf);
         for compute_sha256 in [false, true] {
             let mut req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
             req.compute_sha256 = compute_sha256;
@@ -261,10 +258,7 @@ fn file_seals_equal_the_reference_whatever_the_cursor_and_report_progress() {
             );
             assert_eq!(seen.load(Ordering::Relaxed), len as u64, "len {len}");
             if compute_sha256 {
-                assert_eq!(
-                    *s.plain_sha256().unwrap(),
-                    vram_residency::vram_crypto::sha256(&data)
-                );
+                assert_eq!(*s.plain_sha256().unwrap(), vram_crypto::sha256(&data));
             }
             f.manager.verify_sealed(&s).unwrap();
         }
@@ -274,7 +268,7 @@ fn file_seals_equal_the_reference_whatever_the_cursor_and_report_progress() {
 
 #[test]
 fn file_seal_failures_release_everything() {
-    let leaf = vram_residency::vram_crypto::LeafSize::new(4096).unwrap();
+    let leaf = vram_crypto::LeafSize::new(4096).unwrap();
     let f = fixture_with(64 * MIB, leaf);
     let req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
     // A directory is not a regular file.

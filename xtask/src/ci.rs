@@ -34,6 +34,19 @@ pub(crate) fn run() -> Result<(), String> {
         ]),
     )?;
     step(
+        "clippy (vram-residency without default features: no CUDA, no mock)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "vram-residency",
+            "--no-default-features",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    step(
         "tests (unit, integration, doc)",
         cargo().args(["test", "--workspace", "--locked"]),
     )?;

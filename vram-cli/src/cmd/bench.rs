@@ -8,10 +8,10 @@ use crate::exit::CliError;
 use std::io::Read;
 use std::process::Command;
 use std::time::Instant;
-use vram_residency::vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
-use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::{format_bytes, ModelRef};
-use vram_residency::{SealHashing, SealRequest, VerifyPolicy};
+use vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
+use vram_residency::{SealHashing, SealRequest, SealedShard, VerifyPolicy, VramManager};
+use vram_secrets::WorkerSecret;
+use vram_validation::{format_bytes, ModelRef};
 
 struct Report {
     json: bool,
@@ -122,6 +122,22 @@ fn host_memory_bytes() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
+/// What each measured path is compared with, measured once per run.
+struct Baselines {
+    /// One ring SHA-256 stream (one core), GB/s.
+    ring: f64,
+    /// The bare multi-buffer leaf hashing rate on all cores: the limit.
+    limit: f64,
+    /// `sha256sum` over the same file, whole process, GB/s (0: not available).
+    sha256sum: f64,
+    /// The raw pinned host-to-device copy rate (CUDA only).
+    raw_copy: Option<f64>,
+}
+
+/// A bench run: `vram bench` measures each path below in turn (baselines,
+/// digest from a file, the CUDA copy and hashing paths, seals from memory,
+/// full verification, seals from a file, sampled verification, peak host
+/// memory) and reports each against the baselines.
 pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     let size = size_arg("--size", &args.size)?;
     let big = size_arg("--sampled-size", &args.sampled_size)?;
@@ -138,8 +154,6 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     } else {
         LeafSize::DEFAULT
     };
-    let leaf_usize =
-        usize::try_from(leaf.bytes()).map_err(|_| CliError::usage("leaf too large"))?;
     let mut r = Report {
         json: args.json,
         rows: Vec::new(),
@@ -160,138 +174,23 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
         .read_exact(&mut data)
         .map_err(|e| CliError::env(format!("generate: {e}")))?;
 
-    // Baselines.
-    let (_, ring_s) = best(3, || {
-        Ok::<_, CliError>(ring::digest::digest(&ring::digest::SHA256, &data))
-    });
-    let ring_rate = r.line("ring SHA-256, one stream (1 core)", size, ring_s, None);
-    let limit_s = (0..3)
-        .map(|_| bare_multibuffer(&data, leaf_usize))
-        .fold(f64::MAX, f64::min);
-    let limit = r.line(
-        "bare multi-buffer leaves, all cores (limit)",
-        size,
-        limit_s,
-        Some(("ring", ring_rate)),
-    );
-
-    // Tree digest from memory.
-    let (_, tree_s) = best(3, || Ok::<_, CliError>(tree_digest(&data, leaf)));
-    r.line(
-        "tree digest from memory",
-        size,
-        tree_s,
-        Some(("limit", limit)),
-    );
-
-    // From a file, against sha256sum on the same file.
+    let (ring, limit) = hashing_baselines(&mut r, &data, leaf)?;
     let scratch = crate::scratch::ScratchDir::new("vram-bench")?;
     let dir = scratch.path().to_path_buf();
     let file = dir.join("model.bin");
-    std::fs::write(&file, &data).map_err(|e| crate::exit::io_error(&file, &e))?;
-    let sha = time(|| Command::new("sha256sum").arg(&file).output());
-    let sha_rate = match sha {
-        (Ok(out), secs) if out.status.success() => {
-            r.line("sha256sum (process, same file)", size, secs, None)
-        }
-        _ => {
-            if !args.json {
-                println!("  sha256sum not available: no whole-process baseline");
-            }
-            0.0
-        }
+    let sha256sum = digest_from_file(&mut r, &data, &file, leaf, limit)?;
+    let raw_copy = cuda_copy_paths(&mut r, &selection, &data)?;
+    let base = Baselines {
+        ring,
+        limit,
+        sha256sum,
+        raw_copy,
     };
-    let (res, file_s) = best(3, || -> Result<(), CliError> {
-        let f = std::fs::File::open(&file).map_err(|e| crate::exit::io_error(&file, &e))?;
-        let pb = indicatif::ProgressBar::hidden();
-        super::digest::digest_file_parallel(&f, &file, size, leaf, &pb).map(|_| ())
-    });
-    res?;
-    r.line(
-        "tree digest from file (page cache)",
-        size,
-        file_s,
-        Some(("limit", limit)),
-    );
-    if sha_rate > 0.0 {
-        r.line(
-            "tree digest from file vs sha256sum",
-            size,
-            file_s,
-            Some(("sha256sum", sha_rate)),
-        );
-    }
 
-    // On a CUDA device: the raw pinned host-to-device copy rate, the ceiling
-    // for sealing.
-    #[cfg(feature = "cuda")]
-    let raw_copy = match usize::try_from(selection.target)
-        .ok()
-        .and_then(|i| selection.cuda.get(i))
-    {
-        Some(dev) => {
-            let (secs, buffer) = raw_pinned_copy(dev, size)?;
-            let rate = r.line("raw host-to-device copy (pinned)", size, secs, None);
-            on_device_hash_rates(&mut r, &buffer, size)?;
-            drop(buffer);
-            upload_paths(&mut r, dev, &data, size, rate)?;
-            Some(rate)
-        }
-        None => None,
-    };
-    #[cfg(not(feature = "cuda"))]
-    let raw_copy: Option<f64> = None;
-
-    // Seal and verify on the device.
     let secret = WorkerSecret::generate_ephemeral()?;
     let mgr = manager(secret, &selection, None, Some(leaf), SealHashing::Host)?;
     let model_ref = ModelRef::new("bench:synthetic")?;
-    let req = SealRequest::new(model_ref.clone(), selection.target);
-    // The first allocation of a mock buffer pays the host's first-touch page
-    // faults (slow in a VM, absent on a real device); the mock then reuses the
-    // freed memory as a caching allocator would. Both are reported.
-    let (shard, cold_s) = time(|| mgr.seal(&req, &data));
-    drop(shard?);
-    if selection.mock.is_some() {
-        r.line(
-            "seal from memory (cold mock memory)",
-            size,
-            cold_s,
-            Some(("limit", limit)),
-        );
-    }
-    // With the plain SHA-256 a catalog publishes, computed in the same pass:
-    // one sequential stream, so one core's SHA-256 rate is its ceiling. (Before the
-    // plain seal below, so both reuse the memory the cold seal touched.)
-    let mut plain_req = req.clone();
-    plain_req.compute_sha256 = true;
-    let (plain_shard, plain_s) = time(|| mgr.seal(&plain_req, &data));
-    drop(plain_shard?);
-    r.line(
-        "seal from memory + plain SHA-256",
-        size,
-        plain_s,
-        Some(("ring stream", ring_rate)),
-    );
-    let (shard, seal_s) = time(|| mgr.seal(&req, &data));
-    let shard = shard?;
-    r.line("seal from memory", size, seal_s, Some(("limit", limit)));
-    if let Some(raw) = raw_copy {
-        r.line(
-            "seal from memory vs raw copy",
-            size,
-            seal_s,
-            Some(("raw copy", raw)),
-        );
-    }
-    if sha_rate > 0.0 {
-        r.line(
-            "seal from memory vs sha256sum",
-            size,
-            seal_s,
-            Some(("sha256sum", sha_rate)),
-        );
-    }
+    let req = SealRequest::new(model_ref, selection.target);
     // Hashed on the device after the upload, 64 leaves cross-checked on the
     // host: only on a device that hashes (the mock's emulation saves nothing).
     let device_mgr = if selection.kind() == "cuda" {
@@ -305,116 +204,21 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     } else {
         None
     };
-    if let Some(dm) = &device_mgr {
-        let (dshard, dseal_s) = best(3, || dm.seal(&req, &data));
-        drop(dshard?);
-        r.line(
-            "seal from memory, hashed on the device",
-            size,
-            dseal_s,
-            Some(("limit", limit)),
-        );
-        if let Some(raw) = raw_copy {
-            r.line(
-                "seal hashed on the device vs raw copy",
-                size,
-                dseal_s,
-                Some(("raw copy", raw)),
-            );
-        }
-    }
+    let shard = seal_from_memory(
+        &mut r,
+        &selection,
+        &mgr,
+        device_mgr.as_ref(),
+        &req,
+        &data,
+        &base,
+    )?;
     drop(data);
-    let (full, full_s) = best(3, || mgr.verify_with(&shard, VerifyPolicy::Full));
-    let full = full?;
-    r.line(
-        &format!("full verify ({:?})", full.hash_path),
-        size,
-        full_s,
-        Some(("limit", limit)),
-    );
-    if sha_rate > 0.0 {
-        r.line(
-            "full verify vs sha256sum",
-            size,
-            full_s,
-            Some(("sha256sum", sha_rate)),
-        );
-    }
-    if full.hash_path == vram_residency::HashPath::OnDevice {
-        let (host, host_s) = best(3, || {
-            mgr.verify_with(&shard, VerifyPolicy::FullHostReadback)
-        });
-        host?;
-        r.line(
-            "full verify (host read-back)",
-            size,
-            host_s,
-            Some(("limit", limit)),
-        );
-    }
+    full_verify(&mut r, &mgr, &shard, size, &base)?;
     drop(shard);
-    let f = std::fs::File::open(&file).map_err(|e| crate::exit::io_error(&file, &e))?;
-    let (shard, sealf_s) = time(|| mgr.seal_file(&req, &f));
-    drop(shard?);
-    r.line(
-        "seal from file (seal_file)",
-        size,
-        sealf_s,
-        Some(("limit", limit)),
-    );
-    if let Some(dm) = &device_mgr {
-        let (shard, s) = time(|| dm.seal_file(&req, &f));
-        drop(shard?);
-        r.line(
-            "seal from file, hashed on the device",
-            size,
-            s,
-            Some(("limit", limit)),
-        );
-    }
-    // seal_file may have streamed the file: read it again from the start.
-    std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0))
-        .map_err(|e| crate::exit::io_error(&file, &e))?;
-    let (shard, sealr_s) = time(|| mgr.seal_reader(&req, &f, size));
-    drop(shard?);
-    r.line(
-        "seal from file (seal_reader, streamed)",
-        size,
-        sealr_s,
-        Some(("limit", limit)),
-    );
+    seal_from_file(&mut r, &mgr, device_mgr.as_ref(), &req, &file, size, limit)?;
     let _ = std::fs::remove_file(&file);
-
-    // Sampled verification: cost independent of model size.
-    let policy = VerifyPolicy::Sampled { leaves: 16 };
-    let mut sampled = Vec::new();
-    for shard_size in [16u64 << 20, big] {
-        let shard = mgr.seal_reader(&req, SyntheticModel::new(7, shard_size), shard_size)?;
-        let rounds = 20u32;
-        let t = Instant::now();
-        for _ in 0..rounds {
-            mgr.verify_with(&shard, policy)?;
-        }
-        let per_call = t.elapsed().as_secs_f64() / f64::from(rounds);
-        sampled.push((shard_size, per_call));
-        if !args.json {
-            println!(
-                "  sampled:16 verify of a {:<10} shard        {:>8.3} ms per call",
-                format_bytes(shard_size),
-                per_call * 1e3
-            );
-        }
-    }
-    if let [(_, small), (_, large)] = sampled.as_slice() {
-        let ratio = if *small > 0.0 { large / small } else { 0.0 };
-        if !args.json {
-            println!(
-                "  sampled verify, large/small cost ratio       {ratio:>8.2}x (target within 2x)"
-            );
-        }
-        r.rows
-            .push(serde_json::json!({ "name": "sampled verify large/small", "ratio": ratio }));
-    }
+    sampled_verify(&mut r, &mgr, &req, big, args.json)?;
 
     // Peak host memory of a streamed seal of a file (a separate process, so this
     // process's buffers do not count).
@@ -432,6 +236,308 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
             "device_kind": selection.kind(), "bytes": size, "results": r.rows,
         });
         println!("{v:#}");
+    }
+    Ok(())
+}
+
+/// One ring SHA-256 stream, the bare multi-buffer limit, and the tree digest
+/// from memory against it. Returns (ring rate, limit), GB/s.
+fn hashing_baselines(r: &mut Report, data: &[u8], leaf: LeafSize) -> Result<(f64, f64), CliError> {
+    let size = data.len() as u64;
+    let leaf_usize =
+        usize::try_from(leaf.bytes()).map_err(|_| CliError::usage("leaf too large"))?;
+    let (_, ring_s) = best(3, || {
+        Ok::<_, CliError>(ring::digest::digest(&ring::digest::SHA256, data))
+    });
+    let ring_rate = r.line("ring SHA-256, one stream (1 core)", size, ring_s, None);
+    let limit_s = (0..3)
+        .map(|_| bare_multibuffer(data, leaf_usize))
+        .fold(f64::MAX, f64::min);
+    let limit = r.line(
+        "bare multi-buffer leaves, all cores (limit)",
+        size,
+        limit_s,
+        Some(("ring", ring_rate)),
+    );
+
+    // Tree digest from memory.
+    let (_, tree_s) = best(3, || Ok::<_, CliError>(tree_digest(data, leaf)));
+    r.line(
+        "tree digest from memory",
+        size,
+        tree_s,
+        Some(("limit", limit)),
+    );
+    Ok((ring_rate, limit))
+}
+
+/// Writes `data` to `file` and digests it from the page cache, against
+/// `sha256sum` on the same file. Returns the `sha256sum` rate (0: absent).
+fn digest_from_file(
+    r: &mut Report,
+    data: &[u8],
+    file: &std::path::Path,
+    leaf: LeafSize,
+    limit: f64,
+) -> Result<f64, CliError> {
+    let size = data.len() as u64;
+    std::fs::write(file, data).map_err(|e| crate::exit::io_error(file, &e))?;
+    let sha = time(|| Command::new("sha256sum").arg(file).output());
+    let sha_rate = match sha {
+        (Ok(out), secs) if out.status.success() => {
+            r.line("sha256sum (process, same file)", size, secs, None)
+        }
+        _ => {
+            if !r.json {
+                println!("  sha256sum not available: no whole-process baseline");
+            }
+            0.0
+        }
+    };
+    let (res, file_s) = best(3, || -> Result<(), CliError> {
+        let f = std::fs::File::open(file).map_err(|e| crate::exit::io_error(file, &e))?;
+        let pb = indicatif::ProgressBar::hidden();
+        super::digest::digest_file_parallel(&f, file, size, leaf, &pb).map(|_| ())
+    });
+    res?;
+    r.line(
+        "tree digest from file (page cache)",
+        size,
+        file_s,
+        Some(("limit", limit)),
+    );
+    if sha_rate > 0.0 {
+        r.line(
+            "tree digest from file vs sha256sum",
+            size,
+            file_s,
+            Some(("sha256sum", sha_rate)),
+        );
+    }
+    Ok(sha_rate)
+}
+
+/// On a CUDA device: the raw pinned host-to-device copy rate (the ceiling
+/// for sealing), on-device hashing rates and the upload paths. Returns the
+/// raw copy rate; `None` elsewhere.
+fn cuda_copy_paths(
+    r: &mut Report,
+    selection: &Selection,
+    data: &[u8],
+) -> Result<Option<f64>, CliError> {
+    #[cfg(feature = "cuda")]
+    if let Some(dev) = selection.cuda_device() {
+        let size = data.len() as u64;
+        let (secs, buffer) = raw_pinned_copy(dev, size)?;
+        let rate = r.line("raw host-to-device copy (pinned)", size, secs, None);
+        on_device_hash_rates(r, &buffer, size)?;
+        drop(buffer);
+        upload_paths(r, dev, data, size, rate)?;
+        return Ok(Some(rate));
+    }
+    let _ = (r, selection, data);
+    Ok(None)
+}
+
+/// Seals from memory: cold (mock), with the plain SHA-256, plain, and hashed
+/// on the device (`device_mgr`, CUDA). Returns the plain seal's shard, for
+/// verification.
+fn seal_from_memory(
+    r: &mut Report,
+    selection: &Selection,
+    mgr: &VramManager,
+    device_mgr: Option<&VramManager>,
+    req: &SealRequest,
+    data: &[u8],
+    base: &Baselines,
+) -> Result<SealedShard, CliError> {
+    let size = data.len() as u64;
+    let limit = base.limit;
+    // The first allocation of a mock buffer pays the host's first-touch page
+    // faults (slow in a VM, absent on a real device); the mock then reuses the
+    // freed memory as a caching allocator would. Both are reported.
+    let (shard, cold_s) = time(|| mgr.seal(req, data));
+    drop(shard?);
+    if selection.is_mock() {
+        r.line(
+            "seal from memory (cold mock memory)",
+            size,
+            cold_s,
+            Some(("limit", limit)),
+        );
+    }
+    // With the plain SHA-256 a catalog publishes, computed in the same pass:
+    // one sequential stream, so one core's SHA-256 rate is its ceiling. (Before the
+    // plain seal below, so both reuse the memory the cold seal touched.)
+    let mut plain_req = req.clone();
+    plain_req.compute_sha256 = true;
+    let (plain_shard, plain_s) = time(|| mgr.seal(&plain_req, data));
+    drop(plain_shard?);
+    r.line(
+        "seal from memory + plain SHA-256",
+        size,
+        plain_s,
+        Some(("ring stream", base.ring)),
+    );
+    let (shard, seal_s) = time(|| mgr.seal(req, data));
+    let shard = shard?;
+    r.line("seal from memory", size, seal_s, Some(("limit", limit)));
+    if let Some(raw) = base.raw_copy {
+        r.line(
+            "seal from memory vs raw copy",
+            size,
+            seal_s,
+            Some(("raw copy", raw)),
+        );
+    }
+    if base.sha256sum > 0.0 {
+        r.line(
+            "seal from memory vs sha256sum",
+            size,
+            seal_s,
+            Some(("sha256sum", base.sha256sum)),
+        );
+    }
+    if let Some(dm) = device_mgr {
+        let (dshard, dseal_s) = best(3, || dm.seal(req, data));
+        drop(dshard?);
+        r.line(
+            "seal from memory, hashed on the device",
+            size,
+            dseal_s,
+            Some(("limit", limit)),
+        );
+        if let Some(raw) = base.raw_copy {
+            r.line(
+                "seal hashed on the device vs raw copy",
+                size,
+                dseal_s,
+                Some(("raw copy", raw)),
+            );
+        }
+    }
+    Ok(shard)
+}
+
+/// Full verification of `shard` (on the device where it hashes, and then
+/// by host read-back too).
+fn full_verify(
+    r: &mut Report,
+    mgr: &VramManager,
+    shard: &SealedShard,
+    size: u64,
+    base: &Baselines,
+) -> Result<(), CliError> {
+    let (full, full_s) = best(3, || mgr.verify_with(shard, VerifyPolicy::Full));
+    let full = full?;
+    r.line(
+        &format!("full verify ({:?})", full.hash_path),
+        size,
+        full_s,
+        Some(("limit", base.limit)),
+    );
+    if base.sha256sum > 0.0 {
+        r.line(
+            "full verify vs sha256sum",
+            size,
+            full_s,
+            Some(("sha256sum", base.sha256sum)),
+        );
+    }
+    if full.hash_path == vram_residency::HashPath::OnDevice {
+        let (host, host_s) = best(3, || mgr.verify_with(shard, VerifyPolicy::FullHostReadback));
+        host?;
+        r.line(
+            "full verify (host read-back)",
+            size,
+            host_s,
+            Some(("limit", base.limit)),
+        );
+    }
+    Ok(())
+}
+
+/// Seals from the file: `seal_file` (and hashed on the device, CUDA) and
+/// `seal_reader` (streamed).
+fn seal_from_file(
+    r: &mut Report,
+    mgr: &VramManager,
+    device_mgr: Option<&VramManager>,
+    req: &SealRequest,
+    file: &std::path::Path,
+    size: u64,
+    limit: f64,
+) -> Result<(), CliError> {
+    let f = std::fs::File::open(file).map_err(|e| crate::exit::io_error(file, &e))?;
+    let (shard, sealf_s) = time(|| mgr.seal_file(req, &f));
+    drop(shard?);
+    r.line(
+        "seal from file (seal_file)",
+        size,
+        sealf_s,
+        Some(("limit", limit)),
+    );
+    if let Some(dm) = device_mgr {
+        let (shard, s) = time(|| dm.seal_file(req, &f));
+        drop(shard?);
+        r.line(
+            "seal from file, hashed on the device",
+            size,
+            s,
+            Some(("limit", limit)),
+        );
+    }
+    // seal_file may have streamed the file: read it again from the start.
+    std::io::Seek::seek(&mut &f, std::io::SeekFrom::Start(0))
+        .map_err(|e| crate::exit::io_error(file, &e))?;
+    let (shard, sealr_s) = time(|| mgr.seal_reader(req, &f, size));
+    drop(shard?);
+    r.line(
+        "seal from file (seal_reader, streamed)",
+        size,
+        sealr_s,
+        Some(("limit", limit)),
+    );
+    Ok(())
+}
+
+/// Sampled verification: cost independent of model size (a 16 MiB shard
+/// against a `big` one).
+fn sampled_verify(
+    r: &mut Report,
+    mgr: &VramManager,
+    req: &SealRequest,
+    big: u64,
+    json: bool,
+) -> Result<(), CliError> {
+    let policy = VerifyPolicy::Sampled { leaves: 16 };
+    let mut sampled = Vec::new();
+    for shard_size in [16u64 << 20, big] {
+        let shard = mgr.seal_reader(req, SyntheticModel::new(7, shard_size), shard_size)?;
+        let rounds = 20u32;
+        let t = Instant::now();
+        for _ in 0..rounds {
+            mgr.verify_with(&shard, policy)?;
+        }
+        let per_call = t.elapsed().as_secs_f64() / f64::from(rounds);
+        sampled.push((shard_size, per_call));
+        if !json {
+            println!(
+                "  sampled:16 verify of a {:<10} shard        {:>8.3} ms per call",
+                format_bytes(shard_size),
+                per_call * 1e3
+            );
+        }
+    }
+    if let [(_, small), (_, large)] = sampled.as_slice() {
+        let ratio = if *small > 0.0 { large / small } else { 0.0 };
+        if !json {
+            println!(
+                "  sampled verify, large/small cost ratio       {ratio:>8.2}x (target within 2x)"
+            );
+        }
+        r.rows
+            .push(serde_json::json!({ "name": "sampled verify large/small", "ratio": ratio }));
     }
     Ok(())
 }
@@ -549,10 +655,10 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), CliError> {
 /// 64 MiB asynchronous copies and waits for them: the bare PCIe rate.
 #[cfg(feature = "cuda")]
 fn raw_pinned_copy(
-    dev: &vram_residency::vram_core::cuda::CudaDevice,
+    dev: &vram_core::cuda::CudaDevice,
     size: u64,
-) -> Result<(f64, vram_residency::vram_core::cuda::CudaBuffer), CliError> {
-    let env = |e: vram_residency::vram_core::DeviceError| CliError::env(format!("raw copy: {e}"));
+) -> Result<(f64, vram_core::cuda::CudaBuffer), CliError> {
+    let env = |e: vram_core::DeviceError| CliError::env(format!("raw copy: {e}"));
     let chunk =
         usize::try_from(size.min(64 << 20)).map_err(|_| CliError::usage("size too large"))?;
     let mut buffer = dev.alloc_cuda(size).map_err(env)?;
@@ -581,15 +687,15 @@ fn raw_pinned_copy(
 #[cfg(feature = "cuda")]
 fn upload_paths(
     r: &mut Report,
-    dev: &vram_residency::vram_core::cuda::CudaDevice,
+    dev: &vram_core::cuda::CudaDevice,
     data: &[u8],
     size: u64,
     raw_rate: f64,
 ) -> Result<(), CliError> {
-    use vram_residency::vram_core::DeviceBuffer;
+    use vram_core::DeviceBuffer;
     let env = |what: &str, e: &dyn std::fmt::Display| CliError::env(format!("{what}: {e}"));
     let mut buffer = dev.alloc_cuda(size).map_err(|e| env("pageable copy", &e))?;
-    let (written, secs) = time(|| -> Result<(), vram_residency::vram_core::DeviceError> {
+    let (written, secs) = time(|| -> Result<(), vram_core::DeviceError> {
         let mut offset = 0u64;
         for chunk in data.chunks(64 << 20) {
             buffer.write_at(offset, chunk)?;
@@ -640,11 +746,11 @@ fn upload_paths(
 #[cfg(feature = "cuda")]
 fn on_device_hash_rates(
     r: &mut Report,
-    buffer: &vram_residency::vram_core::cuda::CudaBuffer,
+    buffer: &vram_core::cuda::CudaBuffer,
     size: u64,
 ) -> Result<(), CliError> {
-    use vram_residency::vram_core::{DeviceBuffer, DeviceError};
-    use vram_residency::vram_crypto::LEAF_PREFIX;
+    use vram_core::{DeviceBuffer, DeviceError};
+    use vram_crypto::LEAF_PREFIX;
     match buffer.hash_leaves_on_device(LEAF_PREFIX, 4096, 0, 1) {
         Ok(_) => {}
         Err(DeviceError::Unsupported { operation }) => {

@@ -6,11 +6,11 @@ use crate::cli::DemoArgs;
 use crate::devices::{parse_spec, select};
 use crate::exit::CliError;
 use std::time::Instant;
-use vram_residency::vram_audit::verify_chain;
-use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::{format_bytes, ModelRef};
+use vram_audit::verify_chain;
 use vram_residency::SealHashing;
 use vram_residency::{SealRequest, VerifyPolicy, VramError};
+use vram_secrets::WorkerSecret;
+use vram_validation::{format_bytes, ModelRef};
 
 struct Steps {
     json: bool,
@@ -183,7 +183,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     // 7. Release: device memory and capacity come back.
     drop(shard);
     let used = mgr.used_vram(selection.target);
-    let live = selection.mock.as_ref().map_or(0, |m| m.live_allocations());
+    let live = selection.mock_device().map_or(0, |m| m.live_allocations());
     steps.record(
         "release",
         used == 0 && live == 0,

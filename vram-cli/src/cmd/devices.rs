@@ -3,7 +3,7 @@
 use crate::cli::DevicesArgs;
 use crate::devices::{select, DeviceSpec};
 use crate::exit::CliError;
-use vram_residency::vram_validation::format_bytes;
+use vram_validation::format_bytes;
 
 pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
     let sel = select(DeviceSpec::Auto)?;
@@ -17,7 +17,7 @@ pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
         let attrs = d
             .attributes()
             .map_err(|e| CliError::env(format!("device {i}: {e}")))?;
-        let policy = vram_residency::vram_core::check_vram_only(info, &attrs)
+        let policy = vram_core::check_vram_only(info, &attrs)
             .err()
             .map(|v| v.to_string());
         rows.push(serde_json::json!({
@@ -43,8 +43,8 @@ pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
     if args.json {
         let out = serde_json::json!({
             "devices": rows,
-            "mock": sel.mock.is_some(),
-            "note": sel.mock_reason.as_ref().map(|r| format!("no CUDA device found ({r}); only the mock device is available")),
+            "mock": sel.is_mock(),
+            "note": sel.mock_reason().map(|r| format!("no CUDA device found ({r}); only the mock device is available")),
         });
         println!("{out:#}");
     }

@@ -16,9 +16,7 @@ use indicatif::ProgressBar;
 use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
-use vram_residency::vram_crypto::{
-    backend, leaf_hashes_from, LeafHashes, LeafSize, Sha256Digest, TreeHasher,
-};
+use vram_crypto::{backend, leaf_hashes_from, LeafHashes, LeafSize, Sha256Digest, TreeHasher};
 use vram_residency::{stream_chunks, DEFAULT_STAGING_BYTES};
 
 /// What one pass over a file found.

@@ -1,4 +1,4 @@
-//! One module per subcommand, dispatched from [`run`].
+//! One module per subcommand, dispatched from `run`.
 
 mod audit;
 mod bench;
@@ -15,13 +15,11 @@ use crate::devices::Selection;
 use crate::exit::CliError;
 use std::path::Path;
 use std::sync::Arc;
-use vram_residency::vram_audit::{
-    AuditKey, AuditLog, AuditSink, FailureMode, FailurePolicy, FileOptions,
-};
-use vram_residency::vram_crypto::LeafSize;
-use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::parse_byte_size;
+use vram_audit::{AuditKey, AuditLog, AuditSink, FailureMode, FailurePolicy, FileOptions};
+use vram_crypto::LeafSize;
 use vram_residency::{DeviceSource, SealHashing, VerifyPolicy, VramConfig, VramManager};
+use vram_secrets::WorkerSecret;
+use vram_validation::parse_byte_size;
 
 pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
@@ -38,7 +36,10 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
 }
 
 /// A size flag such as `256MiB`.
-pub(crate) fn size_arg(flag: &str, value: &str) -> Result<u64, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn size_arg(flag: &str, value: &str) -> Result<u64, CliError> {
     parse_byte_size(value).map_err(|e| CliError::usage(format!("{flag}: {e}")))
 }
 
@@ -65,13 +66,16 @@ pub(crate) fn duration_arg(flag: &str, value: &str) -> Result<std::time::Duratio
     ms.map(std::time::Duration::from_millis).ok_or_else(|| {
         CliError::usage(format!(
             "{flag}: expected a duration from 100ms to 24h such as 500ms, 15s, 1m or 1h, got `{}`",
-            vram_residency::vram_validation::escape_for_log(value, 40)
+            vram_validation::escape_for_log(value, 40)
         ))
     })
 }
 
 /// A `--leaf-size` flag (power of two, 4 KiB to 1 GiB), or `None` when absent.
-pub(crate) fn leaf_arg(value: Option<&str>) -> Result<Option<LeafSize>, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn leaf_arg(value: Option<&str>) -> Result<Option<LeafSize>, CliError> {
     value
         .map(|v| {
             let bytes = size_arg("--leaf-size", v)?;
@@ -81,7 +85,10 @@ pub(crate) fn leaf_arg(value: Option<&str>) -> Result<Option<LeafSize>, CliError
 }
 
 /// `full` or `sampled:K`.
-pub(crate) fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
+///
+/// # Errors
+/// A usage error ([`USAGE`](crate::exit::USAGE)) naming the flag and what it takes.
+pub fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
     if value == "full" {
         return Ok(VerifyPolicy::Full);
     }
@@ -95,7 +102,7 @@ pub(crate) fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
         .ok_or_else(|| {
             CliError::usage(format!(
                 "--verify: expected `full` or `sampled:K` with 1 <= K <= 4294967295, got `{}`",
-                vram_residency::vram_validation::escape_for_log(value, 40)
+                vram_validation::escape_for_log(value, 40)
             ))
         })
 }

@@ -8,13 +8,11 @@ use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vram_residency::vram_audit::AuditSink;
-use vram_residency::vram_validation::{
-    DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex,
-};
+use vram_audit::AuditSink;
 use vram_residency::{
     ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
 };
+use vram_validation::{DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -37,9 +35,7 @@ impl<R: Read> Read for Progress<R> {
 /// `file:NAME`, with the name percent-encoded where a model reference could
 /// not hold it as written (a `%`, control or invisible characters), so that
 /// any file name gives a reference that decodes back to it.
-pub(crate) fn file_model_ref(
-    name: &str,
-) -> Result<ModelRef, vram_residency::vram_validation::ValidationError> {
+pub(crate) fn file_model_ref(name: &str) -> Result<ModelRef, vram_validation::ValidationError> {
     let plain = format!("file:{name}");
     if !name.contains('%') {
         if let Ok(r) = ModelRef::new(&plain) {
@@ -190,7 +186,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             eprintln!(
                 "vram: signature verified: {} ({} file(s), subject sha256:{}, publisher key sha256:{}); \
                  each file is checked against it as it is sealed",
-                vram_residency::vram_validation::escape_for_log(plan.model.model_name(), 80),
+                vram_validation::escape_for_log(plan.model.model_name(), 80),
                 plan.model.resources().len(),
                 hex(&plan.model.subject_sha256()),
                 hex(&plan.model.publisher_key_sha256()),
@@ -198,7 +194,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             for name in &plan.empty {
                 eprintln!(
                     "vram: note: {}: empty, matches its signature; nothing to seal",
-                    vram_residency::vram_validation::escape_for_log(name, 200)
+                    vram_validation::escape_for_log(name, 200)
                 );
             }
         }
@@ -643,13 +639,13 @@ fn hold_until(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use vram_residency::vram_mock::MockDevice;
-    use vram_residency::vram_secrets::WorkerSecret;
+    use vram_mock::MockDevice;
     use vram_residency::{VramConfig, VramManager};
+    use vram_secrets::WorkerSecret;
 
     fn manager(device: &Arc<MockDevice>) -> VramManager {
         let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![7u8; 32])).unwrap();
-        let device: Arc<dyn vram_residency::vram_core::Device> = device.clone();
+        let device: Arc<dyn vram_core::Device> = device.clone();
         VramManager::new(VramConfig::builder(secret).device(device).build()).unwrap()
     }
 

@@ -68,7 +68,8 @@ impl Allocation {
         })
     }
 
-    /// Registry id (allocation order on the device).
+    /// Registry id (allocation order on the device); read by the test hooks.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(super) fn id(&self) -> u64 {
         self.id
     }

@@ -185,7 +185,9 @@ impl CudaDevice {
 
     /// Ids of the live buffers allocated by this device, in allocation order.
     ///
-    /// Test and demo support, with [`CudaDevice::overwrite`].
+    /// Test and demo support, with [`CudaDevice::overwrite`]; behind the
+    /// `test-hooks` feature.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn live_buffers(&self) -> Vec<u64> {
         self.lock_registry().live().iter().map(|a| a.id()).collect()
     }
@@ -208,12 +210,14 @@ impl CudaDevice {
     ///
     /// **This is a test and demo path that corrupts device memory behind a seal's
     /// back on purpose**, so that verification can be shown to catch it. It is the
-    /// CUDA twin of the mock device's `overwrite`.
+    /// CUDA twin of the mock device's `overwrite`. Behind the `test-hooks`
+    /// feature: not for production builds.
     ///
     /// # Errors
     /// [`DeviceError::InvalidArgument`] when no live buffer has this id;
     /// [`DeviceError::OutOfBounds`] when the range does not fit the buffer;
     /// [`DeviceError::Driver`] when the copy fails.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn overwrite(&self, id: u64, offset: u64, bytes: &[u8]) -> Result<(), DeviceError> {
         let target = self.live_allocation(id)?;
         tracing::warn!(
@@ -228,16 +232,19 @@ impl CudaDevice {
 
     /// Reads bytes of a live allocation by id (the test/demo twin of
     /// [`CudaDevice::overwrite`], e.g. to flip a bit of what is there).
+    /// Behind the `test-hooks` feature: not for production builds.
     ///
     /// # Errors
     /// [`DeviceError::InvalidArgument`] for an unknown id;
     /// [`DeviceError::OutOfBounds`] or a driver error from the copy.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn read_for_test(&self, id: u64, offset: u64, out: &mut [u8]) -> Result<(), DeviceError> {
         let target = self.live_allocation(id)?;
         target.read(offset, out)
     }
 
     /// The live allocation with this id.
+    #[cfg(any(test, feature = "test-hooks"))]
     fn live_allocation(&self, id: u64) -> Result<Arc<Allocation>, DeviceError> {
         self.lock_registry()
             .live()

@@ -12,12 +12,12 @@
 )]
 
 use std::sync::Arc;
-use vram_residency::vram_audit::{AuditKey, AuditLog, AuditSink, FailurePolicy, LogOptions};
-use vram_residency::vram_core::Device;
-use vram_residency::vram_crypto::LeafSize;
-use vram_residency::vram_mock::{BufferId, MockDevice};
-use vram_residency::vram_secrets::WorkerSecret;
+use vram_audit::{AuditKey, AuditLog, AuditSink, FailurePolicy, LogOptions};
+use vram_core::Device;
+use vram_crypto::LeafSize;
+use vram_mock::{BufferId, MockDevice};
 use vram_residency::{VramConfig, VramManager};
+use vram_secrets::WorkerSecret;
 
 pub const MIB: u64 = 1 << 20;
 
@@ -126,41 +126,33 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 #[derive(Debug)]
 pub struct LooksLikeCuda {
     inner: Arc<MockDevice>,
-    info: vram_residency::vram_core::DeviceInfo,
+    info: vram_core::DeviceInfo,
 }
 
 impl LooksLikeCuda {
     pub fn device(capacity: u64, uuid: Option<[u8; 16]>) -> Arc<dyn Device> {
         let inner = MockDevice::new(0, capacity);
         let mut info = inner.info().clone();
-        info.kind = vram_residency::vram_core::DeviceKind::Cuda;
+        info.kind = vram_core::DeviceKind::Cuda;
         info.uuid = uuid;
         Arc::new(Self { inner, info })
     }
 }
 
 impl Device for LooksLikeCuda {
-    fn info(&self) -> &vram_residency::vram_core::DeviceInfo {
+    fn info(&self) -> &vram_core::DeviceInfo {
         &self.info
     }
-    fn memory_info(
-        &self,
-    ) -> Result<vram_residency::vram_core::MemoryInfo, vram_residency::vram_core::DeviceError> {
+    fn memory_info(&self) -> Result<vram_core::MemoryInfo, vram_core::DeviceError> {
         self.inner.memory_info()
     }
-    fn attributes(
-        &self,
-    ) -> Result<vram_residency::vram_core::DeviceAttributes, vram_residency::vram_core::DeviceError>
-    {
+    fn attributes(&self) -> Result<vram_core::DeviceAttributes, vram_core::DeviceError> {
         self.inner.attributes()
     }
     fn alloc(
         &self,
         bytes: u64,
-    ) -> Result<
-        Box<dyn vram_residency::vram_core::DeviceBuffer>,
-        vram_residency::vram_core::DeviceError,
-    > {
+    ) -> Result<Box<dyn vram_core::DeviceBuffer>, vram_core::DeviceError> {
         self.inner.alloc(bytes)
     }
 }
