@@ -26,7 +26,7 @@ pub(crate) fn parse_spec(s: &str) -> Result<DeviceSpec, CliError> {
         "mock" => Ok(DeviceSpec::Mock),
         "cuda" => Ok(DeviceSpec::AllCuda),
         _ => {
-            let shown = vram_residency::vram_validation::escape_for_log(s, 40);
+            let shown = vram_validation::escape_for_log(s, 40);
             let n = s
                 .strip_prefix("cuda:")
                 .filter(|n| !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
@@ -87,7 +87,7 @@ impl Selection {
             eprintln!(
                 "vram: NOTE: no CUDA device found ({}); using the MOCK device (host memory). \
                  Nothing is in GPU memory; use --device cuda to require a GPU.",
-                vram_residency::vram_validation::escape_for_log(reason, 300)
+                vram_validation::escape_for_log(reason, 300)
             );
         } else if self.mock.is_some() && !quiet {
             eprintln!("vram: note: using the MOCK device (host memory), as asked; nothing is in GPU memory.");

@@ -86,8 +86,8 @@ impl From<VramError> for CliError {
     }
 }
 
-impl From<vram_residency::vram_validation::ValidationError> for CliError {
-    fn from(e: vram_residency::vram_validation::ValidationError) -> Self {
+impl From<vram_validation::ValidationError> for CliError {
+    fn from(e: vram_validation::ValidationError) -> Self {
         Self::usage(e.to_string())
     }
 }
@@ -110,9 +110,7 @@ pub(crate) fn one_safe_line(message: &str) -> String {
             out.push(c);
         } else {
             let mut buf = [0u8; 4];
-            out.push_str(
-                &vram_residency::vram_validation::escape_line_field(c.encode_utf8(&mut buf)).0,
-            );
+            out.push_str(&vram_validation::escape_line_field(c.encode_utf8(&mut buf)).0);
         }
     }
     out
@@ -120,7 +118,7 @@ pub(crate) fn one_safe_line(message: &str) -> String {
 
 /// A path as an error message shows it: escaped, one printable line.
 pub(crate) fn shown_path(path: &std::path::Path) -> String {
-    vram_residency::vram_validation::escape_for_log(&path.to_string_lossy(), 200)
+    vram_validation::escape_path_for_log(path, 200)
 }
 
 /// A file the user named could not be used.

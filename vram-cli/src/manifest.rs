@@ -19,7 +19,7 @@
 use vram_residency::vram_crypto::{
     LeafHashes, LeafSize, Sha256Digest, TreeDescriptor, TREE_FORMAT_VERSION,
 };
-use vram_residency::vram_validation::{parse_byte_size, unescape_line_field, OutputLine};
+use vram_validation::{parse_byte_size, unescape_line_field, OutputLine};
 
 /// The algorithm tag of a tree-digest line: SHA-256 chunk tree, format 1.
 pub(crate) const TREE_TAG: &str = "vram-tree-sha256";

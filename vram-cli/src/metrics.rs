@@ -195,7 +195,7 @@ impl Listener {
         let wanted: SocketAddr = addr.parse().map_err(|_| {
             CliError::usage(format!(
                 "--metrics-listen: expected HOST:PORT with an IP address (e.g. 127.0.0.1:9464), got `{}`",
-                vram_residency::vram_validation::escape_for_log(addr, 60)
+                vram_validation::escape_for_log(addr, 60)
             ))
         })?;
         let server = tiny_http::Server::http(wanted)

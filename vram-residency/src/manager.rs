@@ -145,7 +145,7 @@ pub(crate) fn random_id() -> Result<[u8; 16], VramError> {
 
 fn random_shard_id() -> Result<ShardId, VramError> {
     let bytes = random_id()?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = vram_validation::hex::encode(&bytes);
     Ok(ShardId::new(&format!("shard-{hex}"))?)
 }
 

@@ -480,14 +480,14 @@ fn handle_binding(h: &ModelShardHandle) -> Option<Option<SealBinding<'_>>> {
         (vram_crypto::SEAL_FORMAT_V2, None) | (vram_crypto::SEAL_FORMAT_V3, Some(_)) => {
             let device_kind = SealDeviceKind::from_name(h.device_kind.as_deref()?)?;
             let device_uuid = match h.device_uuid.as_deref() {
-                Some(u) => Some(crate::shard::parse_hex16(u)?),
+                Some(u) => Some(vram_validation::hex::decode_lower(u)?),
                 None => None,
             };
             Some(Some(SealBinding {
                 device_kind,
                 device_uuid,
                 worker_id: h.worker_id.as_deref()?,
-                set_id: crate::shard::parse_hex16(h.set_id.as_deref()?)?,
+                set_id: vram_validation::hex::decode_lower(h.set_id.as_deref()?)?,
                 provenance,
             }))
         }

@@ -9,7 +9,7 @@ use vram_residency::vram_audit::{
     read_records, segment_files, verify_chain_with, Checkpoint, ShownLine, ShownRecord,
     VerifyOptions, VerifyReport,
 };
-use vram_residency::vram_validation::{escape_for_log, OutputLine};
+use vram_validation::{escape_for_log, OutputLine};
 
 /// The files of the log: one path names a rotated log by its base (every
 /// segment, in order); several are taken as given, oldest first.

@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::Instant;
 use vram_residency::vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
 use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::{format_bytes, ModelRef};
 use vram_residency::{SealHashing, SealRequest, VerifyPolicy};
+use vram_validation::{format_bytes, ModelRef};
 
 struct Report {
     json: bool,

@@ -18,7 +18,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use vram_hub::SafetensorsHeader;
 use vram_residency::vram_crypto::{diff_leaves, LeafHashes, LeafSize};
-use vram_residency::vram_validation::OutputLine;
+use vram_validation::OutputLine;
 
 /// Longest manifest line read: a JSON line with leaf hashes takes 67 bytes
 /// per leaf, so this covers a 4 TiB file at 1 MiB leaves.

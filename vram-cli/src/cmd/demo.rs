@@ -8,9 +8,9 @@ use crate::exit::CliError;
 use std::time::Instant;
 use vram_residency::vram_audit::verify_chain;
 use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::{format_bytes, ModelRef};
 use vram_residency::SealHashing;
 use vram_residency::{SealRequest, VerifyPolicy, VramError};
+use vram_validation::{format_bytes, ModelRef};
 
 struct Steps {
     json: bool,

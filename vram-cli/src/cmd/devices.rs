@@ -3,7 +3,7 @@
 use crate::cli::DevicesArgs;
 use crate::devices::{select, DeviceSpec};
 use crate::exit::CliError;
-use vram_residency::vram_validation::format_bytes;
+use vram_validation::format_bytes;
 
 pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
     let sel = select(DeviceSpec::Auto)?;

@@ -5,7 +5,7 @@ use crate::cli::VerifyCacheArgs;
 use crate::exit::{shown_path, CliError};
 use std::path::PathBuf;
 use vram_hub::{CachedFile, Expected, FileCheck, HubCache, HubError, HubRef, Snapshot};
-use vram_residency::vram_validation::{ModelRef, OutputLine, Sha256Hex};
+use vram_validation::{ModelRef, OutputLine, Sha256Hex};
 
 /// One file of a cached model to seal.
 pub(crate) struct HubInput {
@@ -51,7 +51,7 @@ fn repair(snapshot: &Snapshot, f: &CachedFile) -> String {
         "rm {} && huggingface-cli download {} {} --revision {}",
         shown_path(&f.path),
         snapshot.repo_id,
-        vram_residency::vram_validation::escape_for_log(&f.name, 200),
+        vram_validation::escape_for_log(&f.name, 200),
         snapshot.commit
     )
 }

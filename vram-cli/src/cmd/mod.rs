@@ -20,8 +20,8 @@ use vram_residency::vram_audit::{
 };
 use vram_residency::vram_crypto::LeafSize;
 use vram_residency::vram_secrets::WorkerSecret;
-use vram_residency::vram_validation::parse_byte_size;
 use vram_residency::{DeviceSource, SealHashing, VerifyPolicy, VramConfig, VramManager};
+use vram_validation::parse_byte_size;
 
 pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
@@ -65,7 +65,7 @@ pub(crate) fn duration_arg(flag: &str, value: &str) -> Result<std::time::Duratio
     ms.map(std::time::Duration::from_millis).ok_or_else(|| {
         CliError::usage(format!(
             "{flag}: expected a duration from 100ms to 24h such as 500ms, 15s, 1m or 1h, got `{}`",
-            vram_residency::vram_validation::escape_for_log(value, 40)
+            vram_validation::escape_for_log(value, 40)
         ))
     })
 }
@@ -95,7 +95,7 @@ pub(crate) fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
         .ok_or_else(|| {
             CliError::usage(format!(
                 "--verify: expected `full` or `sampled:K` with 1 <= K <= 4294967295, got `{}`",
-                vram_residency::vram_validation::escape_for_log(value, 40)
+                vram_validation::escape_for_log(value, 40)
             ))
         })
 }

@@ -9,16 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vram_residency::vram_audit::AuditSink;
-use vram_residency::vram_validation::{
-    DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex,
-};
 use vram_residency::{
     ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
 };
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use vram_validation::{DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex};
 
 /// Counts bytes through a reader into a progress bar.
 struct Progress<R> {
@@ -37,9 +31,7 @@ impl<R: Read> Read for Progress<R> {
 /// `file:NAME`, with the name percent-encoded where a model reference could
 /// not hold it as written (a `%`, control or invisible characters), so that
 /// any file name gives a reference that decodes back to it.
-pub(crate) fn file_model_ref(
-    name: &str,
-) -> Result<ModelRef, vram_residency::vram_validation::ValidationError> {
+pub(crate) fn file_model_ref(name: &str) -> Result<ModelRef, vram_validation::ValidationError> {
     let plain = format!("file:{name}");
     if !name.contains('%') {
         if let Ok(r) = ModelRef::new(&plain) {
@@ -190,15 +182,15 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             eprintln!(
                 "vram: signature verified: {} ({} file(s), subject sha256:{}, publisher key sha256:{}); \
                  each file is checked against it as it is sealed",
-                vram_residency::vram_validation::escape_for_log(plan.model.model_name(), 80),
+                vram_validation::escape_for_log(plan.model.model_name(), 80),
                 plan.model.resources().len(),
-                hex(&plan.model.subject_sha256()),
-                hex(&plan.model.publisher_key_sha256()),
+                vram_validation::hex::encode(&plan.model.subject_sha256()),
+                vram_validation::hex::encode(&plan.model.publisher_key_sha256()),
             );
             for name in &plan.empty {
                 eprintln!(
                     "vram: note: {}: empty, matches its signature; nothing to seal",
-                    vram_residency::vram_validation::escape_for_log(name, 200)
+                    vram_validation::escape_for_log(name, 200)
                 );
             }
         }

@@ -5,8 +5,8 @@
 use crate::exit::{io_error, shown_path, CliError};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use vram_residency::vram_validation::{ModelRef, Sha256Hex};
 use vram_signing::{verify_bundle, PublicKey, SignedModel, SigningError};
+use vram_validation::{ModelRef, Sha256Hex};
 
 /// One signed file to seal.
 pub(crate) struct SignedInput {
