@@ -3,11 +3,6 @@
 use ring::hmac;
 use zeroize::Zeroizing;
 
-use crate::record::hex;
-
-/// Domain label whose MAC under the key is the key's public fingerprint.
-const KEY_ID_LABEL: &[u8] = b"vram-residency/key-id/v1";
-
 /// A 32-byte HMAC-SHA256 key that authenticates audit records.
 ///
 /// Only the HMAC key built from the bytes is kept, once, boxed, when the
@@ -50,14 +45,15 @@ impl AuditKey {
     }
 
     /// The key's public fingerprint: hex of the first 8 bytes of
-    /// HMAC-SHA256(key, `"vram-residency/key-id/v1"`), 16 hex digits.
+    /// HMAC-SHA256(key, `"vram-residency/key-id/v1"`), 16 hex digits
+    /// ([`vram_secrets::KeyId::of_mac_key`], the one key-id function, so
+    /// the id is the one `SecretKey::key_id` gives for the same key).
     ///
     /// It names the key (so logs written under a rotated key can be told apart)
     /// without revealing anything usable to forge a record.
     #[must_use]
     pub fn key_id(&self) -> String {
-        let tag = hmac::sign(self.hmac_key(), KEY_ID_LABEL);
-        hex(tag.as_ref().get(..8).unwrap_or_default())
+        vram_secrets::KeyId::of_mac_key(self.hmac_key()).to_string()
     }
 
     /// The HMAC key, built once.
@@ -78,6 +74,7 @@ impl std::fmt::Debug for AuditKey {
 #[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
+    use crate::record::hex;
 
     #[test]
     fn debug_shows_the_id_and_no_key_bytes() {

@@ -8,7 +8,6 @@
 //! line, with no parsing. The record's hash is SHA-256 of the whole line
 //! without its `\n`. See docs/audit-log.md.
 
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::{digest, hmac};
@@ -39,33 +38,12 @@ const MAC_OPEN: &[u8] = b",\"mac\":\"";
 const MAC_CLOSE: &[u8] = b"\"}";
 const HEX_LEN: usize = 64;
 
-/// Lowercase hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len().saturating_mul(2));
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+/// Lowercase hex of `bytes` (the workspace's one codec).
+pub(crate) use vram_validation::hex::encode as hex;
 
 /// Decodes exactly 32 bytes from 64 lowercase hex digits.
 fn unhex32(text: &[u8]) -> Option<[u8; 32]> {
-    if text.len() != HEX_LEN {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        let digit = |c: &u8| match c {
-            b'0'..=b'9' => Some(c.wrapping_sub(b'0')),
-            b'a'..=b'f' => Some(c.wrapping_sub(b'a').wrapping_add(10)),
-            _ => None,
-        };
-        let hi = digit(pair.first()?)?;
-        let lo = digit(pair.get(1)?)?;
-        *o = (hi << 4) | lo;
-    }
-    Some(out)
+    vram_validation::hex::decode_lower(text)
 }
 
 /// True for 64 lowercase hex digits.
@@ -80,10 +58,7 @@ pub(crate) fn line_hash(line: &[u8]) -> String {
 
 /// True for a log id: 32 lowercase hex digits.
 pub(crate) fn is_log_id(text: &str) -> bool {
-    text.len() == LOG_ID_HEX_LEN
-        && text
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+    vram_validation::hex::decode_lower::<{ LOG_ID_HEX_LEN / 2 }>(text).is_some()
 }
 
 /// Longest prefix [`begins_like_record`] needs.

@@ -120,7 +120,7 @@ pub(crate) fn one_safe_line(message: &str) -> String {
 
 /// A path as an error message shows it: escaped, one printable line.
 pub(crate) fn shown_path(path: &std::path::Path) -> String {
-    vram_validation::escape_for_log(&path.to_string_lossy(), 200)
+    vram_validation::escape_path_for_log(path, 200)
 }
 
 /// A file the user named could not be used.

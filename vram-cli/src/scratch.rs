@@ -29,7 +29,7 @@ impl ScratchDir {
             let mut bytes = [0u8; 8];
             rng.fill(&mut bytes)
                 .map_err(|_| CliError::env("the system random number generator failed"))?;
-            let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let name = vram_validation::hex::encode(&bytes);
             let path = parent.join(format!("{prefix}-{name}"));
             match std::fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => return Ok(Self { path }),
@@ -39,7 +39,7 @@ impl ScratchDir {
         }
         Err(CliError::env(format!(
             "could not create a fresh scratch directory in {} (last tried {})",
-            vram_validation::escape_for_log(&parent.to_string_lossy(), 200),
+            crate::exit::shown_path(parent),
             last.map(|p| p.display().to_string()).unwrap_or_default()
         )))
     }

@@ -16,8 +16,8 @@ impl Expected {
     #[must_use]
     pub fn from_blob_name(name: &str) -> Option<Self> {
         match name.len() {
-            64 => hex::<32>(name).map(Self::Sha256),
-            40 => hex::<20>(name).map(Self::GitBlobSha1),
+            64 => vram_validation::hex::decode_lower(name).map(Self::Sha256),
+            40 => vram_validation::hex::decode_lower(name).map(Self::GitBlobSha1),
             _ => None,
         }
     }
@@ -29,7 +29,7 @@ impl Expected {
             Self::Sha256(d) => d,
             Self::GitBlobSha1(d) => d,
         };
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        vram_validation::hex::encode(bytes)
     }
 
     /// `sha256` or `git-sha1`.
@@ -40,25 +40,6 @@ impl Expected {
             Self::GitBlobSha1(_) => "git-sha1",
         }
     }
-}
-
-fn hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let mut out = [0u8; N];
-    let bytes = s.as_bytes();
-    if bytes.len() != N.checked_mul(2)? {
-        return None;
-    }
-    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c.wrapping_sub(b'0')),
-            b'a'..=b'f' => Some(c.wrapping_sub(b'a').wrapping_add(10)),
-            _ => None,
-        };
-        let hi = digit(*pair.first()?)?;
-        let lo = digit(*pair.get(1)?)?;
-        *o = hi.wrapping_shl(4) | lo;
-    }
-    Some(out)
 }
 
 /// The outcome of checking one file against its expected digest.

@@ -125,7 +125,7 @@ fn check_revision(rev: &str) -> Result<(), &'static str> {
 
 /// Whether `s` is a full commit hash (40 lower-case hex digits).
 pub(crate) fn is_commit(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    vram_validation::hex::decode_lower::<20>(s).is_some()
 }
 
 #[cfg(test)]

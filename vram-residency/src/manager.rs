@@ -83,7 +83,7 @@ fn now_ns() -> u64 {
 
 fn random_shard_id() -> Result<ShardId, VramError> {
     let bytes = crate::sampling::random_id()?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = vram_validation::hex::encode(&bytes);
     Ok(ShardId::new(&format!("shard-{hex}"))?)
 }
 

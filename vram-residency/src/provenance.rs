@@ -72,8 +72,8 @@ impl Provenance {
     /// The provenance as a `vram_sealed` audit record spells it.
     pub(crate) fn audit_record(&self) -> vram_audit::SealProvenanceRecord {
         vram_audit::SealProvenanceRecord {
-            publisher_key_sha256: hex(&self.publisher_key_sha256),
-            statement_subject_sha256: hex(&self.statement_subject_sha256),
+            publisher_key_sha256: vram_validation::hex::encode(&self.publisher_key_sha256),
+            statement_subject_sha256: vram_validation::hex::encode(&self.statement_subject_sha256),
             model_name: self.model_name.to_string(),
             resource_name: self.resource_name.to_string(),
         }
@@ -95,36 +95,18 @@ impl Provenance {
     }
 }
 
-fn hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// 32 bytes as 64 lower-case hex digits; reads only that spelling.
 mod hex32 {
     use serde::de::Error;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::hex(bytes))
+        s.serialize_str(&vram_validation::hex::encode(bytes))
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(d)?;
-        parse(&text).ok_or_else(|| D::Error::custom("expected 64 lower-case hex digits"))
-    }
-
-    fn parse(s: &str) -> Option<[u8; 32]> {
-        if s.len() != 64
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-            *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-        }
-        Some(out)
+        vram_validation::hex::decode_lower(text)
+            .ok_or_else(|| D::Error::custom("expected 64 lower-case hex digits"))
     }
 }

@@ -82,9 +82,9 @@ impl SealContent {
             signature: tag.to_string(),
             seal_version: self.message().version(),
             device_kind: Some(self.device_kind.as_str().to_string()),
-            device_uuid: self.device_uuid.map(|u| hex16(&u)),
+            device_uuid: self.device_uuid.map(|u| vram_validation::hex::encode(&u)),
             worker_id: Some(self.worker_id.clone()),
-            set_id: Some(hex16(&self.set_id)),
+            set_id: Some(vram_validation::hex::encode(&self.set_id)),
             provenance: self.provenance.clone(),
         }
     }
@@ -271,7 +271,7 @@ impl fmt::Debug for SealedShard {
             .field("position", &(c.position.index(), c.position.total()))
             .field("key_id", &c.key_id.to_string())
             .field("worker_id", &c.worker_id)
-            .field("set_id", &hex16(&c.set_id))
+            .field("set_id", &vram_validation::hex::encode(&c.set_id))
             .field("provenance", &c.provenance)
             .field("compromised", &self.is_compromised())
             .finish_non_exhaustive()
@@ -433,14 +433,14 @@ impl ModelShardHandle {
             (vram_crypto::SEAL_FORMAT_V2, None) | (vram_crypto::SEAL_FORMAT_V3, Some(_)) => {
                 let device_kind = SealDeviceKind::from_name(self.device_kind.as_deref()?)?;
                 let device_uuid = match self.device_uuid.as_deref() {
-                    Some(u) => Some(parse_hex16(u)?),
+                    Some(u) => Some(vram_validation::hex::decode_lower(u)?),
                     None => None,
                 };
                 Some(Some(SealBinding {
                     device_kind,
                     device_uuid,
                     worker_id: self.worker_id.as_deref()?,
-                    set_id: parse_hex16(self.set_id.as_deref()?)?,
+                    set_id: vram_validation::hex::decode_lower(self.set_id.as_deref()?)?,
                     provenance,
                 }))
             }
@@ -480,29 +480,6 @@ impl ReadHandle<'_> {
 
 fn seal_v1() -> u8 {
     vram_crypto::SEAL_FORMAT_V1
-}
-
-/// 16 bytes as 32 lower-case hex digits.
-pub(crate) fn hex16(bytes: &[u8; 16]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// 32 lower-case hex digits as 16 bytes; `None` for anything else (upper
-/// case included: handles are compared in their one canonical spelling).
-fn parse_hex16(s: &str) -> Option<[u8; 16]> {
-    if s.len() != 32
-        || !s
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
-    let mut out = [0u8; 16];
-    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *o = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// `sealed_at` as a decimal string; reads a string or an integer.

@@ -3,7 +3,8 @@
 use std::io::ErrorKind;
 use std::path::PathBuf;
 
-use crate::escape_path;
+use crate::SHOWN_CHARS;
+use vram_validation::escape_path_for_log;
 
 /// Loading a worker secret failed.
 ///
@@ -13,14 +14,14 @@ use crate::escape_path;
 #[non_exhaustive]
 pub enum SecretsError {
     /// The secret file does not exist.
-    #[error("secret file \"{}\" not found", escape_path(.path))]
+    #[error("secret file \"{}\" not found", escape_path_for_log(.path, SHOWN_CHARS))]
     NotFound {
         /// The path looked up.
         path: PathBuf,
     },
     /// The path (after following symlinks) is not a regular file: a directory,
     /// a FIFO, a device... A pipe is read only when named as a descriptor.
-    #[error("secret file \"{}\" is (or links to) a {found}, not a regular file; a secret comes from a regular file (symlinks to one are followed) or from a pipe given as -, /dev/stdin or /dev/fd/N", escape_path(.path))]
+    #[error("secret file \"{}\" is (or links to) a {found}, not a regular file; a secret comes from a regular file (symlinks to one are followed) or from a pipe given as -, /dev/stdin or /dev/fd/N", escape_path_for_log(.path, SHOWN_CHARS))]
     NotRegularFile {
         /// The path looked up.
         path: PathBuf,
@@ -30,8 +31,8 @@ pub enum SecretsError {
     /// The file is owned by someone other than the current user (or root).
     #[error(
         "secret file \"{}\" is owned by uid {actual_uid}, expected uid {expected_uid} (this process) or 0; run chown {expected_uid} \"{}\"",
-        escape_path(.path),
-        escape_path(.path)
+        escape_path_for_log(.path, SHOWN_CHARS),
+        escape_path_for_log(.path, SHOWN_CHARS)
     )]
     WrongOwner {
         /// The path looked up.
@@ -45,8 +46,8 @@ pub enum SecretsError {
     #[error(
         "permissions {:04o} for \"{}\" are too open; run chmod 600 \"{}\" (in Kubernetes, set defaultMode: 0400 on the secret volume)",
         .mode & 0o7777,
-        escape_path(.path),
-        escape_path(.path)
+        escape_path_for_log(.path, SHOWN_CHARS),
+        escape_path_for_log(.path, SHOWN_CHARS)
     )]
     TooPermissive {
         /// The file's mode bits.
@@ -92,13 +93,13 @@ pub enum SecretsError {
     },
     /// The file's length changed between the checks (`fstat` of the opened
     /// file) and the read: it grew or shrank while being read.
-    #[error("secret file \"{}\" changed while it was being read", escape_path(.path))]
+    #[error("secret file \"{}\" changed while it was being read", escape_path_for_log(.path, SHOWN_CHARS))]
     Changed {
         /// The path read.
         path: PathBuf,
     },
     /// Another I/O error.
-    #[error("reading secret file \"{}\" failed: {kind}", escape_path(.path))]
+    #[error("reading secret file \"{}\" failed: {kind}", escape_path_for_log(.path, SHOWN_CHARS))]
     Io {
         /// The path read.
         path: PathBuf,

@@ -90,8 +90,16 @@ pub struct KeyId([u8; 8]);
 
 impl KeyId {
     fn of(key: &[u8; KEY_LEN]) -> KeyId {
-        let mac_key = hmac::Key::new(hmac::HMAC_SHA256, key);
-        let tag = hmac::sign(&mac_key, KEY_ID_LABEL);
+        KeyId::of_mac_key(&hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    /// The id of the key inside an HMAC-SHA256 key: the workspace's one
+    /// key-id function. [`SecretKey::key_id`] uses it, and so does a holder
+    /// that keeps only the built MAC key and no key bytes (the audit log's
+    /// key), so the two ids of one key are the same.
+    #[must_use]
+    pub fn of_mac_key(mac_key: &hmac::Key) -> KeyId {
+        let tag = hmac::sign(mac_key, KEY_ID_LABEL);
         let mut id = [0u8; 8];
         for (dst, src) in id.iter_mut().zip(tag.as_ref()) {
             *dst = *src;
@@ -114,10 +122,7 @@ impl KeyId {
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        vram_validation::hex::write_lower(f, &self.0)
     }
 }
 
@@ -134,27 +139,10 @@ impl FromStr for KeyId {
         let invalid = || SecretsError::InvalidKeyId {
             shown: vram_validation::escape_for_log(s, crate::SHOWN_CHARS),
         };
-        if s.len() != 16 {
-            return Err(invalid());
-        }
-        let mut id = [0u8; 8];
-        for (dst, pair) in id.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-            let [hi, lo] = pair else {
-                return Err(invalid());
-            };
-            let (Some(hi), Some(lo)) = (hex_value(*hi), hex_value(*lo)) else {
-                return Err(invalid());
-            };
-            *dst = (hi << 4) | lo;
-        }
-        Ok(KeyId(id))
+        vram_validation::hex::decode(s)
+            .map(KeyId)
+            .ok_or_else(invalid)
     }
-}
-
-fn hex_value(d: u8) -> Option<u8> {
-    char::from(d)
-        .to_digit(16)
-        .and_then(|v| u8::try_from(v).ok())
 }
 
 impl TryFrom<String> for KeyId {

@@ -182,8 +182,8 @@ impl WorkerSecret {
     pub fn load_file(path: &Path) -> Result<WorkerSecret, SecretsError> {
         let secret = WorkerSecret::from_loaded(read_secret_file(path)?, path)?;
         tracing::info!(
-            path = %crate::escape_path(path),
-            resolved = %secret.resolved_source_path().map(crate::escape_path).unwrap_or_default(),
+            path = %vram_validation::escape_path_for_log(path, crate::SHOWN_CHARS),
+            resolved = %secret.resolved_source_path().map(|p| vram_validation::escape_path_for_log(p, crate::SHOWN_CHARS)).unwrap_or_default(),
             len = secret.bytes.len(),
             "loaded worker secret"
         );

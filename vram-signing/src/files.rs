@@ -27,7 +27,7 @@ impl SignedFile {
     /// [`sha256`](Self::sha256) in lower-case hex.
     #[must_use]
     pub fn sha256_hex(&self) -> String {
-        crate::hex(&self.sha256)
+        vram_validation::hex::encode(&self.sha256)
     }
 }
 

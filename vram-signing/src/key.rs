@@ -152,7 +152,7 @@ impl PublicKey {
     /// [`fingerprint`](Self::fingerprint) in lower-case hex.
     #[must_use]
     pub fn fingerprint_hex(&self) -> String {
-        crate::hex(&self.fingerprint)
+        vram_validation::hex::encode(&self.fingerprint)
     }
 
     /// Whether `signature` (DER ECDSA) signs `message` under this key, with

@@ -57,15 +57,3 @@ pub use statement::{
     Serialization, SignedModel, SignedResource, MAX_RESOURCES, MAX_RESOURCE_NAME, PREDICATE_TYPE,
     STATEMENT_TYPE,
 };
-
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(
-        String::with_capacity(bytes.len().saturating_mul(2)),
-        |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        },
-    )
-}

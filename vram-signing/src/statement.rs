@@ -111,15 +111,7 @@ fn string<'a>(v: &'a Value, key: &str) -> Result<&'a str, SigningError> {
 
 pub(crate) fn sha256_hex(s: &str, what: &str) -> Result<[u8; 32], SigningError> {
     let bad = || SigningError::malformed(format!("{what} is not 64 hex digits"));
-    if s.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.as_bytes().chunks_exact(2)) {
-        let digits = std::str::from_utf8(pair).map_err(|_| bad())?;
-        *o = u8::from_str_radix(digits, 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    vram_validation::hex::decode(s).ok_or_else(bad)
 }
 
 /// A resource name: a relative `/`-separated path with no `.`, `..` or

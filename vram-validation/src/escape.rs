@@ -33,6 +33,19 @@ pub fn escape_for_log(s: &str, max_chars: usize) -> String {
     out
 }
 
+/// A path as an error message or a log line shows it: [`escape_for_log`] of
+/// its text, non-UTF-8 bytes shown as U+FFFD (escaped).
+///
+/// ```
+/// use vram_validation::escape_path_for_log;
+/// use std::path::Path;
+/// assert_eq!(escape_path_for_log(Path::new("/run/evil\nname"), 200), r"/run/evil\u{a}name");
+/// ```
+#[must_use]
+pub fn escape_path_for_log(path: &std::path::Path, max_chars: usize) -> String {
+    escape_for_log(&path.to_string_lossy(), max_chars)
+}
+
 /// Escapes one character with the rules of [`escape_for_log`].
 pub(crate) fn escape_char(c: char) -> String {
     let mut out = String::new();

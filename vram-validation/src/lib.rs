@@ -5,6 +5,7 @@ mod device;
 mod error;
 mod escape;
 mod expected_digest;
+pub mod hex;
 mod model_ref;
 mod newtype;
 mod provenance_name;
@@ -14,7 +15,9 @@ mod size;
 
 pub use device::{validate_device_index, ShardPosition, MAX_SHARDS};
 pub use error::{Field, ValidationError};
-pub use escape::{escape_for_log, escape_line_field, unescape_line_field, OutputLine};
+pub use escape::{
+    escape_for_log, escape_line_field, escape_path_for_log, unescape_line_field, OutputLine,
+};
 pub use expected_digest::{DigestForm, ExpectedDigest, EXPECTED_DIGEST_FORMS};
 pub use model_ref::{is_model_ref_char, ModelRef, MAX_MODEL_REF_LEN};
 pub use provenance_name::{is_provenance_name_char, ProvenanceName, MAX_PROVENANCE_NAME_LEN};

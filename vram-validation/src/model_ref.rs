@@ -287,8 +287,8 @@ fn percent_decode(s: &str) -> Result<Cow<'_, str>, &'static str> {
             out.push(b);
             continue;
         }
-        let hi = bytes.next().and_then(hex_value);
-        let lo = bytes.next().and_then(hex_value);
+        let hi = bytes.next().and_then(crate::hex::digit_value);
+        let lo = bytes.next().and_then(crate::hex::digit_value);
         match (hi, lo) {
             (Some(hi), Some(lo)) => out.push((hi << 4) | lo),
             _ => {
@@ -299,12 +299,6 @@ fn percent_decode(s: &str) -> Result<Cow<'_, str>, &'static str> {
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| "percent escapes decode to bytes that are not UTF-8")
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
 }
 
 fn starts_with_separator(s: &str) -> bool {

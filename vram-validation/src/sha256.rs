@@ -58,38 +58,14 @@ impl Sha256Hex {
     /// Builds the hex form of a raw digest.
     #[must_use]
     pub fn from_bytes(bytes: &[u8; 32]) -> Sha256Hex {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(SHA256_HEX_LEN);
-        for b in bytes {
-            for nibble in [b >> 4, b & 0x0f] {
-                if let Some(&d) = DIGITS.get(usize::from(nibble)) {
-                    s.push(char::from(d));
-                }
-            }
-        }
-        Sha256Hex(s)
+        Sha256Hex(crate::hex::encode(bytes))
     }
 
     /// The 32 digest bytes.
     #[must_use]
     pub fn to_bytes(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        for (byte, pair) in out.iter_mut().zip(self.0.as_bytes().chunks_exact(2)) {
-            if let [hi, lo] = pair {
-                *byte = (nibble(*hi) << 4) | nibble(*lo);
-            }
-        }
-        out
-    }
-}
-
-/// The value of one hex digit; only called on validated (lower-case) digits.
-fn nibble(d: u8) -> u8 {
-    match d {
-        b'0'..=b'9' => d.wrapping_sub(b'0'),
-        b'a'..=b'f' => d.wrapping_sub(b'a').wrapping_add(10),
-        b'A'..=b'F' => d.wrapping_sub(b'A').wrapping_add(10),
-        _ => 0,
+        // Validated as 64 hex digits when made, so this always decodes.
+        crate::hex::decode_lower(&self.0).unwrap_or([0; 32])
     }
 }
 

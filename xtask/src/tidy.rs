@@ -17,8 +17,8 @@ const CRATES: &[&str] = &[
     "xtask",
 ];
 
-#[test]
-fn the_crate_list_is_the_workspace() {
+/// The root manifest's `members`, in its order.
+fn members() -> Vec<String> {
     let ws = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
     let members = ws
         .split("members = [")
@@ -27,13 +27,18 @@ fn the_crate_list_is_the_workspace() {
         .split(']')
         .next()
         .unwrap();
-    let mut listed: Vec<&str> = members
+    members
         .split(',')
-        .map(|m| m.trim().trim_matches('"'))
+        .map(|m| m.trim().trim_matches('"').to_string())
         .filter(|m| !m.is_empty())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn the_crate_list_is_the_workspace() {
+    let mut listed = members();
     listed.sort_unstable();
-    let mut ours = CRATES.to_vec();
+    let mut ours: Vec<String> = CRATES.iter().map(|c| c.to_string()).collect();
     ours.sort_unstable();
     assert_eq!(listed, ours, "CRATES must list every workspace member");
 }
@@ -158,4 +163,506 @@ fn unsafe_code_lives_only_in_the_cuda_backend() {
         problems.is_empty(),
         "unsafe outside vram-core/src/cuda: {problems:?}"
     );
+}
+
+/// The floor table and the dependency diagram of `docs/ARCHITECTURE.md`,
+/// checked against every member's `Cargo.toml`.
+///
+/// The document is the one copy of the table: this module parses it, so the
+/// test and the text cannot disagree.
+mod floors {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Which manifest table a dependency was declared in.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Kind {
+        Normal,
+        Build,
+        Dev,
+    }
+
+    impl Kind {
+        fn table(self) -> &'static str {
+            match self {
+                Kind::Normal => "dependencies",
+                Kind::Build => "build-dependencies",
+                Kind::Dev => "dev-dependencies",
+            }
+        }
+    }
+
+    /// One dependency of a manifest, by package name.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub(super) struct Dep {
+        pub(super) name: String,
+        pub(super) kind: Kind,
+    }
+
+    /// The floor table: each crate's floor and the crates of its own floor
+    /// it may depend on.
+    #[derive(Debug, Default)]
+    pub(super) struct Table {
+        pub(super) floor: BTreeMap<String, u32>,
+        pub(super) same_floor: BTreeMap<String, BTreeSet<String>>,
+    }
+
+    /// Every `` `name` `` in a piece of markdown.
+    fn backticked(text: &str) -> Vec<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Reads the table under `## Floors`: rows `` | `crate` | N | `other`, ... |``.
+    pub(super) fn parse_table(doc: &str) -> Result<Table, String> {
+        let section = doc
+            .split("\n## Floors")
+            .nth(1)
+            .ok_or("no `## Floors` section")?;
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let mut table = Table::default();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let [krate, floor, also] = cells[..] else {
+                return Err(format!("a floor-table row without three cells: {line}"));
+            };
+            let name = krate.trim_matches('`').to_string();
+            let floor: u32 = floor
+                .parse()
+                .map_err(|_| format!("floor of {name} is not a number: {floor}"))?;
+            // Only the names before the first `:` are allowances; the rest is why.
+            let allowed = backticked(also.split(':').next().unwrap_or(""));
+            if table.floor.insert(name.clone(), floor).is_some() {
+                return Err(format!("{name} has two rows in the floor table"));
+            }
+            table.same_floor.insert(name, allowed.into_iter().collect());
+        }
+        if table.floor.is_empty() {
+            return Err("the floor table has no rows".into());
+        }
+        Ok(table)
+    }
+
+    /// Reads the diagram (the first ```` ```text ```` block): `floor N` starts
+    /// a floor, `crate -> a, b` gives a crate's arrows. Returns each crate's
+    /// floor and its arrows.
+    pub(super) fn parse_diagram(
+        doc: &str,
+    ) -> Result<BTreeMap<String, (u32, BTreeSet<String>)>, String> {
+        let block = doc
+            .split("```text\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .ok_or("no ```text diagram")?;
+        let mut out = BTreeMap::new();
+        let mut floor = None;
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            let mut rest = line.trim();
+            if let Some(after) = rest.strip_prefix("floor ") {
+                let (n, tail) = after.split_once(' ').unwrap_or((after, ""));
+                floor = Some(
+                    n.parse::<u32>()
+                        .map_err(|_| format!("bad floor number in diagram line: {line}"))?,
+                );
+                rest = tail.trim();
+            }
+            let (name, targets) = rest
+                .split_once("->")
+                .ok_or_else(|| format!("a diagram line without `->`: {line}"))?;
+            let floor = floor.ok_or_else(|| format!("a diagram line before any floor: {line}"))?;
+            let targets: BTreeSet<String> = targets
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+            if out
+                .insert(name.trim().to_string(), (floor, targets))
+                .is_some()
+            {
+                return Err(format!("{} is drawn twice", name.trim()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `name = "..."` of a manifest's `[package]`.
+    pub(super) fn package_name(manifest: &str) -> Option<String> {
+        let package = manifest.split("[package]").nth(1)?;
+        let package = package.split("\n[").next().unwrap_or(package);
+        package.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
+        })
+    }
+
+    /// The kind of dependency table a section header opens, and for the
+    /// dotted form (`[dependencies.foo]`) the dependency it names.
+    fn section(header: &str) -> Option<(Kind, Option<String>)> {
+        // `[target.'cfg(unix)'.dev-dependencies]` counts as `dev-dependencies`.
+        let header = header.trim().trim_start_matches('[').trim_end_matches(']');
+        let header = match header.strip_prefix("target.") {
+            Some(rest) => {
+                // Skip the quoted platform, which may hold dots.
+                let after = match rest.strip_prefix('\'') {
+                    Some(q) => q.split_once('\'')?.1,
+                    None => match rest.strip_prefix('"') {
+                        Some(q) => q.split_once('"')?.1,
+                        None => rest.split_once('.').map_or("", |(_, r)| r),
+                    },
+                };
+                after.trim_start_matches('.')
+            }
+            None => header,
+        };
+        let (table, dotted) = match header.split_once('.') {
+            Some((t, name)) => (t, Some(name.trim_matches('"').to_string())),
+            None => (header, None),
+        };
+        let kind = match table {
+            "dependencies" => Kind::Normal,
+            "build-dependencies" => Kind::Build,
+            "dev-dependencies" => Kind::Dev,
+            _ => return None,
+        };
+        Some((kind, dotted))
+    }
+
+    /// The `package = "..."` of an inline table, the real name of a renamed
+    /// dependency.
+    fn renamed(value: &str) -> Option<String> {
+        let at = value.find("package")?;
+        let rest = value.get(at..)?.split_once('=')?.1.trim_start();
+        let rest = rest.strip_prefix('"')?;
+        Some(rest.split('"').next()?.to_string())
+    }
+
+    /// Every dependency a manifest declares, in any dependency table
+    /// (target-specific ones included), by package name.
+    pub(super) fn dependencies(manifest: &str) -> Vec<Dep> {
+        let mut out = Vec::new();
+        let mut current: Option<Kind> = None;
+        for line in manifest.lines() {
+            let line = line.split(" #").next().unwrap_or(line).trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.starts_with('[') {
+                current = None;
+                if let Some((kind, dotted)) = section(line) {
+                    match dotted {
+                        // `[dependencies.foo]`: the name is in the header; a
+                        // `package = ` line below would rename it, which no
+                        // manifest here does.
+                        Some(name) => out.push(Dep { name, kind }),
+                        None => current = Some(kind),
+                    }
+                }
+                continue;
+            }
+            let Some(kind) = current else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            let key = key.trim();
+            // `foo.workspace = true`, `foo = "1"`, `"foo" = { .. }`.
+            let key = key.split('.').next().unwrap_or(key).trim_matches('"');
+            let name = renamed(value).unwrap_or_else(|| key.to_string());
+            out.push(Dep { name, kind });
+        }
+        out
+    }
+
+    /// Every edge that breaks the table, one line each, naming the edge.
+    /// `manifests` holds `(package name, manifest text)` for every member.
+    pub(super) fn violations(table: &Table, manifests: &[(String, String)]) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (krate, manifest) in manifests {
+            let Some(&from) = table.floor.get(krate) else {
+                problems.push(format!("{krate} has no row in the floor table"));
+                continue;
+            };
+            for dep in dependencies(manifest) {
+                let Some(&to) = table.floor.get(&dep.name) else {
+                    continue; // not a workspace crate
+                };
+                let allowed = to < from
+                    || (to == from
+                        && table
+                            .same_floor
+                            .get(krate)
+                            .is_some_and(|a| a.contains(&dep.name)));
+                if !allowed {
+                    problems.push(format!(
+                        "{krate} (floor {from}) -> {} (floor {to}) in [{}]: {}",
+                        dep.name,
+                        dep.kind.table(),
+                        if to > from {
+                            "a higher floor"
+                        } else {
+                            "its own floor, which the table does not allow for it"
+                        }
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    /// The workspace edges of normal and build dependencies: what the
+    /// diagram draws.
+    pub(super) fn edges(
+        table: &Table,
+        manifests: &[(String, String)],
+    ) -> BTreeMap<String, BTreeSet<String>> {
+        manifests
+            .iter()
+            .map(|(krate, manifest)| {
+                let to = dependencies(manifest)
+                    .into_iter()
+                    .filter(|d| d.kind != Kind::Dev && table.floor.contains_key(&d.name))
+                    .map(|d| d.name)
+                    .collect();
+                (krate.clone(), to)
+            })
+            .collect()
+    }
+
+    /// What the diagram draws that the manifests and table do not say, and
+    /// the other way round.
+    pub(super) fn diagram_problems(
+        doc: &str,
+        table: &Table,
+        manifests: &[(String, String)],
+    ) -> Result<Vec<String>, String> {
+        let drawn = parse_diagram(doc)?;
+        let real = edges(table, manifests);
+        let mut problems = Vec::new();
+        for (krate, to) in &real {
+            let Some((floor, arrows)) = drawn.get(krate) else {
+                problems.push(format!("{krate} is not in the diagram"));
+                continue;
+            };
+            if table.floor.get(krate) != Some(floor) {
+                problems.push(format!(
+                    "the diagram puts {krate} on floor {floor}, the table on {:?}",
+                    table.floor.get(krate)
+                ));
+            }
+            for missing in to.difference(arrows) {
+                problems.push(format!("the diagram lacks the edge {krate} -> {missing}"));
+            }
+            for extra in arrows.difference(to) {
+                problems.push(format!(
+                    "the diagram draws {krate} -> {extra}, which no manifest declares"
+                ));
+            }
+        }
+        for krate in drawn.keys().filter(|k| !real.contains_key(*k)) {
+            problems.push(format!(
+                "the diagram draws {krate}, which is no workspace member"
+            ));
+        }
+        Ok(problems)
+    }
+}
+
+/// `(package name, manifest text)` of every workspace member, from the root
+/// manifest's `members`.
+fn member_manifests() -> Vec<(String, String)> {
+    members()
+        .iter()
+        .map(|dir| {
+            let text = std::fs::read_to_string(root().join(dir).join("Cargo.toml"))
+                .unwrap_or_else(|e| panic!("{dir}/Cargo.toml: {e}"));
+            let name = floors::package_name(&text)
+                .unwrap_or_else(|| panic!("{dir}/Cargo.toml has no package name"));
+            (name, text)
+        })
+        .collect()
+}
+
+fn architecture_doc() -> String {
+    std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap()
+}
+
+#[test]
+fn every_dependency_respects_the_floor_table() {
+    let doc = architecture_doc();
+    let table = floors::parse_table(&doc).unwrap();
+    let manifests = member_manifests();
+    let members: std::collections::BTreeSet<&String> = manifests.iter().map(|(n, _)| n).collect();
+    let rows: std::collections::BTreeSet<&String> = table.floor.keys().collect();
+    assert_eq!(
+        rows, members,
+        "the floor table in docs/ARCHITECTURE.md must have one row per workspace member"
+    );
+    let problems = floors::violations(&table, &manifests);
+    assert!(
+        problems.is_empty(),
+        "dependencies the floor table (docs/ARCHITECTURE.md) forbids:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_architecture_diagram_draws_the_real_edges() {
+    let doc = architecture_doc();
+    let table = floors::parse_table(&doc).unwrap();
+    let problems = floors::diagram_problems(&doc, &table, &member_manifests()).unwrap();
+    assert!(
+        problems.is_empty(),
+        "docs/ARCHITECTURE.md's diagram and the manifests disagree:\n{}",
+        problems.join("\n")
+    );
+}
+
+mod floor_checks_reject {
+    use super::floors;
+
+    const DOC: &str = "\
+# Architecture
+
+```text
+floor 2   high -> low
+floor 1   peer ->
+          low  -> peer
+```
+
+## Floors
+
+| crate | floor | may also depend on (same floor), and why |
+|---|---|---|
+| `low` | 1 | `peer`: a reason that names `high` after the colon |
+| `peer` | 1 | nothing |
+| `high` | 2 | nothing |
+
+## Code map
+";
+
+    fn manifest(name: &str, body: &str) -> (String, String) {
+        (
+            name.to_string(),
+            format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\n\n{body}\n[lints]\nworkspace = true\n"),
+        )
+    }
+
+    fn good() -> Vec<(String, String)> {
+        vec![
+            manifest(
+                "low",
+                "[dependencies]\npeer.workspace = true\nserde = \"1\"\n",
+            ),
+            manifest("peer", "[dependencies]\n"),
+            manifest("high", "[dependencies]\nlow = { path = \"../low\" }\n"),
+        ]
+    }
+
+    fn with(name: &str, body: &str) -> Vec<(String, String)> {
+        let mut all: Vec<_> = good().into_iter().filter(|(n, _)| n != name).collect();
+        all.push(manifest(name, body));
+        all
+    }
+
+    fn problems(manifests: &[(String, String)]) -> Vec<String> {
+        let table = floors::parse_table(DOC).unwrap();
+        floors::violations(&table, manifests)
+    }
+
+    #[test]
+    fn the_table_is_read_with_its_allowances() {
+        let table = floors::parse_table(DOC).unwrap();
+        assert_eq!(table.floor["high"], 2);
+        assert_eq!(table.floor["low"], 1);
+        assert!(table.same_floor["low"].contains("peer"));
+        // A name after the colon is a reason, not an allowance.
+        assert!(!table.same_floor["low"].contains("high"));
+        assert!(table.same_floor["peer"].is_empty());
+    }
+
+    #[test]
+    fn an_allowed_workspace_passes() {
+        assert_eq!(problems(&good()), Vec::<String>::new());
+        let table = floors::parse_table(DOC).unwrap();
+        assert_eq!(
+            floors::diagram_problems(DOC, &table, &good()).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_dependency_on_a_higher_floor_is_named() {
+        let p = problems(&with("low", "[dependencies]\nhigh.workspace = true\n"));
+        assert_eq!(
+            p,
+            ["low (floor 1) -> high (floor 2) in [dependencies]: a higher floor"]
+        );
+    }
+
+    #[test]
+    fn build_dev_target_dotted_and_renamed_dependencies_count_too() {
+        for body in [
+            "[build-dependencies]\nhigh = \"0.1\"\n",
+            "[dev-dependencies]\nhigh.workspace = true\n",
+            "[target.'cfg(loom)'.dependencies]\nhigh.workspace = true\n",
+            "[target.\"cfg(unix)\".dev-dependencies]\nhigh = { path = \"../high\" }\n",
+            "[target.x86_64-unknown-linux-gnu.dependencies]\nhigh.workspace = true\n",
+            "[dependencies.high]\npath = \"../high\"\n",
+            "[dependencies]\nalias = { package = \"high\", path = \"../high\" }\n",
+            "[dependencies]\n\"high\" = \"0.1\" # a comment\n",
+        ] {
+            let p = problems(&with("peer", body));
+            assert_eq!(p.len(), 1, "{body}: {p:?}");
+            assert!(
+                p[0].starts_with("peer (floor 1) -> high (floor 2)"),
+                "{body}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_same_floor_dependency_the_table_does_not_allow_is_named() {
+        let p = problems(&with("peer", "[dependencies]\nlow.workspace = true\n"));
+        assert_eq!(
+            p,
+            ["peer (floor 1) -> low (floor 1) in [dependencies]: its own floor, which the table does not allow for it"]
+        );
+    }
+
+    #[test]
+    fn a_crate_without_a_row_is_named() {
+        let mut all = good();
+        all.push(manifest("stray", ""));
+        assert_eq!(problems(&all), ["stray has no row in the floor table"]);
+    }
+
+    #[test]
+    fn a_diagram_that_misdraws_an_edge_is_named() {
+        let table = floors::parse_table(DOC).unwrap();
+        // `peer` gains a real edge the diagram lacks; `low -> peer` disappears.
+        let manifests = vec![
+            manifest("low", "[dependencies]\nserde = \"1\"\n"),
+            manifest(
+                "peer",
+                "[dev-dependencies]\nlow.workspace = true\n[build-dependencies]\nlow = \"0.1\"\n",
+            ),
+            manifest("high", "[dependencies]\nlow.workspace = true\n"),
+        ];
+        let p = floors::diagram_problems(DOC, &table, &manifests).unwrap();
+        assert_eq!(
+            p,
+            [
+                "the diagram draws low -> peer, which no manifest declares",
+                "the diagram lacks the edge peer -> low",
+            ]
+        );
+        let misplaced = DOC.replace(
+            "floor 1   peer ->\n          low  -> peer",
+            "          low  -> peer\nfloor 1   peer ->",
+        );
+        let p = floors::diagram_problems(&misplaced, &table, &good()).unwrap();
+        assert_eq!(p, ["the diagram puts low on floor 2, the table on Some(1)"]);
+    }
 }

@@ -14,10 +14,6 @@ use vram_residency::{
 };
 use vram_validation::{DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Counts bytes through a reader into a progress bar.
 struct Progress<R> {
     inner: R,
@@ -188,8 +184,8 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                  each file is checked against it as it is sealed",
                 vram_validation::escape_for_log(plan.model.model_name(), 80),
                 plan.model.resources().len(),
-                hex(&plan.model.subject_sha256()),
-                hex(&plan.model.publisher_key_sha256()),
+                vram_validation::hex::encode(&plan.model.subject_sha256()),
+                vram_validation::hex::encode(&plan.model.publisher_key_sha256()),
             );
             for name in &plan.empty {
                 eprintln!(
