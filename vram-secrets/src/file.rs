@@ -402,7 +402,7 @@ mod tests {
             }
             let n = rest.len().min(buf.len()).min(5);
             buf[..n].copy_from_slice(&rest[..n]);
-            self.at += n;
+            self.at = self.at.saturating_add(n);
             Ok(n)
         }
     }
