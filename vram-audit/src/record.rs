@@ -398,6 +398,73 @@ mod tests {
         ));
     }
 
+    /// A line whose MAC is right for `body`: what only a key holder writes.
+    fn signed(key: &AuditKey, body: &str) -> Vec<u8> {
+        let tag = hmac::sign(key.hmac_key(), body.as_bytes());
+        let mut line = body.as_bytes().to_vec();
+        line.extend_from_slice(MAC_OPEN);
+        line.extend_from_slice(hex(tag.as_ref()).as_bytes());
+        line.extend_from_slice(MAC_CLOSE);
+        line
+    }
+
+    fn malformed(key: &AuditKey, body: &str) -> String {
+        match authenticate(key, &signed(key, body)) {
+            Err(LineProblem::Malformed(reason)) => reason,
+            other => panic!("{body}: expected malformed, got {:?}", other.map(|a| a.seq)),
+        }
+    }
+
+    /// The version and the log field must agree even under a valid MAC: a
+    /// format 1 record with a log field, a format 2 record without one or
+    /// with one that is not a log id, are refused with their own reason.
+    #[test]
+    fn version_and_log_field_must_agree() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let event = r#""event":{"type":"log_opened","reason":"new"},"prev":""#;
+        let tail = format!(r#"{event}{GENESIS_PREV}""#);
+        let id = "0123456789abcdef0123456789abcdef";
+        let ok2 = format!(r#"{{"v":2,"log":"{id}","seq":1,"ts":"t","worker":"w",{tail}"#);
+        assert_eq!(authenticate(&key, &signed(&key, &ok2)).unwrap().version, 2);
+
+        let v1_with_log = format!(r#"{{"v":1,"log":"{id}","seq":1,"ts":"t","worker":"w",{tail}"#);
+        assert_eq!(
+            malformed(&key, &v1_with_log),
+            "a format 1 record has no log field"
+        );
+        let needs = "a format 2 record needs a log field of 32 lowercase hex digits";
+        let v2_without = format!(r#"{{"v":2,"seq":1,"ts":"t","worker":"w",{tail}"#);
+        assert_eq!(malformed(&key, &v2_without), needs);
+        let upper = id.to_uppercase();
+        let v2_bad_id = format!(r#"{{"v":2,"log":"{upper}","seq":1,"ts":"t","worker":"w",{tail}"#);
+        assert_eq!(malformed(&key, &v2_bad_id), needs);
+        let v2_short = format!(r#"{{"v":2,"log":"abc","seq":1,"ts":"t","worker":"w",{tail}"#);
+        assert_eq!(malformed(&key, &v2_short), needs);
+    }
+
+    /// A record that authenticates but does not parse says why (serde's
+    /// message), cut to 120 characters plus an ellipsis when longer.
+    #[test]
+    fn a_field_error_is_reported_and_bounded() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let missing = format!(r#"{{"v":1,"seq":1,"ts":"t","worker":"w","prev":"{GENESIS_PREV}""#);
+        let reason = malformed(&key, &missing);
+        assert!(reason.contains("missing field `event`"), "{reason}");
+        assert!(!reason.ends_with('…'), "{reason}");
+
+        let long_type = "x".repeat(300);
+        let unknown = format!(
+            r#"{{"v":1,"seq":1,"ts":"t","worker":"w","event":{{"type":"{long_type}"}},"prev":"{GENESIS_PREV}""#
+        );
+        let reason = malformed(&key, &unknown);
+        assert_eq!(reason.chars().count(), 121, "{reason}");
+        assert!(reason.ends_with('…'), "{reason}");
+        assert!(reason.starts_with("unknown variant `xxx"), "{reason}");
+
+        assert_eq!(truncate_reason(&"y".repeat(120)), "y".repeat(120));
+        assert_eq!(truncate_reason("short"), "short");
+    }
+
     #[test]
     fn hex_round_trip() {
         let bytes: Vec<u8> = (0..32).map(|i| i * 7).collect();

@@ -8,6 +8,7 @@
 //! What still grows with the log is bookkeeping over *authentic* records
 //! (sequence numbers seen, open gaps), which only the key's holder can write.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
@@ -653,46 +654,51 @@ impl<'k> ChainVerifier<'k> {
             // Lines that failed authentication may stand for the records they
             // replaced: up to `bad_run` sequence numbers are accounted for.
             let covered = expected.saturating_add(bad_run);
-            if seq == expected {
-                if rec.prev != expected_prev {
+            match seq.cmp(&expected) {
+                Ordering::Equal => {
+                    if rec.prev != expected_prev {
+                        self.linked = false;
+                        self.here(FindingKind::ChainBreak {
+                            expected_prev,
+                            found_prev: rec.prev.clone(),
+                        });
+                    }
+                }
+                Ordering::Greater if seq <= covered => {
+                    // The missing records may be the altered lines (already
+                    // reported), but this record's `prev` names a record that is
+                    // not there: nothing links it to the chain before.
                     self.linked = false;
-                    self.here(FindingKind::ChainBreak {
-                        expected_prev,
-                        found_prev: rec.prev.clone(),
+                    self.here(FindingKind::Unlinked {
+                        seq,
+                        after_bad_lines: bad_run,
                     });
                 }
-            } else if seq > expected && seq <= covered {
-                // The missing records may be the altered lines (already
-                // reported), but this record's `prev` names a record that is
-                // not there: nothing links it to the chain before.
-                self.linked = false;
-                self.here(FindingKind::Unlinked {
-                    seq,
-                    after_bad_lines: bad_run,
-                });
-            } else if seq > expected {
-                self.linked = false;
-                let finding = self.here(FindingKind::SequenceGap {
-                    expected,
-                    found: seq,
-                });
-                if self.gaps.len() < MAX_TRACKED_GAPS {
-                    self.gaps.push(Gap {
-                        start: expected,
-                        end: seq,
-                        filled: 0,
-                        finding,
+                Ordering::Greater => {
+                    self.linked = false;
+                    let finding = self.here(FindingKind::SequenceGap {
+                        expected,
                         found: seq,
                     });
+                    if self.gaps.len() < MAX_TRACKED_GAPS {
+                        self.gaps.push(Gap {
+                            start: expected,
+                            end: seq,
+                            filled: 0,
+                            finding,
+                            found: seq,
+                        });
+                    }
                 }
-            } else {
-                // Older than expected and never seen: moved here from earlier.
-                self.here(FindingKind::Reordered { seq });
-                self.fill_gap(seq);
-                self.seen.insert(seq);
-                self.records = self.records.saturating_add(1);
-                self.expect = Some((expected, expected_prev));
-                return;
+                Ordering::Less => {
+                    // Older than expected and never seen: moved here from earlier.
+                    self.here(FindingKind::Reordered { seq });
+                    self.fill_gap(seq);
+                    self.seen.insert(seq);
+                    self.records = self.records.saturating_add(1);
+                    self.expect = Some((expected, expected_prev));
+                    return;
+                }
             }
         } else if self.records == 0 && bad_run > 0 {
             // A segment checked on its own (reopening) that begins with bad
@@ -1301,5 +1307,159 @@ mod tests {
             ]
         );
         assert_eq!(end as usize, 5 + long + 1);
+    }
+
+    /// A segment checked on its own (reopening) is linked from its first
+    /// record unless bad lines come before that record.
+    #[test]
+    fn a_segment_checked_on_its_own_is_linked_unless_it_begins_with_bad_lines() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let lines = chain(&key, None, 8, "a");
+        let head_of = |bad_first: bool| {
+            let mut v = ChainVerifier::new(&key, Start::Anywhere, &VerifyOptions::default());
+            v.begin_file(Path::new("<memory>"));
+            let mut n = 0;
+            if bad_first {
+                n += 1;
+                v.line(n, b"garbage");
+            }
+            for l in &lines[3..] {
+                n += 1;
+                v.line(n, l.as_bytes());
+            }
+            v.finish().head.map(|h| h.seq)
+        };
+        assert_eq!(head_of(false), Some(8));
+        assert_eq!(head_of(true), None);
+    }
+
+    /// Only the first record of a chain, with seq 1, is its genesis: a
+    /// `log_created` record elsewhere (which only a key holder could write)
+    /// does not set the report's genesis.
+    #[test]
+    fn a_log_created_record_that_is_not_first_is_not_the_genesis() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let id = "0123456789abcdef0123456789abcdef";
+        let genesis = AuditEvent::LogCreated {
+            format: 2,
+            key_id: key.key_id(),
+            log_id: id.into(),
+        };
+        let line = encode_line(&key, Some(id), 2, "t", "w", &genesis, GENESIS_PREV).unwrap();
+        let line = String::from_utf8(line).unwrap().trim_end().to_owned();
+        let r = verify_lines(&[line], &key, None);
+        assert!(r.genesis.is_none(), "{:?}", r.genesis);
+        assert_eq!(
+            kinds(&r),
+            vec![(
+                1,
+                FindingKind::SequenceGap {
+                    expected: 1,
+                    found: 2
+                }
+            )]
+        );
+        let clean = chain(&key, Some(id), 3, "w");
+        assert_eq!(verify_lines(&clean, &key, None).genesis.unwrap().log_id, id);
+    }
+
+    /// Gaps past the tracked limit stay `sequence_gap` even when their record
+    /// turns up later; gaps within it become reorderings.
+    #[test]
+    fn gaps_past_the_tracked_limit_stay_gaps() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let gaps = MAX_TRACKED_GAPS as u64 + 1;
+        let all = chain(&key, None, 2 * gaps + 1, "a");
+        // Keep the odd records: record 2k is missing, a gap [2k, 2k+1).
+        let mut lines: Vec<String> = all.iter().step_by(2).cloned().collect();
+        lines.push(all[(2 * gaps - 1) as usize].clone()); // record 2*gaps, the last gap's
+        lines.push(all[1].clone()); // record 2, the first gap's
+        let options = VerifyOptions {
+            max_findings: 2 * MAX_TRACKED_GAPS,
+            ..VerifyOptions::default()
+        };
+        let r = verify_lines_with(lines.iter().map(String::as_bytes), &key, &options);
+        let k: Vec<FindingKind> = r.findings.iter().map(|f| f.kind.clone()).collect();
+        assert_eq!(k.len() as u64, gaps + 2);
+        assert_eq!(k[0], FindingKind::Reordered { seq: 3 });
+        assert_eq!(
+            k[gaps as usize - 1],
+            FindingKind::SequenceGap {
+                expected: 2 * gaps,
+                found: 2 * gaps + 1
+            }
+        );
+        assert_eq!(
+            k[gaps as usize..],
+            [
+                FindingKind::Reordered { seq: 2 * gaps },
+                FindingKind::Reordered { seq: 2 }
+            ]
+        );
+    }
+
+    /// A checkpoint's log id is compared only with a log that has records:
+    /// a log of bad lines is reported as truncated, not as another log.
+    #[test]
+    fn a_checkpoint_log_id_is_not_compared_without_records() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let cp = Checkpoint {
+            seq: 3,
+            hash: "ab".repeat(32),
+            log_id: Some("0123456789abcdef0123456789abcdef".into()),
+        };
+        let r = verify_lines(&["garbage".to_owned()], &key, Some(&cp));
+        let k: Vec<FindingKind> = r.findings.iter().map(|f| f.kind.clone()).collect();
+        assert!(matches!(k[0], FindingKind::Malformed { .. }), "{k:?}");
+        assert_eq!(
+            k[1..],
+            [FindingKind::Truncated {
+                checkpoint_seq: 3,
+                last_seq: 0
+            }]
+        );
+    }
+
+    /// Bytes after the last newline are a torn tail, also when there are
+    /// exactly as many as the line limit allows.
+    #[test]
+    fn a_torn_tail_of_exactly_the_line_limit_is_torn() {
+        for len in [MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 1] {
+            let bytes = vec![b'a'; len];
+            let mut items = Vec::new();
+            let end = read_lines(io::Cursor::new(&bytes), |n, item, at| {
+                items.push(match item {
+                    Line::Complete(l) => format!("{n} complete {} at {at}", l.len()),
+                    Line::TooLong(l) => format!("{n} too long {l} at {at}"),
+                    Line::Torn(l) => format!("{n} torn {l} at {at}"),
+                });
+            })
+            .unwrap();
+            assert_eq!((end, items), (0, vec![format!("1 torn {len} at 0")]));
+        }
+    }
+
+    /// A log id change names a format 1 record's missing id in words.
+    #[test]
+    fn a_log_id_change_names_format_1_as_such() {
+        let id = "0123456789abcdef0123456789abcdef".to_owned();
+        let to_v1 = FindingKind::LogIdChanged {
+            expected: Some(id.clone()),
+            found: None,
+        };
+        assert!(
+            to_v1.to_string().contains(&format!(
+                "record bound to log none (format 1), the chain before to {id}"
+            )),
+            "{to_v1}"
+        );
+        let cp = FindingKind::CheckpointLogMismatch {
+            expected: id.clone(),
+            found: None,
+        };
+        assert!(
+            cp.to_string().ends_with("this log's id is none (format 1)"),
+            "{cp}"
+        );
     }
 }
