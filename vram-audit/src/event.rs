@@ -117,6 +117,37 @@ pub enum AuditEvent {
         /// Why verification could not complete.
         reason: String,
     },
+    /// A lease (access to a shard's memory for computation) was refused: the
+    /// shard was compromised already, or the verification the lease policy
+    /// asks for before each use failed or could not run. Written for every
+    /// refusal, at once.
+    LeaseRefused {
+        /// The shard's id.
+        shard_id: String,
+        /// Device index.
+        gpu_device: u32,
+        /// The lease policy (`sampled:K`, `full`, `recent_full:SECONDS+K`).
+        policy: String,
+        /// Why.
+        reason: String,
+    },
+    /// Leases granted on a shard since the previous record of this kind for
+    /// it, aggregated so that a busy server writes one record per shard per
+    /// interval (and one when the shard is released), not one per request.
+    LeasesGranted {
+        /// The shard's id.
+        shard_id: String,
+        /// Device index.
+        gpu_device: u32,
+        /// Leases granted in the interval.
+        count: u64,
+        /// Leaves re-hashed by their verifications.
+        leaves_checked: u64,
+        /// Bytes re-hashed by their verifications.
+        bytes_checked: u64,
+        /// Time their verifications took, in nanoseconds.
+        verify_ns: u64,
+    },
     /// A seal attempt failed (expected digest mismatch, device write failure...).
     SealFailed {
         /// The shard's id.
@@ -207,10 +238,12 @@ impl AuditEvent {
             Self::SealVerificationFailed { .. }
             | Self::VerificationIncomplete { .. }
             | Self::PolicyViolation { .. }
+            | Self::LeaseRefused { .. }
             | Self::SealFailed { .. } => Severity::Critical,
             Self::VramAllocationFailed { .. } | Self::TornTailRecovered { .. } => Severity::Warning,
             Self::VramSealed { .. }
             | Self::SealVerified { .. }
+            | Self::LeasesGranted { .. }
             | Self::VramAllocated { .. }
             | Self::VramDeallocated { .. }
             | Self::LogCreated { .. }
@@ -227,6 +260,8 @@ impl AuditEvent {
             | Self::SealVerified { shard_id, .. }
             | Self::SealVerificationFailed { shard_id, .. }
             | Self::VerificationIncomplete { shard_id, .. }
+            | Self::LeaseRefused { shard_id, .. }
+            | Self::LeasesGranted { shard_id, .. }
             | Self::SealFailed { shard_id, .. }
             | Self::VramAllocated { shard_id, .. }
             | Self::VramDeallocated { shard_id, .. } => Some(shard_id),
@@ -247,6 +282,8 @@ impl AuditEvent {
             Self::SealVerified { .. } => "seal_verified",
             Self::SealVerificationFailed { .. } => "seal_verification_failed",
             Self::VerificationIncomplete { .. } => "verification_incomplete",
+            Self::LeaseRefused { .. } => "lease_refused",
+            Self::LeasesGranted { .. } => "leases_granted",
             Self::SealFailed { .. } => "seal_failed",
             Self::VramAllocated { .. } => "vram_allocated",
             Self::VramAllocationFailed { .. } => "vram_allocation_failed",
@@ -300,6 +337,20 @@ mod tests {
                 gpu_device: 0,
                 policy: "full".into(),
                 reason: "r".into(),
+            },
+            AuditEvent::LeaseRefused {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                policy: "sampled:4".into(),
+                reason: "r".into(),
+            },
+            AuditEvent::LeasesGranted {
+                shard_id: "s".into(),
+                gpu_device: 0,
+                count: 3,
+                leaves_checked: 12,
+                bytes_checked: 12,
+                verify_ns: 5,
             },
             AuditEvent::SealFailed {
                 shard_id: "s".into(),
@@ -412,8 +463,8 @@ mod tests {
         assert_eq!(
             sev,
             [
-                Info, Info, Critical, Critical, Critical, Info, Warning, Info, Critical, Info,
-                Info, Warning, Info
+                Info, Info, Critical, Critical, Critical, Info, Critical, Info, Warning, Info,
+                Critical, Info, Info, Warning, Info
             ]
         );
     }

@@ -1,7 +1,8 @@
 //! The `Device` seam: the one interface between residency policy and hardware.
 //!
-//! Implemented by the CUDA backend (`cuda` feature) and by `vram-mock`. No raw
-//! device pointer ever crosses this interface, and no `Debug` output shows one.
+//! Implemented by the CUDA backend (`cuda` feature) and by `vram-mock`. A raw
+//! device pointer crosses it in one place only, [`DeviceBuffer::memory`], which
+//! the facade calls for a verified lease; no `Debug` output shows one.
 
 use crate::DeviceError;
 use std::fmt::Debug;
@@ -188,6 +189,18 @@ pub trait DeviceBuffer: Send + Sync + Debug {
     ) -> Option<Result<(), crate::StreamError>> {
         let _ = (chunk, threads, fill);
         None
+    }
+
+    /// The buffer's memory, for computation on it: the bytes themselves on a
+    /// backend whose memory is host memory (the mock), a device address on
+    /// CUDA. The facade calls this only for a verified lease.
+    ///
+    /// # Errors
+    /// [`DeviceError::Unsupported`] on backends that offer neither (the default).
+    fn memory(&self) -> Result<crate::MemoryAccess<'_>, DeviceError> {
+        Err(DeviceError::Unsupported {
+            operation: "direct memory access",
+        })
     }
 
     /// Hashes leaves on the device itself, so verification need not copy the

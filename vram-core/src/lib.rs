@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(unsafe_code)]
 
+mod access;
 mod bytes;
 mod capacity;
 mod device;
@@ -8,6 +9,7 @@ mod error;
 mod policy;
 mod sync;
 
+pub use access::{DeviceMemory, HostBytes, MemoryAccess};
 pub use capacity::{CapacityError, CapacityTracker, Reservation};
 pub use device::{
     checked_range, Device, DeviceAttributes, DeviceBuffer, DeviceInfo, DeviceKind, MemoryInfo,

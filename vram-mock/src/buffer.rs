@@ -4,9 +4,9 @@ use crate::state::{BufferId, Cell, HostMem, Shared};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard};
 use tracing::{debug, warn};
-use vram_core::{checked_range, DeviceBuffer, DeviceError, StreamError};
+use vram_core::{checked_range, DeviceBuffer, DeviceError, HostBytes, MemoryAccess, StreamError};
 
 /// A buffer handed out by [`MockDevice::alloc`](vram_core::Device::alloc).
 /// Dropping it returns its bytes to the device.
@@ -99,6 +99,26 @@ impl DeviceBuffer for MockBuffer {
             .bytes_read
             .fetch_add(range.end.saturating_sub(range.start), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The buffer's bytes, shared-locked while the view lives (writers, fault
+    /// injection included, wait for it). Bytes never written read as zero,
+    /// as through `read_at`.
+    fn memory(&self) -> Result<MemoryAccess<'_>, DeviceError> {
+        let len = usize::try_from(self.len).map_err(|_| DeviceError::OutOfBounds {
+            offset: 0,
+            len: self.len,
+            buffer_len: self.len,
+        })?;
+        let guard = self.cell.read();
+        let guard = if guard.len() >= len {
+            guard
+        } else {
+            drop(guard);
+            Cell::materialise(&mut self.cell.write(), len);
+            self.cell.read()
+        };
+        Ok(MemoryAccess::Host(HostBytes::new(View { guard, len })))
     }
 
     /// The mock's memory is host memory: `fill` writes straight into it, from
@@ -234,6 +254,20 @@ impl DeviceBuffer for MockBuffer {
             out.push(hash);
         }
         Ok(out)
+    }
+}
+
+/// A buffer's bytes under its read lock.
+struct View<'a> {
+    guard: RwLockReadGuard<'a, HostMem>,
+    len: usize,
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.guard.get(..self.len).unwrap_or_default()
     }
 }
 

@@ -135,7 +135,7 @@ pub enum VramError {
     },
 
     /// Device memory no longer holds the sealed bytes.
-    #[error("integrity violation on shard {shard_id} (device {device}): {} corrupt range(s), first at bytes {}", corrupt.len(), first_range(corrupt))]
+    #[error("integrity violation on shard {shard_id} (device {device}): {} corrupt range(s), first at bytes {}{}", corrupt.len(), first_range(corrupt), in_tensors(tensors))]
     IntegrityViolation {
         /// The shard (validated id).
         shard_id: String,
@@ -143,6 +143,11 @@ pub enum VramError {
         device: u32,
         /// Corrupt byte ranges, in leaf granularity.
         corrupt: Vec<CorruptRange>,
+        /// For a shard holding a safetensors file whose table was read, the
+        /// tensors the corrupt ranges touch, each as `NAME, bytes A..B of N`
+        /// (offsets inside the tensor; names escaped), or `the safetensors
+        /// header`; at most [`MAX_NAMED_TENSORS`](crate::tensors::MAX_NAMED_TENSORS).
+        tensors: Vec<String>,
     },
 
     /// The shard was sealed under another key than this manager's: it belongs
@@ -172,6 +177,26 @@ pub enum VramError {
     Compromised {
         /// The shard (validated id).
         shard_id: String,
+    },
+
+    /// A tensor was asked of a shard that does not hold a valid safetensors
+    /// file (or the file's header is hostile: offsets out of bounds or
+    /// overlapping, an unknown dtype, a shape that does not match its bytes).
+    #[error("shard {shard_id} does not hold a usable safetensors file: {reason}")]
+    NotSafetensors {
+        /// The shard (validated id).
+        shard_id: String,
+        /// What is wrong with it (untrusted names escaped).
+        reason: String,
+    },
+
+    /// The shard's safetensors file has no tensor of that name.
+    #[error("shard {shard_id} has no tensor named {name}")]
+    UnknownTensor {
+        /// The shard (validated id).
+        shard_id: String,
+        /// The name asked for, escaped and cut to 128 characters.
+        name: String,
     },
 
     /// A verification policy that cannot be run as asked (a sample of 0 leaves).
@@ -211,6 +236,14 @@ pub enum VramError {
     Secrets(#[from] vram_secrets::SecretsError),
 }
 
+fn in_tensors(tensors: &[String]) -> String {
+    if tensors.is_empty() {
+        String::new()
+    } else {
+        format!(" (in {})", tensors.join("; "))
+    }
+}
+
 fn first_range(ranges: &[CorruptRange]) -> String {
     ranges
         .first()
@@ -236,6 +269,8 @@ impl VramError {
             | Self::KeyMismatch { .. }
             | Self::WrongDevice { .. }
             | Self::InvalidPolicy { .. }
+            | Self::NotSafetensors { .. }
+            | Self::UnknownTensor { .. }
             | Self::InvalidShardSet { .. } => ErrorClass::InvalidInput,
             Self::Device { .. }
             | Self::Io { .. }

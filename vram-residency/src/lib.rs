@@ -4,6 +4,7 @@
 mod config;
 mod detect;
 mod error;
+mod lease;
 mod manager;
 mod metrics;
 mod pipeline;
@@ -15,6 +16,7 @@ mod scrub;
 mod seal;
 mod set;
 mod shard;
+mod tensors;
 mod trail;
 mod verify;
 
@@ -26,6 +28,9 @@ pub use config::{
 pub use detect::FALLBACK_MOCK_CAPACITY;
 pub use detect::{cuda_devices, detect, detect_cuda, CudaUnavailable, Detected, FORCE_MOCK_ENV};
 pub use error::{ErrorClass, VramError};
+pub use lease::{
+    Lease, LeasePolicy, ParseLeasePolicyError, DEFAULT_LEASE_LEAVES, LEASE_RECORD_INTERVAL,
+};
 pub use manager::{DeviceCapacity, VramManager};
 pub use metrics::MetricsSnapshot;
 pub use provenance::Provenance;
@@ -33,13 +38,16 @@ pub use request::SealRequest;
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
 pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};
+pub use tensors::{TensorBytes, TensorMemory, TensorView, MAX_NAMED_TENSORS};
 pub use verify::{HashPath, VerifyPolicy, VerifyReport};
 
 // The types of the crates below that appear in this crate's API (arguments,
 // results, error sources), by name, so that a user of the facade can name
 // them. Anything else of those crates: depend on the crate itself.
 pub use vram_audit::{AuditError, AuditSink, LogOptions};
-pub use vram_core::{Device, DeviceError, DeviceKind, PolicyViolation};
+pub use vram_core::{
+    Device, DeviceError, DeviceKind, DeviceMemory, HostBytes, MemoryAccess, PolicyViolation,
+};
 pub use vram_crypto::{
     CorruptRange, CryptoError, LeafHashes, LeafSize, SealTag, Sha256Digest, TreeDigest,
 };

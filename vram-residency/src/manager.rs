@@ -666,6 +666,34 @@ impl VramManager {
         self.verify_with(shard, self.inner.verify_policy)
     }
 
+    /// Verifies `shard` as `policy` asks and, only if that holds, lends its
+    /// memory for computation: the [`Lease`](crate::Lease) is the one way to
+    /// a sealed shard's bytes (on the mock) or device address (on CUDA), and
+    /// it borrows the shard, so the shard cannot be released while a lease
+    /// lives. Call it before each execution; many leases may live at once.
+    ///
+    /// A compromised shard never gets a lease. A verification that fails
+    /// compromises the shard as [`VramManager::verify_sealed`] does. Every
+    /// refusal is audited at once (`lease_refused`, critical); granted leases
+    /// are counted per shard and recorded at most once per
+    /// [`LEASE_RECORD_INTERVAL`](crate::LEASE_RECORD_INTERVAL)
+    /// (`leases_granted`) and at release, so a busy server does not flood
+    /// the log. The first lease of a shard also reads its tensor table when
+    /// it holds a safetensors file ([`Lease::tensor`](crate::Lease::tensor)),
+    /// from header leaves checked against the seal.
+    ///
+    /// # Errors
+    /// [`VramError::Compromised`] for a shard found wrong before; as
+    /// [`VramManager::verify_with`] for the verification;
+    /// [`VramError::Audit`] when a fail-closed log cannot record the tally.
+    pub fn lease<'s>(
+        &self,
+        shard: &'s SealedShard,
+        policy: crate::LeasePolicy,
+    ) -> Result<crate::Lease<'s>, VramError> {
+        crate::lease::grant(&self.verifier(), shard, policy)
+    }
+
     /// Verifies a shard with an explicit policy.
     ///
     /// # Errors

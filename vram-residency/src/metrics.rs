@@ -16,6 +16,9 @@ pub(crate) struct Metrics {
     bytes_hashed: AtomicU64,
     verify_nanos_total: AtomicU64,
     verify_nanos_max: AtomicU64,
+    leases_granted: AtomicU64,
+    leases_refused: AtomicU64,
+    lease_verify_nanos_total: AtomicU64,
 }
 
 /// A point-in-time copy of the manager's counters.
@@ -39,6 +42,13 @@ pub struct MetricsSnapshot {
     pub verify_nanos_total: u64,
     /// Largest verification latency, in nanoseconds.
     pub verify_nanos_max: u64,
+    /// Leases granted (their verification held).
+    pub leases_granted: u64,
+    /// Leases refused (a compromised shard, or a verification that failed or
+    /// could not run).
+    pub leases_refused: u64,
+    /// Time spent verifying for leases (granted or refused), in nanoseconds.
+    pub lease_verify_nanos_total: u64,
     /// Audit records the manager tried to write that are not in the log: lost
     /// under a best-effort policy, or refused under fail-closed (the operation
     /// then failed too, or, for a record of a failure or a release, was
@@ -70,6 +80,16 @@ impl Metrics {
         self.verify_nanos_total.fetch_add(ns, Ordering::Relaxed);
         self.verify_nanos_max.fetch_max(ns, Ordering::Relaxed);
     }
+    pub(crate) fn lease(&self, granted: bool, took: Duration) {
+        let counter = if granted {
+            &self.leases_granted
+        } else {
+            &self.leases_refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.lease_verify_nanos_total
+            .fetch_add(nanos(took), Ordering::Relaxed);
+    }
     pub(crate) fn verification_incomplete(&self) {
         self.verifications_incomplete
             .fetch_add(1, Ordering::Relaxed);
@@ -84,6 +104,9 @@ impl Metrics {
             bytes_hashed: self.bytes_hashed.load(Ordering::Relaxed),
             verify_nanos_total: self.verify_nanos_total.load(Ordering::Relaxed),
             verify_nanos_max: self.verify_nanos_max.load(Ordering::Relaxed),
+            leases_granted: self.leases_granted.load(Ordering::Relaxed),
+            leases_refused: self.leases_refused.load(Ordering::Relaxed),
+            lease_verify_nanos_total: self.lease_verify_nanos_total.load(Ordering::Relaxed),
             // Kept by the audit trail; filled in by `VramManager::metrics`.
             audit_records_lost: 0,
         }

@@ -261,6 +261,9 @@ pub(crate) struct ShardSweep {
     order: Vec<u64>,
     /// How many of `order` have been checked.
     next: usize,
+    /// When the sweep's first step began: every leaf it checks holds at or
+    /// after this.
+    started: Instant,
 }
 
 /// What one scrub step did.
@@ -296,6 +299,7 @@ pub(crate) fn scrub_step(
         None => sweep.insert(ShardSweep {
             order: crate::sampling::random_permutation(count)?,
             next: 0,
+            started: Instant::now(),
         }),
     };
     let take = usize::try_from(leaves_per_step).unwrap_or(usize::MAX);
@@ -311,9 +315,11 @@ pub(crate) fn scrub_step(
         count,
         samples_per_step,
     )?);
-    if sweep_done {
-        *sweep = None;
-    }
+    let finished = if sweep_done {
+        sweep.take().map(|s| s.started)
+    } else {
+        None
+    };
     // A shard an earlier verification found wrong is refused there (and the
     // refusal audited), even if its bytes read back right now.
     let report = manager.verifier().verify(
@@ -326,6 +332,11 @@ pub(crate) fn scrub_step(
         // Scrub steps are frequent; only failures are audited.
         AuditMode::FailuresOnly,
     )?;
+    if let Some(started) = finished {
+        // Every leaf of the shard was checked in this sweep (each step's
+        // seal check too, the first one included).
+        shard.note_full_verification(started);
+    }
     Ok(Step {
         leaves: report.leaves_checked,
         bytes: report.bytes_checked,

@@ -6,8 +6,9 @@ use crate::trail::AuditTrail;
 use crate::Provenance;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 use vram_audit::AuditEvent;
 use vram_core::{DeviceBuffer, DeviceKind, Reservation};
 use vram_crypto::{
@@ -114,6 +115,15 @@ pub struct SealedShard {
     /// Set by the first verification that finds the bytes or the seal wrong;
     /// never cleared.
     compromised: AtomicBool,
+    /// When every leaf was last verified: nanoseconds after [`clock_base`],
+    /// plus one (0: never).
+    last_full: AtomicU64,
+    /// Leases granted since the last `leases_granted` record.
+    leases: Mutex<LeaseTally>,
+    /// The tensor table, read from the shard's memory at the first lease
+    /// that asks for it: `Err` with the reason when it holds no usable
+    /// safetensors file.
+    tensors: OnceLock<Result<crate::tensors::TensorTable, String>>,
     // Field order matters: the buffer (device memory) is freed before the
     // reservation is released, so capacity is never handed out twice.
     buffer: Box<dyn DeviceBuffer>,
@@ -134,12 +144,18 @@ impl SealedShard {
             reservation,
             audit,
         } = resident;
+        // Fix the clock base no later than the shard's birth, so every
+        // verification time noted for it is at or after the base.
+        let _ = clock_base();
         Self {
             content,
             tag,
             leaves,
             plain_sha256,
             compromised: AtomicBool::new(false),
+            last_full: AtomicU64::new(0),
+            leases: Mutex::new(LeaseTally::default()),
+            tensors: OnceLock::new(),
             buffer,
             _reservation: reservation,
             audit,
@@ -254,6 +270,112 @@ impl SealedShard {
     pub(crate) fn buffer(&self) -> &dyn DeviceBuffer {
         self.buffer.as_ref()
     }
+
+    /// Notes that every leaf was verified at or after `at`.
+    pub(crate) fn note_full_verification(&self, at: Instant) {
+        let ns = at.saturating_duration_since(clock_base()).as_nanos();
+        let ns = u64::try_from(ns).unwrap_or(u64::MAX).saturating_add(1);
+        self.last_full.fetch_max(ns, Ordering::AcqRel);
+    }
+
+    /// How long ago every leaf was last verified, if ever.
+    pub(crate) fn since_full_verification(&self) -> Option<Duration> {
+        let ns = self.last_full.load(Ordering::Acquire).checked_sub(1)?;
+        let at = clock_base().checked_add(Duration::from_nanos(ns))?;
+        Some(Instant::now().saturating_duration_since(at))
+    }
+
+    /// The tensor table, once it has been read (see [`SealedShard::set_tensor_table`]).
+    pub(crate) fn tensor_table(&self) -> Result<&crate::tensors::TensorTable, crate::VramError> {
+        match self.tensors.get() {
+            Some(Ok(table)) => Ok(table),
+            Some(Err(reason)) => Err(crate::VramError::NotSafetensors {
+                shard_id: self.content.shard_id.to_string(),
+                reason: reason.clone(),
+            }),
+            None => Err(crate::VramError::NotSafetensors {
+                shard_id: self.content.shard_id.to_string(),
+                reason: "its tensor table has not been read (ask the manager for a lease)".into(),
+            }),
+        }
+    }
+
+    /// The tensors `ranges` touch, named for an error and its audit record
+    /// (empty when the shard's tensor table is not known).
+    pub(crate) fn corrupt_tensors(&self, ranges: &[vram_crypto::CorruptRange]) -> Vec<String> {
+        match self.tensors.get() {
+            Some(Ok(table)) => table.describe(ranges),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the tensor table has been read (or found missing).
+    pub(crate) fn has_tensor_table(&self) -> bool {
+        self.tensors.get().is_some()
+    }
+
+    /// Keeps the table read from the shard's verified header (the first
+    /// one, if two threads race).
+    pub(crate) fn set_tensor_table(&self, table: Result<crate::tensors::TensorTable, String>) {
+        let _ = self.tensors.set(table);
+    }
+
+    /// Counts a granted lease; returns the tally to record when `interval`
+    /// has passed since the last record (or since the shard was sealed).
+    pub(crate) fn count_lease(
+        &self,
+        report: &crate::VerifyReport,
+        interval: Duration,
+    ) -> Option<LeaseTally> {
+        let mut tally = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        tally.count = tally.count.saturating_add(1);
+        tally.leaves = tally.leaves.saturating_add(report.leaves_checked);
+        tally.bytes = tally.bytes.saturating_add(report.bytes_checked);
+        let ns = u64::try_from(report.elapsed.as_nanos()).unwrap_or(u64::MAX);
+        tally.verify_ns = tally.verify_ns.saturating_add(ns);
+        let since = *tally.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= interval {
+            let taken = std::mem::take(&mut *tally);
+            tally.since = Some(Instant::now());
+            return Some(taken);
+        }
+        None
+    }
+
+    /// The record of a tally of granted leases.
+    pub(crate) fn leases_event(&self, tally: &LeaseTally) -> AuditEvent {
+        AuditEvent::LeasesGranted {
+            shard_id: self.content.shard_id.to_string(),
+            gpu_device: self.content.device,
+            count: tally.count,
+            leaves_checked: tally.leaves,
+            bytes_checked: tally.bytes,
+            verify_ns: tally.verify_ns,
+        }
+    }
+
+    /// The leases granted and not yet recorded, taken (for the release).
+    fn take_leases(&self) -> Option<LeaseTally> {
+        let mut tally = self.leases.lock().unwrap_or_else(PoisonError::into_inner);
+        (tally.count > 0).then(|| std::mem::take(&mut *tally))
+    }
+}
+
+/// Leases granted on a shard and not yet recorded.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseTally {
+    pub(crate) count: u64,
+    pub(crate) leaves: u64,
+    pub(crate) bytes: u64,
+    pub(crate) verify_ns: u64,
+    /// Start of the interval (the first lease after the last record).
+    since: Option<Instant>,
+}
+
+/// The process's base for monotonic timestamps kept as integers.
+fn clock_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
 }
 
 impl fmt::Debug for SealedShard {
@@ -296,6 +418,9 @@ impl SealedShard {
     /// be written under a fail-closed policy: a process that must end with
     /// every record durable reports it instead of exiting successfully.
     pub fn release(mut self) -> Result<(), crate::VramError> {
+        if let Some(tally) = self.take_leases() {
+            self.audit.record_secondary(self.leases_event(&tally));
+        }
         let result = self.audit.record(self.deallocated_event());
         self.released = true;
         result.map(|_| ()).map_err(Into::into)
@@ -307,6 +432,9 @@ impl Drop for SealedShard {
         // Auditing a deallocation must never panic; a failure is counted and
         // logged by the trail ([`SealedShard::release`] returns it instead).
         if !self.released {
+            if let Some(tally) = self.take_leases() {
+                self.audit.record_secondary(self.leases_event(&tally));
+            }
             self.audit.record_secondary(self.deallocated_event());
         }
         tracing::debug!(

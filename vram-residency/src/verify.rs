@@ -306,6 +306,13 @@ impl Verifier<'_> {
         match result {
             Ok((leaves_checked, bytes_checked, hash_path)) => {
                 self.metrics.verified(true, bytes_checked, elapsed);
+                if matches!(policy, VerifyPolicy::Full | VerifyPolicy::FullHostReadback) {
+                    // Every leaf held no earlier than when this call began.
+                    let began = Instant::now()
+                        .checked_sub(elapsed)
+                        .unwrap_or_else(Instant::now);
+                    shard.note_full_verification(began);
+                }
                 if audit == AuditMode::Every {
                     self.audit.record(AuditEvent::SealVerified {
                         shard_id: shard.shard_id().to_string(),
@@ -440,6 +447,63 @@ impl Verifier<'_> {
         }
     }
 
+    /// Reads the first `len` bytes of a shard, rounded up to whole leaves,
+    /// once; checks those leaves against the seal's leaf hashes; returns the
+    /// bytes read. What a caller parses is exactly what was checked (no
+    /// second read a tamperer could race). Recorded as a verification of
+    /// policy `sampled:K` (K the leaves read): a mismatch compromises the
+    /// shard and is audited, as by [`Verifier::verify`].
+    pub(crate) fn read_verified_prefix(
+        &self,
+        shard: &SealedShard,
+        len: u64,
+    ) -> Result<Vec<u8>, VramError> {
+        let start = Instant::now();
+        let descriptor = shard.tree_digest().descriptor;
+        let count = len
+            .max(1)
+            .div_ceil(descriptor.leaf_size.bytes())
+            .min(descriptor.leaf_count());
+        let end = descriptor
+            .leaf_range(count.saturating_sub(1))
+            .map_or(0, |r| r.end);
+        let read = || -> Result<Vec<u8>, VramError> {
+            shard.ensure_not_compromised()?;
+            self.check_seal(shard)?;
+            let n = usize::try_from(end).map_err(|_| VramError::Internal {
+                reason: "a shard prefix larger than the address space",
+            })?;
+            let mut bytes = vec![0u8; n];
+            shard.buffer().read_at(0, &mut bytes).map_err(dev(shard))?;
+            let mut hashes = Vec::new();
+            vram_crypto::hash_leaf_run(descriptor.leaf_size, &bytes, &mut hashes);
+            let indices: Vec<u64> = (0..count).collect();
+            let corrupt = verify_leaves(shard.leaf_hashes(), &indices, &hashes)?;
+            if corrupt.is_empty() {
+                Ok(bytes)
+            } else {
+                Err(integrity(shard, corrupt))
+            }
+        };
+        let (bytes, outcome) = match read() {
+            Ok(bytes) => (Some(bytes), Ok((count, end, HashPath::HostReadback))),
+            Err(e) => (None, Err(e)),
+        };
+        let policy = VerifyPolicy::Sampled {
+            leaves: u32::try_from(count).unwrap_or(u32::MAX),
+        };
+        self.finish(
+            shard,
+            policy,
+            outcome,
+            start.elapsed(),
+            AuditMode::FailuresOnly,
+        )?;
+        bytes.ok_or(VramError::Internal {
+            reason: "a verified prefix without its bytes",
+        })
+    }
+
     /// Checks that a handle is authentic under this seal key; returns its
     /// seal format version. `device` is this manager's device of the
     /// handle's index, when it has one: an authentic v2 or v3 handle naming
@@ -531,6 +595,7 @@ fn integrity(shard: &SealedShard, corrupt: Vec<CorruptRange>) -> VramError {
     VramError::IntegrityViolation {
         shard_id: shard.shard_id().to_string(),
         device: shard.gpu_device(),
+        tensors: shard.corrupt_tensors(&corrupt),
         corrupt,
     }
 }

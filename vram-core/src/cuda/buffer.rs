@@ -518,6 +518,17 @@ impl DeviceBuffer for CudaBuffer {
         self.alloc.len
     }
 
+    /// The allocation's device address, after the work queued on its stream
+    /// has completed (so a kernel on another stream sees every byte written).
+    fn memory(&self) -> Result<crate::MemoryAccess<'_>, DeviceError> {
+        self.alloc.sync()?;
+        Ok(crate::MemoryAccess::Device(crate::DeviceMemory::new(
+            self.alloc.ptr,
+            self.alloc.len,
+            self.alloc.device,
+        )))
+    }
+
     fn stream_from(
         &mut self,
         reader: &mut dyn Read,

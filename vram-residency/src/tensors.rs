@@ -1,0 +1,379 @@
+//! A shard's tensor table (when it holds a safetensors file) and typed views
+//! of its tensors through a lease.
+//!
+//! The table is parsed once per shard from the shard's own memory: the bytes
+//! holding the header are read once, checked leaf by leaf against the seal,
+//! and parsed from that same read (`vram_hub::SafetensorsHeader`, bounded and
+//! panic-free). On top of the parser's checks (length prefix, header size,
+//! offsets within the file), a table is refused when two tensors overlap,
+//! when a dtype is not one safetensors defines, or when a shape does not
+//! account for exactly its bytes: a hostile header never yields a view that
+//! reads outside its tensor. Nothing is allocated from a header before its
+//! length is checked.
+
+use crate::VramError;
+use std::collections::HashMap;
+use std::ops::{Deref, Range};
+use vram_core::{DeviceMemory, HostBytes, MemoryAccess};
+use vram_hub::{SafetensorsHeader, TensorInfo};
+use vram_validation::escape_for_log;
+
+/// Element size in bits of the dtypes safetensors defines.
+fn dtype_bits(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 8,
+        "F4" => 4,
+        "F6_E2M3" | "F6_E3M2" => 6,
+        "U16" | "I16" | "F16" | "BF16" => 16,
+        "U32" | "I32" | "F32" => 32,
+        "U64" | "I64" | "F64" | "C64" => 64,
+        _ => return None,
+    })
+}
+
+/// The most tensors an integrity error names.
+pub const MAX_NAMED_TENSORS: usize = 16;
+
+/// The tensors of one safetensors file, by name.
+#[derive(Debug)]
+pub(crate) struct TensorTable {
+    tensors: Vec<TensorInfo>,
+    data_start: u64,
+    by_name: HashMap<String, usize>,
+    shard_id: String,
+}
+
+impl TensorTable {
+    /// Bytes to read (and verify) to parse the header of a file of
+    /// `file_len` bytes whose first 8 bytes are `prefix`.
+    pub(crate) fn header_len(prefix: [u8; 8], file_len: u64) -> Option<u64> {
+        let n = u64::from_le_bytes(prefix);
+        if n > vram_hub::MAX_HEADER_BYTES {
+            return None;
+        }
+        let end = n.checked_add(8)?;
+        (end <= file_len).then_some(end)
+    }
+
+    /// Parses and checks the header at the start of `bytes`; `Err` says
+    /// why the file is not usable (untrusted names escaped).
+    pub(crate) fn parse(bytes: &[u8], file_len: u64, shard_id: &str) -> Result<Self, String> {
+        let refuse = |reason: String| reason;
+        let header =
+            SafetensorsHeader::parse(bytes, Some(file_len)).map_err(|e| refuse(e.to_string()))?;
+        let mut end_of_previous = header.data_start;
+        for t in &header.tensors {
+            let name = || escape_for_log(&t.name, 128);
+            let bits = dtype_bits(&t.dtype).ok_or_else(|| {
+                refuse(format!(
+                    "tensor {}: unknown dtype {}",
+                    name(),
+                    escape_for_log(&t.dtype, 32)
+                ))
+            })?;
+            let elements = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            let bytes = elements
+                .and_then(|e| e.checked_mul(bits))
+                .map(|b| b.div_ceil(8));
+            let len = t.data.end.saturating_sub(t.data.start);
+            if bytes != Some(len) {
+                return Err(refuse(format!(
+                    "tensor {}: shape {:?} of {} does not fill its {len} bytes",
+                    name(),
+                    t.shape,
+                    escape_for_log(&t.dtype, 32)
+                )));
+            }
+            if t.data.start < end_of_previous && len > 0 {
+                return Err(refuse(format!(
+                    "tensor {} overlaps the header or the tensor before it",
+                    name()
+                )));
+            }
+            end_of_previous = end_of_previous.max(t.data.end);
+        }
+        let by_name = header
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Self {
+            data_start: header.data_start,
+            tensors: header.tensors,
+            by_name,
+            shard_id: shard_id.to_owned(),
+        })
+    }
+
+    /// The tensor of that name.
+    pub(crate) fn get(&self, name: &str) -> Result<&TensorInfo, VramError> {
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.tensors.get(i))
+            .ok_or_else(|| VramError::UnknownTensor {
+                shard_id: self.shard_id.clone(),
+                name: escape_for_log(name, 128),
+            })
+    }
+
+    /// Tensor names in file order.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|t| t.name.as_str())
+    }
+
+    /// What the corrupt ranges touch, in words: `NAME, bytes A..B of N` per
+    /// tensor (offsets inside it), `the safetensors header`; at most
+    /// [`MAX_NAMED_TENSORS`] entries, then `and K more`.
+    pub(crate) fn describe(&self, ranges: &[vram_crypto::CorruptRange]) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut more = 0usize;
+        for r in ranges {
+            let mut push = |text: String| {
+                if out.len() < MAX_NAMED_TENSORS {
+                    out.push(text);
+                } else {
+                    more = more.saturating_add(1);
+                }
+            };
+            if r.start < self.data_start {
+                push("the safetensors header".into());
+            }
+            for (name, inside, len) in self.locate(r.start..r.end) {
+                push(format!(
+                    "{}, bytes {}..{} of {len}",
+                    escape_for_log(name, 128),
+                    inside.start,
+                    inside.end
+                ));
+            }
+        }
+        if more > 0 {
+            out.push(format!("and {more} more"));
+        }
+        out
+    }
+
+    /// The tensors a byte range of the file touches, each with the part of
+    /// its own bytes that lies in the range: `(name, start..end, tensor_len)`.
+    pub(crate) fn locate(&self, range: Range<u64>) -> Vec<(&str, Range<u64>, u64)> {
+        self.tensors
+            .iter()
+            .filter(|t| t.data.start < range.end && range.start < t.data.end)
+            .map(|t| {
+                let start = range.start.max(t.data.start).saturating_sub(t.data.start);
+                let end = range.end.min(t.data.end).saturating_sub(t.data.start);
+                (
+                    t.name.as_str(),
+                    start..end,
+                    t.data.end.saturating_sub(t.data.start),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Where a tensor's bytes are.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TensorMemory<'s> {
+    /// On the host (the mock device): the bytes.
+    Host(TensorBytes<'s>),
+    /// On a CUDA device: the address range.
+    Device(DeviceMemory),
+}
+
+/// A tensor's bytes in host memory (the mock), borrowed from the lease.
+#[derive(Debug)]
+pub struct TensorBytes<'s> {
+    all: HostBytes<'s>,
+    range: Range<usize>,
+}
+
+impl Deref for TensorBytes<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.all.get(self.range.clone()).unwrap_or_default()
+    }
+}
+
+/// One tensor of a leased shard: name, dtype, shape and memory.
+#[derive(Debug)]
+pub struct TensorView<'s> {
+    name: &'s str,
+    dtype: &'s str,
+    shape: &'s [u64],
+    memory: TensorMemory<'s>,
+}
+
+impl<'s> TensorView<'s> {
+    pub(crate) fn new(
+        info: &'s TensorInfo,
+        memory: MemoryAccess<'s>,
+        device: u32,
+    ) -> Result<Self, VramError> {
+        let out_of_range = || VramError::Device {
+            device,
+            source: vram_core::DeviceError::OutOfBounds {
+                offset: info.data.start,
+                len: info.data.end.saturating_sub(info.data.start),
+                buffer_len: 0,
+            },
+        };
+        let memory = match memory {
+            MemoryAccess::Host(all) => {
+                let start = usize::try_from(info.data.start).map_err(|_| out_of_range())?;
+                let end = usize::try_from(info.data.end).map_err(|_| out_of_range())?;
+                if end > all.len() {
+                    return Err(out_of_range());
+                }
+                TensorMemory::Host(TensorBytes {
+                    all,
+                    range: start..end,
+                })
+            }
+            MemoryAccess::Device(mem) => TensorMemory::Device(
+                mem.slice(
+                    info.data.start,
+                    info.data.end.saturating_sub(info.data.start),
+                )
+                .ok_or_else(out_of_range)?,
+            ),
+            _ => {
+                return Err(VramError::Device {
+                    device,
+                    source: vram_core::DeviceError::Unsupported {
+                        operation: "tensor views of this device's memory",
+                    },
+                })
+            }
+        };
+        Ok(Self {
+            name: &info.name,
+            dtype: &info.dtype,
+            shape: &info.shape,
+            memory,
+        })
+    }
+
+    /// The tensor's name (untrusted text from the file's header: escape it
+    /// before showing it).
+    #[must_use]
+    pub fn name(&self) -> &'s str {
+        self.name
+    }
+
+    /// Its safetensors dtype, e.g. `F32`, `F16`, `BF16`.
+    #[must_use]
+    pub fn dtype(&self) -> &'s str {
+        self.dtype
+    }
+
+    /// Its dimensions.
+    #[must_use]
+    pub fn shape(&self) -> &'s [u64] {
+        self.shape
+    }
+
+    /// Where its bytes are.
+    #[must_use]
+    pub fn memory(&self) -> &TensorMemory<'s> {
+        &self.memory
+    }
+
+    /// Its bytes, on a device whose memory is host memory (the mock).
+    #[must_use]
+    pub fn host_bytes(&self) -> Option<&[u8]> {
+        match &self.memory {
+            TensorMemory::Host(b) => Some(b),
+            TensorMemory::Device(_) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation
+)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data_len: usize) -> Vec<u8> {
+        let mut f = (header.len() as u64).to_le_bytes().to_vec();
+        f.extend_from_slice(header.as_bytes());
+        f.resize(f.len() + data_len, 0);
+        f
+    }
+
+    fn parse(header: &str, data_len: usize) -> Result<TensorTable, String> {
+        let f = file(header, data_len);
+        TensorTable::parse(&f, f.len() as u64, "s")
+    }
+
+    #[test]
+    fn a_valid_header_gives_a_table() {
+        let t = parse(
+            r#"{"b":{"dtype":"F16","shape":[2,2],"data_offsets":[24,32]},"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"__metadata__":{"x":"y"}}"#,
+            32,
+        )
+        .unwrap();
+        assert_eq!(t.names().collect::<Vec<_>>(), ["a", "b"]);
+        let a = t.get("a").unwrap();
+        assert_eq!(
+            (a.dtype.as_str(), a.shape.as_slice()),
+            ("F32", &[2u64, 3][..])
+        );
+        let unknown = t.get("c\u{1b}[31m").unwrap_err().to_string();
+        assert!(!unknown.contains('\u{1b}'), "{unknown}");
+        let start = a.data.start;
+        assert_eq!(
+            t.locate(start + 20..start + 28),
+            vec![("a", 20..24, 24), ("b", 0..4, 8)]
+        );
+    }
+
+    #[test]
+    fn hostile_headers_are_refused() {
+        for (header, data, why) in [
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                12,
+                "overlaps",
+            ),
+            (
+                r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#,
+                8,
+                "unknown dtype",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                8,
+                "does not fill",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}}"#,
+                8,
+                "does not fill",
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,800]}}"#,
+                8,
+                "",
+            ),
+            ("[1,2]", 0, "JSON object"),
+        ] {
+            let e = parse(header, data).err().unwrap_or_default();
+            assert!(!e.is_empty() && e.contains(why), "{header}: {e}");
+        }
+        assert_eq!(TensorTable::header_len(8u64.to_le_bytes(), 16), Some(16));
+        assert_eq!(TensorTable::header_len(9u64.to_le_bytes(), 16), None);
+        assert_eq!(
+            TensorTable::header_len(u64::MAX.to_le_bytes(), u64::MAX),
+            None
+        );
+    }
+}

@@ -1,0 +1,368 @@
+//! Verified leases: the only door to a sealed shard's memory. Granted only
+//! after the policy's verification holds, refused (and audited) otherwise,
+//! never to a compromised shard; tensors named in what they report.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
+
+mod common;
+use common::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use vram_residency::{
+    LeasePolicy, MemoryAccess, ScrubConfig, Scrubber, TensorMemory, VerifyPolicy, VramError,
+};
+
+const LEAF: u64 = 64 * 1024;
+
+/// A safetensors file: each tensor `(name, dtype, shape, bytes)` in order.
+fn safetensors(tensors: &[(&str, &str, &[u64], Vec<u8>)]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut offset = 0u64;
+    for (name, dtype, shape, bytes) in tensors {
+        let end = offset + bytes.len() as u64;
+        entries.push(format!(
+            r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{offset},{end}]}}"#
+        ));
+        offset = end;
+    }
+    let mut header = format!("{{{}}}", entries.join(","));
+    // Pad the header to a multiple of 8, as writers do.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    for (_, _, _, bytes) in tensors {
+        file.extend_from_slice(bytes);
+    }
+    file
+}
+
+/// A model of three tensors: a small one, a 5-leaf one, and a last one.
+fn model() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let small = pattern(4 * 6, 1);
+    let big = pattern((5 * LEAF) as usize, 2);
+    let last = pattern(2 * 1000, 3);
+    let file = safetensors(&[
+        ("embeddings.weight", "F32", &[2, 3], small.clone()),
+        ("encoder.layer.0.weight", "F16", &[5, LEAF / 2], big.clone()),
+        ("pooler.bias", "U8", &[2000], last.clone()),
+    ]);
+    (file, small, big, last)
+}
+
+#[test]
+fn a_lease_gives_the_sealed_bytes_after_a_sampled_verification() {
+    let f = fixture(64 * MIB);
+    let bytes = pattern((8 * LEAF) as usize + 17, 5);
+    let shard = f.manager.seal_model(&bytes, 0).unwrap();
+    let lease = f.manager.lease(&shard, LeasePolicy::default()).unwrap();
+    assert_eq!(
+        lease.verification().policy,
+        VerifyPolicy::Sampled { leaves: 4 }
+    );
+    assert_eq!(lease.verification().leaves_checked, 4);
+    assert_eq!(&*lease.host_bytes().unwrap(), &bytes[..]);
+    match lease.memory().unwrap() {
+        MemoryAccess::Host(b) => assert_eq!(b.len(), bytes.len()),
+        other => panic!("the mock's memory is host memory: {other:?}"),
+    }
+    // Not a safetensors file: no tensors, a clear error.
+    let e = lease.tensor("x").unwrap_err();
+    assert!(matches!(e, VramError::NotSafetensors { .. }), "{e}");
+    let debug = format!("{lease:?}");
+    assert!(debug.contains(shard.shard_id().as_str()), "{debug}");
+    drop(lease);
+    let m = f.manager.metrics();
+    assert_eq!((m.leases_granted, m.leases_refused), (1, 0));
+    // Successes are tallied, not audited one by one; the release writes it.
+    assert_eq!(f.audit_count("seal_verified"), 0);
+    assert_eq!(f.audit_count("leases_granted"), 0);
+    shard.release().unwrap();
+    let tally = f
+        .audit_lines()
+        .into_iter()
+        .find(|l| l.contains("\"type\":\"leases_granted\""))
+        .unwrap();
+    assert!(
+        tally.contains("\"count\":1,\"leaves_checked\":4"),
+        "{tally}"
+    );
+    f.assert_no_leaks();
+}
+
+#[test]
+fn a_thousand_leases_make_one_audit_record() {
+    let f = fixture(64 * MIB);
+    let shard = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let before = f.audit_lines().len();
+    for _ in 0..1000 {
+        let lease = f
+            .manager
+            .lease(&shard, LeasePolicy::Sampled { leaves: 1 })
+            .unwrap();
+        assert_eq!(lease.verification().leaves_checked, 1);
+    }
+    assert_eq!(f.audit_lines().len(), before, "no record per lease");
+    drop(shard);
+    let lines = f.audit_lines();
+    assert_eq!(lines.len(), before + 2, "the tally, then the deallocation");
+    assert!(
+        lines[before].contains("\"count\":1000,"),
+        "{}",
+        lines[before]
+    );
+    assert!(lines[before + 1].contains("vram_deallocated"));
+    assert_eq!(f.manager.metrics().leases_granted, 1000);
+}
+
+#[test]
+fn tensors_are_typed_views_of_the_sealed_memory() {
+    let f = fixture(64 * MIB);
+    let (file, small, big, last) = model();
+    let shard = f.manager.seal_model(&file, 0).unwrap();
+    let lease = f.manager.lease(&shard, LeasePolicy::Full).unwrap();
+    assert_eq!(
+        lease.tensor_names().unwrap(),
+        ["embeddings.weight", "encoder.layer.0.weight", "pooler.bias"]
+    );
+    let t = lease.tensor("embeddings.weight").unwrap();
+    assert_eq!(
+        (t.name(), t.dtype(), t.shape()),
+        ("embeddings.weight", "F32", &[2u64, 3][..])
+    );
+    assert_eq!(t.host_bytes().unwrap(), &small[..]);
+    let t = lease.tensor("encoder.layer.0.weight").unwrap();
+    assert_eq!(t.host_bytes().unwrap(), &big[..]);
+    assert!(matches!(t.memory(), TensorMemory::Host(_)));
+    assert_eq!(
+        lease.tensor("pooler.bias").unwrap().host_bytes().unwrap(),
+        &last[..]
+    );
+    let e = lease.tensor("pooler.weight\u{1b}[2J").unwrap_err();
+    assert!(matches!(e, VramError::UnknownTensor { .. }), "{e}");
+    assert!(!e.to_string().contains('\u{1b}'), "{e}");
+}
+
+/// A flipped bit in a tensor is caught at the next lease, named by its
+/// tensor and offset, audited, and every later lease is refused.
+#[test]
+fn a_corrupt_tensor_is_named_and_the_shard_is_never_leased_again() {
+    let f = fixture(64 * MIB);
+    let (file, ..) = model();
+    let shard = f.manager.seal_model(&file, 0).unwrap();
+    drop(f.manager.lease(&shard, LeasePolicy::Full).unwrap());
+    let big_start = file.len() as u64 - 2000 - 5 * LEAF;
+    let flip = big_start + 3 * LEAF + 100;
+    f.device.flip_bits(f.last_buffer(), flip, 0x10).unwrap();
+    let e = f.manager.lease(&shard, LeasePolicy::Full).unwrap_err();
+    let VramError::IntegrityViolation { tensors, .. } = &e else {
+        panic!("{e}");
+    };
+    // The corrupt leaf straddles the tensor's bytes: named with its offsets.
+    assert!(
+        tensors
+            .iter()
+            .any(|t| t.starts_with("encoder.layer.0.weight, bytes ")
+                && t.ends_with(&format!(" of {}", 5 * LEAF))),
+        "{tensors:?}"
+    );
+    let inside = flip - big_start;
+    let named = tensors
+        .iter()
+        .find(|t| t.starts_with("encoder"))
+        .unwrap()
+        .split("bytes ")
+        .nth(1)
+        .unwrap()
+        .split(" of")
+        .next()
+        .unwrap()
+        .split("..")
+        .map(|n| n.parse::<u64>().unwrap())
+        .collect::<Vec<_>>();
+    assert!(
+        named[0] <= inside && inside < named[1],
+        "{named:?} {inside}"
+    );
+    assert!(e.to_string().contains("encoder.layer.0.weight"), "{e}");
+    assert!(shard.is_compromised());
+    let again = f.manager.lease(&shard, LeasePolicy::Full).unwrap_err();
+    assert!(matches!(again, VramError::Compromised { .. }), "{again}");
+    assert_eq!(f.audit_count("lease_refused"), 2);
+    assert_eq!(f.audit_count("seal_verification_failed"), 1, "found once");
+    let failed = f
+        .audit_lines()
+        .into_iter()
+        .find(|l| l.contains("seal_verification_failed"))
+        .unwrap();
+    assert!(failed.contains("encoder.layer.0.weight"), "{failed}");
+    let m = f.manager.metrics();
+    assert_eq!((m.leases_granted, m.leases_refused), (1, 2));
+}
+
+/// A header altered in memory before the first lease: the header leaves are
+/// checked before the table is believed, and the shard is refused.
+#[test]
+fn an_altered_header_is_caught_before_it_is_parsed() {
+    let f = fixture(64 * MIB);
+    let (file, ..) = model();
+    let shard = f.manager.seal_model(&file, 0).unwrap();
+    // Point the big tensor somewhere else: a digit of its offsets changes.
+    let at = file.windows(3).position(|w| w == b"[24").unwrap() as u64 + 1;
+    f.device.overwrite(f.last_buffer(), at, b"0").unwrap();
+    // One leaf checked at random may miss the header; its own check does not.
+    let e = f
+        .manager
+        .lease(&shard, LeasePolicy::Sampled { leaves: 1 })
+        .unwrap_err();
+    let VramError::IntegrityViolation { corrupt, .. } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(corrupt[0].leaf_index, 0, "{e}");
+    assert!(shard.is_compromised());
+}
+
+#[test]
+fn a_hostile_header_gives_no_tensors_but_the_bytes_still_lease() {
+    let f = fixture(64 * MIB);
+    let overlapping = {
+        let header = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},"b":{"dtype":"F32","shape":[4],"data_offsets":[8,24]}}"#;
+        let mut v = (header.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(&[0; 24]);
+        v
+    };
+    let shard = f.manager.seal_model(&overlapping, 0).unwrap();
+    let lease = f.manager.lease(&shard, LeasePolicy::Full).unwrap();
+    let e = lease.tensor("a").unwrap_err();
+    assert!(e.to_string().contains("overlaps"), "{e}");
+    assert_eq!(lease.host_bytes().unwrap().len(), overlapping.len());
+}
+
+#[test]
+fn a_recent_full_verification_is_reused_and_an_old_one_is_not() {
+    let f = fixture(64 * MIB);
+    let shard = f
+        .manager
+        .seal_model(&pattern((16 * LEAF) as usize, 3), 0)
+        .unwrap();
+    let recent = LeasePolicy::RecentFull {
+        max_age: Duration::from_secs(3600),
+        leaves: 2,
+    };
+    // Never fully verified: this lease runs the full verification.
+    let first = f.manager.lease(&shard, recent).unwrap();
+    assert_eq!(first.verification().policy, VerifyPolicy::Full);
+    drop(first);
+    let next = f.manager.lease(&shard, recent).unwrap();
+    assert_eq!(
+        next.verification().policy,
+        VerifyPolicy::Sampled { leaves: 2 }
+    );
+    drop(next);
+    // An explicit full verification counts too; a zero age never does.
+    f.manager.verify_with(&shard, VerifyPolicy::Full).unwrap();
+    let stale = LeasePolicy::RecentFull {
+        max_age: Duration::ZERO,
+        leaves: 2,
+    };
+    std::thread::sleep(Duration::from_millis(2));
+    let l = f.manager.lease(&shard, stale).unwrap();
+    assert_eq!(l.verification().policy, VerifyPolicy::Full);
+}
+
+#[test]
+fn a_scrubber_sweep_counts_as_a_full_verification() {
+    let f = fixture(64 * MIB);
+    let shard = Arc::new(
+        f.manager
+            .seal_model(&pattern((8 * LEAF) as usize, 3), 0)
+            .unwrap(),
+    );
+    let scrubber =
+        Scrubber::start(&f.manager, &[Arc::clone(&shard)], ScrubConfig::new(1 << 30)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while scrubber.stats().sweeps == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    scrubber.stop();
+    let l = f
+        .manager
+        .lease(
+            &shard,
+            LeasePolicy::RecentFull {
+                max_age: Duration::from_secs(3600),
+                leaves: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(l.verification().policy, VerifyPolicy::Sampled { leaves: 1 });
+}
+
+/// Eight threads lease and read one shard while a scrubber sweeps it; a bit
+/// flipped meanwhile stops every later lease.
+#[test]
+fn eight_threads_lease_while_the_scrubber_runs() {
+    let f = fixture(64 * MIB);
+    let (file, _, big, _) = model();
+    let shard = Arc::new(f.manager.seal_model(&file, 0).unwrap());
+    let scrubber =
+        Scrubber::start(&f.manager, &[Arc::clone(&shard)], ScrubConfig::new(1 << 30)).unwrap();
+    let served = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            let (m, shard, big, served, refused) = (&f.manager, &shard, &big, &served, &refused);
+            s.spawn(move || {
+                while !refused.load(Ordering::Acquire) {
+                    match m.lease(shard, LeasePolicy::Sampled { leaves: 2 }) {
+                        Ok(lease) => {
+                            let t = lease.tensor("encoder.layer.0.weight").unwrap();
+                            // A lease's view is the sealed bytes, or the
+                            // corruption was flipped after it was granted.
+                            let _ = t.host_bytes().unwrap() == &big[..];
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            assert!(
+                                matches!(
+                                    e,
+                                    VramError::IntegrityViolation { .. }
+                                        | VramError::Compromised { .. }
+                                ),
+                                "{e}"
+                            );
+                            refused.store(true, Ordering::Release);
+                        }
+                    }
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while served.load(Ordering::Relaxed) < 200 && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(
+            served.load(Ordering::Relaxed) >= 200,
+            "the threads stopped serving"
+        );
+        let buffer = f.last_buffer();
+        f.device
+            .flip_bits(buffer, file.len() as u64 - 3000, 1)
+            .unwrap();
+    });
+    scrubber.stop();
+    assert!(shard.is_compromised());
+    let e = f.manager.lease(&shard, LeasePolicy::Full).unwrap_err();
+    assert!(matches!(e, VramError::Compromised { .. }), "{e}");
+    assert!(f.manager.metrics().leases_refused >= 1);
+}
