@@ -110,6 +110,25 @@ pub(crate) fn render(s: &HoldSnapshot) -> Result<String, CliError> {
         verifications.with_label_values(&[result]).inc_by(n);
     }
     register(&r, verifications)?;
+    let leases = IntCounterVec::new(
+        Opts::new(
+            "vram_leases_total",
+            "Leases by result: granted (the pre-execution verification held), refused \
+             (a compromised shard, or a verification that failed or could not run).",
+        ),
+        &["result"],
+    )
+    .map_err(prom_error)?;
+    for (result, n) in [("granted", m.leases_granted), ("refused", m.leases_refused)] {
+        leases.with_label_values(&[result]).inc_by(n);
+    }
+    register(&r, leases)?;
+    counter(
+        &r,
+        "vram_lease_verify_nanoseconds_total",
+        "Time spent verifying for leases, granted or refused.",
+        m.lease_verify_nanos_total,
+    )?;
     counter(
         &r,
         "vram_bytes_hashed_total",

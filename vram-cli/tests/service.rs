@@ -203,6 +203,7 @@ fn a_holding_vram_is_scraped_over_http() {
     assert_eq!(metrics["vram_seals_total"], 1.0);
     assert!(metrics["vram_verifications_total{result=passed}"] >= 1.0);
     assert_eq!(metrics["vram_verifications_total{result=failed}"], 0.0);
+    assert_eq!(metrics["vram_leases_total{result=refused}"], 0.0);
     assert!(metrics["vram_scrub_bytes_total"] >= f64::from(3u32 << 20));
     assert!(metrics["vram_audit_records_total"] >= 2.0, "{metrics:?}");
     assert_eq!(metrics["vram_audit_records_lost_total"], 0.0);
