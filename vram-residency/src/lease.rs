@@ -22,7 +22,7 @@
 //! ```
 
 use crate::shard::SealedShard;
-use crate::tensors::{TensorTable, TensorView};
+use crate::tensors::{TensorTable, TensorView, Tensors};
 use crate::verify::{AuditMode, Scope, Verifier, VerifyPolicy, VerifyReport};
 use crate::VramError;
 use std::fmt;
@@ -209,6 +209,19 @@ impl<'s> Lease<'s> {
     /// As [`Lease::tensor`].
     pub fn tensor_names(&self) -> Result<Vec<&'s str>, VramError> {
         Ok(self.shard.tensor_table()?.names().collect())
+    }
+
+    /// Every tensor over one access to the shard's memory: what a model
+    /// builds all its weights from in one request. Prefer it to many
+    /// [`Lease::tensor`] calls. (On the mock, each access read-locks the
+    /// shard's bytes; do not take a second one on a thread that holds one
+    /// while a test injects corruption, which waits for the lock.)
+    ///
+    /// # Errors
+    /// As [`Lease::tensor`].
+    pub fn tensors(&self) -> Result<Tensors<'s>, VramError> {
+        let table = self.shard.tensor_table()?;
+        Ok(Tensors::new(table, self.memory()?, self.shard.gpu_device()))
     }
 }
 

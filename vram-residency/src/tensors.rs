@@ -118,7 +118,7 @@ impl TensorTable {
     }
 
     /// Tensor names in file order.
-    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> + '_ {
         self.tensors.iter().map(|t| t.name.as_str())
     }
 
@@ -185,16 +185,114 @@ pub enum TensorMemory<'s> {
 
 /// A tensor's bytes in host memory (the mock), borrowed from the lease.
 #[derive(Debug)]
-pub struct TensorBytes<'s> {
-    all: HostBytes<'s>,
-    range: Range<usize>,
+pub struct TensorBytes<'s>(Bytes<'s>);
+
+#[derive(Debug)]
+enum Bytes<'s> {
+    /// The shard's bytes (read-locked while this lives) and the tensor's range.
+    Own(HostBytes<'s>, Range<usize>),
+    /// Borrowed from a [`Tensors`] that holds the lock.
+    Borrowed(&'s [u8]),
 }
 
 impl Deref for TensorBytes<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        self.all.get(self.range.clone()).unwrap_or_default()
+        match &self.0 {
+            Bytes::Own(all, range) => all.get(range.clone()).unwrap_or_default(),
+            Bytes::Borrowed(b) => b,
+        }
+    }
+}
+
+/// `info`'s bytes in a shard of `len` bytes, as host slice bounds.
+fn host_range(info: &TensorInfo, len: usize, device: u32) -> Result<Range<usize>, VramError> {
+    let out_of_range = || out_of_range(info, device);
+    let start = usize::try_from(info.data.start).map_err(|_| out_of_range())?;
+    let end = usize::try_from(info.data.end).map_err(|_| out_of_range())?;
+    if start > end || end > len {
+        return Err(out_of_range());
+    }
+    Ok(start..end)
+}
+
+fn out_of_range(info: &TensorInfo, device: u32) -> VramError {
+    VramError::Device {
+        device,
+        source: vram_core::DeviceError::OutOfBounds {
+            offset: info.data.start,
+            len: info.data.end.saturating_sub(info.data.start),
+            buffer_len: 0,
+        },
+    }
+}
+
+fn unsupported(device: u32) -> VramError {
+    VramError::Device {
+        device,
+        source: vram_core::DeviceError::Unsupported {
+            operation: "tensor views of this device's memory",
+        },
+    }
+}
+
+fn device_slice(
+    info: &TensorInfo,
+    mem: &DeviceMemory,
+    device: u32,
+) -> Result<DeviceMemory, VramError> {
+    mem.slice(
+        info.data.start,
+        info.data.end.saturating_sub(info.data.start),
+    )
+    .ok_or_else(|| out_of_range(info, device))
+}
+
+/// Every tensor of a leased shard, over one access to its memory: what a
+/// model builds its weights from (see [`Lease::tensors`](crate::Lease::tensors)).
+/// On the mock the shard's bytes stay read-locked while this lives.
+#[derive(Debug)]
+pub struct Tensors<'s> {
+    table: &'s TensorTable,
+    memory: MemoryAccess<'s>,
+    device: u32,
+}
+
+impl<'s> Tensors<'s> {
+    pub(crate) fn new(table: &'s TensorTable, memory: MemoryAccess<'s>, device: u32) -> Self {
+        Self {
+            table,
+            memory,
+            device,
+        }
+    }
+
+    /// The tensor called `name`.
+    ///
+    /// # Errors
+    /// [`VramError::UnknownTensor`] when there is none of that name.
+    pub fn get(&self, name: &str) -> Result<TensorView<'_>, VramError> {
+        let info = self.table.get(name)?;
+        let memory = match &self.memory {
+            MemoryAccess::Host(all) => {
+                let range = host_range(info, all.len(), self.device)?;
+                let bytes = all
+                    .get(range)
+                    .ok_or_else(|| out_of_range(info, self.device))?;
+                TensorMemory::Host(TensorBytes(Bytes::Borrowed(bytes)))
+            }
+            MemoryAccess::Device(mem) => {
+                TensorMemory::Device(device_slice(info, mem, self.device)?)
+            }
+            _ => return Err(unsupported(self.device)),
+        };
+        Ok(TensorView::from_parts(info, memory))
+    }
+
+    /// Tensor names, in file order.
+    pub fn names(&self) -> impl Iterator<Item = &'s str> {
+        self.table.names()
     }
 }
 
@@ -208,53 +306,30 @@ pub struct TensorView<'s> {
 }
 
 impl<'s> TensorView<'s> {
+    /// A view holding its own access to the shard's memory.
     pub(crate) fn new(
         info: &'s TensorInfo,
         memory: MemoryAccess<'s>,
         device: u32,
     ) -> Result<Self, VramError> {
-        let out_of_range = || VramError::Device {
-            device,
-            source: vram_core::DeviceError::OutOfBounds {
-                offset: info.data.start,
-                len: info.data.end.saturating_sub(info.data.start),
-                buffer_len: 0,
-            },
-        };
         let memory = match memory {
             MemoryAccess::Host(all) => {
-                let start = usize::try_from(info.data.start).map_err(|_| out_of_range())?;
-                let end = usize::try_from(info.data.end).map_err(|_| out_of_range())?;
-                if end > all.len() {
-                    return Err(out_of_range());
-                }
-                TensorMemory::Host(TensorBytes {
-                    all,
-                    range: start..end,
-                })
+                let range = host_range(info, all.len(), device)?;
+                TensorMemory::Host(TensorBytes(Bytes::Own(all, range)))
             }
-            MemoryAccess::Device(mem) => TensorMemory::Device(
-                mem.slice(
-                    info.data.start,
-                    info.data.end.saturating_sub(info.data.start),
-                )
-                .ok_or_else(out_of_range)?,
-            ),
-            _ => {
-                return Err(VramError::Device {
-                    device,
-                    source: vram_core::DeviceError::Unsupported {
-                        operation: "tensor views of this device's memory",
-                    },
-                })
-            }
+            MemoryAccess::Device(mem) => TensorMemory::Device(device_slice(info, &mem, device)?),
+            _ => return Err(unsupported(device)),
         };
-        Ok(Self {
+        Ok(Self::from_parts(info, memory))
+    }
+
+    fn from_parts(info: &'s TensorInfo, memory: TensorMemory<'s>) -> Self {
+        Self {
             name: &info.name,
             dtype: &info.dtype,
             shape: &info.shape,
             memory,
-        })
+        }
     }
 
     /// The tensor's name (untrusted text from the file's header: escape it

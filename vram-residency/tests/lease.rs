@@ -147,6 +147,24 @@ fn tensors_are_typed_views_of_the_sealed_memory() {
         lease.tensor("pooler.bias").unwrap().host_bytes().unwrap(),
         &last[..]
     );
+    drop(t);
+    let all = lease.tensors().unwrap();
+    assert_eq!(all.names().count(), 3);
+    for (name, bytes) in [
+        ("embeddings.weight", &small),
+        ("encoder.layer.0.weight", &big),
+        ("pooler.bias", &last),
+    ] {
+        assert_eq!(
+            all.get(name).unwrap().host_bytes().unwrap(),
+            &bytes[..],
+            "{name}"
+        );
+    }
+    assert!(matches!(
+        all.get("nope"),
+        Err(VramError::UnknownTensor { .. })
+    ));
     let e = lease.tensor("pooler.weight\u{1b}[2J").unwrap_err();
     assert!(matches!(e, VramError::UnknownTensor { .. }), "{e}");
     assert!(!e.to_string().contains('\u{1b}'), "{e}");
