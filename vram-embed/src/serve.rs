@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, Read, Write};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{EmbedError, Embedder, SafetensorsFile, TensorSource};
 
@@ -41,6 +41,11 @@ impl WeightsProvider for SafetensorsFile {
     fn acquire(&self) -> Result<Self::Source<'_>, EmbedError> {
         Ok(self)
     }
+}
+
+#[derive(Serialize)]
+struct EmbeddingLine<'a> {
+    embedding: &'a [f32],
 }
 
 #[derive(Deserialize)]
@@ -125,9 +130,20 @@ pub fn serve<P: WeightsProvider + ?Sized>(
         } else {
             answer(embedder, weights, &line)
         };
+        // Through a struct, so each f32 is written as the shortest text
+        // that reads back as the same f32 (not widened to f64 first).
         let response = match &outcome {
-            Ok(vector) => serde_json::json!({ "embedding": vector }),
-            Err(r) => serde_json::json!({ "error": r.error.to_json() }),
+            Ok(vector) => serde_json::to_string(&EmbeddingLine { embedding: vector }),
+            Err(r) => Ok(serde_json::json!({ "error": r.error.to_json() }).to_string()),
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let error = EmbedError::Output {
+                    kind: e.io_error_kind().unwrap_or(std::io::ErrorKind::InvalidData),
+                };
+                return stop(error, summary);
+            }
         };
         if let Err(e) = writeln!(output, "{response}").and_then(|()| output.flush()) {
             return stop(EmbedError::Output { kind: e.kind() }, summary);
