@@ -8,7 +8,7 @@
 //! - [`SafetensorsFile`] is a source over a safetensors file read into host
 //!   memory, its header checked before anything is allocated. A verified
 //!   lease on sealed device memory is the source this crate is built for.
-//! - [`serve`] answers JSON lines; a [`WeightsProvider`] hands it a fresh
+//! - [`serve()`] answers JSON lines; a [`WeightsProvider`] hands it a fresh
 //!   source per request.
 //!
 //! ```no_run
