@@ -18,6 +18,7 @@ mod metrics;
 mod progress;
 mod scratch;
 mod secret;
+pub mod worker;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -23,11 +23,11 @@ pub enum MemoryAccess<'a> {
 
 /// Bytes of a buffer whose memory is host memory, borrowed from it. Writers
 /// to the buffer (fault injection included) wait until this is dropped.
-pub struct HostBytes<'a>(Box<dyn Deref<Target = [u8]> + 'a>);
+pub struct HostBytes<'a>(Box<dyn Deref<Target = [u8]> + Sync + 'a>);
 
 impl<'a> HostBytes<'a> {
     /// Wraps a guard that derefs to the buffer's bytes.
-    pub fn new(bytes: impl Deref<Target = [u8]> + 'a) -> Self {
+    pub fn new(bytes: impl Deref<Target = [u8]> + Sync + 'a) -> Self {
         Self(Box::new(bytes))
     }
 }

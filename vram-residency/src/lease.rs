@@ -4,7 +4,7 @@
 //! [`LeasePolicy`] and, only if that holds, returns a [`Lease`] that borrows
 //! the shard. Through the lease, and only through one, the shard's memory is
 //! reachable for computation: [`Lease::memory`] (the bytes on the mock, a
-//! device address on CUDA) and [`Lease::tensor`] (one tensor of a
+//! device address on CUDA) and [`Lease::tensors`] (the tensors of a
 //! safetensors model). So the seed's rule "verify before each execution" is
 //! not a convention but the only way in, and the address a kernel needs never
 //! appears in `Debug`, serde, errors, audit records or logs.
@@ -22,7 +22,7 @@
 //! ```
 
 use crate::shard::SealedShard;
-use crate::tensors::{TensorTable, TensorView, Tensors};
+use crate::tensors::{TensorTable, Tensors};
 use crate::verify::{AuditMode, Scope, Verifier, VerifyPolicy, VerifyReport};
 use crate::VramError;
 use std::fmt;
@@ -188,37 +188,26 @@ impl<'s> Lease<'s> {
         }
     }
 
-    /// One tensor of a shard that holds a safetensors file: its dtype, shape
-    /// and memory. The shard's tensor table is read from the shard's own
-    /// memory the first time, after the leaves holding the header were
-    /// verified against the seal.
+    /// The names of the shard's tensors, in file order (see [`Lease::tensors`]).
     ///
     /// # Errors
-    /// [`VramError::NotSafetensors`] when the shard does not hold a valid
-    /// safetensors file; [`VramError::UnknownTensor`] for a name it does not
-    /// hold; as [`Lease::memory`].
-    pub fn tensor(&self, name: &str) -> Result<TensorView<'s>, VramError> {
-        let table = self.shard.tensor_table()?;
-        let info = table.get(name)?;
-        TensorView::new(info, self.memory()?, self.shard.gpu_device())
-    }
-
-    /// The names of the shard's tensors, in file order (see [`Lease::tensor`]).
-    ///
-    /// # Errors
-    /// As [`Lease::tensor`].
+    /// As [`Lease::tensors`].
     pub fn tensor_names(&self) -> Result<Vec<&'s str>, VramError> {
         Ok(self.shard.tensor_table()?.names().collect())
     }
 
-    /// Every tensor over one access to the shard's memory: what a model
-    /// builds all its weights from in one request. Prefer it to many
-    /// [`Lease::tensor`] calls. (On the mock, each access read-locks the
-    /// shard's bytes; do not take a second one on a thread that holds one
-    /// while a test injects corruption, which waits for the lock.)
+    /// The tensors of a shard that holds a safetensors file, over one
+    /// access to its memory: what a model builds its weights from in one
+    /// request ([`Tensors::get`]: dtype, shape, and the bytes on the mock or
+    /// the device address on CUDA). The shard's tensor table was read at its
+    /// first lease from header leaves checked against the seal. (On the
+    /// mock, each access read-locks the shard's bytes; do not take a second
+    /// one on a thread that holds one while a test injects corruption, which
+    /// waits for the lock.)
     ///
     /// # Errors
-    /// As [`Lease::tensor`].
+    /// [`VramError::NotSafetensors`] when the shard does not hold a usable
+    /// safetensors file; as [`Lease::memory`].
     pub fn tensors(&self) -> Result<Tensors<'s>, VramError> {
         let table = self.shard.tensor_table()?;
         Ok(Tensors::new(table, self.memory()?, self.shard.gpu_device()))
@@ -300,11 +289,12 @@ fn read_tensor_table(verifier: &Verifier<'_>, shard: &SealedShard) -> Result<(),
             device: shard.gpu_device(),
             source,
         })?;
-    let Some(header_len) = TensorTable::header_len(prefix, len) else {
-        shard.set_tensor_table(Err(
-            "its first 8 bytes are not the length of a header that fits in it".into(),
-        ));
-        return Ok(());
+    let header_len = match TensorTable::header_len(prefix, len) {
+        Ok(n) => n,
+        Err(reason) => {
+            shard.set_tensor_table(Err(reason));
+            return Ok(());
+        }
     };
     let bytes = verifier.read_verified_prefix(shard, header_len)?;
     shard.set_tensor_table(TensorTable::parse(&bytes, len, shard.shard_id().as_str()));

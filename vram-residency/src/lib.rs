@@ -38,7 +38,7 @@ pub use request::SealRequest;
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
 pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};
-pub use tensors::{TensorBytes, TensorMemory, TensorView, Tensors, MAX_NAMED_TENSORS};
+pub use tensors::{TensorMemory, TensorView, Tensors, MAX_NAMED_TENSORS};
 pub use verify::{HashPath, VerifyPolicy, VerifyReport};
 
 // The types of the crates below that appear in this crate's API (arguments,

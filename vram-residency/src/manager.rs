@@ -679,7 +679,7 @@ impl VramManager {
     /// [`LEASE_RECORD_INTERVAL`](crate::LEASE_RECORD_INTERVAL)
     /// (`leases_granted`) and at release, so a busy server does not flood
     /// the log. The first lease of a shard also reads its tensor table when
-    /// it holds a safetensors file ([`Lease::tensor`](crate::Lease::tensor)),
+    /// it holds a safetensors file ([`Lease::tensors`](crate::Lease::tensors)),
     /// from header leaves checked against the seal.
     ///
     /// # Errors

@@ -13,8 +13,8 @@
 
 use crate::VramError;
 use std::collections::HashMap;
-use std::ops::{Deref, Range};
-use vram_core::{DeviceMemory, HostBytes, MemoryAccess};
+use std::ops::Range;
+use vram_core::{DeviceMemory, MemoryAccess};
 use vram_hub::{SafetensorsHeader, TensorInfo};
 use vram_validation::escape_for_log;
 
@@ -46,13 +46,21 @@ pub(crate) struct TensorTable {
 impl TensorTable {
     /// Bytes to read (and verify) to parse the header of a file of
     /// `file_len` bytes whose first 8 bytes are `prefix`.
-    pub(crate) fn header_len(prefix: [u8; 8], file_len: u64) -> Option<u64> {
+    /// `Err` says why the prefix is not a header's length.
+    pub(crate) fn header_len(prefix: [u8; 8], file_len: u64) -> Result<u64, String> {
         let n = u64::from_le_bytes(prefix);
         if n > vram_hub::MAX_HEADER_BYTES {
-            return None;
+            return Err(format!(
+                "its first 8 bytes give a header of {n} bytes, over the {}-byte limit",
+                vram_hub::MAX_HEADER_BYTES
+            ));
         }
-        let end = n.checked_add(8)?;
-        (end <= file_len).then_some(end)
+        match n.checked_add(8) {
+            Some(end) if end <= file_len => Ok(end),
+            _ => Err(format!(
+                "its first 8 bytes give a header of {n} bytes, longer than its {file_len} bytes"
+            )),
+        }
     }
 
     /// Parses and checks the header at the start of `bytes`; `Err` says
@@ -174,47 +182,13 @@ impl TensorTable {
 }
 
 /// Where a tensor's bytes are.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
-pub enum TensorMemory<'s> {
+pub enum TensorMemory<'a> {
     /// On the host (the mock device): the bytes.
-    Host(TensorBytes<'s>),
+    Host(&'a [u8]),
     /// On a CUDA device: the address range.
     Device(DeviceMemory),
-}
-
-/// A tensor's bytes in host memory (the mock), borrowed from the lease.
-#[derive(Debug)]
-pub struct TensorBytes<'s>(Bytes<'s>);
-
-#[derive(Debug)]
-enum Bytes<'s> {
-    /// The shard's bytes (read-locked while this lives) and the tensor's range.
-    Own(HostBytes<'s>, Range<usize>),
-    /// Borrowed from a [`Tensors`] that holds the lock.
-    Borrowed(&'s [u8]),
-}
-
-impl Deref for TensorBytes<'_> {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match &self.0 {
-            Bytes::Own(all, range) => all.get(range.clone()).unwrap_or_default(),
-            Bytes::Borrowed(b) => b,
-        }
-    }
-}
-
-/// `info`'s bytes in a shard of `len` bytes, as host slice bounds.
-fn host_range(info: &TensorInfo, len: usize, device: u32) -> Result<Range<usize>, VramError> {
-    let out_of_range = || out_of_range(info, device);
-    let start = usize::try_from(info.data.start).map_err(|_| out_of_range())?;
-    let end = usize::try_from(info.data.end).map_err(|_| out_of_range())?;
-    if start > end || end > len {
-        return Err(out_of_range());
-    }
-    Ok(start..end)
 }
 
 fn out_of_range(info: &TensorInfo, device: u32) -> VramError {
@@ -226,27 +200,6 @@ fn out_of_range(info: &TensorInfo, device: u32) -> VramError {
             buffer_len: 0,
         },
     }
-}
-
-fn unsupported(device: u32) -> VramError {
-    VramError::Device {
-        device,
-        source: vram_core::DeviceError::Unsupported {
-            operation: "tensor views of this device's memory",
-        },
-    }
-}
-
-fn device_slice(
-    info: &TensorInfo,
-    mem: &DeviceMemory,
-    device: u32,
-) -> Result<DeviceMemory, VramError> {
-    mem.slice(
-        info.data.start,
-        info.data.end.saturating_sub(info.data.start),
-    )
-    .ok_or_else(|| out_of_range(info, device))
 }
 
 /// Every tensor of a leased shard, over one access to its memory: what a
@@ -274,20 +227,36 @@ impl<'s> Tensors<'s> {
     /// [`VramError::UnknownTensor`] when there is none of that name.
     pub fn get(&self, name: &str) -> Result<TensorView<'_>, VramError> {
         let info = self.table.get(name)?;
+        let len = info.data.end.saturating_sub(info.data.start);
         let memory = match &self.memory {
             MemoryAccess::Host(all) => {
-                let range = host_range(info, all.len(), self.device)?;
-                let bytes = all
-                    .get(range)
+                let start = usize::try_from(info.data.start).ok();
+                let end = usize::try_from(info.data.end).ok();
+                let bytes = start
+                    .zip(end)
+                    .and_then(|(start, end)| all.get(start..end))
                     .ok_or_else(|| out_of_range(info, self.device))?;
-                TensorMemory::Host(TensorBytes(Bytes::Borrowed(bytes)))
+                TensorMemory::Host(bytes)
             }
-            MemoryAccess::Device(mem) => {
-                TensorMemory::Device(device_slice(info, mem, self.device)?)
+            MemoryAccess::Device(mem) => TensorMemory::Device(
+                mem.slice(info.data.start, len)
+                    .ok_or_else(|| out_of_range(info, self.device))?,
+            ),
+            _ => {
+                return Err(VramError::Device {
+                    device: self.device,
+                    source: vram_core::DeviceError::Unsupported {
+                        operation: "tensor views of this device's memory",
+                    },
+                })
             }
-            _ => return Err(unsupported(self.device)),
         };
-        Ok(TensorView::from_parts(info, memory))
+        Ok(TensorView {
+            name: &info.name,
+            dtype: &info.dtype,
+            shape: &info.shape,
+            memory,
+        })
     }
 
     /// Tensor names, in file order.
@@ -296,71 +265,46 @@ impl<'s> Tensors<'s> {
     }
 }
 
-/// One tensor of a leased shard: name, dtype, shape and memory.
-#[derive(Debug)]
-pub struct TensorView<'s> {
-    name: &'s str,
-    dtype: &'s str,
-    shape: &'s [u64],
-    memory: TensorMemory<'s>,
+/// One tensor of a leased shard: name, dtype, shape and memory, borrowed
+/// from [`Tensors`].
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    name: &'a str,
+    dtype: &'a str,
+    shape: &'a [u64],
+    memory: TensorMemory<'a>,
 }
 
-impl<'s> TensorView<'s> {
-    /// A view holding its own access to the shard's memory.
-    pub(crate) fn new(
-        info: &'s TensorInfo,
-        memory: MemoryAccess<'s>,
-        device: u32,
-    ) -> Result<Self, VramError> {
-        let memory = match memory {
-            MemoryAccess::Host(all) => {
-                let range = host_range(info, all.len(), device)?;
-                TensorMemory::Host(TensorBytes(Bytes::Own(all, range)))
-            }
-            MemoryAccess::Device(mem) => TensorMemory::Device(device_slice(info, &mem, device)?),
-            _ => return Err(unsupported(device)),
-        };
-        Ok(Self::from_parts(info, memory))
-    }
-
-    fn from_parts(info: &'s TensorInfo, memory: TensorMemory<'s>) -> Self {
-        Self {
-            name: &info.name,
-            dtype: &info.dtype,
-            shape: &info.shape,
-            memory,
-        }
-    }
-
+impl<'a> TensorView<'a> {
     /// The tensor's name (untrusted text from the file's header: escape it
     /// before showing it).
     #[must_use]
-    pub fn name(&self) -> &'s str {
+    pub fn name(&self) -> &'a str {
         self.name
     }
 
     /// Its safetensors dtype, e.g. `F32`, `F16`, `BF16`.
     #[must_use]
-    pub fn dtype(&self) -> &'s str {
+    pub fn dtype(&self) -> &'a str {
         self.dtype
     }
 
     /// Its dimensions.
     #[must_use]
-    pub fn shape(&self) -> &'s [u64] {
+    pub fn shape(&self) -> &'a [u64] {
         self.shape
     }
 
     /// Where its bytes are.
     #[must_use]
-    pub fn memory(&self) -> &TensorMemory<'s> {
-        &self.memory
+    pub fn memory(&self) -> TensorMemory<'a> {
+        self.memory
     }
 
     /// Its bytes, on a device whose memory is host memory (the mock).
     #[must_use]
-    pub fn host_bytes(&self) -> Option<&[u8]> {
-        match &self.memory {
+    pub fn host_bytes(&self) -> Option<&'a [u8]> {
+        match self.memory {
             TensorMemory::Host(b) => Some(b),
             TensorMemory::Device(_) => None,
         }
@@ -444,11 +388,10 @@ mod tests {
             let e = parse(header, data).err().unwrap_or_default();
             assert!(!e.is_empty() && e.contains(why), "{header}: {e}");
         }
-        assert_eq!(TensorTable::header_len(8u64.to_le_bytes(), 16), Some(16));
-        assert_eq!(TensorTable::header_len(9u64.to_le_bytes(), 16), None);
-        assert_eq!(
-            TensorTable::header_len(u64::MAX.to_le_bytes(), u64::MAX),
-            None
-        );
+        assert_eq!(TensorTable::header_len(8u64.to_le_bytes(), 16), Ok(16));
+        let short = TensorTable::header_len(9u64.to_le_bytes(), 16).unwrap_err();
+        assert!(short.contains("longer than its 16 bytes"), "{short}");
+        let huge = TensorTable::header_len(u64::MAX.to_le_bytes(), u64::MAX).unwrap_err();
+        assert!(huge.contains("over the 104857600-byte limit"), "{huge}");
     }
 }

@@ -14,6 +14,7 @@ const CRATES: &[&str] = &[
     "vram-hub",
     "vram-signing",
     "vram-cli",
+    "vram-embed",
     "xtask",
 ];
 

@@ -72,6 +72,14 @@ fn corrupt(snapshot: &Snapshot, f: &CachedFile, expected: Expected, actual: &str
 /// everything before a byte is sealed. Other large files (`.bin`, `.onnx`
 /// copies of the weights) are neither sealed nor read; a note lists them.
 pub(crate) fn seal_inputs(text: &str, quiet: bool) -> Result<Vec<HubInput>, CliError> {
+    snapshot_inputs(text, quiet).map(|(_, inputs)| inputs)
+}
+
+/// [`seal_inputs`] with the snapshot they come from.
+pub(crate) fn snapshot_inputs(
+    text: &str,
+    quiet: bool,
+) -> Result<(Snapshot, Vec<HubInput>), CliError> {
     let snapshot = resolve(text)?;
     let mut inputs = Vec::new();
     let mut skipped = Vec::new();
@@ -121,7 +129,7 @@ pub(crate) fn seal_inputs(text: &str, quiet: bool) -> Result<Vec<HubInput>, CliE
             .field(&skipped.join(", "));
         eprintln!("{line}");
     }
-    Ok(inputs)
+    Ok((snapshot, inputs))
 }
 
 fn weights_input(

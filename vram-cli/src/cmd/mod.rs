@@ -6,7 +6,7 @@ mod check;
 mod demo;
 mod devices;
 mod digest;
-mod hub;
+pub(crate) mod hub;
 mod seal;
 mod signed;
 

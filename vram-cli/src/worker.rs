@@ -1,0 +1,175 @@
+//! A worker as the `vram` commands build one (device selection, worker
+//! secret, audit log, manager) and a model located as `vram seal` locates
+//! it (a snapshot directory, or `hf://ORG/NAME[@REV]` in the local Hugging
+//! Face cache with the digests its blob names promise), for other binaries
+//! that serve sealed models: `vram-embed`. One implementation, so that both
+//! binaries treat secrets, logs, devices and caches alike.
+
+use crate::devices::{self, Selection};
+use crate::exit::{shown_path, CliError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use vram_audit::AuditSink;
+use vram_residency::{SealHashing, SealRequest, SealedShard, VramManager, WorkerSecret};
+use vram_validation::{ModelRef, Sha256Hex};
+
+/// What a worker is built from (the flags `vram seal` takes).
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// `auto`, `mock`, `cuda` or `cuda:N` (as `--device`).
+    pub device: String,
+    /// The worker secret (as `--secret-file`; `-` for standard input);
+    /// else the systemd credential or `$VRAM_SECRET_FILE`; else, without an
+    /// audit log, an ephemeral secret (seals then hold for this process only).
+    pub secret_file: Option<PathBuf>,
+    /// A JSON-lines audit log to open or continue (fail-closed).
+    pub audit_log: Option<PathBuf>,
+    /// No notes on stderr (a mock fallback is still said).
+    pub quiet: bool,
+}
+
+/// A manager over the selected device, with its audit log.
+pub struct Worker {
+    manager: VramManager,
+    selection: Selection,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("device_kind", &self.selection.kind())
+            .field("device", &self.selection.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A model's weights file, located.
+#[derive(Debug, Clone)]
+pub struct ModelLocation {
+    /// The directory holding the model's small files (`config.json`, the
+    /// tokenizer, `modules.json`).
+    pub dir: PathBuf,
+    /// The weights file (`model.safetensors`).
+    pub weights: PathBuf,
+    /// The reference recorded in the seal and the audit log (for the hub:
+    /// `hf://ORG/NAME@COMMIT/model.safetensors`).
+    pub model_ref: ModelRef,
+    /// The SHA-256 the weights must have (the hub's blob name), checked in
+    /// the sealing pass.
+    pub expected_sha256: Option<Sha256Hex>,
+}
+
+/// Builds a worker as `vram seal` does.
+///
+/// # Errors
+/// A usage error for a bad device name; an environment error when no device,
+/// secret or log can be used; an audit log without a worker secret is refused.
+pub fn open(options: &WorkerOptions) -> Result<Worker, CliError> {
+    let spec = devices::parse_spec(&options.device)?;
+    let selection = devices::select(spec)?;
+    selection.announce(options.quiet);
+    let secret = match crate::secret::load_if_given(options.secret_file.as_deref())? {
+        Some(secret) => secret,
+        None if options.audit_log.is_some() => {
+            return Err(CliError::env(
+                "an audit log needs the worker secret its key derives from: pass \
+                 --secret-file PATH (or the systemd credential, or VRAM_SECRET_FILE)",
+            ))
+        }
+        None => {
+            if !options.quiet {
+                eprintln!(
+                    "note: no worker secret given: an ephemeral one seals for this process only"
+                );
+            }
+            WorkerSecret::generate_ephemeral()?
+        }
+    };
+    let audit = match &options.audit_log {
+        Some(path) => Some(crate::cmd::open_audit(path, &secret)? as Arc<dyn AuditSink>),
+        None => None,
+    };
+    let manager = crate::cmd::manager(secret, &selection, audit, None, SealHashing::default())?;
+    Ok(Worker { manager, selection })
+}
+
+impl Worker {
+    /// The manager.
+    #[must_use]
+    pub fn manager(&self) -> &VramManager {
+        &self.manager
+    }
+
+    /// `cuda` or `mock`.
+    #[must_use]
+    pub fn device_kind(&self) -> &'static str {
+        self.selection.kind()
+    }
+
+    /// Seals the located weights on the selected device (every core reads
+    /// the file; the expected SHA-256, when there is one, is checked in the
+    /// same pass and nothing stays sealed on a mismatch).
+    ///
+    /// # Errors
+    /// As `vram seal`: integrity (exit 1) on a digest mismatch, environment
+    /// (exit 3) for I/O and devices.
+    pub fn seal(&self, model: &ModelLocation) -> Result<SealedShard, CliError> {
+        let file = std::fs::File::open(&model.weights)
+            .map_err(|e| crate::exit::io_error(&model.weights, &e))?;
+        let mut request = SealRequest::new(model.model_ref.clone(), self.selection.target);
+        request.expected_sha256 = model.expected_sha256.clone();
+        Ok(self.manager.seal_file(&request, &file)?)
+    }
+
+    /// Flips bits (`mask`) of one byte of the most recent allocation behind
+    /// the seal's back (the mock; CUDA with the `demo-cuda` feature): for
+    /// demonstrations and tests of what a corruption does.
+    ///
+    /// # Errors
+    /// When the device offers no corruption path.
+    pub fn corrupt_latest(&self, offset: u64, mask: u8) -> Result<(), CliError> {
+        self.selection.corrupt_latest(offset, mask)
+    }
+}
+
+/// Locates a model as `vram seal` would: `hf://ORG/NAME[@REV]` in the local
+/// hub cache (offline; the small files checked against their blob names
+/// first, the weights' SHA-256 expected), or a snapshot directory.
+///
+/// A directory is taken as it is: a missing file is reported when it is read.
+///
+/// # Errors
+/// A usage error for a bad reference or a snapshot without
+/// `model.safetensors`; integrity (exit 1) for a corrupt cached file.
+pub fn locate(model: &str, quiet: bool) -> Result<ModelLocation, CliError> {
+    const WEIGHTS: &str = "model.safetensors";
+    if model.starts_with("hf://") {
+        let (snapshot, inputs) = crate::cmd::hub::snapshot_inputs(model, quiet)?;
+        let input = inputs
+            .into_iter()
+            .find(|i| i.shown.to_string_lossy().ends_with(&format!("/{WEIGHTS}")))
+            .ok_or_else(|| {
+                CliError::usage(format!(
+                    "{}: no {WEIGHTS} in this snapshot (sharded snapshots are not served yet)",
+                    snapshot.reference()
+                ))
+            })?;
+        return Ok(ModelLocation {
+            weights: snapshot.dir.join(WEIGHTS),
+            dir: snapshot.dir,
+            model_ref: input.model_ref,
+            expected_sha256: input.expected,
+        });
+    }
+    let dir = Path::new(model);
+    let weights = dir.join(WEIGHTS);
+    let model_ref = ModelRef::new(&weights.to_string_lossy())
+        .or_else(|_| ModelRef::new(WEIGHTS))
+        .map_err(|e| CliError::usage(format!("{}: {e}", shown_path(&weights))))?;
+    Ok(ModelLocation {
+        dir: dir.to_path_buf(),
+        weights,
+        model_ref,
+        expected_sha256: None,
+    })
+}

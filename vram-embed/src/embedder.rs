@@ -1,0 +1,204 @@
+//! Text in, sentence embedding out: tokenizer, BERT forward pass built from
+//! a [`TensorSource`] for each request, pooling, normalisation.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{self, BertModel};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
+
+use crate::materialise::{LoadRecord, SourceBackend};
+use crate::pooling::l2_normalise;
+use crate::{EmbedError, ModelSnapshot, Pooling, TensorSource};
+
+/// One sentence embedding and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// The vector (L2-normalised when the snapshot says so).
+    pub vector: Vec<f32>,
+    /// Tokens the text became, `[CLS]` and `[SEP]` included, after truncation.
+    pub tokens: usize,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Where one request's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Tokenization.
+    pub tokenize: Duration,
+    /// Building the model's tensors from the source (materialisation).
+    pub materialise: Duration,
+    /// Forward pass, pooling and normalisation.
+    pub forward: Duration,
+    /// Tensors built from the source.
+    pub tensors: u64,
+    /// Bytes copied from the source's views into candle tensors.
+    pub bytes: u64,
+}
+
+/// A snapshot's tokenizer, config, pooling and normalisation, ready to
+/// embed texts on weights handed in per request. Holds no weights.
+pub struct Embedder {
+    config: bert::Config,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    normalize: bool,
+    device: Device,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder")
+            .field("hidden_size", &self.config.hidden_size)
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Embedder {
+    /// Builds the tokenizer (truncating to the snapshot's `max_seq_length`,
+    /// no padding: one text per request) for the CPU.
+    ///
+    /// # Errors
+    ///
+    /// [`EmbedError::Tokenizer`] when `tokenizer.json` cannot be loaded.
+    pub fn new(snapshot: &ModelSnapshot) -> Result<Self, EmbedError> {
+        let tok_err = |e: tokenizers::Error| EmbedError::Tokenizer {
+            reason: crate::error::shown(&e.to_string()),
+        };
+        let mut tokenizer = Tokenizer::from_bytes(&snapshot.tokenizer_json).map_err(tok_err)?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: snapshot.max_seq_length,
+                ..TruncationParams::default()
+            }))
+            .map_err(tok_err)?;
+        tokenizer.with_padding(None);
+        Ok(Self {
+            config: snapshot.config.clone(),
+            tokenizer,
+            pooling: snapshot.pooling,
+            normalize: snapshot.normalize,
+            device: Device::Cpu,
+        })
+    }
+
+    /// The embedding's length.
+    #[must_use]
+    pub fn dimensions(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// Embeds `text` on weights taken from `weights` for this call only:
+    /// every tensor is built from the source's views, used, and dropped
+    /// before this returns.
+    ///
+    /// # Errors
+    ///
+    /// The first error the source or the checks reported while the model
+    /// was built ([`EmbedError::MissingTensor`], [`EmbedError::TensorShape`],
+    /// [`EmbedError::TensorSize`], [`EmbedError::UnsupportedDtype`], or the
+    /// source's own), naming the tensor; [`EmbedError::Tokenizer`] and
+    /// [`EmbedError::Model`] otherwise.
+    pub fn embed<S: TensorSource + Sync + ?Sized>(
+        &self,
+        weights: &S,
+        text: &str,
+    ) -> Result<Embedding, EmbedError> {
+        let start = Instant::now();
+        let encoding = self.encode(text)?;
+        let tokenize = start.elapsed();
+        let record = LoadRecord::default();
+        let backend = SourceBackend {
+            source: weights,
+            record: &record,
+        };
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone());
+        let start = Instant::now();
+        let model = BertModel::load(vb, &self.config)
+            .map_err(|e| record.take_error().unwrap_or_else(|| EmbedError::model(&e)))?;
+        let materialise = start.elapsed();
+        let (tensors, bytes) = record.totals();
+        let mut embedding = self.run(&model, &encoding)?;
+        embedding.timings = Timings {
+            tokenize,
+            materialise,
+            tensors,
+            bytes,
+            ..embedding.timings
+        };
+        Ok(embedding)
+    }
+
+    /// Embeds `text` with a model built from any candle `VarBuilder`: the
+    /// same tokenizer, forward pass, pooling and normalisation as
+    /// [`Self::embed`]. For comparing with candle's own loading of a file;
+    /// a server uses [`Self::embed`].
+    ///
+    /// # Errors
+    ///
+    /// [`EmbedError::Model`] when the model cannot be built or run;
+    /// [`EmbedError::Tokenizer`].
+    pub fn embed_with_var_builder(
+        &self,
+        vb: VarBuilder<'_>,
+        text: &str,
+    ) -> Result<Embedding, EmbedError> {
+        let encoding = self.encode(text)?;
+        let model = BertModel::load(vb, &self.config).map_err(|e| EmbedError::model(&e))?;
+        self.run(&model, &encoding)
+    }
+
+    fn encode(&self, text: &str) -> Result<Encoding, EmbedError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EmbedError::Tokenizer {
+                reason: crate::error::shown(&e.to_string()),
+            })?;
+        // A vocabulary larger than the model's embedding table would index
+        // past it; refuse instead.
+        let vocab = self.config.vocab_size;
+        if let Some(id) = encoding
+            .get_ids()
+            .iter()
+            .find(|id| usize::try_from(**id).map_or(true, |i| i >= vocab))
+        {
+            return Err(EmbedError::Tokenizer {
+                reason: format!("token id {id} is outside the model's vocabulary of {vocab}"),
+            });
+        }
+        Ok(encoding)
+    }
+
+    fn run(&self, model: &BertModel, encoding: &Encoding) -> Result<Embedding, EmbedError> {
+        let start = Instant::now();
+        let model_err = |e: candle_core::Error| EmbedError::model(&e);
+        let row = |v: &[u32]| Tensor::new(v, &self.device).and_then(|t| t.unsqueeze(0));
+        let ids = row(encoding.get_ids()).map_err(model_err)?;
+        let type_ids = row(encoding.get_type_ids()).map_err(model_err)?;
+        let mask = row(encoding.get_attention_mask()).map_err(model_err)?;
+        let hidden = model
+            .forward(&ids, &type_ids, Some(&mask))
+            .map_err(model_err)?;
+        let mut pooled = self.pooling.apply(&hidden, &mask)?;
+        if self.normalize {
+            pooled = l2_normalise(&pooled)?;
+        }
+        let vector = pooled
+            .squeeze(0)
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(model_err)?;
+        Ok(Embedding {
+            vector,
+            tokens: encoding.get_ids().len(),
+            timings: Timings {
+                forward: start.elapsed(),
+                ..Timings::default()
+            },
+        })
+    }
+}

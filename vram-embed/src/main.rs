@@ -1,0 +1,209 @@
+//! `vram-embed --model DIR`: sentence embeddings for JSON lines on standard
+//! input, one JSON line per request on standard output.
+
+// The binary's output channel is standard output; diagnostics go to stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vram_cli::worker::{self, WorkerOptions};
+use vram_embed::{
+    serve, EmbedError, Embedder, LeasedWeights, ModelSnapshot, SafetensorsFile, SealedWeights,
+    WeightsProvider,
+};
+use vram_residency::LeasePolicy;
+
+/// Exit code of a command line clap refuses (as `vram`'s).
+const USAGE: u8 = 2;
+
+/// Serve sentence embeddings from a sentence-transformers snapshot sealed in
+/// device memory.
+///
+/// The snapshot's `model.safetensors` is sealed on the device first (from
+/// the hub cache, with the SHA-256 its blob name promises checked in the
+/// same pass); every request then computes on weights taken from a verified
+/// lease obtained for it (`--lease`), never from the file. A refused lease
+/// (a corrupt tensor, named) ends serving.
+///
+/// Reads one request per line on standard input, `{"text": "..."}`, and
+/// writes one line per request on standard output: `{"embedding": [...],
+/// "lease": {...}}` or `{"error": {"code": N, "class": "...", "message":
+/// "..."}}`. A malformed request gets an error and serving goes on.
+///
+/// Exit codes: 0 input ended; 1 the weights failed (a refused lease, a
+/// digest mismatch, a missing tensor); 2 usage (bad arguments, invalid
+/// snapshot files); 3 environment (device, secret, audit log, I/O).
+#[derive(Debug, Parser)]
+#[command(name = "vram-embed", version)]
+struct Cli {
+    /// The model: a snapshot directory (modules.json, config.json,
+    /// tokenizer.json, 1_Pooling/config.json, model.safetensors) or
+    /// hf://ORG/NAME[@REVISION] in the local Hugging Face cache (offline).
+    #[arg(long, value_name = "DIR|hf://ORG/NAME")]
+    model: String,
+    /// Device: auto (CUDA, else the mock, announced), mock, cuda, cuda:N.
+    #[arg(long, default_value = "auto", value_name = "DEVICE")]
+    device: String,
+    /// Worker secret (`-`: standard input); else the systemd credential
+    /// `vram-worker-secret` or $VRAM_SECRET_FILE; else an ephemeral secret.
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// Audit log (JSON lines, fail-closed) for the seal, refused leases and
+    /// the tally of granted ones; needs the worker secret.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// What each request's lease verifies: sampled:K (K random leaves and
+    /// the seal), full, or recent:SECONDS:K (a full verification no older
+    /// than SECONDS, plus K leaves).
+    #[arg(long, default_value = "sampled:4", value_name = "POLICY")]
+    lease: LeasePolicy,
+    /// Serve from the file read into host memory, unsealed and unverified
+    /// (for comparisons only).
+    #[arg(long)]
+    unsealed: bool,
+    /// More diagnostics on stderr (-v: info, -vv: per-request timings).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Errors only on stderr.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            if !e.use_stderr() {
+                return ExitCode::SUCCESS;
+            }
+            // Standard output is a JSON channel: the error goes there too.
+            let json = serde_json::json!({ "error": {
+                "code": USAGE, "class": "usage", "message": e.kind().to_string(),
+            }});
+            println!("{json}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    init_tracing(cli.verbose, cli.quiet);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { error, reported }) => {
+            eprintln!("vram-embed: error: {error}");
+            if !reported {
+                println!("{}", serde_json::json!({ "error": error.to_json() }));
+            }
+            ExitCode::from(error.class().exit_code())
+        }
+    }
+}
+
+/// An error that ends the process; `reported` when its response line is
+/// already on standard output.
+struct Failure {
+    error: EmbedError,
+    reported: bool,
+}
+
+impl From<EmbedError> for Failure {
+    fn from(error: EmbedError) -> Self {
+        Self {
+            error,
+            reported: false,
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Failure> {
+    let location = worker::locate(&cli.model, cli.quiet).map_err(worker_error)?;
+    let snapshot = ModelSnapshot::open(&location.dir)?;
+    let embedder = Embedder::new(&snapshot)?;
+    if cli.unsealed {
+        let file = SafetensorsFile::read(&location.weights)?;
+        tracing::warn!(
+            bytes = file.len(),
+            "weights served from host memory, unsealed and unverified"
+        );
+        return serve_stdio(&embedder, &file);
+    }
+    let worker = worker::open(&WorkerOptions {
+        device: cli.device.clone(),
+        secret_file: cli.secret_file.clone(),
+        audit_log: cli.audit_log.clone(),
+        quiet: cli.quiet,
+    })
+    .map_err(worker_error)?;
+    let shard = worker.seal(&location).map_err(worker_error)?;
+    tracing::info!(
+        model = %location.model_ref,
+        bytes = shard.vram_bytes(),
+        device = worker.device_kind(),
+        lease = %cli.lease,
+        "sealed; serving"
+    );
+    // Once, before the first request: every leaf, and the tensor table
+    // read from the seal-checked header (a file that is not usable
+    // safetensors stops here, not at the first request).
+    let full = LeasedWeights::acquire(worker.manager(), &shard, LeasePolicy::Full)?;
+    tracing::info!(
+        micros = full.lease().verification().elapsed.as_micros(),
+        "full verification before serving"
+    );
+    drop(full);
+    let weights = SealedWeights::new(worker.manager().clone(), shard, cli.lease);
+    let served = serve_stdio(&embedder, &weights);
+    let released = weights.release();
+    served?;
+    Ok(released?)
+}
+
+fn serve_stdio<P: WeightsProvider + ?Sized>(
+    embedder: &Embedder,
+    weights: &P,
+) -> Result<(), Failure> {
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout().lock();
+    match serve(embedder, weights, stdin, stdout) {
+        Ok(summary) => {
+            tracing::info!(
+                served = summary.served,
+                refused = summary.refused,
+                "input ended"
+            );
+            Ok(())
+        }
+        Err(stopped) => Err(Failure {
+            reported: !matches!(
+                stopped.error,
+                EmbedError::Output { .. } | EmbedError::Io { .. }
+            ),
+            error: stopped.error,
+        }),
+    }
+}
+
+fn worker_error(e: vram_cli::exit::CliError) -> EmbedError {
+    EmbedError::Worker {
+        reason: e.message,
+        code: e.code,
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}

@@ -1,0 +1,234 @@
+//! A sentence-transformers snapshot directory: the small files that decide
+//! how a text becomes an embedding. The weights are not read here: they
+//! come from a [`crate::TensorSource`].
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use candle_transformers::models::bert;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::shown_path;
+use crate::{EmbedError, Pooling};
+
+/// Largest `tokenizer.json` read (a BERT vocabulary is ~0.5 MB; large
+/// multilingual ones ~20 MB).
+const MAX_TOKENIZER_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest other JSON file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The weights file of a single-file snapshot.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
+const POOLING: &str = "sentence_transformers.models.Pooling";
+const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+
+#[derive(Deserialize)]
+struct Module {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+/// The parsed small files of a snapshot: model config, tokenizer, pooling,
+/// normalisation, maximum sequence length.
+pub struct ModelSnapshot {
+    dir: PathBuf,
+    pub(crate) config: bert::Config,
+    pub(crate) tokenizer_json: Vec<u8>,
+    pub(crate) pooling: Pooling,
+    pub(crate) normalize: bool,
+    pub(crate) max_seq_length: usize,
+    files: Vec<String>,
+}
+
+impl std::fmt::Debug for ModelSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSnapshot")
+            .field("dir", &self.dir)
+            .field("hidden_size", &self.config.hidden_size)
+            .field("pooling", &self.pooling)
+            .field("normalize", &self.normalize)
+            .field("max_seq_length", &self.max_seq_length)
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModelSnapshot {
+    /// Reads a sentence-transformers snapshot: `modules.json` (a
+    /// `Transformer`, then a `Pooling`, optionally a `Normalize`, nothing
+    /// else), the transformer's `config.json` (a BERT) and `tokenizer.json`,
+    /// the pooling module's `config.json`, and `sentence_bert_config.json`
+    /// when present (its `max_seq_length`, otherwise the model's
+    /// `max_position_embeddings`).
+    ///
+    /// # Errors
+    ///
+    /// [`EmbedError::Io`] when a file cannot be read; [`EmbedError::Snapshot`]
+    /// when one is invalid, too large, or asks for a module, pooling or
+    /// activation this crate does not implement, or a module path leaves
+    /// the directory.
+    pub fn open(dir: &Path) -> Result<Self, EmbedError> {
+        let mut files = Vec::new();
+        let mut read = |rel: &str, cap: u64| -> Result<Vec<u8>, EmbedError> {
+            let bytes = read_capped(&dir.join(rel), cap, rel)?;
+            files.push(rel.to_owned());
+            Ok(bytes)
+        };
+        let modules: Vec<Module> = json(&read("modules.json", MAX_CONFIG_BYTES)?, "modules.json")?;
+        let (transformer, pooling_dir, normalize) = modules_in_order(&modules)?;
+        let config_rel = join_rel(transformer, "config.json");
+        let config: bert::Config = json(&read(&config_rel, MAX_CONFIG_BYTES)?, &config_rel)?;
+        if config.model_type.as_deref().is_some_and(|t| t != "bert") {
+            return Err(EmbedError::snapshot(
+                &config_rel,
+                "model_type is not bert (only BERT models are implemented)",
+            ));
+        }
+        let tokenizer_rel = join_rel(transformer, "tokenizer.json");
+        let tokenizer_json = read(&tokenizer_rel, MAX_TOKENIZER_BYTES)?;
+        let pooling_rel = join_rel(pooling_dir, "config.json");
+        let pooling_config: Map<String, Value> =
+            json(&read(&pooling_rel, MAX_CONFIG_BYTES)?, &pooling_rel)?;
+        let pooling = Pooling::from_config(&pooling_config, config.hidden_size)
+            .map_err(|reason| EmbedError::snapshot(&pooling_rel, reason))?;
+        let st_rel = join_rel(transformer, "sentence_bert_config.json");
+        let max_seq_length = if dir.join(&st_rel).is_file() {
+            let st: SentenceBertConfig = json(&read(&st_rel, MAX_CONFIG_BYTES)?, &st_rel)?;
+            st.max_seq_length
+        } else {
+            None
+        };
+        // Positions past the embedding table do not exist: never longer.
+        let max_seq_length = max_seq_length
+            .unwrap_or(config.max_position_embeddings)
+            .min(config.max_position_embeddings);
+        if max_seq_length < 2 {
+            return Err(EmbedError::snapshot(
+                &st_rel,
+                "max_seq_length leaves no room for [CLS] and [SEP]",
+            ));
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            ?pooling,
+            normalize,
+            max_seq_length,
+            hidden_size = config.hidden_size,
+            layers = config.num_hidden_layers,
+            "sentence-transformers snapshot read"
+        );
+        Ok(Self {
+            dir: dir.to_owned(),
+            config,
+            tokenizer_json,
+            pooling,
+            normalize,
+            max_seq_length,
+            files,
+        })
+    }
+
+    /// Where the single-file weights of this snapshot are:
+    /// `DIR/model.safetensors`.
+    #[must_use]
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join(WEIGHTS_FILE)
+    }
+
+    /// The files read, relative to the directory: the ones that change what
+    /// a text becomes, to be hashed and bound to the model's seal.
+    #[must_use]
+    pub fn inference_files(&self) -> &[String] {
+        &self.files
+    }
+
+    /// The pooling the snapshot asks for.
+    #[must_use]
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// Whether embeddings are L2-normalised.
+    #[must_use]
+    pub fn normalize(&self) -> bool {
+        self.normalize
+    }
+
+    /// Tokens per text at most, `[CLS]` and `[SEP]` included.
+    #[must_use]
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// The embedding's length.
+    #[must_use]
+    pub fn dimensions(&self) -> usize {
+        self.config.hidden_size
+    }
+}
+
+/// `modules.json` must be: Transformer, Pooling, then optionally Normalize.
+/// Returns the transformer's and pooling's directories and the flag.
+fn modules_in_order(modules: &[Module]) -> Result<(&str, &str, bool), EmbedError> {
+    let bad = |reason: String| EmbedError::snapshot("modules.json", reason);
+    for m in modules {
+        if !Path::new(&m.path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return Err(bad(format!(
+                "module path `{}` leaves the snapshot directory",
+                crate::error::shown(&m.path)
+            )));
+        }
+    }
+    match modules {
+        [t, p, rest @ ..] if t.kind == TRANSFORMER && p.kind == POOLING => match rest {
+            [] => Ok((t.path.as_str(), p.path.as_str(), false)),
+            [n] if n.kind == NORMALIZE => Ok((t.path.as_str(), p.path.as_str(), true)),
+            _ => Err(bad(
+                "modules after Pooling other than one Normalize are not supported".to_owned(),
+            )),
+        },
+        _ => Err(bad(
+            "expected a Transformer module, then a Pooling module".to_owned()
+        )),
+    }
+}
+
+fn join_rel(dir: &str, file: &str) -> String {
+    if dir.is_empty() {
+        file.to_owned()
+    } else {
+        format!("{}/{file}", dir.trim_end_matches('/'))
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], rel: &str) -> Result<T, EmbedError> {
+    serde_json::from_slice(bytes).map_err(|e| EmbedError::snapshot(rel, e.to_string()))
+}
+
+/// Reads a whole small file, refusing one over `cap` bytes.
+fn read_capped(path: &Path, cap: u64, rel: &str) -> Result<Vec<u8>, EmbedError> {
+    let file = std::fs::File::open(path).map_err(|e| EmbedError::io(path, &e))?;
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| EmbedError::io(path, &e))?;
+    if u64::try_from(bytes.len()).map_or(true, |n| n > cap) {
+        return Err(EmbedError::snapshot(
+            rel,
+            format!("larger than {cap} bytes ({})", shown_path(path)),
+        ));
+    }
+    Ok(bytes)
+}

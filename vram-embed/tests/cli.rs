@@ -1,0 +1,189 @@
+//! The `vram-embed` binary driven through real standard input and output.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+use serde_json::Value;
+use vram_embed::{Embedder, ModelSnapshot, SafetensorsFile};
+
+/// The binary on the mock device (sealed weights in host memory), so the
+/// tests run the same on machines with and without a GPU.
+fn vram_embed() -> Command {
+    let mut c = Command::cargo_bin("vram-embed").unwrap();
+    c.args(["--device", "mock"]);
+    c
+}
+
+fn lines(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8(stdout.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn vector(v: &Value) -> Vec<f32> {
+    v["embedding"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no embedding in {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn one_json_line_per_request_errors_included_and_serving_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 11);
+    let input = concat!(
+        "{\"text\": \"The cat sat on the mat.\"}\n",
+        "not json\n",
+        "\n",
+        "{\"text\": \"hello\", \"extra\": 1}\n",
+        "{\"text\": 7}\n",
+        "{\"text\": \"hello world\"}", // no final newline
+    );
+    let out = vram_embed()
+        .arg("--model")
+        .arg(dir.path())
+        .write_stdin(input)
+        .assert()
+        .success();
+    let stdout = &out.get_output().stdout;
+    let got = lines(stdout);
+    assert_eq!(got.len(), 5, "{}", String::from_utf8_lossy(stdout));
+    // The library's own embeddings, bit for bit after the JSON round trip
+    // (serde_json writes the shortest f32 text that reads back the same).
+    let snap = ModelSnapshot::open(dir.path()).unwrap();
+    let embedder = Embedder::new(&snap).unwrap();
+    let weights = SafetensorsFile::read(&snap.weights_path()).unwrap();
+    for (line, text) in [(0, "The cat sat on the mat."), (4, "hello world")] {
+        let want = embedder.embed(&weights, text).unwrap().vector;
+        let v = vector(&got[line]);
+        assert_eq!(v.len(), HIDDEN);
+        assert_eq!(
+            v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
+        assert!((norm(&v) - 1.0).abs() < 1e-5);
+        // Computed on a lease: what its verification checked, reported. The
+        // tiny model is one 1 MiB leaf, so sampled:4 runs as full.
+        let lease = &got[line]["lease"];
+        assert_eq!(lease["policy"], "full", "{}", got[line]);
+        assert_eq!(lease["leaves_checked"], 1, "{}", got[line]);
+        assert!(lease["verify_us"].is_u64(), "{}", got[line]);
+        assert_eq!(got[line].as_object().unwrap().len(), 2, "{}", got[line]);
+    }
+    for line in [1, 2, 3] {
+        let e = &got[line]["error"];
+        assert_eq!(e["code"], 2, "{e}");
+        assert_eq!(e["class"], "usage");
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("request: expected {\"text\": \"...\"}"),
+            "{e}"
+        );
+    }
+    assert!(got[2]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown field `extra`"));
+}
+
+#[test]
+fn a_request_on_broken_weights_gets_an_error_naming_the_tensor_and_nothing_after_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "encoder.layer.1.output.dense.weight";
+    let mut w = random_weights(12);
+    w.retain(|(n, _, _)| n != name);
+    write_snapshot_with(
+        dir.path(),
+        &safetensors_bytes(&w),
+        "pooling_mode_mean_tokens",
+    );
+    let out = vram_embed()
+        .arg("--model")
+        .arg(dir.path())
+        .write_stdin("{\"text\": \"one\"}\n{\"text\": \"two\"}\n")
+        .assert()
+        .code(1);
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let e = &got[0]["error"];
+    assert_eq!(e["class"], "integrity");
+    assert_eq!(e["code"], 1);
+    assert_eq!(
+        e["message"],
+        format!("tensor `{name}` is missing from the weights")
+    );
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr);
+    assert!(stderr.contains(name), "{stderr}");
+}
+
+#[test]
+fn startup_errors_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // No snapshot at all.
+    let out = vram_embed()
+        .arg("--model")
+        .arg(dir.path())
+        .write_stdin("")
+        .assert()
+        .code(3);
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["error"]["class"], "environment");
+    assert!(got[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("modules.json"));
+    // A hostile weights file: refused at startup, integrity.
+    write_snapshot(dir.path(), 13);
+    let mut bad = u64::MAX.to_le_bytes().to_vec();
+    bad.extend_from_slice(b"{}");
+    std::fs::write(dir.path().join("model.safetensors"), bad).unwrap();
+    let out = vram_embed()
+        .arg("--model")
+        .arg(dir.path())
+        .write_stdin("{\"text\": \"x\"}\n")
+        .assert()
+        .code(1);
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 1);
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not hold a usable safetensors file")
+            && message.contains("-byte limit"),
+        "{message}"
+    );
+    // A module this crate does not implement: usage.
+    std::fs::write(
+        dir.path().join("modules.json"),
+        MODULES_JSON.replace("Normalize", "Dense"),
+    )
+    .unwrap();
+    let out = vram_embed().arg("--model").arg(dir.path()).assert().code(2);
+    let got = lines(&out.get_output().stdout);
+    assert!(
+        got[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("modules.json: "),
+        "{got:?}"
+    );
+    // No --model: clap's usage error, on stderr and as JSON.
+    let out = vram_embed().assert().code(2);
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got[0]["error"]["class"], "usage");
+}
