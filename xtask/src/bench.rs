@@ -177,7 +177,36 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .arg("--vram")
             .arg(&vram),
     )?;
-    Ok(())
+    embed_latency()
+}
+
+/// Issue 16: request latency of the embedding server on the real model,
+/// without a lease, with a sampled one and with a full one.
+fn embed_latency() -> Result<(), String> {
+    let hub = match crate::hf_cache::default_cache() {
+        Ok(hub) => hub,
+        Err(e) => {
+            eprintln!("==> embedding latency SKIPPED: the real model could not be laid out ({e})");
+            return Ok(());
+        }
+    };
+    step(
+        "embedding request latency on sealed weights (vram-embed, real model)",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "vram-embed",
+                "--example",
+                "latency",
+                "--",
+                "--model",
+                crate::hf_cache::MODEL,
+            ])
+            .env("HF_HUB_CACHE", hub),
+    )
 }
 
 /// The median of `n` timings of `cmd()`.

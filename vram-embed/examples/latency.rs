@@ -1,0 +1,182 @@
+//! Request latency on sealed weights: p50 and p99 of whole requests (lease,
+//! materialisation, forward pass) without a lease (the file in host memory,
+//! unverified), with a sampled lease and with a full one, and the share of
+//! the p50 the lease's verification takes. Run by `cargo xtask bench` when
+//! the real model is in the hub cache (`cargo xtask hf-cache`):
+//!
+//! ```text
+//! cargo run --release -p vram-embed --example latency -- \
+//!     --model hf://sentence-transformers/all-MiniLM-L6-v2 [--requests 200]
+//! ```
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::{Duration, Instant};
+
+use vram_cli::worker::{self, WorkerOptions};
+use vram_embed::{Embedder, LeasedWeights, ModelSnapshot, SafetensorsFile, TensorSource};
+use vram_residency::{LeasePolicy, SealedShard, VramManager};
+
+const TEXT: &str = "Sealed model weights, verified in device memory before every request.";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("latency: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut model = None;
+    let mut requests = 200usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--model" => model = args.next(),
+            "--requests" => {
+                requests = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n >= 10)
+                    .ok_or("--requests needs a number of at least 10")?;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let model = model.ok_or("--model DIR|hf://ORG/NAME is required")?;
+    let location = worker::locate(&model, true).map_err(|e| e.message)?;
+    let snapshot = ModelSnapshot::open(&location.dir).map_err(|e| e.to_string())?;
+    let embedder = Embedder::new(&snapshot).map_err(|e| e.to_string())?;
+    let file = SafetensorsFile::read(&location.weights).map_err(|e| e.to_string())?;
+    let w = worker::open(&WorkerOptions {
+        device: "mock".into(),
+        quiet: true,
+        ..WorkerOptions::default()
+    })
+    .map_err(|e| e.message)?;
+    let shard = w.seal(&location).map_err(|e| e.message)?;
+    let manager = w.manager();
+    let leaves = shard.leaf_hashes().len();
+    println!(
+        "request latency: {} ({} bytes, {leaves} leaves of {} KiB), mock device, {requests} requests each, CPU: {}",
+        location.model_ref,
+        shard.vram_bytes(),
+        shard.tree_digest().descriptor.leaf_size.bytes() / 1024,
+        cpu_name()
+    );
+    println!(
+        "  {:<12} {:>9} {:>9} {:>12} {:>14} {:>11}",
+        "weights", "p50 ms", "p99 ms", "verify p50", "verify / p50", "materialise"
+    );
+    // Warm up caches and the allocator once.
+    time_requests(&embedder, 5, || Ok((file_source(&file), None)))?;
+    let unsealed = time_requests(&embedder, requests, || Ok((file_source(&file), None)))?;
+    report("unsealed", &unsealed);
+    for policy in [LeasePolicy::default(), LeasePolicy::Full] {
+        let runs = time_requests(&embedder, requests, || lease(manager, &shard, policy))?;
+        report(&policy.to_string(), &runs);
+    }
+    let k = match LeasePolicy::default() {
+        LeasePolicy::Sampled { leaves } => f64::from(leaves),
+        _ => 1.0,
+    };
+    let per_request = 1.0 - (1.0 - 1.0 / leaves as f64).powf(k);
+    println!(
+        "  one corrupt leaf of {leaves}: found by one sampled:{k} lease with p = {:.1}%, within 100 requests with p = {:.1}%",
+        100.0 * per_request,
+        100.0 * (1.0 - (1.0 - per_request).powi(100))
+    );
+    Ok(())
+}
+
+enum Source<'a> {
+    File(&'a SafetensorsFile),
+    Lease(LeasedWeights<'a>),
+}
+
+impl TensorSource for Source<'_> {
+    fn tensor(&self, name: &str) -> Result<vram_embed::TensorView<'_>, vram_embed::EmbedError> {
+        match self {
+            Self::File(f) => f.tensor(name),
+            Self::Lease(l) => l.tensor(name),
+        }
+    }
+}
+
+fn file_source(file: &SafetensorsFile) -> Source<'_> {
+    Source::File(file)
+}
+
+fn lease<'s>(
+    manager: &VramManager,
+    shard: &'s SealedShard,
+    policy: LeasePolicy,
+) -> Result<(Source<'s>, Option<Duration>), String> {
+    let l = LeasedWeights::acquire(manager, shard, policy).map_err(|e| e.to_string())?;
+    let verify = l.lease().verification().elapsed;
+    Ok((Source::Lease(l), Some(verify)))
+}
+
+/// Per request: (whole request, lease verification, materialisation).
+struct Run {
+    total: Vec<Duration>,
+    verify: Vec<Duration>,
+    materialise: Vec<Duration>,
+}
+
+fn time_requests<'a>(
+    embedder: &Embedder,
+    n: usize,
+    mut acquire: impl FnMut() -> Result<(Source<'a>, Option<Duration>), String>,
+) -> Result<Run, String> {
+    let mut run = Run {
+        total: Vec::with_capacity(n),
+        verify: Vec::with_capacity(n),
+        materialise: Vec::with_capacity(n),
+    };
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let (source, verify) = acquire()?;
+        let e = embedder.embed(&source, TEXT).map_err(|e| e.to_string())?;
+        drop(source);
+        run.total.push(t0.elapsed());
+        run.verify.push(verify.unwrap_or_default());
+        run.materialise.push(e.timings.materialise);
+    }
+    Ok(run)
+}
+
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn report(name: &str, run: &Run) {
+    let p50 = percentile(&run.total, 0.5);
+    let verify = percentile(&run.verify, 0.5);
+    println!(
+        "  {name:<12} {:>9.2} {:>9.2} {:>9.3} ms {:>13.2}% {:>8.2} ms",
+        ms(p50),
+        ms(percentile(&run.total, 0.99)),
+        ms(verify),
+        100.0 * verify.as_secs_f64() / p50.as_secs_f64(),
+        ms(percentile(&run.materialise, 0.5)),
+    );
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
