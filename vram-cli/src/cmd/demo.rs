@@ -8,7 +8,7 @@ use crate::exit::CliError;
 use std::time::Instant;
 use vram_audit::verify_chain;
 use vram_residency::SealHashing;
-use vram_residency::{SealRequest, VerifyPolicy, VramError};
+use vram_residency::{LeasePolicy, SealRequest, SealedShard, VerifyPolicy, VramError, VramManager};
 use vram_secrets::WorkerSecret;
 use vram_validation::{format_bytes, ModelRef};
 
@@ -69,23 +69,27 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         );
     }
 
-    // 1. Seal, streamed from a generator (the model never exists whole on the host).
-    let model_ref = ModelRef::new("demo:synthetic-model")?;
+    // 1. Seal, streamed from a generator (the model never exists whole on
+    // the host): a safetensors file of synthetic tensors.
+    let model = DemoModel::new(size);
+    let total = model.len();
+    let model_ref = ModelRef::new("demo:synthetic-model.safetensors")?;
     let mut req = SealRequest::new(model_ref, selection.target);
     req.compute_sha256 = true;
     let t0 = Instant::now();
-    let shard = mgr.seal_reader(&req, SyntheticModel::new(0x5EED, size), size)?;
+    let shard = mgr.seal_reader(&req, model.reader(), total)?;
     let seal_s = t0.elapsed().as_secs_f64();
     steps.record(
         "seal",
         true,
         format!(
-            "shard {} tree {} ({} leaves of {}), {:.2} GB/s",
+            "shard {} tree {} ({} leaves of {}, {} tensors), {:.2} GB/s",
             shard.shard_id(),
             shard.tree_digest().root,
             shard.leaf_hashes().len(),
             leaf,
-            gbps(size, seal_s)
+            model.tensors,
+            gbps(total, seal_s)
         ),
     );
 
@@ -98,7 +102,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         format!(
             "{} leaves re-read from the device, {:.2} GB/s",
             full.leaves_checked,
-            gbps(size, full_s)
+            gbps(total, full_s)
         ),
     );
     let sampled = mgr.verify_with(&shard, VerifyPolicy::Sampled { leaves: 16 })?;
@@ -126,31 +130,49 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         "vram_bytes+1 in a returned handle fails the seal; the genuine handle passes".into(),
     );
 
-    // 4. Corrupt one byte in device memory behind the seal's back.
-    let offset = size / 2;
+    // 4. A verified lease, and a request served from the leased memory.
+    let target = model.middle_tensor();
+    let served = serve_request(&mgr, &shard, &target);
+    steps.record(
+        "lease and serve",
+        served.is_ok(),
+        served.unwrap_or_else(|e| format!("unexpected error: {e}")),
+    );
+
+    // 5. Corrupt one byte of that tensor in device memory behind the seal's back.
+    let offset = model.offset_in(&target);
     selection.corrupt_latest(offset, 0x01)?;
     steps.record(
         "corrupt device byte",
         true,
-        format!("flipped a bit of byte {offset} in device memory"),
+        format!("flipped a bit of byte {offset} in device memory (inside tensor {target})"),
     );
 
-    // 5. Full verification must catch it and name the range.
-    match mgr.verify_with(&shard, VerifyPolicy::Full) {
+    // 6. The next request's lease (full policy) catches it, names the
+    // tensor, and is refused.
+    match mgr.lease(&shard, LeasePolicy::Full) {
         Err(e @ VramError::IntegrityViolation { .. }) => {
             let ranges = e.corrupt_ranges();
-            let named = ranges.iter().any(|r| r.start <= offset && offset < r.end);
-            let shown: Vec<String> = ranges
-                .iter()
-                .map(|r| format!("{}..{}", r.start, r.end))
-                .collect();
+            let in_range = ranges.iter().any(|r| r.start <= offset && offset < r.end);
+            let named = match &e {
+                VramError::IntegrityViolation { tensors, .. } => tensors.clone(),
+                _ => Vec::new(),
+            };
             steps.record(
                 "corruption detected",
-                named,
+                in_range
+                    && named
+                        .iter()
+                        .any(|t| t.starts_with(&format!("{target}, bytes "))),
                 format!(
-                    "integrity violation, corrupt bytes {} (leaf {})",
-                    shown.join(", "),
-                    ranges.first().map_or(0, |r| r.leaf_index)
+                    "lease refused: corrupt bytes {} (leaf {}), in {}",
+                    ranges
+                        .iter()
+                        .map(|r| format!("{}..{}", r.start, r.end))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    ranges.first().map_or(0, |r| r.leaf_index),
+                    named.join("; ")
                 ),
             );
         }
@@ -162,25 +184,28 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         Ok(_) => steps.record(
             "corruption detected",
             false,
-            "verification passed on corrupt memory".into(),
+            "a lease was granted on corrupt memory".into(),
         ),
     }
 
-    // 6. Putting the byte back (as a tamperer covering their tracks would) does
-    // not make the shard trusted again.
+    // 7. Putting the byte back (as a tamperer covering their tracks would) does
+    // not make the shard trusted again: no lease, no verification.
     selection.corrupt_latest(offset, 0x01)?;
     let still_refused = matches!(
+        mgr.lease(&shard, LeasePolicy::Full),
+        Err(VramError::Compromised { .. })
+    ) && matches!(
         mgr.verify_with(&shard, VerifyPolicy::Full),
         Err(VramError::Compromised { .. })
     );
     steps.record(
         "restored byte refused",
         still_refused && shard.is_compromised(),
-        "the bit was flipped back; the shard stays compromised until it is released and sealed again"
+        "the bit was flipped back; no lease is granted until the model is released and sealed again"
             .into(),
     );
 
-    // 7. Release: device memory and capacity come back.
+    // 8. Release: device memory and capacity come back.
     drop(shard);
     let used = mgr.used_vram(selection.target);
     let live = selection.mock_device().map_or(0, |m| m.live_allocations());
@@ -190,12 +215,14 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
         format!("{used} bytes reserved, {live} live allocations after drop"),
     );
 
-    // 8. The audit log verifies and holds the failure.
+    // 9. The audit log verifies and holds the failure and the refusals.
     let report = verify_chain(std::slice::from_ref(&log_path), &key, None)
         .map_err(|e| CliError::env(format!("audit verify: {e}")))?;
     let text =
         std::fs::read_to_string(&log_path).map_err(|e| crate::exit::io_error(&log_path, &e))?;
-    let failure_logged = text.contains("\"seal_verification_failed\"");
+    let failure_logged = text.contains("\"seal_verification_failed\"")
+        && text.contains("\"lease_refused\"")
+        && text.contains(&target);
     steps.record(
         "audit log verified",
         report.is_intact() && failure_logged,
@@ -214,9 +241,9 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     let mut summary = serde_json::json!({
         "ok": steps.all_ok,
         "device_kind": selection.kind(),
-        "bytes": size,
-        "seal_gb_per_s": gbps(size, seal_s),
-        "verify_full_gb_per_s": gbps(size, full_s),
+        "bytes": total,
+        "seal_gb_per_s": gbps(total, seal_s),
+        "verify_full_gb_per_s": gbps(total, full_s),
         "sampled_verify_ms": sampled.elapsed.as_secs_f64() * 1e3,
         "audit_log": log_path.display().to_string(),
         "steps": steps.rows,
@@ -230,13 +257,104 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     } else {
         println!(
             "summary: {} on {}; seal {:.2} GB/s, full verify {:.2} GB/s, sampled verify {:.1} ms; {}",
-            format_bytes(size),
+            format_bytes(total),
             selection.kind(),
-            gbps(size, seal_s),
-            gbps(size, full_s),
+            gbps(total, seal_s),
+            gbps(total, full_s),
             sampled.elapsed.as_secs_f64() * 1e3,
             if steps.all_ok { "every step behaved as expected" } else { "SOME STEPS FAILED" }
         );
     }
     verdict
+}
+
+/// The demo's model: a safetensors file of `tensors` synthetic U8 tensors
+/// (`encoder.layer.N.weight`), their bytes from [`SyntheticModel`].
+struct DemoModel {
+    header: Vec<u8>,
+    data: u64,
+    tensors: u64,
+    per_tensor: u64,
+}
+
+impl DemoModel {
+    fn new(data: u64) -> Self {
+        let tensors = data.clamp(1, 8);
+        let per_tensor = data.checked_div(tensors).unwrap_or(data);
+        let mut entries = Vec::new();
+        for i in 0..tensors {
+            let start = per_tensor.saturating_mul(i);
+            let end = if i.saturating_add(1) == tensors {
+                data
+            } else {
+                start.saturating_add(per_tensor)
+            };
+            entries.push(format!(
+                "\"encoder.layer.{i}.weight\":{{\"dtype\":\"U8\",\"shape\":[{}],\"data_offsets\":[{start},{end}]}}",
+                end.saturating_sub(start)
+            ));
+        }
+        let json = format!("{{{}}}", entries.join(","));
+        let mut header = u64::try_from(json.len())
+            .unwrap_or(0)
+            .to_le_bytes()
+            .to_vec();
+        header.extend_from_slice(json.as_bytes());
+        Self {
+            header,
+            data,
+            tensors,
+            per_tensor,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        u64::try_from(self.header.len())
+            .unwrap_or(0)
+            .saturating_add(self.data)
+    }
+
+    fn reader(&self) -> impl std::io::Read + Send + '_ {
+        std::io::Read::chain(&self.header[..], SyntheticModel::new(0x5EED, self.data))
+    }
+
+    fn middle_tensor(&self) -> String {
+        format!("encoder.layer.{}.weight", self.tensors / 2)
+    }
+
+    /// A byte in the middle of the middle tensor, as a file offset.
+    fn offset_in(&self, _tensor: &str) -> u64 {
+        let start = self.per_tensor.saturating_mul(self.tensors / 2);
+        u64::try_from(self.header.len())
+            .unwrap_or(0)
+            .saturating_add(start)
+            .saturating_add(self.per_tensor / 2)
+    }
+}
+
+/// One "request": a lease under the default policy, then a checksum of a
+/// tensor computed from the leased memory (on CUDA: the tensor's device
+/// range, which a kernel would take).
+fn serve_request(mgr: &VramManager, shard: &SealedShard, name: &str) -> Result<String, VramError> {
+    let lease = mgr.lease(shard, LeasePolicy::default())?;
+    let tensors = lease.tensors()?;
+    let t = tensors.get(name)?;
+    let v = lease.verification();
+    let what = match t.host_bytes() {
+        Some(bytes) => {
+            let sum = bytes
+                .iter()
+                .fold(0u64, |acc, b| acc.wrapping_add(u64::from(*b)));
+            format!("served: byte sum of {name} ({} bytes) = {sum}", bytes.len())
+        }
+        None => {
+            format!("served: {name} handed to the engine as a device range (address not shown)")
+        }
+    };
+    Ok(format!(
+        "{} lease ({} leaves in {:.2} ms); {what}",
+        LeasePolicy::default(),
+        v.leaves_checked,
+        v.elapsed.as_secs_f64() * 1e3
+    ))
 }
