@@ -170,3 +170,62 @@ fn loud(msg: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
+
+/// A tensor read through a lease's device address (as a kernel would take
+/// it) holds exactly the file's bytes. Runs on a real device only.
+#[cfg(feature = "cuda")]
+#[test]
+fn a_leased_tensor_is_read_through_its_device_address() {
+    use common::*;
+    use std::sync::Arc;
+    use vram_core::cuda::CudaDevice;
+    use vram_core::Device;
+    use vram_residency::{LeasePolicy, TensorMemory, VramConfig, VramManager};
+
+    let device = match CudaDevice::open(0) {
+        Ok(d) => d,
+        Err(e) => {
+            assert!(
+                !require_cuda(),
+                "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device: {e}"
+            );
+            loud(format_args!(
+                "NO CUDA DEVICE FOUND ({e}): leased device addresses were not tested"
+            ));
+            return;
+        }
+    };
+    let dynamic: Arc<dyn Device> = device.clone();
+    let m = VramManager::new(VramConfig::builder(secret()).device(dynamic).build()).unwrap();
+    let a = pattern(3 * 4096, 1);
+    let b = pattern(1_000_003, 2);
+    let header = format!(
+        r#"{{"a":{{"dtype":"U8","shape":[{}],"data_offsets":[0,{}]}},"b":{{"dtype":"U8","shape":[{}],"data_offsets":[{},{}]}}}}"#,
+        a.len(),
+        a.len(),
+        b.len(),
+        a.len(),
+        a.len() + b.len()
+    );
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&a);
+    file.extend_from_slice(&b);
+    let shard = m.seal_model(&file, 0).unwrap();
+    let lease = m.lease(&shard, LeasePolicy::Full).unwrap();
+    let tensors = lease.tensors().unwrap();
+    for (name, want) in [("a", &a), ("b", &b)] {
+        let t = tensors.get(name).unwrap();
+        let TensorMemory::Device(mem) = t.memory() else {
+            panic!("a CUDA lease hands out device memory");
+        };
+        assert_eq!(mem.len(), want.len() as u64);
+        assert!(!format!("{t:?}").contains(&format!("{:x}", mem.address())));
+        let mut got = vec![0u8; want.len()];
+        device.read_device_memory(&mem, &mut got).unwrap();
+        assert!(got == *want, "tensor {name} read through its lease differs");
+    }
+    loud(format_args!(
+        "cuda: leased tensors read through their device addresses match the file"
+    ));
+}

@@ -74,6 +74,14 @@ impl Allocation {
         self.id
     }
 
+    /// Where `address .. address + len` starts inside this allocation, if it
+    /// lies wholly inside it.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(super) fn offset_of(&self, address: u64, len: u64) -> Option<u64> {
+        let offset = address.checked_sub(self.ptr)?;
+        (offset.checked_add(len)? <= self.len).then_some(offset)
+    }
+
     /// Length in bytes.
     pub(super) fn len(&self) -> u64 {
         self.len

@@ -243,6 +243,36 @@ impl CudaDevice {
         target.read(offset, out)
     }
 
+    /// Reads device memory handed out as a [`DeviceMemory`](crate::DeviceMemory)
+    /// (what a lease gives an engine), as a kernel would read it: for tests
+    /// that check a lease's address against the host. The range must lie
+    /// inside one live allocation of this device. Behind `test-hooks`.
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] when the range is not inside a live
+    /// allocation of this device; a driver error from the copy.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn read_device_memory(
+        &self,
+        memory: &crate::DeviceMemory,
+        out: &mut [u8],
+    ) -> Result<(), DeviceError> {
+        let len = u64::try_from(out.len())
+            .unwrap_or(u64::MAX)
+            .min(memory.len());
+        let found = self
+            .lock_registry()
+            .live()
+            .into_iter()
+            .find_map(|a| a.offset_of(memory.address(), len).map(|o| (a, o)));
+        let Some((target, offset)) = found.filter(|_| memory.device() == self.info.index) else {
+            return Err(DeviceError::InvalidArgument {
+                reason: "the range is not inside a live allocation of this device",
+            });
+        };
+        target.read(offset, out)
+    }
+
     /// The live allocation with this id.
     #[cfg(any(test, feature = "test-hooks"))]
     fn live_allocation(&self, id: u64) -> Result<Arc<Allocation>, DeviceError> {
