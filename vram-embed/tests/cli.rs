@@ -187,3 +187,107 @@ fn startup_errors_are_json_too() {
     let got = lines(&out.get_output().stdout);
     assert_eq!(got[0]["error"]["class"], "usage");
 }
+
+/// Lays `snapshot` out as a Hugging Face hub cache under `cache`, as
+/// `huggingface_hub` writes one: the weights as an LFS blob named by their
+/// SHA-256, the small files named by their git blob id, relative links.
+fn hub_cache(snapshot: &std::path::Path, cache: &std::path::Path, repo: &str) -> String {
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let model = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let snap = model.join("snapshots").join(commit);
+    std::fs::create_dir_all(model.join("blobs")).unwrap();
+    std::fs::create_dir_all(model.join("refs")).unwrap();
+    std::fs::write(model.join("refs/main"), commit).unwrap();
+    for name in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "1_Pooling/config.json",
+        "sentence_bert_config.json",
+    ] {
+        let bytes = std::fs::read(snapshot.join(name)).unwrap();
+        let blob = if name.ends_with(".safetensors") {
+            ring::digest::digest(&ring::digest::SHA256, &bytes)
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        } else {
+            vram_hub::git_blob_id(&bytes[..], bytes.len() as u64)
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        };
+        std::fs::write(model.join("blobs").join(&blob), &bytes).unwrap();
+        let link = snap.join(name);
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        let depth = name.matches('/').count();
+        let up = "../".repeat(depth + 2);
+        std::os::unix::fs::symlink(format!("{up}blobs/{blob}"), &link).unwrap();
+    }
+    format!("hf://{repo}")
+}
+
+/// `--model hf://ORG/NAME` serves a model from the local hub cache, sealed
+/// with the SHA-256 its blob is named by; a corrupted blob seals nothing.
+#[test]
+fn a_cached_hub_model_is_served_by_name_and_a_corrupt_blob_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshot");
+    write_snapshot(&snapshot, 31);
+    let cache = dir.path().join("hub");
+    let reference = hub_cache(&snapshot, &cache, "org/tiny-bert");
+    let out = vram_embed()
+        .env("HF_HUB_CACHE", &cache)
+        .args(["--model", &reference])
+        .write_stdin("{\"text\": \"hello world\"}\n")
+        .assert()
+        .success();
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 1);
+    let snap = ModelSnapshot::open(&snapshot).unwrap();
+    let embedder = Embedder::new(&snap).unwrap();
+    let weights = SafetensorsFile::read(&snap.weights_path()).unwrap();
+    let want = embedder.embed(&weights, "hello world").unwrap().vector;
+    assert_eq!(vector(&got[0]), want);
+
+    // Flip a byte of the weights blob: the seal's expected SHA-256 fails.
+    let blobs = cache.join("models--org--tiny-bert/blobs");
+    let blob = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| std::fs::metadata(p).unwrap().len() == weights.len())
+        .unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = vram_embed()
+        .env("HF_HUB_CACHE", &cache)
+        .args(["--model", &reference])
+        .write_stdin("{\"text\": \"hello world\"}\n")
+        .assert()
+        .code(1);
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["error"]["class"], "integrity");
+    assert!(got[0].get("embedding").is_none());
+
+    // A revision the cache does not hold: usage, naming what it holds.
+    let out = vram_embed()
+        .env("HF_HUB_CACHE", &cache)
+        .args(["--model", "hf://org/tiny-bert@v9"])
+        .write_stdin("")
+        .assert()
+        .code(2);
+    let got = lines(&out.get_output().stdout);
+    assert!(
+        got[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("main"),
+        "{got:?}"
+    );
+}
