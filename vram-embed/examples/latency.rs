@@ -8,7 +8,13 @@
 //! cargo run --release -p vram-embed --example latency -- \
 //!     --model hf://sentence-transformers/all-MiniLM-L6-v2 [--requests 200]
 //! ```
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)]
 
 use std::time::{Duration, Instant};
 
