@@ -34,7 +34,7 @@ commands:
                       needed): JSON lines on stdin; ARGS go to vram-embed
   fuzz [--seconds N] [--target NAME]
                       run the cargo-fuzz targets in fuzz/ (N s each, default 30)
-  mutants [--crate C]...
+  mutants [--crate C]... [--iterate]
                       mutation testing (cargo-mutants) of the security-critical files,
                       score per crate (slow: not part of ci)
 ";
