@@ -416,12 +416,21 @@ impl Verifier<'_> {
     }
 
     /// Re-reads and hashes the given leaves; returns the bytes hashed.
+    ///
+    /// Leaves that fit the staging size are read into one host buffer, up
+    /// to the staging size at a time, and hashed together across the SIMD
+    /// lanes (a sample of 4 leaves costs about one leaf's hashing time
+    /// instead of four); a leaf larger than the staging size is streamed
+    /// through it on its own.
     fn verify_leaf_indices(&self, shard: &SealedShard, indices: &[u64]) -> Result<u64, VramError> {
         let descriptor = shard.tree_digest().descriptor;
+        let leaf = descriptor.leaf_size;
+        let staging = self.staging_bytes.max(1);
         let mut recomputed = Vec::with_capacity(indices.len());
-        let chunk = self.staging_bytes;
-        let mut buf = Vec::new();
+        let mut batch: Vec<u8> = Vec::new();
+        let mut stream_buf = Vec::new();
         let mut bytes = 0u64;
+        let read = |offset, buf: &mut [u8]| shard.buffer().read_at(offset, buf).map_err(dev(shard));
         for &i in indices {
             let range = descriptor.leaf_range(i).ok_or(VramError::Crypto(
                 vram_crypto::CryptoError::LeafIndexOutOfRange {
@@ -429,16 +438,31 @@ impl Verifier<'_> {
                     count: descriptor.leaf_count(),
                 },
             ))?;
-            let read =
-                |offset, buf: &mut [u8]| shard.buffer().read_at(offset, buf).map_err(dev(shard));
-            recomputed.push(vram_crypto::leaf_hash_from(
-                range.clone(),
-                chunk,
-                &mut buf,
-                read,
-            )?);
-            bytes = bytes.saturating_add(range.end.saturating_sub(range.start));
+            let len = range.end.saturating_sub(range.start);
+            bytes = bytes.saturating_add(len);
+            let Some(n) = usize::try_from(len).ok().filter(|n| *n <= staging) else {
+                flush(leaf, &mut batch, &mut recomputed);
+                recomputed.push(vram_crypto::leaf_hash_from(
+                    range,
+                    staging,
+                    &mut stream_buf,
+                    read,
+                )?);
+                continue;
+            };
+            if batch.len().saturating_add(n) > staging {
+                flush(leaf, &mut batch, &mut recomputed);
+            }
+            let at = batch.len();
+            batch.resize(at.saturating_add(n), 0);
+            read(range.start, batch.get_mut(at..).unwrap_or_default())?;
+            if len < leaf.bytes() {
+                // The shard's short last leaf: only the end of a batch may be
+                // shorter than a leaf.
+                flush(leaf, &mut batch, &mut recomputed);
+            }
         }
+        flush(leaf, &mut batch, &mut recomputed);
         let corrupt = verify_leaves(shard.leaf_hashes(), indices, &recomputed)?;
         if corrupt.is_empty() {
             Ok(bytes)
@@ -588,6 +612,15 @@ impl Verifier<'_> {
             });
         }
         self.verify(shard, Scope::Policy(policy), AuditMode::Every)
+    }
+}
+
+/// Hashes the whole leaves gathered in `batch` (the last may be short) and
+/// appends their hashes in order; empties the batch.
+fn flush(leaf: vram_crypto::LeafSize, batch: &mut Vec<u8>, out: &mut Vec<Sha256Digest>) {
+    if !batch.is_empty() {
+        vram_crypto::hash_leaf_run(leaf, batch, out);
+        batch.clear();
     }
 }
 
