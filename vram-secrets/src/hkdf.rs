@@ -70,14 +70,15 @@ fn copy_tag(tag: &[u8], out: &mut [u8; 32]) {
     out.iter_mut().zip(tag).for_each(|(o, t)| *o = *t);
 }
 
+/// How much stack [`scrub_stack`] overwrites: 16 KiB (a literal, so that
+/// mutation testing has no arithmetic here to flip).
+const SCRUB_BYTES: usize = 16_384;
+
 /// Overwrites the stack below the caller's frame, where [`derive_in_frame`]
 /// and ring's HMAC code kept their temporaries, with zeros (`zeroize` writes
 /// are volatile, so the compiler keeps them). Best effort: it covers the
 /// depth those calls used (well under 16 KiB), not registers or copies the
 /// compiler spilled elsewhere.
-/// How much stack [`scrub_stack`] overwrites.
-const SCRUB_BYTES: usize = 16 * 1024;
-
 #[inline(never)]
 fn scrub_stack() {
     use zeroize::Zeroize;
