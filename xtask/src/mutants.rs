@@ -56,12 +56,47 @@ pub(crate) struct Score {
     pub(crate) unviable: u64,
 }
 
+/// The mutant names in one of an output directory's outcome lists.
+fn names(out: &Path, list: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(out.join(list))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Score {
+    /// The score of every mutant in `current` (today's full list), each by
+    /// its newest outcome: this run's (`dir/mutants.out`), else the run
+    /// before it (`dir/mutants.out.old`, which `--iterate` did not test
+    /// again). A mutant in neither counts as missed: nothing caught it.
+    pub(crate) fn merged(dir: &Path, current: &[String]) -> Self {
+        let new = dir.join("mutants.out");
+        let old = dir.join("mutants.out.old");
+        let outcome = |out: &Path, name: &str| -> Option<&'static str> {
+            ["caught.txt", "timeout.txt", "missed.txt", "unviable.txt"]
+                .into_iter()
+                .find(|list| names(out, list).contains(name))
+        };
+        let mut s = Self::default();
+        for name in current {
+            match outcome(&new, name).or_else(|| outcome(&old, name)) {
+                Some("caught.txt") => s.caught = s.caught.saturating_add(1),
+                Some("timeout.txt") => s.timeout = s.timeout.saturating_add(1),
+                Some("unviable.txt") => s.unviable = s.unviable.saturating_add(1),
+                _ => s.missed = s.missed.saturating_add(1),
+            }
+        }
+        s
+    }
+
     pub(crate) fn read(dir: &Path) -> Self {
         Self {
-            // With --iterate, the mutants an earlier run caught are listed
-            // apart and not tested again; they count as caught.
-            caught: count(dir, "caught.txt").saturating_add(count(dir, "previously_caught.txt")),
+            caught: count(dir, "caught.txt"),
             missed: count(dir, "missed.txt"),
             timeout: count(dir, "timeout.txt"),
             unviable: count(dir, "unviable.txt"),
@@ -130,7 +165,28 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         // result, not a failure of this command.
         cmd.status()
             .map_err(|e| format!("cargo mutants could not start: {e}"))?;
-        scores.push((*krate, Score::read(&out), out));
+        let score = if iterate {
+            // This run tested only what the last one left; the score is of
+            // today's whole list, each mutant by its newest outcome.
+            let mut list = cargo();
+            list.args(["mutants", "--list", "--package", krate]);
+            for f in *files {
+                list.arg("--file").arg(format!("{krate}/{f}"));
+            }
+            let listed = list
+                .output()
+                .map_err(|e| format!("cargo mutants --list: {e}"))?;
+            let current: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            Score::merged(&out, &current)
+        } else {
+            Score::read(&out)
+        };
+        scores.push((*krate, score, out));
     }
     println!("\nmutation score (viable mutants caught; timeouts count as caught):");
     for (krate, s, out) in &scores {
@@ -165,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_score_counts_timeouts_as_caught_and_skips_unviable() {
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("score");
         let out = dir.join("mutants.out");
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("caught.txt"), "a\nb\nc\n").unwrap();
@@ -187,8 +243,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("xtask-mutants-{}", std::process::id()));
+    #[test]
+    fn an_iterated_score_takes_each_mutant_from_its_newest_run() {
+        let dir = tempfile_dir("iterated");
+        let (new, old) = (dir.join("mutants.out"), dir.join("mutants.out.old"));
+        std::fs::create_dir_all(&new).unwrap();
+        std::fs::create_dir_all(&old).unwrap();
+        // Last run: a caught, b missed, c unviable, z caught (gone today).
+        std::fs::write(old.join("caught.txt"), "a\nz\n").unwrap();
+        std::fs::write(old.join("missed.txt"), "b\n").unwrap();
+        std::fs::write(old.join("unviable.txt"), "c\n").unwrap();
+        // This run retested b (now caught) and a new d (missed), e timed out.
+        std::fs::write(new.join("caught.txt"), "b\n").unwrap();
+        std::fs::write(new.join("missed.txt"), "d\n").unwrap();
+        std::fs::write(new.join("timeout.txt"), "e\n").unwrap();
+        let current: Vec<String> = ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec();
+        let s = Score::merged(&dir, &current);
+        // f was in neither run: nothing caught it.
+        assert_eq!(
+            s,
+            Score {
+                caught: 2,
+                missed: 2,
+                timeout: 1,
+                unviable: 1
+            }
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(test: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("xtask-mutants-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
     }
