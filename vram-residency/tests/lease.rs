@@ -369,3 +369,39 @@ fn eight_threads_lease_while_the_scrubber_runs() {
     assert!(matches!(e, VramError::Compromised { .. }), "{e}");
     assert!(f.manager.metrics().leases_refused >= 1);
 }
+
+/// Shards too short for a safetensors length prefix, or holding one that
+/// is not a header, are leased (their bytes are sealed bytes) and say why
+/// they have no tensors.
+#[test]
+fn short_and_headerless_shards_lease_without_tensors() {
+    let f = fixture(64 * MIB);
+    let short = f.manager.seal_model(&[1, 2, 3, 4, 5], 0).unwrap();
+    let lease = f.manager.lease(&short, LeasePolicy::Full).unwrap();
+    assert_eq!(&*lease.host_bytes().unwrap(), &[1, 2, 3, 4, 5]);
+    let e = lease.tensors().unwrap_err().to_string();
+    assert!(
+        e.contains("shorter than a safetensors length prefix"),
+        "{e}"
+    );
+    // Exactly the prefix: a header of 0 bytes, which is no JSON object.
+    let prefix = f.manager.seal_model(&[0; 8], 0).unwrap();
+    let lease = f.manager.lease(&prefix, LeasePolicy::Full).unwrap();
+    let e = lease.tensors().unwrap_err().to_string();
+    assert!(!e.contains("shorter than"), "{e}");
+    assert!(e.contains("JSON"), "{e}");
+}
+
+#[test]
+fn a_full_verification_detects_any_corruption_and_nothing_else() {
+    assert_eq!(VerifyPolicy::Full.detection_probability(0.0), 0.0);
+    assert_eq!(VerifyPolicy::Full.detection_probability(1e-9), 1.0);
+    assert_eq!(
+        VerifyPolicy::FullHostReadback.detection_probability(0.0),
+        0.0
+    );
+    assert_eq!(
+        VerifyPolicy::Sampled { leaves: 4 }.detection_probability(0.0),
+        0.0
+    );
+}
