@@ -9,9 +9,7 @@
 
 use std::sync::Arc;
 
-use vram_residency::{
-    Lease, LeasePolicy, SealedShard, Tensors, VerifyPolicy, VramError, VramManager,
-};
+use vram_residency::{Lease, LeasePolicy, SealedShard, Tensors, VramError, VramManager};
 
 use crate::error::shown;
 use crate::{Dtype, EmbedError, LeaseCost, TensorSource, TensorView, WeightsProvider};
@@ -136,13 +134,8 @@ impl TensorSource for LeasedWeights<'_> {
 
     fn lease_cost(&self) -> Option<LeaseCost> {
         let v = self.lease.verification();
-        let policy = match v.policy {
-            VerifyPolicy::Sampled { leaves } => format!("sampled:{leaves}"),
-            VerifyPolicy::Full => "full".to_owned(),
-            other => format!("{other:?}"),
-        };
         Some(LeaseCost {
-            policy,
+            policy: v.policy.to_string(),
             leaves_checked: v.leaves_checked,
             bytes_checked: v.bytes_checked,
             verify_us: u64::try_from(v.elapsed.as_micros()).unwrap_or(u64::MAX),

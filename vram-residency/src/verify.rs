@@ -93,6 +93,14 @@ impl VerifyPolicy {
     }
 }
 
+/// The policy as audit records and reports name it: `full`,
+/// `full_host_readback`, `sampled:K`, `scrub:K`.
+impl std::fmt::Display for VerifyPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
 /// Where leaf hashes were computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -18,30 +18,36 @@ fn require_cuda() -> bool {
     std::env::var("VRAM_RESIDENCY_REQUIRE_CUDA").is_ok_and(|v| v == "1")
 }
 
+/// CUDA device 0, or `None` after saying loudly what was not tested (a
+/// missing device fails instead under `VRAM_RESIDENCY_REQUIRE_CUDA=1`).
+#[cfg(feature = "cuda")]
+fn cuda_device_or_skip(untested: &str) -> Option<std::sync::Arc<vram_core::cuda::CudaDevice>> {
+    match vram_core::cuda::CudaDevice::open(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            assert!(
+                !require_cuda(),
+                "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device: {e}"
+            );
+            loud(format_args!("NO CUDA DEVICE FOUND ({e}): {untested}"));
+            None
+        }
+    }
+}
+
 #[cfg(feature = "cuda")]
 #[test]
 fn scenarios_on_a_real_cuda_device() {
     use common::*;
     use std::sync::Arc;
     use vram_audit::{AuditKey, AuditLog, AuditSink};
-    use vram_core::cuda::CudaDevice;
     use vram_core::Device;
     use vram_crypto::LeafSize;
     use vram_residency::{HashPath, SealRequest, VerifyPolicy, VramConfig, VramError, VramManager};
     use vram_validation::ModelRef;
 
-    let device = match CudaDevice::open(0) {
-        Ok(d) => d,
-        Err(e) => {
-            assert!(
-                !require_cuda(),
-                "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device: {e}"
-            );
-            loud(format_args!(
-                "NO CUDA DEVICE FOUND ({e}): only the mock was tested"
-            ));
-            return;
-        }
+    let Some(device) = cuda_device_or_skip("only the mock was tested") else {
+        return;
     };
     let s = secret();
     let audit = Arc::new(
@@ -178,22 +184,11 @@ fn loud(msg: std::fmt::Arguments<'_>) {
 fn a_leased_tensor_is_read_through_its_device_address() {
     use common::*;
     use std::sync::Arc;
-    use vram_core::cuda::CudaDevice;
     use vram_core::Device;
     use vram_residency::{LeasePolicy, TensorMemory, VramConfig, VramManager};
 
-    let device = match CudaDevice::open(0) {
-        Ok(d) => d,
-        Err(e) => {
-            assert!(
-                !require_cuda(),
-                "VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device: {e}"
-            );
-            loud(format_args!(
-                "NO CUDA DEVICE FOUND ({e}): leased device addresses were not tested"
-            ));
-            return;
-        }
+    let Some(device) = cuda_device_or_skip("leased device addresses were not tested") else {
+        return;
     };
     let dynamic: Arc<dyn Device> = device.clone();
     let m = VramManager::new(VramConfig::builder(secret()).device(dynamic).build()).unwrap();
