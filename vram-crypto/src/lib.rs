@@ -7,6 +7,7 @@ mod engine;
 mod error;
 mod hasher;
 mod hex;
+mod model;
 mod seal;
 mod source;
 mod tasks;
@@ -20,6 +21,10 @@ pub use engine::{
 };
 pub use error::CryptoError;
 pub use hasher::{TreeHasher, TreeOutput};
+pub use model::{
+    sign_model_binding, verify_model_binding, BoundFile, BoundShard, ModelBinding,
+    MODEL_BINDING_DOMAIN, MODEL_BINDING_V1,
+};
 pub use seal::{
     hmac_sha256, hmac_sha256_verify, sign_seal, sign_seal_with, verify_seal, verify_seal_with,
     HmacKey, SealBinding, SealDeviceKind, SealMessage, SealProvenance, SealTag,

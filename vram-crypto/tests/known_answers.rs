@@ -402,3 +402,71 @@ fn formats_doc_carries_the_vectors() {
     assert!(squashed.contains(&format!("LEAF_PREFIX={}", hex(LEAF_PREFIX))));
     assert!(squashed.contains(&format!("ROOT_PREFIX={}", hex(ROOT_PREFIX))));
 }
+
+/// The model binding vector of docs/formats.md ("Model binding"), computed
+/// with Python's `hmac`/`hashlib` from the description there.
+#[test]
+fn model_binding_vector_matches_docs() {
+    use vram_crypto::{
+        sign_model_binding, verify_model_binding, BoundFile, BoundShard, HmacKey, ModelBinding,
+        SealTag,
+    };
+    let key = HmacKey::new(&(0u8..32).collect::<Vec<u8>>()).unwrap();
+    let tag = |start: u8| {
+        let mut t = [0u8; 32];
+        for (i, b) in t.iter_mut().enumerate() {
+            *b = start + i as u8;
+        }
+        SealTag(t)
+    };
+    let shards = [
+        BoundShard {
+            name: "model-00001-of-00002.safetensors",
+            seal_tag: tag(0x40),
+        },
+        BoundShard {
+            name: "model-00002-of-00002.safetensors",
+            seal_tag: tag(0x60),
+        },
+    ];
+    let files = [
+        BoundFile {
+            name: "config.json",
+            len: 2,
+            sha256: vram_crypto::sha256(b"{}").0,
+        },
+        BoundFile {
+            name: "1_Pooling/config.json",
+            len: 13,
+            sha256: vram_crypto::sha256(br#"{"x": "mean"}"#).0,
+        },
+    ];
+    let binding = ModelBinding {
+        model_ref: "hf://org/model@0123456789abcdef0123456789abcdef01234567",
+        shards: &shards,
+        files: &files,
+        key_id: [1, 2, 3, 4, 5, 6, 7, 8],
+    };
+    let encoding = concat!(
+        "7672616d2d7265736964656e6379206d6f64656c01",
+        "00000037",
+        "68663a2f2f6f72672f6d6f64656c403031323334353637383961626364656630313233343536373839616263646566303132333435363700000002",
+        "000000206d6f64656c2d30303030312d6f662d30303030322e7361666574656e736f7273",
+        "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f",
+        "000000206d6f64656c2d30303030322d6f662d30303030322e7361666574656e736f7273",
+        "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f",
+        "00000002",
+        "0000000b636f6e6669672e6a736f6e0000000000000002",
+        "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+        "00000015315f506f6f6c696e672f636f6e6669672e6a736f6e000000000000000d",
+        "e6328ae573537e12a778c70f96d8fceb5859fa9cd047c7fe3d0571da9f8dd1fb",
+        "0102030405060708",
+    );
+    assert_eq!(hex(&binding.encode()), encoding);
+    let signed = sign_model_binding(&key, &binding).unwrap();
+    assert_eq!(
+        signed.to_string(),
+        "5ae8eb33d57b72e85d812eb8fdae6628828541691a2752797c2dfd12242b063a"
+    );
+    verify_model_binding(&key, &binding, &signed).unwrap();
+}

@@ -89,6 +89,17 @@ pub enum HubError {
         reason: String,
     },
 
+    /// A snapshot directory does not say which files are the model (no
+    /// weights, a bad `model.safetensors.index.json`, a module path that
+    /// leaves it).
+    #[error("{}: {reason}", dir.display())]
+    Layout {
+        /// The snapshot directory.
+        dir: PathBuf,
+        /// What is wrong, in our words (names from the files escaped).
+        reason: String,
+    },
+
     /// Reading the cache failed.
     #[error("{}: {kind}", path.display())]
     Io {

@@ -4,11 +4,16 @@
 mod cache;
 mod error;
 mod expected;
+mod layout;
 mod reference;
 mod safetensors;
 
 pub use cache::{cache_dir_from, CachedFile, HubCache, Snapshot, MAX_SNAPSHOT_FILES};
 pub use error::HubError;
 pub use expected::{git_blob_id, Expected, FileCheck};
+pub use layout::{
+    ModelLayout, INFERENCE_FILES, MAX_INDEX_BYTES, MAX_WEIGHT_FILES, SINGLE_WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+};
 pub use reference::HubRef;
 pub use safetensors::{SafetensorsHeader, TensorInfo, MAX_HEADER_BYTES};

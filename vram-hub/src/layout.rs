@@ -1,0 +1,382 @@
+//! Which files of a Hugging Face snapshot directory make up the model: the
+//! weights an engine loads (a single `model.safetensors`, or the shards that
+//! `model.safetensors.index.json` names, those and only those) and the small
+//! files that change what the model computes (its config, the tokenizer, the
+//! sentence-transformers modules), which are bound to the model's seal.
+
+use std::io::Read;
+use std::path::{Component, Path};
+
+use serde::Deserialize;
+use vram_validation::escape_for_log;
+
+use crate::HubError;
+
+/// The weights of a single-file snapshot.
+pub const SINGLE_WEIGHTS_FILE: &str = "model.safetensors";
+/// The index of a sharded snapshot: `weight_map` maps each tensor to the
+/// shard file that holds it.
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+/// Largest index file read (the index of a 400-billion-parameter model is
+/// under 1 MiB).
+pub const MAX_INDEX_BYTES: u64 = 16 * 1024 * 1024;
+/// Most weight files a sharded snapshot may name.
+pub const MAX_WEIGHT_FILES: usize = 4096;
+
+/// The small files that decide what a model computes from its weights, in
+/// the order they are bound: the model's configuration, its tokenizer and
+/// chat template, and sentence-transformers' module list and settings.
+/// Those present in the directory are bound; the modules' own `config.json`
+/// (`1_Pooling/config.json`) are added from `modules.json`.
+pub const INFERENCE_FILES: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+];
+
+/// Most sentence-transformers modules read from `modules.json`.
+const MAX_MODULES: usize = 64;
+
+/// What a snapshot directory holds, by name (relative to the directory,
+/// `/`-separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLayout {
+    /// The weights files, in the order they are sealed: `model.safetensors`
+    /// alone, or the index's shard files sorted by name.
+    pub weights: Vec<String>,
+    /// The small files to bind to the seal: those of [`INFERENCE_FILES`]
+    /// present, the index of a sharded snapshot, then each module's
+    /// `config.json` that `modules.json` leads to.
+    pub inference_files: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    weight_map: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Module {
+    path: String,
+}
+
+impl ModelLayout {
+    /// Reads which files of the snapshot directory `dir` are the model.
+    ///
+    /// The weights are `model.safetensors` when it is there (what
+    /// `transformers` loads first), otherwise the files named in
+    /// `model.safetensors.index.json`'s `weight_map`: each a plain relative
+    /// name (no `..`, no absolute path) of a regular file in the directory
+    /// (links are followed, as a hub cache's snapshot is made of links).
+    /// Other weight files (`.bin`, `.onnx`, unlisted `.safetensors`) are not
+    /// part of the model.
+    ///
+    /// # Errors
+    /// [`HubError::Layout`] when there are no weights, the index is not
+    /// valid JSON with a non-empty `weight_map`, names a file outside the
+    /// directory or one that is missing or not a regular file, or names more
+    /// than [`MAX_WEIGHT_FILES`]; [`HubError::Io`] when a file cannot be read.
+    pub fn of_dir(dir: &Path) -> Result<Self, HubError> {
+        let mut inference_files: Vec<String> = INFERENCE_FILES
+            .iter()
+            .filter(|name| is_regular_file(&dir.join(name)))
+            .map(|name| (*name).to_owned())
+            .collect();
+        let weights = if is_regular_file(&dir.join(SINGLE_WEIGHTS_FILE)) {
+            vec![SINGLE_WEIGHTS_FILE.to_owned()]
+        } else if is_regular_file(&dir.join(WEIGHTS_INDEX_FILE)) {
+            inference_files.push(WEIGHTS_INDEX_FILE.to_owned());
+            index_shards(dir)?
+        } else {
+            return Err(layout(
+                dir,
+                format!("neither {SINGLE_WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} is there"),
+            ));
+        };
+        if inference_files.iter().any(|f| f == "modules.json") {
+            for config in module_configs(dir)? {
+                if !inference_files.contains(&config) {
+                    inference_files.push(config);
+                }
+            }
+        }
+        Ok(Self {
+            weights,
+            inference_files,
+        })
+    }
+}
+
+fn layout(dir: &Path, reason: String) -> HubError {
+    HubError::Layout {
+        dir: dir.to_owned(),
+        reason,
+    }
+}
+
+fn is_regular_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Whether `name` stays inside the directory it is relative to.
+fn is_plain_relative(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains('\\')
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+fn read_capped(dir: &Path, name: &str, cap: u64) -> Result<Vec<u8>, HubError> {
+    let path = dir.join(name);
+    let file = std::fs::File::open(&path).map_err(|e| HubError::io(&path, &e))?;
+    let mut bytes = Vec::new();
+    file.take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| HubError::io(&path, &e))?;
+    if u64::try_from(bytes.len()).map_or(true, |n| n > cap) {
+        return Err(layout(dir, format!("{name} is larger than {cap} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// The distinct files the index's `weight_map` names, sorted.
+fn index_shards(dir: &Path) -> Result<Vec<String>, HubError> {
+    let bytes = read_capped(dir, WEIGHTS_INDEX_FILE, MAX_INDEX_BYTES)?;
+    let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
+        layout(
+            dir,
+            format!(
+                "{WEIGHTS_INDEX_FILE} is not a safetensors index: {}",
+                escape_for_log(&e.to_string(), 200)
+            ),
+        )
+    })?;
+    let mut files: Vec<String> = index.weight_map.into_values().collect();
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(layout(
+            dir,
+            format!("{WEIGHTS_INDEX_FILE} maps no tensor to a file"),
+        ));
+    }
+    if files.len() > MAX_WEIGHT_FILES {
+        return Err(layout(
+            dir,
+            format!(
+                "{WEIGHTS_INDEX_FILE} names {} files, more than {MAX_WEIGHT_FILES}",
+                files.len()
+            ),
+        ));
+    }
+    for f in &files {
+        if !is_plain_relative(f) {
+            return Err(layout(
+                dir,
+                format!(
+                    "{WEIGHTS_INDEX_FILE} names `{}`, which is not a file inside the snapshot",
+                    escape_for_log(f, 200)
+                ),
+            ));
+        }
+        if !is_regular_file(&dir.join(f)) {
+            return Err(layout(
+                dir,
+                format!(
+                    "{WEIGHTS_INDEX_FILE} names `{}`, which is missing or not a regular file",
+                    escape_for_log(f, 200)
+                ),
+            ));
+        }
+    }
+    Ok(files)
+}
+
+/// The `config.json` of each sentence-transformers module that has one
+/// (`1_Pooling/config.json`), in `modules.json`'s order.
+fn module_configs(dir: &Path) -> Result<Vec<String>, HubError> {
+    let bytes = read_capped(dir, "modules.json", 1024 * 1024)?;
+    let modules: Vec<Module> = serde_json::from_slice(&bytes).map_err(|e| {
+        layout(
+            dir,
+            format!(
+                "modules.json is not a list of modules: {}",
+                escape_for_log(&e.to_string(), 200)
+            ),
+        )
+    })?;
+    if modules.len() > MAX_MODULES {
+        return Err(layout(
+            dir,
+            format!("modules.json lists more than {MAX_MODULES} modules"),
+        ));
+    }
+    let mut out = Vec::new();
+    for m in modules {
+        let path = m.path.trim_end_matches('/');
+        if path.is_empty() {
+            // The transformer module itself: its files are the top level's.
+            continue;
+        }
+        if !is_plain_relative(path) {
+            return Err(layout(
+                dir,
+                format!(
+                    "modules.json names the module path `{}`, which leaves the snapshot",
+                    escape_for_log(path, 200)
+                ),
+            ));
+        }
+        let config = format!("{path}/config.json");
+        if is_regular_file(&dir.join(&config)) {
+            out.push(config);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_single_file_snapshot_and_its_inference_files() {
+        let d = dir_with(&[
+            ("model.safetensors", "x"),
+            ("config.json", "{}"),
+            ("tokenizer.json", "{}"),
+            (
+                "modules.json",
+                r#"[{"path":""},{"path":"1_Pooling"},{"path":"2_Normalize"}]"#,
+            ),
+            ("1_Pooling/config.json", "{}"),
+            ("pytorch_model.bin", "ignored"),
+            ("README.md", "ignored"),
+        ]);
+        let l = ModelLayout::of_dir(d.path()).unwrap();
+        assert_eq!(l.weights, ["model.safetensors"]);
+        assert_eq!(
+            l.inference_files,
+            [
+                "config.json",
+                "tokenizer.json",
+                "modules.json",
+                "1_Pooling/config.json"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sharded_snapshot_is_the_files_its_index_names_and_only_those() {
+        let d = dir_with(&[
+            (
+                WEIGHTS_INDEX_FILE,
+                r#"{"metadata":{"total_size":2},"weight_map":{"b":"model-00002-of-00002.safetensors","a":"model-00001-of-00002.safetensors","c":"model-00001-of-00002.safetensors"}}"#,
+            ),
+            ("model-00001-of-00002.safetensors", "1"),
+            ("model-00002-of-00002.safetensors", "2"),
+            ("model-00003-of-00003.safetensors", "not named"),
+            ("config.json", "{}"),
+        ]);
+        let l = ModelLayout::of_dir(d.path()).unwrap();
+        assert_eq!(
+            l.weights,
+            [
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"
+            ]
+        );
+        assert_eq!(l.inference_files, ["config.json", WEIGHTS_INDEX_FILE]);
+    }
+
+    #[test]
+    fn bad_indexes_are_refused_with_the_reason() {
+        for (index, extra, needle) in [
+            (r#"{"weight_map":{}}"#, None, "maps no tensor"),
+            (
+                r#"{"weight_map":{"a":"../x.safetensors"}}"#,
+                None,
+                "not a file inside",
+            ),
+            (
+                r#"{"weight_map":{"a":"/etc/passwd"}}"#,
+                None,
+                "not a file inside",
+            ),
+            (
+                r#"{"weight_map":{"a":"missing.safetensors"}}"#,
+                None,
+                "missing or not a regular file",
+            ),
+            (
+                r#"{"weight_map":{"a":"sub"}}"#,
+                Some("sub/x"),
+                "missing or not a regular file",
+            ),
+            (r#"{"weight_map":[]}"#, None, "not a safetensors index"),
+            ("not json", None, "not a safetensors index"),
+        ] {
+            let mut files = vec![(WEIGHTS_INDEX_FILE, index)];
+            if let Some(e) = extra {
+                files.push((e, ""));
+            }
+            let d = dir_with(&files);
+            let e = ModelLayout::of_dir(d.path()).unwrap_err().to_string();
+            assert!(e.contains(needle), "{index}: {e}");
+        }
+        let d = dir_with(&[("config.json", "{}")]);
+        let e = ModelLayout::of_dir(d.path()).unwrap_err().to_string();
+        assert!(e.contains("neither model.safetensors nor"), "{e}");
+    }
+
+    #[test]
+    fn module_paths_must_stay_inside() {
+        let d = dir_with(&[
+            ("model.safetensors", "x"),
+            ("modules.json", r#"[{"path":"../up"}]"#),
+        ]);
+        let e = ModelLayout::of_dir(d.path()).unwrap_err().to_string();
+        assert!(e.contains("leaves the snapshot"), "{e}");
+    }
+
+    #[test]
+    fn the_single_file_wins_over_an_index() {
+        let d = dir_with(&[
+            ("model.safetensors", "x"),
+            (
+                WEIGHTS_INDEX_FILE,
+                r#"{"weight_map":{"a":"gone.safetensors"}}"#,
+            ),
+        ]);
+        let l = ModelLayout::of_dir(d.path()).unwrap();
+        assert_eq!(l.weights, ["model.safetensors"]);
+        assert!(!l.inference_files.iter().any(|f| f == WEIGHTS_INDEX_FILE));
+    }
+}
