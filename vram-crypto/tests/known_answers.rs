@@ -433,12 +433,12 @@ fn model_binding_vector_matches_docs() {
         BoundFile {
             name: "config.json",
             len: 2,
-            sha256: vram_crypto::sha256(b"{}").0,
+            sha256: sha256(b"{}").0,
         },
         BoundFile {
             name: "1_Pooling/config.json",
             len: 13,
-            sha256: vram_crypto::sha256(br#"{"x": "mean"}"#).0,
+            sha256: sha256(br#"{"x": "mean"}"#).0,
         },
     ];
     let binding = ModelBinding {

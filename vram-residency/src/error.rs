@@ -208,6 +208,47 @@ pub enum VramError {
         reason: &'static str,
     },
 
+    /// A snapshot directory or sealed model is not one model: no weights, a
+    /// bad `model.safetensors.index.json`, a tensor in two shards.
+    #[error("model {model}: {reason}")]
+    InvalidModel {
+        /// The model (its reference or directory, escaped).
+        model: String,
+        /// What is wrong, in our words (names escaped).
+        reason: String,
+    },
+
+    /// A small file was asked of a sealed model that did not bind it.
+    #[error("the model has no bound file named {name}")]
+    UnknownModelFile {
+        /// The name asked for, escaped.
+        name: String,
+    },
+
+    /// A small file bound to a sealed model (config, tokenizer) is no longer
+    /// what was sealed.
+    #[error("{name} changed since the model was sealed: sealed {bytes} bytes with SHA-256 {sha256}, found {found_bytes} bytes with SHA-256 {found_sha256}; seal the model again")]
+    ModelFileChanged {
+        /// The file's name in the snapshot, escaped.
+        name: String,
+        /// Its length when sealed.
+        bytes: u64,
+        /// Its SHA-256 when sealed.
+        sha256: String,
+        /// Its length now.
+        found_bytes: u64,
+        /// Its SHA-256 now.
+        found_sha256: String,
+    },
+
+    /// A sealed model's binding tag does not verify: its list of shards or
+    /// files was altered in memory, or it was sealed under another key.
+    #[error("the binding of model {model} is invalid: its shards or files were altered, or it was sealed under another key")]
+    ModelBindingInvalid {
+        /// The model (escaped).
+        model: String,
+    },
+
     /// A shard set is malformed (positions missing, duplicated or inconsistent).
     #[error("invalid shard set: {reason}")]
     InvalidShardSet {
@@ -262,6 +303,8 @@ impl VramError {
             | Self::PolicyViolation(_)
             | Self::DigestMismatch { .. }
             | Self::UploadMismatch { .. }
+            | Self::ModelFileChanged { .. }
+            | Self::ModelBindingInvalid { .. }
             | Self::Crypto(_) => ErrorClass::Fatal,
             Self::InvalidInput(_)
             | Self::InvalidConfig { .. }
@@ -271,6 +314,8 @@ impl VramError {
             | Self::InvalidPolicy { .. }
             | Self::NotSafetensors { .. }
             | Self::UnknownTensor { .. }
+            | Self::InvalidModel { .. }
+            | Self::UnknownModelFile { .. }
             | Self::InvalidShardSet { .. } => ErrorClass::InvalidInput,
             Self::Device { .. }
             | Self::Io { .. }

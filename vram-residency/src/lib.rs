@@ -7,6 +7,7 @@ mod error;
 mod lease;
 mod manager;
 mod metrics;
+mod model;
 mod pipeline;
 mod provenance;
 mod request;
@@ -33,6 +34,9 @@ pub use lease::{
 };
 pub use manager::{DeviceCapacity, VramManager};
 pub use metrics::MetricsSnapshot;
+pub use model::{
+    HostFile, ModelLease, ModelTensors, SealedModel, SnapshotRequest, MAX_BOUND_FILE_BYTES,
+};
 pub use provenance::Provenance;
 pub use request::SealRequest;
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};

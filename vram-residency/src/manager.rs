@@ -780,6 +780,125 @@ impl VramManager {
         Ok(ShardSet::new(shards))
     }
 
+    /// Seals a snapshot directory as one model: its weights (a single
+    /// `model.safetensors`, or the shards `model.safetensors.index.json`
+    /// names, those and only those; see [`vram_hub::ModelLayout`]) on the
+    /// request's device as one set (positions `0..n` in file-name order, one
+    /// set id), each with [`VramManager::seal_file`] and its expected SHA-256
+    /// when the request has one; and its small inference files (config,
+    /// tokenizer, sentence-transformers modules, the index) hashed on the
+    /// host and bound to the shards' seals by one tag under the seal key.
+    ///
+    /// The small files are hashed and every weights file opened before any
+    /// device work; if any shard fails, those sealed before it are released
+    /// (audited), as by [`VramManager::seal_set`].
+    ///
+    /// # Errors
+    /// [`VramError::InvalidModel`] when the directory is not one model (no
+    /// weights, a bad index, an expected digest for a file that is not part
+    /// of the model); [`VramError::Io`]; any seal error.
+    pub fn seal_snapshot(
+        &self,
+        request: &crate::SnapshotRequest,
+    ) -> Result<crate::SealedModel, VramError> {
+        let layout = crate::model::layout(&request.dir)?;
+        if let Some(extra) = request
+            .expected_sha256
+            .keys()
+            .find(|name| !layout.weights.contains(name))
+        {
+            return Err(VramError::InvalidModel {
+                model: vram_validation::escape_for_log(request.model_ref.as_str(), 200),
+                reason: format!(
+                    "a SHA-256 is expected for {}, which is not one of its weights files",
+                    vram_validation::escape_for_log(extra, 200)
+                ),
+            });
+        }
+        let files = crate::model::hash_files(&request.dir, &layout.inference_files)?;
+        let weights = layout
+            .weights
+            .iter()
+            .map(|name| {
+                std::fs::File::open(request.dir.join(name))
+                    .map_err(|e| VramError::Io { kind: e.kind() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let devices = vec![request.gpu_device; weights.len()];
+        let requests = crate::set::part_requests(&request.model_ref, weights.len(), &devices)?;
+        let mut shards = Vec::with_capacity(weights.len());
+        for ((mut part, file), name) in requests.into_iter().zip(&weights).zip(&layout.weights) {
+            part.expected_sha256 = request.expected_sha256.get(name).cloned();
+            // On error, `shards` drops here and releases every earlier part.
+            shards.push(self.seal_file(&part, file)?);
+        }
+        tracing::info!(
+            model = %request.model_ref.as_str(),
+            shards = shards.len(),
+            files = files.len(),
+            "snapshot sealed"
+        );
+        let key_id = *self.inner.sealer.key_id().as_bytes();
+        crate::model::assemble(request, shards, layout.weights, files, key_id, |b| {
+            self.inner.sealer.sign_model(b)
+        })
+    }
+
+    /// Checks a sealed model's binding: its shards and small files are the
+    /// ones sealed together, under this manager's key.
+    ///
+    /// # Errors
+    /// [`VramError::ModelBindingInvalid`] when they are not.
+    pub fn check_model(&self, model: &crate::SealedModel) -> Result<(), VramError> {
+        let key_id = *self.inner.sealer.key_id().as_bytes();
+        let tag = model.binding_tag();
+        if model.with_binding(key_id, |b| self.inner.sealer.is_authentic_model(b, tag)) {
+            Ok(())
+        } else {
+            Err(VramError::ModelBindingInvalid {
+                model: vram_validation::escape_for_log(model.model_ref().as_str(), 200),
+            })
+        }
+    }
+
+    /// A small file of a sealed model (`tokenizer.json`), read from its
+    /// snapshot directory and returned only if the binding holds and the
+    /// bytes are the ones sealed (length and SHA-256): what an engine builds
+    /// its tokenizer and configuration from.
+    ///
+    /// # Errors
+    /// [`VramError::ModelBindingInvalid`]; [`VramError::UnknownModelFile`]
+    /// for a file that is not bound; [`VramError::ModelFileChanged`] (fatal)
+    /// when the file is no longer what was sealed; [`VramError::Io`].
+    pub fn model_file(&self, model: &crate::SealedModel, name: &str) -> Result<Vec<u8>, VramError> {
+        self.check_model(model)?;
+        crate::model::read_bound(model, name)
+    }
+
+    /// Leases a whole model: checks its binding, then leases every shard
+    /// (see [`VramManager::lease`]). A sample of K leaves is drawn over the
+    /// whole model (every leaf of every shard equally likely), at least one
+    /// per shard. The first refusal refuses the model (audited as that
+    /// shard's refusal).
+    ///
+    /// # Errors
+    /// [`VramError::ModelBindingInvalid`]; as [`VramManager::lease`].
+    pub fn lease_model<'m>(
+        &self,
+        model: &'m crate::SealedModel,
+        policy: crate::LeasePolicy,
+    ) -> Result<crate::ModelLease<'m>, VramError> {
+        self.check_model(model)?;
+        let policies = crate::model::shard_policies(model, policy)?;
+        let leases = model
+            .shards()
+            .iter()
+            .zip(policies)
+            .map(|(shard, p)| self.lease(shard, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::ModelLease::new(model, leases, policy))
+    }
+
     /// Verifies every shard of the set with the default policy; the first
     /// failure fails the set. Also checks that positions run 0..n of n under
     /// one model reference, one set id (shards of two sealings of the same

@@ -3,7 +3,10 @@
 //! shard's, a client's handle's) goes through it.
 
 use crate::VramError;
-use vram_crypto::{sign_seal_with, verify_seal_with, HmacKey, SealMessage, SealTag};
+use vram_crypto::{
+    sign_model_binding, sign_seal_with, verify_model_binding, verify_seal_with, HmacKey,
+    ModelBinding, SealMessage, SealTag,
+};
 use vram_secrets::{KeyId, SecretKey};
 
 /// The seal key (kept so that its bytes zeroize with the manager), the HMAC
@@ -46,5 +49,15 @@ impl Sealer {
     /// Whether `tag` authenticates `message` under this key (constant time).
     pub(crate) fn is_authentic(&self, message: &SealMessage<'_>, tag: &SealTag) -> bool {
         verify_seal_with(&self.mac, message, tag).is_ok()
+    }
+
+    /// Signs a model binding.
+    pub(crate) fn sign_model(&self, binding: &ModelBinding<'_>) -> Result<SealTag, VramError> {
+        Ok(sign_model_binding(&self.mac, binding)?)
+    }
+
+    /// Whether `tag` authenticates `binding` under this key (constant time).
+    pub(crate) fn is_authentic_model(&self, binding: &ModelBinding<'_>, tag: &SealTag) -> bool {
+        verify_model_binding(&self.mac, binding, tag).is_ok()
     }
 }

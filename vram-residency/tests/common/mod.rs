@@ -114,6 +114,30 @@ pub fn fixture_opts(capacity: u64, leaf: LeafSize, options: LogOptions) -> Fixtu
     }
 }
 
+/// A safetensors file: each tensor `(name, dtype, shape, bytes)` in order.
+pub fn safetensors(tensors: &[(&str, &str, &[u64], Vec<u8>)]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut offset = 0u64;
+    for (name, dtype, shape, bytes) in tensors {
+        let end = offset + bytes.len() as u64;
+        entries.push(format!(
+            r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{offset},{end}]}}"#
+        ));
+        offset = end;
+    }
+    let mut header = format!("{{{}}}", entries.join(","));
+    // Pad the header to a multiple of 8, as writers do.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    for (_, _, _, bytes) in tensors {
+        file.extend_from_slice(bytes);
+    }
+    file
+}
+
 /// Deterministic non-trivial bytes.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

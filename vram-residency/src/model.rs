@@ -1,0 +1,506 @@
+//! A model as an engine loads it: a Hugging Face snapshot directory's
+//! weights (a single `model.safetensors`, or the shards its
+//! `model.safetensors.index.json` names) sealed in device memory as one set,
+//! and the small files that change what the model computes (config,
+//! tokenizer, sentence-transformers modules) bound to those seals on the
+//! host by one more tag under the seal key (docs/formats.md, "Model
+//! binding").
+//!
+//! [`VramManager::seal_snapshot`](crate::VramManager::seal_snapshot) seals
+//! one; [`VramManager::lease_model`](crate::VramManager::lease_model)
+//! verifies it before a request and gives its tensors, by name, across
+//! shards; [`VramManager::model_file`](crate::VramManager::model_file) gives
+//! a small file's bytes only after checking them against the binding.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use vram_crypto::{BoundFile, BoundShard, ModelBinding, SealTag, Sha256Digest};
+use vram_validation::{escape_for_log, ModelRef, Sha256Hex};
+
+use crate::lease::{Lease, LeasePolicy};
+use crate::tensors::{TensorView, Tensors};
+use crate::{SealedShard, VerifyReport, VramError};
+
+/// Largest small file bound to a model (a large multilingual tokenizer is
+/// about 20 MB).
+pub const MAX_BOUND_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What to seal: a snapshot directory, under one model reference, on one
+/// device.
+#[derive(Debug, Clone)]
+pub struct SnapshotRequest {
+    /// The snapshot directory (links are followed, as a hub cache's
+    /// snapshot is made of links into its blobs).
+    pub dir: PathBuf,
+    /// The model's reference, recorded in every shard's seal and the
+    /// binding (`hf://ORG/NAME@COMMIT`, a path).
+    pub model_ref: ModelRef,
+    /// The device the weights go to.
+    pub gpu_device: u32,
+    /// The SHA-256 a weights file must have, by its name in the snapshot
+    /// (a hub cache's blob names); checked in the pass that seals it.
+    pub expected_sha256: BTreeMap<String, Sha256Hex>,
+}
+
+impl SnapshotRequest {
+    /// A request for the snapshot at `dir` on `gpu_device`, no expected digests.
+    pub fn new(dir: impl Into<PathBuf>, model_ref: ModelRef, gpu_device: u32) -> Self {
+        Self {
+            dir: dir.into(),
+            model_ref,
+            gpu_device,
+            expected_sha256: BTreeMap::new(),
+        }
+    }
+}
+
+/// A small file bound to a model: its name in the snapshot, length and
+/// SHA-256 when it was sealed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostFile {
+    /// Its name in the snapshot (`tokenizer.json`, `1_Pooling/config.json`).
+    pub name: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Its SHA-256.
+    pub sha256: Sha256Digest,
+}
+
+/// A snapshot sealed as one model: its weight shards in device memory (one
+/// set, positions `0..n`, in the order of [`SealedModel::weight_files`]) and
+/// its small files bound on the host.
+///
+/// Dropping it releases every shard (audited); [`SealedModel::release`]
+/// says whether those records reached the log.
+pub struct SealedModel {
+    model_ref: ModelRef,
+    dir: PathBuf,
+    shards: Vec<Arc<SealedShard>>,
+    weight_files: Vec<String>,
+    files: Vec<HostFile>,
+    tag: SealTag,
+    /// Tensor name → shard position, built at the first lease that reads
+    /// tensors (from the shards' verified headers).
+    tensor_index: OnceLock<Result<HashMap<String, usize>, String>>,
+}
+
+impl std::fmt::Debug for SealedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedModel")
+            .field("model_ref", &self.model_ref.as_str())
+            .field("weight_files", &self.weight_files)
+            .field("files", &self.files.len())
+            .field("binding", &self.tag)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealedModel {
+    /// The model's reference.
+    #[must_use]
+    pub fn model_ref(&self) -> &ModelRef {
+        &self.model_ref
+    }
+
+    /// The snapshot directory it was sealed from.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The weight shards, in position order.
+    #[must_use]
+    pub fn shards(&self) -> &[Arc<SealedShard>] {
+        &self.shards
+    }
+
+    /// The weights files' names, in position order.
+    #[must_use]
+    pub fn weight_files(&self) -> &[String] {
+        &self.weight_files
+    }
+
+    /// The small files bound to the seals.
+    #[must_use]
+    pub fn files(&self) -> &[HostFile] {
+        &self.files
+    }
+
+    /// Whether a small file of that name is bound.
+    #[must_use]
+    pub fn has_file(&self, name: &str) -> bool {
+        self.files.iter().any(|f| f.name == name)
+    }
+
+    /// The binding's tag (covers every shard's seal and every small file).
+    #[must_use]
+    pub fn binding_tag(&self) -> &SealTag {
+        &self.tag
+    }
+
+    /// Bytes in device memory, all shards.
+    #[must_use]
+    pub fn vram_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.vram_bytes())
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Releases every shard and says whether the releases reached the audit
+    /// log (the first failure; every shard is released either way). A shard
+    /// someone else still holds (an `Arc` clone) is released when they drop it.
+    ///
+    /// # Errors
+    /// [`VramError::Audit`] when a fail-closed log could not record a release.
+    pub fn release(self) -> Result<(), VramError> {
+        let mut first = Ok(());
+        for shard in self.shards {
+            if let Ok(shard) = Arc::try_unwrap(shard) {
+                let r = shard.release();
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+        }
+        first
+    }
+
+    /// The binding message over this model's seals and files.
+    pub(crate) fn with_binding<T>(
+        &self,
+        key_id: [u8; 8],
+        f: impl FnOnce(&ModelBinding<'_>) -> T,
+    ) -> T {
+        binding_of(
+            &self.model_ref,
+            &self.weight_files,
+            self.shards.iter().map(|s| *s.seal_tag()),
+            &self.files,
+            key_id,
+            f,
+        )
+    }
+
+    pub(crate) fn tensor_index(&self) -> Result<&HashMap<String, usize>, VramError> {
+        let index = self.tensor_index.get_or_init(|| {
+            let mut index = HashMap::new();
+            for (i, shard) in self.shards.iter().enumerate() {
+                let table = shard.tensor_table().map_err(|e| e.to_string())?;
+                for name in table.names() {
+                    if let Some(other) = index.insert(name.to_owned(), i) {
+                        return Err(format!(
+                            "tensor {} is in both {} and {}",
+                            escape_for_log(name, 128),
+                            escape_for_log(
+                                self.weight_files.get(other).map_or("?", String::as_str),
+                                128
+                            ),
+                            escape_for_log(
+                                self.weight_files.get(i).map_or("?", String::as_str),
+                                128
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(index)
+        });
+        index.as_ref().map_err(|reason| VramError::InvalidModel {
+            model: escape_for_log(self.model_ref.as_str(), 200),
+            reason: reason.clone(),
+        })
+    }
+}
+
+fn binding_of<T>(
+    model_ref: &ModelRef,
+    weight_files: &[String],
+    tags: impl Iterator<Item = SealTag>,
+    files: &[HostFile],
+    key_id: [u8; 8],
+    f: impl FnOnce(&ModelBinding<'_>) -> T,
+) -> T {
+    let shards: Vec<BoundShard<'_>> = weight_files
+        .iter()
+        .zip(tags)
+        .map(|(name, seal_tag)| BoundShard { name, seal_tag })
+        .collect();
+    let files: Vec<BoundFile<'_>> = files
+        .iter()
+        .map(|h| BoundFile {
+            name: &h.name,
+            len: h.bytes,
+            sha256: h.sha256.0,
+        })
+        .collect();
+    f(&ModelBinding {
+        model_ref: model_ref.as_str(),
+        shards: &shards,
+        files: &files,
+        key_id,
+    })
+}
+
+/// Builds a sealed model from its sealed shards and hashed files, signing
+/// the binding with `sign`.
+pub(crate) fn assemble(
+    request: &SnapshotRequest,
+    shards: Vec<SealedShard>,
+    weight_files: Vec<String>,
+    files: Vec<HostFile>,
+    key_id: [u8; 8],
+    sign: impl FnOnce(&ModelBinding<'_>) -> Result<SealTag, VramError>,
+) -> Result<SealedModel, VramError> {
+    let tag = binding_of(
+        &request.model_ref,
+        &weight_files,
+        shards.iter().map(|s| *s.seal_tag()),
+        &files,
+        key_id,
+        sign,
+    )?;
+    Ok(SealedModel {
+        model_ref: request.model_ref.clone(),
+        dir: request.dir.clone(),
+        shards: shards.into_iter().map(Arc::new).collect(),
+        weight_files,
+        files,
+        tag,
+        tensor_index: OnceLock::new(),
+    })
+}
+
+/// A snapshot's layout, as [`VramError`].
+pub(crate) fn layout(dir: &Path) -> Result<vram_hub::ModelLayout, VramError> {
+    vram_hub::ModelLayout::of_dir(dir).map_err(|e| match e {
+        vram_hub::HubError::Io { kind, .. } => VramError::Io { kind },
+        other => VramError::InvalidModel {
+            model: escape_for_log(&dir.to_string_lossy(), 200),
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// Reads a small file whole (at most [`MAX_BOUND_FILE_BYTES`]).
+fn read_small(dir: &Path, name: &str) -> Result<Vec<u8>, VramError> {
+    let file = std::fs::File::open(dir.join(name)).map_err(|e| VramError::Io { kind: e.kind() })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_BOUND_FILE_BYTES.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| VramError::Io { kind: e.kind() })?;
+    if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_BOUND_FILE_BYTES) {
+        return Err(VramError::InvalidModel {
+            model: escape_for_log(&dir.to_string_lossy(), 200),
+            reason: format!(
+                "{} is larger than {MAX_BOUND_FILE_BYTES} bytes",
+                escape_for_log(name, 200)
+            ),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Hashes the small files to bind.
+pub(crate) fn hash_files(dir: &Path, names: &[String]) -> Result<Vec<HostFile>, VramError> {
+    names
+        .iter()
+        .map(|name| {
+            let bytes = read_small(dir, name)?;
+            Ok(HostFile {
+                name: name.clone(),
+                bytes: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+                sha256: vram_crypto::sha256(&bytes),
+            })
+        })
+        .collect()
+}
+
+/// Reads a bound file and checks it against its binding entry.
+pub(crate) fn read_bound(model: &SealedModel, name: &str) -> Result<Vec<u8>, VramError> {
+    let entry =
+        model
+            .files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| VramError::UnknownModelFile {
+                name: escape_for_log(name, 200),
+            })?;
+    let bytes = read_small(&model.dir, name)?;
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    let sha = vram_crypto::sha256(&bytes);
+    if len != entry.bytes || sha != entry.sha256 {
+        let e = VramError::ModelFileChanged {
+            name: escape_for_log(name, 200),
+            bytes: entry.bytes,
+            sha256: entry.sha256.to_string(),
+            found_bytes: len,
+            found_sha256: sha.to_string(),
+        };
+        tracing::error!(model = %model.model_ref.as_str(), error = %e, "a bound model file changed");
+        return Err(e);
+    }
+    Ok(bytes)
+}
+
+/// How many leaves each shard's lease re-reads for `policy`: a sample of K
+/// is K leaves drawn uniformly over the whole model (each leaf of every
+/// shard equally likely), at least one per shard, so that every shard's
+/// lease reads something.
+pub(crate) fn shard_policies(
+    model: &SealedModel,
+    policy: LeasePolicy,
+) -> Result<Vec<LeasePolicy>, VramError> {
+    let leaves = |s: &SealedShard| u64::try_from(s.leaf_hashes().len()).unwrap_or(u64::MAX);
+    let k = match policy {
+        LeasePolicy::Full => return Ok(vec![LeasePolicy::Full; model.shards.len()]),
+        LeasePolicy::Sampled { leaves } | LeasePolicy::RecentFull { leaves, .. } => leaves,
+    };
+    let total = model
+        .shards
+        .iter()
+        .map(|s| leaves(s))
+        .fold(0u64, u64::saturating_add);
+    let mut counts = vec![0u32; model.shards.len()];
+    for mut index in crate::sampling::random_leaf_indices(total, k)? {
+        for (shard, count) in model.shards.iter().zip(counts.iter_mut()) {
+            let n = leaves(shard);
+            if index < n {
+                *count = count.saturating_add(1);
+                break;
+            }
+            index = index.saturating_sub(n);
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .map(|c| {
+            let leaves = c.max(1);
+            match policy {
+                LeasePolicy::RecentFull { max_age, .. } => {
+                    LeasePolicy::RecentFull { max_age, leaves }
+                }
+                _ => LeasePolicy::Sampled { leaves },
+            }
+        })
+        .collect())
+}
+
+/// Access to a sealed model's weights, granted after every shard's
+/// verification held (see [`Lease`]). Borrows the model: it cannot be
+/// released while the lease lives.
+#[derive(Debug)]
+pub struct ModelLease<'m> {
+    model: &'m SealedModel,
+    leases: Vec<Lease<'m>>,
+    policy: LeasePolicy,
+}
+
+impl<'m> ModelLease<'m> {
+    pub(crate) fn new(model: &'m SealedModel, leases: Vec<Lease<'m>>, policy: LeasePolicy) -> Self {
+        Self {
+            model,
+            leases,
+            policy,
+        }
+    }
+
+    /// The leased model.
+    #[must_use]
+    pub fn model(&self) -> &'m SealedModel {
+        self.model
+    }
+
+    /// The policy the lease was asked with.
+    #[must_use]
+    pub fn policy(&self) -> LeasePolicy {
+        self.policy
+    }
+
+    /// Each shard's lease, in position order.
+    #[must_use]
+    pub fn leases(&self) -> &[Lease<'m>] {
+        &self.leases
+    }
+
+    /// Each shard's verification, in position order.
+    pub fn verifications(&self) -> impl Iterator<Item = &VerifyReport> {
+        self.leases.iter().map(Lease::verification)
+    }
+
+    /// Leaves re-read, bytes hashed and time spent verifying, all shards.
+    #[must_use]
+    pub fn verification_cost(&self) -> (u64, u64, Duration) {
+        self.verifications()
+            .fold((0, 0, Duration::ZERO), |(l, b, t), v| {
+                (
+                    l.saturating_add(v.leaves_checked),
+                    b.saturating_add(v.bytes_checked),
+                    t.saturating_add(v.elapsed),
+                )
+            })
+    }
+
+    /// The model's tensors, by name across its shards, over one access to
+    /// each shard's memory (see [`Lease::tensors`]).
+    ///
+    /// # Errors
+    /// [`VramError::NotSafetensors`] when a shard holds no usable
+    /// safetensors file; [`VramError::InvalidModel`] when two shards hold a
+    /// tensor of the same name; as [`Lease::memory`].
+    pub fn tensors(&self) -> Result<ModelTensors<'m>, VramError> {
+        let index = self.model.tensor_index()?;
+        let parts = self
+            .leases
+            .iter()
+            .map(Lease::tensors)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ModelTensors {
+            model: self.model,
+            index,
+            parts,
+        })
+    }
+}
+
+/// A model's tensors, looked up by name across its shards.
+#[derive(Debug)]
+pub struct ModelTensors<'m> {
+    model: &'m SealedModel,
+    index: &'m HashMap<String, usize>,
+    parts: Vec<Tensors<'m>>,
+}
+
+impl ModelTensors<'_> {
+    /// The tensor of that name, from whichever shard holds it.
+    ///
+    /// # Errors
+    /// [`VramError::UnknownTensor`] when no shard holds it.
+    pub fn get(&self, name: &str) -> Result<TensorView<'_>, VramError> {
+        let part = self
+            .index
+            .get(name)
+            .and_then(|&i| self.parts.get(i))
+            .ok_or_else(|| VramError::UnknownTensor {
+                shard_id: escape_for_log(self.model.model_ref.as_str(), 200),
+                name: escape_for_log(name, 128),
+            })?;
+        part.get(name)
+    }
+
+    /// How many tensors the model has.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the model has no tensors.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}

@@ -1,0 +1,377 @@
+//! A snapshot directory sealed as one model: its weights (a single file, or
+//! the shards its index names) in device memory as one set, its small files
+//! bound to those seals on the host; leased and read as one model.
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    unused_qualifications
+)]
+
+mod common;
+use common::*;
+use std::path::Path;
+use vram_residency::{LeasePolicy, ModelRef, SnapshotRequest, VramError};
+
+const LEAF: u64 = 64 * 1024;
+
+struct Snapshot {
+    dir: tempfile::TempDir,
+    first: Vec<u8>,
+    second: Vec<u8>,
+    /// The bytes of `encoder.1.weight` (in the second shard).
+    encoder_1: Vec<u8>,
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    let path = dir.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A sentence-transformers snapshot in two shards, with an unlisted third
+/// weights file and a `.bin` copy that are not part of the model.
+fn sharded() -> Snapshot {
+    let dir = tempfile::tempdir().unwrap();
+    let encoder_1 = pattern((3 * LEAF) as usize, 7);
+    let first = safetensors(&[
+        ("embeddings.weight", "F32", &[4, 4], pattern(64, 1)),
+        (
+            "encoder.0.weight",
+            "F16",
+            &[LEAF],
+            pattern((2 * LEAF) as usize, 2),
+        ),
+    ]);
+    let second = safetensors(&[
+        ("encoder.1.weight", "U8", &[3, LEAF], encoder_1.clone()),
+        ("pooler.bias", "F32", &[8], pattern(32, 3)),
+    ]);
+    let d = dir.path();
+    write(d, "model-00001-of-00002.safetensors", &first);
+    write(d, "model-00002-of-00002.safetensors", &second);
+    write(
+        d,
+        "model-00003-of-00003.safetensors",
+        b"stale, not in the index",
+    );
+    write(d, "pytorch_model.bin", b"not sealed");
+    write(
+        d,
+        "model.safetensors.index.json",
+        br#"{"metadata":{},"weight_map":{
+            "embeddings.weight":"model-00001-of-00002.safetensors",
+            "encoder.0.weight":"model-00001-of-00002.safetensors",
+            "encoder.1.weight":"model-00002-of-00002.safetensors",
+            "pooler.bias":"model-00002-of-00002.safetensors"}}"#,
+    );
+    write(d, "config.json", br#"{"model_type":"bert"}"#);
+    write(d, "tokenizer.json", br#"{"version":"1.0"}"#);
+    write(
+        d,
+        "modules.json",
+        br#"[{"path":"","type":"sentence_transformers.models.Transformer"},{"path":"1_Pooling","type":"sentence_transformers.models.Pooling"}]"#,
+    );
+    write(
+        d,
+        "1_Pooling/config.json",
+        br#"{"pooling_mode_mean_tokens":true}"#,
+    );
+    Snapshot {
+        dir,
+        first,
+        second,
+        encoder_1,
+    }
+}
+
+fn request(s: &Snapshot) -> SnapshotRequest {
+    SnapshotRequest::new(s.dir.path(), ModelRef::new("test/sharded").unwrap(), 0)
+}
+
+#[test]
+fn a_sharded_snapshot_is_one_model_and_its_tensors_lease_by_name() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    assert_eq!(
+        model.weight_files(),
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"
+        ]
+    );
+    let files: Vec<&str> = model.files().iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(
+        files,
+        [
+            "config.json",
+            "tokenizer.json",
+            "modules.json",
+            "model.safetensors.index.json",
+            "1_Pooling/config.json"
+        ]
+    );
+    // One set: positions 0 and 1 of 2, one set id, one model reference.
+    let shards = model.shards();
+    assert_eq!(shards.len(), 2);
+    for (i, shard) in shards.iter().enumerate() {
+        assert_eq!(shard.position().index() as usize, i);
+        assert_eq!(shard.position().total(), 2);
+        assert_eq!(shard.set_id(), shards[0].set_id());
+        assert_eq!(shard.model_ref().as_str(), "test/sharded");
+    }
+    assert_eq!(shards[0].vram_bytes(), s.first.len() as u64);
+    assert_eq!(model.vram_bytes(), (s.first.len() + s.second.len()) as u64);
+    assert_eq!(f.audit_count("vram_sealed"), 2);
+
+    let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
+    let (leaves, bytes, _) = lease.verification_cost();
+    assert_eq!(bytes, model.vram_bytes());
+    assert!(leaves >= 2);
+    let tensors = lease.tensors().unwrap();
+    assert_eq!(tensors.len(), 4);
+    let t = tensors.get("encoder.1.weight").unwrap();
+    assert_eq!((t.dtype(), t.shape()), ("U8", &[3, LEAF][..]));
+    assert_eq!(t.host_bytes().unwrap(), &s.encoder_1[..]);
+    assert_eq!(tensors.get("embeddings.weight").unwrap().shape(), [4, 4]);
+    let e = tensors.get("decoder.weight").unwrap_err();
+    assert!(matches!(e, VramError::UnknownTensor { .. }), "{e}");
+    drop(tensors);
+    drop(lease);
+    model.release().unwrap();
+    f.assert_no_leaks();
+    assert_eq!(f.audit_count("vram_deallocated"), 2);
+}
+
+#[test]
+fn a_sample_is_drawn_over_the_whole_model_at_least_one_leaf_per_shard() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let mut per_shard = [0u64; 2];
+    for _ in 0..200 {
+        let lease = f
+            .manager
+            .lease_model(&model, LeasePolicy::Sampled { leaves: 4 })
+            .unwrap();
+        let checked: Vec<u64> = lease.verifications().map(|v| v.leaves_checked).collect();
+        assert!(checked.iter().all(|&n| n >= 1), "{checked:?}");
+        let total: u64 = checked.iter().sum();
+        // Four draws, and a shard that drew none still reads one.
+        assert!((4..=5).contains(&total), "{checked:?}");
+        per_shard[0] += checked[0];
+        per_shard[1] += checked[1];
+    }
+    // Both shards are sampled well beyond their one-leaf floor.
+    assert!(per_shard.iter().all(|&n| n > 250), "{per_shard:?}");
+}
+
+#[test]
+fn small_files_are_given_only_as_sealed() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    assert_eq!(
+        f.manager.model_file(&model, "tokenizer.json").unwrap(),
+        br#"{"version":"1.0"}"#
+    );
+    assert_eq!(
+        f.manager
+            .model_file(&model, "1_Pooling/config.json")
+            .unwrap(),
+        br#"{"pooling_mode_mean_tokens":true}"#
+    );
+    let e = f.manager.model_file(&model, "README.md").unwrap_err();
+    assert!(matches!(e, VramError::UnknownModelFile { .. }), "{e}");
+    let e = f.manager.model_file(&model, "../secret").unwrap_err();
+    assert!(matches!(e, VramError::UnknownModelFile { .. }), "{e}");
+
+    // The tokenizer edited on disk after sealing: refused, named, fatal.
+    write(s.dir.path(), "tokenizer.json", br#"{"version":"1.1"}"#);
+    let e = f.manager.model_file(&model, "tokenizer.json").unwrap_err();
+    assert!(matches!(e, VramError::ModelFileChanged { .. }), "{e}");
+    assert!(e.is_fatal());
+    let text = e.to_string();
+    assert!(
+        text.contains("tokenizer.json changed since the model was sealed"),
+        "{text}"
+    );
+    // Same length, other bytes: the SHA-256 catches it.
+    write(s.dir.path(), "config.json", br#"{"model_type":"bart"}"#);
+    let e = f.manager.model_file(&model, "config.json").unwrap_err();
+    assert!(matches!(e, VramError::ModelFileChanged { .. }), "{e}");
+    // Gone.
+    std::fs::remove_file(s.dir.path().join("modules.json")).unwrap();
+    let e = f.manager.model_file(&model, "modules.json").unwrap_err();
+    assert!(matches!(e, VramError::Io { .. }), "{e}");
+    // The weights are unaffected: the model still leases.
+    drop(f.manager.lease_model(&model, LeasePolicy::Full).unwrap());
+}
+
+#[test]
+fn a_corrupt_byte_in_the_second_shard_is_named_by_its_tensor() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    drop(f.manager.lease_model(&model, LeasePolicy::Full).unwrap());
+    // The second shard is the last allocation.
+    let start = s.second.len() as u64 - 32 - 3 * LEAF;
+    f.device
+        .flip_bits(f.last_buffer(), start + LEAF + 5, 0x01)
+        .unwrap();
+    let e = f
+        .manager
+        .lease_model(&model, LeasePolicy::Full)
+        .unwrap_err();
+    let VramError::IntegrityViolation { tensors, .. } = &e else {
+        panic!("{e}");
+    };
+    assert!(
+        tensors
+            .iter()
+            .any(|t| t.starts_with("encoder.1.weight, bytes ")),
+        "{tensors:?}"
+    );
+    assert!(model.shards()[1].is_compromised());
+    assert!(!model.shards()[0].is_compromised());
+    let again = f
+        .manager
+        .lease_model(&model, LeasePolicy::Sampled { leaves: 1 })
+        .unwrap_err();
+    assert!(matches!(again, VramError::Compromised { .. }), "{again}");
+    assert_eq!(f.audit_count("lease_refused"), 2);
+}
+
+#[test]
+fn a_wrong_expected_digest_seals_nothing_and_releases_the_first_shard() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let mut req = request(&s);
+    req.expected_sha256.insert(
+        "model-00002-of-00002.safetensors".into(),
+        vram_residency::Sha256Hex::new(&"ab".repeat(32)).unwrap(),
+    );
+    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    assert!(matches!(e, VramError::DigestMismatch { .. }), "{e}");
+    f.assert_no_leaks();
+    assert_eq!(f.audit_count("vram_sealed"), 1);
+    assert_eq!(f.audit_count("vram_deallocated"), 2);
+
+    // The right digest for each shard: sealed.
+    let mut req = request(&s);
+    for (name, bytes) in [
+        ("model-00001-of-00002.safetensors", &s.first),
+        ("model-00002-of-00002.safetensors", &s.second),
+    ] {
+        let hex = vram_crypto::sha256(bytes).to_string();
+        req.expected_sha256
+            .insert(name.into(), vram_residency::Sha256Hex::new(&hex).unwrap());
+    }
+    f.manager.seal_snapshot(&req).unwrap().release().unwrap();
+
+    // A digest for a file that is not one of the model's weights.
+    let mut req = request(&s);
+    req.expected_sha256.insert(
+        "model-00003-of-00003.safetensors".into(),
+        vram_residency::Sha256Hex::new(&"ab".repeat(32)).unwrap(),
+    );
+    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
+    f.assert_no_leaks();
+}
+
+#[test]
+fn a_model_from_another_key_is_refused_and_bad_snapshots_seal_nothing() {
+    let f = fixture(64 * MIB);
+    let other = fixture(64 * MIB);
+    let s = sharded();
+    let model = other.manager.seal_snapshot(&request(&s)).unwrap();
+    // Same secret, same key: the fixture's managers share it. A manager
+    // with another secret does not accept the binding.
+    let stranger = {
+        let device: std::sync::Arc<dyn vram_core::Device> = vram_mock::MockDevice::new(0, 64 * MIB);
+        let secret =
+            vram_residency::WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![3u8; 32]))
+                .unwrap();
+        vram_residency::VramManager::new(
+            vram_residency::VramConfig::builder(secret)
+                .device(device)
+                .build(),
+        )
+        .unwrap()
+    };
+    let e = stranger.model_file(&model, "config.json").unwrap_err();
+    assert!(matches!(e, VramError::ModelBindingInvalid { .. }), "{e}");
+    assert!(e.is_fatal());
+    let e = stranger.lease_model(&model, LeasePolicy::Full).unwrap_err();
+    assert!(matches!(e, VramError::ModelBindingInvalid { .. }), "{e}");
+    f.manager.check_model(&model).unwrap();
+    drop(model);
+
+    // A tensor in two shards: the model has no tensors (which would an
+    // engine load?), the bytes still lease.
+    let dup = sharded();
+    write(
+        dup.dir.path(),
+        "model-00002-of-00002.safetensors",
+        &safetensors(&[("embeddings.weight", "F32", &[2], pattern(8, 9))]),
+    );
+    let model = f.manager.seal_snapshot(&request(&dup)).unwrap();
+    let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
+    let e = lease.tensors().unwrap_err();
+    assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
+    assert!(
+        e.to_string().contains("embeddings.weight is in both"),
+        "{e}"
+    );
+    drop(lease);
+    drop(model);
+
+    // No weights; an index naming a missing shard: nothing sealed.
+    let empty = tempfile::tempdir().unwrap();
+    write(empty.path(), "config.json", b"{}");
+    let req = SnapshotRequest::new(empty.path(), ModelRef::new("m").unwrap(), 0);
+    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
+    let broken = sharded();
+    std::fs::remove_file(broken.dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let e = f.manager.seal_snapshot(&request(&broken)).unwrap_err();
+    assert!(
+        e.to_string().contains("model-00002-of-00002.safetensors"),
+        "{e}"
+    );
+    f.assert_no_leaks();
+}
+
+#[test]
+fn a_single_file_snapshot_is_a_model_of_one_shard() {
+    let f = fixture(64 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let weights = safetensors(&[("w", "U8", &[100], pattern(100, 4))]);
+    write(dir.path(), "model.safetensors", &weights);
+    write(dir.path(), "config.json", b"{}");
+    let req = SnapshotRequest::new(dir.path(), ModelRef::new("single").unwrap(), 0);
+    let model = f.manager.seal_snapshot(&req).unwrap();
+    assert_eq!(model.weight_files(), ["model.safetensors"]);
+    assert_eq!(model.shards()[0].position().total(), 1);
+    let lease = f
+        .manager
+        .lease_model(&model, LeasePolicy::default())
+        .unwrap();
+    assert_eq!(lease.leases().len(), 1);
+    assert_eq!(lease.verification_cost().0, 1, "one leaf in all");
+    assert_eq!(
+        lease
+            .tensors()
+            .unwrap()
+            .get("w")
+            .unwrap()
+            .host_bytes()
+            .unwrap(),
+        &pattern(100, 4)[..]
+    );
+}
