@@ -7,10 +7,13 @@
 
 use crate::devices::{self, Selection};
 use crate::exit::{shown_path, CliError};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vram_audit::AuditSink;
-use vram_residency::{SealHashing, SealRequest, SealedShard, VramManager, WorkerSecret};
+use vram_residency::{
+    SealHashing, SealRequest, SealedModel, SealedShard, SnapshotRequest, VramManager, WorkerSecret,
+};
 use vram_validation::{ModelRef, Sha256Hex};
 
 /// What a worker is built from (the flags `vram seal` takes).
@@ -43,20 +46,22 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-/// A model's weights file, located.
+/// A model snapshot, located.
 #[derive(Debug, Clone)]
 pub struct ModelLocation {
-    /// The directory holding the model's small files (`config.json`, the
-    /// tokenizer, `modules.json`).
+    /// The snapshot directory: the model's small files (`config.json`, the
+    /// tokenizer, `modules.json`) and its weights (`model.safetensors`, or
+    /// the shards `model.safetensors.index.json` names).
     pub dir: PathBuf,
-    /// The weights file (`model.safetensors`).
+    /// The single-file weights path (`DIR/model.safetensors`), which a
+    /// sharded snapshot does not have.
     pub weights: PathBuf,
-    /// The reference recorded in the seal and the audit log (for the hub:
-    /// `hf://ORG/NAME@COMMIT/model.safetensors`).
+    /// The reference recorded in the seals, the binding and the audit log
+    /// (for the hub: `hf://ORG/NAME@COMMIT`).
     pub model_ref: ModelRef,
-    /// The SHA-256 the weights must have (the hub's blob name), checked in
-    /// the sealing pass.
-    pub expected_sha256: Option<Sha256Hex>,
+    /// The SHA-256 each weights file must have, by name (the hub's blob
+    /// names), checked in the sealing pass.
+    pub expected_sha256: BTreeMap<String, Sha256Hex>,
 }
 
 /// Builds a worker as `vram seal` does.
@@ -117,8 +122,27 @@ impl Worker {
         let file = std::fs::File::open(&model.weights)
             .map_err(|e| crate::exit::io_error(&model.weights, &e))?;
         let mut request = SealRequest::new(model.model_ref.clone(), self.selection.target);
-        request.expected_sha256 = model.expected_sha256.clone();
+        request.expected_sha256 = model
+            .expected_sha256
+            .get(vram_hub::SINGLE_WEIGHTS_FILE)
+            .cloned();
         Ok(self.manager.seal_file(&request, &file)?)
+    }
+
+    /// Seals the located snapshot as one model on the selected device
+    /// ([`VramManager::seal_snapshot`]): its weights (one file, or the
+    /// shards its index names) as one set, each with its expected SHA-256
+    /// checked in the sealing pass, and its small files bound on the host.
+    ///
+    /// # Errors
+    /// As `vram seal`: integrity (exit 1) on a digest mismatch, usage (exit
+    /// 2) for a directory that is not one model, environment (exit 3) for
+    /// I/O and devices.
+    pub fn seal_snapshot(&self, model: &ModelLocation) -> Result<SealedModel, CliError> {
+        let mut request =
+            SnapshotRequest::new(&model.dir, model.model_ref.clone(), self.selection.target);
+        request.expected_sha256 = model.expected_sha256.clone();
+        Ok(self.manager.seal_snapshot(&request)?)
     }
 
     /// Flips bits (`mask`) of one byte of the most recent allocation behind
@@ -134,42 +158,51 @@ impl Worker {
 
 /// Locates a model as `vram seal` would: `hf://ORG/NAME[@REV]` in the local
 /// hub cache (offline; the small files checked against their blob names
-/// first, the weights' SHA-256 expected), or a snapshot directory.
+/// first, each weights file's SHA-256 expected), or a snapshot directory.
 ///
-/// A directory is taken as it is: a missing file is reported when it is read.
+/// A directory is taken as it is: what is missing is reported when the
+/// snapshot is sealed or read.
 ///
 /// # Errors
-/// A usage error for a bad reference or a snapshot without
-/// `model.safetensors`; integrity (exit 1) for a corrupt cached file.
+/// A usage error for a bad reference; integrity (exit 1) for a corrupt
+/// cached file.
 pub fn locate(model: &str, quiet: bool) -> Result<ModelLocation, CliError> {
-    const WEIGHTS: &str = "model.safetensors";
     if model.starts_with("hf://") {
         let (snapshot, inputs) = crate::cmd::hub::snapshot_inputs(model, quiet)?;
-        let input = inputs
+        let prefix = format!("{}/", snapshot.reference());
+        let expected_sha256 = inputs
             .into_iter()
-            .find(|i| i.shown.to_string_lossy().ends_with(&format!("/{WEIGHTS}")))
-            .ok_or_else(|| {
-                CliError::usage(format!(
-                    "{}: no {WEIGHTS} in this snapshot (sharded snapshots are not served yet)",
-                    snapshot.reference()
-                ))
-            })?;
+            .filter_map(|i| {
+                let name = i.shown.to_string_lossy().strip_prefix(&prefix)?.to_owned();
+                Some((name, i.expected?))
+            })
+            .collect::<BTreeMap<_, _>>();
+        // Only the model's weights files: a stale shard the index does not
+        // name is not sealed, so it has nothing to be checked against.
+        let weights = vram_hub::ModelLayout::of_dir(&snapshot.dir)
+            .map(|l| l.weights)
+            .unwrap_or_default();
+        let expected_sha256 = expected_sha256
+            .into_iter()
+            .filter(|(name, _)| weights.contains(name))
+            .collect();
+        let model_ref = ModelRef::new(&snapshot.reference())
+            .map_err(|e| CliError::usage(format!("{}: {e}", snapshot.reference())))?;
         return Ok(ModelLocation {
-            weights: snapshot.dir.join(WEIGHTS),
+            weights: snapshot.dir.join(vram_hub::SINGLE_WEIGHTS_FILE),
             dir: snapshot.dir,
-            model_ref: input.model_ref,
-            expected_sha256: input.expected,
+            model_ref,
+            expected_sha256,
         });
     }
     let dir = Path::new(model);
-    let weights = dir.join(WEIGHTS);
-    let model_ref = ModelRef::new(&weights.to_string_lossy())
-        .or_else(|_| ModelRef::new(WEIGHTS))
-        .map_err(|e| CliError::usage(format!("{}: {e}", shown_path(&weights))))?;
+    let model_ref = ModelRef::new(&dir.to_string_lossy())
+        .or_else(|_| ModelRef::new("model"))
+        .map_err(|e| CliError::usage(format!("{}: {e}", shown_path(dir))))?;
     Ok(ModelLocation {
         dir: dir.to_path_buf(),
-        weights,
+        weights: dir.join(vram_hub::SINGLE_WEIGHTS_FILE),
         model_ref,
-        expected_sha256: None,
+        expected_sha256: BTreeMap::new(),
     })
 }

@@ -22,11 +22,14 @@ const USAGE: u8 = 2;
 /// Serve sentence embeddings from a sentence-transformers snapshot sealed in
 /// device memory.
 ///
-/// The snapshot's `model.safetensors` is sealed on the device first (from
-/// the hub cache, with the SHA-256 its blob name promises checked in the
-/// same pass); every request then computes on weights taken from a verified
-/// lease obtained for it (`--lease`), never from the file. A refused lease
-/// (a corrupt tensor, named) ends serving.
+/// The snapshot is sealed on the device first as one model: its weights
+/// (`model.safetensors`, or the shards `model.safetensors.index.json` names;
+/// from the hub cache, with the SHA-256 each blob name promises checked in
+/// the same pass) in device memory, its config, tokenizer and pooling files
+/// bound to those seals and read back only as sealed. Every request then
+/// computes on weights taken from a verified lease obtained for it
+/// (`--lease`), never from the files. A refused lease (a corrupt tensor,
+/// named) ends serving.
 ///
 /// Reads one request per line on standard input, `{"text": "..."}`, and
 /// writes one line per request on standard output: `{"embedding": [...],
@@ -40,7 +43,8 @@ const USAGE: u8 = 2;
 #[command(name = "vram-embed", version)]
 struct Cli {
     /// The model: a snapshot directory (modules.json, config.json,
-    /// tokenizer.json, 1_Pooling/config.json, model.safetensors) or
+    /// tokenizer.json, 1_Pooling/config.json, model.safetensors or the
+    /// shards of model.safetensors.index.json) or
     /// hf://ORG/NAME[@REVISION] in the local Hugging Face cache (offline).
     #[arg(long, value_name = "DIR|hf://ORG/NAME")]
     model: String,
@@ -119,9 +123,16 @@ impl From<EmbedError> for Failure {
 
 fn run(cli: &Cli) -> Result<(), Failure> {
     let location = worker::locate(&cli.model, cli.quiet).map_err(worker_error)?;
-    let snapshot = ModelSnapshot::open(&location.dir)?;
-    let embedder = Embedder::new(&snapshot)?;
     if cli.unsealed {
+        if !location.weights.is_file() {
+            return Err(EmbedError::Snapshot {
+                file: vram_embed::WEIGHTS_FILE.to_owned(),
+                reason: "is missing: --unsealed serves single-file snapshots only".to_owned(),
+            }
+            .into());
+        }
+        let snapshot = ModelSnapshot::open(&location.dir)?;
+        let embedder = Embedder::new(&snapshot)?;
         let file = SafetensorsFile::read(&location.weights)?;
         tracing::warn!(
             bytes = file.len(),
@@ -136,28 +147,37 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         quiet: cli.quiet,
     })
     .map_err(worker_error)?;
-    let shard = worker.seal(&location).map_err(worker_error)?;
+    let model = worker.seal_snapshot(&location).map_err(worker_error)?;
     tracing::info!(
         model = %location.model_ref,
-        bytes = shard.vram_bytes(),
+        bytes = model.vram_bytes(),
+        shards = model.shards().len(),
+        bound_files = model.files().len(),
         device = worker.device_kind(),
         lease = %cli.lease,
         "sealed; serving"
     );
-    // Once, before the first request: every leaf, and the tensor table
-    // read from the seal-checked header (a file that is not usable
-    // safetensors stops here, not at the first request).
-    let full = LeasedWeights::acquire(worker.manager(), &shard, LeasePolicy::Full)?;
-    tracing::info!(
-        micros = full.lease().verification().elapsed.as_micros(),
-        "full verification before serving"
-    );
-    drop(full);
-    let weights = SealedWeights::new(worker.manager().clone(), shard, cli.lease);
-    let served = serve_stdio(&embedder, &weights);
+    let weights = SealedWeights::new(worker.manager().clone(), model, cli.lease);
+    let served = prepare_and_serve(&weights);
     let released = weights.release();
     served?;
     Ok(released?)
+}
+
+/// The small files as sealed, then once, before the first request, every
+/// leaf and the tensor tables read from the seal-checked headers (weights
+/// that are not usable safetensors stop here, not at the first request);
+/// then serving.
+fn prepare_and_serve(weights: &SealedWeights) -> Result<(), Failure> {
+    let snapshot = weights.snapshot()?;
+    let embedder = Embedder::new(&snapshot)?;
+    let full = LeasedWeights::acquire(weights.manager(), weights.model(), LeasePolicy::Full)?;
+    tracing::info!(
+        micros = full.lease().verification_cost().2.as_micros(),
+        "full verification before serving"
+    );
+    drop(full);
+    serve_stdio(&embedder, weights)
 }
 
 fn serve_stdio<P: WeightsProvider + ?Sized>(

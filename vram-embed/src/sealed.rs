@@ -1,49 +1,54 @@
 //! Weights in sealed memory: a verified lease per request.
 //!
-//! [`SealedWeights`] holds a manager and the shard the model's
-//! `model.safetensors` was sealed into. Each request's [`TensorSource`] is a
-//! [`LeasedWeights`]: a lease obtained for that request under the chosen
-//! [`LeasePolicy`] (the verification runs first; a refused lease ends
-//! serving), and the views of its tensors, which the model's tensors are
-//! built from and which are dropped with the request.
+//! [`SealedWeights`] holds a manager and the model a snapshot was sealed as
+//! (its weights, one file or several shards, in device memory; its small
+//! files bound on the host). Each request's [`TensorSource`] is a
+//! [`LeasedWeights`]: a lease on the whole model obtained for that request
+//! under the chosen [`LeasePolicy`] (the verification runs first; a refused
+//! lease ends serving), and the views of its tensors, which the model's
+//! tensors are built from and which are dropped with the request.
 
 use std::sync::Arc;
 
-use vram_residency::{Lease, LeasePolicy, SealedShard, Tensors, VramError, VramManager};
+use vram_residency::{
+    LeasePolicy, ModelLease, ModelTensors, SealedModel, SealedShard, VramError, VramManager,
+};
 
 use crate::error::shown;
-use crate::{Dtype, EmbedError, LeaseCost, TensorSource, TensorView, WeightsProvider};
+use crate::{
+    Dtype, EmbedError, LeaseCost, ModelSnapshot, TensorSource, TensorView, WeightsProvider,
+};
 
 /// A model sealed in device memory, served through verified leases.
 #[derive(Debug)]
 pub struct SealedWeights {
     manager: VramManager,
-    shard: Arc<SealedShard>,
+    model: SealedModel,
     policy: LeasePolicy,
 }
 
 impl SealedWeights {
-    /// Weights sealed as `shard` by `manager`, leased under `policy`.
+    /// The model sealed by `manager`, leased under `policy`.
     #[must_use]
-    pub fn new(manager: VramManager, shard: SealedShard, policy: LeasePolicy) -> Self {
+    pub fn new(manager: VramManager, model: SealedModel, policy: LeasePolicy) -> Self {
         Self {
             manager,
-            shard: Arc::new(shard),
+            model,
             policy,
         }
     }
 
-    /// The sealed shard.
+    /// The sealed model.
     #[must_use]
-    pub fn shard(&self) -> &SealedShard {
-        &self.shard
+    pub fn model(&self) -> &SealedModel {
+        &self.model
     }
 
-    /// The sealed shard, shared: what a [`Scrubber`](vram_residency::Scrubber)
-    /// watches (it holds it weakly, so a release is not held up).
+    /// The model's shards, shared: what a [`Scrubber`](vram_residency::Scrubber)
+    /// watches (it holds them weakly, so a release is not held up).
     #[must_use]
-    pub fn shared_shard(&self) -> &Arc<SealedShard> {
-        &self.shard
+    pub fn shared_shards(&self) -> &[Arc<SealedShard>] {
+        self.model.shards()
     }
 
     /// The manager it was sealed with.
@@ -58,47 +63,52 @@ impl SealedWeights {
         self.policy
     }
 
-    /// Releases the shard and says whether its release reached the audit log.
+    /// The snapshot's small files (config, tokenizer, pooling), each read
+    /// only as it was bound to the seal ([`ModelSnapshot::open_sealed`]).
+    ///
+    /// # Errors
+    /// As [`ModelSnapshot::open_sealed`].
+    pub fn snapshot(&self) -> Result<ModelSnapshot, EmbedError> {
+        ModelSnapshot::open_sealed(&self.manager, &self.model)
+    }
+
+    /// Releases the model and says whether its release reached the audit log.
     ///
     /// # Errors
     /// [`EmbedError::Lease`] when a fail-closed log could not record it.
     pub fn release(self) -> Result<(), EmbedError> {
-        match Arc::try_unwrap(self.shard) {
-            Ok(shard) => shard.release().map_err(lease_error),
-            // Someone else holds it strongly: it is released (and audited)
-            // when they drop it.
-            Err(_) => Ok(()),
-        }
+        self.model.release().map_err(lease_error)
     }
 }
 
-/// One request's weights: a granted lease and its shard's tensors.
+/// One request's weights: a granted lease on the model and its tensors.
 #[derive(Debug)]
 pub struct LeasedWeights<'s> {
-    lease: Lease<'s>,
-    tensors: Tensors<'s>,
+    lease: ModelLease<'s>,
+    tensors: ModelTensors<'s>,
 }
 
 impl<'s> LeasedWeights<'s> {
-    /// Obtains a lease on `shard` under `policy` and its tensors.
+    /// Obtains a lease on `model` under `policy` and its tensors.
     ///
     /// # Errors
     /// [`EmbedError::Lease`] when the lease is refused (the verification
-    /// failed, naming the corrupt tensors, or could not run; the shard was
-    /// compromised before) or the shard holds no usable safetensors file.
+    /// failed, naming the corrupt tensors, or could not run; a shard was
+    /// compromised before; the model's binding does not hold) or the model
+    /// holds no usable safetensors files.
     pub fn acquire(
         manager: &VramManager,
-        shard: &'s SealedShard,
+        model: &'s SealedModel,
         policy: LeasePolicy,
     ) -> Result<Self, EmbedError> {
-        let lease = manager.lease(shard, policy).map_err(lease_error)?;
+        let lease = manager.lease_model(model, policy).map_err(lease_error)?;
         let tensors = lease.tensors().map_err(lease_error)?;
         Ok(Self { lease, tensors })
     }
 
     /// The lease (what was verified before it was granted).
     #[must_use]
-    pub fn lease(&self) -> &Lease<'s> {
+    pub fn lease(&self) -> &ModelLease<'s> {
         &self.lease
     }
 }
@@ -133,12 +143,18 @@ impl TensorSource for LeasedWeights<'_> {
     }
 
     fn lease_cost(&self) -> Option<LeaseCost> {
-        let v = self.lease.verification();
+        let (leaves_checked, bytes_checked, elapsed) = self.lease.verification_cost();
+        // What ran: one shard's policy as it ran (a `recent:` lease ran full
+        // or sampled), else the policy asked of the whole model.
+        let policy = match self.lease.leases() {
+            [one] => one.verification().policy.to_string(),
+            _ => self.lease.policy().to_string(),
+        };
         Some(LeaseCost {
-            policy: v.policy.to_string(),
-            leaves_checked: v.leaves_checked,
-            bytes_checked: v.bytes_checked,
-            verify_us: u64::try_from(v.elapsed.as_micros()).unwrap_or(u64::MAX),
+            policy,
+            leaves_checked,
+            bytes_checked,
+            verify_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         })
     }
 }
@@ -147,7 +163,7 @@ impl WeightsProvider for SealedWeights {
     type Source<'a> = LeasedWeights<'a>;
 
     fn acquire(&self) -> Result<Self::Source<'_>, EmbedError> {
-        LeasedWeights::acquire(&self.manager, &self.shard, self.policy)
+        LeasedWeights::acquire(&self.manager, &self.model, self.policy)
     }
 }
 
@@ -159,7 +175,9 @@ pub(crate) fn lease_error(e: VramError) -> EmbedError {
     let integrity = e.is_fatal()
         || matches!(
             e,
-            VramError::NotSafetensors { .. } | VramError::UnknownTensor { .. }
+            VramError::NotSafetensors { .. }
+                | VramError::UnknownTensor { .. }
+                | VramError::InvalidModel { .. }
         );
     EmbedError::Lease {
         reason: e.to_string(),

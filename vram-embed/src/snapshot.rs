@@ -9,6 +9,8 @@ use candle_transformers::models::bert;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use vram_residency::{SealedModel, VramManager};
+
 use crate::error::shown_path;
 use crate::{EmbedError, Pooling};
 
@@ -24,6 +26,10 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
 const POOLING: &str = "sentence_transformers.models.Pooling";
 const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+
+/// Where a snapshot's small files come from: `(name, cap, required)` →
+/// the bytes (at most `cap`), or `None` for an optional file not there.
+type FileSource<'a> = dyn FnMut(&str, u64, bool) -> Result<Option<Vec<u8>>, EmbedError> + 'a;
 
 #[derive(Deserialize)]
 struct Module {
@@ -77,11 +83,62 @@ impl ModelSnapshot {
     /// activation this crate does not implement, or a module path leaves
     /// the directory.
     pub fn open(dir: &Path) -> Result<Self, EmbedError> {
+        Self::open_with(dir, &mut |rel, cap, required| {
+            let path = dir.join(rel);
+            if !required && !path.is_file() {
+                return Ok(None);
+            }
+            read_capped(&path, cap, rel).map(Some)
+        })
+    }
+
+    /// [`ModelSnapshot::open`] for a snapshot sealed as one model: every
+    /// small file comes from [`VramManager::model_file`], so only if it is
+    /// bound to the seal and still the bytes that were sealed.
+    ///
+    /// # Errors
+    /// As [`ModelSnapshot::open`]; [`EmbedError::Snapshot`] for a file the
+    /// model did not bind; [`EmbedError::Lease`] (integrity) for a bound file
+    /// that changed since it was sealed.
+    pub fn open_sealed(manager: &VramManager, model: &SealedModel) -> Result<Self, EmbedError> {
+        Self::open_with(model.dir(), &mut |rel, cap, required| {
+            if !model.has_file(rel) {
+                if required {
+                    return Err(EmbedError::snapshot(
+                        rel,
+                        "is not bound to the model's seal (absent when it was sealed)",
+                    ));
+                }
+                return Ok(None);
+            }
+            let bytes = manager
+                .model_file(model, rel)
+                .map_err(crate::sealed::lease_error)?;
+            if u64::try_from(bytes.len()).map_or(true, |n| n > cap) {
+                return Err(EmbedError::snapshot(
+                    rel,
+                    format!("larger than {cap} bytes"),
+                ));
+            }
+            Ok(Some(bytes))
+        })
+    }
+
+    /// Reads the snapshot's small files through `source(name, cap,
+    /// required)`: the file's bytes (at most `cap`), or `None` for an
+    /// optional file that is not there.
+    fn open_with(dir: &Path, source: &mut FileSource<'_>) -> Result<Self, EmbedError> {
         let mut files = Vec::new();
+        let mut fetch =
+            |rel: &str, cap: u64, required: bool| -> Result<Option<Vec<u8>>, EmbedError> {
+                let bytes = source(rel, cap, required)?;
+                if bytes.is_some() {
+                    files.push(rel.to_owned());
+                }
+                Ok(bytes)
+            };
         let mut read = |rel: &str, cap: u64| -> Result<Vec<u8>, EmbedError> {
-            let bytes = read_capped(&dir.join(rel), cap, rel)?;
-            files.push(rel.to_owned());
-            Ok(bytes)
+            fetch(rel, cap, true)?.ok_or_else(|| EmbedError::snapshot(rel, "is missing"))
         };
         let modules: Vec<Module> = json(&read("modules.json", MAX_CONFIG_BYTES)?, "modules.json")?;
         let (transformer, pooling_dir, normalize) = modules_in_order(&modules)?;
@@ -101,11 +158,9 @@ impl ModelSnapshot {
         let pooling = Pooling::from_config(&pooling_config, config.hidden_size)
             .map_err(|reason| EmbedError::snapshot(&pooling_rel, reason))?;
         let st_rel = join_rel(transformer, "sentence_bert_config.json");
-        let max_seq_length = if dir.join(&st_rel).is_file() {
-            let st: SentenceBertConfig = json(&read(&st_rel, MAX_CONFIG_BYTES)?, &st_rel)?;
-            st.max_seq_length
-        } else {
-            None
+        let max_seq_length = match fetch(&st_rel, MAX_CONFIG_BYTES, false)? {
+            Some(bytes) => json::<SentenceBertConfig>(&bytes, &st_rel)?.max_seq_length,
+            None => None,
         };
         // Positions past the embedding table do not exist: never longer.
         let max_seq_length = max_seq_length

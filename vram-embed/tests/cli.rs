@@ -134,20 +134,30 @@ fn a_request_on_broken_weights_gets_an_error_naming_the_tensor_and_nothing_after
 #[test]
 fn startup_errors_are_json_too() {
     let dir = tempfile::tempdir().unwrap();
-    // No snapshot at all.
+    // No snapshot at all: not a model (usage), said before any device work.
     let out = vram_embed()
         .arg("--model")
         .arg(dir.path())
         .write_stdin("")
         .assert()
-        .code(3);
+        .code(2);
     let got = lines(&out.get_output().stdout);
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0]["error"]["class"], "environment");
-    assert!(got[0]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("modules.json"));
+    assert_eq!(got[0]["error"]["class"], "usage");
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("neither model.safetensors nor model.safetensors.index.json"),
+        "{message}"
+    );
+    // Weights but no modules.json: it was not bound, so it is not read.
+    std::fs::write(dir.path().join("model.safetensors"), b"x").unwrap();
+    let out = vram_embed().arg("--model").arg(dir.path()).assert().code(2);
+    let got = lines(&out.get_output().stdout);
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("modules.json: is not bound to the model's seal"),
+        "{message}"
+    );
     // A hostile weights file: refused at startup, integrity.
     write_snapshot(dir.path(), 13);
     let mut bad = u64::MAX.to_le_bytes().to_vec();

@@ -18,12 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use vram_audit::{AuditKey, AuditLog, AuditSink};
 use vram_embed::{
-    serve, EmbedError, Embedder, LeasedWeights, ModelSnapshot, SafetensorsFile, SealedWeights,
-    WeightsProvider,
+    serve, EmbedError, Embedder, LeasedWeights, SafetensorsFile, SealedWeights, WeightsProvider,
 };
 use vram_mock::MockDevice;
 use vram_residency::{
-    LeasePolicy, ModelRef, ScrubConfig, Scrubber, SealRequest, VramConfig, VramManager,
+    LeasePolicy, ModelRef, ScrubConfig, Scrubber, SnapshotRequest, VramConfig, VramManager,
     WorkerSecret,
 };
 
@@ -39,9 +38,14 @@ struct Sealed {
 fn sealed(seed: u64, policy: LeasePolicy) -> Sealed {
     let dir = tempfile::tempdir().unwrap();
     write_snapshot(dir.path(), seed);
-    let snap = ModelSnapshot::open(dir.path()).unwrap();
-    let embedder = Embedder::new(&snap).unwrap();
-    let file = SafetensorsFile::read(&snap.weights_path()).unwrap();
+    sealed_dir(dir, policy)
+}
+
+/// The snapshot in `dir` sealed as one model on a fresh mock.
+fn sealed_dir(dir: tempfile::TempDir, policy: LeasePolicy) -> Sealed {
+    let file = SafetensorsFile::read(&dir.path().join("model.safetensors"))
+        .or_else(|_| SafetensorsFile::read(&dir.path().join("unsharded.safetensors")))
+        .unwrap();
     let device = MockDevice::new(0, 64 << 20);
     let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![3u8; 32])).unwrap();
     let audit = Arc::new(
@@ -58,14 +62,16 @@ fn sealed(seed: u64, policy: LeasePolicy) -> Sealed {
             .build(),
     )
     .unwrap();
-    let request = SealRequest::new(ModelRef::new("tiny-bert/model.safetensors").unwrap(), 0);
-    let f = std::fs::File::open(snap.weights_path()).unwrap();
-    let shard = manager.seal_file(&request, &f).unwrap();
+    let request = SnapshotRequest::new(dir.path(), ModelRef::new("tiny-bert").unwrap(), 0);
+    let model = manager.seal_snapshot(&request).unwrap();
+    let weights = SealedWeights::new(manager, model, policy);
+    // The small files as they were bound to the seal.
+    let embedder = Embedder::new(&weights.snapshot().unwrap()).unwrap();
     Sealed {
         _dir: dir,
         embedder,
         file,
-        weights: SealedWeights::new(manager, shard, policy),
+        weights,
         device,
         audit,
     }
@@ -146,11 +152,11 @@ fn a_flipped_bit_in_a_tensor_is_caught_named_and_nothing_more_is_served() {
         "one error line, then nothing: {text}"
     );
     assert!(text.contains(name), "{text}");
-    assert!(s.weights.shard().is_compromised());
+    assert!(s.weights.shared_shards()[0].is_compromised());
     // Every later request too, whatever the policy.
     assert!(LeasedWeights::acquire(
         s.weights.manager(),
-        s.weights.shard(),
+        s.weights.model(),
         LeasePolicy::default()
     )
     .is_err());
@@ -166,10 +172,10 @@ fn a_flipped_bit_in_a_tensor_is_caught_named_and_nothing_more_is_served() {
 fn eight_threads_serve_while_the_scrubber_runs() {
     let s = sealed(23, LeasePolicy::Sampled { leaves: 2 });
     let want = s.embedder.embed(&s.file, "the cat sat").unwrap().vector;
-    let shard = s.weights.shard();
+    let shard = &s.weights.shared_shards()[0];
     let scrubber = Scrubber::start(
         s.weights.manager(),
-        &[Arc::clone(s.weights.shared_shard())],
+        s.weights.shared_shards(),
         ScrubConfig::new(1 << 30),
     )
     .unwrap();
@@ -221,4 +227,85 @@ fn eight_threads_serve_while_the_scrubber_runs() {
     let stats = scrubber.stop();
     assert!(stats.leaves_checked > 0, "the scrubber ran: {stats:?}");
     assert!(shard.is_compromised());
+}
+
+/// The tiny BERT split in two shards named by `model.safetensors.index.json`
+/// (the full file kept aside, unlisted, for the comparison).
+fn write_sharded(dir: &std::path::Path, seed: u64) {
+    write_snapshot(dir, seed);
+    let weights = random_weights(seed);
+    let (first, second) = weights.split_at(weights.len() / 2);
+    let names = [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ];
+    let mut map = serde_json::Map::new();
+    for (part, name) in [first, second].into_iter().zip(names) {
+        std::fs::write(dir.join(name), safetensors_bytes(part)).unwrap();
+        for (tensor, ..) in part {
+            map.insert(tensor.clone(), serde_json::Value::from(name));
+        }
+    }
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::json!({ "metadata": {}, "weight_map": map }).to_string(),
+    )
+    .unwrap();
+    std::fs::rename(
+        dir.join("model.safetensors"),
+        dir.join("unsharded.safetensors"),
+    )
+    .unwrap();
+}
+
+/// A sharded snapshot is one model: its tensors come from both shards'
+/// leases, and the embeddings are bitwise the unsharded file's.
+#[test]
+fn a_sharded_model_serves_the_same_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    write_sharded(dir.path(), 24);
+    let s = sealed_dir(dir, LeasePolicy::Sampled { leaves: 4 });
+    assert_eq!(s.weights.model().shards().len(), 2);
+    assert!(s
+        .weights
+        .model()
+        .files()
+        .iter()
+        .any(|f| f.name == "model.safetensors.index.json"));
+    for text in ["The cat sat on the mat.", "sharded and sealed"] {
+        let from_file = s.embedder.embed(&s.file, text).unwrap();
+        let source = s.weights.acquire().unwrap();
+        let from_lease = s.embedder.embed(&source, text).unwrap();
+        assert_eq!(
+            bits(&from_lease.vector),
+            bits(&from_file.vector),
+            "{text:?}"
+        );
+        let cost = vram_embed::TensorSource::lease_cost(&source).unwrap();
+        assert_eq!(cost.policy, "sampled:4");
+        assert!((4..=5).contains(&cost.leaves_checked), "{cost:?}");
+    }
+}
+
+/// The tokenizer and configs are bound to the seal: one edited on disk after
+/// sealing is refused (integrity), and the model is not built from it.
+#[test]
+fn a_tokenizer_edited_after_sealing_is_refused() {
+    let s = sealed(25, LeasePolicy::default());
+    let dir = s.weights.model().dir().to_owned();
+    let tokenizer = std::fs::read_to_string(dir.join("tokenizer.json")).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.replace("cat", "dog")).unwrap();
+    let e = s.weights.snapshot().unwrap_err();
+    let EmbedError::Lease { reason, integrity } = &e else {
+        panic!("{e}");
+    };
+    assert!(*integrity, "{e}");
+    assert!(
+        reason.contains("tokenizer.json changed since the model was sealed"),
+        "{reason}"
+    );
+    // A pooling config removed: the same.
+    std::fs::write(dir.join("tokenizer.json"), tokenizer).unwrap();
+    std::fs::remove_file(dir.join("1_Pooling/config.json")).unwrap();
+    assert!(s.weights.snapshot().is_err());
 }

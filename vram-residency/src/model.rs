@@ -151,6 +151,13 @@ impl SealedModel {
             .fold(0, u64::saturating_add)
     }
 
+    /// Gives the shards back (to hold and scrub them, or release them one by
+    /// one); the binding is dropped.
+    #[must_use]
+    pub fn into_shards(self) -> Vec<Arc<SealedShard>> {
+        self.shards
+    }
+
     /// Releases every shard and says whether the releases reached the audit
     /// log (the first failure; every shard is released either way). A shard
     /// someone else still holds (an `Arc` clone) is released when they drop it.
@@ -279,6 +286,10 @@ pub(crate) fn assemble(
 pub(crate) fn layout(dir: &Path) -> Result<vram_hub::ModelLayout, VramError> {
     vram_hub::ModelLayout::of_dir(dir).map_err(|e| match e {
         vram_hub::HubError::Io { kind, .. } => VramError::Io { kind },
+        vram_hub::HubError::Layout { reason, .. } => VramError::InvalidModel {
+            model: escape_for_log(&dir.to_string_lossy(), 200),
+            reason,
+        },
         other => VramError::InvalidModel {
             model: escape_for_log(&dir.to_string_lossy(), 200),
             reason: other.to_string(),

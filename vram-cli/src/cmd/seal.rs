@@ -206,6 +206,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         }
         signed_model = Some(plan.model);
     }
+    let mut snapshot_dir = None;
     for path in args.files.iter().filter(|_| signed_model.is_none()) {
         if let Some(model) = path.to_str().filter(|p| p.starts_with("hf://")) {
             for h in super::hub::seal_inputs(model, quiet)? {
@@ -224,10 +225,20 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
         let meta = file.metadata().map_err(|e| io_error(path, &e))?;
         if meta.is_dir() {
-            return Err(CliError::usage(format!(
-                "{}: is a directory",
-                shown_path(path)
-            )));
+            if args.files.len() != 1 || expected.is_some() {
+                return Err(CliError::usage(format!(
+                    "{}: a snapshot directory is sealed on its own, as one model \
+                     (without --expect-sha256: --model-signature gives every file's digest)",
+                    shown_path(path)
+                )));
+            }
+            // Which files are the model, checked before any device work.
+            vram_hub::ModelLayout::of_dir(path).map_err(|e| match e {
+                vram_hub::HubError::Io { .. } => CliError::env(e.to_string()),
+                _ => CliError::usage(e.to_string()),
+            })?;
+            snapshot_dir = Some(path.clone());
+            continue;
         }
         if meta.len() == 0 {
             return Err(CliError::usage(format!(
@@ -279,14 +290,43 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     };
     let mgr = manager(secret, &selection, audit, leaf, hashing)?;
 
-    let mut shards: Vec<SealedShard> = Vec::new();
+    let mut shards: Vec<Arc<SealedShard>> = Vec::new();
     let mut rows = Vec::new();
+    let mut model_json = None;
+    if let Some(dir) = &snapshot_dir {
+        match seal_snapshot(
+            &mgr,
+            &selection,
+            args,
+            policy,
+            dir,
+            model_ref_flag.clone(),
+            quiet,
+        ) {
+            Ok((held, model_rows, model)) => {
+                shards = held;
+                rows = model_rows;
+                model_json = Some(model);
+            }
+            Err(e) if args.json => {
+                let out = serde_json::json!({
+                    "shards": [],
+                    "device_kind": selection.kind(),
+                    "peak_rss_bytes": peak_rss_bytes(),
+                    "error": e.to_json(),
+                });
+                println!("{out:#}");
+                return Err(e.reported_in_json());
+            }
+            Err(e) => return Err(e),
+        }
+    }
     for input in inputs {
         let path = input.path.clone();
         match seal_one(&mgr, &selection, args, policy, input, quiet) {
             Ok((shard, row)) => {
                 rows.push(row);
-                shards.push(shard);
+                shards.push(Arc::new(shard));
             }
             Err(mut e) => {
                 if signed_model.is_some() && e.code == crate::exit::INTEGRITY {
@@ -324,6 +364,9 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         "device_kind": selection.kind(),
         "peak_rss_bytes": peak_rss_bytes(),
     });
+    if let (Some(model), Some(obj)) = (model_json, out.as_object_mut()) {
+        obj.insert("model".into(), model);
+    }
     if args.hold {
         if args.json {
             println!("{out:#}");
@@ -342,9 +385,11 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     // Exit 0 only once every record, the releases' included, is durable.
     let mut released = Ok(());
     for shard in shards {
-        let r = shard.release();
-        if released.is_ok() {
-            released = r.map_err(CliError::from);
+        if let Ok(shard) = Arc::try_unwrap(shard) {
+            let r = shard.release();
+            if released.is_ok() {
+                released = r.map_err(CliError::from);
+            }
         }
     }
     if args.json {
@@ -412,8 +457,24 @@ fn seal_one(
     .map_err(|e| file_error(path, e))?;
     let seal_secs = t0.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let row = verify_and_report(mgr, args, policy, path, &shard, Some(seal_secs))?;
+    Ok((shard, row))
+}
+
+/// Verifies a freshly sealed shard with `policy`, prints its line unless
+/// `--json`, and returns its JSON row. `seal_secs`: the time its seal took,
+/// when it was sealed on its own.
+fn verify_and_report(
+    mgr: &vram_residency::VramManager,
+    args: &SealArgs,
+    policy: VerifyPolicy,
+    path: &std::path::Path,
+    shard: &SealedShard,
+    seal_secs: Option<f64>,
+) -> Result<serde_json::Value, CliError> {
+    let len = shard.vram_bytes();
     let report = mgr
-        .verify_with(&shard, policy)
+        .verify_with(shard, policy)
         .map_err(|e| file_error(path, e))?;
     let verify_secs = report.elapsed.as_secs_f64();
     let ran = policy_name(report.policy);
@@ -436,7 +497,7 @@ fn seal_one(
                 "seconds": verify_secs,
             },
             "seal_seconds": seal_secs,
-            "seal_gb_per_s": gbps(len, seal_secs),
+            "seal_gb_per_s": seal_secs.map(|s| gbps(len, s)),
         });
         if let serde_json::Value::Object(extra) = extra {
             obj.extend(extra);
@@ -452,21 +513,120 @@ fn seal_one(
         } else {
             ran
         };
+        let rate =
+            seal_secs.map_or_else(String::new, |s| format!("  seal {:.2} GB/s", gbps(len, s)));
         let mut line = OutputLine::new();
         line.push("sealed ")
             .field(&path.to_string_lossy())
             .push(&format!(
-                "  shard {}  {}:{}  {} bytes  digest {}  verify {verify} ok ({verify_secs:.3} s)  seal {:.2} GB/s",
-                h.shard_id,
-                shard.device_kind().as_str(),
-                h.gpu_device,
-                h.vram_bytes,
-                h.digest,
-                gbps(len, seal_secs)
-            ));
+            "  shard {}  {}:{}  {} bytes  digest {}  verify {verify} ok ({verify_secs:.3} s){rate}",
+            h.shard_id,
+            shard.device_kind().as_str(),
+            h.gpu_device,
+            h.vram_bytes,
+            h.digest,
+        ));
         println!("{line}");
     }
-    Ok((shard, row))
+    Ok(row)
+}
+
+/// A sealed snapshot's shards, their JSON rows, and the model's JSON object.
+type SealedSnapshot = (
+    Vec<Arc<SealedShard>>,
+    Vec<serde_json::Value>,
+    serde_json::Value,
+);
+
+/// `vram seal DIR`: the snapshot sealed as one model
+/// ([`vram_residency::VramManager::seal_snapshot`]): its weights as one set,
+/// each shard verified and reported as a file is, its small files bound.
+/// Returns the shards, their rows and the model's JSON object.
+fn seal_snapshot(
+    mgr: &vram_residency::VramManager,
+    selection: &crate::devices::Selection,
+    args: &SealArgs,
+    policy: VerifyPolicy,
+    dir: &std::path::Path,
+    model_ref: Option<ModelRef>,
+    quiet: bool,
+) -> Result<SealedSnapshot, CliError> {
+    let model_ref = match model_ref {
+        Some(r) => r,
+        None => {
+            let name = dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "model".into());
+            file_model_ref(&name).map_err(|e| {
+                CliError::usage(format!(
+                    "{}: cannot derive a model reference from the directory name ({e}); pass --model-ref",
+                    shown_path(dir)
+                ))
+            })?
+        }
+    };
+    let request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target);
+    let t0 = Instant::now();
+    let model = mgr
+        .seal_snapshot(&request)
+        .map_err(|e| file_error(dir, e))?;
+    let seal_secs = t0.elapsed().as_secs_f64();
+    let mut rows = Vec::with_capacity(model.shards().len());
+    for (shard, name) in model.shards().iter().zip(model.weight_files()) {
+        rows.push(verify_and_report(
+            mgr,
+            args,
+            policy,
+            &dir.join(name),
+            shard,
+            None,
+        )?);
+    }
+    let files: Vec<serde_json::Value> = model
+        .files()
+        .iter()
+        .map(|f| serde_json::json!({ "file": f.name, "bytes": f.bytes, "sha256": f.sha256 }))
+        .collect();
+    let json = serde_json::json!({
+        "model_ref": model.model_ref().as_str(),
+        "dir": dir.to_string_lossy(),
+        "weights": model.weight_files(),
+        "bound_files": files,
+        "binding": model.binding_tag(),
+        "vram_bytes": model.vram_bytes(),
+        "seal_seconds": seal_secs,
+        "seal_gb_per_s": gbps(model.vram_bytes(), seal_secs),
+    });
+    if !args.json {
+        let mut line = OutputLine::new();
+        line.push("model ")
+            .field(&dir.to_string_lossy())
+            .push(&format!(
+                "  {}  {} shard(s)  {} bytes  sealed in {seal_secs:.3} s ({:.2} GB/s)  binding {}",
+                model.model_ref(),
+                model.shards().len(),
+                model.vram_bytes(),
+                gbps(model.vram_bytes(), seal_secs),
+                model.binding_tag()
+            ));
+        println!("{line}");
+        for f in model.files() {
+            let mut line = OutputLine::new();
+            line.push("  bound ")
+                .field(&f.name)
+                .push(&format!("  {} bytes  sha256 {}", f.bytes, f.sha256));
+            println!("{line}");
+        }
+    }
+    if !quiet && !args.json {
+        eprintln!(
+            "vram: the small files above are bound to the seals: a program serving this model \
+             reads them through the library (VramManager::model_file), which refuses a changed one"
+        );
+    }
+    Ok((model.into_shards(), rows, json))
 }
 
 /// Where `--hold` publishes its metrics.
@@ -519,7 +679,7 @@ fn snapshot(
 /// audited). A compromise is an integrity error (exit 1), reported at once.
 fn hold(
     mgr: &vram_residency::VramManager,
-    shards: Vec<SealedShard>,
+    shards: Vec<Arc<SealedShard>>,
     rate: u64,
     quiet: bool,
     metrics: MetricsOut,
@@ -535,14 +695,13 @@ fn hold(
 /// [`hold`] until `stop` is set.
 fn hold_until(
     mgr: &vram_residency::VramManager,
-    shards: Vec<SealedShard>,
+    shards: Vec<Arc<SealedShard>>,
     rate: u64,
     quiet: bool,
     metrics: &MetricsOut,
     device_kind: &'static str,
     stop: &AtomicBool,
 ) -> Result<(), CliError> {
-    let shards: Vec<Arc<SealedShard>> = shards.into_iter().map(Arc::new).collect();
     let failed = Arc::new(AtomicBool::new(false));
     let failed_cb = Arc::clone(&failed);
     let mut config = ScrubConfig::new(rate);
@@ -661,8 +820,17 @@ mod tests {
         let buffer = *device.live_buffers().first().unwrap();
         let stop = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
-            let held = s
-                .spawn(|| hold_until(&mgr, vec![shard], 1 << 30, true, &NO_METRICS, "mock", &stop));
+            let held = s.spawn(|| {
+                hold_until(
+                    &mgr,
+                    vec![Arc::new(shard)],
+                    1 << 30,
+                    true,
+                    &NO_METRICS,
+                    "mock",
+                    &stop,
+                )
+            });
             device.flip_bit(buffer, 1_000_000, 3).unwrap();
             // Only a hold that never notices runs into this.
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -689,8 +857,17 @@ mod tests {
         let shard = mgr.seal_model(&vec![6u8; 1 << 20], 0).unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
-            let held = s
-                .spawn(|| hold_until(&mgr, vec![shard], 1 << 30, true, &NO_METRICS, "mock", &stop));
+            let held = s.spawn(|| {
+                hold_until(
+                    &mgr,
+                    vec![Arc::new(shard)],
+                    1 << 30,
+                    true,
+                    &NO_METRICS,
+                    "mock",
+                    &stop,
+                )
+            });
             std::thread::sleep(Duration::from_millis(300));
             stop.store(true, Ordering::SeqCst);
             held.join().unwrap().unwrap();
