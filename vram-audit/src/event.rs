@@ -1,6 +1,7 @@
 //! Typed audit events.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 /// A half-open byte range `[start, end)` within a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +275,28 @@ impl AuditEvent {
         }
     }
 
+    /// The `"type"` tag of every event this build knows, as [`Self::kind`]
+    /// gives them. A record of another type is an [`UnknownEvent`]; a record
+    /// of one of these types that does not parse is malformed. (A test checks
+    /// this list against serde's.)
+    pub(crate) const KINDS: [&'static str; 15] = [
+        "vram_sealed",
+        "seal_verified",
+        "seal_verification_failed",
+        "verification_incomplete",
+        "lease_refused",
+        "leases_granted",
+        "seal_failed",
+        "vram_allocated",
+        "vram_allocation_failed",
+        "vram_deallocated",
+        "policy_violation",
+        "log_created",
+        "log_opened",
+        "torn_tail_recovered",
+        "rotated",
+    ];
+
     /// The event's `"type"` tag, e.g. `"vram_sealed"`.
     #[must_use]
     pub fn kind(&self) -> &'static str {
@@ -294,6 +317,111 @@ impl AuditEvent {
             Self::TornTailRecovered { .. } => "torn_tail_recovered",
             Self::Rotated { .. } => "rotated",
         }
+    }
+}
+
+/// The event of an authentic record whose `"type"` this build does not know:
+/// written by a newer writer (a rolling upgrade puts new writers before new
+/// verifiers). Its MAC and its link in the chain verify like any other
+/// record's; only its meaning is unknown here, so nothing is read from its
+/// fields.
+///
+/// Both the type and the JSON are the writer's text, as written: escape them
+/// before printing them.
+#[derive(Debug, Clone)]
+pub struct UnknownEvent {
+    kind: String,
+    json: Box<RawValue>,
+}
+
+impl UnknownEvent {
+    /// The event when `json` is an object whose `"type"` is a string that is
+    /// not one of [`AuditEvent::KINDS`]; `None` otherwise (not an object, no
+    /// string `"type"`, a duplicated `"type"`, or a type this build knows).
+    pub(crate) fn from_raw(json: Box<RawValue>) -> Option<Self> {
+        /// Only the tag; the other fields are not this build's to interpret.
+        #[derive(Deserialize)]
+        struct Tag {
+            #[serde(rename = "type")]
+            kind: String,
+        }
+        if !json.get().starts_with('{') {
+            // serde_json reads a struct from an array too; an event is an object.
+            return None;
+        }
+        let Tag { kind } = serde_json::from_str(json.get()).ok()?;
+        if AuditEvent::KINDS.contains(&kind.as_str()) {
+            return None;
+        }
+        Some(Self { kind, json })
+    }
+
+    /// The event's `"type"`, as written (untrusted text).
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The event object's JSON, exactly as written in the record (untrusted
+    /// text, as long as the record allows: at most 1 MiB).
+    #[must_use]
+    pub fn json(&self) -> &str {
+        self.json.get()
+    }
+}
+
+impl PartialEq for UnknownEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.json.get() == other.json.get()
+    }
+}
+
+impl Eq for UnknownEvent {}
+
+impl Serialize for UnknownEvent {
+    /// The event object as written.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.json.serialize(s)
+    }
+}
+
+/// The event of a record as read back: one this build knows, or one of a type
+/// it does not know ([`UnknownEvent`]). Serialized as the event object itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum RecordedEvent {
+    /// An event this build knows.
+    Known(AuditEvent),
+    /// An event of a type this build does not know (a newer writer's).
+    Unknown(UnknownEvent),
+}
+
+impl RecordedEvent {
+    /// The event, when this build knows its type.
+    #[must_use]
+    pub fn known(&self) -> Option<&AuditEvent> {
+        match self {
+            Self::Known(event) => Some(event),
+            Self::Unknown(_) => None,
+        }
+    }
+
+    /// The `"type"` tag. For an unknown event it is the writer's text:
+    /// escape it before printing it.
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        match self {
+            Self::Known(event) => event.kind(),
+            Self::Unknown(event) => event.kind(),
+        }
+    }
+
+    /// The shard the event is about, for a known event about one. The
+    /// fields of an unknown event are not interpreted: `None`.
+    #[must_use]
+    pub fn shard_id(&self) -> Option<&str> {
+        self.known().and_then(AuditEvent::shard_id)
     }
 }
 
@@ -454,6 +582,83 @@ mod tests {
         assert_eq!(json["provenance"]["publisher_key_sha256"], "ab".repeat(32));
         let back: AuditEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, signed);
+    }
+
+    /// `AuditEvent::KINDS` is exactly serde's list of the enum's tags (as
+    /// serde names them in its error for an unknown one), and every event's
+    /// `kind()`: a variant added without its name there would make records
+    /// of it with a bad field pass as unknown rather than malformed.
+    #[test]
+    fn kinds_are_the_tags_serde_knows() {
+        let err = serde_json::from_str::<AuditEvent>(r#"{"type":"?"}"#).unwrap_err();
+        let message = err.to_string();
+        let listed = message
+            .split_once("expected one of ")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("{message}"));
+        let serde_tags: Vec<&str> = listed.split('`').skip(1).step_by(2).collect();
+        assert_eq!(serde_tags, AuditEvent::KINDS, "{message}");
+        let kinds: Vec<&str> = all().iter().map(AuditEvent::kind).collect();
+        assert_eq!(kinds, AuditEvent::KINDS);
+    }
+
+    fn raw(json: &str) -> Box<RawValue> {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn an_unknown_event_is_an_object_with_a_string_type_this_build_does_not_know() {
+        let json = r#"{"type":"from_the_future","shard_id":"s","x":[1,2]}"#;
+        let unknown = UnknownEvent::from_raw(raw(json)).unwrap();
+        assert_eq!((unknown.kind(), unknown.json()), ("from_the_future", json));
+        // Serialized as written, byte for byte (key order included).
+        assert_eq!(serde_json::to_string(&unknown).unwrap(), json);
+        for kind in AuditEvent::KINDS {
+            let known = format!(r#"{{"type":"{kind}"}}"#);
+            assert!(UnknownEvent::from_raw(raw(&known)).is_none(), "{kind}");
+        }
+        for not_one in [
+            r#"["from_the_future"]"#,
+            r#""from_the_future""#,
+            "7",
+            "null",
+            r#"{"x":1}"#,
+            r#"{"type":null}"#,
+            r#"{"type":"a","type":"b"}"#,
+        ] {
+            assert!(UnknownEvent::from_raw(raw(not_one)).is_none(), "{not_one}");
+        }
+    }
+
+    #[test]
+    fn a_recorded_event_says_what_it_knows() {
+        let known = RecordedEvent::Known(all().remove(7));
+        assert_eq!(known.kind(), "vram_allocated");
+        assert_eq!(known.shard_id(), Some("s"));
+        assert_eq!(known.known(), Some(&all()[7]));
+        assert_eq!(
+            serde_json::to_string(&known).unwrap(),
+            serde_json::to_string(&all()[7]).unwrap()
+        );
+
+        let json = r#"{"type":"from_the_future","shard_id":"s"}"#;
+        let unknown = RecordedEvent::Unknown(UnknownEvent::from_raw(raw(json)).unwrap());
+        assert_eq!(unknown.kind(), "from_the_future");
+        // Its fields are not interpreted.
+        assert_eq!(unknown.shard_id(), None);
+        assert_eq!(unknown.known(), None);
+        assert_eq!(serde_json::to_string(&unknown).unwrap(), json);
+
+        // Equal when written alike, whatever the allocation.
+        let same = RecordedEvent::Unknown(UnknownEvent::from_raw(raw(json)).unwrap());
+        assert_eq!(unknown, same);
+        let other_fields = r#"{"type":"from_the_future","shard_id":"t"}"#;
+        let other = RecordedEvent::Unknown(UnknownEvent::from_raw(raw(other_fields)).unwrap());
+        assert_ne!(unknown, other);
+        let other_kind = r#"{"type":"from_the_past","shard_id":"s"}"#;
+        let other = RecordedEvent::Unknown(UnknownEvent::from_raw(raw(other_kind)).unwrap());
+        assert_ne!(unknown, other);
+        assert_ne!(unknown, known);
     }
 
     #[test]

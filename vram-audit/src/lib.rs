@@ -16,7 +16,9 @@ mod verify;
 
 pub use backend::{Backend, MemoryBackend};
 pub use error::AuditError;
-pub use event::{AuditEvent, ByteRange, SealProvenanceRecord, Severity};
+pub use event::{
+    AuditEvent, ByteRange, RecordedEvent, SealProvenanceRecord, Severity, UnknownEvent,
+};
 pub use key::AuditKey;
 pub use log::{AuditLog, AuditSink, RecordReceipt, SinkStats};
 pub use options::{FailureMode, FailurePolicy, FileOptions, FsyncPolicy, LogOptions};
@@ -24,5 +26,5 @@ pub use record::RECORD_FORMAT;
 pub use show::{read_records, ShownLine, ShownRecord};
 pub use verify::{
     segment_files, verify_chain, verify_chain_with, verify_lines, verify_lines_with, Checkpoint,
-    Finding, FindingKind, Genesis, VerifyOptions, VerifyReport,
+    Finding, FindingKind, Genesis, UnknownEventTypes, VerifyOptions, VerifyReport,
 };

@@ -11,9 +11,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ring::{digest, hmac};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use crate::{AuditError, AuditEvent, AuditKey};
+use crate::{AuditError, AuditEvent, AuditKey, RecordedEvent, UnknownEvent};
 
 /// `prev` of the first record of a chain.
 pub(crate) const GENESIS_PREV: &str =
@@ -149,7 +151,9 @@ pub(crate) struct Authentic {
     pub(crate) log_id: Option<String>,
     pub(crate) seq: u64,
     pub(crate) prev: String,
-    pub(crate) event: AuditEvent,
+    /// The event; of a type this build does not know, when a newer writer
+    /// wrote it.
+    pub(crate) event: RecordedEvent,
     /// SHA-256 of the line.
     pub(crate) hash: String,
 }
@@ -165,19 +169,77 @@ pub(crate) enum LineProblem {
     BadMac,
 }
 
+/// A record's fields, its event read as `E`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // `ts`, `worker` and `mac` are checked for presence and type only.
-struct Wire {
+struct Wire<E> {
     v: u64,
     #[serde(default)]
     log: Option<String>,
     seq: u64,
     ts: String,
     worker: String,
-    event: AuditEvent,
+    event: E,
     prev: String,
     mac: String,
+}
+
+impl<E> Wire<E> {
+    /// The event, and the other fields.
+    fn split(self) -> (Wire<()>, E) {
+        let Self {
+            v,
+            log,
+            seq,
+            ts,
+            worker,
+            event,
+            prev,
+            mac,
+        } = self;
+        let rest = Wire {
+            v,
+            log,
+            seq,
+            ts,
+            worker,
+            event: (),
+            prev,
+            mac,
+        };
+        (rest, event)
+    }
+}
+
+/// Reads a line as `Known` (its event an [`AuditEvent`]), or, when that fails
+/// and the line reads as `Raw` (the same fields, the event kept as written)
+/// whose event is of a type this build does not know, as what `unknown`
+/// makes of it. A line that does not read as `Raw` either (bad JSON, an
+/// unknown or missing field outside the event) gets `Raw`'s error, which
+/// names that problem rather than the event's type; a line whose event is of
+/// a known type (or no event) gets the first error (a missing or ill-typed
+/// field).
+///
+/// The second reading happens only for lines the first refuses, so records
+/// of known types are parsed once, as before.
+pub(crate) fn parse_forward_compatible<Known, Raw, Out>(
+    line: &[u8],
+    known: impl FnOnce(Known) -> Out,
+    unknown: impl FnOnce(Raw) -> Option<Out>,
+) -> Result<Out, serde_json::Error>
+where
+    Known: DeserializeOwned,
+    Raw: DeserializeOwned,
+{
+    let error = match serde_json::from_slice::<Known>(line) {
+        Ok(parsed) => return Ok(known(parsed)),
+        Err(e) => e,
+    };
+    match serde_json::from_slice::<Raw>(line) {
+        Ok(raw) => unknown(raw).ok_or(error),
+        Err(not_a_record) => Err(not_a_record),
+    }
 }
 
 fn truncate_reason(text: &str) -> String {
@@ -224,8 +286,18 @@ pub(crate) fn authenticate(key: &AuditKey, line: &[u8]) -> Result<Authentic, Lin
     if hmac::verify(key.hmac_key(), body, &mac).is_err() {
         return Err(LineProblem::BadMac);
     }
-    let wire: Wire = serde_json::from_slice(line)
-        .map_err(|e| LineProblem::Malformed(truncate_reason(&e.to_string())))?;
+    let (wire, event) = parse_forward_compatible(
+        line,
+        |w: Wire<AuditEvent>| {
+            let (rest, event) = w.split();
+            (rest, RecordedEvent::Known(event))
+        },
+        |w: Wire<Box<RawValue>>| {
+            let (rest, raw) = w.split();
+            UnknownEvent::from_raw(raw).map(|event| (rest, RecordedEvent::Unknown(event)))
+        },
+    )
+    .map_err(|e| LineProblem::Malformed(truncate_reason(&e.to_string())))?;
     let version = match (wire.v, &wire.log) {
         (1, None) => 1,
         (2, Some(id)) if is_log_id(id) => 2,
@@ -256,7 +328,7 @@ pub(crate) fn authenticate(key: &AuditKey, line: &[u8]) -> Result<Authentic, Lin
         log_id: wire.log,
         seq: wire.seq,
         prev: wire.prev,
-        event: wire.event,
+        event,
         hash: line_hash(line),
     })
 }
@@ -343,7 +415,10 @@ mod tests {
         let text = std::str::from_utf8(body).unwrap();
         assert!(text.starts_with(r#"{"v":1,"seq":1,"ts":"t","worker":"w","event":{"type":"log_opened","reason":"new"},"prev":"000"#), "{text}");
         let a = authenticate(&key, body).unwrap();
-        assert_eq!((a.seq, a.prev.as_str(), a.event), (1, GENESIS_PREV, ev));
+        assert_eq!(
+            (a.seq, a.prev.as_str(), a.event),
+            (1, GENESIS_PREV, RecordedEvent::Known(ev))
+        );
         assert_eq!(a.hash, line_hash(body));
         let other = AuditKey::from_bytes([8; 32]);
         assert!(matches!(
@@ -452,17 +527,114 @@ mod tests {
         assert!(reason.contains("missing field `event`"), "{reason}");
         assert!(!reason.ends_with('…'), "{reason}");
 
-        let long_type = "x".repeat(300);
-        let unknown = format!(
-            r#"{{"v":1,"seq":1,"ts":"t","worker":"w","event":{{"type":"{long_type}"}},"prev":"{GENESIS_PREV}""#
+        let long_value = "x".repeat(300);
+        let ill_typed = format!(
+            r#"{{"v":1,"seq":1,"ts":"t","worker":"w","event":{{"type":"vram_allocated","shard_id":"s","gpu_device":0,"bytes":"{long_value}"}},"prev":"{GENESIS_PREV}""#
         );
-        let reason = malformed(&key, &unknown);
+        let reason = malformed(&key, &ill_typed);
         assert_eq!(reason.chars().count(), 121, "{reason}");
         assert!(reason.ends_with('…'), "{reason}");
-        assert!(reason.starts_with("unknown variant `xxx"), "{reason}");
+        assert!(reason.starts_with("invalid type: string \"xxx"), "{reason}");
 
         assert_eq!(truncate_reason(&"y".repeat(120)), "y".repeat(120));
         assert_eq!(truncate_reason("short"), "short");
+    }
+
+    /// A format 2 record body (without the MAC suffix) carrying `event`.
+    fn body_with(event: &str) -> String {
+        let id = "0123456789abcdef0123456789abcdef";
+        format!(
+            r#"{{"v":2,"log":"{id}","seq":7,"ts":"t","worker":"w","event":{event},"prev":"{GENESIS_PREV}""#
+        )
+    }
+
+    /// Forward compatibility: an authentic record whose event type this
+    /// build does not know is an authentic record, its event kept as written.
+    #[test]
+    fn an_unknown_event_type_authenticates_and_is_kept_as_written() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let event = r#"{"type":"from_the_future","x":1,"nested":{"type":"vram_allocated"}}"#;
+        let line = signed(&key, &body_with(event));
+        let a = authenticate(&key, &line).unwrap();
+        assert_eq!((a.version, a.seq), (2, 7));
+        assert_eq!(a.hash, line_hash(&line));
+        let RecordedEvent::Unknown(unknown) = &a.event else {
+            panic!("{:?}", a.event)
+        };
+        assert_eq!((unknown.kind(), unknown.json()), ("from_the_future", event));
+        assert_eq!(a.event.kind(), "from_the_future");
+        assert!(a.event.known().is_none());
+        // Under another key, or with any bit of the MAC flipped: refused, as
+        // any other record.
+        let other = AuditKey::from_bytes([8; 32]);
+        assert!(matches!(
+            authenticate(&other, &line),
+            Err(LineProblem::BadMac)
+        ));
+        let at = line.len() - MAC_CLOSE.len() - HEX_LEN;
+        for bit in [0, 7, 255] {
+            let mut mac = unhex32(&line[at..at + HEX_LEN]).unwrap();
+            mac[bit / 8] ^= 1 << (bit % 8);
+            let mut flipped = line[..at].to_vec();
+            flipped.extend_from_slice(hex(&mac).as_bytes());
+            flipped.extend_from_slice(MAC_CLOSE);
+            assert_eq!(flipped.len(), line.len());
+            assert_ne!(flipped, line);
+            assert!(
+                matches!(authenticate(&key, &flipped), Err(LineProblem::BadMac)),
+                "bit {bit}"
+            );
+        }
+    }
+
+    /// Only the type may be unknown: a known type with a missing or
+    /// ill-typed field, an event that is not an object with one string
+    /// `"type"`, or an unknown field outside the event stays malformed, with
+    /// the reason the first reading gave.
+    #[test]
+    fn only_an_unknown_type_is_tolerated() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let missing = malformed(
+            &key,
+            &body_with(r#"{"type":"leases_granted","shard_id":"s","gpu_device":0}"#),
+        );
+        assert!(missing.starts_with("missing field `count`"), "{missing}");
+        let ill_typed = malformed(
+            &key,
+            &body_with(r#"{"type":"vram_allocated","shard_id":"s","gpu_device":0,"bytes":"1"}"#),
+        );
+        assert!(ill_typed.starts_with("invalid type: string"), "{ill_typed}");
+        for event in [
+            r#"["from_the_future"]"#,
+            r#""from_the_future""#,
+            r#"{"x":1}"#,
+            r#"{"type":7}"#,
+            r#"{"type":"from_the_future","type":"other"}"#,
+            r#"{"type":"log_opened","reason":"new","reason":"new"}"#,
+        ] {
+            malformed(&key, &body_with(event));
+        }
+        let with_field = format!(
+            r#"{{"v":1,"seq":1,"ts":"t","worker":"w","extra":1,"event":{{"type":"from_the_future"}},"prev":"{GENESIS_PREV}""#
+        );
+        let reason = malformed(&key, &with_field);
+        assert!(reason.starts_with("unknown field `extra`"), "{reason}");
+        // Also after the event: the reason is the field, not the event's type.
+        let field_after = format!(
+            r#"{{"v":1,"seq":1,"ts":"t","worker":"w","event":{{"type":"from_the_future"}},"extra":1,"prev":"{GENESIS_PREV}""#
+        );
+        let reason = malformed(&key, &field_after);
+        assert!(reason.starts_with("unknown field `extra`"), "{reason}");
+        let no_prev = r#"{"v":1,"seq":1,"ts":"t","worker":"w","event":{"type":"from_the_future"}"#;
+        let reason = malformed(&key, no_prev);
+        assert!(reason.starts_with("missing field `prev`"), "{reason}");
+        let future_seq_0 = format!(
+            r#"{{"v":1,"seq":0,"ts":"t","worker":"w","event":{{"type":"from_the_future"}},"prev":"{GENESIS_PREV}""#
+        );
+        assert_eq!(
+            malformed(&key, &future_seq_0),
+            "seq 0 (sequence numbers start at 1)"
+        );
     }
 
     #[test]

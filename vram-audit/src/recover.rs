@@ -19,7 +19,7 @@ use crate::backend::{
 use crate::log::Resume;
 use crate::record::{begins_like_record, RECORD_START_MAX};
 use crate::verify::{feed_open_file, ChainVerifier, FindingKind, LastRecord, Start, VerifyOptions};
-use crate::{lock, AuditError, AuditEvent, AuditKey};
+use crate::{lock, AuditError, AuditEvent, AuditKey, RecordedEvent};
 
 /// How a file log is to be opened.
 pub(crate) struct OpenSpec<'a> {
@@ -190,7 +190,7 @@ fn open_locked(
                     seq,
                     hash,
                     log_id,
-                    event: AuditEvent::Rotated { next_file },
+                    event: RecordedEvent::Known(AuditEvent::Rotated { next_file }),
                 }) if next_file == segment_name(name, index) => Resume {
                     seq,
                     prev: hash,
@@ -239,7 +239,7 @@ fn open_locked(
     // A crash after the `rotated` record and before the next segment existed:
     // finish the rotation.
     if let Some(LastRecord {
-        event: AuditEvent::Rotated { next_file },
+        event: RecordedEvent::Known(AuditEvent::Rotated { next_file }),
         ..
     }) = &active.last
     {

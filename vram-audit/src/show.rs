@@ -7,10 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::record;
 use crate::verify::{read_lines, ChainVerifier, Line, Start};
-use crate::{AuditError, AuditEvent, AuditKey, VerifyOptions, VerifyReport};
+use crate::{
+    AuditError, AuditEvent, AuditKey, RecordedEvent, UnknownEvent, VerifyOptions, VerifyReport,
+};
 
 fn serialize_path<S: Serializer>(path: &Arc<Path>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&path.display())
@@ -33,8 +36,10 @@ pub struct ShownRecord {
     pub worker: String,
     /// The log id a format 2 record is bound to.
     pub log: Option<String>,
-    /// What happened.
-    pub event: AuditEvent,
+    /// What happened: an event this build knows, or one of a type it does
+    /// not know (written by a newer version), kept as written. Serialized as
+    /// the event object either way.
+    pub event: RecordedEvent,
     /// `Some(true)` when its MAC verified under the key, `Some(false)` when it
     /// did not, `None` when read without a key.
     pub authentic: Option<bool>,
@@ -46,7 +51,8 @@ pub struct ShownRecord {
 pub enum ShownLine {
     /// A line that reads as a record.
     Record(Box<ShownRecord>),
-    /// A line that does not (malformed, too long, torn, an unknown event).
+    /// A line that does not (malformed, too long, torn). A record of an
+    /// event type this build does not know is a [`Self::Record`].
     Unreadable {
         /// The file the line is in.
         file: Arc<Path>,
@@ -57,15 +63,54 @@ pub enum ShownLine {
     },
 }
 
-/// The fields shown; the MAC and `prev` are the verifier's business.
+/// The fields shown, the event read as `E`; the MAC and `prev` are the
+/// verifier's business.
 #[derive(Deserialize)]
-struct Fields {
+struct Fields<E> {
     seq: u64,
     ts: String,
     worker: String,
     #[serde(default)]
     log: Option<String>,
-    event: AuditEvent,
+    event: E,
+}
+
+impl<E> Fields<E> {
+    /// The event, and the other fields.
+    fn split(self) -> (Fields<()>, E) {
+        let Self {
+            seq,
+            ts,
+            worker,
+            log,
+            event,
+        } = self;
+        let rest = Fields {
+            seq,
+            ts,
+            worker,
+            log,
+            event: (),
+        };
+        (rest, event)
+    }
+}
+
+/// The fields of a line, its event one this build knows or one of a type it
+/// does not know, by the verifier's rule (`record::parse_forward_compatible`).
+fn fields(line: &[u8]) -> Option<(Fields<()>, RecordedEvent)> {
+    record::parse_forward_compatible(
+        line,
+        |f: Fields<AuditEvent>| {
+            let (rest, event) = f.split();
+            (rest, RecordedEvent::Known(event))
+        },
+        |f: Fields<Box<RawValue>>| {
+            let (rest, raw) = f.split();
+            UnknownEvent::from_raw(raw).map(|event| (rest, RecordedEvent::Unknown(event)))
+        },
+    )
+    .ok()
 }
 
 /// Reads every line of `files` (oldest first, as [`crate::segment_files`]
@@ -103,20 +148,18 @@ pub fn read_records(
                     if let Some(v) = verifier.as_mut() {
                         v.line(n, bytes);
                     }
-                    each(match serde_json::from_slice::<Fields>(bytes) {
-                        Ok(f) => ShownLine::Record(Box::new(ShownRecord {
+                    each(match fields(bytes) {
+                        Some((f, event)) => ShownLine::Record(Box::new(ShownRecord {
                             file: Arc::clone(&shared),
                             line: n,
                             seq: f.seq,
                             ts: f.ts,
                             worker: f.worker,
                             log: f.log,
-                            event: f.event,
+                            event,
                             authentic: key.map(|k| record::authenticate(k, bytes).is_ok()),
                         })),
-                        Err(_) => unreadable(
-                            "not a record (malformed, or an event this version does not know)",
-                        ),
+                        None => unreadable("not a record (malformed)"),
                     });
                 }
                 Line::TooLong(len) => {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use crate::record::{self, LineProblem, GENESIS_PREV, MAX_LINE_BYTES};
-use crate::{AuditError, AuditEvent, AuditKey};
+use crate::{AuditError, AuditEvent, AuditKey, RecordedEvent};
 
 /// A chain position saved elsewhere (shipped off the host, printed in a ticket),
 /// against which a later verification detects truncation.
@@ -352,6 +352,74 @@ pub struct Genesis {
     pub log_id: String,
 }
 
+/// Authentic records whose event type this build does not know: written by a
+/// newer writer (writers upgraded before verifiers). They are not findings:
+/// their MACs verified and they link into the chain, so they count toward
+/// the chain, the sequence, the head and the checkpoint like any other
+/// record. Only their meaning is unknown to this verifier.
+///
+/// Bounded whatever the log holds: the count is exact, at most
+/// [`Self::MAX_NAMED`] distinct types are named, each escaped and cut to
+/// [`Self::MAX_NAME_CHARS`] characters of the writer's text as
+/// [`vram_validation::escape_for_log`] does (a name such as `leases_granted`
+/// is unchanged).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UnknownEventTypes {
+    /// Records of event types this build does not know.
+    pub records: u64,
+    /// Their types, in the order first seen, escaped and cut to
+    /// [`Self::MAX_NAME_CHARS`] characters; at most [`Self::MAX_NAMED`].
+    pub types: Vec<String>,
+    /// Records of further types were seen that are not named (over
+    /// [`Self::MAX_NAMED`]).
+    pub more_types: bool,
+}
+
+impl UnknownEventTypes {
+    /// Distinct types named at most.
+    pub const MAX_NAMED: usize = 16;
+    /// Characters of a type's name shown.
+    pub const MAX_NAME_CHARS: usize = 64;
+
+    /// Counts one record of the unknown type `kind`.
+    fn note(&mut self, kind: &str) {
+        self.records = self.records.saturating_add(1);
+        let name = vram_validation::escape_for_log(kind, Self::MAX_NAME_CHARS);
+        if self.types.contains(&name) {
+            return;
+        }
+        if self.types.len() < Self::MAX_NAMED {
+            self.types.push(name);
+        } else {
+            self.more_types = true;
+        }
+    }
+}
+
+impl fmt::Display for UnknownEventTypes {
+    /// E.g. `2 record(s) of event types this build does not know:
+    /// leases_granted (written by a newer version? ...)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} record(s) of event types this build does not know: ",
+            self.records
+        )?;
+        for (i, name) in self.types.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(name)?;
+        }
+        if self.more_types {
+            f.write_str(", and other types")?;
+        }
+        f.write_str(
+            " (written by a newer version? They authenticate and link like any other record; a current verifier can read them)",
+        )
+    }
+}
+
 /// The result of a verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
@@ -382,6 +450,10 @@ pub struct VerifyReport {
     pub findings_total: u64,
     /// Findings not kept in [`Self::findings`] (over the limit).
     pub findings_omitted: u64,
+    /// Authentic records of event types this build does not know (counted
+    /// in [`Self::records`] too). Not a finding: a log with such records is
+    /// intact if nothing else is wrong.
+    pub unknown_event_types: UnknownEventTypes,
 }
 
 impl VerifyReport {
@@ -453,7 +525,7 @@ pub(crate) struct LastRecord {
     pub(crate) seq: u64,
     pub(crate) hash: String,
     pub(crate) log_id: Option<String>,
-    pub(crate) event: AuditEvent,
+    pub(crate) event: RecordedEvent,
 }
 
 /// The finding a run of bad lines is being collapsed into.
@@ -479,6 +551,7 @@ pub(crate) struct ChainVerifier<'k> {
     findings_total: u64,
     run: Option<Run>,
     records: u64,
+    unknown_event_types: UnknownEventTypes,
     bad_lines: u64,
     files: usize,
     last: Option<LastRecord>,
@@ -515,6 +588,7 @@ impl<'k> ChainVerifier<'k> {
             findings_total: 0,
             run: None,
             records: 0,
+            unknown_event_types: UnknownEventTypes::default(),
             bad_lines: 0,
             files: 0,
             last: None,
@@ -695,7 +769,7 @@ impl<'k> ChainVerifier<'k> {
                     self.here(FindingKind::Reordered { seq });
                     self.fill_gap(seq);
                     self.seen.insert(seq);
-                    self.records = self.records.saturating_add(1);
+                    self.count_record(&rec.event);
                     self.expect = Some((expected, expected_prev));
                     return;
                 }
@@ -705,11 +779,11 @@ impl<'k> ChainVerifier<'k> {
             // lines: the first record is not linked to anything.
             self.linked = false;
         }
-        if let AuditEvent::LogCreated {
+        if let RecordedEvent::Known(AuditEvent::LogCreated {
             format,
             key_id,
             log_id,
-        } = &rec.event
+        }) = &rec.event
         {
             if seq == 1 && self.records == 0 {
                 if *format != rec.version {
@@ -729,10 +803,10 @@ impl<'k> ChainVerifier<'k> {
             }
         }
         self.seen.insert(seq);
-        self.records = self.records.saturating_add(1);
+        self.count_record(&rec.event);
         self.expect = Some((seq.saturating_add(1), rec.hash.clone()));
         self.pending_rotation = match &rec.event {
-            AuditEvent::Rotated { next_file } => {
+            RecordedEvent::Known(AuditEvent::Rotated { next_file }) => {
                 Some((next_file.clone(), Arc::clone(&self.file), line))
             }
             _ => None,
@@ -750,6 +824,15 @@ impl<'k> ChainVerifier<'k> {
             log_id: rec.log_id,
             event: rec.event,
         });
+    }
+
+    /// Counts an authentic record (noting an event type this build does not
+    /// know: not a finding).
+    fn count_record(&mut self, event: &RecordedEvent) {
+        self.records = self.records.saturating_add(1);
+        if let RecordedEvent::Unknown(unknown) = event {
+            self.unknown_event_types.note(unknown.kind());
+        }
     }
 
     /// A gap whose every missing record turns up later was a reordering.
@@ -848,6 +931,7 @@ impl<'k> ChainVerifier<'k> {
             findings: self.findings,
             findings_total: self.findings_total,
             findings_omitted: self.findings_total.saturating_sub(kept),
+            unknown_event_types: self.unknown_event_types,
         }
     }
 }
@@ -1437,6 +1521,165 @@ mod tests {
             .unwrap();
             assert_eq!((end, items), (0, vec![format!("1 torn {len} at 0")]));
         }
+    }
+
+    /// An authentic record whose event is `event_json` (a type this build
+    /// need not know), signed as `encode_line` signs.
+    fn signed_record(
+        key: &AuditKey,
+        log_id: &str,
+        seq: u64,
+        prev: &str,
+        event_json: &str,
+    ) -> String {
+        let body = format!(
+            r#"{{"v":2,"log":"{log_id}","seq":{seq},"ts":"t","worker":"a","event":{event_json},"prev":"{prev}""#
+        );
+        let mac = ring::hmac::sign(key.hmac_key(), body.as_bytes());
+        format!(r#"{body},"mac":"{}"}}"#, record::hex(mac.as_ref()))
+    }
+
+    /// A format 2 chain of 7 records whose 6th is of the event type
+    /// `from_the_future`; the 7th links to it.
+    fn chain_with_a_future_record(key: &AuditKey) -> Vec<String> {
+        let id = "0123456789abcdef0123456789abcdef";
+        let mut lines = chain(key, Some(id), 5, "a");
+        let prev = record::line_hash(lines[4].as_bytes());
+        lines.push(signed_record(
+            key,
+            id,
+            6,
+            &prev,
+            r#"{"type":"from_the_future","x":1}"#,
+        ));
+        let prev = record::line_hash(lines[5].as_bytes());
+        let event = AuditEvent::VramDeallocated {
+            shard_id: "s".into(),
+            gpu_device: 0,
+            bytes: 1,
+        };
+        let seventh = encode_line(key, Some(id), 7, "t", "a", &event, &prev).unwrap();
+        lines.push(String::from_utf8(seventh).unwrap().trim_end().to_owned());
+        lines
+    }
+
+    /// Forward compatibility: a record of an event type this build does not
+    /// know is not a finding; it counts, links, moves the head and can be a
+    /// checkpoint like any other, and the report names its type.
+    #[test]
+    fn a_record_of_an_unknown_event_type_is_counted_and_linked_not_found() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let lines = chain_with_a_future_record(&key);
+        let r = verify_lines(&lines, &key, None);
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!((r.records, r.bad_lines), (7, 0));
+        assert_eq!(r.head.as_ref().unwrap().seq, 7);
+        assert_eq!(
+            r.unknown_event_types,
+            UnknownEventTypes {
+                records: 1,
+                types: vec!["from_the_future".into()],
+                more_types: false,
+            }
+        );
+        assert_eq!(
+            r.genesis.unwrap().log_id,
+            "0123456789abcdef0123456789abcdef"
+        );
+
+        // As a checkpoint: its hash pins it.
+        let at_6 = Checkpoint {
+            seq: 6,
+            hash: record::line_hash(lines[5].as_bytes()),
+            log_id: r.log_id.clone(),
+        };
+        assert!(verify_lines(&lines, &key, Some(&at_6)).is_intact());
+        let r = verify_lines(&lines[..6], &key, Some(&at_6));
+        assert!(r.is_intact(), "{:?}", r.findings);
+        assert_eq!(r.head, Some(at_6.clone()));
+        let wrong = Checkpoint {
+            hash: "ab".repeat(32),
+            ..at_6
+        };
+        assert!(matches!(
+            kinds(&verify_lines(&lines, &key, Some(&wrong)))[..],
+            [(6, FindingKind::CheckpointMismatch { seq: 6, .. })]
+        ));
+
+        // A log without one has nothing to note.
+        let plain = verify_lines(&lines[..5], &key, None);
+        assert_eq!(plain.unknown_event_types, UnknownEventTypes::default());
+    }
+
+    /// Moved or replayed, such a record is classified like any other; a
+    /// moved one is still counted, a replayed copy is not counted twice.
+    #[test]
+    fn a_moved_or_replayed_unknown_record_is_classified_like_any_other() {
+        let key = AuditKey::from_bytes([9; 32]);
+        let lines = chain_with_a_future_record(&key);
+        let mut swapped = lines.clone();
+        swapped.swap(5, 6);
+        let r = verify_lines(&swapped, &key, None);
+        assert_eq!(
+            kinds(&r),
+            [
+                (6, FindingKind::Reordered { seq: 7 }),
+                (7, FindingKind::Reordered { seq: 6 })
+            ]
+        );
+        assert_eq!((r.records, r.unknown_event_types.records), (7, 1));
+
+        let mut replayed = lines.clone();
+        replayed.push(lines[5].clone());
+        let r = verify_lines(&replayed, &key, None);
+        assert_eq!(kinds(&r), [(8, FindingKind::Replayed { seq: 6 })]);
+        assert_eq!((r.records, r.unknown_event_types.records), (7, 1));
+    }
+
+    /// The note is bounded: exact count, at most `MAX_NAMED` names, each
+    /// escaped and cut, then "and other types".
+    #[test]
+    fn the_unknown_types_note_is_bounded_and_escaped() {
+        let mut t = UnknownEventTypes::default();
+        t.note("leases_granted");
+        t.note("leases_granted");
+        assert_eq!(
+            t.to_string(),
+            "2 record(s) of event types this build does not know: leases_granted (written by a newer version? They authenticate and link like any other record; a current verifier can read them)"
+        );
+        t.note("red\u{1b}[31m\n\"\\");
+        let long = "y".repeat(100);
+        t.note(&long);
+        assert_eq!(
+            t.types[1..],
+            [
+                r#"red\u{1b}[31m\u{a}\"\\"#.to_owned(),
+                format!("{}…(36 more bytes)", "y".repeat(64)),
+            ]
+        );
+        assert!(
+            t.to_string().contains(&format!(
+                ": leases_granted, {}, {} (written",
+                t.types[1], t.types[2]
+            )),
+            "{t}"
+        );
+        for i in 3..UnknownEventTypes::MAX_NAMED {
+            t.note(&format!("type_{i}"));
+        }
+        assert_eq!(t.types.len(), UnknownEventTypes::MAX_NAMED);
+        assert!(!t.more_types);
+        assert!(!t.to_string().contains("other types"), "{t}");
+        t.note("type_0");
+        t.note("type_3");
+        assert_eq!(t.types.len(), UnknownEventTypes::MAX_NAMED);
+        assert!(t.more_types);
+        assert_eq!(t.records, 3 + UnknownEventTypes::MAX_NAMED as u64);
+        assert!(
+            t.to_string()
+                .contains(", type_15, and other types (written"),
+            "{t}"
+        );
     }
 
     /// A log id change names a format 1 record's missing id in words.

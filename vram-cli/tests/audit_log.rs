@@ -726,3 +726,99 @@ fn audit_show_lists_filters_verifies_and_escapes() {
     assert_eq!(rows[rows.len() - 2]["authentic"], false);
     assert_eq!(rows[rows.len() - 1]["error"]["class"], "integrity");
 }
+
+/// `line` (a record of the log) with its event replaced by `event`, signed
+/// again under the log's audit key as docs/audit-log.md specifies (what a
+/// newer writer with the same secret writes).
+fn resigned_with_event(secret: &Path, line: &str, event: &str) -> String {
+    let key = vram_secrets::WorkerSecret::load_file(secret)
+        .unwrap()
+        .audit_key();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.expose_secret());
+    let open = r#","event":"#;
+    let start = line.find(open).unwrap() + open.len();
+    let end = line.rfind(r#","prev":""#).unwrap();
+    let body = format!("{}{event}{}", &line[..start], &line[end..line.len() - 74]);
+    let mac = ring::hmac::sign(&key, body.as_bytes());
+    let mac: String = mac.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!(r#"{body},"mac":"{mac}"}}"#)
+}
+
+/// Forward compatibility through the binary: a record of an event type this
+/// `vram` does not know, authentic and linked, leaves the log intact and is
+/// noted (its type escaped) by `audit verify` (text and JSON) and shown by
+/// `audit show`; the same record with a MAC bit flipped is still refused.
+#[test]
+fn a_record_of_an_unknown_event_type_is_noted_not_a_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = secret_file(dir.path());
+    let secret_arg = secret.to_str().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let a = model_file(dir.path(), "a.bin", 10_000, 1);
+    seal_once(&secret, &log, &a);
+    let text_of_log = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<String> = text_of_log.lines().map(str::to_owned).collect();
+    let total = lines.len();
+    let future = r#"{"type":"from_the_future\u001b[31m","x":1}"#;
+    let last = lines.pop().unwrap();
+    lines.push(resigned_with_event(&secret, &last, future));
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+
+    let out = verify(&secret, &log, &[]);
+    let t = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{t}{}", text(&out.stderr));
+    assert!(
+        t.contains(r"note: 1 record(s) of event types this build does not know: from_the_future\u{1b}[31m (written by a newer version?"),
+        "{t}"
+    );
+    assert!(t.contains(&format!("intact: {total} record(s)")), "{t}");
+    assert!(!out.stdout.contains(&0x1b), "{t}");
+
+    let out = verify(&secret, &log, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["intact"], true);
+    assert_eq!(
+        v["unknown_event_types"],
+        serde_json::json!({"records": 1, "types": [r"from_the_future\u{1b}[31m"], "more_types": false})
+    );
+
+    let out = show(&log, &["--secret-file", secret_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let row = text(&out.stdout).lines().last().unwrap().to_owned();
+    assert!(row.contains(r"from_the_future\u{1b}[31m"), "{row}");
+    assert!(
+        row.contains("ok   (event type unknown to this build) x=1"),
+        "{row}"
+    );
+    assert!(!out.stdout.contains(&0x1b), "{row}");
+    assert!(
+        text(&out.stderr).contains("vram: note: 1 record(s) of event types"),
+        "{}",
+        text(&out.stderr)
+    );
+    let rows = json_lines(&show(&log, &["--json", "--secret-file", secret_arg]));
+    assert_eq!(rows.len(), total);
+    assert_eq!(
+        rows[total - 1]["event"],
+        serde_json::json!({"type": "from_the_future\u{1b}[31m", "x": 1})
+    );
+    assert_eq!(rows[total - 1]["authentic"], true);
+
+    // One MAC bit flipped: refused as before.
+    let signed = lines.pop().unwrap();
+    let at = signed.len() - 3;
+    let digit = u8::from_str_radix(&signed[at..at + 1], 16).unwrap();
+    lines.push(format!(
+        "{}{:x}{}",
+        &signed[..at],
+        digit ^ 1,
+        &signed[at + 1..]
+    ));
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = verify(&secret, &log, &[]);
+    let t = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("bad MAC"), "{t}");
+    assert!(!t.contains("note:"), "{t}");
+}

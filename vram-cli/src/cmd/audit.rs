@@ -72,6 +72,7 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             "findings_total": report.findings_total,
             "findings_omitted": report.findings_omitted,
             "findings": report.findings,
+            "unknown_event_types": report.unknown_event_types,
         });
         if let (Err(e), Some(obj)) = (&verdict, v.as_object_mut()) {
             obj.insert("error".into(), e.to_json());
@@ -117,6 +118,11 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             println!(
                 "note: format 1 log: its records are not bound to its log id; only a checkpoint tells it apart from another log under the same key"
             );
+        }
+        if report.unknown_event_types.records > 0 {
+            // Not a finding: authentic, linked records a newer writer wrote.
+            // The type names in it are escaped and bounded by vram-audit.
+            println!("note: {}", report.unknown_event_types);
         }
         if report.is_intact() {
             println!(
@@ -294,6 +300,9 @@ pub(crate) fn show(args: &AuditShowArgs, quiet: bool) -> Result<(), CliError> {
         Some(r) => {
             if !quiet {
                 eprintln!("vram: chain intact: {} record(s) verified", r.records);
+                if r.unknown_event_types.records > 0 {
+                    eprintln!("vram: note: {}", r.unknown_event_types);
+                }
             }
             Ok(())
         }
@@ -313,26 +322,35 @@ fn table_row(r: &ShownRecord) -> String {
         r.seq,
         escape_for_log(&r.ts, 30),
         escape_for_log(&r.worker, 16),
-        r.event.kind(),
+        // The writer's text when this build does not know the type.
+        escape_for_log(r.event.kind(), 24),
         escape_for_log(r.event.shard_id().unwrap_or("-"), 64),
         escape_for_log(&summary(r), 160),
     )
 }
 
-/// The event's other fields, `key=value` (strings unquoted, the rest as JSON).
+/// The event's other fields, `key=value` (strings unquoted, the rest as JSON);
+/// for an event of a type this build does not know, all of them as written
+/// (`--json` prints its object verbatim), after a note saying so.
 fn summary(r: &ShownRecord) -> String {
+    let unknown = r.event.known().is_none();
     let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&r.event) else {
         return String::new();
     };
-    fields
+    let fields = fields
         .iter()
-        .filter(|(k, _)| k.as_str() != "type" && k.as_str() != "shard_id")
+        .filter(|(k, _)| k.as_str() != "type" && (unknown || k.as_str() != "shard_id"))
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => format!("{k}={s}"),
             other => format!("{k}={other}"),
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    if unknown {
+        format!("(event type unknown to this build) {fields}")
+    } else {
+        fields
+    }
 }
 
 /// A `--since`/`--until` time, in the form records store theirs
