@@ -128,8 +128,24 @@ fn a_cached_model_is_sealed_by_name_with_its_revision_in_the_audit_log() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shards = v["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 1, "only the weights go to the device");
-    let reference = format!("hf://org/tiny@{COMMIT}/model.safetensors");
+    // One model: its reference names the exact revision; the row names the file.
+    let reference = format!("hf://org/tiny@{COMMIT}");
     assert_eq!(shards[0]["model_ref"], reference.as_str());
+    assert_eq!(
+        shards[0]["file"],
+        format!("{reference}/model.safetensors").as_str()
+    );
+    let bound: Vec<&str> = v["model"]["bound_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bound,
+        ["config.json", "tokenizer.json"],
+        "bound, not sealed"
+    );
     let sha = hex(ring::digest::digest(&ring::digest::SHA256, &weights()).as_ref());
     assert_eq!(
         shards[0]["sha256"],

@@ -218,6 +218,16 @@ pub enum VramError {
         reason: String,
     },
 
+    /// Sealing one weights file of a snapshot failed; `source` says how
+    /// (its class is this error's class).
+    #[error("{file}: {source}")]
+    InModelFile {
+        /// The file's name in the snapshot, escaped.
+        file: String,
+        /// What went wrong with it.
+        source: Box<VramError>,
+    },
+
     /// A small file was asked of a sealed model that did not bind it.
     #[error("the model has no bound file named {name}")]
     UnknownModelFile {
@@ -295,6 +305,7 @@ impl VramError {
     /// The class of this error.
     pub fn class(&self) -> ErrorClass {
         match self {
+            Self::InModelFile { source, .. } => source.class(),
             Self::InsufficientVram { .. } | Self::AllocationFailed { .. } => ErrorClass::Retriable,
             Self::SealInvalid { .. }
             | Self::IntegrityViolation { .. }
@@ -339,6 +350,7 @@ impl VramError {
     pub fn corrupt_ranges(&self) -> &[CorruptRange] {
         match self {
             Self::IntegrityViolation { corrupt, .. } => corrupt,
+            Self::InModelFile { source, .. } => source.corrupt_ranges(),
             _ => &[],
         }
     }

@@ -830,7 +830,13 @@ impl VramManager {
         for ((mut part, file), name) in requests.into_iter().zip(&weights).zip(&layout.weights) {
             part.expected_sha256 = request.expected_sha256.get(name).cloned();
             // On error, `shards` drops here and releases every earlier part.
-            shards.push(self.seal_file(&part, file)?);
+            let shard = self
+                .seal_file(&part, file)
+                .map_err(|e| VramError::InModelFile {
+                    file: vram_validation::escape_for_log(name, 200),
+                    source: Box::new(e),
+                })?;
+            shards.push(shard);
         }
         tracing::info!(
             model = %request.model_ref.as_str(),

@@ -256,7 +256,17 @@ fn a_wrong_expected_digest_seals_nothing_and_releases_the_first_shard() {
         vram_residency::Sha256Hex::new(&"ab".repeat(32)).unwrap(),
     );
     let e = f.manager.seal_snapshot(&req).unwrap_err();
-    assert!(matches!(e, VramError::DigestMismatch { .. }), "{e}");
+    let VramError::InModelFile { file, source } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(file, "model-00002-of-00002.safetensors");
+    assert!(matches!(**source, VramError::DigestMismatch { .. }), "{e}");
+    assert!(e.is_fatal(), "the class is the source's");
+    assert!(
+        e.to_string()
+            .starts_with("model-00002-of-00002.safetensors: expected SHA-256"),
+        "{e}"
+    );
     f.assert_no_leaks();
     assert_eq!(f.audit_count("vram_sealed"), 1);
     assert_eq!(f.audit_count("vram_deallocated"), 2);

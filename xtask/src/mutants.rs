@@ -16,7 +16,13 @@ use std::process::Stdio;
 pub(crate) const FILES: &[(&str, &[&str])] = &[
     (
         "vram-crypto",
-        &["src/seal.rs", "src/tree.rs", "src/digest.rs", "src/diff.rs"],
+        &[
+            "src/seal.rs",
+            "src/model.rs",
+            "src/tree.rs",
+            "src/digest.rs",
+            "src/diff.rs",
+        ],
     ),
     (
         "vram-audit",
@@ -26,7 +32,10 @@ pub(crate) const FILES: &[(&str, &[&str])] = &[
         "vram-secrets",
         &["src/hkdf.rs", "src/key.rs", "src/file.rs"],
     ),
-    ("vram-residency", &["src/verify.rs", "src/lease.rs"]),
+    (
+        "vram-residency",
+        &["src/verify.rs", "src/lease.rs", "src/model.rs"],
+    ),
 ];
 
 const INSTALL: &str = "cargo install cargo-mutants --locked";

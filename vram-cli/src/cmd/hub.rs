@@ -5,16 +5,12 @@ use crate::cli::VerifyCacheArgs;
 use crate::exit::{shown_path, CliError};
 use std::path::PathBuf;
 use vram_hub::{CachedFile, Expected, FileCheck, HubCache, HubError, HubRef, Snapshot};
-use vram_validation::{ModelRef, OutputLine, Sha256Hex};
+use vram_validation::{OutputLine, Sha256Hex};
 
-/// One file of a cached model to seal.
+/// One weights file of a cached model.
 pub(crate) struct HubInput {
     /// How messages and output name it: `hf://ORG/NAME@COMMIT/FILE`.
     pub(crate) shown: PathBuf,
-    /// The blob to read.
-    pub(crate) file: std::fs::File,
-    pub(crate) len: u64,
-    pub(crate) model_ref: ModelRef,
     /// The SHA-256 its blob name promises, checked in the sealing pass.
     pub(crate) expected: Option<Sha256Hex>,
 }
@@ -65,17 +61,13 @@ fn corrupt(snapshot: &Snapshot, f: &CachedFile, expected: Expected, actual: &str
     )
 }
 
-/// The files of a cached model that `vram seal` puts on the device: every
-/// `*.safetensors` file, each with the SHA-256 its blob name promises (checked
-/// in the sealing pass, no extra read). The small files (config, tokenizer:
-/// git blob ids) are checked on the host first; one that does not match stops
-/// everything before a byte is sealed. Other large files (`.bin`, `.onnx`
-/// copies of the weights) are neither sealed nor read; a note lists them.
-pub(crate) fn seal_inputs(text: &str, quiet: bool) -> Result<Vec<HubInput>, CliError> {
-    snapshot_inputs(text, quiet).map(|(_, inputs)| inputs)
-}
-
-/// [`seal_inputs`] with the snapshot they come from.
+/// The weights files of a cached model, each with the SHA-256 its blob name
+/// promises (checked in the sealing pass, no extra read), and the snapshot
+/// they come from. The small files (config, tokenizer: git blob ids) are
+/// checked on the host first; one that does not match stops everything
+/// before a byte is sealed. Which of the weights files are the model (a
+/// single `model.safetensors`, or the shards of its index) is the layout's
+/// call (`vram_hub::ModelLayout`), made by the caller.
 pub(crate) fn snapshot_inputs(
     text: &str,
     quiet: bool,
@@ -123,12 +115,7 @@ pub(crate) fn snapshot_inputs(
             snapshot.reference()
         )));
     }
-    if !quiet && !skipped.is_empty() {
-        let mut line = OutputLine::new();
-        line.push("vram: note: not sealed (check them with `vram verify-cache`): ")
-            .field(&skipped.join(", "));
-        eprintln!("{line}");
-    }
+    tracing::debug!(files = ?skipped, "not weights: checked on the host, not sealed in device memory");
     Ok((snapshot, inputs))
 }
 
@@ -137,15 +124,8 @@ fn weights_input(
     f: &CachedFile,
     expected: Option<Sha256Hex>,
 ) -> Result<HubInput, CliError> {
-    let shown = shown_name(snapshot, f);
-    let file = std::fs::File::open(&f.path).map_err(|e| crate::exit::io_error(&shown, &e))?;
-    let model_ref = ModelRef::new(&shown.to_string_lossy())
-        .map_err(|e| CliError::usage(format!("{}: {e}", shown_path(&shown))))?;
     Ok(HubInput {
-        shown,
-        file,
-        len: f.len,
-        model_ref,
+        shown: shown_name(snapshot, f),
         expected,
     })
 }

@@ -206,20 +206,23 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         }
         signed_model = Some(plan.model);
     }
-    let mut snapshot_dir = None;
+    let mut snapshot: Option<SnapshotInput> = None;
     for path in args.files.iter().filter(|_| signed_model.is_none()) {
         if let Some(model) = path.to_str().filter(|p| p.starts_with("hf://")) {
-            for h in super::hub::seal_inputs(model, quiet)? {
-                let model_ref = model_ref_flag.clone().unwrap_or(h.model_ref);
-                inputs.push(Input {
-                    path: h.shown,
-                    file: h.file,
-                    len: h.len,
-                    model_ref,
-                    expected: h.expected,
-                    provenance: None,
-                });
+            if args.files.len() != 1 || expected.is_some() {
+                return Err(CliError::usage(format!(
+                    "{model}: a cached model is sealed on its own, as one model \
+                     (without --expect-sha256: each blob's name gives its digest)"
+                )));
             }
+            // Checks the small files against their blob names first.
+            let located = crate::worker::locate(model, quiet)?;
+            vram_hub::ModelLayout::of_dir(&located.dir)
+                .map_err(|e| CliError::usage(format!("{model}: {e}")))?;
+            snapshot = Some(SnapshotInput {
+                shown: located.model_ref.as_str().to_owned(),
+                location: located,
+            });
             continue;
         }
         let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
@@ -237,7 +240,16 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                 vram_hub::HubError::Io { .. } => CliError::env(e.to_string()),
                 _ => CliError::usage(e.to_string()),
             })?;
-            snapshot_dir = Some(path.clone());
+            let model_ref = dir_model_ref(path)?;
+            snapshot = Some(SnapshotInput {
+                shown: path.to_string_lossy().into_owned(),
+                location: crate::worker::ModelLocation {
+                    dir: path.clone(),
+                    weights: path.join(vram_hub::SINGLE_WEIGHTS_FILE),
+                    model_ref,
+                    expected_sha256: std::collections::BTreeMap::new(),
+                },
+            });
             continue;
         }
         if meta.len() == 0 {
@@ -293,13 +305,13 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     let mut shards: Vec<Arc<SealedShard>> = Vec::new();
     let mut rows = Vec::new();
     let mut model_json = None;
-    if let Some(dir) = &snapshot_dir {
+    if let Some(input) = &snapshot {
         match seal_snapshot(
             &mgr,
             &selection,
             args,
             policy,
-            dir,
+            input,
             model_ref_flag.clone(),
             quiet,
         ) {
@@ -531,6 +543,29 @@ fn verify_and_report(
     Ok(row)
 }
 
+/// A snapshot to seal as one model, and how output names it (the directory,
+/// or `hf://ORG/NAME@COMMIT`).
+struct SnapshotInput {
+    shown: String,
+    location: crate::worker::ModelLocation,
+}
+
+/// `file:NAME` for a snapshot directory: its own name (a hub snapshot's is
+/// its commit).
+fn dir_model_ref(dir: &std::path::Path) -> Result<ModelRef, CliError> {
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into());
+    file_model_ref(&name).map_err(|e| {
+        CliError::usage(format!(
+            "{}: cannot derive a model reference from the directory name ({e}); pass --model-ref",
+            shown_path(dir)
+        ))
+    })
+}
+
 /// A sealed snapshot's shards, their JSON rows, and the model's JSON object.
 type SealedSnapshot = (
     Vec<Arc<SealedShard>>,
@@ -547,31 +582,20 @@ fn seal_snapshot(
     selection: &crate::devices::Selection,
     args: &SealArgs,
     policy: VerifyPolicy,
-    dir: &std::path::Path,
+    input: &SnapshotInput,
     model_ref: Option<ModelRef>,
     quiet: bool,
 ) -> Result<SealedSnapshot, CliError> {
-    let model_ref = match model_ref {
-        Some(r) => r,
-        None => {
-            let name = dir
-                .canonicalize()
-                .ok()
-                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "model".into());
-            file_model_ref(&name).map_err(|e| {
-                CliError::usage(format!(
-                    "{}: cannot derive a model reference from the directory name ({e}); pass --model-ref",
-                    shown_path(dir)
-                ))
-            })?
-        }
-    };
-    let request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target);
+    let location = &input.location;
+    let dir = location.dir.as_path();
+    let shown = std::path::Path::new(&input.shown);
+    let model_ref = model_ref.unwrap_or_else(|| location.model_ref.clone());
+    let mut request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target);
+    request.expected_sha256 = location.expected_sha256.clone();
     let t0 = Instant::now();
     let model = mgr
         .seal_snapshot(&request)
-        .map_err(|e| file_error(dir, e))?;
+        .map_err(|e| file_error(shown, e))?;
     let seal_secs = t0.elapsed().as_secs_f64();
     let mut rows = Vec::with_capacity(model.shards().len());
     for (shard, name) in model.shards().iter().zip(model.weight_files()) {
@@ -579,7 +603,7 @@ fn seal_snapshot(
             mgr,
             args,
             policy,
-            &dir.join(name),
+            &shown.join(name),
             shard,
             None,
         )?);
@@ -591,6 +615,7 @@ fn seal_snapshot(
         .collect();
     let json = serde_json::json!({
         "model_ref": model.model_ref().as_str(),
+        "model": input.shown,
         "dir": dir.to_string_lossy(),
         "weights": model.weight_files(),
         "bound_files": files,
@@ -601,16 +626,14 @@ fn seal_snapshot(
     });
     if !args.json {
         let mut line = OutputLine::new();
-        line.push("model ")
-            .field(&dir.to_string_lossy())
-            .push(&format!(
-                "  {}  {} shard(s)  {} bytes  sealed in {seal_secs:.3} s ({:.2} GB/s)  binding {}",
-                model.model_ref(),
-                model.shards().len(),
-                model.vram_bytes(),
-                gbps(model.vram_bytes(), seal_secs),
-                model.binding_tag()
-            ));
+        line.push("model ").field(&input.shown).push(&format!(
+            "  {}  {} shard(s)  {} bytes  sealed in {seal_secs:.3} s ({:.2} GB/s)  binding {}",
+            model.model_ref(),
+            model.shards().len(),
+            model.vram_bytes(),
+            gbps(model.vram_bytes(), seal_secs),
+            model.binding_tag()
+        ));
         println!("{line}");
         for f in model.files() {
             let mut line = OutputLine::new();
