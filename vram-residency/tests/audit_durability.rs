@@ -302,3 +302,26 @@ fn an_audit_file_opened_by_the_manager_is_never_the_secret() {
         "log_created, vram_allocated, vram_sealed, vram_deallocated"
     );
 }
+
+/// A sealed model's release says when a deallocation could not be
+/// recorded, as a shard's does (every shard is released either way).
+#[test]
+fn a_model_release_reports_a_deallocation_that_could_not_be_recorded() {
+    let s = Setup::new("vram_deallocated", true);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), pattern(100_000, 4)).unwrap();
+    let request = vram_residency::SnapshotRequest::new(
+        dir.path(),
+        vram_residency::ModelRef::new("m").unwrap(),
+        0,
+    );
+    let model = s.manager.seal_snapshot(&request).unwrap();
+    let err = model.release().unwrap_err();
+    assert!(matches!(err, VramError::Audit(_)), "{err}");
+    s.assert_released();
+
+    s.failing.store(false, Ordering::SeqCst);
+    let model = s.manager.seal_snapshot(&request).unwrap();
+    model.release().unwrap();
+    s.assert_released();
+}

@@ -124,6 +124,8 @@ fn a_sharded_snapshot_is_one_model_and_its_tensors_lease_by_name() {
         assert_eq!(shard.set_id(), shards[0].set_id());
         assert_eq!(shard.model_ref().as_str(), "test/sharded");
     }
+    assert!(model.has_file("1_Pooling/config.json") && model.has_file("tokenizer.json"));
+    assert!(!model.has_file("README.md") && !model.has_file("model-00001-of-00002.safetensors"));
     assert_eq!(shards[0].vram_bytes(), s.first.len() as u64);
     assert_eq!(model.vram_bytes(), (s.first.len() + s.second.len()) as u64);
     assert_eq!(f.audit_count("vram_sealed"), 2);
@@ -145,6 +147,66 @@ fn a_sharded_snapshot_is_one_model_and_its_tensors_lease_by_name() {
     model.release().unwrap();
     f.assert_no_leaks();
     assert_eq!(f.audit_count("vram_deallocated"), 2);
+
+    // Taken apart, the shards are the model's, in position order.
+    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let ids: Vec<String> = model
+        .shards()
+        .iter()
+        .map(|s| s.shard_id().to_string())
+        .collect();
+    let shards = model.into_shards();
+    assert_eq!(
+        shards
+            .iter()
+            .map(|s| s.shard_id().to_string())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(shards.len(), 2);
+}
+
+/// A small file may be up to MAX_BOUND_FILE_BYTES, not one byte more.
+#[test]
+fn bound_files_are_capped_at_64_mib_exactly() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let tokenizer = s.dir.path().join("tokenizer.json");
+    let set_len = |n: u64| {
+        std::fs::File::options()
+            .write(true)
+            .truncate(true)
+            .open(&tokenizer)
+            .unwrap()
+            .set_len(n)
+            .unwrap();
+    };
+    // A large tokenizer (2 MiB) is fine; so is one of exactly the cap.
+    set_len(2 * MIB);
+    f.manager
+        .seal_snapshot(&request(&s))
+        .unwrap()
+        .release()
+        .unwrap();
+    set_len(vram_residency::MAX_BOUND_FILE_BYTES);
+    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    assert_eq!(
+        f.manager
+            .model_file(&model, "tokenizer.json")
+            .unwrap()
+            .len() as u64,
+        vram_residency::MAX_BOUND_FILE_BYTES
+    );
+    model.release().unwrap();
+    set_len(vram_residency::MAX_BOUND_FILE_BYTES + 1);
+    let e = f.manager.seal_snapshot(&request(&s)).unwrap_err();
+    assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("tokenizer.json is larger than 67108864 bytes"),
+        "{e}"
+    );
+    f.assert_no_leaks();
 }
 
 #[test]
