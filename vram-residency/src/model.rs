@@ -376,17 +376,8 @@ pub(crate) fn shard_policies(
         .iter()
         .map(|s| leaves(s))
         .fold(0u64, u64::saturating_add);
-    let mut counts = vec![0u32; model.shards.len()];
-    for mut index in crate::sampling::random_leaf_indices(total, k)? {
-        for (shard, count) in model.shards.iter().zip(counts.iter_mut()) {
-            let n = leaves(shard);
-            if index < n {
-                *count = count.saturating_add(1);
-                break;
-            }
-            index = index.saturating_sub(n);
-        }
-    }
+    let per_shard: Vec<u64> = model.shards.iter().map(|s| leaves(s)).collect();
+    let counts = spread(&crate::sampling::random_leaf_indices(total, k)?, &per_shard);
     Ok(counts
         .into_iter()
         .map(|c| {
@@ -399,6 +390,23 @@ pub(crate) fn shard_policies(
             }
         })
         .collect())
+}
+
+/// How many of `indices` (leaf indices over the whole model, shard after
+/// shard) fall in each shard of `leaves` leaves.
+fn spread(indices: &[u64], leaves: &[u64]) -> Vec<u32> {
+    let mut counts = vec![0u32; leaves.len()];
+    for &index in indices {
+        let mut index = index;
+        for (&n, count) in leaves.iter().zip(counts.iter_mut()) {
+            if index < n {
+                *count = count.saturating_add(1);
+                break;
+            }
+            index = index.saturating_sub(n);
+        }
+    }
+    counts
 }
 
 /// Access to a sealed model's weights, granted after every shard's
@@ -513,5 +521,20 @@ impl ModelTensors<'_> {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn model_leaf_indices_are_counted_in_their_shards() {
+        // Shards of 3, 1 and 2 leaves: indices 0-2, 3, 4-5.
+        assert_eq!(spread(&[0, 2, 3, 4, 5, 5], &[3, 1, 2]), [2, 1, 3]);
+        assert_eq!(spread(&[3], &[3, 1, 2]), [0, 1, 0]);
+        assert_eq!(spread(&[], &[3, 1, 2]), [0, 0, 0]);
+        // Beyond the last leaf: counted nowhere.
+        assert_eq!(spread(&[6], &[3, 1, 2]), [0, 0, 0]);
     }
 }

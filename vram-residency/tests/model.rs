@@ -130,12 +130,31 @@ fn a_sharded_snapshot_is_one_model_and_its_tensors_lease_by_name() {
     assert_eq!(model.vram_bytes(), (s.first.len() + s.second.len()) as u64);
     assert_eq!(f.audit_count("vram_sealed"), 2);
 
+    // Fresh: no full verification yet, so a `recent:` lease runs one on
+    // every shard; right after it, a sample.
+    let recent = LeasePolicy::RecentFull {
+        max_age: std::time::Duration::from_secs(3600),
+        leaves: 1,
+    };
+    for expect_full in [true, false] {
+        let lease = f.manager.lease_model(&model, recent).unwrap();
+        assert_eq!(lease.policy(), recent);
+        for v in lease.verifications() {
+            assert_eq!(
+                v.policy == vram_residency::VerifyPolicy::Full,
+                expect_full,
+                "{v:?}"
+            );
+        }
+    }
     let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
+    assert_eq!(lease.policy(), LeasePolicy::Full);
     let (leaves, bytes, _) = lease.verification_cost();
     assert_eq!(bytes, model.vram_bytes());
     assert!(leaves >= 2);
     let tensors = lease.tensors().unwrap();
     assert_eq!(tensors.len(), 4);
+    assert!(!tensors.is_empty());
     let t = tensors.get("encoder.1.weight").unwrap();
     assert_eq!((t.dtype(), t.shape()), ("U8", &[3, LEAF][..]));
     assert_eq!(t.host_bytes().unwrap(), &s.encoder_1[..]);
