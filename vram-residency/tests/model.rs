@@ -466,3 +466,17 @@ fn a_single_file_snapshot_is_a_model_of_one_shard() {
         &pattern(100, 4)[..]
     );
 }
+
+/// Weights whose safetensors header names no tensor: a model with no tensors.
+#[test]
+fn a_model_without_tensors_has_an_empty_tensor_set() {
+    let f = fixture(64 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "model.safetensors", &safetensors(&[]));
+    let req = SnapshotRequest::new(dir.path(), ModelRef::new("empty").unwrap(), 0);
+    let model = f.manager.seal_snapshot(&req).unwrap();
+    let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
+    let tensors = lease.tensors().unwrap();
+    assert!(tensors.is_empty());
+    assert_eq!(tensors.len(), 0);
+}
