@@ -76,7 +76,7 @@ fn one_json_line_per_request_errors_included_and_serving_goes_on() {
         );
         assert!((norm(&v) - 1.0).abs() < 1e-5);
         // Computed on a lease: what its verification checked, reported. The
-        // tiny model is one 1 MiB leaf, so sampled:2 runs as full.
+        // tiny model is one 1 MiB leaf, so sampled:1 runs as full.
         let lease = &got[line]["lease"];
         assert_eq!(lease["policy"], "full", "{}", got[line]);
         assert_eq!(lease["leaves_checked"], 1, "{}", got[line]);
