@@ -147,9 +147,11 @@ pub(crate) struct DeviceArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct SealArgs {
-    /// Model files to seal (one shard each), or hf://ORG/NAME(@REVISION): the
-    /// *.safetensors files of a model in the local Hugging Face cache, each
-    /// checked against the SHA-256 its blob is named by.
+    /// Model files to seal (one shard each); or one snapshot directory, or
+    /// hf://ORG/NAME(@REVISION) in the local Hugging Face cache, sealed as
+    /// one model: model.safetensors or the shards its index names (each
+    /// cached blob checked against the SHA-256 it is named by), with the
+    /// config and tokenizer files bound to the seals.
     #[arg(required = true)]
     pub(crate) files: Vec<PathBuf>,
     #[command(flatten)]
