@@ -132,6 +132,17 @@ pub enum AuditEvent {
         /// Why.
         reason: String,
     },
+    /// A small file bound to a sealed model (its config, tokenizer, pooling
+    /// config) was refused to the engine that asked for it: it changed since
+    /// the model was sealed, or the model's binding does not verify.
+    ModelFileRefused {
+        /// The model's reference.
+        model: String,
+        /// The file's name in the snapshot.
+        file: String,
+        /// Why (both digests for a changed file).
+        reason: String,
+    },
     /// Leases granted on a shard since the previous record of this kind for
     /// it, aggregated so that a busy server writes one record per shard per
     /// interval (and one when the shard is released), not one per request.
@@ -240,6 +251,7 @@ impl AuditEvent {
             | Self::VerificationIncomplete { .. }
             | Self::PolicyViolation { .. }
             | Self::LeaseRefused { .. }
+            | Self::ModelFileRefused { .. }
             | Self::SealFailed { .. } => Severity::Critical,
             Self::VramAllocationFailed { .. } | Self::TornTailRecovered { .. } => Severity::Warning,
             Self::VramSealed { .. }
@@ -267,6 +279,7 @@ impl AuditEvent {
             | Self::VramAllocated { shard_id, .. }
             | Self::VramDeallocated { shard_id, .. } => Some(shard_id),
             Self::VramAllocationFailed { .. }
+            | Self::ModelFileRefused { .. }
             | Self::PolicyViolation { .. }
             | Self::LogCreated { .. }
             | Self::LogOpened { .. }
@@ -279,12 +292,13 @@ impl AuditEvent {
     /// gives them. A record of another type is an [`UnknownEvent`]; a record
     /// of one of these types that does not parse is malformed. (A test checks
     /// this list against serde's.)
-    pub(crate) const KINDS: [&'static str; 15] = [
+    pub(crate) const KINDS: [&'static str; 16] = [
         "vram_sealed",
         "seal_verified",
         "seal_verification_failed",
         "verification_incomplete",
         "lease_refused",
+        "model_file_refused",
         "leases_granted",
         "seal_failed",
         "vram_allocated",
@@ -306,6 +320,7 @@ impl AuditEvent {
             Self::SealVerificationFailed { .. } => "seal_verification_failed",
             Self::VerificationIncomplete { .. } => "verification_incomplete",
             Self::LeaseRefused { .. } => "lease_refused",
+            Self::ModelFileRefused { .. } => "model_file_refused",
             Self::LeasesGranted { .. } => "leases_granted",
             Self::SealFailed { .. } => "seal_failed",
             Self::VramAllocated { .. } => "vram_allocated",
@@ -472,6 +487,11 @@ mod tests {
                 policy: "sampled:4".into(),
                 reason: "r".into(),
             },
+            AuditEvent::ModelFileRefused {
+                model: "m".into(),
+                file: "tokenizer.json".into(),
+                reason: "r".into(),
+            },
             AuditEvent::LeasesGranted {
                 shard_id: "s".into(),
                 gpu_device: 0,
@@ -632,13 +652,13 @@ mod tests {
 
     #[test]
     fn a_recorded_event_says_what_it_knows() {
-        let known = RecordedEvent::Known(all().remove(7));
+        let known = RecordedEvent::Known(all().remove(8));
         assert_eq!(known.kind(), "vram_allocated");
         assert_eq!(known.shard_id(), Some("s"));
-        assert_eq!(known.known(), Some(&all()[7]));
+        assert_eq!(known.known(), Some(&all()[8]));
         assert_eq!(
             serde_json::to_string(&known).unwrap(),
-            serde_json::to_string(&all()[7]).unwrap()
+            serde_json::to_string(&all()[8]).unwrap()
         );
 
         let json = r#"{"type":"from_the_future","shard_id":"s"}"#;
@@ -668,8 +688,8 @@ mod tests {
         assert_eq!(
             sev,
             [
-                Info, Info, Critical, Critical, Critical, Info, Critical, Info, Warning, Info,
-                Critical, Info, Info, Warning, Info
+                Info, Info, Critical, Critical, Critical, Critical, Info, Critical, Info, Warning,
+                Info, Critical, Info, Info, Warning, Info
             ]
         );
     }

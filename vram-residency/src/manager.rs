@@ -877,8 +877,23 @@ impl VramManager {
     /// for a file that is not bound; [`VramError::ModelFileChanged`] (fatal)
     /// when the file is no longer what was sealed; [`VramError::Io`].
     pub fn model_file(&self, model: &crate::SealedModel, name: &str) -> Result<Vec<u8>, VramError> {
-        self.check_model(model)?;
-        crate::model::read_bound(model, name)
+        let read = self
+            .check_model(model)
+            .and_then(|()| crate::model::read_bound(model, name));
+        if let Err(e) = &read {
+            if e.is_fatal() {
+                // The refusal is what the caller must see; an audit failure
+                // on top of it is counted and logged, not substituted.
+                self.inner
+                    .audit
+                    .record_secondary(AuditEvent::ModelFileRefused {
+                        model: model.model_ref().to_string(),
+                        file: vram_validation::escape_for_log(name, 200),
+                        reason: e.to_string(),
+                    });
+            }
+        }
+        read
     }
 
     /// Leases a whole model: checks its binding, then leases every shard

@@ -281,14 +281,32 @@ fn small_files_are_given_only_as_sealed() {
         text.contains("tokenizer.json changed since the model was sealed"),
         "{text}"
     );
+    // Audited at once, critical, naming the file and both digests.
+    let refused: Vec<String> = f
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("\"type\":\"model_file_refused\""))
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("\"file\":\"tokenizer.json\"")
+            && refused[0].contains(&vram_crypto::sha256(br#"{"version":"1.1"}"#).to_string()),
+        "{}",
+        refused[0]
+    );
     // Same length, other bytes: the SHA-256 catches it.
     write(s.dir.path(), "config.json", br#"{"model_type":"bart"}"#);
     let e = f.manager.model_file(&model, "config.json").unwrap_err();
     assert!(matches!(e, VramError::ModelFileChanged { .. }), "{e}");
-    // Gone.
+    // Gone: an I/O error, not audited as a refusal; neither is an unknown name.
     std::fs::remove_file(s.dir.path().join("modules.json")).unwrap();
     let e = f.manager.model_file(&model, "modules.json").unwrap_err();
     assert!(matches!(e, VramError::Io { .. }), "{e}");
+    assert_eq!(
+        f.audit_count("model_file_refused"),
+        2,
+        "tokenizer and config"
+    );
     // The weights are unaffected: the model still leases.
     drop(f.manager.lease_model(&model, LeasePolicy::Full).unwrap());
 }
