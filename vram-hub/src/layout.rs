@@ -51,6 +51,8 @@ pub const INFERENCE_FILES: &[&str] = &[
 
 /// Most sentence-transformers modules read from `modules.json`.
 const MAX_MODULES: usize = 64;
+/// Largest `modules.json` read.
+const MAX_MODULES_BYTES: u64 = 1024 * 1024;
 
 /// What a snapshot directory holds, by name (relative to the directory,
 /// `/`-separated).
@@ -211,7 +213,7 @@ fn index_shards(dir: &Path) -> Result<Vec<String>, HubError> {
 /// The `config.json` of each sentence-transformers module that has one
 /// (`1_Pooling/config.json`), in `modules.json`'s order.
 fn module_configs(dir: &Path) -> Result<Vec<String>, HubError> {
-    let bytes = read_capped(dir, "modules.json", 1024 * 1024)?;
+    let bytes = read_capped(dir, "modules.json", MAX_MODULES_BYTES)?;
     let modules: Vec<Module> = serde_json::from_slice(&bytes).map_err(|e| {
         layout(
             dir,
@@ -252,7 +254,11 @@ fn module_configs(dir: &Path) -> Result<Vec<String>, HubError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation
+)]
 mod tests {
     use super::*;
 
@@ -378,5 +384,75 @@ mod tests {
         let l = ModelLayout::of_dir(d.path()).unwrap();
         assert_eq!(l.weights, ["model.safetensors"]);
         assert!(!l.inference_files.iter().any(|f| f == WEIGHTS_INDEX_FILE));
+    }
+
+    /// `text` padded with spaces (still the same JSON) to exactly `len` bytes.
+    fn padded(text: &str, len: u64) -> String {
+        let mut s = text.to_owned();
+        s.extend(std::iter::repeat_n(' ', len as usize - text.len()));
+        s
+    }
+
+    #[test]
+    fn the_index_is_read_up_to_its_cap_exactly() {
+        let index = r#"{"weight_map":{"a":"x.safetensors"}}"#;
+        for (len, ok) in [
+            (2 * 1024 * 1024, true),
+            (MAX_INDEX_BYTES, true),
+            (MAX_INDEX_BYTES + 1, false),
+        ] {
+            let d = dir_with(&[("x.safetensors", "")]);
+            std::fs::write(d.path().join(WEIGHTS_INDEX_FILE), padded(index, len)).unwrap();
+            match ModelLayout::of_dir(d.path()) {
+                Ok(l) => assert!(ok, "{len}: {l:?}"),
+                Err(e) => {
+                    assert!(!ok, "{len}: {e}");
+                    assert!(
+                        e.to_string().contains("is larger than 16777216 bytes"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_index_may_name_up_to_4096_files() {
+        for (n, ok) in [(MAX_WEIGHT_FILES, true), (MAX_WEIGHT_FILES + 1, false)] {
+            let d = tempfile::tempdir().unwrap();
+            let mut map = serde_json::Map::new();
+            for i in 0..n {
+                let name = format!("m-{i:05}.safetensors");
+                std::fs::write(d.path().join(&name), "").unwrap();
+                map.insert(format!("t{i}"), serde_json::Value::from(name));
+            }
+            let index = serde_json::json!({ "weight_map": map }).to_string();
+            std::fs::write(d.path().join(WEIGHTS_INDEX_FILE), index).unwrap();
+            match ModelLayout::of_dir(d.path()) {
+                Ok(l) => assert!(ok && l.weights.len() == n, "{n}"),
+                Err(e) => assert!(!ok && e.to_string().contains("more than 4096"), "{n}: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn modules_json_is_read_up_to_its_caps_exactly() {
+        let module = r#"{"path":"p","type":"t"}"#;
+        let list = |n: usize| format!("[{}]", vec![module; n].join(","));
+        for (text, ok) in [
+            (list(MAX_MODULES), true),
+            (list(MAX_MODULES + 1), false),
+            // A 1 MiB modules.json is fine (the cap, written out).
+            (padded(&list(1), 1 << 20), true),
+            (padded(&list(1), MAX_MODULES_BYTES), true),
+            (padded(&list(1), MAX_MODULES_BYTES + 1), false),
+        ] {
+            let d = dir_with(&[("model.safetensors", ""), ("p/config.json", "{}")]);
+            std::fs::write(d.path().join("modules.json"), &text).unwrap();
+            match ModelLayout::of_dir(d.path()) {
+                Ok(l) => assert!(ok && l.inference_files.contains(&"p/config.json".to_owned())),
+                Err(e) => assert!(!ok, "{} bytes: {e}", text.len()),
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! the security-critical files, with the score per crate.
 //!
 //! Not part of `ci`: it builds and tests every mutant, about 35 minutes on 2
-//! cores for all four crates. Run it after changing one of the files below or
+//! cores for all five crates. Run it after changing one of the files below or
 //! the tests that guard them. The exclusions (equivalent mutants, message
 //! text) are in `.cargo/mutants.toml`, each with its reason. `--iterate`
 //! tests only the mutants the previous run left uncaught (cargo-mutants'
@@ -36,6 +36,7 @@ pub(crate) const FILES: &[(&str, &[&str])] = &[
         "vram-residency",
         &["src/verify.rs", "src/lease.rs", "src/model.rs"],
     ),
+    ("vram-hub", &["src/layout.rs"]),
 ];
 
 const INSTALL: &str = "cargo install cargo-mutants --locked";
