@@ -168,26 +168,24 @@ pub trait DeviceBuffer: Send + Sync + Debug {
         None
     }
 
-    /// Fills the whole buffer in place: `fill(offset, piece)` is called for
-    /// consecutive `chunk`-byte pieces (the last may be shorter) from up to
-    /// `threads` threads at once, each piece being the buffer's own memory, so
-    /// a source is read straight into the memory it will occupy, with no
-    /// staging copy. For backends whose memory is host memory (the mock).
+    /// Lends the buffer's whole memory to `fill`, which writes every byte of
+    /// it: for backends whose memory is host memory (the mock), so that a
+    /// source is read straight into the memory it will occupy, with no
+    /// staging copy (the caller spreads the work over its threads). The
+    /// buffer is locked for the call.
     ///
     /// Returns `None` when this backend's memory is not host-visible (the
-    /// default): nothing was filled.
+    /// default): `fill` was not called.
     ///
     /// # Errors
-    /// `Some(Err(StreamError::Read))` with the first error `fill` returned
-    /// (the buffer's contents are then unspecified);
-    /// `Some(Err(StreamError::Device))` for device failures.
+    /// `Some(Err(StreamError::Read))` with the error `fill` returned (the
+    /// buffer then reads as never written); `Some(Err(StreamError::Device))`
+    /// for device failures.
     fn fill_in_place(
         &mut self,
-        chunk: usize,
-        threads: usize,
-        fill: &(dyn Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync),
+        fill: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
     ) -> Option<Result<(), crate::StreamError>> {
-        let _ = (chunk, threads, fill);
+        let _ = fill;
         None
     }
 

@@ -74,14 +74,23 @@ impl DeviceError {
     }
 }
 
-/// Failure of [`DeviceBuffer::stream_from`](crate::DeviceBuffer::stream_from):
-/// the source or the device.
+/// Failure of [`DeviceBuffer::stream_from`](crate::DeviceBuffer::stream_from)
+/// or of a [`source`](crate::source) stream: the source or the device.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamError {
     /// Reading the source failed.
     #[error("reading the source failed: {}", .0.kind())]
     Read(std::io::Error),
+    /// A source of announced length held fewer or more bytes
+    /// ([`source::stream_chunks`](crate::source::stream_chunks)).
+    #[error("the source announced {announced} bytes but held {read}")]
+    Length {
+        /// Bytes announced.
+        announced: u64,
+        /// Bytes read (announced + 1 when it ran long).
+        read: u64,
+    },
     /// The device failed, or the source holds more bytes than the buffer.
     #[error(transparent)]
     Device(#[from] DeviceError),

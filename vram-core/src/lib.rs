@@ -7,6 +7,7 @@ mod capacity;
 mod device;
 mod error;
 mod policy;
+pub mod source;
 mod sync;
 
 pub use access::{DeviceMemory, HostBytes, MemoryAccess};

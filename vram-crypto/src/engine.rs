@@ -8,7 +8,9 @@
 //! scope costs a few tens of microseconds per call, so inputs under
 //! [`PARALLEL_MIN_BYTES`] are hashed on the calling thread.
 
-use std::sync::OnceLock;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::digest::Sha256Digest;
 use crate::tree::{LeafHashes, LeafSize, TreeDescriptor, TreeDigest, LEAF_PREFIX};
@@ -171,15 +173,116 @@ fn hash_serial(engine: Engine, bodies: &[&[u8]], out: &mut [[u8; 32]]) {
     }
 }
 
-/// Hashes `LEAF_PREFIX || body` for each body, one contiguous range of
-/// bodies per thread, at most `max_threads` threads (the caller's included).
-pub(crate) fn hash_bodies(bodies: &[&[u8]], max_threads: usize, out: &mut [[u8; 32]]) {
+/// A job the calling thread runs beside the hashing (a copy, a plain stream).
+type Side<'a, E> = Box<dyn FnOnce() -> Result<(), E> + Send + 'a>;
+
+/// The work on one piece, given its index and the thread's scratch buffer.
+type PieceWork<'a, T, E> = dyn Fn(usize, &mut Vec<u8>) -> Result<T, E> + Sync + 'a;
+
+/// Runs `work(piece, scratch)` for every piece `0..pieces` on up to
+/// `threads` threads (the caller's included) and returns the results in piece
+/// order: the one leaf scheduler of the workspace.
+///
+/// Pieces are handed out one at a time from a shared counter, so the threads
+/// finish together whatever each piece costs (a copy beside the hashing, a
+/// slow read, a busy core), and a helper the OS will not start costs speed,
+/// never a piece. When `side` is given, the calling thread runs it first (the
+/// copy of a seal, or a plain SHA-256 stream) while the helpers work, and
+/// joins them when it is done. The first error, of `side` or of a piece,
+/// stops the handing out and is returned. `scratch` is one buffer per thread,
+/// kept across that thread's pieces (for reads).
+fn schedule<T, E>(
+    pieces: usize,
+    threads: usize,
+    side: Option<Side<'_, E>>,
+    work: &PieceWork<'_, T, E>,
+) -> Result<Vec<T>, E>
+where
+    T: Send,
+    E: Send,
+{
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<E>> = Mutex::new(None);
+    let fail = |e: E| {
+        stop.store(true, Ordering::Relaxed);
+        failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(e);
+    };
+    let worker = || {
+        let mut scratch = Vec::new();
+        let mut done: Vec<(usize, T)> = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= pieces {
+                break;
+            }
+            match work(i, &mut scratch) {
+                Ok(t) => done.push((i, t)),
+                Err(e) => {
+                    fail(e);
+                    break;
+                }
+            }
+        }
+        done
+    };
+    let helpers = if side.is_some() {
+        threads.max(1).saturating_sub(1).max(1)
+    } else {
+        threads.max(1).saturating_sub(1)
+    }
+    .min(pieces);
+    let mut parts = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..helpers)
+            .map_while(|_| {
+                std::thread::Builder::new()
+                    .name("vram-hash".into())
+                    .spawn_scoped(s, worker)
+                    .ok()
+            })
+            .collect();
+        if handles.len() < helpers {
+            tracing::debug!(
+                started = handles.len(),
+                wanted = helpers,
+                "could not start every hashing thread; the others take its pieces"
+            );
+        }
+        if let Some(side) = side {
+            if let Err(e) = side() {
+                fail(e);
+            }
+        }
+        let mut parts = worker();
+        for h in handles {
+            match h.join() {
+                Ok(done) => parts.extend(done),
+                // A panic in `work` (a caller's read callback) reaches the
+                // caller unchanged, as on a scoped thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        parts
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        return Err(e);
+    }
+    parts.sort_unstable_by_key(|(i, _)| *i);
+    Ok(parts.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Hashes `LEAF_PREFIX || body` for each body (anywhere in memory) on up to
+/// `max_threads` threads, in batches of the backend's lane width handed out
+/// by [`schedule`], with `side` on the calling thread first when given.
+fn hash_bodies_alongside<E: Send>(
+    bodies: &[&[u8]],
+    max_threads: usize,
+    side: Option<Side<'_, E>>,
+) -> Result<Vec<Sha256Digest>, E> {
     let engine = engine();
-    let n = bodies.len().min(out.len());
-    let (bodies, out) = (
-        bodies.get(..n).unwrap_or(&[]),
-        out.get_mut(..n).unwrap_or(&mut []),
-    );
     let total: usize = bodies
         .iter()
         .map(|b| b.len())
@@ -187,28 +290,43 @@ pub(crate) fn hash_bodies(bodies: &[&[u8]], max_threads: usize, out: &mut [[u8; 
     let threads = if total < PARALLEL_MIN_BYTES {
         1
     } else {
-        max_threads.clamp(1, n.max(1))
+        max_threads
     };
-    if threads <= 1 {
-        hash_serial(engine, bodies, out);
-        return;
+    let batch = lane_width().max(1);
+    let batches: Vec<&[&[u8]]> = bodies.chunks(batch).collect();
+    let parts = schedule(batches.len(), threads, side, &|i, _| {
+        let b = batches.get(i).copied().unwrap_or_default();
+        let mut raw = vec![[0u8; 32]; b.len()];
+        hash_serial(engine, b, &mut raw);
+        Ok(raw)
+    })?;
+    Ok(parts.into_iter().flatten().map(Sha256Digest).collect())
+}
+
+/// Hashes leaf bodies (anywhere in memory) and appends their hashes to `out`.
+pub(crate) fn append_hashes(bodies: &[&[u8]], max_threads: usize, out: &mut Vec<Sha256Digest>) {
+    match hash_bodies_alongside::<std::convert::Infallible>(bodies, max_threads, None) {
+        Ok(hashes) => out.extend(hashes),
+        Err(never) => match never {},
     }
-    // Contiguous ranges of equal length; above one lane group, whole lane
-    // groups so that no thread leaves lanes idle except the last.
-    let lanes = lane_width();
-    let mut per = n.div_ceil(threads);
-    if per > lanes {
-        per = per.div_ceil(lanes).saturating_mul(lanes);
+}
+
+/// [`append_hashes`] while `side` runs on the calling thread (a plain
+/// SHA-256 stream beside the leaves).
+pub(crate) fn append_hashes_alongside(
+    bodies: &[&[u8]],
+    max_threads: usize,
+    side: impl FnOnce() + Send,
+    out: &mut Vec<Sha256Digest>,
+) {
+    let side = Box::new(move || {
+        side();
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match hash_bodies_alongside(bodies, max_threads, Some(side)) {
+        Ok(hashes) => out.extend(hashes),
+        Err(never) => match never {},
     }
-    crate::tasks::run_tasks(
-        bodies
-            .chunks(per)
-            .zip(out.chunks_mut(per))
-            .map(|(b, o)| {
-                Box::new(move || hash_serial(engine, b, o)) as Box<dyn FnOnce() + Send + '_>
-            })
-            .collect(),
-    );
 }
 
 /// Hashes a contiguous run of leaves and appends their hashes to `out`.
@@ -234,11 +352,180 @@ pub fn hash_leaf_run_threads(
     append_hashes(&bodies, max_threads, out);
 }
 
-/// Hashes leaf bodies (anywhere in memory) and appends their hashes to `out`.
-pub(crate) fn append_hashes(bodies: &[&[u8]], max_threads: usize, out: &mut Vec<Sha256Digest>) {
-    let mut raw = vec![[0u8; 32]; bodies.len()];
-    hash_bodies(bodies, max_threads, &mut raw);
-    out.extend(raw.into_iter().map(Sha256Digest));
+/// Copies and hashes at once: `copy` runs on the calling thread (an upload
+/// of `data` to a device) while every other core hashes the leaves of
+/// `data`; when the copy is done the calling thread hashes too. Leaves are
+/// handed out in batches of the backend's lane width, so the cores finish
+/// together whatever a copy costs relative to a hash on this machine, and
+/// every batch fills all SIMD lanes.
+///
+/// `data` starts at a leaf boundary. Returns its leaf hashes in order.
+///
+/// # Errors
+/// The error of `copy`; the hashing then stops early.
+pub fn hash_alongside<E: Send>(
+    leaf: LeafSize,
+    data: &[u8],
+    copy: impl FnOnce() -> Result<(), E> + Send,
+) -> Result<Vec<Sha256Digest>, E> {
+    let bodies: Vec<&[u8]> = data.chunks(leaf.bytes_usize()).collect();
+    // A copy always gets a thread of its own beside the hashing, however
+    // small the data.
+    let threads = hashing_threads().max(2);
+    let engine = engine();
+    let batch = lane_width().max(1);
+    let batches: Vec<&[&[u8]]> = bodies.chunks(batch).collect();
+    let parts = schedule(batches.len(), threads, Some(Box::new(copy)), &|i, _| {
+        let b = batches.get(i).copied().unwrap_or_default();
+        let mut raw = vec![[0u8; 32]; b.len()];
+        hash_serial(engine, b, &mut raw);
+        Ok(raw)
+    })?;
+    Ok(parts.into_iter().flatten().map(Sha256Digest).collect())
+}
+
+/// Bytes a thread reads (or fills in place) and then hashes at once, while
+/// they are still in its cache: one batch of leaves across the SIMD lanes,
+/// at least this much.
+const READ_PIECE: usize = 4 << 20;
+
+/// Leaves per piece of a read-then-hash job: whole lane batches of leaves
+/// of at least [`READ_PIECE`] bytes, within `budget` bytes per thread (at
+/// least one leaf).
+fn leaves_per_piece(leaf: LeafSize, budget_per_thread: usize) -> u64 {
+    let leaf_bytes = leaf.bytes_usize().max(1);
+    let lanes = lane_width().max(1);
+    let batch = leaf_bytes.saturating_mul(lanes);
+    let want = READ_PIECE.div_ceil(batch).max(1).saturating_mul(batch);
+    let bytes = want.min(budget_per_thread.max(1));
+    u64::try_from(bytes.checked_div(leaf_bytes).unwrap_or(1).max(1)).unwrap_or(1)
+}
+
+/// Every leaf hash of the `len` bytes behind `read`, on all cores:
+/// `read(offset, buf)` fills `buf` with the bytes at `offset` (a file's
+/// positional reads, a device's read-back). Each thread reads a piece of
+/// whole leaves into its own buffer and hashes it while it is in cache;
+/// pieces are handed out from one counter, so reads and hashing of different
+/// threads overlap. `budget` is the host memory for all threads together:
+/// no thread reads more than `budget / threads` bytes at once, so memory does
+/// not grow with the cores. A leaf larger than a thread's share is hashed as
+/// a stream of reads of that size.
+///
+/// # Errors
+/// The first error `read` returns.
+pub fn leaf_hashes_from<E, F>(
+    leaf: LeafSize,
+    len: u64,
+    budget: usize,
+    read: F,
+) -> Result<LeafHashes, E>
+where
+    E: Send,
+    F: Fn(u64, &mut [u8]) -> Result<(), E> + Sync,
+{
+    let descriptor = TreeDescriptor::new(leaf, len);
+    let count = descriptor.leaf_count();
+    let threads = hashing_threads().max(1);
+    let share = budget.checked_div(threads).unwrap_or(budget).max(1);
+    let per_piece = leaves_per_piece(leaf, share);
+    let pieces = usize::try_from(count.div_ceil(per_piece)).unwrap_or(usize::MAX);
+    let engine = engine();
+    let parts = schedule(pieces, threads, None, &|i, buf| {
+        let first = u64::try_from(i)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(per_piece);
+        let stop = first.saturating_add(per_piece).min(count);
+        let from = descriptor.leaf_range(first).map_or(len, |r| r.start);
+        let to = descriptor
+            .leaf_range(stop.saturating_sub(1))
+            .map_or(len, |r| r.end);
+        let n = usize::try_from(to.saturating_sub(from)).unwrap_or(usize::MAX);
+        if n <= share {
+            buf.resize(n, 0);
+            read(from, buf)?;
+            let bodies: Vec<&[u8]> = buf.chunks(leaf.bytes_usize()).collect();
+            let mut raw = vec![[0u8; 32]; bodies.len()];
+            hash_serial(engine, &bodies, &mut raw);
+            Ok(raw.into_iter().map(Sha256Digest).collect())
+        } else {
+            Ok(vec![leaf_hash_from(from..to, share, buf, &read)?])
+        }
+    })?;
+    let hashes: Vec<Sha256Digest> = parts.into_iter().flatten().collect();
+    Ok(LeafHashes::from_parts_unchecked(descriptor, hashes))
+}
+
+/// Fills `dst` in place and hashes it: every thread takes a piece of whole
+/// leaves of `dst`, calls `fill(offset, piece)` to write it (a file read
+/// straight into the memory it will occupy), and hashes the piece right
+/// after, while it is in cache. One copy, no staging buffer. Returns the
+/// leaf hashes of `dst` in order.
+///
+/// # Errors
+/// The first error `fill` returns (the contents of `dst` are then
+/// unspecified).
+pub fn hash_in_place<E, F>(leaf: LeafSize, dst: &mut [u8], fill: F) -> Result<Vec<Sha256Digest>, E>
+where
+    E: Send,
+    F: Fn(u64, &mut [u8]) -> Result<(), E> + Sync,
+{
+    let per_piece = usize::try_from(leaves_per_piece(leaf, usize::MAX)).unwrap_or(1);
+    let piece_bytes = per_piece.saturating_mul(leaf.bytes_usize()).max(1);
+    // Each piece is taken by exactly one thread: its own lock, never contended.
+    let slots: Vec<Mutex<Option<&mut [u8]>>> = dst
+        .chunks_mut(piece_bytes)
+        .map(|p| Mutex::new(Some(p)))
+        .collect();
+    let engine = engine();
+    let parts = schedule(slots.len(), hashing_threads(), None, &|i, _| {
+        let taken = slots
+            .get(i)
+            .and_then(|s| s.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let Some(piece) = taken else {
+            return Ok(Vec::new());
+        };
+        let offset = u64::try_from(i.saturating_mul(piece_bytes)).unwrap_or(u64::MAX);
+        fill(offset, piece)?;
+        let bodies: Vec<&[u8]> = piece.chunks(leaf.bytes_usize()).collect();
+        let mut raw = vec![[0u8; 32]; bodies.len()];
+        hash_serial(engine, &bodies, &mut raw);
+        Ok(raw.into_iter().map(Sha256Digest).collect())
+    })?;
+    Ok(parts.into_iter().flatten().collect())
+}
+
+/// The hash of the one leaf at `range` (SHA-256 over the leaf prefix and the
+/// bytes), read through `read` in pieces of at most `chunk` bytes into `buf`.
+///
+/// # Errors
+/// The first error `read` returns.
+pub fn leaf_hash_from<E, F>(
+    range: Range<u64>,
+    chunk: usize,
+    buf: &mut Vec<u8>,
+    read: F,
+) -> Result<Sha256Digest, E>
+where
+    F: Fn(u64, &mut [u8]) -> Result<(), E>,
+{
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(LEAF_PREFIX);
+    let mut offset = range.start;
+    while offset < range.end {
+        let n = usize::try_from(range.end.saturating_sub(offset))
+            .unwrap_or(usize::MAX)
+            .min(chunk.max(1));
+        buf.resize(n, 0);
+        read(offset, buf)?;
+        ctx.update(buf);
+        offset = offset.saturating_add(n as u64);
+    }
+    let mut digest = [0u8; 32];
+    digest
+        .iter_mut()
+        .zip(ctx.finish().as_ref())
+        .for_each(|(d, s)| *d = *s);
+    Ok(Sha256Digest(digest))
 }
 
 /// Every leaf hash of `data` (all cores, all SIMD lanes).
@@ -286,10 +573,118 @@ mod tests {
         let bodies: Vec<&[u8]> = data.chunks(64 * 1024).collect();
         let mut want = vec![[0u8; 32]; bodies.len()];
         hash_serial(Engine::Ring, &bodies, &mut want);
+        let want: Vec<Sha256Digest> = want.into_iter().map(Sha256Digest).collect();
         for threads in [0, 1, 2, 3, 7, 64] {
-            let mut got = vec![[0u8; 32]; bodies.len()];
-            hash_bodies(&bodies, threads, &mut got);
+            let mut got = Vec::new();
+            append_hashes(&bodies, threads, &mut got);
             assert_eq!(got, want, "{threads} threads");
+            let mut side_ran = false;
+            let mut got = Vec::new();
+            append_hashes_alongside(&bodies, threads, || side_ran = true, &mut got);
+            assert_eq!(got, want, "{threads} threads, alongside");
+            assert!(side_ran);
         }
+    }
+
+    fn read_from(data: &[u8]) -> impl Fn(u64, &mut [u8]) -> Result<(), ()> + Sync + '_ {
+        move |off, buf| {
+            let off = off as usize;
+            buf.copy_from_slice(&data[off..off + buf.len()]);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn equals_the_in_memory_leaf_hashes_for_any_chunk_size() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let leaf = LeafSize::new(4096).unwrap();
+        let expected = leaf_hashes(&data, leaf);
+        for chunk in [1, 4095, 4096, 10_000, 1 << 20] {
+            let got = leaf_hashes_from(leaf, data.len() as u64, chunk, read_from(&data)).unwrap();
+            assert_eq!(got.hashes(), expected.hashes(), "chunk {chunk}");
+            assert_eq!(got.root(), expected.root());
+        }
+        let empty = leaf_hashes_from(leaf, 0, 4096, read_from(&[])).unwrap();
+        assert_eq!(empty.root(), tree_digest(&[], leaf));
+    }
+
+    #[test]
+    fn the_chunk_is_a_budget_shared_by_all_threads() {
+        let data: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let leaf = LeafSize::new(4096).unwrap();
+        let chunk = 256 << 10;
+        let share = chunk / hashing_threads();
+        let largest = AtomicUsize::new(0);
+        let got = leaf_hashes_from(leaf, data.len() as u64, chunk, |off, buf: &mut [u8]| {
+            largest.fetch_max(buf.len(), Ordering::Relaxed);
+            read_from(&data)(off, buf)
+        })
+        .unwrap();
+        assert_eq!(got.root(), tree_digest(&data, leaf));
+        let largest = largest.into_inner();
+        assert!(
+            largest <= share,
+            "a thread read {largest} bytes at once, share {share}"
+        );
+    }
+
+    #[test]
+    fn read_errors_are_returned() {
+        let leaf = LeafSize::new(4096).unwrap();
+        let failing = |off: u64, _: &mut [u8]| if off >= 8192 { Err(off) } else { Ok(()) };
+        assert_eq!(
+            leaf_hashes_from(leaf, 100_000, 4096, failing).unwrap_err() % 4096,
+            0
+        );
+    }
+
+    #[test]
+    fn a_fill_in_place_writes_and_hashes_every_piece() {
+        let data: Vec<u8> = (0..(9 << 20) + 77u32)
+            .map(|i| (i * 11 % 253) as u8)
+            .collect();
+        for leaf in [4096u64, 1 << 20, 16 << 20] {
+            let leaf = LeafSize::new(leaf).unwrap();
+            let mut dst = vec![0u8; data.len()];
+            let hashes = hash_in_place(leaf, &mut dst, |off, piece: &mut [u8]| {
+                let off = off as usize;
+                piece.copy_from_slice(&data[off..off + piece.len()]);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            assert!(dst == data);
+            assert_eq!(hashes, leaf_hashes(&data, leaf).into_parts().1);
+        }
+        let mut dst = vec![0u8; 10 << 20];
+        let leaf = LeafSize::new(4096).unwrap();
+        let e = hash_in_place(
+            leaf,
+            &mut dst,
+            |off, _: &mut [u8]| {
+                if off > 0 {
+                    Err(off)
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(e.unwrap_err() > 0);
+    }
+
+    #[test]
+    fn a_copy_alongside_runs_once_and_its_error_stops_the_hashing() {
+        let data: Vec<u8> = (0..(5 << 20) + 9u32).map(|i| (i * 3 % 251) as u8).collect();
+        let leaf = LeafSize::new(64 << 10).unwrap();
+        let mut copies = 0;
+        let hashes = hash_alongside(leaf, &data, || {
+            copies += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(copies, 1);
+        assert_eq!(hashes, leaf_hashes(&data, leaf).into_parts().1);
+        assert_eq!(hash_alongside(leaf, &data, || Err(7)), Err(7));
+        let empty = hash_alongside(leaf, &[], || Ok::<(), ()>(())).unwrap();
+        assert!(empty.is_empty());
     }
 }

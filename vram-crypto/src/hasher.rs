@@ -1,7 +1,7 @@
 //! Streaming tree hashing: bytes arrive in chunks of any size.
 
 use crate::digest::{Sha256Digest, Sha256Stream};
-use crate::engine::{append_hashes, hashing_threads, lane_width};
+use crate::engine::{append_hashes, append_hashes_alongside, hashing_threads, lane_width};
 use crate::tree::{LeafHashes, LeafSize, TreeDescriptor};
 
 /// Below this chunk size the plain SHA-256 runs inline instead of on its own thread.
@@ -97,20 +97,16 @@ impl TreeHasher {
         } = self;
         let threads = hashing_threads();
         match plain {
+            // The plain stream runs on this thread while the others hash the
+            // leaves; this thread joins them when its stream is done.
             Some(stream) if chunk.len() >= PLAIN_THREAD_MIN_BYTES && threads > 1 => {
-                let leaf = *leaf;
-                crate::tasks::run_tasks(vec![
-                    Box::new(|| stream.update(chunk)),
-                    Box::new(move || {
-                        feed_leaves(leaf, pending, hashes, chunk, threads.saturating_sub(1));
-                    }),
-                ]);
+                feed_leaves(*leaf, pending, hashes, chunk, threads, Some(stream));
             }
             Some(stream) => {
                 stream.update(chunk);
-                feed_leaves(*leaf, pending, hashes, chunk, threads);
+                feed_leaves(*leaf, pending, hashes, chunk, threads, None);
             }
-            None => feed_leaves(*leaf, pending, hashes, chunk, threads),
+            None => feed_leaves(*leaf, pending, hashes, chunk, threads, None),
         }
     }
 
@@ -129,13 +125,15 @@ impl TreeHasher {
 }
 
 /// Completes the pending leaf from `chunk`, hashes every whole leaf available
-/// in one parallel batch, and keeps the tail as the new pending leaf.
+/// in one parallel batch (with `plain` fed the whole chunk on this thread
+/// meanwhile, when given), and keeps the tail as the new pending leaf.
 fn feed_leaves(
     leaf: LeafSize,
     pending: &mut Vec<u8>,
     hashes: &mut Vec<Sha256Digest>,
     chunk: &[u8],
     threads: usize,
+    plain: Option<&mut Sha256Stream>,
 ) {
     let leaf = leaf.bytes_usize();
     let mut rest = chunk;
@@ -158,8 +156,12 @@ fn feed_leaves(
         bodies.push(pending.as_slice());
     }
     bodies.extend(body.chunks(leaf));
-    if !bodies.is_empty() {
-        append_hashes(&bodies, threads, hashes);
+    match plain {
+        Some(stream) => {
+            append_hashes_alongside(&bodies, threads, || stream.update(chunk), hashes);
+        }
+        None if !bodies.is_empty() => append_hashes(&bodies, threads, hashes),
+        None => {}
     }
     if pending_full {
         pending.clear();

@@ -9,15 +9,13 @@ mod hasher;
 mod hex;
 mod model;
 mod seal;
-mod source;
-mod tasks;
 mod tree;
 
 pub use diff::{diff_leaves, verify_leaves, CorruptRange};
 pub use digest::{sha256, Sha256Digest, Sha256Stream};
 pub use engine::{
-    backend, hash_leaf_run, hash_leaf_run_threads, hashing_threads, lane_width, leaf_hashes,
-    self_test, tree_digest,
+    backend, hash_alongside, hash_in_place, hash_leaf_run, hash_leaf_run_threads, hashing_threads,
+    lane_width, leaf_hash_from, leaf_hashes, leaf_hashes_from, self_test, tree_digest,
 };
 pub use error::CryptoError;
 pub use hasher::{TreeHasher, TreeOutput};
@@ -31,7 +29,6 @@ pub use seal::{
     MAX_PROVENANCE_NAME_LEN, MIN_KEY_LEN, SEAL_DOMAIN, SEAL_FORMAT_V1, SEAL_FORMAT_V2,
     SEAL_FORMAT_V3, SEAL_FORMAT_VERSION,
 };
-pub use source::{leaf_hash_from, leaf_hashes_from};
 pub use tree::{
     LeafHashes, LeafSize, TreeDescriptor, TreeDigest, DESCRIPTOR_LEN, LEAF_PREFIX, ROOT_PREFIX,
     TREE_ALGORITHM_SHA256, TREE_FORMAT_VERSION,

@@ -4,7 +4,7 @@ use crate::state::{BufferId, Cell, HostMem, Shared};
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard};
+use std::sync::{Arc, RwLockReadGuard};
 use tracing::{debug, warn};
 use vram_core::{checked_range, DeviceBuffer, DeviceError, HostBytes, MemoryAccess, StreamError};
 
@@ -121,16 +121,13 @@ impl DeviceBuffer for MockBuffer {
         Ok(MemoryAccess::Host(HostBytes::new(View { guard, len })))
     }
 
-    /// The mock's memory is host memory: `fill` writes straight into it, from
-    /// up to `threads` threads (pieces taken from a shared list, so a thread
-    /// the OS will not start costs speed, not bytes). Armed faults apply as
-    /// to `write_at`: a write fault anywhere in the buffer fails the fill
-    /// before anything lands, a silent corruption flips the first byte.
+    /// The mock's memory is host memory: `fill` writes straight into it.
+    /// Armed faults apply as to `write_at`: a write fault anywhere in the
+    /// buffer fails the fill before anything lands, a silent corruption flips
+    /// the first byte.
     fn fill_in_place(
         &mut self,
-        chunk: usize,
-        threads: usize,
-        fill: &(dyn Fn(u64, &mut [u8]) -> std::io::Result<()> + Sync),
+        fill: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
     ) -> Option<Result<(), StreamError>> {
         let mut bytes = self.cell.write();
         if self.shared.take_write_fault(0, self.len).is_some() {
@@ -143,36 +140,8 @@ impl DeviceBuffer for MockBuffer {
         let len = usize::try_from(self.len).unwrap_or(usize::MAX);
         let region = bytes.all_mut();
         let region_len = region.len().min(len);
-        let parts = Mutex::new(
-            region
-                .get_mut(..region_len)
-                .unwrap_or_default()
-                .chunks_mut(chunk.max(1))
-                .enumerate()
-                .map(|(i, piece)| (i.saturating_mul(chunk.max(1)) as u64, piece))
-                .collect::<Vec<_>>(),
-        );
-        let failed: Mutex<Option<std::io::Error>> = Mutex::new(None);
-        let work = || loop {
-            let next = parts.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let Some((offset, piece)) = next else { break };
-            if let Err(e) = fill(offset, piece) {
-                failed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(e);
-                break;
-            }
-        };
-        std::thread::scope(|s| {
-            for _ in 1..threads.max(1) {
-                let _ = std::thread::Builder::new()
-                    .name("vram-mock-fill".into())
-                    .spawn_scoped(s, work);
-            }
-            work();
-        });
-        if let Some(e) = failed.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        let filled = fill(region.get_mut(..region_len).unwrap_or_default());
+        if let Err(e) = filled {
             bytes.set_written(0);
             return Some(Err(StreamError::Read(e)));
         }

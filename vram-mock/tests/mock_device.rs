@@ -490,37 +490,28 @@ fn freed_host_memory_is_reused_but_never_readable() {
 
 #[test]
 #[allow(clippy::unwrap_used, clippy::panic)]
-fn fill_in_place_writes_every_piece_from_many_threads_and_honours_faults() {
+fn fill_in_place_lends_the_whole_memory_and_honours_faults() {
     let dev = MockDevice::new(0, 8 * 1024 * KIB);
     let len = 3 * 1024 * KIB as usize + 77;
     let data = pattern(len);
     let mut buf = dev.alloc(len as u64).unwrap();
-    let pieces = std::sync::atomic::AtomicUsize::new(0);
-    let fill = |offset: u64, dst: &mut [u8]| {
-        pieces.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let o = offset as usize;
-        dst.copy_from_slice(&data[o..o + dst.len()]);
+    let mut calls = 0;
+    let mut fill = |dst: &mut [u8]| {
+        calls += 1;
+        assert_eq!(dst.len(), len);
+        dst.copy_from_slice(&data);
         Ok(())
     };
-    buf.fill_in_place(256 * KIB as usize, 4, &fill)
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        pieces.load(std::sync::atomic::Ordering::Relaxed),
-        len.div_ceil(256 * KIB as usize)
-    );
+    buf.fill_in_place(&mut fill).unwrap().unwrap();
     assert_eq!(read_all(buf.as_ref()), data);
     assert_eq!(dev.bytes_written(), len as u64);
 
     // A failing fill leaves nothing readable (reused memory included).
-    let failing = |offset: u64, dst: &mut [u8]| {
-        if offset >= 1024 * KIB {
-            return Err(std::io::Error::other("source gone"));
-        }
-        dst.fill(0xEE);
-        Ok(())
+    let mut failing = |dst: &mut [u8]| {
+        dst[..1024].fill(0xEE);
+        Err(std::io::Error::other("source gone"))
     };
-    match buf.fill_in_place(256 * KIB as usize, 3, &failing) {
+    match buf.fill_in_place(&mut failing) {
         Some(Err(vram_core::StreamError::Read(e))) => assert_eq!(e.to_string(), "source gone"),
         other => panic!("expected a read error, got {other:?}"),
     }
@@ -530,16 +521,16 @@ fn fill_in_place_writes_every_piece_from_many_threads_and_honours_faults() {
     // corruption flips the first byte of the next one.
     dev.fail_write_at(5);
     assert!(matches!(
-        buf.fill_in_place(64 * KIB as usize, 2, &fill),
+        buf.fill_in_place(&mut fill),
         Some(Err(vram_core::StreamError::Device(
             DeviceError::InjectedFault { .. }
         )))
     ));
     dev.corrupt_next_writes(1);
-    buf.fill_in_place(64 * KIB as usize, 2, &fill)
-        .unwrap()
-        .unwrap();
+    buf.fill_in_place(&mut fill).unwrap().unwrap();
     let back = read_all(buf.as_ref());
     assert_eq!(back[0], data[0] ^ 1);
     assert_eq!(back[1..], data[1..]);
+    // The faulted fill never reached `fill`.
+    assert_eq!(calls, 2);
 }

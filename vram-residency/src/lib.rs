@@ -11,7 +11,7 @@ mod model;
 mod pipeline;
 mod provenance;
 mod request;
-pub use pipeline::stream_chunks;
+pub use vram_core::source::stream_chunks;
 mod sampling;
 mod scrub;
 mod seal;

@@ -5,7 +5,7 @@
 use crate::config::{DeviceSource, VramConfig};
 use crate::detect::{cuda_devices, detect};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::pipeline;
+use crate::pipeline::{self, Hashed, SealJob, SealSource};
 use crate::request::SealRequest;
 use crate::seal::Sealer;
 use crate::set::ShardSet;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vram_audit::{AuditEvent, AuditSink};
 use vram_core::{CapacityError, CapacityTracker, Device, DeviceInfo, DeviceKind};
-use vram_crypto::{LeafHashes, LeafSize, Sha256Digest, TreeDescriptor, TreeDigest, TreeHasher};
+use vram_crypto::{LeafHashes, LeafSize, Sha256Digest, TreeDescriptor, TreeDigest};
 use vram_secrets::KeyId;
 use vram_validation::{format_bytes, validate_model_size, ModelRef, ShardId};
 
@@ -326,20 +326,8 @@ impl VramManager {
         model_bytes: &[u8],
     ) -> Result<SealedShard, VramError> {
         let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
-        let leaf = self.inner.leaf_size;
-        let device = request.gpu_device;
-        let hashing = self.inner.seal_hashing;
-        self.seal_with(request, len, |buffer, _, staging, want_plain| {
-            pipeline::copy_slice(
-                buffer,
-                device,
-                model_bytes,
-                staging,
-                leaf,
-                want_plain,
-                hashing,
-            )
-            .map(Some)
+        self.seal_with(request, len, |buffer, job| {
+            pipeline::fill(buffer, job, SealSource::Slice(model_bytes))
         })
     }
 
@@ -356,11 +344,15 @@ impl VramManager {
         reader: R,
         len: u64,
     ) -> Result<SealedShard, VramError> {
-        let device = request.gpu_device;
-        let leaf = self.inner.leaf_size;
-        self.seal_with(request, len, |buffer, hasher, staging, want_plain| {
-            pipeline::copy_reader(
-                buffer, device, reader, len, hasher, staging, leaf, want_plain,
+        let mut reader = reader;
+        self.seal_with(request, len, |buffer, job| {
+            pipeline::fill(
+                buffer,
+                job,
+                SealSource::Reader {
+                    reader: &mut reader,
+                    len,
+                },
             )
         })
     }
@@ -408,23 +400,15 @@ impl VramManager {
             });
         }
         let len = meta.len();
-        let device = request.gpu_device;
-        let leaf = self.inner.leaf_size;
-        let hashing = self.inner.seal_hashing;
-        self.seal_with(request, len, |buffer, hasher, staging, want_plain| {
-            pipeline::copy_file(
+        self.seal_with(request, len, |buffer, job| {
+            pipeline::fill(
                 buffer,
-                device,
-                pipeline::FileSource {
+                job,
+                SealSource::File {
                     file,
                     len,
                     progress,
                 },
-                hasher,
-                staging,
-                leaf,
-                want_plain,
-                hashing,
             )
         })
     }
@@ -433,12 +417,7 @@ impl VramManager {
         &self,
         request: &SealRequest,
         len: u64,
-        fill: impl FnOnce(
-            &mut dyn vram_core::DeviceBuffer,
-            &mut TreeHasher,
-            usize,
-            bool,
-        ) -> Result<Option<pipeline::Hashed>, VramError>,
+        fill: impl FnOnce(&mut dyn vram_core::DeviceBuffer, &SealJob) -> Result<Hashed, VramError>,
     ) -> Result<SealedShard, VramError> {
         let shard_id = match &request.shard_id {
             Some(id) => id.clone(),
@@ -477,12 +456,7 @@ impl VramManager {
         request: &SealRequest,
         shard_id: &ShardId,
         len: u64,
-        fill: impl FnOnce(
-            &mut dyn vram_core::DeviceBuffer,
-            &mut TreeHasher,
-            usize,
-            bool,
-        ) -> Result<Option<pipeline::Hashed>, VramError>,
+        fill: impl FnOnce(&mut dyn vram_core::DeviceBuffer, &SealJob) -> Result<Hashed, VramError>,
         allocated: &mut Option<u32>,
     ) -> Result<SealedShard, VramError> {
         let inner = &self.inner;
@@ -542,30 +516,16 @@ impl VramManager {
             *allocated = Some(device_index);
         }
 
-        // Whether a plain SHA-256 is wanted is decided once, here: the hasher
-        // and the fill (which may hash on its own) both follow it.
-        let want_plain = request.wants_plain_sha256();
-        let mut hasher = TreeHasher::new(inner.leaf_size);
-        if want_plain {
-            hasher = hasher.with_plain_sha256();
-        }
-        let computed = fill(
-            buffer.as_mut(),
-            &mut hasher,
-            inner.staging_bytes,
-            want_plain,
-        )?;
-        let (leaves, plain) = match computed {
-            // The fill hashed everything itself.
-            Some(hashed) => (
-                LeafHashes::from_parts(TreeDescriptor::new(inner.leaf_size, len), hashed.leaves)?,
-                hashed.plain,
-            ),
-            None => {
-                let output = hasher.finish();
-                (output.leaves, output.plain_sha256)
-            }
+        // Whether a plain SHA-256 is wanted is decided once, here.
+        let job = SealJob {
+            device: device_index,
+            leaf: inner.leaf_size,
+            staging: inner.staging_bytes,
+            want_plain: request.wants_plain_sha256(),
+            hashing: inner.seal_hashing,
         };
+        let Hashed { leaves, plain } = fill(buffer.as_mut(), &job)?;
+        let leaves = LeafHashes::from_parts(TreeDescriptor::new(inner.leaf_size, len), leaves)?;
         if let Some(expected) = &request.expected_sha256 {
             let expected_digest = Sha256Digest(expected.to_bytes());
             let matches = plain.as_ref().is_some_and(|p| p.ct_eq(&expected_digest));

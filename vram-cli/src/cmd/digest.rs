@@ -1,12 +1,17 @@
 //! `vram digest FILE...`: the chunk-tree digest of files, as manifest lines
 //! (`crate::manifest`) that `vram digest --check` reads back.
 //!
-//! Without `--sha256`, each core reads its own contiguous range of leaves with
-//! positional reads and hashes it across the SIMD lanes, so file reads and
-//! hashing overlap across cores with no thread starving another. With
-//! `--sha256` the plain digest needs one ordered stream over the bytes, so the
-//! file is streamed once through the tree hasher (capped by one core's SHA-256
-//! rate).
+//! A regular file is mapped read-only (`vram_core::source::MappedFile`) and its
+//! leaves hashed where the page cache holds them, on every core and SIMD lane,
+//! with no copy into a buffer first. With `--sha256` the plain digest (one
+//! ordered stream, one core's SHA-256 rate) runs on this thread while the other
+//! cores hash the leaves, and this thread joins them when it is done. A file
+//! that cannot be mapped is read with positional reads by every core instead;
+//! standard input and other streams go through the tree hasher chunk by chunk.
+//!
+//! A file truncated by another process while it is mapped ends this process
+//! with `SIGBUS`, as with `b3sum`; a digest of a file that changes while it is
+//! read describes no single state of it either way.
 
 use super::{gbps, leaf_arg};
 use crate::cli::DigestArgs;
@@ -16,8 +21,13 @@ use indicatif::ProgressBar;
 use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
-use vram_crypto::{backend, leaf_hashes_from, LeafHashes, LeafSize, Sha256Digest, TreeHasher};
-use vram_residency::{stream_chunks, DEFAULT_STAGING_BYTES};
+use vram_core::source::{stream_chunks, MappedFile};
+use vram_core::StreamError;
+use vram_crypto::{
+    backend, hash_alongside, leaf_hashes_from, LeafHashes, LeafSize, Sha256Digest, TreeDescriptor,
+    TreeHasher,
+};
+use vram_residency::DEFAULT_STAGING_BYTES;
 
 /// What one pass over a file found.
 pub(crate) struct Digested {
@@ -150,13 +160,24 @@ pub(crate) fn digest_path(
         )));
     }
     let pb = crate::progress::bar(meta.len(), "digest", quiet);
-    let (leaves, plain) = if sha256 || !meta.is_file() {
-        stream(file, path, leaf, sha256, &pb)?
+    let mapped = if meta.is_file() {
+        match MappedFile::open(&file) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot map the file; reading it instead");
+                None
+            }
+        }
     } else {
-        (
+        None
+    };
+    let (leaves, plain) = match mapped {
+        Some(m) => digest_mapped(m.bytes(), path, leaf, sha256, &pb)?,
+        None if sha256 || !meta.is_file() => stream(file, path, leaf, sha256, &pb)?,
+        None => (
             digest_file_parallel(&file, path, meta.len(), leaf, &pb)?,
             None,
-        )
+        ),
     };
     pb.finish_and_clear();
     Ok(Digested {
@@ -181,11 +202,41 @@ fn stream(
     stream_chunks(reader, None, DEFAULT_STAGING_BYTES, |_, chunk| {
         hasher.update(chunk);
         pb.inc(chunk.len() as u64);
-        Ok(())
+        Ok::<(), StreamError>(())
     })
     .map_err(|e| CliError::env(format!("{}: {e}", shown_path(path))))?;
     let out = hasher.finish();
     Ok((out.leaves, out.plain_sha256))
+}
+
+/// Leaf hashes (and with `sha256` the plain SHA-256) of a mapped file: the
+/// leaves on every core, the plain stream beside them on this thread.
+fn digest_mapped(
+    bytes: &[u8],
+    path: &Path,
+    leaf: LeafSize,
+    sha256: bool,
+    pb: &ProgressBar,
+) -> Result<(LeafHashes, Option<Sha256Digest>), CliError> {
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    let (leaves, plain) = if sha256 {
+        let mut plain = None;
+        let hashes = hash_alongside(leaf, bytes, || {
+            plain = Some(vram_crypto::sha256(bytes));
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let hashes = match hashes {
+            Ok(h) => h,
+            Err(never) => match never {},
+        };
+        let leaves = LeafHashes::from_parts(TreeDescriptor::new(leaf, len), hashes)
+            .map_err(|e| CliError::env(format!("{}: {e}", shown_path(path))))?;
+        (leaves, plain)
+    } else {
+        (vram_crypto::leaf_hashes(bytes, leaf), None)
+    };
+    pb.inc(len);
+    Ok((leaves, plain))
 }
 
 /// Leaf hashes of a regular file of `len` bytes: one contiguous leaf range per

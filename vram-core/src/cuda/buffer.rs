@@ -5,10 +5,11 @@ use super::device::DeviceShared;
 use super::kernel::THREADS_PER_BLOCK;
 use super::staging::PinnedStaging;
 use super::{call, driver_error, guarded};
+use crate::source::read_full;
 use crate::{checked_range, DeviceBuffer, DeviceError, StreamError};
 use cudarc::driver::{result, sys, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
 use std::fmt;
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::sync::Arc;
 
 /// Leaves hashed per kernel launch: bounds the scratch output (32 MiB) and keeps
@@ -617,22 +618,4 @@ pub(super) fn leaf_range(
             buffer_len,
         }),
     }
-}
-
-/// Reads until `buf` is full or the source ends; returns the bytes read.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0usize;
-    while let Some(rest) = buf.get_mut(filled..) {
-        if rest.is_empty() {
-            break;
-        }
-        match reader.read(rest) {
-            Ok(0) => break,
-            // A reader claiming more than it was given is clamped, not trusted.
-            Ok(n) => filled = filled.saturating_add(n).min(buf.len()),
-            Err(err) if err.kind() == ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(filled)
 }
