@@ -176,6 +176,9 @@ fn hash_serial(engine: Engine, bodies: &[&[u8]], out: &mut [[u8; 32]]) {
 /// A job the calling thread runs beside the hashing (a copy, a plain stream).
 type Side<'a, E> = Box<dyn FnOnce() -> Result<(), E> + Send + 'a>;
 
+/// Writes the bytes at an offset into a piece of memory.
+type Fill<'a, E> = dyn Fn(u64, &mut [u8]) -> Result<(), E> + Sync + 'a;
+
 /// The work on one piece, given its index and the thread's scratch buffer.
 type PieceWork<'a, T, E> = dyn Fn(usize, &mut Vec<u8>) -> Result<T, E> + Sync + 'a;
 
@@ -469,6 +472,36 @@ where
     E: Send,
     F: Fn(u64, &mut [u8]) -> Result<(), E> + Sync,
 {
+    in_place(leaf, dst, &fill, None)
+}
+
+/// [`hash_in_place`] while `side` (a plain SHA-256 stream over the source)
+/// runs on the calling thread, which has a core of its own: the other
+/// threads fill and hash, and the calling thread joins them when `side` is
+/// done. With the plain stream slower than the leaves, this makes a seal that
+/// computes both as fast as the stream alone.
+///
+/// # Errors
+/// The first error of `fill` or `side`.
+pub fn hash_in_place_alongside<E, F>(
+    leaf: LeafSize,
+    dst: &mut [u8],
+    fill: F,
+    side: impl FnOnce() -> Result<(), E> + Send,
+) -> Result<Vec<Sha256Digest>, E>
+where
+    E: Send,
+    F: Fn(u64, &mut [u8]) -> Result<(), E> + Sync,
+{
+    in_place(leaf, dst, &fill, Some(Box::new(side)))
+}
+
+fn in_place<E: Send>(
+    leaf: LeafSize,
+    dst: &mut [u8],
+    fill: &Fill<'_, E>,
+    side: Option<Side<'_, E>>,
+) -> Result<Vec<Sha256Digest>, E> {
     let per_piece = usize::try_from(leaves_per_piece(leaf, usize::MAX)).unwrap_or(1);
     let piece_bytes = per_piece.saturating_mul(leaf.bytes_usize()).max(1);
     // Each piece is taken by exactly one thread: its own lock, never contended.
@@ -477,7 +510,12 @@ where
         .map(|p| Mutex::new(Some(p)))
         .collect();
     let engine = engine();
-    let parts = schedule(slots.len(), hashing_threads(), None, &|i, _| {
+    let threads = if side.is_some() {
+        hashing_threads().max(2)
+    } else {
+        hashing_threads()
+    };
+    let parts = schedule(slots.len(), threads, side, &|i, _| {
         let taken = slots
             .get(i)
             .and_then(|s| s.lock().unwrap_or_else(PoisonError::into_inner).take());

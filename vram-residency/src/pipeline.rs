@@ -200,9 +200,12 @@ fn alongside<T>(
     result
 }
 
-/// Seals from a host slice. The upload (the backend's own pipeline when it
-/// has one) runs on this thread while the other cores hash the leaves straight
-/// from `bytes`, and the plain SHA-256, when asked for, on a thread of its own.
+/// Seals from a host slice. On a device whose memory is host memory (the
+/// mock), every core copies pieces into it and hashes each while it is in
+/// cache, and the plain SHA-256, when asked for, has this thread to itself.
+/// Otherwise the upload (the backend's own pipeline when it has one) runs on
+/// this thread while the other cores hash the leaves straight from `bytes`,
+/// and the plain SHA-256, when asked for, on a thread of its own.
 ///
 /// With [`SealHashing::OnDevice`] on a device that can hash, every core fills
 /// the upload instead, and the device hashes the leaves after it
@@ -213,6 +216,39 @@ fn from_slice(
     bytes: &[u8],
 ) -> Result<Hashed, VramError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if let SealHashing::Host = job.hashing {
+        // Host-visible device memory (the mock): every core copies a piece
+        // and hashes it while it is in cache; the plain SHA-256, when asked
+        // for, has this thread to itself meanwhile.
+        let copied = in_place(buffer, job, len, |memory| {
+            let copy = |offset: u64, dst: &mut [u8]| {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                let src = bytes.get(start..start.saturating_add(dst.len())).ok_or(
+                    VramError::Internal {
+                        reason: "an in-place piece lies outside the source",
+                    },
+                )?;
+                dst.copy_from_slice(src);
+                Ok::<(), VramError>(())
+            };
+            if !job.want_plain {
+                let leaves = vram_crypto::hash_in_place(job.leaf, memory, copy)?;
+                return Ok(Hashed {
+                    leaves,
+                    plain: None,
+                });
+            }
+            let mut plain = None;
+            let leaves = vram_crypto::hash_in_place_alongside(job.leaf, memory, copy, || {
+                plain = Some(vram_crypto::sha256(bytes));
+                Ok(())
+            })?;
+            Ok(Hashed { leaves, plain })
+        });
+        if let Some(done) = copied {
+            return done;
+        }
+    }
     let mut plain = None;
     let task = job
         .want_plain
@@ -235,6 +271,42 @@ fn from_slice(
         })?
     };
     Ok(Hashed { leaves, plain })
+}
+
+/// Runs `work` on the buffer's own memory when the backend lends it (the
+/// mock: `DeviceBuffer::fill_in_place`): `work` writes every byte and
+/// returns what it hashed. `None`: the backend lends no memory, nothing was
+/// done. When `work` fails, the buffer reads as never written.
+fn in_place<T>(
+    buffer: &mut dyn DeviceBuffer,
+    job: &SealJob,
+    len: u64,
+    work: impl FnOnce(&mut [u8]) -> Result<T, VramError>,
+) -> Option<Result<T, VramError>> {
+    let mut work = Some(work);
+    let mut outcome: Option<Result<T, VramError>> = None;
+    let lent = buffer.fill_in_place(&mut |memory: &mut [u8]| {
+        let Some(work) = work.take() else {
+            return Err(std::io::Error::other("the memory was lent twice"));
+        };
+        let result = work(memory);
+        let failed = result.is_err();
+        outcome = Some(result);
+        if failed {
+            // Tells the backend that the memory holds nothing valid.
+            Err(std::io::Error::other("the in-place fill failed"))
+        } else {
+            Ok(())
+        }
+    })?;
+    Some(match (lent, outcome) {
+        (Ok(()), Some(Ok(t))) => Ok(t),
+        (_, Some(Err(e))) => Err(e),
+        (Err(e), _) => Err(stream_err(job.device, len, e)),
+        (Ok(()), None) => Err(VramError::Internal {
+            reason: "a backend lent its memory without calling the fill",
+        }),
+    })
 }
 
 /// Uploads `bytes` from offset 0: through the backend's own pipeline, its
@@ -405,6 +477,14 @@ fn from_reader(
         .checked_div(leaf_bytes)
         .unwrap_or(0)
         .saturating_mul(leaf_bytes);
+    if whole_leaves > 0 {
+        let streamed = in_place(buffer, job, len, |memory| {
+            stream_in_place(job, reader, len, memory, whole_leaves)
+        });
+        if let Some(done) = streamed {
+            return done;
+        }
+    }
     if whole_leaves == 0 {
         let mut hasher = TreeHasher::new(job.leaf);
         if job.want_plain {
@@ -434,6 +514,86 @@ fn from_reader(
         .map_err(Step)
     })
     .map_err(|Step(e)| e)?;
+    Ok(Hashed {
+        leaves,
+        plain: plain.map(vram_crypto::Sha256Stream::finish),
+    })
+}
+
+/// Streams exactly `len` bytes of `reader` into `memory` (the device's own
+/// memory, lent by the backend) in pieces of `piece` bytes (whole leaves): a
+/// reading thread reads each piece once, straight into the memory it will
+/// occupy, while this thread hashes the piece before it (with the other
+/// cores, and the plain SHA-256 beside them when asked for). One copy, no
+/// staging buffer; the bytes hashed are the bytes the device holds.
+fn stream_in_place(
+    job: &SealJob,
+    reader: &mut (dyn Read + Send),
+    len: u64,
+    memory: &mut [u8],
+    piece: usize,
+) -> Result<Hashed, VramError> {
+    use std::sync::mpsc;
+    let want = usize::try_from(len).unwrap_or(usize::MAX);
+    let memory = memory.get_mut(..want).ok_or(VramError::Internal {
+        reason: "the lent memory is shorter than the seal",
+    })?;
+    let mut leaves = Vec::new();
+    let mut plain = job.want_plain.then(vram_crypto::Sha256Stream::new);
+    // One piece in flight while the one before it is hashed.
+    let (tx, rx) = mpsc::sync_channel::<Result<&[u8], VramError>>(1);
+    std::thread::scope(|s| {
+        let reading = std::thread::Builder::new()
+            .name("vram-seal-read".into())
+            .spawn_scoped(s, move || {
+                let mut done = 0u64;
+                for chunk in memory.chunks_mut(piece.max(1)) {
+                    let step = match vram_core::source::read_full(reader, chunk) {
+                        Ok(n) if n == chunk.len() => Ok(()),
+                        Ok(n) => Err(VramError::LengthMismatch {
+                            announced: len,
+                            read: done.saturating_add(n as u64),
+                        }),
+                        Err(e) => Err(VramError::Io { kind: e.kind() }),
+                    };
+                    if let Err(e) = step {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    done = done.saturating_add(chunk.len() as u64);
+                    let filled: &[u8] = chunk;
+                    if tx.send(Ok(filled)).is_err() {
+                        return;
+                    }
+                }
+                // A sized source must end where it said it would.
+                let mut probe = [0u8; 1];
+                let end = match vram_core::source::read_full(reader, &mut probe) {
+                    Ok(0) => return,
+                    Ok(_) => VramError::LengthMismatch {
+                        announced: len,
+                        read: len.saturating_add(1),
+                    },
+                    Err(e) => VramError::Io { kind: e.kind() },
+                };
+                let _ = tx.send(Err(end));
+            });
+        if let Err(e) = reading {
+            return Err(VramError::Io { kind: e.kind() });
+        }
+        for msg in rx.iter() {
+            let chunk = msg?;
+            let hashed = match plain.as_mut() {
+                Some(p) => hash_alongside(job.leaf, chunk, || {
+                    p.update(chunk);
+                    Ok::<(), VramError>(())
+                })?,
+                None => vram_crypto::leaf_hashes(chunk, job.leaf).into_parts().1,
+            };
+            leaves.extend(hashed);
+        }
+        Ok(())
+    })?;
     Ok(Hashed {
         leaves,
         plain: plain.map(vram_crypto::Sha256Stream::finish),
@@ -559,24 +719,18 @@ fn from_file_unix(
     // Host-visible device memory (the mock): every core reads its pieces of
     // the file straight into the memory they will occupy and hashes them
     // there. One copy, no staging buffers.
-    let mut leaves = Vec::new();
-    let in_place = buffer.fill_in_place(&mut |memory: &mut [u8]| {
-        leaves = vram_crypto::hash_in_place(job.leaf, memory, |offset, dst: &mut [u8]| {
-            file.read_exact_at(dst, offset)?;
+    let filled = in_place(buffer, job, len, |memory| {
+        vram_crypto::hash_in_place(job.leaf, memory, |offset, dst: &mut [u8]| {
+            file.read_exact_at(dst, offset).map_err(io)?;
             progress(dst.len() as u64);
-            Ok::<(), std::io::Error>(())
-        })?;
-        Ok(())
+            Ok(())
+        })
     });
-    match in_place {
-        Some(Ok(())) => {
-            return Ok(Hashed {
-                leaves,
-                plain: None,
-            })
-        }
-        Some(Err(e)) => return Err(stream_err(job.device, len, e)),
-        None => {}
+    if let Some(leaves) = filled {
+        return Ok(Hashed {
+            leaves: leaves?,
+            plain: None,
+        });
     }
     // Any other device: every core reads its pieces, writes them (the writes
     // are serialized) and hashes them.
