@@ -331,3 +331,39 @@ fn errors_under_json_are_one_json_document_on_stdout() {
     let out = run(d, &["digest", "--leaf-size", "3KiB", "m.bin"]);
     assert!(out.stdout.is_empty());
 }
+
+/// A regular file is hashed through a read-only map, standard input through
+/// the chunk stream: both give the library's tree digest and ring's plain
+/// SHA-256 for every length around the leaf edges, with and without
+/// `--sha256` (whose plain stream runs beside the leaves).
+#[test]
+fn a_mapped_file_and_standard_input_give_the_library_s_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let leaf = vram_crypto::LeafSize::new(4096).unwrap();
+    for len in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 5, 600_000, 2_500_001] {
+        let data = bytes(len, 9);
+        std::fs::write(d.join("m.bin"), &data).unwrap();
+        let want_tree = vram_crypto::tree_digest(&data, leaf).root.to_string();
+        let want_sha = vram_crypto::sha256(&data).to_string();
+        for sha in [false, true] {
+            let mut args = vec!["digest", "--json", "--leaf-size", "4KiB"];
+            if sha {
+                args.push("--sha256");
+            }
+            let from_file = run(d, &[args.as_slice(), &["m.bin"]].concat());
+            let from_stdin = run_stdin(d, &[args.as_slice(), &["-"]].concat(), &data);
+            for (how, out) in [("file", &from_file), ("stdin", &from_stdin)] {
+                assert!(out.status.success(), "{how} {len}: {out:?}");
+                let v = json(out);
+                assert_eq!(v["tree_digest"], want_tree.as_str(), "{how} {len}");
+                assert_eq!(v["bytes"], len as u64, "{how} {len}");
+                if sha {
+                    assert_eq!(v["sha256"], want_sha.as_str(), "{how} {len}");
+                } else {
+                    assert!(v.get("sha256").is_none(), "{how} {len}");
+                }
+            }
+        }
+    }
+}

@@ -173,6 +173,13 @@ fn hash_serial(engine: Engine, bodies: &[&[u8]], out: &mut [[u8; 32]]) {
     }
 }
 
+/// The leaf hashes of one piece's bodies, on the calling thread.
+fn hash_piece(engine: Engine, bodies: &[&[u8]]) -> Vec<Sha256Digest> {
+    let mut raw = vec![[0u8; 32]; bodies.len()];
+    hash_serial(engine, bodies, &mut raw);
+    raw.into_iter().map(Sha256Digest).collect()
+}
+
 /// A job the calling thread runs beside the hashing (a copy, a plain stream).
 type Side<'a, E> = Box<dyn FnOnce() -> Result<(), E> + Send + 'a>;
 
@@ -298,12 +305,9 @@ fn hash_bodies_alongside<E: Send>(
     let batch = lane_width().max(1);
     let batches: Vec<&[&[u8]]> = bodies.chunks(batch).collect();
     let parts = schedule(batches.len(), threads, side, &|i, _| {
-        let b = batches.get(i).copied().unwrap_or_default();
-        let mut raw = vec![[0u8; 32]; b.len()];
-        hash_serial(engine, b, &mut raw);
-        Ok(raw)
+        Ok(hash_piece(engine, batches.get(i).copied().unwrap_or_default()))
     })?;
-    Ok(parts.into_iter().flatten().map(Sha256Digest).collect())
+    Ok(parts.into_iter().flatten().collect())
 }
 
 /// Hashes leaf bodies (anywhere in memory) and appends their hashes to `out`.
@@ -373,18 +377,8 @@ pub fn hash_alongside<E: Send>(
 ) -> Result<Vec<Sha256Digest>, E> {
     let bodies: Vec<&[u8]> = data.chunks(leaf.bytes_usize()).collect();
     // A copy always gets a thread of its own beside the hashing, however
-    // small the data.
-    let threads = hashing_threads().max(2);
-    let engine = engine();
-    let batch = lane_width().max(1);
-    let batches: Vec<&[&[u8]]> = bodies.chunks(batch).collect();
-    let parts = schedule(batches.len(), threads, Some(Box::new(copy)), &|i, _| {
-        let b = batches.get(i).copied().unwrap_or_default();
-        let mut raw = vec![[0u8; 32]; b.len()];
-        hash_serial(engine, b, &mut raw);
-        Ok(raw)
-    })?;
-    Ok(parts.into_iter().flatten().map(Sha256Digest).collect())
+    // small the data ([`schedule`] starts a helper whenever there is a side).
+    hash_bodies_alongside(&bodies, hashing_threads(), Some(Box::new(copy)))
 }
 
 /// Bytes a thread reads (or fills in place) and then hashes at once, while
@@ -447,9 +441,7 @@ where
             buf.resize(n, 0);
             read(from, buf)?;
             let bodies: Vec<&[u8]> = buf.chunks(leaf.bytes_usize()).collect();
-            let mut raw = vec![[0u8; 32]; bodies.len()];
-            hash_serial(engine, &bodies, &mut raw);
-            Ok(raw.into_iter().map(Sha256Digest).collect())
+            Ok(hash_piece(engine, &bodies))
         } else {
             Ok(vec![leaf_hash_from(from..to, share, buf, &read)?])
         }
@@ -525,9 +517,7 @@ fn in_place<E: Send>(
         let offset = u64::try_from(i.saturating_mul(piece_bytes)).unwrap_or(u64::MAX);
         fill(offset, piece)?;
         let bodies: Vec<&[u8]> = piece.chunks(leaf.bytes_usize()).collect();
-        let mut raw = vec![[0u8; 32]; bodies.len()];
-        hash_serial(engine, &bodies, &mut raw);
-        Ok(raw.into_iter().map(Sha256Digest).collect())
+        Ok(hash_piece(engine, &bodies))
     })?;
     Ok(parts.into_iter().flatten().collect())
 }

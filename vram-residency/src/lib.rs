@@ -11,7 +11,6 @@ mod model;
 mod pipeline;
 mod provenance;
 mod request;
-pub use vram_core::source::stream_chunks;
 mod sampling;
 mod scrub;
 mod seal;
