@@ -341,7 +341,8 @@ fn a_mapped_file_and_standard_input_give_the_library_s_digests() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let leaf = vram_crypto::LeafSize::new(4096).unwrap();
-    for len in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 5, 600_000, 2_500_001] {
+    let lens = [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 5, 600_000];
+    for len in lens.into_iter().chain([2_500_001]) {
         let data = bytes(len, 9);
         std::fs::write(d.join("m.bin"), &data).unwrap();
         let want_tree = vram_crypto::tree_digest(&data, leaf).root.to_string();

@@ -305,7 +305,8 @@ fn hash_bodies_alongside<E: Send>(
     let batch = lane_width().max(1);
     let batches: Vec<&[&[u8]]> = bodies.chunks(batch).collect();
     let parts = schedule(batches.len(), threads, side, &|i, _| {
-        Ok(hash_piece(engine, batches.get(i).copied().unwrap_or_default()))
+        let batch = batches.get(i).copied().unwrap_or_default();
+        Ok(hash_piece(engine, batch))
     })?;
     Ok(parts.into_iter().flatten().collect())
 }

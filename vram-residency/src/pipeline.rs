@@ -521,11 +521,12 @@ fn from_reader(
 }
 
 /// Streams exactly `len` bytes of `reader` into `memory` (the device's own
-/// memory, lent by the backend) in pieces of `piece` bytes (whole leaves): a
-/// reading thread reads each piece once, straight into the memory it will
-/// occupy, while this thread hashes the piece before it (with the other
-/// cores, and the plain SHA-256 beside them when asked for). One copy, no
-/// staging buffer; the bytes hashed are the bytes the device holds.
+/// memory, lent by the backend) in pieces of `piece` bytes (whole leaves):
+/// `vram_core::source::stream_into` reads each piece once, straight into the
+/// memory it will occupy, on a thread of its own, while this thread hashes the
+/// piece before it (with the other cores, and the plain SHA-256 beside them
+/// when asked for). One copy, no staging buffer; the bytes hashed are the
+/// bytes the device holds.
 fn stream_in_place(
     job: &SealJob,
     reader: &mut (dyn Read + Send),
@@ -533,67 +534,24 @@ fn stream_in_place(
     memory: &mut [u8],
     piece: usize,
 ) -> Result<Hashed, VramError> {
-    use std::sync::mpsc;
     let want = usize::try_from(len).unwrap_or(usize::MAX);
     let memory = memory.get_mut(..want).ok_or(VramError::Internal {
         reason: "the lent memory is shorter than the seal",
     })?;
     let mut leaves = Vec::new();
     let mut plain = job.want_plain.then(vram_crypto::Sha256Stream::new);
-    // One piece in flight while the one before it is hashed.
-    let (tx, rx) = mpsc::sync_channel::<Result<&[u8], VramError>>(1);
-    std::thread::scope(|s| {
-        let reading = std::thread::Builder::new()
-            .name("vram-seal-read".into())
-            .spawn_scoped(s, move || {
-                let mut done = 0u64;
-                for chunk in memory.chunks_mut(piece.max(1)) {
-                    let step = match vram_core::source::read_full(reader, chunk) {
-                        Ok(n) if n == chunk.len() => Ok(()),
-                        Ok(n) => Err(VramError::LengthMismatch {
-                            announced: len,
-                            read: done.saturating_add(n as u64),
-                        }),
-                        Err(e) => Err(VramError::Io { kind: e.kind() }),
-                    };
-                    if let Err(e) = step {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                    done = done.saturating_add(chunk.len() as u64);
-                    let filled: &[u8] = chunk;
-                    if tx.send(Ok(filled)).is_err() {
-                        return;
-                    }
-                }
-                // A sized source must end where it said it would.
-                let mut probe = [0u8; 1];
-                let end = match vram_core::source::read_full(reader, &mut probe) {
-                    Ok(0) => return,
-                    Ok(_) => VramError::LengthMismatch {
-                        announced: len,
-                        read: len.saturating_add(1),
-                    },
-                    Err(e) => VramError::Io { kind: e.kind() },
-                };
-                let _ = tx.send(Err(end));
-            });
-        if let Err(e) = reading {
-            return Err(VramError::Io { kind: e.kind() });
-        }
-        for msg in rx.iter() {
-            let chunk = msg?;
-            let hashed = match plain.as_mut() {
-                Some(p) => hash_alongside(job.leaf, chunk, || {
-                    p.update(chunk);
-                    Ok::<(), VramError>(())
-                })?,
-                None => vram_crypto::leaf_hashes(chunk, job.leaf).into_parts().1,
-            };
-            leaves.extend(hashed);
-        }
+    vram_core::source::stream_into(reader, memory, piece, |chunk| {
+        let hashed = match plain.as_mut() {
+            Some(p) => hash_alongside(job.leaf, chunk, || {
+                p.update(chunk);
+                Ok::<(), VramError>(())
+            }),
+            None => Ok(vram_crypto::leaf_hashes(chunk, job.leaf).into_parts().1),
+        };
+        leaves.extend(hashed.map_err(Step)?);
         Ok(())
-    })?;
+    })
+    .map_err(|Step(e)| e)?;
     Ok(Hashed {
         leaves,
         plain: plain.map(vram_crypto::Sha256Stream::finish),

@@ -240,6 +240,83 @@ where
     })
 }
 
+/// Streams `reader` into `memory`, which it must fill exactly: a reading
+/// thread reads each `piece`-byte part of `memory` once, in order, straight
+/// into place, and hands it to `consume` on the calling thread as soon as it
+/// is full, while it reads the next. `consume` therefore sees each byte as it
+/// stays in `memory` (read once: what it hashes is what `memory` holds).
+///
+/// # Errors
+/// [`StreamError::Length`] when the reader ends before `memory` is full or
+/// holds more bytes than it; [`StreamError::Read`] for read failures (and
+/// when the reading thread cannot be started), each converted into `E`; or
+/// the first error of `consume`, which stops the stream. `memory`'s contents
+/// are then unspecified.
+pub fn stream_into<E>(
+    reader: &mut (dyn Read + Send),
+    memory: &mut [u8],
+    piece: usize,
+    mut consume: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<StreamError>,
+{
+    let announced = memory.len() as u64;
+    // One piece in flight while the one before it is consumed.
+    let (tx, rx) = mpsc::sync_channel::<Result<&[u8], StreamError>>(1);
+    std::thread::scope(|s| {
+        let reading = std::thread::Builder::new()
+            .name("vram-stream-read".into())
+            .spawn_scoped(s, move || {
+                let mut done = 0u64;
+                for part in memory.chunks_mut(piece.max(1)) {
+                    let failed = match read_full(reader, part) {
+                        Ok(n) if n == part.len() => None,
+                        Ok(n) => Some(StreamError::Length {
+                            announced,
+                            read: done.saturating_add(n as u64),
+                        }),
+                        Err(e) => Some(StreamError::Read(e)),
+                    };
+                    if let Some(e) = failed {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                    done = done.saturating_add(part.len() as u64);
+                    let filled: &[u8] = part;
+                    if tx.send(Ok(filled)).is_err() {
+                        return;
+                    }
+                }
+                // A sized source must end where it said it would.
+                let mut probe = [0u8; 1];
+                let end = match read_full(reader, &mut probe) {
+                    Ok(0) => return,
+                    Ok(_) => StreamError::Length {
+                        announced,
+                        read: announced.saturating_add(1),
+                    },
+                    Err(e) => StreamError::Read(e),
+                };
+                let _ = tx.send(Err(end));
+            });
+        if let Err(e) = reading {
+            return Err(E::from(StreamError::Read(e)));
+        }
+        let mut result = Ok(());
+        for msg in rx.iter() {
+            if let Err(e) = msg.map_err(E::from).and_then(&mut consume) {
+                result = Err(e);
+                break;
+            }
+        }
+        // Dropping the receiving end unblocks the reading thread after an
+        // error; the scope then waits for it to end.
+        drop(rx);
+        result
+    })
+}
+
 /// The reading side of [`stream_chunks`]: fills the buffers that come back
 /// empty and sends them on, then checks that a sized source ends where it
 /// said it would.
@@ -502,5 +579,40 @@ mod tests {
         }
         let r = stream_chunks(Broken, None, 1000, |_, _| Ok::<(), Failed>(()));
         assert_eq!(r, Err(Failed::Read(ErrorKind::PermissionDenied)));
+    }
+
+    #[test]
+    fn stream_into_fills_the_memory_in_order_and_checks_the_length() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+        for piece in [1, 4096, 99_999, 100_000, 1 << 20] {
+            let mut memory = vec![0u8; data.len()];
+            let mut seen = Vec::new();
+            stream_into(&mut &data[..], &mut memory, piece, |part| {
+                assert!(part.len() <= piece);
+                seen.extend_from_slice(part);
+                Ok::<(), Failed>(())
+            })
+            .unwrap();
+            assert_eq!(memory, data);
+            assert_eq!(seen, data);
+            let mut long = vec![0u8; data.len() + 1];
+            let r = stream_into(&mut &data[..], &mut long, piece, |_| Ok::<(), Failed>(()));
+            assert_eq!(r, Err(Failed::Length(100_001, 100_000)), "piece {piece}");
+            let mut short = vec![0u8; data.len() - 1];
+            let r = stream_into(&mut &data[..], &mut short, piece, |_| Ok::<(), Failed>(()));
+            assert_eq!(r, Err(Failed::Length(99_999, 100_000)), "piece {piece}");
+        }
+        let r = stream_into(&mut &data[..], &mut [0u8; 5000], 1000, |part| {
+            if part[0] == data[2000] {
+                Err(Failed::Consumer(2000))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(r, Err(Failed::Consumer(2000)));
+        assert_eq!(
+            stream_into(&mut &[][..], &mut [], 16, |_| Ok::<(), Failed>(())),
+            Ok(())
+        );
     }
 }
