@@ -382,6 +382,46 @@ pub fn hash_alongside<E: Send>(
     hash_bodies_alongside(&bodies, hashing_threads(), Some(Box::new(copy)))
 }
 
+/// Runs `work` on the calling thread while `task` (when given) runs on a
+/// thread of its own: a plain SHA-256 stream beside a copy and its leaf
+/// hashing, where the engine's pieces are not the right shape (a backend's
+/// own upload pipeline, a tree hasher fed chunk by chunk). When the OS will
+/// not start the thread, `task` runs here afterwards, so a refused thread
+/// costs speed, never a missing hash. A panic in `task` reaches the caller.
+///
+/// # Errors
+/// The error of `work` (`task` has run all the same).
+pub fn beside<T, E>(
+    task: Option<impl FnOnce() + Send>,
+    work: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let Some(task) = task else {
+        return work();
+    };
+    let task = Mutex::new(Some(task));
+    let take = || task.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let result = std::thread::scope(|s| {
+        let side = std::thread::Builder::new()
+            .name("vram-hash-beside".into())
+            .spawn_scoped(s, || {
+                if let Some(t) = take() {
+                    t();
+                }
+            });
+        let result = work();
+        if let Ok(handle) = side {
+            if let Err(panic) = handle.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        result
+    });
+    if let Some(t) = take() {
+        t();
+    }
+    result
+}
+
 /// Bytes a thread reads (or fills in place) and then hashes at once, while
 /// they are still in its cache: one batch of leaves across the SIMD lanes,
 /// at least this much.
@@ -698,6 +738,17 @@ mod tests {
             },
         );
         assert!(e.unwrap_err() > 0);
+    }
+
+    #[test]
+    fn a_task_beside_runs_exactly_once_whatever_the_work_returns() {
+        for fail in [false, true] {
+            let mut ran = 0;
+            let out = beside(Some(|| ran += 1), || if fail { Err(3) } else { Ok(5) });
+            assert_eq!(out, if fail { Err(3) } else { Ok(5) });
+            assert_eq!(ran, 1);
+        }
+        assert_eq!(beside(None::<fn()>, || Ok::<u8, ()>(9)), Ok(9));
     }
 
     #[test]

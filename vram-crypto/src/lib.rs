@@ -14,7 +14,7 @@ mod tree;
 pub use diff::{diff_leaves, verify_leaves, CorruptRange};
 pub use digest::{sha256, Sha256Digest, Sha256Stream};
 pub use engine::{
-    backend, hash_alongside, hash_in_place, hash_in_place_alongside, hash_leaf_run,
+    backend, beside, hash_alongside, hash_in_place, hash_in_place_alongside, hash_leaf_run,
     hash_leaf_run_threads, hashing_threads, lane_width, leaf_hash_from, leaf_hashes,
     leaf_hashes_from, self_test, tree_digest,
 };

@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use vram_core::source::{stream_chunks, ParallelSlice};
 use vram_core::{DeviceBuffer, DeviceError, StreamError};
 use vram_crypto::{
-    hash_alongside, hash_leaf_run, hashing_threads, LeafSize, Sha256Digest, TreeDescriptor,
+    beside, hash_alongside, hash_leaf_run, hashing_threads, LeafSize, Sha256Digest, TreeDescriptor,
     TreeHasher, LEAF_PREFIX,
 };
 
@@ -162,44 +162,6 @@ fn backend_stream(
     })
 }
 
-/// Runs `work` on the calling thread while `task` (when given) runs on another
-/// thread: the plain SHA-256 beside a copy and its leaf hashing. When the OS
-/// will not start the thread, `task` runs here afterwards, so a refused
-/// thread costs speed, never a panic or a missing hash.
-fn alongside<T>(
-    task: Option<impl FnOnce() + Send>,
-    work: impl FnOnce() -> Result<T, VramError>,
-) -> Result<T, VramError> {
-    if task.is_none() {
-        return work();
-    }
-    let task = Mutex::new(task);
-    let take = || task.lock().unwrap_or_else(PoisonError::into_inner).take();
-    let result = std::thread::scope(|s| {
-        let side = std::thread::Builder::new()
-            .name("vram-seal-plain".into())
-            .spawn_scoped(s, || {
-                if let Some(t) = take() {
-                    t();
-                }
-            });
-        let result = work();
-        if let Ok(handle) = side {
-            // A panic in the task leaves it neither run nor rerun: reported.
-            if handle.join().is_err() {
-                return Err(VramError::Internal {
-                    reason: "a hashing thread panicked",
-                });
-            }
-        }
-        result
-    });
-    if let Some(t) = take() {
-        t();
-    }
-    result
-}
-
 /// Seals from a host slice. On a device whose memory is host memory (the
 /// mock), every core copies pieces into it and hashes each while it is in
 /// cache, and the plain SHA-256, when asked for, has this thread to itself.
@@ -254,7 +216,7 @@ fn from_slice(
         .want_plain
         .then_some(|| plain = Some(vram_crypto::sha256(bytes)));
     let leaves = if let SealHashing::OnDevice { cross_check } = job.hashing {
-        let on_device = alongside(task, || {
+        let on_device = beside(task, || {
             upload_slice(buffer, job, bytes, hashing_threads())?;
             hash_on_device(buffer, job, len, cross_check, &HostSource::Slice(bytes))
         })?;
@@ -264,7 +226,7 @@ fn from_slice(
             None => vram_crypto::leaf_hashes(bytes, job.leaf).into_parts().1,
         }
     } else {
-        alongside(task, || {
+        beside(task, || {
             hash_alongside(job.leaf, bytes, || {
                 upload_slice(buffer, job, bytes, copy_threads())
             })
@@ -491,7 +453,7 @@ fn from_reader(
             hasher = hasher.with_plain_sha256();
         }
         stream_chunks(reader, Some(len), job.staging, |offset, chunk| {
-            alongside(Some(|| hasher.update(chunk)), || {
+            beside(Some(|| hasher.update(chunk)), || {
                 buffer
                     .write_at(offset, chunk)
                     .map_err(|e| device_err(job.device, e))
@@ -505,7 +467,7 @@ fn from_reader(
     let mut plain = job.want_plain.then(vram_crypto::Sha256Stream::new);
     stream_chunks(reader, Some(len), whole_leaves, |offset, chunk| {
         let task = plain.as_mut().map(|p| move || p.update(chunk));
-        alongside(task, || {
+        beside(task, || {
             let hashed =
                 hash_alongside(job.leaf, chunk, || write_chunks(buffer, job, offset, chunk))?;
             leaves.extend(hashed);
