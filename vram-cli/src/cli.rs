@@ -135,7 +135,11 @@ escaping (\\, \n, \r, \u{..}) starts its line with `\`, as sha256sum does.
 --check prints `NAME: OK`, `NAME: FAILED` (with the corrupt byte ranges when the manifest
 has leaf hashes, and the tensors in them for a safetensors file) or `NAME: FAILED open or
 read`; exit 0 when every file is OK, 1 when any failed or could not be read, 2 when no
-line of a manifest is well formed (lines that are not are counted on stderr).";
+line of a manifest is well formed (lines that are not are counted on stderr).
+
+A regular file is hashed through a read-only memory map, as b3sum does: if another process
+truncates it meanwhile, the kernel ends vram with SIGBUS (no digest is printed). Standard
+input (`-`) and other streams are read instead.";
 
 #[derive(Debug, Args)]
 pub(crate) struct DeviceArg {
