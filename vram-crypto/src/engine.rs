@@ -17,7 +17,7 @@ use crate::tree::{LeafHashes, LeafSize, TreeDescriptor, TreeDigest, LEAF_PREFIX}
 use crate::CryptoError;
 
 /// Below this many bytes a call is hashed on the calling thread only.
-const PARALLEL_MIN_BYTES: usize = 512 * 1024;
+const PARALLEL_MIN_BYTES: usize = 524_288; // 512 KiB
 
 /// Number of threads leaf hashing uses: `std::thread::available_parallelism`.
 #[must_use]
@@ -88,7 +88,7 @@ pub fn self_test() -> Result<(), CryptoError> {
     RESULT
         .get_or_init(|| {
             let backend = tape_sha256::backend();
-            if known_answers_match() {
+            if known_answers_match(tape_sha256::hash_many_prefixed) {
                 tracing::debug!(backend, "SHA-256 multi-buffer self-test passed");
                 Ok(())
             } else {
@@ -123,16 +123,21 @@ fn ring_prefixed(prefix: &[u8], body: &[u8]) -> [u8; 32] {
     out
 }
 
-fn batch_matches(prefix: &[u8], bodies: &[&[u8]]) -> bool {
+/// A multi-buffer hasher under test: `prefix || body` for each body.
+type BatchHasher = fn(&[u8], &[&[u8]], &mut [[u8; 32]]);
+
+fn batch_matches(hash: BatchHasher, prefix: &[u8], bodies: &[&[u8]]) -> bool {
     let mut out = vec![[0u8; 32]; bodies.len()];
-    tape_sha256::hash_many_prefixed(prefix, bodies, &mut out);
+    hash(prefix, bodies, &mut out);
     bodies
         .iter()
         .zip(&out)
         .all(|(b, o)| ring_prefixed(prefix, b) == *o)
 }
 
-fn known_answers_match() -> bool {
+/// Whether `hash` agrees with ring on every known-answer input (see
+/// [`self_test`]); the self-test passes tape-sha256's hasher.
+fn known_answers_match(hash: BatchHasher) -> bool {
     const LENS: [usize; 16] = [
         0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 4095, 4096, 4097, 65537,
     ];
@@ -147,15 +152,15 @@ fn known_answers_match() -> bool {
     for prefix in [&[][..], LEAF_PREFIX] {
         // Each alone, all together (mixed lengths, wider than the lanes),
         // and a full uniform batch of each length.
-        ok &= all.iter().all(|b| batch_matches(prefix, &[b]));
-        ok &= batch_matches(prefix, &all);
+        ok &= all.iter().all(|b| batch_matches(hash, prefix, &[b]));
+        ok &= batch_matches(hash, prefix, &all);
         for input in &inputs {
             let uniform: Vec<Vec<u8>> = (0..lanes.saturating_add(1))
                 .zip(0u8..)
                 .map(|(_, s)| pattern(input.len(), s))
                 .collect();
             let refs: Vec<&[u8]> = uniform.iter().map(Vec::as_slice).collect();
-            ok &= batch_matches(prefix, &refs);
+            ok &= batch_matches(hash, prefix, &refs);
         }
     }
     ok
@@ -425,7 +430,7 @@ pub fn beside<T, E>(
 /// Bytes a thread reads (or fills in place) and then hashes at once, while
 /// they are still in its cache: one batch of leaves across the SIMD lanes,
 /// at least this much.
-const READ_PIECE: usize = 4 << 20;
+const READ_PIECE: usize = 4_194_304; // 4 MiB
 
 /// Leaves per piece of a read-then-hash job: whole lane batches of leaves
 /// of at least [`READ_PIECE`] bytes, within `budget` bytes per thread (at
@@ -630,7 +635,7 @@ mod tests {
         hash_serial(Engine::Tape, &bodies, &mut tape);
         hash_serial(Engine::Ring, &bodies, &mut ring);
         assert_eq!(tape, ring);
-        assert!(known_answers_match());
+        assert!(known_answers_match(tape_sha256::hash_many_prefixed));
     }
 
     /// Thread counts from 1 to more than there are bodies give the same result.
@@ -766,5 +771,118 @@ mod tests {
         assert_eq!(hash_alongside(leaf, &data, || Err(7)), Err(7));
         let empty = hash_alongside(leaf, &[], || Ok::<(), ()>(())).unwrap();
         assert!(empty.is_empty());
+    }
+
+    /// tape-sha256's answers, with one output corrupted when `broken` says so
+    /// for this batch.
+    fn hash_unless(
+        broken: fn(&[u8], &[&[u8]]) -> bool,
+        prefix: &[u8],
+        bodies: &[&[u8]],
+        out: &mut [[u8; 32]],
+    ) {
+        tape_sha256::hash_many_prefixed(prefix, bodies, out);
+        if broken(prefix, bodies) {
+            out[bodies.len() - 1][0] ^= 1;
+        }
+    }
+
+    /// A backend wrong on any one kind of batch fails the self-test: alone,
+    /// mixed lengths, a uniform batch wider than the lanes, one input length,
+    /// the leaf prefix only.
+    #[test]
+    fn the_self_test_catches_a_backend_wrong_on_any_one_kind_of_batch() {
+        let lanes = tape_sha256::lane_width().max(1);
+        assert!(!known_answers_match(|p, b, o| hash_unless(
+            |_, b| b.len() == 1 && b[0].len() == 65,
+            p,
+            b,
+            o
+        )));
+        assert!(!known_answers_match(|p, b, o| hash_unless(
+            |_, b| b.len() > 1 && b[0].len() != b[1].len(),
+            p,
+            b,
+            o
+        )));
+        assert!(!known_answers_match(|p, b, o| hash_unless(
+            |_, b| b.len() == tape_sha256::lane_width().max(1) + 1
+                && b.iter().all(|x| x.len() == 4097),
+            p,
+            b,
+            o
+        )));
+        assert!(!known_answers_match(|p, b, o| hash_unless(
+            |p, b| !p.is_empty() && b.len() == 1 && b[0].is_empty(),
+            p,
+            b,
+            o
+        )));
+        assert!(!known_answers_match(|p, b, o| hash_unless(
+            |_, b| b.iter().any(|x| x.len() == 65_537),
+            p,
+            b,
+            o
+        )));
+        assert!(lanes >= 1);
+        // The inputs are the documented pattern: byte i = (i * 31 + seed).
+        assert_eq!(pattern(4, 7), vec![7, 38, 69, 100]);
+    }
+
+    #[test]
+    fn the_engine_reports_its_threads_and_lanes() {
+        assert_eq!(
+            hashing_threads(),
+            std::thread::available_parallelism().map_or(1, usize::from)
+        );
+        let expected = if self_test().is_ok() {
+            tape_sha256::lane_width().max(1)
+        } else {
+            1
+        };
+        assert_eq!(lane_width(), expected);
+    }
+
+    #[test]
+    fn a_plain_stream_beside_an_in_place_fill_runs_once_and_the_leaves_are_right() {
+        let data: Vec<u8> = (0..(6 << 20) + 5u32).map(|i| (i * 5 % 247) as u8).collect();
+        let leaf = LeafSize::new(64 << 10).unwrap();
+        let mut dst = vec![0u8; data.len()];
+        let mut plain = None;
+        let hashes = hash_in_place_alongside(
+            leaf,
+            &mut dst,
+            |off, piece: &mut [u8]| {
+                let off = off as usize;
+                piece.copy_from_slice(&data[off..off + piece.len()]);
+                Ok::<(), ()>(())
+            },
+            || {
+                plain = Some(crate::sha256(&data));
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(dst == data);
+        assert_eq!(hashes, leaf_hashes(&data, leaf).into_parts().1);
+        assert_eq!(plain, Some(crate::sha256(&data)));
+        let failing = hash_in_place_alongside(leaf, &mut dst, |_, _| Ok(()), || Err(4));
+        assert_eq!(failing, Err(4));
+    }
+
+    /// A read-then-hash piece is a whole lane batch of leaves of at least
+    /// `READ_PIECE` bytes when the budget allows, and never more than the
+    /// budget's share.
+    #[test]
+    fn read_pieces_fill_the_lanes_within_the_budget() {
+        let leaf = LeafSize::new(4096).unwrap();
+        let lanes = lane_width() as u64;
+        let big = leaves_per_piece(leaf, usize::MAX);
+        assert_eq!(big % lanes, 0);
+        assert!(big * 4096 >= READ_PIECE as u64);
+        assert_eq!(leaves_per_piece(leaf, 3 * 4096 + 5), 3);
+        assert_eq!(leaves_per_piece(leaf, 1), 1);
+        let huge = LeafSize::new(64 << 20).unwrap();
+        assert_eq!(leaves_per_piece(huge, usize::MAX), lanes);
     }
 }

@@ -22,6 +22,7 @@ pub(crate) const FILES: &[(&str, &[&str])] = &[
             "src/tree.rs",
             "src/digest.rs",
             "src/diff.rs",
+            "src/engine.rs",
         ],
     ),
     (
