@@ -92,11 +92,21 @@ fn device_err(device: u32, source: DeviceError) -> VramError {
     VramError::Device { device, source }
 }
 
+/// A source's own failure (a read, a wrong length) as a [`VramError`]; any
+/// other failure back as it was.
+fn source_err(e: StreamError) -> Result<VramError, StreamError> {
+    match e {
+        StreamError::Read(e) => Ok(VramError::Io { kind: e.kind() }),
+        StreamError::Length { announced, read } => {
+            Ok(VramError::LengthMismatch { announced, read })
+        }
+        other => Err(other),
+    }
+}
+
 /// A failure of a source stream or of a backend's own pipeline.
 fn stream_err(device: u32, len: u64, e: StreamError) -> VramError {
-    match e {
-        StreamError::Read(e) => VramError::Io { kind: e.kind() },
-        StreamError::Length { announced, read } => VramError::LengthMismatch { announced, read },
+    source_err(e).unwrap_or_else(|e| match e {
         // The source holds more bytes than the buffer it was announced for.
         StreamError::Device(DeviceError::OutOfBounds { .. }) => VramError::LengthMismatch {
             announced: len,
@@ -109,7 +119,7 @@ fn stream_err(device: u32, len: u64, e: StreamError) -> VramError {
                 reason: "streamed write failed",
             },
         ),
-    }
+    })
 }
 
 /// An error of a stream whose consumer is the seal: the source's own
@@ -118,16 +128,11 @@ struct Step(VramError);
 
 impl From<StreamError> for Step {
     fn from(e: StreamError) -> Self {
-        Self(match e {
-            StreamError::Read(e) => VramError::Io { kind: e.kind() },
-            StreamError::Length { announced, read } => {
-                VramError::LengthMismatch { announced, read }
-            }
-            // `stream_chunks` reads sources only; devices fail in the consumer.
-            _ => VramError::Internal {
-                reason: "a source stream reported a device failure",
-            },
-        })
+        // `vram_core::source` streams read sources only; devices fail in the
+        // consumer, whose errors carry their device.
+        Self(source_err(e).unwrap_or(VramError::Internal {
+            reason: "a source stream reported a device failure",
+        }))
     }
 }
 

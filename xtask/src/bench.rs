@@ -93,30 +93,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         gb / t_vram_sha,
         t_sha / t_vram_sha
     );
-    // BLAKE3, what a user who wants a fast file hash picks (not required).
-    let b3 = Command::new("b3sum")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if b3 {
-        let mut t_b3 = f64::MAX;
-        for _ in 0..3 {
-            t_b3 = t_b3.min(time_cmd(
-                Command::new("b3sum")
-                    .arg(&file)
-                    .stdout(std::process::Stdio::null()),
-            )?);
-        }
-        println!(
-            "  b3sum (best of 3)         {:>7.3} s  {:>6.2} GB/s  vram digest is {:.2}x its rate",
-            t_b3,
-            gb / t_b3,
-            t_b3 / t_vram
-        );
-    } else {
-        println!("  b3sum not installed (apt-get install b3sum): no BLAKE3 baseline");
-    }
+    // `b3sum` and `fsverity digest` beside `vram digest` are in the
+    // `vram bench` figures above (same file size, same run).
     // What a user on a machine without a GPU runs: a fresh process sealing
     // the file on the mock, first touch of its memory included.
     let secret = dir.join("bench.secret");

@@ -24,8 +24,8 @@ use std::time::Instant;
 use vram_core::source::{stream_chunks, MappedFile};
 use vram_core::StreamError;
 use vram_crypto::{
-    backend, hash_alongside, leaf_hashes_from, LeafHashes, LeafSize, Sha256Digest, TreeDescriptor,
-    TreeHasher,
+    backend, hash_alongside, leaf_hashes_from, LeafHashes, LeafSize, Sha256Digest, Sha256Stream,
+    TreeDescriptor, TreeHasher,
 };
 use vram_residency::DEFAULT_STAGING_BYTES;
 
@@ -209,8 +209,14 @@ fn stream(
     Ok((out.leaves, out.plain_sha256))
 }
 
-/// Leaf hashes (and with `sha256` the plain SHA-256) of a mapped file: the
-/// leaves on every core, the plain stream beside them on this thread.
+/// Bytes of a mapped file hashed between two progress updates (rounded up to
+/// whole leaves): the bar moves on a 100 GB file, and a segment still keeps
+/// every core and lane busy.
+const MAPPED_SEGMENT: usize = 256 << 20;
+
+/// Leaf hashes (and with `sha256` the plain SHA-256) of a mapped file, one
+/// segment of whole leaves at a time: the leaves on every core, the plain
+/// stream beside them on this thread.
 fn digest_mapped(
     bytes: &[u8],
     path: &Path,
@@ -218,25 +224,43 @@ fn digest_mapped(
     sha256: bool,
     pb: &ProgressBar,
 ) -> Result<(LeafHashes, Option<Sha256Digest>), CliError> {
+    digest_segments(bytes, path, leaf, sha256, MAPPED_SEGMENT, pb)
+}
+
+/// [`digest_mapped`] with segments of at least `segment` bytes.
+fn digest_segments(
+    bytes: &[u8],
+    path: &Path,
+    leaf: LeafSize,
+    sha256: bool,
+    segment: usize,
+    pb: &ProgressBar,
+) -> Result<(LeafHashes, Option<Sha256Digest>), CliError> {
     let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-    let (leaves, plain) = if sha256 {
-        let mut plain = None;
-        let hashes = hash_alongside(leaf, bytes, || {
-            plain = Some(vram_crypto::sha256(bytes));
-            Ok::<(), std::convert::Infallible>(())
-        });
-        let hashes = match hashes {
-            Ok(h) => h,
-            Err(never) => match never {},
+    let leaf_bytes = usize::try_from(leaf.bytes()).unwrap_or(usize::MAX);
+    let segment = segment
+        .div_ceil(leaf_bytes)
+        .max(1)
+        .saturating_mul(leaf_bytes);
+    let mut plain = sha256.then(Sha256Stream::new);
+    let mut hashes = Vec::new();
+    for part in bytes.chunks(segment) {
+        let hashed = match plain.as_mut() {
+            Some(stream) => hash_alongside(leaf, part, || {
+                stream.update(part);
+                Ok::<(), std::convert::Infallible>(())
+            }),
+            None => Ok(vram_crypto::leaf_hashes(part, leaf).into_parts().1),
         };
-        let leaves = LeafHashes::from_parts(TreeDescriptor::new(leaf, len), hashes)
-            .map_err(|e| CliError::env(format!("{}: {e}", shown_path(path))))?;
-        (leaves, plain)
-    } else {
-        (vram_crypto::leaf_hashes(bytes, leaf), None)
-    };
-    pb.inc(len);
-    Ok((leaves, plain))
+        match hashed {
+            Ok(h) => hashes.extend(h),
+            Err(never) => match never {},
+        }
+        pb.inc(part.len() as u64);
+    }
+    let leaves = LeafHashes::from_parts(TreeDescriptor::new(leaf, len), hashes)
+        .map_err(|e| CliError::env(format!("{}: {e}", shown_path(path))))?;
+    Ok((leaves, plain.map(Sha256Stream::finish)))
 }
 
 /// Leaf hashes of a regular file of `len` bytes: one contiguous leaf range per
@@ -262,4 +286,34 @@ pub(crate) fn digest_file_parallel(
             Ok(())
         },
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::cast_possible_truncation)]
+mod tests {
+    use super::*;
+
+    /// Any segment size gives the digests of the whole input, and the bar
+    /// reaches its length.
+    #[test]
+    fn segments_of_a_mapped_file_give_the_whole_file_s_digests() {
+        let data: Vec<u8> = (0..200_003u32).map(|i| (i % 241) as u8).collect();
+        let leaf = LeafSize::new(4096).unwrap();
+        let tree = vram_crypto::tree_digest(&data, leaf);
+        for segment in [1, 4096, 10_000, 1 << 20] {
+            for sha in [false, true] {
+                let pb = ProgressBar::hidden();
+                pb.set_length(data.len() as u64);
+                let (leaves, plain) =
+                    digest_segments(&data, Path::new("x"), leaf, sha, segment, &pb).unwrap();
+                assert_eq!(leaves.root(), tree, "segment {segment}");
+                assert_eq!(plain, sha.then(|| vram_crypto::sha256(&data)));
+                assert_eq!(pb.position(), data.len() as u64);
+            }
+        }
+        let pb = ProgressBar::hidden();
+        let (leaves, plain) = digest_segments(&[], Path::new("x"), leaf, true, 7, &pb).unwrap();
+        assert_eq!(leaves.root(), vram_crypto::tree_digest(&[], leaf));
+        assert_eq!(plain, Some(vram_crypto::sha256(&[])));
+    }
 }

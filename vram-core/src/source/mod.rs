@@ -288,17 +288,9 @@ where
                         return;
                     }
                 }
-                // A sized source must end where it said it would.
-                let mut probe = [0u8; 1];
-                let end = match read_full(reader, &mut probe) {
-                    Ok(0) => return,
-                    Ok(_) => StreamError::Length {
-                        announced,
-                        read: announced.saturating_add(1),
-                    },
-                    Err(e) => StreamError::Read(e),
-                };
-                let _ = tx.send(Err(end));
+                if let Some(e) = past_the_end(reader, announced) {
+                    let _ = tx.send(Err(e));
+                }
             });
         if let Err(e) = reading {
             return Err(E::from(StreamError::Read(e)));
@@ -365,21 +357,22 @@ fn read_chunks(
             return;
         }
     }
-    // A sized source must end where it said it would.
-    if let Some(announced) = len {
-        let mut probe = [0u8; 1];
-        match read_full(reader, &mut probe) {
-            Ok(0) => {}
-            Ok(_) => {
-                let _ = full.send(Err(StreamError::Length {
-                    announced,
-                    read: announced.saturating_add(1),
-                }));
-            }
-            Err(e) => {
-                let _ = full.send(Err(StreamError::Read(e)));
-            }
-        }
+    if let Some(e) = len.and_then(|announced| past_the_end(reader, announced)) {
+        let _ = full.send(Err(e));
+    }
+}
+
+/// A sized source must end where it said it would: after its `announced`
+/// bytes were read, `None` when it is at its end, else the error to report.
+fn past_the_end(reader: &mut (impl Read + ?Sized), announced: u64) -> Option<StreamError> {
+    let mut probe = [0u8; 1];
+    match read_full(reader, &mut probe) {
+        Ok(0) => None,
+        Ok(_) => Some(StreamError::Length {
+            announced,
+            read: announced.saturating_add(1),
+        }),
+        Err(e) => Some(StreamError::Read(e)),
     }
 }
 
