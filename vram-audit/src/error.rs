@@ -150,6 +150,23 @@ pub enum AuditError {
         /// The rejected text, truncated to 80 characters.
         got: String,
     },
+    /// A public key given to verify signed checkpoints is not an Ed25519
+    /// key in PEM.
+    #[error("public key: {reason}; expected the PEM that `vram audit public-key` prints (-----BEGIN PUBLIC KEY-----, Ed25519)")]
+    InvalidPublicKey {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The log's segments are not in the order its own rotation left them:
+    /// another program (an external rotator such as logrotate) renamed,
+    /// copied or truncated them. Nothing was written.
+    #[error("audit log {path}: {reason}; vram rotates its logs itself: do not point logrotate (or another rotator) at them, undo the rename or start a new log (see docs/audit-log.md, Rotation and retention)")]
+    ExternallyRotated {
+        /// The log's path.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
     /// An event could not be encoded as JSON.
     #[error("audit event could not be encoded: {reason}")]
     Encode {

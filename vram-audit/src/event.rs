@@ -219,6 +219,13 @@ pub enum AuditEvent {
         /// A random 128-bit id of this log, 32 lowercase hex digits: tells
         /// apart two logs written under the same key.
         log_id: String,
+        /// Fingerprint of the public key that signs this log's checkpoints
+        /// ([`AuditPublicKey::fingerprint`](crate::AuditPublicKey::fingerprint)):
+        /// which key a verifier without the secret must hold. Absent from
+        /// logs written without a signing key (and before signing existed),
+        /// so their genesis records read and write as before.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signing_key: Option<String>,
     },
     /// The log was opened: `"continued"` when an existing chain is continued.
     /// (Logs written before genesis records existed also began with one of
@@ -239,6 +246,22 @@ pub enum AuditEvent {
     Rotated {
         /// File name (not path) of the next segment.
         next_file: String,
+    },
+    /// A signed checkpoint: the position of the record before this one,
+    /// signed with the log's Ed25519 signing key so that anyone holding the
+    /// public key can check every record up to it without the secret (see
+    /// docs/audit-log.md, *Signed checkpoints*).
+    SignedCheckpoint {
+        /// Sequence number of the record it covers (this record's `seq` - 1).
+        seq: u64,
+        /// SHA-256 of that record's line (this record's `prev`).
+        hash: String,
+        /// The log's id.
+        log_id: String,
+        /// Fingerprint of the signing key.
+        signing_key: String,
+        /// Ed25519 signature over the checkpoint message, 128 lowercase hex digits.
+        signature: String,
     },
 }
 
@@ -261,7 +284,8 @@ impl AuditEvent {
             | Self::VramDeallocated { .. }
             | Self::LogCreated { .. }
             | Self::LogOpened { .. }
-            | Self::Rotated { .. } => Severity::Info,
+            | Self::Rotated { .. }
+            | Self::SignedCheckpoint { .. } => Severity::Info,
         }
     }
 
@@ -284,7 +308,8 @@ impl AuditEvent {
             | Self::LogCreated { .. }
             | Self::LogOpened { .. }
             | Self::TornTailRecovered { .. }
-            | Self::Rotated { .. } => None,
+            | Self::Rotated { .. }
+            | Self::SignedCheckpoint { .. } => None,
         }
     }
 
@@ -292,7 +317,7 @@ impl AuditEvent {
     /// gives them. A record of another type is an [`UnknownEvent`]; a record
     /// of one of these types that does not parse is malformed. (A test checks
     /// this list against serde's.)
-    pub(crate) const KINDS: [&'static str; 16] = [
+    pub(crate) const KINDS: [&'static str; 17] = [
         "vram_sealed",
         "seal_verified",
         "seal_verification_failed",
@@ -309,7 +334,15 @@ impl AuditEvent {
         "log_opened",
         "torn_tail_recovered",
         "rotated",
+        "signed_checkpoint",
     ];
+
+    /// Every event type this build knows (the `"type"` tags), for callers
+    /// that check a type named by a user.
+    #[must_use]
+    pub fn known_kinds() -> &'static [&'static str] {
+        &Self::KINDS
+    }
 
     /// The event's `"type"` tag, e.g. `"vram_sealed"`.
     #[must_use]
@@ -331,6 +364,7 @@ impl AuditEvent {
             Self::LogOpened { .. } => "log_opened",
             Self::TornTailRecovered { .. } => "torn_tail_recovered",
             Self::Rotated { .. } => "rotated",
+            Self::SignedCheckpoint { .. } => "signed_checkpoint",
         }
     }
 }
@@ -530,6 +564,7 @@ mod tests {
                 format: 1,
                 key_id: "0011223344556677".into(),
                 log_id: "ab".repeat(16),
+                signing_key: Some("8899aabbccddeeff".into()),
             },
             AuditEvent::LogOpened {
                 reason: "new".into(),
@@ -540,6 +575,13 @@ mod tests {
             },
             AuditEvent::Rotated {
                 next_file: "audit.jsonl.1".into(),
+            },
+            AuditEvent::SignedCheckpoint {
+                seq: 9,
+                hash: "cd".repeat(32),
+                log_id: "ab".repeat(16),
+                signing_key: "8899aabbccddeeff".into(),
+                signature: "ef".repeat(64),
             },
         ]
     }
@@ -689,7 +731,7 @@ mod tests {
             sev,
             [
                 Info, Info, Critical, Critical, Critical, Critical, Info, Critical, Info, Warning,
-                Info, Critical, Info, Info, Warning, Info
+                Info, Critical, Info, Info, Warning, Info, Info
             ]
         );
     }

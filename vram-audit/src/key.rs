@@ -18,6 +18,9 @@ use zeroize::Zeroizing;
 /// `AuditKey` and lives exactly as long.)
 pub struct AuditKey {
     hmac: Box<hmac::Key>,
+    /// Signs checkpoints, when the log has a signing key
+    /// ([`AuditKey::with_signer`]).
+    signer: Option<crate::AuditSigner>,
 }
 
 impl AuditKey {
@@ -41,7 +44,24 @@ impl AuditKey {
     fn from_slice(bytes: &[u8]) -> Self {
         Self {
             hmac: Box::new(hmac::Key::new(hmac::HMAC_SHA256, bytes)),
+            signer: None,
         }
+    }
+
+    /// The same key, with an Ed25519 signing key: a log opened with it names
+    /// the public key's fingerprint in its genesis record and writes signed
+    /// checkpoints (see [`LogOptions`](crate::LogOptions)), and a
+    /// verification with it checks their signatures too.
+    #[must_use]
+    pub fn with_signer(mut self, signer: crate::AuditSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// The signing key, when there is one.
+    #[must_use]
+    pub fn signer(&self) -> Option<&crate::AuditSigner> {
+        self.signer.as_ref()
     }
 
     /// The key's public fingerprint: hex of the first 8 bytes of
@@ -66,6 +86,7 @@ impl std::fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditKey")
             .field("key_id", &self.key_id())
+            .field("signer", &self.signer)
             .finish_non_exhaustive()
     }
 }

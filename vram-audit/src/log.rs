@@ -99,6 +99,10 @@ struct ChainState {
     /// later flush (of another file) covers them, so `synced_seq` never moves
     /// past this.
     durable_cap: Option<u64>,
+    /// Records written since the last signed checkpoint.
+    since_checkpoint: u64,
+    /// When the last signed checkpoint was written (or the log opened).
+    last_checkpoint: Instant,
 }
 
 impl ChainState {
@@ -434,6 +438,7 @@ impl AuditLog {
             format: record::RECORD_FORMAT,
             key_id: self.key.key_id(),
             log_id,
+            signing_key: self.key.signer().map(|s| s.public_key().fingerprint()),
         };
         self.record_with(event, FailureMode::FailClosed { max_wait }, true)?;
         Ok(())
@@ -460,6 +465,8 @@ impl AuditLog {
                 last_sync: Instant::now(),
                 synced_seq: 0,
                 durable_cap: None,
+                since_checkpoint: 0,
+                last_checkpoint: Instant::now(),
             }),
             stats: Mutex::new(SinkStats::default()),
             lost_in_burst: Mutex::new(0),
@@ -644,6 +651,60 @@ impl AuditLog {
         st.dirty = false;
         st.unsynced = 0;
         tracing::info!(next_file, "audit log rotated");
+        // The new segment opens with a signed checkpoint over everything
+        // before it, the old segment's `rotated` record included: the old
+        // segments can be archived with a proof that holds without the secret.
+        self.write_checkpoint(st);
+    }
+
+    /// True when a signed checkpoint is due after the record just written.
+    fn checkpoint_due(&self, st: &ChainState) -> bool {
+        if st.since_checkpoint == 0 || self.key.signer().is_none() {
+            return false;
+        }
+        let by_count = self.options.checkpoint_records > 0
+            && st.since_checkpoint >= self.options.checkpoint_records;
+        let by_time = !self.options.checkpoint_interval.is_zero()
+            && st.last_checkpoint.elapsed() >= self.options.checkpoint_interval;
+        by_count || by_time
+    }
+
+    /// Writes a signed checkpoint over the last record written, when the log
+    /// has a signing key, is of format 2 and has a record since the last
+    /// checkpoint. A failure is logged and counted; the next trigger retries.
+    fn write_checkpoint(&self, st: &mut ChainState) {
+        let Some(signer) = self.key.signer() else {
+            return;
+        };
+        let Some(log_id) = st.log_id.clone() else {
+            return;
+        };
+        if st.since_checkpoint == 0 || !crate::signing::signable(Some(&log_id), &st.prev) {
+            return;
+        }
+        let signature = signer.sign_checkpoint(&log_id, st.seq, &st.prev);
+        let event = AuditEvent::SignedCheckpoint {
+            seq: st.seq,
+            hash: st.prev.clone(),
+            log_id,
+            signing_key: signer.public_key().fingerprint(),
+            signature,
+        };
+        let mode = self.options.failure.mode_for(event.severity());
+        match self.write_record(st, &event, mode, false) {
+            Outcome::Written(_) => self.shared.note(&Ok(())),
+            Outcome::NotFlushed(_, e) => {
+                self.shared.note(&Ok(()));
+                self.shared.note(&Err(&e));
+            }
+            Outcome::Failed(e) => {
+                tracing::warn!(error = %e, "signed checkpoint not written; retried after the next record");
+                self.shared.note(&Err(&e));
+                return;
+            }
+        }
+        st.since_checkpoint = 0;
+        st.last_checkpoint = Instant::now();
     }
 
     fn flush_due(&self, st: &ChainState, severity: Severity, force: bool) -> bool {
@@ -699,6 +760,7 @@ impl AuditLog {
             .committed_len
             .saturating_add(u64::try_from(line.len()).unwrap_or(u64::MAX));
         st.unsynced = st.unsynced.saturating_add(1);
+        st.since_checkpoint = st.since_checkpoint.saturating_add(1);
         let mut receipt = RecordReceipt {
             seq,
             hash,
@@ -787,6 +849,9 @@ impl AuditLog {
             let mut st = self.lock_state()?;
             self.maybe_rotate(&mut st);
             let outcome = self.write_record(&mut st, &event, mode, force_sync);
+            if !matches!(outcome, Outcome::Failed(_)) && self.checkpoint_due(&st) {
+                self.write_checkpoint(&mut st);
+            }
             if st.unsynced > 0 {
                 if let Some(flusher) = &self.flusher {
                     flusher.note_pending();
@@ -847,6 +912,8 @@ impl Drop for AuditLog {
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // A clean close leaves every record covered by a signed checkpoint.
+        self.write_checkpoint(&mut st);
         if st.unsynced > 0 {
             if let Err(e) = st.backend.sync() {
                 tracing::error!(error = %e, "audit log not flushed on close");

@@ -142,6 +142,16 @@ pub struct LogOptions {
     /// [`AuditError::Locked`](crate::AuditError::Locked); zero means one try.
     /// Ignored by in-memory logs.
     pub lock_wait: Duration,
+    /// With a signing key ([`AuditKey::with_signer`](crate::AuditKey::with_signer)):
+    /// write a signed checkpoint once this many records have followed the
+    /// last one (0: not by count). Checkpoints are also written at rotation
+    /// and when the log is closed. Ignored without a signing key and for
+    /// format 1 logs.
+    pub checkpoint_records: u64,
+    /// With a signing key: write a signed checkpoint with the first record
+    /// written this long or more after the last checkpoint (zero: not by
+    /// time).
+    pub checkpoint_interval: Duration,
 }
 
 /// The name under which [`AuditLog::open_file`](crate::AuditLog::open_file) takes its options.
@@ -154,17 +164,24 @@ impl LogOptions {
     /// that holds it to finish, short enough that a second long-running
     /// writer is told about the conflict instead of hanging.
     pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(10);
+    /// Default records between signed checkpoints: 1,000.
+    pub const DEFAULT_CHECKPOINT_RECORDS: u64 = 1_000;
+    /// Default time between signed checkpoints: 60 s.
+    pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
 }
 
 impl Default for LogOptions {
     /// fsync every record, rotate at 64 MiB, fail-closed for critical events
-    /// only, wait up to 10 s for the log's lock.
+    /// only, wait up to 10 s for the log's lock, a signed checkpoint every
+    /// 1,000 records or 60 s (with a signing key).
     fn default() -> Self {
         Self {
             fsync: FsyncPolicy::EveryRecord,
             max_file_bytes: Some(Self::DEFAULT_MAX_FILE_BYTES),
             failure: FailurePolicy::default(),
             lock_wait: Self::DEFAULT_LOCK_WAIT,
+            checkpoint_records: Self::DEFAULT_CHECKPOINT_RECORDS,
+            checkpoint_interval: Self::DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }

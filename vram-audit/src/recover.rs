@@ -105,6 +105,69 @@ fn scan(
     })
 }
 
+/// The newest segment, `PATH.N` (N > 0, not empty), must be where the log's
+/// own rotation left it: not the beginning of the log (a first record of
+/// seq 1 belongs in `PATH`), and, when `PATH.(N-1)` is still there (older
+/// segments may have been archived), following a `rotated` record that names
+/// it. Otherwise another program renamed, copied or truncated the segments
+/// (logrotate's rename or `copytruncate`), and continuing would put records
+/// where no verifier finds them in order.
+fn check_own_rotation(
+    segments: &[(u32, std::path::PathBuf)],
+    name: &str,
+    index: u32,
+    path: &Path,
+    key: &AuditKey,
+) -> Result<(), AuditError> {
+    let rotated = |reason: String| AuditError::ExternallyRotated {
+        path: path.with_file_name(name),
+        reason,
+    };
+    let mut head = Vec::new();
+    let first = open_log_file(path, Access::Read)?;
+    (&first)
+        .take(RECORD_START_MAX)
+        .read_to_end(&mut head)
+        .map_err(|e| AuditError::io("read", path, e))?;
+    if begins_like_record(&head, true) {
+        return Err(rotated(format!(
+            "{} begins the log (its first record, seq 1) but is not its first file, {name}",
+            segment_name(name, index)
+        )));
+    }
+    let prev_index = index.saturating_sub(1);
+    let Some((_, prev_path)) = segments.iter().find(|(i, _)| *i == prev_index) else {
+        // Older segments archived: nothing to compare with.
+        return Ok(());
+    };
+    let prev_file = open_log_file(prev_path, Access::Read)?;
+    let prev_start = if prev_index == 0 {
+        Start::Genesis
+    } else {
+        Start::Anywhere
+    };
+    let prev = scan(prev_path, &prev_file, key, prev_start, false)?;
+    match prev.last {
+        Some(LastRecord {
+            event: RecordedEvent::Known(AuditEvent::Rotated { next_file }),
+            ..
+        }) if next_file == segment_name(name, index) => Ok(()),
+        Some(LastRecord {
+            event: RecordedEvent::Known(AuditEvent::Rotated { next_file }),
+            ..
+        }) => Err(rotated(format!(
+            "{} ends in a rotated record naming {next_file:?}, but the newest segment is {}",
+            segment_name(name, prev_index),
+            segment_name(name, index)
+        ))),
+        _ => Err(rotated(format!(
+            "{} does not end in a rotated record, yet {} follows it",
+            segment_name(name, prev_index),
+            segment_name(name, index)
+        ))),
+    }
+}
+
 fn damaged(path: &Path, finding: impl Into<String>) -> AuditError {
     AuditError::Damaged {
         path: path.to_path_buf(),
@@ -158,6 +221,9 @@ fn open_locked(
         Start::Anywhere
     };
     let active = scan(&path, &file, key, start, true)?;
+    if index > 0 && active.last.is_some() {
+        check_own_rotation(&segments, name, index, &path, key)?;
+    }
     let mut resume = match &active.last {
         Some(last) => Resume {
             seq: last.seq,

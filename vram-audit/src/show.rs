@@ -113,6 +113,22 @@ fn fields(line: &[u8]) -> Option<(Fields<()>, RecordedEvent)> {
     .ok()
 }
 
+/// Whether the file at `path` looks like an audit log: empty, or beginning
+/// like a record line (`{"v":1,"seq":` or `{"v":2,"log":"<id>","seq":`),
+/// read from its first bytes only. A text file, a secret or a binary is not.
+///
+/// # Errors
+/// When the file cannot be opened or read.
+pub fn is_log_file(path: &Path) -> Result<bool, AuditError> {
+    use std::io::Read as _;
+    let file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+    let mut head = Vec::new();
+    file.take(record::RECORD_START_MAX)
+        .read_to_end(&mut head)
+        .map_err(|e| AuditError::io("read", path, e))?;
+    Ok(head.is_empty() || record::begins_like_record(&head, false))
+}
+
 /// Reads every line of `files` (oldest first, as [`crate::segment_files`]
 /// lists a rotated log's segments) and hands each to `each`, in order, in
 /// bounded memory per line.

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use crate::record::{self, LineProblem, GENESIS_PREV, MAX_LINE_BYTES};
-use crate::{AuditError, AuditEvent, AuditKey, RecordedEvent};
+use crate::{AuditError, AuditEvent, AuditKey, AuditPublicKey, RecordedEvent, SignedCheckpoint};
 
 /// A chain position saved elsewhere (shipped off the host, printed in a ticket),
 /// against which a later verification detects truncation.
@@ -90,6 +90,17 @@ pub struct VerifyOptions {
     pub max_findings: usize,
     /// An empty log (no line at all) is expected: no [`FindingKind::Empty`].
     pub allow_empty: bool,
+    /// A signed checkpoint kept by a monitor (`vram audit head --signed`):
+    /// the log must contain it, unaltered (the same signed record), and
+    /// extend it. Its position also acts as [`Self::checkpoint`] when that
+    /// is not set.
+    pub signed_checkpoint: Option<SignedCheckpoint>,
+    /// The chain starts after this record instead of at the genesis record:
+    /// the head of older segments that were archived and removed (see
+    /// docs/audit-log.md, *Rotation and retention*). The first record must
+    /// be its successor (`seq` + 1, `prev` = its hash) and, with a log id,
+    /// bound to that log.
+    pub after: Option<Checkpoint>,
 }
 
 impl VerifyOptions {
@@ -103,6 +114,8 @@ impl Default for VerifyOptions {
             checkpoint: None,
             max_findings: Self::DEFAULT_MAX_FINDINGS,
             allow_empty: false,
+            signed_checkpoint: None,
+            after: None,
         }
     }
 }
@@ -256,6 +269,45 @@ pub enum FindingKind {
     },
     /// The record declares a format version this verifier does not know.
     UnknownVersion,
+    /// A signed checkpoint whose Ed25519 signature does not verify under the
+    /// public key: the checkpoint, or the position it names, was altered.
+    BadSignature {
+        /// The checkpoint record's sequence number.
+        seq: u64,
+    },
+    /// A signed checkpoint that does not name the record before it (its
+    /// `seq`, `hash` or `log_id` is not that record's): moved from elsewhere.
+    CheckpointMisplaced {
+        /// The checkpoint record's sequence number.
+        seq: u64,
+    },
+    /// The log names (in its genesis record or a checkpoint) another signing
+    /// key than the public key given: verify with the key of the worker that
+    /// wrote it (a new worker secret means a new key, and a new log).
+    SigningKeyMismatch {
+        /// Fingerprint of the key given to the verifier.
+        expected: String,
+        /// Fingerprint the log names.
+        found: String,
+    },
+    /// Verified with the public key only, and no signed checkpoint was found:
+    /// nothing in the files can be proven without the secret.
+    Unsigned,
+    /// The signed checkpoint given to the verifier is not in the log as it
+    /// was signed.
+    SignedCheckpointMissing {
+        /// The sequence number it covers.
+        seq: u64,
+    },
+    /// A segment ends in a `rotated` record naming one file, and the next
+    /// file given has another name: the segments were renamed (by an external
+    /// rotator such as logrotate), or given out of order.
+    SegmentRenamed {
+        /// The file name the chain continues in.
+        expected: String,
+        /// The next file's name.
+        found: String,
+    },
     /// The files hold nothing at all: no record, and no line that failed to be
     /// one. A log always begins with its
     /// genesis record, so an empty (or wiped) log is not intact unless an
@@ -334,6 +386,29 @@ impl fmt::Display for FindingKind {
                 id_or_none(found.as_ref())
             ),
             Self::UnknownVersion => f.write_str("unknown record version (not 1 or 2)"),
+            Self::BadSignature { seq } => write!(
+                f,
+                "bad signature: signed checkpoint seq {seq} does not verify under the public key (the checkpoint or the position it names was altered)"
+            ),
+            Self::CheckpointMisplaced { seq } => write!(
+                f,
+                "misplaced checkpoint: signed checkpoint seq {seq} does not name the record before it (moved from elsewhere)"
+            ),
+            Self::SigningKeyMismatch { expected, found } => write!(
+                f,
+                "signing key mismatch: the log is signed by key {found}, the public key given is {expected} (use the public key of the worker that wrote this log)"
+            ),
+            Self::Unsigned => f.write_str(
+                "unproven: no signed checkpoint in these files, so no record can be checked without the secret",
+            ),
+            Self::SignedCheckpointMissing { seq } => write!(
+                f,
+                "the signed checkpoint given (seq {seq}) is not in the log as it was signed"
+            ),
+            Self::SegmentRenamed { expected, found } => write!(
+                f,
+                "the chain continues in {expected}, but the next file given is {found}: segments renamed by another program (logrotate?) or given out of order"
+            ),
             Self::Empty => f.write_str(
                 "empty log: no records at all (a log begins with its genesis record; it was wiped, or never written)",
             ),
@@ -350,6 +425,9 @@ pub struct Genesis {
     pub key_id: String,
     /// The log's random id (32 hex digits).
     pub log_id: String,
+    /// Fingerprint of the public key that signs the log's checkpoints
+    /// (`None`: the log has no signing key).
+    pub signing_key: Option<String>,
 }
 
 /// Authentic records whose event type this build does not know: written by a
@@ -454,6 +532,21 @@ pub struct VerifyReport {
     /// in [`Self::records`] too). Not a finding: a log with such records is
     /// intact if nothing else is wrong.
     pub unknown_event_types: UnknownEventTypes,
+    /// Signed checkpoints whose signature verified (with a public key, given
+    /// or derived from the secret).
+    pub signed_checkpoints: u64,
+    /// The last signed checkpoint that verified and is linked record by
+    /// record to the start: every record up to it (and it) is proven by the
+    /// public key.
+    pub last_signed: Option<SignedCheckpoint>,
+    /// Sequence number of that checkpoint's own record.
+    pub proven_seq: Option<u64>,
+    /// Records read after it (all of them when there is none): linked, but
+    /// not yet covered by a signature.
+    pub unproven_records: u64,
+    /// Whether MACs were checked (a verification with the secret); `false`
+    /// for a verification with the public key only.
+    pub macs_checked: bool,
 }
 
 impl VerifyReport {
@@ -539,7 +632,17 @@ struct Run {
 
 /// Streaming chain checker shared by the verifier and by reopening.
 pub(crate) struct ChainVerifier<'k> {
-    key: &'k AuditKey,
+    /// The MAC key; `None` for a verification with the public key only.
+    key: Option<&'k AuditKey>,
+    /// Verifies signed checkpoints: given, or the key's own signer's.
+    public: Option<AuditPublicKey>,
+    /// The signed checkpoint a monitor kept, and whether it was found.
+    wanted_signed: Option<SignedCheckpoint>,
+    wanted_found: bool,
+    signed_checkpoints: u64,
+    last_signed: Option<SignedCheckpoint>,
+    proven_seq: Option<u64>,
+    unproven: u64,
     /// Next expected (seq, prev); `None` = take the next authentic record as given.
     expect: Option<(u64, String)>,
     /// Unauthentic lines since the last authentic one (each may stand for one record).
@@ -567,6 +670,9 @@ pub(crate) struct ChainVerifier<'k> {
     allow_empty: bool,
     checkpoint_found: Option<(String, Arc<Path>, u64)>,
     pending_rotation: Option<(String, Arc<Path>, u64)>,
+    /// A file given after a `rotated` record naming another file: (expected
+    /// name, found name, where the `rotated` record is).
+    misnamed: Option<(String, String, Arc<Path>, u64)>,
     /// The file being read, and the last line number seen in it.
     file: Arc<Path>,
     line_no: u64,
@@ -574,11 +680,35 @@ pub(crate) struct ChainVerifier<'k> {
 
 impl<'k> ChainVerifier<'k> {
     pub(crate) fn new(key: &'k AuditKey, start: Start, options: &VerifyOptions) -> Self {
+        let public = key.signer().map(|s| s.public_key().clone());
+        Self::with_keys(Some(key), public, start, options)
+    }
+
+    /// A verifier with a MAC key, a public key, or both (at least one).
+    pub(crate) fn with_keys(
+        key: Option<&'k AuditKey>,
+        public: Option<AuditPublicKey>,
+        start: Start,
+        options: &VerifyOptions,
+    ) -> Self {
+        let wanted_signed = options.signed_checkpoint.clone();
+        let checkpoint = options
+            .checkpoint
+            .clone()
+            .or_else(|| wanted_signed.as_ref().map(|s| s.checkpoint.clone()));
         Self {
             key,
-            expect: match start {
-                Start::Genesis => Some((1, GENESIS_PREV.to_owned())),
-                Start::Anywhere => None,
+            public,
+            wanted_signed,
+            wanted_found: false,
+            signed_checkpoints: 0,
+            last_signed: None,
+            proven_seq: None,
+            unproven: 0,
+            expect: match (&options.after, start) {
+                (Some(after), _) => Some((after.seq.saturating_add(1), after.hash.clone())),
+                (None, Start::Genesis) => Some((1, GENESIS_PREV.to_owned())),
+                (None, Start::Anywhere) => None,
             },
             bad_run: 0,
             seen: SeqSet::default(),
@@ -596,11 +726,16 @@ impl<'k> ChainVerifier<'k> {
             head: None,
             genesis: None,
             first_format: None,
-            log_id: None,
-            checkpoint: options.checkpoint.clone(),
+            log_id: options
+                .after
+                .as_ref()
+                .and_then(|a| a.log_id.clone())
+                .map(Some),
+            checkpoint,
             allow_empty: options.allow_empty,
             checkpoint_found: None,
             pending_rotation: None,
+            misnamed: None,
             file: Arc::from(Path::new("<none>")),
             line_no: 0,
         }
@@ -634,10 +769,17 @@ impl<'k> ChainVerifier<'k> {
         self.files = self.files.saturating_add(1);
         self.run = None;
         let file: Arc<Path> = Arc::from(file);
+        if let Some((expected, _, at, line)) = self.misnamed.take() {
+            // The previous file held no record to tell: missing.
+            self.push(at, line, FindingKind::MissingFile { expected });
+        }
         if let Some((expected, at, line)) = self.pending_rotation.take() {
             let name = file.file_name().and_then(|n| n.to_str());
             if name != Some(expected.as_str()) {
-                self.push(at, line, FindingKind::MissingFile { expected });
+                // Missing, or there under another name: the first record
+                // of this file tells (see `line`).
+                let found = vram_validation::escape_for_log(name.unwrap_or("?"), 200);
+                self.misnamed = Some((expected, found, at, line));
             }
         }
         self.file = file;
@@ -685,7 +827,7 @@ impl<'k> ChainVerifier<'k> {
     /// Checks one complete line (without `\n`).
     pub(crate) fn line(&mut self, line: u64, bytes: &[u8]) {
         self.line_no = line;
-        let rec = match record::authenticate(self.key, bytes) {
+        let rec = match record::authenticate_with(self.key, bytes) {
             Ok(r) => r,
             Err(LineProblem::BadMac) => return self.unauthentic(FindingKind::BadMac),
             Err(LineProblem::UnknownVersion) => {
@@ -698,14 +840,30 @@ impl<'k> ChainVerifier<'k> {
         self.run = None;
         let bad_run = std::mem::take(&mut self.bad_run);
         let seq = rec.seq;
+        if let Some((expected, found, at, at_line)) = self.misnamed.take() {
+            // The record the `rotated` one leads to, in a file of another
+            // name: the segments were renamed. Anything else: missing.
+            let links = self
+                .expect
+                .as_ref()
+                .is_some_and(|(s, p)| *s == seq && *p == rec.prev);
+            let kind = if links {
+                FindingKind::SegmentRenamed { expected, found }
+            } else {
+                FindingKind::MissingFile { expected }
+            };
+            self.push(at, at_line, kind);
+        }
         if self.seen.contains(seq) {
             self.here(FindingKind::Replayed { seq });
             return;
         }
+        if self.first_format.is_none() {
+            self.first_format = Some((rec.version, rec.log_id.clone()));
+        }
         match &self.log_id {
             None => {
                 self.log_id = Some(rec.log_id.clone());
-                self.first_format = Some((rec.version, rec.log_id.clone()));
             }
             Some(current) if *current != rec.log_id => {
                 let expected = current.clone();
@@ -770,6 +928,7 @@ impl<'k> ChainVerifier<'k> {
                     self.fill_gap(seq);
                     self.seen.insert(seq);
                     self.count_record(&rec.event);
+                    self.unproven = self.unproven.saturating_add(1);
                     self.expect = Some((expected, expected_prev));
                     return;
                 }
@@ -783,6 +942,7 @@ impl<'k> ChainVerifier<'k> {
             format,
             key_id,
             log_id,
+            signing_key,
         }) = &rec.event
         {
             if seq == 1 && self.records == 0 {
@@ -799,11 +959,41 @@ impl<'k> ChainVerifier<'k> {
                     format: *format,
                     key_id: key_id.clone(),
                     log_id: log_id.clone(),
+                    signing_key: signing_key.clone(),
                 });
+                if let (Some(found), Some(public)) = (signing_key, &self.public) {
+                    let expected = public.fingerprint();
+                    if *found != expected {
+                        self.here(FindingKind::SigningKeyMismatch {
+                            expected,
+                            found: found.clone(),
+                        });
+                    }
+                }
             }
         }
         self.seen.insert(seq);
         self.count_record(&rec.event);
+        self.unproven = self.unproven.saturating_add(1);
+        if let RecordedEvent::Known(AuditEvent::SignedCheckpoint {
+            seq: signed_seq,
+            hash,
+            log_id,
+            signing_key,
+            signature,
+        }) = &rec.event
+        {
+            let signed = SignedCheckpoint {
+                checkpoint: Checkpoint {
+                    seq: *signed_seq,
+                    hash: hash.clone(),
+                    log_id: Some(log_id.clone()),
+                },
+                signing_key: signing_key.clone(),
+                signature: signature.clone(),
+            };
+            self.signed_checkpoint(seq, &rec.prev, rec.log_id.as_deref(), signed);
+        }
         self.expect = Some((seq.saturating_add(1), rec.hash.clone()));
         self.pending_rotation = match &rec.event {
             RecordedEvent::Known(AuditEvent::Rotated { next_file }) => {
@@ -824,6 +1014,57 @@ impl<'k> ChainVerifier<'k> {
             log_id: rec.log_id,
             event: rec.event,
         });
+    }
+
+    /// Checks a signed checkpoint record (at `seq`, with `prev`, bound to
+    /// `log_id`): it must name the record before it, and its signature must
+    /// verify under the public key. One that does, on a chain linked from
+    /// the start, proves every record up to it.
+    fn signed_checkpoint(
+        &mut self,
+        seq: u64,
+        prev: &str,
+        log_id: Option<&str>,
+        signed: SignedCheckpoint,
+    ) {
+        if self
+            .wanted_signed
+            .as_ref()
+            .is_some_and(|w| *w == signed)
+        {
+            self.wanted_found = true;
+        }
+        let placed = signed.checkpoint.seq.checked_add(1) == Some(seq)
+            && signed.checkpoint.hash == prev
+            && signed.checkpoint.log_id.as_deref() == log_id;
+        if !placed {
+            self.linked = false;
+            self.here(FindingKind::CheckpointMisplaced { seq });
+            return;
+        }
+        let Some(public) = &self.public else {
+            // A MAC key without a signer: the MAC authenticated the record.
+            return;
+        };
+        if signed.signing_key != public.fingerprint() {
+            let expected = public.fingerprint();
+            self.here(FindingKind::SigningKeyMismatch {
+                expected,
+                found: signed.signing_key,
+            });
+            return;
+        }
+        if !signed.verifies_with(public) {
+            self.linked = false;
+            self.here(FindingKind::BadSignature { seq });
+            return;
+        }
+        self.signed_checkpoints = self.signed_checkpoints.saturating_add(1);
+        if self.linked {
+            self.proven_seq = Some(seq);
+            self.unproven = 0;
+            self.last_signed = Some(signed);
+        }
     }
 
     /// Counts an authentic record (noting an event type this build does not
@@ -853,6 +1094,9 @@ impl<'k> ChainVerifier<'k> {
         let last_file = Arc::clone(&self.file);
         let last_line = self.line_no;
         if let Some((expected, at, line)) = self.pending_rotation.take() {
+            self.push(at, line, FindingKind::MissingFile { expected });
+        }
+        if let Some((expected, _, at, line)) = self.misnamed.take() {
             self.push(at, line, FindingKind::MissingFile { expected });
         }
         let (format, log_id) = match self.first_format.take() {
@@ -916,6 +1160,20 @@ impl<'k> ChainVerifier<'k> {
                 }
             }
         }
+        if let Some(wanted) = self.wanted_signed.take() {
+            if !self.wanted_found {
+                self.push(
+                    Arc::clone(&last_file),
+                    last_line,
+                    FindingKind::SignedCheckpointMissing {
+                        seq: wanted.checkpoint.seq,
+                    },
+                );
+            }
+        }
+        if self.key.is_none() && self.records > 0 && self.proven_seq.is_none() {
+            self.push(Arc::clone(&last_file), last_line, FindingKind::Unsigned);
+        }
         if self.records == 0 && self.findings_total == 0 && !self.allow_empty {
             self.push(last_file, 0, FindingKind::Empty);
         }
@@ -932,6 +1190,15 @@ impl<'k> ChainVerifier<'k> {
             findings_total: self.findings_total,
             findings_omitted: self.findings_total.saturating_sub(kept),
             unknown_event_types: self.unknown_event_types,
+            signed_checkpoints: self.signed_checkpoints,
+            last_signed: self.last_signed,
+            proven_seq: self.proven_seq,
+            unproven_records: if self.proven_seq.is_some() || self.public.is_some() {
+                self.unproven
+            } else {
+                0
+            },
+            macs_checked: self.key.is_some(),
         }
     }
 }
@@ -1085,6 +1352,46 @@ pub fn verify_chain_with(
     Ok(verifier.finish())
 }
 
+/// Verifies a chain stored in `files` without the secret: with the public
+/// key of the log's signing key. Every record's `seq` and `prev` are checked
+/// (the SHA-256 chain needs no key), every signed checkpoint's signature and
+/// position, and the log id. Records up to the last signed checkpoint
+/// linked to the start are proven; those after it are counted in
+/// [`VerifyReport::unproven_records`] (not findings). A log with no signed
+/// checkpoint at all is [`FindingKind::Unsigned`]. With `key` too, every
+/// MAC is checked as well.
+///
+/// # Errors
+/// As [`verify_chain`].
+pub fn verify_chain_public(
+    files: &[PathBuf],
+    public: &AuditPublicKey,
+    key: Option<&AuditKey>,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, AuditError> {
+    let mut verifier =
+        ChainVerifier::with_keys(key, Some(public.clone()), Start::Genesis, options);
+    for path in files {
+        feed_file(&mut verifier, path)?;
+    }
+    Ok(verifier.finish())
+}
+
+/// [`verify_chain_public`] on lines held in memory (each without its `\n`),
+/// reported as file `<memory>`.
+pub fn verify_lines_public<'a>(
+    lines: impl IntoIterator<Item = &'a [u8]>,
+    public: &AuditPublicKey,
+    options: &VerifyOptions,
+) -> VerifyReport {
+    let mut verifier = ChainVerifier::with_keys(None, Some(public.clone()), Start::Genesis, options);
+    verifier.begin_file(Path::new("<memory>"));
+    for (n, line) in (1u64..).zip(lines) {
+        verifier.line(n, line);
+    }
+    verifier.finish()
+}
+
 /// Verifies record lines held in memory (as returned by
 /// [`AuditLog::lines`](crate::AuditLog::lines)), reported as file `<memory>`.
 #[must_use]
@@ -1146,6 +1453,7 @@ mod tests {
                         format: 2,
                         key_id: key.key_id(),
                         log_id: id.into(),
+                        signing_key: None,
                     },
                     (1, None) => AuditEvent::LogOpened {
                         reason: "new".into(),
@@ -1241,6 +1549,7 @@ mod tests {
             format: 2,
             key_id: key.key_id(),
             log_id: other.into(),
+            signing_key: None,
         };
         let line = encode_line(&key, Some(id), 1, "t", "a", &ev, GENESIS_PREV).unwrap();
         lying[0] = String::from_utf8(line).unwrap().trim_end().to_owned();
@@ -1428,6 +1737,7 @@ mod tests {
             format: 2,
             key_id: key.key_id(),
             log_id: id.into(),
+            signing_key: None,
         };
         let line = encode_line(&key, Some(id), 2, "t", "w", &genesis, GENESIS_PREV).unwrap();
         let line = String::from_utf8(line).unwrap().trim_end().to_owned();

@@ -35,6 +35,7 @@ fn options() -> LogOptions {
         max_file_bytes: Some(24 << 10),
         failure: FailurePolicy::fail_closed(Duration::from_secs(1)),
         lock_wait: LogOptions::DEFAULT_LOCK_WAIT,
+        ..LogOptions::default()
     }
 }
 

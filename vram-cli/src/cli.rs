@@ -195,6 +195,16 @@ pub(crate) struct SealArgs {
     /// Append audit records to this JSON-lines log (default: kept in memory).
     #[arg(long)]
     pub(crate) audit_log: Option<PathBuf>,
+    /// Start a new audit log segment (PATH.1, PATH.2, ...) once the current
+    /// one holds this much (e.g. 64MiB, the default).
+    #[arg(long, requires = "audit_log", value_name = "SIZE")]
+    pub(crate) audit_segment_size: Option<String>,
+    /// Write a signed checkpoint into the audit log every N records (0: not by count).
+    #[arg(long, requires = "audit_log", value_name = "N", default_value_t = 1000)]
+    pub(crate) audit_checkpoint_records: u64,
+    /// ... and with the first record this long after the last checkpoint (e.g. 60s).
+    #[arg(long, requires = "audit_log", value_name = "DURATION", default_value = "60s")]
+    pub(crate) audit_checkpoint_interval: String,
     /// Verification after sealing: full or sampled:K (K at or above the leaf count is a full verification).
     #[arg(long, default_value = "full")]
     pub(crate) verify: String,
@@ -245,6 +255,9 @@ pub(crate) enum AuditCommand {
     Show(AuditShowArgs),
     /// Print the verified head as SEQ:HASH:LOG_ID, the form --checkpoint takes.
     Head(AuditHeadArgs),
+    /// Print the public key (PEM) that verifies this worker's signed audit
+    /// checkpoints without the secret, and its fingerprint.
+    PublicKey(AuditPublicKeyArgs),
 }
 
 impl AuditCommand {
@@ -253,6 +266,7 @@ impl AuditCommand {
             Self::Verify(a) => a.json,
             Self::Show(a) => a.json,
             Self::Head(a) => a.json,
+            Self::PublicKey(a) => a.json,
         }
     }
 }
@@ -284,10 +298,29 @@ pub(crate) struct AuditShowArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct AuditPublicKeyArgs {
+    /// Worker secret file the signing key derives from (same rules as for seal).
+    #[arg(long)]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Machine-readable output (the PEM and the fingerprint).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct AuditHeadArgs {
     /// Log files, oldest first; a single path also takes its rotated segments (PATH.1, PATH.2, ...).
     #[arg(required = true)]
     pub(crate) logs: Vec<PathBuf>,
+    /// Print the latest signed checkpoint instead, as
+    /// SEQ:HASH:LOG_ID:KEY:SIGNATURE: one line a monitor stores and later
+    /// passes to `vram audit verify --checkpoint`.
+    #[arg(long)]
+    pub(crate) signed: bool,
+    /// Verify with this public key (PEM, from `vram audit public-key`)
+    /// instead of the secret.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) public_key: Option<PathBuf>,
     /// Worker secret file the log's audit key derives from (the chain is
     /// verified before its head is printed).
     #[arg(long)]
@@ -306,10 +339,23 @@ pub(crate) struct AuditVerifyArgs {
     /// standard input).
     #[arg(long)]
     pub(crate) secret_file: Option<PathBuf>,
+    /// Verify without the secret, with the worker's public key (PEM, from
+    /// `vram audit public-key`): the hash chain, every signed checkpoint and
+    /// the log id. Records after the last signed checkpoint are reported as
+    /// unproven. With --secret-file too, MACs are checked as well.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) public_key: Option<PathBuf>,
     /// Last known good head, SEQ:HASH or SEQ:HASH:LOG_ID (as printed by an
-    /// earlier verification), to detect a deleted tail or another log in its place.
+    /// earlier verification), or a signed checkpoint line from `vram audit
+    /// head --signed` (the log must contain it unaltered and extend it), to
+    /// detect a deleted tail or another log in its place.
     #[arg(long)]
     pub(crate) checkpoint: Option<String>,
+    /// The chain starts after this record, SEQ:HASH[:LOG_ID] (the head of
+    /// segments archived and removed; see docs/audit-log.md, Rotation and
+    /// retention): the first record given must be the one after it.
+    #[arg(long, value_name = "SEQ:HASH[:LOG_ID]")]
+    pub(crate) after: Option<String>,
     /// An empty log (no records at all) is expected: report it as intact.
     /// Without this, an empty log exits 1: a log always begins with its
     /// genesis record, so an empty one was wiped or never written.

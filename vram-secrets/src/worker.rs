@@ -41,6 +41,9 @@ pub enum KeyPurpose {
     Seal,
     /// Authenticating audit records.
     Audit,
+    /// The Ed25519 seed of the audit log's signing key: signs checkpoints
+    /// that anyone holding the public key can check without this secret.
+    AuditSigning,
 }
 
 impl KeyPurpose {
@@ -50,6 +53,7 @@ impl KeyPurpose {
         match self {
             KeyPurpose::Seal => "vram-residency/seal-key/v1",
             KeyPurpose::Audit => "vram-residency/audit-key/v1",
+            KeyPurpose::AuditSigning => "vram-residency/audit-signing-key/v1",
         }
     }
 }
@@ -305,6 +309,14 @@ impl WorkerSecret {
     #[must_use]
     pub fn audit_key(&self) -> SecretKey {
         self.derive_key(KeyPurpose::Audit)
+    }
+
+    /// The 32-byte Ed25519 seed of the audit log's signing key:
+    /// `derive_key(KeyPurpose::AuditSigning)`. Never written anywhere; the
+    /// public key made from it is what verifiers enrol.
+    #[must_use]
+    pub fn audit_signing_seed(&self) -> SecretKey {
+        self.derive_key(KeyPurpose::AuditSigning)
     }
 }
 

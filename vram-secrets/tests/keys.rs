@@ -22,6 +22,22 @@ fn hex(bytes: &[u8]) -> String {
 fn labels_are_versioned_and_distinct() {
     assert_eq!(KeyPurpose::Seal.label(), "vram-residency/seal-key/v1");
     assert_eq!(KeyPurpose::Audit.label(), "vram-residency/audit-key/v1");
+    assert_eq!(
+        KeyPurpose::AuditSigning.label(),
+        "vram-residency/audit-signing-key/v1"
+    );
+}
+
+#[test]
+fn the_audit_signing_seed_is_its_own_key() {
+    let a = secret(SECRET);
+    let seed = a.audit_signing_seed();
+    assert_ne!(seed.expose_secret(), a.audit_key().expose_secret());
+    assert_ne!(seed.expose_secret(), a.seal_key().expose_secret());
+    assert_eq!(
+        seed.expose_secret(),
+        a.derive_key(KeyPurpose::AuditSigning).expose_secret()
+    );
 }
 
 #[test]
@@ -55,7 +71,7 @@ fn derivation_is_pinned() {
     let s = secret(&[0x42; 32]);
     let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"vram-residency/hkdf-salt/v1");
     let prk = salt.extract(&[0x42; 32]);
-    for purpose in [KeyPurpose::Seal, KeyPurpose::Audit] {
+    for purpose in [KeyPurpose::Seal, KeyPurpose::Audit, KeyPurpose::AuditSigning] {
         let info = [purpose.label().as_bytes()];
         let okm = prk.expand(&info, ring::hkdf::HKDF_SHA256).unwrap();
         let mut want = [0u8; 32];

@@ -1,19 +1,37 @@
 //! `vram audit verify|show|head LOG...`: check a chain (exit 0 only when
 //! intact), show its records, print its verified head.
 
-use super::audit_key;
-use crate::cli::{AuditHeadArgs, AuditShowArgs, AuditVerifyArgs};
+use super::{audit_key, audit_signer};
+use crate::cli::{AuditHeadArgs, AuditPublicKeyArgs, AuditShowArgs, AuditVerifyArgs};
 use crate::exit::{shown_path, CliError};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use vram_audit::{
-    read_records, segment_files, verify_chain_with, Checkpoint, ShownLine, ShownRecord,
+    is_log_file, read_records, segment_files, verify_chain_public, verify_chain_with,
+    AuditEvent, AuditPublicKey, Checkpoint, ShownLine, ShownRecord, SignedCheckpoint,
     VerifyOptions, VerifyReport,
 };
 use vram_validation::{escape_for_log, OutputLine};
 
 /// The files of the log: one path names a rotated log by its base (every
-/// segment, in order); several are taken as given, oldest first.
+/// segment, in order; the base itself may be gone when its oldest segments
+/// were archived, or renamed away: stderr says so); several are taken as
+/// given, oldest first.
 fn log_files(logs: &[PathBuf], what: &str) -> Result<Vec<PathBuf>, CliError> {
+    if let [base] = logs {
+        if std::fs::symlink_metadata(base).is_err() {
+            let files =
+                segment_files(base).map_err(|e| CliError::env(format!("{what}: {e}")))?;
+            let Some(first) = files.first() else {
+                return Err(CliError::usage(format!("{}: no such file", shown_path(base))));
+            };
+            eprintln!(
+                "vram: note: {} is absent: reading its segments from {} on (older segments archived and removed, or the log was renamed by another program; see docs/audit-log.md, Rotation and retention)",
+                shown_path(base),
+                shown_path(first)
+            );
+            return Ok(files);
+        }
+    }
     for p in logs {
         let meta = std::fs::metadata(p).map_err(|e| crate::exit::io_error(p, &e))?;
         if meta.is_dir() {
@@ -29,28 +47,133 @@ fn log_files(logs: &[PathBuf], what: &str) -> Result<Vec<PathBuf>, CliError> {
     }
 }
 
+/// When the first file given for a single base path is not the base but
+/// holds the log's genesis record, the log was renamed (by logrotate, say):
+/// say so plainly.
+fn warn_if_renamed(logs: &[PathBuf], files: &[PathBuf], report: &VerifyReport) {
+    if let ([base], Some(first)) = (logs, files.first()) {
+        if first != base && report.genesis.is_some() {
+            eprintln!(
+                "vram: warning: {} begins the log (its genesis record) but is not named {}: another program (logrotate?) renamed the log; vram refuses to continue it (see docs/audit-log.md, Rotation and retention)",
+                shown_path(first),
+                shown_path(base)
+            );
+        }
+    }
+}
+
+/// Reads a public key file (PEM).
+fn read_public_key(path: &Path) -> Result<AuditPublicKey, CliError> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| crate::exit::io_error(path, &e))?;
+    let mut text = String::new();
+    file.take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|_| CliError::usage(format!("--public-key {}: not a PEM text file", shown_path(path))))?;
+    AuditPublicKey::from_pem(&text)
+        .map_err(|e| CliError::usage(format!("--public-key {}: {e}", shown_path(path))))
+}
+
+/// A `--checkpoint` value: a signed checkpoint line, or a plain position.
+fn checkpoint_arg(
+    value: Option<&str>,
+) -> Result<(Option<Checkpoint>, Option<SignedCheckpoint>), CliError> {
+    let Some(value) = value else {
+        return Ok((None, None));
+    };
+    if let Ok(signed) = value.parse::<SignedCheckpoint>() {
+        return Ok((None, Some(signed)));
+    }
+    value.parse::<Checkpoint>().map(|c| (Some(c), None)).map_err(|_| {
+        CliError::usage(
+            "--checkpoint: expected SEQ:HASH, SEQ:HASH:LOG_ID (decimal sequence, 64 hex, 32 hex) or a signed checkpoint line SEQ:HASH:LOG_ID:KEY:SIGNATURE from `vram audit head --signed`",
+        )
+    })
+}
+
+/// `vram audit public-key`: the PEM of the checkpoint signing key's public
+/// key and its fingerprint (stderr; both on stdout under `--json`).
+pub(crate) fn public_key(args: &AuditPublicKeyArgs) -> Result<(), CliError> {
+    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let signer = audit_signer(&secret)?;
+    let public = signer.public_key();
+    if args.json {
+        let v = serde_json::json!({
+            "public_key_pem": public.to_pem(),
+            "fingerprint": public.fingerprint(),
+            "algorithm": "ed25519",
+        });
+        println!("{v:#}");
+    } else {
+        print!("{}", public.to_pem());
+        eprintln!(
+            "vram: fingerprint {} (ed25519; named in the genesis record of every log this worker signs)",
+            public.fingerprint()
+        );
+    }
+    Ok(())
+}
+
+/// The report of `files` with the keys the flags give: the public key, the
+/// secret, or both. With `--public-key` alone no secret is loaded.
+fn verify_with_flags(
+    files: &[PathBuf],
+    secret_file: Option<&Path>,
+    public_key: Option<&Path>,
+    options: &VerifyOptions,
+    what: &str,
+) -> Result<(VerifyReport, Option<AuditPublicKey>), CliError> {
+    let public = public_key.map(read_public_key).transpose()?;
+    let secret = match (&public, secret_file) {
+        (Some(_), None) => None,
+        _ => Some(crate::secret::load(secret_file)?),
+    };
+    let key = secret.as_ref().map(audit_key).transpose()?;
+    let report = match (&public, &key) {
+        (Some(p), k) => verify_chain_public(files, p, k.as_ref(), options),
+        (None, Some(k)) => verify_chain_with(files, k, options),
+        (None, None) => return Err(CliError::usage(format!("{what}: give --secret-file or --public-key"))),
+    }
+    .map_err(|e| CliError::env(format!("{what}: {e}")))?;
+    Ok((report, public))
+}
+
 pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
-    let checkpoint: Option<Checkpoint> = args
-        .checkpoint
+    let (checkpoint, signed_checkpoint) = checkpoint_arg(args.checkpoint.as_deref())?;
+    let after: Option<Checkpoint> = args
+        .after
         .as_deref()
         .map(str::parse)
         .transpose()
         .map_err(|_| {
             CliError::usage(
-                "--checkpoint: expected SEQ:HASH or SEQ:HASH:LOG_ID (decimal sequence, 64 hex, 32 hex)",
+                "--after: expected SEQ:HASH or SEQ:HASH:LOG_ID (the head of the removed segments, as `vram audit head` printed it)",
             )
         })?;
     let files = log_files(&args.logs, "audit verify")?;
-    let secret = crate::secret::load(args.secret_file.as_deref())?;
-    let key = audit_key(&secret);
     let mut options = VerifyOptions::default();
     options.checkpoint = checkpoint;
+    options.signed_checkpoint = signed_checkpoint;
+    options.after = after;
     options.max_findings = args.max_findings;
     options.allow_empty = args.allow_empty;
     // Memory is bounded by `max_findings`, not by the log: findings past it are
     // only counted, and a run of bad lines is one finding.
-    let report = verify_chain_with(&files, &key, &options)
-        .map_err(|e| CliError::env(format!("audit verify: {e}")))?;
+    let (report, public) = verify_with_flags(
+        &files,
+        args.secret_file.as_deref(),
+        args.public_key.as_deref(),
+        &options,
+        "audit verify",
+    )?;
+    warn_if_renamed(&args.logs, &files, &report);
+    if let (Some(signed), Some(p)) = (&options.signed_checkpoint, &public) {
+        if !signed.verifies_with(p) {
+            return Err(CliError::integrity(
+                "--checkpoint: the signed checkpoint does not verify under the public key given (altered, or signed by another key)",
+            ));
+        }
+    }
     let verdict = if report.is_intact() {
         Ok(())
     } else {
@@ -73,6 +196,13 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             "findings_omitted": report.findings_omitted,
             "findings": report.findings,
             "unknown_event_types": report.unknown_event_types,
+            "macs_checked": report.macs_checked,
+            "signing_key": report.genesis.as_ref().and_then(|g| g.signing_key.clone()),
+            "public_key": public.as_ref().map(AuditPublicKey::fingerprint),
+            "signed_checkpoints": report.signed_checkpoints,
+            "proven_seq": report.proven_seq,
+            "unproven_records": report.unproven_records,
+            "last_signed": report.last_signed.as_ref().map(ToString::to_string),
         });
         if let (Err(e), Some(obj)) = (&verdict, v.as_object_mut()) {
             obj.insert("error".into(), e.to_json());
@@ -124,6 +254,24 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
             // The type names in it are escaped and bounded by vram-audit.
             println!("note: {}", report.unknown_event_types);
         }
+        if let Some(fp) = report.genesis.as_ref().and_then(|g| g.signing_key.as_ref()) {
+            println!("signing key {fp} (named in the genesis record): checkpoints verify with its public key");
+        }
+        if let Some(p) = &public {
+            let proven = match report.proven_seq {
+                Some(seq) => format!(
+                    "proven through seq {seq} by {} signed checkpoint(s) under key {}",
+                    report.signed_checkpoints,
+                    p.fingerprint()
+                ),
+                None => format!("no signed checkpoint under key {}", p.fingerprint()),
+            };
+            println!(
+                "public key: {proven}; {} record(s) after it UNPROVEN (linked, not yet covered by a signature){}",
+                report.unproven_records,
+                if report.macs_checked { "" } else { "; MACs not checked (no secret)" }
+            );
+        }
         if report.is_intact() {
             println!(
                 "intact: {} record(s) in {} file(s); head {head}",
@@ -151,9 +299,35 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
 /// chain is intact (exit 1 with the findings on stderr otherwise).
 pub(crate) fn head(args: &AuditHeadArgs) -> Result<(), CliError> {
     let files = log_files(&args.logs, "audit head")?;
-    let secret = crate::secret::load(args.secret_file.as_deref())?;
-    let report = verify_chain_with(&files, &audit_key(&secret), &VerifyOptions::default())
-        .map_err(|e| CliError::env(format!("audit head: {e}")))?;
+    let (report, _) = verify_with_flags(
+        &files,
+        args.secret_file.as_deref(),
+        args.public_key.as_deref(),
+        &VerifyOptions::default(),
+        "audit head",
+    )?;
+    warn_if_renamed(&args.logs, &files, &report);
+    if args.signed && report.is_intact() {
+        let Some(signed) = &report.last_signed else {
+            return Err(CliError::integrity(
+                "audit head --signed: the log holds no signed checkpoint linked to its start (written without a signing key, or before its first checkpoint)",
+            ));
+        };
+        if args.json {
+            let v = serde_json::json!({
+                "signed_checkpoint": signed.to_string(),
+                "seq": signed.checkpoint.seq,
+                "hash": signed.checkpoint.hash,
+                "log_id": signed.checkpoint.log_id,
+                "signing_key": signed.signing_key,
+                "signature": signed.signature,
+            });
+            println!("{v:#}");
+        } else {
+            println!("{signed}");
+        }
+        return Ok(());
+    }
     let head = report.head.as_ref().filter(|_| report.is_intact());
     let Some(head) = head else {
         let err = CliError::integrity(format!(
@@ -213,9 +387,33 @@ pub(crate) fn show(args: &AuditShowArgs, quiet: bool) -> Result<(), CliError> {
         .as_deref()
         .map(|t| time_arg("--until", t))
         .transpose()?;
+    if let (Some(s), Some(u)) = (&since, &until) {
+        if u <= s {
+            return Err(CliError::usage(format!(
+                "--until ({u}) is not after --since ({s}): no record could match"
+            )));
+        }
+    }
+    let known = AuditEvent::known_kinds();
+    if let Some(bad) = args.events.iter().find(|e| !known.contains(&e.as_str())) {
+        return Err(CliError::usage(format!(
+            "--event: unknown event type `{}`; known types: {}",
+            escape_for_log(bad, 40),
+            known.join(", ")
+        )));
+    }
     let files = log_files(&args.logs, "audit show")?;
+    for f in &files {
+        let is_log = is_log_file(f).map_err(|e| CliError::env(format!("audit show: {e}")))?;
+        if !is_log {
+            return Err(CliError::usage(format!(
+                "{}: not an audit log (its first line is not an audit record)",
+                shown_path(f)
+            )));
+        }
+    }
     let secret = crate::secret::load_if_given(args.secret_file.as_deref())?;
-    let key = secret.as_ref().map(audit_key);
+    let key = secret.as_ref().map(audit_key).transpose()?;
     if key.is_none() {
         eprintln!(
             "vram: note: no secret given (--secret-file): records are shown UNVERIFIED; anyone who can write the log could have written them"

@@ -42,7 +42,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     // dropped last, after the manager and the audit log that write into it).
     let dir = crate::scratch::ScratchDir::new("vram-demo")?;
     let log_path = dir.path().join("audit.jsonl");
-    let key = audit_key(&secret);
+    let key = audit_key(&secret)?;
     let audit = open_audit(&log_path, &secret)?;
     let mgr = manager(
         secret,

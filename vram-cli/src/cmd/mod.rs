@@ -15,7 +15,9 @@ use crate::devices::Selection;
 use crate::exit::CliError;
 use std::path::Path;
 use std::sync::Arc;
-use vram_audit::{AuditKey, AuditLog, AuditSink, FailureMode, FailurePolicy, FileOptions};
+use vram_audit::{
+    AuditKey, AuditLog, AuditSigner, AuditSink, FailureMode, FailurePolicy, FileOptions,
+};
 use vram_crypto::LeafSize;
 use vram_residency::{DeviceSource, SealHashing, VerifyPolicy, VramConfig, VramManager};
 use vram_secrets::WorkerSecret;
@@ -29,6 +31,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Audit(AuditCommand::Verify(a)) => audit::verify(a),
         Command::Audit(AuditCommand::Show(a)) => audit::show(a, cli.quiet),
         Command::Audit(AuditCommand::Head(a)) => audit::head(a),
+        Command::Audit(AuditCommand::PublicKey(a)) => audit::public_key(a),
         Command::Demo(a) => demo::run(a, cli.quiet),
         Command::Bench(a) => bench::run(a, cli.quiet),
         Command::VerifyCache(a) => hub::verify_cache(a, cli.quiet),
@@ -107,9 +110,16 @@ pub fn verify_arg(value: &str) -> Result<VerifyPolicy, CliError> {
         })
 }
 
-/// The audit key for a secret, in the form vram-audit takes.
-pub(crate) fn audit_key(secret: &WorkerSecret) -> AuditKey {
-    AuditKey::from_secret(&secret.audit_key())
+/// The audit key for a secret, in the form vram-audit takes, with the
+/// checkpoint signing key derived from the same secret.
+pub(crate) fn audit_key(secret: &WorkerSecret) -> Result<AuditKey, CliError> {
+    Ok(AuditKey::from_secret(&secret.audit_key()).with_signer(audit_signer(secret)?))
+}
+
+/// The audit log's checkpoint signing key, derived from the secret.
+pub(crate) fn audit_signer(secret: &WorkerSecret) -> Result<AuditSigner, CliError> {
+    AuditSigner::from_seed(&secret.audit_signing_seed())
+        .map_err(|e| CliError::env(format!("audit signing key: {e}")))
 }
 
 /// Opens (or continues) a JSON-lines audit log: fail-closed for every event
@@ -117,12 +127,22 @@ pub(crate) fn audit_key(secret: &WorkerSecret) -> AuditKey {
 /// the worker secret came from, one writer at a time (waits up to
 /// `LogOptions::DEFAULT_LOCK_WAIT` for another `vram` process to finish).
 pub(crate) fn open_audit(path: &Path, secret: &WorkerSecret) -> Result<Arc<AuditLog>, CliError> {
+    open_audit_with(path, secret, FileOptions::default())
+}
+
+/// [`open_audit`] with the caller's segment size and checkpoint cadence
+/// (the failure policy is always fail-closed).
+pub(crate) fn open_audit_with(
+    path: &Path,
+    secret: &WorkerSecret,
+    tuning: FileOptions,
+) -> Result<Arc<AuditLog>, CliError> {
     let options = FileOptions {
         failure: FailurePolicy::fail_closed(FailureMode::DEFAULT_MAX_WAIT),
-        ..FileOptions::default()
+        ..tuning
     };
     let protected = secret.protected_paths();
-    AuditLog::open_file_protecting(path, audit_key(secret), &worker_id(), options, &protected)
+    AuditLog::open_file_protecting(path, audit_key(secret)?, &worker_id(), options, &protected)
         .map(Arc::new)
         // Every open error names the log already.
         .map_err(|e| CliError::env(e.to_string()))
@@ -157,7 +177,7 @@ pub(crate) fn manager(
     let audit: Arc<dyn AuditSink> = match audit {
         Some(a) => a,
         None => Arc::new(
-            AuditLog::in_memory(audit_key(&secret), &worker_id())
+            AuditLog::in_memory(audit_key(&secret)?, &worker_id())
                 .map_err(|e| CliError::env(format!("audit log: {e}")))?,
         ),
     };

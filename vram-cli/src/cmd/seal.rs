@@ -1,6 +1,8 @@
 //! `vram seal FILE...`: stream each file into device memory, seal, verify once.
 
-use super::{gbps, leaf_arg, manager, open_audit, peak_rss_bytes, size_arg, verify_arg};
+use super::{
+    duration_arg, gbps, leaf_arg, manager, open_audit_with, peak_rss_bytes, size_arg, verify_arg,
+};
 use crate::cli::SealArgs;
 use crate::devices::{parse_spec, select};
 use crate::exit::{io_error, shown_path, CliError};
@@ -285,7 +287,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
     let metrics = MetricsOut::from_args(args)?;
     let secret = crate::secret::load(args.secret_file.as_deref())?;
     let audit: Option<Arc<dyn AuditSink>> = match &args.audit_log {
-        Some(p) => Some(open_audit(p, &secret)?),
+        Some(p) => Some(open_audit_with(p, &secret, audit_tuning(args)?)?),
         None => {
             if !quiet {
                 eprintln!("vram: note: no --audit-log given; audit records are kept in memory and lost at exit");
@@ -811,6 +813,23 @@ fn hold_until(
         return Err(CliError::integrity("scrubbing found corrupt device memory"));
     }
     Ok(released?)
+}
+
+
+/// The audit log's segment size and checkpoint cadence from the flags.
+fn audit_tuning(args: &SealArgs) -> Result<vram_audit::FileOptions, CliError> {
+    let mut options = vram_audit::FileOptions::default();
+    if let Some(size) = &args.audit_segment_size {
+        let bytes = size_arg("--audit-segment-size", size)?;
+        if bytes == 0 {
+            return Err(CliError::usage("--audit-segment-size must be at least 1 byte"));
+        }
+        options.max_file_bytes = Some(bytes);
+    }
+    options.checkpoint_records = args.audit_checkpoint_records;
+    options.checkpoint_interval =
+        duration_arg("--audit-checkpoint-interval", &args.audit_checkpoint_interval)?;
+    Ok(options)
 }
 
 #[cfg(test)]
