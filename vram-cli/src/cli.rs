@@ -200,10 +200,10 @@ pub(crate) struct SealArgs {
     #[arg(long, requires = "audit_log", value_name = "SIZE")]
     pub(crate) audit_segment_size: Option<String>,
     /// Write a signed checkpoint into the audit log every N records (0: not by count).
-    #[arg(long, requires = "audit_log", value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     pub(crate) audit_checkpoint_records: u64,
     /// ... and with the first record this long after the last checkpoint (e.g. 60s).
-    #[arg(long, requires = "audit_log", value_name = "DURATION", default_value = "60s")]
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub(crate) audit_checkpoint_interval: String,
     /// Verification after sealing: full or sampled:K (K at or above the leaf count is a full verification).
     #[arg(long, default_value = "full")]

@@ -7,7 +7,7 @@ use crate::exit::{shown_path, CliError};
 use std::path::{Path, PathBuf};
 use vram_audit::{
     is_log_file, read_records, segment_files, verify_chain_public, verify_chain_with,
-    AuditEvent, AuditPublicKey, Checkpoint, ShownLine, ShownRecord, SignedCheckpoint,
+    AuditEvent, AuditPublicKey, Checkpoint, FindingKind, ShownLine, ShownRecord, SignedCheckpoint,
     VerifyOptions, VerifyReport,
 };
 use vram_validation::{escape_for_log, OutputLine};
@@ -328,7 +328,27 @@ pub(crate) fn head(args: &AuditHeadArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let head = report.head.as_ref().filter(|_| report.is_intact());
+    // The oldest segments of a longer log (the anchor of a retention, see
+    // docs/audit-log.md): their last file ends in a `rotated` record naming a
+    // file that exists but was not given. That alone does not hide the head.
+    let prefix_only = !report.is_intact()
+        && u64::try_from(report.findings.len()).ok() == Some(report.findings_total)
+        && report.findings.iter().all(|f| match &f.kind {
+            FindingKind::MissingFile { expected } => {
+                files.last().map(PathBuf::as_path) == Some(&*f.file)
+                    && f.file.with_file_name(expected).exists()
+            }
+            _ => false,
+        });
+    if prefix_only {
+        eprintln!(
+            "vram: note: the chain continues in a file not given: this is the head of the files given (older segments of a longer log)"
+        );
+    }
+    let head = report
+        .head
+        .as_ref()
+        .filter(|_| report.is_intact() || prefix_only);
     let Some(head) = head else {
         let err = CliError::integrity(format!(
             "audit log has {} finding(s); no head is printed for a chain that does not verify",

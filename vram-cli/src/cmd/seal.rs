@@ -671,7 +671,7 @@ impl MetricsOut {
         let file = match &args.metrics_file {
             Some(p) => Some((
                 crate::metrics::TextFile::new(p)?,
-                super::duration_arg("--metrics-interval", &args.metrics_interval)?,
+                duration_arg("--metrics-interval", &args.metrics_interval)?,
             )),
             None => None,
         };
