@@ -28,6 +28,6 @@ pub use show::{is_log_file, read_records, ShownLine, ShownRecord};
 pub use signing::{checkpoint_message, AuditPublicKey, AuditSigner, SignedCheckpoint};
 pub use verify::{
     segment_files, verify_chain, verify_chain_public, verify_chain_with, verify_lines,
-    verify_lines_public, verify_lines_with, Checkpoint,
-    Finding, FindingKind, Genesis, UnknownEventTypes, VerifyOptions, VerifyReport,
+    verify_lines_public, verify_lines_with, Checkpoint, Finding, FindingKind, Genesis,
+    UnknownEventTypes, VerifyOptions, VerifyReport,
 };

@@ -290,7 +290,10 @@ mod tests {
     fn pem_round_trips_and_refuses_other_keys() {
         let signer = AuditSigner::from_seed_bytes(&[3; 32]).unwrap();
         let pem = signer.public_key().to_pem();
-        assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"), "{pem}");
+        assert!(
+            pem.starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"),
+            "{pem}"
+        );
         let back = AuditPublicKey::from_pem(&format!("text before\n{pem}after")).unwrap();
         assert_eq!(&back, signer.public_key());
         // A P-256 key (id-ecPublicKey) is refused.

@@ -1027,11 +1027,7 @@ impl<'k> ChainVerifier<'k> {
         log_id: Option<&str>,
         signed: SignedCheckpoint,
     ) {
-        if self
-            .wanted_signed
-            .as_ref()
-            .is_some_and(|w| *w == signed)
-        {
+        if self.wanted_signed.as_ref().is_some_and(|w| *w == signed) {
             self.wanted_found = true;
         }
         let placed = signed.checkpoint.seq.checked_add(1) == Some(seq)
@@ -1369,8 +1365,7 @@ pub fn verify_chain_public(
     key: Option<&AuditKey>,
     options: &VerifyOptions,
 ) -> Result<VerifyReport, AuditError> {
-    let mut verifier =
-        ChainVerifier::with_keys(key, Some(public.clone()), Start::Genesis, options);
+    let mut verifier = ChainVerifier::with_keys(key, Some(public.clone()), Start::Genesis, options);
     for path in files {
         feed_file(&mut verifier, path)?;
     }
@@ -1384,7 +1379,8 @@ pub fn verify_lines_public<'a>(
     public: &AuditPublicKey,
     options: &VerifyOptions,
 ) -> VerifyReport {
-    let mut verifier = ChainVerifier::with_keys(None, Some(public.clone()), Start::Genesis, options);
+    let mut verifier =
+        ChainVerifier::with_keys(None, Some(public.clone()), Start::Genesis, options);
     verifier.begin_file(Path::new("<memory>"));
     for (n, line) in (1u64..).zip(lines) {
         verifier.line(n, line);

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use vram_audit::{
-    checkpoint_message, segment_files, verify_chain_public, verify_chain_with,
-    verify_lines_public, AuditKey, AuditLog, AuditPublicKey, AuditSigner, AuditSink, Checkpoint,
-    FindingKind, LogOptions, SignedCheckpoint, VerifyOptions, VerifyReport,
+    checkpoint_message, segment_files, verify_chain_public, verify_chain_with, verify_lines_public,
+    AuditKey, AuditLog, AuditPublicKey, AuditSigner, AuditSink, Checkpoint, FindingKind,
+    LogOptions, SignedCheckpoint, VerifyOptions, VerifyReport,
 };
 
 const SEED: [u8; 32] = [0x33; 32];
@@ -101,12 +101,10 @@ fn the_documented_checkpoint_vector_verifies() {
     let signature = get("signature");
     assert!(public.verifies(&log_id, seq, &hash, &signature));
     // ring's Ed25519 is deterministic too: the same signature.
-    let line: SignedCheckpoint = format!(
-        "{seq}:{hash}:{log_id}:{}:{signature}",
-        public.fingerprint()
-    )
-    .parse()
-    .unwrap();
+    let line: SignedCheckpoint =
+        format!("{seq}:{hash}:{log_id}:{}:{signature}", public.fingerprint())
+            .parse()
+            .unwrap();
     assert!(line.verifies_with(public));
     // The record, read with the documented audit key: a checkpoint that
     // names the record before it, verified with the public key.
@@ -154,13 +152,18 @@ fn a_rotated_signed_log_verifies_with_the_public_key_only() {
         Some(public().fingerprint().as_str())
     );
     // Both checks at once.
-    let both = verify_chain_public(&files, &public(), Some(&signed_key()), &VerifyOptions::default())
-        .unwrap();
+    let both = verify_chain_public(
+        &files,
+        &public(),
+        Some(&signed_key()),
+        &VerifyOptions::default(),
+    )
+    .unwrap();
     assert!(both.is_intact() && both.macs_checked, "{:?}", both.findings);
     // Another worker's key: every checkpoint names a key that is not it.
     let other = AuditSigner::from_seed_bytes(&[0x44; 32]).unwrap();
-    let r = verify_chain_public(&files, other.public_key(), None, &VerifyOptions::default())
-        .unwrap();
+    let r =
+        verify_chain_public(&files, other.public_key(), None, &VerifyOptions::default()).unwrap();
     assert!(!r.is_intact());
     assert!(
         matches!(r.findings[0].kind, FindingKind::SigningKeyMismatch { .. }),
@@ -221,7 +224,9 @@ fn a_monitors_signed_checkpoint_must_be_in_the_log_unaltered_and_extended() {
     let r = with(kept.clone());
     let kinds: Vec<_> = r.findings.iter().map(|f| f.kind.clone()).collect();
     assert!(
-        kinds.iter().any(|k| matches!(k, FindingKind::Truncated { .. }))
+        kinds
+            .iter()
+            .any(|k| matches!(k, FindingKind::Truncated { .. }))
             && kinds
                 .iter()
                 .any(|k| matches!(k, FindingKind::SignedCheckpointMissing { .. })),
@@ -240,7 +245,10 @@ fn tamper(case: &str, path: &Path) {
     let n = lines.len();
     match case {
         "edit a field" => {
-            let i = lines.iter().position(|l| l.contains("\"bytes\":1004")).unwrap();
+            let i = lines
+                .iter()
+                .position(|l| l.contains("\"bytes\":1004"))
+                .unwrap();
             lines[i] = lines[i].replace("\"bytes\":1004", "\"bytes\":9004");
         }
         "delete a line" => {
@@ -260,8 +268,11 @@ fn tamper(case: &str, path: &Path) {
             lines.insert(5, lines[4].replacen("{\"v\":2,", "{\"v\":9,", 1));
         }
         "torn tail" => {
-            std::fs::write(path, format!("{}\n{}", lines[..n - 1].join("\n"), &lines[n - 1][..20]))
-                .unwrap();
+            std::fs::write(
+                path,
+                format!("{}\n{}", lines[..n - 1].join("\n"), &lines[n - 1][..20]),
+            )
+            .unwrap();
             return;
         }
         "edit a checkpoint" => {
@@ -326,7 +337,9 @@ fn a_log_cut_after_its_last_checkpoint_is_found_against_a_kept_head() {
     let dir = tempfile::tempdir().unwrap();
     let path = signed_log(dir.path(), 12, None);
     let files = vec![path.clone()];
-    let head = public_report(&files, &VerifyOptions::default()).head.unwrap();
+    let head = public_report(&files, &VerifyOptions::default())
+        .head
+        .unwrap();
     let mut lines = read_lines(&path);
     lines.truncate(lines.len() - 2);
     write_lines(&path, &lines);

@@ -38,7 +38,11 @@ fn secret_file(dir: &Path, name: &str, fill: &[u8]) -> PathBuf {
 }
 
 fn secret(dir: &Path) -> PathBuf {
-    secret_file(dir, "worker.secret", b"0123456789abcdef0123456789abcdef-public-test")
+    secret_file(
+        dir,
+        "worker.secret",
+        b"0123456789abcdef0123456789abcdef-public-test",
+    )
 }
 
 fn model(dir: &Path) -> PathBuf {
@@ -89,7 +93,11 @@ fn public_key(secret: &Path, dir: &Path, name: &str) -> PathBuf {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let pem = text(&out.stdout);
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
-    assert!(text(&out.stderr).contains("fingerprint "), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("fingerprint "),
+        "{}",
+        text(&out.stderr)
+    );
     let p = dir.join(name);
     std::fs::write(&p, pem).unwrap();
     p
@@ -97,7 +105,9 @@ fn public_key(secret: &Path, dir: &Path, name: &str) -> PathBuf {
 
 fn verify_public(key: &Path, logs: &[&Path], extra: &[&str]) -> Output {
     let mut c = vram();
-    c.args(["audit", "verify", "--public-key"]).arg(key).args(extra);
+    c.args(["audit", "verify", "--public-key"])
+        .arg(key)
+        .args(extra);
     for l in logs {
         c.arg(l);
     }
@@ -128,7 +138,11 @@ fn show_refuses_filters_that_cannot_match_and_files_that_are_not_logs() {
         &[&log],
     );
     assert_eq!(code(&out), 2, "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--until"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--until"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = audit(
         &["show", "--since", "2026-01-01", "--until", "2026-01-01"],
         &[&log],
@@ -210,7 +224,11 @@ fn renamed_segments_of_a_rotated_log_are_named_as_such() {
     assert!(report.contains("segments renamed"), "{report}");
     let out = seal(&secret, &log, &model, &["--audit-segment-size", "1500"]);
     assert_eq!(code(&out), 3, "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("logrotate"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("logrotate"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -39,7 +39,11 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn rsyslogd() -> Option<PathBuf> {
-    let candidates = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd", "/usr/local/sbin/rsyslogd"];
+    let candidates = [
+        "/usr/sbin/rsyslogd",
+        "/sbin/rsyslogd",
+        "/usr/local/sbin/rsyslogd",
+    ];
     if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
         return Some(p);
     }
@@ -146,7 +150,12 @@ fn a_live_rotated_log_shipped_through_rsyslog_verifies_with_the_public_key_only(
             .arg(&secret)
             .arg("--audit-log")
             .arg(&log)
-            .args(["--audit-segment-size", "3000", "--audit-checkpoint-records", "4"])
+            .args([
+                "--audit-segment-size",
+                "3000",
+                "--audit-checkpoint-records",
+                "4",
+            ])
             .arg(&model)
             .output()
             .unwrap();
@@ -202,7 +211,10 @@ fn a_live_rotated_log_shipped_through_rsyslog_verifies_with_the_public_key_only(
     assert_eq!(report["files"], written.len());
     assert_eq!(report["macs_checked"], false);
     assert_eq!(report["unproven_records"], 0, "{report:#}");
-    assert!(report["signed_checkpoints"].as_u64().unwrap() >= 6, "{report:#}");
+    assert!(
+        report["signed_checkpoints"].as_u64().unwrap() >= 6,
+        "{report:#}"
+    );
 
     // A shipper that drops a line: found, with the public key only.
     let second = segment(&out, 1);

@@ -71,7 +71,11 @@ fn derivation_is_pinned() {
     let s = secret(&[0x42; 32]);
     let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"vram-residency/hkdf-salt/v1");
     let prk = salt.extract(&[0x42; 32]);
-    for purpose in [KeyPurpose::Seal, KeyPurpose::Audit, KeyPurpose::AuditSigning] {
+    for purpose in [
+        KeyPurpose::Seal,
+        KeyPurpose::Audit,
+        KeyPurpose::AuditSigning,
+    ] {
         let info = [purpose.label().as_bytes()];
         let okm = prk.expand(&info, ring::hkdf::HKDF_SHA256).unwrap();
         let mut want = [0u8; 32];

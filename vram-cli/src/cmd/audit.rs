@@ -6,8 +6,8 @@ use crate::cli::{AuditHeadArgs, AuditPublicKeyArgs, AuditShowArgs, AuditVerifyAr
 use crate::exit::{shown_path, CliError};
 use std::path::{Path, PathBuf};
 use vram_audit::{
-    is_log_file, read_records, segment_files, verify_chain_public, verify_chain_with,
-    AuditEvent, AuditPublicKey, Checkpoint, FindingKind, ShownLine, ShownRecord, SignedCheckpoint,
+    is_log_file, read_records, segment_files, verify_chain_public, verify_chain_with, AuditEvent,
+    AuditPublicKey, Checkpoint, FindingKind, ShownLine, ShownRecord, SignedCheckpoint,
     VerifyOptions, VerifyReport,
 };
 use vram_validation::{escape_for_log, OutputLine};
@@ -19,10 +19,12 @@ use vram_validation::{escape_for_log, OutputLine};
 fn log_files(logs: &[PathBuf], what: &str) -> Result<Vec<PathBuf>, CliError> {
     if let [base] = logs {
         if std::fs::symlink_metadata(base).is_err() {
-            let files =
-                segment_files(base).map_err(|e| CliError::env(format!("{what}: {e}")))?;
+            let files = segment_files(base).map_err(|e| CliError::env(format!("{what}: {e}")))?;
             let Some(first) = files.first() else {
-                return Err(CliError::usage(format!("{}: no such file", shown_path(base))));
+                return Err(CliError::usage(format!(
+                    "{}: no such file",
+                    shown_path(base)
+                )));
             };
             eprintln!(
                 "vram: note: {} is absent: reading its segments from {} on (older segments archived and removed, or the log was renamed by another program; see docs/audit-log.md, Rotation and retention)",
@@ -69,7 +71,12 @@ fn read_public_key(path: &Path) -> Result<AuditPublicKey, CliError> {
     let mut text = String::new();
     file.take(64 * 1024)
         .read_to_string(&mut text)
-        .map_err(|_| CliError::usage(format!("--public-key {}: not a PEM text file", shown_path(path))))?;
+        .map_err(|_| {
+            CliError::usage(format!(
+                "--public-key {}: not a PEM text file",
+                shown_path(path)
+            ))
+        })?;
     AuditPublicKey::from_pem(&text)
         .map_err(|e| CliError::usage(format!("--public-key {}: {e}", shown_path(path))))
 }
@@ -132,7 +139,11 @@ fn verify_with_flags(
     let report = match (&public, &key) {
         (Some(p), k) => verify_chain_public(files, p, k.as_ref(), options),
         (None, Some(k)) => verify_chain_with(files, k, options),
-        (None, None) => return Err(CliError::usage(format!("{what}: give --secret-file or --public-key"))),
+        (None, None) => {
+            return Err(CliError::usage(format!(
+                "{what}: give --secret-file or --public-key"
+            )))
+        }
     }
     .map_err(|e| CliError::env(format!("{what}: {e}")))?;
     Ok((report, public))

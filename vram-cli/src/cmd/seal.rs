@@ -815,20 +815,23 @@ fn hold_until(
     Ok(released?)
 }
 
-
 /// The audit log's segment size and checkpoint cadence from the flags.
 fn audit_tuning(args: &SealArgs) -> Result<vram_audit::FileOptions, CliError> {
     let mut options = vram_audit::FileOptions::default();
     if let Some(size) = &args.audit_segment_size {
         let bytes = size_arg("--audit-segment-size", size)?;
         if bytes == 0 {
-            return Err(CliError::usage("--audit-segment-size must be at least 1 byte"));
+            return Err(CliError::usage(
+                "--audit-segment-size must be at least 1 byte",
+            ));
         }
         options.max_file_bytes = Some(bytes);
     }
     options.checkpoint_records = args.audit_checkpoint_records;
-    options.checkpoint_interval =
-        duration_arg("--audit-checkpoint-interval", &args.audit_checkpoint_interval)?;
+    options.checkpoint_interval = duration_arg(
+        "--audit-checkpoint-interval",
+        &args.audit_checkpoint_interval,
+    )?;
     Ok(options)
 }
 
