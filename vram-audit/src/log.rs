@@ -114,9 +114,12 @@ impl ChainState {
     }
 }
 
-/// What a log shares with its background flusher.
+/// What a log shares with its background threads (flusher, checkpointer).
 struct Shared {
     state: Mutex<ChainState>,
+    key: AuditKey,
+    worker: String,
+    options: LogOptions,
     stats: Mutex<SinkStats>,
     /// Best-effort records lost since the last one written: a burst of losses
     /// (a full disk) is logged once when it starts and once when it ends.
@@ -208,18 +211,18 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     /// For `FsyncPolicy::Interval` on storage other than memory.
     flusher: Option<Flusher>,
-    key: AuditKey,
-    worker: String,
-    options: LogOptions,
+    /// Writes a signed checkpoint `checkpoint_interval` after a record left
+    /// without one (a log with a signing key, on storage other than memory).
+    checkpointer: Option<Flusher>,
     memory: Option<MemoryBackend>,
 }
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("worker", &self.worker)
-            .field("key", &self.key)
-            .field("options", &self.options)
+            .field("worker", &self.shared.worker)
+            .field("key", &self.shared.key)
+            .field("options", &self.shared.options)
             .finish_non_exhaustive()
     }
 }
@@ -426,7 +429,7 @@ impl AuditLog {
         ring::rand::SystemRandom::new()
             .fill(&mut id)
             .map_err(|_| AuditError::RandomUnavailable)?;
-        let max_wait = match self.options.failure.critical {
+        let max_wait = match self.shared.options.failure.critical {
             FailureMode::FailClosed { max_wait } => max_wait,
             FailureMode::BestEffort => Duration::ZERO,
         };
@@ -436,9 +439,13 @@ impl AuditLog {
         self.lock_state()?.log_id = Some(log_id.clone());
         let event = AuditEvent::LogCreated {
             format: record::RECORD_FORMAT,
-            key_id: self.key.key_id(),
+            key_id: self.shared.key.key_id(),
             log_id,
-            signing_key: self.key.signer().map(|s| s.public_key().fingerprint()),
+            signing_key: self
+                .shared
+                .key
+                .signer()
+                .map(|s| s.public_key().fingerprint()),
         };
         self.record_with(event, FailureMode::FailClosed { max_wait }, true)?;
         Ok(())
@@ -470,6 +477,9 @@ impl AuditLog {
             }),
             stats: Mutex::new(SinkStats::default()),
             lost_in_burst: Mutex::new(0),
+            key,
+            worker: worker_id.to_owned(),
+            options,
         });
         // Memory has nothing to flush: no thread for it.
         let flusher = match options.fsync {
@@ -483,12 +493,32 @@ impl AuditLog {
             ),
             _ => None,
         };
+        let timed_checkpoints = memory.is_none()
+            && !options.checkpoint_interval.is_zero()
+            && shared.key.signer().is_some();
+        let checkpointer =
+            if timed_checkpoints {
+                Some(
+                    Flusher::spawn(
+                        options.checkpoint_interval,
+                        Arc::downgrade(&shared),
+                        Shared::checkpoint_if_due,
+                    )
+                    .map_err(|source| AuditError::FlusherUnavailable {
+                        path: PathBuf::from(shared.state.lock().map_or_else(
+                            |_| String::from("<audit log>"),
+                            |st| st.backend.describe(),
+                        )),
+                        source,
+                    })?,
+                )
+            } else {
+                None
+            };
         Ok(Self {
             shared,
             flusher,
-            key,
-            worker: worker_id.to_owned(),
-            options,
+            checkpointer,
             memory,
         })
     }
@@ -496,13 +526,13 @@ impl AuditLog {
     /// The worker id written in every record.
     #[must_use]
     pub fn worker_id(&self) -> &str {
-        &self.worker
+        &self.shared.worker
     }
 
     /// The options the log was opened with.
     #[must_use]
     pub fn options(&self) -> &LogOptions {
-        &self.options
+        &self.shared.options
     }
 
     /// The last record written, as a checkpoint to keep outside this host
@@ -595,7 +625,9 @@ impl AuditLog {
     fn lock_state(&self) -> Result<MutexGuard<'_, ChainState>, AuditError> {
         self.shared.state.lock().map_err(|_| AuditError::Poisoned)
     }
+}
 
+impl Shared {
     /// Closes a full segment with a `rotated` record and continues in the next.
     /// A rotation that fails is logged and retried at the next record; the
     /// record itself then goes to the current segment.
@@ -641,10 +673,10 @@ impl AuditLog {
                     .durable_cap
                     .map_or(st.synced_seq, |c| c.min(st.synced_seq));
                 st.durable_cap = Some(cap);
-                self.shared.note(&Ok(()));
-                self.shared.note(&Err(&e));
+                self.note(&Ok(()));
+                self.note(&Err(&e));
             }
-            Outcome::Written(_) => self.shared.note(&Ok(())),
+            Outcome::Written(_) => self.note(&Ok(())),
         }
         st.backend.switch_to_next();
         st.committed_len = 0;
@@ -655,6 +687,23 @@ impl AuditLog {
         // before it, the old segment's `rotated` record included: the old
         // segments can be archived with a proof that holds without the secret.
         self.write_checkpoint(st);
+    }
+
+    /// The checkpointer thread's work: a signed checkpoint when records have
+    /// waited `checkpoint_interval` for one. Returns false when one was due
+    /// and could not be written (the thread retries later).
+    fn checkpoint_if_due(&self) -> bool {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if st.since_checkpoint == 0 {
+            return true;
+        }
+        if st.last_checkpoint.elapsed() < self.options.checkpoint_interval {
+            // A checkpoint was written since the record that woke us: the
+            // records after it are tried again a period later.
+            return false;
+        }
+        self.write_checkpoint(&mut st);
+        st.since_checkpoint == 0
     }
 
     /// True when a signed checkpoint is due after the record just written.
@@ -692,14 +741,14 @@ impl AuditLog {
         };
         let mode = self.options.failure.mode_for(event.severity());
         match self.write_record(st, &event, mode, false) {
-            Outcome::Written(_) => self.shared.note(&Ok(())),
+            Outcome::Written(_) => self.note(&Ok(())),
             Outcome::NotFlushed(_, e) => {
-                self.shared.note(&Ok(()));
-                self.shared.note(&Err(&e));
+                self.note(&Ok(()));
+                self.note(&Err(&e));
             }
             Outcome::Failed(e) => {
                 tracing::warn!(error = %e, "signed checkpoint not written; retried after the next record");
-                self.shared.note(&Err(&e));
+                self.note(&Err(&e));
                 return;
             }
         }
@@ -847,14 +896,19 @@ impl AuditLog {
     ) -> Result<RecordReceipt, AuditError> {
         let outcome = {
             let mut st = self.lock_state()?;
-            self.maybe_rotate(&mut st);
-            let outcome = self.write_record(&mut st, &event, mode, force_sync);
-            if !matches!(outcome, Outcome::Failed(_)) && self.checkpoint_due(&st) {
-                self.write_checkpoint(&mut st);
+            self.shared.maybe_rotate(&mut st);
+            let outcome = self.shared.write_record(&mut st, &event, mode, force_sync);
+            if !matches!(outcome, Outcome::Failed(_)) && self.shared.checkpoint_due(&st) {
+                self.shared.write_checkpoint(&mut st);
             }
             if st.unsynced > 0 {
                 if let Some(flusher) = &self.flusher {
                     flusher.note_pending();
+                }
+            }
+            if st.since_checkpoint > 0 {
+                if let Some(checkpointer) = &self.checkpointer {
+                    checkpointer.note_pending();
                 }
             }
             outcome
@@ -889,7 +943,7 @@ impl AuditLog {
 
 impl AuditSink for AuditLog {
     fn record(&self, event: AuditEvent) -> Result<RecordReceipt, AuditError> {
-        let mode = self.options.failure.mode_for(event.severity());
+        let mode = self.shared.options.failure.mode_for(event.severity());
         self.record_with(event, mode, false)
     }
 
@@ -907,13 +961,14 @@ impl Drop for AuditLog {
         // Stop and join the flusher first (it waits at most for the fsync in
         // progress), so that the final flush below is the last one.
         drop(self.flusher.take());
+        drop(self.checkpointer.take());
         let mut st = self
             .shared
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // A clean close leaves every record covered by a signed checkpoint.
-        self.write_checkpoint(&mut st);
+        self.shared.write_checkpoint(&mut st);
         if st.unsynced > 0 {
             if let Err(e) = st.backend.sync() {
                 tracing::error!(error = %e, "audit log not flushed on close");

@@ -149,8 +149,10 @@ pub struct LogOptions {
     /// format 1 logs.
     pub checkpoint_records: u64,
     /// With a signing key: write a signed checkpoint with the first record
-    /// written this long or more after the last checkpoint (zero: not by
-    /// time).
+    /// written this long or more after the last checkpoint, and (a log on
+    /// storage) from a background thread about this long after a record was
+    /// left without one, so that an idle log's last records get proven too
+    /// (zero: not by time).
     pub checkpoint_interval: Duration,
 }
 

@@ -386,3 +386,33 @@ fn archived_segments_are_replaced_by_an_anchor() {
     let log = AuditLog::open_file(&path, signed_key(), "worker-0", options(5, Some(3000))).unwrap();
     log.record(event(99)).unwrap();
 }
+
+#[test]
+fn an_idle_log_gets_its_checkpoint_from_the_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let opts = LogOptions {
+        checkpoint_records: 0,
+        checkpoint_interval: std::time::Duration::from_millis(100),
+        ..fast_options()
+    };
+    let log = AuditLog::open_file(&path, signed_key(), "worker-0", opts).unwrap();
+    for i in 1..=3 {
+        log.record(event(i)).unwrap();
+    }
+    // No further record: the checkpointer thread writes it (bounded wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = public_report(&[path.clone()], &VerifyOptions::default());
+        if r.unproven_records == 0 && r.proven_seq.is_some() {
+            assert!(r.is_intact(), "{:?}", r.findings);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no timed checkpoint: {r:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(log);
+}
