@@ -403,7 +403,7 @@ fn an_idle_log_gets_its_checkpoint_from_the_timer() {
     // No further record: the checkpointer thread writes it (bounded wait).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let r = public_report(&[path.clone()], &VerifyOptions::default());
+        let r = public_report(std::slice::from_ref(&path), &VerifyOptions::default());
         if r.unproven_records == 0 && r.proven_seq.is_some() {
             assert!(r.is_intact(), "{:?}", r.findings);
             break;
