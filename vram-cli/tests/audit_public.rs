@@ -264,6 +264,20 @@ fn a_sealed_log_verifies_with_the_public_key_and_tampering_is_found() {
     let out = verify_public(&key, &[&log], &["--checkpoint", &line]);
     assert!(out.status.success(), "{}", text(&out.stdout));
 
+    // A log cut just before its closing checkpoint: the records after the
+    // last signed checkpoint are unproven, not called intact.
+    let full = std::fs::read_to_string(&log).unwrap();
+    let mut cut: Vec<&str> = full.lines().collect();
+    assert!(cut.last().unwrap().contains("signed_checkpoint"));
+    cut.pop();
+    std::fs::write(&log, cut.join("\n") + "\n").unwrap();
+    let out = verify_public(&key, &[&log], &[]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("later record(s) UNPROVEN"), "{report}");
+    assert!(!report.contains("\nintact: "), "{report}");
+    std::fs::write(&log, &full).unwrap();
+
     // An edited record: found without the secret (exit 1).
     let original = std::fs::read_to_string(&log).unwrap();
     let edited = original.replacen("\"gpu_device\":0", "\"gpu_device\":1", 1);

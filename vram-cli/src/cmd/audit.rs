@@ -283,7 +283,16 @@ pub(crate) fn verify(args: &AuditVerifyArgs) -> Result<(), CliError> {
                 if report.macs_checked { "" } else { "; MACs not checked (no secret)" }
             );
         }
-        if report.is_intact() {
+        if report.is_intact() && public.is_some() && report.unproven_records > 0 {
+            // Linked, but not covered by a signature: not called intact.
+            println!(
+                "intact through seq {} (signed); {} later record(s) UNPROVEN; {} record(s) in {} file(s); head {head}",
+                report.proven_seq.unwrap_or(0),
+                report.unproven_records,
+                report.records,
+                report.files
+            );
+        } else if report.is_intact() {
             println!(
                 "intact: {} record(s) in {} file(s); head {head}",
                 report.records, report.files
