@@ -292,7 +292,8 @@ struct Connections {
 
 impl Connections {
     fn lock(this: &Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
-        this.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        this.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -394,7 +395,11 @@ async fn answer(
     use hyper::{Method, StatusCode};
     const PLAIN: &str = "text/plain; charset=utf-8";
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut r = response(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into(), PLAIN);
+        let mut r = response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD\n".into(),
+            PLAIN,
+        );
         r.headers_mut().insert(
             hyper::header::ALLOW,
             hyper::header::HeaderValue::from_static("GET, HEAD"),
@@ -417,11 +422,19 @@ async fn answer(
             }
         }
         "/health" => response(StatusCode::OK, "ok\n".into(), PLAIN),
-        _ => response(StatusCode::NOT_FOUND, "metrics are at /metrics\n".into(), PLAIN),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            "metrics are at /metrics\n".into(),
+            PLAIN,
+        ),
     })
 }
 
-fn response(code: hyper::StatusCode, body: String, content_type: &'static str) -> hyper::Response<Body> {
+fn response(
+    code: hyper::StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> hyper::Response<Body> {
     let mut r = hyper::Response::new(Body::new(bytes::Bytes::from(body)));
     *r.status_mut() = code;
     r.headers_mut().insert(
@@ -537,12 +550,19 @@ impl TextFile {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
-            .map_err(|e| textfile_error(&self.path, format_args!("cannot create a file beside it: {e}")))?;
+            .map_err(|e| {
+                textfile_error(
+                    &self.path,
+                    format_args!("cannot create a file beside it: {e}"),
+                )
+            })?;
         let checked = file.metadata().and_then(|m| {
             if m.is_file() && std::os::unix::fs::MetadataExt::nlink(&m) == 1 {
                 file.set_permissions(std::fs::Permissions::from_mode(0o644))
             } else {
-                Err(std::io::Error::other("not the new regular file just created"))
+                Err(std::io::Error::other(
+                    "not the new regular file just created",
+                ))
             }
         });
         if let Err(e) = checked {
@@ -574,9 +594,7 @@ impl TextFile {
             file.write_all(body.as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| textfile_error(&self.path, e))?;
-            let ours = file
-                .metadata()
-                .map_err(|e| textfile_error(&self.path, e))?;
+            let ours = file.metadata().map_err(|e| textfile_error(&self.path, e))?;
             self.check_replaceable(std::os::unix::fs::MetadataExt::uid(&ours))?;
             std::fs::rename(&tmp, &self.path).map_err(|e| io_error(&self.path, &e))
         })();

@@ -280,7 +280,8 @@ fn a_holding_vram_keeps_a_node_exporter_textfile_current() {
     assert_eq!(m["vram_shards_held"], 0.0, "{m:?}");
     assert_eq!(m["vram_shard_bytes_held"], 0.0, "{m:?}");
     // Readable by node_exporter (another user) whatever the umask.
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&prom).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&prom).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o644);
 }
 
@@ -305,8 +306,11 @@ fn a_symlink_planted_in_the_textfile_directory_is_not_followed() {
             "100ms",
         ],
     );
-    std::os::unix::fs::symlink(&victim, textfiles.join(format!(".vram.prom.{}.tmp", child.id())))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        &victim,
+        textfiles.join(format!(".vram.prom.{}.tmp", child.id())),
+    )
+    .unwrap();
     let mut seen = Vec::new();
     wait_line(&rx, "holding 1 shard", &mut seen);
     // Several rewrites (each one a new inode), bounded in count and time.
@@ -322,7 +326,10 @@ fn a_symlink_planted_in_the_textfile_directory_is_not_followed() {
     assert!(inodes.len() >= 4, "the textfile was not rewritten");
     terminate(child, &rx);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
-    assert!(std::fs::symlink_metadata(&prom).unwrap().file_type().is_file());
+    assert!(std::fs::symlink_metadata(&prom)
+        .unwrap()
+        .file_type()
+        .is_file());
 }
 
 /// A textfile that cannot be written, or that others could swap, is an
@@ -354,7 +361,10 @@ fn a_textfile_that_cannot_be_kept_is_refused_at_start() {
             .unwrap()
     };
     for (prom, needle) in [
-        (dir.path().join("missing").join("vram.prom"), "does not exist"),
+        (
+            dir.path().join("missing").join("vram.prom"),
+            "does not exist",
+        ),
         (plain.join("vram.prom"), "not a directory"),
         (open.join("vram.prom"), "writable by other users"),
         (group.join("vram.prom"), "writable by other users"),
@@ -363,7 +373,11 @@ fn a_textfile_that_cannot_be_kept_is_refused_at_start() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{prom:?}: {stderr}");
         assert!(stderr.contains(needle), "{prom:?}: {stderr}");
-        assert!(out.stdout.is_empty(), "{prom:?}: sealed: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.stdout.is_empty(),
+            "{prom:?}: sealed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     // Nothing was left in the directories tried.
     assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
@@ -381,7 +395,12 @@ fn a_sticky_shared_textfile_directory_is_accepted() {
     let prom = shared.join("vram.prom");
     let (child, rx) = hold(
         dir.path(),
-        &["--metrics-file", prom.to_str().unwrap(), "--metrics-interval", "100ms"],
+        &[
+            "--metrics-file",
+            prom.to_str().unwrap(),
+            "--metrics-interval",
+            "100ms",
+        ],
     );
     let mut seen = Vec::new();
     wait_line(&rx, "holding 1 shard", &mut seen);
@@ -401,7 +420,11 @@ fn rss_hwm_threads(pid: u32) -> (u64, u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {status}"))
     };
-    (field("VmRSS:") * 1024, field("VmHWM:") * 1024, field("Threads:"))
+    (
+        field("VmRSS:") * 1024,
+        field("VmHWM:") * 1024,
+        field("Threads:"),
+    )
 }
 
 /// The process that holds sealed weights cannot be grown or stalled by a
@@ -435,8 +458,10 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
     // A header line of up to 400 MiB, sent until the holder hangs up; the
     // holder is measured as it goes and must stay small.
     let mut big = std::net::TcpStream::connect(&addr).unwrap();
-    big.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    big.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: ").unwrap();
+    big.set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    big.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: ")
+        .unwrap();
     let chunk = vec![b'a'; 1 << 20];
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut sent = 0u64;
@@ -445,7 +470,7 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
             break;
         }
         sent += chunk.len() as u64;
-        if sent % (16 << 20) == 0 {
+        if sent.is_multiple_of(16 << 20) {
             within_limits(&format!("after {} MiB of header", sent >> 20));
         }
     }
@@ -513,10 +538,15 @@ fn the_listener_answers_only_metrics_and_health() {
     let (head_headers, head_body) = rest.split_once("\r\n\r\n").unwrap();
     assert!(head_body.is_empty(), "HEAD sent a body: {head_body:?}");
     assert!(
-        head_headers.to_ascii_lowercase().contains("text/plain; version=0.0.4"),
+        head_headers
+            .to_ascii_lowercase()
+            .contains("text/plain; version=0.0.4"),
         "{head_headers}"
     );
-    assert!(get_headers.to_ascii_lowercase().contains("content-length"), "{get_headers}");
+    assert!(
+        get_headers.to_ascii_lowercase().contains("content-length"),
+        "{get_headers}"
+    );
     assert!(!body.is_empty());
 
     let (status, _, body) = get(&addr, "/health");
@@ -529,7 +559,10 @@ fn the_listener_answers_only_metrics_and_health() {
         &format!("POST /metrics HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
     );
     assert!(post.starts_with("HTTP/1.1 405"), "{post}");
-    assert!(post.to_ascii_lowercase().contains("allow: get, head"), "{post}");
+    assert!(
+        post.to_ascii_lowercase().contains("allow: get, head"),
+        "{post}"
+    );
     // A request head over 8 KiB is refused, not read on.
     let long = raw_request(
         &addr,
