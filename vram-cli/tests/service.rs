@@ -704,9 +704,37 @@ fn the_systemd_unit_runs_a_command_vram_accepts() {
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "Restart=on-failure",
+        // A usage error is not cured by a restart.
+        "RestartPreventExitStatus=2",
+        // Exit 3 mixes curable and incurable causes: the loop has an end.
+        "StartLimitBurst=",
+        // A writable place for a textfile under ProtectSystem=strict.
+        "RuntimeDirectory=vram-guard",
     ] {
         assert!(UNIT.contains(needle), "the unit lacks {needle}");
     }
+    // A guard without its GPU fails instead of holding on the mock.
+    let device = words
+        .iter()
+        .position(|w| w == "--device")
+        .expect("--device");
+    assert_eq!(words[device + 1], "cuda");
+    // It listens only locally, on no common exporter's port.
+    let listen = words.iter().position(|w| w == "--metrics-listen").unwrap();
+    let addr: std::net::SocketAddr = words[listen + 1].parse().unwrap();
+    assert!(addr.ip().is_loopback());
+    assert!(
+        !(9090..=9999).contains(&addr.port()),
+        "{addr}: Prometheus' and its exporters' range (9464: OpenTelemetry)"
+    );
+    assert!(!UNIT.contains("network-online"), "it needs no network");
+    // The README's textfile path is one the unit can write.
+    let readme = include_str!("../../README.md");
+    assert!(
+        readme.contains("--metrics-file\n/run/vram-guard/vram.prom")
+            || readme.contains("--metrics-file /run/vram-guard/vram.prom")
+    );
+    assert!(!readme.contains("/var/lib/node_exporter/vram.prom"));
 }
 
 #[test]

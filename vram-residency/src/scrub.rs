@@ -17,13 +17,13 @@
 //! second, one sweep takes `ceil(n / k)` steps per shard and at most
 //! `T = B * (1 + s / k) / R` seconds (the seal checks hash only the leaf list,
 //! 32 bytes per leaf, and are not counted against the rate) when every step
-//! reads at least [`ScrubConfig::MIN_STEP_CHARGE_BYTES`] of whole leaves; a step that reads
-//! less (a small shard, a short last leaf) is charged that much, so a sweep
-//! takes at most `sum over shards of ceil(n_shard / k) * max(step bytes,
-//! MIN_STEP_CHARGE_BYTES) / R`. The rate is a budget, never a floor: the
+//! reads at least [`ScrubConfig::MIN_STEP_CHARGE_BYTES`] of whole leaves; a
+//! step that reads less (a small shard, a short last leaf) is charged that
+//! much, so a sweep then takes at most `sum over shards of ceil(n_shard / k)
+//! * max(step bytes, 256 KiB) / R`. The rate is a budget, never a floor: the
 //! scrubber sleeps between steps, and time it fell behind is not made up in
-//! a burst. Every leaf is
-//! read once in every sweep, so a corruption that stays in place is found by
+//! a burst. Every leaf is read once in every sweep, so a corruption that
+//! stays in place is found by
 //! the end of the first sweep that starts after it appears: within `2 T` of
 //! its appearance (the rest of the current sweep plus one whole sweep), and
 //! within `ceil(n_shard / k)` steps of that sweep reaching its shard. The
@@ -126,8 +126,8 @@ impl ScrubConfig {
     /// place to its detection, for `total_bytes` watched: two sweep periods,
     /// `2 * total_bytes * (1 + samples_per_step / leaves_per_step) / rate`
     /// (see this module's documentation), for steps that read at least
-    /// [`ScrubConfig::MIN_STEP_CHARGE_BYTES`]. Device read and hashing time beyond the
-    /// rate are not included: the rate is an upper bound.
+    /// [`ScrubConfig::MIN_STEP_CHARGE_BYTES`]. Device read and hashing time
+    /// beyond the rate are not included: the rate is an upper bound.
     pub fn worst_case_detection_secs(&self, total_bytes: u64) -> f64 {
         let k = f64::from(self.leaves_per_step.max(1));
         let s = f64::from(self.samples_per_step);
@@ -258,6 +258,15 @@ fn step_charge(bytes: u64, leaves: u64, leaf_bytes: u64) -> u64 {
     bytes
         .max(leaves.saturating_mul(leaf_bytes))
         .max(ScrubConfig::MIN_STEP_CHARGE_BYTES)
+}
+
+/// When the step after one that began at `step_started` and cost `charge`
+/// bytes may begin: `charge / rate` after the later of the previous deadline
+/// and the step's start, so time spent behind is never made up in a burst.
+fn next_pace(previous: Instant, step_started: Instant, charge: u64, rate: u64) -> Instant {
+    let cost = Duration::from_secs_f64(charge as f64 / rate.max(1) as f64);
+    let from = previous.max(step_started);
+    from.checked_add(cost).unwrap_or(from)
 }
 
 /// Sleeps until `deadline` or until asked to stop; returns false on stop.
@@ -437,6 +446,12 @@ fn run(
                                 *f = true;
                             }
                         }
+                        // A failed step is paced too: a device that keeps
+                        // failing reads is retried at the budget, not flat out.
+                        next_step = next_pace(next_step, step_started, step_charge(0, 0, 0), rate);
+                        if !pace(shared, next_step) {
+                            return;
+                        }
                         break;
                     }
                 };
@@ -447,9 +462,7 @@ fn run(
                 // scrubber fell behind (a slow device, a busy host) is not
                 // made up in a burst afterwards.
                 let charge = step_charge(bytes, leaves, leaf_bytes);
-                let cost = Duration::from_secs_f64(charge as f64 / rate as f64);
-                let from = next_step.max(step_started);
-                next_step = from.checked_add(cost).unwrap_or(from);
+                next_step = next_pace(next_step, step_started, charge, rate);
                 if !pace(shared, next_step) {
                     return;
                 }
