@@ -349,7 +349,7 @@ fn a_textfile_that_cannot_be_kept_is_refused_at_start() {
     std::fs::create_dir(&group).unwrap();
     std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o775)).unwrap();
     let run = |prom: &Path| {
-        Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        let child = Command::new(assert_cmd::cargo::cargo_bin("vram"))
             .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
             .env_remove("CREDENTIALS_DIRECTORY")
             .args(["seal", "--device", "mock", "--hold", "-q", "--metrics-file"])
@@ -357,8 +357,22 @@ fn a_textfile_that_cannot_be_kept_is_refused_at_start() {
             .arg("--secret-file")
             .arg(dir.path().join("worker.secret"))
             .arg(dir.path().join("model.bin"))
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A holder that accepted the path would hold until stopped: it is
+        // ended after a minute, and the test fails on its exit status.
+        let mut child = Holding(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.0.as_mut().unwrap().try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let c = child.0.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-KILL", &c.id().to_string()])
+            .status();
+        c.wait_with_output().unwrap()
     };
     for (prom, needle) in [
         (
