@@ -19,8 +19,8 @@
 //! 32 bytes per leaf, and are not counted against the rate) when every step
 //! reads at least [`ScrubConfig::MIN_STEP_CHARGE_BYTES`] of whole leaves; a
 //! step that reads less (a small shard, a short last leaf) is charged that
-//! much, so a sweep then takes at most `sum over shards of ceil(n_shard / k)
-//! * max(step bytes, 256 KiB) / R`. The rate is a budget, never a floor: the
+//! much, so a sweep then takes at most
+//! `sum over shards of ceil(n_shard / k) * max(step bytes, 256 KiB) / R`. The rate is a budget, never a floor: the
 //! scrubber sleeps between steps, and time it fell behind is not made up in
 //! a burst. Every leaf is read once in every sweep, so a corruption that
 //! stays in place is found by
