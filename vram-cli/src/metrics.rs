@@ -674,6 +674,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_port_listens_on_loopback_only() {
+        assert_eq!(
+            listen_addr("19464").unwrap(),
+            "127.0.0.1:19464".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            listen_addr("[::1]:0").unwrap(),
+            "[::1]:0".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    #[test]
     fn a_bad_listen_address_is_a_usage_error() {
         let e = Listener::bind("localhost:notaport").err().unwrap();
         assert_eq!(e.code, crate::exit::USAGE);
