@@ -215,13 +215,17 @@ pub(crate) struct SealArgs {
     #[arg(long)]
     pub(crate) hold: bool,
     /// While holding, serve metrics in the Prometheus text format at
-    /// http://ADDR/metrics (e.g. 127.0.0.1:9464; port 0 picks a free port,
-    /// printed on stderr).
+    /// http://ADDR/metrics: a PORT alone listens on 127.0.0.1 (e.g. 19464),
+    /// or HOST:PORT with an IP address; port 0 picks a free port, printed on
+    /// stderr. GET and HEAD /metrics and GET /health only; request heads of
+    /// at most 8 KiB, per-connection deadlines, at most 128 connections.
     #[arg(long, requires = "hold", value_name = "ADDR")]
     pub(crate) metrics_listen: Option<String>,
     /// While holding, write the same metrics to PATH (a node_exporter
-    /// textfile, e.g. /var/lib/node_exporter/vram.prom), replaced atomically
-    /// every --metrics-interval and once more at exit.
+    /// textfile, e.g. /run/vram-guard/vram.prom), replaced atomically every
+    /// --metrics-interval and once more after the release. Its directory must
+    /// exist and be writable (checked at start, exit 3), and not writable by
+    /// other users unless sticky.
     #[arg(long, requires = "hold", value_name = "PATH")]
     pub(crate) metrics_file: Option<PathBuf>,
     /// How often --metrics-file is rewritten (e.g. 15s, 1m).

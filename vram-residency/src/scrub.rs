@@ -16,8 +16,14 @@
 //! `k = leaves_per_step`, `s = samples_per_step` and a rate of `R` bytes per
 //! second, one sweep takes `ceil(n / k)` steps per shard and at most
 //! `T = B * (1 + s / k) / R` seconds (the seal checks hash only the leaf list,
-//! 32 bytes per leaf, and are not counted against the rate). Every leaf is
-//! read once in every sweep, so a corruption that stays in place is found by
+//! 32 bytes per leaf, and are not counted against the rate) when every step
+//! reads at least [`ScrubConfig::MIN_STEP_CHARGE_BYTES`] of whole leaves; a
+//! step that reads less (a small shard, a short last leaf) is charged that
+//! much, so a sweep then takes at most
+//! `sum over shards of ceil(n_shard / k) * max(step bytes, 256 KiB) / R`. The rate is a budget, never a floor: the
+//! scrubber sleeps between steps, and time it fell behind is not made up in
+//! a burst. Every leaf is read once in every sweep, so a corruption that
+//! stays in place is found by
 //! the end of the first sweep that starts after it appears: within `2 T` of
 //! its appearance (the rest of the current sweep plus one whole sweep), and
 //! within `ceil(n_shard / k)` steps of that sweep reaching its shard. The
@@ -65,6 +71,14 @@ impl ScrubConfig {
     /// The slowest scrub accepted, bytes per second (1 MiB/s).
     pub const MIN_BYTES_PER_SECOND: u64 = 1 << 20;
 
+    /// The least a scrub step is charged against the rate, in bytes: a step's
+    /// fixed costs (a seal check at the start of each sweep, random draws, a
+    /// device read and a hash per leaf) do not shrink with the bytes it reads,
+    /// so a small shard (a 6-byte file is one 6-byte leaf) would otherwise be
+    /// swept hundreds of thousands of times a second, using a whole core while
+    /// staying "under" the byte rate.
+    pub const MIN_STEP_CHARGE_BYTES: u64 = 256 * 1024;
+
     /// The most leaves (of the sweep order, or random samples) per step: a
     /// step's index list stays small whatever is asked for.
     pub const MAX_LEAVES_PER_STEP: u32 = 1 << 16;
@@ -111,7 +125,8 @@ impl ScrubConfig {
     /// Worst-case seconds from the appearance of a corruption that stays in
     /// place to its detection, for `total_bytes` watched: two sweep periods,
     /// `2 * total_bytes * (1 + samples_per_step / leaves_per_step) / rate`
-    /// (see this module's documentation). Device read and hashing time
+    /// (see this module's documentation), for steps that read at least
+    /// [`ScrubConfig::MIN_STEP_CHARGE_BYTES`]. Device read and hashing time
     /// beyond the rate are not included: the rate is an upper bound.
     pub fn worst_case_detection_secs(&self, total_bytes: u64) -> f64 {
         let k = f64::from(self.leaves_per_step.max(1));
@@ -236,6 +251,24 @@ impl Drop for Scrubber {
     }
 }
 
+/// What one step costs against the rate: the bytes it read, at least whole
+/// leaves (a shard's short last leaf costs a leaf) and at least
+/// [`ScrubConfig::MIN_STEP_CHARGE_BYTES`].
+fn step_charge(bytes: u64, leaves: u64, leaf_bytes: u64) -> u64 {
+    bytes
+        .max(leaves.saturating_mul(leaf_bytes))
+        .max(ScrubConfig::MIN_STEP_CHARGE_BYTES)
+}
+
+/// When the step after one that began at `step_started` and cost `charge`
+/// bytes may begin: `charge / rate` after the later of the previous deadline
+/// and the step's start, so time spent behind is never made up in a burst.
+fn next_pace(previous: Instant, step_started: Instant, charge: u64, rate: u64) -> Instant {
+    let cost = Duration::from_secs_f64(charge as f64 / rate.max(1) as f64);
+    let from = previous.max(step_started);
+    from.checked_add(cost).unwrap_or(from)
+}
+
 /// Sleeps until `deadline` or until asked to stop; returns false on stop.
 fn pace(shared: &Shared, deadline: Instant) -> bool {
     let mut guard = shared.wake.lock().unwrap_or_else(|p| p.into_inner());
@@ -352,9 +385,8 @@ fn run(
     shared: &Shared,
 ) {
     let mut failed = vec![false; watched.len()];
-    let started = Instant::now();
-    let mut budget_used = 0u64;
-    let rate = config.bytes_per_second;
+    let mut next_step = Instant::now();
+    let rate = config.bytes_per_second.max(1);
     loop {
         let mut any_alive = false;
         // Shards too are visited in a fresh random order each sweep.
@@ -384,6 +416,7 @@ fn run(
                 // by its owner is freed at once, not after our next sleep.
                 let Some(shard) = weak.upgrade() else { break };
                 any_alive = true;
+                let step_started = Instant::now();
                 let step = scrub_step(
                     manager,
                     &shard,
@@ -392,6 +425,7 @@ fn run(
                     config.samples_per_step,
                 );
                 let compromised = shard.is_compromised();
+                let leaf_bytes = shard.tree_digest().descriptor.leaf_size.bytes();
                 drop(shard);
                 let (leaves, bytes, done) = match step {
                     Ok(s) => {
@@ -412,15 +446,24 @@ fn run(
                                 *f = true;
                             }
                         }
+                        // A failed step is paced too: a device that keeps
+                        // failing reads is retried at the budget, not flat out.
+                        next_step = next_pace(next_step, step_started, step_charge(0, 0, 0), rate);
+                        if !pace(shared, next_step) {
+                            return;
+                        }
                         break;
                     }
                 };
                 shared.leaves.fetch_add(leaves, Ordering::Relaxed);
                 shared.bytes.fetch_add(bytes, Ordering::Relaxed);
-                budget_used = budget_used.saturating_add(bytes);
-                // Token bucket: never run ahead of `rate` bytes per second.
-                let due = Duration::from_secs_f64(budget_used as f64 / rate as f64);
-                if !pace(shared, started.checked_add(due).unwrap_or(started)) {
+                // The rate is a budget, not a floor: each step is charged at
+                // least its fixed costs (see `step_charge`), and time the
+                // scrubber fell behind (a slow device, a busy host) is not
+                // made up in a burst afterwards.
+                let charge = step_charge(bytes, leaves, leaf_bytes);
+                next_step = next_pace(next_step, step_started, charge, rate);
+                if !pace(shared, next_step) {
                     return;
                 }
                 if done {
@@ -621,6 +664,40 @@ mod tests {
         assert_eq!(stats.seal_checks, 0, "a failed seal check is not counted");
         assert!(shard.is_compromised());
         assert_eq!(seen, vec![true]);
+    }
+
+    /// The rate is a budget: a shard of one tiny leaf is not swept as fast
+    /// as the byte count allows (before: tens of thousands of steps a second
+    /// at 1 MiB/s, a whole core), but at most once per
+    /// `MIN_STEP_CHARGE_BYTES / rate` seconds. Counted, not timed: a slow
+    /// machine only lowers the count.
+    #[test]
+    fn a_tiny_shard_is_scrubbed_within_the_budget() {
+        let device = MockDevice::new(0, 64 << 20);
+        let m = manager(device);
+        let shard = Arc::new(m.seal_model(b"tiny!\n", 0).unwrap());
+        let rate = ScrubConfig::MIN_BYTES_PER_SECOND;
+        let scrubber = Scrubber::start(&m, &[Arc::clone(&shard)], ScrubConfig::new(rate)).unwrap();
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_millis(1500));
+        let stats = scrubber.stop();
+        let secs = t0.elapsed().as_secs_f64();
+        let steps_allowed = secs * rate as f64 / ScrubConfig::MIN_STEP_CHARGE_BYTES as f64 + 1.0;
+        assert!(stats.sweeps >= 1, "{stats:?}");
+        assert!(
+            stats.sweeps as f64 <= steps_allowed,
+            "{} sweeps of a one-leaf shard in {secs:.2} s at {rate} B/s: {stats:?}",
+            stats.sweeps
+        );
+    }
+
+    #[test]
+    fn a_step_is_charged_at_least_its_leaves_and_the_floor() {
+        let floor = ScrubConfig::MIN_STEP_CHARGE_BYTES;
+        assert_eq!(step_charge(6, 1, 1 << 20), 1 << 20);
+        assert_eq!(step_charge(6, 1, 4096), floor);
+        assert_eq!(step_charge(5 << 20, 5, 1 << 20), 5 << 20);
+        assert_eq!(step_charge(320 << 10, 5, 64 << 10), 320 << 10);
     }
 
     #[test]

@@ -783,11 +783,6 @@ fn hold_until(
         Ok(compromised)
     })?;
     let stats = scrubber.stop();
-    if let Some((file, _)) = &metrics.file {
-        if let Err(e) = file.write(&snapshot(mgr, &shards, stats, device_kind)) {
-            tracing::warn!("{}", e.message);
-        }
-    }
     // Each release is audited; the first that could not be is reported below.
     let mut released = Ok(());
     for shard in shards {
@@ -796,6 +791,13 @@ fn hold_until(
             if released.is_ok() {
                 released = r;
             }
+        }
+    }
+    // Written once more after the release: a collector reading the file
+    // after the service stopped sees nothing held.
+    if let Some((file, _)) = &metrics.file {
+        if let Err(e) = file.write(&snapshot(mgr, &[], stats, device_kind)) {
+            tracing::warn!("{}", e.message);
         }
     }
     if !quiet {
