@@ -17,7 +17,8 @@ when it prints one.
 
 Keys: the worker secret comes from --secret-file, else $CREDENTIALS_DIRECTORY/vram-worker-secret,
 else $VRAM_SECRET_FILE. The file must be owned by you (or root) and not readable by group or
-others (chmod 600; in Kubernetes, defaultMode: 0400 on the secret volume). Symlinks to such a
+others (chmod 600; in Kubernetes, defaultMode: 0400 on the secret volume; the 0440 a pod's
+fsGroup makes of it is accepted when that group is yours alone). Symlinks to such a
 file are followed, as secret volumes deliver them; every check is made on the opened file.
 --secret-file - reads standard input, and --secret-file /dev/fd/N (or <(...)) a pipe: a pipe has
 no owner or mode to check, only the size (32 bytes to 1 MiB).";
@@ -126,6 +127,15 @@ pub(crate) struct DigestArgs {
     /// --check reads); with --check, one JSON document.
     #[arg(long)]
     pub(crate) json: bool,
+    /// With --check: print nothing on stdout (nor the warnings); the exit code says it all.
+    #[arg(long, requires = "check", conflicts_with = "json")]
+    pub(crate) status: bool,
+    /// With --check: skip listed files that do not exist (a manifest where none exists fails).
+    #[arg(long, requires = "check")]
+    pub(crate) ignore_missing: bool,
+    /// With --check: exit 1 when a manifest has an improperly formatted line.
+    #[arg(long, requires = "check")]
+    pub(crate) strict: bool,
 }
 
 const DIGEST_HELP: &str = r"Manifest lines: `vram-tree-sha256:LEAF:ROOT  NAME` (tree digest format 1, LEAF as
@@ -134,8 +144,10 @@ escaping (\\, \n, \r, \u{..}) starts its line with `\`, as sha256sum does.
 
 --check prints `NAME: OK`, `NAME: FAILED` (with the corrupt byte ranges when the manifest
 has leaf hashes, and the tensors in them for a safetensors file) or `NAME: FAILED open or
-read`; exit 0 when every file is OK, 1 when any failed or could not be read, 2 when no
-line of a manifest is well formed (lines that are not are counted on stderr).
+read`; exit 0 when every file is OK, 1 when any failed or could not be read, or when a
+manifest has no well-formed line (lines that are not are counted on stderr), as
+`sha256sum -c` does. Its flags too: -q/--quiet leaves out the OK lines, --status prints
+nothing, --ignore-missing skips files that do not exist, --strict fails on a malformed line.
 
 A regular file is hashed through a read-only memory map, as b3sum does: if another process
 truncates it meanwhile, the kernel ends vram with SIGBUS (no digest is printed). Standard

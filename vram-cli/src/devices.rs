@@ -140,17 +140,8 @@ impl Selection {
         }
         #[cfg(feature = "demo-cuda")]
         if let Some(dev) = self.cuda_device() {
-            let id = dev
-                .live_buffers()
-                .last()
-                .copied()
-                .ok_or_else(|| CliError::env("no live allocation to corrupt"))?;
-            let mut byte = [0u8; 1];
-            dev.read_for_test(id, offset, &mut byte)
-                .map_err(|e| CliError::env(format!("could not read device memory: {e}")))?;
-            let flipped = [byte.first().copied().unwrap_or(0) ^ mask];
             return dev
-                .overwrite(id, offset, &flipped)
+                .corrupt_one_byte_for_demo(offset, mask)
                 .map_err(|e| CliError::env(format!("could not corrupt device memory: {e}")));
         }
         let _ = (offset, mask);

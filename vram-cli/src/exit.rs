@@ -23,6 +23,9 @@ pub struct CliError {
     /// `error` object inside its document): `main` must not print a second
     /// document for it.
     pub(crate) in_json: bool,
+    /// The command was asked to print nothing (`digest -c --status`): the
+    /// exit code alone reports the error.
+    pub(crate) silent: bool,
 }
 
 impl CliError {
@@ -31,6 +34,7 @@ impl CliError {
             code,
             message: message.into(),
             in_json: false,
+            silent: false,
         }
     }
     pub(crate) fn usage(message: impl Into<String>) -> Self {
@@ -59,12 +63,40 @@ impl CliError {
         })
     }
 
+    /// Marks the error as one that `main` reports by the exit code only.
+    #[must_use]
+    pub(crate) fn silent(mut self) -> Self {
+        self.silent = true;
+        self
+    }
+
     /// Marks the error as already written into the command's JSON output.
     #[must_use]
     pub(crate) fn reported_in_json(mut self) -> Self {
         self.in_json = true;
         self
     }
+}
+
+/// The one-line message of a command line clap refuses, for a `--json`
+/// error object: the kind of error and the arguments it is about (`invalid
+/// value for --leaf-size <LEAF_SIZE>`), never the value given.
+pub fn clap_error_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let args = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => vec![arg.clone()],
+        Some(ContextValue::Strings(args)) => args.clone(),
+        _ => Vec::new(),
+    };
+    let kind = e.kind().to_string();
+    if args.is_empty() {
+        return kind;
+    }
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| vram_validation::escape_for_log(a, 80))
+        .collect();
+    format!("{kind}: {}", args.join(", "))
 }
 
 /// The class of an exit code, as `--json` errors name it.

@@ -39,7 +39,7 @@ pub fn run() -> ExitCode {
             let _ = e.print();
             if code != exit::OK && json_asked() {
                 // Not parsed, but asked for: a script still gets JSON.
-                let err = exit::CliError::usage(e.kind().to_string());
+                let err = exit::CliError::usage(exit::clap_error_message(&e));
                 print_json_error(&err);
             }
             return ExitCode::from(code);
@@ -49,7 +49,9 @@ pub fn run() -> ExitCode {
     match cmd::run(&args) {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("vram: error: {}", exit::one_safe_line(&e.message));
+            if !e.silent {
+                eprintln!("vram: error: {}", exit::one_safe_line(&e.message));
+            }
             // Under --json the error is JSON on stdout as well, once: unless
             // the command already put it into its own output.
             if args.command.json() && !e.in_json {

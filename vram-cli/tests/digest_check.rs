@@ -128,7 +128,8 @@ fn a_plain_sha256sum_line_is_not_taken_for_a_tree_digest() {
     let hex: String = sha.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(d.join("SUMS"), format!("{hex}  m.bin\n")).unwrap();
     let out = run(d, &["digest", "-c", "SUMS"]);
-    assert_eq!(out.status.code(), Some(2), "no valid line at all: {out:?}");
+    // No valid line at all: exit 1, as `sha256sum -c`.
+    assert_eq!(out.status.code(), Some(1), "no valid line at all: {out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("improperly formatted"));
 
     // `--sha256` writes `sha256:HEX  NAME`, which -c checks; a bad line among
@@ -364,6 +365,164 @@ fn a_mapped_file_and_standard_input_give_the_library_s_digests() {
                 } else {
                     assert!(v.get("sha256").is_none(), "{how} {len}");
                 }
+            }
+        }
+    }
+}
+
+/// The same checks written for `sha256sum -c` (`HEX  NAME`) and for
+/// `vram digest -c` (`sha256:HEX  NAME`): a good file, a changed one, a
+/// malformed line, a missing file, in the combinations below.
+fn sha256sum_cases(d: &Path) -> Vec<(&'static str, Vec<String>)> {
+    std::fs::write(d.join("a"), b"a\n").unwrap();
+    std::fs::write(d.join("b"), b"b\n").unwrap();
+    let hex = |bytes: &[u8]| -> String {
+        let sha = ring::digest::digest(&ring::digest::SHA256, bytes);
+        sha.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let a = hex(b"a\n");
+    let b = hex(b"b\n");
+    let zero = "0".repeat(64);
+    let good = vec![format!("{a}  a"), format!("{b}  b")];
+    let mixed = vec![
+        format!("{a}  a"),
+        format!("{zero}  b"),
+        "garbage".to_owned(),
+        format!("{a}  missing"),
+    ];
+    let bad = vec!["garbage".to_owned()];
+    let only_missing = vec![format!("{a}  missing")];
+    let with_bad = vec![format!("{a}  a"), "garbage".to_owned()];
+    vec![
+        ("good", good),
+        ("mixed", mixed),
+        ("bad", bad),
+        ("only-missing", only_missing),
+        ("with-bad", with_bad),
+    ]
+}
+
+/// Writes each case twice: `NAME.sums` for sha256sum, `NAME.vram` for vram.
+fn write_sha256sum_cases(d: &Path) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for (name, lines) in sha256sum_cases(d) {
+        let vram_lines: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                if l.len() > 64 && l.as_bytes()[64] == b' ' {
+                    format!("sha256:{l}")
+                } else {
+                    l.clone()
+                }
+            })
+            .collect();
+        std::fs::write(d.join(format!("{name}.sums")), lines.join("\n") + "\n").unwrap();
+        std::fs::write(d.join(format!("{name}.vram")), vram_lines.join("\n") + "\n").unwrap();
+        names.push(name);
+    }
+    names
+}
+
+/// The lines that say a file's verdict (`NAME: OK`, `NAME: FAILED`, ...),
+/// without vram's indented details (corrupt ranges, notes).
+fn verdict_lines(o: &Output) -> Vec<String> {
+    stdout(o)
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .map(String::from)
+        .collect()
+}
+
+const CHECK_FLAGS: &[&[&str]] = &[
+    &[],
+    &["--quiet"],
+    &["--status"],
+    &["--strict"],
+    &["--ignore-missing"],
+    &["--status", "--strict"],
+    &["--quiet", "--ignore-missing"],
+];
+
+#[test]
+fn check_flags_and_exit_codes_are_sha256sums() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_sha256sum_cases(d);
+    let check = |flags: &[&str], manifests: &[&str]| {
+        let mut args = vec!["digest", "-c"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(manifests);
+        run(d, &args)
+    };
+    // What `sha256sum -c` (GNU coreutils 9.1) does, written down, so the
+    // test means the same where sha256sum is not installed.
+    let ok = check(&["--quiet"], &["good.vram"]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    assert_eq!(stdout(&ok), "", "--quiet prints no OK line");
+    let out = check(&["--status"], &["mixed.vram"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "", "--status prints nothing on stdout");
+    let out = check(&["--quiet"], &["mixed.vram"]);
+    assert_eq!(
+        verdict_lines(&out),
+        ["b: FAILED", "missing: FAILED open or read"]
+    );
+    // No well-formed line: 1, not 2; in a list of manifests too.
+    assert_eq!(check(&[], &["bad.vram"]).status.code(), Some(1));
+    let out = check(&[], &["bad.vram", "good.vram"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(verdict_lines(&out), ["a: OK", "b: OK"]);
+    // --ignore-missing skips a missing file, but a manifest of which no file
+    // exists fails.
+    let out = check(&["--ignore-missing"], &["only-missing.vram"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), "");
+    let out = check(&["--ignore-missing"], &["good.vram", "with-bad.vram"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // --strict: a malformed line fails the run.
+    assert_eq!(check(&[], &["with-bad.vram"]).status.code(), Some(0));
+    assert_eq!(
+        check(&["--strict"], &["with-bad.vram"]).status.code(),
+        Some(1)
+    );
+
+    // Where sha256sum is installed: the same exit code and verdict lines,
+    // case by case.
+    let Ok(sha256sum) = Command::new("sha256sum").arg("--version").output() else {
+        return;
+    };
+    if !sha256sum.status.success() {
+        return;
+    }
+    let names = ["good", "mixed", "bad", "only-missing", "with-bad"];
+    let mut pairs: Vec<Vec<&str>> = names.iter().map(|n| vec![*n]).collect();
+    pairs.push(vec!["bad", "good"]);
+    pairs.push(vec!["good", "with-bad"]);
+    for flags in CHECK_FLAGS {
+        for manifests in &pairs {
+            let sums: Vec<String> = manifests.iter().map(|m| format!("{m}.sums")).collect();
+            let ours: Vec<String> = manifests.iter().map(|m| format!("{m}.vram")).collect();
+            let want = Command::new("sha256sum")
+                .arg("-c")
+                .args(*flags)
+                .args(&sums)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+            let got = check(flags, &ours);
+            assert_eq!(
+                got.status.code(),
+                want.status.code(),
+                "{flags:?} {manifests:?}: vram {got:?}, sha256sum {want:?}"
+            );
+            assert_eq!(
+                verdict_lines(&got),
+                verdict_lines(&want),
+                "{flags:?} {manifests:?}"
+            );
+            if flags.contains(&"--status") {
+                assert_eq!(stdout(&got), "", "{flags:?} {manifests:?}");
             }
         }
     }

@@ -527,3 +527,127 @@ fn a_file_name_with_a_percent_sign_gets_an_encoded_default_model_ref() {
         stderr(&out)
     );
 }
+
+/// `--expect-sha256 00` is two hex digits (one byte): the message counts
+/// hex digits, not bytes of text.
+#[test]
+fn a_short_expected_digest_is_measured_in_hex_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secret_file(dir.path());
+    let a = dir.path().join("model.safetensors");
+    std::fs::write(&a, model(1000)).unwrap();
+    let out = vram()
+        .args(["seal", "--device", "mock", "--expect-sha256", "00"])
+        .arg(&a)
+        .arg("--secret-file")
+        .arg(&s)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("has 2 hex digits; expected exactly 64"),
+        "{err}"
+    );
+    assert!(!err.contains("bytes long"), "{err}");
+}
+
+/// What is not a regular file is refused at once, named for what it is: a
+/// character device is not "empty", and a FIFO does not block the open.
+#[test]
+fn sealing_a_device_or_a_fifo_is_refused_as_not_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secret_file(dir.path());
+    let out = vram()
+        .args(["seal", "--device", "mock", "/dev/zero", "--secret-file"])
+        .arg(&s)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("character device, not a regular file"),
+        "{err}"
+    );
+    assert!(!err.contains("is empty"), "{err}");
+
+    let fifo = dir.path().join("model.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("VRAM_SECRET_FILE")
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .args(["seal", "--device", "mock"])
+        .arg(&fifo)
+        .arg("--secret-file")
+        .arg(&s)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: 600 polls of 100 ms. Today's code blocks in open(2) forever.
+    let mut status = None;
+    for _ in 0..600 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        child.kill().unwrap();
+        let _ = child.wait();
+        panic!("vram seal of a FIFO did not return");
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a FIFO, not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Under `--json`, an argument clap refuses is named in the error object.
+#[test]
+fn json_argument_errors_name_the_argument() {
+    for (args, name) in [
+        (&["devices", "--json", "--bogus"][..], "--bogus"),
+        (&["digest", "--json", "--leaf-size"][..], "--leaf-size"),
+        (&["digest", "--json"][..], "FILE"),
+    ] {
+        let out = vram().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let v = stdout_json(&out);
+        assert_eq!(v["error"]["class"], "usage", "{args:?}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(name), "{args:?}: {message}");
+    }
+}
+
+/// A Kubernetes secret volume of a pod with `fsGroup`: the kubelet makes
+/// `defaultMode: 0400` into 0440, group fsGroup (here this process's own
+/// group). Sealed; the same file world-readable (0444) is refused.
+#[test]
+fn a_kubernetes_secret_made_0440_by_fs_group_seals() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("model.safetensors");
+    std::fs::write(&a, model(1000)).unwrap();
+    for (mode, code) in [(0o440, 0), (0o444, 3)] {
+        let vol = tempfile::tempdir().unwrap();
+        let secret = kubelet_volume(vol.path(), mode);
+        let out = vram()
+            .args(["seal", "--device", "mock", "-q"])
+            .arg(&a)
+            .arg("--secret-file")
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{mode:o}: {}", stderr(&out));
+    }
+}

@@ -238,3 +238,23 @@ fn a_wrong_key_or_an_unsupported_bundle_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(events(&s, "vram_sealed"), 0);
 }
+
+/// A bundle whose envelope declares another payload type does not verify
+/// as a model signature: exit 1 and class integrity, as model_signing's
+/// verification failure, not a usage error; nothing is sealed.
+#[test]
+fn a_bundle_with_another_payload_type_is_an_integrity_failure() {
+    let s = setup();
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("p256.sig")).unwrap()).unwrap();
+    v["dsseEnvelope"]["payloadType"] = "application/json".into();
+    let edited = s.dir.path().join("payload-type.sig");
+    std::fs::write(&edited, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = seal(&s, &s.model, edited.to_str().unwrap(), "p256.pub");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"integrity\""), "{stdout}");
+    assert!(!stdout.contains("\"usage\""), "{stdout}");
+    assert!(stderr(&out).contains("payload type"), "{}", stderr(&out));
+    assert_eq!(events(&s, "vram_sealed"), 0);
+}

@@ -19,6 +19,9 @@ pub struct Embedding {
     pub vector: Vec<f32>,
     /// Tokens the text became, `[CLS]` and `[SEP]` included, after truncation.
     pub tokens: usize,
+    /// Whether the text was cut to the model's `max_seq_length` (its end
+    /// was not embedded).
+    pub truncated: bool,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -195,6 +198,9 @@ impl Embedder {
         Ok(Embedding {
             vector,
             tokens: encoding.get_ids().len(),
+            // The tokenizer puts what truncation cut off into the
+            // overflowing encodings.
+            truncated: !encoding.get_overflowing().is_empty(),
             timings: Timings {
                 forward: start.elapsed(),
                 ..Timings::default()

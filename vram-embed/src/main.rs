@@ -5,7 +5,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -51,8 +51,9 @@ struct Cli {
     /// Device: auto (CUDA, else the mock, announced), mock, cuda, cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: String,
-    /// Worker secret (`-`: standard input); else the systemd credential
-    /// `vram-worker-secret` or $VRAM_SECRET_FILE; else an ephemeral secret.
+    /// Worker secret file; else the systemd credential `vram-worker-secret`
+    /// or $VRAM_SECRET_FILE; else an ephemeral secret. Not `-` (or
+    /// /dev/stdin): standard input carries the requests.
     #[arg(long, value_name = "PATH")]
     secret_file: Option<PathBuf>,
     /// Audit log (JSON lines, fail-closed) for the seal, refused leases and
@@ -89,7 +90,8 @@ fn main() -> ExitCode {
             }
             // Standard output is a JSON channel: the error goes there too.
             let json = serde_json::json!({ "error": {
-                "code": USAGE, "class": "usage", "message": e.kind().to_string(),
+                "code": USAGE, "class": "usage",
+                "message": vram_cli::exit::clap_error_message(&e),
             }});
             println!("{json}");
             return ExitCode::from(USAGE);
@@ -124,7 +126,25 @@ impl From<EmbedError> for Failure {
     }
 }
 
+/// Whether `path` names this process's standard input, which carries the
+/// requests and cannot also hold the secret.
+fn names_standard_input(path: &Path) -> bool {
+    ["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"]
+        .iter()
+        .any(|s| path == Path::new(s))
+}
+
 fn run(cli: &Cli) -> Result<(), Failure> {
+    if cli.secret_file.as_deref().is_some_and(names_standard_input) {
+        return Err(EmbedError::Worker {
+            reason: "--secret-file cannot be standard input: vram-embed reads its requests \
+                     there; give a file (--secret-file PATH), the systemd credential \
+                     vram-worker-secret or VRAM_SECRET_FILE"
+                .to_owned(),
+            code: USAGE,
+        }
+        .into());
+    }
     let location = worker::locate(&cli.model, cli.quiet).map_err(worker_error)?;
     if cli.unsealed {
         if !location.weights.is_file() {

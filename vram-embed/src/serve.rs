@@ -1,10 +1,13 @@
-//! The JSON-lines protocol: one request `{"text": "..."}` per input line,
-//! one response line per request: `{"embedding": [...]}` or
-//! `{"error": {"code", "class", "message"}}` (the `vram` CLI's error shape).
+//! The JSON-lines protocol: one request `{"text": "..."}` (optionally with an
+//! `"id"`, a string or a number, echoed in the response) per input line, one
+//! response line per request: `{"embedding": [...]}` (with `"truncated":
+//! true` and the `"tokens"` embedded when the text was cut to the model's
+//! length) or `{"error": {"code", "class", "message"}}` (the `vram` CLI's
+//! error shape).
 
 use std::io::{BufRead, Read, Write};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{EmbedError, Embedder, LeaseCost, SafetensorsFile, TensorSource};
 
@@ -45,16 +48,69 @@ impl WeightsProvider for SafetensorsFile {
 
 #[derive(Serialize)]
 struct EmbeddingLine<'a> {
+    /// The request's `id`, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a serde_json::Value>,
     embedding: &'a [f32],
+    /// Present (`true`) only when the text was cut to the model's length.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    truncated: bool,
+    /// The tokens embedded, `[CLS]` and `[SEP]` included: given with
+    /// `truncated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<usize>,
     /// What the request's lease verified (absent for unverified weights).
     #[serde(skip_serializing_if = "Option::is_none")]
     lease: Option<&'a LeaseCost>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One request: a JSON object with a string `text` and, optionally, an
+/// `id` (a string or a number) echoed in its response. Anything else (an
+/// array, another field) is refused.
 struct Request {
     text: String,
+    id: Option<serde_json::Value>,
+}
+
+impl Request {
+    fn parse(line: &[u8]) -> Result<Self, EmbedError> {
+        let refuse = |detail: &dyn std::fmt::Display| {
+            EmbedError::Request {
+            reason: format!(
+                "expected {{\"text\": \"...\"}}, with an optional \"id\" (a string or a number): {detail}"
+            ),
+        }
+        };
+        let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| refuse(&e))?;
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err(refuse(&"not a JSON object"));
+        };
+        let id = fields.remove("id");
+        if id
+            .as_ref()
+            .is_some_and(|id| !(id.is_string() || id.is_number()))
+        {
+            return Err(refuse(&"`id` is neither a string nor a number"));
+        }
+        let text = match fields.remove("text") {
+            Some(serde_json::Value::String(text)) => text,
+            Some(_) => return Err(refuse(&"`text` is not a string")),
+            None => return Err(refuse(&"missing field `text`")),
+        };
+        if let Some(name) = fields.keys().next() {
+            let name = crate::error::shown(name);
+            return Err(refuse(&format_args!("unknown field `{name}`")));
+        }
+        Ok(Self { text, id })
+    }
+}
+
+/// What one request computed.
+struct Answer {
+    vector: Vec<f32>,
+    lease: Option<LeaseCost>,
+    tokens: usize,
+    truncated: bool,
 }
 
 /// What a [`serve`] run did.
@@ -114,6 +170,7 @@ pub fn serve<P: WeightsProvider + ?Sized>(
                 return stop(error, summary);
             }
         }
+        let mut id = None;
         let outcome = if line.len() > MAX_REQUEST_BYTES && line.last() != Some(&b'\n') {
             if let Err(e) = skip_line(&mut input) {
                 let error = EmbedError::Io {
@@ -131,16 +188,34 @@ pub fn serve<P: WeightsProvider + ?Sized>(
         } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         } else {
-            answer(embedder, weights, &line)
+            match Request::parse(&line) {
+                Ok(request) => {
+                    id = request.id;
+                    answer(embedder, weights, &request.text)
+                }
+                Err(error) => Err(Refusal {
+                    error,
+                    fatal: false,
+                }),
+            }
         };
         // Through a struct, so each f32 is written as the shortest text
         // that reads back as the same f32 (not widened to f64 first).
         let response = match &outcome {
-            Ok((vector, lease)) => serde_json::to_string(&EmbeddingLine {
-                embedding: vector,
-                lease: lease.as_ref(),
+            Ok(answer) => serde_json::to_string(&EmbeddingLine {
+                id: id.as_ref(),
+                embedding: &answer.vector,
+                truncated: answer.truncated,
+                tokens: answer.truncated.then_some(answer.tokens),
+                lease: answer.lease.as_ref(),
             }),
-            Err(r) => Ok(serde_json::json!({ "error": r.error.to_json() }).to_string()),
+            Err(r) => {
+                let mut line = serde_json::json!({ "error": r.error.to_json() });
+                if let (Some(id), Some(object)) = (id.as_ref(), line.as_object_mut()) {
+                    object.insert("id".to_owned(), id.clone());
+                }
+                Ok(line.to_string())
+            }
         };
         let response = match response {
             Ok(r) => r,
@@ -175,28 +250,20 @@ struct Refusal {
     fatal: bool,
 }
 
-/// One request: parse, acquire weights, embed.
+/// One parsed request: acquire weights, embed.
 fn answer<P: WeightsProvider + ?Sized>(
     embedder: &Embedder,
     weights: &P,
-    line: &[u8],
-) -> Result<(Vec<f32>, Option<LeaseCost>), Refusal> {
-    let request: Request = serde_json::from_slice(line).map_err(|e| Refusal {
-        error: EmbedError::Request {
-            reason: format!("expected {{\"text\": \"...\"}}: {e}"),
-        },
-        fatal: false,
-    })?;
+    text: &str,
+) -> Result<Answer, Refusal> {
     let source = weights
         .acquire()
         .map_err(|error| Refusal { error, fatal: true })?;
     let lease = source.lease_cost();
-    let embedding = embedder
-        .embed(&source, &request.text)
-        .map_err(|error| Refusal {
-            fatal: error.is_weights_error(),
-            error,
-        })?;
+    let embedding = embedder.embed(&source, text).map_err(|error| Refusal {
+        fatal: error.is_weights_error(),
+        error,
+    })?;
     drop(source);
     let t = embedding.timings;
     tracing::debug!(
@@ -209,7 +276,18 @@ fn answer<P: WeightsProvider + ?Sized>(
         verify_us = lease.as_ref().map(|l| l.verify_us),
         "request served"
     );
-    Ok((embedding.vector, lease))
+    if embedding.truncated {
+        tracing::info!(
+            tokens = embedding.tokens,
+            "request text truncated to the model's length"
+        );
+    }
+    Ok(Answer {
+        vector: embedding.vector,
+        lease,
+        tokens: embedding.tokens,
+        truncated: embedding.truncated,
+    })
 }
 
 /// Discards input up to and including the next newline.

@@ -301,3 +301,84 @@ fn a_cached_hub_model_is_served_by_name_and_a_corrupt_blob_is_refused() {
         "{got:?}"
     );
 }
+
+#[test]
+fn a_request_may_carry_an_id_which_is_echoed_and_any_other_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 21);
+    let input = concat!(
+        "{\"text\": \"hello world\", \"id\": \"req-1\"}\n",
+        "{\"id\": 7, \"text\": \"hello world\"}\n",
+        "[\"hello world\"]\n",
+        "\"hello world\"\n",
+        "{\"text\": \"hello world\", \"id\": [1]}\n",
+        "{\"text\": \"hello world\", \"model\": \"m\"}\n",
+        "{\"text\": \"hello world\"}\n",
+    );
+    let out = vram_embed()
+        .arg("--model")
+        .arg(dir.path())
+        .write_stdin(input)
+        .assert()
+        .success();
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 7, "{got:?}");
+    assert_eq!(got[0]["id"], "req-1", "{}", got[0]);
+    assert_eq!(got[1]["id"], 7, "{}", got[1]);
+    assert_eq!(vector(&got[0]), vector(&got[1]));
+    assert_eq!(vector(&got[0]), vector(&got[6]));
+    assert!(got[6].get("id").is_none(), "{}", got[6]);
+    for line in [2, 3, 4, 5] {
+        let e = &got[line]["error"];
+        assert_eq!(e["class"], "usage", "line {line}: {}", got[line]);
+        assert_eq!(e["code"], 2, "line {line}: {}", got[line]);
+        assert!(got[line].get("embedding").is_none(), "{}", got[line]);
+    }
+    let message = got[5]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown field `model`"), "{message}");
+    let message = got[4]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`id`"), "{message}");
+}
+
+#[test]
+fn a_text_cut_to_the_models_length_is_reported_with_its_token_count() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 22);
+    let long = "the cat sat on the mat . ".repeat(10);
+    let input = format!("{{\"text\": \"{long}\", \"id\": 1}}\n{{\"text\": \"the cat\"}}\n");
+    let out = vram_embed()
+        .arg("--model")
+        .arg(dir.path())
+        .write_stdin(input)
+        .assert()
+        .success();
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["truncated"], true, "{}", got[0]);
+    assert_eq!(got[0]["tokens"], MAX_SEQ, "{}", got[0]);
+    assert_eq!(vector(&got[0]).len(), HIDDEN);
+    // A text that fits says nothing of truncation.
+    assert!(got[1].get("truncated").is_none(), "{}", got[1]);
+    assert!(got[1].get("tokens").is_none(), "{}", got[1]);
+}
+
+/// Standard input carries the requests: it cannot also be the secret.
+#[test]
+fn secret_file_from_standard_input_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 23);
+    for given in ["-", "/dev/stdin"] {
+        let out = vram_embed()
+            .arg("--model")
+            .arg(dir.path())
+            .args(["--secret-file", given])
+            .write_stdin("{\"text\": \"the cat sat on the mat, a request, not a secret\"}\n")
+            .assert()
+            .code(2);
+        let got = lines(&out.get_output().stdout);
+        assert_eq!(got.len(), 1, "{given}: {got:?}");
+        assert_eq!(got[0]["error"]["class"], "usage", "{given}: {got:?}");
+        let message = got[0]["error"]["message"].as_str().unwrap();
+        assert!(message.contains("standard input"), "{message}");
+    }
+}

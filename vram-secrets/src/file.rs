@@ -116,10 +116,12 @@ fn read_opened(path: &Path, file: File, stream_ok: bool) -> Result<Loaded, Secre
     let file_type = meta.file_type();
     if file_type.is_file() {
         check_owner(path, meta.uid(), current_euid()?)?;
-        check_mode(path, meta.mode())?;
         let resolved = fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .ok()
             .filter(|p| p.is_absolute());
+        if check_mode(path, meta.mode()).is_err() {
+            check_kubelet_group_mode(path, meta.mode(), meta.gid(), resolved.as_deref())?;
+        }
         let bytes = read_regular(path, file, meta.len())?;
         return Ok(Loaded {
             bytes,
@@ -267,6 +269,144 @@ pub(crate) fn check_mode(path: &Path, mode: u32) -> Result<(), SecretsError> {
     }
 }
 
+/// The one relaxation of [`check_mode`]: the kubelet makes a secret volume's
+/// `defaultMode: 0400` into 0440 when the pod has an `fsGroup` (group
+/// `fsGroup`). Such a file is accepted when all of these hold, and refused as
+/// too open otherwise:
+///
+/// * its mode grants the group read and nothing else, and others nothing
+///   (`mode & 0o077 == 0o040`);
+/// * it sits in the kubelet's layout: the opened file is `DIR/..STAMP/NAME`
+///   and `DIR/..data` is a symlink to exactly `..STAMP`;
+/// * its group is this process's effective group or one of its supplementary
+///   groups, and no other user is in that group: `/etc/group` lists no member
+///   but this process's user, and `/etc/passwd` no other user with it as
+///   primary group.
+///
+/// Then the group gives no one but this process's own user (and root)
+/// read access, which is what the owner-only rule protects.
+fn check_kubelet_group_mode(
+    path: &Path,
+    mode: u32,
+    gid: u32,
+    resolved: Option<&Path>,
+) -> Result<(), SecretsError> {
+    let too_open = || SecretsError::TooPermissive {
+        mode,
+        path: path.to_owned(),
+    };
+    if mode & 0o077 != 0o040 || !resolved.is_some_and(in_kubelet_layout) {
+        return Err(too_open());
+    }
+    let status = read_proc_status()?;
+    let (euid, groups) = parse_ids(&status).ok_or(SecretsError::Io {
+        path: PathBuf::from(PROC_STATUS),
+        kind: io::ErrorKind::InvalidData,
+    })?;
+    if !groups.contains(&gid) {
+        return Err(too_open());
+    }
+    let passwd = read_optional("/etc/passwd")?;
+    let group = read_optional("/etc/group")?;
+    if !group_is_private(gid, euid, &passwd, &group) {
+        return Err(too_open());
+    }
+    tracing::info!(
+        gid,
+        "secret file is group-readable in a Kubernetes secret volume (fsGroup); the group is this process's own and has no other member"
+    );
+    Ok(())
+}
+
+/// Whether `file` is `DIR/..STAMP/NAME` with `DIR/..data -> ..STAMP`, the
+/// layout of the kubelet's atomic writer.
+fn in_kubelet_layout(file: &Path) -> bool {
+    let Some(stamp_dir) = file.parent() else {
+        return false;
+    };
+    let Some(stamp) = stamp_dir.file_name().and_then(|s| s.to_str()) else {
+        return false;
+    };
+    if !stamp.starts_with("..") || stamp == ".." || stamp == "..data" {
+        return false;
+    }
+    let Some(dir) = stamp_dir.parent() else {
+        return false;
+    };
+    fs::read_link(dir.join("..data")).is_ok_and(|target| target.as_os_str() == stamp)
+}
+
+/// Whether no user other than `euid` is in group `gid`, per the `passwd` and
+/// `group` databases' text (an absent file lists no one).
+fn group_is_private(gid: u32, euid: u32, passwd: &str, group: &str) -> bool {
+    let mut own_names = Vec::new();
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        let (Some(name), Some(uid), Some(primary)) = (f.first(), f.get(2), f.get(3)) else {
+            continue;
+        };
+        let (Ok(uid), Ok(primary)) = (uid.parse::<u32>(), primary.parse::<u32>()) else {
+            continue;
+        };
+        if uid == euid {
+            own_names.push(*name);
+        } else if primary == gid {
+            return false;
+        }
+    }
+    group.lines().all(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        let is_this = f.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(gid);
+        !is_this
+            || f.get(3).is_none_or(|members| {
+                members
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .all(|m| own_names.contains(&m))
+            })
+    })
+}
+
+/// A system database's text; an absent file is empty.
+fn read_optional(path: &str) -> Result<String, SecretsError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(text),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(SecretsError::Io {
+            path: PathBuf::from(path),
+            kind: e.kind(),
+        }),
+    }
+}
+
+const PROC_STATUS: &str = "/proc/self/status";
+
+fn read_proc_status() -> Result<String, SecretsError> {
+    fs::read_to_string(PROC_STATUS).map_err(|e| SecretsError::Io {
+        path: PathBuf::from(PROC_STATUS),
+        kind: e.kind(),
+    })
+}
+
+/// The effective uid and every group of this process (effective gid and
+/// supplementary groups), from `/proc/self/status`.
+fn parse_ids(status: &str) -> Option<(u32, Vec<u32>)> {
+    let euid = parse_euid(status)?;
+    let egid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Gid:"))
+        .and_then(|gids| gids.split_whitespace().nth(1))
+        .and_then(|g| g.parse().ok())?;
+    let mut groups = vec![egid];
+    if let Some(line) = status.lines().find_map(|l| l.strip_prefix("Groups:")) {
+        for g in line.split_whitespace() {
+            groups.push(g.parse().ok()?);
+        }
+    }
+    Some((euid, groups))
+}
+
 /// This process's effective uid, from the `Uid:` line of `/proc/self/status`
 /// (real, effective, saved, filesystem).
 fn current_euid() -> Result<u32, SecretsError> {
@@ -334,6 +474,33 @@ mod tests {
             check_mode(p, 0o100644).unwrap_err().to_string(),
             "permissions 0644 for \"/s\" are too open; run chmod 600 \"/s\" (in Kubernetes, set defaultMode: 0400 on the secret volume)"
         );
+    }
+
+    #[test]
+    fn a_group_is_private_when_no_other_user_is_in_it() {
+        let passwd =
+            "root:x:0:0::/root:/bin/sh\nsvc:x:1000:2000::/:/bin/sh\nother:x:1001:3000::/:/bin/sh\n";
+        let group = "root:x:0:\nfs:x:2000:svc\nshared:x:3000:\nmixed:x:4000:svc,other\n";
+        assert!(group_is_private(0, 0, passwd, group));
+        assert!(group_is_private(2000, 1000, passwd, group));
+        // Not listed anywhere (a pod's fsGroup): no one else is in it.
+        assert!(group_is_private(5000, 1000, passwd, group));
+        assert!(group_is_private(5000, 1000, "", ""));
+        // Another user's primary group, or a listed member who is not us.
+        assert!(!group_is_private(3000, 1000, passwd, group));
+        assert!(!group_is_private(4000, 1000, passwd, group));
+        assert!(!group_is_private(2000, 0, passwd, group));
+    }
+
+    #[test]
+    fn parses_effective_and_supplementary_groups() {
+        let status = "Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\t2000 3000 \n";
+        assert_eq!(parse_ids(status), Some((2, vec![6, 2000, 3000])));
+        assert_eq!(
+            parse_ids("Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8\nGroups:\n"),
+            Some((2, vec![6]))
+        );
+        assert_eq!(parse_ids("Uid:\t1\t2\t3\t4\n"), None);
     }
 
     #[test]

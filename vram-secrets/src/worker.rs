@@ -158,7 +158,10 @@ impl WorkerSecret {
     ///   `/proc/self/status`, so this works on Linux only);
     /// * group and others have no permission at all (`mode & 0o077 == 0`: 0400
     ///   or 0600), as OpenSSH asks of private keys. For a Kubernetes secret
-    ///   volume, that is `defaultMode: 0400` (the default, 0644, is refused);
+    ///   volume, that is `defaultMode: 0400` (the default, 0644, is refused).
+    ///   With a pod's `fsGroup` the kubelet makes it 0440: group read is
+    ///   accepted in the kubelet's `..data` layout only, when the group is
+    ///   one of this process's and no other user is in it;
     /// * it is at most [`MAX_SECRET_LEN`] bytes;
     /// * one trailing `\n` or `\r\n` is removed when at least
     ///   [`MIN_SECRET_LEN`] bytes remain without it (the newline `echo` or an

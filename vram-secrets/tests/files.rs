@@ -593,3 +593,92 @@ fn pipes_are_read_only_through_descriptor_paths() {
     drop(reader);
     feeder.join().unwrap();
 }
+
+/// Sets the group of the regular file `path` to `gid`.
+fn chgrp(path: &Path, gid: u32) {
+    std::os::unix::fs::chown(path, None, Some(gid)).unwrap();
+}
+
+/// This process's effective gid, from `/proc/self/status`.
+fn own_gid() -> u32 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Gid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// A group this process is not in, or `None` where this process may not
+/// give a file away to such a group (it is not root).
+fn foreign_gid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let euid: u32 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    (euid == 0).then_some(65_533)
+}
+
+/// With `fsGroup`, the kubelet makes `defaultMode: 0400` into 0440, group
+/// `fsGroup`, which the pod's processes hold as a supplementary group. That
+/// file, in that layout, with a group no other user is in, is accepted.
+#[test]
+fn a_kubernetes_secret_made_0440_for_the_pods_own_group_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = kubelet_volume(dir.path(), SECRET, 0o440);
+    let real = dir
+        .path()
+        .join("..2024_01_01_00_00_00.123456789/worker-secret");
+    chgrp(&real, own_gid());
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o440)).unwrap();
+    let loaded = WorkerSecret::load_file(&path).unwrap();
+    assert!(same_key(&loaded, &reference()));
+}
+
+/// What the relaxation does not cover: world-readable, group-writable, a
+/// group this process is not in, and a 0440 file outside the kubelet's
+/// layout (a plain file, or a `..data` that points elsewhere).
+#[test]
+fn group_readable_secrets_outside_that_rule_are_refused() {
+    let gid = own_gid();
+    for mode in [0o444, 0o460, 0o450, 0o640 | 0o004] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = kubelet_volume(dir.path(), SECRET, mode);
+        let err = WorkerSecret::load_file(&path).unwrap_err();
+        assert!(
+            matches!(err, SecretsError::TooPermissive { mode: m, .. } if m & 0o777 == mode),
+            "{mode:o}: {err:?}"
+        );
+    }
+    if let Some(foreign) = foreign_gid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = kubelet_volume(dir.path(), SECRET, 0o440);
+        let real = dir
+            .path()
+            .join("..2024_01_01_00_00_00.123456789/worker-secret");
+        chgrp(&real, foreign);
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o440)).unwrap();
+        let err = WorkerSecret::load_file(&path).unwrap_err();
+        assert!(matches!(err, SecretsError::TooPermissive { .. }), "{err:?}");
+    }
+    // Outside the layout: a plain 0440 file of our own group.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write(dir.path(), "plain", SECRET, 0o440);
+    chgrp(&plain, gid);
+    assert!(matches!(
+        WorkerSecret::load_file(&plain),
+        Err(SecretsError::TooPermissive { .. })
+    ));
+    // A timestamped directory that `..data` does not point to.
+    let dir = tempfile::tempdir().unwrap();
+    let path = kubelet_volume(dir.path(), SECRET, 0o440);
+    fs::create_dir(dir.path().join("..other")).unwrap();
+    fs::remove_file(dir.path().join("..data")).unwrap();
+    symlink("..other", dir.path().join("..data")).unwrap();
+    symlink(
+        "..2024_01_01_00_00_00.123456789/worker-secret",
+        dir.path().join("direct"),
+    )
+    .unwrap();
+    let _ = path;
+    assert!(matches!(
+        WorkerSecret::load_file(&dir.path().join("direct")),
+        Err(SecretsError::TooPermissive { .. })
+    ));
+}

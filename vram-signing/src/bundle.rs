@@ -145,10 +145,10 @@ pub fn verify_bundle(bundle: &[u8], key: &PublicKey) -> Result<SignedModel, Sign
     tracing::debug!(curve = key.curve().name(), "model signature verified");
     // Authenticated from here on; still checked as untrusted input.
     if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
-        return Err(SigningError::malformed(format!(
-            "payload type `{}`, expected {IN_TOTO_PAYLOAD_TYPE}",
-            shown(&envelope.payload_type)
-        )));
+        return Err(SigningError::WrongPayloadType {
+            found: shown(&envelope.payload_type),
+            expected: IN_TOTO_PAYLOAD_TYPE,
+        });
     }
     parse_statement(&payload, key.fingerprint())
 }

@@ -45,6 +45,16 @@ pub enum SigningError {
         /// The key's curve.
         curve: &'static str,
     },
+    /// The envelope does not declare the in-toto payload type that
+    /// model_signing signs: the bundle does not verify as a model signature
+    /// (as model_signing says, a verification failure).
+    #[error("the signature does not verify as a model signature: payload type `{found}`, expected {expected}")]
+    WrongPayloadType {
+        /// The envelope's payload type, escaped.
+        found: String,
+        /// The payload type model_signing signs.
+        expected: &'static str,
+    },
     /// The signed statement is inconsistent: its subject digest is not the
     /// digest of its resources.
     #[error("the signed statement is inconsistent: {reason}")]
@@ -102,6 +112,7 @@ impl SigningError {
             self,
             Self::KeyMismatch { .. }
                 | Self::BadSignature { .. }
+                | Self::WrongPayloadType { .. }
                 | Self::Inconsistent { .. }
                 | Self::Missing { .. }
                 | Self::Extra { .. }

@@ -316,6 +316,7 @@ fn hostile_bundles_are_refused_with_clear_errors() {
     });
     let e = verify_bundle(&wrong_type, &k).unwrap_err();
     assert!(e.to_string().contains("payload type"), "{e}");
+    assert!(e.is_integrity(), "a bundle that does not verify: {e:?}");
 }
 
 #[test]

@@ -126,11 +126,11 @@ pub enum ValidationError {
         shown: String,
     },
     /// A digest has the wrong number of characters.
-    #[error("{field} is {len} bytes long; expected exactly {expected} hex digits")]
+    #[error("{field} has {len} hex digits; expected exactly {expected} hex digits")]
     WrongLength {
         /// The field.
         field: Field,
-        /// The length of the input in bytes.
+        /// The hex digits given (the input is checked to be hex first).
         len: usize,
         /// The length required.
         expected: usize,

@@ -23,7 +23,7 @@ pub(crate) fn run() -> Result<(), String> {
             "-p",
             "vram-cli",
             "--features",
-            "cuda",
+            "cuda,demo-cuda",
         ]),
     )?;
     let vram = root().join("target").join("release").join("vram");

@@ -528,6 +528,108 @@ fn the_architecture_diagram_draws_the_real_edges() {
     );
 }
 
+/// Whether a manifest's `[features]` table declares `test-hooks`.
+fn declares_test_hooks(manifest: &str) -> bool {
+    let Some(features) = manifest.split("\n[features]").nth(1) else {
+        return false;
+    };
+    let features = features.split("\n[").next().unwrap_or(features);
+    features.lines().any(|l| {
+        l.split_once('=')
+            .is_some_and(|(k, _)| k.trim().trim_matches('"') == "test-hooks")
+    })
+}
+
+/// The lines of `cargo tree -e features` output that turn on a crate's
+/// `test-hooks` feature.
+fn test_hook_lines(tree: &str) -> Vec<String> {
+    let mut lines: Vec<String> = tree
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("feature \"test-hooks\""))
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
+/// The binaries an operator installs, `vram` and `vram-embed`, built as
+/// they ship (default features, both in one build so that features unify as
+/// in a workspace build), reach no crate's `test-hooks` (fault injection,
+/// device memory read and written behind an owner's back). Dev-dependencies
+/// are left out: tests may turn the hooks on.
+#[test]
+fn the_binaries_default_features_enable_no_test_hooks() {
+    // The members that have test hooks; `cargo tree -i` lists what turns
+    // each of their features on (the forward tree leaves out features a
+    // package turns on from its own features).
+    let hooked_crates: Vec<String> = member_manifests()
+        .into_iter()
+        .filter(|(_, manifest)| declares_test_hooks(manifest))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        hooked_crates.iter().any(|c| c == "vram-core"),
+        "vram-core's test-hooks feature was not found: {hooked_crates:?}"
+    );
+    let mut cmd = crate::run::cargo();
+    cmd.args([
+        "tree",
+        "--locked",
+        "--offline",
+        "-p",
+        "vram-cli",
+        "-p",
+        "vram-embed",
+        "--edges",
+        "normal,build,features",
+        "--target",
+        "all",
+        "--prefix",
+        "none",
+    ]);
+    for krate in &hooked_crates {
+        cmd.args(["--invert", krate]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tree.contains("vram-core feature \"default\""),
+        "cargo tree -e features printed no features of vram-core:\n{tree}"
+    );
+    let hooked = test_hook_lines(&tree);
+    assert!(
+        hooked.is_empty(),
+        "the default build of vram and vram-embed turns on test hooks (use a narrower feature, e.g. vram-core's `demo`):\n{}",
+        hooked.join("\n")
+    );
+}
+
+#[test]
+fn test_hook_lines_are_found_in_cargo_trees_output() {
+    let tree = "vram-cli v0.1.0 (/w/vram-cli)\nvram-core feature \"default\"\nvram-core feature \"test-hooks\"\nvram-core v0.1.0 (/w/vram-core)\nvram-audit feature \"test-hooks\" (*)\n";
+    assert_eq!(
+        test_hook_lines(tree),
+        vec![
+            "vram-audit feature \"test-hooks\" (*)".to_string(),
+            "vram-core feature \"test-hooks\"".to_string()
+        ]
+    );
+    assert!(test_hook_lines("vram-core feature \"demo\"\n").is_empty());
+    assert!(declares_test_hooks(
+        "[package]\nname = \"x\"\n\n[features]\ncuda = []\ntest-hooks = []\n\n[dependencies]\n"
+    ));
+    assert!(!declares_test_hooks(
+        "[package]\nname = \"x\"\n\n[features]\ndemo = []\n\n[dependencies]\ny = { features = [\"test-hooks\"] }\n"
+    ));
+}
+
 mod floor_checks_reject {
     use super::floors;
 

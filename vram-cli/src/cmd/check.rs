@@ -4,9 +4,10 @@
 //! Behaviour follows `sha256sum -c`: one `NAME: OK`, `NAME: FAILED` or
 //! `NAME: FAILED open or read` line per listed file; improperly formatted
 //! lines are counted (a warning on stderr) and skipped; exit 0 when every
-//! listed file is OK, 1 when any failed or could not be read. Where
-//! `sha256sum` exits 1 when no line at all is well formed, this exits 2 (a
-//! usage error: nothing was checked). A manifest line with leaf hashes
+//! listed file is OK, 1 when any failed or could not be read, or when a
+//! manifest has no well-formed line. `--quiet`, `--status`,
+//! `--ignore-missing` and `--strict` do what they do for `sha256sum -c`
+//! (tests compare with it). A manifest line with leaf hashes
 //! (`vram digest --json --leaves`) lets a failed file's corrupt byte ranges be
 //! named, and the tensors in them when the file is a safetensors file.
 
@@ -146,9 +147,18 @@ impl Outcome {
 
 pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
     let stdin_is_manifest = args.files.iter().any(|m| m.as_os_str() == "-");
+    // `--status`: nothing on stdout and no warnings (errors still go to
+    // stderr); `-q` leaves out the OK lines only, as `sha256sum --quiet`.
+    let human = !args.json && !args.status;
+    let warn = !quiet && !args.status;
     let mut outcomes = Vec::new();
     let mut malformed = 0u64;
     let mut listed = 0u64;
+    // Manifests with no well-formed line, and (with --ignore-missing)
+    // manifests where no listed file existed: each fails the run, as in
+    // `sha256sum -c`.
+    let mut empty_manifests = 0u64;
+    let mut unverified_manifests = 0u64;
     for manifest in &args.files {
         let reader: Box<dyn BufRead> = if manifest.as_os_str() == "-" {
             Box::new(std::io::stdin().lock())
@@ -162,13 +172,15 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
             }
             Box::new(BufReader::new(f))
         };
+        let mut well_formed = 0u64;
+        let mut verified = 0u64;
         each_line(reader, manifest, |n, line| {
             let entry = match line.map(parse_line) {
                 Some(Ok(Some(e))) => e,
                 Some(Ok(None)) => return,
                 Some(Err(reason)) => {
                     malformed = malformed.saturating_add(1);
-                    if !quiet {
+                    if warn {
                         eprintln!(
                             "vram: {}:{n}: improperly formatted line: {reason}",
                             shown_path(manifest)
@@ -178,7 +190,7 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
                 }
                 None => {
                     malformed = malformed.saturating_add(1);
-                    if !quiet {
+                    if warn {
                         eprintln!(
                             "vram: {}:{n}: improperly formatted line: too long or not UTF-8",
                             shown_path(manifest)
@@ -187,13 +199,30 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
                     return;
                 }
             };
+            well_formed = well_formed.saturating_add(1);
+            if args.ignore_missing && does_not_exist(&entry.name) {
+                return;
+            }
+            verified = verified.saturating_add(1);
             listed = listed.saturating_add(1);
             let outcome = check_entry(&entry, stdin_is_manifest, quiet);
-            if !args.json {
+            if human && !(quiet && outcome.status == Status::Ok) {
                 outcome.print();
             }
             outcomes.push(outcome);
         })?;
+        if well_formed == 0 {
+            empty_manifests = empty_manifests.saturating_add(1);
+            eprintln!(
+                "vram: {}: no properly formatted vram digest lines found",
+                shown_path(manifest)
+            );
+        } else if verified == 0 {
+            unverified_manifests = unverified_manifests.saturating_add(1);
+            if warn {
+                eprintln!("vram: {}: no file was verified", shown_path(manifest));
+            }
+        }
     }
     let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     let (ok, failed, missing) = (
@@ -201,7 +230,7 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
         count(Status::Failed),
         count(Status::Missing),
     );
-    if !quiet {
+    if warn {
         if malformed > 0 {
             eprintln!("vram: WARNING: {malformed} line(s) improperly formatted");
         }
@@ -212,14 +241,22 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
             eprintln!("vram: WARNING: {failed} computed digest(s) did NOT match");
         }
     }
-    let verdict = if listed == 0 {
-        Err(CliError::usage(
-            "no properly formatted vram digest lines found",
-        ))
-    } else if failed > 0 || missing > 0 {
+    let verdict = if failed > 0 || missing > 0 {
         Err(CliError::integrity(format!(
             "{} of {listed} listed file(s) FAILED",
             failed.saturating_add(missing)
+        )))
+    } else if empty_manifests > 0 {
+        Err(CliError::integrity(format!(
+            "{empty_manifests} manifest(s) without a properly formatted vram digest line"
+        )))
+    } else if unverified_manifests > 0 {
+        Err(CliError::integrity(format!(
+            "no listed file of {unverified_manifests} manifest(s) exists (--ignore-missing)"
+        )))
+    } else if args.strict && malformed > 0 {
+        Err(CliError::integrity(format!(
+            "{malformed} line(s) improperly formatted (--strict)"
         )))
     } else {
         Ok(())
@@ -238,7 +275,17 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
         println!("{v:#}");
         return verdict.map_err(CliError::reported_in_json);
     }
+    if args.status {
+        // The exit code is the answer; no summary line on stderr.
+        return verdict.map_err(CliError::silent);
+    }
     verdict
+}
+
+/// Whether a listed file does not exist (`--ignore-missing`): what opening
+/// it would report as "no such file", a dangling symlink included.
+fn does_not_exist(name: &str) -> bool {
+    name != "-" && std::fs::metadata(name).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Calls `f(line_number, line)` for every line of `reader`, without its line

@@ -102,6 +102,36 @@ fn expected_arg(value: &str) -> Result<ExpectedDigest, CliError> {
         .map_err(|e| CliError::usage(format!("--expect-sha256 @{}: {e}", shown_path(path))))
 }
 
+/// Opens a model file (or snapshot directory) named on the command line,
+/// following symlinks (a hub cache's snapshot links to its blobs), with
+/// `O_NONBLOCK`: a FIFO named by mistake cannot hang the open before the
+/// caller refuses it (the flag changes nothing for a regular file).
+fn open_model_file(path: &std::path::Path) -> Result<std::fs::File, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io_error(path, &e))
+}
+
+/// What a file that is neither a regular file nor a directory is, for a
+/// message.
+fn kind_name(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else {
+        "a special file"
+    }
+}
+
 /// A size stated next to the expected digest (an LFS pointer, an OCI
 /// descriptor) must be the file's: a different size is a different file
 /// (exit 1, like a digest mismatch), found before anything is sealed.
@@ -227,8 +257,15 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             });
             continue;
         }
-        let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+        let file = open_model_file(path)?;
         let meta = file.metadata().map_err(|e| io_error(path, &e))?;
+        if !meta.is_dir() && !meta.is_file() {
+            return Err(CliError::usage(format!(
+                "{}: is {}, not a regular file; seal a regular file (copy a stream into one first)",
+                shown_path(path),
+                kind_name(meta.file_type())
+            )));
+        }
         if meta.is_dir() {
             if args.files.len() != 1 || expected.is_some() {
                 return Err(CliError::usage(format!(

@@ -69,8 +69,9 @@ impl Allocation {
         })
     }
 
-    /// Registry id (allocation order on the device); read by the test hooks.
-    #[cfg(any(test, feature = "test-hooks"))]
+    /// Registry id (allocation order on the device); read by the test hooks
+    /// and the demo.
+    #[cfg(any(test, feature = "test-hooks", feature = "demo"))]
     pub(super) fn id(&self) -> u64 {
         self.id
     }

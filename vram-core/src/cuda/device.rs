@@ -273,6 +273,39 @@ impl CudaDevice {
         target.read(offset, out)
     }
 
+    /// Flips the bits of `mask` in the byte at `offset` of the most recently
+    /// made live allocation of this device, behind its owner's back.
+    ///
+    /// **The demo's simulated corruption, on purpose**: `vram demo` shows that
+    /// verification catches a changed byte. Behind the `demo` feature (or
+    /// `test-hooks`), which the `vram` binary turns on only through its own
+    /// `demo-cuda` feature.
+    ///
+    /// # Errors
+    /// [`DeviceError::InvalidArgument`] when no buffer is live;
+    /// [`DeviceError::OutOfBounds`] when `offset` is past its end;
+    /// [`DeviceError::Driver`] when a copy fails.
+    #[cfg(any(test, feature = "test-hooks", feature = "demo"))]
+    pub fn corrupt_one_byte_for_demo(&self, offset: u64, mask: u8) -> Result<(), DeviceError> {
+        let target = self
+            .lock_registry()
+            .live()
+            .into_iter()
+            .max_by_key(|a| a.id())
+            .ok_or(DeviceError::InvalidArgument {
+                reason: "no live buffer on this device",
+            })?;
+        let mut byte = [0u8; 1];
+        target.read(offset, &mut byte)?;
+        let [old] = byte;
+        tracing::warn!(
+            device = self.info.index,
+            offset,
+            "corrupting one byte of device memory behind its owner's back (demo)"
+        );
+        target.write(offset, &[old ^ mask])
+    }
+
     /// The live allocation with this id.
     #[cfg(any(test, feature = "test-hooks"))]
     fn live_allocation(&self, id: u64) -> Result<Arc<Allocation>, DeviceError> {
