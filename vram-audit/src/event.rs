@@ -27,6 +27,18 @@ pub struct SealProvenanceRecord {
     pub resource_name: String,
 }
 
+/// A small file bound to a sealed model, as a `model_bound` record names
+/// it: its name in the model directory, length and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundFileRecord {
+    /// The file's name in the model directory (`tokenizer.json`).
+    pub name: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Its SHA-256, 64 lower-case hex digits.
+    pub sha256: String,
+}
+
 /// How much attention an event deserves.
 ///
 /// Critical events are always fsynced before [`AuditSink::record`](crate::AuditSink::record)
@@ -143,6 +155,20 @@ pub enum AuditEvent {
         /// Why (both digests for a changed file).
         reason: String,
     },
+    /// A model's small files (config, tokenizer, modules) were bound to its
+    /// shards' seals by one tag under the seal key: which files, with which
+    /// bytes. Written once per sealed model, after its shards' `vram_sealed`
+    /// records.
+    ModelBound {
+        /// The model's reference.
+        model: String,
+        /// Its shards' ids, in position order.
+        shards: Vec<String>,
+        /// The files bound, in binding order.
+        files: Vec<BoundFileRecord>,
+        /// Id of the seal key the binding is under.
+        key_id: String,
+    },
     /// Leases granted on a shard since the previous record of this kind for
     /// it, aggregated so that a busy server writes one record per shard per
     /// interval (and one when the shard is released), not one per request.
@@ -255,6 +281,7 @@ impl AuditEvent {
             | Self::SealFailed { .. } => Severity::Critical,
             Self::VramAllocationFailed { .. } | Self::TornTailRecovered { .. } => Severity::Warning,
             Self::VramSealed { .. }
+            | Self::ModelBound { .. }
             | Self::SealVerified { .. }
             | Self::LeasesGranted { .. }
             | Self::VramAllocated { .. }
@@ -280,6 +307,7 @@ impl AuditEvent {
             | Self::VramDeallocated { shard_id, .. } => Some(shard_id),
             Self::VramAllocationFailed { .. }
             | Self::ModelFileRefused { .. }
+            | Self::ModelBound { .. }
             | Self::PolicyViolation { .. }
             | Self::LogCreated { .. }
             | Self::LogOpened { .. }
@@ -292,13 +320,14 @@ impl AuditEvent {
     /// gives them. A record of another type is an [`UnknownEvent`]; a record
     /// of one of these types that does not parse is malformed. (A test checks
     /// this list against serde's.)
-    pub(crate) const KINDS: [&'static str; 16] = [
+    pub(crate) const KINDS: [&'static str; 17] = [
         "vram_sealed",
         "seal_verified",
         "seal_verification_failed",
         "verification_incomplete",
         "lease_refused",
         "model_file_refused",
+        "model_bound",
         "leases_granted",
         "seal_failed",
         "vram_allocated",
@@ -321,6 +350,7 @@ impl AuditEvent {
             Self::VerificationIncomplete { .. } => "verification_incomplete",
             Self::LeaseRefused { .. } => "lease_refused",
             Self::ModelFileRefused { .. } => "model_file_refused",
+            Self::ModelBound { .. } => "model_bound",
             Self::LeasesGranted { .. } => "leases_granted",
             Self::SealFailed { .. } => "seal_failed",
             Self::VramAllocated { .. } => "vram_allocated",
@@ -491,6 +521,16 @@ mod tests {
                 model: "m".into(),
                 file: "tokenizer.json".into(),
                 reason: "r".into(),
+            },
+            AuditEvent::ModelBound {
+                model: "m".into(),
+                shards: vec!["s".into()],
+                files: vec![BoundFileRecord {
+                    name: "tokenizer.json".into(),
+                    bytes: 2,
+                    sha256: "ab".repeat(32),
+                }],
+                key_id: "k".into(),
             },
             AuditEvent::LeasesGranted {
                 shard_id: "s".into(),
