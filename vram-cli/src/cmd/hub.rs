@@ -161,14 +161,12 @@ pub(crate) fn check_snapshot(snapshot: Snapshot, quiet: bool) -> Result<HubModel
                     )));
                 }
             }
-            None if weights || bound => {
-                if !quiet {
-                    eprintln!(
-                        "vram: note: {} is stored without a blob link (--cache-without-links): \
-                         taken with no expected digest",
-                        shown_path(&shown_name(&snapshot, f))
-                    );
-                }
+            None if (weights || bound) && !quiet => {
+                eprintln!(
+                    "vram: note: {} is stored without a blob link (--cache-without-links): \
+                     taken with no expected digest",
+                    shown_path(&shown_name(&snapshot, f))
+                );
             }
             None => {}
         }
