@@ -155,20 +155,6 @@ pub enum AuditEvent {
         /// Why (both digests for a changed file).
         reason: String,
     },
-    /// A model's small files (config, tokenizer, modules) were bound to its
-    /// shards' seals by one tag under the seal key: which files, with which
-    /// bytes. Written once per sealed model, after its shards' `vram_sealed`
-    /// records.
-    ModelBound {
-        /// The model's reference.
-        model: String,
-        /// Its shards' ids, in position order.
-        shards: Vec<String>,
-        /// The files bound, in binding order.
-        files: Vec<BoundFileRecord>,
-        /// Id of the seal key the binding is under.
-        key_id: String,
-    },
     /// Leases granted on a shard since the previous record of this kind for
     /// it, aggregated so that a busy server writes one record per shard per
     /// interval (and one when the shard is released), not one per request.
@@ -266,6 +252,20 @@ pub enum AuditEvent {
         /// File name (not path) of the next segment.
         next_file: String,
     },
+    /// A model's small files (config, tokenizer, modules) were bound to its
+    /// shards' seals by one tag under the seal key: which files, with which
+    /// bytes. Written once per sealed model, after its shards' `vram_sealed`
+    /// records.
+    ModelBound {
+        /// The model's reference.
+        model: String,
+        /// Its shards' ids, in position order.
+        shards: Vec<String>,
+        /// The files bound, in binding order.
+        files: Vec<BoundFileRecord>,
+        /// Id of the seal key the binding is under.
+        key_id: String,
+    },
 }
 
 impl AuditEvent {
@@ -327,7 +327,6 @@ impl AuditEvent {
         "verification_incomplete",
         "lease_refused",
         "model_file_refused",
-        "model_bound",
         "leases_granted",
         "seal_failed",
         "vram_allocated",
@@ -338,6 +337,7 @@ impl AuditEvent {
         "log_opened",
         "torn_tail_recovered",
         "rotated",
+        "model_bound",
     ];
 
     /// The event's `"type"` tag, e.g. `"vram_sealed"`.
@@ -522,16 +522,6 @@ mod tests {
                 file: "tokenizer.json".into(),
                 reason: "r".into(),
             },
-            AuditEvent::ModelBound {
-                model: "m".into(),
-                shards: vec!["s".into()],
-                files: vec![BoundFileRecord {
-                    name: "tokenizer.json".into(),
-                    bytes: 2,
-                    sha256: "ab".repeat(32),
-                }],
-                key_id: "k".into(),
-            },
             AuditEvent::LeasesGranted {
                 shard_id: "s".into(),
                 gpu_device: 0,
@@ -580,6 +570,16 @@ mod tests {
             },
             AuditEvent::Rotated {
                 next_file: "audit.jsonl.1".into(),
+            },
+            AuditEvent::ModelBound {
+                model: "m".into(),
+                shards: vec!["s".into()],
+                files: vec![BoundFileRecord {
+                    name: "tokenizer.json".into(),
+                    bytes: 2,
+                    sha256: "ab".repeat(32),
+                }],
+                key_id: "k".into(),
             },
         ]
     }
@@ -729,7 +729,7 @@ mod tests {
             sev,
             [
                 Info, Info, Critical, Critical, Critical, Critical, Info, Critical, Info, Warning,
-                Info, Critical, Info, Info, Warning, Info
+                Info, Critical, Info, Info, Warning, Info, Info
             ]
         );
     }
