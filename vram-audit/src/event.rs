@@ -27,6 +27,18 @@ pub struct SealProvenanceRecord {
     pub resource_name: String,
 }
 
+/// A small file bound to a sealed model, as a `model_bound` record names
+/// it: its name in the model directory, length and SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundFileRecord {
+    /// The file's name in the model directory (`tokenizer.json`).
+    pub name: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// Its SHA-256, 64 lower-case hex digits.
+    pub sha256: String,
+}
+
 /// How much attention an event deserves.
 ///
 /// Critical events are always fsynced before [`AuditSink::record`](crate::AuditSink::record)
@@ -263,6 +275,20 @@ pub enum AuditEvent {
         /// Ed25519 signature over the checkpoint message, 128 lowercase hex digits.
         signature: String,
     },
+    /// A model's small files (config, tokenizer, modules) were bound to its
+    /// shards' seals by one tag under the seal key: which files, with which
+    /// bytes. Written once per sealed model, after its shards' `vram_sealed`
+    /// records.
+    ModelBound {
+        /// The model's reference.
+        model: String,
+        /// Its shards' ids, in position order.
+        shards: Vec<String>,
+        /// The files bound, in binding order.
+        files: Vec<BoundFileRecord>,
+        /// Id of the seal key the binding is under.
+        key_id: String,
+    },
 }
 
 impl AuditEvent {
@@ -278,6 +304,7 @@ impl AuditEvent {
             | Self::SealFailed { .. } => Severity::Critical,
             Self::VramAllocationFailed { .. } | Self::TornTailRecovered { .. } => Severity::Warning,
             Self::VramSealed { .. }
+            | Self::ModelBound { .. }
             | Self::SealVerified { .. }
             | Self::LeasesGranted { .. }
             | Self::VramAllocated { .. }
@@ -304,6 +331,7 @@ impl AuditEvent {
             | Self::VramDeallocated { shard_id, .. } => Some(shard_id),
             Self::VramAllocationFailed { .. }
             | Self::ModelFileRefused { .. }
+            | Self::ModelBound { .. }
             | Self::PolicyViolation { .. }
             | Self::LogCreated { .. }
             | Self::LogOpened { .. }
@@ -317,7 +345,7 @@ impl AuditEvent {
     /// gives them. A record of another type is an [`UnknownEvent`]; a record
     /// of one of these types that does not parse is malformed. (A test checks
     /// this list against serde's.)
-    pub(crate) const KINDS: [&'static str; 17] = [
+    pub(crate) const KINDS: [&'static str; 18] = [
         "vram_sealed",
         "seal_verified",
         "seal_verification_failed",
@@ -335,6 +363,7 @@ impl AuditEvent {
         "torn_tail_recovered",
         "rotated",
         "signed_checkpoint",
+        "model_bound",
     ];
 
     /// Every event type this build knows (the `"type"` tags), for callers
@@ -354,6 +383,7 @@ impl AuditEvent {
             Self::VerificationIncomplete { .. } => "verification_incomplete",
             Self::LeaseRefused { .. } => "lease_refused",
             Self::ModelFileRefused { .. } => "model_file_refused",
+            Self::ModelBound { .. } => "model_bound",
             Self::LeasesGranted { .. } => "leases_granted",
             Self::SealFailed { .. } => "seal_failed",
             Self::VramAllocated { .. } => "vram_allocated",
@@ -583,6 +613,16 @@ mod tests {
                 signing_key: "8899aabbccddeeff".into(),
                 signature: "ef".repeat(64),
             },
+            AuditEvent::ModelBound {
+                model: "m".into(),
+                shards: vec!["s".into()],
+                files: vec![BoundFileRecord {
+                    name: "tokenizer.json".into(),
+                    bytes: 2,
+                    sha256: "ab".repeat(32),
+                }],
+                key_id: "k".into(),
+            },
         ]
     }
 
@@ -731,7 +771,7 @@ mod tests {
             sev,
             [
                 Info, Info, Critical, Critical, Critical, Critical, Info, Critical, Info, Warning,
-                Info, Critical, Info, Info, Warning, Info, Info
+                Info, Critical, Info, Info, Warning, Info, Info, Info
             ]
         );
     }

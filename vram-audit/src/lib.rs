@@ -18,7 +18,8 @@ mod verify;
 pub use backend::{Backend, MemoryBackend};
 pub use error::AuditError;
 pub use event::{
-    AuditEvent, ByteRange, RecordedEvent, SealProvenanceRecord, Severity, UnknownEvent,
+    AuditEvent, BoundFileRecord, ByteRange, RecordedEvent, SealProvenanceRecord, Severity,
+    UnknownEvent,
 };
 pub use key::AuditKey;
 pub use log::{AuditLog, AuditSink, RecordReceipt, SinkStats};

@@ -91,6 +91,13 @@ impl Command {
 pub(crate) struct VerifyCacheArgs {
     /// The cached model: hf://ORG/NAME, or hf://ORG/NAME@REVISION (a branch, tag or commit; default main).
     pub(crate) model: String,
+    /// The Hugging Face cache was written without links (copies in
+    /// snapshots/COMMIT instead of links into blobs/, as on Windows without
+    /// developer mode). Its plain files are then taken with no digest to be
+    /// checked against (said on stderr); without this flag a plain file in a
+    /// snapshot is refused by name (exit 1): nothing says what it should hold.
+    #[arg(long)]
+    pub(crate) cache_without_links: bool,
     /// Machine-readable output.
     #[arg(long)]
     pub(crate) json: bool,
@@ -200,6 +207,13 @@ pub(crate) struct SealArgs {
     /// or P-521).
     #[arg(long, value_name = "PEM", requires = "model_signature")]
     pub(crate) public_key: Option<PathBuf>,
+    /// The Hugging Face cache was written without links (copies in
+    /// snapshots/COMMIT instead of links into blobs/, as on Windows without
+    /// developer mode). Its plain files are then taken with no digest to be
+    /// checked against (said on stderr); without this flag a plain file in a
+    /// snapshot is refused by name (exit 1): nothing says what it should hold.
+    #[arg(long)]
+    pub(crate) cache_without_links: bool,
     /// Worker secret file: owner-only (chmod 600 or 400), symlinks to it followed; `-` reads
     /// standard input, /dev/fd/N a pipe.
     #[arg(long)]

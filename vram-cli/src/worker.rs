@@ -62,6 +62,9 @@ pub struct ModelLocation {
     /// The SHA-256 each weights file must have, by name (the hub's blob
     /// names), checked in the sealing pass.
     pub expected_sha256: BTreeMap<String, Sha256Hex>,
+    /// The digest each bound small file must have, by name (the hub's blob
+    /// names), checked in the one read that hashes it for the binding.
+    pub expected_files: BTreeMap<String, vram_hub::Expected>,
 }
 
 /// Builds a worker as `vram seal` does.
@@ -142,6 +145,7 @@ impl Worker {
         let mut request =
             SnapshotRequest::new(&model.dir, model.model_ref.clone(), self.selection.target);
         request.expected_sha256 = model.expected_sha256.clone();
+        request.expected_files = model.expected_files.clone();
         Ok(self.manager.seal_snapshot(&request)?)
     }
 
@@ -157,8 +161,9 @@ impl Worker {
 }
 
 /// Locates a model as `vram seal` would: `hf://ORG/NAME[@REV]` in the local
-/// hub cache (offline; the small files checked against their blob names
-/// first, each weights file's SHA-256 expected), or a snapshot directory.
+/// hub cache (offline; every file with an expected digest is checked, here
+/// or in the reads that seal and bind it), or a snapshot directory (a hub
+/// cache's `snapshots/COMMIT` is recognised and checked as `hf://` is).
 ///
 /// A directory is taken as it is: what is missing is reported when the
 /// snapshot is sealed or read.
@@ -167,33 +172,46 @@ impl Worker {
 /// A usage error for a bad reference; integrity (exit 1) for a corrupt
 /// cached file.
 pub fn locate(model: &str, quiet: bool) -> Result<ModelLocation, CliError> {
-    if model.starts_with("hf://") {
-        let (snapshot, inputs) = crate::cmd::hub::snapshot_inputs(model, quiet)?;
-        let prefix = format!("{}/", snapshot.reference());
-        let expected_sha256 = inputs
-            .into_iter()
-            .filter_map(|i| {
-                let name = i.shown.to_string_lossy().strip_prefix(&prefix)?.to_owned();
-                Some((name, i.expected?))
-            })
-            .collect::<BTreeMap<_, _>>();
-        // Only the model's weights files: a stale shard the index does not
-        // name is not sealed, so it has nothing to be checked against.
-        let weights = vram_hub::ModelLayout::of_dir(&snapshot.dir)
-            .map(|l| l.weights)
-            .unwrap_or_default();
-        let expected_sha256 = expected_sha256
-            .into_iter()
-            .filter(|(name, _)| weights.contains(name))
-            .collect();
-        let model_ref = ModelRef::new(&snapshot.reference())
-            .map_err(|e| CliError::usage(format!("{}: {e}", snapshot.reference())))?;
-        return Ok(ModelLocation {
-            weights: snapshot.dir.join(vram_hub::SINGLE_WEIGHTS_FILE),
-            dir: snapshot.dir,
-            model_ref,
-            expected_sha256,
-        });
+    locate_in_cache(model, quiet, false)
+}
+
+/// A resolved hub snapshot, checked ([`crate::cmd::hub::check_snapshot`]),
+/// under the reference `hf://ORG/NAME@COMMIT`.
+pub(crate) fn hub_location(
+    snapshot: vram_hub::Snapshot,
+    quiet: bool,
+) -> Result<ModelLocation, CliError> {
+    let hub = crate::cmd::hub::check_snapshot(snapshot, quiet)?;
+    let snapshot = hub.snapshot;
+    let model_ref = ModelRef::new(&snapshot.reference())
+        .map_err(|e| CliError::usage(format!("{}: {e}", snapshot.reference())))?;
+    Ok(ModelLocation {
+        weights: snapshot.dir.join(vram_hub::SINGLE_WEIGHTS_FILE),
+        dir: snapshot.dir,
+        model_ref,
+        expected_sha256: hub.expected_sha256,
+        expected_files: hub.expected_files,
+    })
+}
+
+/// [`locate`], saying whether the hub cache was written without links
+/// (`--cache-without-links`: its plain files taken unchecked); otherwise a
+/// plain file in a snapshot is refused.
+///
+/// # Errors
+/// As [`locate`].
+pub fn locate_in_cache(
+    model: &str,
+    quiet: bool,
+    cache_without_links: bool,
+) -> Result<ModelLocation, CliError> {
+    let snapshot = if model.starts_with("hf://") {
+        Some(crate::cmd::hub::resolve(model, cache_without_links)?)
+    } else {
+        crate::cmd::hub::snapshot_of_dir(Path::new(model), cache_without_links)?
+    };
+    if let Some(snapshot) = snapshot {
+        return hub_location(snapshot, quiet);
     }
     let dir = Path::new(model);
     let model_ref = ModelRef::new(&dir.to_string_lossy())
@@ -204,5 +222,6 @@ pub fn locate(model: &str, quiet: bool) -> Result<ModelLocation, CliError> {
         weights: dir.join(vram_hub::SINGLE_WEIGHTS_FILE),
         model_ref,
         expected_sha256: BTreeMap::new(),
+        expected_files: BTreeMap::new(),
     })
 }

@@ -130,7 +130,10 @@ fn a_cached_model_is_sealed_by_name_with_its_revision_in_the_audit_log() {
     assert_eq!(shards.len(), 1, "only the weights go to the device");
     // One model: its reference names the exact revision; the row names the file.
     let reference = format!("hf://org/tiny@{COMMIT}");
-    assert_eq!(shards[0]["model_ref"], reference.as_str());
+    assert_eq!(
+        shards[0]["model_ref"],
+        format!("{reference}/model.safetensors").as_str()
+    );
     assert_eq!(
         shards[0]["file"],
         format!("{reference}/model.safetensors").as_str()
@@ -265,4 +268,286 @@ fn a_missing_blob_an_unknown_revision_and_an_uncached_model_are_clear_errors() {
     let out = run(&["seal", "hf://org/tiny"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tokenizer.json"));
+}
+
+/// Replaces the snapshot's link `name` with a plain file holding `content`.
+fn plain_file_in_snapshot(hub: &Hub, name: &str, content: &[u8]) {
+    let snap = hub
+        .dir
+        .path()
+        .join("hub/models--org--tiny/snapshots")
+        .join(COMMIT);
+    std::fs::remove_file(snap.join(name)).unwrap();
+    std::fs::write(snap.join(name), content).unwrap();
+}
+
+fn snapshot_dir(hub: &Hub) -> PathBuf {
+    hub.dir
+        .path()
+        .join("hub/models--org--tiny/snapshots")
+        .join(COMMIT)
+}
+
+#[test]
+fn a_corrupt_small_file_kept_in_lfs_is_never_bound() {
+    for name in ["tokenizer.model", "spiece.model", "tokenizer.json"] {
+        let hub = Hub::new();
+        if name == "tokenizer.json" {
+            // Replace the git blob with an LFS one.
+            std::fs::remove_file(snapshot_dir(&hub).join(name)).unwrap();
+        }
+        let blob = hub.add(name, b"a sentencepiece model", true);
+        flip(&blob, 4);
+        let out = hub
+            .vram()
+            .args(["seal", "hf://org/tiny", "--secret-file"])
+            .arg(hub.secret())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(name)
+                && stderr.contains("nothing was sealed")
+                && stderr.contains("huggingface-cli download org/tiny"),
+            "{name}: {stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("bound"));
+    }
+}
+
+#[test]
+fn weights_the_index_names_without_the_safetensors_suffix_are_checked() {
+    let hub = Hub::new();
+    let snap = snapshot_dir(&hub);
+    std::fs::remove_file(snap.join("model.safetensors")).unwrap();
+    hub.add(
+        "model.safetensors.index.json",
+        br#"{"weight_map":{"a":"weights-part-1"}}"#,
+        false,
+    );
+    let blob = hub.add("weights-part-1", &weights(), true);
+    // Intact: sealed with the SHA-256 its blob is named by.
+    let out = hub
+        .vram()
+        .args(["seal", "hf://org/tiny", "--json", "--secret-file"])
+        .arg(hub.secret())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sha = hex(ring::digest::digest(&ring::digest::SHA256, &weights()).as_ref());
+    assert_eq!(v["shards"][0]["sha256"], sha.as_str());
+    // Corrupt: refused, naming it.
+    flip(&blob, 77);
+    let out = hub
+        .vram()
+        .args(["seal", "hf://org/tiny", "--secret-file"])
+        .arg(hub.secret())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("weights-part-1"), "{stderr}");
+}
+
+#[test]
+fn a_plain_file_in_a_cache_of_links_is_refused_unless_the_cache_has_no_links() {
+    for name in ["model.safetensors", "tokenizer.json"] {
+        let hub = Hub::new();
+        let content: Vec<u8> = if name == "tokenizer.json" {
+            b"{\"vocab\": {\"evil\": 1}}\n".to_vec()
+        } else {
+            let mut w = weights();
+            w[5] ^= 1;
+            w
+        };
+        plain_file_in_snapshot(&hub, name, &content);
+        for args in [
+            vec!["seal", "hf://org/tiny"],
+            vec!["verify-cache", "hf://org/tiny"],
+        ] {
+            let mut cmd = hub.vram();
+            cmd.args(&args);
+            if args[0] == "seal" {
+                cmd.arg("--secret-file").arg(hub.secret());
+            }
+            let out = cmd.output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{name} {args:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains(name) && stderr.contains("--cache-without-links"),
+                "{name} {args:?}: {stderr}"
+            );
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("all intact"));
+        }
+        // Said explicitly: taken, unchecked, and said so.
+        let out = hub
+            .vram()
+            .args([
+                "seal",
+                "hf://org/tiny",
+                "--cache-without-links",
+                "--secret-file",
+            ])
+            .arg(hub.secret())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no expected digest"));
+        let out = hub
+            .vram()
+            .args(["verify-cache", "hf://org/tiny", "--cache-without-links"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("unchecked") && !text.contains("all intact"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_directory_of_the_cache_is_checked_as_hf_is() {
+    let hub = Hub::new();
+    let dir = snapshot_dir(&hub);
+    let out = hub
+        .vram()
+        .args(["seal", "--json", "--secret-file"])
+        .arg(hub.secret())
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["model"]["model_ref"],
+        format!("hf://org/tiny@{COMMIT}").as_str()
+    );
+    let sha = hex(ring::digest::digest(&ring::digest::SHA256, &weights()).as_ref());
+    assert_eq!(v["shards"][0]["sha256"], sha.as_str());
+
+    flip(&hub.blob_of("model.safetensors"), 99);
+    let out = hub
+        .vram()
+        .args(["seal", "--secret-file"])
+        .arg(hub.secret())
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.safetensors"));
+    flip(&hub.blob_of("model.safetensors"), 99);
+
+    flip(&hub.blob_of("config.json"), 2);
+    let out = hub
+        .vram()
+        .args(["seal", "--secret-file"])
+        .arg(hub.secret())
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
+}
+
+#[test]
+fn seal_output_names_each_file_and_records_the_bound_files() {
+    let hub = Hub::new();
+    let log = hub.dir.path().join("audit.jsonl");
+    let out = hub
+        .vram()
+        .args(["seal", "hf://org/tiny", "--json", "--secret-file"])
+        .arg(hub.secret())
+        .arg("--audit-log")
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file_ref = format!("hf://org/tiny@{COMMIT}/model.safetensors");
+    let row = &v["shards"][0];
+    assert_eq!(row["model_ref"], file_ref.as_str());
+    assert!(row["seal_seconds"].as_f64().is_some(), "{row}");
+    assert!(row["seal_gb_per_s"].as_f64().is_some(), "{row}");
+    assert_eq!(
+        v["model"]["model_ref"],
+        format!("hf://org/tiny@{COMMIT}").as_str()
+    );
+
+    // The audit log: the shard's record names its file; one model_bound
+    // record lists every bound file with its length and SHA-256.
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sealed: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"]["type"] == "vram_sealed")
+        .collect();
+    assert_eq!(sealed.len(), 1);
+    assert_eq!(sealed[0]["event"]["model_ref"], file_ref.as_str());
+    let bound: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"]["type"] == "model_bound")
+        .collect();
+    assert_eq!(bound.len(), 1);
+    let files = bound[0]["event"]["files"].as_array().unwrap();
+    let sha = |b: &[u8]| hex(ring::digest::digest(&ring::digest::SHA256, b).as_ref());
+    assert_eq!(
+        files,
+        &[
+            serde_json::json!({"name": "config.json", "bytes": 14, "sha256": sha(b"{\"layers\": 2}\n")}),
+            serde_json::json!({"name": "tokenizer.json", "bytes": 14, "sha256": sha(b"{\"vocab\": {}}\n")}),
+        ]
+    );
+    assert_eq!(bound[0]["event"]["shards"][0], row["shard_id"]);
+    let verified = hub
+        .vram()
+        .args(["audit", "verify", "--secret-file"])
+        .arg(hub.secret())
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+
+    // Text: the reference once on the model line.
+    let out = hub
+        .vram()
+        .args(["seal", "hf://org/tiny", "--secret-file"])
+        .arg(hub.secret())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let model_line = text.lines().find(|l| l.starts_with("model ")).unwrap();
+    assert_eq!(
+        model_line
+            .matches(&format!("hf://org/tiny@{COMMIT}"))
+            .count(),
+        1,
+        "{model_line}"
+    );
 }

@@ -258,3 +258,36 @@ fn a_bundle_with_another_payload_type_is_an_integrity_failure() {
     assert!(stderr(&out).contains("payload type"), "{}", stderr(&out));
     assert_eq!(events(&s, "vram_sealed"), 0);
 }
+
+/// A relative `--model-signature` outside the model names no file inside
+/// it: a file of that name planted in the model is neither skipped nor
+/// sealed unsigned; it is an extra file, and nothing is sealed.
+#[test]
+fn a_signature_outside_the_model_does_not_hide_a_file_of_its_name_inside() {
+    let s = setup();
+    std::fs::copy(fixtures().join("p256.sig"), s.dir.path().join("model.sig")).unwrap();
+    std::fs::write(s.model.join("model.sig"), b"planted").unwrap();
+    let run = |sig: &Path| {
+        Command::new(assert_cmd::cargo::cargo_bin("vram"))
+            .current_dir(s.dir.path())
+            .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .args(["seal", "--device", "mock", "model", "--model-signature"])
+            .arg(sig)
+            .arg("--public-key")
+            .arg(fixtures().join("p256.pub"))
+            .arg("--secret-file")
+            .arg(&s.secret)
+            .output()
+            .unwrap()
+    };
+    let out = run(Path::new("model.sig"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("model.sig"), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("sealed"));
+
+    // The bundle inside the model is not a file of the model.
+    std::fs::copy(fixtures().join("p256.sig"), s.model.join("model.sig")).unwrap();
+    let out = run(Path::new("model/model.sig"));
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -103,7 +103,12 @@ fn a_sharded_snapshot_is_sealed_as_one_model() {
     for (i, (row, bytes)) in shards.iter().zip([300_000u64, 200_000]).enumerate() {
         assert_eq!(row["shard_index"], i);
         assert_eq!(row["shard_total"], 2);
-        assert_eq!(row["model_ref"], "org/tiny");
+        // Each shard's seal names its file under the model's reference.
+        assert_eq!(
+            row["model_ref"],
+            format!("org/tiny/model-0000{}-of-00002.safetensors", i + 1).as_str()
+        );
+        assert!(row["seal_seconds"].as_f64().is_some(), "{row}");
         assert!(row["vram_bytes"].as_u64().unwrap() > bytes);
         assert_eq!(row["set_id"], shards[0]["set_id"]);
         assert!(row["file"]
@@ -192,4 +197,36 @@ fn what_is_not_one_model_is_refused_before_any_device_work() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sealed on its own"));
+}
+
+#[test]
+fn links_that_leave_the_model_directory_are_refused() {
+    for name in ["model.safetensors", "tokenizer.json"] {
+        let outer = tempfile::tempdir().unwrap();
+        let d = outer.path().join("model");
+        write(&d, "model.safetensors", &safetensors("w", 1000, 4));
+        write(&d, "config.json", b"{}");
+        write(&d, "sub/tokenizer.json", b"{\"vocab\": {}}");
+        // A link inside the directory is fine.
+        std::os::unix::fs::symlink("sub/tokenizer.json", d.join("tokenizer.json")).unwrap();
+        let out = vram().arg("seal").arg(&d).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // The same name, leading out: refused whatever it is called.
+        write(outer.path(), "private", &safetensors("p", 1000, 5));
+        std::fs::remove_file(d.join(name)).unwrap();
+        std::os::unix::fs::symlink("../private", d.join(name)).unwrap();
+        let out = vram().arg("seal").arg(&d).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(name) && stderr.contains("leads outside the model directory"),
+            "{name}: {stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("sealed"));
+    }
 }

@@ -4,6 +4,7 @@ use crate::expected::{check, Expected, FileCheck};
 use crate::reference::is_commit;
 use crate::{HubError, HubRef};
 use std::ffi::OsString;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use vram_validation::escape_for_log;
 
@@ -36,6 +37,10 @@ pub fn cache_dir_from(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf>
 #[derive(Debug, Clone)]
 pub struct HubCache {
     root: PathBuf,
+    /// Whether snapshots hold plain files instead of links to blobs (a
+    /// cache written where links cannot be made): then a plain file is
+    /// taken, unchecked. Otherwise it is refused ([`HubError::PlainFile`]).
+    without_links: bool,
 }
 
 /// One model at one commit, as cached.
@@ -82,7 +87,20 @@ impl CachedFile {
         let Some(expected) = self.expected else {
             return Ok(None);
         };
-        let file = std::fs::File::open(&self.path).map_err(|e| HubError::io(&self.path, &e))?;
+        // Non-blocking, not through a link, and checked on the descriptor:
+        // a blob swapped for a FIFO or a link is refused, not waited on.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&self.path)
+            .map_err(|e| HubError::io(&self.path, &e))?;
+        let meta = file.metadata().map_err(|e| HubError::io(&self.path, &e))?;
+        if !meta.is_file() {
+            return Err(HubError::NotRegularFile {
+                file: escape_for_log(&self.name, 200),
+                found: "not a regular file",
+            });
+        }
         check(file, self.len, expected)
             .map(Some)
             .map_err(|e| HubError::io(&self.path, &e))
@@ -100,7 +118,21 @@ impl Snapshot {
 impl HubCache {
     /// The cache at `root` (the directory holding `models--*` folders).
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            without_links: false,
+        }
+    }
+
+    /// Says that this cache was written without links (copies instead of
+    /// links into `blobs/`, as on Windows without developer mode): a plain
+    /// file in a snapshot is then taken with no expected digest. By default
+    /// a plain file is refused ([`HubError::PlainFile`]), since nothing says
+    /// what it should hold.
+    #[must_use]
+    pub fn without_links(mut self, yes: bool) -> Self {
+        self.without_links = yes;
+        self
     }
 
     /// The cache the environment names ([`cache_dir_from`]).
@@ -155,7 +187,12 @@ impl HubCache {
         let blobs = repo_dir.join("blobs");
         let blobs = blobs.canonicalize().unwrap_or(blobs);
         let mut files = Vec::new();
-        walk(&repo, &dir, &blobs, "", 0, &mut files)?;
+        let walker = Walker {
+            repo: &repo,
+            blobs: &blobs,
+            without_links: self.without_links,
+        };
+        walker.walk(&dir, "", 0, &mut files)?;
         files.sort_by(|a, b| a.name.cmp(&b.name));
         tracing::debug!(repo = %repo, commit = %commit, files = files.len(), "resolved in the hub cache");
         Ok(Snapshot {
@@ -225,94 +262,102 @@ fn list_refs(dir: &Path, prefix: &str, depth: usize, out: &mut Vec<String>) {
 }
 
 /// Collects the files under `dir` (names relative to the snapshot).
-fn walk(
-    repo: &str,
-    dir: &Path,
-    blobs: &Path,
-    prefix: &str,
-    depth: usize,
-    out: &mut Vec<CachedFile>,
-) -> Result<(), HubError> {
-    let too_large = || HubError::TooLarge {
-        repo: repo.to_owned(),
-        max: MAX_SNAPSHOT_FILES,
-    };
-    if depth > MAX_DEPTH {
-        return Err(too_large());
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| HubError::io(dir, &e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| HubError::io(dir, &e))?;
-        if out.len() >= MAX_SNAPSHOT_FILES {
+struct Walker<'a> {
+    repo: &'a str,
+    blobs: &'a Path,
+    without_links: bool,
+}
+
+impl Walker<'_> {
+    fn walk(
+        &self,
+        dir: &Path,
+        prefix: &str,
+        depth: usize,
+        out: &mut Vec<CachedFile>,
+    ) -> Result<(), HubError> {
+        let (repo, blobs) = (self.repo, self.blobs);
+        let too_large = || HubError::TooLarge {
+            repo: repo.to_owned(),
+            max: MAX_SNAPSHOT_FILES,
+        };
+        if depth > MAX_DEPTH {
             return Err(too_large());
         }
-        let raw_name = entry.file_name().to_string_lossy().into_owned();
-        let name = format!("{prefix}{raw_name}");
-        let shown = || escape_for_log(&name, 120);
-        let path = entry.path();
-        let kind = entry.file_type().map_err(|e| HubError::io(&path, &e))?;
-        if kind.is_dir() {
-            walk(
-                repo,
-                &path,
-                blobs,
-                &format!("{name}/"),
-                depth.saturating_add(1),
-                out,
-            )?;
-            continue;
-        }
-        if kind.is_file() {
-            // A cache written without links: the file itself, no blob name.
-            let len = entry.metadata().map_err(|e| HubError::io(&path, &e))?.len();
-            out.push(CachedFile {
-                name,
-                path,
-                len,
-                expected: None,
-            });
-            continue;
-        }
-        if !kind.is_symlink() {
-            continue;
-        }
-        let target = match path.canonicalize() {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(HubError::DanglingLink {
+        let entries = std::fs::read_dir(dir).map_err(|e| HubError::io(dir, &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| HubError::io(dir, &e))?;
+            if out.len() >= MAX_SNAPSHOT_FILES {
+                return Err(too_large());
+            }
+            let raw_name = entry.file_name().to_string_lossy().into_owned();
+            let name = format!("{prefix}{raw_name}");
+            let shown = || escape_for_log(&name, 120);
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| HubError::io(&path, &e))?;
+            if kind.is_dir() {
+                self.walk(&path, &format!("{name}/"), depth.saturating_add(1), out)?;
+                continue;
+            }
+            if kind.is_file() {
+                if !self.without_links {
+                    return Err(HubError::PlainFile {
+                        repo: repo.to_owned(),
+                        file: shown(),
+                    });
+                }
+                // A cache written without links: the file itself, no blob name.
+                let len = entry.metadata().map_err(|e| HubError::io(&path, &e))?.len();
+                out.push(CachedFile {
+                    name,
+                    path,
+                    len,
+                    expected: None,
+                });
+                continue;
+            }
+            if !kind.is_symlink() {
+                continue;
+            }
+            let target = match path.canonicalize() {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(HubError::DanglingLink {
+                        repo: repo.to_owned(),
+                        file: shown(),
+                    })
+                }
+                Err(e) => return Err(HubError::io(&path, &e)),
+            };
+            if target.parent() != Some(blobs) {
+                return Err(HubError::EscapingLink {
                     repo: repo.to_owned(),
                     file: shown(),
-                })
+                });
             }
-            Err(e) => return Err(HubError::io(&path, &e)),
-        };
-        if target.parent() != Some(blobs) {
-            return Err(HubError::EscapingLink {
-                repo: repo.to_owned(),
-                file: shown(),
+            let blob_name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let expected =
+                Expected::from_blob_name(&blob_name).ok_or_else(|| HubError::NotABlob {
+                    repo: repo.to_owned(),
+                    file: shown(),
+                })?;
+            let meta = std::fs::metadata(&target).map_err(|e| HubError::io(&target, &e))?;
+            if !meta.is_file() {
+                return Err(HubError::NotABlob {
+                    repo: repo.to_owned(),
+                    file: shown(),
+                });
+            }
+            out.push(CachedFile {
+                name,
+                path: target,
+                len: meta.len(),
+                expected: Some(expected),
             });
         }
-        let blob_name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let expected = Expected::from_blob_name(&blob_name).ok_or_else(|| HubError::NotABlob {
-            repo: repo.to_owned(),
-            file: shown(),
-        })?;
-        let meta = std::fs::metadata(&target).map_err(|e| HubError::io(&target, &e))?;
-        if !meta.is_file() {
-            return Err(HubError::NotABlob {
-                repo: repo.to_owned(),
-                file: shown(),
-            });
-        }
-        out.push(CachedFile {
-            name,
-            path: target,
-            len: meta.len(),
-            expected: Some(expected),
-        });
+        Ok(())
     }
-    Ok(())
 }

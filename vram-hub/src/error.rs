@@ -70,6 +70,42 @@ pub enum HubError {
         file: String,
     },
 
+    /// A snapshot entry is a plain file where the cache keeps links to
+    /// blobs: it has no blob name, so no digest to be checked against.
+    #[error("{repo}: `{file}` is a plain file where the cache keeps links to blobs, so nothing says what it should hold; refusing it (fetch it again, or, for a cache written without links, say so explicitly)")]
+    PlainFile {
+        /// `ORG/NAME`.
+        repo: String,
+        /// The file's name inside the snapshot, escaped.
+        file: String,
+    },
+
+    /// A model file's name or link leads outside the model's directory (a
+    /// hub snapshot's links may lead into its own model's `blobs/` only).
+    #[error("`{file}` leads outside the model directory; refusing to read it")]
+    LeavesModel {
+        /// The file's name in the model directory, escaped.
+        file: String,
+    },
+
+    /// A model file is not a regular file (a FIFO, a device, a directory).
+    #[error("`{file}` is {found}, not a regular file; refusing to read it")]
+    NotRegularFile {
+        /// The file's name in the model directory, escaped.
+        file: String,
+        /// What it is instead.
+        found: &'static str,
+    },
+
+    /// A model file is larger than any file of its kind.
+    #[error("{file} is larger than {max} bytes")]
+    FileTooLarge {
+        /// The file's name in the model directory, escaped.
+        file: String,
+        /// The limit.
+        max: u64,
+    },
+
     /// The snapshot holds more files, or deeper folders, than any model does.
     #[error(
         "{repo}: the snapshot holds more than {max} files or folders deeper than 16; refusing it"

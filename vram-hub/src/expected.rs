@@ -32,6 +32,16 @@ impl Expected {
         vram_validation::hex::encode(bytes)
     }
 
+    /// Checks `bytes` (a whole file, read once) against this digest.
+    #[must_use]
+    pub fn check_bytes(&self, bytes: &[u8]) -> FileCheck {
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        // Reading from a slice cannot fail, nor change length.
+        check(bytes, len, *self).unwrap_or_else(|e| FileCheck::Corrupt {
+            actual: e.to_string(),
+        })
+    }
+
     /// `sha256` or `git-sha1`.
     #[must_use]
     pub fn algorithm(&self) -> &'static str {

@@ -136,7 +136,7 @@ fn is_regular_file(path: &Path) -> bool {
 }
 
 /// Whether `name` stays inside the directory it is relative to.
-fn is_plain_relative(name: &str) -> bool {
+pub(crate) fn is_plain_relative(name: &str) -> bool {
     !name.is_empty()
         && !name.contains('\\')
         && Path::new(name)

@@ -5,6 +5,7 @@ mod cache;
 mod error;
 mod expected;
 mod layout;
+mod open;
 mod reference;
 mod safetensors;
 
@@ -15,5 +16,6 @@ pub use layout::{
     ModelLayout, INFERENCE_FILES, MAX_INDEX_BYTES, MAX_WEIGHT_FILES, SINGLE_WEIGHTS_FILE,
     WEIGHTS_INDEX_FILE,
 };
+pub use open::{open_model_file, ModelFile};
 pub use reference::HubRef;
 pub use safetensors::{SafetensorsHeader, TensorInfo, MAX_HEADER_BYTES};

@@ -259,3 +259,27 @@ fn hf_hub_cache_wins_over_hf_home_over_xdg_over_home() {
     );
     assert_eq!(cache_dir_from(env(&[])), None);
 }
+
+/// A plain file in a snapshot of links has no blob name, so nothing says
+/// what it should hold: refused by name unless the cache is said to be one
+/// written without links, where it is taken with no expected digest.
+#[test]
+fn a_plain_file_in_a_snapshot_of_links_is_refused_unless_said_otherwise() {
+    let c = cache();
+    let link = c.repo.join("snapshots").join(C1).join("config.json");
+    std::fs::remove_file(&link).unwrap();
+    std::fs::write(&link, b"{\"hidden\": 9}\n").unwrap();
+    let e = resolve(&c, "hf://org/tiny").unwrap_err();
+    assert!(matches!(e, HubError::PlainFile { .. }), "{e}");
+    assert!(
+        e.to_string().contains("`config.json` is a plain file"),
+        "{e}"
+    );
+    let s = HubCache::at(&c.root)
+        .without_links(true)
+        .resolve(&HubRef::parse("hf://org/tiny").unwrap())
+        .unwrap();
+    let config = s.files.iter().find(|f| f.name == "config.json").unwrap();
+    assert_eq!(config.expected, None);
+    assert_eq!(config.check().unwrap(), None);
+}

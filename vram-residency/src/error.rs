@@ -251,6 +251,18 @@ pub enum VramError {
         found_sha256: String,
     },
 
+    /// A file of a model directory was refused: a small file that does not
+    /// match the digest its hub blob is named by, a link that leads outside
+    /// the model directory, or something other than a regular file (a FIFO
+    /// put in a file's place).
+    #[error("{reason}")]
+    ModelFileRejected {
+        /// The file's name in the snapshot, escaped.
+        name: String,
+        /// Why, in our words (names escaped).
+        reason: String,
+    },
+
     /// A sealed model's binding tag does not verify: its list of shards or
     /// files was altered in memory, or it was sealed under another key.
     #[error("the binding of model {model} is invalid: its shards or files were altered, or it was sealed under another key")]
@@ -315,6 +327,7 @@ impl VramError {
             | Self::DigestMismatch { .. }
             | Self::UploadMismatch { .. }
             | Self::ModelFileChanged { .. }
+            | Self::ModelFileRejected { .. }
             | Self::ModelBindingInvalid { .. }
             | Self::Crypto(_) => ErrorClass::Fatal,
             Self::InvalidInput(_)

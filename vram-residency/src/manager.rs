@@ -775,20 +775,43 @@ impl VramManager {
                 ),
             });
         }
-        let files = crate::model::hash_files(&request.dir, &layout.inference_files)?;
+        if let Some(extra) = request
+            .expected_files
+            .keys()
+            .find(|name| !layout.inference_files.contains(name))
+        {
+            return Err(VramError::InvalidModel {
+                model: vram_validation::escape_for_log(request.model_ref.as_str(), 200),
+                reason: format!(
+                    "a digest is expected for {}, which is not one of the files it binds",
+                    vram_validation::escape_for_log(extra, 200)
+                ),
+            });
+        }
+        let files = crate::model::hash_files(
+            &request.dir,
+            &layout.inference_files,
+            &request.expected_files,
+        )?;
         let weights = layout
             .weights
             .iter()
-            .map(|name| {
-                std::fs::File::open(request.dir.join(name))
-                    .map_err(|e| VramError::Io { kind: e.kind() })
-            })
+            .map(|name| crate::model::open_file(&request.dir, name, None).map(|f| f.file))
             .collect::<Result<Vec<_>, _>>()?;
         let devices = vec![request.gpu_device; weights.len()];
         let requests = crate::set::part_requests(&request.model_ref, weights.len(), &devices)?;
         let mut shards = Vec::with_capacity(weights.len());
+        let mut seal_times = Vec::with_capacity(weights.len());
         for ((mut part, file), name) in requests.into_iter().zip(&weights).zip(&layout.weights) {
             part.expected_sha256 = request.expected_sha256.get(name).cloned();
+            // Each shard's seal and audit record name its file:
+            // `MODEL_REF/FILE` (the binding names the model).
+            part.model_ref = ModelRef::new(&format!("{}/{name}", request.model_ref.as_str()))
+                .map_err(|e| VramError::InModelFile {
+                    file: vram_validation::escape_for_log(name, 200),
+                    source: Box::new(e.into()),
+                })?;
+            let t0 = std::time::Instant::now();
             // On error, `shards` drops here and releases every earlier part.
             let shard = self
                 .seal_file(&part, file)
@@ -796,6 +819,7 @@ impl VramManager {
                     file: vram_validation::escape_for_log(name, 200),
                     source: Box::new(e),
                 })?;
+            seal_times.push(t0.elapsed());
             shards.push(shard);
         }
         tracing::info!(
@@ -805,9 +829,36 @@ impl VramManager {
             "snapshot sealed"
         );
         let key_id = *self.inner.sealer.key_id().as_bytes();
-        crate::model::assemble(request, shards, layout.weights, files, key_id, |b| {
-            self.inner.sealer.sign_model(b)
-        })
+        let model = crate::model::assemble(
+            request,
+            shards,
+            seal_times,
+            layout.weights,
+            files,
+            key_id,
+            |b| self.inner.sealer.sign_model(b),
+        )?;
+        // Which small files were bound, with their bytes: on error the
+        // model drops here and every shard is released (audited).
+        self.inner.audit.record(AuditEvent::ModelBound {
+            model: model.model_ref().to_string(),
+            shards: model
+                .shards()
+                .iter()
+                .map(|s| s.shard_id().to_string())
+                .collect(),
+            files: model
+                .files()
+                .iter()
+                .map(|f| vram_audit::BoundFileRecord {
+                    name: f.name.clone(),
+                    bytes: f.bytes,
+                    sha256: f.sha256.to_string(),
+                })
+                .collect(),
+            key_id: self.inner.sealer.key_id().to_string(),
+        })?;
+        Ok(model)
     }
 
     /// Checks a sealed model's binding: its shards and small files are the

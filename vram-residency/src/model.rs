@@ -44,6 +44,11 @@ pub struct SnapshotRequest {
     /// The SHA-256 a weights file must have, by its name in the snapshot
     /// (a hub cache's blob names); checked in the pass that seals it.
     pub expected_sha256: BTreeMap<String, Sha256Hex>,
+    /// The digest a small file must have, by its name in the snapshot (a
+    /// hub cache's blob names: a git blob id, or a SHA-256 for a file kept
+    /// in Git LFS); checked in the one read that hashes it for the binding,
+    /// so the bytes bound are the bytes checked.
+    pub expected_files: BTreeMap<String, vram_hub::Expected>,
 }
 
 impl SnapshotRequest {
@@ -54,6 +59,7 @@ impl SnapshotRequest {
             model_ref,
             gpu_device,
             expected_sha256: BTreeMap::new(),
+            expected_files: BTreeMap::new(),
         }
     }
 }
@@ -83,6 +89,8 @@ pub struct SealedModel {
     weight_files: Vec<String>,
     files: Vec<HostFile>,
     tag: SealTag,
+    /// How long each shard's seal took, in position order.
+    seal_times: Vec<Duration>,
     /// Tensor name → shard position, built at the first lease that reads
     /// tensors (from the shards' verified headers).
     tensor_index: OnceLock<Result<HashMap<String, usize>, String>>,
@@ -140,6 +148,13 @@ impl SealedModel {
     #[must_use]
     pub fn binding_tag(&self) -> &SealTag {
         &self.tag
+    }
+
+    /// How long each shard's seal took (copy, hash and checks), in
+    /// position order.
+    #[must_use]
+    pub fn shard_seal_times(&self) -> &[Duration] {
+        &self.seal_times
     }
 
     /// Bytes in device memory, all shards.
@@ -258,6 +273,7 @@ fn binding_of<T>(
 pub(crate) fn assemble(
     request: &SnapshotRequest,
     shards: Vec<SealedShard>,
+    seal_times: Vec<Duration>,
     weight_files: Vec<String>,
     files: Vec<HostFile>,
     key_id: [u8; 8],
@@ -278,6 +294,7 @@ pub(crate) fn assemble(
         weight_files,
         files,
         tag,
+        seal_times,
         tensor_index: OnceLock::new(),
     })
 }
@@ -297,11 +314,44 @@ pub(crate) fn layout(dir: &Path) -> Result<vram_hub::ModelLayout, VramError> {
     })
 }
 
-/// Reads a small file whole (at most [`MAX_BOUND_FILE_BYTES`]).
+/// A model file that could not be opened as one, as [`VramError`]: a link
+/// out of the model directory or something other than a regular file is
+/// refused (fatal); a file too large is not one model.
+fn open_error(dir: &Path, name: &str, e: vram_hub::HubError) -> VramError {
+    match e {
+        vram_hub::HubError::Io { kind, .. } => VramError::Io { kind },
+        vram_hub::HubError::LeavesModel { .. } | vram_hub::HubError::NotRegularFile { .. } => {
+            VramError::ModelFileRejected {
+                name: escape_for_log(name, 200),
+                reason: e.to_string(),
+            }
+        }
+        other => VramError::InvalidModel {
+            model: escape_for_log(&dir.to_string_lossy(), 200),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Opens a file of the model directory (see [`vram_hub::open_model_file`]:
+/// links judged by where they lead, `O_NOFOLLOW | O_NONBLOCK`, checked on
+/// the descriptor).
+pub(crate) fn open_file(
+    dir: &Path,
+    name: &str,
+    max_len: Option<u64>,
+) -> Result<vram_hub::ModelFile, VramError> {
+    vram_hub::open_model_file(dir, name, max_len).map_err(|e| open_error(dir, name, e))
+}
+
+/// Reads a small file whole (at most [`MAX_BOUND_FILE_BYTES`]) from one
+/// open descriptor.
 fn read_small(dir: &Path, name: &str) -> Result<Vec<u8>, VramError> {
-    let file = std::fs::File::open(dir.join(name)).map_err(|e| VramError::Io { kind: e.kind() })?;
+    let opened = open_file(dir, name, Some(MAX_BOUND_FILE_BYTES))?;
     let mut bytes = Vec::new();
-    file.take(MAX_BOUND_FILE_BYTES.saturating_add(1))
+    opened
+        .file
+        .take(MAX_BOUND_FILE_BYTES.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| VramError::Io { kind: e.kind() })?;
     if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_BOUND_FILE_BYTES) {
@@ -316,12 +366,32 @@ fn read_small(dir: &Path, name: &str) -> Result<Vec<u8>, VramError> {
     Ok(bytes)
 }
 
-/// Hashes the small files to bind.
-pub(crate) fn hash_files(dir: &Path, names: &[String]) -> Result<Vec<HostFile>, VramError> {
+/// Hashes the small files to bind, each from one read, and checks each that
+/// has an expected digest against it in that read: the bytes bound are the
+/// bytes checked.
+pub(crate) fn hash_files(
+    dir: &Path,
+    names: &[String],
+    expected: &BTreeMap<String, vram_hub::Expected>,
+) -> Result<Vec<HostFile>, VramError> {
     names
         .iter()
         .map(|name| {
             let bytes = read_small(dir, name)?;
+            if let Some(want) = expected.get(name) {
+                if let vram_hub::FileCheck::Corrupt { actual } = want.check_bytes(&bytes) {
+                    let shown = escape_for_log(name, 200);
+                    return Err(VramError::ModelFileRejected {
+                        reason: format!(
+                            "{shown} is not the file its hub blob is named by: its {} is {actual}, \
+                             the blob is named {}; nothing was sealed",
+                            want.algorithm(),
+                            want.to_hex()
+                        ),
+                        name: shown,
+                    });
+                }
+            }
             Ok(HostFile {
                 name: name.clone(),
                 bytes: u64::try_from(bytes.len()).unwrap_or(u64::MAX),

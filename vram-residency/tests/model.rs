@@ -122,7 +122,11 @@ fn a_sharded_snapshot_is_one_model_and_its_tensors_lease_by_name() {
         assert_eq!(shard.position().index() as usize, i);
         assert_eq!(shard.position().total(), 2);
         assert_eq!(shard.set_id(), shards[0].set_id());
-        assert_eq!(shard.model_ref().as_str(), "test/sharded");
+        // Each shard's seal names its file under the model's reference.
+        assert_eq!(
+            shard.model_ref().as_str(),
+            format!("test/sharded/{}", model.weight_files()[i])
+        );
     }
     assert!(model.has_file("1_Pooling/config.json") && model.has_file("tokenizer.json"));
     assert!(!model.has_file("README.md") && !model.has_file("model-00001-of-00002.safetensors"));
@@ -497,4 +501,83 @@ fn a_model_without_tensors_has_an_empty_tensor_set() {
     let tensors = lease.tensors().unwrap();
     assert!(tensors.is_empty());
     assert_eq!(tensors.len(), 0);
+}
+
+/// A small file swapped for a FIFO after sealing is refused at once (fatal,
+/// audited), not waited on until someone writes to it.
+#[test]
+fn a_small_file_swapped_for_a_fifo_is_refused_not_waited_on() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let tokenizer = s.dir.path().join("tokenizer.json");
+    std::fs::remove_file(&tokenizer).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&tokenizer)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            tx.send(f.manager.model_file(&model, "tokenizer.json"))
+                .unwrap();
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        if got.is_err() {
+            // A reader stuck in open waits for a writer: be one, so that
+            // the scope can end and the test fail rather than hang.
+            let _ = std::fs::write(&tokenizer, b"x");
+        }
+        let e = got
+            .expect("model_file still blocked on a FIFO after 10 s")
+            .unwrap_err();
+        assert!(matches!(e, VramError::ModelFileRejected { .. }), "{e}");
+        assert!(e.is_fatal() && e.to_string().contains("FIFO"), "{e}");
+    });
+    assert_eq!(f.audit_count("model_file_refused"), 1);
+}
+
+/// A small file with an expected digest (a hub blob name) is checked in the
+/// read that hashes it for the binding: the bytes bound are the bytes
+/// checked; a mismatch seals nothing.
+#[test]
+fn a_small_file_is_checked_against_its_expected_digest_in_the_read_that_binds_it() {
+    let f = fixture(64 * MIB);
+    let s = sharded();
+    let config = br#"{"model_type":"bert"}"#;
+    let git_blob = |bytes: &[u8]| {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+        ctx.update(format!("blob {}\0", bytes.len()).as_bytes());
+        ctx.update(bytes);
+        let hex: String = ctx
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        vram_hub::Expected::from_blob_name(&hex).unwrap()
+    };
+    let mut req = request(&s);
+    req.expected_files
+        .insert("config.json".into(), git_blob(config));
+    let model = f.manager.seal_snapshot(&req).unwrap();
+    assert!(model.has_file("config.json"));
+    model.release().unwrap();
+
+    req.expected_files
+        .insert("config.json".into(), git_blob(b"{\"model_type\":\"gpt2\"}"));
+    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    assert!(matches!(e, VramError::ModelFileRejected { .. }), "{e}");
+    assert!(
+        e.is_fatal() && e.to_string().contains("config.json") && e.to_string().contains("git-sha1"),
+        "{e}"
+    );
+    f.assert_no_leaks();
+
+    // A digest for a file the model does not bind is a caller's mistake.
+    let mut req = request(&s);
+    req.expected_files.insert("README.md".into(), git_blob(b""));
+    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
 }

@@ -3,16 +3,22 @@
 
 use crate::cli::VerifyCacheArgs;
 use crate::exit::{shown_path, CliError};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use vram_hub::{CachedFile, Expected, FileCheck, HubCache, HubError, HubRef, Snapshot};
 use vram_validation::{OutputLine, Sha256Hex};
 
-/// One weights file of a cached model.
-pub(crate) struct HubInput {
-    /// How messages and output name it: `hf://ORG/NAME@COMMIT/FILE`.
-    pub(crate) shown: PathBuf,
-    /// The SHA-256 its blob name promises, checked in the sealing pass.
-    pub(crate) expected: Option<Sha256Hex>,
+/// A cached model, checked as far as it can be before a device is touched,
+/// with the digests left to check in the reads that seal and bind it.
+pub(crate) struct HubModel {
+    /// The snapshot it resolved to.
+    pub(crate) snapshot: Snapshot,
+    /// The SHA-256 each weights file's blob name promises, by name: checked
+    /// in the sealing pass.
+    pub(crate) expected_sha256: BTreeMap<String, Sha256Hex>,
+    /// The digest each bound small file's blob name promises, by name:
+    /// checked in the one read that hashes it for the binding.
+    pub(crate) expected_files: BTreeMap<String, Expected>,
 }
 
 fn hub_error(e: HubError) -> CliError {
@@ -25,16 +31,69 @@ fn hub_error(e: HubError) -> CliError {
         // published.
         HubError::DanglingLink { .. }
         | HubError::EscapingLink { .. }
-        | HubError::NotABlob { .. } => CliError::integrity(text),
+        | HubError::NotABlob { .. }
+        | HubError::NotRegularFile { .. } => CliError::integrity(text),
+        HubError::PlainFile { .. } => CliError::integrity(format!(
+            "{text}. A cache written without links (copies instead of links into blobs/) \
+             is read with --cache-without-links, its files then unchecked"
+        )),
         _ => CliError::env(text),
     }
 }
 
 /// Resolves `text` (`hf://...`) in the cache the environment names.
-pub(crate) fn resolve(text: &str) -> Result<Snapshot, CliError> {
+pub(crate) fn resolve(text: &str, without_links: bool) -> Result<Snapshot, CliError> {
     let reference = HubRef::parse(text).map_err(hub_error)?;
     let cache = HubCache::from_env().map_err(hub_error)?;
-    cache.resolve(&reference).map_err(hub_error)
+    cache
+        .without_links(without_links)
+        .resolve(&reference)
+        .map_err(hub_error)
+}
+
+/// Where a hub snapshot directory (`CACHE/models--ORG--NAME/snapshots/COMMIT`)
+/// sits: its cache and `ORG/NAME`, `COMMIT`. `None` for a directory laid out
+/// otherwise.
+fn hub_dir_parts(dir: &Path) -> Option<(PathBuf, String, String)> {
+    let dir = dir.canonicalize().ok()?;
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let snapshots = dir.parent()?;
+    let repo_dir = snapshots.parent()?;
+    if name(snapshots)? != "snapshots" {
+        return None;
+    }
+    let repo = name(repo_dir)?.strip_prefix("models--")?.replace("--", "/");
+    Some((repo_dir.parent()?.to_path_buf(), repo, name(dir.as_path())?))
+}
+
+/// The hub model whose snapshot directory `dir` is
+/// (`CACHE/models--ORG--NAME/snapshots/COMMIT`), resolved in that cache:
+/// `None` for a directory laid out otherwise.
+pub(crate) fn snapshot_of_dir(
+    dir: &Path,
+    without_links: bool,
+) -> Result<Option<Snapshot>, CliError> {
+    let Some((cache, repo, commit)) = hub_dir_parts(dir) else {
+        return Ok(None);
+    };
+    let reference = HubRef::parse(&format!("hf://{repo}@{commit}")).map_err(hub_error)?;
+    HubCache::at(cache)
+        .without_links(without_links)
+        .resolve(&reference)
+        .map(Some)
+        .map_err(hub_error)
+}
+
+/// What to run so that a downloader fetches `name` of the hub snapshot at
+/// `dir` again; `None` when `dir` is not a hub snapshot.
+pub(crate) fn repair_of(dir: &Path, name: &str) -> Option<String> {
+    let (_, repo, commit) = hub_dir_parts(dir)?;
+    let blob = dir.join(name).canonicalize().ok()?;
+    Some(format!(
+        "rm {} && huggingface-cli download {repo} {} --revision {commit}",
+        shown_path(&blob),
+        vram_validation::escape_for_log(name, 200),
+    ))
 }
 
 fn shown_name(snapshot: &Snapshot, f: &CachedFile) -> PathBuf {
@@ -61,32 +120,25 @@ fn corrupt(snapshot: &Snapshot, f: &CachedFile, expected: Expected, actual: &str
     )
 }
 
-/// The weights files of a cached model, each with the SHA-256 its blob name
-/// promises (checked in the sealing pass, no extra read), and the snapshot
-/// they come from. The small files (config, tokenizer: git blob ids) are
-/// checked on the host first; one that does not match stops everything
-/// before a byte is sealed. Which of the weights files are the model (a
-/// single `model.safetensors`, or the shards of its index) is the layout's
-/// call (`vram_hub::ModelLayout`), made by the caller.
-pub(crate) fn snapshot_inputs(
-    text: &str,
-    quiet: bool,
-) -> Result<(Snapshot, Vec<HubInput>), CliError> {
-    let snapshot = resolve(text)?;
-    let mut inputs = Vec::new();
-    let mut skipped = Vec::new();
+/// Checks a resolved snapshot as far as it can be before sealing. Which
+/// files are the model is the layout's call (`vram_hub::ModelLayout`: a
+/// single `model.safetensors`, or the files its index names, whatever their
+/// suffix). A weights file stored in LFS keeps its SHA-256 for the sealing
+/// pass; a bound small file keeps its digest for the read that binds it;
+/// every other file that has an expected digest (a weights file stored as a
+/// git blob, files that are not part of the model) is checked here, and one
+/// that does not match stops everything before a byte is sealed.
+pub(crate) fn check_snapshot(snapshot: Snapshot, quiet: bool) -> Result<HubModel, CliError> {
+    let layout = vram_hub::ModelLayout::of_dir(&snapshot.dir).map_err(|e| match e {
+        HubError::Io { .. } => CliError::env(format!("{}: {e}", snapshot.reference())),
+        _ => CliError::usage(format!("{}: {e}", snapshot.reference())),
+    })?;
+    let mut expected_sha256 = BTreeMap::new();
+    let mut expected_files = BTreeMap::new();
     for f in &snapshot.files {
-        let weights = f.name.ends_with(".safetensors");
+        let weights = layout.weights.contains(&f.name);
+        let bound = layout.inference_files.contains(&f.name);
         match f.expected {
-            Some(expected @ Expected::GitBlobSha1(_)) => {
-                if let Some(FileCheck::Corrupt { actual }) = f.check().map_err(hub_error)? {
-                    return Err(CliError::integrity(format!(
-                        "{}; nothing was sealed. To fetch it again: {}",
-                        corrupt(&snapshot, f, expected, &actual),
-                        repair(&snapshot, f)
-                    )));
-                }
-            }
             Some(expected @ Expected::Sha256(_)) if weights => {
                 // Never sealed without the check its blob name promises.
                 let sha = Sha256Hex::new(&expected.to_hex()).map_err(|e| {
@@ -95,47 +147,44 @@ pub(crate) fn snapshot_inputs(
                         shown_path(&shown_name(&snapshot, f))
                     ))
                 })?;
-                inputs.push(weights_input(&snapshot, f, Some(sha))?);
+                expected_sha256.insert(f.name.clone(), sha);
             }
-            None if weights => {
-                if !quiet {
-                    eprintln!(
-                        "vram: note: {} is stored without a blob link: sealed with no expected digest",
-                        shown_path(&shown_name(&snapshot, f))
-                    );
+            Some(expected) if bound => {
+                expected_files.insert(f.name.clone(), expected);
+            }
+            Some(expected) => {
+                if let Some(FileCheck::Corrupt { actual }) = f.check().map_err(hub_error)? {
+                    return Err(CliError::integrity(format!(
+                        "{}; nothing was sealed. To fetch it again: {}",
+                        corrupt(&snapshot, f, expected, &actual),
+                        repair(&snapshot, f)
+                    )));
                 }
-                inputs.push(weights_input(&snapshot, f, None)?);
             }
-            _ => skipped.push(f.name.as_str()),
+            None if (weights || bound) && !quiet => {
+                eprintln!(
+                    "vram: note: {} is stored without a blob link (--cache-without-links): \
+                     taken with no expected digest",
+                    shown_path(&shown_name(&snapshot, f))
+                );
+            }
+            None => {}
         }
     }
-    if inputs.is_empty() {
-        return Err(CliError::usage(format!(
-            "{}: no *.safetensors weights in this snapshot",
-            snapshot.reference()
-        )));
-    }
-    tracing::debug!(files = ?skipped, "not weights: checked on the host, not sealed in device memory");
-    Ok((snapshot, inputs))
-}
-
-fn weights_input(
-    snapshot: &Snapshot,
-    f: &CachedFile,
-    expected: Option<Sha256Hex>,
-) -> Result<HubInput, CliError> {
-    Ok(HubInput {
-        shown: shown_name(snapshot, f),
-        expected,
+    Ok(HubModel {
+        snapshot,
+        expected_sha256,
+        expected_files,
     })
 }
 
 /// `vram verify-cache hf://ORG/NAME[@REV]`: checks every file of a cached
 /// model against its blob name, seals nothing. Exit 1 when one is corrupt.
 pub(crate) fn verify_cache(args: &VerifyCacheArgs, quiet: bool) -> Result<(), CliError> {
-    let snapshot = resolve(&args.model)?;
+    let snapshot = resolve(&args.model, args.cache_without_links)?;
     let mut rows = Vec::new();
     let mut bad = 0usize;
+    let mut unchecked = 0usize;
     for f in &snapshot.files {
         let bar = crate::progress::bar(f.len, "check", quiet || args.json);
         let outcome = f.check().map_err(hub_error)?;
@@ -147,6 +196,9 @@ pub(crate) fn verify_cache(args: &VerifyCacheArgs, quiet: bool) -> Result<(), Cl
         };
         if status == "corrupt" {
             bad = bad.saturating_add(1);
+        }
+        if status == "unchecked" {
+            unchecked = unchecked.saturating_add(1);
         }
         if args.json {
             rows.push(serde_json::json!({
@@ -195,6 +247,7 @@ pub(crate) fn verify_cache(args: &VerifyCacheArgs, quiet: bool) -> Result<(), Cl
         let mut v = serde_json::json!({
             "model": snapshot.reference(),
             "intact": bad == 0,
+            "unchecked": unchecked,
             "files": rows,
         });
         if let (Err(e), Some(obj)) = (&verdict, v.as_object_mut()) {
@@ -207,8 +260,10 @@ pub(crate) fn verify_cache(args: &VerifyCacheArgs, quiet: bool) -> Result<(), Cl
             "{}: {} file(s), {}",
             snapshot.reference(),
             snapshot.files.len(),
-            if bad == 0 {
+            if bad == 0 && unchecked == 0 {
                 "all intact".to_owned()
+            } else if bad == 0 {
+                format!("{unchecked} unchecked (stored without blob links), the rest intact")
             } else {
                 format!("{bad} CORRUPT")
             }

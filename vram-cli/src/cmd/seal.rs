@@ -247,10 +247,9 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                      (without --expect-sha256: each blob's name gives its digest)"
                 )));
             }
-            // Checks the small files against their blob names first.
-            let located = crate::worker::locate(model, quiet)?;
-            vram_hub::ModelLayout::of_dir(&located.dir)
-                .map_err(|e| CliError::usage(format!("{model}: {e}")))?;
+            // Every file with an expected digest is checked, here or in the
+            // reads that seal and bind it.
+            let located = crate::worker::locate_in_cache(model, quiet, args.cache_without_links)?;
             snapshot = Some(SnapshotInput {
                 shown: located.model_ref.as_str().to_owned(),
                 location: located,
@@ -274,6 +273,14 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                     shown_path(path)
                 )));
             }
+            // A hub cache's snapshots/COMMIT is checked as hf:// is.
+            if let Some(hub) = super::hub::snapshot_of_dir(path, args.cache_without_links)? {
+                snapshot = Some(SnapshotInput {
+                    shown: path.to_string_lossy().into_owned(),
+                    location: crate::worker::hub_location(hub, quiet)?,
+                });
+                continue;
+            }
             // Which files are the model, checked before any device work.
             vram_hub::ModelLayout::of_dir(path).map_err(|e| match e {
                 vram_hub::HubError::Io { .. } => CliError::env(e.to_string()),
@@ -287,6 +294,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                     weights: path.join(vram_hub::SINGLE_WEIGHTS_FILE),
                     model_ref,
                     expected_sha256: std::collections::BTreeMap::new(),
+                    expected_files: std::collections::BTreeMap::new(),
                 },
             });
             continue;
@@ -631,20 +639,36 @@ fn seal_snapshot(
     let model_ref = model_ref.unwrap_or_else(|| location.model_ref.clone());
     let mut request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target);
     request.expected_sha256 = location.expected_sha256.clone();
+    request.expected_files = location.expected_files.clone();
     let t0 = Instant::now();
-    let model = mgr
-        .seal_snapshot(&request)
-        .map_err(|e| file_error(shown, e))?;
+    let model = mgr.seal_snapshot(&request).map_err(|e| {
+        // A cached file that is not what its blob is named by: say how to
+        // fetch it again.
+        let repair = match &e {
+            VramError::ModelFileRejected { name, .. } => super::hub::repair_of(dir, name),
+            _ => None,
+        };
+        let mut err = file_error(shown, e);
+        if let Some(repair) = repair {
+            err.message = format!("{}. To fetch it again: {repair}", err.message);
+        }
+        err
+    })?;
     let seal_secs = t0.elapsed().as_secs_f64();
     let mut rows = Vec::with_capacity(model.shards().len());
-    for (shard, name) in model.shards().iter().zip(model.weight_files()) {
+    for ((shard, name), took) in model
+        .shards()
+        .iter()
+        .zip(model.weight_files())
+        .zip(model.shard_seal_times())
+    {
         rows.push(verify_and_report(
             mgr,
             args,
             policy,
             &shown.join(name),
             shard,
-            None,
+            Some(took.as_secs_f64()),
         )?);
     }
     let files: Vec<serde_json::Value> = model
@@ -665,9 +689,13 @@ fn seal_snapshot(
     });
     if !args.json {
         let mut line = OutputLine::new();
-        line.push("model ").field(&input.shown).push(&format!(
-            "  {}  {} shard(s)  {} bytes  sealed in {seal_secs:.3} s ({:.2} GB/s)  binding {}",
-            model.model_ref(),
+        line.push("model ").field(&input.shown);
+        // The reference once: `hf://` input is its own reference.
+        if model.model_ref().as_str() != input.shown {
+            line.push("  ").field(model.model_ref().as_str());
+        }
+        line.push(&format!(
+            "  {} shard(s)  {} bytes  sealed in {seal_secs:.3} s ({:.2} GB/s)  binding {}",
             model.shards().len(),
             model.vram_bytes(),
             gbps(model.vram_bytes(), seal_secs),

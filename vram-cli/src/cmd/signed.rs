@@ -56,6 +56,20 @@ fn read_bounded(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, CliErr
     Ok(bytes)
 }
 
+/// The signature bundle, as a path relative to the model directory, when it
+/// lies inside it (both canonicalised): then it is no file of the model. A
+/// bundle elsewhere ignores nothing, so a file of the same name planted in
+/// the model is still signed for, or reported as extra.
+fn signature_inside(model_path: &Path, signature: &Path) -> Vec<PathBuf> {
+    let (Ok(model), Ok(signature)) = (model_path.canonicalize(), signature.canonicalize()) else {
+        return Vec::new();
+    };
+    match signature.strip_prefix(&model) {
+        Ok(rel) if !rel.as_os_str().is_empty() => vec![rel.to_path_buf()],
+        _ => Vec::new(),
+    }
+}
+
 /// SHA-256 of the empty string: what a signed empty file must hash to.
 const EMPTY_SHA256: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
@@ -79,7 +93,7 @@ pub(crate) fn plan(
     )?;
     let model = verify_bundle(&bundle, &key).map_err(signing_error)?;
     let files = model
-        .files_in(model_path, &[signature.to_path_buf()])
+        .files_in(model_path, &signature_inside(model_path, signature))
         .map_err(signing_error)?;
     let prefix = match model_ref_prefix {
         Some(r) => r.as_str().to_string(),
