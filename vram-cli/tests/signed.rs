@@ -125,7 +125,10 @@ fn a_genuine_model_is_sealed_file_by_file_on_every_curve() {
             assert_eq!(row["seal_version"], 3);
             let p = &row["provenance"];
             assert_eq!(p["publisher_key_sha256"], key.fingerprint_hex());
-            assert_eq!(p["statement_subject_sha256"], hex(signed.subject_sha256()));
+            // The SHA-256 of the statement as signed (the DSSE payload),
+            // computed here from the bundle file, not the subject digest.
+            assert_eq!(p["statement_sha256"], statement_sha256(sig));
+            assert_ne!(p["statement_sha256"], hex(signed.subject_sha256()));
             assert_eq!(p["model_name"], "model");
             assert_eq!(p["resource_name"], resource.name.as_str());
         }
@@ -237,4 +240,19 @@ fn a_wrong_key_or_an_unsupported_bundle_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(events(&s, "vram_sealed"), 0);
+}
+
+/// SHA-256 of the DSSE payload of the bundle `sig` among the fixtures, in hex.
+fn statement_sha256(sig: &str) -> String {
+    use base64::Engine as _;
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join(sig)).unwrap()).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(bundle["dsseEnvelope"]["payload"].as_str().unwrap())
+        .unwrap();
+    ring::digest::digest(&ring::digest::SHA256, &payload)
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }

@@ -16,4 +16,4 @@ pub use layout::{
     WEIGHTS_INDEX_FILE,
 };
 pub use reference::HubRef;
-pub use safetensors::{SafetensorsHeader, TensorInfo, MAX_HEADER_BYTES};
+pub use safetensors::{dtype_bits, SafetensorsHeader, TensorInfo, MAX_HEADER_BYTES};
