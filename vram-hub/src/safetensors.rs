@@ -479,7 +479,7 @@ mod tests {
                     r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#,
                     4,
                 ),
-                "tensor `a` overlaps",
+                "tensor `b` overlaps the bytes before it (data offset 2, expected 4)",
             ),
             (
                 file(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#, 3),
