@@ -88,7 +88,11 @@ fn run() -> Result<(), String> {
         LeasePolicy::Sampled { leaves: 4 },
         LeasePolicy::Full,
     ] {
-        let runs = time_requests(&embedder, requests, &Weights::Lease(manager, &model, policy))?;
+        let runs = time_requests(
+            &embedder,
+            requests,
+            &Weights::Lease(manager, &model, policy),
+        )?;
         report(&policy.to_string(), &runs);
         if let LeasePolicy::Sampled { leaves: k } = policy {
             sampled.push((k, percentile(&runs.total, 0.5)));

@@ -171,9 +171,7 @@ impl SafetensorsFile {
 
 /// The tensor table of a checked header, by name, with offsets as `usize`.
 fn table(header: &SafetensorsHeader) -> Result<HashMap<String, Entry>, String> {
-    let at = |o: u64| {
-        usize::try_from(o).map_err(|_| format!("offset {o} does not fit in memory"))
-    };
+    let at = |o: u64| usize::try_from(o).map_err(|_| format!("offset {o} does not fit in memory"));
     let mut tensors = HashMap::with_capacity(header.tensors.len());
     for t in &header.tensors {
         let shape = t
@@ -181,7 +179,9 @@ fn table(header: &SafetensorsHeader) -> Result<HashMap<String, Entry>, String> {
             .iter()
             .map(|&d| usize::try_from(d))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| "a tensor has a dimension too large for this machine's memory".to_owned())?;
+            .map_err(|_| {
+                "a tensor has a dimension too large for this machine's memory".to_owned()
+            })?;
         tensors.insert(
             t.name.clone(),
             Entry {

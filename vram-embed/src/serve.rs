@@ -189,12 +189,7 @@ fn answer<P: WeightsProvider + ?Sized>(
         fatal: false,
     })?;
     let (lease, embedding) = weights
-        .with_weights(|source| {
-            (
-                source.lease_cost(),
-                embedder.embed(source, &request.text),
-            )
-        })
+        .with_weights(|source| (source.lease_cost(), embedder.embed(source, &request.text)))
         .map_err(|error| Refusal { error, fatal: true })?;
     let embedding = embedding.map_err(|error| Refusal {
         fatal: error.is_weights_error(),

@@ -189,11 +189,7 @@ fn bad_dtypes_and_bad_json_are_refused() {
         "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},\"b\\u001b]0;x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}",
         4,
     );
-    refused(
-        &bytes,
-        bytes.len() as u64,
-        r"tensor `b\u{1b}]0;x` overlaps",
-    );
+    refused(&bytes, bytes.len() as u64, r"tensor `b\u{1b}]0;x` overlaps");
 }
 
 #[test]
@@ -334,14 +330,22 @@ fn every_reader_gives_the_same_verdict() {
             false,
         ),
         ("a header of the limit", file(&padded(limit), 0), true),
-        ("a header one over the limit", file(&padded(limit + 1), 0), false),
-        ("a header one under the limit", file(&padded(limit - 1), 0), true),
+        (
+            "a header one over the limit",
+            file(&padded(limit + 1), 0),
+            false,
+        ),
+        (
+            "a header one under the limit",
+            file(&padded(limit - 1), 0),
+            true,
+        ),
     ];
 
     let device = vram_mock::MockDevice::new(0, 512 << 20);
     let dynamic: std::sync::Arc<dyn vram_residency::Device> = device;
-    let secret = vram_residency::WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![5u8; 32]))
-        .unwrap();
+    let secret =
+        vram_residency::WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![5u8; 32])).unwrap();
     let manager = vram_residency::VramManager::new(
         vram_residency::VramConfig::builder(secret)
             .device(dynamic)
@@ -354,21 +358,30 @@ fn every_reader_gives_the_same_verdict() {
         let hub = vram_hub::SafetensorsHeader::parse(&bytes, Some(len)).map(|h| h.tensors.len());
         let hub_reader = vram_hub::SafetensorsHeader::read_from(&mut bytes.as_slice(), Some(len))
             .map(|h| h.tensors.len());
-        let embed = SafetensorsFile::from_reader(bytes.as_slice(), len, "f").map(|f| f.names().count());
+        let embed =
+            SafetensorsFile::from_reader(bytes.as_slice(), len, "f").map(|f| f.names().count());
         let shard = manager.seal_model(&bytes, 0).unwrap();
         let lease = manager
             .lease(&shard, vram_residency::LeasePolicy::Full)
             .unwrap();
         let leased = lease.tensors().map(|t| t.names().count());
-        let verdicts = [hub.is_ok(), hub_reader.is_ok(), leased.is_ok(), embed.is_ok()];
+        let verdicts = [
+            hub.is_ok(),
+            hub_reader.is_ok(),
+            leased.is_ok(),
+            embed.is_ok(),
+        ];
         assert_eq!(
-            verdicts,
-            [good; 4],
+            verdicts, [good; 4],
             "{what}: hub {hub:?}, hub reader {hub_reader:?}, lease {leased:?}, embed {embed:?}"
         );
         if good {
             let n = hub.unwrap();
-            assert_eq!((hub_reader.unwrap(), leased.unwrap(), embed.unwrap()), (n, n, n), "{what}");
+            assert_eq!(
+                (hub_reader.unwrap(), leased.unwrap(), embed.unwrap()),
+                (n, n, n),
+                "{what}"
+            );
         }
         drop(lease);
         shard.release().unwrap();

@@ -147,13 +147,12 @@ impl SafetensorsHeader {
         // serde_json limits nesting (128 levels), so hostile depth cannot
         // exhaust the stack. Entries are kept in order, twins included, so
         // that a name given twice is refused rather than one of them kept.
-        let Entries(entries) = serde_json::from_slice(json)
-            .map_err(|e| {
-                invalid(format!(
-                    "the header is not a JSON object ({})",
-                    escape_for_log(&e.to_string(), 200)
-                ))
-            })?;
+        let Entries(entries) = serde_json::from_slice(json).map_err(|e| {
+            invalid(format!(
+                "the header is not a JSON object ({})",
+                escape_for_log(&e.to_string(), 200)
+            ))
+        })?;
         let data_len = file_len.map(|n| n.saturating_sub(data_start));
         let mut seen = HashSet::with_capacity(entries.len());
         let mut tensors = Vec::with_capacity(entries.len());
@@ -454,10 +453,7 @@ mod tests {
                 "names `t` twice",
             ),
             (
-                file(
-                    r#"{"__metadata__":{},"__metadata__":{}}"#,
-                    0,
-                ),
+                file(r#"{"__metadata__":{},"__metadata__":{}}"#, 0),
                 "names `__metadata__` twice",
             ),
             (
@@ -482,19 +478,31 @@ mod tests {
                 "tensor `b` overlaps the bytes before it (data offset 2, expected 4)",
             ),
             (
-                file(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#, 3),
+                file(
+                    r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#,
+                    3,
+                ),
                 "the tensors cover 2 data bytes, the file has 3",
             ),
             (
-                file(r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}}"#, 2),
+                file(
+                    r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}}"#,
+                    2,
+                ),
                 "unknown dtype `Q4`",
             ),
             (
-                file(r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, 2),
+                file(
+                    r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#,
+                    2,
+                ),
                 "does not fill its 2 bytes",
             ),
             (
-                file(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8),
+                file(
+                    r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                    8,
+                ),
                 "does not fill its 8 bytes",
             ),
             (

@@ -342,7 +342,10 @@ mod tests {
         }
         assert_eq!(TensorTable::header_len(8u64.to_le_bytes(), 16), Ok(16));
         let short = TensorTable::header_len(9u64.to_le_bytes(), 16).unwrap_err();
-        assert!(short.contains("does not fit in a file of 16 bytes"), "{short}");
+        assert!(
+            short.contains("does not fit in a file of 16 bytes"),
+            "{short}"
+        );
         let huge = TensorTable::header_len(u64::MAX.to_le_bytes(), u64::MAX).unwrap_err();
         assert!(huge.contains("over the 100000000-byte limit"), "{huge}");
     }

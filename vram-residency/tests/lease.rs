@@ -218,7 +218,12 @@ fn an_altered_header_is_caught_before_it_is_parsed() {
 fn a_corrupt_length_prefix_never_gets_a_lease() {
     let f = fixture(64 * MIB);
     let (file, ..) = model();
-    for (round, bad) in [u64::MAX / 2 + 72, 7, 1 << 40, 0].into_iter().cycle().take(12).enumerate() {
+    for (round, bad) in [u64::MAX / 2 + 72, 7, 1 << 40, 0]
+        .into_iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
         let shard = f.manager.seal_model(&file, 0).unwrap();
         f.device
             .overwrite(f.last_buffer(), 0, &bad.to_le_bytes())

@@ -63,10 +63,7 @@ fn a_seal_with_provenance_is_v3_and_its_handle_carries_it() {
     assert_eq!(sealed.len(), 1);
     let record: serde_json::Value = serde_json::from_str(&sealed[0]).unwrap();
     let event = &record["event"];
-    assert_eq!(
-        event["provenance"]["statement_sha256"],
-        "22".repeat(32)
-    );
+    assert_eq!(event["provenance"]["statement_sha256"], "22".repeat(32));
     assert_eq!(event["provenance"]["resource_name"], "sub/tokenizer.json");
 }
 
