@@ -19,8 +19,9 @@ pub struct ByteRange {
 pub struct SealProvenanceRecord {
     /// SHA-256 of the publisher's public key, 64 lower-case hex digits.
     pub publisher_key_sha256: String,
-    /// The signed in-toto statement's subject digest, 64 lower-case hex digits.
-    pub statement_subject_sha256: String,
+    /// SHA-256 of the signed in-toto statement as signed (the DSSE payload
+    /// bytes), 64 lower-case hex digits.
+    pub statement_sha256: String,
     /// The model's name in the signed statement.
     pub model_name: String,
     /// The file's name in the signed manifest (`.` for a single-file model).
@@ -674,7 +675,7 @@ mod tests {
             key_id,
             provenance: Some(SealProvenanceRecord {
                 publisher_key_sha256: "ab".repeat(32),
-                statement_subject_sha256: "cd".repeat(32),
+                statement_sha256: "cd".repeat(32),
                 model_name: "org/model".into(),
                 resource_name: "sub/tokenizer.json".into(),
             }),

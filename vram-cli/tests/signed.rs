@@ -125,7 +125,10 @@ fn a_genuine_model_is_sealed_file_by_file_on_every_curve() {
             assert_eq!(row["seal_version"], 3);
             let p = &row["provenance"];
             assert_eq!(p["publisher_key_sha256"], key.fingerprint_hex());
-            assert_eq!(p["statement_subject_sha256"], hex(signed.subject_sha256()));
+            // The SHA-256 of the statement as signed (the DSSE payload),
+            // computed here from the bundle file, not the subject digest.
+            assert_eq!(p["statement_sha256"], statement_sha256(sig));
+            assert_ne!(p["statement_sha256"], hex(signed.subject_sha256()));
             assert_eq!(p["model_name"], "model");
             assert_eq!(p["resource_name"], resource.name.as_str());
         }
@@ -290,4 +293,19 @@ fn a_signature_outside_the_model_does_not_hide_a_file_of_its_name_inside() {
     std::fs::copy(fixtures().join("p256.sig"), s.model.join("model.sig")).unwrap();
     let out = run(Path::new("model/model.sig"));
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// SHA-256 of the DSSE payload of the bundle `sig` among the fixtures, in hex.
+fn statement_sha256(sig: &str) -> String {
+    use base64::Engine as _;
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join(sig)).unwrap()).unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(bundle["dsseEnvelope"]["payload"].as_str().unwrap())
+        .unwrap();
+    ring::digest::digest(&ring::digest::SHA256, &payload)
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }

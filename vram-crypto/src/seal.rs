@@ -16,7 +16,7 @@ pub const SEAL_FORMAT_V2: u8 = 2;
 
 /// Seal format version 3: version 2's fields plus the provenance of the
 /// bytes ([`SealProvenance`]: the publisher's key fingerprint, the signed
-/// statement's subject digest, the model's and the file's names).
+/// statement's SHA-256, the model's and the file's names).
 pub const SEAL_FORMAT_V3: u8 = 3;
 
 /// Version of the seal message encoding new seals use when they carry no
@@ -103,8 +103,11 @@ pub struct SealProvenance<'a> {
     /// SHA-256 of the publisher's public key (the key the signature was
     /// checked with).
     pub publisher_key_sha256: [u8; 32],
-    /// The signed in-toto statement's subject digest (SHA-256).
-    pub statement_subject_sha256: [u8; 32],
+    /// SHA-256 of the signed in-toto statement as signed: the DSSE payload
+    /// bytes, so every field of the statement (its subject, every file's
+    /// name and digest, the serialization) is bound, not only the subject
+    /// digest that two statements may share.
+    pub statement_sha256: [u8; 32],
     /// The model's name in the signed statement (at most
     /// [`MAX_PROVENANCE_NAME_LEN`] bytes).
     pub model_name: &'a str,
@@ -189,7 +192,7 @@ impl SealMessage<'_> {
     ///
     /// Version 3 (version byte 3) is version 2 with, after `worker_id` and
     /// before `key_id`, `publisher_key_sha256 (32 bytes) ||
-    /// statement_subject_sha256 (32 bytes) || len(model_name) (u32 BE) ||
+    /// statement_sha256 (32 bytes) || len(model_name) (u32 BE) ||
     /// model_name || len(resource_name) (u32 BE) || resource_name`.
     /// docs/formats.md has all three with vectors.
     ///
@@ -233,7 +236,7 @@ impl SealMessage<'_> {
             put_var(&mut out, b.worker_id.as_bytes());
             if let Some(p) = &b.provenance {
                 out.extend_from_slice(&p.publisher_key_sha256);
-                out.extend_from_slice(&p.statement_subject_sha256);
+                out.extend_from_slice(&p.statement_sha256);
                 put_var(&mut out, p.model_name.as_bytes());
                 put_var(&mut out, p.resource_name.as_bytes());
             }

@@ -297,22 +297,25 @@ fn seal_v2_vectors_match_docs() {
     }
 }
 
+/// The signed statement whose SHA-256 the version 3 vectors bind.
+const V3_PAYLOAD: &[u8] = br#"{"_type":"https://in-toto.io/Statement/v1"}"#;
+
 /// The version 3 vectors of docs/formats.md: the v2 vectors plus a
-/// provenance (publisher key fingerprint `c0 c1 ... df`, statement subject
-/// digest `e0 e1 ... ff`, model `org/model`), for one file of a directory
-/// model on CUDA and for a single-file model (`.`) on the mock.
+/// provenance (publisher key fingerprint `c0 c1 ... df`, the SHA-256 of the
+/// statement payload [`V3_PAYLOAD`], model `org/model`), for one file of a
+/// directory model on CUDA and for a single-file model (`.`) on the mock.
 const SEAL_V3_VECTORS: [(bool, &str, &str, &str); 2] = [
     (
         true,
         "sub/tokenizer.json",
-        "7672616d2d7265736964656e6379207365616c030000000773686172642d300000000c6f72672f6d6f64656c4076310201101112131415161718191a1b1c1d1e1f00000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d31c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000000096f72672f6d6f64656c000000127375622f746f6b656e697a65722e6a736f6e0102030405060708",
-        "9fd21bd2248b7a6ecdaf93e74608bc108a158020823f70ca4d0d9d7663df7365",
+        "7672616d2d7265736964656e6379207365616c030000000773686172642d300000000c6f72672f6d6f64656c4076310201101112131415161718191a1b1c1d1e1f00000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d31c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfefd35cf5b72b5b9eeee4ee292f5d6b079191324b19ee9231892fb391c82c1d51000000096f72672f6d6f64656c000000127375622f746f6b656e697a65722e6a736f6e0102030405060708",
+        "33333807ade24cd65b0252045852510b68f307695ca837520cc52eca8130367d",
     ),
     (
         false,
         ".",
-        "7672616d2d7265736964656e6379207365616c030000000773686172642d300000000c6f72672f6d6f64656c40763101000000000000000000000000000000000000000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d31c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff000000096f72672f6d6f64656c000000012e0102030405060708",
-        "a36a0bd7c8bde533caed64a896aced9d6a6d4426d6a23290f7ba2dca29487bef",
+        "7672616d2d7265736964656e6379207365616c030000000773686172642d300000000c6f72672f6d6f64656c40763101000000000000000000000000000000000000000000000000000000000301010c00000000000000030000000000000001e48e658530df1f81eddb0539c5b262f52897865715e7586a36c9d0fde1010de017979cfe362a000000000001a0a1a2a3a4a5a6a7a8a9aaabacadaeaf00000008776f726b65722d31c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfefd35cf5b72b5b9eeee4ee292f5d6b079191324b19ee9231892fb391c82c1d51000000096f72672f6d6f64656c000000012e0102030405060708",
+        "b5e1662f7b2e328a1fb89ed271bda96c5bf9e0eedec3c1bbc9e4236d45e3441e",
     ),
 ];
 
@@ -328,7 +331,7 @@ fn seal_v3_vectors_match_docs() {
         let mut binding = v2.binding.unwrap();
         binding.provenance = Some(vram_crypto::SealProvenance {
             publisher_key_sha256: std::array::from_fn(|i| 0xc0 + i as u8),
-            statement_subject_sha256: std::array::from_fn(|i| 0xe0 + i as u8),
+            statement_sha256: *sha256(V3_PAYLOAD).as_bytes(),
             model_name: "org/model",
             resource_name,
         });

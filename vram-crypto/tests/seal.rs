@@ -51,7 +51,7 @@ impl Prov {
     fn borrow(&self) -> SealProvenance<'_> {
         SealProvenance {
             publisher_key_sha256: self.key,
-            statement_subject_sha256: self.subject,
+            statement_sha256: self.subject,
             model_name: &self.model,
             resource_name: &self.resource,
         }
@@ -529,7 +529,7 @@ fn v3_message<'a>(tree: &'a TreeDigest, provenance: SealProvenance<'a>) -> SealM
 
 const PROVENANCE: SealProvenance<'static> = SealProvenance {
     publisher_key_sha256: [0x5a; 32],
-    statement_subject_sha256: [0xa5; 32],
+    statement_sha256: [0xa5; 32],
     model_name: "org/model",
     resource_name: "sub/tokenizer.json",
 };
@@ -566,11 +566,11 @@ fn v3_every_provenance_bit_is_bound() {
                 },
                 &format!("publisher key byte {byte} bit {bit}"),
             );
-            let mut subject = PROVENANCE.statement_subject_sha256;
+            let mut subject = PROVENANCE.statement_sha256;
             subject[byte] ^= 1 << bit;
             refused(
                 SealProvenance {
-                    statement_subject_sha256: subject,
+                    statement_sha256: subject,
                     ..PROVENANCE
                 },
                 &format!("subject byte {byte} bit {bit}"),
@@ -626,8 +626,8 @@ fn v3_every_provenance_bit_is_bound() {
     );
     refused(
         SealProvenance {
-            publisher_key_sha256: PROVENANCE.statement_subject_sha256,
-            statement_subject_sha256: PROVENANCE.publisher_key_sha256,
+            publisher_key_sha256: PROVENANCE.statement_sha256,
+            statement_sha256: PROVENANCE.publisher_key_sha256,
             ..PROVENANCE
         },
         "digests swapped",

@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use vram_cli::worker::{self, WorkerOptions};
-use vram_embed::{Embedder, LeasedWeights, ModelSnapshot, SafetensorsFile, TensorSource};
+use vram_embed::{Embedder, Embedding, LeasedWeights, ModelSnapshot, SafetensorsFile};
 use vram_residency::{LeasePolicy, SealedModel, VramManager};
 
 const TEXT: &str = "Sealed model weights, verified in device memory before every request.";
@@ -78,8 +78,8 @@ fn run() -> Result<(), String> {
         "weights", "p50 ms", "p99 ms", "verify p50", "verify / p50", "materialise"
     );
     // Warm up caches and the allocator once.
-    time_requests(&embedder, 5, || Ok((file_source(&file), None)))?;
-    let unsealed = time_requests(&embedder, requests, || Ok((file_source(&file), None)))?;
+    time_requests(&embedder, 5, &Weights::File(&file))?;
+    let unsealed = time_requests(&embedder, requests, &Weights::File(&file))?;
     report("unsealed", &unsealed);
     let mut sampled = Vec::new();
     for policy in [
@@ -88,7 +88,11 @@ fn run() -> Result<(), String> {
         LeasePolicy::Sampled { leaves: 4 },
         LeasePolicy::Full,
     ] {
-        let runs = time_requests(&embedder, requests, || lease(manager, &model, policy))?;
+        let runs = time_requests(
+            &embedder,
+            requests,
+            &Weights::Lease(manager, &model, policy),
+        )?;
         report(&policy.to_string(), &runs);
         if let LeasePolicy::Sampled { leaves: k } = policy {
             sampled.push((k, percentile(&runs.total, 0.5)));
@@ -110,32 +114,32 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-enum Source<'a> {
+/// Where a request's weights come from.
+enum Weights<'a> {
+    /// The file in host memory, unverified.
     File(&'a SafetensorsFile),
-    Lease(LeasedWeights<'a>),
+    /// A lease per request on the sealed model, under a policy.
+    Lease(&'a VramManager, &'a SealedModel, LeasePolicy),
 }
 
-impl TensorSource for Source<'_> {
-    fn tensor(&self, name: &str) -> Result<vram_embed::TensorView<'_>, vram_embed::EmbedError> {
+impl Weights<'_> {
+    /// One request: its embedding and the lease's verification time.
+    fn request(&self, embedder: &Embedder) -> Result<(Embedding, Option<Duration>), String> {
         match self {
-            Self::File(f) => f.tensor(name),
-            Self::Lease(l) => l.tensor(name),
+            Self::File(file) => embedder
+                .embed(*file, TEXT)
+                .map(|e| (e, None))
+                .map_err(|e| e.to_string()),
+            Self::Lease(manager, model, policy) => {
+                LeasedWeights::with_lease(manager, model, *policy, |l| {
+                    let verify = l.lease().verification_cost().2;
+                    embedder.embed(l, TEXT).map(|e| (e, Some(verify)))
+                })
+                .and_then(|r| r)
+                .map_err(|e| e.to_string())
+            }
         }
     }
-}
-
-fn file_source(file: &SafetensorsFile) -> Source<'_> {
-    Source::File(file)
-}
-
-fn lease<'s>(
-    manager: &VramManager,
-    model: &'s SealedModel,
-    policy: LeasePolicy,
-) -> Result<(Source<'s>, Option<Duration>), String> {
-    let l = LeasedWeights::acquire(manager, model, policy).map_err(|e| e.to_string())?;
-    let verify = l.lease().verification_cost().2;
-    Ok((Source::Lease(l), Some(verify)))
 }
 
 /// Per request: (whole request, lease verification, materialisation).
@@ -145,11 +149,7 @@ struct Run {
     materialise: Vec<Duration>,
 }
 
-fn time_requests<'a>(
-    embedder: &Embedder,
-    n: usize,
-    mut acquire: impl FnMut() -> Result<(Source<'a>, Option<Duration>), String>,
-) -> Result<Run, String> {
+fn time_requests(embedder: &Embedder, n: usize, weights: &Weights<'_>) -> Result<Run, String> {
     let mut run = Run {
         total: Vec::with_capacity(n),
         verify: Vec::with_capacity(n),
@@ -157,9 +157,7 @@ fn time_requests<'a>(
     };
     for _ in 0..n {
         let t0 = Instant::now();
-        let (source, verify) = acquire()?;
-        let e = embedder.embed(&source, TEXT).map_err(|e| e.to_string())?;
-        drop(source);
+        let (e, verify) = weights.request(embedder)?;
         run.total.push(t0.elapsed());
         run.verify.push(verify.unwrap_or_default());
         run.materialise.push(e.timings.materialise);

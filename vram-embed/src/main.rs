@@ -194,12 +194,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 fn prepare_and_serve(weights: &SealedWeights) -> Result<(), Failure> {
     let snapshot = weights.snapshot()?;
     let embedder = Embedder::new(&snapshot)?;
-    let full = LeasedWeights::acquire(weights.manager(), weights.model(), LeasePolicy::Full)?;
-    tracing::info!(
-        micros = full.lease().verification_cost().2.as_micros(),
-        "full verification before serving"
-    );
-    drop(full);
+    let micros = LeasedWeights::with_lease(
+        weights.manager(),
+        weights.model(),
+        LeasePolicy::Full,
+        |full| full.lease().verification_cost().2.as_micros(),
+    )?;
+    tracing::info!(micros, "full verification before serving");
     serve_stdio(&embedder, weights)
 }
 

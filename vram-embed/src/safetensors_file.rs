@@ -1,12 +1,14 @@
 //! A safetensors file read into host memory: the [`TensorSource`] that needs
 //! no device, and the reference the sealed sources are compared with.
 //!
-//! The header is untrusted. It is read and checked with the `safetensors`
-//! crate (header length capped, JSON, known dtypes, offsets contiguous
-//! and non-overlapping, each tensor's size equal to its dtype times its
-//! shape, the data exactly filling the file) *before* the data is read or
-//! any memory is allocated for it; the data is then read once, and parsed
-//! again from the bytes kept, so the tensor table describes exactly those.
+//! The header is untrusted. It is read and checked by the workspace's one
+//! safetensors parser, `vram_hub::SafetensorsHeader` (header length capped,
+//! JSON, no name twice, known dtypes, offsets contiguous and
+//! non-overlapping, each tensor's size equal to its dtype times its shape,
+//! the data exactly filling the file: the same verdict a lease's tensor
+//! table gets) *before* the data is read or any memory is allocated for it;
+//! the data is then read once, after the very header bytes that were
+//! parsed, so the tensor table describes exactly the bytes kept.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,22 +16,19 @@ use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
 
-use safetensors::tensor::Metadata;
-use safetensors::SafeTensors;
+use vram_hub::{HubError, SafetensorsHeader};
 
 use crate::error::{shown, shown_path};
 use crate::{Dtype, EmbedError, TensorSource, TensorView};
 
-/// Largest header accepted: 100,000,000 bytes, the `safetensors` crate's own
-/// limit.
-pub const MAX_HEADER_BYTES: u64 = 100_000_000;
-
-/// Bytes before the JSON header: its length, `u64` little-endian.
-const LEN_PREFIX: u64 = 8;
+/// Largest header accepted: 100,000,000 bytes, the format's own limit
+/// (`vram_hub::MAX_HEADER_BYTES`).
+pub const MAX_HEADER_BYTES: u64 = vram_hub::MAX_HEADER_BYTES;
 
 /// One tensor of the table.
 struct Entry {
-    dtype: safetensors::Dtype,
+    /// Its safetensors dtype (one the format defines).
+    dtype: String,
     shape: Vec<usize>,
     /// Absolute offsets in `bytes`.
     range: Range<usize>,
@@ -86,6 +85,15 @@ impl SafetensorsFile {
             path: origin.to_owned(),
             reason: shown(&reason),
         };
+        // The parser's reasons are in its words, untrusted names already
+        // escaped: not escaped twice.
+        let refused = |e: HubError| EmbedError::Safetensors {
+            path: origin.to_owned(),
+            reason: match e {
+                HubError::Safetensors { reason } => reason,
+                other => shown(&other.to_string()),
+            },
+        };
         let mut prefix = [0u8; 8];
         reader.read_exact(&mut prefix).map_err(|e| {
             invalid(format!(
@@ -93,41 +101,26 @@ impl SafetensorsFile {
                 std::io::Error::from(e.kind())
             ))
         })?;
-        let header_len = u64::from_le_bytes(prefix);
-        if header_len > MAX_HEADER_BYTES {
-            return Err(invalid(format!(
-                "a header of {header_len} bytes is over the {MAX_HEADER_BYTES}-byte limit"
-            )));
-        }
-        let data_start = LEN_PREFIX.saturating_add(header_len);
-        if data_start > total_len {
-            return Err(invalid(format!(
-                "a header of {header_len} bytes does not fit in a file of {total_len} bytes"
-            )));
-        }
+        let data_start =
+            SafetensorsHeader::data_start_from_prefix(prefix, Some(total_len)).map_err(refused)?;
+        let header_len = data_start.saturating_sub(8);
         // Grows as bytes arrive: bounded by the cap and by the file.
-        let mut header = Vec::new();
+        let mut head = prefix.to_vec();
         reader
             .by_ref()
             .take(header_len)
-            .read_to_end(&mut header)
+            .read_to_end(&mut head)
             .map_err(|e| invalid(format!("reading the header: {}", e.kind())))?;
-        if u64::try_from(header.len()).ok() != Some(header_len) {
+        if u64::try_from(head.len()).ok() != Some(data_start) {
             return Err(invalid(format!(
                 "the header of {header_len} bytes is cut short"
             )));
         }
-        // The safetensors crate's own checks: JSON, dtypes, offsets in order
-        // without gaps or overlaps, sizes that match dtype times shape.
-        let metadata: Metadata =
-            serde_json::from_slice(&header).map_err(|e| invalid(format!("invalid header: {e}")))?;
-        let data_len = u64::try_from(metadata.data_len()).unwrap_or(u64::MAX);
+        // The format's rules, the end of the data at the end of the file
+        // included, checked on the bytes that will be kept.
+        let header = SafetensorsHeader::parse(&head, Some(total_len)).map_err(refused)?;
         let file_data = total_len.saturating_sub(data_start);
-        if data_len != file_data {
-            return Err(invalid(format!(
-                "the tensors cover {data_len} data bytes, the file has {file_data}"
-            )));
-        }
+        let tensors = table(&header).map_err(invalid)?;
         // Checked: allocate the file and read its data.
         let total = usize::try_from(total_len)
             .map_err(|_| invalid(format!("{total_len} bytes do not fit in memory")))?;
@@ -137,9 +130,8 @@ impl SafetensorsFile {
                 "cannot allocate {total_len} bytes of host memory for the file"
             ))
         })?;
-        bytes.extend_from_slice(&prefix);
-        bytes.extend_from_slice(&header);
-        drop(header);
+        bytes.extend_from_slice(&head);
+        drop(head);
         reader
             .take(file_data.saturating_add(1))
             .read_to_end(&mut bytes)
@@ -150,7 +142,6 @@ impl SafetensorsFile {
                 bytes.len()
             )));
         }
-        let tensors = table(&bytes).map_err(|e| invalid(e.to_string()))?;
         tracing::debug!(
             origin,
             bytes = total_len,
@@ -178,39 +169,29 @@ impl SafetensorsFile {
     }
 }
 
-/// The tensor table of a whole file, parsed (and validated) again by the
-/// `safetensors` crate from the bytes that will be served.
-fn table(bytes: &[u8]) -> Result<HashMap<String, Entry>, safetensors::SafeTensorError> {
-    let (header_len, metadata) = SafeTensors::read_metadata(bytes)?;
-    let data_start = header_len.saturating_add(8);
-    let mut tensors = HashMap::new();
-    for (name, info) in metadata.tensors() {
-        let (begin, end) = info.data_offsets;
-        let range = data_start.saturating_add(begin)..data_start.saturating_add(end);
+/// The tensor table of a checked header, by name, with offsets as `usize`.
+fn table(header: &SafetensorsHeader) -> Result<HashMap<String, Entry>, String> {
+    let at = |o: u64| usize::try_from(o).map_err(|_| format!("offset {o} does not fit in memory"));
+    let mut tensors = HashMap::with_capacity(header.tensors.len());
+    for t in &header.tensors {
+        let shape = t
+            .shape
+            .iter()
+            .map(|&d| usize::try_from(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                "a tensor has a dimension too large for this machine's memory".to_owned()
+            })?;
         tensors.insert(
-            name,
+            t.name.clone(),
             Entry {
-                dtype: info.dtype,
-                shape: info.shape.clone(),
-                range,
+                dtype: t.dtype.clone(),
+                shape,
+                range: at(t.data.start)?..at(t.data.end)?,
             },
         );
     }
     Ok(tensors)
-}
-
-fn dtype_of(d: safetensors::Dtype) -> Option<Dtype> {
-    use safetensors::Dtype as St;
-    Some(match d {
-        St::U8 => Dtype::U8,
-        St::U32 => Dtype::U32,
-        St::I64 => Dtype::I64,
-        St::F16 => Dtype::F16,
-        St::BF16 => Dtype::BF16,
-        St::F32 => Dtype::F32,
-        St::F64 => Dtype::F64,
-        _ => return None,
-    })
 }
 
 impl TensorSource for SafetensorsFile {
@@ -219,9 +200,9 @@ impl TensorSource for SafetensorsFile {
             .tensors
             .get(name)
             .ok_or_else(|| EmbedError::missing(name))?;
-        let dtype = dtype_of(entry.dtype).ok_or_else(|| EmbedError::UnsupportedDtype {
+        let dtype = Dtype::from_name(&entry.dtype).ok_or_else(|| EmbedError::UnsupportedDtype {
             name: shown(name),
-            dtype: format!("{:?}", entry.dtype),
+            dtype: shown(&entry.dtype),
         })?;
         // In range by construction (validated against the file's length);
         // checked anyway rather than indexed.

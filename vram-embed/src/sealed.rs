@@ -3,10 +3,11 @@
 //! [`SealedWeights`] holds a manager and the model a snapshot was sealed as
 //! (its weights, one file or several shards, in device memory; its small
 //! files bound on the host). Each request's [`TensorSource`] is a
-//! [`LeasedWeights`]: a lease on the whole model obtained for that request
-//! under the chosen [`LeasePolicy`] (the verification runs first; a refused
-//! lease ends serving), and the views of its tensors, which the model's
-//! tensors are built from and which are dropped with the request.
+//! [`LeasedWeights`]: the views of the tensors of a lease on the whole model
+//! obtained for that request under the chosen [`LeasePolicy`] (the
+//! verification runs first; a refused lease ends serving), which the model's
+//! tensors are built from; they borrow the lease, and both are dropped with
+//! the request.
 
 use std::sync::Arc;
 
@@ -81,35 +82,49 @@ impl SealedWeights {
     }
 }
 
-/// One request's weights: a granted lease on the model and its tensors.
+/// One request's weights: the tensors of a granted lease on the model.
+/// Borrows the lease, so nothing computed from it outlives the lease (the
+/// compiler keeps that rule, see [`vram_residency::ModelLease::tensors`]).
 #[derive(Debug)]
-pub struct LeasedWeights<'s> {
-    lease: ModelLease<'s>,
-    tensors: ModelTensors<'s>,
+pub struct LeasedWeights<'l> {
+    lease: &'l ModelLease<'l>,
+    tensors: ModelTensors<'l>,
 }
 
-impl<'s> LeasedWeights<'s> {
-    /// Obtains a lease on `model` under `policy` and its tensors.
+impl<'l> LeasedWeights<'l> {
+    /// The tensors of `lease`.
+    ///
+    /// # Errors
+    /// [`EmbedError::Lease`] when the model holds no usable safetensors
+    /// files.
+    pub fn new(lease: &'l ModelLease<'_>) -> Result<Self, EmbedError> {
+        let tensors = lease.tensors().map_err(lease_error)?;
+        Ok(Self { lease, tensors })
+    }
+
+    /// Obtains a lease on `model` under `policy`, runs `f` on its weights
+    /// and drops the lease when `f` returns.
     ///
     /// # Errors
     /// [`EmbedError::Lease`] when the lease is refused (the verification
     /// failed, naming the corrupt tensors, or could not run; a shard was
     /// compromised before; the model's binding does not hold) or the model
     /// holds no usable safetensors files.
-    pub fn acquire(
+    pub fn with_lease<R>(
         manager: &VramManager,
-        model: &'s SealedModel,
+        model: &SealedModel,
         policy: LeasePolicy,
-    ) -> Result<Self, EmbedError> {
+        f: impl FnOnce(&LeasedWeights<'_>) -> R,
+    ) -> Result<R, EmbedError> {
         let lease = manager.lease_model(model, policy).map_err(lease_error)?;
-        let tensors = lease.tensors().map_err(lease_error)?;
-        Ok(Self { lease, tensors })
+        let weights = LeasedWeights::new(&lease)?;
+        Ok(f(&weights))
     }
 
     /// The lease (what was verified before it was granted).
     #[must_use]
-    pub fn lease(&self) -> &ModelLease<'s> {
-        &self.lease
+    pub fn lease(&self) -> &ModelLease<'l> {
+        self.lease
     }
 }
 
@@ -160,10 +175,11 @@ impl TensorSource for LeasedWeights<'_> {
 }
 
 impl WeightsProvider for SealedWeights {
-    type Source<'a> = LeasedWeights<'a>;
-
-    fn acquire(&self) -> Result<Self::Source<'_>, EmbedError> {
-        LeasedWeights::acquire(&self.manager, &self.model, self.policy)
+    fn with_weights<R>(
+        &self,
+        f: impl FnOnce(&(dyn TensorSource + Sync)) -> R,
+    ) -> Result<R, EmbedError> {
+        LeasedWeights::with_lease(&self.manager, &self.model, self.policy, |w| f(w))
     }
 }
 

@@ -24,25 +24,26 @@ pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
 /// policy chosen on the command line), and a refused lease is an error that
 /// ends serving.
 pub trait WeightsProvider {
-    /// The source one request computes on.
-    type Source<'a>: TensorSource + Sync
-    where
-        Self: 'a;
-
-    /// The weights for the next request.
+    /// Acquires the weights for the next request, runs `f` (the request)
+    /// on them, and drops them when `f` returns: nothing `f` is given
+    /// outlives it.
     ///
     /// # Errors
     ///
     /// Whatever keeps the weights from being used (for a lease: a failed
     /// verification naming the tensor); serving stops.
-    fn acquire(&self) -> Result<Self::Source<'_>, EmbedError>;
+    fn with_weights<R>(
+        &self,
+        f: impl FnOnce(&(dyn TensorSource + Sync)) -> R,
+    ) -> Result<R, EmbedError>;
 }
 
 impl WeightsProvider for SafetensorsFile {
-    type Source<'a> = &'a SafetensorsFile;
-
-    fn acquire(&self) -> Result<Self::Source<'_>, EmbedError> {
-        Ok(self)
+    fn with_weights<R>(
+        &self,
+        f: impl FnOnce(&(dyn TensorSource + Sync)) -> R,
+    ) -> Result<R, EmbedError> {
+        Ok(f(self))
     }
 }
 
@@ -256,15 +257,13 @@ fn answer<P: WeightsProvider + ?Sized>(
     weights: &P,
     text: &str,
 ) -> Result<Answer, Refusal> {
-    let source = weights
-        .acquire()
+    let (lease, embedding) = weights
+        .with_weights(|source| (source.lease_cost(), embedder.embed(source, text)))
         .map_err(|error| Refusal { error, fatal: true })?;
-    let lease = source.lease_cost();
-    let embedding = embedder.embed(&source, text).map_err(|error| Refusal {
+    let embedding = embedding.map_err(|error| Refusal {
         fatal: error.is_weights_error(),
         error,
     })?;
-    drop(source);
     let t = embedding.timings;
     tracing::debug!(
         tokens = embedding.tokens,

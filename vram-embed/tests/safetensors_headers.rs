@@ -91,19 +91,19 @@ fn overlapping_ranges_are_refused() {
         r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
         12,
     );
-    refused(&bytes, bytes.len() as u64, "invalid offset for tensor `b`");
+    refused(&bytes, bytes.len() as u64, "tensor `b` overlaps");
     // A gap between tensors is refused as well.
     let bytes = file(
         r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}}"#,
         16,
     );
-    refused(&bytes, bytes.len() as u64, "invalid offset for tensor `b`");
+    refused(&bytes, bytes.len() as u64, "tensor `b` leaves a gap");
     // Reversed offsets.
     let bytes = file(
         r#"{"a":{"dtype":"U8","shape":[0],"data_offsets":[4,0]}}"#,
         4,
     );
-    refused(&bytes, bytes.len() as u64, "invalid offset for tensor `a`");
+    refused(&bytes, bytes.len() as u64, "end before they begin");
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn out_of_bounds_offsets_are_refused_before_allocation() {
     refused(
         &bytes,
         bytes.len() as u64,
-        "the tensors cover 1099511627776 data bytes, the file has 16",
+        "ends at data offset 1099511627776, past the 16 data bytes of the file",
     );
     // Data past the last tensor (trailing bytes) too.
     let bytes = file(
@@ -134,13 +134,13 @@ fn out_of_bounds_offsets_are_refused_before_allocation() {
         r#"{"a":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#,
         8,
     );
-    refused(&bytes, bytes.len() as u64, "invalid header");
+    refused(&bytes, bytes.len() as u64, "does not fill its 8 bytes");
     // Offsets that disagree with dtype times shape.
     let bytes = file(
         r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
         8,
     );
-    refused(&bytes, bytes.len() as u64, "invalid header");
+    refused(&bytes, bytes.len() as u64, "does not fill its 8 bytes");
 }
 
 #[test]
@@ -170,16 +170,16 @@ fn bad_dtypes_and_bad_json_are_refused() {
         r#"{"a":{"dtype":"X99","shape":[1],"data_offsets":[0,1]}}"#,
         1,
     );
-    refused(&bytes, bytes.len() as u64, "unknown variant `X99`");
+    refused(&bytes, bytes.len() as u64, "unknown dtype `X99`");
     for (header, needle) in [
-        ("[1,2]", "invalid header"),
-        ("{", "invalid header"),
-        (r#"{"a":7}"#, "invalid header"),
+        ("[1,2]", "not a JSON object"),
+        ("{", "not a JSON object"),
+        (r#"{"a":7}"#, "is not an object"),
         (
             r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
-            "invalid header",
+            "no shape of integers",
         ),
-        ("\u{ff}\u{fe}", "invalid header"),
+        ("\u{ff}\u{fe}", "not a JSON object"),
     ] {
         let bytes = file(header, 4);
         refused(&bytes, bytes.len() as u64, needle);
@@ -189,11 +189,7 @@ fn bad_dtypes_and_bad_json_are_refused() {
         "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},\"b\\u001b]0;x\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[2,3]}}",
         4,
     );
-    refused(
-        &bytes,
-        bytes.len() as u64,
-        r"invalid offset for tensor `b\u{1b}]0;x`",
-    );
+    refused(&bytes, bytes.len() as u64, r"tensor `b\u{1b}]0;x` overlaps");
 }
 
 #[test]
@@ -228,7 +224,7 @@ fn reading_from_a_path_checks_the_same_way() {
     let e = SafetensorsFile::read(&p).unwrap_err();
     assert!(
         e.to_string()
-            .contains("model.safetensors: the tensors cover 9 data bytes"),
+            .contains("model.safetensors: tensor `a` ends at data offset 9, past the 4 data bytes"),
         "{e}"
     );
     let e = SafetensorsFile::read(&dir.path().join("absent")).unwrap_err();
@@ -242,6 +238,154 @@ fn reading_from_a_path_checks_the_same_way() {
         ),
         "{e:?}"
     );
+}
+
+/// Hostile files (and a few good ones) through every reader of the
+/// workspace: vram-hub's parser (from bytes and from a reader), a lease's
+/// tensor table on sealed memory, and vram-embed's host file. Each gets one
+/// verdict everywhere: the format's rules, applied by one parser.
+#[test]
+fn every_reader_gives_the_same_verdict() {
+    fn tensor(name: &str, dtype: &str, shape: &[u64], at: [u64; 2]) -> String {
+        format!(
+            r#""{name}":{{"dtype":"{dtype}","shape":{shape:?},"data_offsets":[{},{}]}}"#,
+            at[0], at[1]
+        )
+    }
+    let two = |a: String, b: String| format!("{{{a},{b}}}");
+    let padded = |len: usize| {
+        let mut h = String::from("{}");
+        h.extend(std::iter::repeat_n(' ', len - 2));
+        h
+    };
+    let limit = MAX_HEADER_BYTES as usize;
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "two tensors back to back",
+            file(
+                &two(
+                    tensor("a", "F32", &[2], [0, 8]),
+                    tensor("b", "U8", &[4], [8, 12]),
+                ),
+                12,
+            ),
+            true,
+        ),
+        (
+            "a name given twice",
+            file(
+                &two(
+                    tensor("a", "F32", &[2], [0, 8]),
+                    tensor("a", "F32", &[2], [8, 16]),
+                ),
+                16,
+            ),
+            false,
+        ),
+        (
+            "a gap between tensors",
+            file(
+                &two(
+                    tensor("a", "F32", &[2], [0, 8]),
+                    tensor("b", "F32", &[2], [12, 20]),
+                ),
+                20,
+            ),
+            false,
+        ),
+        (
+            "a gap before the first tensor",
+            file(&format!("{{{}}}", tensor("a", "F32", &[2], [4, 12])), 12),
+            false,
+        ),
+        (
+            "overlapping tensors",
+            file(
+                &two(
+                    tensor("a", "F32", &[2], [0, 8]),
+                    tensor("b", "F32", &[2], [4, 12]),
+                ),
+                12,
+            ),
+            false,
+        ),
+        (
+            "a bad dtype",
+            file(&format!("{{{}}}", tensor("a", "Q4", &[8], [0, 8])), 8),
+            false,
+        ),
+        (
+            "half a byte of F4",
+            file(&format!("{{{}}}", tensor("a", "F4", &[3], [0, 2])), 2),
+            false,
+        ),
+        (
+            "offsets past the end",
+            file(&format!("{{{}}}", tensor("a", "F32", &[4], [0, 16])), 8),
+            false,
+        ),
+        (
+            "bytes after the last tensor",
+            file(&format!("{{{}}}", tensor("a", "F32", &[2], [0, 8])), 12),
+            false,
+        ),
+        ("a header of the limit", file(&padded(limit), 0), true),
+        (
+            "a header one over the limit",
+            file(&padded(limit + 1), 0),
+            false,
+        ),
+        (
+            "a header one under the limit",
+            file(&padded(limit - 1), 0),
+            true,
+        ),
+    ];
+
+    let device = vram_mock::MockDevice::new(0, 512 << 20);
+    let dynamic: std::sync::Arc<dyn vram_residency::Device> = device;
+    let secret =
+        vram_residency::WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![5u8; 32])).unwrap();
+    let manager = vram_residency::VramManager::new(
+        vram_residency::VramConfig::builder(secret)
+            .device(dynamic)
+            .leaf_size(vram_residency::LeafSize::new(1 << 20).unwrap())
+            .build(),
+    )
+    .unwrap();
+    for (what, bytes, good) in cases {
+        let len = bytes.len() as u64;
+        let hub = vram_hub::SafetensorsHeader::parse(&bytes, Some(len)).map(|h| h.tensors.len());
+        let hub_reader = vram_hub::SafetensorsHeader::read_from(&mut bytes.as_slice(), Some(len))
+            .map(|h| h.tensors.len());
+        let embed =
+            SafetensorsFile::from_reader(bytes.as_slice(), len, "f").map(|f| f.names().count());
+        let shard = manager.seal_model(&bytes, 0).unwrap();
+        let lease = manager
+            .lease(&shard, vram_residency::LeasePolicy::Full)
+            .unwrap();
+        let leased = lease.tensors().map(|t| t.names().count());
+        let verdicts = [
+            hub.is_ok(),
+            hub_reader.is_ok(),
+            leased.is_ok(),
+            embed.is_ok(),
+        ];
+        assert_eq!(
+            verdicts, [good; 4],
+            "{what}: hub {hub:?}, hub reader {hub_reader:?}, lease {leased:?}, embed {embed:?}"
+        );
+        if good {
+            let n = hub.unwrap();
+            assert_eq!(
+                (hub_reader.unwrap(), leased.unwrap(), embed.unwrap()),
+                (n, n, n),
+                "{what}"
+            );
+        }
+        drop(lease);
+        shard.release().unwrap();
+    }
 }
 
 proptest! {

@@ -105,15 +105,21 @@ fn embeddings_from_sealed_memory_are_bitwise_those_from_the_file() {
         "sealed weights in gpu memory",
     ] {
         let from_file = s.embedder.embed(&s.file, text).unwrap();
-        let source = s.weights.acquire().unwrap();
-        let from_lease = s.embedder.embed(&source, text).unwrap();
+        let (from_lease, cost) = s
+            .weights
+            .with_weights(|source| {
+                (
+                    s.embedder.embed(source, text).unwrap(),
+                    source.lease_cost().unwrap(),
+                )
+            })
+            .unwrap();
         assert_eq!(
             bits(&from_lease.vector),
             bits(&from_file.vector),
             "{text:?}"
         );
         assert_eq!(from_lease.timings.tensors, from_file.timings.tensors);
-        let cost = vram_embed::TensorSource::lease_cost(&source).unwrap();
         assert_eq!(
             (cost.policy.as_str(), cost.leaves_checked),
             ("sampled:4", 4)
@@ -154,10 +160,11 @@ fn a_flipped_bit_in_a_tensor_is_caught_named_and_nothing_more_is_served() {
     assert!(text.contains(name), "{text}");
     assert!(s.weights.shared_shards()[0].is_compromised());
     // Every later request too, whatever the policy.
-    assert!(LeasedWeights::acquire(
+    assert!(LeasedWeights::with_lease(
         s.weights.manager(),
         s.weights.model(),
-        LeasePolicy::default()
+        LeasePolicy::default(),
+        |_| ()
     )
     .is_err());
     let records = s.audit.lines();
@@ -185,10 +192,11 @@ fn eight_threads_serve_while_the_scrubber_runs() {
         for _ in 0..8 {
             t.spawn(|| {
                 while !stopped.load(Ordering::Acquire) {
-                    match s.weights.acquire() {
-                        Ok(source) => {
-                            let e = s.embedder.embed(&source, "the cat sat").unwrap();
-                            drop(source);
+                    match s
+                        .weights
+                        .with_weights(|source| s.embedder.embed(source, "the cat sat").unwrap())
+                    {
+                        Ok(e) => {
                             // Before the flip every vector is the file's.
                             if !shard.is_compromised() && served.load(Ordering::Relaxed) < 40 {
                                 assert_eq!(bits(&e.vector), bits(&want));
@@ -274,14 +282,20 @@ fn a_sharded_model_serves_the_same_embeddings() {
         .any(|f| f.name == "model.safetensors.index.json"));
     for text in ["The cat sat on the mat.", "sharded and sealed"] {
         let from_file = s.embedder.embed(&s.file, text).unwrap();
-        let source = s.weights.acquire().unwrap();
-        let from_lease = s.embedder.embed(&source, text).unwrap();
+        let (from_lease, cost) = s
+            .weights
+            .with_weights(|source| {
+                (
+                    s.embedder.embed(source, text).unwrap(),
+                    source.lease_cost().unwrap(),
+                )
+            })
+            .unwrap();
         assert_eq!(
             bits(&from_lease.vector),
             bits(&from_file.vector),
             "{text:?}"
         );
-        let cost = vram_embed::TensorSource::lease_cost(&source).unwrap();
         assert_eq!(cost.policy, "sampled:4");
         assert!((4..=5).contains(&cost.leaves_checked), "{cost:?}");
     }

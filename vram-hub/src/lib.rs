@@ -18,4 +18,4 @@ pub use layout::{
 };
 pub use open::{open_model_file, ModelFile};
 pub use reference::HubRef;
-pub use safetensors::{SafetensorsHeader, TensorInfo, MAX_HEADER_BYTES};
+pub use safetensors::{dtype_bits, SafetensorsHeader, TensorInfo, MAX_HEADER_BYTES};

@@ -1,23 +1,36 @@
 //! The header of a safetensors file, read defensively: which tensor lies in
-//! which bytes, so that a corrupt byte range can be named by its tensors.
+//! which bytes, so that a corrupt byte range can be named by its tensors and
+//! a tensor's bytes handed out without reading outside it.
 //!
 //! Layout: an 8-byte little-endian header length `N`, then `N` bytes of JSON
 //! (an object mapping each tensor name to `{"dtype", "shape", "data_offsets":
 //! [begin, end]}`, offsets relative to the first byte after the header, plus
-//! an optional `"__metadata__"` object), then the tensor data. The header is
-//! untrusted: its length is capped ([`MAX_HEADER_BYTES`]), every offset is
-//! checked, and no input makes the parser panic.
+//! an optional `"__metadata__"` object of strings), then the tensor data.
+//!
+//! This is the workspace's one parser of the format (the facade's leases and
+//! vram-embed's host files take their tensor tables from it), with the
+//! format's own rules, as the reference implementation (the `safetensors`
+//! crate) applies them: a header of at most [`MAX_HEADER_BYTES`], no name
+//! twice, a dtype the format defines, a shape that accounts for exactly its
+//! bytes (whole bytes), and data offsets that, in order, start at 0, leave
+//! no gap, do not overlap and end exactly at the end of the file. The header
+//! is untrusted: nothing is allocated from it before its length is checked,
+//! and no input makes the parser panic.
 
+use std::collections::HashSet;
+use std::fmt;
 use std::io::Read;
 use std::ops::Range;
 
-use serde_json::{Map, Value};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 use vram_validation::escape_for_log;
 
 use crate::HubError;
 
-/// Largest header accepted: 100 MiB (the reference implementation's limit).
-pub const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+/// Largest header accepted: 100,000,000 bytes, the reference
+/// implementation's limit (`safetensors::tensor::MAX_HEADER_SIZE`).
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Bytes before the JSON: its length, `u64` little-endian.
 const LEN_PREFIX: u64 = 8;
@@ -28,7 +41,8 @@ pub struct TensorInfo {
     /// The tensor's name, exactly as the header has it (untrusted: escape it
     /// before it reaches a terminal).
     pub name: String,
-    /// Element type, e.g. `F16`, `BF16`, `F32` (not checked against a list).
+    /// Element type, one the format defines ([`dtype_bits`]), e.g. `F16`,
+    /// `BF16`, `F32`.
     pub dtype: String,
     /// Dimensions.
     pub shape: Vec<u64>,
@@ -51,16 +65,47 @@ fn invalid(reason: impl Into<String>) -> HubError {
     }
 }
 
+/// Element size in bits of a dtype the safetensors format defines; `None`
+/// for any other name.
+#[must_use]
+pub fn dtype_bits(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" | "F8_E4M3FNUZ"
+        | "F8_E5M2FNUZ" => 8,
+        "F4" => 4,
+        "F6_E2M3" | "F6_E3M2" => 6,
+        "U16" | "I16" | "F16" | "BF16" => 16,
+        "U32" | "I32" | "F32" => 32,
+        "U64" | "I64" | "F64" | "C64" => 64,
+        _ => return None,
+    })
+}
+
 impl SafetensorsHeader {
+    /// Where the data of a file of `file_len` bytes (when known) begins,
+    /// from its first 8 bytes: 8 plus the header length, once that length
+    /// is checked against [`MAX_HEADER_BYTES`] and the file. What a caller
+    /// reads (and verifies) before [`Self::parse`].
+    ///
+    /// # Errors
+    ///
+    /// [`HubError::Safetensors`] when the length is over the limit or does
+    /// not fit in the file.
+    pub fn data_start_from_prefix(prefix: [u8; 8], file_len: Option<u64>) -> Result<u64, HubError> {
+        check_len(u64::from_le_bytes(prefix), file_len).map(|len| LEN_PREFIX.saturating_add(len))
+    }
+
     /// Parses the header at the start of `bytes` (the file's first bytes:
     /// at least the length prefix and the whole header). `file_len`, when
-    /// known, bounds every tensor's data.
+    /// known, is the file's length: the tensors' data must end exactly
+    /// there.
     ///
     /// # Errors
     ///
     /// [`HubError::Safetensors`] when `bytes` is too short, the header is
     /// longer than [`MAX_HEADER_BYTES`] or the file, is not a JSON object of
-    /// tensor entries, or an entry's offsets are reversed or out of bounds.
+    /// tensor entries, names a tensor twice, or an entry's dtype, shape or
+    /// offsets break the format's rules (see the module's documentation).
     pub fn parse(bytes: &[u8], file_len: Option<u64>) -> Result<Self, HubError> {
         let (prefix, rest) = bytes
             .split_first_chunk::<8>()
@@ -100,18 +145,64 @@ impl SafetensorsHeader {
     fn from_json(json: &[u8], len: u64, file_len: Option<u64>) -> Result<Self, HubError> {
         let data_start = LEN_PREFIX.saturating_add(len);
         // serde_json limits nesting (128 levels), so hostile depth cannot
-        // exhaust the stack.
-        let map: Map<String, Value> = serde_json::from_slice(json)
-            .map_err(|e| invalid(format!("the header is not a JSON object ({e})")))?;
+        // exhaust the stack. Entries are kept in order, twins included, so
+        // that a name given twice is refused rather than one of them kept.
+        let Entries(entries) = serde_json::from_slice(json).map_err(|e| {
+            invalid(format!(
+                "the header is not a JSON object ({})",
+                escape_for_log(&e.to_string(), 200)
+            ))
+        })?;
         let data_len = file_len.map(|n| n.saturating_sub(data_start));
-        let mut tensors = Vec::with_capacity(map.len());
-        for (name, entry) in map {
+        let mut seen = HashSet::with_capacity(entries.len());
+        let mut tensors = Vec::with_capacity(entries.len());
+        for (name, entry) in entries {
+            if !seen.insert(name.clone()) {
+                return Err(invalid(format!(
+                    "the header names `{}` twice",
+                    escape_for_log(&name, 80)
+                )));
+            }
             if name == "__metadata__" {
+                let strings = entry
+                    .as_object()
+                    .is_some_and(|m| m.values().all(Value::is_string));
+                if !strings {
+                    return Err(invalid("__metadata__ is not an object of strings"));
+                }
                 continue;
             }
             tensors.push(tensor(name, &entry, data_start, data_len)?);
         }
         tensors.sort_by_key(|t| (t.data.start, t.data.end));
+        // In order, each tensor begins where the one before ended: no gap,
+        // no overlap, and the first at the first data byte.
+        let mut end = data_start;
+        for t in &tensors {
+            if t.data.start != end {
+                let what = if t.data.start > end {
+                    "leaves a gap after"
+                } else {
+                    "overlaps"
+                };
+                return Err(invalid(format!(
+                    "tensor `{}` {what} the bytes before it (data offset {}, expected {})",
+                    escape_for_log(&t.name, 80),
+                    t.data.start.saturating_sub(data_start),
+                    end.saturating_sub(data_start)
+                )));
+            }
+            end = t.data.end;
+        }
+        if let Some(n) = file_len {
+            if end != n {
+                return Err(invalid(format!(
+                    "the tensors cover {} data bytes, the file has {}",
+                    end.saturating_sub(data_start),
+                    n.saturating_sub(data_start)
+                )));
+            }
+        }
         Ok(Self {
             tensors,
             data_start,
@@ -130,6 +221,31 @@ impl SafetensorsHeader {
         self.tensors
             .iter()
             .filter(move |t| t.data.start < range.end && range.start < t.data.end)
+    }
+}
+
+/// A JSON object's entries in order, a name given twice kept twice.
+struct Entries(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InOrder;
+        impl<'de> Visitor<'de> for InOrder {
+            type Value = Entries;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    out.push(entry);
+                }
+                Ok(Entries(out))
+            }
+        }
+        deserializer.deserialize_map(InOrder)
     }
 }
 
@@ -164,6 +280,13 @@ fn tensor(
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(format!("tensor `{}` has no dtype string", shown())))?
         .to_owned();
+    let bits = dtype_bits(&dtype).ok_or_else(|| {
+        invalid(format!(
+            "tensor `{}` has an unknown dtype `{}`",
+            shown(),
+            escape_for_log(&dtype, 32)
+        ))
+    })?;
     let shape = obj
         .get("shape")
         .and_then(Value::as_array)
@@ -195,6 +318,23 @@ fn tensor(
                 shown()
             )));
         }
+    }
+    // Its bytes are exactly its elements times the dtype's size, in whole
+    // bytes (a 4-bit tensor of an odd element count is refused, as the
+    // reference does).
+    let len = end.saturating_sub(begin);
+    let bit_len = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .and_then(|elements| elements.checked_mul(bits));
+    let byte_len = bit_len
+        .filter(|b| b.checked_rem(8) == Some(0))
+        .and_then(|b| b.checked_div(8));
+    if byte_len != Some(len) {
+        return Err(invalid(format!(
+            "tensor `{}`: shape {shape:?} of {dtype} does not fill its {len} bytes",
+            shown()
+        )));
     }
     let abs = |o: u64| {
         data_start
@@ -267,7 +407,7 @@ mod tests {
             (vec![1, 2, 3], "shorter than"),
             (
                 (MAX_HEADER_BYTES + 1).to_le_bytes().to_vec(),
-                "over the 104857600-byte limit",
+                "over the 100000000-byte limit",
             ),
             (u64::MAX.to_le_bytes().to_vec(), "over the"),
             (file("[1,2]", 0), "not a JSON object"),
@@ -302,6 +442,73 @@ mod tests {
                 file(r#"{"t\u001b]0;x":{"shape":[1],"data_offsets":[0,2]}}"#, 8),
                 r"t\u{1b}]0;x",
             ),
+            // The format's rules: no name twice (the last one would win),
+            // no gap, no overlap, no bytes after the last tensor, known
+            // dtypes, whole bytes, metadata of strings.
+            (
+                file(
+                    r#"{"t":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"t":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#,
+                    4,
+                ),
+                "names `t` twice",
+            ),
+            (
+                file(r#"{"__metadata__":{},"__metadata__":{}}"#, 0),
+                "names `__metadata__` twice",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"b":{"dtype":"U8","shape":[2],"data_offsets":[3,5]}}"#,
+                    5,
+                ),
+                "tensor `b` leaves a gap after the bytes before it (data offset 3, expected 2)",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}"#,
+                    3,
+                ),
+                "tensor `a` leaves a gap",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#,
+                    4,
+                ),
+                "tensor `b` overlaps the bytes before it (data offset 2, expected 4)",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#,
+                    3,
+                ),
+                "the tensors cover 2 data bytes, the file has 3",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,2]}}"#,
+                    2,
+                ),
+                "unknown dtype `Q4`",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#,
+                    2,
+                ),
+                "does not fill its 2 bytes",
+            ),
+            (
+                file(
+                    r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                    8,
+                ),
+                "does not fill its 8 bytes",
+            ),
+            (
+                file(r#"{"__metadata__":{"n":1}}"#, 0),
+                "__metadata__ is not an object of strings",
+            ),
         ];
         for (bytes, needle) in cases {
             let len = bytes.len() as u64;
@@ -318,6 +525,37 @@ mod tests {
         assert!(e.to_string().contains("cut short"), "{e}");
         let e = SafetensorsHeader::read_from(&mut bytes.as_slice(), None).unwrap_err();
         assert!(e.to_string().contains("cut short"), "{e}");
+    }
+
+    /// The header limit is the reference's, 100,000,000 bytes: a header of
+    /// that length is read, one byte more is refused.
+    #[test]
+    fn the_header_limit_is_one_hundred_million_bytes() {
+        let limit = usize::try_from(MAX_HEADER_BYTES).unwrap();
+        assert_eq!(limit, 100_000_000);
+        let mut json = String::from("{}");
+        json.extend(std::iter::repeat_n(' ', limit - 2));
+        let bytes = file(&json, 0);
+        let h = SafetensorsHeader::parse(&bytes, Some(bytes.len() as u64)).unwrap();
+        assert_eq!(h.data_start, 8 + MAX_HEADER_BYTES);
+        json.push(' ');
+        let bytes = file(&json, 0);
+        let e = SafetensorsHeader::parse(&bytes, Some(bytes.len() as u64)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("a header of 100000001 bytes is over the 100000000-byte limit"),
+            "{e}"
+        );
+    }
+
+    /// Tensors of no bytes may share an offset; zero-length tensors among
+    /// others keep the data contiguous.
+    #[test]
+    fn empty_tensors_keep_the_data_contiguous() {
+        let json = r#"{"z":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"y":{"dtype":"U8","shape":[0,4],"data_offsets":[0,0]},"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#;
+        let bytes = file(json, 2);
+        let h = SafetensorsHeader::parse(&bytes, Some(bytes.len() as u64)).unwrap();
+        assert_eq!(h.tensors.len(), 3);
     }
 
     #[test]

@@ -172,6 +172,22 @@ pub enum VramError {
         device: u32,
     },
 
+    /// A handle's seal (format v2 or v3) names another worker id than this
+    /// manager's.
+    #[error("shard {shard_id} was sealed by another worker than this one: check it on the worker that sealed it")]
+    WrongWorker {
+        /// The shard (escaped).
+        shard_id: String,
+    },
+
+    /// A handle of seal format 1, which binds no device kind, device UUID,
+    /// worker or set, shown to a check that does not accept it.
+    #[error("the handle of shard {shard_id} is of seal format 1, which binds no device or worker: seal the model again for a current handle, or accept v1 handles explicitly (check_handle_allow_v1)")]
+    UnboundHandle {
+        /// The shard (escaped).
+        shard_id: String,
+    },
+
     /// The shard failed an earlier verification and is never trusted again.
     #[error("shard {shard_id} failed an earlier verification and is no longer trusted: release it and seal the model again")]
     Compromised {
@@ -335,6 +351,8 @@ impl VramError {
             | Self::UnknownDevice { .. }
             | Self::KeyMismatch { .. }
             | Self::WrongDevice { .. }
+            | Self::WrongWorker { .. }
+            | Self::UnboundHandle { .. }
             | Self::InvalidPolicy { .. }
             | Self::NotSafetensors { .. }
             | Self::UnknownTensor { .. }

@@ -127,8 +127,12 @@ impl FromStr for LeasePolicy {
 
 /// Access to a sealed shard's memory, granted after a verification held.
 ///
-/// Borrows the shard: it cannot be released while the lease lives. `Debug`
-/// shows the shard and the verification, never an address.
+/// Borrows the shard: it cannot be released while the lease lives. Every
+/// view it gives ([`Lease::memory`], [`Lease::host_bytes`],
+/// [`Lease::tensors`]) borrows the lease in turn, so the compiler refuses a
+/// view used after its lease is dropped: a request computes on bytes
+/// verified for it, and takes a new lease (a new verification) for the
+/// next. `Debug` shows the shard and the verification, never an address.
 pub struct Lease<'s> {
     shard: &'s SealedShard,
     verification: VerifyReport,
@@ -159,9 +163,33 @@ impl<'s> Lease<'s> {
     /// the device address on CUDA. On the mock the bytes stay read-locked
     /// (corruption injected for tests waits) while the returned value lives.
     ///
+    /// The access borrows the lease: it cannot be used once the lease is
+    /// dropped.
+    ///
+    /// ```compile_fail,E0505
+    /// # fn f(manager: &vram_residency::VramManager, shard: &vram_residency::SealedShard) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease(shard, Default::default())?;
+    /// let memory = lease.memory()?;
+    /// drop(lease); // error: `lease` is borrowed by `memory`
+    /// let _view = &memory;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Used while the lease lives, it compiles:
+    ///
+    /// ```no_run
+    /// # fn f(manager: &vram_residency::VramManager, shard: &vram_residency::SealedShard) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease(shard, Default::default())?;
+    /// let memory = lease.memory()?;
+    /// let _view = &memory;
+    /// drop(memory);
+    /// drop(lease);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`VramError::Device`] when the backend offers no access to its memory.
-    pub fn memory(&self) -> Result<MemoryAccess<'s>, VramError> {
+    pub fn memory(&self) -> Result<MemoryAccess<'_>, VramError> {
         self.shard
             .buffer()
             .memory()
@@ -173,10 +201,33 @@ impl<'s> Lease<'s> {
 
     /// The shard's bytes, on a device whose memory is host memory (the mock).
     ///
+    /// The bytes borrow the lease: they cannot be read once it is dropped.
+    ///
+    /// ```compile_fail,E0505
+    /// # fn f(manager: &vram_residency::VramManager, shard: &vram_residency::SealedShard) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease(shard, Default::default())?;
+    /// let bytes = lease.host_bytes()?;
+    /// drop(lease); // error: `lease` is borrowed by `bytes`
+    /// let _first = bytes.first();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Read while the lease lives, they compile:
+    ///
+    /// ```no_run
+    /// # fn f(manager: &vram_residency::VramManager, shard: &vram_residency::SealedShard) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease(shard, Default::default())?;
+    /// let bytes = lease.host_bytes()?;
+    /// let _first = bytes.first();
+    /// drop(bytes);
+    /// drop(lease);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`VramError::Device`] on a device whose memory the host cannot read
     /// directly (CUDA: use [`Lease::memory`]).
-    pub fn host_bytes(&self) -> Result<HostBytes<'s>, VramError> {
+    pub fn host_bytes(&self) -> Result<HostBytes<'_>, VramError> {
         match self.memory()? {
             MemoryAccess::Host(bytes) => Ok(bytes),
             _ => Err(VramError::Device {
@@ -205,10 +256,34 @@ impl<'s> Lease<'s> {
     /// one on a thread that holds one while a test injects corruption, which
     /// waits for the lock.)
     ///
+    /// The tensors, and every view of one, borrow the lease: none can be
+    /// used once it is dropped.
+    ///
+    /// ```compile_fail,E0505
+    /// # fn f(manager: &vram_residency::VramManager, shard: &vram_residency::SealedShard) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease(shard, Default::default())?;
+    /// let tensors = lease.tensors()?;
+    /// drop(lease); // error: `lease` is borrowed by `tensors`
+    /// let _weight = tensors.get("weight")?.host_bytes();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Used while the lease lives, they compile:
+    ///
+    /// ```no_run
+    /// # fn f(manager: &vram_residency::VramManager, shard: &vram_residency::SealedShard) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease(shard, Default::default())?;
+    /// let tensors = lease.tensors()?;
+    /// let _weight = tensors.get("weight")?.host_bytes();
+    /// drop(tensors);
+    /// drop(lease);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`VramError::NotSafetensors`] when the shard does not hold a usable
     /// safetensors file; as [`Lease::memory`].
-    pub fn tensors(&self) -> Result<Tensors<'s>, VramError> {
+    pub fn tensors(&self) -> Result<Tensors<'_>, VramError> {
         let table = self.shard.tensor_table()?;
         Ok(Tensors::new(table, self.memory()?, self.shard.gpu_device()))
     }
@@ -273,22 +348,25 @@ fn verify_for_lease(
     Ok(report)
 }
 
-/// Reads the shard's tensor table from its verified header, once; a shard
-/// that holds no safetensors file keeps the reason instead.
+/// Reads the shard's tensor table from its header, once; a shard that holds
+/// no safetensors file keeps the reason instead. Every byte it believes,
+/// the 8-byte length prefix included, is first checked against the seal:
+/// the leaves that hold the prefix, then (when the header runs past them)
+/// the leaves that hold the whole header, each read once and parsed from
+/// that same read. A mismatch compromises the shard and refuses the lease
+/// (audited as any failed verification), so no reason is ever kept from
+/// bytes that were not checked.
 fn read_tensor_table(verifier: &Verifier<'_>, shard: &SealedShard) -> Result<(), VramError> {
     let len = shard.vram_bytes();
-    let mut prefix = [0u8; 8];
     if len < 8 {
+        // The length is a sealed field, checked with the seal.
         shard.set_tensor_table(Err("shorter than a safetensors length prefix".into()));
         return Ok(());
     }
-    shard
-        .buffer()
-        .read_at(0, &mut prefix)
-        .map_err(|source| VramError::Device {
-            device: shard.gpu_device(),
-            source,
-        })?;
+    let first = verifier.read_verified_prefix(shard, 8)?;
+    let prefix = *first.first_chunk::<8>().ok_or(VramError::Internal {
+        reason: "a verified prefix shorter than 8 bytes",
+    })?;
     let header_len = match TensorTable::header_len(prefix, len) {
         Ok(n) => n,
         Err(reason) => {
@@ -296,7 +374,12 @@ fn read_tensor_table(verifier: &Verifier<'_>, shard: &SealedShard) -> Result<(),
             return Ok(());
         }
     };
-    let bytes = verifier.read_verified_prefix(shard, header_len)?;
+    let bytes = if u64::try_from(first.len()).is_ok_and(|n| n >= header_len) {
+        first
+    } else {
+        drop(first);
+        verifier.read_verified_prefix(shard, header_len)?
+    };
     shard.set_tensor_table(TensorTable::parse(&bytes, len, shard.shard_id().as_str()));
     Ok(())
 }

@@ -600,9 +600,9 @@ impl VramManager {
         }
     }
 
-    /// This manager's device of an index, if it has one.
-    fn device_info(&self, index: u32) -> Option<&DeviceInfo> {
-        self.device(index).ok().map(|d| d.info())
+    /// This manager's device of an index.
+    fn device_info(&self, index: u32) -> Result<&DeviceInfo, VramError> {
+        self.device(index).map(|d| d.info())
     }
 
     /// Verifies a shard with the manager's default policy (full unless
@@ -667,20 +667,40 @@ impl VramManager {
             .verify(shard, Scope::Policy(policy), AuditMode::Every)
     }
 
-    /// Checks that a handle received back from a client is authentic: every
-    /// field must be exactly as sealed under this manager's seal key. Returns
-    /// the handle's seal format version: 3 for handles that also carry a
-    /// [provenance](ModelShardHandle::provenance), 2 for handles that name
-    /// their device kind, device UUID, worker and set; 1 for handles written
-    /// before (still accepted, with none of those bound).
+    /// Checks that a handle received back from a client is authentic and
+    /// was sealed for this worker: every field must be exactly as sealed
+    /// under this manager's seal key, its device index one this manager
+    /// has, and its device kind, device UUID and worker id this manager's.
+    /// Returns the handle's seal format version: 3 for handles that also
+    /// carry a [provenance](ModelShardHandle::provenance), 2 for handles
+    /// that name their device kind, device UUID, worker and set. Handles of
+    /// format 1 bind none of these and are refused here
+    /// ([`VramManager::check_handle_allow_v1`] accepts them).
     ///
     /// # Errors
     /// [`VramError::SealInvalid`] when any field or the signature was altered;
-    /// [`VramError::WrongDevice`] when a v2 handle names another kind of
-    /// device, or another UUID, than this manager's device of that index.
+    /// [`VramError::UnknownDevice`] when the handle names a device index this
+    /// manager does not have; [`VramError::WrongDevice`] when it names
+    /// another kind of device, or another UUID, than this manager's device of
+    /// that index; [`VramError::WrongWorker`] when it was sealed by another
+    /// worker id; [`VramError::UnboundHandle`] for a v1 handle.
     pub fn check_handle(&self, handle: &ModelShardHandle) -> Result<u8, VramError> {
         self.verifier()
-            .check_handle(handle, self.device_info(handle.gpu_device))
+            .check_handle(handle, self.device_info(handle.gpu_device), false)
+    }
+
+    /// As [`VramManager::check_handle`], and also accepts handles of seal
+    /// format 1 (written before device, worker and set were bound), which
+    /// then prove only that the handle was issued under this key for a
+    /// device index this manager has: for a caller that still holds such
+    /// handles and accepts that they may come from another worker sharing
+    /// the secret, or from the mock.
+    ///
+    /// # Errors
+    /// As [`VramManager::check_handle`], without [`VramError::UnboundHandle`].
+    pub fn check_handle_allow_v1(&self, handle: &ModelShardHandle) -> Result<u8, VramError> {
+        self.verifier()
+            .check_handle(handle, self.device_info(handle.gpu_device), true)
     }
 
     /// Checks the handles of one tensor-parallel set: each as by
@@ -693,7 +713,8 @@ impl VramManager {
     ///
     /// # Errors
     /// [`VramError::InvalidShardSet`] for a set that is empty, out of order,
-    /// mixes models, versions or set ids; as [`VramManager::check_handle`].
+    /// mixes models, versions or set ids; as [`VramManager::check_handle`]
+    /// (v1 handles included: they name no set).
     pub fn check_handle_set(&self, handles: &[ModelShardHandle]) -> Result<u8, VramError> {
         self.verifier()
             .check_handle_set(handles, |i| self.device_info(i))

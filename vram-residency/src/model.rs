@@ -537,11 +537,35 @@ impl<'m> ModelLease<'m> {
     /// The model's tensors, by name across its shards, over one access to
     /// each shard's memory (see [`Lease::tensors`]).
     ///
+    /// The tensors, and every view of one, borrow this lease: none can be
+    /// used once it is dropped.
+    ///
+    /// ```compile_fail,E0505
+    /// # fn f(manager: &vram_residency::VramManager, model: &vram_residency::SealedModel) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease_model(model, Default::default())?;
+    /// let tensors = lease.tensors()?;
+    /// drop(lease); // error: `lease` is borrowed by `tensors`
+    /// let _weight = tensors.get("weight")?.host_bytes();
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Used while the lease lives, they compile:
+    ///
+    /// ```no_run
+    /// # fn f(manager: &vram_residency::VramManager, model: &vram_residency::SealedModel) -> Result<(), vram_residency::VramError> {
+    /// let lease = manager.lease_model(model, Default::default())?;
+    /// let tensors = lease.tensors()?;
+    /// let _weight = tensors.get("weight")?.host_bytes();
+    /// drop(tensors);
+    /// drop(lease);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`VramError::NotSafetensors`] when a shard holds no usable
     /// safetensors file; [`VramError::InvalidModel`] when two shards hold a
     /// tensor of the same name; as [`Lease::memory`].
-    pub fn tensors(&self) -> Result<ModelTensors<'m>, VramError> {
+    pub fn tensors(&self) -> Result<ModelTensors<'_>, VramError> {
         let index = self.model.tensor_index()?;
         let parts = self
             .leases
@@ -556,12 +580,13 @@ impl<'m> ModelLease<'m> {
     }
 }
 
-/// A model's tensors, looked up by name across its shards.
+/// A model's tensors, looked up by name across its shards. Borrows the
+/// [`ModelLease`] (`'l`) it came from.
 #[derive(Debug)]
-pub struct ModelTensors<'m> {
-    model: &'m SealedModel,
-    index: &'m HashMap<String, usize>,
-    parts: Vec<Tensors<'m>>,
+pub struct ModelTensors<'l> {
+    model: &'l SealedModel,
+    index: &'l HashMap<String, usize>,
+    parts: Vec<Tensors<'l>>,
 }
 
 impl ModelTensors<'_> {

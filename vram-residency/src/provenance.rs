@@ -27,9 +27,11 @@ pub struct Provenance {
     /// checked with).
     #[serde(with = "hex32")]
     pub publisher_key_sha256: [u8; 32],
-    /// The signed in-toto statement's subject digest (SHA-256).
+    /// SHA-256 of the signed in-toto statement as signed (the DSSE payload
+    /// bytes): binds every field of the statement, not only its subject
+    /// digest, which two statements with different file names may share.
     #[serde(with = "hex32")]
-    pub statement_subject_sha256: [u8; 32],
+    pub statement_sha256: [u8; 32],
     /// The model's name in the signed statement.
     pub model_name: ProvenanceName,
     /// The file's name in the signed manifest (`sub/tokenizer.json`), or `.`
@@ -47,13 +49,13 @@ impl Provenance {
     /// bytes, or one with a control character.
     pub fn new(
         publisher_key_sha256: [u8; 32],
-        statement_subject_sha256: [u8; 32],
+        statement_sha256: [u8; 32],
         model_name: &str,
         resource_name: &str,
     ) -> Result<Provenance, ValidationError> {
         Ok(Provenance {
             publisher_key_sha256,
-            statement_subject_sha256,
+            statement_sha256,
             model_name: ProvenanceName::new(model_name)?,
             resource_name: ProvenanceName::new(resource_name)?,
         })
@@ -63,7 +65,7 @@ impl Provenance {
     pub(crate) fn as_seal(&self) -> SealProvenance<'_> {
         SealProvenance {
             publisher_key_sha256: self.publisher_key_sha256,
-            statement_subject_sha256: self.statement_subject_sha256,
+            statement_sha256: self.statement_sha256,
             model_name: self.model_name.as_str(),
             resource_name: self.resource_name.as_str(),
         }
@@ -73,7 +75,7 @@ impl Provenance {
     pub(crate) fn audit_record(&self) -> vram_audit::SealProvenanceRecord {
         vram_audit::SealProvenanceRecord {
             publisher_key_sha256: vram_validation::hex::encode(&self.publisher_key_sha256),
-            statement_subject_sha256: vram_validation::hex::encode(&self.statement_subject_sha256),
+            statement_sha256: vram_validation::hex::encode(&self.statement_sha256),
             model_name: self.model_name.to_string(),
             resource_name: self.resource_name.to_string(),
         }
@@ -87,7 +89,7 @@ impl Provenance {
             (None, None) => true,
             (Some(a), Some(b)) => {
                 a.publisher_key_sha256 == b.publisher_key_sha256
-                    && a.statement_subject_sha256 == b.statement_subject_sha256
+                    && a.statement_sha256 == b.statement_sha256
                     && a.model_name == b.model_name
             }
             _ => false,

@@ -3,13 +3,14 @@
 //!
 //! The table is parsed once per shard from the shard's own memory: the bytes
 //! holding the header are read once, checked leaf by leaf against the seal,
-//! and parsed from that same read (`vram_hub::SafetensorsHeader`, bounded and
-//! panic-free). On top of the parser's checks (length prefix, header size,
-//! offsets within the file), a table is refused when two tensors overlap,
-//! when a dtype is not one safetensors defines, or when a shape does not
-//! account for exactly its bytes: a hostile header never yields a view that
-//! reads outside its tensor. Nothing is allocated from a header before its
-//! length is checked.
+//! and parsed from that same read by the workspace's one safetensors parser
+//! (`vram_hub::SafetensorsHeader`: bounded, panic-free, the format's rules:
+//! the header limit, no name twice, known dtypes, shapes that account for
+//! exactly their bytes, offsets without gaps or overlaps that end at the
+//! end of the shard). So a hostile header never yields a view that reads
+//! outside its tensor, and a file gets the same verdict here as in every
+//! other reader of the workspace. Nothing is allocated from a header before
+//! its length is checked.
 
 use crate::VramError;
 use std::collections::HashMap;
@@ -17,19 +18,6 @@ use std::ops::Range;
 use vram_core::{DeviceMemory, MemoryAccess};
 use vram_hub::{SafetensorsHeader, TensorInfo};
 use vram_validation::escape_for_log;
-
-/// Element size in bits of the dtypes safetensors defines.
-fn dtype_bits(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" => 8,
-        "F4" => 4,
-        "F6_E2M3" | "F6_E3M2" => 6,
-        "U16" | "I16" | "F16" | "BF16" => 16,
-        "U32" | "I32" | "F32" => 32,
-        "U64" | "I64" | "F64" | "C64" => 64,
-        _ => return None,
-    })
-}
 
 /// The most tensors an integrity error names.
 pub const MAX_NAMED_TENSORS: usize = 16;
@@ -48,58 +36,15 @@ impl TensorTable {
     /// `file_len` bytes whose first 8 bytes are `prefix`.
     /// `Err` says why the prefix is not a header's length.
     pub(crate) fn header_len(prefix: [u8; 8], file_len: u64) -> Result<u64, String> {
-        let n = u64::from_le_bytes(prefix);
-        if n > vram_hub::MAX_HEADER_BYTES {
-            return Err(format!(
-                "its first 8 bytes give a header of {n} bytes, over the {}-byte limit",
-                vram_hub::MAX_HEADER_BYTES
-            ));
-        }
-        match n.checked_add(8) {
-            Some(end) if end <= file_len => Ok(end),
-            _ => Err(format!(
-                "its first 8 bytes give a header of {n} bytes, longer than its {file_len} bytes"
-            )),
-        }
+        SafetensorsHeader::data_start_from_prefix(prefix, Some(file_len)).map_err(|e| e.to_string())
     }
 
-    /// Parses and checks the header at the start of `bytes`; `Err` says
-    /// why the file is not usable (untrusted names escaped).
+    /// Parses and checks the header at the start of `bytes` (the first
+    /// bytes of a file of `file_len` bytes); `Err` says why the file is not
+    /// usable (untrusted names escaped).
     pub(crate) fn parse(bytes: &[u8], file_len: u64, shard_id: &str) -> Result<Self, String> {
-        let refuse = |reason: String| reason;
-        let header =
-            SafetensorsHeader::parse(bytes, Some(file_len)).map_err(|e| refuse(e.to_string()))?;
-        let mut end_of_previous = header.data_start;
-        for t in &header.tensors {
-            let name = || escape_for_log(&t.name, 128);
-            let bits = dtype_bits(&t.dtype).ok_or_else(|| {
-                refuse(format!(
-                    "tensor {}: unknown dtype {}",
-                    name(),
-                    escape_for_log(&t.dtype, 32)
-                ))
-            })?;
-            let elements = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-            let bytes = elements
-                .and_then(|e| e.checked_mul(bits))
-                .map(|b| b.div_ceil(8));
-            let len = t.data.end.saturating_sub(t.data.start);
-            if bytes != Some(len) {
-                return Err(refuse(format!(
-                    "tensor {}: shape {:?} of {} does not fill its {len} bytes",
-                    name(),
-                    t.shape,
-                    escape_for_log(&t.dtype, 32)
-                )));
-            }
-            if t.data.start < end_of_previous && len > 0 {
-                return Err(refuse(format!(
-                    "tensor {} overlaps the header or the tensor before it",
-                    name()
-                )));
-            }
-            end_of_previous = end_of_previous.max(t.data.end);
-        }
+        let header = SafetensorsHeader::parse(bytes, Some(file_len)).map_err(|e| e.to_string())?;
+        // The parser refuses a name given twice: one index per name.
         let by_name = header
             .tensors
             .iter()
@@ -204,16 +149,18 @@ fn out_of_range(info: &TensorInfo, device: u32) -> VramError {
 
 /// Every tensor of a leased shard, over one access to its memory: what a
 /// model builds its weights from (see [`Lease::tensors`](crate::Lease::tensors)).
-/// On the mock the shard's bytes stay read-locked while this lives.
+/// Borrows the lease (`'l`): it, and every view it gives, cannot be used
+/// once the lease is dropped. On the mock the shard's bytes stay
+/// read-locked while this lives.
 #[derive(Debug)]
-pub struct Tensors<'s> {
-    table: &'s TensorTable,
-    memory: MemoryAccess<'s>,
+pub struct Tensors<'l> {
+    table: &'l TensorTable,
+    memory: MemoryAccess<'l>,
     device: u32,
 }
 
-impl<'s> Tensors<'s> {
-    pub(crate) fn new(table: &'s TensorTable, memory: MemoryAccess<'s>, device: u32) -> Self {
+impl<'l> Tensors<'l> {
+    pub(crate) fn new(table: &'l TensorTable, memory: MemoryAccess<'l>, device: u32) -> Self {
         Self {
             table,
             memory,
@@ -260,7 +207,7 @@ impl<'s> Tensors<'s> {
     }
 
     /// Tensor names, in file order.
-    pub fn names(&self) -> impl Iterator<Item = &'s str> {
+    pub fn names(&self) -> impl Iterator<Item = &'l str> {
         self.table.names()
     }
 }
@@ -364,6 +311,11 @@ mod tests {
                 "overlaps",
             ),
             (
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#,
+                16,
+                "twice",
+            ),
+            (
                 r#"{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}"#,
                 8,
                 "unknown dtype",
@@ -390,8 +342,11 @@ mod tests {
         }
         assert_eq!(TensorTable::header_len(8u64.to_le_bytes(), 16), Ok(16));
         let short = TensorTable::header_len(9u64.to_le_bytes(), 16).unwrap_err();
-        assert!(short.contains("longer than its 16 bytes"), "{short}");
+        assert!(
+            short.contains("does not fit in a file of 16 bytes"),
+            "{short}"
+        );
         let huge = TensorTable::header_len(u64::MAX.to_le_bytes(), u64::MAX).unwrap_err();
-        assert!(huge.contains("over the 104857600-byte limit"), "{huge}");
+        assert!(huge.contains("over the 100000000-byte limit"), "{huge}");
     }
 }

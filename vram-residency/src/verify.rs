@@ -536,18 +536,20 @@ impl Verifier<'_> {
         })
     }
 
-    /// Checks that a handle is authentic under this seal key; returns its
-    /// seal format version. `device` is this manager's device of the
-    /// handle's index, when it has one: an authentic v2 or v3 handle naming
-    /// another kind of device, or another UUID, is refused.
+    /// Checks that a handle is authentic under this seal key and was sealed
+    /// for this worker; returns its seal format version. `device` is this
+    /// manager's device of the handle's index (an index it lacks is
+    /// refused): an authentic v2 or v3 handle naming another kind of
+    /// device, another UUID or another worker id is refused. A v1 handle
+    /// binds none of these and passes only when `accept_v1` is set.
     pub(crate) fn check_handle(
         &self,
         h: &ModelShardHandle,
-        device: Option<&DeviceInfo>,
+        device: Result<&DeviceInfo, VramError>,
+        accept_v1: bool,
     ) -> Result<u8, VramError> {
-        let invalid = || VramError::SealInvalid {
-            shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
-        };
+        let shown = || vram_validation::escape_for_log(&h.shard_id, 64);
+        let invalid = || VramError::SealInvalid { shard_id: shown() };
         let key_id = self.sealer.key_id();
         if h.key_id != key_id.to_string() {
             return Err(invalid());
@@ -557,16 +559,26 @@ impl Verifier<'_> {
         if !self.sealer.is_authentic(&msg, &read.tag) {
             return Err(invalid());
         }
-        let binding = read.binding;
-        // An authentic v2 handle that names another device than ours of that
-        // index (a mock seal shown to a CUDA worker, another GPU) is refused.
-        if let (Some(b), Some(info)) = (binding, device) {
-            if seal_device_kind(info.kind) != b.device_kind || info.uuid != b.device_uuid {
-                return Err(VramError::WrongDevice {
-                    shard_id: vram_validation::escape_for_log(&h.shard_id, 64),
-                    device: h.gpu_device,
-                });
+        // Authentic: now what it was sealed for. A handle naming a device
+        // index this worker lacks is not one of its handles.
+        let info = device?;
+        match read.binding {
+            // An authentic v2 handle that names another device than ours of
+            // that index (a mock seal shown to a CUDA worker, another GPU),
+            // or another worker, is refused.
+            Some(b) => {
+                if seal_device_kind(info.kind) != b.device_kind || info.uuid != b.device_uuid {
+                    return Err(VramError::WrongDevice {
+                        shard_id: shown(),
+                        device: h.gpu_device,
+                    });
+                }
+                if b.worker_id != self.sealer.worker_id() {
+                    return Err(VramError::WrongWorker { shard_id: shown() });
+                }
             }
+            None if accept_v1 => {}
+            None => return Err(VramError::UnboundHandle { shard_id: shown() }),
         }
         Ok(msg.version())
     }
@@ -577,7 +589,7 @@ impl Verifier<'_> {
     pub(crate) fn check_handle_set<'d>(
         &self,
         handles: &[ModelShardHandle],
-        device: impl Fn(u32) -> Option<&'d DeviceInfo>,
+        device: impl Fn(u32) -> Result<&'d DeviceInfo, VramError>,
     ) -> Result<u8, VramError> {
         let first = handles.first().ok_or_else(|| VramError::InvalidShardSet {
             reason: "no handles".into(),
@@ -585,7 +597,7 @@ impl Verifier<'_> {
         let mut version = None;
         let n = handles.len();
         for (i, h) in handles.iter().enumerate() {
-            let v = self.check_handle(h, device(h.gpu_device))?;
+            let v = self.check_handle(h, device(h.gpu_device), false)?;
             let consistent = usize::from(h.shard_index) == i
                 && usize::from(h.shard_total) == n
                 && h.model_ref == first.model_ref
@@ -609,11 +621,11 @@ impl Verifier<'_> {
     pub(crate) fn verify_handle(
         &self,
         handle: &ModelShardHandle,
-        device: Option<&DeviceInfo>,
+        device: Result<&DeviceInfo, VramError>,
         shard: &SealedShard,
         policy: VerifyPolicy,
     ) -> Result<VerifyReport, VramError> {
-        self.check_handle(handle, device)?;
+        self.check_handle(handle, device, false)?;
         if handle != &shard.handle() {
             return Err(VramError::SealInvalid {
                 shard_id: shard.shard_id().to_string(),
@@ -632,7 +644,12 @@ fn flush(leaf: vram_crypto::LeafSize, batch: &mut Vec<u8>, out: &mut Vec<Sha256D
     }
 }
 
-fn integrity(shard: &SealedShard, corrupt: Vec<CorruptRange>) -> VramError {
+/// The integrity error for `corrupt` leaves: each range once, in file order
+/// (a sample draws with replacement, so one corrupt leaf may be found by
+/// several draws).
+fn integrity(shard: &SealedShard, mut corrupt: Vec<CorruptRange>) -> VramError {
+    corrupt.sort_by_key(|r| (r.leaf_index, r.start, r.end));
+    corrupt.dedup();
     VramError::IntegrityViolation {
         shard_id: shard.shard_id().to_string(),
         device: shard.gpu_device(),
@@ -744,7 +761,7 @@ mod tests {
         m.verify_sealed(&signed()).unwrap();
         let mut s = signed();
         if let Some(p) = s.content.provenance.as_mut() {
-            p.statement_subject_sha256[5] ^= 4;
+            p.statement_sha256[5] ^= 4;
         }
         assert!(invalid(&s), "statement digest edited");
         let mut s = signed();

@@ -209,6 +209,92 @@ fn an_altered_header_is_caught_before_it_is_parsed() {
     assert!(shard.is_compromised());
 }
 
+/// A corrupt length prefix (the header's first 8 bytes) before the first
+/// lease: those bytes are checked against the seal before they are
+/// believed, so no sampled lease is granted on them, the shard is
+/// compromised and the failure audited; nothing is kept from the unchecked
+/// bytes, and putting them back does not make the shard leasable again.
+#[test]
+fn a_corrupt_length_prefix_never_gets_a_lease() {
+    let f = fixture(64 * MIB);
+    let (file, ..) = model();
+    for (round, bad) in [u64::MAX / 2 + 72, 7, 1 << 40, 0]
+        .into_iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let shard = f.manager.seal_model(&file, 0).unwrap();
+        f.device
+            .overwrite(f.last_buffer(), 0, &bad.to_le_bytes())
+            .unwrap();
+        let e = f
+            .manager
+            .lease(&shard, LeasePolicy::Sampled { leaves: 1 })
+            .unwrap_err();
+        let VramError::IntegrityViolation { corrupt, .. } = &e else {
+            panic!("round {round}: {e}");
+        };
+        assert_eq!(corrupt.len(), 1, "{e}");
+        assert_eq!(corrupt[0].leaf_index, 0, "{e}");
+        assert!(shard.is_compromised());
+        assert_eq!(f.audit_count("seal_verification_failed"), round + 1);
+        assert_eq!(f.audit_count("lease_refused"), 2 * round + 1);
+        // The bytes put back: still refused, as compromised, not as a
+        // header of 9223372036854775880 bytes.
+        f.device.overwrite(f.last_buffer(), 0, &file[..8]).unwrap();
+        let again = f.manager.lease(&shard, LeasePolicy::Full).unwrap_err();
+        assert!(matches!(again, VramError::Compromised { .. }), "{again}");
+        shard.release().unwrap();
+    }
+    assert_eq!(f.manager.metrics().leases_granted, 0);
+}
+
+/// A sample draws leaves with replacement: a corrupt leaf drawn twice is
+/// still one corrupt range, in the error and in the audit record, sorted.
+#[test]
+fn a_sampled_refusal_names_each_corrupt_range_once() {
+    let f = fixture_with(64 * MIB, vram_crypto::LeafSize::new(4096).unwrap());
+    let bytes = pattern(32 * 4096, 9);
+    let shard = f.manager.seal_model(&bytes, 0).unwrap();
+    for leaf in 0..32u64 {
+        f.device
+            .flip_bits(f.last_buffer(), leaf * 4096 + 7, 0x01)
+            .unwrap();
+    }
+    // 31 draws among 32 leaves: some leaf is drawn twice, all but surely.
+    let e = f
+        .manager
+        .lease(&shard, LeasePolicy::Sampled { leaves: 31 })
+        .unwrap_err();
+    let VramError::IntegrityViolation { corrupt, .. } = &e else {
+        panic!("{e}");
+    };
+    let indices: Vec<u64> = corrupt.iter().map(|r| r.leaf_index).collect();
+    let mut unique = indices.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(indices, unique, "each range once, in order: {e}");
+    assert!(e
+        .to_string()
+        .contains(&format!("{} corrupt range(s)", unique.len())));
+    let failed = f
+        .audit_lines()
+        .into_iter()
+        .find(|l| l.contains("\"type\":\"seal_verification_failed\""))
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&failed).unwrap();
+    let audited: Vec<u64> = record
+        .pointer("/event/corrupt_ranges")
+        .or_else(|| record.get("corrupt_ranges"))
+        .and_then(|v| v.as_array())
+        .unwrap_or_else(|| panic!("no corrupt_ranges in {failed}"))
+        .iter()
+        .map(|r| r["start"].as_u64().unwrap() / 4096)
+        .collect();
+    assert_eq!(audited, unique, "{failed}");
+}
+
 #[test]
 fn a_hostile_header_gives_no_tensors_but_the_bytes_still_lease() {
     let f = fixture(64 * MIB);

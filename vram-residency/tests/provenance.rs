@@ -46,7 +46,7 @@ fn a_seal_with_provenance_is_v3_and_its_handle_carries_it() {
         json["provenance"],
         serde_json::json!({
             "publisher_key_sha256": "11".repeat(32),
-            "statement_subject_sha256": "22".repeat(32),
+            "statement_sha256": "22".repeat(32),
             "model_name": "org/model",
             "resource_name": "sub/tokenizer.json",
         })
@@ -63,10 +63,7 @@ fn a_seal_with_provenance_is_v3_and_its_handle_carries_it() {
     assert_eq!(sealed.len(), 1);
     let record: serde_json::Value = serde_json::from_str(&sealed[0]).unwrap();
     let event = &record["event"];
-    assert_eq!(
-        event["provenance"]["statement_subject_sha256"],
-        "22".repeat(32)
-    );
+    assert_eq!(event["provenance"]["statement_sha256"], "22".repeat(32));
     assert_eq!(event["provenance"]["resource_name"], "sub/tokenizer.json");
 }
 
@@ -103,8 +100,8 @@ fn an_edited_provenance_fails_check_handle() {
     let handle = shard.handle();
     f.manager.check_handle(&handle).unwrap();
     let edits: [fn(&mut ModelShardHandle); 9] = [
-        |h| prov(h).statement_subject_sha256[0] ^= 1,
-        |h| prov(h).statement_subject_sha256 = [0x33; 32],
+        |h| prov(h).statement_sha256[0] ^= 1,
+        |h| prov(h).statement_sha256 = [0x33; 32],
         |h| prov(h).publisher_key_sha256[31] ^= 0x80,
         |h| prov(h).model_name = ProvenanceName::new("org/other").unwrap(),
         |h| prov(h).resource_name = ProvenanceName::new("other.safetensors").unwrap(),
@@ -159,7 +156,7 @@ fn handle_provenance_is_read_strictly() {
     let good = serde_json::to_value(shard.handle()).unwrap();
     let edits: [fn(&mut serde_json::Value); 5] = [
         |v| v["provenance"]["publisher_key_sha256"] = "AB".repeat(32).into(),
-        |v| v["provenance"]["statement_subject_sha256"] = "22".repeat(31).into(),
+        |v| v["provenance"]["statement_sha256"] = "22".repeat(31).into(),
         |v| v["provenance"]["model_name"] = "org\nmodel".into(),
         |v| v["provenance"]["resource_name"] = "".into(),
         |v| v["provenance"]["extra"] = 1.into(),
@@ -206,7 +203,7 @@ fn a_set_must_name_one_signed_statement() {
         SEAL_FORMAT_V3
     );
     let mut other = provenance("model-00002.safetensors");
-    other.statement_subject_sha256 = [0x99; 32];
+    other.statement_sha256 = [0x99; 32];
     let c = part(1, other);
     f.manager.check_handle(&c.handle()).unwrap();
     assert!(matches!(

@@ -134,7 +134,21 @@ fn v1_handles_still_verify_as_v1() {
     );
     let v1: ModelShardHandle = serde_json::from_str(&json).unwrap();
     assert_eq!(v1.seal_version, SEAL_FORMAT_V1);
-    assert_eq!(f.manager.check_handle(&v1).unwrap(), 1);
+    // It binds no device, worker or set: refused unless the caller asks.
+    assert!(
+        matches!(
+            f.manager.check_handle(&v1),
+            Err(VramError::UnboundHandle { .. })
+        ),
+        "{:?}",
+        f.manager.check_handle(&v1)
+    );
+    assert!(matches!(
+        f.manager.check_handle_set(std::slice::from_ref(&v1)),
+        Err(VramError::UnboundHandle { .. })
+    ));
+    assert!(f.manager.verify_handle(&v1, &shard).is_err());
+    assert_eq!(f.manager.check_handle_allow_v1(&v1).unwrap(), 1);
     // Written back, a v1 handle stays v1 (no new fields appear).
     let again = serde_json::to_string(&v1).unwrap();
     assert!(
@@ -145,8 +159,22 @@ fn v1_handles_still_verify_as_v1() {
     let mut mixed = v1.clone();
     mixed.worker_id = Some("w".into());
     assert!(matches!(
-        f.manager.check_handle(&mixed),
+        f.manager.check_handle_allow_v1(&mixed),
         Err(VramError::SealInvalid { .. })
+    ));
+    // Even accepted, a v1 handle must name a device this worker has.
+    let mut elsewhere = v1.clone();
+    elsewhere.gpu_device = 1;
+    let msg = SealMessage {
+        device_index: 1,
+        ..msg
+    };
+    elsewhere.signature = sign_seal(secret().seal_key().expose_secret(), &msg)
+        .unwrap()
+        .to_string();
+    assert!(matches!(
+        f.manager.check_handle_allow_v1(&elsewhere),
+        Err(VramError::UnknownDevice { index: 1, .. })
     ));
 }
 
@@ -191,4 +219,67 @@ fn shards_of_different_sets_do_not_mix() {
     let x = f.manager.seal_model(&p0, 0).unwrap();
     let y = f.manager.seal_model(&p0, 0).unwrap();
     assert_ne!(x.set_id(), y.set_id());
+}
+
+fn mock_manager(devices: u32, worker: &str) -> VramManager {
+    let devices = (0..devices)
+        .map(|i| {
+            let d: std::sync::Arc<dyn vram_core::Device> = vram_mock::MockDevice::new(i, 64 * MIB);
+            d
+        })
+        .collect();
+    VramManager::new(
+        VramConfig::builder(secret())
+            .devices(devices)
+            .worker_id(worker)
+            .leaf_size(LeafSize::new(64 * 1024).unwrap())
+            .build(),
+    )
+    .unwrap()
+}
+
+/// A handle sealed on device 1 of a two-device worker, shown to a worker
+/// with one device under the same secret: the index it names is not there,
+/// so it is refused (it was accepted, as version 2, when the device check
+/// ran only where the worker had a device of that index).
+#[test]
+fn a_handle_naming_a_device_the_worker_lacks_is_refused() {
+    let two = mock_manager(2, "w");
+    let shard = two.seal_model(&pattern(100_000, 6), 1).unwrap();
+    let handle = shard.handle();
+    assert_eq!(two.check_handle(&handle).unwrap(), 2);
+    let one = mock_manager(1, "w");
+    let e = one.check_handle(&handle).unwrap_err();
+    assert!(
+        matches!(e, VramError::UnknownDevice { index: 1, count: 1 }),
+        "{e}"
+    );
+    assert!(one.check_handle_allow_v1(&handle).is_err());
+    assert!(one.check_handle_set(std::slice::from_ref(&handle)).is_err());
+}
+
+/// The worker id a v2 handle binds is compared: another worker under the
+/// same secret, on the same kind of device, refuses it.
+#[test]
+fn a_handle_sealed_by_another_worker_is_refused() {
+    let a = mock_manager(1, "worker-a");
+    let shard = a.seal_model(&pattern(100_000, 7), 0).unwrap();
+    let handle = shard.handle();
+    assert_eq!(a.check_handle(&handle).unwrap(), 2);
+    a.verify_handle(&handle, &shard).unwrap();
+    let b = mock_manager(1, "worker-b");
+    for result in [
+        b.check_handle(&handle),
+        b.check_handle_allow_v1(&handle),
+        b.check_handle_set(std::slice::from_ref(&handle)),
+    ] {
+        assert!(
+            matches!(result, Err(VramError::WrongWorker { .. })),
+            "{result:?}"
+        );
+    }
+    assert!(matches!(
+        b.verify_handle(&handle, &shard),
+        Err(VramError::WrongWorker { .. })
+    ));
 }

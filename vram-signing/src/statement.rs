@@ -47,6 +47,7 @@ pub struct SignedResource {
 pub struct SignedModel {
     pub(crate) model_name: String,
     pub(crate) subject_sha256: [u8; 32],
+    pub(crate) statement_sha256: [u8; 32],
     pub(crate) serialization: Serialization,
     /// Sorted by name, names unique.
     pub(crate) resources: Vec<SignedResource>,
@@ -66,6 +67,16 @@ impl SignedModel {
     #[must_use]
     pub fn subject_sha256(&self) -> [u8; 32] {
         self.subject_sha256
+    }
+
+    /// SHA-256 of the statement as signed: the DSSE payload bytes the
+    /// signature covers. Unlike [`Self::subject_sha256`], which covers only
+    /// the resources' digests in order (two statements that name their
+    /// files differently share it), it binds every field of the statement:
+    /// what a seal records (`statement_sha256`).
+    #[must_use]
+    pub fn statement_sha256(&self) -> [u8; 32] {
+        self.statement_sha256
     }
 
     /// The serialization rules.
@@ -288,9 +299,12 @@ pub(crate) fn parse_statement(
             "`.` (a single-file model) is listed beside other files",
         ));
     }
+    let mut statement_sha256 = [0u8; 32];
+    statement_sha256.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, payload).as_ref());
     Ok(SignedModel {
         model_name: model_name.to_string(),
         subject_sha256,
+        statement_sha256,
         serialization: Serialization {
             method: method.to_string(),
             hash_type: hash_type.to_string(),
@@ -300,4 +314,56 @@ pub(crate) fn parse_statement(
         resources,
         publisher_key_sha256,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A statement over two files of the given names and digests.
+    fn payload(names: [&str; 2], digests: [[u8; 32]; 2]) -> Vec<u8> {
+        let hex = |d: &[u8; 32]| vram_validation::hex::encode(d);
+        let mut subject = ring::digest::Context::new(&ring::digest::SHA256);
+        digests.iter().for_each(|d| subject.update(d));
+        let subject = hex(&subject.finish().as_ref().try_into().unwrap());
+        let resources: Vec<Value> = names
+            .iter()
+            .zip(&digests)
+            .map(|(n, d)| serde_json::json!({"name": n, "algorithm": "sha256", "digest": hex(d)}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "_type": STATEMENT_TYPE,
+            "predicateType": PREDICATE_TYPE,
+            "subject": [{"name": "model", "digest": {"sha256": subject}}],
+            "predicate": {
+                "serialization": {"method": "files", "hash_type": "sha256", "allow_symlinks": false},
+                "resources": resources,
+            },
+        }))
+        .unwrap()
+    }
+
+    /// Two statements that list the same digests in the same order under
+    /// other file names share their subject digest; what a seal binds (the
+    /// statement's own SHA-256) tells them apart.
+    #[test]
+    fn statements_sharing_a_subject_digest_have_different_statement_digests() {
+        let digests = [[1u8; 32], [2u8; 32]];
+        let a = payload(["config.json", "model.safetensors"], digests);
+        let b = payload(["model.safetensors", "tokenizer.json"], digests);
+        let key = [7u8; 32];
+        let (sa, sb) = (
+            parse_statement(&a, key).unwrap(),
+            parse_statement(&b, key).unwrap(),
+        );
+        assert_eq!(sa.subject_sha256(), sb.subject_sha256());
+        assert_ne!(sa.statement_sha256(), sb.statement_sha256());
+        for (payload, signed) in [(&a, &sa), (&b, &sb)] {
+            assert_eq!(
+                ring::digest::digest(&ring::digest::SHA256, payload).as_ref(),
+                signed.statement_sha256()
+            );
+        }
+    }
 }

@@ -212,11 +212,11 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         let plan = super::signed::plan(model_path, signature, key, model_ref_flag.as_ref())?;
         if !quiet {
             eprintln!(
-                "vram: signature verified: {} ({} file(s), subject sha256:{}, publisher key sha256:{}); \
+                "vram: signature verified: {} ({} file(s), statement sha256:{}, publisher key sha256:{}); \
                  each file is checked against it as it is sealed",
                 vram_validation::escape_for_log(plan.model.model_name(), 80),
                 plan.model.resources().len(),
-                vram_validation::hex::encode(&plan.model.subject_sha256()),
+                vram_validation::hex::encode(&plan.model.statement_sha256()),
                 vram_validation::hex::encode(&plan.model.publisher_key_sha256()),
             );
             for name in &plan.empty {

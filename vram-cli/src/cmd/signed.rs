@@ -143,7 +143,7 @@ pub(crate) fn plan(
             .map_err(|e| CliError::env(format!("signed digest: {e}")))?;
         let provenance = vram_residency::Provenance::new(
             model.publisher_key_sha256(),
-            model.subject_sha256(),
+            model.statement_sha256(),
             model.model_name(),
             &f.name,
         )
