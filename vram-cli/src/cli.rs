@@ -381,7 +381,7 @@ pub(crate) struct AuditVerifyArgs {
     /// detect a deleted tail or another log in its place.
     #[arg(long)]
     pub(crate) checkpoint: Option<String>,
-    /// The chain starts after this record, SEQ:HASH[:LOG_ID] (the head of
+    /// The chain starts after this record, SEQ:HASH or SEQ:HASH:LOG_ID (the head of
     /// segments archived and removed; see docs/audit-log.md, Rotation and
     /// retention): the first record given must be the one after it.
     #[arg(long, value_name = "SEQ:HASH[:LOG_ID]")]

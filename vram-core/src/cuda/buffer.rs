@@ -258,7 +258,7 @@ impl CudaBuffer {
         Self { alloc, shared }
     }
 
-    /// This buffer's id in [`CudaDevice::live_buffers`](super::CudaDevice::live_buffers).
+    /// This buffer's id in `CudaDevice::live_buffers` (a test hook).
     pub fn id(&self) -> u64 {
         self.alloc.id
     }

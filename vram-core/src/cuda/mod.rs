@@ -21,8 +21,10 @@
 //!   and a staging buffer is never refilled before its copy has completed.
 //! - **On-device leaf hashing** ([`DeviceBuffer::hash_leaves_on_device`]): a
 //!   SHA-256 kernel compiled with NVRTC at first use and cached per device.
-//! - **A deliberate corruption path for tests and demos**
-//!   ([`CudaDevice::overwrite`]): it writes device memory behind a seal's back.
+//! - **A deliberate corruption path for tests** (`CudaDevice::overwrite`,
+//!   behind the `test-hooks` feature) and one byte flipped for the demo
+//!   (`CudaDevice::corrupt_one_byte_for_demo`, behind `demo`): each writes
+//!   device memory behind a seal's back, and neither is in a default build.
 //!
 //! [`DeviceBuffer::hash_leaves_on_device`]: crate::DeviceBuffer::hash_leaves_on_device
 
