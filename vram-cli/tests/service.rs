@@ -512,7 +512,12 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
     drop(idle);
     let (status, _, _) = get(&addr, "/metrics");
     assert!(status.contains(" 200 "), "after: {status}");
-    let (_, hwm, _) = rss_hwm_threads(pid);
+    let (rss, hwm, threads) = rss_hwm_threads(pid);
+    eprintln!(
+        "holder after a 400 MiB header and 300 idle connections: peak resident {} KiB, now {} KiB, {threads} threads",
+        hwm / 1024,
+        rss / 1024
+    );
     assert!(hwm < LIMIT_BYTES, "peak resident {hwm} bytes");
     terminate(child, &rx);
 }
@@ -622,6 +627,7 @@ fn holding_a_small_file_costs_little_cpu() {
     std::thread::sleep(Duration::from_secs(2));
     let used = (cpu_ticks(pid) - before) as f64 / hz as f64;
     let interval = t0.elapsed().as_secs_f64();
+    eprintln!("holding a 6-byte file: {used:.2} s of CPU in {interval:.2} s");
     assert!(
         used < 0.05 * interval,
         "{used:.2} s of CPU in {interval:.2} s holding a 6-byte file"
