@@ -169,6 +169,33 @@ fn unsafe_code_lives_only_in_the_cuda_backend_and_the_file_map() {
     );
 }
 
+#[test]
+fn the_key_id_label_has_one_owner() {
+    // A label that derives key identities is written in one place, vram-secrets
+    // (the lower floor); others call `vram_secrets::KeyId::of_mac_key`. Tests
+    // keep the literal as a known answer. Built from pieces so this file does
+    // not count.
+    let label = concat!("vram-residency/", "key-id/v1");
+    let owner = "vram-secrets/src/key.rs";
+    let mut files = Vec::new();
+    for c in CRATES {
+        rust_files(&root().join(c).join("src"), &mut files);
+    }
+    let mut owners = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(root()).unwrap_or(f).display().to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        if library_part(&text).contains(label) {
+            owners.push(rel);
+        }
+    }
+    assert_eq!(
+        owners,
+        [owner],
+        "the key-id label belongs to {owner} alone; elsewhere use vram_secrets::KeyId::of_mac_key"
+    );
+}
+
 /// The floor table and the dependency diagram of `docs/ARCHITECTURE.md`,
 /// checked against every member's `Cargo.toml`.
 ///
