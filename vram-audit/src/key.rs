@@ -64,10 +64,11 @@ impl AuditKey {
         self.signer.as_ref()
     }
 
-    /// The key's public fingerprint: hex of the first 8 bytes of
-    /// HMAC-SHA256(key, `"vram-residency/key-id/v1"`), 16 hex digits
-    /// ([`vram_secrets::KeyId::of_mac_key`], the one key-id function, so
-    /// the id is the one `SecretKey::key_id` gives for the same key).
+    /// The key's public fingerprint, 16 hex digits: the
+    /// [`vram_secrets::KeyId`] of the key, from
+    /// [`vram_secrets::KeyId::of_mac_key`] (the one key-id function, whose
+    /// label vram-secrets owns), so the id is the one `SecretKey::key_id`
+    /// gives for the same key.
     ///
     /// It names the key (so logs written under a rotated key can be told apart)
     /// without revealing anything usable to forge a record.

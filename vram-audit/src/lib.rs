@@ -8,6 +8,7 @@ mod flusher;
 mod key;
 mod lock;
 mod log;
+mod open;
 mod options;
 mod record;
 mod recover;

@@ -20,7 +20,7 @@ use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::backend::{open_log_file, regular_or_absent, Access};
+use crate::open::{open_log_file, regular_or_absent, Access};
 use crate::AuditError;
 
 /// Longest pause between two tries.

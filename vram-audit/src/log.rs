@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, MemoryBackend};
 use crate::flusher::Flusher;
-use crate::record::{self, GENESIS_PREV};
+use crate::record;
+use crate::recover::Resume;
 use crate::{
     AuditError, AuditEvent, AuditKey, Checkpoint, FailureMode, FsyncPolicy, LogOptions, Severity,
 };
@@ -243,32 +244,6 @@ fn check_worker_id(worker_id: &str) -> Result<(), AuditError> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Where a reopened chain continues.
-pub(crate) struct Resume {
-    pub(crate) seq: u64,
-    pub(crate) prev: String,
-    /// The continued chain's log id (`None`: format 1, or a new log whose
-    /// genesis record sets it).
-    pub(crate) log_id: Option<String>,
-    pub(crate) committed_len: u64,
-    /// (bytes cut off, line where they began)
-    pub(crate) torn: Option<(u64, u64)>,
-    pub(crate) continued: bool,
-}
-
-impl Resume {
-    pub(crate) fn fresh() -> Self {
-        Self {
-            seq: 0,
-            prev: GENESIS_PREV.to_owned(),
-            log_id: None,
-            committed_len: 0,
-            torn: None,
-            continued: false,
-        }
-    }
 }
 
 impl AuditLog {

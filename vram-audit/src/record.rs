@@ -10,6 +10,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use ring::{digest, hmac};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -346,53 +347,14 @@ pub(crate) fn authenticate_with(
 
 /// RFC 3339 UTC timestamp with nanoseconds, e.g. `2025-01-31T12:00:00.000000001Z`.
 ///
-/// A clock set before 1970 yields the epoch.
+/// A clock set before 1970 (or past the calendar's range) yields the epoch.
 pub(crate) fn rfc3339_utc(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (y, m, day) = civil_from_days(secs / 86_400).unwrap_or((1970, 1, 1));
-    let rem = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3_600,
-        (rem % 3_600) / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
-/// (H. Hinnant's `civil_from_days`, restricted to non-negative days).
-fn civil_from_days(days: u64) -> Option<(u64, u64, u64)> {
-    let z = days.checked_add(719_468)?;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = doe
-        .checked_sub(doe / 1_460)?
-        .checked_add(doe / 36_524)?
-        .checked_sub(doe / 146_096)?
-        / 365;
-    let year = yoe.checked_add(era.checked_mul(400)?)?;
-    let doy = doe.checked_sub(
-        yoe.checked_mul(365)?
-            .checked_add(yoe / 4)?
-            .checked_sub(yoe / 100)?,
-    )?;
-    let mp = doy.checked_mul(5)?.checked_add(2)? / 153;
-    let day = doy
-        .checked_sub(mp.checked_mul(153)?.checked_add(2)? / 5)?
-        .checked_add(1)?;
-    let month = if mp < 10 {
-        mp.checked_add(3)?
-    } else {
-        mp.checked_sub(9)?
-    };
-    let year = if month <= 2 {
-        year.checked_add(1)?
-    } else {
-        year
-    };
-    Some((year, month, day))
+    let at = i64::try_from(d.as_secs())
+        .ok()
+        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, d.subsec_nanos()))
+        .unwrap_or(DateTime::UNIX_EPOCH);
+    at.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 #[cfg(test)]
@@ -412,6 +374,19 @@ mod tests {
         );
         assert_eq!(at(4_102_444_800, 0), "2100-01-01T00:00:00.000000000Z");
         assert_eq!(at(1_735_689_599, 0), "2024-12-31T23:59:59.000000000Z");
+        assert_eq!(at(253_402_300_799, 1), "9999-12-31T23:59:59.000000001Z");
+        let before_1970 = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339_utc(before_1970), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_an_rfc_3339_parser() {
+        for (s, n) in [(0, 0), (951_782_400, 5), (1_709_251_199, 999_999_999)] {
+            let t = UNIX_EPOCH + Duration::new(s, n);
+            let text = rfc3339_utc(t);
+            let back = DateTime::parse_from_rfc3339(&text).unwrap();
+            assert_eq!(SystemTime::from(back), t, "{text}");
+        }
     }
 
     #[test]

@@ -13,13 +13,39 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::backend::{
-    base_name, check_not_protected, list_segments, open_log_file, parent_dir, regular_or_absent,
-    segment_name, sync_dir, Access, Backend as _, FileBackend,
+    base_name, check_not_protected, list_segments, parent_dir, segment_name, sync_dir,
+    Backend as _, FileBackend,
 };
-use crate::log::Resume;
-use crate::record::{begins_like_record, RECORD_START_MAX};
+use crate::open::{open_log_file, regular_or_absent, Access};
+use crate::record::{begins_like_record, GENESIS_PREV, RECORD_START_MAX};
 use crate::verify::{feed_open_file, ChainVerifier, FindingKind, LastRecord, Start, VerifyOptions};
 use crate::{lock, AuditError, AuditEvent, AuditKey, RecordedEvent};
+
+/// Where a reopened chain continues.
+pub(crate) struct Resume {
+    pub(crate) seq: u64,
+    pub(crate) prev: String,
+    /// The continued chain's log id (`None`: format 1, or a new log whose
+    /// genesis record sets it).
+    pub(crate) log_id: Option<String>,
+    pub(crate) committed_len: u64,
+    /// (bytes cut off, line where they began)
+    pub(crate) torn: Option<(u64, u64)>,
+    pub(crate) continued: bool,
+}
+
+impl Resume {
+    pub(crate) fn fresh() -> Self {
+        Self {
+            seq: 0,
+            prev: GENESIS_PREV.to_owned(),
+            log_id: None,
+            committed_len: 0,
+            torn: None,
+            continued: false,
+        }
+    }
+}
 
 /// How a file log is to be opened.
 pub(crate) struct OpenSpec<'a> {

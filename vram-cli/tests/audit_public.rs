@@ -162,6 +162,52 @@ fn show_refuses_filters_that_cannot_match_and_files_that_are_not_logs() {
 }
 
 #[test]
+fn show_refuses_times_that_are_not_on_the_calendar() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, model) = (secret(dir.path()), model(dir.path()));
+    let log = dir.path().join("audit.jsonl");
+    seal_ok(&secret, &log, &model, &[]);
+
+    for bad in [
+        "2026-13-01",
+        "2026-01-32",
+        "2026-02-30",
+        "2026-13-01T00:00:00Z",
+        "2026-01-31T12:30:60Z",
+    ] {
+        let out = audit(&["show", "--since", bad], &[&log]);
+        assert_eq!(code(&out), 2, "{bad}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("--since"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "{bad}");
+    }
+    // An offset is refused as the help says: UTC only.
+    let out = audit(&["show", "--until", "2026-01-31T12:00:00+01:00"], &[&log]);
+    assert_eq!(code(&out), 2);
+    assert!(text(&out.stderr).contains("UTC"), "{}", text(&out.stderr));
+    // Real dates, a leap day and a leap second, still filter.
+    let out = audit(
+        &[
+            "show",
+            "--json",
+            "--since",
+            "2000-02-29",
+            "--until",
+            "2016-12-31T23:59:60Z",
+        ],
+        &[&log],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "the log was written after 2016");
+    let out = audit(&["show", "--json", "--since", "2000-02-29"], &[&log]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!out.stdout.is_empty());
+}
+
+#[test]
 fn a_log_renamed_by_logrotate_is_refused_by_name_and_still_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let (secret, model) = (secret(dir.path()), model(dir.path()));

@@ -9,7 +9,8 @@
 
 use zeroize::Zeroize;
 
-use crate::key::KEY_LEN;
+/// Length of a [`SecretKey`](crate::SecretKey) in bytes.
+pub const KEY_LEN: usize = 32;
 
 /// A 32-byte zeroizing heap buffer, named for the probe.
 pub(crate) struct KeyBuf {

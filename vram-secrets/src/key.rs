@@ -7,11 +7,8 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use crate::buf::KeyBuf;
+use crate::buf::{KeyBuf, KEY_LEN};
 use crate::SecretsError;
-
-/// Length of a [`SecretKey`] in bytes.
-pub const KEY_LEN: usize = 32;
 
 /// The HMAC message whose tag, truncated, is a key's [`KeyId`].
 const KEY_ID_LABEL: &[u8] = b"vram-residency/key-id/v1";

@@ -14,6 +14,7 @@ mod worker;
 /// (`vram_validation::escape_path_for_log`, `escape_for_log`).
 const SHOWN_CHARS: usize = 200;
 
+pub use buf::KEY_LEN;
 pub use error::SecretsError;
-pub use key::{KeyId, SecretKey, KEY_LEN};
+pub use key::{KeyId, SecretKey};
 pub use worker::{KeyPurpose, WorkerSecret, MAX_SECRET_LEN, MIN_SECRET_LEN};

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
+use crate::buf::KEY_LEN;
 use crate::file::{credential_path, read_secret_file, read_secret_stdin, Loaded, Origin};
 use crate::hkdf::hkdf_sha256_32;
-use crate::key::{SecretKey, KEY_LEN};
+use crate::key::SecretKey;
 use crate::SecretsError;
 
 /// The shortest worker secret accepted, in bytes.

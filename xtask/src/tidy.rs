@@ -169,6 +169,410 @@ fn unsafe_code_lives_only_in_the_cuda_backend_and_the_file_map() {
     );
 }
 
+#[test]
+fn the_key_id_label_has_one_owner() {
+    // A label that derives key identities is written in one place, vram-secrets
+    // (the lower floor); others call `vram_secrets::KeyId::of_mac_key`. Tests
+    // keep the literal as a known answer. Built from pieces so this file does
+    // not count.
+    let label = concat!("vram-residency/", "key-id/v1");
+    let owner = "vram-secrets/src/key.rs";
+    let mut files = Vec::new();
+    for c in CRATES {
+        rust_files(&root().join(c).join("src"), &mut files);
+    }
+    let mut owners = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(root()).unwrap_or(f).display().to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        if library_part(&text).contains(label) {
+            owners.push(rel);
+        }
+    }
+    assert_eq!(
+        owners,
+        [owner],
+        "the key-id label belongs to {owner} alone; elsewhere use vram_secrets::KeyId::of_mac_key"
+    );
+}
+
+/// No file of a crate depends on a file that depends back on it: each crate's
+/// file-level import graph (edges from `use crate::…`, `super::…`, `self::…`
+/// and child-module paths, and from `crate::…`/`super::…` paths written in
+/// code) has no cycle outside [`import_graph::ALLOWED`].
+///
+/// A path names the file of its longest module prefix (`src/a/b.rs` or
+/// `src/a/b/mod.rs` is `a::b`); a name a file imports (a re-export, say) is
+/// followed to the file it comes from. The crate root (`lib.rs`, or `main.rs`
+/// without one) declares and re-exports every module, so edges out of it are
+/// not counted. Test modules (after `#[cfg(test)]`) and comment lines are
+/// skipped.
+mod import_graph {
+    use super::{library_part, root, rust_files, CRATES};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Cycles known today, as (crate, files under `src/`): a cycle of files
+    /// that all appear in one entry passes. Each entry is debt, not policy.
+    pub(super) const ALLOWED: &[(&str, &[&str])] = &[(
+        // `vram seal` and its worker call each other through the command
+        // module; this goes when the worker becomes a crate of its own.
+        "vram-cli",
+        &["cmd/mod.rs", "cmd/seal.rs", "cmd/signed.rs", "worker.rs"],
+    )];
+
+    type ModPath = Vec<String>;
+
+    /// One source file: its module path, the child modules it declares and
+    /// the paths its code names (whether `use`d or written out).
+    pub(super) struct File {
+        module: ModPath,
+        children: BTreeSet<String>,
+        /// Name bound by each `use` (its alias, or the last segment) and the
+        /// path as written.
+        imports: Vec<(String, Vec<String>)>,
+        /// Paths written in code, outside `use` declarations.
+        inline: Vec<Vec<String>>,
+    }
+
+    /// The module path of a file, given relative to `src/`.
+    fn module_of(rel: &str) -> ModPath {
+        let mut parts: ModPath = rel
+            .strip_suffix(".rs")
+            .unwrap_or(rel)
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        let last = parts.last().map(String::as_str);
+        if parts.len() == 1 && matches!(last, Some("lib" | "main")) {
+            parts.clear();
+        } else if last == Some("mod") {
+            parts.pop();
+        }
+        parts
+    }
+
+    fn is_ident(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_' || c == '$'
+    }
+
+    fn segments(path: &str) -> Vec<String> {
+        path.split("::")
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Splits a `use` group's inside at its top-level commas.
+    fn split_top(inner: &str) -> Vec<&str> {
+        let (mut out, mut depth, mut start) = (Vec::new(), 0usize, 0usize);
+        for (i, c) in inner.char_indices() {
+            match c {
+                '{' => depth = depth.saturating_add(1),
+                '}' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    out.push(&inner[start..i]);
+                    start = i.saturating_add(1);
+                }
+                _ => {}
+            }
+        }
+        out.push(&inner[start..]);
+        out.into_iter().filter(|s| !s.trim().is_empty()).collect()
+    }
+
+    /// The (bound name, path) pairs of a `use` tree: `a::{b, c::{d as e}}`
+    /// gives (`b`, `a::b`) and (`e`, `a::c::d`).
+    pub(super) fn flatten(tree: &str, prefix: &[String], out: &mut Vec<(String, Vec<String>)>) {
+        let tree = tree.trim();
+        if let Some(open) = tree.find('{') {
+            let mut path = prefix.to_vec();
+            path.extend(segments(&tree[..open]));
+            let inner = tree[open..]
+                .trim_start_matches('{')
+                .trim_end()
+                .strip_suffix('}')
+                .unwrap_or_default();
+            for item in split_top(inner) {
+                flatten(item, &path, out);
+            }
+            return;
+        }
+        let (path, alias) = match tree.split_once(" as ") {
+            Some((p, a)) => (p, Some(a.trim().to_string())),
+            None => (tree, None),
+        };
+        let mut full = prefix.to_vec();
+        full.extend(segments(path));
+        if full.last().is_some_and(|s| s == "self") {
+            full.pop();
+        }
+        if let Some(name) = alias.or_else(|| full.last().cloned()) {
+            out.push((name, full));
+        }
+    }
+
+    /// Reads one file's library part.
+    pub(super) fn parse(rel: &str, text: &str) -> File {
+        let code: String = library_part(text)
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut children = BTreeSet::new();
+        let mut imports = Vec::new();
+        let mut rest = String::new();
+        let mut prev = ' ';
+        let mut i = 0usize;
+        while let Some(tail) = code.get(i..) {
+            let Some(c) = tail.chars().next() else { break };
+            let boundary = !is_ident(prev) && prev != ':';
+            if boundary && (tail.starts_with("use ") || tail.starts_with("mod ")) {
+                let end = tail.find([';', '{']).unwrap_or(tail.len());
+                let is_use = tail.starts_with("use ");
+                let end = if is_use {
+                    tail.find(';').unwrap_or(tail.len())
+                } else {
+                    end
+                };
+                let body = &tail[4..end];
+                if is_use {
+                    flatten(body, &[], &mut imports);
+                    i = i.saturating_add(end);
+                    prev = ';';
+                    continue;
+                }
+                if tail[end..].starts_with(';') {
+                    children.insert(body.trim().to_string());
+                }
+            }
+            rest.push(c);
+            prev = c;
+            i = i.saturating_add(c.len_utf8());
+        }
+        let mut inline = Vec::new();
+        for start in ["crate::", "super::"] {
+            for (at, _) in rest.match_indices(start) {
+                let before = rest[..at].chars().next_back().unwrap_or(' ');
+                if (is_ident(before) && before != '$') || before == ':' {
+                    continue;
+                }
+                let path: String = rest[at..]
+                    .chars()
+                    .take_while(|c| is_ident(*c) || *c == ':')
+                    .collect();
+                inline.push(segments(&path));
+            }
+        }
+        File {
+            module: module_of(rel),
+            children,
+            imports,
+            inline,
+        }
+    }
+
+    /// The absolute module path a path written in `file` names, or `None`
+    /// for another crate's.
+    fn absolute(segs: &[String], file: &File) -> Option<ModPath> {
+        let first = segs.first()?.as_str();
+        let mut base = file.module.clone();
+        let mut rest = segs;
+        match first {
+            "crate" | "$crate" => {
+                base.clear();
+                rest = &segs[1..];
+            }
+            "self" => rest = &segs[1..],
+            "super" => {
+                while rest.first().is_some_and(|s| s == "super") {
+                    base.pop()?;
+                    rest = &rest[1..];
+                }
+            }
+            name if file.children.contains(name) => {}
+            _ => return None,
+        }
+        base.extend(rest.iter().cloned());
+        Some(base)
+    }
+
+    /// The file (its key in `files`) that defines what `path` names.
+    fn file_of(path: &[String], files: &BTreeMap<String, File>, depth: u8) -> Option<String> {
+        let (key, file, len) = (0..=path.len()).rev().find_map(|len| {
+            files
+                .iter()
+                .find(|(_, f)| f.module == path[..len])
+                .map(|(k, f)| (k, f, len))
+        })?;
+        // The root's re-exports are the crate's facade, not followed (every
+        // file would otherwise reach every other through the error type).
+        if let Some(next) = path.get(len).filter(|_| !file.module.is_empty()) {
+            let imported = file.imports.iter().find(|(name, _)| name == next);
+            if let (Some((_, target)), true) = (imported, depth < 16) {
+                if let Some(mut target) = absolute(target, file) {
+                    target.extend(path[len..].iter().skip(1).cloned());
+                    return file_of(&target, files, depth.saturating_add(1));
+                }
+            }
+        }
+        Some(key.clone())
+    }
+
+    /// Each file's edges to the other files of its crate, but not to the
+    /// modules it declares (or theirs): a module owns its children and
+    /// dispatches to them, and they may use what it holds.
+    pub(super) fn edges(files: &BTreeMap<String, File>) -> BTreeMap<String, BTreeSet<String>> {
+        let mut out = BTreeMap::new();
+        for (key, file) in files {
+            let paths = file.imports.iter().map(|(_, p)| p).chain(&file.inline);
+            let to: BTreeSet<String> = paths
+                .filter_map(|p| absolute(p, file))
+                .filter_map(|p| file_of(&p, files, 0))
+                .filter(|t| {
+                    files.get(t).is_some_and(|f| {
+                        !f.module.is_empty() && !f.module.starts_with(&file.module)
+                    })
+                })
+                .collect();
+            out.insert(key.clone(), to);
+        }
+        out
+    }
+
+    fn reach(from: &str, edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![from.to_string()];
+        while let Some(n) = todo.pop() {
+            for m in edges.get(&n).into_iter().flatten() {
+                if seen.insert(m.clone()) {
+                    todo.push(m.clone());
+                }
+            }
+        }
+        seen
+    }
+
+    /// The sets of files that reach each other (strongly connected, two or more).
+    pub(super) fn cycles(edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeSet<BTreeSet<String>> {
+        let reaches: BTreeMap<&String, BTreeSet<String>> =
+            edges.keys().map(|k| (k, reach(k, edges))).collect();
+        reaches
+            .iter()
+            .filter(|(k, r)| r.contains(**k))
+            .map(|(k, r)| {
+                r.iter()
+                    .filter(|m| reaches.get(m).is_some_and(|back| back.contains(*k)))
+                    .cloned()
+                    .collect::<BTreeSet<String>>()
+            })
+            .collect()
+    }
+
+    /// A crate's source files, keyed by their path under `src/`.
+    pub(super) fn crate_files(krate: &str) -> BTreeMap<String, File> {
+        let src = root().join(krate).join("src");
+        let mut paths = Vec::new();
+        rust_files(&src, &mut paths);
+        let has_lib = src.join("lib.rs").is_file();
+        paths
+            .iter()
+            .filter_map(|p| {
+                let rel = p.strip_prefix(&src).ok()?.display().to_string();
+                // With a library, `main.rs` is a crate of its own.
+                if has_lib && rel == "main.rs" {
+                    return None;
+                }
+                let text = std::fs::read_to_string(p).ok()?;
+                let file = parse(&rel, &text);
+                Some((rel, file))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_file_depends_on_a_file_that_depends_back_on_it() {
+        let mut problems = Vec::new();
+        let mut edge_count = 0usize;
+        for krate in CRATES {
+            let edges = edges(&crate_files(krate));
+            edge_count = edge_count.saturating_add(edges.values().map(BTreeSet::len).sum());
+            for cycle in cycles(&edges) {
+                let allowed = ALLOWED.iter().any(|(c, files)| {
+                    c == krate && cycle.iter().all(|f| files.contains(&f.as_str()))
+                });
+                if !allowed {
+                    let detail: Vec<String> = cycle
+                        .iter()
+                        .map(|f| {
+                            let to: Vec<&String> =
+                                edges[f].iter().filter(|t| cycle.contains(*t)).collect();
+                            format!("{f} -> {to:?}")
+                        })
+                        .collect();
+                    problems.push(format!("{krate}: {}", detail.join(", ")));
+                }
+            }
+        }
+        assert!(edge_count > 50, "tidy found too few imports: {edge_count}");
+        assert!(
+            problems.is_empty(),
+            "files that import each other (move the shared item to the file that owns it):\n{}",
+            problems.join("\n")
+        );
+    }
+
+    #[test]
+    fn imports_are_read_as_the_compiler_reads_them() {
+        let mut out = Vec::new();
+        flatten("crate::a::{b, c::{d as e, self}, f::*}", &[], &mut out);
+        let got: Vec<(String, String)> = out.into_iter().map(|(n, p)| (n, p.join("::"))).collect();
+        let want = [
+            ("b", "crate::a::b"),
+            ("e", "crate::a::c::d"),
+            ("c", "crate::a::c"),
+            ("*", "crate::a::f::*"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(got, want);
+
+        let files: BTreeMap<String, File> = [
+            ("lib.rs", "mod a;\nmod b;\npub use a::Thing;\n"),
+            ("a.rs", "use crate::b::helper;\npub struct Thing;\n"),
+            (
+                "b.rs",
+                "// use crate::c::Ignored;\npub fn helper() -> crate::a::Thing { crate::a::Thing }\n#[cfg(test)]\nmod tests { use super::super::c::*; }\n",
+            ),
+            ("c/mod.rs", "mod d;\npub(crate) use d::Deep;\n"),
+            ("f.rs", "fn f() -> crate::Thing { crate::Thing }\n"),
+            ("c/d.rs", "pub struct Deep(super::super::b::X);\n"),
+            ("e.rs", "fn f() -> super::c::Deep { todo() }\n"),
+        ]
+        .into_iter()
+        .map(|(rel, text)| (rel.to_string(), parse(rel, text)))
+        .collect();
+        let edges = edges(&files);
+        let to = |f: &str| edges[f].iter().cloned().collect::<Vec<_>>();
+        assert_eq!(to("a.rs"), ["b.rs"]);
+        assert_eq!(to("b.rs"), ["a.rs"]);
+        // A module's paths into its own children are not edges.
+        assert!(to("c/mod.rs").is_empty());
+        // The root's re-exports are not followed.
+        assert!(to("f.rs").is_empty());
+        assert_eq!(to("c/d.rs"), ["b.rs"]);
+        // Through `c`'s import, to `c/d.rs`.
+        assert_eq!(to("e.rs"), ["c/d.rs"]);
+        let found: Vec<Vec<String>> = cycles(&edges)
+            .into_iter()
+            .map(|c| c.into_iter().collect())
+            .collect();
+        assert_eq!(found, [["a.rs", "b.rs"]]);
+    }
+}
+
 /// The floor table and the dependency diagram of `docs/ARCHITECTURE.md`,
 /// checked against every member's `Cargo.toml`.
 ///

@@ -4,6 +4,7 @@
 use super::{audit_key, audit_signer};
 use crate::cli::{AuditHeadArgs, AuditPublicKeyArgs, AuditShowArgs, AuditVerifyArgs};
 use crate::exit::{shown_path, CliError};
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use std::path::{Path, PathBuf};
 use vram_audit::{
     is_log_file, read_records, segment_files, verify_chain_public, verify_chain_with, AuditEvent,
@@ -594,7 +595,9 @@ fn summary(r: &ShownRecord) -> String {
 /// A `--since`/`--until` time, in the form records store theirs
 /// (`YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ`, UTC), so that comparing the text
 /// compares the times. Takes RFC 3339 in UTC (`Z`, any fraction up to
-/// nanoseconds) or a date alone (midnight UTC).
+/// nanoseconds; a leap second only at 23:59:60, which sorts after every
+/// time of 23:59:59 of that day) or a date alone (midnight UTC); dates are
+/// checked against the calendar (no month 13, no February 30).
 fn time_arg(flag: &str, value: &str) -> Result<String, CliError> {
     let err = || {
         CliError::usage(format!(
@@ -602,40 +605,29 @@ fn time_arg(flag: &str, value: &str) -> Result<String, CliError> {
             escape_for_log(value, 40)
         ))
     };
-    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
-    let (date, time) = match value.split_once(['T', 't']) {
-        Some((d, t)) => (d, Some(t)),
-        None => (value, None),
+    let full = match value.split_once(['T', 't']) {
+        None => format!("{value}T00:00:00Z"),
+        Some((_, time)) => {
+            let Some(time) = time.strip_suffix(['Z', 'z']) else {
+                return Err(CliError::usage(format!(
+                    "{flag}: give the time in UTC, ending in Z"
+                )));
+            };
+            // Records keep nanoseconds: a finer fraction would be cut silently.
+            if time.split_once('.').is_some_and(|(_, frac)| frac.len() > 9) {
+                return Err(err());
+            }
+            value.to_owned()
+        }
     };
-    let mut d = date.split('-');
-    let (Some(y), Some(m), Some(day), None) = (d.next(), d.next(), d.next(), d.next()) else {
-        return Err(err());
-    };
-    if !(digits(y, 4) && digits(m, 2) && digits(day, 2)) {
-        return Err(err());
-    }
-    let Some(time) = time else {
-        return Ok(format!("{date}T00:00:00.000000000Z"));
-    };
-    let time = time
-        .strip_suffix(['Z', 'z'])
-        .ok_or_else(|| CliError::usage(format!("{flag}: give the time in UTC, ending in Z")))?;
-    let (hms, frac) = match time.split_once('.') {
-        Some((h, f)) => (h, f),
-        None => (time, ""),
-    };
-    let mut t = hms.split(':');
-    let (Some(h), Some(min), Some(sec), None) = (t.next(), t.next(), t.next(), t.next()) else {
-        return Err(err());
-    };
-    if !(digits(h, 2) && digits(min, 2) && digits(sec, 2))
-        || frac.len() > 9
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || (time.contains('.') && frac.is_empty())
-    {
+    let at = DateTime::parse_from_rfc3339(&full)
+        .map_err(|_| err())?
+        .with_timezone(&Utc);
+    let leap_second = at.nanosecond() >= 1_000_000_000;
+    if leap_second && (at.hour(), at.minute()) != (23, 59) {
         return Err(err());
     }
-    Ok(format!("{date}T{hms}.{frac:0<9}Z"))
+    Ok(at.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
 
 #[cfg(test)]
@@ -670,6 +662,53 @@ mod tests {
             "2026-01-31T12:00:00.1234567890Z",
         ] {
             assert!(time_arg("--since", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_and_times_off_the_calendar_are_refused() {
+        for bad in [
+            "2026-13-01",
+            "2026-00-10",
+            "2026-01-32",
+            "2026-02-30",
+            "2025-02-29",
+            "2100-02-29",
+            "2026-04-31T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-31T24:00:00Z",
+            "2026-01-31T12:60:00Z",
+            "2026-01-31T12:30:60Z",
+            "2026-01-31T23:59:61Z",
+            "2026-01-31T12:00:00+00:00",
+            "2026-01-31T12:00:00-00:00",
+            "2026-01-31 12:00:00Z",
+        ] {
+            assert!(time_arg("--since", bad).is_err(), "{bad}");
+        }
+        assert!(time_arg("--since", "2024-02-29").is_ok());
+        assert!(time_arg("--since", "2000-02-29T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn a_leap_second_sorts_between_the_last_second_and_the_next_day() {
+        let leap = time_arg("--until", "2016-12-31T23:59:60Z").unwrap();
+        let before = time_arg("--until", "2016-12-31T23:59:59.999999999Z").unwrap();
+        let after = time_arg("--until", "2017-01-01").unwrap();
+        assert!(before < leap && leap < after, "{before} {leap} {after}");
+    }
+
+    #[test]
+    fn a_normalised_time_reads_back_as_itself() {
+        for input in [
+            "1970-01-01T00:00:00Z",
+            "2000-02-29T23:59:59.000000001Z",
+            "2026-01-31T12:00:00.5Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "2016-12-31T23:59:60.25Z",
+        ] {
+            let once = time_arg("--since", input).unwrap();
+            assert_eq!(time_arg("--since", &once).unwrap(), once, "{input}");
         }
     }
 }

@@ -1,8 +1,8 @@
 //! [`CudaBuffer`]: one `cuMemAlloc` allocation, with bounds-checked copies,
 //! pipelined uploads through pinned staging, and on-device leaf hashing.
 
-use super::device::DeviceShared;
 use super::kernel::THREADS_PER_BLOCK;
+use super::shared::DeviceShared;
 use super::staging::PinnedStaging;
 use super::{call, driver_error, guarded};
 use crate::source::read_full;

@@ -33,6 +33,7 @@ mod device;
 mod kernel;
 #[cfg(test)]
 mod kernel_host_tests;
+mod shared;
 mod staging;
 #[cfg(test)]
 mod tests;

@@ -152,12 +152,12 @@ fn kernel_compiles_with_nvrtc_where_nvrtc_is_installed() {
     // Hopper (H100, H200) and Ampere, as the device path asks for them, then
     // NVRTC's default, the fallback for an architecture this NVRTC does not know.
     for options in [
-        device::native_options(9, 0),
-        device::native_options(8, 0),
+        shared::native_options(9, 0),
+        shared::native_options(8, 0),
         cudarc::nvrtc::CompileOptions::default(),
     ] {
         let label = format!("{:?}", options.options);
-        let ptx = device::compile_ptx(options)
+        let ptx = shared::compile_ptx(options)
             .unwrap_or_else(|e| panic!("NVRTC rejected the kernel with {label}: {e}"))
             .to_src();
         assert!(
@@ -467,7 +467,7 @@ fn real_device_staging_shared_by_two_buffers_waits_for_both_copies() {
 
 #[test]
 fn a_driver_that_cannot_load_the_kernel_means_unsupported_not_failed() {
-    use super::device::driver_cannot_load_ptx;
+    use super::shared::driver_cannot_load_ptx;
     use sys::CUresult::*;
     for code in [
         CUDA_ERROR_UNSUPPORTED_PTX_VERSION,
