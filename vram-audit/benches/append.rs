@@ -1,7 +1,6 @@
 //! Records per second on this machine's disk (a temp dir under $TMPDIR): fsync per record vs
 //! batched, and in memory. Run: `cargo bench -p vram-audit --bench append`.
-#![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
-
+#![allow(clippy::arithmetic_side_effects, clippy::unwrap_used)]
 use std::hint::black_box;
 use std::time::Duration;
 

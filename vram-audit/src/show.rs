@@ -198,7 +198,6 @@ pub fn read_records(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
     use crate::record::{encode_line, GENESIS_PREV};

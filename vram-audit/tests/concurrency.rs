@@ -1,7 +1,10 @@
 //! Many threads recording at once produce one valid chain without gaps.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 // Helper functions outside #[test] items are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

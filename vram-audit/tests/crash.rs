@@ -4,9 +4,12 @@
 //! The test binary re-runs itself as the writer: with `VRAM_AUDIT_CRASH_WRITER`
 //! set, the test below becomes a loop that records events with an fsync per
 //! record and prints `durable SEQ` after each `record` returns.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used
+)]
 mod common;
 
 use std::collections::BTreeSet;

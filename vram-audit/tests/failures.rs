@@ -1,8 +1,11 @@
 //! Write failures: fail-closed fails the caller, best-effort counts and goes
 //! on, and nothing is ever half-written or skipped in the chain.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 // Helper functions outside #[test] items are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

@@ -3,9 +3,14 @@
 //! does not know. Such a record verifies, shows and is continued like any
 //! other; a record whose MAC does not verify, or of a known type with a
 //! missing field, is refused exactly as before.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used
+)]
 // Helper functions outside #[test] items are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

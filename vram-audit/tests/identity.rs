@@ -1,9 +1,11 @@
 //! Logs have an identity: a log id bound into every record (format 2), a
 //! foreign tail after bad lines is never taken for the chain's, and a
 //! checkpoint can pin which log it belongs to.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 mod common;
 
 use common::*;

@@ -1,9 +1,12 @@
 //! `FsyncPolicy::Interval`: a written record is flushed by the background
 //! thread without waiting for another record, failed flushes are retried, and
 //! dropping the log stops the thread and flushes what is left.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
-
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::panic,
+    clippy::unwrap_used
+)]
 mod common;
 
 use std::io;

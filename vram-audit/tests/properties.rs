@@ -1,7 +1,6 @@
 //! Properties: any sequence of events verifies; any single altered byte is
 //! found on the line that holds it.
 #![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

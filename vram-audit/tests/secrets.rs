@@ -1,7 +1,6 @@
 //! Records carry neither key material nor addresses.
 #![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 // Helper functions outside #[test] items are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 use vram_audit::{AuditEvent, AuditKey, AuditLog, AuditSink, ByteRange};
 

@@ -1,9 +1,13 @@
 //! Signed checkpoints: the documented vector, logs verified with the public
 //! key only, unproven tails, and every tamper class of `tamper.rs` found
 //! with the public key as with the secret.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used
+)]
 // Helper functions outside #[test] items are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
 mod common;
 

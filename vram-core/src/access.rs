@@ -119,7 +119,6 @@ impl fmt::Debug for DeviceMemory {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

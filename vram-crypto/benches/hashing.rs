@@ -3,11 +3,11 @@
 //!
 //! `cargo bench -p vram-crypto` (about a minute).
 #![allow(
+    clippy::unwrap_used,
     missing_docs,
     clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation
 )]
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -165,7 +165,6 @@ pub fn verify_model_binding(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

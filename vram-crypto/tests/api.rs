@@ -1,6 +1,5 @@
 //! Small public accessors and conversions, each checked for the value it must
 //! give (a mutation that returns a constant or drops a case fails here).
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::collections::HashSet;
 use vram_crypto::{leaf_hashes, sha256, LeafSize, SealDeviceKind, SealTag, Sha256Digest};

@@ -1,7 +1,11 @@
 //! diff_leaves and verify_leaves name exactly the corrupt leaves.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::indexing_slicing,
+    clippy::unwrap_used
+)]
 // Helpers outside #[test] functions are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use vram_crypto::{
     diff_leaves, hash_leaf_run, leaf_hashes, verify_leaves, CorruptRange, CryptoError, LeafSize,

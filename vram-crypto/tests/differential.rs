@@ -1,8 +1,11 @@
 //! Differential tests: the multi-buffer, multi-core paths against ring and a
 //! plain sequential reference implementation.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 // Helpers outside #[test] functions are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
 use vram_crypto::{

@@ -1,8 +1,11 @@
 //! Known-answer tests: NIST SHA-256, RFC 4231 HMAC-SHA256, and the tree and
 //! seal vectors printed in docs/formats.md.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 // Helpers outside #[test] functions are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use vram_crypto::{
     hmac_sha256, leaf_hashes, sha256, sign_seal, tree_digest, verify_seal, CryptoError, LeafSize,

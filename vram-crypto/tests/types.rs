@@ -1,7 +1,6 @@
 //! LeafSize, descriptors, hex and serde of the public types.
 #![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 // Helpers outside #[test] functions are test code too.
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use vram_crypto::{
     leaf_hashes, sha256, tree_digest, CorruptRange, CryptoError, LeafHashes, LeafSize, SealTag,

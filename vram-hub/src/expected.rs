@@ -127,7 +127,6 @@ fn digest_bytes<const N: usize>(d: &ring::digest::Digest) -> std::io::Result<[u8
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

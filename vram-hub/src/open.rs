@@ -120,7 +120,6 @@ pub(crate) fn hub_blobs(dir: &Path) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -129,7 +129,6 @@ pub(crate) fn is_commit(s: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,9 @@
 //! Behaviour of the mock device: capacity, counters, faults, bounds.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
-
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 use std::sync::Arc;
 use std::thread;
 use vram_core::{check_vram_only, Device, DeviceAttributes, DeviceError, DeviceKind, MemoryInfo};
@@ -12,7 +15,6 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 + 7) as u8).collect()
 }
 
-#[allow(clippy::unwrap_used)] // a test helper: a failed read fails the test
 fn read_all(buf: &dyn vram_core::DeviceBuffer) -> Vec<u8> {
     let mut out = vec![0u8; buf.len() as usize];
     buf.read_at(0, &mut out).unwrap();
@@ -489,7 +491,6 @@ fn freed_host_memory_is_reused_but_never_readable() {
 }
 
 #[test]
-#[allow(clippy::unwrap_used, clippy::panic)]
 fn fill_in_place_lends_the_whole_memory_and_honours_faults() {
     let dev = MockDevice::new(0, 8 * 1024 * KIB);
     let len = 3 * 1024 * KIB as usize + 77;

@@ -394,7 +394,6 @@ impl fmt::Debug for Lease<'_> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -90,7 +90,6 @@ pub(crate) fn random_permutation(count: u64) -> Result<Vec<u64>, VramError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -333,7 +333,6 @@ impl fmt::Debug for WorkerSecret {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

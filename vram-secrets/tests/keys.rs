@@ -1,7 +1,10 @@
 //! Derivation, key ids, and the absence of key bytes from every output.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 // Test helpers outside #[test] functions unwrap too.
-#![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
 use ring::digest;

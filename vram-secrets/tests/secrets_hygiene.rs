@@ -3,9 +3,11 @@
 //! The only test in its binary on purpose: tracing caches per-callsite interest,
 //! so a test running in parallel that hits a callsite first without a subscriber
 //! could hide events from the capturing subscriber.
-#![allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
-#![allow(clippy::unwrap_used)]
-
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used
+)]
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;

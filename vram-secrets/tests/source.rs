@@ -1,5 +1,4 @@
 //! A loaded secret remembers its file, so that nothing else writes to it.
-#![allow(clippy::unwrap_used)]
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

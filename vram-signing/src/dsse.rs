@@ -66,7 +66,6 @@ fn python_bytes_repr(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -317,7 +317,6 @@ pub(crate) fn parse_statement(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

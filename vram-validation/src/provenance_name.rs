@@ -76,7 +76,6 @@ pub fn is_provenance_name_char(c: char) -> bool {
 validated_string!(ProvenanceName);
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -217,7 +217,6 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 #![allow(
+    clippy::unwrap_used,
     dead_code,
     clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation

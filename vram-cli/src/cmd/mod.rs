@@ -275,7 +275,6 @@ impl std::io::Read for SyntheticModel {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::duration_arg;
     use std::time::Duration;

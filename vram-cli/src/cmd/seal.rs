@@ -903,7 +903,6 @@ fn audit_tuning(args: &SealArgs) -> Result<vram_audit::FileOptions, CliError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use vram_mock::MockDevice;
