@@ -1,0 +1,5 @@
+//! GGUF language models (the llama family: Llama, SmolLM, Qwen-style
+//! checkpoints in llama.cpp's format) generating text from sealed memory.
+//!
+//! Every request takes a verified lease and computes on the quantized blocks
+//! where the seal keeps them: no copy of the weights per request.
