@@ -3,3 +3,12 @@
 //!
 //! Every request takes a verified lease and computes on the quantized blocks
 //! where the seal keeps them: no copy of the weights per request.
+
+mod api;
+mod error;
+
+pub use api::{
+    ChatMessage, FinishReason, GenerateOutcome, GenerateRequest, Prompt, SamplingParams,
+    TextGeneration, TokenDelta,
+};
+pub use error::{ErrorClass, LlmError};

@@ -15,6 +15,7 @@ const CRATES: &[&str] = &[
     "vram-signing",
     "vram-cli",
     "vram-embed",
+    "vram-llm",
     "xtask",
 ];
 
