@@ -302,6 +302,14 @@ pub enum VramError {
         reason: &'static str,
     },
 
+    /// A shared lease's handle was used after the lease ended (its request
+    /// is over): take a new lease.
+    #[error("lease on shard {shard_id} has ended; take a new lease for this request")]
+    LeaseEnded {
+        /// The shard (validated id).
+        shard_id: String,
+    },
+
     /// The audit trail could not record an event and the failure policy is fail-closed.
     #[error("audit trail unavailable, operation refused: {0}")]
     Audit(#[from] vram_audit::AuditError),
@@ -356,6 +364,7 @@ impl VramError {
             | Self::InvalidPolicy { .. }
             | Self::NotSafetensors { .. }
             | Self::UnknownTensor { .. }
+            | Self::LeaseEnded { .. }
             | Self::InvalidModel { .. }
             | Self::UnknownModelFile { .. }
             | Self::InvalidShardSet { .. } => ErrorClass::InvalidInput,

@@ -16,6 +16,7 @@ mod scrub;
 mod seal;
 mod set;
 mod shard;
+mod shared;
 mod tensors;
 mod trail;
 mod verify;
@@ -41,6 +42,7 @@ pub use request::SealRequest;
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
 pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};
+pub use shared::{LeaseHandle, SharedLease, SharedModelLease};
 pub use tensors::{TensorMemory, TensorView, Tensors, MAX_NAMED_TENSORS};
 pub use verify::{HashPath, VerifyPolicy, VerifyReport};
 
