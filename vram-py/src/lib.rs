@@ -1,0 +1,494 @@
+//! `vram_residency`, the Python package: seal model weights on a GPU (or the
+//! mock device), take verified leases before each request, read tensors as
+//! zero-copy NumPy views, verify the audit log. A thin layer over the
+//! facade (`vram-residency`): every call into it is in `worker.rs`; this
+//! file holds the Python classes, `view.rs` the NumPy views, `errors.rs`
+//! the exceptions.
+
+mod errors;
+mod view;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::worker::{Cost, Failure, Leased, ScrubStats, Sealed, TensorHandle};
+
+/// A worker: one device (`"auto"`: the GPUs, else the mock, announced on
+/// stderr; `"mock"`; `"cuda"`; `"cuda:N"`), a worker secret and an optional
+/// audit log, as the `vram` command builds them.
+///
+/// `secret_file` names the worker secret (an owner-only file of at least 32
+/// bytes); without it the systemd credential `vram-worker-secret` or
+/// `$VRAM_SECRET_FILE` is used. With none of them, `ephemeral_secret=True`
+/// lets the manager generate one for this process only; otherwise
+/// `EnvironmentError`. An `audit_log` needs a secret (its key derives from it).
+///
+/// Seals, verifications and leases release the GIL: several Python threads
+/// can lease and verify at once.
+#[pyclass(frozen, module = "vram_residency")]
+struct Manager {
+    worker: worker::Worker,
+}
+
+fn cost_dict<'py>(py: Python<'py>, cost: Cost) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("leaves_checked", cost.leaves)?;
+    d.set_item("bytes_checked", cost.bytes)?;
+    d.set_item("seconds", cost.elapsed.as_secs_f64())?;
+    Ok(d)
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: ScrubStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("sweeps", s.sweeps)?;
+    d.set_item("leaves_checked", s.leaves_checked)?;
+    d.set_item("seal_checks", s.seal_checks)?;
+    d.set_item("bytes_scrubbed", s.bytes_scrubbed)?;
+    d.set_item("failures", s.failures)?;
+    d.set_item("last_sweep_unix_ms", s.last_sweep_unix_ms)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl Manager {
+    #[new]
+    #[pyo3(signature = (device = "auto", secret_file = None, audit_log = None, ephemeral_secret = false))]
+    fn new(
+        py: Python<'_>,
+        device: &str,
+        secret_file: Option<PathBuf>,
+        audit_log: Option<PathBuf>,
+        ephemeral_secret: bool,
+    ) -> PyResult<Self> {
+        let worker =
+            py.detach(|| worker::Worker::open(device, secret_file, audit_log, ephemeral_secret))?;
+        Ok(Self { worker })
+    }
+
+    /// `"mock"` or `"cuda"`: where sealed bytes lie.
+    #[getter]
+    fn device_kind(&self) -> &'static str {
+        self.worker.device_kind()
+    }
+
+    /// Bytes sealed on device `device` (0 by default) and not yet freed:
+    /// shards of released models that a lease or a NumPy array still holds
+    /// count until the last holder is gone.
+    #[pyo3(signature = (device = 0))]
+    fn used_bytes(&self, device: u32) -> u64 {
+        self.worker.used_bytes(device)
+    }
+
+    /// Seals one weights file (`.safetensors` or `.gguf`) as one model of
+    /// one shard. Raises `IntegrityError`, `UsageError` or `EnvironmentError`.
+    fn seal_file(&self, py: Python<'_>, path: PathBuf) -> PyResult<Model> {
+        let sealed = py.detach(|| self.worker.seal_file(&path))?;
+        Ok(Model::new(sealed))
+    }
+
+    /// Seals a snapshot directory (`model.safetensors` or the shards its
+    /// index names, with `config.json`, the tokenizer and modules bound to
+    /// the seals) as one model.
+    fn seal_snapshot(&self, py: Python<'_>, path: PathBuf) -> PyResult<Model> {
+        let text = path.to_string_lossy().into_owned();
+        let sealed = py.detach(|| self.worker.seal_snapshot(&text))?;
+        Ok(Model::new(sealed))
+    }
+
+    /// Seals `"hf://ORG/NAME[@REV]"` from the local Hugging Face cache
+    /// (offline; every file checked against the digest its blob name
+    /// promises), a snapshot directory, or a single weights file.
+    fn seal(&self, py: Python<'_>, model: &str) -> PyResult<Model> {
+        let path = PathBuf::from(model);
+        let sealed = if !model.starts_with("hf://") && path.is_file() {
+            py.detach(|| self.worker.seal_file(&path))?
+        } else {
+            py.detach(|| self.worker.seal_snapshot(model))?
+        };
+        Ok(Model::new(sealed))
+    }
+
+    /// Re-reads the model's bytes from device memory and checks them against
+    /// the seals: `policy` is `"full"` (every leaf) or `"sampled:K"` (K
+    /// random leaves per shard). Returns `{"leaves_checked", "bytes_checked",
+    /// "seconds"}`; raises `IntegrityError` naming the corrupt tensor and
+    /// bytes (the model is then compromised for good).
+    #[pyo3(signature = (model, policy = "full"))]
+    fn verify<'py>(
+        &self,
+        py: Python<'py>,
+        model: &Model,
+        policy: &str,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let sealed = model.sealed()?;
+        let cost = py.detach(|| self.worker.verify(&sealed, policy))?;
+        cost_dict(py, cost)
+    }
+
+    /// A verified lease on `model`, for one request: verified under
+    /// `policy` (`"sampled:K"`, `"full"` or `"recent:SECONDS:K"`) before
+    /// this returns, refused with `IntegrityError` naming the tensor when a
+    /// byte differs. Use it as a context manager (`with mgr.lease(m) as
+    /// lease:`); the lease ends when the block does.
+    #[pyo3(signature = (model, policy = "sampled:1"))]
+    fn lease(&self, py: Python<'_>, model: &Model, policy: &str) -> PyResult<Lease> {
+        let sealed = model.sealed()?;
+        let leased = py.detach(|| self.worker.lease(&sealed, policy))?;
+        Ok(Lease {
+            leased: Arc::new(leased),
+            policy: policy.to_owned(),
+        })
+    }
+
+    /// Starts a background scrubber that re-reads every leaf of `model` at
+    /// most `bytes_per_second` (at least 1 MiB/s), in a random order. Stop it
+    /// with `stop()` (or use it as a context manager).
+    #[pyo3(signature = (model, bytes_per_second = 64 * 1024 * 1024))]
+    fn start_scrubber(&self, model: &Model, bytes_per_second: u64) -> PyResult<Scrubber> {
+        let sealed = model.sealed()?;
+        Ok(Scrubber {
+            inner: self.worker.start_scrubber(&sealed, bytes_per_second)?,
+        })
+    }
+
+    /// Test hook (built only with the `test-hooks` feature): flips bits
+    /// `mask` of the byte at `offset` of the latest allocation, behind the
+    /// seal's back.
+    #[cfg(feature = "test-hooks")]
+    #[pyo3(signature = (offset, mask = 1))]
+    fn _corrupt_latest_for_tests(&self, py: Python<'_>, offset: u64, mask: u8) -> PyResult<()> {
+        Ok(py.detach(|| self.worker.corrupt_latest(offset, mask))?)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<vram_residency.Manager device={}>",
+            self.worker.device_kind()
+        )
+    }
+}
+
+/// A sealed model: its weights in device memory under this worker's seals.
+/// Obtained from `Manager.seal_file`, `seal_snapshot` or `seal`.
+#[pyclass(frozen, module = "vram_residency")]
+struct Model {
+    sealed: RwLock<Option<Sealed>>,
+}
+
+impl Model {
+    fn new(sealed: Sealed) -> Self {
+        Self {
+            sealed: RwLock::new(Some(sealed)),
+        }
+    }
+
+    fn sealed(&self) -> Result<Sealed, Failure> {
+        self.sealed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Failure::usage("this model was released: seal it again"))
+    }
+}
+
+#[pymethods]
+impl Model {
+    /// The model reference recorded in the seals and the audit log.
+    #[getter]
+    fn model_ref(&self) -> PyResult<String> {
+        Ok(self.sealed()?.model_ref())
+    }
+
+    /// Bytes in device memory, all shards.
+    #[getter]
+    fn vram_bytes(&self) -> PyResult<u64> {
+        Ok(self.sealed()?.vram_bytes())
+    }
+
+    /// The device index the model lies on.
+    #[getter]
+    fn device(&self) -> PyResult<u32> {
+        Ok(self.sealed()?.gpu_device())
+    }
+
+    /// Whether a verification or lease found it wrong (for good).
+    #[getter]
+    fn compromised(&self) -> PyResult<bool> {
+        Ok(self.sealed()?.is_compromised())
+    }
+
+    /// Whether `release()` was called.
+    #[getter]
+    fn released(&self) -> bool {
+        self.sealed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// Each shard's handle as a dict: every sealed field and the seal tag,
+    /// no device address (what an API may hand to its clients).
+    fn handles<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let json = self.sealed()?.handles_json()?;
+        py.import("json")?.call_method1("loads", (json,))
+    }
+
+    /// Releases the model: it can no longer be leased or verified
+    /// (`UsageError`). Its device memory is freed now, or, when a lease or a
+    /// NumPy array still holds a shard, when the last of them is gone (an
+    /// array never reads freed memory). A second call does nothing.
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self
+            .sealed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match taken {
+            Some(sealed) => Ok(py.detach(|| sealed.release())?),
+            None => Ok(()),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        match self.sealed() {
+            Ok(s) => format!(
+                "<vram_residency.Model {:?} {} bytes>",
+                s.model_ref(),
+                s.vram_bytes()
+            ),
+            Err(_) => "<vram_residency.Model released>".into(),
+        }
+    }
+}
+
+/// A verified lease on a model, for one request. Its tensors are readable
+/// while it is open; `end()`, or the end of its `with` block, ends it, and
+/// every later `Tensor` call raises `UsageError`.
+#[pyclass(frozen, module = "vram_residency")]
+struct Lease {
+    leased: Arc<Leased>,
+    policy: String,
+}
+
+#[pymethods]
+impl Lease {
+    /// Every tensor of the leased model by name (safetensors models;
+    /// `UsageError` for a GGUF file).
+    fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for entry in self.leased.tensors()? {
+            let name = entry.name.clone();
+            let tensor = Tensor {
+                name: entry.name,
+                dtype: entry.dtype,
+                shape: entry.shape,
+                handle: entry.handle,
+            };
+            d.set_item(name, Py::new(py, tensor)?)?;
+        }
+        Ok(d)
+    }
+
+    /// Whether the lease is still open.
+    #[getter]
+    fn open(&self) -> bool {
+        self.leased.is_open()
+    }
+
+    /// The policy it was granted under.
+    #[getter]
+    fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    /// What was verified before it was granted: `{"leaves_checked",
+    /// "bytes_checked", "seconds"}`.
+    #[getter]
+    fn verification<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        cost_dict(py, self.leased.cost())
+    }
+
+    /// Ends the lease now (idempotent).
+    fn end(&self) {
+        self.leased.end();
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, PyTuple>) -> bool {
+        self.leased.end();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<vram_residency.Lease policy={} {}>",
+            self.policy,
+            if self.leased.is_open() {
+                "open"
+            } else {
+                "ended"
+            }
+        )
+    }
+}
+
+/// One tensor of a lease: `name`, `dtype` (the safetensors name: `F32`,
+/// `F16`, `BF16`, ...), `shape`, and `numpy()`, a zero-copy read-only view.
+#[pyclass(frozen, module = "vram_residency")]
+struct Tensor {
+    name: String,
+    dtype: String,
+    shape: Vec<u64>,
+    handle: TensorHandle,
+}
+
+impl Tensor {
+    fn ended(&self) -> PyErr {
+        Failure::usage(format!(
+            "tensor {}: its lease has ended; take a new lease",
+            vram_validation::escape_for_log(&self.name, 128)
+        ))
+        .into()
+    }
+}
+
+#[pymethods]
+impl Tensor {
+    /// The tensor's name, as the file's header has it.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its safetensors dtype (`F32`, `F16`, `BF16`, `U8`, ...).
+    #[getter]
+    fn dtype(&self) -> &str {
+        &self.dtype
+    }
+
+    /// Its dimensions.
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.shape)
+    }
+
+    /// A read-only NumPy array over the sealed bytes themselves (no copy):
+    /// `float32`, `float16`, `bfloat16` as `uint16`, 8-bit floats as `uint8`,
+    /// sub-byte types as raw `uint8` bytes. Raises `UsageError` once the
+    /// lease has ended, and on a CUDA device (GPU memory).
+    ///
+    /// The array keeps the shard's memory alive (its `base`), so it never
+    /// reads freed memory. After the lease ends it still reads the shard's
+    /// current bytes, which no lease vouches for any more: take a new lease
+    /// (and new arrays) for each request.
+    fn numpy<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if !self.handle.is_open() {
+            return Err(self.ended());
+        }
+        let region = self.handle.host_region()?;
+        let memory = Py::new(py, view::TensorMemory::new(region, &self.dtype, &self.shape))?;
+        py.import("numpy")?.call_method1("asarray", (memory,))
+    }
+
+    /// DLPack export of the NumPy view (CPU memory on the mock), for
+    /// `torch.from_dlpack(tensor)` or `numpy.from_dlpack(tensor)`.
+    #[pyo3(signature = (**kwargs))]
+    fn __dlpack__<'py>(
+        &self,
+        py: Python<'py>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.numpy(py)?.call_method("__dlpack__", (), kwargs)
+    }
+
+    /// `(1, 0)`: DLPack's CPU device (the mock's memory is host memory).
+    fn __dlpack_device__(&self) -> PyResult<(u8, u8)> {
+        if !self.handle.is_open() {
+            return Err(self.ended());
+        }
+        Ok((1, 0))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<vram_residency.Tensor {:?} {} {:?}>",
+            vram_validation::escape_for_log(&self.name, 128),
+            self.dtype,
+            self.shape
+        )
+    }
+}
+
+/// A running background scrubber (see `Manager.start_scrubber`).
+#[pyclass(frozen, module = "vram_residency")]
+struct Scrubber {
+    inner: worker::Scrubber,
+}
+
+#[pymethods]
+impl Scrubber {
+    /// Progress: `{"sweeps", "leaves_checked", "seal_checks",
+    /// "bytes_scrubbed", "failures", "last_sweep_unix_ms"}`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_dict(py, self.inner.stats())
+    }
+
+    /// Stops the scrubber, waits for its thread, returns the final stats.
+    fn stop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = py.detach(|| self.inner.stop());
+        stats_dict(py, stats)
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> bool {
+        py.detach(|| self.inner.stop());
+        false
+    }
+}
+
+/// Verifies an audit log (and its rotated segments) with the key derived
+/// from the worker secret (`secret_file`, else the systemd credential or
+/// `$VRAM_SECRET_FILE`), as `vram audit verify` does. Returns `{"records",
+/// "files", "head", "log_id"}` for an intact log; raises `IntegrityError`
+/// with the first findings otherwise.
+#[pyfunction]
+#[pyo3(signature = (path, secret_file = None))]
+fn audit_verify<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    secret_file: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let verdict = py.detach(|| worker::audit_verify(&path, secret_file.as_deref()))?;
+    let d = PyDict::new(py);
+    d.set_item("records", verdict.records)?;
+    d.set_item("files", verdict.files)?;
+    d.set_item("head", verdict.head)?;
+    d.set_item("log_id", verdict.log_id)?;
+    Ok(d)
+}
+
+/// The native module (`vram_residency._native`), re-exported by the package.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Manager>()?;
+    m.add_class::<Model>()?;
+    m.add_class::<Lease>()?;
+    m.add_class::<Tensor>()?;
+    m.add_class::<Scrubber>()?;
+    m.add_function(wrap_pyfunction!(audit_verify, m)?)?;
+    m.add("TEST_HOOKS", cfg!(feature = "test-hooks"))?;
+    errors::register(m)?;
+    Ok(())
+}
