@@ -1,0 +1,167 @@
+"""Sealing, leases and zero-copy NumPy views."""
+
+import numpy as np
+import pytest
+
+import vram_residency as vr
+from conftest import write_safetensors
+
+
+def test_a_sealed_file_is_verified_and_leased_and_its_tensors_read_zero_copy(manager, model_file):
+    path, expected, _ = model_file
+    model = manager.seal_file(path)
+    assert manager.device_kind == "mock"
+    assert model.model_ref == "file:model.safetensors"
+    assert model.vram_bytes == path.stat().st_size
+    report = manager.verify(model, policy="full")
+    assert report["bytes_checked"] == path.stat().st_size
+    assert report["leaves_checked"] >= 1
+
+    with manager.lease(model, policy="sampled:1") as lease:
+        assert lease.open
+        assert lease.verification["leaves_checked"] >= 1
+        tensors = lease.tensors()
+        assert sorted(tensors) == sorted(expected)
+        w = tensors["encoder.weight"]
+        assert (w.name, w.dtype, w.shape) == ("encoder.weight", "F32", (16, 8))
+        arr = w.numpy()
+        assert arr.dtype == np.float32 and arr.shape == (16, 8)
+        np.testing.assert_array_equal(arr, expected["encoder.weight"])
+        # Read-only: the sealed bytes cannot be written through the view.
+        assert not arr.flags.writeable
+        with pytest.raises(ValueError):
+            arr[0, 0] = 1.0
+        # Zero-copy: two views of one tensor are the same memory.
+        again = lease.tensors()["encoder.weight"].numpy()
+        assert np.shares_memory(arr, again)
+        assert arr.ctypes.data == again.ctypes.data
+
+        bias = tensors["encoder.bias"].numpy()
+        assert bias.dtype == np.float16
+        np.testing.assert_array_equal(bias, expected["encoder.bias"])
+        head = tensors["head.weight"].numpy()
+        assert head.dtype == np.uint16  # bfloat16, as its bits
+        np.testing.assert_array_equal(head, expected["head.weight"])
+        blocks = tensors["quantized.blocks"].numpy()
+        assert blocks.dtype == np.uint8
+        np.testing.assert_array_equal(blocks, expected["quantized.blocks"])
+        # Neighbouring tensors lie where the file put them, in one shard.
+        assert not np.shares_memory(arr, bias)
+    assert not lease.open
+
+
+def test_after_the_block_tensors_raise_and_arrays_taken_inside_stay_valid(manager, model_file):
+    path, expected, _ = model_file
+    model = manager.seal_file(path)
+    with manager.lease(model) as lease:
+        tensor = lease.tensors()["encoder.weight"]
+        arr = tensor.numpy()
+    with pytest.raises(vr.UsageError, match="lease has ended"):
+        tensor.numpy()
+    with pytest.raises(vr.UsageError):
+        tensor.__dlpack_device__()
+    with pytest.raises(vr.UsageError, match="ended"):
+        lease.tensors()
+    # The array still reads the shard (kept alive by its base), never freed memory.
+    np.testing.assert_array_equal(arr, expected["encoder.weight"])
+    # A new lease reads again.
+    with manager.lease(model, policy="full") as again:
+        np.testing.assert_array_equal(again.tensors()["encoder.weight"].numpy(), arr)
+
+
+def test_end_ends_a_lease_without_a_with_block(manager, model_file):
+    path, _, _ = model_file
+    lease = manager.lease(manager.seal_file(path))
+    tensor = lease.tensors()["encoder.bias"]
+    tensor.numpy()
+    lease.end()
+    lease.end()
+    assert not lease.open
+    with pytest.raises(vr.UsageError):
+        tensor.numpy()
+
+
+def test_release_frees_the_memory_once_the_last_array_is_gone(manager, model_file):
+    path, expected, _ = model_file
+    model = manager.seal_file(path)
+    size = model.vram_bytes
+    assert manager.used_bytes() == size
+    with manager.lease(model) as lease:
+        arr = lease.tensors()["encoder.weight"].numpy()
+    model.release()
+    assert model.released
+    model.release()  # a second call does nothing
+    for call in (lambda: manager.lease(model), lambda: manager.verify(model), model.handles):
+        with pytest.raises(vr.UsageError, match="released"):
+            call()
+    # The array holds the shard: its memory is still allocated and readable.
+    assert manager.used_bytes() == size
+    np.testing.assert_array_equal(arr, expected["encoder.weight"])
+    del lease, arr
+    assert manager.used_bytes() == 0
+
+
+def test_release_without_views_frees_at_once(manager, model_file):
+    path, _, _ = model_file
+    model = manager.seal_file(path)
+    assert manager.used_bytes() > 0
+    model.release()
+    assert manager.used_bytes() == 0
+
+
+def test_dlpack_gives_the_same_memory_on_the_cpu(manager, model_file):
+    path, expected, _ = model_file
+    with manager.lease(manager.seal_file(path)) as lease:
+        tensor = lease.tensors()["encoder.weight"]
+        assert tensor.__dlpack_device__() == (1, 0)
+        via_dlpack = np.from_dlpack(tensor)
+        np.testing.assert_array_equal(via_dlpack, expected["encoder.weight"])
+        assert np.shares_memory(via_dlpack, tensor.numpy())
+
+
+def test_a_sharded_snapshot_is_one_model(manager, tmp_path):
+    one = np.arange(4, dtype=np.float32)
+    two = np.arange(6, dtype=np.int32).reshape(2, 3)
+    write_safetensors(tmp_path / "model-00001-of-00002.safetensors", [("x.weight", one, "F32")])
+    write_safetensors(tmp_path / "model-00002-of-00002.safetensors", [("y.weight", two, "I32")])
+    (tmp_path / "model.safetensors.index.json").write_text(
+        '{"metadata":{},"weight_map":{"x.weight":"model-00001-of-00002.safetensors",'
+        '"y.weight":"model-00002-of-00002.safetensors"}}'
+    )
+    (tmp_path / "config.json").write_text("{}")
+    model = manager.seal_snapshot(tmp_path)
+    handles = model.handles()
+    assert [h["shard_index"] for h in handles] == [0, 1]
+    assert all("signature" in h for h in handles)
+    manager.verify(model, policy="sampled:2")
+    with manager.lease(model, policy="full") as lease:
+        tensors = lease.tensors()
+        np.testing.assert_array_equal(tensors["x.weight"].numpy(), one)
+        np.testing.assert_array_equal(tensors["y.weight"].numpy(), two)
+    # seal() takes a directory too.
+    assert manager.seal(str(tmp_path)).vram_bytes == model.vram_bytes
+
+
+def test_the_scrubber_sweeps_and_stops(manager, model_file):
+    path, _, _ = model_file
+    model = manager.seal_file(path)
+    with manager.start_scrubber(model, bytes_per_second=64 << 20) as scrubber:
+        import time
+
+        deadline = time.monotonic() + 20
+        while scrubber.stats()["sweeps"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stats = scrubber.stats()
+    assert stats["sweeps"] >= 1, stats
+    assert stats["failures"] == 0
+    final = scrubber.stop()
+    assert final["sweeps"] >= stats["sweeps"]
+    with pytest.raises(vr.UsageError):
+        manager.start_scrubber(model, bytes_per_second=1)
+
+
+def test_help_shows_the_docstrings():
+    assert "zero-copy" in vr.__doc__
+    assert "verified" in vr.Manager.lease.__doc__
+    assert "read-only" in vr.Tensor.numpy.__doc__
+    assert "exit code 1" in vr.IntegrityError.__doc__
