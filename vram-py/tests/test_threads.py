@@ -38,11 +38,16 @@ def test_leases_and_verifications_from_many_threads(manager, model_file):
 
 @pytest.mark.parametrize("call", ["verify", "lease"])
 def test_the_gil_is_released_while_rust_verifies(manager, tmp_path, call):
-    """Another Python thread runs while a verification is inside Rust: a
-    profile hook on the calling thread marks entry (`c_call`) and return
-    (`c_return`) of the native method; the main thread must see the call
-    entered and not yet returned. Holding the GIL, the calling thread would
-    run from the hook to the return without the main thread ever seeing that."""
+    """Another Python thread runs while a verification is inside Rust.
+
+    A profile hook on the calling thread counts entries (`c_call`) and
+    returns (`c_return`) of the native method. The switch interval is made
+    so long that the interpreter never takes the GIL from a running thread:
+    the main thread runs only when the calling thread gives the GIL up
+    itself. Holding the GIL in Rust, the caller would run all its calls
+    through and the main thread would never see a call entered and not
+    returned; releasing it, the main thread runs during the call.
+    """
     big = np.arange(8 << 20, dtype=np.uint8)  # 8 MiB
     write_safetensors(tmp_path / "big.safetensors", [("big", big, "U8")])
     model = manager.seal_file(tmp_path / "big.safetensors")
@@ -68,12 +73,17 @@ def test_the_gil_is_released_while_rust_verifies(manager, tmp_path, call):
         finally:
             sys.setprofile(None)
 
-    t = threading.Thread(target=caller)
-    t.start()
-    while t.is_alive():
-        if state["entered"] > state["returned"]:
-            state["seen_inside"] = True
-            state["stop"] = True
-            break
-    t.join(timeout=120)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(60.0)
+    try:
+        t = threading.Thread(target=caller)
+        t.start()
+        while t.is_alive():
+            if state["entered"] > state["returned"]:
+                state["seen_inside"] = True
+                state["stop"] = True
+                break
+        t.join(timeout=120)
+    finally:
+        sys.setswitchinterval(interval)
     assert state["seen_inside"], state
