@@ -37,9 +37,19 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     for (name, class, code, word) in [
         ("VramError", py.get_type::<VramError>(), 3u8, "environment"),
-        ("IntegrityError", py.get_type::<IntegrityError>(), 1, "integrity"),
+        (
+            "IntegrityError",
+            py.get_type::<IntegrityError>(),
+            1,
+            "integrity",
+        ),
         ("UsageError", py.get_type::<UsageError>(), 2, "usage"),
-        ("EnvironmentError", py.get_type::<EnvironmentError>(), 3, "environment"),
+        (
+            "EnvironmentError",
+            py.get_type::<EnvironmentError>(),
+            3,
+            "environment",
+        ),
     ] {
         class.setattr("exit_code", code)?;
         class.setattr("error_class", word)?;

@@ -5,6 +5,8 @@
 //! file holds the Python classes, `view.rs` the NumPy views, `errors.rs`
 //! the exceptions.
 
+#![forbid(unsafe_code)]
+
 mod errors;
 mod view;
 mod worker;
@@ -155,10 +157,10 @@ impl Manager {
         })
     }
 
-    /// Test hook (built only with the `test-hooks` feature): flips bits
+    /// Test hook (built only with the `test-corruption` feature): flips bits
     /// `mask` of the byte at `offset` of the latest allocation, behind the
     /// seal's back.
-    #[cfg(feature = "test-hooks")]
+    #[cfg(feature = "test-corruption")]
     #[pyo3(signature = (offset, mask = 1))]
     fn _corrupt_latest_for_tests(&self, py: Python<'_>, offset: u64, mask: u8) -> PyResult<()> {
         Ok(py.detach(|| self.worker.corrupt_latest(offset, mask))?)
@@ -394,7 +396,10 @@ impl Tensor {
             return Err(self.ended());
         }
         let region = self.handle.host_region()?;
-        let memory = Py::new(py, view::TensorMemory::new(region, &self.dtype, &self.shape))?;
+        let memory = Py::new(
+            py,
+            view::TensorMemory::new(region, &self.dtype, &self.shape),
+        )?;
         py.import("numpy")?.call_method1("asarray", (memory,))
     }
 
@@ -488,7 +493,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Tensor>()?;
     m.add_class::<Scrubber>()?;
     m.add_function(wrap_pyfunction!(audit_verify, m)?)?;
-    m.add("TEST_HOOKS", cfg!(feature = "test-hooks"))?;
+    m.add("TEST_HOOKS", cfg!(feature = "test-corruption"))?;
     errors::register(m)?;
     Ok(())
 }

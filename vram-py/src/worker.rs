@@ -18,9 +18,9 @@ use vram_cli::exit::{CliError, ENVIRONMENT, INTEGRITY, USAGE};
 use vram_cli::worker::{self as cli_worker, ModelLocation, WorkerOptions};
 pub(crate) use vram_residency::ScrubStats;
 use vram_residency::{
-    LeaseHandle, LeasePolicy, ModelRef, ScrubConfig, Scrubber as RustScrubber,
-    SealedModel, SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyReport,
-    VramError, WorkerSecret,
+    LeaseHandle, LeasePolicy, ModelRef, ScrubConfig, Scrubber as RustScrubber, SealedModel,
+    SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyReport, VramError,
+    WorkerSecret,
 };
 
 /// Where a worker secret comes from when none is named: the systemd
@@ -174,9 +174,8 @@ impl Worker {
     /// Verifies every shard of `sealed` under `policy` (`full`,
     /// `sampled:K`), after the model's binding.
     pub(crate) fn verify(&self, sealed: &Sealed, policy: &str) -> Result<Cost, Failure> {
-        let policy = vram_cli::cmd::verify_arg(policy).map_err(|e| {
-            Failure::usage(e.message.replace("--verify", "policy"))
-        })?;
+        let policy = vram_cli::cmd::verify_arg(policy)
+            .map_err(|e| Failure::usage(e.message.replace("--verify", "policy")))?;
         let manager = self.0.manager();
         let reports = match sealed {
             Sealed::Shard(shard) => vec![manager.verify_with(shard, policy)?],
@@ -218,14 +217,17 @@ impl Worker {
             Sealed::Shard(shard) => vec![Arc::clone(shard)],
             Sealed::Model(model) => model.shards().to_vec(),
         };
-        let scrubber =
-            RustScrubber::start(self.0.manager(), &shards, ScrubConfig::new(bytes_per_second))?;
+        let scrubber = RustScrubber::start(
+            self.0.manager(),
+            &shards,
+            ScrubConfig::new(bytes_per_second),
+        )?;
         Ok(Scrubber(Mutex::new(ScrubState::Running(scrubber))))
     }
 
     /// Flips bits (`mask`) of one byte of the most recent allocation behind
     /// the seal's back: the test hook `vram demo` uses (the mock only).
-    #[cfg(feature = "test-hooks")]
+    #[cfg(feature = "test-corruption")]
     pub(crate) fn corrupt_latest(&self, offset: u64, mask: u8) -> Result<(), Failure> {
         Ok(self.0.corrupt_latest(offset, mask)?)
     }

@@ -81,11 +81,11 @@ def secret_file(tmp_path):
 
 def require_test_hooks():
     """The corruption tests need the test build of the package
-    (`maturin build --features test-hooks`): say so loudly, then fail."""
+    (`maturin build --features test-corruption`): say so loudly, then fail."""
     if not vr._native.TEST_HOOKS:
         print(
-            "vram_residency was built without the `test-hooks` feature: the corruption "
-            "tests cannot run (build with: maturin build --features test-hooks)",
+            "vram_residency was built without the `test-corruption` feature: the corruption "
+            "tests cannot run (build with: maturin build --features test-corruption)",
             file=sys.stderr,
         )
-        pytest.fail("vram_residency built without test-hooks")
+        pytest.fail("vram_residency built without test-corruption")

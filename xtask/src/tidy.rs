@@ -16,6 +16,7 @@ const CRATES: &[&str] = &[
     "vram-cli",
     "vram-embed",
     "vram-llm",
+    "vram-py",
     "xtask",
 ];
 
