@@ -26,7 +26,7 @@ use crate::worker::HostRegion;
 /// NumPy's type string for a safetensors dtype, and whether the view is
 /// the raw bytes (dtypes NumPy has no type for with whole-byte elements).
 /// `BF16` is shown as `uint16` (NumPy has no bfloat16); 8-bit floats as
-/// `uint8`; sub-byte types (`F4`, `F6_*`) and `C64` as raw bytes.
+/// `uint8`; sub-byte types (`F4`, `F6_*`) as raw bytes.
 pub(crate) fn numpy_type(dtype: &str) -> (&'static str, bool) {
     match dtype {
         "F64" => ("<f8", false),
@@ -40,6 +40,7 @@ pub(crate) fn numpy_type(dtype: &str) -> (&'static str, bool) {
         "U64" => ("<u8", false),
         "U32" => ("<u4", false),
         "BOOL" => ("|b1", false),
+        "C64" => ("<c8", false),
         "U8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" | "F8_E4M3FNUZ" | "F8_E5M2FNUZ" => ("|u1", false),
         _ => ("|u1", true),
     }
@@ -102,5 +103,35 @@ impl TensorMemory {
                 "ended"
             }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numpy_type;
+
+    #[test]
+    fn every_safetensors_dtype_has_a_numpy_type_of_its_width() {
+        for (dtype, want) in [
+            ("F64", ("<f8", false)),
+            ("F32", ("<f4", false)),
+            ("F16", ("<f2", false)),
+            ("BF16", ("<u2", false)),
+            ("I8", ("|i1", false)),
+            ("U8", ("|u1", false)),
+            ("F8_E4M3", ("|u1", false)),
+            ("BOOL", ("|b1", false)),
+            ("F4", ("|u1", true)),
+            ("F6_E2M3", ("|u1", true)),
+            ("C64", ("<c8", false)),
+        ] {
+            assert_eq!(numpy_type(dtype), want, "{dtype}");
+            // A typed view's element is as wide as the dtype's element.
+            let (typestr, raw) = want;
+            if !raw {
+                let bytes: u64 = typestr[2..].parse().unwrap();
+                assert_eq!(Some(bytes * 8), vram_hub::dtype_bits(dtype), "{dtype}");
+            }
+        }
     }
 }
