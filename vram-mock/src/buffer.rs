@@ -194,7 +194,8 @@ impl DeviceBuffer for MockBuffer {
         let mut staging = vec![0u8; chunk.max(1)];
         let mut offset = 0u64;
         loop {
-            let n = vram_core::source::read_full(reader, &mut staging).map_err(StreamError::Read)?;
+            let n =
+                vram_core::source::read_full(reader, &mut staging).map_err(StreamError::Read)?;
             let Some(piece) = staging.get(..n).filter(|p| !p.is_empty()) else {
                 break;
             };
@@ -205,8 +206,6 @@ impl DeviceBuffer for MockBuffer {
         self.shared.stream_calls.fetch_add(1, Ordering::Relaxed);
         Ok(offset)
     }
-
-
 
     /// Emulated when the device was built with
     /// [`on_device_hashing`](crate::MockDeviceBuilder::on_device_hashing):

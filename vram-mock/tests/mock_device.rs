@@ -546,7 +546,9 @@ fn capabilities_are_reported_as_built_and_methods_outside_them_are_unsupported()
     let mut src: &[u8] = &[1u8; 64];
     assert!(matches!(
         buf.stream_from(&mut src, 16, &mut on_chunk),
-        Err(vram_core::StreamError::Device(DeviceError::Unsupported { .. }))
+        Err(vram_core::StreamError::Device(
+            DeviceError::Unsupported { .. }
+        ))
     ));
     assert_eq!(src.len(), 64, "nothing is read by an unsupported stream");
 
@@ -562,7 +564,9 @@ fn capabilities_are_reported_as_built_and_methods_outside_them_are_unsupported()
     let mut lend = |_: &mut [u8]| -> std::io::Result<()> { panic!("memory may not be lent") };
     assert!(matches!(
         buf.fill_in_place(&mut lend),
-        Err(vram_core::StreamError::Device(DeviceError::Unsupported { .. }))
+        Err(vram_core::StreamError::Device(
+            DeviceError::Unsupported { .. }
+        ))
     ));
     // Streaming writes every byte, in chunks, and hands each chunk over.
     let data = pattern(1000);
@@ -576,11 +580,16 @@ fn capabilities_are_reported_as_built_and_methods_outside_them_are_unsupported()
     assert_eq!(seen, data);
     assert_eq!(read_all(buf.as_ref()), data);
     let calls = closed.upload_calls();
-    assert_eq!((calls.stream_from, calls.fill_in_place, calls.write_at), (1, 0, 0));
+    assert_eq!(
+        (calls.stream_from, calls.fill_in_place, calls.write_at),
+        (1, 0, 0)
+    );
     // A source longer than the buffer fails on the device side.
     let long = pattern(1001);
     assert!(matches!(
         buf.stream_from(&mut &long[..], 64, &mut |_| ()),
-        Err(vram_core::StreamError::Device(DeviceError::OutOfBounds { .. }))
+        Err(vram_core::StreamError::Device(
+            DeviceError::OutOfBounds { .. }
+        ))
     ));
 }

@@ -103,7 +103,7 @@ pub(crate) struct Resident {
 
 /// Model bytes sealed in device memory.
 ///
-/// Obtained from [`VramManager::seal_model`](crate::VramManager::seal_model) and
+/// Obtained from [`VramManager::seal`](crate::VramManager::seal) and
 /// friends; verified with [`VramManager::verify_sealed`](crate::VramManager::verify_sealed).
 /// `Debug` and the serializable [`ModelShardHandle`] never show device addresses.
 pub struct SealedShard {

@@ -6,7 +6,8 @@ use super::shared::DeviceShared;
 use super::staging::PinnedStaging;
 use super::{call, device_count, driver_present};
 use crate::{
-    Device, DeviceAttributes, DeviceBuffer, DeviceCapabilities, DeviceError, DeviceInfo, DeviceKind, MemoryInfo,
+    Device, DeviceAttributes, DeviceBuffer, DeviceCapabilities, DeviceError, DeviceInfo,
+    DeviceKind, MemoryInfo,
 };
 use cudarc::driver::{sys, CudaContext};
 use std::fmt;
