@@ -112,7 +112,7 @@ fn run_case(seed: u64) -> usize {
                 &req,
                 SealSource::Reader {
                     reader: &mut r,
-                    len: len,
+                    len,
                 },
             )
         }
@@ -121,7 +121,7 @@ fn run_case(seed: u64) -> usize {
             &req,
             SealSource::Reader {
                 reader: &mut &data[..],
-                len: len,
+                len,
             },
         ),
     };

@@ -319,7 +319,7 @@ fn a_source_that_changes_while_read_still_seals_exactly_what_the_device_holds() 
             &req,
             SealSource::Reader {
                 reader: &mut std::io::Read::take(Shifting(0), len),
-                len: len,
+                len,
             },
         )
         .unwrap();
