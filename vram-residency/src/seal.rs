@@ -146,7 +146,7 @@ impl VramManager {
     }
 }
 
-/// Where does the pipeline read from, and how many bytes.
+/// What the pipeline reads, and how many bytes: a file's length as it is now.
 fn input_of(source: SealSource<'_>) -> Result<(u64, Input<'_>), VramError> {
     static NO_PROGRESS: fn(u64) = |_| {};
     Ok(match source {
@@ -436,5 +436,61 @@ fn seal_stage(e: &VramError) -> &'static str {
         VramError::Crypto(_) => "sign",
         VramError::Internal { .. } => "hash",
         _ => "seal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SealTransaction;
+    use crate::{VramConfig, VramManager};
+    use std::sync::Arc;
+    use vram_audit::{AuditKey, AuditLog, AuditSink};
+    use vram_core::Device;
+    use vram_mock::MockDevice;
+    use vram_secrets::WorkerSecret;
+    use vram_validation::ShardId;
+
+    /// A seal that stops half-way without an error to note (a panic in a
+    /// fill, say) still gives everything back and owes its records: the
+    /// transaction's drop frees the memory, releases the capacity and audits
+    /// `seal_failed` and `vram_deallocated`.
+    #[test]
+    fn a_transaction_dropped_half_way_releases_and_audits() {
+        let device = MockDevice::new(0, 64 << 20);
+        let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![5u8; 32])).unwrap();
+        let audit =
+            Arc::new(AuditLog::in_memory(AuditKey::from_secret(&secret.audit_key()), "t").unwrap());
+        let sink: Arc<dyn AuditSink> = audit.clone();
+        let dynamic: Arc<dyn Device> = device.clone();
+        let m = VramManager::new(
+            VramConfig::builder(secret)
+                .device(dynamic)
+                .audit(sink)
+                .build(),
+        )
+        .unwrap();
+        let id = ShardId::new("shard-half-way").unwrap();
+        let mut tx = SealTransaction::begin(m.seal_context(), id, 3 << 20);
+        let target = m.seal_target(0).unwrap();
+        tx.acquire(&target).unwrap();
+        assert_eq!(device.live_allocations(), 1);
+        assert_eq!(m.used_vram(0), 3 << 20);
+        drop(tx);
+        assert_eq!(device.live_allocations(), 0, "device memory kept");
+        assert_eq!(m.used_vram(0), 0, "capacity kept");
+        let lines = audit.lines();
+        let of = |kind: &str| {
+            lines
+                .iter()
+                .filter(|l| l.contains(&format!("\"type\":\"{kind}\"")) && l.contains("half-way"))
+                .count()
+        };
+        assert_eq!(of("vram_allocated"), 1);
+        assert_eq!(of("seal_failed"), 1);
+        assert_eq!(of("vram_deallocated"), 1);
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("seal_failed") && l.contains("interrupted")));
+        assert_eq!(m.metrics().seal_failures, 1);
     }
 }
