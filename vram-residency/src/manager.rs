@@ -18,7 +18,7 @@ use crate::verify::{AuditMode, Scope, Verifier, VerifyPolicy, VerifyReport};
 use crate::VramError;
 use std::sync::Arc;
 use vram_audit::{AuditEvent, AuditSink};
-use vram_core::{CapacityTracker, Device, DeviceInfo, DeviceKind};
+use vram_core::{CapacityTracker, Device, DeviceCapabilities, DeviceInfo, DeviceKind};
 use vram_crypto::LeafSize;
 use vram_secrets::KeyId;
 use vram_validation::format_bytes;
@@ -29,6 +29,8 @@ struct DeviceSlot {
     tracker: Arc<CapacityTracker>,
     /// How seals reach this device, chosen once from its capabilities.
     route: Route,
+    /// What the device reported it can do.
+    caps: DeviceCapabilities,
 }
 
 struct Inner {
@@ -183,6 +185,7 @@ impl VramManager {
                 device,
                 tracker,
                 route,
+                caps,
             });
         }
         if slots.is_empty() {
@@ -313,6 +316,7 @@ impl VramManager {
             device: &slot.device,
             tracker: &slot.tracker,
             route: slot.route,
+            hashes_on_device: slot.caps.hash_on_device,
         })
     }
 

@@ -93,6 +93,8 @@ pub(crate) struct SealTarget<'m> {
     pub(crate) device: &'m Arc<dyn Device>,
     pub(crate) tracker: &'m Arc<CapacityTracker>,
     pub(crate) route: Route,
+    /// Whether the device reported it hashes leaves itself.
+    pub(crate) hashes_on_device: bool,
 }
 
 impl VramManager {
@@ -328,6 +330,7 @@ impl<'m> SealTransaction<'m> {
                 leaves,
                 plain_sha256: plain,
                 buffer,
+                hashes_on_device: target.hashes_on_device,
                 reservation,
                 audit: Arc::clone(self.ctx.audit),
             },

@@ -390,8 +390,8 @@ impl Verifier<'_> {
         }
     }
 
-    /// Full verification: on-device leaf hashing when the device offers it
-    /// (and `on_device` allows it), else read back and hashed on the host.
+    /// Full verification: on-device leaf hashing when the device reported it
+    /// can (and `on_device` allows it), else read back and hashed on the host.
     fn verify_full(
         &self,
         shard: &SealedShard,
@@ -399,7 +399,7 @@ impl Verifier<'_> {
     ) -> Result<(u64, u64, HashPath), VramError> {
         let count = shard.leaf_hashes().len() as u64;
         let leaf = shard.tree_digest().descriptor.leaf_size;
-        let device_hashes = if on_device {
+        let device_hashes = if on_device && shard.hashes_on_device() {
             shard
                 .buffer()
                 .hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count)

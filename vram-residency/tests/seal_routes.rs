@@ -19,8 +19,8 @@ use vram_core::Device;
 use vram_crypto::{tree_digest, LeafSize};
 use vram_mock::{MockDevice, UploadCalls};
 use vram_residency::{
-    LeasePolicy, SealHashing, SealRequest, SealSource, SealedShard, VerifyPolicy, VramConfig,
-    VramManager,
+    HashPath, LeasePolicy, SealHashing, SealRequest, SealSource, SealedShard, VerifyPolicy,
+    VramConfig, VramManager,
 };
 use vram_validation::ModelRef;
 
@@ -140,7 +140,10 @@ fn each_route_is_chosen_from_the_capabilities_and_seals_the_same_bytes() {
                         want_plain.then(|| plain.clone()),
                         "{at}"
                     );
-                    m.verify_with(&shard, VerifyPolicy::Full).unwrap();
+                    // Every device here reports on-device hashing: a full
+                    // verification asks the device.
+                    let report = m.verify_with(&shard, VerifyPolicy::Full).unwrap();
+                    assert_eq!(report.hash_path, HashPath::OnDevice, "{at}");
                     assert!(
                         held(&m, &shard) == data,
                         "{at}: the device holds other bytes"
