@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use vram_audit::AuditSink;
+use vram_residency::SealSource;
 use vram_residency::{
     SealHashing, SealRequest, SealedModel, SealedShard, SnapshotRequest, VramManager, WorkerSecret,
 };
@@ -129,11 +130,11 @@ impl Worker {
             .expected_sha256
             .get(vram_hub::SINGLE_WEIGHTS_FILE)
             .cloned();
-        Ok(self.manager.seal_file(&request, &file)?)
+        Ok(self.manager.seal(&request, SealSource::file(&file))?)
     }
 
     /// Seals the located snapshot as one model on the selected device
-    /// ([`VramManager::seal_snapshot`]): its weights (one file, or the
+    /// ([`VramManager::seal_model`]): its weights (one file, or the
     /// shards its index names) as one set, each with its expected SHA-256
     /// checked in the sealing pass, and its small files bound on the host.
     ///
@@ -146,7 +147,7 @@ impl Worker {
             SnapshotRequest::new(&model.dir, model.model_ref.clone(), self.selection.target);
         request.expected_sha256 = model.expected_sha256.clone();
         request.expected_files = model.expected_files.clone();
-        Ok(self.manager.seal_snapshot(&request)?)
+        Ok(self.manager.seal_model(&request)?)
     }
 
     /// Flips bits (`mask`) of one byte of the most recent allocation behind

@@ -38,7 +38,7 @@ pub use model::{
     HostFile, ModelLease, ModelTensors, SealedModel, SnapshotRequest, MAX_BOUND_FILE_BYTES,
 };
 pub use provenance::Provenance;
-pub use request::SealRequest;
+pub use request::{SealRequest, SealSource};
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
 pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};

@@ -9,6 +9,7 @@ use std::io::Read;
 use std::process::Command;
 use std::time::Instant;
 use vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
+use vram_residency::SealSource;
 use vram_residency::{SealHashing, SealRequest, SealedShard, VerifyPolicy, VramManager};
 use vram_secrets::WorkerSecret;
 use vram_validation::{format_bytes, ModelRef};
@@ -458,7 +459,7 @@ fn seal_from_memory(
     // The first allocation of a mock buffer pays the host's first-touch page
     // faults (slow in a VM, absent on a real device); the mock then reuses the
     // freed memory as a caching allocator would. Both are reported.
-    let (shard, cold_s) = time(|| mgr.seal(req, data));
+    let (shard, cold_s) = time(|| mgr.seal(req, SealSource::Bytes(data)));
     drop(shard?);
     if selection.is_mock() {
         r.line(
@@ -473,7 +474,9 @@ fn seal_from_memory(
     // plain seal below, so both reuse the memory the cold seal touched.)
     let mut plain_req = req.clone();
     plain_req.compute_sha256 = true;
-    let (plain_shard, plain_s) = best(3, || mgr.seal(&plain_req, data).map(drop));
+    let (plain_shard, plain_s) = best(3, || {
+        mgr.seal(&plain_req, SealSource::Bytes(data)).map(drop)
+    });
     plain_shard?;
     r.line(
         "seal from memory + plain SHA-256",
@@ -481,9 +484,9 @@ fn seal_from_memory(
         plain_s,
         Some(("ring stream", base.ring)),
     );
-    let (sealed, seal_s) = best(3, || mgr.seal(req, data).map(drop));
+    let (sealed, seal_s) = best(3, || mgr.seal(req, SealSource::Bytes(data)).map(drop));
     sealed?;
-    let shard = mgr.seal(req, data)?;
+    let shard = mgr.seal(req, SealSource::Bytes(data))?;
     r.line("seal from memory", size, seal_s, Some(("limit", limit)));
     if let Some(raw) = base.raw_copy {
         r.line(
@@ -502,7 +505,7 @@ fn seal_from_memory(
         );
     }
     if let Some(dm) = device_mgr {
-        let (dshard, dseal_s) = best(3, || dm.seal(req, data));
+        let (dshard, dseal_s) = best(3, || dm.seal(req, SealSource::Bytes(data)));
         drop(dshard?);
         r.line(
             "seal from memory, hashed on the device",
@@ -560,8 +563,8 @@ fn full_verify(
     Ok(())
 }
 
-/// Seals from the file: `seal_file` (and hashed on the device, CUDA) and
-/// `seal_reader` (streamed).
+/// Seals from the file: `SealSource::File` (and hashed on the device, CUDA) and
+/// `SealSource::Reader` (streamed).
 fn seal_from_file(
     r: &mut Report,
     mgr: &VramManager,
@@ -572,16 +575,16 @@ fn seal_from_file(
     limit: f64,
 ) -> Result<(), CliError> {
     let f = std::fs::File::open(file).map_err(|e| crate::exit::io_error(file, &e))?;
-    let (sealed, sealf_s) = best(3, || mgr.seal_file(req, &f).map(drop));
+    let (sealed, sealf_s) = best(3, || mgr.seal(req, SealSource::file(&f)).map(drop));
     sealed?;
     r.line(
-        "seal from file (seal_file)",
+        "seal from file (SealSource::File)",
         size,
         sealf_s,
         Some(("limit", limit)),
     );
     if let Some(dm) = device_mgr {
-        let (shard, s) = time(|| dm.seal_file(req, &f));
+        let (shard, s) = time(|| dm.seal(req, SealSource::file(&f)));
         drop(shard?);
         r.line(
             "seal from file, hashed on the device",
@@ -593,13 +596,19 @@ fn seal_from_file(
     // Each streamed seal reads the file from its start.
     let (sealed, sealr_s) = best(3, || {
         let f = std::fs::File::open(file).map_err(|e| crate::exit::io_error(file, &e))?;
-        mgr.seal_reader(req, &f, size)
-            .map(drop)
-            .map_err(CliError::from)
+        mgr.seal(
+            req,
+            SealSource::Reader {
+                reader: &mut &f,
+                len: size,
+            },
+        )
+        .map(drop)
+        .map_err(CliError::from)
     });
     sealed?;
     r.line(
-        "seal from file (seal_reader, streamed)",
+        "seal from file (SealSource::Reader, streamed)",
         size,
         sealr_s,
         Some(("limit", limit)),
@@ -619,7 +628,13 @@ fn sampled_verify(
     let policy = VerifyPolicy::Sampled { leaves: 16 };
     let mut sampled = Vec::new();
     for shard_size in [16u64 << 20, big] {
-        let shard = mgr.seal_reader(req, SyntheticModel::new(7, shard_size), shard_size)?;
+        let shard = mgr.seal(
+            req,
+            SealSource::Reader {
+                reader: &mut SyntheticModel::new(7, shard_size),
+                len: shard_size,
+            },
+        )?;
         let rounds = 20u32;
         let t = Instant::now();
         for _ in 0..rounds {

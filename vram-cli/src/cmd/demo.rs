@@ -8,6 +8,7 @@ use crate::exit::CliError;
 use std::time::Instant;
 use vram_audit::verify_chain;
 use vram_residency::SealHashing;
+use vram_residency::SealSource;
 use vram_residency::{LeasePolicy, SealRequest, SealedShard, VerifyPolicy, VramError, VramManager};
 use vram_secrets::WorkerSecret;
 use vram_validation::{format_bytes, ModelRef};
@@ -77,7 +78,13 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     let mut req = SealRequest::new(model_ref, selection.target);
     req.compute_sha256 = true;
     let t0 = Instant::now();
-    let shard = mgr.seal_reader(&req, model.reader(), total)?;
+    let shard = mgr.seal(
+        &req,
+        SealSource::Reader {
+            reader: &mut model.reader(),
+            len: total,
+        },
+    )?;
     let seal_s = t0.elapsed().as_secs_f64();
     steps.record(
         "seal",

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vram_audit::AuditSink;
+use vram_residency::SealSource;
 use vram_residency::{
     ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
 };
@@ -502,15 +503,23 @@ fn seal_one(
     // anything else is streamed.
     let regular = file.metadata().is_ok_and(|m| m.is_file());
     let shard = if regular {
-        mgr.seal_file_with_progress(&req, &file, &|n| bar.inc(n))
-    } else {
-        mgr.seal_reader(
+        mgr.seal(
             &req,
-            Progress {
-                inner: file,
-                bar: bar.clone(),
+            SealSource::File {
+                file: &file,
+                progress: Some(&|n| bar.inc(n)),
             },
-            len,
+        )
+    } else {
+        mgr.seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut Progress {
+                    inner: file,
+                    bar: bar.clone(),
+                },
+                len,
+            },
         )
     }
     .map_err(|e| file_error(path, e))?;
@@ -621,7 +630,7 @@ type SealedSnapshot = (
 );
 
 /// `vram seal DIR`: the snapshot sealed as one model
-/// ([`vram_residency::VramManager::seal_snapshot`]): its weights as one set,
+/// ([`vram_residency::VramManager::seal_model`]): its weights as one set,
 /// each shard verified and reported as a file is, its small files bound.
 /// Returns the shards, their rows and the model's JSON object.
 fn seal_snapshot(
@@ -641,7 +650,7 @@ fn seal_snapshot(
     request.expected_sha256 = location.expected_sha256.clone();
     request.expected_files = location.expected_files.clone();
     let t0 = Instant::now();
-    let model = mgr.seal_snapshot(&request).map_err(|e| {
+    let model = mgr.seal_model(&request).map_err(|e| {
         // A cached file that is not what its blob is named by: say how to
         // fetch it again.
         let repair = match &e {
@@ -927,7 +936,12 @@ mod tests {
     fn a_compromised_shard_ends_the_hold_with_an_integrity_error() {
         let device = MockDevice::new(0, 64 << 20);
         let mgr = manager(&device);
-        let shard = mgr.seal_model(&vec![5u8; 3 << 20], 0).unwrap();
+        let shard = mgr
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&vec![5u8; 3 << 20]),
+            )
+            .unwrap();
         let buffer = *device.live_buffers().first().unwrap();
         let stop = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
@@ -965,7 +979,12 @@ mod tests {
     fn an_intact_hold_ends_cleanly_when_asked() {
         let device = MockDevice::new(0, 64 << 20);
         let mgr = manager(&device);
-        let shard = mgr.seal_model(&vec![6u8; 1 << 20], 0).unwrap();
+        let shard = mgr
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&vec![6u8; 1 << 20]),
+            )
+            .unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let held = s.spawn(|| {
