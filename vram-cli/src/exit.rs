@@ -126,6 +126,12 @@ impl From<vram_validation::ValidationError> for CliError {
     }
 }
 
+impl From<vram_worker::WorkerError> for CliError {
+    fn from(e: vram_worker::WorkerError) -> Self {
+        Self::with_code(e.exit_code(), e.to_string())
+    }
+}
+
 impl From<vram_secrets::SecretsError> for CliError {
     fn from(e: vram_secrets::SecretsError) -> Self {
         Self::env(e.to_string())
@@ -150,21 +156,11 @@ pub(crate) fn one_safe_line(message: &str) -> String {
     out
 }
 
-/// A path as an error message shows it: escaped, one printable line.
-pub(crate) fn shown_path(path: &std::path::Path) -> String {
-    vram_validation::escape_path_for_log(path, 200)
-}
+pub(crate) use vram_worker::shown_path;
 
 /// A file the user named could not be used.
 pub(crate) fn io_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
-    let shown = shown_path(path);
-    match e.kind() {
-        std::io::ErrorKind::NotFound => CliError::usage(format!("{shown}: no such file")),
-        std::io::ErrorKind::PermissionDenied => {
-            CliError::env(format!("{shown}: permission denied"))
-        }
-        kind => CliError::env(format!("{shown}: {kind}")),
-    }
+    vram_worker::WorkerError::io(path, e).into()
 }
 
 #[cfg(test)]

@@ -55,6 +55,22 @@ impl SecretSource {
         self.file.is_some() || credential_present() || std::env::var_os(SECRET_FILE_ENV).is_some()
     }
 
+    /// Refuses, before anything is loaded, a file that names standard input
+    /// where standard input is refused.
+    ///
+    /// # Errors
+    /// [`WorkerError::SecretOnStandardInput`] (usage).
+    pub fn check_standard_input(&self) -> Result<(), WorkerError> {
+        match &self.file {
+            Some(path)
+                if self.standard_input == StandardInput::Refused && names_standard_input(path) =>
+            {
+                Err(WorkerError::SecretOnStandardInput)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Loads the secret.
     ///
     /// # Errors
@@ -63,10 +79,8 @@ impl SecretSource {
     /// [`WorkerError::Secret`] (environment) when it cannot be used (a file
     /// others can read, a wrong length, I/O).
     pub fn load(&self) -> Result<WorkerSecret, WorkerError> {
+        self.check_standard_input()?;
         if let Some(path) = &self.file {
-            if self.standard_input == StandardInput::Refused && names_standard_input(path) {
-                return Err(WorkerError::SecretOnStandardInput);
-            }
             if path == Path::new("-") {
                 return Ok(WorkerSecret::load_stdin()?);
             }
@@ -162,6 +176,7 @@ mod tests {
                 file: Some(PathBuf::from(given)),
                 standard_input: StandardInput::Refused,
             };
+            assert!(source.check_standard_input().is_err(), "{given}");
             let e = source.load().unwrap_err();
             assert!(matches!(e, WorkerError::SecretOnStandardInput), "{given}");
             assert_eq!(e.exit_code(), 2);

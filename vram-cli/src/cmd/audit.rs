@@ -1,7 +1,6 @@
 //! `vram audit verify|show|head LOG...`: check a chain (exit 0 only when
 //! intact), show its records, print its verified head.
 
-use super::{audit_key, audit_signer};
 use crate::cli::{AuditHeadArgs, AuditPublicKeyArgs, AuditShowArgs, AuditVerifyArgs};
 use crate::exit::{shown_path, CliError};
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
@@ -12,6 +11,7 @@ use vram_audit::{
     VerifyOptions, VerifyReport,
 };
 use vram_validation::{escape_for_log, OutputLine};
+use vram_worker::{audit_key, audit_signer, SecretSource};
 
 /// The files of the log: one path names a rotated log by its base (every
 /// segment, in order; the base itself may be gone when its oldest segments
@@ -102,7 +102,7 @@ fn checkpoint_arg(
 /// `vram audit public-key`: the PEM of the checkpoint signing key's public
 /// key and its fingerprint (stderr; both on stdout under `--json`).
 pub(crate) fn public_key(args: &AuditPublicKeyArgs) -> Result<(), CliError> {
-    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let secret = SecretSource::new(args.secret_file.clone()).load()?;
     let signer = audit_signer(&secret)?;
     let public = signer.public_key();
     if args.json {
@@ -134,7 +134,7 @@ fn verify_with_flags(
     let public = public_key.map(read_public_key).transpose()?;
     let secret = match (&public, secret_file) {
         (Some(_), None) => None,
-        _ => Some(crate::secret::load(secret_file)?),
+        _ => Some(SecretSource::new(secret_file.map(Path::to_path_buf)).load()?),
     };
     let key = secret.as_ref().map(audit_key).transpose()?;
     let report = match (&public, &key) {
@@ -453,7 +453,12 @@ pub(crate) fn show(args: &AuditShowArgs, quiet: bool) -> Result<(), CliError> {
             )));
         }
     }
-    let secret = crate::secret::load_if_given(args.secret_file.as_deref())?;
+    let source = SecretSource::new(args.secret_file.clone());
+    let secret = if source.is_configured() {
+        Some(source.load()?)
+    } else {
+        None
+    };
     let key = secret.as_ref().map(audit_key).transpose()?;
     if key.is_none() {
         eprintln!(

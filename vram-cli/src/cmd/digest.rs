@@ -13,9 +13,10 @@
 //! with `SIGBUS`, as with `b3sum`; a digest of a file that changes while it is
 //! read describes no single state of it either way.
 
-use super::{gbps, leaf_arg};
+use crate::args::leaf_arg;
 use crate::cli::DigestArgs;
 use crate::exit::{one_safe_line, CliError};
+use crate::figures::gbps;
 use crate::manifest::{leaf_text, sha256_line, tree_line, TREE_TAG};
 use vram_crypto::{backend, LeafSize};
 

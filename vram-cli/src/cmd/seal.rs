@@ -1,11 +1,10 @@
 //! `vram seal FILE...`: stream each file into device memory, seal, verify once.
 
-use super::{
-    duration_arg, gbps, leaf_arg, manager, open_audit_with, peak_rss_bytes, size_arg, verify_arg,
-};
+use super::model_ref::file_model_ref;
+use crate::args::{device_arg, duration_arg, leaf_arg, size_arg, verify_arg};
 use crate::cli::SealArgs;
-use crate::devices::{parse_spec, select};
 use crate::exit::{io_error, shown_path, CliError};
+use crate::figures::{gbps, peak_rss_bytes};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +14,10 @@ use vram_residency::{
     ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
 };
 use vram_validation::{DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex};
+use vram_worker::{
+    build_manager, hub, open_audit_log_with, DeviceSelection, ManagerOptions, ModelLocation,
+    SecretSource,
+};
 
 /// Counts bytes through a reader into a progress bar.
 struct Progress<R> {
@@ -28,30 +31,6 @@ impl<R: Read> Read for Progress<R> {
         self.bar.inc(n as u64);
         Ok(n)
     }
-}
-
-/// `file:NAME`, with the name percent-encoded where a model reference could
-/// not hold it as written (a `%`, control or invisible characters), so that
-/// any file name gives a reference that decodes back to it.
-pub(crate) fn file_model_ref(name: &str) -> Result<ModelRef, vram_validation::ValidationError> {
-    let plain = format!("file:{name}");
-    if !name.contains('%') {
-        if let Ok(r) = ModelRef::new(&plain) {
-            return Ok(r);
-        }
-    }
-    let mut encoded = String::from("file:");
-    for c in name.chars() {
-        if c == '%' || c.is_control() || !(c.is_ascii_graphic() || c == ' ') {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                encoded.push_str(&format!("%{b:02X}"));
-            }
-        } else {
-            encoded.push(c);
-        }
-    }
-    ModelRef::new(&encoded)
 }
 
 fn default_model_ref(path: &std::path::Path) -> Result<ModelRef, CliError> {
@@ -171,7 +150,7 @@ fn policy_name(p: VerifyPolicy) -> String {
 }
 
 pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
-    let spec = parse_spec(&args.device.device)?;
+    let spec = device_arg(&args.device.device)?;
     let policy = verify_arg(&args.verify)?;
     let leaf = leaf_arg(args.leaf_size.as_deref())?;
     let scrub_rate = size_arg("--scrub-rate", &args.scrub_rate)?;
@@ -249,7 +228,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             }
             // Every file with an expected digest is checked, here or in the
             // reads that seal and bind it.
-            let located = crate::worker::locate_in_cache(model, quiet, args.cache_without_links)?;
+            let located = vram_worker::locate_in_cache(model, quiet, args.cache_without_links)?;
             snapshot = Some(SnapshotInput {
                 shown: located.model_ref.as_str().to_owned(),
                 location: located,
@@ -274,10 +253,10 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                 )));
             }
             // A hub cache's snapshots/COMMIT is checked as hf:// is.
-            if let Some(hub) = super::hub::snapshot_of_dir(path, args.cache_without_links)? {
+            if let Some(hub) = hub::snapshot_of_dir(path, args.cache_without_links)? {
                 snapshot = Some(SnapshotInput {
                     shown: path.to_string_lossy().into_owned(),
-                    location: crate::worker::hub_location(hub, quiet)?,
+                    location: ModelLocation::of_hub_snapshot(hub, quiet)?,
                 });
                 continue;
             }
@@ -289,13 +268,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             let model_ref = dir_model_ref(path)?;
             snapshot = Some(SnapshotInput {
                 shown: path.to_string_lossy().into_owned(),
-                location: crate::worker::ModelLocation {
-                    dir: path.clone(),
-                    weights: path.join(vram_hub::SINGLE_WEIGHTS_FILE),
-                    model_ref,
-                    expected_sha256: std::collections::BTreeMap::new(),
-                    expected_files: std::collections::BTreeMap::new(),
-                },
+                location: ModelLocation::directory(path, model_ref),
             });
             continue;
         }
@@ -330,9 +303,9 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
 
     // Bound before anything is sealed: a port in use is an error now.
     let metrics = MetricsOut::from_args(args)?;
-    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let secret = SecretSource::new(args.secret_file.clone()).load()?;
     let audit: Option<Arc<dyn AuditSink>> = match &args.audit_log {
-        Some(p) => Some(open_audit_with(p, &secret, audit_tuning(args)?)?),
+        Some(p) => Some(open_audit_log_with(p, &secret, audit_tuning(args)?)?),
         None => {
             if !quiet {
                 eprintln!("vram: note: no --audit-log given; audit records are kept in memory and lost at exit");
@@ -340,14 +313,22 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             None
         }
     };
-    let selection = select(spec)?;
+    let selection = DeviceSelection::select(spec)?;
     selection.announce(quiet);
     let hashing = if args.hash_on_device {
         SealHashing::ON_DEVICE
     } else {
         SealHashing::Host
     };
-    let mgr = manager(secret, &selection, audit, leaf, hashing)?;
+    let mgr = build_manager(
+        secret,
+        &selection,
+        ManagerOptions {
+            audit,
+            leaf,
+            hashing,
+        },
+    )?;
 
     let mut shards: Vec<Arc<SealedShard>> = Vec::new();
     let mut rows = Vec::new();
@@ -478,7 +459,7 @@ struct Input {
 /// shard and its JSON row.
 fn seal_one(
     mgr: &vram_residency::VramManager,
-    selection: &crate::devices::Selection,
+    selection: &DeviceSelection,
     args: &SealArgs,
     policy: VerifyPolicy,
     input: Input,
@@ -493,7 +474,7 @@ fn seal_one(
         provenance,
     } = input;
     let path = path.as_path();
-    let mut req = SealRequest::new(model_ref, selection.target);
+    let mut req = SealRequest::new(model_ref, selection.target());
     req.expected_sha256 = expected;
     req.provenance = provenance;
     let bar = crate::progress::bar(len, "seal", quiet);
@@ -594,7 +575,7 @@ fn verify_and_report(
 /// or `hf://ORG/NAME@COMMIT`).
 struct SnapshotInput {
     shown: String,
-    location: crate::worker::ModelLocation,
+    location: ModelLocation,
 }
 
 /// `file:NAME` for a snapshot directory: its own name (a hub snapshot's is
@@ -626,7 +607,7 @@ type SealedSnapshot = (
 /// Returns the shards, their rows and the model's JSON object.
 fn seal_snapshot(
     mgr: &vram_residency::VramManager,
-    selection: &crate::devices::Selection,
+    selection: &DeviceSelection,
     args: &SealArgs,
     policy: VerifyPolicy,
     input: &SnapshotInput,
@@ -637,7 +618,7 @@ fn seal_snapshot(
     let dir = location.dir.as_path();
     let shown = std::path::Path::new(&input.shown);
     let model_ref = model_ref.unwrap_or_else(|| location.model_ref.clone());
-    let mut request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target);
+    let mut request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target());
     request.expected_sha256 = location.expected_sha256.clone();
     request.expected_files = location.expected_files.clone();
     let t0 = Instant::now();
@@ -645,7 +626,7 @@ fn seal_snapshot(
         // A cached file that is not what its blob is named by: say how to
         // fetch it again.
         let repair = match &e {
-            VramError::ModelFileRejected { name, .. } => super::hub::repair_of(dir, name),
+            VramError::ModelFileRejected { name, .. } => hub::repair_of(dir, name),
             _ => None,
         };
         let mut err = file_error(shown, e);
