@@ -78,6 +78,27 @@ impl CliError {
     }
 }
 
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+// A flag value's parser (`crate::args`) returns a `CliError` through clap,
+// which keeps it as the source of its own error.
+impl std::error::Error for CliError {}
+
+impl CliError {
+    /// The error of a flag value's parser (`crate::args`) that clap reports
+    /// as the cause of its own: the command's error, as if the command had
+    /// parsed the value itself.
+    pub(crate) fn of_flag_value(e: &clap::Error) -> Option<Self> {
+        use std::error::Error;
+        let ours = e.source()?.downcast_ref::<Self>()?;
+        Some(Self::with_code(ours.code, ours.message.clone()))
+    }
+}
+
 /// The one-line message of a command line clap refuses, for a `--json`
 /// error object: the kind of error and the arguments it is about (`invalid
 /// value for --leaf-size <LEAF_SIZE>`), never the value given.

@@ -31,6 +31,15 @@ pub fn run() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
+            // A flag value refused by its parser (`args`): reported as the
+            // command's own error, one line.
+            if let Some(err) = exit::CliError::of_flag_value(&e) {
+                eprintln!("vram: error: {}", exit::one_safe_line(&err.message));
+                if json_asked() {
+                    print_json_error(&err);
+                }
+                return ExitCode::from(err.code);
+            }
             // clap prints help/version to stdout (exit 0) and errors to stderr.
             let code = if e.use_stderr() {
                 exit::USAGE

@@ -1,7 +1,6 @@
 //! `vram bench`: hashing, seal and verify throughput with ratios against
 //! baselines measured in the same run. Reports; never asserts on time.
 
-use crate::args::{device_arg, size_arg};
 use crate::cli::BenchArgs;
 use crate::exit::CliError;
 use crate::figures::gbps;
@@ -138,13 +137,11 @@ struct Baselines {
 /// full verification, seals from a file, sampled verification, peak host
 /// memory) and reports each against the baselines.
 pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
-    let size = size_arg("--size", &args.size)?;
-    let big = size_arg("--sampled-size", &args.sampled_size)?;
+    let (size, big) = (args.size, args.sampled_size);
     if size < 1 << 20 {
         return Err(CliError::usage("--size must be at least 1MiB"));
     }
-    let spec = device_arg(&args.device.device)?;
-    let selection = Selection::select(spec)?;
+    let selection = Selection::select(args.device.device)?;
     selection.announce(quiet);
     check_sizes_fit(&selection, size, big)?;
     // The leaf size a manager picks for this device (64 KiB on CUDA).

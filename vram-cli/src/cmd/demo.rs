@@ -1,7 +1,6 @@
 //! `vram demo`: the whole story on one synthetic model. Exit 0 only when every
 //! step behaved as expected (including the corruption being caught).
 
-use crate::args::{device_arg, size_arg};
 use crate::cli::DemoArgs;
 use crate::exit::CliError;
 use crate::figures::gbps;
@@ -33,12 +32,11 @@ impl Steps {
 }
 
 pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
-    let size = size_arg("--size", &args.size)?;
+    let size = args.size;
     if size == 0 {
         return Err(CliError::usage("--size must be at least 1 byte"));
     }
-    let spec = device_arg(&args.device.device)?;
-    let selection = DeviceSelection::select(spec)?;
+    let selection = DeviceSelection::select(args.device.device)?;
     selection.announce(quiet);
     // What the demo seals dies with it: an ephemeral secret, by choice.
     let secret = SecretChoice::Ephemeral.load()?;

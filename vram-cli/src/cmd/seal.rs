@@ -1,7 +1,6 @@
 //! `vram seal FILE...`: stream each file into device memory, seal, verify once.
 
 use super::model_ref::file_model_ref;
-use crate::args::{device_arg, duration_arg, leaf_arg, size_arg, verify_arg};
 use crate::cli::SealArgs;
 use crate::exit::{io_error, shown_path, CliError};
 use crate::figures::{gbps, peak_rss_bytes};
@@ -44,41 +43,6 @@ fn default_model_ref(path: &std::path::Path) -> Result<ModelRef, CliError> {
             shown_path(path)
         ))
     })
-}
-
-/// The longest file `--expect-sha256 @PATH` reads (pointer files and
-/// descriptors are a few hundred bytes).
-const MAX_DIGEST_FILE_BYTES: u64 = 64 * 1024;
-
-/// `--expect-sha256 VALUE` or `--expect-sha256 @PATH`.
-fn expected_arg(value: &str) -> Result<ExpectedDigest, CliError> {
-    let Some(path) = value.strip_prefix('@') else {
-        return ExpectedDigest::parse(value)
-            .map_err(|e| CliError::usage(format!("--expect-sha256: {e}")));
-    };
-    let path = std::path::Path::new(path);
-    let file = std::fs::File::open(path).map_err(|e| {
-        let mut err = io_error(path, &e);
-        err.message = format!("--expect-sha256 @{}", err.message);
-        err
-    })?;
-    let mut text = String::new();
-    file.take(MAX_DIGEST_FILE_BYTES.saturating_add(1))
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            CliError::usage(format!(
-                "--expect-sha256 @{}: cannot be read as text ({e})",
-                shown_path(path)
-            ))
-        })?;
-    if text.len() as u64 > MAX_DIGEST_FILE_BYTES {
-        return Err(CliError::usage(format!(
-            "--expect-sha256 @{}: is larger than {MAX_DIGEST_FILE_BYTES} bytes; expected a pointer file, a sha256sum line or an OCI descriptor",
-            shown_path(path)
-        )));
-    }
-    ExpectedDigest::parse_file(&text)
-        .map_err(|e| CliError::usage(format!("--expect-sha256 @{}: {e}", shown_path(path))))
 }
 
 /// Opens a model file (or snapshot directory) named on the command line,
@@ -150,10 +114,10 @@ fn policy_name(p: VerifyPolicy) -> String {
 }
 
 pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
-    let spec = device_arg(&args.device.device)?;
-    let policy = verify_arg(&args.verify)?;
-    let leaf = leaf_arg(args.leaf_size.as_deref())?;
-    let scrub_rate = size_arg("--scrub-rate", &args.scrub_rate)?;
+    let spec = args.device.device;
+    let policy = args.verify;
+    let leaf = args.leaf_size;
+    let scrub_rate = args.scrub_rate;
     if args.hold {
         // Checked now, not after every file is sealed.
         ScrubConfig::new(scrub_rate).validate().map_err(|_| {
@@ -163,17 +127,8 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             ))
         })?;
     }
-    let expected = args
-        .expect_sha256
-        .as_deref()
-        .map(expected_arg)
-        .transpose()?;
-    let model_ref_flag = args
-        .model_ref
-        .as_deref()
-        .map(ModelRef::new)
-        .transpose()
-        .map_err(|e| CliError::usage(format!("--model-ref: {e}")))?;
+    let expected = args.expect_sha256.clone();
+    let model_ref_flag = args.model_ref.clone();
     // Check every file before touching a device.
     let mut inputs = Vec::with_capacity(args.files.len());
     let mut signed_model = None;
@@ -530,7 +485,7 @@ fn verify_and_report(
             "device_kind": shard.device_kind().as_str(),
             "sha256": shard.plain_sha256().map(ToString::to_string),
             "verify": {
-                "policy": args.verify,
+                "policy": policy_name(policy),
                 "policy_run": ran,
                 "leaves_checked": report.leaves_checked,
                 "bytes_checked": report.bytes_checked,
@@ -715,10 +670,7 @@ impl MetricsOut {
             .map(crate::metrics::Listener::bind)
             .transpose()?;
         let file = match &args.metrics_file {
-            Some(p) => Some((
-                crate::metrics::TextFile::new(p)?,
-                duration_arg("--metrics-interval", &args.metrics_interval)?,
-            )),
+            Some(p) => Some((crate::metrics::TextFile::new(p)?, args.metrics_interval)),
             None => None,
         };
         Ok(Self { listener, file })
@@ -866,8 +818,7 @@ fn hold_until(
 /// The audit log's segment size and checkpoint cadence from the flags.
 fn audit_tuning(args: &SealArgs) -> Result<vram_audit::FileOptions, CliError> {
     let mut options = vram_audit::FileOptions::default();
-    if let Some(size) = &args.audit_segment_size {
-        let bytes = size_arg("--audit-segment-size", size)?;
+    if let Some(bytes) = args.audit_segment_size {
         if bytes == 0 {
             return Err(CliError::usage(
                 "--audit-segment-size must be at least 1 byte",
@@ -876,10 +827,7 @@ fn audit_tuning(args: &SealArgs) -> Result<vram_audit::FileOptions, CliError> {
         options.max_file_bytes = Some(bytes);
     }
     options.checkpoint_records = args.audit_checkpoint_records;
-    options.checkpoint_interval = duration_arg(
-        "--audit-checkpoint-interval",
-        &args.audit_checkpoint_interval,
-    )?;
+    options.checkpoint_interval = args.audit_checkpoint_interval;
     Ok(options)
 }
 
