@@ -101,15 +101,13 @@ mod tests {
     #[test]
     fn a_log_is_opened_continued_and_refused_as_the_secret_file() {
         let dir = tempfile::tempdir().unwrap();
-        let secret =
-            vram_secrets::WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![5u8; 32])).unwrap();
+        let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![5u8; 32])).unwrap();
         let path = dir.path().join("audit.jsonl");
         drop(open_audit_log(&path, &secret).unwrap());
         // Continued under the same secret.
         drop(open_audit_log(&path, &secret).unwrap());
         // Under another secret it is not ours: refused, named, environment.
-        let other =
-            vram_secrets::WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![6u8; 32])).unwrap();
+        let other = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![6u8; 32])).unwrap();
         let e = open_audit_log(&path, &other).unwrap_err();
         assert_eq!(e.exit_code(), 3, "{e}");
         assert!(in_memory_audit_log(&secret).is_ok());

@@ -165,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_hub_references_are_usage_errors_and_a_missing_cache_is_not() {
+    fn bad_hub_references_are_usage_errors() {
         for bad in [
             "hf://",
             "hf://a/b/c",
