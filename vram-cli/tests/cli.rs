@@ -8,41 +8,11 @@
     clippy::panic
 )]
 
-use assert_cmd::Command;
+mod common;
+
+use common::{model, secret_file, vram, write_file};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-
-fn vram() -> Command {
-    let mut c = Command::cargo_bin("vram").unwrap();
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
-    c
-}
-
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
-fn secret_file(dir: &Path) -> PathBuf {
-    let p = dir.join("worker.secret");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&p)
-        .unwrap();
-    f.write_all(b"0123456789abcdef0123456789abcdef-cli-test\n")
-        .unwrap();
-    p
-}
-
-fn model(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 131 % 251) as u8).collect()
-}
+use std::path::PathBuf;
 
 fn stdout_json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)

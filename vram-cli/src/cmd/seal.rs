@@ -113,10 +113,28 @@ fn policy_name(p: VerifyPolicy) -> String {
     }
 }
 
+/// `vram seal`: plan (every input checked, nothing touched), execute (the
+/// worker built, every input sealed and verified), report (the JSON
+/// document, the hold, the releases).
 pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
-    let spec = args.device.device;
-    let policy = args.verify;
-    let leaf = args.leaf_size;
+    let plan = plan(args, quiet)?;
+    let sealed = execute(args, plan, quiet)?;
+    report(args, sealed, quiet)
+}
+
+/// What `vram seal` will seal, every input checked before any device work.
+struct SealPlan {
+    /// Files sealed one shard each.
+    inputs: Vec<Input>,
+    /// A snapshot sealed as one model.
+    snapshot: Option<SnapshotInput>,
+    /// Whether the inputs come from a verified publisher signature.
+    signed: bool,
+}
+
+/// Checks every input, flag and file before a device, a secret or a log is
+/// touched.
+fn plan(args: &SealArgs, quiet: bool) -> Result<SealPlan, CliError> {
     let scrub_rate = args.scrub_rate;
     if args.hold {
         // Checked now, not after every file is sealed.
@@ -256,6 +274,35 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         check_expected_size(expected, &input.path, input.len)?;
     }
 
+    Ok(SealPlan {
+        inputs,
+        snapshot,
+        signed: signed_model.is_some(),
+    })
+}
+
+/// What was sealed, and the worker that holds it.
+struct Sealed {
+    mgr: vram_residency::VramManager,
+    device_kind: &'static str,
+    shards: Vec<Arc<SealedShard>>,
+    rows: Vec<serde_json::Value>,
+    model_json: Option<serde_json::Value>,
+    metrics: MetricsOut,
+}
+
+/// Builds the worker (metrics endpoint first, then secret, audit log,
+/// devices, manager) and seals and verifies every planned input. Under
+/// `--json` a failure is reported in the command's document, with what was
+/// sealed before it.
+fn execute(args: &SealArgs, plan: SealPlan, quiet: bool) -> Result<Sealed, CliError> {
+    let SealPlan {
+        inputs,
+        snapshot,
+        signed,
+    } = plan;
+    let (spec, policy, leaf) = (args.device.device, args.verify, args.leaf_size);
+    let model_ref_flag = args.model_ref.clone();
     // Bound before anything is sealed: a port in use is an error now.
     let metrics = MetricsOut::from_args(args)?;
     let secret = SecretSource::new(args.secret_file.clone()).load()?;
@@ -324,7 +371,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                 shards.push(Arc::new(shard));
             }
             Err(mut e) => {
-                if signed_model.is_some() && e.code == crate::exit::INTEGRITY {
+                if signed && e.code == crate::exit::INTEGRITY {
                     // Every shard sealed so far is released below (audited).
                     let base = e.message.trim_end_matches("; nothing was sealed");
                     e.message = format!(
@@ -354,9 +401,31 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             }
         }
     }
+    Ok(Sealed {
+        mgr,
+        device_kind: selection.kind(),
+        shards,
+        rows,
+        model_json,
+        metrics,
+    })
+}
+
+/// The JSON document (or nothing more: each shard's line is out already),
+/// then the hold, or the releases: exit 0 only once every record is durable.
+fn report(args: &SealArgs, sealed: Sealed, quiet: bool) -> Result<(), CliError> {
+    let Sealed {
+        mgr,
+        device_kind,
+        shards,
+        rows,
+        model_json,
+        metrics,
+    } = sealed;
+    let scrub_rate = args.scrub_rate;
     let mut out = serde_json::json!({
         "shards": rows,
-        "device_kind": selection.kind(),
+        "device_kind": device_kind,
         "peak_rss_bytes": peak_rss_bytes(),
     });
     if let (Some(model), Some(obj)) = (model_json, out.as_object_mut()) {
@@ -369,7 +438,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         // The document is out before holding (scripts need the handles): a
         // failure while holding is said on stderr only, never as a second
         // JSON document.
-        return hold(&mgr, shards, scrub_rate, quiet, metrics, selection.kind()).map_err(|e| {
+        return hold(&mgr, shards, scrub_rate, quiet, metrics, device_kind).map_err(|e| {
             if args.json {
                 e.reported_in_json()
             } else {
