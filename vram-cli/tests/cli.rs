@@ -39,25 +39,19 @@ fn help_documents_exit_codes() {
 
 #[test]
 fn usage_errors_exit_2() {
-    vram().arg("frobnicate").assert().code(2);
-    vram().args(["digest"]).assert().code(2);
     let dir = tempfile::tempdir().unwrap();
     let f = write_file(dir.path(), "m.bin", &model(10));
-    vram()
-        .args(["digest", "--leaf-size", "3KiB"])
-        .arg(&f)
-        .assert()
-        .code(2);
-    vram()
-        .args(["digest", "--leaf-size", "lots"])
-        .arg(&f)
-        .assert()
-        .code(2);
-    vram()
-        .args(["digest", "/definitely/not/here"])
-        .assert()
-        .code(2);
-    vram().arg("digest").arg(dir.path()).assert().code(2);
+    let (file, folder) = (f.to_str().unwrap(), dir.path().to_str().unwrap());
+    for args in [
+        &["frobnicate"][..],
+        &["digest"],
+        &["digest", "--leaf-size", "3KiB", file],
+        &["digest", "--leaf-size", "lots", file],
+        &["digest", "/definitely/not/here"],
+        &["digest", folder],
+    ] {
+        vram().args(args).assert().code(2);
+    }
     let s = secret_file(dir.path());
     for bad in [
         vec!["--device", "gpu7"],
@@ -386,24 +380,21 @@ fn malformed_audit_logs_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let s = secret_file(dir.path());
     let junk = write_file(dir.path(), "junk.jsonl", b"this is not json\n{\"v\":1}\n");
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg(&junk)
-        .assert()
-        .code(1);
-    vram()
-        .args(["audit", "verify", "--checkpoint", "nope", "--secret-file"])
-        .arg(&s)
-        .arg(&junk)
-        .assert()
-        .code(2);
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg("/no/such/log")
-        .assert()
-        .code(2);
+    let junk = junk.to_str().unwrap();
+    for (extra, log, code) in [
+        (&[][..], junk, 1),
+        (&["--checkpoint", "nope"], junk, 2),
+        (&[], "/no/such/log", 2),
+    ] {
+        vram()
+            .args(["audit", "verify"])
+            .args(extra)
+            .arg("--secret-file")
+            .arg(&s)
+            .arg(log)
+            .assert()
+            .code(code);
+    }
 }
 
 #[test]
