@@ -12,7 +12,18 @@ mod common;
 
 use common::{model, secret_file, vram, write_file};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// `vram audit verify [EXTRA...] --secret-file SECRET LOG`.
+fn audit_verify(secret: &Path, log: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut c = vram();
+    c.args(["audit", "verify"])
+        .args(extra)
+        .arg("--secret-file")
+        .arg(secret)
+        .arg(log);
+    c
+}
 
 fn stdout_json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
@@ -183,12 +194,7 @@ fn seal_json_shape_and_audit_log_round_trip() {
     );
 
     // The same secret verifies the log the seal wrote.
-    let out = vram()
-        .args(["audit", "verify", "--json", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .output()
-        .unwrap();
+    let out = audit_verify(&s, &log, &["--json"]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -205,12 +211,7 @@ fn seal_json_shape_and_audit_log_round_trip() {
     std::fs::create_dir(&other).unwrap();
     let s2 = secret_file(&other);
     std::fs::write(&s2, b"another-secret-another-secret-another-secret").unwrap();
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s2)
-        .arg(&log)
-        .assert()
-        .code(1);
+    audit_verify(&s2, &log, &[]).assert().code(1);
 }
 
 #[test]
@@ -235,12 +236,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
         .unwrap();
     lines[target] = lines[target].replace("\"vram_bytes\":100000", "\"vram_bytes\":100001");
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-    let out = vram()
-        .args(["audit", "verify", "--json", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .output()
-        .unwrap();
+    let out = audit_verify(&s, &log, &["--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v = stdout_json(&out);
     assert_eq!(v["intact"], false);
@@ -252,12 +248,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
         .collect();
     assert_eq!(lines_found.first().copied(), Some(target as u64 + 1), "{v}");
     // Plain output names the line too.
-    let out = vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .output()
-        .unwrap();
+    let out = audit_verify(&s, &log, &[]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(":{}:", target + 1)));
 }
 
@@ -461,12 +452,7 @@ fn hold_keeps_shards_until_sigterm_then_releases_them_audited() {
     assert!(rest.iter().any(|l| l.contains("released")), "{rest:?}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.matches("\"vram_deallocated\"").count(), 1, "{text}");
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .assert()
-        .success();
+    audit_verify(&s, &log, &[]).assert().success();
 }
 
 #[test]
