@@ -14,6 +14,13 @@ use common::{model, secret_file, vram, write_file};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// `vram seal FLAGS... --secret-file SECRET`, its inputs to be added.
+fn seal(secret: &Path, flags: &[&str]) -> assert_cmd::Command {
+    let mut c = vram();
+    c.arg("seal").args(flags).arg("--secret-file").arg(secret);
+    c
+}
+
 /// `vram audit verify [EXTRA...] --secret-file SECRET LOG`.
 fn audit_verify(secret: &Path, log: &Path, extra: &[&str]) -> assert_cmd::Command {
     let mut c = vram();
@@ -220,9 +227,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
     let s = secret_file(dir.path());
     let a = write_file(dir.path(), "a.bin", &model(100_000));
     let log = dir.path().join("audit.jsonl");
-    vram()
-        .args(["seal", "--quiet", "--device", "mock", "--secret-file"])
-        .arg(&s)
+    seal(&s, &["--quiet", "--device", "mock"])
         .arg("--audit-log")
         .arg(&log)
         .arg(&a)
@@ -317,9 +322,7 @@ fn secret_problems_exit_3() {
     // Too permissive.
     let loose = write_file(dir.path(), "loose.secret", &[7u8; 40]);
     std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let out = vram()
-        .args(["seal", "--device", "mock", "--secret-file"])
-        .arg(&loose)
+    let out = seal(&loose, &["--device", "mock"])
         .arg(&a)
         .output()
         .unwrap();
@@ -350,12 +353,7 @@ fn cuda_device_without_a_driver_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let s = secret_file(dir.path());
     let a = write_file(dir.path(), "a.bin", &model(1000));
-    let out = vram()
-        .args(["seal", "--device", "cuda:0", "--secret-file"])
-        .arg(&s)
-        .arg(&a)
-        .output()
-        .unwrap();
+    let out = seal(&s, &["--device", "cuda:0"]).arg(&a).output().unwrap();
     // Either there is no driver (3) or, on a GPU machine, it seals (0).
     let code = out.status.code();
     assert!(code == Some(3) || code == Some(0), "{code:?}");
@@ -545,12 +543,7 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
 
     // The default model reference cannot be made from such a name: refused,
     // and the refusal does not echo it raw.
-    let out = vram()
-        .args(["seal", "--device", "mock", "--secret-file"])
-        .arg(&s)
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = seal(&s, &["--device", "mock"]).arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     no_raw_controls("seal refusal", &out.stderr);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model-ref"));
@@ -649,9 +642,7 @@ fn the_readme_secret_recipe_works_when_the_last_byte_is_a_newline() {
         bytes.push(last);
         std::fs::write(&p, &bytes).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let out = vram()
-            .args(["seal", "-q", "--device", "mock", "--secret-file"])
-            .arg(&p)
+        let out = seal(&p, &["-q", "--device", "mock"])
             .arg(&a)
             .output()
             .unwrap();
@@ -665,9 +656,7 @@ fn the_readme_secret_recipe_works_when_the_last_byte_is_a_newline() {
     let p = dir.path().join("short.secret");
     std::fs::write(&p, b"too-short\n").unwrap();
     std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let out = vram()
-        .args(["seal", "-q", "--device", "mock", "--secret-file"])
-        .arg(&p)
+    let out = seal(&p, &["-q", "--device", "mock"])
         .arg(&a)
         .output()
         .unwrap();
@@ -761,9 +750,7 @@ fn a_failure_after_a_success_still_reports_what_was_sealed_and_names_the_file() 
         .set_len(30 << 30)
         .unwrap();
     let log = dir.path().join("audit.jsonl");
-    let out = vram()
-        .args(["seal", "--json", "--device", "mock", "--secret-file"])
-        .arg(&s)
+    let out = seal(&s, &["--json", "--device", "mock"])
         .arg("--audit-log")
         .arg(&log)
         .arg(&a)
@@ -814,9 +801,7 @@ fn a_source_that_changed_is_one_error_with_one_exit_code_naming_the_file() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     });
-    let out = vram()
-        .args(["seal", "-q", "--device", "mock", "--secret-file"])
-        .arg(&s)
+    let out = seal(&s, &["-q", "--device", "mock"])
         .arg(&a)
         .output()
         .unwrap();
@@ -906,12 +891,7 @@ fn the_mock_fallback_is_said_once_even_with_quiet_and_cuda_can_be_required() {
         let memory_lines = err.lines().filter(|l| l.contains("in memory")).count();
         assert_eq!(memory_lines, usize::from(!quiet), "quiet {quiet}: {err}");
     }
-    let out = vram()
-        .args(["seal", "--device", "cuda", "--secret-file"])
-        .arg(&s)
-        .arg(&a)
-        .output()
-        .unwrap();
+    let out = seal(&s, &["--device", "cuda"]).arg(&a).output().unwrap();
     let code = out.status.code();
     assert!(code == Some(3) || code == Some(0), "{code:?}");
     if code == Some(3) {
