@@ -1,18 +1,18 @@
 //! `vram bench`: hashing, seal and verify throughput with ratios against
 //! baselines measured in the same run. Reports; never asserts on time.
 
-use super::{gbps, manager, size_arg, SyntheticModel};
 use crate::cli::BenchArgs;
-use crate::devices::{parse_spec, select, Selection};
 use crate::exit::CliError;
+use crate::figures::gbps;
+use crate::synthetic::SyntheticModel;
 use std::io::Read;
 use std::process::Command;
 use std::time::Instant;
 use vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
 use vram_residency::SealSource;
 use vram_residency::{SealHashing, SealRequest, SealedShard, VerifyPolicy, VramManager};
-use vram_secrets::WorkerSecret;
 use vram_validation::{format_bytes, ModelRef};
+use vram_worker::{build_manager, DeviceSelection as Selection, ManagerOptions, SecretChoice};
 
 struct Report {
     json: bool,
@@ -82,13 +82,13 @@ fn bare_multibuffer(data: &[u8], leaf: usize) -> f64 {
 /// Refuses sizes that cannot fit before any work: `--size` is held in host
 /// memory and sealed on the device, `--sampled-size` is sealed on the device.
 fn check_sizes_fit(selection: &Selection, size: u64, big: u64) -> Result<(), CliError> {
-    let device = usize::try_from(selection.target)
+    let device = usize::try_from(selection.target())
         .ok()
-        .and_then(|i| selection.devices.get(i))
+        .and_then(|i| selection.devices().get(i))
         .ok_or_else(|| CliError::env("the selected device is missing"))?;
     let total = device
         .memory_info()
-        .map_err(|e| CliError::env(format!("device {}: {e}", selection.target)))?
+        .map_err(|e| CliError::env(format!("device {}: {e}", selection.target())))?
         .total;
     for (flag, bytes) in [("--size", size), ("--sampled-size", big)] {
         if bytes > total {
@@ -96,7 +96,7 @@ fn check_sizes_fit(selection: &Selection, size: u64, big: u64) -> Result<(), Cli
                 "{flag} {} does not fit on {}:{} ({} of memory); pick a smaller size",
                 format_bytes(bytes),
                 selection.kind(),
-                selection.target,
+                selection.target(),
                 format_bytes(total)
             )));
         }
@@ -138,13 +138,11 @@ struct Baselines {
 /// full verification, seals from a file, sampled verification, peak host
 /// memory) and reports each against the baselines.
 pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
-    let size = size_arg("--size", &args.size)?;
-    let big = size_arg("--sampled-size", &args.sampled_size)?;
+    let (size, big) = (args.size, args.sampled_size);
     if size < 1 << 20 {
         return Err(CliError::usage("--size must be at least 1MiB"));
     }
-    let spec = parse_spec(&args.device.device)?;
-    let selection = select(spec)?;
+    let selection = Selection::select(args.device.device)?;
     selection.announce(quiet);
     check_sizes_fit(&selection, size, big)?;
     // The leaf size a manager picks for this device (64 KiB on CUDA).
@@ -186,20 +184,26 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
         raw_copy,
     };
 
-    let secret = WorkerSecret::generate_ephemeral()?;
-    let mgr = manager(secret, &selection, None, Some(leaf), SealHashing::Host)?;
+    // Nothing a bench seals outlives it: an ephemeral secret, by choice.
+    let on = |hashing| -> Result<_, CliError> {
+        let options = ManagerOptions {
+            audit: None,
+            leaf: Some(leaf),
+            hashing,
+        };
+        Ok(build_manager(
+            SecretChoice::Ephemeral.load()?,
+            &selection,
+            options,
+        )?)
+    };
+    let mgr = on(SealHashing::Host)?;
     let model_ref = ModelRef::new("bench:synthetic")?;
-    let req = SealRequest::new(model_ref, selection.target);
+    let req = SealRequest::new(model_ref, selection.target());
     // Hashed on the device after the upload, 64 leaves cross-checked on the
     // host: only on a device that hashes (the mock's emulation saves nothing).
     let device_mgr = if selection.kind() == "cuda" {
-        Some(manager(
-            WorkerSecret::generate_ephemeral()?,
-            &selection,
-            None,
-            Some(leaf),
-            SealHashing::ON_DEVICE,
-        )?)
+        Some(on(SealHashing::ON_DEVICE)?)
     } else {
         None
     };
@@ -225,7 +229,7 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     // Through a real device the host keeps only staging buffers (and the
     // driver's own memory), whatever the model size.
     if selection.kind() == "cuda" {
-        let device = format!("cuda:{}", selection.target);
+        let device = format!("cuda:{}", selection.target());
         peak_rss_check(&mut r, &dir, big, &device, args.json)?;
     }
     drop(scratch);
