@@ -6,13 +6,13 @@
 #[non_exhaustive]
 pub enum FormatError {
     /// The safetensors header breaks the format's rules.
-    #[error("not a valid safetensors file: {reason}")]
+    #[error("not a valid safetensors header: {reason}")]
     Safetensors {
         /// What is wrong, untrusted names escaped.
         reason: String,
     },
     /// The GGUF header breaks the format's rules or a bound.
-    #[error("not a valid GGUF file: {reason}")]
+    #[error("not a valid GGUF header: {reason}")]
     Gguf {
         /// What is wrong, untrusted names escaped.
         reason: String,

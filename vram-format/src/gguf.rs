@@ -563,12 +563,26 @@ impl GgufHeader {
         first: u64,
         mut read_prefix: impl FnMut(u64) -> Result<Vec<u8>, E>,
     ) -> Result<Self, E> {
+        let want = first.clamp(1, file_len.min(MAX_HEADER_BYTES).max(1));
+        let bytes = read_prefix(want)?;
+        Self::read_from_prefix(file_len, bytes, read_prefix)
+    }
+
+    /// As [`Self::read_with`], starting from `bytes`, the file's first bytes
+    /// already read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::read_with`].
+    pub fn read_from_prefix<E: From<FormatError>>(
+        file_len: u64,
+        mut bytes: Vec<u8>,
+        mut read_prefix: impl FnMut(u64) -> Result<Vec<u8>, E>,
+    ) -> Result<Self, E> {
         let cap = file_len.min(MAX_HEADER_BYTES);
-        let mut want = first.clamp(1, cap.max(1));
         // Doubling from 1 reaches 2^27 > 10^8 in 27 steps: the bound is
         // only a guard against a reader that returns fewer bytes than asked.
         for _ in 0..64 {
-            let bytes = read_prefix(want)?;
             match Self::parse(&bytes, Some(file_len)) {
                 Err(FormatError::GgufTruncated { needed, given }) => {
                     let next = needed.max(given.saturating_mul(2)).min(cap);
@@ -578,7 +592,7 @@ impl GgufHeader {
                         ))
                         .into());
                     }
-                    want = next;
+                    bytes = read_prefix(next)?;
                 }
                 other => return other.map_err(E::from),
             }

@@ -17,10 +17,15 @@ pub use gguf::{
 pub use safetensors::{dtype_bits, SafetensorsHeader, MAX_HEADER_BYTES};
 pub use table::{Format, TensorInfo, TensorTable};
 
+/// Bytes read first by [`read_table`]: most safetensors headers and the
+/// start of a GGUF header.
+pub const FIRST_READ_BYTES: u64 = 1 << 16;
+
 /// Reads the tensor table of a model file of `file_len` bytes, whichever
-/// its format, through `read_prefix(n)` (the file's first `n` bytes, or all
-/// of them when it is shorter): the first bytes say the format (GGUF's
-/// magic, else safetensors), then only the header's bytes are read.
+/// its format, through `read_prefix(n)` (the file's first `n` bytes or
+/// more, or all of them when it is shorter): a first read of up to
+/// [`FIRST_READ_BYTES`] says the format (GGUF's magic, else safetensors),
+/// then only as much as the header needs is read.
 ///
 /// # Errors
 ///
@@ -30,15 +35,19 @@ pub fn read_table<E: From<FormatError>>(
     file_len: u64,
     mut read_prefix: impl FnMut(u64) -> Result<Vec<u8>, E>,
 ) -> Result<TensorTable, E> {
-    let first = read_prefix(8.min(file_len))?;
+    let first = read_prefix(FIRST_READ_BYTES.min(file_len))?;
     if Format::sniff(&first) == Format::Gguf {
-        return GgufHeader::read_with(file_len, 1 << 16, read_prefix).map(|h| h.table);
+        return GgufHeader::read_from_prefix(file_len, first, read_prefix).map(|h| h.table);
     }
     let prefix = first
         .first_chunk::<8>()
         .copied()
         .ok_or_else(|| error::safetensors("shorter than the 8-byte header length"))?;
     let end = SafetensorsHeader::data_start_from_prefix(prefix, Some(file_len))?;
-    let bytes = read_prefix(end)?;
+    let bytes = if u64::try_from(first.len()).is_ok_and(|n| n >= end) {
+        first
+    } else {
+        read_prefix(end)?
+    };
     Ok(SafetensorsHeader::parse(&bytes, Some(file_len))?.into_table())
 }
