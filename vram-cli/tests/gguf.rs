@@ -1,0 +1,179 @@
+//! GGUF files through the `vram` binary: sealed as a file, and a corrupt
+//! byte named by its tensor (`vram digest -c` with a leaves manifest).
+#![allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn vram(dir: &Path) -> Command {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("vram"));
+    c.env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("VRAM_SECRET_FILE")
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    vram(dir).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 131 % 251) as u8).wrapping_add(seed))
+        .collect()
+}
+
+/// A GGUF v3 file (alignment 32): an architecture, a small vocabulary and
+/// `extra` metadata, then the tensors `(name, ggml type, dims, bytes)`.
+pub fn gguf(extra: &[(&str, u32)], tensors: &[(&str, u32, &[u64], Vec<u8>)]) -> Vec<u8> {
+    let mut h = b"GGUF".to_vec();
+    let s = |h: &mut Vec<u8>, text: &str| {
+        h.extend_from_slice(&(text.len() as u64).to_le_bytes());
+        h.extend_from_slice(text.as_bytes());
+    };
+    h.extend_from_slice(&3u32.to_le_bytes());
+    h.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    h.extend_from_slice(&(2 + extra.len() as u64).to_le_bytes());
+    s(&mut h, "general.architecture");
+    h.extend_from_slice(&8u32.to_le_bytes());
+    s(&mut h, "llama");
+    s(&mut h, "tokenizer.ggml.tokens");
+    h.extend_from_slice(&9u32.to_le_bytes());
+    h.extend_from_slice(&8u32.to_le_bytes());
+    h.extend_from_slice(&100u64.to_le_bytes());
+    for i in 0..100 {
+        s(&mut h, &format!("token-{i}"));
+    }
+    for (key, value) in extra {
+        s(&mut h, key);
+        h.extend_from_slice(&2u32.to_le_bytes());
+        h.extend_from_slice(&(*value as u16).to_le_bytes());
+    }
+    let mut offset = 0u64;
+    for (name, ty, dims, data) in tensors {
+        s(&mut h, name);
+        h.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in *dims {
+            h.extend_from_slice(&d.to_le_bytes());
+        }
+        h.extend_from_slice(&ty.to_le_bytes());
+        h.extend_from_slice(&offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    h.resize(h.len().div_ceil(32) * 32, 0);
+    for (_, _, _, data) in tensors {
+        h.extend_from_slice(data);
+        h.resize(h.len().div_ceil(32) * 32, 0);
+    }
+    h
+}
+
+const Q6_K: u32 = 14;
+const Q4_1: u32 = 3;
+
+/// A model: a Q4_1 embedding, and `blk.3.ffn_down.weight` (Q6_K, 126,000
+/// bytes); returns the file and where that tensor starts.
+fn model() -> (Vec<u8>, u64) {
+    let ffn = pattern(600 * 210, 7);
+    let file = gguf(
+        &[],
+        &[
+            ("token_embd.weight", Q4_1, &[256, 64], pattern(64 * 8 * 20, 1)),
+            ("blk.3.ffn_down.weight", Q6_K, &[256, 600], ffn.clone()),
+        ],
+    );
+    let start = file.windows(ffn.len()).position(|w| w == &ffn[..]).unwrap();
+    (file, start as u64)
+}
+
+fn secret(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("worker.secret");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&p)
+        .unwrap();
+    f.write_all(b"0123456789abcdef0123456789abcdef-gguf-test")
+        .unwrap();
+    p
+}
+
+#[test]
+fn a_gguf_file_is_sealed_and_a_corrupt_byte_is_named_by_its_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (file, ffn_start) = model();
+    std::fs::write(d.join("model.gguf"), &file).unwrap();
+    let secret = secret(d);
+
+    let out = vram(d)
+        .args(["seal", "model.gguf", "--json", "--secret-file"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shards = v["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1, "{v:#}");
+    assert_eq!(shards[0]["vram_bytes"].as_u64(), Some(file.len() as u64), "{v:#}");
+
+    let out = run(
+        d,
+        &["digest", "--json", "--leaves", "--leaf-size", "4KiB", "model.gguf"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(d.join("MANIFEST.jsonl"), &out.stdout).unwrap();
+    let inside = 100_000u64;
+    let mut bad = file.clone();
+    bad[(ffn_start + inside) as usize] ^= 0x40;
+    std::fs::write(d.join("model.gguf"), &bad).unwrap();
+
+    let out = run(d, &["digest", "-c", "--json", "MANIFEST.jsonl"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ranges = v["files"][0]["corrupt_ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), 1, "{v:#}");
+    let r = &ranges[0];
+    assert_eq!(r["format"], "GGUF", "{v:#}");
+    assert_eq!(r["header"], false, "{v:#}");
+    assert_eq!(r["tensors"], serde_json::json!(["blk.3.ffn_down.weight"]));
+    let t = &r["tensor_bytes"][0];
+    assert_eq!(t["name"], "blk.3.ffn_down.weight");
+    assert_eq!(t["len"], 126_000);
+    let (start, end) = (t["start"].as_u64().unwrap(), t["end"].as_u64().unwrap());
+    assert!(start <= inside && inside < end && end - start <= 4096, "{t}");
+
+    let out = run(d, &["digest", "-c", "MANIFEST.jsonl"]);
+    let words = text(&out);
+    assert!(words.contains("model.gguf: FAILED"), "{words}");
+    assert!(words.contains(": tensors blk.3.ffn_down.weight"), "{words}");
+
+    // A header byte: named as the GGUF header (the token list is in it).
+    let at = file.windows(8).position(|w| w == b"token-42").unwrap();
+    let mut bad = file.clone();
+    bad[at] = b'T';
+    std::fs::write(d.join("model.gguf"), &bad).unwrap();
+    let out = run(d, &["digest", "-c", "MANIFEST.jsonl"]);
+    let words = text(&out);
+    assert!(words.contains(": GGUF header"), "{words}");
+}
