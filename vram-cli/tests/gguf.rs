@@ -177,3 +177,57 @@ fn a_gguf_file_is_sealed_and_a_corrupt_byte_is_named_by_its_tensor() {
     let words = text(&out);
     assert!(words.contains(": GGUF header"), "{words}");
 }
+
+/// A directory holding one split GGUF model: all parts sealed as one model;
+/// a missing or an extra part refused by name before any device work.
+#[test]
+fn a_directory_of_split_gguf_parts_is_one_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = d.join("model");
+    std::fs::create_dir(&m).unwrap();
+    let part = |no: u32, name: &str| {
+        gguf(
+            &[("split.no", no), ("split.count", 2)],
+            &[(name, Q4_1, &[256, 4], pattern(4 * 8 * 20, no as u8))],
+        )
+    };
+    std::fs::write(m.join("tiny-00001-of-00002.gguf"), part(0, "token_embd.weight")).unwrap();
+    std::fs::write(m.join("tiny-00002-of-00002.gguf"), part(1, "output.weight")).unwrap();
+    let secret = secret(d);
+    let seal = |dir: &Path| {
+        vram(d)
+            .args(["seal", "--json", "--secret-file"])
+            .arg(&secret)
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let out = seal(&m);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shards = v["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 2, "{v:#}");
+    let files: Vec<&str> = shards.iter().map(|s| s["file"].as_str().unwrap()).collect();
+    assert!(files[0].ends_with("tiny-00001-of-00002.gguf"), "{files:?}");
+    assert!(files[1].ends_with("tiny-00002-of-00002.gguf"), "{files:?}");
+    assert_eq!(shards[0]["set_id"], shards[1]["set_id"], "one set: {v:#}");
+
+    std::fs::write(m.join("tiny-00003-of-00002.gguf"), part(2, "x")).unwrap();
+    let out = seal(&m);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("tiny-00003-of-00002.gguf is not one of the 2 parts of tiny"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_file(m.join("tiny-00003-of-00002.gguf")).unwrap();
+    std::fs::remove_file(m.join("tiny-00002-of-00002.gguf")).unwrap();
+    let out = seal(&m);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("part tiny-00002-of-00002.gguf is missing"),
+        "{}",
+        text(&out)
+    );
+}
