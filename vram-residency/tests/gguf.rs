@@ -176,3 +176,39 @@ fn a_hostile_gguf_header_gives_no_tensors() {
         "{e}"
     );
 }
+
+/// A split GGUF model in a directory: both parts sealed as one model, a
+/// tensor found by name in whichever part holds it.
+#[test]
+fn the_parts_of_a_split_gguf_model_are_one_model() {
+    let f = fixture(64 * MIB);
+    let dir = tempfile::tempdir().unwrap();
+    let embd = pattern(4 * 8 * 20, 4);
+    let out = pattern(8 * 8 * 20, 5);
+    std::fs::write(
+        dir.path().join("m-00001-of-00002.gguf"),
+        gguf(5, &[("token_embd.weight", Q4_1, &[256, 4], embd.clone())]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("m-00002-of-00002.gguf"),
+        gguf(5, &[("output.weight", Q4_1, &[256, 8], out.clone())]),
+    )
+    .unwrap();
+    let request =
+        vram_residency::SnapshotRequest::new(dir.path(), vram_residency::ModelRef::new("test/split").unwrap(), 0);
+    let model = f.manager.seal_snapshot(&request).unwrap();
+    assert_eq!(
+        model.weight_files(),
+        ["m-00001-of-00002.gguf", "m-00002-of-00002.gguf"]
+    );
+    let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
+    let tensors = lease.tensors().unwrap();
+    assert_eq!(tensors.get("output.weight").unwrap().host_bytes().unwrap(), &out[..]);
+    assert_eq!(tensors.get("token_embd.weight").unwrap().host_bytes().unwrap(), &embd[..]);
+    assert_eq!(tensors.get("output.weight").unwrap().dtype(), "Q4_1");
+    // A missing part: refused by name.
+    std::fs::remove_file(dir.path().join("m-00002-of-00002.gguf")).unwrap();
+    let e = f.manager.seal_snapshot(&request).unwrap_err();
+    assert!(e.to_string().contains("part m-00002-of-00002.gguf is missing"), "{e}");
+}
