@@ -231,3 +231,73 @@ fn a_directory_of_split_gguf_parts_is_one_model() {
         text(&out)
     );
 }
+
+/// `hf://ORG/NAME/FILE.gguf` from the hub cache: the one file sealed, its
+/// blob's SHA-256 checked in the sealing pass (a changed blob is refused).
+#[test]
+fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
+    const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (file, _) = model();
+    let sha: String = ring::digest::digest(&ring::digest::SHA256, &file)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let repo = d.join("hub/models--org--tiny-GGUF");
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(repo.join("snapshots").join(COMMIT)).unwrap();
+    std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+    std::fs::write(repo.join("blobs").join(&sha), &file).unwrap();
+    // Another quantization in the same repository: not sealed.
+    std::fs::write(repo.join("blobs").join("0".repeat(64)), b"other").unwrap();
+    for (name, blob) in [("tiny.Q4_1.gguf", sha.clone()), ("tiny.Q8_0.gguf", "0".repeat(64))] {
+        std::os::unix::fs::symlink(
+            format!("../../blobs/{blob}"),
+            repo.join("snapshots").join(COMMIT).join(name),
+        )
+        .unwrap();
+    }
+    let secret = secret(d);
+    let seal = || {
+        vram(d)
+            .env("HF_HUB_CACHE", d.join("hub"))
+            .env_remove("HF_HOME")
+            .args(["seal", "hf://org/tiny-GGUF/tiny.Q4_1.gguf", "--json", "--secret-file"])
+            .arg(&secret)
+            .output()
+            .unwrap()
+    };
+    let out = seal();
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shards = v["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 1, "{v:#}");
+    assert_eq!(shards[0]["sha256"], sha.as_str(), "{v:#}");
+    assert_eq!(
+        shards[0]["model_ref"],
+        format!("hf://org/tiny-GGUF@{COMMIT}/tiny.Q4_1.gguf").as_str(),
+        "{v:#}"
+    );
+    assert_eq!(shards[0]["vram_bytes"].as_u64(), Some(file.len() as u64));
+
+    // The blob changed behind the cache's back: its name no longer matches.
+    let mut bad = file.clone();
+    bad[5000] ^= 0x01;
+    std::fs::write(repo.join("blobs").join(&sha), &bad).unwrap();
+    let out = seal();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).to_lowercase().contains("sha-256") || text(&out).contains("sha256"), "{}", text(&out));
+
+    // A file the repository does not have.
+    let out = vram(d)
+        .env("HF_HUB_CACHE", d.join("hub"))
+        .args(["seal", "hf://org/tiny-GGUF/tiny.F16.gguf", "--secret-file"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("has no file tiny.F16.gguf"), "{}", text(&out));
+}
