@@ -97,7 +97,12 @@ fn model() -> (Vec<u8>, u64) {
     let file = gguf(
         &[],
         &[
-            ("token_embd.weight", Q4_1, &[256, 64], pattern(64 * 8 * 20, 1)),
+            (
+                "token_embd.weight",
+                Q4_1,
+                &[256, 64],
+                pattern(64 * 8 * 20, 1),
+            ),
             ("blk.3.ffn_down.weight", Q6_K, &[256, 600], ffn.clone()),
         ],
     );
@@ -135,11 +140,22 @@ fn a_gguf_file_is_sealed_and_a_corrupt_byte_is_named_by_its_tensor() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shards = v["shards"].as_array().unwrap();
     assert_eq!(shards.len(), 1, "{v:#}");
-    assert_eq!(shards[0]["vram_bytes"].as_u64(), Some(file.len() as u64), "{v:#}");
+    assert_eq!(
+        shards[0]["vram_bytes"].as_u64(),
+        Some(file.len() as u64),
+        "{v:#}"
+    );
 
     let out = run(
         d,
-        &["digest", "--json", "--leaves", "--leaf-size", "4KiB", "model.gguf"],
+        &[
+            "digest",
+            "--json",
+            "--leaves",
+            "--leaf-size",
+            "4KiB",
+            "model.gguf",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
     std::fs::write(d.join("MANIFEST.jsonl"), &out.stdout).unwrap();
@@ -161,7 +177,10 @@ fn a_gguf_file_is_sealed_and_a_corrupt_byte_is_named_by_its_tensor() {
     assert_eq!(t["name"], "blk.3.ffn_down.weight");
     assert_eq!(t["len"], 126_000);
     let (start, end) = (t["start"].as_u64().unwrap(), t["end"].as_u64().unwrap());
-    assert!(start <= inside && inside < end && end - start <= 4096, "{t}");
+    assert!(
+        start <= inside && inside < end && end - start <= 4096,
+        "{t}"
+    );
 
     let out = run(d, &["digest", "-c", "MANIFEST.jsonl"]);
     let words = text(&out);
@@ -192,7 +211,11 @@ fn a_directory_of_split_gguf_parts_is_one_model() {
             &[(name, Q4_1, &[256, 4], pattern(4 * 8 * 20, no as u8))],
         )
     };
-    std::fs::write(m.join("tiny-00001-of-00002.gguf"), part(0, "token_embd.weight")).unwrap();
+    std::fs::write(
+        m.join("tiny-00001-of-00002.gguf"),
+        part(0, "token_embd.weight"),
+    )
+    .unwrap();
     std::fs::write(m.join("tiny-00002-of-00002.gguf"), part(1, "output.weight")).unwrap();
     let secret = secret(d);
     let seal = |dir: &Path| {
@@ -253,7 +276,10 @@ fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
     std::fs::write(repo.join("blobs").join(&sha), &file).unwrap();
     // Another quantization in the same repository: not sealed.
     std::fs::write(repo.join("blobs").join("0".repeat(64)), b"other").unwrap();
-    for (name, blob) in [("tiny.Q4_1.gguf", sha.clone()), ("tiny.Q8_0.gguf", "0".repeat(64))] {
+    for (name, blob) in [
+        ("tiny.Q4_1.gguf", sha.clone()),
+        ("tiny.Q8_0.gguf", "0".repeat(64)),
+    ] {
         std::os::unix::fs::symlink(
             format!("../../blobs/{blob}"),
             repo.join("snapshots").join(COMMIT).join(name),
@@ -265,7 +291,12 @@ fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
         vram(d)
             .env("HF_HUB_CACHE", d.join("hub"))
             .env_remove("HF_HOME")
-            .args(["seal", "hf://org/tiny-GGUF/tiny.Q4_1.gguf", "--json", "--secret-file"])
+            .args([
+                "seal",
+                "hf://org/tiny-GGUF/tiny.Q4_1.gguf",
+                "--json",
+                "--secret-file",
+            ])
             .arg(&secret)
             .output()
             .unwrap()
@@ -289,7 +320,11 @@ fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
     std::fs::write(repo.join("blobs").join(&sha), &bad).unwrap();
     let out = seal();
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).to_lowercase().contains("sha-256") || text(&out).contains("sha256"), "{}", text(&out));
+    assert!(
+        text(&out).to_lowercase().contains("sha-256") || text(&out).contains("sha256"),
+        "{}",
+        text(&out)
+    );
 
     // A file the repository does not have.
     let out = vram(d)
@@ -299,5 +334,9 @@ fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("has no file tiny.F16.gguf"), "{}", text(&out));
+    assert!(
+        text(&out).contains("has no file tiny.F16.gguf"),
+        "{}",
+        text(&out)
+    );
 }

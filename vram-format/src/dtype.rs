@@ -118,7 +118,10 @@ const TABLE: &[Row] = &[
 impl Dtype {
     fn row(self) -> &'static Row {
         // Every variant has a row (tested); the fallback is never taken.
-        TABLE.iter().find(|r| r.0 == self).unwrap_or(&Row(Dtype::U8, "U8", None, true, 1, 8))
+        TABLE
+            .iter()
+            .find(|r| r.0 == self)
+            .unwrap_or(&Row(Dtype::U8, "U8", None, true, 1, 8))
     }
 
     /// The name: safetensors' for the types it defines (`F32`, `BF16`),

@@ -424,11 +424,7 @@ impl GgufHeader {
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => DEFAULT_ALIGNMENT,
             Some((_, GgufValue::U32(a))) if a.is_power_of_two() => u64::from(*a),
-            Some(_) => {
-                return Err(invalid(
-                    "general.alignment is not a u32 power of two",
-                ))
-            }
+            Some(_) => return Err(invalid("general.alignment is not a u32 power of two")),
         };
         let cap = c.room_for(tensor_count, 24, "the tensor count")?;
         let mut infos = Vec::with_capacity(cap);
@@ -450,7 +446,10 @@ impl GgufHeader {
             let ty = c.u32("a ggml type")?;
             let offset = c.u64("a tensor offset")?;
             let dtype = Dtype::from_ggml(ty).ok_or_else(|| {
-                invalid(format!("tensor `{}` has an unknown ggml type {ty}", shown()))
+                invalid(format!(
+                    "tensor `{}` has an unknown ggml type {ty}",
+                    shown()
+                ))
             })?;
             let elements = shape
                 .iter()
@@ -530,7 +529,11 @@ impl GgufHeader {
         }
         if let Some(n) = file_len {
             // Nothing after the last tensor but its padding.
-            let last = if table.tensors().is_empty() { header_end } else { end };
+            let last = if table.tensors().is_empty() {
+                header_end
+            } else {
+                end
+            };
             let padded = align_up(last, alignment).unwrap_or(u64::MAX);
             if n > padded {
                 return Err(invalid(format!(
@@ -563,7 +566,7 @@ impl GgufHeader {
         first: u64,
         mut read_prefix: impl FnMut(u64) -> Result<Vec<u8>, E>,
     ) -> Result<Self, E> {
-        let want = first.clamp(1, file_len.min(MAX_HEADER_BYTES).max(1));
+        let want = first.clamp(1, file_len.clamp(1, MAX_HEADER_BYTES));
         let bytes = read_prefix(want)?;
         Self::read_from_prefix(file_len, bytes, read_prefix)
     }
@@ -617,7 +620,8 @@ impl GgufHeader {
     #[must_use]
     pub fn hyperparameter(&self, name: &str) -> Option<u64> {
         let arch = self.architecture()?;
-        self.get(&format!("{arch}.{name}")).and_then(GgufValue::as_u64)
+        self.get(&format!("{arch}.{name}"))
+            .and_then(GgufValue::as_u64)
     }
 
     /// The tokenizer's vocabulary (`tokenizer.ggml.tokens`).
@@ -649,7 +653,8 @@ impl GgufHeader {
     /// The chat template (`tokenizer.chat_template`), a Jinja template.
     #[must_use]
     pub fn chat_template(&self) -> Option<&str> {
-        self.get("tokenizer.chat_template").and_then(GgufValue::as_str)
+        self.get("tokenizer.chat_template")
+            .and_then(GgufValue::as_str)
     }
 
     /// Which part of a split model this file is: `(split.no, split.count)`,

@@ -27,7 +27,7 @@ use serde_json::Value;
 use vram_validation::escape_for_log;
 
 use crate::error::safetensors as invalid;
-use crate::{Dtype, FormatError, Format, TensorInfo, TensorTable};
+use crate::{Dtype, Format, FormatError, TensorInfo, TensorTable};
 
 /// Largest header accepted: 100,000,000 bytes, the reference
 /// implementation's limit (`safetensors::tensor::MAX_HEADER_SIZE`).
@@ -62,7 +62,10 @@ impl SafetensorsHeader {
     ///
     /// [`FormatError::Safetensors`] when the length is over the limit or does
     /// not fit in the file.
-    pub fn data_start_from_prefix(prefix: [u8; 8], file_len: Option<u64>) -> Result<u64, FormatError> {
+    pub fn data_start_from_prefix(
+        prefix: [u8; 8],
+        file_len: Option<u64>,
+    ) -> Result<u64, FormatError> {
         check_len(u64::from_le_bytes(prefix), file_len).map(|len| LEN_PREFIX.saturating_add(len))
     }
 

@@ -60,7 +60,11 @@ pub fn gguf_model_files(names: &[String]) -> Result<Option<Vec<String>>, FormatE
     models.sort();
     models.dedup();
     if models.len() > 1 {
-        let shown: Vec<String> = models.iter().take(8).map(|m| escape_for_log(m, 80)).collect();
+        let shown: Vec<String> = models
+            .iter()
+            .take(8)
+            .map(|m| escape_for_log(m, 80))
+            .collect();
         return Err(bad(format!(
             "holds {} GGUF models ({}): seal one file, or a directory holding one model",
             models.len(),
@@ -79,7 +83,9 @@ pub fn gguf_model_files(names: &[String]) -> Result<Option<Vec<String>>, FormatE
     let mut parts: Vec<(u32, &String)> = Vec::with_capacity(gguf.len());
     for n in &gguf {
         match split_part(n) {
-            Some((_, part, c)) if c == count && (1..=count).contains(&part) => parts.push((part, n)),
+            Some((_, part, c)) if c == count && (1..=count).contains(&part) => {
+                parts.push((part, n))
+            }
             _ => {
                 return Err(bad(format!(
                     "{} is not one of the {count} parts of {}",
@@ -91,7 +97,11 @@ pub fn gguf_model_files(names: &[String]) -> Result<Option<Vec<String>>, FormatE
     }
     parts.sort();
     for want in 1..=count {
-        if parts.get(usize::try_from(want.saturating_sub(1)).unwrap_or(usize::MAX)).map(|p| p.0) != Some(want) {
+        if parts
+            .get(usize::try_from(want.saturating_sub(1)).unwrap_or(usize::MAX))
+            .map(|p| p.0)
+            != Some(want)
+        {
             return Err(bad(format!(
                 "part {} is missing",
                 escape_for_log(&format!("{base}-{want:05}-of-{count:05}.gguf"), 120)
@@ -127,18 +137,22 @@ mod tests {
             Ok(Some(names(&["a.gguf"])))
         );
         assert_eq!(
-            gguf_model_files(&names(&[
-                "m-00002-of-00002.gguf",
-                "m-00001-of-00002.gguf"
-            ])),
-            Ok(Some(names(&["m-00001-of-00002.gguf", "m-00002-of-00002.gguf"])))
+            gguf_model_files(&names(&["m-00002-of-00002.gguf", "m-00001-of-00002.gguf"])),
+            Ok(Some(names(&[
+                "m-00001-of-00002.gguf",
+                "m-00002-of-00002.gguf"
+            ])))
         );
         let e = |list: &[&str]| gguf_model_files(&names(list)).unwrap_err().to_string();
         assert!(e(&["a.gguf", "b.gguf"]).contains("holds 2 GGUF models (a.gguf, b.gguf)"));
         assert!(e(&["m-00001-of-00003.gguf", "m-00003-of-00003.gguf"])
             .contains("part m-00002-of-00003.gguf is missing"));
-        assert!(e(&["m-00001-of-00002.gguf", "m-00002-of-00002.gguf", "m-00003-of-00002.gguf"])
-            .contains("m-00003-of-00002.gguf is not one of the 2 parts of m"));
+        assert!(e(&[
+            "m-00001-of-00002.gguf",
+            "m-00002-of-00002.gguf",
+            "m-00003-of-00002.gguf"
+        ])
+        .contains("m-00003-of-00002.gguf is not one of the 2 parts of m"));
         assert!(e(&["m-00001-of-00002.gguf", "m-00002-of-00003.gguf"])
             .contains("m-00002-of-00003.gguf is not one of the 2 parts"));
         assert!(e(&["m-00000-of-00000.gguf"]).contains("counts 0 parts"));

@@ -39,7 +39,10 @@ fn model() -> Vec<u8> {
     );
     let merges = gguf_file::Value::Array(vec![gguf_file::Value::String("h e".into())]);
     let meta = [
-        ("general.architecture", gguf_file::Value::String("llama".into())),
+        (
+            "general.architecture",
+            gguf_file::Value::String("llama".into()),
+        ),
         ("llama.block_count", gguf_file::Value::U32(4)),
         ("llama.context_length", gguf_file::Value::U32(2048)),
         ("llama.rope.freq_base", gguf_file::Value::F32(10000.0)),
@@ -83,23 +86,36 @@ fn a_file_written_by_candle_reads_as_candle_reads_it() {
         assert_eq!(t.shape, dims, "{name}");
         assert_eq!(t.data.start, content.tensor_data_offset + info.offset);
         let q = info
-            .read(&mut std::io::Cursor::new(&bytes), content.tensor_data_offset, &Device::Cpu)
+            .read(
+                &mut std::io::Cursor::new(&bytes),
+                content.tensor_data_offset,
+                &Device::Cpu,
+            )
             .unwrap();
         assert_eq!(t.len(), q.storage_size_in_bytes() as u64, "{name}");
     }
     let ffn = h.table.get("blk.3.ffn_down.weight").unwrap();
-    assert_eq!((ffn.dtype, ffn.shape.as_slice()), (Dtype::Q6_K, &[256u64, 3][..]));
+    assert_eq!(
+        (ffn.dtype, ffn.shape.as_slice()),
+        (Dtype::Q6_K, &[256u64, 3][..])
+    );
     assert_eq!(h.table.get("token_embd.weight").unwrap().dtype, Dtype::Q4_1);
     // The metadata an engine reads.
     assert_eq!(h.metadata.len(), content.metadata.len());
     assert_eq!(h.architecture(), Some("llama"));
     assert_eq!(h.hyperparameter("block_count"), Some(4));
     assert_eq!(h.hyperparameter("context_length"), Some(2048));
-    assert_eq!(h.get("llama.rope.freq_base"), Some(&GgufValue::F32(10000.0)));
+    assert_eq!(
+        h.get("llama.rope.freq_base"),
+        Some(&GgufValue::F32(10000.0))
+    );
     assert_eq!(h.tokens().unwrap()[4], "\u{0120}the");
     assert_eq!(h.merges().unwrap(), ["h e"]);
     assert_eq!(h.special_token("bos"), Some(0));
-    assert_eq!(h.get("tokenizer.ggml.add_bos_token"), Some(&GgufValue::Bool(true)));
+    assert_eq!(
+        h.get("tokenizer.ggml.add_bos_token"),
+        Some(&GgufValue::Bool(true))
+    );
     assert!(h.chat_template().unwrap().contains("messages"));
     assert_eq!(h.split(), None);
     // Through the format-blind reader, in bounded reads.
@@ -194,7 +210,10 @@ fn hostile_headers_are_refused_with_a_reason() {
     refused(&Raw::gguf(1, 0, 0).data(0), "version 1");
     refused(&Raw::gguf(0x0300_0000, 0, 0).data(0), "version 50331648");
     // Counts no file could hold: refused before anything is allocated.
-    refused(&Raw::gguf(3, u64::MAX, 0).data(0), "claims 18446744073709551615 entries");
+    refused(
+        &Raw::gguf(3, u64::MAX, 0).data(0),
+        "claims 18446744073709551615 entries",
+    );
     refused(&Raw::gguf(3, 0, u64::MAX / 2).data(0), "more than the");
     // An array of 2^60 strings, a string of 2^62 bytes.
     let mut r = Raw::gguf(3, 0, 1);
@@ -250,10 +269,16 @@ fn hostile_headers_are_refused_with_a_reason() {
     refused(&r.data(64), "not a multiple of the alignment 32");
     let mut r = Raw::gguf(3, 2, 0);
     r.tensor("a", &[16], 0, 0).tensor("b", &[8], 0, 32);
-    refused(&r.data(96), "`b` overlaps the bytes before it (data offset 32, expected 64)");
+    refused(
+        &r.data(96),
+        "`b` overlaps the bytes before it (data offset 32, expected 64)",
+    );
     let mut r = Raw::gguf(3, 2, 0);
     r.tensor("a", &[8], 0, 0).tensor("b", &[8], 0, 64);
-    refused(&r.data(96), "`b` leaves a gap after the bytes before it (data offset 64, expected 32)");
+    refused(
+        &r.data(96),
+        "`b` leaves a gap after the bytes before it (data offset 64, expected 32)",
+    );
     let mut r = Raw::gguf(3, 1, 0);
     r.tensor("t", &[8], 0, 0);
     refused(&r.data(31), "past the end of the file");
@@ -281,7 +306,10 @@ fn hostile_headers_are_refused_with_a_reason() {
     r.0.extend_from_slice(&[1, 2, 3]);
     let ok = r.data(0);
     let h = GgufHeader::parse(&ok, Some(ok.len() as u64)).unwrap();
-    assert_eq!(h.get("k").unwrap().as_array(), Some(&GgufArray::U8(vec![1, 2, 3])));
+    assert_eq!(
+        h.get("k").unwrap().as_array(),
+        Some(&GgufArray::U8(vec![1, 2, 3]))
+    );
 }
 
 proptest! {

@@ -163,10 +163,16 @@ mod tests {
         assert_eq!((r.repo_id(), r.revision()), ("gpt2", Some("refs/pr/1")));
         assert_eq!(r.to_string(), "hf://gpt2@refs/pr/1");
         let r = HubRef::parse("hf://Org/M-GGUF/M.Q4_1.gguf").unwrap();
-        assert_eq!((r.repo_id(), r.revision(), r.file()), ("Org/M-GGUF", None, Some("M.Q4_1.gguf")));
+        assert_eq!(
+            (r.repo_id(), r.revision(), r.file()),
+            ("Org/M-GGUF", None, Some("M.Q4_1.gguf"))
+        );
         assert_eq!(r.to_string(), "hf://Org/M-GGUF/M.Q4_1.gguf");
         let r = HubRef::parse("hf://Org/M@refs/pr/1/M.gguf").unwrap();
-        assert_eq!((r.revision(), r.file()), (Some("refs/pr/1"), Some("M.gguf")));
+        assert_eq!(
+            (r.revision(), r.file()),
+            (Some("refs/pr/1"), Some("M.gguf"))
+        );
         assert!(HubRef::parse("hf://Org/M/..gguf").is_err());
         assert!(HubRef::parse("hf://M.gguf").is_ok_and(|r| r.file().is_none()));
     }

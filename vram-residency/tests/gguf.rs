@@ -66,7 +66,12 @@ fn model() -> (Vec<u8>, Vec<u8>) {
     let file = gguf(
         10_000,
         &[
-            ("token_embd.weight", Q4_1, &[256, 64], pattern(64 * 8 * 20, 1)),
+            (
+                "token_embd.weight",
+                Q4_1,
+                &[256, 64],
+                pattern(64 * 8 * 20, 1),
+            ),
             ("blk.3.ffn_down.weight", Q6_K, &[256, 600], ffn.clone()),
             ("output_norm.weight", F32, &[64], pattern(256, 2)),
         ],
@@ -82,7 +87,11 @@ fn a_gguf_shard_gives_typed_views_of_its_tensors() {
     let lease = f.manager.lease(&shard, LeasePolicy::default()).unwrap();
     assert_eq!(
         lease.tensor_names().unwrap(),
-        ["token_embd.weight", "blk.3.ffn_down.weight", "output_norm.weight"]
+        [
+            "token_embd.weight",
+            "blk.3.ffn_down.weight",
+            "output_norm.weight"
+        ]
     );
     let all = lease.tensors().unwrap();
     let t = all.get("blk.3.ffn_down.weight").unwrap();
@@ -152,7 +161,10 @@ fn an_altered_gguf_header_is_caught_before_it_is_parsed() {
     let at = file.windows(10).position(|w| w == b"token-9999").unwrap() as u64;
     assert!(at > 128 * 1024, "{at}");
     f.device.overwrite(f.last_buffer(), at, b"T").unwrap();
-    let e = f.manager.lease(&shard, LeasePolicy::Sampled { leaves: 1 }).unwrap_err();
+    let e = f
+        .manager
+        .lease(&shard, LeasePolicy::Sampled { leaves: 1 })
+        .unwrap_err();
     let VramError::IntegrityViolation { corrupt, .. } = &e else {
         panic!("{e}");
     };
@@ -172,7 +184,8 @@ fn a_hostile_gguf_header_gives_no_tensors() {
     let e = lease.tensors().unwrap_err();
     assert!(matches!(e, VramError::NotSafetensors { .. }), "{e}");
     assert!(
-        e.to_string().contains("not a valid GGUF header: tensor `t` ends at byte"),
+        e.to_string()
+            .contains("not a valid GGUF header: tensor `t` ends at byte"),
         "{e}"
     );
 }
@@ -195,8 +208,11 @@ fn the_parts_of_a_split_gguf_model_are_one_model() {
         gguf(5, &[("output.weight", Q4_1, &[256, 8], out.clone())]),
     )
     .unwrap();
-    let request =
-        vram_residency::SnapshotRequest::new(dir.path(), vram_residency::ModelRef::new("test/split").unwrap(), 0);
+    let request = vram_residency::SnapshotRequest::new(
+        dir.path(),
+        vram_residency::ModelRef::new("test/split").unwrap(),
+        0,
+    );
     let model = f.manager.seal_snapshot(&request).unwrap();
     assert_eq!(
         model.weight_files(),
@@ -204,11 +220,25 @@ fn the_parts_of_a_split_gguf_model_are_one_model() {
     );
     let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
     let tensors = lease.tensors().unwrap();
-    assert_eq!(tensors.get("output.weight").unwrap().host_bytes().unwrap(), &out[..]);
-    assert_eq!(tensors.get("token_embd.weight").unwrap().host_bytes().unwrap(), &embd[..]);
+    assert_eq!(
+        tensors.get("output.weight").unwrap().host_bytes().unwrap(),
+        &out[..]
+    );
+    assert_eq!(
+        tensors
+            .get("token_embd.weight")
+            .unwrap()
+            .host_bytes()
+            .unwrap(),
+        &embd[..]
+    );
     assert_eq!(tensors.get("output.weight").unwrap().dtype(), "Q4_1");
     // A missing part: refused by name.
     std::fs::remove_file(dir.path().join("m-00002-of-00002.gguf")).unwrap();
     let e = f.manager.seal_snapshot(&request).unwrap_err();
-    assert!(e.to_string().contains("part m-00002-of-00002.gguf is missing"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("part m-00002-of-00002.gguf is missing"),
+        "{e}"
+    );
 }

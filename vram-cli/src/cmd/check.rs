@@ -459,19 +459,19 @@ fn read_table(path: &Path) -> Result<TensorTable, String> {
     let len = file.metadata().map_err(|e| e.kind().to_string())?.len();
     let read_prefix = |n: u64| -> Result<Vec<u8>, String> {
         use std::os::unix::fs::FileExt;
-        let n = usize::try_from(n.min(len)).map_err(|_| "a header larger than memory".to_owned())?;
+        let n =
+            usize::try_from(n.min(len)).map_err(|_| "a header larger than memory".to_owned())?;
         let mut buf = vec![0u8; n];
         file.read_exact_at(&mut buf, 0)
             .map_err(|e| e.kind().to_string())?;
         Ok(buf)
     };
-    vram_format::read_table(len, |n| {
-        read_prefix(n).map_err(|reason| Wrap(Err(reason)))
-    })
-    .map_err(|Wrap(e)| match e {
-        Ok(f) => f.to_string(),
-        Err(reason) => reason,
-    })
+    vram_format::read_table(len, |n| read_prefix(n).map_err(|reason| Wrap(Err(reason)))).map_err(
+        |Wrap(e)| match e {
+            Ok(f) => f.to_string(),
+            Err(reason) => reason,
+        },
+    )
 }
 
 /// A header error or a read error.
