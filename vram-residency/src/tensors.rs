@@ -17,7 +17,7 @@
 use crate::VramError;
 use std::ops::Range;
 use vram_core::{DeviceMemory, MemoryAccess};
-use vram_format::{Dtype, FormatError, TensorInfo};
+use vram_format::{Dtype, FormatError, GgufHeader, TensorInfo};
 use vram_validation::escape_for_log;
 
 /// The most tensors an integrity error names.
@@ -26,7 +26,7 @@ pub const MAX_NAMED_TENSORS: usize = 16;
 /// The tensors of one model file (safetensors or GGUF), by name.
 #[derive(Debug)]
 pub(crate) struct TensorTable {
-    table: vram_format::TensorTable,
+    header: vram_format::ModelHeader,
     shard_id: String,
 }
 
@@ -57,9 +57,9 @@ impl TensorTable {
             // The length is a sealed field, checked with the seal.
             return Ok(Err("shorter than a safetensors length prefix".into()));
         }
-        match vram_format::read_table(len, |n| read_prefix(n).map_err(ReadError::Shard)) {
-            Ok(table) => Ok(Ok(Self {
-                table,
+        match vram_format::read_header(len, |n| read_prefix(n).map_err(ReadError::Shard)) {
+            Ok(header) => Ok(Ok(Self {
+                header,
                 shard_id: shard_id.to_owned(),
             })),
             Err(ReadError::Format(e)) => Ok(Err(e.to_string())),
@@ -79,9 +79,18 @@ impl TensorTable {
         Self::read(file_len, shard_id, read).map_err(|e| e.to_string())?
     }
 
+    fn table(&self) -> &vram_format::TensorTable {
+        self.header.table()
+    }
+
+    /// The GGUF header, for a shard holding a GGUF file.
+    pub(crate) fn gguf(&self) -> Option<&GgufHeader> {
+        self.header.gguf()
+    }
+
     /// The tensor of that name.
     pub(crate) fn get(&self, name: &str) -> Result<&TensorInfo, VramError> {
-        self.table
+        self.table()
             .get(name)
             .ok_or_else(|| VramError::UnknownTensor {
                 shard_id: self.shard_id.clone(),
@@ -91,7 +100,7 @@ impl TensorTable {
 
     /// Tensor names in file order.
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.table.names()
+        self.table().names()
     }
 
     /// What the corrupt ranges touch, in words: `NAME, bytes A..B of N` per
@@ -108,8 +117,8 @@ impl TensorTable {
                     more = more.saturating_add(1);
                 }
             };
-            if r.start < self.table.data_start() {
-                push(format!("the {} header", self.table.format()));
+            if r.start < self.table().data_start() {
+                push(format!("the {} header", self.table().format()));
             }
             for (name, inside, len) in self.locate(r.start..r.end) {
                 push(format!(
@@ -129,7 +138,7 @@ impl TensorTable {
     /// The tensors a byte range of the file touches, each with the part of
     /// its own bytes that lies in the range: `(name, start..end, tensor_len)`.
     pub(crate) fn locate(&self, range: Range<u64>) -> Vec<(&str, Range<u64>, u64)> {
-        self.table
+        self.table()
             .locate(range)
             .map(|(t, inside)| (t.name.as_str(), inside, t.len()))
             .collect()
@@ -219,6 +228,16 @@ impl<'l> Tensors<'l> {
     /// Tensor names, in file order.
     pub fn names(&self) -> impl Iterator<Item = &'l str> {
         self.table.names()
+    }
+
+    /// For a GGUF shard, its header: the metadata that changes what the
+    /// model computes (vocabulary, merges, special tokens, chat template,
+    /// hyperparameters), read from the sealed header leaves, each checked
+    /// against the seal before it was parsed. `None` for a safetensors
+    /// shard.
+    #[must_use]
+    pub fn gguf(&self) -> Option<&'l GgufHeader> {
+        self.table.gguf()
     }
 }
 

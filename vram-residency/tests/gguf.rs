@@ -102,6 +102,14 @@ fn a_gguf_shard_gives_typed_views_of_its_tensors() {
     assert_eq!(t.element_type(), Dtype::Q6_K);
     assert_eq!(t.element_type().block_elements(), 256);
     assert_eq!(t.host_bytes().unwrap(), &ffn[..]);
+    // The metadata, from the sealed header: architecture and vocabulary.
+    let header = all.gguf().unwrap();
+    assert_eq!(header.architecture(), Some("llama"));
+    let tokens = header.tokens().unwrap();
+    assert_eq!(
+        (tokens.len(), tokens[9999].as_str()),
+        (10_000, "token-9999")
+    );
     let e = all.get("blk.4.ffn_down.weight").unwrap_err();
     assert!(matches!(e, VramError::UnknownTensor { .. }), "{e}");
 }
