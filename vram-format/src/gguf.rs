@@ -603,6 +603,34 @@ impl GgufHeader {
         Err(invalid("the header could not be read in 64 attempts").into())
     }
 
+    /// candle's view of the same header (`candle_core::quantized::gguf_file::Content`,
+    /// what candle's quantized models are built from), read by candle's
+    /// reader from `bytes` (the file's first bytes, at least the header)
+    /// only after this crate's bounded pass accepted them, so no count or
+    /// length in them can make candle allocate more than the bytes hold.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::parse`]; [`FormatError::Gguf`] when candle's reader
+    /// refuses what the bounded pass accepted.
+    #[cfg(feature = "candle")]
+    pub fn candle_content(
+        bytes: &[u8],
+        file_len: u64,
+    ) -> Result<candle_core::quantized::gguf_file::Content, FormatError> {
+        let header = Self::parse(bytes, Some(file_len))?;
+        let end = usize::try_from(header.data_start())
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let mut reader = std::io::Cursor::new(bytes.get(..end).unwrap_or_default());
+        candle_core::quantized::gguf_file::Content::read(&mut reader).map_err(|e| {
+            invalid(format!(
+                "candle's reader refused it: {}",
+                escape_for_log(&e.to_string(), 200)
+            ))
+        })
+    }
+
     /// The value of a metadata key.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<&GgufValue> {

@@ -118,6 +118,19 @@ fn a_file_written_by_candle_reads_as_candle_reads_it() {
     );
     assert!(h.chat_template().unwrap().contains("messages"));
     assert_eq!(h.split(), None);
+    #[cfg(feature = "candle")]
+    {
+        let c = GgufHeader::candle_content(&bytes, len).unwrap();
+        assert_eq!(c.tensor_data_offset, h.data_start());
+        assert_eq!(c.tensor_infos.len(), h.table.tensors().len());
+        // A hostile header never reaches candle's reader.
+        let mut bad = bytes.clone();
+        bad[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            GgufHeader::candle_content(&bad, len),
+            Err(FormatError::Gguf { .. })
+        ));
+    }
     // Through the format-blind reader, in bounded reads.
     let mut reads = Vec::new();
     let table = read_table(len, |n| {
