@@ -5,6 +5,7 @@ mod dtype;
 mod error;
 mod gguf;
 mod safetensors;
+pub mod sentence_transformers;
 mod split;
 mod table;
 

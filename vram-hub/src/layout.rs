@@ -51,7 +51,8 @@ pub const INFERENCE_FILES: &[&str] = &[
 ];
 
 /// Most sentence-transformers modules read from `modules.json`.
-const MAX_MODULES: usize = 64;
+#[cfg(test)]
+const MAX_MODULES: usize = vram_format::sentence_transformers::MAX_MODULES;
 /// Largest `modules.json` read.
 const MAX_MODULES_BYTES: u64 = 1024 * 1024;
 
@@ -71,11 +72,6 @@ pub struct ModelLayout {
 #[derive(Deserialize)]
 struct Index {
     weight_map: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct Module {
-    path: String,
 }
 
 impl ModelLayout {
@@ -248,43 +244,12 @@ fn index_shards(dir: &Path) -> Result<Vec<String>, HubError> {
 /// (`1_Pooling/config.json`), in `modules.json`'s order.
 fn module_configs(dir: &Path) -> Result<Vec<String>, HubError> {
     let bytes = read_capped(dir, "modules.json", MAX_MODULES_BYTES)?;
-    let modules: Vec<Module> = serde_json::from_slice(&bytes).map_err(|e| {
-        layout(
-            dir,
-            format!(
-                "modules.json is not a list of modules: {}",
-                escape_for_log(&e.to_string(), 200)
-            ),
-        )
-    })?;
-    if modules.len() > MAX_MODULES {
-        return Err(layout(
-            dir,
-            format!("modules.json lists more than {MAX_MODULES} modules"),
-        ));
-    }
-    let mut out = Vec::new();
-    for m in modules {
-        let path = m.path.trim_end_matches('/');
-        if path.is_empty() {
-            // The transformer module itself: its files are the top level's.
-            continue;
-        }
-        if !is_plain_relative(path) {
-            return Err(layout(
-                dir,
-                format!(
-                    "modules.json names the module path `{}`, which leaves the snapshot",
-                    escape_for_log(path, 200)
-                ),
-            ));
-        }
-        let config = format!("{path}/config.json");
-        if is_regular_file(&dir.join(&config)) {
-            out.push(config);
-        }
-    }
-    Ok(out)
+    let modules = vram_format::sentence_transformers::Modules::parse(&bytes)
+        .map_err(|e| layout(dir, e.to_string()))?;
+    Ok(modules
+        .module_configs()
+        .filter(|config| is_regular_file(&dir.join(config)))
+        .collect())
 }
 
 #[cfg(test)]
