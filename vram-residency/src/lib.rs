@@ -56,5 +56,6 @@ pub use vram_core::{
 pub use vram_crypto::{
     CorruptRange, CryptoError, LeafHashes, LeafSize, SealTag, Sha256Digest, TreeDigest,
 };
+pub use vram_format::{Dtype, GgufArray, GgufHeader, GgufValue};
 pub use vram_secrets::{KeyId, SecretsError, WorkerSecret};
 pub use vram_validation::{ModelRef, Sha256Hex, ShardId, ShardPosition, ValidationError};

@@ -11,6 +11,7 @@ const CRATES: &[&str] = &[
     "vram-core",
     "vram-mock",
     "vram-residency",
+    "vram-format",
     "vram-hub",
     "vram-signing",
     "vram-worker",

@@ -5,6 +5,7 @@ mod bench;
 mod check;
 mod demo;
 mod digest;
+mod hub;
 mod list_devices;
 mod model_ref;
 mod seal;

@@ -200,6 +200,24 @@ fn plan(args: &SealArgs, quiet: bool) -> Result<SealPlan, CliError> {
                      (without --expect-sha256: each blob's name gives its digest)"
                 )));
             }
+            // One GGUF file of a repository: sealed as a file, the SHA-256
+            // its blob's name promises checked in the sealing pass.
+            if let Some((cached, reference, sha256)) =
+                super::hub::gguf_file(model, args.cache_without_links)?
+            {
+                let model_ref = ModelRef::new(&reference).map_err(|e| {
+                    CliError::usage(format!("{model}: not a model reference ({e})"))
+                })?;
+                inputs.push(Input {
+                    file: open_model_file(&cached.path)?,
+                    path: path.clone(),
+                    len: cached.len,
+                    model_ref,
+                    expected: sha256,
+                    provenance: None,
+                });
+                continue;
+            }
             // Every file with an expected digest is checked, here or in the
             // reads that seal and bind it.
             let located = vram_worker::locate_in_cache(model, quiet, args.cache_without_links)?;
