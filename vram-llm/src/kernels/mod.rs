@@ -2,6 +2,10 @@
 //! block types and dot products, over a view of the sealed memory instead of
 //! a copy of it.
 
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2;
+mod dot;
 #[allow(unsafe_code)]
 mod view;
 
@@ -132,6 +136,12 @@ pub(crate) fn matmul(
     rhs: &[u8],
     dst: &mut [f32],
 ) -> Result<(), LlmError> {
+    if dtype == GgmlDType::Q4_1 {
+        let kernel = dot::Kernel::detect();
+        if kernel != dot::Kernel::Scalar {
+            return dot::matmul_q4_1(kernel, (m, k, n), lhs, rhs, dst);
+        }
+    }
     with_block_type!(dtype, T, {
         let blocks = view::blocks::<T>(rhs)?;
         check_shapes::<T>((m, k, n), lhs.len(), blocks.len(), dst.len())?;

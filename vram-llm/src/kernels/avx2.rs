@@ -1,0 +1,71 @@
+//! The AVX2 + FMA Q4_1 × Q8_1 dot product (ggml's `ggml_vec_dot_q4_1_q8_1`
+//! for AVX2), chosen at run time. The only intrinsics of the crate; the
+//! scalar reference in `dot.rs` is what it is tested against.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::{
+    __m256, _mm256_and_si256, _mm256_castps256_ps128, _mm256_castsi128_si256, _mm256_cvtepi32_ps,
+    _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_insertf128_si256, _mm256_loadu_si256,
+    _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps,
+    _mm256_setzero_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehdup_ps,
+    _mm_movehl_ps, _mm_srli_epi16,
+};
+
+use super::dot::{q4_1_scales, ActQ8_1, Q4_1_BYTES};
+
+/// Whether this CPU runs [`dot_q4_1`].
+pub(crate) fn available() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Dot product of one Q4_1 row with Q8_1 activations; `None` when the CPU
+/// lacks AVX2/FMA or the lengths do not match (the caller then runs the
+/// scalar reference).
+pub(crate) fn dot_q4_1(row: &[u8], acts: &[ActQ8_1]) -> Option<f32> {
+    if !available() || Some(row.len()) != acts.len().checked_mul(Q4_1_BYTES) {
+        return None;
+    }
+    // SAFETY: AVX2 and FMA are present (checked just above), which is all
+    // `dot_q4_1_avx2` requires of its caller; it reads only through slices.
+    Some(unsafe { dot_q4_1_avx2(row, acts) })
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_q4_1_avx2(row: &[u8], acts: &[ActQ8_1]) -> f32 {
+    let mut acc: __m256 = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for (block, act) in row.chunks_exact(Q4_1_BYTES).zip(acts) {
+        let (d, m) = q4_1_scales(block);
+        summs += m * act.s;
+        let Some(qs) = block.get(4..Q4_1_BYTES) else {
+            continue;
+        };
+        let mut nibbles = [0u8; 16];
+        nibbles.copy_from_slice(qs);
+        // SAFETY: `nibbles` is 16 readable bytes and `act.qs` 32;
+        // `_mm_loadu_si128` / `_mm256_loadu_si256` accept any alignment.
+        let (packed, y) = unsafe {
+            (
+                _mm_loadu_si128(nibbles.as_ptr().cast()),
+                _mm256_loadu_si256(act.qs.as_ptr().cast()),
+            )
+        };
+        // Low nibbles in the first 16 bytes, high nibbles in the last 16:
+        // the order of the activations (candle's `qs[j]`, `qs[j + 16]`).
+        let x = _mm256_and_si256(
+            _mm256_insertf128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1),
+            low,
+        );
+        // u8 (<= 15) × i8 pairs summed to i16 (|sum| <= 3810: no saturation),
+        // then to i32, then to f32.
+        let products = _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones);
+        let scale = _mm256_set1_ps(d * act.d);
+        acc = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), acc);
+    }
+    let sum128 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let sum64 = _mm_add_ps(sum128, _mm_movehl_ps(sum128, sum128));
+    let sum32 = _mm_add_ss(sum64, _mm_movehdup_ps(sum64));
+    _mm_cvtss_f32(sum32) + summs
+}

@@ -1,0 +1,240 @@
+//! Quantized dot products of this crate's own, for the types where candle's
+//! default x86 build has only a scalar loop (Q4_1: most of a SmolLM2 decode
+//! step): activations rounded to Q8_1 blocks exactly as candle rounds them,
+//! a scalar reference that reproduces candle's sums, and an AVX2 kernel
+//! (`avx2.rs`) chosen at run time when the CPU has it.
+
+use half::f16;
+
+use crate::LlmError;
+
+/// Values per Q4_1 / Q8_1 block.
+pub(crate) const QK: usize = 32;
+/// Bytes of one Q4_1 block: f16 scale, f16 minimum, 16 bytes of nibbles.
+pub(crate) const Q4_1_BYTES: usize = 20;
+
+/// One block of activations rounded to 8 bits (candle's `BlockQ8_1`, its f16
+/// fields widened to f32 once).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ActQ8_1 {
+    pub(crate) d: f32,
+    pub(crate) s: f32,
+    pub(crate) qs: [i8; QK],
+}
+
+/// `xs` (a whole number of blocks) as Q8_1 blocks, rounded as candle's
+/// `quantize_row_q8_1` rounds them (scale and sum through f16).
+pub(crate) fn quantize_q8_1(xs: &[f32]) -> Vec<ActQ8_1> {
+    xs.chunks_exact(QK)
+        .map(|block| {
+            let amax = block.iter().fold(0f32, |a, x| a.max(x.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let d16 = f16::from_f32(d);
+            let mut qs = [0i8; QK];
+            let mut sum = 0i32;
+            for (q, &x) in qs.iter_mut().zip(block) {
+                // In range: |x * id| <= 127 (rounding of `id` aside, which
+                // `as` saturates).
+                #[allow(clippy::cast_possible_truncation)]
+                let v = f32::round(x * id) as i8;
+                *q = v;
+                sum = sum.saturating_add(i32::from(v));
+            }
+            // half's f16 product: through f32, rounded back to f16.
+            #[allow(clippy::cast_precision_loss)]
+            let s = f16::from_f32(f16::from_f32(sum as f32).to_f32() * d16.to_f32());
+            ActQ8_1 {
+                d: d16.to_f32(),
+                s: s.to_f32(),
+                qs,
+            }
+        })
+        .collect()
+}
+
+fn half_at(bytes: &[u8], at: usize) -> f32 {
+    match bytes.get(at..at.saturating_add(2)) {
+        Some(&[a, b]) => f16::from_le_bytes([a, b]).to_f32(),
+        _ => 0.0,
+    }
+}
+
+/// The scale and minimum of a Q4_1 block.
+pub(crate) fn q4_1_scales(block: &[u8]) -> (f32, f32) {
+    (half_at(block, 0), half_at(block, 2))
+}
+
+/// Dot product of one Q4_1 weight row (`row.len() == acts.len() * 20`) with
+/// Q8_1 activations: candle's `vec_dot_q4_1_q8_1`, sum for sum.
+pub(crate) fn dot_q4_1_scalar(row: &[u8], acts: &[ActQ8_1]) -> f32 {
+    let mut sumf = 0f32;
+    for (block, act) in row.chunks_exact(Q4_1_BYTES).zip(acts) {
+        let (d, m) = q4_1_scales(block);
+        let qs = block.get(4..).unwrap_or(&[]);
+        let (lo, hi) = act.qs.split_at(QK / 2);
+        let sumi: i32 = qs
+            .iter()
+            .zip(lo.iter().zip(hi))
+            .map(|(&q, (&a0, &a1))| {
+                i32::from(q & 0x0F)
+                    .wrapping_mul(i32::from(a0))
+                    .wrapping_add(i32::from(q.wrapping_shr(4)).wrapping_mul(i32::from(a1)))
+            })
+            .fold(0i32, i32::wrapping_add);
+        #[allow(clippy::cast_precision_loss)]
+        let block_sum = sumi as f32 * d * act.d + m * act.s;
+        sumf += block_sum;
+    }
+    sumf
+}
+
+/// Which dot product runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    /// The reference, any CPU.
+    Scalar,
+    /// AVX2 + FMA intrinsics (checked at run time).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub(crate) fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if super::avx2::available() {
+            return Self::Avx2;
+        }
+        Self::Scalar
+    }
+
+    fn dot_q4_1(self, row: &[u8], acts: &[ActQ8_1]) -> f32 {
+        match self {
+            Self::Scalar => dot_q4_1_scalar(row, acts),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => {
+                super::avx2::dot_q4_1(row, acts).unwrap_or_else(|| dot_q4_1_scalar(row, acts))
+            }
+        }
+    }
+}
+
+/// `dst (m×n) = lhs (m×k) · Wᵀ` for a Q4_1 weight `W` (`n` rows of `k`
+/// values, `w` its bytes), with `kernel`.
+///
+/// # Errors
+/// [`LlmError::Compute`] when the lengths do not match the shapes.
+pub(crate) fn matmul_q4_1(
+    kernel: Kernel,
+    (m, k, n): (usize, usize, usize),
+    lhs: &[f32],
+    w: &[u8],
+    dst: &mut [f32],
+) -> Result<(), LlmError> {
+    let row_bytes = (k / QK).checked_mul(Q4_1_BYTES);
+    let ok = k.is_multiple_of(QK)
+        && m.checked_mul(k) == Some(lhs.len())
+        && m.checked_mul(n) == Some(dst.len())
+        && row_bytes.and_then(|r| r.checked_mul(n)) == Some(w.len());
+    let Some(row_bytes) = row_bytes.filter(|&r| ok && r > 0) else {
+        return Err(LlmError::Compute(format!(
+            "Q4_1 matmul: shapes ({m}, {k}, {n}) do not match {} input values, {} weight bytes, {} outputs",
+            lhs.len(),
+            w.len(),
+            dst.len()
+        )));
+    };
+    for (x, out) in lhs.chunks_exact(k).zip(dst.chunks_exact_mut(n)) {
+        let acts = quantize_q8_1(x);
+        for (row, o) in w.chunks_exact(row_bytes).zip(out.iter_mut()) {
+            *o = kernel.dot_q4_1(row, &acts);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::print_stderr
+)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::k_quants::{self, BlockQ4_1};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (h >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn q4_1(rows: usize, k: usize, seed: u32) -> Vec<u8> {
+        let t = Tensor::from_vec(values(rows * k, seed), (rows, k), &Device::Cpu).unwrap();
+        QTensor::quantize(&t, GgmlDType::Q4_1)
+            .unwrap()
+            .data()
+            .unwrap()
+            .into_owned()
+    }
+
+    /// The scalar reference is candle's own matmul, bit for bit; the AVX2
+    /// kernel agrees with it to rounding, on odd block counts and odd row
+    /// counts too.
+    #[test]
+    fn the_scalar_reference_is_candles_matmul_and_avx2_agrees_with_it() {
+        for &(m, blocks, n) in &[
+            (1, 1, 1),
+            (1, 2, 3),
+            (1, 3, 5),
+            (2, 7, 9),
+            (3, 18, 33),
+            (1, 48, 64),
+        ] {
+            let k = blocks * QK;
+            let w = q4_1(n, k, 7);
+            let lhs = values(m * k, 3);
+            let mut scalar = vec![0f32; m * n];
+            matmul_q4_1(Kernel::Scalar, (m, k, n), &lhs, &w, &mut scalar).unwrap();
+            // candle's own loop asks for an even number of blocks (a debug
+            // assertion); ours takes any.
+            if blocks % 2 == 0 {
+                let mut reference = vec![0f32; m * n];
+                let view = crate::kernels::view::blocks::<BlockQ4_1>(&w).unwrap();
+                k_quants::matmul::<BlockQ4_1>((m, k, n), &lhs, view, &mut reference).unwrap();
+                assert_eq!(scalar, reference, "({m}, {k}, {n})");
+            }
+
+            let fast = Kernel::detect();
+            if fast == Kernel::Scalar {
+                eprintln!("*** this CPU has no AVX2+FMA: only the scalar kernel was tested ***");
+                continue;
+            }
+            let mut out = vec![0f32; m * n];
+            matmul_q4_1(fast, (m, k, n), &lhs, &w, &mut out).unwrap();
+            for (a, b) in out.iter().zip(&scalar) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{a} vs {b} ({m}, {k}, {n})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_shapes_are_refused() {
+        let w = q4_1(2, 32, 1);
+        let mut out = vec![0f32; 2];
+        let e = matmul_q4_1(Kernel::detect(), (1, 64, 2), &[0.0; 64], &w, &mut out).unwrap_err();
+        assert!(e.to_string().contains("Q4_1"), "{e}");
+        let e = matmul_q4_1(Kernel::detect(), (1, 33, 2), &[0.0; 33], &w, &mut out).unwrap_err();
+        assert!(e.to_string().contains("Q4_1"), "{e}");
+    }
+}
