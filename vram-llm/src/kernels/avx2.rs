@@ -1,6 +1,6 @@
 //! The AVX2 + FMA Q4_1 × Q8_1 dot product (ggml's `ggml_vec_dot_q4_1_q8_1`
 //! for AVX2), chosen at run time. The only intrinsics of the crate; the
-//! scalar reference in `dot.rs` is what it is tested against.
+//! scalar reference in `q4_1.rs` is what it is tested against.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{
@@ -11,7 +11,7 @@ use std::arch::x86_64::{
     _mm_movehl_ps, _mm_srli_epi16,
 };
 
-use super::dot::{q4_1_scales, ActQ8_1, Q4_1_BYTES};
+use super::q4_1::{q4_1_scales, ActQ8_1, Q4_1_BYTES};
 
 /// Whether this CPU runs [`dot_q4_1`].
 pub(crate) fn available() -> bool {

@@ -6,6 +6,7 @@
 #[allow(unsafe_code)]
 mod avx2;
 mod dot;
+mod q4_1;
 #[allow(unsafe_code)]
 mod view;
 
