@@ -229,3 +229,30 @@ fn a_corrupted_tensor_refuses_the_next_request() {
     // Refused for good, not only once.
     assert!(model.start().is_err());
 }
+
+#[test]
+fn the_loaded_model_is_shared_by_threads_each_with_its_own_request() {
+    fn shared<T: Send + Sync>(_: &T) {}
+    let f = fixture();
+    let bytes = tiny_llama(TINY, GgmlDType::Q8_0, 21, &[]);
+    let shard = f.seal("tiny.gguf", &bytes);
+    let model = LlamaModel::load(
+        f.manager.clone(),
+        GgufSource::Shard(shard),
+        LeasePolicy::Sampled { leaves: 1 },
+    )
+    .unwrap();
+    shared(&model);
+    let logits: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    let (mut request, _) = model.start().unwrap();
+                    request.forward(PROMPT, 0).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(logits.windows(2).all(|w| w[0] == w[1]));
+}
