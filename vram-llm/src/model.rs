@@ -452,7 +452,6 @@ impl RequestModel<'_> {
         }
     }
 
-    #[allow(clippy::arithmetic_side_effects, clippy::cast_precision_loss)]
     fn run(&mut self, tokens: &[u32], position: usize) -> candle_core::Result<Vec<f32>> {
         let config = &self.model.config;
         let seq_len = tokens.len();
@@ -473,7 +472,8 @@ impl RequestModel<'_> {
         let (n_head, n_kv_head, head_dim) =
             (config.head_count, config.head_count_kv, config.head_dim);
         let dim = config.embedding_length;
-        let scale = (head_dim as f64).sqrt();
+        let scale = f64::from(u32::try_from(head_dim).unwrap_or(u32::MAX)).sqrt();
+        let groups = n_head.checked_div(n_kv_head).unwrap_or(1);
 
         let mut x = self.token_embedding.embedding(&ids)?;
         for layer in &mut self.layers {
@@ -506,9 +506,10 @@ impl RequestModel<'_> {
                 _ => (k, v),
             };
             layer.kv_cache = Some((k.clone(), v.clone()));
-            let k = candle_transformers::utils::repeat_kv(k, n_head / n_kv_head)?;
-            let v = candle_transformers::utils::repeat_kv(v, n_head / n_kv_head)?;
-            let att = (q.matmul(&k.t()?)? / scale)?;
+            let k = candle_transformers::utils::repeat_kv(k, groups)?;
+            let v = candle_transformers::utils::repeat_kv(v, groups)?;
+            // `Tensor / f64` is `affine(1 / v, 0)` in candle: the same op, named.
+            let att = q.matmul(&k.t()?)?.affine(1.0 / scale, 0.0)?;
             let att = match &mask {
                 None => att,
                 Some(mask) => {
@@ -522,23 +523,17 @@ impl RequestModel<'_> {
                 .transpose(1, 2)?
                 .reshape((1, seq_len, dim))?;
             let y = layer.wo.forward(&y)?;
-            let x1 = (y + residual)?;
+            let x1 = y.add(residual)?;
 
             let h = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, eps)?;
             let gate = layer.w1.forward(&h)?;
             let up = layer.w3.forward(&h)?;
-            let m = layer.w2.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
-            x = (m + &x1)?;
+            let m = layer.w2.forward(&candle_nn::ops::silu(&gate)?.mul(&up)?)?;
+            x = m.add(&x1)?;
         }
         let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
-        let x = x.i((.., seq_len - 1, ..))?.contiguous()?;
+        let x = x.i((.., seq_len.saturating_sub(1), ..))?.contiguous()?;
         let logits = self.output.forward(&x)?;
         logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()
     }
-}
-
-#[cfg(test)]
-mod tests {
-    //! The lease guarantee at the level of one weight: a `QTensor` built over
-    //! a request's lease and kept past the request reads nothing.
 }
