@@ -109,7 +109,7 @@ fn smollm2_sealed_agrees_with_candles_stock_model_and_decodes() {
         "SmolLM2 Q4_1, {} build: first token ours {} / stock {}; top-5 ids {top5:?}, \
          logits within {worst}; leading tokens agreeing: {} of {}\n\
          decode: sealed {:.1} tok/s, stock {:.1} tok/s ({decode_steps} tokens)\n\
-         request: lease verification {verification:?}, model built in {build:?} \
+         request: lease verification {verification:?} ({:.3}%), model built in {build:?} \
          (norms copied {norms:?}, {:.3}% of the {ours_total:?} request)",
         if cfg!(debug_assertions) {
             "debug"
@@ -126,6 +126,7 @@ fn smollm2_sealed_agrees_with_candles_stock_model_and_decodes() {
         ours_tokens.len(),
         rate(ours_decode),
         rate(stock_decode),
+        100.0 * verification.as_secs_f64() / ours_total.as_secs_f64(),
         100.0 * norms.as_secs_f64() / ours_total.as_secs_f64(),
     );
     // With the AVX2 Q4_1 kernel the sums are the same up to float rounding,

@@ -1,4 +1,4 @@
-//! The AVX2 + FMA Q4_1 × Q8_1 dot product (ggml's `ggml_vec_dot_q4_1_q8_1`
+//! The AVX2 + FMA (+ F16C) Q4_1 × Q8_1 dot product (ggml's `ggml_vec_dot_q4_1_q8_1`
 //! for AVX2), chosen at run time. The only intrinsics of the crate; the
 //! scalar reference in `q4_1.rs` is what it is tested against.
 
@@ -7,15 +7,17 @@ use std::arch::x86_64::{
     __m256, _mm256_and_si256, _mm256_castps256_ps128, _mm256_castsi128_si256, _mm256_cvtepi32_ps,
     _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_insertf128_si256, _mm256_loadu_si256,
     _mm256_madd_epi16, _mm256_maddubs_epi16, _mm256_set1_epi16, _mm256_set1_epi8, _mm256_set1_ps,
-    _mm256_setzero_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_loadu_si128, _mm_movehdup_ps,
-    _mm_movehl_ps, _mm_srli_epi16,
+    _mm256_setzero_ps, _mm_add_ps, _mm_add_ss, _mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32,
+    _mm_loadu_si128, _mm_movehdup_ps, _mm_movehl_ps, _mm_srli_epi16,
 };
 
-use super::q4_1::{q4_1_scales, ActQ8_1, Q4_1_BYTES};
+use super::q4_1::{ActQ8_1, Q4_1_BYTES};
 
 /// Whether this CPU runs [`dot_q4_1`].
 pub(crate) fn available() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
 }
 
 /// Dot product of one Q4_1 row with Q8_1 activations; `None` when the CPU
@@ -25,23 +27,27 @@ pub(crate) fn dot_q4_1(row: &[u8], acts: &[ActQ8_1]) -> Option<f32> {
     if !available() || Some(row.len()) != acts.len().checked_mul(Q4_1_BYTES) {
         return None;
     }
-    // SAFETY: AVX2 and FMA are present (checked just above), which is all
+    // SAFETY: AVX2, FMA and F16C are present (checked just above), which is all
     // `dot_q4_1_avx2` requires of its caller; it reads only through slices.
     Some(unsafe { dot_q4_1_avx2(row, acts) })
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn dot_q4_1_avx2(row: &[u8], acts: &[ActQ8_1]) -> f32 {
     let mut acc: __m256 = _mm256_setzero_ps();
     let mut summs = 0f32;
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     for (block, act) in row.chunks_exact(Q4_1_BYTES).zip(acts) {
-        let (d, m) = q4_1_scales(block);
-        summs += m * act.s;
-        let Some(qs) = block.get(4..Q4_1_BYTES) else {
+        let (Some(&[h0, h1, h2, h3]), Some(qs)) = (block.get(..4), block.get(4..Q4_1_BYTES)) else {
             continue;
         };
+        // The block's f16 scale and minimum, converted in registers (F16C):
+        // a library call per value costs as much as the block's products.
+        let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes([h0, h1, h2, h3])));
+        let d = _mm_cvtss_f32(dm);
+        let m = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+        summs += m * act.s;
         let mut nibbles = [0u8; 16];
         nibbles.copy_from_slice(qs);
         // SAFETY: `nibbles` is 16 readable bytes and `act.qs` 32;

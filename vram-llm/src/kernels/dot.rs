@@ -11,7 +11,7 @@ use crate::LlmError;
 pub(crate) enum Kernel {
     /// The reference, any CPU.
     Scalar,
-    /// AVX2 + FMA intrinsics (checked at run time).
+    /// AVX2, FMA and F16C intrinsics (checked at run time).
     #[cfg(target_arch = "x86_64")]
     Avx2,
 }
