@@ -7,6 +7,7 @@
 mod avx2;
 mod dot;
 mod q4_1;
+mod q8_0;
 #[allow(unsafe_code)]
 mod view;
 
@@ -137,10 +138,12 @@ pub(crate) fn matmul(
     rhs: &[u8],
     dst: &mut [f32],
 ) -> Result<(), LlmError> {
-    if dtype == GgmlDType::Q4_1 {
-        let kernel = dot::Kernel::detect();
-        if kernel != dot::Kernel::Scalar {
-            return dot::matmul_q4_1(kernel, (m, k, n), lhs, rhs, dst);
+    let kernel = dot::Kernel::detect();
+    if kernel != dot::Kernel::Scalar {
+        match dtype {
+            GgmlDType::Q4_1 => return dot::matmul_q4_1(kernel, (m, k, n), lhs, rhs, dst),
+            GgmlDType::Q8_0 => return dot::matmul_q8_0(kernel, (m, k, n), lhs, rhs, dst),
+            _ => {}
         }
     }
     with_block_type!(dtype, T, {
