@@ -4,11 +4,20 @@
 //! Every request takes a verified lease and computes on the quantized blocks
 //! where the seal keeps them: no copy of the weights per request.
 
+#![deny(unsafe_code)]
+
 mod api;
 mod error;
+mod gguf;
+mod kernels;
+mod model;
+mod weights;
 
 pub use api::{
     ChatMessage, FinishReason, GenerateOutcome, GenerateRequest, Prompt, SamplingParams,
     TextGeneration, TokenDelta,
 };
 pub use error::{ErrorClass, LlmError};
+pub use gguf::{LlamaConfig, Metadata, TensorEntry, MAX_CONTEXT};
+pub use kernels::SUPPORTED_TYPES;
+pub use model::{GgufSource, LlamaModel, RequestModel};
