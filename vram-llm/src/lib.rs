@@ -5,10 +5,19 @@
 //! where the seal keeps them: no copy of the weights per request.
 
 mod api;
+mod chat;
 mod error;
+mod generate;
+mod sample;
+mod stream;
+mod tokenizer;
 
 pub use api::{
     ChatMessage, FinishReason, GenerateOutcome, GenerateRequest, Prompt, SamplingParams,
     TextGeneration, TokenDelta,
 };
 pub use error::{ErrorClass, LlmError};
+pub use chat::{ChatTemplate, TemplateTokens};
+pub use generate::{Generator, LogitsModel, LogitsSource};
+pub use sample::Sampler;
+pub use tokenizer::GgufTokenizer;
