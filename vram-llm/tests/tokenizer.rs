@@ -1,0 +1,137 @@
+//! The tokenizer built from GGUF metadata, on a tiny vocabulary the test
+//! writes: merges, special tokens, BOS as the metadata says, the
+//! end-of-generation set, and refusals of metadata it cannot use.
+
+mod common;
+
+use candle_core::quantized::gguf_file::Value;
+use common::*;
+use vram_llm::{GgufTokenizer, LlmError};
+
+#[test]
+fn merges_apply_and_special_tokens_in_the_text_become_their_ids() {
+    let t = GgufTokenizer::from_gguf_metadata(&metadata()).unwrap();
+    assert_eq!(t.vocab_size(), tokens().len());
+    assert_eq!(
+        t.encode("hello world").unwrap(),
+        vec![token_id("hello"), token_id("Ġworld")]
+    );
+    assert_eq!(
+        t.encode("<|im_start|>user\nhe<|im_end|>").unwrap(),
+        vec![
+            IM_START,
+            byte_token(b'u'),
+            byte_token(b's'),
+            byte_token(b'e'),
+            byte_token(b'r'),
+            byte_token(b'\n'),
+            token_id("he"),
+            IM_END
+        ]
+    );
+    // smollm: every digit on its own (no digit merges would apply anyway,
+    // but " 12" must not become one pre-token with the space).
+    assert_eq!(
+        t.encode("a 12").unwrap(),
+        vec![byte_token(b'a'), byte_token(b' '), byte_token(b'1'), byte_token(b'2')]
+    );
+    // Multi-byte characters become their bytes' tokens and decode back.
+    let ids = t.encode("é😀").unwrap();
+    assert_eq!(ids, "é😀".bytes().map(byte_token).collect::<Vec<_>>());
+    assert_eq!(t.decode(&ids), "é😀");
+    // Control tokens add no text.
+    assert_eq!(t.decode(&[IM_START, token_id("hello"), IM_END]), "hello");
+}
+
+#[test]
+fn bos_is_added_exactly_when_the_metadata_says_so() {
+    let t = GgufTokenizer::from_gguf_metadata(&metadata()).unwrap();
+    assert!(!t.adds_bos());
+    assert_eq!(t.encode_prompt("he").unwrap(), vec![token_id("he")]);
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(true));
+    let t = GgufTokenizer::from_gguf_metadata(&md).unwrap();
+    assert_eq!(t.encode_prompt("he").unwrap(), vec![IM_START, token_id("he")]);
+    assert_eq!(t.bos_text(), Some("<|im_start|>"));
+    assert_eq!(t.eos_text(), Some("<|im_end|>"));
+}
+
+#[test]
+fn end_of_generation_holds_eos_eot_and_the_end_of_turn_tokens_llama_cpp_knows() {
+    let t = GgufTokenizer::from_gguf_metadata(&metadata()).unwrap();
+    // EOS (2) and <|endoftext|> (0, by its text).
+    assert_eq!(t.end_of_generation(), &[ENDOFTEXT, IM_END]);
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.eot_token_id".into(), Value::U32(token_id("he")));
+    let t = GgufTokenizer::from_gguf_metadata(&md).unwrap();
+    assert_eq!(t.end_of_generation(), &[ENDOFTEXT, IM_END, token_id("he")]);
+    assert!(t.is_end_of_generation(token_id("he")));
+    assert!(!t.is_end_of_generation(IM_START));
+}
+
+fn refused(md: &std::collections::HashMap<String, Value>) -> String {
+    match GgufTokenizer::from_gguf_metadata(md) {
+        Err(LlmError::Metadata(m)) => m,
+        other => panic!("expected a metadata error, got {other:?}"),
+    }
+}
+
+#[test]
+fn metadata_it_cannot_use_is_refused_with_the_key_named() {
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(1_000_000));
+    let m = refused(&md);
+    assert!(m.contains("tokenizer.ggml.eos_token_id") && m.contains("1000000"), "{m}");
+
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.pre".into(), Value::String("not-a-pre-tokenizer".into()));
+    assert!(refused(&md).contains("tokenizer.ggml.pre"));
+
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.model".into(), Value::String("bert".into()));
+    assert!(refused(&md).contains("tokenizer.ggml.model"));
+
+    let mut md = metadata();
+    md.remove("tokenizer.ggml.merges");
+    assert!(refused(&md).contains("tokenizer.ggml.merges"));
+
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.merges".into(), Value::Array(vec![Value::String("nospace".into())]));
+    assert!(refused(&md).contains("tokenizer.ggml.merges"));
+
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.token_type".into(), Value::Array(vec![Value::I32(1)]));
+    assert!(refused(&md).contains("tokenizer.ggml.token_type"));
+
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.tokens".into(), Value::U32(3));
+    assert!(refused(&md).contains("tokenizer.ggml.tokens"));
+
+    let mut md = metadata();
+    md.insert("tokenizer.ggml.add_bos_token".into(), Value::String("yes".into()));
+    assert!(refused(&md).contains("tokenizer.ggml.add_bos_token"));
+}
+
+#[test]
+fn the_pre_tokenizer_named_in_the_metadata_decides_how_digits_group() {
+    // The vocabulary has a "12" token; whether "12" may form depends on
+    // the pre-tokenizer: smollm and qwen2 split every digit, llama-bpe keeps
+    // up to three together, GPT-2's regex keeps a run of digits.
+    let encode = |pre: &str| {
+        let mut md = metadata();
+        md.insert("tokenizer.ggml.pre".into(), Value::String(pre.into()));
+        let t = GgufTokenizer::from_gguf_metadata(&md).unwrap();
+        assert_eq!(
+            t.encode("hello world").unwrap(),
+            vec![token_id("hello"), token_id("Ġworld")],
+            "{pre}"
+        );
+        t.encode("a12").unwrap()
+    };
+    let split = vec![byte_token(b'a'), byte_token(b'1'), byte_token(b'2')];
+    let grouped = vec![byte_token(b'a'), token_id("12")];
+    assert_eq!(encode("smollm"), split);
+    assert_eq!(encode("qwen2"), split);
+    assert_eq!(encode("llama-bpe"), grouped);
+    assert_eq!(encode("gpt2"), grouped);
+}
