@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 use candle_core::quantized::gguf_file::Value as GgufValue;
 use minijinja::value::Kwargs;
+use minijinja::value::ValueKind;
 use minijinja::{Environment, ErrorKind, Value};
 use serde::Serialize;
 
@@ -125,8 +126,6 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
             ": ".to_owned(),
         ),
     };
-    let json = serde_json::to_value(value)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let style = JsonStyle {
         indent,
         item_sep,
@@ -135,7 +134,7 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
         ensure_ascii: ensure_ascii.unwrap_or(false),
     };
     let mut out = String::new();
-    style.write(&json, 0, &mut out);
+    style.write(value, 0, &mut out)?;
     Ok(Value::from(out))
 }
 
@@ -180,54 +179,75 @@ impl JsonStyle {
         out.push('"');
     }
 
-    fn write(&self, v: &serde_json::Value, depth: usize, out: &mut String) {
-        use serde_json::Value as J;
-        match v {
-            J::Null => out.push_str("null"),
-            J::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            J::Number(n) => {
+    fn write(&self, v: &Value, depth: usize, out: &mut String) -> Result<(), minijinja::Error> {
+        let inner = depth.saturating_add(1);
+        if depth > 128 {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                "tojson: nested too deeply",
+            ));
+        }
+        match v.kind() {
+            ValueKind::Undefined | ValueKind::None => out.push_str("null"),
+            ValueKind::Bool => out.push_str(if v.is_true() { "true" } else { "false" }),
+            ValueKind::Number => {
+                // Integers as integers, floats as Python writes them (1.0).
+                let n = serde_json::to_value(v).map_err(|e| {
+                    minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
+                })?;
                 let _ = write!(out, "{n}");
             }
-            J::String(s) => self.string(s, out),
-            J::Array(items) => {
+            ValueKind::String => self.string(v.as_str().unwrap_or_default(), out),
+            ValueKind::Map => {
+                let mut keys: Vec<Value> = v.try_iter()?.collect();
+                if keys.is_empty() {
+                    out.push_str("{}");
+                    return Ok(());
+                }
+                if self.sort_keys {
+                    keys.sort();
+                }
+                out.push('{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(&self.item_sep);
+                    }
+                    self.newline(inner, out);
+                    match k.as_str() {
+                        Some(s) => self.string(s, out),
+                        None => self.string(&k.to_string(), out),
+                    }
+                    out.push_str(&self.key_sep);
+                    self.write(&v.get_item(k)?, inner, out)?;
+                }
+                self.newline(depth, out);
+                out.push('}');
+            }
+            ValueKind::Seq | ValueKind::Iterable => {
+                let items: Vec<Value> = v.try_iter()?.collect();
                 if items.is_empty() {
                     out.push_str("[]");
-                    return;
+                    return Ok(());
                 }
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         out.push_str(&self.item_sep);
                     }
-                    self.newline(depth.saturating_add(1), out);
-                    self.write(item, depth.saturating_add(1), out);
+                    self.newline(inner, out);
+                    self.write(item, inner, out)?;
                 }
                 self.newline(depth, out);
                 out.push(']');
             }
-            J::Object(map) => {
-                if map.is_empty() {
-                    out.push_str("{}");
-                    return;
-                }
-                let mut entries: Vec<(&String, &serde_json::Value)> = map.iter().collect();
-                if self.sort_keys {
-                    entries.sort_by(|a, b| a.0.cmp(b.0));
-                }
-                out.push('{');
-                for (i, (k, item)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(&self.item_sep);
-                    }
-                    self.newline(depth.saturating_add(1), out);
-                    self.string(k, out);
-                    out.push_str(&self.key_sep);
-                    self.write(item, depth.saturating_add(1), out);
-                }
-                self.newline(depth, out);
-                out.push('}');
+            _ => {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: the value has no JSON form",
+                ))
             }
         }
+        Ok(())
     }
 }
 
@@ -401,10 +421,11 @@ mod tests {
             },
         )
         .unwrap();
-        // Expected text: what Python's json.dumps and str methods give.
+        // Expected text: Transformers 5.25.0's compiled template
+        // (`_compile_jinja_template`, jinja2 3.1.6) rendering the same source.
         assert_eq!(
             t.render(&[msg("user", " hi \"there\"\n")], false).unwrap(),
-            "{\"role\": \"user\", \"content\": \" hi \\\"there\\\"\\n\"}|HI \"THERE\"|yes\n<s>{\"a\": null, \"b\": [1, 2]}{\n  \"k\": \"é<\"\n}"
+            "{\"role\": \"user\", \"content\": \" hi \\\"there\\\"\\n\"}|HI \"THERE\"|yes<s>{\"a\": null, \"b\": [1, 2]}{\n  \"k\": \"é<\"\n}"
         );
         match t.render(&[msg("tool", "x")], false) {
             Err(LlmError::Template(m)) => assert!(m.contains("Roles must be user or assistant"), "{m}"),
