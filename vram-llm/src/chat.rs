@@ -103,7 +103,10 @@ fn tojson(value: &Value, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
         Some(v) => match v.as_i64() {
             Some(n) => Some(" ".repeat(usize::try_from(n).unwrap_or(0).min(64))),
             None => Some(v.as_str().map(str::to_owned).ok_or_else(|| {
-                minijinja::Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or a string")
+                minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    "tojson: indent must be an int or a string",
+                )
             })?),
         },
     };
@@ -408,7 +411,10 @@ mod tests {
             .unwrap(),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! How can I help?<|im_end|>\n<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert!(!t.render(&[msg("user", "x")], false).unwrap().ends_with("assistant\n"));
+        assert!(!t
+            .render(&[msg("user", "x")], false)
+            .unwrap()
+            .ends_with("assistant\n"));
     }
 
     #[test]
@@ -428,7 +434,9 @@ mod tests {
             "{\"role\": \"user\", \"content\": \" hi \\\"there\\\"\\n\"}|HI \"THERE\"|yes<s>{\"a\": null, \"b\": [1, 2]}{\n  \"k\": \"é<\"\n}"
         );
         match t.render(&[msg("tool", "x")], false) {
-            Err(LlmError::Template(m)) => assert!(m.contains("Roles must be user or assistant"), "{m}"),
+            Err(LlmError::Template(m)) => {
+                assert!(m.contains("Roles must be user or assistant"), "{m}")
+            }
             other => panic!("expected a template error, got {other:?}"),
         }
     }
@@ -440,7 +448,11 @@ mod tests {
             TemplateTokens::default(),
         )
         .unwrap();
-        assert_eq!(t.render(&[msg("user", "a"), msg("user", "b")], false).unwrap(), "a|4");
+        assert_eq!(
+            t.render(&[msg("user", "a"), msg("user", "b")], false)
+                .unwrap(),
+            "a|4"
+        );
     }
 
     #[test]

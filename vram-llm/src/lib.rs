@@ -16,8 +16,8 @@ pub use api::{
     ChatMessage, FinishReason, GenerateOutcome, GenerateRequest, Prompt, SamplingParams,
     TextGeneration, TokenDelta,
 };
-pub use error::{ErrorClass, LlmError};
 pub use chat::{ChatTemplate, TemplateTokens};
+pub use error::{ErrorClass, LlmError};
 pub use generate::{Generator, LogitsModel, LogitsSource};
 pub use sample::Sampler;
 pub use tokenizer::GgufTokenizer;

@@ -15,7 +15,7 @@ pub struct Sampler {
 
 enum Mode {
     Greedy,
-    Random(LogitsProcessor),
+    Random(Box<LogitsProcessor>),
 }
 
 impl std::fmt::Debug for Sampler {
@@ -56,7 +56,10 @@ impl Sampler {
             _ => Sampling::All { temperature: t },
         };
         Ok(Self {
-            mode: Mode::Random(LogitsProcessor::from_sampling(params.seed, sampling)),
+            mode: Mode::Random(Box::new(LogitsProcessor::from_sampling(
+                params.seed,
+                sampling,
+            ))),
         })
     }
 
@@ -123,7 +126,9 @@ mod tests {
         let logits: Vec<f32> = (0..64).map(|i| ((i * 7) % 13) as f32 * 0.1).collect();
         let draw = |seed| {
             let mut s = Sampler::new(&params(1.0, Some(0.95), seed)).unwrap();
-            (0..40).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+            (0..40)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));

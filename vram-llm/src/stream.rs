@@ -106,7 +106,10 @@ impl TextStream {
 
     /// The byte offset in `held` of the earliest stop string.
     fn first_stop(&self) -> Option<usize> {
-        self.stop.iter().filter_map(|s| self.held.find(s.as_str())).min()
+        self.stop
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
     }
 
     /// The length of the longest suffix of `held` that is a proper prefix of
@@ -121,7 +124,8 @@ impl TextStream {
                     break;
                 }
                 if self.held.is_char_boundary(start)
-                    && s.as_bytes().starts_with(self.held.as_bytes().get(start..).unwrap_or_default())
+                    && s.as_bytes()
+                        .starts_with(self.held.as_bytes().get(start..).unwrap_or_default())
                 {
                     best = len;
                     break;

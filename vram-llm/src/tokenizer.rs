@@ -110,7 +110,11 @@ fn get_bool(md: &HashMap<String, Value>, key: &str) -> Result<Option<bool>, LlmE
     }
 }
 
-fn get_id(md: &HashMap<String, Value>, key: &str, n_tokens: usize) -> Result<Option<u32>, LlmError> {
+fn get_id(
+    md: &HashMap<String, Value>,
+    key: &str,
+    n_tokens: usize,
+) -> Result<Option<u32>, LlmError> {
     let Some(v) = md.get(key) else {
         return Ok(None);
     };
@@ -141,7 +145,10 @@ fn get_id(md: &HashMap<String, Value>, key: &str, n_tokens: usize) -> Result<Opt
     Ok(Some(id))
 }
 
-fn get_array<'a>(md: &'a HashMap<String, Value>, key: &str) -> Result<Option<&'a [Value]>, LlmError> {
+fn get_array<'a>(
+    md: &'a HashMap<String, Value>,
+    key: &str,
+) -> Result<Option<&'a [Value]>, LlmError> {
     match md.get(key) {
         None => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a.as_slice())),
@@ -251,7 +258,10 @@ impl GgufTokenizer {
         let tokens = string_array(md, "tokenizer.ggml.tokens")?
             .ok_or_else(|| meta_err("tokenizer.ggml.tokens", "missing"))?;
         if tokens.is_empty() || u32::try_from(tokens.len()).is_err() {
-            return Err(meta_err("tokenizer.ggml.tokens", "empty or over u32 tokens"));
+            return Err(meta_err(
+                "tokenizer.ggml.tokens",
+                "empty or over u32 tokens",
+            ));
         }
         let n = tokens.len();
         let merges = string_array(md, "tokenizer.ggml.merges")?
@@ -290,7 +300,8 @@ impl GgufTokenizer {
 
         let mut vocab = Vocab::default();
         for (id, t) in tokens.iter().enumerate() {
-            let id = u32::try_from(id).map_err(|_| meta_err("tokenizer.ggml.tokens", "over u32"))?;
+            let id =
+                u32::try_from(id).map_err(|_| meta_err("tokenizer.ggml.tokens", "over u32"))?;
             // A duplicate keeps its first id, as llama.cpp's token_to_id does.
             vocab.entry(t.clone()).or_insert(id);
         }
@@ -309,7 +320,10 @@ impl GgufTokenizer {
         inner.with_pre_tokenizer(Some(pre_tokenizer));
         inner.with_decoder(Some(ByteLevel::default()));
 
-        let special_ids: Vec<u32> = [bos, eos, eot, eom, unknown, padding].into_iter().flatten().collect();
+        let special_ids: Vec<u32> = [bos, eos, eot, eom, unknown, padding]
+            .into_iter()
+            .flatten()
+            .collect();
         let mut special = Vec::new();
         let mut user_defined = Vec::new();
         for (i, (t, ty)) in tokens.iter().zip(&types).enumerate() {
@@ -345,7 +359,8 @@ impl GgufTokenizer {
         let mut end_of_generation: Vec<u32> = [eos, eot, eom].into_iter().flatten().collect();
         for (i, t) in tokens.iter().enumerate() {
             if EOG_TEXTS.contains(&t.as_str()) {
-                let id = u32::try_from(i).map_err(|_| meta_err("tokenizer.ggml.tokens", "over u32"))?;
+                let id =
+                    u32::try_from(i).map_err(|_| meta_err("tokenizer.ggml.tokens", "over u32"))?;
                 end_of_generation.push(id);
             }
         }

@@ -3,6 +3,8 @@
 //! max_tokens, the context, a cancelling callback), multi-byte characters
 //! split across tokens, prompts too long, seeds, and the outcome's figures.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::ops::ControlFlow;
@@ -71,7 +73,10 @@ fn greedy_generation_streams_each_token_and_stops_at_end_of_generation() {
     // <|endoftext|> also ends generation (llama.cpp's end-of-generation set).
     let (g, _) = generator(ScriptedModel::new(vec![token_id("he"), ENDOFTEXT]));
     let (out, _) = run(&g, &request("x", 10, &[]));
-    assert_eq!((out.text.as_str(), out.finish_reason), ("he", FinishReason::Stop));
+    assert_eq!(
+        (out.text.as_str(), out.finish_reason),
+        ("he", FinishReason::Stop)
+    );
 }
 
 #[test]
@@ -89,14 +94,22 @@ fn a_character_split_across_tokens_is_sent_whole() {
 fn a_stop_string_across_token_boundaries_ends_the_text_before_it() {
     // "hello wor|ld" with stop "o wo": "hell" is sent, "o" held, then the
     // stop completes inside " world".
-    let (g, _) = generator(ScriptedModel::new(vec![token_id("hello"), token_id("Ġworld"), IM_END]));
+    let (g, _) = generator(ScriptedModel::new(vec![
+        token_id("hello"),
+        token_id("Ġworld"),
+        IM_END,
+    ]));
     let (out, deltas) = run(&g, &request("x", 10, &["o wo"]));
     assert_eq!(texts(&deltas), vec!["hell", ""]);
     assert_eq!(out.text, "hell");
     assert_eq!(out.finish_reason, FinishReason::Stop);
     assert_eq!(out.completion_tokens, 2);
     // Held text that turns out not to be a stop string is sent later.
-    let (g, _) = generator(ScriptedModel::new(vec![token_id("hello"), token_id("Ġworld"), IM_END]));
+    let (g, _) = generator(ScriptedModel::new(vec![
+        token_id("hello"),
+        token_id("Ġworld"),
+        IM_END,
+    ]));
     let (out, deltas) = run(&g, &request("x", 10, &["o!"]));
     assert_eq!(texts(&deltas), vec!["hell", "o world"]);
     assert_eq!(out.text, "hello world");
@@ -114,14 +127,20 @@ fn max_tokens_and_the_context_end_generation_with_length() {
     let (out, deltas) = run(&g, &request("x", 3, &["xx!"]));
     assert_eq!(out.text, "xxx", "held text is flushed at the last token");
     assert_eq!(texts(&deltas), vec!["", "", "xxx"]);
-    assert_eq!((out.finish_reason, out.completion_tokens), (FinishReason::Length, 3));
+    assert_eq!(
+        (out.finish_reason, out.completion_tokens),
+        (FinishReason::Length, 3)
+    );
 
     let mut m = ScriptedModel::new(vec![]);
     m.context = 5;
     let (g, model) = generator(m);
     let (out, _) = run(&g, &request("ab", 100, &[]));
     // 2 prompt tokens + 3 generated = the context of 5.
-    assert_eq!((out.finish_reason, out.completion_tokens), (FinishReason::Length, 3));
+    assert_eq!(
+        (out.finish_reason, out.completion_tokens),
+        (FinishReason::Length, 3)
+    );
     let last = model.feed.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.1, 3, "the last token fed sits at position 3 of 0..5");
 }
@@ -162,7 +181,11 @@ fn a_callback_that_breaks_cancels_the_request() {
     assert_eq!(out.finish_reason, FinishReason::Cancelled);
     assert_eq!(out.completion_tokens, 2);
     assert_eq!(out.text, "xx");
-    assert_eq!(model.feed.lock().unwrap().len(), 2, "no token computed after the break");
+    assert_eq!(
+        model.feed.lock().unwrap().len(),
+        2,
+        "no token computed after the break"
+    );
 }
 
 #[test]
@@ -221,7 +244,9 @@ fn invalid_requests_are_refused_as_usage_errors() {
     };
     bad.push(r);
     for r in &bad {
-        let e = g.generate(r, &mut |_| ControlFlow::Continue(())).unwrap_err();
+        let e = g
+            .generate(r, &mut |_| ControlFlow::Continue(()))
+            .unwrap_err();
         assert!(matches!(e, LlmError::InvalidRequest(_)), "{e:?}");
         assert_eq!(e.class(), vram_llm::ErrorClass::Usage);
     }

@@ -2,6 +2,8 @@
 //! writes: merges, special tokens, BOS as the metadata says, the
 //! end-of-generation set, and refusals of metadata it cannot use.
 
+#![allow(clippy::panic)]
+
 mod common;
 
 use candle_core::quantized::gguf_file::Value;
@@ -33,7 +35,12 @@ fn merges_apply_and_special_tokens_in_the_text_become_their_ids() {
     // but " 12" must not become one pre-token with the space).
     assert_eq!(
         t.encode("a 12").unwrap(),
-        vec![byte_token(b'a'), byte_token(b' '), byte_token(b'1'), byte_token(b'2')]
+        vec![
+            byte_token(b'a'),
+            byte_token(b' '),
+            byte_token(b'1'),
+            byte_token(b'2')
+        ]
     );
     // Multi-byte characters become their bytes' tokens and decode back.
     let ids = t.encode("é😀").unwrap();
@@ -51,7 +58,10 @@ fn bos_is_added_exactly_when_the_metadata_says_so() {
     let mut md = metadata();
     md.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(true));
     let t = GgufTokenizer::from_gguf_metadata(&md).unwrap();
-    assert_eq!(t.encode_prompt("he").unwrap(), vec![IM_START, token_id("he")]);
+    assert_eq!(
+        t.encode_prompt("he").unwrap(),
+        vec![IM_START, token_id("he")]
+    );
     assert_eq!(t.bos_text(), Some("<|im_start|>"));
     assert_eq!(t.eos_text(), Some("<|im_end|>"));
 }
@@ -62,7 +72,10 @@ fn end_of_generation_holds_eos_eot_and_the_end_of_turn_tokens_llama_cpp_knows() 
     // EOS (2) and <|endoftext|> (0, by its text).
     assert_eq!(t.end_of_generation(), &[ENDOFTEXT, IM_END]);
     let mut md = metadata();
-    md.insert("tokenizer.ggml.eot_token_id".into(), Value::U32(token_id("he")));
+    md.insert(
+        "tokenizer.ggml.eot_token_id".into(),
+        Value::U32(token_id("he")),
+    );
     let t = GgufTokenizer::from_gguf_metadata(&md).unwrap();
     assert_eq!(t.end_of_generation(), &[ENDOFTEXT, IM_END, token_id("he")]);
     assert!(t.is_end_of_generation(token_id("he")));
@@ -81,10 +94,16 @@ fn metadata_it_cannot_use_is_refused_with_the_key_named() {
     let mut md = metadata();
     md.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(1_000_000));
     let m = refused(&md);
-    assert!(m.contains("tokenizer.ggml.eos_token_id") && m.contains("1000000"), "{m}");
+    assert!(
+        m.contains("tokenizer.ggml.eos_token_id") && m.contains("1000000"),
+        "{m}"
+    );
 
     let mut md = metadata();
-    md.insert("tokenizer.ggml.pre".into(), Value::String("not-a-pre-tokenizer".into()));
+    md.insert(
+        "tokenizer.ggml.pre".into(),
+        Value::String("not-a-pre-tokenizer".into()),
+    );
     assert!(refused(&md).contains("tokenizer.ggml.pre"));
 
     let mut md = metadata();
@@ -96,11 +115,17 @@ fn metadata_it_cannot_use_is_refused_with_the_key_named() {
     assert!(refused(&md).contains("tokenizer.ggml.merges"));
 
     let mut md = metadata();
-    md.insert("tokenizer.ggml.merges".into(), Value::Array(vec![Value::String("nospace".into())]));
+    md.insert(
+        "tokenizer.ggml.merges".into(),
+        Value::Array(vec![Value::String("nospace".into())]),
+    );
     assert!(refused(&md).contains("tokenizer.ggml.merges"));
 
     let mut md = metadata();
-    md.insert("tokenizer.ggml.token_type".into(), Value::Array(vec![Value::I32(1)]));
+    md.insert(
+        "tokenizer.ggml.token_type".into(),
+        Value::Array(vec![Value::I32(1)]),
+    );
     assert!(refused(&md).contains("tokenizer.ggml.token_type"));
 
     let mut md = metadata();
@@ -108,7 +133,10 @@ fn metadata_it_cannot_use_is_refused_with_the_key_named() {
     assert!(refused(&md).contains("tokenizer.ggml.tokens"));
 
     let mut md = metadata();
-    md.insert("tokenizer.ggml.add_bos_token".into(), Value::String("yes".into()));
+    md.insert(
+        "tokenizer.ggml.add_bos_token".into(),
+        Value::String("yes".into()),
+    );
     assert!(refused(&md).contains("tokenizer.ggml.add_bos_token"));
 }
 

@@ -57,7 +57,11 @@ pub fn token_id(text: &str) -> u32 {
 }
 
 pub fn tokens() -> Vec<String> {
-    let mut t: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    let mut t: Vec<String> = vec![
+        "<|endoftext|>".into(),
+        "<|im_start|>".into(),
+        "<|im_end|>".into(),
+    ];
     t.extend((0..=255u8).map(|b| byte_char(b).to_string()));
     t.extend(MERGED.iter().map(|(a, b)| format!("{a}{b}")));
     t
@@ -82,7 +86,10 @@ pub fn metadata() -> HashMap<String, Value> {
     md.insert("tokenizer.ggml.merges".into(), strings(&merges));
     md.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(IM_START));
     md.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(IM_END));
-    md.insert("tokenizer.ggml.unknown_token_id".into(), Value::U32(ENDOFTEXT));
+    md.insert(
+        "tokenizer.ggml.unknown_token_id".into(),
+        Value::U32(ENDOFTEXT),
+    );
     md.insert("tokenizer.ggml.padding_token_id".into(), Value::U32(IM_END));
     md.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(false));
     md.insert(
@@ -133,14 +140,23 @@ struct ScriptedSource<'a> {
 
 impl LogitsSource for ScriptedSource<'_> {
     fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, LlmError> {
-        self.model.feed.lock().unwrap().push((tokens.to_vec(), position));
+        self.model
+            .feed
+            .lock()
+            .unwrap()
+            .push((tokens.to_vec(), position));
         let mut logits = vec![-10.0f32; self.model.vocab];
         if self.model.flat {
             for b in b'a'..=b'z' {
                 logits[byte_token(b) as usize] = 1.0;
             }
         } else {
-            let next = self.model.script.get(self.calls).copied().unwrap_or(self.model.filler);
+            let next = self
+                .model
+                .script
+                .get(self.calls)
+                .copied()
+                .unwrap_or(self.model.filler);
             logits[next as usize] = 5.0;
         }
         self.calls += 1;
@@ -151,7 +167,13 @@ impl LogitsSource for ScriptedSource<'_> {
 impl LogitsModel for ScriptedModel {
     fn start(&self) -> Result<(Box<dyn LogitsSource + '_>, Duration), LlmError> {
         *self.starts.lock().unwrap() += 1;
-        Ok((Box::new(ScriptedSource { model: self, calls: 0 }), self.lease))
+        Ok((
+            Box::new(ScriptedSource {
+                model: self,
+                calls: 0,
+            }),
+            self.lease,
+        ))
     }
 
     fn context_length(&self) -> u32 {
