@@ -2,9 +2,18 @@
 //! which the engine reads from sealed, verified header bytes: the vocabulary
 //! a request is tokenized with is the one the seal covers.
 //!
-//! Supported: `tokenizer.ggml.model = gpt2` (byte-level BPE: tokens, merges,
-//! token types, and the pre-tokenizer named by `tokenizer.ggml.pre`), built
-//! with the `tokenizers` crate. Special tokens (control tokens, BOS, EOS,
+//! Supported, built with the `tokenizers` crate:
+//! - `tokenizer.ggml.model = gpt2`: byte-level BPE (tokens, merges, token
+//!   types, and the pre-tokenizer named by `tokenizer.ggml.pre`: `default`,
+//!   `gpt2`, `smollm`, `llama-bpe`, `qwen2`; any other is refused rather
+//!   than tokenized differently from the model's training);
+//! - `tokenizer.ggml.model = llama`: SentencePiece pieces with scores and
+//!   `<0xAB>` byte tokens, as a BPE with byte fallback whose merges are
+//!   derived from the scores as Transformers derives them
+//!   (`tokenizer.ggml.add_space_prefix` honoured).
+//!
+//! BOS is added exactly as `tokenizer.ggml.add_bos_token` says (without the
+//! key: no for `gpt2`, yes for `llama`). Special tokens (control tokens, BOS, EOS,
 //! EOT, unknown, padding) are added as special tokens, so the text a chat
 //! template renders (`<|im_start|>`) becomes their ids, as Transformers and
 //! llama.cpp tokenize it.
@@ -15,6 +24,7 @@ use candle_core::quantized::gguf_file::Value;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
@@ -26,6 +36,18 @@ use crate::LlmError;
 const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 const TYPE_UNUSED: i32 = 5;
+const TYPE_BYTE: i32 = 6;
+
+/// SentencePiece's stand-in for a space.
+const SPM_SPACE: char = '\u{2581}';
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `gpt2`: byte-level BPE with merges.
+    ByteLevel,
+    /// `llama`: SentencePiece pieces with scores, byte fallback tokens.
+    SentencePiece,
+}
 
 /// Llama 3's pre-tokenizer regex (`llama-bpe`), from its `tokenizer.json`.
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -206,6 +228,80 @@ fn byte_level_bytes(token: &str, table: &HashMap<char, u8>) -> Vec<u8> {
     out
 }
 
+fn float_array(md: &HashMap<String, Value>, key: &str, n: usize) -> Result<Vec<f32>, LlmError> {
+    let a = get_array(md, key)?.ok_or_else(|| meta_err(key, "missing"))?;
+    if a.len() != n {
+        return Err(LlmError::Metadata(format!(
+            "{key}: {} entries for {n} tokens",
+            a.len()
+        )));
+    }
+    a.iter()
+        .map(|v| match v {
+            Value::F32(x) if x.is_finite() => Ok(*x),
+            _ => Err(meta_err(key, "expected finite 32-bit floats")),
+        })
+        .collect()
+}
+
+/// A byte token's byte (`<0x0A>` is a newline).
+fn sentencepiece_byte(token: &str) -> Option<u8> {
+    let hex = token.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// The merges a SentencePiece vocabulary implies, as Transformers derives
+/// them (`generate_merges` with the scores): every split of a piece into two
+/// pieces of the vocabulary, ranked by the piece's score (higher first),
+/// then by the lengths of the halves, ties in vocabulary order.
+fn sentencepiece_merges(tokens: &[String], scores: &[f32], vocab: &Vocab) -> Vec<(String, String)> {
+    struct Merge<'a> {
+        left: &'a str,
+        right: &'a str,
+        score: f32,
+        left_chars: usize,
+        right_chars: usize,
+    }
+    let mut merges: Vec<Merge<'_>> = Vec::new();
+    for (token, &score) in tokens.iter().zip(scores) {
+        let mut local: Vec<(u32, u32, Merge<'_>)> = Vec::new();
+        for (at, _) in token.char_indices().skip(1) {
+            let (Some(left), Some(right)) = (token.get(..at), token.get(at..)) else {
+                continue;
+            };
+            if let (Some(&l), Some(&r)) = (vocab.get(left), vocab.get(right)) {
+                local.push((
+                    l,
+                    r,
+                    Merge {
+                        left,
+                        right,
+                        score,
+                        left_chars: left.chars().count(),
+                        right_chars: right.chars().count(),
+                    },
+                ));
+            }
+        }
+        local.sort_by_key(|(l, r, _)| (*l, *r));
+        merges.extend(local.into_iter().map(|(_, _, m)| m));
+    }
+    // Stable: equal keys keep their order, as Python's sorted(reverse=True).
+    merges.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.left_chars.cmp(&a.left_chars))
+            .then(b.right_chars.cmp(&a.right_chars))
+    });
+    merges
+        .into_iter()
+        .map(|m| (m.left.to_owned(), m.right.to_owned()))
+        .collect()
+}
+
 fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper, LlmError> {
     let byte_level_regex = || PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
     let split_then_bytes = |regex: &str| -> Result<PreTokenizerWrapper, LlmError> {
@@ -249,12 +345,17 @@ impl GgufTokenizer {
     pub fn from_gguf_metadata(md: &HashMap<String, Value>) -> Result<Self, LlmError> {
         let model = get_str(md, "tokenizer.ggml.model")?
             .ok_or_else(|| meta_err("tokenizer.ggml.model", "missing"))?;
-        if model != "gpt2" {
-            let shown: String = model.chars().take(40).collect();
-            return Err(LlmError::Metadata(format!(
-                "tokenizer.ggml.model: {shown:?} is not supported (supported: gpt2, byte-level BPE)"
-            )));
-        }
+        let kind = match model {
+            "gpt2" => Kind::ByteLevel,
+            "llama" => Kind::SentencePiece,
+            other => {
+                let shown: String = other.chars().take(40).collect();
+                return Err(LlmError::Metadata(format!(
+                    "tokenizer.ggml.model: {shown:?} is not supported (supported: gpt2 \
+                     (byte-level BPE), llama (SentencePiece BPE with byte fallback))"
+                )));
+            }
+        };
         let tokens = string_array(md, "tokenizer.ggml.tokens")?
             .ok_or_else(|| meta_err("tokenizer.ggml.tokens", "missing"))?;
         if tokens.is_empty() || u32::try_from(tokens.len()).is_err() {
@@ -264,8 +365,6 @@ impl GgufTokenizer {
             ));
         }
         let n = tokens.len();
-        let merges = string_array(md, "tokenizer.ggml.merges")?
-            .ok_or_else(|| meta_err("tokenizer.ggml.merges", "missing"))?;
         let types: Vec<i32> = match get_array(md, "tokenizer.ggml.token_type")? {
             None => vec![1; n],
             Some(a) => {
@@ -286,7 +385,6 @@ impl GgufTokenizer {
             }
         };
         let pre = get_str(md, "tokenizer.ggml.pre")?.unwrap_or("default");
-        let pre_tokenizer = pre_tokenizer(pre)?;
 
         let bos = get_id(md, "tokenizer.ggml.bos_token_id", n)?;
         let eos = get_id(md, "tokenizer.ggml.eos_token_id", n)?;
@@ -294,9 +392,11 @@ impl GgufTokenizer {
         let eom = get_id(md, "tokenizer.ggml.eom_token_id", n)?;
         let unknown = get_id(md, "tokenizer.ggml.unknown_token_id", n)?;
         let padding = get_id(md, "tokenizer.ggml.padding_token_id", n)?;
-        // llama.cpp's default for a byte-level BPE vocabulary without the
-        // key is no BOS; the key, when present, decides.
-        let add_bos = get_bool(md, "tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+        // Without the key: no BOS for a byte-level vocabulary, BOS for a
+        // SentencePiece one (llama.cpp's and Transformers' defaults); the
+        // key, when present, decides.
+        let add_bos =
+            get_bool(md, "tokenizer.ggml.add_bos_token")?.unwrap_or(kind == Kind::SentencePiece);
 
         let mut vocab = Vocab::default();
         for (id, t) in tokens.iter().enumerate() {
@@ -305,20 +405,53 @@ impl GgufTokenizer {
             // A duplicate keeps its first id, as llama.cpp's token_to_id does.
             vocab.entry(t.clone()).or_insert(id);
         }
-        let mut merge_pairs = Vec::with_capacity(merges.len());
-        for (i, m) in merges.iter().enumerate() {
-            let (a, b) = m.split_once(' ').ok_or_else(|| {
-                LlmError::Metadata(format!("tokenizer.ggml.merges: entry {i} has no space"))
-            })?;
-            merge_pairs.push((a.to_owned(), b.to_owned()));
-        }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merge_pairs)
-            .build()
-            .map_err(|e| LlmError::Tokenizer(format!("building the BPE model: {e}")))?;
-        let mut inner = Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer));
-        inner.with_decoder(Some(ByteLevel::default()));
+        let mut inner = match kind {
+            Kind::ByteLevel => {
+                let merges = string_array(md, "tokenizer.ggml.merges")?
+                    .ok_or_else(|| meta_err("tokenizer.ggml.merges", "missing"))?;
+                let mut merge_pairs = Vec::with_capacity(merges.len());
+                for (i, m) in merges.iter().enumerate() {
+                    let (a, b) = m.split_once(' ').ok_or_else(|| {
+                        LlmError::Metadata(format!("tokenizer.ggml.merges: entry {i} has no space"))
+                    })?;
+                    merge_pairs.push((a.to_owned(), b.to_owned()));
+                }
+                let bpe = BPE::builder()
+                    .vocab_and_merges(vocab, merge_pairs)
+                    .build()
+                    .map_err(|e| LlmError::Tokenizer(format!("building the BPE model: {e}")))?;
+                let mut inner = Tokenizer::new(bpe);
+                inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
+                inner.with_decoder(Some(ByteLevel::default()));
+                inner
+            }
+            Kind::SentencePiece => {
+                let scores = float_array(md, "tokenizer.ggml.scores", n)?;
+                let merges = sentencepiece_merges(&tokens, &scores, &vocab);
+                let mut builder = BPE::builder()
+                    .vocab_and_merges(vocab, merges)
+                    .byte_fallback(true)
+                    .fuse_unk(true);
+                if let Some(unk) = unknown.and_then(|id| tokens.get(usize::try_from(id).ok()?)) {
+                    builder = builder.unk_token(unk.clone());
+                }
+                let bpe = builder
+                    .build()
+                    .map_err(|e| LlmError::Tokenizer(format!("building the BPE model: {e}")))?;
+                let add_space_prefix =
+                    get_bool(md, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+                let scheme = if add_space_prefix {
+                    PrependScheme::First
+                } else {
+                    PrependScheme::Never
+                };
+                let mut inner = Tokenizer::new(bpe);
+                inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
+                    SPM_SPACE, scheme, false,
+                ))));
+                inner
+            }
+        };
 
         let special_ids: Vec<u32> = [bos, eos, eot, eom, unknown, padding]
             .into_iter()
@@ -345,14 +478,14 @@ impl GgufTokenizer {
         let pieces = tokens
             .iter()
             .zip(&types)
-            .map(|(t, ty)| {
-                if *ty == TYPE_CONTROL || *ty == TYPE_UNUSED {
-                    Vec::new()
-                } else if *ty == TYPE_USER_DEFINED {
-                    t.as_bytes().to_vec()
-                } else {
-                    byte_level_bytes(t, &table)
+            .map(|(t, ty)| match (*ty, kind) {
+                (TYPE_CONTROL | TYPE_UNUSED, _) => Vec::new(),
+                (TYPE_USER_DEFINED, _) => t.as_bytes().to_vec(),
+                (TYPE_BYTE, Kind::SentencePiece) => {
+                    sentencepiece_byte(t).map_or_else(|| t.as_bytes().to_vec(), |b| vec![b])
                 }
+                (_, Kind::SentencePiece) => t.replace(SPM_SPACE, " ").into_bytes(),
+                (_, Kind::ByteLevel) => byte_level_bytes(t, &table),
             })
             .collect();
 

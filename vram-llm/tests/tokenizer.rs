@@ -163,3 +163,64 @@ fn the_pre_tokenizer_named_in_the_metadata_decides_how_digits_group() {
     assert_eq!(encode("llama-bpe"), grouped);
     assert_eq!(encode("gpt2"), grouped);
 }
+
+/// A SentencePiece (`llama`) vocabulary: `<unk>`, `<s>`, `</s>`, the 256
+/// byte tokens, then pieces scored best-first.
+fn sentencepiece_metadata() -> std::collections::HashMap<String, Value> {
+    let pieces = [
+        "▁", "h", "e", "l", "o", "w", "r", "d", "▁h", "he", "ll", "▁he", "llo", "▁hello", "▁w",
+        "or", "▁wor", "ld", "▁world", "▁▁",
+    ];
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    tokens.extend(pieces.iter().map(|p| (*p).to_owned()));
+    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+    types.extend(std::iter::repeat_n(Value::I32(6), 256));
+    types.extend(std::iter::repeat_n(Value::I32(1), pieces.len()));
+    let mut scores = vec![Value::F32(0.0); 259];
+    scores.extend((0..pieces.len()).map(|i| Value::F32(-(i as f32))));
+    let mut md = std::collections::HashMap::new();
+    md.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
+    md.insert(
+        "tokenizer.ggml.tokens".into(),
+        Value::Array(tokens.into_iter().map(Value::String).collect()),
+    );
+    md.insert("tokenizer.ggml.token_type".into(), Value::Array(types));
+    md.insert("tokenizer.ggml.scores".into(), Value::Array(scores));
+    md.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(1));
+    md.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(2));
+    md.insert("tokenizer.ggml.unknown_token_id".into(), Value::U32(0));
+    md
+}
+
+#[test]
+fn a_sentencepiece_vocabulary_tokenizes_as_transformers_converts_it() {
+    let t = GgufTokenizer::from_gguf_metadata(&sentencepiece_metadata()).unwrap();
+    // Expected ids: Transformers 5.25.0's GGUF converter
+    // (`convert_gguf_tokenizer("llama", ...)`) on the same vocabulary,
+    // `encode(text, add_special_tokens=False)`.
+    let cases: &[(&str, &[u32])] = &[
+        ("hello world", &[272, 277]),
+        ("hello  world", &[272, 259, 277]),
+        ("hé wold\n", &[267, 198, 172, 273, 263, 276, 13]),
+        ("world hello</s>", &[277, 272, 2]),
+        (" hello", &[272]),
+    ];
+    for (text, ids) in cases {
+        assert_eq!(t.encode(text).unwrap(), *ids, "{text:?}");
+    }
+    // BOS by default for SentencePiece, unless the metadata says no.
+    assert_eq!(t.encode_prompt("hello").unwrap(), vec![1, 272]);
+    let mut md = sentencepiece_metadata();
+    md.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(false));
+    let t2 = GgufTokenizer::from_gguf_metadata(&md).unwrap();
+    assert_eq!(t2.encode_prompt("hello").unwrap(), vec![272]);
+    // Generated text: pieces with their spaces, byte tokens as bytes.
+    assert_eq!(t.decode(&[272, 277]), " hello world");
+    assert_eq!(t.decode(&[267, 198, 172, 13]), " hé\n");
+    assert_eq!(t.end_of_generation(), &[2]);
+
+    let mut md = sentencepiece_metadata();
+    md.remove("tokenizer.ggml.scores");
+    assert!(refused(&md).contains("tokenizer.ggml.scores"));
+}
