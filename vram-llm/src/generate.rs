@@ -242,19 +242,19 @@ impl TextGeneration for Generator {
             if full && !stopped {
                 text.push_str(&stream.finish());
             }
-            if on_token(&TokenDelta {
+            let flow = on_token(&TokenDelta {
                 token_id: token,
                 text,
-            })
-            .is_break()
-            {
-                break FinishReason::Cancelled;
-            }
+            });
+            // A Break on the last delta changes nothing: generation had ended.
             if stopped {
                 break FinishReason::Stop;
             }
             if full {
                 break FinishReason::Length;
+            }
+            if flow.is_break() {
+                break FinishReason::Cancelled;
             }
             logits = source.forward(&[token], position)?;
             position = position.saturating_add(1);

@@ -252,3 +252,68 @@ fn invalid_requests_are_refused_as_usage_errors() {
     }
     assert_eq!(*model.starts.lock().unwrap(), 0);
 }
+
+#[test]
+fn a_break_on_the_last_delta_still_reports_why_generation_ended() {
+    let (g, _) = generator(ScriptedModel::new(vec![]));
+    let out = g
+        .generate(&request("x", 2, &[]), &mut |_| ControlFlow::Break(()))
+        .unwrap();
+    // The first delta's Break cancels; with max_tokens 1 it is the last one.
+    assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    let out = g
+        .generate(&request("x", 1, &[]), &mut |_| ControlFlow::Break(()))
+        .unwrap();
+    assert_eq!(
+        (out.finish_reason, out.completion_tokens),
+        (FinishReason::Length, 1)
+    );
+}
+
+#[test]
+fn a_model_that_cannot_start_ends_the_request_with_its_error_and_no_delta() {
+    let mut m = ScriptedModel::new(vec![]);
+    m.refuse = true;
+    let (g, model) = generator(m);
+    let mut deltas = 0;
+    let e = g
+        .generate(&request("x", 5, &[]), &mut |_| {
+            deltas += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert!(matches!(e, LlmError::Compute(_)), "{e:?}");
+    assert_eq!(deltas, 0);
+    assert_eq!(*model.starts.lock().unwrap(), 1);
+    assert!(model.feed.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_tokenizer_larger_than_the_model_vocabulary_is_refused() {
+    let mut m = ScriptedModel::new(vec![]);
+    m.vocab = 10;
+    let e = Generator::from_gguf_metadata("tiny", Arc::new(m), &metadata()).unwrap_err();
+    assert!(
+        matches!(e, LlmError::Metadata(ref s) if s.contains("logits")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_chat_prompt_without_a_template_is_a_template_error() {
+    let mut md = metadata();
+    md.remove("tokenizer.chat_template");
+    let g =
+        Generator::from_gguf_metadata("tiny", Arc::new(ScriptedModel::new(vec![])), &md).unwrap();
+    let r = GenerateRequest {
+        prompt: Prompt::Chat(vec![ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+        }]),
+        ..request("", 5, &[])
+    };
+    let e = g
+        .generate(&r, &mut |_| ControlFlow::Continue(()))
+        .unwrap_err();
+    assert!(matches!(e, LlmError::Template(_)), "{e:?}");
+}

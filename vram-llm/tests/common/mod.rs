@@ -116,6 +116,8 @@ pub struct ScriptedModel {
     pub lease: Duration,
     pub feed: Feed,
     pub starts: Arc<Mutex<u32>>,
+    /// `start` fails (as a refused lease would) when set.
+    pub refuse: bool,
 }
 
 impl ScriptedModel {
@@ -129,6 +131,7 @@ impl ScriptedModel {
             lease: Duration::from_micros(1234),
             feed: Arc::default(),
             starts: Arc::default(),
+            refuse: false,
         }
     }
 }
@@ -167,6 +170,9 @@ impl LogitsSource for ScriptedSource<'_> {
 impl LogitsModel for ScriptedModel {
     fn start(&self) -> Result<(Box<dyn LogitsSource + '_>, Duration), LlmError> {
         *self.starts.lock().unwrap() += 1;
+        if self.refuse {
+            return Err(LlmError::Compute("the test model refuses to start".into()));
+        }
         Ok((
             Box::new(ScriptedSource {
                 model: self,
