@@ -24,6 +24,11 @@ use crate::{ChatMessage, LlmError};
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// The most template instructions one rendering may run: a chat of
+/// thousands of messages needs well under a million; a template that would
+/// loop for minutes stops with an error.
+const TEMPLATE_FUEL: u64 = 5_000_000;
+
 /// A compiled chat template with the special tokens it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -266,6 +271,7 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -453,6 +459,19 @@ mod tests {
                 .unwrap(),
             "a|4"
         );
+    }
+
+    #[test]
+    fn a_template_that_would_run_for_ever_runs_out_of_fuel() {
+        let t = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            TemplateTokens::default(),
+        )
+        .unwrap();
+        assert!(matches!(t.render(&[], true), Err(LlmError::Template(_))));
+        // A long conversation stays well within the limit.
+        let chat: Vec<ChatMessage> = (0..2000).map(|i| msg("user", &i.to_string())).collect();
+        assert!(smollm2().render(&chat, true).is_ok());
     }
 
     #[test]
