@@ -23,7 +23,7 @@ use crate::LlmError;
 /// What a GGUF model was sealed as.
 #[derive(Debug, Clone)]
 pub enum GgufSource {
-    /// One GGUF file sealed as one shard (`VramManager::seal_file`).
+    /// One GGUF file sealed as one shard (`VramManager::seal` from a file).
     Shard(Arc<SealedShard>),
     /// A sealed model holding one GGUF file (split GGUF is not supported yet).
     Model(Arc<SealedModel>),

@@ -266,7 +266,14 @@ mod tests {
     fn a_qtensor_kept_past_its_lease_reads_nothing() {
         let manager = manager();
         let (bytes, values) = table();
-        let shard = Arc::new(manager.seal_model(&bytes, 0).unwrap());
+        let shard = Arc::new(
+            manager
+                .seal(
+                    &vram_residency::SealRequest::inline(0).unwrap(),
+                    vram_residency::SealSource::Bytes(&bytes),
+                )
+                .unwrap(),
+        );
         let lease = manager.lease_shared(&shard, LeasePolicy::Full).unwrap();
         let entry = TensorEntry {
             dtype: GgmlDType::Q8_0,
@@ -320,7 +327,14 @@ mod tests {
     fn quantizing_onto_sealed_blocks_changes_nothing() {
         let manager = manager();
         let (bytes, values) = table();
-        let shard = Arc::new(manager.seal_model(&bytes, 0).unwrap());
+        let shard = Arc::new(
+            manager
+                .seal(
+                    &vram_residency::SealRequest::inline(0).unwrap(),
+                    vram_residency::SealSource::Bytes(&bytes),
+                )
+                .unwrap(),
+        );
         let lease = manager.lease_shared(&shard, LeasePolicy::Full).unwrap();
         let entry = TensorEntry {
             dtype: GgmlDType::Q8_0,

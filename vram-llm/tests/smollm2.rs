@@ -56,7 +56,11 @@ fn smollm2_sealed_agrees_with_candles_stock_model_and_decodes() {
         ModelRef::new("HuggingFaceTB/SmolLM2-135M-Instruct").unwrap(),
         0,
     );
-    let shard = Arc::new(f.manager.seal_file(&request, &file).unwrap());
+    let shard = Arc::new(
+        f.manager
+            .seal(&request, vram_residency::SealSource::file(&file))
+            .unwrap(),
+    );
     let model = LlamaModel::load(
         f.manager.clone(),
         GgufSource::Shard(shard),

@@ -61,7 +61,11 @@ impl Fixture {
         std::fs::write(&path, bytes).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let request = SealRequest::new(ModelRef::new("test/tiny-llama").unwrap(), 0);
-        Arc::new(self.manager.seal_file(&request, &file).unwrap())
+        Arc::new(
+            self.manager
+                .seal(&request, vram_residency::SealSource::file(&file))
+                .unwrap(),
+        )
     }
 }
 
