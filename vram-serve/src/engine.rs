@@ -1,0 +1,123 @@
+//! Which engine serves a model, and how each is built over a sealed model:
+//! the BERT-family embedder (a sentence-transformers snapshot) or a text
+//! generator (a GGUF language model).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vram_embed::{Embedder, LeasedWeights, SealedWeights};
+use vram_llm::TextGeneration;
+use vram_residency::LeasePolicy;
+
+use crate::metrics::HeldModel;
+use crate::worker::{ModelLocation, Worker};
+use crate::{EmbeddingEngine, ServeError};
+
+/// What kind of model `--model` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A sentence-transformers snapshot: `/v1/embeddings`.
+    Embeddings,
+    /// A GGUF language model: `/v1/completions`, `/v1/chat/completions`.
+    Text,
+}
+
+fn is_gguf(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The kind of `model`: a `.gguf` file (on disk or `hf://ORG/NAME/FILE.gguf`),
+/// or a directory holding `.gguf` files and no `model.safetensors`
+/// (nor its index), is a text model; anything else a snapshot to embed with.
+#[must_use]
+pub fn model_kind(model: &str) -> ModelKind {
+    if is_gguf(model) {
+        return ModelKind::Text;
+    }
+    let dir = Path::new(model);
+    let safetensors = ["model.safetensors", "model.safetensors.index.json"]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    let gguf = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| is_gguf(&e.file_name().to_string_lossy()))
+    });
+    if gguf && !safetensors {
+        ModelKind::Text
+    } else {
+        ModelKind::Embeddings
+    }
+}
+
+/// The text generator for a GGUF model on `worker`, each request under a
+/// lease of `policy`: the one place the GGUF engine is wired in.
+///
+/// # Errors
+/// [`ServeError::TextGenerationUnavailable`]: this build has no GGUF engine.
+pub fn text_engine(
+    worker: &Worker,
+    model: &str,
+    policy: LeasePolicy,
+) -> Result<Arc<dyn TextGeneration>, ServeError> {
+    tracing::debug!(device = worker.device_kind(), %policy, "text engine asked for");
+    Err(ServeError::TextGenerationUnavailable {
+        model: crate::shown(model),
+    })
+}
+
+/// The embedder over `location` sealed on `worker`: refuses a device the
+/// embedder cannot compute on before anything is sealed, seals the snapshot,
+/// reads its small files as sealed, verifies every leaf once, and returns
+/// the engine with what `/metrics` and `/health` watch.
+///
+/// # Errors
+/// [`ServeError::UnsupportedDevice`] on CUDA (the embedder computes on the
+/// CPU from host bytes, which a CUDA lease does not give); the worker's
+/// errors as `vram seal` reports them; the snapshot's and the full
+/// verification's.
+pub fn embedding_engine(
+    worker: &Worker,
+    location: &ModelLocation,
+    policy: LeasePolicy,
+) -> Result<(EmbeddingEngine, HeldModel), ServeError> {
+    if worker.device_kind() != "mock" {
+        return Err(unsupported_device(worker.device_kind()));
+    }
+    let model = worker.seal_snapshot(location)?;
+    let held = HeldModel {
+        manager: worker.manager().clone(),
+        shards: model.shards().to_vec(),
+        device_kind: worker.device_kind(),
+    };
+    let weights = SealedWeights::new(worker.manager().clone(), model, policy);
+    let snapshot = weights.snapshot()?;
+    let embedder = Embedder::new(&snapshot)?;
+    let micros = LeasedWeights::with_lease(
+        weights.manager(),
+        weights.model(),
+        LeasePolicy::Full,
+        |full| full.lease().verification_cost().2.as_micros(),
+    )?;
+    tracing::info!(micros, "full verification before serving");
+    Ok((
+        EmbeddingEngine {
+            embedder: Arc::new(embedder),
+            weights: Arc::new(weights),
+        },
+        held,
+    ))
+}
+
+/// The embedder's refusal of a device whose memory it cannot read.
+#[must_use]
+pub fn unsupported_device(device: &'static str) -> ServeError {
+    ServeError::UnsupportedDevice {
+        engine: "the BERT embedder",
+        device,
+        reason: "it computes on the CPU from host bytes of the leased weights, which a \
+                 device-memory lease does not give; serve it with --device mock",
+    }
+}
