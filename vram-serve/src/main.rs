@@ -8,6 +8,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,14 +63,14 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     audit_log: Option<PathBuf>,
     /// Requests computing at once; one more is answered 429 with Retry-After.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    max_concurrent: usize,
+    #[arg(long, default_value = "4", value_name = "N")]
+    max_concurrent: NonZeroUsize,
     /// Largest request body in bytes; a larger one is answered 413.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
-    max_body: usize,
+    #[arg(long, default_value = "1048576", value_name = "BYTES")]
+    max_body: NonZeroUsize,
     /// Longest a request may take (reading its body, its lease, computing).
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    request_timeout: u64,
+    #[arg(long, default_value = "60", value_name = "SECS")]
+    request_timeout: NonZeroU64,
     /// More diagnostics on stderr (-v: info, -vv: debug).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -103,9 +104,9 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<Stopped, ServeError> {
     let limits = Limits {
-        max_body: cli.max_body,
-        request_timeout: Duration::from_secs(cli.request_timeout),
-        max_concurrent: cli.max_concurrent,
+        max_body: cli.max_body.get(),
+        request_timeout: Duration::from_secs(cli.request_timeout.get()),
+        max_concurrent: cli.max_concurrent.get(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
