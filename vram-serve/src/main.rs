@@ -107,6 +107,7 @@ fn run(cli: &Cli) -> Result<Stopped, ServeError> {
         max_body: cli.max_body.get(),
         request_timeout: Duration::from_secs(cli.request_timeout.get()),
         max_concurrent: cli.max_concurrent.get(),
+        ..Limits::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -37,6 +37,10 @@ pub struct Limits {
     /// Requests computing at once; one more is answered 429 with
     /// `Retry-After`.
     pub max_concurrent: usize,
+    /// How long a worker whose model was found compromised goes on
+    /// answering (503 to everything, `/health` included, so a load balancer
+    /// takes it out of rotation) before it stops.
+    pub compromised_drain: Duration,
 }
 
 impl Default for Limits {
@@ -45,6 +49,7 @@ impl Default for Limits {
             max_body: 1024 * 1024,
             request_timeout: Duration::from_secs(60),
             max_concurrent: 4,
+            compromised_drain: Duration::from_secs(2),
         }
     }
 }
@@ -177,8 +182,9 @@ impl Server {
     }
 
     /// Serves on `listener` until `shutdown` resolves (exit 0) or the model
-    /// is found compromised (exit 1, after the request that found it is
-    /// answered). Requests in flight get [`SHUTDOWN_GRACE`] to finish.
+    /// is found compromised (exit 1: after the request that found it is
+    /// answered and [`Limits::compromised_drain`] has passed). Requests in
+    /// flight get [`SHUTDOWN_GRACE`] to finish.
     ///
     /// # Errors
     /// [`ServeError::Environment`] when the listener fails.
@@ -190,10 +196,18 @@ impl Server {
         let mut stop = self.shared.stop.subscribe();
         let signalled = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&signalled);
+        let drain = self.shared.limits.compromised_drain;
         let stopping = async move {
-            tokio::select! {
-                () = shutdown => flag.store(true, Ordering::SeqCst),
-                _ = stop.wait_for(|s| *s) => {}
+            let compromised = async move { stop.wait_for(|s| *s).await.is_ok() };
+            let compromised = tokio::select! {
+                () = shutdown => {
+                    flag.store(true, Ordering::SeqCst);
+                    false
+                }
+                c = compromised => c,
+            };
+            if compromised {
+                tokio::time::sleep(drain).await;
             }
         };
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
