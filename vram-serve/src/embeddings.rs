@@ -12,7 +12,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use vram_embed::{EmbedError, ErrorClass, LeaseCost, WeightsProvider};
 
-use crate::server::Shared;
+use crate::state::{check_user, parse_json, EmbeddingEngine, Shared};
 use crate::ApiError;
 
 /// Most inputs one request may carry.
@@ -83,9 +83,9 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Result<Response, Resp
     };
     let permit = shared.permit().map_err(err)?;
     let body = shared.body(request).await.map_err(err)?;
-    let parsed: EmbeddingsRequest = crate::text::parse_json(&body).map_err(err)?;
+    let parsed: EmbeddingsRequest = parse_json(&body).map_err(err)?;
     shared.check_model(parsed.model.as_deref()).map_err(err)?;
-    crate::text::check_user(parsed.user.as_deref()).map_err(err)?;
+    check_user(parsed.user.as_deref()).map_err(err)?;
     let base64 = match parsed.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
@@ -153,7 +153,7 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Result<Response, Resp
 }
 
 /// Every input embedded on one lease.
-fn compute(engine: &crate::EmbeddingEngine, texts: &[String]) -> Result<Computed, EmbedError> {
+fn compute(engine: &EmbeddingEngine, texts: &[String]) -> Result<Computed, EmbedError> {
     let (lease, vectors) = engine.weights.with_weights(|source| {
         let vectors = texts
             .iter()

@@ -10,8 +10,9 @@ use vram_llm::TextGeneration;
 use vram_residency::LeasePolicy;
 
 use crate::metrics::HeldModel;
+use crate::state::EmbeddingEngine;
 use crate::worker::{ModelLocation, Worker};
-use crate::{EmbeddingEngine, ServeError};
+use crate::ServeError;
 
 /// What kind of model `--model` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

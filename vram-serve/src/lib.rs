@@ -24,6 +24,7 @@ mod engine;
 mod error;
 mod metrics;
 mod server;
+mod state;
 mod text;
 pub mod worker;
 
@@ -32,7 +33,8 @@ pub use embeddings::MAX_INPUTS;
 pub use engine::{embedding_engine, model_kind, text_engine, unsupported_device, ModelKind};
 pub use error::{ServeError, EXIT_ENVIRONMENT, EXIT_INTEGRITY, EXIT_USAGE};
 pub use metrics::{HeldModel, ServeMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
-pub use server::{EmbeddingEngine, Engines, Limits, Server, Stopped};
+pub use server::{Server, Stopped};
+pub use state::{EmbeddingEngine, Engines, Limits};
 
 /// Untrusted text (a path, a field name from a request) made safe for a
 /// message: control characters escaped, length capped.

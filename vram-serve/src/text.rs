@@ -15,7 +15,6 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, StreamExt as _};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use vram_llm::{
@@ -23,7 +22,7 @@ use vram_llm::{
     SamplingParams, TextGeneration, TokenDelta,
 };
 
-use crate::server::{unix_seconds, Shared};
+use crate::state::{check_user, parse_json, unix_seconds, Shared};
 use crate::ApiError;
 
 /// Most stop strings a request may give (as the OpenAI API).
@@ -33,27 +32,6 @@ const MAX_STOP: usize = 4;
 const STREAM_BUFFER: usize = 64;
 /// Default `max_tokens` of `/v1/completions` (as the OpenAI API).
 const DEFAULT_COMPLETION_TOKENS: u32 = 16;
-
-/// A request body as JSON: 400 with serde's message (escaped) otherwise.
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!(
-            "invalid request body: {}",
-            crate::shown(&e.to_string())
-        ))
-    })
-}
-
-/// The API's `user` field: an end-user id, accepted and not used.
-pub(crate) fn check_user(user: Option<&str>) -> Result<(), ApiError> {
-    if user.is_some_and(|u| u.chars().count() > 256) {
-        return Err(ApiError::invalid_param(
-            "user",
-            "`user` is longer than 256 characters",
-        ));
-    }
-    Ok(())
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
