@@ -3,7 +3,6 @@
 //! on a signal or when the sealed model is found compromised.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::metrics::HeldModel;
 use crate::state::{Engines, Limits, Shared};
@@ -23,6 +24,14 @@ use crate::{ApiError, ServeError};
 /// How long a stopping server waits for requests in flight to be answered
 /// before it exits regardless.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request head (slow clients hold a
+/// connection, not the server).
+const HEAD_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (request line and headers) read; hyper answers
+/// a larger one 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Connections open at once; one more is closed at once.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Why a server stopped serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,29 +130,42 @@ impl Server {
                 tokio::time::sleep(drain).await;
             }
         };
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let graceful = async move {
-            stopping.await;
-            let _ = stopped_tx.send(());
-        };
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let serving = axum::serve(listener, app).with_graceful_shutdown(graceful);
-        let serving = async move { serving.await };
-        let deadline = async move {
-            if stopped_rx.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
+        tokio::pin!(stopping);
+        let router = self.router();
+        // Tells every connection to finish its request in flight and close.
+        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                () = &mut stopping => break,
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of file descriptors, say: wait rather than spin.
+                            tracing::debug!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    while connections.try_join_next().is_some() {}
+                    if connections.len() >= MAX_CONNECTIONS {
+                        tracing::warn!(limit = MAX_CONNECTIONS, "connection refused: too many open");
+                        continue;
+                    }
+                    connections.spawn(connection(stream, router.clone(), closing_rx.clone()));
+                }
             }
-        };
-        tokio::select! {
-            served = serving => served.map_err(|e| ServeError::Environment(format!("serving: {e}")))?,
-            () = deadline => tracing::warn!(
+        }
+        drop(listener);
+        closing_tx.send_replace(true);
+        let drained = async { while connections.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+            tracing::warn!(
                 seconds = SHUTDOWN_GRACE.as_secs(),
                 "requests still in flight after the grace period; stopping anyway"
-            ),
+            );
+            connections.abort_all();
         }
         if let Some(reason) = self.compromised() {
             return Ok(Stopped::Compromised(reason));
@@ -152,6 +174,39 @@ impl Server {
             tracing::warn!("server stopped without a signal");
         }
         Ok(Stopped::Signal)
+    }
+}
+
+/// Serves one connection (HTTP/1.1, keep-alive) until the client closes it
+/// or the server stops: its request head must arrive within
+/// [`HEAD_READ_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`].
+async fn connection(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        tower::ServiceExt::oneshot(router.clone(), request.map(Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let closing = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    tokio::select! {
+        served = conn.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        () = closing => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }
 
