@@ -367,3 +367,45 @@ fn engines_that_cannot_run_are_refused_at_start() {
     }
     let _ = PATIENCE;
 }
+
+/// A client that stalls mid-body is answered 408 once `--request-timeout`
+/// has passed; a request head over 64 KiB is answered 431; serving goes on.
+#[test]
+fn slow_bodies_and_huge_heads_are_cut_off() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().unwrap();
+    write_snapshot(&root.path().join("tiny-bert"), 45);
+    let server = serve_in(
+        root.path(),
+        &["--model", "tiny-bert", "--request-timeout", "1"],
+    );
+    let addr = server.addr;
+
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\nConnection: close\r\n\r\n{\"input\": ",
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"timeout\""), "{text}");
+
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let head = format!(
+        "GET /health HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let _ = s.write_all(head.as_bytes());
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
+    let r = get(addr, "/health");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
