@@ -72,7 +72,9 @@ pub fn text_engine(
 /// The embedder over `location` sealed on `worker`: refuses a device the
 /// embedder cannot compute on before anything is sealed, seals the snapshot,
 /// reads its small files as sealed, verifies every leaf once, and returns
-/// the engine with what `/metrics` and `/health` watch.
+/// the engine with what `/metrics` and `/health` watch. One embedding is
+/// computed on that first lease, so weights the model cannot use are
+/// refused at start.
 ///
 /// # Errors
 /// [`ServeError::UnsupportedDevice`] on CUDA (the embedder computes on the
@@ -96,13 +98,25 @@ pub fn embedding_engine(
     let weights = SealedWeights::new(worker.manager().clone(), model, policy);
     let snapshot = weights.snapshot()?;
     let embedder = Embedder::new(&snapshot)?;
-    let micros = LeasedWeights::with_lease(
+    // Every leaf verified once, and one embedding computed on that lease:
+    // weights the model cannot use (a missing tensor, a wrong shape, bytes
+    // the embedder cannot read) stop the worker here, not at a request.
+    let (micros, probe) = LeasedWeights::with_lease(
         weights.manager(),
         weights.model(),
         LeasePolicy::Full,
-        |full| full.lease().verification_cost().2.as_micros(),
+        |full| {
+            (
+                full.lease().verification_cost().2.as_micros(),
+                embedder.embed(full, "").map(|_| ()),
+            )
+        },
     )?;
-    tracing::info!(micros, "full verification before serving");
+    probe?;
+    tracing::info!(
+        micros,
+        "full verification and a first embedding before serving"
+    );
     Ok((
         EmbeddingEngine {
             embedder: Arc::new(embedder),

@@ -204,10 +204,19 @@ impl Shared {
         format!("{prefix}-{:x}{n:06x}", unix_seconds())
     }
 
-    /// 404 unless `model` is absent or the served model's id.
+    /// 404 unless `model` is absent, the served model's id, or (for a hub
+    /// model) its id without the `@COMMIT`.
     pub(crate) fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
+        // `hf://ORG/NAME` names the served `hf://ORG/NAME@COMMIT` too.
+        let served = |m: &str| {
+            m == self.model_id
+                || self
+                    .model_id
+                    .strip_prefix(m)
+                    .is_some_and(|rest| m.starts_with("hf://") && rest.starts_with('@'))
+        };
         match model {
-            Some(m) if m != self.model_id => Err(ApiError::not_found(
+            Some(m) if !served(m) => Err(ApiError::not_found(
                 format!(
                     "model `{}` is not served here; this worker serves `{}`",
                     crate::shown(m),

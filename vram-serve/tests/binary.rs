@@ -409,3 +409,28 @@ fn slow_bodies_and_huge_heads_are_cut_off() {
     let r = get(addr, "/health");
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Weights the model cannot use (a tensor missing) are refused at start,
+/// with the tensor named and exit 1, before anything listens.
+#[test]
+fn weights_the_model_cannot_use_are_refused_at_start() {
+    use support::snapshot::{random_weights, safetensors_bytes, write_snapshot_with};
+    let dir = tempfile::tempdir().unwrap();
+    let name = "encoder.layer.1.output.dense.weight";
+    let mut w = random_weights(46);
+    w.retain(|(n, _, _)| n != name);
+    write_snapshot_with(
+        dir.path(),
+        &safetensors_bytes(&w),
+        "pooling_mode_mean_tokens",
+    );
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram-serve"))
+        .args(["--device", "mock", "--listen", "127.0.0.1:0", "--model"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(name), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+}

@@ -683,3 +683,31 @@ async fn a_request_over_its_time_is_answered_504_and_generation_stops() {
     };
     assert_eq!(seen.finish, Some(FinishReason::Cancelled));
 }
+
+/// A hub model is served as `hf://ORG/NAME@COMMIT`; requests may name it
+/// without the commit, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_model_may_be_named_without_its_commit() {
+    let h = harness(Limits::default());
+    let engines = Engines {
+        embeddings: None,
+        text: Some(Arc::clone(&h.engine) as Arc<dyn TextGeneration>),
+    };
+    let server = Server::new("hf://org/fixed@0123abcd", engines, None, Limits::default()).unwrap();
+    let router = server.router();
+    for (model, status) in [
+        ("hf://org/fixed@0123abcd", StatusCode::OK),
+        ("hf://org/fixed", StatusCode::OK),
+        ("hf://org/fixed@ffff", StatusCode::NOT_FOUND),
+        ("hf://org/fix", StatusCode::NOT_FOUND),
+        ("org/fixed", StatusCode::NOT_FOUND),
+    ] {
+        let (got, _, body) = call(
+            &router,
+            "/v1/completions",
+            &json!({"model": model, "prompt": "x"}),
+        )
+        .await;
+        assert_eq!(got, status, "{model}: {body}");
+    }
+}
