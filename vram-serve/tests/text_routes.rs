@@ -98,6 +98,7 @@ impl TextGeneration for Fixed {
                         shard_id: "blk.3.ffn_down.weight".into(),
                     }))
                 }
+                "PANIC" => panic!("the test engine panics on purpose"),
                 "BLOCK" => {
                     self.started.lock().unwrap().send(()).unwrap();
                     self.gate
@@ -551,6 +552,15 @@ async fn bad_requests_and_engine_errors_get_the_status_of_their_class() {
     let (status, _, text) = calls(json!({"prompt": "FAIL:compute"})).await;
     let v = error_of(status, &text, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(v["error"]["type"], "server_error");
+    // A panicking engine is an error answer, and serving goes on.
+    for stream in [false, true] {
+        let (status, _, text) = calls(json!({"prompt": "PANIC", "stream": stream})).await;
+        let v = error_of(status, &text, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("panicked"),
+            "{v}"
+        );
+    }
     // Still serving.
     let (status, _, text) = calls(json!({"prompt": "Say hi"})).await;
     assert_eq!(status, StatusCode::OK, "{text}");
