@@ -367,7 +367,10 @@ async fn generate(shared: &Arc<Shared>, request: Request, api: Api) -> Result<Re
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let mut on_token = |d: &TokenDelta| {
-            if worker_cancel.load(Ordering::SeqCst) || Instant::now() >= deadline {
+            // Cancelled, out of time, or the client gone (the answer's
+            // receiver dropped with the request).
+            if worker_cancel.load(Ordering::SeqCst) || Instant::now() >= deadline || tx.is_closed()
+            {
                 return ControlFlow::Break(());
             }
             if stream && !d.text.is_empty() {

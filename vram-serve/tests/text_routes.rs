@@ -109,7 +109,10 @@ impl TextGeneration for Fixed {
                 }
                 _ => {}
             }
-            let endless = prompt == "ENDLESS" || prompt == "STREAM-FAIL";
+            if prompt == "SIGNAL-ENDLESS" {
+                self.started.lock().unwrap().send(()).unwrap();
+            }
+            let endless = prompt.ends_with("ENDLESS") || prompt == "STREAM-FAIL";
             let mut text = String::new();
             let mut first = None;
             let mut finish = FinishReason::Stop;
@@ -720,4 +723,41 @@ async fn a_hub_model_may_be_named_without_its_commit() {
         .await;
         assert_eq!(got, status, "{model}: {body}");
     }
+}
+
+/// A client waiting for a whole answer that goes away stops generation too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_answer_stops_generating_when_its_client_goes_away() {
+    let h = harness(Limits::default());
+    let router = h.server.router();
+    let request = {
+        let router = router.clone();
+        tokio::spawn(async move {
+            call(
+                &router,
+                "/v1/completions",
+                &json!({"prompt": "SIGNAL-ENDLESS", "max_tokens": CONTEXT}),
+            )
+            .await
+        })
+    };
+    let started = h.started;
+    tokio::task::spawn_blocking(move || started.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("generation started");
+    request.abort();
+    let start = Instant::now();
+    let seen = loop {
+        if let Some(s) = h.engine.seen.lock().unwrap().first().cloned() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "generation did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(seen.finish, Some(FinishReason::Cancelled));
+    assert!(seen.generated < CONTEXT, "{seen:?}");
 }
