@@ -51,6 +51,8 @@ struct Cli {
     #[arg(long, value_name = "DIR|hf://ORG/NAME")]
     model: String,
     /// Device: auto (CUDA, else the mock, announced), mock, cuda, cuda:N.
+    /// The embedder reads host bytes of its lease: a CUDA device is refused
+    /// at start (exit 3).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: String,
     /// Worker secret file; else the systemd credential `vram-worker-secret`
