@@ -136,3 +136,45 @@ pub fn unsupported_device(device: &'static str) -> ServeError {
                  device-memory lease does not give; serve it with --device mock",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_files_and_directories_of_them_are_text_models() {
+        assert_eq!(model_kind("model.gguf"), ModelKind::Text);
+        assert_eq!(model_kind("hf://org/name/Model.Q4_1.GGUF"), ModelKind::Text);
+        assert_eq!(
+            model_kind("hf://sentence-transformers/all-MiniLM-L6-v2"),
+            ModelKind::Embeddings
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        assert_eq!(model_kind(path), ModelKind::Embeddings);
+        std::fs::write(dir.path().join("m-00001-of-00002.gguf"), b"GGUF").unwrap();
+        assert_eq!(model_kind(path), ModelKind::Text);
+        // A snapshot's weights decide for it.
+        std::fs::write(dir.path().join("model.safetensors"), b"x").unwrap();
+        assert_eq!(model_kind(path), ModelKind::Embeddings);
+    }
+
+    #[test]
+    fn the_text_engine_is_not_in_this_build() {
+        let worker = crate::worker::open(&crate::worker::WorkerConfig {
+            device: "mock".into(),
+            quiet: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let Err(e) = text_engine(&worker, "m.gguf", LeasePolicy::Full) else {
+            panic!("a text engine was built");
+        };
+        assert_eq!(e.exit_code(), 3);
+        assert!(
+            e.to_string()
+                .starts_with("GGUF generation not available in this build"),
+            "{e}"
+        );
+    }
+}
