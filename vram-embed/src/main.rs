@@ -21,6 +21,8 @@ use vram_worker::{
 
 /// Exit code of a command line clap refuses (as `vram`'s).
 const USAGE: u8 = 2;
+/// Exit code of an environment failure (as `vram`'s).
+const ENVIRONMENT: u8 = 3;
 
 /// Serve sentence embeddings from a sentence-transformers snapshot sealed in
 /// device memory.
@@ -52,6 +54,8 @@ struct Cli {
     #[arg(long, value_name = "DIR|hf://ORG/NAME")]
     model: String,
     /// Device: auto (CUDA, else the mock, announced), mock, cuda, cuda:N.
+    /// The embedder reads host bytes of its lease: a CUDA device is refused
+    /// at start (exit 3).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: String,
     /// Worker secret file; else the systemd credential `vram-worker-secret`
@@ -186,6 +190,21 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         quiet: cli.quiet,
     })
     .map_err(worker_error)?;
+    // The embedder computes on the CPU from host bytes of the leased
+    // weights, which a device-memory lease does not give: refused here,
+    // before anything is sealed, rather than at the first request.
+    if worker.device_kind() != "mock" {
+        return Err(EmbedError::Worker {
+            reason: format!(
+                "the BERT embedder cannot run on {}: it computes on the CPU from host bytes \
+                 of the leased weights, which a device-memory lease does not give; serve it \
+                 with --device mock",
+                worker.device_kind()
+            ),
+            code: ENVIRONMENT,
+        }
+        .into());
+    }
     let model = worker.seal_snapshot(&location).map_err(worker_error)?;
     tracing::info!(
         model = %location.model_ref,

@@ -28,7 +28,7 @@ pub struct WorkerOptions {
 
 /// A manager over the selected device, with its audit log.
 pub struct Worker {
-    manager: VramManager,
+    manager: Arc<VramManager>,
     selection: DeviceSelection,
 }
 
@@ -65,13 +65,22 @@ impl Worker {
                 ..ManagerOptions::default()
             },
         )?;
-        Ok(Self { manager, selection })
+        Ok(Self {
+            manager: Arc::new(manager),
+            selection,
+        })
     }
 
     /// The manager.
     #[must_use]
     pub fn manager(&self) -> &VramManager {
         &self.manager
+    }
+
+    /// The manager, shared: for engines that keep it for their requests.
+    #[must_use]
+    pub fn shared_manager(&self) -> Arc<VramManager> {
+        Arc::clone(&self.manager)
     }
 
     /// The devices.

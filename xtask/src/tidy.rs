@@ -18,6 +18,7 @@ const CRATES: &[&str] = &[
     "vram-cli",
     "vram-embed",
     "vram-llm",
+    "vram-serve",
     "xtask",
 ];
 
@@ -959,7 +960,7 @@ fn test_hook_lines(tree: &str) -> Vec<String> {
     lines
 }
 
-/// The binaries an operator installs, `vram` and `vram-embed`, built as
+/// The binaries an operator installs, `vram`, `vram-embed` and `vram-serve`, built as
 /// they ship (default features, both in one build so that features unify as
 /// in a workspace build), reach no crate's `test-hooks` (fault injection,
 /// device memory read and written behind an owner's back). Dev-dependencies
@@ -987,6 +988,8 @@ fn the_binaries_default_features_enable_no_test_hooks() {
         "vram-cli",
         "-p",
         "vram-embed",
+        "-p",
+        "vram-serve",
         "--edges",
         "normal,build,features",
         "--target",
