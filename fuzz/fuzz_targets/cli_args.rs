@@ -1,15 +1,16 @@
 //! The `vram` CLI's argument parsing, run on the CLI's own code: the
 //! `vram-cli` library, the very code the `vram` binary runs. Calls what the
-//! commands call on flag values: `devices::parse_spec` (`--device`),
-//! `cmd::verify_arg` (`--verify`), `cmd::size_arg` (`--size` and friends)
-//! and `cmd::leaf_arg` (`--leaf-size`). It also runs clap over the input
+//! commands call on flag values: `args::device_arg` (`--device`),
+//! `args::verify_arg` (`--verify`), `args::size_arg` (`--size` and friends)
+//! and `args::leaf_arg` (`--leaf-size`). It also runs clap over the input
 //! split into arguments at NUL bytes, which exercises clap's own consistency
 //! checks on the command definition (debug assertions are on in fuzz builds).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vram_cli::{cli, cmd, devices, exit};
+use vram_cli::{args, cli, exit};
+use vram_worker::DeviceSpec;
 use vram_crypto::LeafSize;
 use vram_validation::parse_byte_size;
 use vram_residency::VerifyPolicy;
@@ -32,15 +33,15 @@ fn digits(s: &str, max_digits: usize) -> Option<u32> {
 
 fn check_device(s: &str) {
     let want = match s {
-        "auto" => Some(devices::DeviceSpec::Auto),
-        "mock" => Some(devices::DeviceSpec::Mock),
-        "cuda" => Some(devices::DeviceSpec::AllCuda),
+        "auto" => Some(DeviceSpec::Auto),
+        "mock" => Some(DeviceSpec::Mock),
+        "cuda" => Some(DeviceSpec::AllCuda),
         _ => s
             .strip_prefix("cuda:")
             .and_then(|n| digits(n, 4))
-            .map(devices::DeviceSpec::Cuda),
+            .map(DeviceSpec::Cuda),
     };
-    match devices::parse_spec(s) {
+    match args::device_arg(s) {
         Ok(spec) => assert_eq!(Some(spec), want, "--device {s:?}"),
         Err(e) => {
             assert_eq!(want, None, "--device {s:?} refused: {}", e.message);
@@ -59,7 +60,7 @@ fn check_verify(s: &str) {
             .filter(|k| *k > 0)
             .map(|leaves| VerifyPolicy::Sampled { leaves })
     };
-    match cmd::verify_arg(s) {
+    match args::verify_arg(s) {
         Ok(p) => assert_eq!(Some(p), want, "--verify {s:?}"),
         Err(e) => {
             assert_eq!(want, None, "--verify {s:?} refused: {}", e.message);
@@ -71,7 +72,7 @@ fn check_verify(s: &str) {
 
 fn check_sizes(s: &str) {
     let size = parse_byte_size(s);
-    match cmd::size_arg("--size", s) {
+    match args::size_arg("--size", s) {
         Ok(n) => assert_eq!(size, Ok(n)),
         Err(e) => {
             assert!(size.is_err());
@@ -80,7 +81,7 @@ fn check_sizes(s: &str) {
         }
     }
     let leaf = size.ok().and_then(|n| LeafSize::new(n).ok());
-    match cmd::leaf_arg(Some(s)) {
+    match args::leaf_arg(Some(s)) {
         Ok(l) => {
             // A value given is never read as "absent".
             assert_eq!(l, leaf, "--leaf-size {s:?}");

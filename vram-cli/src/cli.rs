@@ -1,7 +1,12 @@
 //! The command-line surface. Names and flags are a contract: scripts use them.
 
+use crate::args;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use vram_crypto::LeafSize;
+use vram_residency::VerifyPolicy;
+use vram_validation::{ExpectedDigest, ModelRef};
+use vram_worker::DeviceSpec;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -121,8 +126,8 @@ pub(crate) struct DigestArgs {
     #[arg(short = 'c', long, conflicts_with_all = ["leaf_size", "sha256", "leaves"])]
     pub(crate) check: bool,
     /// Leaf size: a power of two from 4KiB to 1GiB (e.g. 4KiB, 1MiB, 1GiB, or bytes).
-    #[arg(long)]
-    pub(crate) leaf_size: Option<String>,
+    #[arg(long, value_parser = args::leaf_size)]
+    pub(crate) leaf_size: Option<LeafSize>,
     /// Also compute the plain whole-file SHA-256 (same pass over the bytes).
     #[arg(long)]
     pub(crate) sha256: bool,
@@ -164,8 +169,8 @@ input (`-`) and other streams are read instead.";
 pub(crate) struct DeviceArg {
     /// auto (CUDA when present, else the mock, said on stderr even with -q), mock,
     /// cuda (every CUDA device; exit 3 when there is none), or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub(crate) device: String,
+    #[arg(long, default_value = "auto", value_parser = args::device_arg)]
+    pub(crate) device: DeviceSpec,
 }
 
 #[derive(Debug, Args)]
@@ -184,16 +189,16 @@ pub(crate) struct SealArgs {
     /// reference (ghcr.io/ORG/MODEL:TAG, REGISTRY/NS/MODEL@sha256:HEX) or a relative name, UTF-8
     /// allowed; percent escapes are decoded for the checks (no `..` segment, no absolute path
     /// other than file:///, no control or bidirectional-formatting characters).
-    #[arg(long)]
-    pub(crate) model_ref: Option<String>,
+    #[arg(long, value_parser = args::model_ref)]
+    pub(crate) model_ref: Option<ModelRef>,
     /// Expected plain SHA-256 of the one file sealed, checked in the same pass; a mismatch
     /// exits 1. Accepted: 64 hex digits (any case); sha256:HEX; a sha256sum line (`HEX  NAME`
     /// or `HEX *NAME`, the name ignored); an LFS pointer's `oid sha256:HEX` line; an OCI
     /// descriptor's `"digest": "sha256:HEX"`; or @PATH, a file holding a Git LFS pointer, the
     /// sha256sum line of one file, or an OCI descriptor (JSON). A size the pointer or the
     /// descriptor states must be the file's size too (else exit 1).
-    #[arg(long)]
-    pub(crate) expect_sha256: Option<String>,
+    #[arg(long, value_parser = args::expected_arg)]
+    pub(crate) expect_sha256: Option<ExpectedDigest>,
     /// The publisher's OpenSSF model_signing signature of the one model
     /// given (a directory, or a single file): a Sigstore bundle made by
     /// `model_signing sign key`. The signature is verified first; then every
@@ -223,17 +228,17 @@ pub(crate) struct SealArgs {
     pub(crate) audit_log: Option<PathBuf>,
     /// Start a new audit log segment (PATH.1, PATH.2, ...) once the current
     /// one holds this much (e.g. 64MiB, the default).
-    #[arg(long, requires = "audit_log", value_name = "SIZE")]
-    pub(crate) audit_segment_size: Option<String>,
+    #[arg(long, requires = "audit_log", value_name = "SIZE", value_parser = args::Size)]
+    pub(crate) audit_segment_size: Option<u64>,
     /// Write a signed checkpoint into the audit log every N records (0: not by count).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub(crate) audit_checkpoint_records: u64,
     /// ... and with the first record this long after the last checkpoint (e.g. 60s).
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub(crate) audit_checkpoint_interval: String,
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = args::Duration)]
+    pub(crate) audit_checkpoint_interval: std::time::Duration,
     /// Verification after sealing: full or sampled:K (K at or above the leaf count is a full verification).
-    #[arg(long, default_value = "full")]
-    pub(crate) verify: String,
+    #[arg(long, default_value = "full", value_parser = args::verify_arg)]
+    pub(crate) verify: VerifyPolicy,
     /// Keep the shards resident and scrubbing until SIGINT/SIGTERM (exit 0
     /// after releasing them). Exits 1 as soon as a held shard is found
     /// compromised, after auditing it and releasing every shard, so that a
@@ -259,15 +264,16 @@ pub(crate) struct SealArgs {
         long,
         requires = "metrics_file",
         default_value = "15s",
-        value_name = "DURATION"
+        value_name = "DURATION",
+        value_parser = args::Duration
     )]
-    pub(crate) metrics_interval: String,
+    pub(crate) metrics_interval: std::time::Duration,
     /// Scrub rate while holding, bytes per second (e.g. 256MiB; at least 1MiB).
-    #[arg(long, requires = "hold", default_value = "256MiB")]
-    pub(crate) scrub_rate: String,
+    #[arg(long, requires = "hold", default_value = "256MiB", value_parser = args::Size)]
+    pub(crate) scrub_rate: u64,
     /// Leaf size of the tree digest (default: 64KiB on CUDA devices, 1MiB otherwise).
-    #[arg(long)]
-    pub(crate) leaf_size: Option<String>,
+    #[arg(long, value_parser = args::leaf_size)]
+    pub(crate) leaf_size: Option<LeafSize>,
     /// Hash the leaves on the device after the upload (64 random leaves are
     /// cross-checked against the file); faster on a GPU, see the README.
     #[arg(long)]
@@ -317,10 +323,10 @@ pub(crate) struct AuditShowArgs {
     #[arg(long, value_name = "ID")]
     pub(crate) shard: Option<String>,
     /// Only records at or after this time (RFC 3339 in UTC, e.g. 2026-01-31T12:00:00Z, or a date).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", value_parser = args::since)]
     pub(crate) since: Option<String>,
     /// Only records before this time (RFC 3339 in UTC, or a date).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", value_parser = args::until)]
     pub(crate) until: Option<String>,
     /// One JSON object per record and line.
     #[arg(long)]
@@ -404,8 +410,8 @@ pub(crate) struct AuditVerifyArgs {
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Size of the synthetic model.
-    #[arg(long, default_value = "256MiB")]
-    pub(crate) size: String,
+    #[arg(long, default_value = "256MiB", value_parser = args::Size)]
+    pub(crate) size: u64,
     #[command(flatten)]
     pub(crate) device: DeviceArg,
     /// Machine-readable summary.
@@ -416,11 +422,11 @@ pub(crate) struct DemoArgs {
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
     /// Size of the buffers and files measured.
-    #[arg(long, default_value = "1GiB")]
-    pub(crate) size: String,
+    #[arg(long, default_value = "1GiB", value_parser = args::Size)]
+    pub(crate) size: u64,
     /// Size of the large shard for the sampled-verify comparison.
-    #[arg(long, default_value = "4GiB")]
-    pub(crate) sampled_size: String,
+    #[arg(long, default_value = "4GiB", value_parser = args::Size)]
+    pub(crate) sampled_size: u64,
     #[command(flatten)]
     pub(crate) device: DeviceArg,
     /// Machine-readable output.

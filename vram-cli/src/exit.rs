@@ -78,6 +78,27 @@ impl CliError {
     }
 }
 
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+// A flag value's parser (`crate::args`) returns a `CliError` through clap,
+// which keeps it as the source of its own error.
+impl std::error::Error for CliError {}
+
+impl CliError {
+    /// The error of a flag value's parser (`crate::args`) that clap reports
+    /// as the cause of its own: the command's error, as if the command had
+    /// parsed the value itself.
+    pub(crate) fn of_flag_value(e: &clap::Error) -> Option<Self> {
+        use std::error::Error;
+        let ours = e.source()?.downcast_ref::<Self>()?;
+        Some(Self::with_code(ours.code, ours.message.clone()))
+    }
+}
+
 /// The one-line message of a command line clap refuses, for a `--json`
 /// error object: the kind of error and the arguments it is about (`invalid
 /// value for --leaf-size <LEAF_SIZE>`), never the value given.
@@ -126,6 +147,12 @@ impl From<vram_validation::ValidationError> for CliError {
     }
 }
 
+impl From<vram_worker::WorkerError> for CliError {
+    fn from(e: vram_worker::WorkerError) -> Self {
+        Self::with_code(e.exit_code(), e.to_string())
+    }
+}
+
 impl From<vram_secrets::SecretsError> for CliError {
     fn from(e: vram_secrets::SecretsError) -> Self {
         Self::env(e.to_string())
@@ -150,21 +177,11 @@ pub(crate) fn one_safe_line(message: &str) -> String {
     out
 }
 
-/// A path as an error message shows it: escaped, one printable line.
-pub(crate) fn shown_path(path: &std::path::Path) -> String {
-    vram_validation::escape_path_for_log(path, 200)
-}
+pub(crate) use vram_worker::shown_path;
 
 /// A file the user named could not be used.
 pub(crate) fn io_error(path: &std::path::Path, e: &std::io::Error) -> CliError {
-    let shown = shown_path(path);
-    match e.kind() {
-        std::io::ErrorKind::NotFound => CliError::usage(format!("{shown}: no such file")),
-        std::io::ErrorKind::PermissionDenied => {
-            CliError::env(format!("{shown}: permission denied"))
-        }
-        kind => CliError::env(format!("{shown}: {kind}")),
-    }
+    vram_worker::WorkerError::io(path, e).into()
 }
 
 #[cfg(test)]

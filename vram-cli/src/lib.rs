@@ -1,24 +1,25 @@
-//! The `vram` command as a library: argument parsing ([`cli`]), the
-//! commands ([`cmd`]), device selection ([`devices`]) and exit codes
-//! ([`exit`]). The `vram` binary (`src/main.rs`) only calls [`run`]; the
-//! fuzz target calls the parsers ([`devices::parse_spec`],
-//! [`cmd::verify_arg`], [`cmd::size_arg`], [`cmd::leaf_arg`],
-//! [`cli::Cli`]) here, on the very code the binary runs.
+//! The `vram` command: the command line ([`cli`]), the parsers of its flag
+//! values ([`args`]), the commands (`cmd`, one module each) and exit codes
+//! ([`exit`]). The worker a command needs (devices, secret, audit log,
+//! manager, model location) is put together by `vram-worker`. The `vram`
+//! binary (`src/main.rs`) only calls [`run`]; the fuzz target calls the
+//! parsers ([`args::device_arg`], [`args::verify_arg`], [`args::size_arg`],
+//! [`args::leaf_arg`], [`cli::Cli`]) here, on the very code the binary runs.
 
 // A command-line tool writes to its terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![forbid(unsafe_code)]
 
+pub mod args;
 pub mod cli;
-pub mod cmd;
-pub mod devices;
+mod cmd;
 pub mod exit;
+mod figures;
 mod manifest;
 mod metrics;
 mod progress;
 mod scratch;
-mod secret;
-pub mod worker;
+mod synthetic;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -30,6 +31,15 @@ pub fn run() -> ExitCode {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
+            // A flag value refused by its parser (`args`): reported as the
+            // command's own error, one line.
+            if let Some(err) = exit::CliError::of_flag_value(&e) {
+                eprintln!("vram: error: {}", exit::one_safe_line(&err.message));
+                if json_asked() {
+                    print_json_error(&err);
+                }
+                return ExitCode::from(err.code);
+            }
             // clap prints help/version to stdout (exit 0) and errors to stderr.
             let code = if e.use_stderr() {
                 exit::USAGE

@@ -10,36 +10,19 @@
     clippy::panic
 )]
 
+mod common;
+
+use common::{bin, text, vram_process as vram};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("vram")
-}
-
-/// The `vram` binary on the mock device, with no secret from the environment.
-fn vram() -> Command {
-    let mut c = Command::new(bin());
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-        .stdin(Stdio::null());
-    c
-}
-
 fn secret_file(dir: &Path) -> PathBuf {
-    let p = dir.join("worker.secret");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&p)
-        .unwrap();
-    f.write_all(b"0123456789abcdef0123456789abcdef-audit-test")
-        .unwrap();
-    p
+    common::secret_file_with(
+        dir,
+        "worker.secret",
+        b"0123456789abcdef0123456789abcdef-audit-test",
+    )
 }
 
 fn model_file(dir: &Path, name: &str, len: usize, seed: u8) -> PathBuf {
@@ -73,10 +56,6 @@ fn nothing_sealed(out: &Output) -> bool {
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["error"]["code"] == 3 && v["shards"].as_array().is_none_or(Vec::is_empty)
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn verify(secret: &Path, log: &Path, extra: &[&str]) -> Output {

@@ -10,33 +10,13 @@
     clippy::panic
 )]
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+mod common;
+
+use common::{secret_file_with as secret_file, text, vram_process as vram};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 /// The `vram` binary on the mock device, with no secret from the environment.
-fn vram() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("vram"));
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-        .stdin(Stdio::null());
-    c
-}
-
-fn secret_file(dir: &Path, name: &str, fill: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&p)
-        .unwrap();
-    f.write_all(fill).unwrap();
-    p
-}
-
 fn secret(dir: &Path) -> PathBuf {
     secret_file(
         dir,
@@ -50,10 +30,6 @@ fn model(dir: &Path) -> PathBuf {
     let bytes: Vec<u8> = (0..3 * 4096).map(|i| (i as u8).wrapping_mul(7)).collect();
     std::fs::write(&p, bytes).unwrap();
     p
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn code(out: &Output) -> i32 {

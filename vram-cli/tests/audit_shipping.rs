@@ -16,6 +16,9 @@
     clippy::panic
 )]
 
+mod common;
+
+use common::{text, vram_process as vram};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -24,19 +27,6 @@ use std::time::{Duration, Instant};
 
 /// Segment files collected: `audit.jsonl`, `audit.jsonl.1`, ...
 const SEGMENTS: usize = 12;
-
-fn vram() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("vram"));
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-        .stdin(Stdio::null());
-    c
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn rsyslogd() -> Option<PathBuf> {
     let candidates = [

@@ -8,40 +8,28 @@
     clippy::panic
 )]
 
-use assert_cmd::Command;
+mod common;
+
+use common::{model, secret_file, vram, write_file};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-fn vram() -> Command {
-    let mut c = Command::cargo_bin("vram").unwrap();
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
+/// `vram seal FLAGS... --secret-file SECRET`, its inputs to be added.
+fn seal(secret: &Path, flags: &[&str]) -> assert_cmd::Command {
+    let mut c = vram();
+    c.arg("seal").args(flags).arg("--secret-file").arg(secret);
     c
 }
 
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p
-}
-
-fn secret_file(dir: &Path) -> PathBuf {
-    let p = dir.join("worker.secret");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&p)
-        .unwrap();
-    f.write_all(b"0123456789abcdef0123456789abcdef-cli-test\n")
-        .unwrap();
-    p
-}
-
-fn model(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 131 % 251) as u8).collect()
+/// `vram audit verify [EXTRA...] --secret-file SECRET LOG`.
+fn audit_verify(secret: &Path, log: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut c = vram();
+    c.args(["audit", "verify"])
+        .args(extra)
+        .arg("--secret-file")
+        .arg(secret)
+        .arg(log);
+    c
 }
 
 fn stdout_json(out: &std::process::Output) -> serde_json::Value {
@@ -69,25 +57,19 @@ fn help_documents_exit_codes() {
 
 #[test]
 fn usage_errors_exit_2() {
-    vram().arg("frobnicate").assert().code(2);
-    vram().args(["digest"]).assert().code(2);
     let dir = tempfile::tempdir().unwrap();
     let f = write_file(dir.path(), "m.bin", &model(10));
-    vram()
-        .args(["digest", "--leaf-size", "3KiB"])
-        .arg(&f)
-        .assert()
-        .code(2);
-    vram()
-        .args(["digest", "--leaf-size", "lots"])
-        .arg(&f)
-        .assert()
-        .code(2);
-    vram()
-        .args(["digest", "/definitely/not/here"])
-        .assert()
-        .code(2);
-    vram().arg("digest").arg(dir.path()).assert().code(2);
+    let (file, folder) = (f.to_str().unwrap(), dir.path().to_str().unwrap());
+    for args in [
+        &["frobnicate"][..],
+        &["digest"],
+        &["digest", "--leaf-size", "3KiB", file],
+        &["digest", "--leaf-size", "lots", file],
+        &["digest", "/definitely/not/here"],
+        &["digest", folder],
+    ] {
+        vram().args(args).assert().code(2);
+    }
     let s = secret_file(dir.path());
     for bad in [
         vec!["--device", "gpu7"],
@@ -219,12 +201,7 @@ fn seal_json_shape_and_audit_log_round_trip() {
     );
 
     // The same secret verifies the log the seal wrote.
-    let out = vram()
-        .args(["audit", "verify", "--json", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .output()
-        .unwrap();
+    let out = audit_verify(&s, &log, &["--json"]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -241,12 +218,7 @@ fn seal_json_shape_and_audit_log_round_trip() {
     std::fs::create_dir(&other).unwrap();
     let s2 = secret_file(&other);
     std::fs::write(&s2, b"another-secret-another-secret-another-secret").unwrap();
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s2)
-        .arg(&log)
-        .assert()
-        .code(1);
+    audit_verify(&s2, &log, &[]).assert().code(1);
 }
 
 #[test]
@@ -255,9 +227,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
     let s = secret_file(dir.path());
     let a = write_file(dir.path(), "a.bin", &model(100_000));
     let log = dir.path().join("audit.jsonl");
-    vram()
-        .args(["seal", "--quiet", "--device", "mock", "--secret-file"])
-        .arg(&s)
+    seal(&s, &["--quiet", "--device", "mock"])
         .arg("--audit-log")
         .arg(&log)
         .arg(&a)
@@ -271,12 +241,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
         .unwrap();
     lines[target] = lines[target].replace("\"vram_bytes\":100000", "\"vram_bytes\":100001");
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-    let out = vram()
-        .args(["audit", "verify", "--json", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .output()
-        .unwrap();
+    let out = audit_verify(&s, &log, &["--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v = stdout_json(&out);
     assert_eq!(v["intact"], false);
@@ -288,12 +253,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
         .collect();
     assert_eq!(lines_found.first().copied(), Some(target as u64 + 1), "{v}");
     // Plain output names the line too.
-    let out = vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .output()
-        .unwrap();
+    let out = audit_verify(&s, &log, &[]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(":{}:", target + 1)));
 }
 
@@ -362,9 +322,7 @@ fn secret_problems_exit_3() {
     // Too permissive.
     let loose = write_file(dir.path(), "loose.secret", &[7u8; 40]);
     std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let out = vram()
-        .args(["seal", "--device", "mock", "--secret-file"])
-        .arg(&loose)
+    let out = seal(&loose, &["--device", "mock"])
         .arg(&a)
         .output()
         .unwrap();
@@ -395,12 +353,7 @@ fn cuda_device_without_a_driver_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let s = secret_file(dir.path());
     let a = write_file(dir.path(), "a.bin", &model(1000));
-    let out = vram()
-        .args(["seal", "--device", "cuda:0", "--secret-file"])
-        .arg(&s)
-        .arg(&a)
-        .output()
-        .unwrap();
+    let out = seal(&s, &["--device", "cuda:0"]).arg(&a).output().unwrap();
     // Either there is no driver (3) or, on a GPU machine, it seals (0).
     let code = out.status.code();
     assert!(code == Some(3) || code == Some(0), "{code:?}");
@@ -416,24 +369,21 @@ fn malformed_audit_logs_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let s = secret_file(dir.path());
     let junk = write_file(dir.path(), "junk.jsonl", b"this is not json\n{\"v\":1}\n");
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg(&junk)
-        .assert()
-        .code(1);
-    vram()
-        .args(["audit", "verify", "--checkpoint", "nope", "--secret-file"])
-        .arg(&s)
-        .arg(&junk)
-        .assert()
-        .code(2);
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg("/no/such/log")
-        .assert()
-        .code(2);
+    let junk = junk.to_str().unwrap();
+    for (extra, log, code) in [
+        (&[][..], junk, 1),
+        (&["--checkpoint", "nope"], junk, 2),
+        (&[], "/no/such/log", 2),
+    ] {
+        vram()
+            .args(["audit", "verify"])
+            .args(extra)
+            .arg("--secret-file")
+            .arg(&s)
+            .arg(log)
+            .assert()
+            .code(code);
+    }
 }
 
 #[test]
@@ -500,12 +450,7 @@ fn hold_keeps_shards_until_sigterm_then_releases_them_audited() {
     assert!(rest.iter().any(|l| l.contains("released")), "{rest:?}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(text.matches("\"vram_deallocated\"").count(), 1, "{text}");
-    vram()
-        .args(["audit", "verify", "--secret-file"])
-        .arg(&s)
-        .arg(&log)
-        .assert()
-        .success();
+    audit_verify(&s, &log, &[]).assert().success();
 }
 
 #[test]
@@ -598,12 +543,7 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
 
     // The default model reference cannot be made from such a name: refused,
     // and the refusal does not echo it raw.
-    let out = vram()
-        .args(["seal", "--device", "mock", "--secret-file"])
-        .arg(&s)
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = seal(&s, &["--device", "mock"]).arg(&f).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     no_raw_controls("seal refusal", &out.stderr);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model-ref"));
@@ -702,9 +642,7 @@ fn the_readme_secret_recipe_works_when_the_last_byte_is_a_newline() {
         bytes.push(last);
         std::fs::write(&p, &bytes).unwrap();
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let out = vram()
-            .args(["seal", "-q", "--device", "mock", "--secret-file"])
-            .arg(&p)
+        let out = seal(&p, &["-q", "--device", "mock"])
             .arg(&a)
             .output()
             .unwrap();
@@ -718,9 +656,7 @@ fn the_readme_secret_recipe_works_when_the_last_byte_is_a_newline() {
     let p = dir.path().join("short.secret");
     std::fs::write(&p, b"too-short\n").unwrap();
     std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let out = vram()
-        .args(["seal", "-q", "--device", "mock", "--secret-file"])
-        .arg(&p)
+    let out = seal(&p, &["-q", "--device", "mock"])
         .arg(&a)
         .output()
         .unwrap();
@@ -814,9 +750,7 @@ fn a_failure_after_a_success_still_reports_what_was_sealed_and_names_the_file() 
         .set_len(30 << 30)
         .unwrap();
     let log = dir.path().join("audit.jsonl");
-    let out = vram()
-        .args(["seal", "--json", "--device", "mock", "--secret-file"])
-        .arg(&s)
+    let out = seal(&s, &["--json", "--device", "mock"])
         .arg("--audit-log")
         .arg(&log)
         .arg(&a)
@@ -867,9 +801,7 @@ fn a_source_that_changed_is_one_error_with_one_exit_code_naming_the_file() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     });
-    let out = vram()
-        .args(["seal", "-q", "--device", "mock", "--secret-file"])
-        .arg(&s)
+    let out = seal(&s, &["-q", "--device", "mock"])
         .arg(&a)
         .output()
         .unwrap();
@@ -959,12 +891,7 @@ fn the_mock_fallback_is_said_once_even_with_quiet_and_cuda_can_be_required() {
         let memory_lines = err.lines().filter(|l| l.contains("in memory")).count();
         assert_eq!(memory_lines, usize::from(!quiet), "quiet {quiet}: {err}");
     }
-    let out = vram()
-        .args(["seal", "--device", "cuda", "--secret-file"])
-        .arg(&s)
-        .arg(&a)
-        .output()
-        .unwrap();
+    let out = seal(&s, &["--device", "cuda"]).arg(&a).output().unwrap();
     let code = out.status.code();
     assert!(code == Some(3) || code == Some(0), "{code:?}");
     if code == Some(3) {

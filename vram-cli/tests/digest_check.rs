@@ -10,17 +10,15 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn vram(dir: &Path) -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("vram"));
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-        .current_dir(dir)
-        .stdin(Stdio::null());
+    let mut c = common::vram_process();
+    c.current_dir(dir);
     c
 }
 

@@ -9,6 +9,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use assert_cmd::Command;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -88,12 +90,8 @@ impl Hub {
     }
 
     fn vram(&self) -> Command {
-        let mut c = Command::cargo_bin("vram").unwrap();
-        c.env_remove("CREDENTIALS_DIRECTORY")
-            .env_remove("VRAM_SECRET_FILE")
-            .env_remove("HF_HOME")
-            .env("HF_HUB_CACHE", &self.cache)
-            .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
+        let mut c = common::vram();
+        c.env_remove("HF_HOME").env("HF_HUB_CACHE", &self.cache);
         c
     }
 }

@@ -11,20 +11,14 @@
     clippy::panic
 )]
 
-use assert_cmd::Command;
+mod common;
+
+use common::{model, vram};
 use std::io::Write;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-cli-test\n";
-
-fn vram() -> Command {
-    let mut c = Command::cargo_bin("vram").unwrap();
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
-    c
-}
 
 fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> PathBuf {
     let mut f = std::fs::OpenOptions::new()
@@ -41,10 +35,6 @@ fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> PathBuf {
 
 fn secret_file(dir: &Path) -> PathBuf {
     write_mode(&dir.join("worker.secret"), SECRET, 0o600)
-}
-
-fn model(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 131 % 251) as u8).collect()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {

@@ -9,24 +9,20 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn secret_file(dir: &Path) -> PathBuf {
-    let p = dir.join("worker.secret");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&p)
-        .unwrap();
-    f.write_all(b"0123456789abcdef0123456789abcdef-service-test\n")
-        .unwrap();
-    p
+    common::secret_file_with(
+        dir,
+        "worker.secret",
+        b"0123456789abcdef0123456789abcdef-service-test\n",
+    )
 }
 
 fn model(dir: &Path, len: usize) -> PathBuf {
@@ -70,10 +66,7 @@ fn hold(dir: &Path, extra: &[&str]) -> (Holding, mpsc::Receiver<String>) {
 
 /// [`hold`] with a model of `len` bytes.
 fn hold_model(dir: &Path, extra: &[&str], len: usize) -> (Holding, mpsc::Receiver<String>) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("vram"))
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("VRAM_SECRET_FILE")
+    let mut child = common::vram_process()
         .args([
             "seal",
             "--device",
@@ -349,9 +342,7 @@ fn a_textfile_that_cannot_be_kept_is_refused_at_start() {
     std::fs::create_dir(&group).unwrap();
     std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o775)).unwrap();
     let run = |prom: &Path| {
-        let child = Command::new(assert_cmd::cargo::cargo_bin("vram"))
-            .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-            .env_remove("CREDENTIALS_DIRECTORY")
+        let child = common::vram_process()
             .args(["seal", "--device", "mock", "--hold", "-q", "--metrics-file"])
             .arg(prom)
             .arg("--secret-file")
@@ -639,9 +630,7 @@ fn holding_a_small_file_costs_little_cpu() {
 fn metrics_flags_are_checked_before_anything_is_sealed() {
     let dir = tempfile::tempdir().unwrap();
     let run = |extra: &[&str]| {
-        Command::new(assert_cmd::cargo::cargo_bin("vram"))
-            .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-            .env_remove("CREDENTIALS_DIRECTORY")
+        common::vram_process()
             .args(["seal", "--device", "mock"])
             .args(extra)
             .arg("--secret-file")
@@ -706,11 +695,7 @@ fn the_systemd_unit_runs_a_command_vram_accepts() {
         .iter()
         .map(|w| w.replace("%S", dir.path().to_str().unwrap()))
         .collect();
-    let out = Command::new(assert_cmd::cargo::cargo_bin("vram"))
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-        .args(&args)
-        .output()
-        .unwrap();
+    let out = common::vram_process().args(&args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(

@@ -7,10 +7,12 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../vram-signing/tests/fixtures")
@@ -58,9 +60,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn seal(s: &Setup, model: &Path, sig: &str, key: &str) -> Output {
-    Command::new(assert_cmd::cargo::cargo_bin("vram"))
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-        .env_remove("CREDENTIALS_DIRECTORY")
+    common::vram_process()
         .args(["seal", "--device", "mock", "--json"])
         .arg(model)
         .arg("--model-signature")
@@ -232,8 +232,7 @@ fn a_wrong_key_or_an_unsupported_bundle_is_refused() {
     assert!(stderr(&out).contains("not supported"));
 
     // The two flags go together, and take one model.
-    let out = Command::new(assert_cmd::cargo::cargo_bin("vram"))
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+    let out = common::vram_process()
         .args(["seal", "--model-signature", "x.sig"])
         .arg(&s.model)
         .output()
@@ -271,10 +270,8 @@ fn a_signature_outside_the_model_does_not_hide_a_file_of_its_name_inside() {
     std::fs::copy(fixtures().join("p256.sig"), s.dir.path().join("model.sig")).unwrap();
     std::fs::write(s.model.join("model.sig"), b"planted").unwrap();
     let run = |sig: &Path| {
-        Command::new(assert_cmd::cargo::cargo_bin("vram"))
+        common::vram_process()
             .current_dir(s.dir.path())
-            .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
-            .env_remove("CREDENTIALS_DIRECTORY")
             .args(["seal", "--device", "mock", "model", "--model-signature"])
             .arg(sig)
             .arg("--public-key")

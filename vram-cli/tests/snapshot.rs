@@ -10,6 +10,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use assert_cmd::Command;
 use std::path::Path;
 
@@ -17,15 +19,12 @@ use std::path::Path;
 fn secret() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let dir = DIR.get_or_init(|| {
-        use std::os::unix::fs::OpenOptionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.path().join("worker.secret"))
-            .unwrap();
-        std::io::Write::write_all(&mut f, b"0123456789abcdef0123456789abcdef-snapshot").unwrap();
+        common::secret_file_with(
+            dir.path(),
+            "worker.secret",
+            b"0123456789abcdef0123456789abcdef-snapshot",
+        );
         dir
     });
     dir.path()
@@ -33,10 +32,8 @@ fn secret() -> &'static Path {
 
 fn vram() -> Command {
     let secret = secret().join("worker.secret");
-    let mut c = Command::cargo_bin("vram").unwrap();
-    c.env_remove("CREDENTIALS_DIRECTORY")
-        .env("VRAM_SECRET_FILE", secret)
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
+    let mut c = common::vram();
+    c.env("VRAM_SECRET_FILE", secret);
     c
 }
 

@@ -116,6 +116,33 @@ pub trait Device: Send + Sync + Debug {
     /// [`DeviceError::InvalidArgument`] for a zero-byte request; other variants
     /// for backend failures.
     fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError>;
+
+    /// What this device's buffers can do beyond [`DeviceBuffer::write_at`]
+    /// and [`DeviceBuffer::read_at`]. Decided by the backend once (a CUDA
+    /// device compiles its leaf kernel at the first call to learn whether it
+    /// can hash) and the same for every buffer it allocates: callers choose
+    /// their route from it instead of probing the optional methods. The
+    /// default is none of them.
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities::default()
+    }
+}
+
+/// The optional abilities of a device's buffers, reported by
+/// [`Device::capabilities`]. Each `true` promises that the named
+/// [`DeviceBuffer`] method works on every buffer of the device; each `false`
+/// that it returns [`DeviceError::Unsupported`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DeviceCapabilities {
+    /// [`DeviceBuffer::stream_from`]: the backend has its own upload pipeline
+    /// (CUDA: pinned, double-buffered staging with asynchronous copies).
+    pub stream_from: bool,
+    /// [`DeviceBuffer::fill_in_place`]: the buffer's memory is host memory,
+    /// lent whole so a source is read straight into it (the mock).
+    pub fill_in_place: bool,
+    /// [`DeviceBuffer::hash_leaves_on_device`]: leaves are hashed on the
+    /// device (CUDA with its kernel compiled; the mock when built to emulate it).
+    pub hash_on_device: bool,
 }
 
 /// One allocation of device memory. Freed on drop.
@@ -148,45 +175,49 @@ pub trait DeviceBuffer: Send + Sync + Debug {
     /// Streams `reader` into the buffer from offset 0 through the backend's own
     /// pipeline (pinned, double-buffered staging on CUDA), calling `on_chunk`
     /// with each chunk while its copy to the device is in flight, and returns
-    /// the number of bytes written.
-    ///
-    /// Returns `None` when the backend has no such pipeline (the default): the
-    /// caller then copies with [`DeviceBuffer::write_at`]. Nothing has been read
-    /// from `reader` in that case.
+    /// the number of bytes written. Offered when the device reports
+    /// [`DeviceCapabilities::stream_from`]; callers decide from that, never by
+    /// calling this to see whether it works.
     ///
     /// # Errors
-    /// `Some(Err(StreamError::Read))` when the reader fails;
-    /// `Some(Err(StreamError::Device))` for device failures, including
-    /// [`DeviceError::OutOfBounds`] when the source is longer than the buffer.
+    /// [`StreamError::Read`](crate::StreamError::Read) when the reader fails;
+    /// [`StreamError::Device`](crate::StreamError::Device) for device failures,
+    /// including [`DeviceError::OutOfBounds`] when the source is longer than the
+    /// buffer, and [`DeviceError::Unsupported`] on a backend without such a
+    /// pipeline (the default; nothing is read then).
     fn stream_from(
         &mut self,
         reader: &mut dyn std::io::Read,
         chunk: usize,
         on_chunk: &mut dyn FnMut(&[u8]),
-    ) -> Option<Result<u64, crate::StreamError>> {
+    ) -> Result<u64, crate::StreamError> {
         let _ = (reader, chunk, on_chunk);
-        None
+        Err(crate::StreamError::Device(DeviceError::Unsupported {
+            operation: "streaming through a backend pipeline",
+        }))
     }
 
     /// Lends the buffer's whole memory to `fill`, which writes every byte of
     /// it: for backends whose memory is host memory (the mock), so that a
     /// source is read straight into the memory it will occupy, with no
     /// staging copy (the caller spreads the work over its threads). The
-    /// buffer is locked for the call.
-    ///
-    /// Returns `None` when this backend's memory is not host-visible (the
-    /// default): `fill` was not called.
+    /// buffer is locked for the call. Offered when the device reports
+    /// [`DeviceCapabilities::fill_in_place`].
     ///
     /// # Errors
-    /// `Some(Err(StreamError::Read))` with the error `fill` returned (the
-    /// buffer then reads as never written); `Some(Err(StreamError::Device))`
-    /// for device failures.
+    /// [`StreamError::Read`](crate::StreamError::Read) with the error `fill`
+    /// returned (the buffer then reads as never written);
+    /// [`StreamError::Device`](crate::StreamError::Device) for device
+    /// failures, and [`DeviceError::Unsupported`] when this backend's memory
+    /// is not host-visible (the default; `fill` is not called then).
     fn fill_in_place(
         &mut self,
         fill: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
-    ) -> Option<Result<(), crate::StreamError>> {
+    ) -> Result<(), crate::StreamError> {
         let _ = fill;
-        None
+        Err(crate::StreamError::Device(DeviceError::Unsupported {
+            operation: "lending host-visible memory",
+        }))
     }
 
     /// The buffer's memory, for computation on it: the bytes themselves on a
@@ -202,7 +233,8 @@ pub trait DeviceBuffer: Send + Sync + Debug {
     }
 
     /// Hashes leaves on the device itself, so verification need not copy the
-    /// bytes back to the host. Leaf `i` covers bytes
+    /// bytes back to the host. Offered when the device reports
+    /// [`DeviceCapabilities::hash_on_device`]. Leaf `i` covers bytes
     /// `i * leaf_size .. min((i + 1) * leaf_size, len())` and is hashed exactly
     /// as `vram-crypto` hashes leaves (SHA-256 over `prefix || leaf bytes`).
     /// Returns one 32-byte hash per leaf in `first_leaf .. first_leaf + count`.

@@ -13,7 +13,8 @@ mod sync;
 pub use access::{DeviceMemory, HostBytes, MemoryAccess};
 pub use capacity::{CapacityError, CapacityTracker, Reservation};
 pub use device::{
-    checked_range, Device, DeviceAttributes, DeviceBuffer, DeviceInfo, DeviceKind, MemoryInfo,
+    checked_range, Device, DeviceAttributes, DeviceBuffer, DeviceCapabilities, DeviceInfo,
+    DeviceKind, MemoryInfo,
 };
 pub use error::{DeviceError, StreamError};
 pub use policy::{check_fits, check_vram_only, PolicyViolation};

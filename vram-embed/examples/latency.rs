@@ -18,9 +18,9 @@
 
 use std::time::{Duration, Instant};
 
-use vram_cli::worker::{self, WorkerOptions};
 use vram_embed::{Embedder, Embedding, LeasedWeights, ModelSnapshot, SafetensorsFile};
 use vram_residency::{LeasePolicy, SealedModel, VramManager};
+use vram_worker::{locate, DeviceSpec, SecretChoice, Worker, WorkerOptions};
 
 const TEXT: &str = "Sealed model weights, verified in device memory before every request.";
 
@@ -49,17 +49,19 @@ fn run() -> Result<(), String> {
         }
     }
     let model = model.ok_or("--model DIR|hf://ORG/NAME is required")?;
-    let location = worker::locate(&model, true).map_err(|e| e.message)?;
+    let location = locate(&model, true).map_err(|e| e.to_string())?;
     let snapshot = ModelSnapshot::open(&location.dir).map_err(|e| e.to_string())?;
     let embedder = Embedder::new(&snapshot).map_err(|e| e.to_string())?;
     let file = SafetensorsFile::read(&location.weights).map_err(|e| e.to_string())?;
-    let w = worker::open(&WorkerOptions {
-        device: "mock".into(),
+    // A measurement outlives nothing it seals: an ephemeral secret.
+    let w = Worker::open(&WorkerOptions {
+        device: DeviceSpec::Mock,
+        secret: SecretChoice::Ephemeral,
+        audit_log: None,
         quiet: true,
-        ..WorkerOptions::default()
     })
-    .map_err(|e| e.message)?;
-    let model = w.seal_snapshot(&location).map_err(|e| e.message)?;
+    .map_err(|e| e.to_string())?;
+    let model = w.seal_snapshot(&location).map_err(|e| e.to_string())?;
     let manager = w.manager();
     let leaves: usize = model.shards().iter().map(|s| s.leaf_hashes().len()).sum();
     let leaf_kib = model

@@ -5,19 +5,24 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vram_cli::worker::{self, WorkerOptions};
 use vram_embed::{
     serve, EmbedError, Embedder, LeasedWeights, ModelSnapshot, SafetensorsFile, SealedWeights,
     WeightsProvider,
 };
 use vram_residency::LeasePolicy;
+use vram_worker::{
+    locate, DeviceSpec, SecretChoice, SecretSource, StandardInput, Worker, WorkerError,
+    WorkerOptions,
+};
 
 /// Exit code of a command line clap refuses (as `vram`'s).
 const USAGE: u8 = 2;
+/// Exit code of an environment failure (as `vram`'s).
+const ENVIRONMENT: u8 = 3;
 
 /// Serve sentence embeddings from a sentence-transformers snapshot sealed in
 /// device memory.
@@ -49,6 +54,8 @@ struct Cli {
     #[arg(long, value_name = "DIR|hf://ORG/NAME")]
     model: String,
     /// Device: auto (CUDA, else the mock, announced), mock, cuda, cuda:N.
+    /// The embedder reads host bytes of its lease: a CUDA device is refused
+    /// at start (exit 3).
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     device: String,
     /// Worker secret file; else the systemd credential `vram-worker-secret`
@@ -91,7 +98,7 @@ fn main() -> ExitCode {
             // Standard output is a JSON channel: the error goes there too.
             let json = serde_json::json!({ "error": {
                 "code": USAGE, "class": "usage",
-                "message": vram_cli::exit::clap_error_message(&e),
+                "message": clap_error_message(&e),
             }});
             println!("{json}");
             return ExitCode::from(USAGE);
@@ -126,26 +133,37 @@ impl From<EmbedError> for Failure {
     }
 }
 
-/// Whether `path` names this process's standard input, which carries the
-/// requests and cannot also hold the secret.
-fn names_standard_input(path: &Path) -> bool {
-    ["-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"]
-        .iter()
-        .any(|s| path == Path::new(s))
+/// Where the operator's secret comes from: never standard input, which
+/// carries the requests.
+fn secret_source(cli: &Cli) -> SecretSource {
+    SecretSource {
+        file: cli.secret_file.clone(),
+        standard_input: StandardInput::Refused,
+    }
+}
+
+/// The worker secret: the operator's; without one, and without an audit log
+/// that would need it, an ephemeral secret, said on stderr.
+fn secret_choice(cli: &Cli) -> Result<SecretChoice, WorkerError> {
+    let source = secret_source(cli);
+    if source.is_configured() {
+        return Ok(SecretChoice::Operator(source));
+    }
+    if cli.audit_log.is_some() {
+        return Err(WorkerError::AuditNeedsSecret);
+    }
+    if !cli.quiet {
+        eprintln!("note: no worker secret given: an ephemeral one seals for this process only");
+    }
+    Ok(SecretChoice::Ephemeral)
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
-    if cli.secret_file.as_deref().is_some_and(names_standard_input) {
-        return Err(EmbedError::Worker {
-            reason: "--secret-file cannot be standard input: vram-embed reads its requests \
-                     there; give a file (--secret-file PATH), the systemd credential \
-                     vram-worker-secret or VRAM_SECRET_FILE"
-                .to_owned(),
-            code: USAGE,
-        }
-        .into());
-    }
-    let location = worker::locate(&cli.model, cli.quiet).map_err(worker_error)?;
+    // Refused before anything else is looked at.
+    secret_source(cli)
+        .check_standard_input()
+        .map_err(worker_error)?;
+    let location = locate(&cli.model, cli.quiet).map_err(worker_error)?;
     if cli.unsealed {
         if !location.weights.is_file() {
             return Err(EmbedError::Snapshot {
@@ -163,13 +181,30 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         );
         return serve_stdio(&embedder, &file);
     }
-    let worker = worker::open(&WorkerOptions {
-        device: cli.device.clone(),
-        secret_file: cli.secret_file.clone(),
+    let device = DeviceSpec::parse(&cli.device).map_err(worker_error)?;
+    let secret = secret_choice(cli).map_err(worker_error)?;
+    let worker = Worker::open(&WorkerOptions {
+        device,
+        secret,
         audit_log: cli.audit_log.clone(),
         quiet: cli.quiet,
     })
     .map_err(worker_error)?;
+    // The embedder computes on the CPU from host bytes of the leased
+    // weights, which a device-memory lease does not give: refused here,
+    // before anything is sealed, rather than at the first request.
+    if worker.device_kind() != "mock" {
+        return Err(EmbedError::Worker {
+            reason: format!(
+                "the BERT embedder cannot run on {}: it computes on the CPU from host bytes \
+                 of the leased weights, which a device-memory lease does not give; serve it \
+                 with --device mock",
+                worker.device_kind()
+            ),
+            code: ENVIRONMENT,
+        }
+        .into());
+    }
     let model = worker.seal_snapshot(&location).map_err(worker_error)?;
     tracing::info!(
         model = %location.model_ref,
@@ -229,11 +264,32 @@ fn serve_stdio<P: WeightsProvider + ?Sized>(
     }
 }
 
-fn worker_error(e: vram_cli::exit::CliError) -> EmbedError {
+fn worker_error(e: WorkerError) -> EmbedError {
     EmbedError::Worker {
-        reason: e.message,
-        code: e.code,
+        code: e.exit_code(),
+        reason: e.to_string(),
     }
+}
+
+/// The one-line message of a command line clap refuses, for the JSON error
+/// line: the kind of error and the arguments it is about (`invalid value
+/// for --lease <POLICY>`), never the value given.
+fn clap_error_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let args = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => vec![arg.clone()],
+        Some(ContextValue::Strings(args)) => args.clone(),
+        _ => Vec::new(),
+    };
+    let kind = e.kind().to_string();
+    if args.is_empty() {
+        return kind;
+    }
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| vram_validation::escape_for_log(a, 80))
+        .collect();
+    format!("{kind}: {}", args.join(", "))
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {

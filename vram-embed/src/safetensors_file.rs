@@ -2,7 +2,7 @@
 //! no device, and the reference the sealed sources are compared with.
 //!
 //! The header is untrusted. It is read and checked by the workspace's one
-//! safetensors parser, `vram_hub::SafetensorsHeader` (header length capped,
+//! safetensors parser, `vram_format::SafetensorsHeader` (header length capped,
 //! JSON, no name twice, known dtypes, offsets contiguous and
 //! non-overlapping, each tensor's size equal to its dtype times its shape,
 //! the data exactly filling the file: the same verdict a lease's tensor
@@ -16,14 +16,14 @@ use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
 
-use vram_hub::{HubError, SafetensorsHeader};
+use vram_format::{FormatError, SafetensorsHeader};
 
 use crate::error::{shown, shown_path};
 use crate::{Dtype, EmbedError, TensorSource, TensorView};
 
 /// Largest header accepted: 100,000,000 bytes, the format's own limit
-/// (`vram_hub::MAX_HEADER_BYTES`).
-pub const MAX_HEADER_BYTES: u64 = vram_hub::MAX_HEADER_BYTES;
+/// (`vram_format::MAX_HEADER_BYTES`).
+pub const MAX_HEADER_BYTES: u64 = vram_format::MAX_HEADER_BYTES;
 
 /// One tensor of the table.
 struct Entry {
@@ -87,10 +87,10 @@ impl SafetensorsFile {
         };
         // The parser's reasons are in its words, untrusted names already
         // escaped: not escaped twice.
-        let refused = |e: HubError| EmbedError::Safetensors {
+        let refused = |e: FormatError| EmbedError::Safetensors {
             path: origin.to_owned(),
             reason: match e {
-                HubError::Safetensors { reason } => reason,
+                FormatError::Safetensors { reason } => reason,
                 other => shown(&other.to_string()),
             },
         };
@@ -185,7 +185,7 @@ fn table(header: &SafetensorsHeader) -> Result<HashMap<String, Entry>, String> {
         tensors.insert(
             t.name.clone(),
             Entry {
-                dtype: t.dtype.clone(),
+                dtype: t.dtype.name().to_owned(),
                 shape,
                 range: at(t.data.start)?..at(t.data.end)?,
             },

@@ -3,7 +3,7 @@
 //! come from a [`crate::TensorSource`].
 
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use candle_transformers::models::bert;
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use vram_residency::{SealedModel, VramManager};
 
 use crate::error::shown_path;
 use crate::{EmbedError, Pooling};
+use vram_format::sentence_transformers::Modules;
 
 /// Largest `tokenizer.json` read (a BERT vocabulary is ~0.5 MB; large
 /// multilingual ones ~20 MB).
@@ -23,20 +24,9 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// The weights file of a single-file snapshot.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
-const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
-const POOLING: &str = "sentence_transformers.models.Pooling";
-const NORMALIZE: &str = "sentence_transformers.models.Normalize";
-
 /// Where a snapshot's small files come from: `(name, cap, required)` →
 /// the bytes (at most `cap`), or `None` for an optional file not there.
 type FileSource<'a> = dyn FnMut(&str, u64, bool) -> Result<Option<Vec<u8>>, EmbedError> + 'a;
-
-#[derive(Deserialize)]
-struct Module {
-    path: String,
-    #[serde(rename = "type")]
-    kind: String,
-}
 
 #[derive(Deserialize)]
 struct SentenceBertConfig {
@@ -140,8 +130,13 @@ impl ModelSnapshot {
         let mut read = |rel: &str, cap: u64| -> Result<Vec<u8>, EmbedError> {
             fetch(rel, cap, true)?.ok_or_else(|| EmbedError::snapshot(rel, "is missing"))
         };
-        let modules: Vec<Module> = json(&read("modules.json", MAX_CONFIG_BYTES)?, "modules.json")?;
-        let (transformer, pooling_dir, normalize) = modules_in_order(&modules)?;
+        // The workspace's one parser of the layout (vram-format), the hub's
+        // verdict on the same file.
+        let modules =
+            Modules::parse(&read("modules.json", MAX_CONFIG_BYTES)?).map_err(modules_error)?;
+        let pipeline = modules.pipeline().map_err(modules_error)?;
+        let (transformer, pooling_dir, normalize) =
+            (pipeline.transformer, pipeline.pooling, pipeline.normalize);
         let config_rel = join_rel(transformer, "config.json");
         let config: bert::Config = json(&read(&config_rel, MAX_CONFIG_BYTES)?, &config_rel)?;
         if config.model_type.as_deref().is_some_and(|t| t != "bert") {
@@ -231,32 +226,12 @@ impl ModelSnapshot {
     }
 }
 
-/// `modules.json` must be: Transformer, Pooling, then optionally Normalize.
-/// Returns the transformer's and pooling's directories and the flag.
-fn modules_in_order(modules: &[Module]) -> Result<(&str, &str, bool), EmbedError> {
-    let bad = |reason: String| EmbedError::snapshot("modules.json", reason);
-    for m in modules {
-        if !Path::new(&m.path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-        {
-            return Err(bad(format!(
-                "module path `{}` leaves the snapshot directory",
-                crate::error::shown(&m.path)
-            )));
-        }
-    }
-    match modules {
-        [t, p, rest @ ..] if t.kind == TRANSFORMER && p.kind == POOLING => match rest {
-            [] => Ok((t.path.as_str(), p.path.as_str(), false)),
-            [n] if n.kind == NORMALIZE => Ok((t.path.as_str(), p.path.as_str(), true)),
-            _ => Err(bad(
-                "modules after Pooling other than one Normalize are not supported".to_owned(),
-            )),
-        },
-        _ => Err(bad(
-            "expected a Transformer module, then a Pooling module".to_owned()
-        )),
+/// A refused `modules.json`, in the layout parser's words (names already
+/// escaped there).
+fn modules_error(e: vram_format::FormatError) -> EmbedError {
+    match e {
+        vram_format::FormatError::Layout { reason } => EmbedError::snapshot("modules.json", reason),
+        other => EmbedError::snapshot("modules.json", other.to_string()),
     }
 }
 

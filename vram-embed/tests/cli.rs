@@ -382,3 +382,31 @@ fn secret_file_from_standard_input_is_a_usage_error() {
         assert!(message.contains("standard input"), "{message}");
     }
 }
+
+/// The embedder reads host bytes of its leased weights: on a CUDA device it
+/// is refused at start, before sealing, never at the first request. (On a
+/// machine without a GPU, `--device cuda` is refused by device selection.)
+#[test]
+fn a_cuda_device_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 24);
+    let out = Command::cargo_bin("vram-embed")
+        .unwrap()
+        .args(["--device", "cuda", "--model"])
+        .arg(dir.path())
+        .write_stdin("{\"text\": \"hello\"}\n")
+        .assert()
+        .code(3);
+    let got = lines(&out.get_output().stdout);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].get("embedding").is_none());
+    let message = got[0]["error"]["message"].as_str().unwrap();
+    if message.contains("no CUDA device can be used") {
+        eprintln!("NOTE: no CUDA device here: the embedder's own refusal of CUDA is not reached");
+    } else {
+        assert!(
+            message.contains("the BERT embedder cannot run on cuda"),
+            "{message}"
+        );
+    }
+}

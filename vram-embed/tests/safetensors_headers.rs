@@ -9,6 +9,7 @@
 )]
 
 use std::io::Read;
+use vram_residency::{SealRequest, SealSource};
 
 use proptest::prelude::*;
 use vram_embed::{EmbedError, SafetensorsFile, TensorSource, MAX_HEADER_BYTES};
@@ -355,12 +356,15 @@ fn every_reader_gives_the_same_verdict() {
     .unwrap();
     for (what, bytes, good) in cases {
         let len = bytes.len() as u64;
-        let hub = vram_hub::SafetensorsHeader::parse(&bytes, Some(len)).map(|h| h.tensors.len());
-        let hub_reader = vram_hub::SafetensorsHeader::read_from(&mut bytes.as_slice(), Some(len))
-            .map(|h| h.tensors.len());
+        let hub = vram_format::SafetensorsHeader::parse(&bytes, Some(len)).map(|h| h.tensors.len());
+        let hub_reader =
+            vram_format::SafetensorsHeader::read_from(&mut bytes.as_slice(), Some(len))
+                .map(|h| h.tensors.len());
         let embed =
             SafetensorsFile::from_reader(bytes.as_slice(), len, "f").map(|f| f.names().count());
-        let shard = manager.seal_model(&bytes, 0).unwrap();
+        let shard = manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&bytes))
+            .unwrap();
         let lease = manager
             .lease(&shard, vram_residency::LeasePolicy::Full)
             .unwrap();

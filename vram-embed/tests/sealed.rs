@@ -63,7 +63,7 @@ fn sealed_dir(dir: tempfile::TempDir, policy: LeasePolicy) -> Sealed {
     )
     .unwrap();
     let request = SnapshotRequest::new(dir.path(), ModelRef::new("tiny-bert").unwrap(), 0);
-    let model = manager.seal_snapshot(&request).unwrap();
+    let model = manager.seal_model(&request).unwrap();
     let weights = SealedWeights::new(manager, model, policy);
     // The small files as they were bound to the seal.
     let embedder = Embedder::new(&weights.snapshot().unwrap()).unwrap();

@@ -117,14 +117,6 @@ pub enum HubError {
         max: usize,
     },
 
-    /// A file's safetensors header is not one this crate accepts (too
-    /// large, not a JSON object, offsets out of bounds).
-    #[error("not a valid safetensors header: {reason}")]
-    Safetensors {
-        /// What is wrong, in our words (tensor names escaped).
-        reason: String,
-    },
-
     /// A snapshot directory does not say which files are the model (no
     /// weights, a bad `model.safetensors.index.json`, a module path that
     /// leaves it).

@@ -1,6 +1,7 @@
 //! Which files of a Hugging Face snapshot directory make up the model: the
 //! weights an engine loads (a single `model.safetensors`, or the shards that
-//! `model.safetensors.index.json` names, those and only those) and the small
+//! `model.safetensors.index.json` names, those and only those; else one GGUF
+//! model, a file or all the parts of a split one) and the small
 //! files that change what the model computes (its config, the tokenizer, the
 //! sentence-transformers modules), which are bound to the model's seal.
 
@@ -50,7 +51,8 @@ pub const INFERENCE_FILES: &[&str] = &[
 ];
 
 /// Most sentence-transformers modules read from `modules.json`.
-const MAX_MODULES: usize = 64;
+#[cfg(test)]
+const MAX_MODULES: usize = vram_format::sentence_transformers::MAX_MODULES;
 /// Largest `modules.json` read.
 const MAX_MODULES_BYTES: u64 = 1024 * 1024;
 
@@ -70,11 +72,6 @@ pub struct ModelLayout {
 #[derive(Deserialize)]
 struct Index {
     weight_map: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct Module {
-    path: String,
 }
 
 impl ModelLayout {
@@ -104,10 +101,16 @@ impl ModelLayout {
         } else if is_regular_file(&dir.join(WEIGHTS_INDEX_FILE)) {
             inference_files.push(WEIGHTS_INDEX_FILE.to_owned());
             index_shards(dir)?
+        } else if let Some(parts) = gguf_files(dir)? {
+            // A GGUF model carries its tokenizer, chat template and
+            // hyperparameters inside the file: its weights are the model.
+            parts
         } else {
             return Err(layout(
                 dir,
-                format!("neither {SINGLE_WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} is there"),
+                format!(
+                    "neither {SINGLE_WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} nor a GGUF file is there"
+                ),
             ));
         };
         if inference_files.iter().any(|f| f == "modules.json") {
@@ -129,6 +132,33 @@ fn layout(dir: &Path, reason: String) -> HubError {
         dir: dir.to_owned(),
         reason,
     }
+}
+
+/// The one GGUF model of the directory (a file, or a split model's parts:
+/// `vram_format::gguf_model_files`), `None` when it holds no GGUF file.
+fn gguf_files(dir: &Path) -> Result<Option<Vec<String>>, HubError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| HubError::io(dir, &e))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| HubError::io(dir, &e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if vram_format::is_gguf_name(&name) && is_regular_file(&entry.path()) {
+            if names.len() >= MAX_WEIGHT_FILES {
+                return Err(layout(
+                    dir,
+                    format!("holds more than {MAX_WEIGHT_FILES} GGUF files"),
+                ));
+            }
+            names.push(name);
+        }
+    }
+    names.sort();
+    vram_format::gguf_model_files(&names).map_err(|e| match e {
+        vram_format::FormatError::Layout { reason } => layout(dir, reason),
+        other => layout(dir, other.to_string()),
+    })
 }
 
 fn is_regular_file(path: &Path) -> bool {
@@ -214,43 +244,12 @@ fn index_shards(dir: &Path) -> Result<Vec<String>, HubError> {
 /// (`1_Pooling/config.json`), in `modules.json`'s order.
 fn module_configs(dir: &Path) -> Result<Vec<String>, HubError> {
     let bytes = read_capped(dir, "modules.json", MAX_MODULES_BYTES)?;
-    let modules: Vec<Module> = serde_json::from_slice(&bytes).map_err(|e| {
-        layout(
-            dir,
-            format!(
-                "modules.json is not a list of modules: {}",
-                escape_for_log(&e.to_string(), 200)
-            ),
-        )
-    })?;
-    if modules.len() > MAX_MODULES {
-        return Err(layout(
-            dir,
-            format!("modules.json lists more than {MAX_MODULES} modules"),
-        ));
-    }
-    let mut out = Vec::new();
-    for m in modules {
-        let path = m.path.trim_end_matches('/');
-        if path.is_empty() {
-            // The transformer module itself: its files are the top level's.
-            continue;
-        }
-        if !is_plain_relative(path) {
-            return Err(layout(
-                dir,
-                format!(
-                    "modules.json names the module path `{}`, which leaves the snapshot",
-                    escape_for_log(path, 200)
-                ),
-            ));
-        }
-        let config = format!("{path}/config.json");
-        if is_regular_file(&dir.join(&config)) {
-            out.push(config);
-        }
-    }
-    Ok(out)
+    let modules = vram_format::sentence_transformers::Modules::parse(&bytes)
+        .map_err(|e| layout(dir, e.to_string()))?;
+    Ok(modules
+        .module_configs()
+        .filter(|config| is_regular_file(&dir.join(config)))
+        .collect())
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ mod expected;
 mod layout;
 mod open;
 mod reference;
-mod safetensors;
 
 pub use cache::{cache_dir_from, CachedFile, HubCache, Snapshot, MAX_SNAPSHOT_FILES};
 pub use error::HubError;
@@ -18,4 +17,3 @@ pub use layout::{
 };
 pub use open::{open_model_file, ModelFile};
 pub use reference::HubRef;
-pub use safetensors::{dtype_bits, SafetensorsHeader, TensorInfo, MAX_HEADER_BYTES};

@@ -1,4 +1,4 @@
-//! `hf://ORG/NAME[@REVISION]`.
+//! `hf://ORG/NAME[@REVISION][/FILE.gguf]`.
 
 use crate::HubError;
 use vram_validation::escape_for_log;
@@ -22,6 +22,9 @@ use vram_validation::escape_for_log;
 pub struct HubRef {
     repo_id: String,
     revision: Option<String>,
+    /// One GGUF file of the repository (`hf://ORG/NAME/FILE.gguf`): GGUF
+    /// repositories hold one file per quantization, each a whole model.
+    file: Option<String>,
 }
 
 /// Longest organisation or model name.
@@ -30,7 +33,9 @@ const MAX_NAME: usize = 96;
 const MAX_REVISION: usize = 255;
 
 impl HubRef {
-    /// Parses `hf://ORG/NAME[@REVISION]`.
+    /// Parses `hf://ORG/NAME[@REVISION]`, or `hf://ORG/NAME[@REVISION]/FILE.gguf`
+    /// for one GGUF file of the repository (a name ending in `.gguf`, in
+    /// the repository's top directory).
     ///
     /// # Errors
     /// [`HubError::InvalidReference`] saying what is wrong.
@@ -42,6 +47,13 @@ impl HubRef {
         let rest = s
             .strip_prefix("hf://")
             .ok_or_else(|| bad("it does not start with hf://"))?;
+        let (rest, file) = match rest.rsplit_once('/') {
+            Some((head, last)) if head.contains('/') && vram_format::is_gguf_name(last) => {
+                check_name(last).map_err(bad)?;
+                (head, Some(last.to_owned()))
+            }
+            _ => (rest, None),
+        };
         let (repo, revision) = match rest.split_once('@') {
             Some((repo, rev)) => (repo, Some(rev)),
             None => (rest, None),
@@ -59,7 +71,14 @@ impl HubRef {
         Ok(Self {
             repo_id: repo.to_owned(),
             revision: revision.map(str::to_owned),
+            file,
         })
+    }
+
+    /// The GGUF file asked for, if the reference names one.
+    #[must_use]
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
     }
 
     /// `ORG/NAME`.
@@ -86,6 +105,9 @@ impl std::fmt::Display for HubRef {
         write!(f, "hf://{}", self.repo_id)?;
         if let Some(rev) = &self.revision {
             write!(f, "@{rev}")?;
+        }
+        if let Some(file) = &self.file {
+            write!(f, "/{file}")?;
         }
         Ok(())
     }
@@ -140,6 +162,19 @@ mod tests {
         let r = HubRef::parse("hf://gpt2@refs/pr/1").unwrap();
         assert_eq!((r.repo_id(), r.revision()), ("gpt2", Some("refs/pr/1")));
         assert_eq!(r.to_string(), "hf://gpt2@refs/pr/1");
+        let r = HubRef::parse("hf://Org/M-GGUF/M.Q4_1.gguf").unwrap();
+        assert_eq!(
+            (r.repo_id(), r.revision(), r.file()),
+            ("Org/M-GGUF", None, Some("M.Q4_1.gguf"))
+        );
+        assert_eq!(r.to_string(), "hf://Org/M-GGUF/M.Q4_1.gguf");
+        let r = HubRef::parse("hf://Org/M@refs/pr/1/M.gguf").unwrap();
+        assert_eq!(
+            (r.revision(), r.file()),
+            (Some("refs/pr/1"), Some("M.gguf"))
+        );
+        assert!(HubRef::parse("hf://Org/M/..gguf").is_err());
+        assert!(HubRef::parse("hf://M.gguf").is_ok_and(|r| r.file().is_none()));
     }
 
     #[test]

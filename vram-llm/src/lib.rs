@@ -4,11 +4,31 @@
 //! Every request takes a verified lease and computes on the quantized blocks
 //! where the seal keeps them: no copy of the weights per request.
 
+#![deny(unsafe_code)]
+
 mod api;
+mod chat;
+mod engine;
 mod error;
+mod generate;
+mod gguf;
+mod kernels;
+mod model;
+mod sample;
+mod stream;
+mod tokenizer;
+mod weights;
 
 pub use api::{
     ChatMessage, FinishReason, GenerateOutcome, GenerateRequest, Prompt, SamplingParams,
     TextGeneration, TokenDelta,
 };
+pub use chat::{ChatTemplate, TemplateTokens};
+pub use engine::load_generator;
 pub use error::{ErrorClass, LlmError};
+pub use generate::{Generator, LogitsModel, LogitsSource};
+pub use gguf::{LlamaConfig, Metadata, TensorEntry, MAX_CONTEXT};
+pub use kernels::SUPPORTED_TYPES;
+pub use model::{GgufSource, LlamaModel, RequestModel};
+pub use sample::Sampler;
+pub use tokenizer::GgufTokenizer;

@@ -29,12 +29,10 @@ pub(crate) fn host_range(range: &Range<u64>, buffer_len: u64) -> Result<Range<us
     Ok(start..end)
 }
 
-impl DeviceBuffer for MockBuffer {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
+impl MockBuffer {
+    /// Copies `data` to `offset`, as `write_at` and each chunk of
+    /// `stream_from` do: armed faults apply, `bytes_written` counts it.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
         let range = checked_range(offset, data.len(), self.len)?;
         let host = host_range(&range, self.len)?;
         let mut bytes = self.cell.write();
@@ -76,6 +74,18 @@ impl DeviceBuffer for MockBuffer {
         self.shared
             .bytes_written
             .fetch_add(range.end.saturating_sub(range.start), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl DeviceBuffer for MockBuffer {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
+        self.write(offset, data)?;
+        self.shared.write_calls.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -128,14 +138,19 @@ impl DeviceBuffer for MockBuffer {
     fn fill_in_place(
         &mut self,
         fill: &mut dyn FnMut(&mut [u8]) -> std::io::Result<()>,
-    ) -> Option<Result<(), StreamError>> {
+    ) -> Result<(), StreamError> {
+        if !self.shared.capabilities.fill_in_place {
+            return Err(StreamError::Device(DeviceError::Unsupported {
+                operation: "lending host memory (mock built without it)",
+            }));
+        }
         let mut bytes = self.cell.write();
         if self.shared.take_write_fault(0, self.len).is_some() {
             bytes.set_written(0);
             warn!(buffer = %self.id, "mock: injected write failure");
-            return Some(Err(StreamError::Device(DeviceError::InjectedFault {
+            return Err(StreamError::Device(DeviceError::InjectedFault {
                 what: "write failure",
-            })));
+            }));
         }
         let len = usize::try_from(self.len).unwrap_or(usize::MAX);
         let region = bytes.all_mut();
@@ -143,7 +158,7 @@ impl DeviceBuffer for MockBuffer {
         let filled = fill(region.get_mut(..region_len).unwrap_or_default());
         if let Err(e) = filled {
             bytes.set_written(0);
-            return Some(Err(StreamError::Read(e)));
+            return Err(StreamError::Read(e));
         }
         bytes.set_written(region_len);
         if Shared::take_one(&self.shared.corrupt_writes) {
@@ -156,7 +171,40 @@ impl DeviceBuffer for MockBuffer {
         self.shared
             .bytes_written
             .fetch_add(self.len, Ordering::Relaxed);
-        Some(Ok(()))
+        self.shared.fill_calls.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// When the device was built with
+    /// [`stream_from`](crate::MockDeviceBuilder::stream_from): reads `reader`
+    /// in `chunk`-byte pieces into a staging buffer, writes each as
+    /// `write_at` does (armed faults included) and hands it to `on_chunk`.
+    /// Otherwise [`DeviceError::Unsupported`], and nothing is read.
+    fn stream_from(
+        &mut self,
+        reader: &mut dyn std::io::Read,
+        chunk: usize,
+        on_chunk: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64, StreamError> {
+        if !self.shared.capabilities.stream_from {
+            return Err(StreamError::Device(DeviceError::Unsupported {
+                operation: "streaming through a pipeline (mock built without it)",
+            }));
+        }
+        let mut staging = vec![0u8; chunk.max(1)];
+        let mut offset = 0u64;
+        loop {
+            let n =
+                vram_core::source::read_full(reader, &mut staging).map_err(StreamError::Read)?;
+            let Some(piece) = staging.get(..n).filter(|p| !p.is_empty()) else {
+                break;
+            };
+            self.write(offset, piece)?;
+            on_chunk(piece);
+            offset = offset.saturating_add(n as u64);
+        }
+        self.shared.stream_calls.fetch_add(1, Ordering::Relaxed);
+        Ok(offset)
     }
 
     /// Emulated when the device was built with
@@ -171,7 +219,7 @@ impl DeviceBuffer for MockBuffer {
         first_leaf: u64,
         count: u64,
     ) -> Result<Vec<[u8; 32]>, DeviceError> {
-        if !self.shared.hashes_on_device {
+        if !self.shared.capabilities.hash_on_device {
             return Err(DeviceError::Unsupported {
                 operation: "on-device leaf hashing (mock built without it)",
             });

@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
 use vram_core::{
-    checked_range, Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, DeviceKind,
-    MemoryInfo,
+    checked_range, Device, DeviceAttributes, DeviceBuffer, DeviceCapabilities, DeviceError,
+    DeviceInfo, DeviceKind, MemoryInfo,
 };
 
 /// Default capacity: 24 GiB, the memory of a common 24 GB consumer card.
@@ -38,7 +38,19 @@ pub struct MockDeviceBuilder {
     capacity: u64,
     name: String,
     attributes: DeviceAttributes,
-    hashes_on_device: bool,
+    capabilities: DeviceCapabilities,
+}
+
+/// How many successful calls each upload method of a mock device's buffers
+/// has served: which route the seals took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadCalls {
+    /// [`DeviceBuffer::write_at`] calls.
+    pub write_at: u64,
+    /// [`DeviceBuffer::stream_from`] calls.
+    pub stream_from: u64,
+    /// [`DeviceBuffer::fill_in_place`] calls.
+    pub fill_in_place: u64,
 }
 
 impl MockDeviceBuilder {
@@ -76,7 +88,25 @@ impl MockDeviceBuilder {
     /// work. Off by default: the mock then reports on-device hashing as
     /// unsupported, like a CUDA machine without NVRTC.
     pub fn on_device_hashing(mut self, enabled: bool) -> Self {
-        self.hashes_on_device = enabled;
+        self.capabilities.hash_on_device = enabled;
+        self
+    }
+
+    /// Whether buffers lend their host memory whole
+    /// ([`DeviceBuffer::fill_in_place`]). On by default: the mock's memory
+    /// is host memory. Off, the mock behaves like a device whose memory the
+    /// host cannot see, so the routes of other backends run without one.
+    pub fn fill_in_place(mut self, enabled: bool) -> Self {
+        self.capabilities.fill_in_place = enabled;
+        self
+    }
+
+    /// Whether buffers stream from a reader through a pipeline of their own
+    /// ([`DeviceBuffer::stream_from`]), the route a CUDA device offers: each
+    /// chunk is read into a staging buffer, written, and handed to the
+    /// caller. Off by default.
+    pub fn stream_from(mut self, enabled: bool) -> Self {
+        self.capabilities.stream_from = enabled;
         self
     }
 
@@ -96,11 +126,7 @@ impl MockDeviceBuilder {
                 uuid: None,
             },
             attributes: self.attributes,
-            shared: Arc::new(Shared::new(
-                self.index,
-                self.capacity,
-                self.hashes_on_device,
-            )),
+            shared: Arc::new(Shared::new(self.index, self.capacity, self.capabilities)),
         })
     }
 }
@@ -118,7 +144,11 @@ impl MockDevice {
             capacity: DEFAULT_CAPACITY,
             name: "mock".to_string(),
             attributes: DeviceAttributes::default(),
-            hashes_on_device: false,
+            capabilities: DeviceCapabilities {
+                stream_from: false,
+                fill_in_place: true,
+                hash_on_device: false,
+            },
         }
     }
 
@@ -170,6 +200,15 @@ impl MockDevice {
     /// Total bytes copied into buffers by successful `write_at` calls.
     pub fn bytes_written(&self) -> u64 {
         self.shared.bytes_written.load(Ordering::Relaxed)
+    }
+
+    /// Successful calls of each upload method so far, on all buffers.
+    pub fn upload_calls(&self) -> UploadCalls {
+        UploadCalls {
+            write_at: self.shared.write_calls.load(Ordering::Relaxed),
+            stream_from: self.shared.stream_calls.load(Ordering::Relaxed),
+            fill_in_place: self.shared.fill_calls.load(Ordering::Relaxed),
+        }
     }
 
     /// The next `n` calls to `alloc` fail with [`DeviceError::InjectedFault`]
@@ -314,6 +353,10 @@ impl Device for MockDevice {
 
     fn attributes(&self) -> Result<DeviceAttributes, DeviceError> {
         Ok(self.attributes)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.shared.capabilities
     }
 
     fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError> {

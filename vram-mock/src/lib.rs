@@ -5,5 +5,5 @@ mod buffer;
 mod device;
 mod state;
 
-pub use device::{MockDevice, MockDeviceBuilder, DEFAULT_CAPACITY};
+pub use device::{MockDevice, MockDeviceBuilder, UploadCalls, DEFAULT_CAPACITY};
 pub use state::BufferId;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use vram_core::DeviceCapabilities;
 
 /// Identity of one live mock allocation. Ids grow with allocation order and
 /// are never reused by a device, so the largest live id is the newest buffer.
@@ -216,8 +217,13 @@ pub(crate) struct Shared {
     pub(crate) fail_write_at: AtomicU64,
     /// Writes still to be corrupted silently (one bit of their first byte).
     pub(crate) corrupt_writes: AtomicU32,
-    /// Whether buffers emulate on-device leaf hashing.
-    pub(crate) hashes_on_device: bool,
+    /// What the buffers can do beyond `write_at` and `read_at`.
+    pub(crate) capabilities: DeviceCapabilities,
+    /// Successful calls of each upload method (`write_at`, `stream_from`,
+    /// `fill_in_place`), so a test sees which route a seal took.
+    pub(crate) write_calls: AtomicU64,
+    pub(crate) stream_calls: AtomicU64,
+    pub(crate) fill_calls: AtomicU64,
     pool: Mutex<Vec<HostMem>>,
 }
 
@@ -225,7 +231,7 @@ pub(crate) struct Shared {
 pub(crate) const POOL_MAX_ENTRIES: usize = 8;
 
 impl Shared {
-    pub(crate) fn new(index: u32, capacity: u64, hashes_on_device: bool) -> Self {
+    pub(crate) fn new(index: u32, capacity: u64, capabilities: DeviceCapabilities) -> Self {
         Self {
             index,
             capacity,
@@ -236,7 +242,10 @@ impl Shared {
             fail_reads: AtomicU32::new(0),
             fail_write_at: AtomicU64::new(DISARMED),
             corrupt_writes: AtomicU32::new(0),
-            hashes_on_device,
+            capabilities,
+            write_calls: AtomicU64::new(0),
+            stream_calls: AtomicU64::new(0),
+            fill_calls: AtomicU64::new(0),
             pool: Mutex::new(Vec::new()),
         }
     }

@@ -503,7 +503,7 @@ fn fill_in_place_lends_the_whole_memory_and_honours_faults() {
         dst.copy_from_slice(&data);
         Ok(())
     };
-    buf.fill_in_place(&mut fill).unwrap().unwrap();
+    buf.fill_in_place(&mut fill).unwrap();
     assert_eq!(read_all(buf.as_ref()), data);
     assert_eq!(dev.bytes_written(), len as u64);
 
@@ -513,7 +513,7 @@ fn fill_in_place_lends_the_whole_memory_and_honours_faults() {
         Err(std::io::Error::other("source gone"))
     };
     match buf.fill_in_place(&mut failing) {
-        Some(Err(vram_core::StreamError::Read(e))) => assert_eq!(e.to_string(), "source gone"),
+        Err(vram_core::StreamError::Read(e)) => assert_eq!(e.to_string(), "source gone"),
         other => panic!("expected a read error, got {other:?}"),
     }
     assert!(read_all(buf.as_ref()).iter().all(|&b| b == 0));
@@ -523,15 +523,73 @@ fn fill_in_place_lends_the_whole_memory_and_honours_faults() {
     dev.fail_write_at(5);
     assert!(matches!(
         buf.fill_in_place(&mut fill),
-        Some(Err(vram_core::StreamError::Device(
+        Err(vram_core::StreamError::Device(
             DeviceError::InjectedFault { .. }
-        )))
+        ))
     ));
     dev.corrupt_next_writes(1);
-    buf.fill_in_place(&mut fill).unwrap().unwrap();
+    buf.fill_in_place(&mut fill).unwrap();
     let back = read_all(buf.as_ref());
     assert_eq!(back[0], data[0] ^ 1);
     assert_eq!(back[1..], data[1..]);
     // The faulted fill never reached `fill`.
     assert_eq!(calls, 2);
+}
+
+#[test]
+fn capabilities_are_reported_as_built_and_methods_outside_them_are_unsupported() {
+    let plain = MockDevice::new(0, 8 * KIB);
+    let caps = plain.capabilities();
+    assert!(caps.fill_in_place && !caps.stream_from && !caps.hash_on_device);
+    let mut buf = plain.alloc(64).unwrap();
+    let mut on_chunk = |_: &[u8]| panic!("no chunk may be handed out");
+    let mut src: &[u8] = &[1u8; 64];
+    assert!(matches!(
+        buf.stream_from(&mut src, 16, &mut on_chunk),
+        Err(vram_core::StreamError::Device(
+            DeviceError::Unsupported { .. }
+        ))
+    ));
+    assert_eq!(src.len(), 64, "nothing is read by an unsupported stream");
+
+    let closed = MockDevice::builder()
+        .capacity(8 * KIB)
+        .fill_in_place(false)
+        .stream_from(true)
+        .on_device_hashing(true)
+        .build();
+    let caps = closed.capabilities();
+    assert!(!caps.fill_in_place && caps.stream_from && caps.hash_on_device);
+    let mut buf = closed.alloc(1000).unwrap();
+    let mut lend = |_: &mut [u8]| -> std::io::Result<()> { panic!("memory may not be lent") };
+    assert!(matches!(
+        buf.fill_in_place(&mut lend),
+        Err(vram_core::StreamError::Device(
+            DeviceError::Unsupported { .. }
+        ))
+    ));
+    // Streaming writes every byte, in chunks, and hands each chunk over.
+    let data = pattern(1000);
+    let mut seen = Vec::new();
+    let mut on_chunk = |c: &[u8]| {
+        assert!(c.len() <= 64);
+        seen.extend_from_slice(c);
+    };
+    let n = buf.stream_from(&mut &data[..], 64, &mut on_chunk).unwrap();
+    assert_eq!(n, 1000);
+    assert_eq!(seen, data);
+    assert_eq!(read_all(buf.as_ref()), data);
+    let calls = closed.upload_calls();
+    assert_eq!(
+        (calls.stream_from, calls.fill_in_place, calls.write_at),
+        (1, 0, 0)
+    );
+    // A source longer than the buffer fails on the device side.
+    let long = pattern(1001);
+    assert!(matches!(
+        buf.stream_from(&mut &long[..], 64, &mut |_| ()),
+        Err(vram_core::StreamError::Device(
+            DeviceError::OutOfBounds { .. }
+        ))
+    ));
 }

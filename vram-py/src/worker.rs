@@ -4,29 +4,30 @@
 //! classes (`lib.rs`) hold the types defined here and know nothing else of
 //! the facade.
 //!
-//! The worker is built by `vram-cli`'s library (`vram_cli::worker`), as
-//! `vram seal` and `vram-embed` build theirs, so that the three treat
-//! devices, secrets and audit logs alike; errors carry the CLI's exit code
-//! (integrity 1, usage 2, environment 3).
+//! The worker is built by `vram-worker`, as `vram seal`, `vram-embed` and
+//! `vram-serve` build theirs, so that all of them treat devices, secrets and
+//! audit logs alike; errors carry the CLI's exit code (integrity 1, usage 2,
+//! environment 3).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use vram_audit::{AuditKey, AuditSigner, VerifyOptions};
-use vram_cli::exit::{CliError, ENVIRONMENT, INTEGRITY, USAGE};
-use vram_cli::worker::{self as cli_worker, ModelLocation, WorkerOptions};
+use vram_worker::{
+    DeviceSpec, ModelLocation, SecretChoice, SecretSource, StandardInput, WorkerError,
+    WorkerOptions,
+};
+
+const INTEGRITY: u8 = 1;
+const USAGE: u8 = 2;
+const ENVIRONMENT: u8 = 3;
 pub(crate) use vram_residency::ScrubStats;
 use vram_residency::{
     LeaseHandle, LeasePolicy, ModelRef, ScrubConfig, Scrubber as RustScrubber, SealedModel,
-    SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyReport, VramError,
+    SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyPolicy, VerifyReport, VramError,
     WorkerSecret,
 };
-
-/// Where a worker secret comes from when none is named: the systemd
-/// credential, then this environment variable (as `vram` reads them).
-const CREDENTIAL_NAME: &str = "vram-worker-secret";
-const SECRET_FILE_ENV: &str = "VRAM_SECRET_FILE";
 
 /// An error with the class and exit code the `vram` command gives it.
 #[derive(Debug)]
@@ -58,53 +59,37 @@ impl Failure {
     }
 }
 
-impl From<CliError> for Failure {
-    fn from(e: CliError) -> Self {
+impl From<WorkerError> for Failure {
+    fn from(e: WorkerError) -> Self {
         Self {
-            code: e.code,
-            message: e.message,
+            code: e.exit_code(),
+            message: e.to_string(),
         }
     }
 }
 
 impl From<VramError> for Failure {
     fn from(e: VramError) -> Self {
-        CliError::from(e).into()
+        WorkerError::from(e).into()
     }
 }
 
-/// A secret named (`secret_file`), or found where `vram` finds one.
-fn secret_given(secret_file: Option<&Path>) -> bool {
-    secret_file.is_some()
-        || std::env::var_os(SECRET_FILE_ENV).is_some()
-        || std::env::var_os("CREDENTIALS_DIRECTORY")
-            .is_some_and(|dir| Path::new(&dir).join(CREDENTIAL_NAME).exists())
+/// The operator's secret: a file named here, else where `vram` finds one
+/// (the systemd credential, `$VRAM_SECRET_FILE`); never standard input.
+fn secret_source(secret_file: Option<PathBuf>) -> SecretSource {
+    SecretSource {
+        file: secret_file,
+        standard_input: StandardInput::Refused,
+    }
 }
 
 /// Loads the worker secret as `vram audit verify` does.
 fn load_secret(secret_file: Option<&Path>) -> Result<WorkerSecret, Failure> {
-    let secret = if let Some(path) = secret_file {
-        WorkerSecret::load_file(path)
-    } else if let Some(path) = std::env::var_os(SECRET_FILE_ENV) {
-        WorkerSecret::load_file(Path::new(&path))
-    } else if secret_given(None) {
-        WorkerSecret::load_systemd_credential(CREDENTIAL_NAME)
-    } else {
-        return Err(no_secret());
-    };
-    secret.map_err(|e| Failure::env(e.to_string()))
-}
-
-fn no_secret() -> Failure {
-    Failure::env(format!(
-        "no worker secret: pass secret_file=PATH, set {SECRET_FILE_ENV}, run under systemd \
-         with credential `{CREDENTIAL_NAME}`, or pass ephemeral_secret=True (seals then hold \
-         for this process only); create one with: head -c 32 /dev/urandom > secret && chmod 600 secret"
-    ))
+    Ok(secret_source(secret_file.map(Path::to_path_buf)).load()?)
 }
 
 /// A manager over the selected device, with its audit log.
-pub(crate) struct Worker(cli_worker::Worker);
+pub(crate) struct Worker(vram_worker::Worker);
 
 impl Worker {
     /// Builds a worker as `vram seal` does (`device`: `auto`, `mock`,
@@ -121,16 +106,28 @@ impl Worker {
                 "ephemeral_secret=True and secret_file: give one or the other",
             ));
         }
-        if !ephemeral_secret && !secret_given(secret_file.as_deref()) {
-            return Err(no_secret());
-        }
+        let secret = if ephemeral_secret {
+            SecretChoice::Ephemeral
+        } else {
+            let source = secret_source(secret_file);
+            if !source.is_configured() {
+                return Err(Failure::env(format!(
+                    "no worker secret: pass secret_file=PATH, set {}, run under systemd with \
+                     credential `{}`, or pass ephemeral_secret=True (seals then hold for this \
+                     process only); create one with: head -c 32 /dev/urandom > secret && chmod 600 secret",
+                    vram_worker::SECRET_FILE_ENV,
+                    vram_worker::CREDENTIAL_NAME
+                )));
+            }
+            SecretChoice::Operator(source)
+        };
         let options = WorkerOptions {
-            device: device.to_owned(),
-            secret_file,
+            device: DeviceSpec::parse(device)?,
+            secret,
             audit_log,
             quiet: true,
         };
-        Ok(Self(cli_worker::open(&options)?))
+        Ok(Self(vram_worker::Worker::open(&options)?))
     }
 
     /// `mock` or `cuda`.
@@ -167,15 +164,23 @@ impl Worker {
     /// Seals a snapshot directory, or `hf://ORG/NAME[@REV]` from the local
     /// hub cache (with the digests its blob names promise), as one model.
     pub(crate) fn seal_snapshot(&self, model: &str) -> Result<Sealed, Failure> {
-        let location = cli_worker::locate(model, true)?;
+        let location = vram_worker::locate(model, true)?;
         Ok(Sealed::Model(Arc::new(self.0.seal_snapshot(&location)?)))
     }
 
     /// Verifies every shard of `sealed` under `policy` (`full`,
     /// `sampled:K`), after the model's binding.
     pub(crate) fn verify(&self, sealed: &Sealed, policy: &str) -> Result<Cost, Failure> {
-        let policy = vram_cli::cmd::verify_arg(policy)
-            .map_err(|e| Failure::usage(e.message.replace("--verify", "policy")))?;
+        let policy = match policy.parse::<LeasePolicy>() {
+            Ok(LeasePolicy::Full) => VerifyPolicy::Full,
+            Ok(LeasePolicy::Sampled { leaves }) => VerifyPolicy::Sampled { leaves },
+            _ => {
+                return Err(Failure::usage(format!(
+                    "policy: `full` or `sampled:K` (got `{}`)",
+                    vram_validation::escape_for_log(policy, 40)
+                )))
+            }
+        };
         let manager = self.0.manager();
         let reports = match sealed {
             Sealed::Shard(shard) => vec![manager.verify_with(shard, policy)?],

@@ -196,9 +196,10 @@ pub enum VramError {
     },
 
     /// A tensor was asked of a shard that does not hold a valid safetensors
-    /// file (or the file's header is hostile: offsets out of bounds or
-    /// overlapping, an unknown dtype, a shape that does not match its bytes).
-    #[error("shard {shard_id} does not hold a usable safetensors file: {reason}")]
+    /// or GGUF file (or the file's header is hostile: offsets out of bounds
+    /// or overlapping, an unknown dtype, a shape that does not match its
+    /// bytes).
+    #[error("shard {shard_id} does not hold a usable safetensors file or a GGUF file: {reason}")]
     NotSafetensors {
         /// The shard (validated id).
         shard_id: String,

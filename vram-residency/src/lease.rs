@@ -349,7 +349,7 @@ fn verify_for_lease(
 }
 
 /// Reads the shard's tensor table from its header, once; a shard that holds
-/// no safetensors file keeps the reason instead. Every byte it believes,
+/// no safetensors or GGUF file keeps the reason instead. Every byte it believes,
 /// the 8-byte length prefix included, is first checked against the seal:
 /// the leaves that hold the prefix, then (when the header runs past them)
 /// the leaves that hold the whole header, each read once and parsed from
@@ -357,30 +357,10 @@ fn verify_for_lease(
 /// (audited as any failed verification), so no reason is ever kept from
 /// bytes that were not checked.
 fn read_tensor_table(verifier: &Verifier<'_>, shard: &SealedShard) -> Result<(), VramError> {
-    let len = shard.vram_bytes();
-    if len < 8 {
-        // The length is a sealed field, checked with the seal.
-        shard.set_tensor_table(Err("shorter than a safetensors length prefix".into()));
-        return Ok(());
-    }
-    let first = verifier.read_verified_prefix(shard, 8)?;
-    let prefix = *first.first_chunk::<8>().ok_or(VramError::Internal {
-        reason: "a verified prefix shorter than 8 bytes",
+    let table = TensorTable::read(shard.vram_bytes(), shard.shard_id().as_str(), |n| {
+        verifier.read_verified_prefix(shard, n)
     })?;
-    let header_len = match TensorTable::header_len(prefix, len) {
-        Ok(n) => n,
-        Err(reason) => {
-            shard.set_tensor_table(Err(reason));
-            return Ok(());
-        }
-    };
-    let bytes = if u64::try_from(first.len()).is_ok_and(|n| n >= header_len) {
-        first
-    } else {
-        drop(first);
-        verifier.read_verified_prefix(shard, header_len)?
-    };
-    shard.set_tensor_table(TensorTable::parse(&bytes, len, shard.shard_id().as_str()));
+    shard.set_tensor_table(table);
     Ok(())
 }
 

@@ -38,7 +38,7 @@ pub use model::{
     HostFile, ModelLease, ModelTensors, SealedModel, SnapshotRequest, MAX_BOUND_FILE_BYTES,
 };
 pub use provenance::Provenance;
-pub use request::SealRequest;
+pub use request::{SealRequest, SealSource};
 pub use scrub::{ScrubCallback, ScrubConfig, ScrubStats, Scrubber};
 pub use set::ShardSet;
 pub use shard::{ModelShardHandle, SealedShard};
@@ -56,5 +56,6 @@ pub use vram_core::{
 pub use vram_crypto::{
     CorruptRange, CryptoError, LeafHashes, LeafSize, SealTag, Sha256Digest, TreeDigest,
 };
+pub use vram_format::{Dtype, GgufArray, GgufHeader, GgufValue};
 pub use vram_secrets::{KeyId, SecretsError, WorkerSecret};
 pub use vram_validation::{ModelRef, Sha256Hex, ShardId, ShardPosition, ValidationError};

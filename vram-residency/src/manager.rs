@@ -1,31 +1,36 @@
 //! `VramManager`: the entry point. Composes validation, crypto, secrets, audit
 //! and devices. `Send + Sync`, every operation takes `&self`, and no global lock
 //! is held across sealing or verification.
+//!
+//! This file builds the manager (devices, their seal routes, keys, audit) and
+//! lends (verification, leases, handle checks), with the accessors. Sealing
+//! is in `seal.rs`, the model methods in `model.rs`.
 
 use crate::config::{DeviceSource, VramConfig};
 use crate::detect::{cuda_devices, detect};
 use crate::metrics::{Metrics, MetricsSnapshot};
-use crate::pipeline::{self, Hashed, SealJob, SealSource};
-use crate::request::SealRequest;
-use crate::seal::Sealer;
+use crate::pipeline::Route;
+use crate::seal::{SealContext, SealTarget, Sealer};
 use crate::set::ShardSet;
-use crate::shard::{ModelShardHandle, Resident, SealContent, SealedShard};
+use crate::shard::{ModelShardHandle, SealedShard};
 use crate::trail::AuditTrail;
 use crate::verify::{AuditMode, Scope, Verifier, VerifyPolicy, VerifyReport};
-use crate::{Provenance, VramError};
-use std::io::Read;
+use crate::VramError;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use vram_audit::{AuditEvent, AuditSink};
-use vram_core::{CapacityError, CapacityTracker, Device, DeviceInfo, DeviceKind};
-use vram_crypto::{LeafHashes, LeafSize, Sha256Digest, TreeDescriptor, TreeDigest};
+use vram_core::{CapacityTracker, Device, DeviceCapabilities, DeviceInfo, DeviceKind};
+use vram_crypto::LeafSize;
 use vram_secrets::KeyId;
-use vram_validation::{format_bytes, validate_model_size, ModelRef, ShardId};
+use vram_validation::format_bytes;
 
 /// One managed device and the capacity tracker that guards it.
 struct DeviceSlot {
     device: Arc<dyn Device>,
     tracker: Arc<CapacityTracker>,
+    /// How seals reach this device, chosen once from its capabilities.
+    route: Route,
+    /// What the device reported it can do.
+    caps: DeviceCapabilities,
 }
 
 struct Inner {
@@ -37,7 +42,6 @@ struct Inner {
     leaf_size: LeafSize,
     verify_policy: VerifyPolicy,
     staging_bytes: usize,
-    seal_hashing: crate::SealHashing,
     metrics: Metrics,
 }
 
@@ -72,19 +76,6 @@ pub struct DeviceCapacity {
     pub used: u64,
     /// Bytes still available to seal.
     pub available: u64,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn random_shard_id() -> Result<ShardId, VramError> {
-    let bytes = crate::sampling::random_id()?;
-    let hex = vram_validation::hex::encode(&bytes);
-    Ok(ShardId::new(&format!("shard-{hex}"))?)
 }
 
 impl VramManager {
@@ -179,7 +170,23 @@ impl VramManager {
                 );
             }
             let tracker = CapacityTracker::new(mem.total, config.headroom_bytes);
-            slots.push(DeviceSlot { device, tracker });
+            let caps = device.capabilities();
+            let route = Route::choose(caps, config.seal_hashing);
+            if matches!(config.seal_hashing, crate::SealHashing::OnDevice { .. })
+                && !caps.hash_on_device
+            {
+                tracing::warn!(
+                    device = index,
+                    "device {index} cannot hash: its seals hash on the host"
+                );
+            }
+            tracing::debug!(device = index, ?caps, ?route, "seal route chosen");
+            slots.push(DeviceSlot {
+                device,
+                tracker,
+                route,
+                caps,
+            });
         }
         if slots.is_empty() {
             return Err(VramError::InvalidConfig {
@@ -212,7 +219,6 @@ impl VramManager {
                 leaf_size,
                 verify_policy: config.verify_policy,
                 staging_bytes: config.staging_bytes,
-                seal_hashing: config.seal_hashing,
                 metrics: Metrics::default(),
             }),
         })
@@ -290,304 +296,38 @@ impl VramManager {
         snapshot
     }
 
-    /// Seals `model_bytes` on `gpu_device` under a generated shard id (the
-    /// original crate's call).
-    ///
-    /// # Errors
-    /// See [`VramManager::seal`].
-    pub fn seal_model(
-        &self,
-        model_bytes: &[u8],
-        gpu_device: u32,
-    ) -> Result<SealedShard, VramError> {
-        let model_ref = ModelRef::new("inline:bytes")?;
-        self.seal(&SealRequest::new(model_ref, gpu_device), model_bytes)
+    /// What a seal borrows from this manager.
+    pub(crate) fn seal_context(&self) -> SealContext<'_> {
+        SealContext {
+            sealer: &self.inner.sealer,
+            audit: &self.inner.audit,
+            metrics: &self.inner.metrics,
+            max_model_bytes: self.inner.max_model_bytes,
+            leaf: self.inner.leaf_size,
+            staging: self.inner.staging_bytes,
+        }
     }
 
-    /// Seals bytes already in host memory.
-    ///
-    /// Order: validate, reserve capacity, allocate, copy and hash (overlapped),
-    /// check the expected digest, sign, audit. Any failure releases everything
-    /// (capacity, device memory) and audits the failure (`seal_failed`, and
-    /// `vram_deallocated` once `vram_allocated` was recorded).
-    ///
-    /// A seal is a success only once its records are in the audit log: when
-    /// the sink's policy is fail-closed and `vram_allocated` or `vram_sealed`
-    /// cannot be written (and flushed, when due), the shard is released and
-    /// the error is [`VramError::Audit`], naming the log. Under best effort a
-    /// lost record is counted in [`MetricsSnapshot::audit_records_lost`].
-    ///
-    /// # Errors
-    /// Invalid input, insufficient VRAM (retriable), allocation or device
-    /// failure, expected-digest mismatch (fatal), audit failure under fail-closed.
-    pub fn seal(
-        &self,
-        request: &SealRequest,
-        model_bytes: &[u8],
-    ) -> Result<SealedShard, VramError> {
-        let len = u64::try_from(model_bytes.len()).unwrap_or(u64::MAX);
-        self.seal_with(request, len, |buffer, job| {
-            pipeline::fill(buffer, job, SealSource::Slice(model_bytes))
+    /// The device of that index as a seal's target, with its route.
+    pub(crate) fn seal_target(&self, index: u32) -> Result<SealTarget<'_>, VramError> {
+        let slot = self.slot(index)?;
+        Ok(SealTarget {
+            index,
+            device: &slot.device,
+            tracker: &slot.tracker,
+            route: slot.route,
+            hashes_on_device: slot.caps.hash_on_device,
         })
     }
 
-    /// Seals `len` bytes streamed from `reader` through two bounded host staging
-    /// buffers: host memory stays O(staging), not O(model). Reading chunk N+1
-    /// overlaps copying and hashing chunk N.
-    ///
-    /// # Errors
-    /// As [`VramManager::seal`], plus [`VramError::Io`] for read failures and
-    /// [`VramError::LengthMismatch`] when the reader ends early or runs long.
-    pub fn seal_reader<R: Read + Send>(
-        &self,
-        request: &SealRequest,
-        reader: R,
-        len: u64,
-    ) -> Result<SealedShard, VramError> {
-        let mut reader = reader;
-        self.seal_with(request, len, |buffer, job| {
-            pipeline::fill(
-                buffer,
-                job,
-                SealSource::Reader {
-                    reader: &mut reader,
-                    len,
-                },
-            )
-        })
+    /// The seal key's holder (signs model bindings too).
+    pub(crate) fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
     }
 
-    /// Seals a regular file, from its start to its length at the time of the
-    /// call.
-    ///
-    /// On a device without its own upload pipeline (the mock), and when no
-    /// plain SHA-256 is asked for, every core reads its own range of the file
-    /// with positional reads, copies it and hashes it: host memory stays one
-    /// staging buffer per core. Otherwise the file is read in order through
-    /// the staging buffers, as by [`VramManager::seal_reader`], each chunk
-    /// filled by several threads' positional reads. The file's cursor is
-    /// neither used nor moved (on Unix). The file must not change while it is
-    /// sealed; a change of length is detected.
-    ///
-    /// # Errors
-    /// As [`VramManager::seal_reader`], plus [`VramError::Io`] when `file` is not
-    /// a regular file.
-    pub fn seal_file(
-        &self,
-        request: &SealRequest,
-        file: &std::fs::File,
-    ) -> Result<SealedShard, VramError> {
-        self.seal_file_with_progress(request, file, &|_| {})
-    }
-
-    /// [`VramManager::seal_file`], calling `progress` with the number of bytes
-    /// of each piece read (from several threads at once).
-    ///
-    /// # Errors
-    /// As [`VramManager::seal_file`].
-    pub fn seal_file_with_progress(
-        &self,
-        request: &SealRequest,
-        file: &std::fs::File,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<SealedShard, VramError> {
-        let meta = file
-            .metadata()
-            .map_err(|e| VramError::Io { kind: e.kind() })?;
-        if !meta.is_file() {
-            return Err(VramError::Io {
-                kind: std::io::ErrorKind::InvalidInput,
-            });
-        }
-        let len = meta.len();
-        self.seal_with(request, len, |buffer, job| {
-            pipeline::fill(
-                buffer,
-                job,
-                SealSource::File {
-                    file,
-                    len,
-                    progress,
-                },
-            )
-        })
-    }
-
-    fn seal_with(
-        &self,
-        request: &SealRequest,
-        len: u64,
-        fill: impl FnOnce(&mut dyn vram_core::DeviceBuffer, &SealJob) -> Result<Hashed, VramError>,
-    ) -> Result<SealedShard, VramError> {
-        let shard_id = match &request.shard_id {
-            Some(id) => id.clone(),
-            None => random_shard_id()?,
-        };
-        let mut allocated = None;
-        let result = self.seal_inner(request, &shard_id, len, fill, &mut allocated);
-        // On failure, everything seal_inner held (device memory, then the
-        // capacity reservation) is released by now.
-        if let Err(e) = &result {
-            self.inner.metrics.seal_failed();
-            tracing::warn!(shard_id = %shard_id, error = %e, "seal failed");
-            // The caller gets the seal's own error, which matters more than a
-            // failure to audit it; the trail counts and logs such a failure.
-            self.inner.audit.record_secondary(AuditEvent::SealFailed {
-                shard_id: shard_id.to_string(),
-                stage: seal_stage(e).to_string(),
-                reason: e.to_string(),
-            });
-            if let Some(gpu_device) = allocated {
-                // Every `vram_allocated` has its `vram_deallocated`.
-                self.inner
-                    .audit
-                    .record_secondary(AuditEvent::VramDeallocated {
-                        shard_id: shard_id.to_string(),
-                        gpu_device,
-                        bytes: len,
-                    });
-            }
-        }
-        result
-    }
-
-    fn seal_inner(
-        &self,
-        request: &SealRequest,
-        shard_id: &ShardId,
-        len: u64,
-        fill: impl FnOnce(&mut dyn vram_core::DeviceBuffer, &SealJob) -> Result<Hashed, VramError>,
-        allocated: &mut Option<u32>,
-    ) -> Result<SealedShard, VramError> {
-        let inner = &self.inner;
-        let device_index = request.gpu_device;
-        validate_model_size(len, inner.max_model_bytes)?;
-        let slot = self.slot(device_index)?;
-        let info = slot.device.info().clone();
-
-        // Reserve before touching the device: concurrent seals can never
-        // over-commit, and the reservation is released on every error path.
-        let reservation = slot.tracker.reserve(len).map_err(|e| {
-            let (needed, available) = match e {
-                CapacityError::Insufficient {
-                    needed, available, ..
-                } => (needed, available),
-                _ => (len, slot.tracker.available()),
-            };
-            inner
-                .audit
-                .record_secondary(AuditEvent::VramAllocationFailed {
-                    gpu_device: device_index,
-                    requested: needed,
-                    available,
-                    reason: "capacity".into(),
-                });
-            VramError::InsufficientVram {
-                device: device_index,
-                needed,
-                available,
-                needed_h: format_bytes(needed),
-                available_h: format_bytes(available),
-            }
-        })?;
-
-        let mut buffer = slot.device.alloc(len).map_err(|source| {
-            let available = slot.device.memory_info().map_or(0, |m| m.free);
-            inner
-                .audit
-                .record_secondary(AuditEvent::VramAllocationFailed {
-                    gpu_device: device_index,
-                    requested: len,
-                    available,
-                    reason: source.to_string(),
-                });
-            VramError::AllocationFailed {
-                device: device_index,
-                bytes: len,
-                source,
-            }
-        })?;
-        let receipt = inner.audit.record(AuditEvent::VramAllocated {
-            shard_id: shard_id.to_string(),
-            gpu_device: device_index,
-            bytes: len,
-        })?;
-        if receipt.is_written() {
-            *allocated = Some(device_index);
-        }
-
-        // Whether a plain SHA-256 is wanted is decided once, here.
-        let job = SealJob {
-            device: device_index,
-            leaf: inner.leaf_size,
-            staging: inner.staging_bytes,
-            want_plain: request.wants_plain_sha256(),
-            hashing: inner.seal_hashing,
-        };
-        let Hashed { leaves, plain } = fill(buffer.as_mut(), &job)?;
-        let leaves = LeafHashes::from_parts(TreeDescriptor::new(inner.leaf_size, len), leaves)?;
-        if let Some(expected) = &request.expected_sha256 {
-            let expected_digest = Sha256Digest(expected.to_bytes());
-            let matches = plain.as_ref().is_some_and(|p| p.ct_eq(&expected_digest));
-            if !matches {
-                return Err(VramError::DigestMismatch {
-                    expected: expected.to_string(),
-                    actual: plain.map(|p| p.to_string()).unwrap_or_default(),
-                });
-            }
-        }
-        let tree: TreeDigest = leaves.root();
-        let sealed_at_ns = now_ns();
-        let set_id = match request.set_id {
-            Some(id) => id,
-            None => crate::sampling::random_id()?,
-        };
-        let content = SealContent {
-            shard_id: shard_id.clone(),
-            model_ref: request.model_ref.clone(),
-            device: device_index,
-            device_kind: info.kind,
-            device_uuid: info.uuid,
-            worker_id: inner.sealer.worker_id().to_string(),
-            set_id,
-            provenance: request.provenance.clone(),
-            len,
-            tree,
-            sealed_at_ns,
-            position: request.position,
-            key_id: inner.sealer.key_id(),
-        };
-        let tag = inner.sealer.sign(&content.message())?;
-        inner.audit.record(AuditEvent::VramSealed {
-            shard_id: shard_id.to_string(),
-            model_ref: request.model_ref.to_string(),
-            gpu_device: device_index,
-            device_kind: info.kind.as_str().to_string(),
-            vram_bytes: len,
-            tree_digest: content.tree.root.to_string(),
-            leaf_size: inner.leaf_size.bytes(),
-            key_id: content.key_id.to_string(),
-            provenance: request.provenance.as_ref().map(Provenance::audit_record),
-        })?;
-        inner.metrics.seal_ok(len);
-        tracing::info!(
-            shard_id = %shard_id,
-            gpu_device = device_index,
-            bytes = len,
-            tree_digest = %content.tree.root,
-            "sealed"
-        );
-        Ok(SealedShard::new(
-            content,
-            tag,
-            Resident {
-                leaves,
-                plain_sha256: plain,
-                buffer,
-                reservation,
-                audit: Arc::clone(&inner.audit),
-            },
-        ))
+    /// The audit trail every record goes through.
+    pub(crate) fn trail(&self) -> &AuditTrail {
+        &self.inner.audit
     }
 
     /// What verification borrows from this manager for one call.
@@ -739,219 +479,6 @@ impl VramManager {
         )
     }
 
-    /// Seals `parts[i]` on `devices[i]` as position `i` of `parts.len()`, all
-    /// under one model reference. If any part fails, the parts already sealed
-    /// are released and the error is returned.
-    ///
-    /// # Errors
-    /// [`VramError::InvalidShardSet`] when the lengths differ or the set is
-    /// empty or too large; any seal error.
-    pub fn seal_set(
-        &self,
-        model_ref: &ModelRef,
-        parts: &[&[u8]],
-        devices: &[u32],
-    ) -> Result<ShardSet, VramError> {
-        let requests = crate::set::part_requests(model_ref, parts.len(), devices)?;
-        let mut shards = Vec::with_capacity(parts.len());
-        for (request, part) in requests.iter().zip(parts) {
-            // On error, `shards` drops here and releases every earlier part.
-            shards.push(self.seal(request, part)?);
-        }
-        Ok(ShardSet::new(shards))
-    }
-
-    /// Seals a snapshot directory as one model: its weights (a single
-    /// `model.safetensors`, or the shards `model.safetensors.index.json`
-    /// names, those and only those; see [`vram_hub::ModelLayout`]) on the
-    /// request's device as one set (positions `0..n` in file-name order, one
-    /// set id), each with [`VramManager::seal_file`] and its expected SHA-256
-    /// when the request has one; and its small inference files (config,
-    /// tokenizer, sentence-transformers modules, the index) hashed on the
-    /// host and bound to the shards' seals by one tag under the seal key.
-    ///
-    /// The small files are hashed and every weights file opened before any
-    /// device work; if any shard fails, those sealed before it are released
-    /// (audited), as by [`VramManager::seal_set`].
-    ///
-    /// # Errors
-    /// [`VramError::InvalidModel`] when the directory is not one model (no
-    /// weights, a bad index, an expected digest for a file that is not part
-    /// of the model); [`VramError::Io`]; any seal error.
-    pub fn seal_snapshot(
-        &self,
-        request: &crate::SnapshotRequest,
-    ) -> Result<crate::SealedModel, VramError> {
-        let layout = crate::model::layout(&request.dir)?;
-        if let Some(extra) = request
-            .expected_sha256
-            .keys()
-            .find(|name| !layout.weights.contains(name))
-        {
-            return Err(VramError::InvalidModel {
-                model: vram_validation::escape_for_log(request.model_ref.as_str(), 200),
-                reason: format!(
-                    "a SHA-256 is expected for {}, which is not one of its weights files",
-                    vram_validation::escape_for_log(extra, 200)
-                ),
-            });
-        }
-        if let Some(extra) = request
-            .expected_files
-            .keys()
-            .find(|name| !layout.inference_files.contains(name))
-        {
-            return Err(VramError::InvalidModel {
-                model: vram_validation::escape_for_log(request.model_ref.as_str(), 200),
-                reason: format!(
-                    "a digest is expected for {}, which is not one of the files it binds",
-                    vram_validation::escape_for_log(extra, 200)
-                ),
-            });
-        }
-        let files = crate::model::hash_files(
-            &request.dir,
-            &layout.inference_files,
-            &request.expected_files,
-        )?;
-        let weights = layout
-            .weights
-            .iter()
-            .map(|name| crate::model::open_file(&request.dir, name, None).map(|f| f.file))
-            .collect::<Result<Vec<_>, _>>()?;
-        let devices = vec![request.gpu_device; weights.len()];
-        let requests = crate::set::part_requests(&request.model_ref, weights.len(), &devices)?;
-        let mut shards = Vec::with_capacity(weights.len());
-        let mut seal_times = Vec::with_capacity(weights.len());
-        for ((mut part, file), name) in requests.into_iter().zip(&weights).zip(&layout.weights) {
-            part.expected_sha256 = request.expected_sha256.get(name).cloned();
-            // Each shard's seal and audit record name its file:
-            // `MODEL_REF/FILE` (the binding names the model).
-            part.model_ref = ModelRef::new(&format!("{}/{name}", request.model_ref.as_str()))
-                .map_err(|e| VramError::InModelFile {
-                    file: vram_validation::escape_for_log(name, 200),
-                    source: Box::new(e.into()),
-                })?;
-            let t0 = std::time::Instant::now();
-            // On error, `shards` drops here and releases every earlier part.
-            let shard = self
-                .seal_file(&part, file)
-                .map_err(|e| VramError::InModelFile {
-                    file: vram_validation::escape_for_log(name, 200),
-                    source: Box::new(e),
-                })?;
-            seal_times.push(t0.elapsed());
-            shards.push(shard);
-        }
-        tracing::info!(
-            model = %request.model_ref.as_str(),
-            shards = shards.len(),
-            files = files.len(),
-            "snapshot sealed"
-        );
-        let key_id = *self.inner.sealer.key_id().as_bytes();
-        let model = crate::model::assemble(
-            request,
-            shards,
-            seal_times,
-            layout.weights,
-            files,
-            key_id,
-            |b| self.inner.sealer.sign_model(b),
-        )?;
-        // Which small files were bound, with their bytes: on error the
-        // model drops here and every shard is released (audited).
-        self.inner.audit.record(AuditEvent::ModelBound {
-            model: model.model_ref().to_string(),
-            shards: model
-                .shards()
-                .iter()
-                .map(|s| s.shard_id().to_string())
-                .collect(),
-            files: model
-                .files()
-                .iter()
-                .map(|f| vram_audit::BoundFileRecord {
-                    name: f.name.clone(),
-                    bytes: f.bytes,
-                    sha256: f.sha256.to_string(),
-                })
-                .collect(),
-            key_id: self.inner.sealer.key_id().to_string(),
-        })?;
-        Ok(model)
-    }
-
-    /// Checks a sealed model's binding: its shards and small files are the
-    /// ones sealed together, under this manager's key.
-    ///
-    /// # Errors
-    /// [`VramError::ModelBindingInvalid`] when they are not.
-    pub fn check_model(&self, model: &crate::SealedModel) -> Result<(), VramError> {
-        let key_id = *self.inner.sealer.key_id().as_bytes();
-        let tag = model.binding_tag();
-        if model.with_binding(key_id, |b| self.inner.sealer.is_authentic_model(b, tag)) {
-            Ok(())
-        } else {
-            Err(VramError::ModelBindingInvalid {
-                model: vram_validation::escape_for_log(model.model_ref().as_str(), 200),
-            })
-        }
-    }
-
-    /// A small file of a sealed model (`tokenizer.json`), read from its
-    /// snapshot directory and returned only if the binding holds and the
-    /// bytes are the ones sealed (length and SHA-256): what an engine builds
-    /// its tokenizer and configuration from.
-    ///
-    /// # Errors
-    /// [`VramError::ModelBindingInvalid`]; [`VramError::UnknownModelFile`]
-    /// for a file that is not bound; [`VramError::ModelFileChanged`] (fatal)
-    /// when the file is no longer what was sealed; [`VramError::Io`].
-    pub fn model_file(&self, model: &crate::SealedModel, name: &str) -> Result<Vec<u8>, VramError> {
-        let read = self
-            .check_model(model)
-            .and_then(|()| crate::model::read_bound(model, name));
-        if let Err(e) = &read {
-            if e.is_fatal() {
-                // The refusal is what the caller must see; an audit failure
-                // on top of it is counted and logged, not substituted.
-                self.inner
-                    .audit
-                    .record_secondary(AuditEvent::ModelFileRefused {
-                        model: model.model_ref().to_string(),
-                        file: vram_validation::escape_for_log(name, 200),
-                        reason: e.to_string(),
-                    });
-            }
-        }
-        read
-    }
-
-    /// Leases a whole model: checks its binding, then leases every shard
-    /// (see [`VramManager::lease`]). A sample of K leaves is drawn over the
-    /// whole model (every leaf of every shard equally likely), at least one
-    /// per shard. The first refusal refuses the model (audited as that
-    /// shard's refusal).
-    ///
-    /// # Errors
-    /// [`VramError::ModelBindingInvalid`]; as [`VramManager::lease`].
-    pub fn lease_model<'m>(
-        &self,
-        model: &'m crate::SealedModel,
-        policy: crate::LeasePolicy,
-    ) -> Result<crate::ModelLease<'m>, VramError> {
-        self.check_model(model)?;
-        let policies = crate::model::shard_policies(model, policy)?;
-        let leases = model
-            .shards()
-            .iter()
-            .zip(policies)
-            .map(|(shard, p)| self.lease(shard, p))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(crate::ModelLease::new(model, leases, policy))
-    }
-
     /// Verifies every shard of the set with the default policy; the first
     /// failure fails the set. Also checks that positions run 0..n of n under
     /// one model reference, one set id (shards of two sealings of the same
@@ -964,21 +491,5 @@ impl VramManager {
     pub fn verify_set(&self, set: &ShardSet) -> Result<Vec<VerifyReport>, VramError> {
         set.check_consistent()?;
         set.shards().iter().map(|s| self.verify_sealed(s)).collect()
-    }
-}
-
-fn seal_stage(e: &VramError) -> &'static str {
-    match e {
-        VramError::InvalidInput(_) | VramError::UnknownDevice { .. } => "validate",
-        VramError::InsufficientVram { .. } => "reserve",
-        VramError::AllocationFailed { .. } => "allocate",
-        VramError::Io { .. } | VramError::LengthMismatch { .. } | VramError::Device { .. } => {
-            "copy"
-        }
-        VramError::DigestMismatch { .. } => "expected_digest",
-        VramError::UploadMismatch { .. } => "upload_check",
-        VramError::Crypto(_) => "sign",
-        VramError::Internal { .. } => "hash",
-        _ => "seal",
     }
 }

@@ -6,7 +6,7 @@
 //! host by one more tag under the seal key (docs/formats.md, "Model
 //! binding").
 //!
-//! [`VramManager::seal_snapshot`](crate::VramManager::seal_snapshot) seals
+//! [`VramManager::seal_model`](crate::VramManager::seal_model) seals
 //! one; [`VramManager::lease_model`](crate::VramManager::lease_model)
 //! verifies it before a request and gives its tensors, by name, across
 //! shards; [`VramManager::model_file`](crate::VramManager::model_file) gives
@@ -22,8 +22,10 @@ use vram_crypto::{BoundFile, BoundShard, ModelBinding, SealTag, Sha256Digest};
 use vram_validation::{escape_for_log, ModelRef, Sha256Hex};
 
 use crate::lease::{Lease, LeasePolicy};
+use crate::request::SealSource;
 use crate::tensors::{TensorView, Tensors};
 use crate::{SealedShard, VerifyReport, VramError};
+use vram_audit::AuditEvent;
 
 /// Largest small file bound to a model (a large multilingual tokenizer is
 /// about 20 MB).
@@ -61,6 +63,195 @@ impl SnapshotRequest {
             expected_sha256: BTreeMap::new(),
             expected_files: BTreeMap::new(),
         }
+    }
+}
+
+impl crate::VramManager {
+    /// Seals a snapshot directory as one model: its weights (a single
+    /// `model.safetensors`, or the shards `model.safetensors.index.json`
+    /// names, those and only those; see [`vram_hub::ModelLayout`]) on the
+    /// request's device as one set (positions `0..n` in file-name order, one
+    /// set id), each by [`VramManager::seal`] from the file and with its
+    /// expected SHA-256 when the request has one; and its small inference
+    /// files (config, tokenizer, sentence-transformers modules, the index)
+    /// hashed on the host and bound to the shards' seals by one tag under
+    /// the seal key.
+    ///
+    /// The small files are hashed and every weights file opened before any
+    /// device work; if any shard fails, those sealed before it are released
+    /// (audited).
+    ///
+    /// # Errors
+    /// [`VramError::InvalidModel`] when the directory is not one model (no
+    /// weights, a bad index, an expected digest for a file that is not part
+    /// of the model); [`VramError::Io`]; any seal error.
+    pub fn seal_model(&self, request: &SnapshotRequest) -> Result<SealedModel, VramError> {
+        let layout = layout(&request.dir)?;
+        if let Some(extra) = request
+            .expected_sha256
+            .keys()
+            .find(|name| !layout.weights.contains(name))
+        {
+            return Err(VramError::InvalidModel {
+                model: escape_for_log(request.model_ref.as_str(), 200),
+                reason: format!(
+                    "a SHA-256 is expected for {}, which is not one of its weights files",
+                    escape_for_log(extra, 200)
+                ),
+            });
+        }
+        if let Some(extra) = request
+            .expected_files
+            .keys()
+            .find(|name| !layout.inference_files.contains(name))
+        {
+            return Err(VramError::InvalidModel {
+                model: escape_for_log(request.model_ref.as_str(), 200),
+                reason: format!(
+                    "a digest is expected for {}, which is not one of the files it binds",
+                    escape_for_log(extra, 200)
+                ),
+            });
+        }
+        let files = hash_files(
+            &request.dir,
+            &layout.inference_files,
+            &request.expected_files,
+        )?;
+        let weights = layout
+            .weights
+            .iter()
+            .map(|name| open_file(&request.dir, name, None).map(|f| f.file))
+            .collect::<Result<Vec<_>, _>>()?;
+        let devices = vec![request.gpu_device; weights.len()];
+        let requests = crate::set::part_requests(&request.model_ref, weights.len(), &devices)?;
+        let mut shards = Vec::with_capacity(weights.len());
+        let mut seal_times = Vec::with_capacity(weights.len());
+        for ((mut part, file), name) in requests.into_iter().zip(&weights).zip(&layout.weights) {
+            part.expected_sha256 = request.expected_sha256.get(name).cloned();
+            // Each shard's seal and audit record name its file:
+            // `MODEL_REF/FILE` (the binding names the model).
+            part.model_ref = ModelRef::new(&format!("{}/{name}", request.model_ref.as_str()))
+                .map_err(|e| VramError::InModelFile {
+                    file: escape_for_log(name, 200),
+                    source: Box::new(e.into()),
+                })?;
+            let t0 = std::time::Instant::now();
+            // On error, `shards` drops here and releases every earlier part.
+            let shard =
+                self.seal(&part, SealSource::file(file))
+                    .map_err(|e| VramError::InModelFile {
+                        file: escape_for_log(name, 200),
+                        source: Box::new(e),
+                    })?;
+            seal_times.push(t0.elapsed());
+            shards.push(shard);
+        }
+        tracing::info!(
+            model = %request.model_ref.as_str(),
+            shards = shards.len(),
+            files = files.len(),
+            "snapshot sealed"
+        );
+        let key_id = *self.sealer().key_id().as_bytes();
+        let model = assemble(
+            request,
+            shards,
+            seal_times,
+            layout.weights,
+            files,
+            key_id,
+            |b| self.sealer().sign_model(b),
+        )?;
+        // Which small files were bound, with their bytes: on error the
+        // model drops here and every shard is released (audited).
+        self.trail().record(AuditEvent::ModelBound {
+            model: model.model_ref().to_string(),
+            shards: model
+                .shards()
+                .iter()
+                .map(|s| s.shard_id().to_string())
+                .collect(),
+            files: model
+                .files()
+                .iter()
+                .map(|f| vram_audit::BoundFileRecord {
+                    name: f.name.clone(),
+                    bytes: f.bytes,
+                    sha256: f.sha256.to_string(),
+                })
+                .collect(),
+            key_id: self.sealer().key_id().to_string(),
+        })?;
+        Ok(model)
+    }
+
+    /// Checks a sealed model's binding: its shards and small files are the
+    /// ones sealed together, under this manager's key.
+    ///
+    /// # Errors
+    /// [`VramError::ModelBindingInvalid`] when they are not.
+    pub fn check_model(&self, model: &SealedModel) -> Result<(), VramError> {
+        let key_id = *self.sealer().key_id().as_bytes();
+        let tag = model.binding_tag();
+        if model.with_binding(key_id, |b| self.sealer().is_authentic_model(b, tag)) {
+            Ok(())
+        } else {
+            Err(VramError::ModelBindingInvalid {
+                model: escape_for_log(model.model_ref().as_str(), 200),
+            })
+        }
+    }
+
+    /// A small file of a sealed model (`tokenizer.json`), read from its
+    /// snapshot directory and returned only if the binding holds and the
+    /// bytes are the ones sealed (length and SHA-256): what an engine builds
+    /// its tokenizer and configuration from.
+    ///
+    /// # Errors
+    /// [`VramError::ModelBindingInvalid`]; [`VramError::UnknownModelFile`]
+    /// for a file that is not bound; [`VramError::ModelFileChanged`] (fatal)
+    /// when the file is no longer what was sealed; [`VramError::Io`].
+    pub fn model_file(&self, model: &SealedModel, name: &str) -> Result<Vec<u8>, VramError> {
+        let read = self
+            .check_model(model)
+            .and_then(|()| read_bound(model, name));
+        if let Err(e) = &read {
+            if e.is_fatal() {
+                // The refusal is what the caller must see; an audit failure
+                // on top of it is counted and logged, not substituted.
+                self.trail().record_secondary(AuditEvent::ModelFileRefused {
+                    model: model.model_ref().to_string(),
+                    file: escape_for_log(name, 200),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        read
+    }
+
+    /// Leases a whole model: checks its binding, then leases every shard
+    /// (see [`VramManager::lease`]). A sample of K leaves is drawn over the
+    /// whole model (every leaf of every shard equally likely), at least one
+    /// per shard. The first refusal refuses the model (audited as that
+    /// shard's refusal).
+    ///
+    /// # Errors
+    /// [`VramError::ModelBindingInvalid`]; as [`VramManager::lease`].
+    pub fn lease_model<'m>(
+        &self,
+        model: &'m SealedModel,
+        policy: LeasePolicy,
+    ) -> Result<ModelLease<'m>, VramError> {
+        self.check_model(model)?;
+        let policies = shard_policies(model, policy)?;
+        let leases = model
+            .shards()
+            .iter()
+            .zip(policies)
+            .map(|(shard, p)| self.lease(shard, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ModelLease::new(model, leases, policy))
     }
 }
 

@@ -504,6 +504,7 @@ fn run(
 )]
 mod tests {
     use super::*;
+    use crate::{SealRequest, SealSource};
     use crate::{VramConfig, VramManager};
     use std::sync::Arc;
     use vram_core::Device;
@@ -537,7 +538,12 @@ mod tests {
         let m = manager(Arc::clone(&device));
         let leaves = 64u64;
         for target in [0u64, 17, 63] {
-            let shard = m.seal_model(&data((leaves * LEAF) as usize), 0).unwrap();
+            let shard = m
+                .seal(
+                    &SealRequest::inline(0).unwrap(),
+                    SealSource::Bytes(&data((leaves * LEAF) as usize)),
+                )
+                .unwrap();
             let buffer = *device.live_buffers().last().unwrap();
             device.flip_bits(buffer, target * LEAF + 5, 1).unwrap();
             let mut sweep = None;
@@ -564,7 +570,12 @@ mod tests {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
         let leaves = 200u64;
-        let shard = m.seal_model(&data((leaves * LEAF) as usize), 0).unwrap();
+        let shard = m
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&data((leaves * LEAF) as usize)),
+            )
+            .unwrap();
         let mut orders = Vec::new();
         for _ in 0..2 {
             let mut sweep = None;
@@ -594,7 +605,12 @@ mod tests {
     fn steps_mix_sweep_order_and_random_samples() {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
-        let shard = m.seal_model(&data((10 * LEAF) as usize), 0).unwrap();
+        let shard = m
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&data((10 * LEAF) as usize)),
+            )
+            .unwrap();
         let mut sweep = None;
         let s = scrub_step(&m, &shard, &mut sweep, 4, 3).unwrap();
         assert_eq!(s.leaves, 7);
@@ -613,7 +629,12 @@ mod tests {
     fn scrubber_checks_the_seal_once_per_sweep() {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
-        let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
+        let mut shard = m
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&data((8 * LEAF) as usize)),
+            )
+            .unwrap();
         shard.content.sealed_at_ns += 1;
         let mut sweep = None;
         let err = scrub_step(&m, &shard, &mut sweep, 4, 0).unwrap_err();
@@ -655,7 +676,12 @@ mod tests {
     fn a_running_scrubber_reports_an_altered_seal() {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
-        let mut shard = m.seal_model(&data((8 * LEAF) as usize), 0).unwrap();
+        let mut shard = m
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&data((8 * LEAF) as usize)),
+            )
+            .unwrap();
         shard.content.sealed_at_ns += 1;
         let shard = Arc::new(shard);
         let (stats, seen) =
@@ -675,7 +701,13 @@ mod tests {
     fn a_tiny_shard_is_scrubbed_within_the_budget() {
         let device = MockDevice::new(0, 64 << 20);
         let m = manager(device);
-        let shard = Arc::new(m.seal_model(b"tiny!\n", 0).unwrap());
+        let shard = Arc::new(
+            m.seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(b"tiny!\n"),
+            )
+            .unwrap(),
+        );
         let rate = ScrubConfig::MIN_BYTES_PER_SECOND;
         let scrubber = Scrubber::start(&m, &[Arc::clone(&shard)], ScrubConfig::new(rate)).unwrap();
         let t0 = Instant::now();

@@ -1,8 +1,9 @@
 //! Tensor-parallel shard sets: one model split across devices, sealed together
-//! and verified together. One bad shard fails the whole set. The manager
-//! seals and verifies them ([`VramManager::seal_set`](crate::VramManager::seal_set),
-//! [`VramManager::verify_set`](crate::VramManager::verify_set)); this module
-//! owns what makes a set a set.
+//! and verified together. One bad shard fails the whole set. Each part is
+//! sealed by [`VramManager::seal`](crate::VramManager::seal) under one of
+//! [`SealRequest::for_set`]'s requests, the shards collected into a
+//! [`ShardSet`]; [`VramManager::verify_set`](crate::VramManager::verify_set)
+//! verifies them. This module owns what makes a set a set.
 
 use crate::request::SealRequest;
 use crate::shard::SealedShard;
@@ -10,9 +11,46 @@ use crate::{Provenance, VramError};
 use vram_validation::{ModelRef, ShardPosition};
 
 /// The shards of one model, in position order.
+///
+/// Collected from the parts' seals; collecting `Result`s stops at the first
+/// failed part and drops (releases, audited) the parts sealed before it:
+///
+/// ```no_run
+/// # use vram_residency::{ModelRef, SealRequest, SealSource, ShardSet, VramError, VramManager};
+/// # fn f(manager: &VramManager, parts: [&[u8]; 2]) -> Result<(), VramError> {
+/// let model = ModelRef::new("hf://org/model@main")?;
+/// let set: ShardSet = SealRequest::for_set(&model, &[0, 1])?
+///     .iter()
+///     .zip(parts)
+///     .map(|(request, part)| manager.seal(request, SealSource::Bytes(part)))
+///     .collect::<Result<_, _>>()?;
+/// manager.verify_set(&set)?;
+/// # Ok(()) }
+/// ```
+/// A set is checked (positions `0..n` of `n`, one model, one set id) when
+/// it is verified.
 #[derive(Debug)]
 pub struct ShardSet {
     shards: Vec<SealedShard>,
+}
+
+impl FromIterator<SealedShard> for ShardSet {
+    fn from_iter<I: IntoIterator<Item = SealedShard>>(iter: I) -> Self {
+        Self::new(iter.into_iter().collect())
+    }
+}
+
+impl SealRequest {
+    /// The requests for the parts of one tensor-parallel set, part `i` on
+    /// `devices[i]`: position `i` of `devices.len()`, all under `model_ref`
+    /// and one fresh random set id bound into every part's seal.
+    ///
+    /// # Errors
+    /// [`VramError::InvalidShardSet`] for an empty or too large set;
+    /// [`VramError::Crypto`]-class errors when the system RNG fails.
+    pub fn for_set(model_ref: &ModelRef, devices: &[u32]) -> Result<Vec<SealRequest>, VramError> {
+        part_requests(model_ref, devices.len(), devices)
+    }
 }
 
 impl ShardSet {

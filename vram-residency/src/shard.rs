@@ -97,13 +97,16 @@ pub(crate) struct Resident {
     pub(crate) leaves: LeafHashes,
     pub(crate) plain_sha256: Option<Sha256Digest>,
     pub(crate) buffer: Box<dyn DeviceBuffer>,
+    /// Whether the device reported it hashes leaves itself
+    /// (`DeviceCapabilities::hash_on_device`).
+    pub(crate) hashes_on_device: bool,
     pub(crate) reservation: Reservation,
     pub(crate) audit: Arc<AuditTrail>,
 }
 
 /// Model bytes sealed in device memory.
 ///
-/// Obtained from [`VramManager::seal_model`](crate::VramManager::seal_model) and
+/// Obtained from [`VramManager::seal`](crate::VramManager::seal) and
 /// friends; verified with [`VramManager::verify_sealed`](crate::VramManager::verify_sealed).
 /// `Debug` and the serializable [`ModelShardHandle`] never show device addresses.
 pub struct SealedShard {
@@ -124,6 +127,9 @@ pub struct SealedShard {
     /// that asks for it: `Err` with the reason when it holds no usable
     /// safetensors file.
     tensors: OnceLock<Result<crate::tensors::TensorTable, String>>,
+    /// Whether the device hashes leaves itself, as it reported when the
+    /// shard was sealed: verification asks it only then.
+    hashes_on_device: bool,
     // Field order matters: the buffer (device memory) is freed before the
     // reservation is released, so capacity is never handed out twice.
     buffer: Box<dyn DeviceBuffer>,
@@ -141,6 +147,7 @@ impl SealedShard {
             leaves,
             plain_sha256,
             buffer,
+            hashes_on_device,
             reservation,
             audit,
         } = resident;
@@ -156,6 +163,7 @@ impl SealedShard {
             last_full: AtomicU64::new(0),
             leases: Mutex::new(LeaseTally::default()),
             tensors: OnceLock::new(),
+            hashes_on_device,
             buffer,
             _reservation: reservation,
             audit,
@@ -269,6 +277,11 @@ impl SealedShard {
 
     pub(crate) fn buffer(&self) -> &dyn DeviceBuffer {
         self.buffer.as_ref()
+    }
+
+    /// Whether the shard's device hashes leaves itself.
+    pub(crate) fn hashes_on_device(&self) -> bool {
+        self.hashes_on_device
     }
 
     /// Notes that every leaf was verified at or after `at`.

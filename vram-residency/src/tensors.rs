@@ -1,69 +1,97 @@
-//! A shard's tensor table (when it holds a safetensors file) and typed views
-//! of its tensors through a lease.
+//! A shard's tensor table (when it holds a safetensors or GGUF file) and
+//! typed views of its tensors through a lease.
 //!
 //! The table is parsed once per shard from the shard's own memory: the bytes
-//! holding the header are read once, checked leaf by leaf against the seal,
-//! and parsed from that same read by the workspace's one safetensors parser
-//! (`vram_hub::SafetensorsHeader`: bounded, panic-free, the format's rules:
-//! the header limit, no name twice, known dtypes, shapes that account for
-//! exactly their bytes, offsets without gaps or overlaps that end at the
-//! end of the shard). So a hostile header never yields a view that reads
-//! outside its tensor, and a file gets the same verdict here as in every
-//! other reader of the workspace. Nothing is allocated from a header before
-//! its length is checked.
+//! holding the header are read, checked leaf by leaf against the seal, and
+//! parsed from that same read by the workspace's one owner of model formats
+//! (`vram_format`: bounded, panic-free, each format's rules: for
+//! safetensors the header limit, no name twice, known dtypes, shapes that
+//! account for exactly their bytes, offsets without gaps or overlaps that
+//! end at the end of the shard; for GGUF every count, string and array
+//! length, tensor offset and the alignment checked against the bytes
+//! present). So a hostile header never yields a view that reads outside its
+//! tensor, and a file gets the same verdict here as in every other reader
+//! of the workspace. Nothing is allocated from a header before its lengths
+//! are checked.
 
 use crate::VramError;
-use std::collections::HashMap;
 use std::ops::Range;
 use vram_core::{DeviceMemory, MemoryAccess};
-use vram_hub::{SafetensorsHeader, TensorInfo};
+use vram_format::{Dtype, FormatError, GgufHeader, TensorInfo};
 use vram_validation::escape_for_log;
 
 /// The most tensors an integrity error names.
 pub const MAX_NAMED_TENSORS: usize = 16;
 
-/// The tensors of one safetensors file, by name.
+/// The tensors of one model file (safetensors or GGUF), by name.
 #[derive(Debug)]
 pub(crate) struct TensorTable {
-    tensors: Vec<TensorInfo>,
-    data_start: u64,
-    by_name: HashMap<String, usize>,
+    header: vram_format::ModelHeader,
     shard_id: String,
 }
 
+/// Why reading a table stopped: the shard's bytes (a failed verification:
+/// the lease is refused) or the file's header (kept as the reason).
+enum ReadError {
+    Shard(VramError),
+    Format(FormatError),
+}
+
+impl From<FormatError> for ReadError {
+    fn from(e: FormatError) -> Self {
+        Self::Format(e)
+    }
+}
+
 impl TensorTable {
-    /// Bytes to read (and verify) to parse the header of a file of
-    /// `file_len` bytes whose first 8 bytes are `prefix`.
-    /// `Err` says why the prefix is not a header's length.
-    pub(crate) fn header_len(prefix: [u8; 8], file_len: u64) -> Result<u64, String> {
-        SafetensorsHeader::data_start_from_prefix(prefix, Some(file_len)).map_err(|e| e.to_string())
+    /// Reads the table of a shard of `len` bytes through `read_prefix(n)`
+    /// (at least the shard's first `n` bytes, verified against the seal).
+    /// The outer `Err` is a failed read (a corrupt header refuses the
+    /// lease); the inner one says why the shard holds no usable model file.
+    pub(crate) fn read(
+        len: u64,
+        shard_id: &str,
+        mut read_prefix: impl FnMut(u64) -> Result<Vec<u8>, VramError>,
+    ) -> Result<Result<Self, String>, VramError> {
+        if len < 8 {
+            // The length is a sealed field, checked with the seal.
+            return Ok(Err("shorter than a safetensors length prefix".into()));
+        }
+        match vram_format::read_header(len, |n| read_prefix(n).map_err(ReadError::Shard)) {
+            Ok(header) => Ok(Ok(Self {
+                header,
+                shard_id: shard_id.to_owned(),
+            })),
+            Err(ReadError::Format(e)) => Ok(Err(e.to_string())),
+            Err(ReadError::Shard(e)) => Err(e),
+        }
     }
 
     /// Parses and checks the header at the start of `bytes` (the first
     /// bytes of a file of `file_len` bytes); `Err` says why the file is not
     /// usable (untrusted names escaped).
+    #[cfg(test)]
     pub(crate) fn parse(bytes: &[u8], file_len: u64, shard_id: &str) -> Result<Self, String> {
-        let header = SafetensorsHeader::parse(bytes, Some(file_len)).map_err(|e| e.to_string())?;
-        // The parser refuses a name given twice: one index per name.
-        let by_name = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect();
-        Ok(Self {
-            data_start: header.data_start,
-            tensors: header.tensors,
-            by_name,
-            shard_id: shard_id.to_owned(),
-        })
+        let read = |n: u64| {
+            let n = usize::try_from(n).unwrap_or(usize::MAX).min(bytes.len());
+            Ok(bytes.get(..n).unwrap_or_default().to_vec())
+        };
+        Self::read(file_len, shard_id, read).map_err(|e| e.to_string())?
+    }
+
+    fn table(&self) -> &vram_format::TensorTable {
+        self.header.table()
+    }
+
+    /// The GGUF header, for a shard holding a GGUF file.
+    pub(crate) fn gguf(&self) -> Option<&GgufHeader> {
+        self.header.gguf()
     }
 
     /// The tensor of that name.
     pub(crate) fn get(&self, name: &str) -> Result<&TensorInfo, VramError> {
-        self.by_name
+        self.table()
             .get(name)
-            .and_then(|&i| self.tensors.get(i))
             .ok_or_else(|| VramError::UnknownTensor {
                 shard_id: self.shard_id.clone(),
                 name: escape_for_log(name, 128),
@@ -72,12 +100,12 @@ impl TensorTable {
 
     /// Tensor names in file order.
     pub(crate) fn names(&self) -> impl Iterator<Item = &str> + '_ {
-        self.tensors.iter().map(|t| t.name.as_str())
+        self.table().names()
     }
 
     /// What the corrupt ranges touch, in words: `NAME, bytes A..B of N` per
-    /// tensor (offsets inside it), `the safetensors header`; at most
-    /// [`MAX_NAMED_TENSORS`] entries, then `and K more`.
+    /// tensor (offsets inside it), `the safetensors header` (or `the GGUF
+    /// header`); at most [`MAX_NAMED_TENSORS`] entries, then `and K more`.
     pub(crate) fn describe(&self, ranges: &[vram_crypto::CorruptRange]) -> Vec<String> {
         let mut out = Vec::new();
         let mut more = 0usize;
@@ -89,8 +117,8 @@ impl TensorTable {
                     more = more.saturating_add(1);
                 }
             };
-            if r.start < self.data_start {
-                push("the safetensors header".into());
+            if r.start < self.table().data_start() {
+                push(format!("the {} header", self.table().format()));
             }
             for (name, inside, len) in self.locate(r.start..r.end) {
                 push(format!(
@@ -110,18 +138,9 @@ impl TensorTable {
     /// The tensors a byte range of the file touches, each with the part of
     /// its own bytes that lies in the range: `(name, start..end, tensor_len)`.
     pub(crate) fn locate(&self, range: Range<u64>) -> Vec<(&str, Range<u64>, u64)> {
-        self.tensors
-            .iter()
-            .filter(|t| t.data.start < range.end && range.start < t.data.end)
-            .map(|t| {
-                let start = range.start.max(t.data.start).saturating_sub(t.data.start);
-                let end = range.end.min(t.data.end).saturating_sub(t.data.start);
-                (
-                    t.name.as_str(),
-                    start..end,
-                    t.data.end.saturating_sub(t.data.start),
-                )
-            })
+        self.table()
+            .locate(range)
+            .map(|(t, inside)| (t.name.as_str(), inside, t.len()))
             .collect()
     }
 }
@@ -200,7 +219,7 @@ impl<'l> Tensors<'l> {
         };
         Ok(TensorView {
             name: &info.name,
-            dtype: &info.dtype,
+            dtype: info.dtype,
             shape: &info.shape,
             memory,
         })
@@ -210,6 +229,16 @@ impl<'l> Tensors<'l> {
     pub fn names(&self) -> impl Iterator<Item = &'l str> {
         self.table.names()
     }
+
+    /// For a GGUF shard, its header: the metadata that changes what the
+    /// model computes (vocabulary, merges, special tokens, chat template,
+    /// hyperparameters), read from the sealed header leaves, each checked
+    /// against the seal before it was parsed. `None` for a safetensors
+    /// shard.
+    #[must_use]
+    pub fn gguf(&self) -> Option<&'l GgufHeader> {
+        self.table.gguf()
+    }
 }
 
 /// One tensor of a leased shard: name, dtype, shape and memory, borrowed
@@ -217,7 +246,7 @@ impl<'l> Tensors<'l> {
 #[derive(Debug, Clone, Copy)]
 pub struct TensorView<'a> {
     name: &'a str,
-    dtype: &'a str,
+    dtype: Dtype,
     shape: &'a [u64],
     memory: TensorMemory<'a>,
 }
@@ -230,9 +259,17 @@ impl<'a> TensorView<'a> {
         self.name
     }
 
-    /// Its safetensors dtype, e.g. `F32`, `F16`, `BF16`.
+    /// Its dtype's name: safetensors' (`F32`, `F16`, `BF16`) or ggml's
+    /// (`Q4_1`, `Q6_K`).
     #[must_use]
-    pub fn dtype(&self) -> &'a str {
+    pub fn dtype(&self) -> &'static str {
+        self.dtype.name()
+    }
+
+    /// Its element type, with its block size (quantized GGUF types store
+    /// 32 or 256 elements per block).
+    #[must_use]
+    pub fn element_type(&self) -> Dtype {
         self.dtype
     }
 
@@ -290,7 +327,7 @@ mod tests {
         assert_eq!(t.names().collect::<Vec<_>>(), ["a", "b"]);
         let a = t.get("a").unwrap();
         assert_eq!(
-            (a.dtype.as_str(), a.shape.as_slice()),
+            (a.dtype.name(), a.shape.as_slice()),
             ("F32", &[2u64, 3][..])
         );
         let unknown = t.get("c\u{1b}[31m").unwrap_err().to_string();
@@ -340,13 +377,14 @@ mod tests {
             let e = parse(header, data).err().unwrap_or_default();
             assert!(!e.is_empty() && e.contains(why), "{header}: {e}");
         }
-        assert_eq!(TensorTable::header_len(8u64.to_le_bytes(), 16), Ok(16));
-        let short = TensorTable::header_len(9u64.to_le_bytes(), 16).unwrap_err();
+        let mut short = 9u64.to_le_bytes().to_vec();
+        short.resize(16, b' ');
+        let short = TensorTable::parse(&short, 16, "s").unwrap_err();
         assert!(
             short.contains("does not fit in a file of 16 bytes"),
             "{short}"
         );
-        let huge = TensorTable::header_len(u64::MAX.to_le_bytes(), u64::MAX).unwrap_err();
+        let huge = TensorTable::parse(&u64::MAX.to_le_bytes(), 8, "s").unwrap_err();
         assert!(huge.contains("over the 100000000-byte limit"), "{huge}");
     }
 }

@@ -390,8 +390,8 @@ impl Verifier<'_> {
         }
     }
 
-    /// Full verification: on-device leaf hashing when the device offers it
-    /// (and `on_device` allows it), else read back and hashed on the host.
+    /// Full verification: on-device leaf hashing when the device reported it
+    /// can (and `on_device` allows it), else read back and hashed on the host.
     fn verify_full(
         &self,
         shard: &SealedShard,
@@ -399,7 +399,7 @@ impl Verifier<'_> {
     ) -> Result<(u64, u64, HashPath), VramError> {
         let count = shard.leaf_hashes().len() as u64;
         let leaf = shard.tree_digest().descriptor.leaf_size;
-        let device_hashes = if on_device {
+        let device_hashes = if on_device && shard.hashes_on_device() {
             shard
                 .buffer()
                 .hash_leaves_on_device(LEAF_PREFIX, leaf.bytes(), 0, count)
@@ -686,7 +686,7 @@ fn read_back_leaves(shard: &SealedShard, staging: usize) -> Result<LeafHashes, V
     clippy::arithmetic_side_effects
 )]
 mod tests {
-    use crate::{VramConfig, VramError, VramManager};
+    use crate::{SealRequest, SealSource, VramConfig, VramError, VramManager};
     use std::sync::Arc;
     use vram_core::Device;
     use vram_crypto::{LeafHashes, LeafSize, Sha256Digest};
@@ -708,7 +708,10 @@ mod tests {
     fn altered_host_side_seal_state_is_refused() {
         let m = manager();
         let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
-        let seal = || m.seal_model(&data, 0).unwrap();
+        let seal = || {
+            m.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+                .unwrap()
+        };
         let invalid = |s: &crate::SealedShard| {
             matches!(m.verify_sealed(s), Err(VramError::SealInvalid { .. }))
         };
@@ -752,12 +755,12 @@ mod tests {
         let mut s = seal();
         s.content.provenance = Some(provenance.clone());
         assert!(invalid(&s), "provenance added");
-        let mut request = crate::SealRequest::new(
+        let mut request = SealRequest::new(
             vram_validation::ModelRef::new("hf://org/model@main").unwrap(),
             0,
         );
         request.provenance = Some(provenance);
-        let signed = || m.seal(&request, &data).unwrap();
+        let signed = || m.seal(&request, SealSource::Bytes(&data)).unwrap();
         m.verify_sealed(&signed()).unwrap();
         let mut s = signed();
         if let Some(p) = s.content.provenance.as_mut() {

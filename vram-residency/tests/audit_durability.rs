@@ -24,6 +24,7 @@ use vram_audit::{
 use vram_core::Device;
 use vram_crypto::LeafSize;
 use vram_mock::MockDevice;
+use vram_residency::SealSource;
 use vram_residency::{ErrorClass, SealRequest, VramConfig, VramError, VramManager};
 use vram_secrets::WorkerSecret;
 use vram_validation::{ModelRef, Sha256Hex};
@@ -140,7 +141,13 @@ impl Setup {
 #[test]
 fn a_seal_whose_record_cannot_be_written_fails_and_releases_everything() {
     let s = Setup::new("vram_sealed", true);
-    let err = s.manager.seal_model(&pattern(100_000, 1), 0).unwrap_err();
+    let err = s
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
+        .unwrap_err();
     assert!(
         matches!(err, VramError::Audit(AuditError::WriteFailed { .. })),
         "{err}"
@@ -169,7 +176,13 @@ fn a_seal_whose_record_cannot_be_written_fails_and_releases_everything() {
 
     // Once the log takes records again, sealing works.
     s.failing.store(false, Ordering::SeqCst);
-    let shard = s.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let shard = s
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
+        .unwrap();
     drop(shard);
     s.assert_released();
     s.assert_intact();
@@ -178,7 +191,13 @@ fn a_seal_whose_record_cannot_be_written_fails_and_releases_everything() {
 #[test]
 fn under_best_effort_a_lost_record_is_counted_and_the_seal_proceeds() {
     let s = Setup::new("vram_sealed", false);
-    let shard = s.manager.seal_model(&pattern(100_000, 2), 0).unwrap();
+    let shard = s
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 2)),
+        )
+        .unwrap();
     assert_eq!(s.manager.metrics().audit_records_lost, 1);
     assert_eq!(s.log.stats().lost, 1);
     drop(shard);
@@ -196,7 +215,10 @@ fn a_lost_seal_failed_record_is_counted_and_the_seal_error_stands() {
     let s = Setup::new("seal_failed", true);
     let mut req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
     req.expected_sha256 = Some(Sha256Hex::new(&"00".repeat(32)).unwrap());
-    let err = s.manager.seal(&req, &pattern(70_000, 3)).unwrap_err();
+    let err = s
+        .manager
+        .seal(&req, SealSource::Bytes(&pattern(70_000, 3)))
+        .unwrap_err();
     assert!(matches!(err, VramError::DigestMismatch { .. }), "{err}");
     s.assert_released();
     assert_eq!(s.manager.metrics().audit_records_lost, 1);
@@ -210,14 +232,26 @@ fn a_lost_seal_failed_record_is_counted_and_the_seal_error_stands() {
 #[test]
 fn release_reports_a_deallocation_that_could_not_be_recorded() {
     let s = Setup::new("vram_deallocated", true);
-    let shard = s.manager.seal_model(&pattern(100_000, 4), 0).unwrap();
+    let shard = s
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 4)),
+        )
+        .unwrap();
     let err = shard.release().unwrap_err();
     assert!(matches!(err, VramError::Audit(_)), "{err}");
     s.assert_released();
     assert_eq!(s.manager.metrics().audit_records_lost, 1);
 
     s.failing.store(false, Ordering::SeqCst);
-    let shard = s.manager.seal_model(&pattern(100_000, 4), 0).unwrap();
+    let shard = s
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 4)),
+        )
+        .unwrap();
     shard.release().unwrap();
     s.assert_released();
     s.assert_intact();
@@ -227,7 +261,13 @@ fn release_reports_a_deallocation_that_could_not_be_recorded() {
 fn injected_write_failures_under_best_effort_are_counted_in_the_metric() {
     let f = fixture(64 * MIB);
     f.audit.set_failing(true);
-    let shard = f.manager.seal_model(&pattern(100_000, 5), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 5)),
+        )
+        .unwrap();
     drop(shard);
     f.audit.set_failing(false);
     f.assert_no_leaks();
@@ -240,7 +280,13 @@ fn injected_write_failures_under_best_effort_are_counted_in_the_metric() {
 fn injected_write_failures_under_fail_closed_refuse_the_seal_without_leaks() {
     let f = fixture_fail_closed(64 * MIB);
     f.audit.set_failing(true);
-    let err = f.manager.seal_model(&pattern(100_000, 6), 0).unwrap_err();
+    let err = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 6)),
+        )
+        .unwrap_err();
     f.audit.set_failing(false);
     assert!(matches!(err, VramError::Audit(_)), "{err}");
     f.assert_no_leaks();
@@ -291,7 +337,14 @@ fn an_audit_file_opened_by_the_manager_is_never_the_secret() {
     let log = dir.path().join("audit.jsonl");
     let (_, loaded) = secret_in_file(dir.path());
     let manager = manager_with_audit_file(loaded, &log).unwrap();
-    drop(manager.seal_model(&pattern(10_000, 7), 0).unwrap());
+    drop(
+        manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(10_000, 7)),
+            )
+            .unwrap(),
+    );
     drop(manager);
     let key = AuditKey::from_bytes(*secret().audit_key().expose_secret());
     let r = vram_audit::verify_chain(&[log], &key, None).unwrap();
@@ -315,13 +368,13 @@ fn a_model_release_reports_a_deallocation_that_could_not_be_recorded() {
         vram_residency::ModelRef::new("m").unwrap(),
         0,
     );
-    let model = s.manager.seal_snapshot(&request).unwrap();
+    let model = s.manager.seal_model(&request).unwrap();
     let err = model.release().unwrap_err();
     assert!(matches!(err, VramError::Audit(_)), "{err}");
     s.assert_released();
 
     s.failing.store(false, Ordering::SeqCst);
-    let model = s.manager.seal_snapshot(&request).unwrap();
+    let model = s.manager.seal_model(&request).unwrap();
     model.release().unwrap();
     s.assert_released();
 }

@@ -16,6 +16,7 @@
 mod common;
 use common::*;
 use vram_audit::AuditSink;
+use vram_residency::{SealRequest, SealSource};
 
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -42,11 +43,24 @@ fn a_burst_of_lost_records_is_logged_once_and_counted_whole() {
         let f = fixture(64 * MIB); // info records are best effort
         f.audit.set_failing(true);
         for seed in 0..3 {
-            let shard = f.manager.seal_model(&pattern(50_000, seed), 0).unwrap();
+            let shard = f
+                .manager
+                .seal(
+                    &SealRequest::inline(0).unwrap(),
+                    SealSource::Bytes(&pattern(50_000, seed)),
+                )
+                .unwrap();
             drop(shard);
         }
         f.audit.set_failing(false);
-        drop(f.manager.seal_model(&pattern(50_000, 9), 0).unwrap());
+        drop(
+            f.manager
+                .seal(
+                    &SealRequest::inline(0).unwrap(),
+                    SealSource::Bytes(&pattern(50_000, 9)),
+                )
+                .unwrap(),
+        );
         // allocated, sealed, deallocated for each of the three seals.
         assert_eq!(f.manager.metrics().audit_records_lost, 9);
         assert_eq!(f.audit.stats().lost, 9);

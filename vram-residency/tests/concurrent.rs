@@ -14,6 +14,7 @@ mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
+use vram_residency::SealSource;
 use vram_residency::{SealRequest, VramError};
 use vram_validation::ModelRef;
 
@@ -25,8 +26,11 @@ fn ten_threads_seal_at_once() {
             .map(|t| {
                 let m = &f.manager;
                 s.spawn(move || {
-                    m.seal_model(&pattern(300_000 + usize::from(t) * 1000, t), 0)
-                        .unwrap()
+                    m.seal(
+                        &SealRequest::inline(0).unwrap(),
+                        SealSource::Bytes(&pattern(300_000 + usize::from(t) * 1000, t)),
+                    )
+                    .unwrap()
                 })
             })
             .collect();
@@ -47,7 +51,14 @@ fn ten_threads_seal_at_once() {
 #[test]
 fn many_threads_verify_one_shard() {
     let f = fixture(64 * MIB);
-    let shard = Arc::new(f.manager.seal_model(&pattern(2_000_000, 1), 0).unwrap());
+    let shard = Arc::new(
+        f.manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(2_000_000, 1)),
+            )
+            .unwrap(),
+    );
     std::thread::scope(|s| {
         for _ in 0..8 {
             let (m, sh) = (&f.manager, &shard);
@@ -89,7 +100,10 @@ fn capacity_limit_is_never_over_committed_under_contention() {
                     b.wait();
                     let mut ok = 0;
                     for i in 0..6u8 {
-                        match m.seal_model(&pattern(MIB as usize + 1, t ^ i), 0) {
+                        match m.seal(
+                            &SealRequest::inline(0).unwrap(),
+                            SealSource::Bytes(&pattern(MIB as usize + 1, t ^ i)),
+                        ) {
                             Ok(shard) => {
                                 ok += 1;
                                 m.verify_sealed(&shard).unwrap();
@@ -124,7 +138,13 @@ fn capacity_queries_under_load_stay_consistent() {
             });
         }
         for i in 0..30u8 {
-            let shard = f.manager.seal_model(&pattern(500_000, i), 0).unwrap();
+            let shard = f
+                .manager
+                .seal(
+                    &SealRequest::inline(0).unwrap(),
+                    SealSource::Bytes(&pattern(500_000, i)),
+                )
+                .unwrap();
             assert!(f.manager.used_vram(0) >= 500_000);
             drop(shard);
         }
@@ -143,7 +163,10 @@ fn interleaved_seal_verify_release() {
                 let mut kept = Vec::new();
                 for i in 0..15u8 {
                     let shard = m
-                        .seal_model(&pattern(100_000 + usize::from(i) * 977, t ^ i), 0)
+                        .seal(
+                            &SealRequest::inline(0).unwrap(),
+                            SealSource::Bytes(&pattern(100_000 + usize::from(i) * 977, t ^ i)),
+                        )
                         .unwrap();
                     m.verify_sealed(&shard).unwrap();
                     if i % 3 == 0 {
@@ -183,19 +206,27 @@ impl std::io::Read for GatedReader {
 #[test]
 fn verify_of_one_shard_never_waits_on_the_seal_of_another() {
     let f = fixture(64 * MIB);
-    let sealed = f.manager.seal_model(&pattern(1_000_000, 3), 0).unwrap();
+    let sealed = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(1_000_000, 3)),
+        )
+        .unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::scope(|s| {
         let m = &f.manager;
         let pending = s.spawn(move || {
             let req = SealRequest::new(ModelRef::new("test:gated").unwrap(), 0);
-            m.seal_reader(
+            m.seal(
                 &req,
-                GatedReader {
-                    gate: rx,
-                    left: 8192,
+                SealSource::Reader {
+                    reader: &mut GatedReader {
+                        gate: rx,
+                        left: 8192,
+                    },
+                    len: 8192,
                 },
-                8192,
             )
         });
         // Let the seal start and block in its reader.

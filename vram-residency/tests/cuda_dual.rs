@@ -43,7 +43,9 @@ fn scenarios_on_a_real_cuda_device() {
     use vram_audit::{AuditKey, AuditLog, AuditSink};
     use vram_core::Device;
     use vram_crypto::LeafSize;
-    use vram_residency::{HashPath, SealRequest, VerifyPolicy, VramConfig, VramError, VramManager};
+    use vram_residency::{
+        HashPath, SealRequest, SealSource, VerifyPolicy, VramConfig, VramError, VramManager,
+    };
     use vram_validation::ModelRef;
 
     let Some(device) = cuda_device_or_skip("only the mock was tested") else {
@@ -79,7 +81,9 @@ fn scenarios_on_a_real_cuda_device() {
     ));
     for len in [1usize, 4095, 65_536, 65_537, 3_000_000] {
         let data = pattern(len, len as u8);
-        let shard = m.seal_model(&data, 0).unwrap();
+        let shard = m
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+            .unwrap();
         let h = shard.handle();
         assert_eq!(m.check_handle(&h).unwrap(), 2, "a v2 seal on CUDA");
         assert_eq!(h.device_uuid.is_some(), uuid.is_some());
@@ -128,15 +132,17 @@ fn scenarios_on_a_real_cuda_device() {
     for len in [1usize, 65_537, 3_000_000, 40 << 20] {
         let data = pattern(len, len as u8 ^ 0x5a);
         let expected = vram_crypto::tree_digest(&data, on_device.leaf_size());
-        let shard = on_device.seal_model(&data, 0).unwrap();
+        let shard = on_device
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+            .unwrap();
         assert_eq!(*shard.tree_digest(), expected, "{len} bytes from memory");
         let path = std::env::temp_dir().join(format!("vram-cuda-dual-{}", std::process::id()));
         std::fs::write(&path, &data).unwrap();
         let file = std::fs::File::open(&path).unwrap();
         let from_file = on_device
-            .seal_file(
+            .seal(
                 &SealRequest::new(ModelRef::new("cuda:file").unwrap(), 0),
-                &file,
+                SealSource::file(&file),
             )
             .unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -185,7 +191,9 @@ fn a_leased_tensor_is_read_through_its_device_address() {
     use common::*;
     use std::sync::Arc;
     use vram_core::Device;
-    use vram_residency::{LeasePolicy, TensorMemory, VramConfig, VramManager};
+    use vram_residency::{
+        LeasePolicy, SealRequest, SealSource, TensorMemory, VramConfig, VramManager,
+    };
 
     let Some(device) = cuda_device_or_skip("leased device addresses were not tested") else {
         return;
@@ -206,7 +214,9 @@ fn a_leased_tensor_is_read_through_its_device_address() {
     file.extend_from_slice(header.as_bytes());
     file.extend_from_slice(&a);
     file.extend_from_slice(&b);
-    let shard = m.seal_model(&file, 0).unwrap();
+    let shard = m
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&file))
+        .unwrap();
     let lease = m.lease(&shard, LeasePolicy::Full).unwrap();
     let tensors = lease.tensors().unwrap();
     for (name, want) in [("a", &a), ("b", &b)] {

@@ -20,6 +20,7 @@ use vram_audit::{AuditKey, AuditLog, AuditSink};
 use vram_core::Device;
 use vram_crypto::{tree_digest, LeafSize};
 use vram_mock::MockDevice;
+use vram_residency::SealSource;
 use vram_residency::{
     HashPath, SealHashing, SealRequest, VerifyPolicy, VramConfig, VramError, VramManager,
     CUDA_DEFAULT_LEAF_SIZE,
@@ -87,10 +88,13 @@ fn a_seal_hashed_on_the_device_commits_to_the_reference_digest() {
     for len in [1usize, 4095, 65_536, 65_537, 1_000_000, 3 * 1024 * 1024 + 5] {
         let data = pattern(len, len as u8);
         let expected = tree_digest(&data, leaf);
-        let from_slice = s.manager.seal(&request(), &data).unwrap();
+        let from_slice = s
+            .manager
+            .seal(&request(), SealSource::Bytes(&data))
+            .unwrap();
         assert_eq!(*from_slice.tree_digest(), expected, "slice, {len} bytes");
         let file = temp_file(&data);
-        let from_file = s.manager.seal_file(&request(), &file).unwrap();
+        let from_file = s.manager.seal(&request(), SealSource::file(&file)).unwrap();
         assert_eq!(*from_file.tree_digest(), expected, "file, {len} bytes");
         for shard in [&from_slice, &from_file] {
             let report = s.manager.verify_with(shard, VerifyPolicy::Full).unwrap();
@@ -106,13 +110,13 @@ fn with_a_plain_sha256_a_seal_hashed_on_the_device_still_checks_it() {
     let data = pattern(500_000, 3);
     let mut req = request();
     req.compute_sha256 = true;
-    let shard = s.manager.seal(&req, &data).unwrap();
+    let shard = s.manager.seal(&req, SealSource::Bytes(&data)).unwrap();
     assert_eq!(
         shard.plain_sha256().map(ToString::to_string),
         Some(vram_crypto::sha256(&data).to_string())
     );
     let file = temp_file(&data);
-    let from_file = s.manager.seal_file(&req, &file).unwrap();
+    let from_file = s.manager.seal(&req, SealSource::file(&file)).unwrap();
     assert_eq!(from_file.tree_digest(), shard.tree_digest());
 }
 
@@ -124,9 +128,10 @@ fn bytes_corrupted_on_the_way_to_the_device_fail_the_seal_and_leave_nothing() {
     for from_file in [false, true] {
         s.device.corrupt_next_writes(1);
         let err = if from_file {
-            s.manager.seal_file(&request(), &temp_file(&data))
+            s.manager
+                .seal(&request(), SealSource::file(&temp_file(&data)))
         } else {
-            s.manager.seal(&request(), &data)
+            s.manager.seal(&request(), SealSource::Bytes(&data))
         }
         .unwrap_err();
         match &err {
@@ -156,7 +161,10 @@ fn a_host_seal_commits_to_the_source_and_the_first_verification_catches_the_dama
     let s = setup(true, SealHashing::Host);
     s.device.corrupt_next_writes(1);
     let data = pattern(1_000_000, 4);
-    let shard = s.manager.seal(&request(), &data).unwrap();
+    let shard = s
+        .manager
+        .seal(&request(), SealSource::Bytes(&data))
+        .unwrap();
     assert_eq!(
         *shard.tree_digest(),
         tree_digest(&data, LeafSize::new(LEAF).unwrap())
@@ -173,9 +181,15 @@ fn a_device_that_cannot_hash_falls_back_to_the_host() {
     let s = setup(false, SealHashing::ON_DEVICE);
     let data = pattern(700_000, 5);
     let expected = tree_digest(&data, LeafSize::new(LEAF).unwrap());
-    let shard = s.manager.seal(&request(), &data).unwrap();
+    let shard = s
+        .manager
+        .seal(&request(), SealSource::Bytes(&data))
+        .unwrap();
     assert_eq!(*shard.tree_digest(), expected);
-    let from_file = s.manager.seal_file(&request(), &temp_file(&data)).unwrap();
+    let from_file = s
+        .manager
+        .seal(&request(), SealSource::file(&temp_file(&data)))
+        .unwrap();
     assert_eq!(*from_file.tree_digest(), expected);
     let report = s.manager.verify_with(&shard, VerifyPolicy::Full).unwrap();
     assert_eq!(report.hash_path, HashPath::HostReadback);

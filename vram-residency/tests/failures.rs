@@ -13,6 +13,7 @@
 mod common;
 use common::*;
 use vram_audit::AuditSink;
+use vram_residency::SealSource;
 use vram_residency::{ErrorClass, SealRequest, VramError};
 use vram_validation::{ModelRef, Sha256Hex};
 
@@ -24,21 +25,38 @@ fn request() -> SealRequest {
 fn allocation_failure_is_retriable_audited_and_leaves_nothing() {
     let f = fixture(64 * MIB);
     f.device.fail_next_allocs(1);
-    let err = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap_err();
+    let err = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
+        .unwrap_err();
     assert!(matches!(err, VramError::AllocationFailed { .. }), "{err}");
     assert!(err.is_retriable());
     f.assert_no_leaks();
     assert_eq!(f.audit_count("vram_allocation_failed"), 1);
     assert_eq!(f.audit_count("seal_failed"), 1);
     // The next attempt succeeds.
-    f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    f.manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
+        .unwrap();
 }
 
 #[test]
 fn write_failure_mid_seal_releases_everything() {
     let f = fixture(64 * MIB);
     f.device.fail_write_at(300_000);
-    let err = f.manager.seal_model(&pattern(1_000_000, 2), 0).unwrap_err();
+    let err = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(1_000_000, 2)),
+        )
+        .unwrap_err();
     assert!(matches!(err, VramError::Device { .. }), "{err}");
     f.assert_no_leaks();
     assert_eq!(f.audit_count("seal_failed"), 1);
@@ -49,7 +67,10 @@ fn expected_sha256_mismatch_is_fatal_and_leaves_nothing() {
     let f = fixture(64 * MIB);
     let mut req = request();
     req.expected_sha256 = Some(Sha256Hex::new(&"ab".repeat(32)).unwrap());
-    let err = f.manager.seal(&req, &pattern(50_000, 3)).unwrap_err();
+    let err = f
+        .manager
+        .seal(&req, SealSource::Bytes(&pattern(50_000, 3)))
+        .unwrap_err();
     assert!(matches!(err, VramError::DigestMismatch { .. }), "{err}");
     assert!(err.is_fatal());
     f.assert_no_leaks();
@@ -63,7 +84,7 @@ fn expected_sha256_match_seals() {
     let hex = vram_crypto::sha256(&data).to_string();
     let mut req = request();
     req.expected_sha256 = Some(Sha256Hex::new(&hex.to_uppercase()).unwrap());
-    let s = f.manager.seal(&req, &data).unwrap();
+    let s = f.manager.seal(&req, SealSource::Bytes(&data)).unwrap();
     assert_eq!(s.plain_sha256().unwrap().to_string(), hex);
 }
 
@@ -71,13 +92,25 @@ fn expected_sha256_match_seals() {
 fn audit_failure_under_fail_closed_refuses_the_seal() {
     let f = fixture_fail_closed(64 * MIB);
     f.audit.set_failing(true);
-    let err = f.manager.seal_model(&pattern(100_000, 5), 0).unwrap_err();
+    let err = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 5)),
+        )
+        .unwrap_err();
     assert!(matches!(err, VramError::Audit(_)), "{err}");
     assert_eq!(err.class(), ErrorClass::Environment);
     f.audit.set_failing(false);
     f.assert_no_leaks();
     // A verification whose success cannot be recorded is refused as well.
-    let shard = f.manager.seal_model(&pattern(100_000, 5), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 5)),
+        )
+        .unwrap();
     f.audit.set_failing(true);
     assert!(matches!(
         f.manager.verify_sealed(&shard),
@@ -92,7 +125,13 @@ fn audit_failure_under_fail_closed_refuses_the_seal() {
 fn audit_failure_under_best_effort_is_counted_and_the_seal_proceeds() {
     let f = fixture(64 * MIB);
     f.audit.set_failing(true);
-    let shard = f.manager.seal_model(&pattern(100_000, 5), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 5)),
+        )
+        .unwrap();
     f.audit.set_failing(false);
     assert!(
         f.audit.stats().failures > 0,
@@ -108,7 +147,13 @@ fn short_and_long_readers_are_refused() {
     let data = pattern(10_000, 6);
     let err = f
         .manager
-        .seal_reader(&request(), &data[..], 20_000)
+        .seal(
+            &request(),
+            SealSource::Reader {
+                reader: &mut &data[..],
+                len: 20_000,
+            },
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -122,7 +167,13 @@ fn short_and_long_readers_are_refused() {
     );
     let err = f
         .manager
-        .seal_reader(&request(), &data[..], 5_000)
+        .seal(
+            &request(),
+            SealSource::Reader {
+                reader: &mut &data[..],
+                len: 5_000,
+            },
+        )
         .unwrap_err();
     assert!(matches!(err, VramError::LengthMismatch { .. }), "{err}");
     f.assert_no_leaks();
@@ -137,7 +188,16 @@ fn reader_io_error_is_an_environment_error() {
         }
     }
     let f = fixture(64 * MIB);
-    let err = f.manager.seal_reader(&request(), Broken, 1000).unwrap_err();
+    let err = f
+        .manager
+        .seal(
+            &request(),
+            SealSource::Reader {
+                reader: &mut Broken,
+                len: 1000,
+            },
+        )
+        .unwrap_err();
     assert!(matches!(err, VramError::Io { .. }), "{err}");
     assert_eq!(err.class(), ErrorClass::Environment);
     f.assert_no_leaks();
@@ -146,7 +206,13 @@ fn reader_io_error_is_an_environment_error() {
 #[test]
 fn unknown_device_and_oversized_model_are_invalid_input() {
     let f = fixture(64 * MIB);
-    let err = f.manager.seal_model(&[1, 2, 3], 7).unwrap_err();
+    let err = f
+        .manager
+        .seal(
+            &SealRequest::inline(7).unwrap(),
+            SealSource::Bytes(&[1, 2, 3]),
+        )
+        .unwrap_err();
     assert!(
         matches!(err, VramError::UnknownDevice { index: 7, count: 1 }),
         "{err}"

@@ -17,6 +17,7 @@ mod common;
 use common::*;
 use vram_audit::{AuditSink, FailurePolicy, LogOptions};
 use vram_crypto::LeafSize;
+use vram_residency::SealSource;
 use vram_residency::{ErrorClass, SealRequest, VerifyPolicy, VramError};
 use vram_validation::ModelRef;
 
@@ -102,15 +103,27 @@ fn run_case(seed: u64) -> usize {
     }
     let sealed = match fault {
         Fault::ReaderError(at) => {
-            let r = FailingReader {
+            let mut r = FailingReader {
                 data: &data,
                 pos: 0,
                 fail_at: at as usize,
             };
-            f.manager.seal_reader(&req, r, len)
+            f.manager.seal(
+                &req,
+                SealSource::Reader {
+                    reader: &mut r,
+                    len,
+                },
+            )
         }
-        _ if rng.below(2) == 0 => f.manager.seal(&req, &data),
-        _ => f.manager.seal_reader(&req, &data[..], len),
+        _ if rng.below(2) == 0 => f.manager.seal(&req, SealSource::Bytes(&data)),
+        _ => f.manager.seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut &data[..],
+                len,
+            },
+        ),
     };
 
     let shard = match (fault, sealed) {

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use vram_audit::{verify_lines, AuditKey};
 use vram_residency::LeafSize;
+use vram_residency::SealSource;
 use vram_residency::{ErrorClass, SealRequest, SealedShard, VramError};
 use vram_residency::{ModelRef, ShardId};
 
@@ -69,7 +70,11 @@ impl Residency {
 
     fn seal(&mut self, bytes: &[u8]) {
         self.used_before_refusal = self.f().manager.used_vram(0);
-        match self.f().manager.seal_model(bytes, 0) {
+        match self
+            .f()
+            .manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(bytes))
+        {
             Ok(s) => self.shards.push(s),
             Err(e) => self.last_error = Some(e),
         }
@@ -141,7 +146,11 @@ fn seal_until_refused(w: &mut Residency, n: u64) {
 fn cycles(w: &mut Residency, times: u32, len: usize) {
     let bytes = pattern(len, 5);
     for _ in 0..times {
-        let shard = w.f().manager.seal_model(&bytes, 0).unwrap();
+        let shard = w
+            .f()
+            .manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&bytes))
+            .unwrap();
         w.f().manager.verify_sealed(&shard).unwrap();
         drop(shard);
     }
@@ -159,7 +168,8 @@ fn seal_under(w: &mut Residency, id: &str) {
     let result = ShardId::new(id).map_err(VramError::from).and_then(|id| {
         let mut request = SealRequest::new(ModelRef::new("inline:bytes")?, 0);
         request.shard_id = Some(id);
-        f.manager.seal(&request, &pattern(1000, 1))
+        f.manager
+            .seal(&request, SealSource::Bytes(&pattern(1000, 1)))
     });
     match result {
         Ok(s) => w.shards.push(s),
@@ -327,7 +337,15 @@ fn threads_seal(w: &mut Residency, threads: u8, len: usize) {
     let m = &w.f().manager;
     let sealed: Vec<SealedShard> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || m.seal_model(&pattern(len, t), 0).unwrap()))
+            .map(|t| {
+                s.spawn(move || {
+                    m.seal(
+                        &SealRequest::inline(0).unwrap(),
+                        SealSource::Bytes(&pattern(len, t)),
+                    )
+                    .unwrap()
+                })
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -381,7 +399,12 @@ fn seal_while_verifying(w: &mut Residency, sealers: u8, each: u32, len: usize, v
                 let sealed = &sealed;
                 s.spawn(move || {
                     for _ in 0..each {
-                        let shard = m.seal_model(&pattern(len, t), 0).unwrap();
+                        let shard = m
+                            .seal(
+                                &SealRequest::inline(0).unwrap(),
+                                SealSource::Bytes(&pattern(len, t)),
+                            )
+                            .unwrap();
                         sealed.lock().unwrap().push(shard);
                     }
                 })
@@ -419,7 +442,7 @@ fn contended_seals(w: &mut Residency, threads: u32, each: u32, size_mib: u64) {
             .map(|_| {
                 s.spawn(|| {
                     for _ in 0..each {
-                        match m.seal_model(&bytes, 0) {
+                        match m.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&bytes)) {
                             Ok(shard) => sealed.lock().unwrap().push(shard),
                             Err(e) => refused.lock().unwrap().push(e),
                         }

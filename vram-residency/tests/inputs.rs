@@ -14,6 +14,7 @@
 mod common;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
+use vram_residency::SealSource;
 use vram_residency::{ErrorClass, ModelShardHandle, SealRequest, VerifyPolicy, VramError};
 use vram_validation::ModelRef;
 
@@ -24,7 +25,10 @@ fn a_sample_of_zero_leaves_is_refused_on_every_call_and_never_audited_as_verifie
     let f = fixture(64 * MIB);
     let shard = f
         .manager
-        .seal_model(&pattern(5 * LEAF as usize, 3), 0)
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(5 * LEAF as usize, 3)),
+        )
         .unwrap();
     f.device.flip_bits(f.last_buffer(), 10, 1).unwrap();
     let verified_before = f.audit_count("seal_verified");
@@ -46,7 +50,10 @@ fn a_sample_above_the_leaf_count_is_capped_to_a_full_verification() {
     let f = fixture(64 * MIB);
     let shard = f
         .manager
-        .seal_model(&pattern(5 * LEAF as usize + 7, 4), 0)
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(5 * LEAF as usize + 7, 4)),
+        )
         .unwrap();
     let leaves = shard.leaf_hashes().len() as u64;
     assert_eq!(leaves, 6);
@@ -81,7 +88,13 @@ fn a_sample_above_the_leaf_count_is_capped_to_a_full_verification() {
 #[test]
 fn a_handle_is_accepted_only_in_its_canonical_spelling() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(10_000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(10_000, 1)),
+        )
+        .unwrap();
     let genuine = shard.handle();
     f.manager.check_handle(&genuine).unwrap();
 
@@ -134,7 +147,13 @@ fn an_integer_sealed_at_would_not_survive_that_tool() {
 #[test]
 fn a_handle_survives_a_json_tool_that_reads_numbers_as_f64() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(10_000, 2), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(10_000, 2)),
+        )
+        .unwrap();
     let genuine = shard.handle();
     assert!(
         genuine.sealed_at > 1 << 53,
@@ -196,11 +215,17 @@ fn seal_while_changing(change: impl Fn(&std::fs::File) + Sync) -> VramError {
     let req = SealRequest::new(ModelRef::new("file:model.bin").unwrap(), 0);
     let err = f
         .manager
-        .seal_file_with_progress(&req, &file, &|_| {
-            if !done.swap(true, Ordering::SeqCst) {
-                change(&file);
-            }
-        })
+        .seal(
+            &req,
+            SealSource::File {
+                file: &file,
+                progress: Some(&|_| {
+                    if !done.swap(true, Ordering::SeqCst) {
+                        change(&file);
+                    }
+                }),
+            },
+        )
         .unwrap_err();
     f.assert_no_leaks();
     assert_eq!(f.audit_count("vram_sealed"), 0);

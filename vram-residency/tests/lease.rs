@@ -19,6 +19,7 @@ use std::time::Duration;
 use vram_residency::{
     LeasePolicy, MemoryAccess, ScrubConfig, Scrubber, TensorMemory, VerifyPolicy, VramError,
 };
+use vram_residency::{SealRequest, SealSource};
 
 const LEAF: u64 = 64 * 1024;
 
@@ -39,7 +40,10 @@ fn model() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
 fn a_lease_gives_the_sealed_bytes_after_a_sampled_verification() {
     let f = fixture(64 * MIB);
     let bytes = pattern((8 * LEAF) as usize + 17, 5);
-    let shard = f.manager.seal_model(&bytes, 0).unwrap();
+    let shard = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&bytes))
+        .unwrap();
     let lease = f.manager.lease(&shard, LeasePolicy::default()).unwrap();
     assert_eq!(
         lease.verification().policy,
@@ -78,7 +82,13 @@ fn a_lease_gives_the_sealed_bytes_after_a_sampled_verification() {
 #[test]
 fn a_thousand_leases_make_one_audit_record() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
+        .unwrap();
     let before = f.audit_lines().len();
     for _ in 0..1000 {
         let lease = f
@@ -104,7 +114,10 @@ fn a_thousand_leases_make_one_audit_record() {
 fn tensors_are_typed_views_of_the_sealed_memory() {
     let f = fixture(64 * MIB);
     let (file, small, big, last) = model();
-    let shard = f.manager.seal_model(&file, 0).unwrap();
+    let shard = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&file))
+        .unwrap();
     let lease = f.manager.lease(&shard, LeasePolicy::Full).unwrap();
     assert_eq!(
         lease.tensor_names().unwrap(),
@@ -136,7 +149,10 @@ fn tensors_are_typed_views_of_the_sealed_memory() {
 fn a_corrupt_tensor_is_named_and_the_shard_is_never_leased_again() {
     let f = fixture(64 * MIB);
     let (file, ..) = model();
-    let shard = f.manager.seal_model(&file, 0).unwrap();
+    let shard = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&file))
+        .unwrap();
     drop(f.manager.lease(&shard, LeasePolicy::Full).unwrap());
     let big_start = file.len() as u64 - 2000 - 5 * LEAF;
     let flip = big_start + 3 * LEAF + 100;
@@ -193,7 +209,10 @@ fn a_corrupt_tensor_is_named_and_the_shard_is_never_leased_again() {
 fn an_altered_header_is_caught_before_it_is_parsed() {
     let f = fixture(64 * MIB);
     let (file, ..) = model();
-    let shard = f.manager.seal_model(&file, 0).unwrap();
+    let shard = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&file))
+        .unwrap();
     // Point the big tensor somewhere else: a digit of its offsets changes.
     let at = file.windows(3).position(|w| w == b"[24").unwrap() as u64 + 1;
     f.device.overwrite(f.last_buffer(), at, b"0").unwrap();
@@ -224,7 +243,10 @@ fn a_corrupt_length_prefix_never_gets_a_lease() {
         .take(12)
         .enumerate()
     {
-        let shard = f.manager.seal_model(&file, 0).unwrap();
+        let shard = f
+            .manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&file))
+            .unwrap();
         f.device
             .overwrite(f.last_buffer(), 0, &bad.to_le_bytes())
             .unwrap();
@@ -256,7 +278,10 @@ fn a_corrupt_length_prefix_never_gets_a_lease() {
 fn a_sampled_refusal_names_each_corrupt_range_once() {
     let f = fixture_with(64 * MIB, vram_crypto::LeafSize::new(4096).unwrap());
     let bytes = pattern(32 * 4096, 9);
-    let shard = f.manager.seal_model(&bytes, 0).unwrap();
+    let shard = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&bytes))
+        .unwrap();
     for leaf in 0..32u64 {
         f.device
             .flip_bits(f.last_buffer(), leaf * 4096 + 7, 0x01)
@@ -305,7 +330,13 @@ fn a_hostile_header_gives_no_tensors_but_the_bytes_still_lease() {
         v.extend_from_slice(&[0; 24]);
         v
     };
-    let shard = f.manager.seal_model(&overlapping, 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&overlapping),
+        )
+        .unwrap();
     let lease = f.manager.lease(&shard, LeasePolicy::Full).unwrap();
     let e = lease.tensors().unwrap_err();
     assert!(e.to_string().contains("overlaps"), "{e}");
@@ -317,7 +348,10 @@ fn a_recent_full_verification_is_reused_and_an_old_one_is_not() {
     let f = fixture(64 * MIB);
     let shard = f
         .manager
-        .seal_model(&pattern((16 * LEAF) as usize, 3), 0)
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern((16 * LEAF) as usize, 3)),
+        )
         .unwrap();
     let recent = LeasePolicy::RecentFull {
         max_age: Duration::from_secs(3600),
@@ -349,7 +383,10 @@ fn a_scrubber_sweep_counts_as_a_full_verification() {
     let f = fixture(64 * MIB);
     let shard = Arc::new(
         f.manager
-            .seal_model(&pattern((8 * LEAF) as usize, 3), 0)
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern((8 * LEAF) as usize, 3)),
+            )
             .unwrap(),
     );
     let scrubber =
@@ -378,7 +415,11 @@ fn a_scrubber_sweep_counts_as_a_full_verification() {
 fn eight_threads_lease_while_the_scrubber_runs() {
     let f = fixture(64 * MIB);
     let (file, _, big, _) = model();
-    let shard = Arc::new(f.manager.seal_model(&file, 0).unwrap());
+    let shard = Arc::new(
+        f.manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&file))
+            .unwrap(),
+    );
     let scrubber =
         Scrubber::start(&f.manager, &[Arc::clone(&shard)], ScrubConfig::new(1 << 30)).unwrap();
     let served = Arc::new(AtomicU64::new(0));
@@ -438,7 +479,13 @@ fn eight_threads_lease_while_the_scrubber_runs() {
 #[test]
 fn short_and_headerless_shards_lease_without_tensors() {
     let f = fixture(64 * MIB);
-    let short = f.manager.seal_model(&[1, 2, 3, 4, 5], 0).unwrap();
+    let short = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&[1, 2, 3, 4, 5]),
+        )
+        .unwrap();
     let lease = f.manager.lease(&short, LeasePolicy::Full).unwrap();
     assert_eq!(&*lease.host_bytes().unwrap(), &[1, 2, 3, 4, 5]);
     let e = lease.tensors().unwrap_err().to_string();
@@ -447,7 +494,10 @@ fn short_and_headerless_shards_lease_without_tensors() {
         "{e}"
     );
     // Exactly the prefix: a header of 0 bytes, which is no JSON object.
-    let prefix = f.manager.seal_model(&[0; 8], 0).unwrap();
+    let prefix = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&[0; 8]))
+        .unwrap();
     let lease = f.manager.lease(&prefix, LeasePolicy::Full).unwrap();
     let e = lease.tensors().unwrap_err().to_string();
     assert!(!e.contains("shorter than"), "{e}");

@@ -96,7 +96,7 @@ fn request(s: &Snapshot) -> SnapshotRequest {
 fn a_sharded_snapshot_is_one_model_and_its_tensors_lease_by_name() {
     let f = fixture(64 * MIB);
     let s = sharded();
-    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = f.manager.seal_model(&request(&s)).unwrap();
     assert_eq!(
         model.weight_files(),
         [
@@ -172,7 +172,7 @@ fn a_sharded_snapshot_is_one_model_and_its_tensors_lease_by_name() {
     assert_eq!(f.audit_count("vram_deallocated"), 2);
 
     // Taken apart, the shards are the model's, in position order.
-    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = f.manager.seal_model(&request(&s)).unwrap();
     let ids: Vec<String> = model
         .shards()
         .iter()
@@ -207,12 +207,12 @@ fn bound_files_are_capped_at_64_mib_exactly() {
     // A large tokenizer (2 MiB) is fine; so is one of exactly the cap.
     set_len(2 * MIB);
     f.manager
-        .seal_snapshot(&request(&s))
+        .seal_model(&request(&s))
         .unwrap()
         .release()
         .unwrap();
     set_len(vram_residency::MAX_BOUND_FILE_BYTES);
-    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = f.manager.seal_model(&request(&s)).unwrap();
     assert_eq!(
         f.manager
             .model_file(&model, "tokenizer.json")
@@ -222,7 +222,7 @@ fn bound_files_are_capped_at_64_mib_exactly() {
     );
     model.release().unwrap();
     set_len(vram_residency::MAX_BOUND_FILE_BYTES + 1);
-    let e = f.manager.seal_snapshot(&request(&s)).unwrap_err();
+    let e = f.manager.seal_model(&request(&s)).unwrap_err();
     assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
     assert!(
         e.to_string()
@@ -236,7 +236,7 @@ fn bound_files_are_capped_at_64_mib_exactly() {
 fn a_sample_is_drawn_over_the_whole_model_at_least_one_leaf_per_shard() {
     let f = fixture(64 * MIB);
     let s = sharded();
-    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = f.manager.seal_model(&request(&s)).unwrap();
     let mut per_shard = [0u64; 2];
     for _ in 0..200 {
         let lease = f
@@ -259,7 +259,7 @@ fn a_sample_is_drawn_over_the_whole_model_at_least_one_leaf_per_shard() {
 fn small_files_are_given_only_as_sealed() {
     let f = fixture(64 * MIB);
     let s = sharded();
-    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = f.manager.seal_model(&request(&s)).unwrap();
     assert_eq!(
         f.manager.model_file(&model, "tokenizer.json").unwrap(),
         br#"{"version":"1.0"}"#
@@ -319,7 +319,7 @@ fn small_files_are_given_only_as_sealed() {
 fn a_corrupt_byte_in_the_second_shard_is_named_by_its_tensor() {
     let f = fixture(64 * MIB);
     let s = sharded();
-    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = f.manager.seal_model(&request(&s)).unwrap();
     drop(f.manager.lease_model(&model, LeasePolicy::Full).unwrap());
     // The second shard is the last allocation.
     let start = s.second.len() as u64 - 32 - 3 * LEAF;
@@ -358,7 +358,7 @@ fn a_wrong_expected_digest_seals_nothing_and_releases_the_first_shard() {
         "model-00002-of-00002.safetensors".into(),
         vram_residency::Sha256Hex::new(&"ab".repeat(32)).unwrap(),
     );
-    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    let e = f.manager.seal_model(&req).unwrap_err();
     let VramError::InModelFile { file, source } = &e else {
         panic!("{e}");
     };
@@ -384,7 +384,7 @@ fn a_wrong_expected_digest_seals_nothing_and_releases_the_first_shard() {
         req.expected_sha256
             .insert(name.into(), vram_residency::Sha256Hex::new(&hex).unwrap());
     }
-    f.manager.seal_snapshot(&req).unwrap().release().unwrap();
+    f.manager.seal_model(&req).unwrap().release().unwrap();
 
     // A digest for a file that is not one of the model's weights.
     let mut req = request(&s);
@@ -392,7 +392,7 @@ fn a_wrong_expected_digest_seals_nothing_and_releases_the_first_shard() {
         "model-00003-of-00003.safetensors".into(),
         vram_residency::Sha256Hex::new(&"ab".repeat(32)).unwrap(),
     );
-    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    let e = f.manager.seal_model(&req).unwrap_err();
     assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
     f.assert_no_leaks();
 }
@@ -402,7 +402,7 @@ fn a_model_from_another_key_is_refused_and_bad_snapshots_seal_nothing() {
     let f = fixture(64 * MIB);
     let other = fixture(64 * MIB);
     let s = sharded();
-    let model = other.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = other.manager.seal_model(&request(&s)).unwrap();
     // Same secret, same key: the fixture's managers share it. A manager
     // with another secret does not accept the binding.
     let stranger = {
@@ -433,7 +433,7 @@ fn a_model_from_another_key_is_refused_and_bad_snapshots_seal_nothing() {
         "model-00002-of-00002.safetensors",
         &safetensors(&[("embeddings.weight", "F32", &[2], pattern(8, 9))]),
     );
-    let model = f.manager.seal_snapshot(&request(&dup)).unwrap();
+    let model = f.manager.seal_model(&request(&dup)).unwrap();
     let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
     let e = lease.tensors().unwrap_err();
     assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
@@ -448,11 +448,11 @@ fn a_model_from_another_key_is_refused_and_bad_snapshots_seal_nothing() {
     let empty = tempfile::tempdir().unwrap();
     write(empty.path(), "config.json", b"{}");
     let req = SnapshotRequest::new(empty.path(), ModelRef::new("m").unwrap(), 0);
-    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    let e = f.manager.seal_model(&req).unwrap_err();
     assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
     let broken = sharded();
     std::fs::remove_file(broken.dir.path().join("model-00002-of-00002.safetensors")).unwrap();
-    let e = f.manager.seal_snapshot(&request(&broken)).unwrap_err();
+    let e = f.manager.seal_model(&request(&broken)).unwrap_err();
     assert!(
         e.to_string().contains("model-00002-of-00002.safetensors"),
         "{e}"
@@ -468,7 +468,7 @@ fn a_single_file_snapshot_is_a_model_of_one_shard() {
     write(dir.path(), "model.safetensors", &weights);
     write(dir.path(), "config.json", b"{}");
     let req = SnapshotRequest::new(dir.path(), ModelRef::new("single").unwrap(), 0);
-    let model = f.manager.seal_snapshot(&req).unwrap();
+    let model = f.manager.seal_model(&req).unwrap();
     assert_eq!(model.weight_files(), ["model.safetensors"]);
     assert_eq!(model.shards()[0].position().total(), 1);
     let lease = f
@@ -496,7 +496,7 @@ fn a_model_without_tensors_has_an_empty_tensor_set() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "model.safetensors", &safetensors(&[]));
     let req = SnapshotRequest::new(dir.path(), ModelRef::new("empty").unwrap(), 0);
-    let model = f.manager.seal_snapshot(&req).unwrap();
+    let model = f.manager.seal_model(&req).unwrap();
     let lease = f.manager.lease_model(&model, LeasePolicy::Full).unwrap();
     let tensors = lease.tensors().unwrap();
     assert!(tensors.is_empty());
@@ -509,7 +509,7 @@ fn a_model_without_tensors_has_an_empty_tensor_set() {
 fn a_small_file_swapped_for_a_fifo_is_refused_not_waited_on() {
     let f = fixture(64 * MIB);
     let s = sharded();
-    let model = f.manager.seal_snapshot(&request(&s)).unwrap();
+    let model = f.manager.seal_model(&request(&s)).unwrap();
     let tokenizer = s.dir.path().join("tokenizer.json");
     std::fs::remove_file(&tokenizer).unwrap();
     let made = std::process::Command::new("mkfifo")
@@ -561,13 +561,13 @@ fn a_small_file_is_checked_against_its_expected_digest_in_the_read_that_binds_it
     let mut req = request(&s);
     req.expected_files
         .insert("config.json".into(), git_blob(config));
-    let model = f.manager.seal_snapshot(&req).unwrap();
+    let model = f.manager.seal_model(&req).unwrap();
     assert!(model.has_file("config.json"));
     model.release().unwrap();
 
     req.expected_files
         .insert("config.json".into(), git_blob(b"{\"model_type\":\"gpt2\"}"));
-    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    let e = f.manager.seal_model(&req).unwrap_err();
     assert!(matches!(e, VramError::ModelFileRejected { .. }), "{e}");
     assert!(
         e.is_fatal() && e.to_string().contains("config.json") && e.to_string().contains("git-sha1"),
@@ -578,6 +578,6 @@ fn a_small_file_is_checked_against_its_expected_digest_in_the_read_that_binds_it
     // A digest for a file the model does not bind is a caller's mistake.
     let mut req = request(&s);
     req.expected_files.insert("README.md".into(), git_blob(b""));
-    let e = f.manager.seal_snapshot(&req).unwrap_err();
+    let e = f.manager.seal_model(&req).unwrap_err();
     assert!(matches!(e, VramError::InvalidModel { .. }), "{e}");
 }

@@ -14,6 +14,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use vram_crypto::LeafSize;
+use vram_residency::{SealRequest, SealSource, ShardSet, VramError};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
@@ -21,17 +22,17 @@ proptest! {
     #[test]
     fn seal_verify_round_trip(data in proptest::collection::vec(any::<u8>(), 1..300_000)) {
         let f = fixture(16 * MIB);
-        let s = f.manager.seal_model(&data, 0).unwrap();
+        let s = f.manager.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data)).unwrap();
         prop_assert_eq!(s.vram_bytes(), data.len() as u64);
         f.manager.verify_sealed(&s).unwrap();
-        let again = f.manager.seal_model(&data, 0).unwrap();
+        let again = f.manager.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data)).unwrap();
         prop_assert_eq!(s.tree_digest().root, again.tree_digest().root);
     }
 
     #[test]
     fn any_altered_handle_field_fails(field in 0usize..16, delta in 1u64..1000) {
         let f = fixture(16 * MIB);
-        let s = f.manager.seal_model(&pattern(100_000, 3), 0).unwrap();
+        let s = f.manager.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&pattern(100_000, 3))).unwrap();
         let mut h = s.handle();
         match field {
             0 => h.shard_id.push('x'),
@@ -64,7 +65,7 @@ proptest! {
     #[test]
     fn any_flipped_signature_byte_fails(pos in 0usize..64, bit in 0u8..4) {
         let f = fixture(16 * MIB);
-        let s = f.manager.seal_model(&pattern(10_000, 4), 0).unwrap();
+        let s = f.manager.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&pattern(10_000, 4))).unwrap();
         let mut h = s.handle();
         let mut chars: Vec<u8> = h.signature.into_bytes();
         let v = u8::from_str_radix(std::str::from_utf8(&chars[pos..pos + 1]).unwrap(), 16).unwrap();
@@ -103,12 +104,12 @@ proptest! {
         );
         req.compute_sha256 = plain;
         let s = match source {
-            0 => m.seal(&req, &data).unwrap(),
-            1 => m.seal_reader(&req, &data[..], len as u64).unwrap(),
+            0 => m.seal(&req, SealSource::Bytes(&data)).unwrap(),
+            1 => m.seal(&req, SealSource::Reader { reader: &mut &data[..], len: len as u64 }).unwrap(),
             _ => {
                 let mut file = tempfile::tempfile().unwrap();
                 std::io::Write::write_all(&mut file, &data).unwrap();
-                m.seal_file(&req, &file).unwrap()
+                m.seal(&req, SealSource::file(&file)).unwrap()
             }
         };
         prop_assert_eq!(*s.tree_digest(), vram_crypto::tree_digest(&data, leaf));
@@ -125,7 +126,7 @@ proptest! {
     #[test]
     fn any_single_bit_flip_in_device_memory_is_detected(len in 1usize..400_000, pos in any::<prop::sample::Index>(), bit in 0u8..8) {
         let f = fixture(16 * MIB);
-        let s = f.manager.seal_model(&pattern(len, 9), 0).unwrap();
+        let s = f.manager.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&pattern(len, 9))).unwrap();
         let offset = pos.index(len) as u64;
         f.device.flip_bits(f.last_buffer(), offset, 1 << bit).unwrap();
         let err = f.manager.verify_sealed(&s).unwrap_err();
@@ -148,7 +149,14 @@ fn shard_sets_verify_together_and_one_bad_shard_fails_the_set() {
     let parts: Vec<Vec<u8>> = (0..3).map(|i| pattern(200_000, i)).collect();
     let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
     let model = vram_validation::ModelRef::new("hf:org/model@main/weights").unwrap();
-    let set = m.seal_set(&model, &slices, &[0, 1, 2]).unwrap();
+    let seal_set = || -> Result<ShardSet, VramError> {
+        SealRequest::for_set(&model, &[0, 1, 2])?
+            .iter()
+            .zip(&slices)
+            .map(|(r, p)| m.seal(r, SealSource::Bytes(p)))
+            .collect()
+    };
+    let set = seal_set().unwrap();
     assert_eq!(set.shards().len(), 3);
     for (i, s) in set.shards().iter().enumerate() {
         assert_eq!(s.gpu_device(), i as u32);
@@ -166,7 +174,7 @@ fn shard_sets_verify_together_and_one_bad_shard_fails_the_set() {
     }
     // A failing part releases the parts already sealed.
     devices[2].fail_next_allocs(1);
-    assert!(m.seal_set(&model, &slices, &[0, 1, 2]).is_err());
+    assert!(seal_set().is_err());
     for d in &devices {
         assert_eq!(d.live_allocations(), 0);
     }

@@ -13,6 +13,7 @@
 mod common;
 use common::*;
 use vram_crypto::{MAX_PROVENANCE_NAME_LEN as SEAL_MAX_NAME_LEN, SEAL_FORMAT_V2, SEAL_FORMAT_V3};
+use vram_residency::SealSource;
 use vram_residency::{ModelShardHandle, Provenance, SealRequest, VramError};
 use vram_validation::{ModelRef, ProvenanceName, ShardPosition, MAX_PROVENANCE_NAME_LEN};
 
@@ -31,7 +32,10 @@ fn a_seal_with_provenance_is_v3_and_its_handle_carries_it() {
     let f = fixture(64 * MIB);
     let shard = f
         .manager
-        .seal(&request("sub/tokenizer.json"), &pattern(100_000, 1))
+        .seal(
+            &request("sub/tokenizer.json"),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
         .unwrap();
     assert_eq!(shard.seal_version(), SEAL_FORMAT_V3);
     assert_eq!(shard.provenance(), Some(&provenance("sub/tokenizer.json")));
@@ -72,7 +76,13 @@ fn a_seal_with_provenance_is_v3_and_its_handle_carries_it() {
 #[test]
 fn a_seal_without_provenance_stays_v2() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(100_000, 2), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 2)),
+        )
+        .unwrap();
     assert_eq!(shard.seal_version(), SEAL_FORMAT_V2);
     assert_eq!(shard.provenance(), None);
     let handle = shard.handle();
@@ -95,7 +105,10 @@ fn an_edited_provenance_fails_check_handle() {
     let f = fixture(64 * MIB);
     let shard = f
         .manager
-        .seal(&request("model.safetensors"), &pattern(100_000, 3))
+        .seal(
+            &request("model.safetensors"),
+            SealSource::Bytes(&pattern(100_000, 3)),
+        )
         .unwrap();
     let handle = shard.handle();
     f.manager.check_handle(&handle).unwrap();
@@ -126,7 +139,13 @@ fn an_edited_provenance_fails_check_handle() {
         assert!(f.manager.verify_handle(&h, &shard).is_err());
     }
     // A v2 handle given a provenance it was not sealed with fails too.
-    let plain = f.manager.seal_model(&pattern(100_000, 4), 0).unwrap();
+    let plain = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 4)),
+        )
+        .unwrap();
     for version in [SEAL_FORMAT_V2, SEAL_FORMAT_V3] {
         let mut h = plain.handle();
         h.provenance = Some(provenance("model.safetensors"));
@@ -151,7 +170,10 @@ fn handle_provenance_is_read_strictly() {
     let f = fixture(64 * MIB);
     let shard = f
         .manager
-        .seal(&request("sub/tokenizer.json"), &pattern(10_000, 5))
+        .seal(
+            &request("sub/tokenizer.json"),
+            SealSource::Bytes(&pattern(10_000, 5)),
+        )
         .unwrap();
     let good = serde_json::to_value(shard.handle()).unwrap();
     let edits: [fn(&mut serde_json::Value); 5] = [
@@ -193,7 +215,9 @@ fn a_set_must_name_one_signed_statement() {
         r.position = ShardPosition::new(i, 2).unwrap();
         r.set_id = Some(set_id);
         r.provenance = Some(p);
-        f.manager.seal(&r, &pattern(10_000, 6 + i as u8)).unwrap()
+        f.manager
+            .seal(&r, SealSource::Bytes(&pattern(10_000, 6 + i as u8)))
+            .unwrap()
     };
     let a = part(0, provenance("model-00001.safetensors"));
     let b = part(1, provenance("model-00002.safetensors"));

@@ -15,6 +15,7 @@ use common::*;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vram_residency::{ScrubConfig, Scrubber};
+use vram_residency::{SealRequest, SealSource};
 
 /// Polls `cond` for up to 60 s (a liveness bound, not a performance assertion).
 fn eventually(mut cond: impl FnMut() -> bool) -> bool {
@@ -31,8 +32,22 @@ fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 #[test]
 fn scrubber_sweeps_and_finds_corruption() {
     let f = fixture(64 * MIB);
-    let a = Arc::new(f.manager.seal_model(&pattern(600_000, 1), 0).unwrap());
-    let b = Arc::new(f.manager.seal_model(&pattern(300_000, 2), 0).unwrap());
+    let a = Arc::new(
+        f.manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(600_000, 1)),
+            )
+            .unwrap(),
+    );
+    let b = Arc::new(
+        f.manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(300_000, 2)),
+            )
+            .unwrap(),
+    );
     let b_buffer = f.last_buffer();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&seen);
@@ -88,7 +103,14 @@ fn scrubber_sweeps_and_finds_corruption() {
 #[test]
 fn scrubber_stops_on_drop_and_forgets_dropped_shards() {
     let f = fixture(64 * MIB);
-    let a = Arc::new(f.manager.seal_model(&pattern(100_000, 1), 0).unwrap());
+    let a = Arc::new(
+        f.manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(100_000, 1)),
+            )
+            .unwrap(),
+    );
     let scrubber = Scrubber::start(
         &f.manager,
         std::slice::from_ref(&a),
@@ -111,7 +133,14 @@ fn scrubber_rejects_silly_rates() {
 #[test]
 fn scrubber_refuses_a_compromised_shard_even_with_its_bytes_restored() {
     let f = fixture(64 * MIB);
-    let a = Arc::new(f.manager.seal_model(&pattern(300_000, 4), 0).unwrap());
+    let a = Arc::new(
+        f.manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(300_000, 4)),
+            )
+            .unwrap(),
+    );
     let id = f.last_buffer();
     f.device.flip_bits(id, 1234, 1).unwrap();
     assert!(f.manager.verify_sealed(&a).is_err());
@@ -136,7 +165,14 @@ fn scrubber_refuses_a_compromised_shard_even_with_its_bytes_restored() {
 #[test]
 fn a_device_read_error_does_not_stop_scrubbing_a_shard() {
     let f = fixture(64 * MIB);
-    let a = Arc::new(f.manager.seal_model(&pattern(300_000, 5), 0).unwrap());
+    let a = Arc::new(
+        f.manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(300_000, 5)),
+            )
+            .unwrap(),
+    );
     f.device.fail_next_reads(1);
     let scrubber = Scrubber::start(
         &f.manager,
@@ -159,7 +195,13 @@ fn a_device_read_error_does_not_stop_scrubbing_a_shard() {
 #[test]
 fn the_scrub_policy_is_the_scrubbers_alone() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
+        .unwrap();
     let policy = vram_residency::VerifyPolicy::Scrub { leaves: 4 };
     assert!(matches!(
         f.manager.verify_with(&shard, policy),

@@ -14,6 +14,7 @@ mod common;
 use common::*;
 use vram_crypto::{sign_seal, LeafSize, SealMessage, SEAL_FORMAT_V1};
 use vram_residency::{ModelShardHandle, VramConfig, VramError, VramManager};
+use vram_residency::{SealRequest, SealSource, ShardSet};
 use vram_validation::ModelRef;
 
 fn cuda_manager(uuid: [u8; 16]) -> VramManager {
@@ -32,7 +33,13 @@ fn cuda_manager(uuid: [u8; 16]) -> VramManager {
 #[test]
 fn a_mock_seal_does_not_pass_for_one_made_in_vram() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(100_000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 1)),
+        )
+        .unwrap();
     let handle = shard.handle();
     assert_eq!(handle.seal_version, 2);
     assert_eq!(handle.device_kind.as_deref(), Some("mock"));
@@ -68,7 +75,12 @@ fn a_mock_seal_does_not_pass_for_one_made_in_vram() {
 #[test]
 fn a_cuda_seal_names_its_device_uuid() {
     let a = cuda_manager([0xaa; 16]);
-    let shard = a.seal_model(&pattern(100_000, 2), 0).unwrap();
+    let shard = a
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 2)),
+        )
+        .unwrap();
     let handle = shard.handle();
     assert_eq!(handle.device_kind.as_deref(), Some("cuda"));
     assert_eq!(handle.device_uuid, Some("aa".repeat(16)));
@@ -106,7 +118,13 @@ fn a_cuda_seal_names_its_device_uuid() {
 #[test]
 fn v1_handles_still_verify_as_v1() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(100_000, 3), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 3)),
+        )
+        .unwrap();
     let tree = shard.tree_digest();
     let msg = SealMessage {
         shard_id: shard.shard_id().as_str(),
@@ -187,8 +205,17 @@ fn shards_of_different_sets_do_not_mix() {
     let model = ModelRef::new("org/model@v1").unwrap();
     let (p0, p1) = (pattern(70_000, 4), pattern(70_000, 5));
     let parts: [&[u8]; 2] = [&p0, &p1];
-    let a = f.manager.seal_set(&model, &parts, &[0, 0]).unwrap();
-    let b = f.manager.seal_set(&model, &parts, &[0, 0]).unwrap();
+    let seal_set = || -> ShardSet {
+        SealRequest::for_set(&model, &[0, 0])
+            .unwrap()
+            .iter()
+            .zip(parts)
+            .map(|(r, p)| f.manager.seal(r, SealSource::Bytes(p)))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let a = seal_set();
+    let b = seal_set();
     let (a0, a1) = (&a.shards()[0], &a.shards()[1]);
     let b1 = &b.shards()[1];
     assert_eq!(a0.set_id(), a1.set_id());
@@ -216,8 +243,14 @@ fn shards_of_different_sets_do_not_mix() {
         Err(VramError::InvalidShardSet { .. })
     ));
     // Lone shards each get a set of their own.
-    let x = f.manager.seal_model(&p0, 0).unwrap();
-    let y = f.manager.seal_model(&p0, 0).unwrap();
+    let x = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&p0))
+        .unwrap();
+    let y = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&p0))
+        .unwrap();
     assert_ne!(x.set_id(), y.set_id());
 }
 
@@ -245,7 +278,12 @@ fn mock_manager(devices: u32, worker: &str) -> VramManager {
 #[test]
 fn a_handle_naming_a_device_the_worker_lacks_is_refused() {
     let two = mock_manager(2, "w");
-    let shard = two.seal_model(&pattern(100_000, 6), 1).unwrap();
+    let shard = two
+        .seal(
+            &SealRequest::inline(1).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 6)),
+        )
+        .unwrap();
     let handle = shard.handle();
     assert_eq!(two.check_handle(&handle).unwrap(), 2);
     let one = mock_manager(1, "w");
@@ -263,7 +301,12 @@ fn a_handle_naming_a_device_the_worker_lacks_is_refused() {
 #[test]
 fn a_handle_sealed_by_another_worker_is_refused() {
     let a = mock_manager(1, "worker-a");
-    let shard = a.seal_model(&pattern(100_000, 7), 0).unwrap();
+    let shard = a
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 7)),
+        )
+        .unwrap();
     let handle = shard.handle();
     assert_eq!(a.check_handle(&handle).unwrap(), 2);
     a.verify_handle(&handle, &shard).unwrap();

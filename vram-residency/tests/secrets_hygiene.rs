@@ -17,6 +17,7 @@
 
 mod common;
 use common::*;
+use vram_residency::{SealRequest, SealSource};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -62,7 +63,13 @@ fn keys_and_addresses_never_reach_logs_errors_debug_or_json() {
     let mut texts = Vec::new();
     tracing::subscriber::with_default(subscriber, || {
         let f = fixture(64 * MIB);
-        let shard = f.manager.seal_model(&pattern(300_000, 1), 0).unwrap();
+        let shard = f
+            .manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(300_000, 1)),
+            )
+            .unwrap();
         f.manager.verify_sealed(&shard).unwrap();
         texts.push(format!("{shard:?}"));
         texts.push(format!("{:?}", f.manager));
@@ -73,7 +80,13 @@ fn keys_and_addresses_never_reach_logs_errors_debug_or_json() {
         texts.push(err.to_string());
         texts.push(format!("{err:?}"));
         f.device.fail_next_allocs(1);
-        let err = f.manager.seal_model(&[1; 100], 0).unwrap_err();
+        let err = f
+            .manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&[1; 100]),
+            )
+            .unwrap_err();
         texts.push(err.to_string());
         texts.push(format!("{err:?}"));
         texts.push(format!("{:?}", secret()));

@@ -12,6 +12,7 @@
 
 mod common;
 use common::*;
+use vram_residency::{SealRequest, SealSource};
 use vram_residency::{VerifyPolicy, VramError};
 
 const LEAF: u64 = 64 * 1024;
@@ -19,7 +20,13 @@ const LEAF: u64 = 64 * 1024;
 fn corrupt_and_expect(offset: u64) {
     let f = fixture(64 * MIB);
     let len = 5 * LEAF as usize + 123;
-    let shard = f.manager.seal_model(&pattern(len, 7), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(len, 7)),
+        )
+        .unwrap();
     f.device.flip_bits(f.last_buffer(), offset, 0x80).unwrap();
     let err = f.manager.verify_sealed(&shard).unwrap_err();
     assert!(matches!(err, VramError::IntegrityViolation { .. }), "{err}");
@@ -60,7 +67,10 @@ fn sampling_every_leaf_finds_corruption_too() {
     let f = fixture(64 * MIB);
     let shard = f
         .manager
-        .seal_model(&pattern(4 * LEAF as usize, 1), 0)
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(4 * LEAF as usize, 1)),
+        )
         .unwrap();
     f.device
         .flip_bits(f.last_buffer(), 3 * LEAF + 5, 1)
@@ -76,7 +86,13 @@ fn sampling_every_leaf_finds_corruption_too() {
 #[test]
 fn forged_signature_in_a_handle_is_refused() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(10_000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(10_000, 1)),
+        )
+        .unwrap();
     let mut h = shard.handle();
     let mut sig: Vec<char> = h.signature.chars().collect();
     sig[10] = if sig[10] == '0' { '1' } else { '0' };
@@ -92,7 +108,13 @@ fn forged_signature_in_a_handle_is_refused() {
 #[test]
 fn a_handle_from_another_worker_key_is_refused() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(10_000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(10_000, 1)),
+        )
+        .unwrap();
     let other = {
         let device = vram_mock::MockDevice::new(0, 64 * MIB);
         let dynamic: std::sync::Arc<dyn vram_core::Device> = device;
@@ -111,7 +133,13 @@ fn a_handle_from_another_worker_key_is_refused() {
 #[test]
 fn verification_rereads_device_memory() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(1_000_000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(1_000_000, 1)),
+        )
+        .unwrap();
     let before = f.device.bytes_read();
     f.manager.verify_sealed(&shard).unwrap();
     assert_eq!(f.device.bytes_read() - before, 1_000_000);
@@ -130,7 +158,10 @@ fn sampled_detection_rate_matches_the_documented_probability() {
     let corrupt_shard = || {
         let shard = f
             .manager
-            .seal_model(&pattern(8 * LEAF as usize, 3), 0)
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(8 * LEAF as usize, 3)),
+            )
             .unwrap();
         f.device
             .flip_bits(f.last_buffer(), 5 * LEAF + 17, 1)
@@ -165,7 +196,13 @@ fn sampled_detection_rate_matches_the_documented_probability() {
 #[test]
 fn a_hostile_shard_id_in_a_handle_is_escaped_in_the_error() {
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(1000, 1), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(1000, 1)),
+        )
+        .unwrap();
     let mut h = shard.handle();
     h.shard_id = "evil\n2026-01-01 INFO forged line\u{202e}\u{0}".into();
     let err = f.manager.check_handle(&h).unwrap_err();
@@ -184,7 +221,10 @@ fn a_hostile_shard_id_in_a_handle_is_escaped_in_the_error() {
 fn a_shard_that_failed_verification_never_verifies_again() {
     let f = fixture(64 * MIB);
     let data = pattern(4 * LEAF as usize, 9);
-    let shard = f.manager.seal_model(&data, 0).unwrap();
+    let shard = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+        .unwrap();
     assert!(!shard.is_compromised());
     let id = f.last_buffer();
     f.device.overwrite(id, LEAF + 3, b"evil").unwrap();
@@ -212,7 +252,10 @@ fn a_shard_that_failed_verification_never_verifies_again() {
     assert_eq!(f.manager.metrics().verifications_failed, 4);
 
     // Other shards are unaffected, and sealing the model again works.
-    let again = f.manager.seal_model(&data, 0).unwrap();
+    let again = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+        .unwrap();
     f.manager.verify_sealed(&again).unwrap();
     assert!(!again.is_compromised());
 }
@@ -224,7 +267,13 @@ fn a_shard_that_failed_verification_never_verifies_again() {
 fn a_shard_verified_by_another_managers_key_is_refused_but_not_compromised() {
     use vram_core::Device;
     let f = fixture(64 * MIB);
-    let shard = f.manager.seal_model(&pattern(100_000, 2), 0).unwrap();
+    let shard = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(100_000, 2)),
+        )
+        .unwrap();
     let device: std::sync::Arc<dyn Device> = f.device.clone();
     let other = vram_residency::VramManager::new(
         vram_residency::VramConfig::builder(
@@ -266,7 +315,13 @@ fn a_source_that_changes_while_read_still_seals_exactly_what_the_device_holds() 
     let len = 3 * MIB + 12_345;
     let s = f
         .manager
-        .seal_reader(&req, std::io::Read::take(Shifting(0), len), len)
+        .seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut std::io::Read::take(Shifting(0), len),
+                len,
+            },
+        )
         .unwrap();
     f.manager.verify_sealed(&s).unwrap();
 
@@ -287,7 +342,7 @@ fn a_source_that_changes_while_read_still_seals_exactly_what_the_device_holds() 
             }
         });
         for _ in 0..5 {
-            let s = f.manager.seal_file(&req, &file).unwrap();
+            let s = f.manager.seal(&req, SealSource::file(&file)).unwrap();
             f.manager.verify_sealed(&s).unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

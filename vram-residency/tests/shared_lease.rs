@@ -6,7 +6,9 @@
 mod common;
 use common::*;
 use std::sync::Arc;
-use vram_residency::{LeasePolicy, ModelRef, SnapshotRequest, TensorMemory, VramError};
+use vram_residency::{
+    LeasePolicy, ModelRef, SealRequest, SealSource, SnapshotRequest, TensorMemory, VramError,
+};
 
 const LEAF: u64 = 64 * 1024;
 
@@ -23,7 +25,11 @@ fn file() -> (Vec<u8>, Vec<u8>) {
 fn a_handle_reads_the_sealed_bytes_while_its_lease_is_open_and_never_after() {
     let f = fixture(64 * MIB);
     let (bytes, big) = file();
-    let shard = Arc::new(f.manager.seal_model(&bytes, 0).unwrap());
+    let shard = Arc::new(
+        f.manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&bytes))
+            .unwrap(),
+    );
     let lease = f.manager.lease_shared(&shard, LeasePolicy::Full).unwrap();
     assert_eq!(lease.verification().bytes_checked, bytes.len() as u64);
     let handle = lease.handle();
@@ -58,7 +64,11 @@ fn a_handle_reads_the_sealed_bytes_while_its_lease_is_open_and_never_after() {
 fn a_shared_lease_is_refused_with_the_tensor_named_like_a_borrowed_one() {
     let f = fixture(64 * MIB);
     let (bytes, _) = file();
-    let shard = Arc::new(f.manager.seal_model(&bytes, 0).unwrap());
+    let shard = Arc::new(
+        f.manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&bytes))
+            .unwrap(),
+    );
     let open = f.manager.lease_shared(&shard, LeasePolicy::Full).unwrap();
     let flip = bytes.len() as u64 - LEAF - 10;
     drop(open);
@@ -86,7 +96,7 @@ fn a_shared_model_lease_finds_each_tensor_in_its_shard_and_ends_all_of_them() {
     )
     .unwrap();
     let request = SnapshotRequest::new(dir.path(), ModelRef::new("test/two").unwrap(), 0);
-    let model = Arc::new(f.manager.seal_snapshot(&request).unwrap());
+    let model = Arc::new(f.manager.seal_model(&request).unwrap());
     let lease = f
         .manager
         .lease_model_shared(&model, LeasePolicy::Sampled { leaves: 2 })

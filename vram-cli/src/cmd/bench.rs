@@ -1,17 +1,18 @@
 //! `vram bench`: hashing, seal and verify throughput with ratios against
 //! baselines measured in the same run. Reports; never asserts on time.
 
-use super::{gbps, manager, size_arg, SyntheticModel};
 use crate::cli::BenchArgs;
-use crate::devices::{parse_spec, select, Selection};
 use crate::exit::CliError;
+use crate::figures::gbps;
+use crate::synthetic::SyntheticModel;
 use std::io::Read;
 use std::process::Command;
 use std::time::Instant;
 use vram_crypto::{backend, tree_digest, LeafSize, LEAF_PREFIX};
+use vram_residency::SealSource;
 use vram_residency::{SealHashing, SealRequest, SealedShard, VerifyPolicy, VramManager};
-use vram_secrets::WorkerSecret;
 use vram_validation::{format_bytes, ModelRef};
+use vram_worker::{build_manager, DeviceSelection as Selection, ManagerOptions, SecretChoice};
 
 struct Report {
     json: bool,
@@ -81,13 +82,13 @@ fn bare_multibuffer(data: &[u8], leaf: usize) -> f64 {
 /// Refuses sizes that cannot fit before any work: `--size` is held in host
 /// memory and sealed on the device, `--sampled-size` is sealed on the device.
 fn check_sizes_fit(selection: &Selection, size: u64, big: u64) -> Result<(), CliError> {
-    let device = usize::try_from(selection.target)
+    let device = usize::try_from(selection.target())
         .ok()
-        .and_then(|i| selection.devices.get(i))
+        .and_then(|i| selection.devices().get(i))
         .ok_or_else(|| CliError::env("the selected device is missing"))?;
     let total = device
         .memory_info()
-        .map_err(|e| CliError::env(format!("device {}: {e}", selection.target)))?
+        .map_err(|e| CliError::env(format!("device {}: {e}", selection.target())))?
         .total;
     for (flag, bytes) in [("--size", size), ("--sampled-size", big)] {
         if bytes > total {
@@ -95,7 +96,7 @@ fn check_sizes_fit(selection: &Selection, size: u64, big: u64) -> Result<(), Cli
                 "{flag} {} does not fit on {}:{} ({} of memory); pick a smaller size",
                 format_bytes(bytes),
                 selection.kind(),
-                selection.target,
+                selection.target(),
                 format_bytes(total)
             )));
         }
@@ -137,13 +138,11 @@ struct Baselines {
 /// full verification, seals from a file, sampled verification, peak host
 /// memory) and reports each against the baselines.
 pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
-    let size = size_arg("--size", &args.size)?;
-    let big = size_arg("--sampled-size", &args.sampled_size)?;
+    let (size, big) = (args.size, args.sampled_size);
     if size < 1 << 20 {
         return Err(CliError::usage("--size must be at least 1MiB"));
     }
-    let spec = parse_spec(&args.device.device)?;
-    let selection = select(spec)?;
+    let selection = Selection::select(args.device.device)?;
     selection.announce(quiet);
     check_sizes_fit(&selection, size, big)?;
     // The leaf size a manager picks for this device (64 KiB on CUDA).
@@ -185,20 +184,26 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
         raw_copy,
     };
 
-    let secret = WorkerSecret::generate_ephemeral()?;
-    let mgr = manager(secret, &selection, None, Some(leaf), SealHashing::Host)?;
+    // Nothing a bench seals outlives it: an ephemeral secret, by choice.
+    let on = |hashing| -> Result<_, CliError> {
+        let options = ManagerOptions {
+            audit: None,
+            leaf: Some(leaf),
+            hashing,
+        };
+        Ok(build_manager(
+            SecretChoice::Ephemeral.load()?,
+            &selection,
+            options,
+        )?)
+    };
+    let mgr = on(SealHashing::Host)?;
     let model_ref = ModelRef::new("bench:synthetic")?;
-    let req = SealRequest::new(model_ref, selection.target);
+    let req = SealRequest::new(model_ref, selection.target());
     // Hashed on the device after the upload, 64 leaves cross-checked on the
     // host: only on a device that hashes (the mock's emulation saves nothing).
     let device_mgr = if selection.kind() == "cuda" {
-        Some(manager(
-            WorkerSecret::generate_ephemeral()?,
-            &selection,
-            None,
-            Some(leaf),
-            SealHashing::ON_DEVICE,
-        )?)
+        Some(on(SealHashing::ON_DEVICE)?)
     } else {
         None
     };
@@ -224,7 +229,7 @@ pub(crate) fn run(args: &BenchArgs, quiet: bool) -> Result<(), CliError> {
     // Through a real device the host keeps only staging buffers (and the
     // driver's own memory), whatever the model size.
     if selection.kind() == "cuda" {
-        let device = format!("cuda:{}", selection.target);
+        let device = format!("cuda:{}", selection.target());
         peak_rss_check(&mut r, &dir, big, &device, args.json)?;
     }
     drop(scratch);
@@ -458,7 +463,7 @@ fn seal_from_memory(
     // The first allocation of a mock buffer pays the host's first-touch page
     // faults (slow in a VM, absent on a real device); the mock then reuses the
     // freed memory as a caching allocator would. Both are reported.
-    let (shard, cold_s) = time(|| mgr.seal(req, data));
+    let (shard, cold_s) = time(|| mgr.seal(req, SealSource::Bytes(data)));
     drop(shard?);
     if selection.is_mock() {
         r.line(
@@ -473,7 +478,9 @@ fn seal_from_memory(
     // plain seal below, so both reuse the memory the cold seal touched.)
     let mut plain_req = req.clone();
     plain_req.compute_sha256 = true;
-    let (plain_shard, plain_s) = best(3, || mgr.seal(&plain_req, data).map(drop));
+    let (plain_shard, plain_s) = best(3, || {
+        mgr.seal(&plain_req, SealSource::Bytes(data)).map(drop)
+    });
     plain_shard?;
     r.line(
         "seal from memory + plain SHA-256",
@@ -481,9 +488,9 @@ fn seal_from_memory(
         plain_s,
         Some(("ring stream", base.ring)),
     );
-    let (sealed, seal_s) = best(3, || mgr.seal(req, data).map(drop));
+    let (sealed, seal_s) = best(3, || mgr.seal(req, SealSource::Bytes(data)).map(drop));
     sealed?;
-    let shard = mgr.seal(req, data)?;
+    let shard = mgr.seal(req, SealSource::Bytes(data))?;
     r.line("seal from memory", size, seal_s, Some(("limit", limit)));
     if let Some(raw) = base.raw_copy {
         r.line(
@@ -502,7 +509,7 @@ fn seal_from_memory(
         );
     }
     if let Some(dm) = device_mgr {
-        let (dshard, dseal_s) = best(3, || dm.seal(req, data));
+        let (dshard, dseal_s) = best(3, || dm.seal(req, SealSource::Bytes(data)));
         drop(dshard?);
         r.line(
             "seal from memory, hashed on the device",
@@ -560,8 +567,8 @@ fn full_verify(
     Ok(())
 }
 
-/// Seals from the file: `seal_file` (and hashed on the device, CUDA) and
-/// `seal_reader` (streamed).
+/// Seals from the file: `SealSource::File` (and hashed on the device, CUDA) and
+/// `SealSource::Reader` (streamed).
 fn seal_from_file(
     r: &mut Report,
     mgr: &VramManager,
@@ -572,16 +579,16 @@ fn seal_from_file(
     limit: f64,
 ) -> Result<(), CliError> {
     let f = std::fs::File::open(file).map_err(|e| crate::exit::io_error(file, &e))?;
-    let (sealed, sealf_s) = best(3, || mgr.seal_file(req, &f).map(drop));
+    let (sealed, sealf_s) = best(3, || mgr.seal(req, SealSource::file(&f)).map(drop));
     sealed?;
     r.line(
-        "seal from file (seal_file)",
+        "seal from file (SealSource::File)",
         size,
         sealf_s,
         Some(("limit", limit)),
     );
     if let Some(dm) = device_mgr {
-        let (shard, s) = time(|| dm.seal_file(req, &f));
+        let (shard, s) = time(|| dm.seal(req, SealSource::file(&f)));
         drop(shard?);
         r.line(
             "seal from file, hashed on the device",
@@ -593,13 +600,19 @@ fn seal_from_file(
     // Each streamed seal reads the file from its start.
     let (sealed, sealr_s) = best(3, || {
         let f = std::fs::File::open(file).map_err(|e| crate::exit::io_error(file, &e))?;
-        mgr.seal_reader(req, &f, size)
-            .map(drop)
-            .map_err(CliError::from)
+        mgr.seal(
+            req,
+            SealSource::Reader {
+                reader: &mut &f,
+                len: size,
+            },
+        )
+        .map(drop)
+        .map_err(CliError::from)
     });
     sealed?;
     r.line(
-        "seal from file (seal_reader, streamed)",
+        "seal from file (SealSource::Reader, streamed)",
         size,
         sealr_s,
         Some(("limit", limit)),
@@ -619,7 +632,13 @@ fn sampled_verify(
     let policy = VerifyPolicy::Sampled { leaves: 16 };
     let mut sampled = Vec::new();
     for shard_size in [16u64 << 20, big] {
-        let shard = mgr.seal_reader(req, SyntheticModel::new(7, shard_size), shard_size)?;
+        let shard = mgr.seal(
+            req,
+            SealSource::Reader {
+                reader: &mut SyntheticModel::new(7, shard_size),
+                len: shard_size,
+            },
+        )?;
         let rounds = 20u32;
         let t = Instant::now();
         for _ in 0..rounds {

@@ -9,7 +9,8 @@
 //! `--ignore-missing` and `--strict` do what they do for `sha256sum -c`
 //! (tests compare with it). A manifest line with leaf hashes
 //! (`vram digest --json --leaves`) lets a failed file's corrupt byte ranges be
-//! named, and the tensors in them when the file is a safetensors file.
+//! named, and the tensors in them when the file is a safetensors or GGUF
+//! file (its header read by `vram_format`, the same verdict a lease gets).
 
 use super::digest::digest_path;
 use crate::cli::DigestArgs;
@@ -18,7 +19,7 @@ use crate::manifest::{parse_line, Entry, Expected};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use vram_crypto::{diff_leaves, LeafHashes, LeafSize};
-use vram_hub::SafetensorsHeader;
+use vram_format::{FormatError, TensorTable};
 use vram_validation::OutputLine;
 
 /// Longest manifest line read: a JSON line with leaf hashes takes 67 bytes
@@ -50,9 +51,13 @@ struct Corrupt {
     end: u64,
     first_leaf: u64,
     last_leaf: u64,
-    /// The range touches the safetensors header.
+    /// The range touches the file's header.
     header: bool,
+    /// The header's format, when the file's header could be read.
+    format: Option<vram_format::Format>,
     tensors: Vec<String>,
+    /// Per tensor: the part of its bytes in the range, and its length.
+    tensor_bytes: Vec<(String, u64, u64, u64)>,
 }
 
 struct Outcome {
@@ -87,7 +92,11 @@ impl Outcome {
                     "end": r.end,
                     "leaves": [r.first_leaf, r.last_leaf],
                     "header": r.header,
+                    "format": r.format.map(|f| f.to_string()),
                     "tensors": r.tensors,
+                    "tensor_bytes": r.tensor_bytes.iter().map(|(name, start, end, len)| {
+                        serde_json::json!({"name": name, "start": start, "end": end, "len": len})
+                    }).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -118,7 +127,8 @@ impl Outcome {
                 line.push(&format!(" (leaves {}-{})", r.first_leaf, r.last_leaf));
             }
             if r.header {
-                line.push(": safetensors header");
+                let format = r.format.unwrap_or(vram_format::Format::Safetensors);
+                line.push(&format!(": {format} header"));
             }
             if !r.tensors.is_empty() {
                 line.push(if r.header { ", tensors " } else { ": tensors " });
@@ -408,28 +418,32 @@ fn locate(mut out: Outcome, path: &Path, expected: &LeafHashes, actual: &LeafHas
                 first_leaf: d.leaf_index,
                 last_leaf: d.leaf_index,
                 header: false,
+                format: None,
                 tensors: Vec::new(),
+                tensor_bytes: Vec::new(),
             }),
         }
     }
     if path.as_os_str() == "-" || out.ranges.is_empty() {
         return out;
     }
-    match read_header(path) {
-        Ok(header) => {
+    match read_table(path) {
+        Ok(table) => {
             for r in &mut out.ranges {
-                r.header = r.start < header.data_start;
-                r.tensors = header
-                    .tensors_overlapping(r.start..r.end)
-                    .map(|t| t.name.clone())
-                    .collect();
+                r.header = r.start < table.data_start();
+                r.format = Some(table.format());
+                for (t, inside) in table.locate(r.start..r.end) {
+                    r.tensors.push(t.name.clone());
+                    r.tensor_bytes
+                        .push((t.name.clone(), inside.start, inside.end, t.len()));
+                }
             }
         }
         Err(reason) => {
-            // Any file is tried; only one named as safetensors is worth a note.
-            let named = path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+            // Any file is tried; only one named as a model file is worth a note.
+            let named = path.extension().is_some_and(|e| {
+                e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("gguf")
+            });
             if named {
                 out = out.note(format!("tensors not named: {reason}"));
             }
@@ -438,8 +452,33 @@ fn locate(mut out: Outcome, path: &Path, expected: &LeafHashes, actual: &LeafHas
     out
 }
 
-fn read_header(path: &Path) -> Result<SafetensorsHeader, String> {
+/// The file's tensor table, read as a lease reads it (the same parser,
+/// only the header's bytes).
+fn read_table(path: &Path) -> Result<TensorTable, String> {
     let file = std::fs::File::open(path).map_err(|e| e.kind().to_string())?;
     let len = file.metadata().map_err(|e| e.kind().to_string())?.len();
-    SafetensorsHeader::read_from(&mut BufReader::new(file), Some(len)).map_err(|e| e.to_string())
+    let read_prefix = |n: u64| -> Result<Vec<u8>, String> {
+        use std::os::unix::fs::FileExt;
+        let n =
+            usize::try_from(n.min(len)).map_err(|_| "a header larger than memory".to_owned())?;
+        let mut buf = vec![0u8; n];
+        file.read_exact_at(&mut buf, 0)
+            .map_err(|e| e.kind().to_string())?;
+        Ok(buf)
+    };
+    vram_format::read_table(len, |n| read_prefix(n).map_err(|reason| Wrap(Err(reason)))).map_err(
+        |Wrap(e)| match e {
+            Ok(f) => f.to_string(),
+            Err(reason) => reason,
+        },
+    )
+}
+
+/// A header error or a read error.
+struct Wrap(Result<FormatError, String>);
+
+impl From<FormatError> for Wrap {
+    fn from(e: FormatError) -> Self {
+        Self(Ok(e))
+    }
 }

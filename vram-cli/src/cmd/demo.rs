@@ -1,16 +1,19 @@
 //! `vram demo`: the whole story on one synthetic model. Exit 0 only when every
 //! step behaved as expected (including the corruption being caught).
 
-use super::{audit_key, gbps, manager, open_audit, size_arg, SyntheticModel};
 use crate::cli::DemoArgs;
-use crate::devices::{parse_spec, select};
 use crate::exit::CliError;
+use crate::figures::gbps;
+use crate::synthetic::SyntheticModel;
 use std::time::Instant;
 use vram_audit::verify_chain;
 use vram_residency::SealHashing;
+use vram_residency::SealSource;
 use vram_residency::{LeasePolicy, SealRequest, SealedShard, VerifyPolicy, VramError, VramManager};
-use vram_secrets::WorkerSecret;
 use vram_validation::{format_bytes, ModelRef};
+use vram_worker::{
+    audit_key, build_manager, open_audit_log, DeviceSelection, ManagerOptions, SecretChoice,
+};
 
 struct Steps {
     json: bool,
@@ -30,26 +33,28 @@ impl Steps {
 }
 
 pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
-    let size = size_arg("--size", &args.size)?;
+    let size = args.size;
     if size == 0 {
         return Err(CliError::usage("--size must be at least 1 byte"));
     }
-    let spec = parse_spec(&args.device.device)?;
-    let selection = select(spec)?;
+    let selection = DeviceSelection::select(args.device.device)?;
     selection.announce(quiet);
-    let secret = WorkerSecret::generate_ephemeral()?;
+    // What the demo seals dies with it: an ephemeral secret, by choice.
+    let secret = SecretChoice::Ephemeral.load()?;
     // A fresh owner-only directory, removed when the demo ends (`dir` is
     // dropped last, after the manager and the audit log that write into it).
     let dir = crate::scratch::ScratchDir::new("vram-demo")?;
     let log_path = dir.path().join("audit.jsonl");
     let key = audit_key(&secret)?;
-    let audit = open_audit(&log_path, &secret)?;
-    let mgr = manager(
+    let audit = open_audit_log(&log_path, &secret)?;
+    let mgr = build_manager(
         secret,
         &selection,
-        Some(audit.clone()),
-        None,
-        SealHashing::Host,
+        ManagerOptions {
+            audit: Some(audit.clone()),
+            leaf: None,
+            hashing: SealHashing::Host,
+        },
     )?;
     let leaf = mgr.leaf_size();
     let mut steps = Steps {
@@ -62,8 +67,8 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
             "vram demo: {} synthetic model on {}:{} ({}), ephemeral worker secret (key id {}), audit log {} (removed at exit)",
             format_bytes(size),
             selection.kind(),
-            selection.target,
-            mgr.device(selection.target)?.info().name,
+            selection.target(),
+            mgr.device(selection.target())?.info().name,
             mgr.seal_key_id(),
             log_path.display()
         );
@@ -74,10 +79,16 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
     let model = DemoModel::new(size);
     let total = model.len();
     let model_ref = ModelRef::new("demo:synthetic-model.safetensors")?;
-    let mut req = SealRequest::new(model_ref, selection.target);
+    let mut req = SealRequest::new(model_ref, selection.target());
     req.compute_sha256 = true;
     let t0 = Instant::now();
-    let shard = mgr.seal_reader(&req, model.reader(), total)?;
+    let shard = mgr.seal(
+        &req,
+        SealSource::Reader {
+            reader: &mut model.reader(),
+            len: total,
+        },
+    )?;
     let seal_s = t0.elapsed().as_secs_f64();
     steps.record(
         "seal",
@@ -207,7 +218,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<(), CliError> {
 
     // 8. Release: device memory and capacity come back.
     drop(shard);
-    let used = mgr.used_vram(selection.target);
+    let used = mgr.used_vram(selection.target());
     let live = selection.mock_device().map_or(0, |m| m.live_allocations());
     steps.record(
         "release",

@@ -13,9 +13,9 @@
 //! with `SIGBUS`, as with `b3sum`; a digest of a file that changes while it is
 //! read describes no single state of it either way.
 
-use super::{gbps, leaf_arg};
 use crate::cli::DigestArgs;
 use crate::exit::{one_safe_line, CliError};
+use crate::figures::gbps;
 use crate::manifest::{leaf_text, sha256_line, tree_line, TREE_TAG};
 use vram_crypto::{backend, LeafSize};
 
@@ -27,7 +27,7 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
     if args.check {
         return super::check::run(args, quiet);
     }
-    let leaf = leaf_arg(args.leaf_size.as_deref())?.unwrap_or(LeafSize::DEFAULT);
+    let leaf = args.leaf_size.unwrap_or(LeafSize::DEFAULT);
     let several = args.files.len() > 1;
     let mut failed: Vec<CliError> = Vec::new();
     for path in &args.files {

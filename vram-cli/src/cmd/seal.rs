@@ -1,20 +1,23 @@
 //! `vram seal FILE...`: stream each file into device memory, seal, verify once.
 
-use super::{
-    duration_arg, gbps, leaf_arg, manager, open_audit_with, peak_rss_bytes, size_arg, verify_arg,
-};
+use super::model_ref::file_model_ref;
 use crate::cli::SealArgs;
-use crate::devices::{parse_spec, select};
 use crate::exit::{io_error, shown_path, CliError};
+use crate::figures::{gbps, peak_rss_bytes};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vram_audit::AuditSink;
+use vram_residency::SealSource;
 use vram_residency::{
     ScrubConfig, Scrubber, SealHashing, SealRequest, SealedShard, VerifyPolicy, VramError,
 };
 use vram_validation::{DigestForm, ExpectedDigest, ModelRef, OutputLine, Sha256Hex};
+use vram_worker::{
+    build_manager, hub, open_audit_log_with, DeviceSelection, ManagerOptions, ModelLocation,
+    SecretSource,
+};
 
 /// Counts bytes through a reader into a progress bar.
 struct Progress<R> {
@@ -30,30 +33,6 @@ impl<R: Read> Read for Progress<R> {
     }
 }
 
-/// `file:NAME`, with the name percent-encoded where a model reference could
-/// not hold it as written (a `%`, control or invisible characters), so that
-/// any file name gives a reference that decodes back to it.
-pub(crate) fn file_model_ref(name: &str) -> Result<ModelRef, vram_validation::ValidationError> {
-    let plain = format!("file:{name}");
-    if !name.contains('%') {
-        if let Ok(r) = ModelRef::new(&plain) {
-            return Ok(r);
-        }
-    }
-    let mut encoded = String::from("file:");
-    for c in name.chars() {
-        if c == '%' || c.is_control() || !(c.is_ascii_graphic() || c == ' ') {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                encoded.push_str(&format!("%{b:02X}"));
-            }
-        } else {
-            encoded.push(c);
-        }
-    }
-    ModelRef::new(&encoded)
-}
-
 fn default_model_ref(path: &std::path::Path) -> Result<ModelRef, CliError> {
     let name = path
         .file_name()
@@ -65,41 +44,6 @@ fn default_model_ref(path: &std::path::Path) -> Result<ModelRef, CliError> {
             shown_path(path)
         ))
     })
-}
-
-/// The longest file `--expect-sha256 @PATH` reads (pointer files and
-/// descriptors are a few hundred bytes).
-const MAX_DIGEST_FILE_BYTES: u64 = 64 * 1024;
-
-/// `--expect-sha256 VALUE` or `--expect-sha256 @PATH`.
-fn expected_arg(value: &str) -> Result<ExpectedDigest, CliError> {
-    let Some(path) = value.strip_prefix('@') else {
-        return ExpectedDigest::parse(value)
-            .map_err(|e| CliError::usage(format!("--expect-sha256: {e}")));
-    };
-    let path = std::path::Path::new(path);
-    let file = std::fs::File::open(path).map_err(|e| {
-        let mut err = io_error(path, &e);
-        err.message = format!("--expect-sha256 @{}", err.message);
-        err
-    })?;
-    let mut text = String::new();
-    file.take(MAX_DIGEST_FILE_BYTES.saturating_add(1))
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            CliError::usage(format!(
-                "--expect-sha256 @{}: cannot be read as text ({e})",
-                shown_path(path)
-            ))
-        })?;
-    if text.len() as u64 > MAX_DIGEST_FILE_BYTES {
-        return Err(CliError::usage(format!(
-            "--expect-sha256 @{}: is larger than {MAX_DIGEST_FILE_BYTES} bytes; expected a pointer file, a sha256sum line or an OCI descriptor",
-            shown_path(path)
-        )));
-    }
-    ExpectedDigest::parse_file(&text)
-        .map_err(|e| CliError::usage(format!("--expect-sha256 @{}: {e}", shown_path(path))))
 }
 
 /// Opens a model file (or snapshot directory) named on the command line,
@@ -170,11 +114,29 @@ fn policy_name(p: VerifyPolicy) -> String {
     }
 }
 
+/// `vram seal`: plan (every input checked, nothing touched), execute (the
+/// worker built, every input sealed and verified), report (the JSON
+/// document, the hold, the releases).
 pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
-    let spec = parse_spec(&args.device.device)?;
-    let policy = verify_arg(&args.verify)?;
-    let leaf = leaf_arg(args.leaf_size.as_deref())?;
-    let scrub_rate = size_arg("--scrub-rate", &args.scrub_rate)?;
+    let plan = plan(args, quiet)?;
+    let sealed = execute(args, plan, quiet)?;
+    report(args, sealed, quiet)
+}
+
+/// What `vram seal` will seal, every input checked before any device work.
+struct SealPlan {
+    /// Files sealed one shard each.
+    inputs: Vec<Input>,
+    /// A snapshot sealed as one model.
+    snapshot: Option<SnapshotInput>,
+    /// Whether the inputs come from a verified publisher signature.
+    signed: bool,
+}
+
+/// Checks every input, flag and file before a device, a secret or a log is
+/// touched.
+fn plan(args: &SealArgs, quiet: bool) -> Result<SealPlan, CliError> {
+    let scrub_rate = args.scrub_rate;
     if args.hold {
         // Checked now, not after every file is sealed.
         ScrubConfig::new(scrub_rate).validate().map_err(|_| {
@@ -184,17 +146,8 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             ))
         })?;
     }
-    let expected = args
-        .expect_sha256
-        .as_deref()
-        .map(expected_arg)
-        .transpose()?;
-    let model_ref_flag = args
-        .model_ref
-        .as_deref()
-        .map(ModelRef::new)
-        .transpose()
-        .map_err(|e| CliError::usage(format!("--model-ref: {e}")))?;
+    let expected = args.expect_sha256.clone();
+    let model_ref_flag = args.model_ref.clone();
     // Check every file before touching a device.
     let mut inputs = Vec::with_capacity(args.files.len());
     let mut signed_model = None;
@@ -247,9 +200,27 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                      (without --expect-sha256: each blob's name gives its digest)"
                 )));
             }
+            // One GGUF file of a repository: sealed as a file, the SHA-256
+            // its blob's name promises checked in the sealing pass.
+            if let Some((cached, reference, sha256)) =
+                super::hub::gguf_file(model, args.cache_without_links)?
+            {
+                let model_ref = ModelRef::new(&reference).map_err(|e| {
+                    CliError::usage(format!("{model}: not a model reference ({e})"))
+                })?;
+                inputs.push(Input {
+                    file: open_model_file(&cached.path)?,
+                    path: path.clone(),
+                    len: cached.len,
+                    model_ref,
+                    expected: sha256,
+                    provenance: None,
+                });
+                continue;
+            }
             // Every file with an expected digest is checked, here or in the
             // reads that seal and bind it.
-            let located = crate::worker::locate_in_cache(model, quiet, args.cache_without_links)?;
+            let located = vram_worker::locate_in_cache(model, quiet, args.cache_without_links)?;
             snapshot = Some(SnapshotInput {
                 shown: located.model_ref.as_str().to_owned(),
                 location: located,
@@ -274,10 +245,10 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                 )));
             }
             // A hub cache's snapshots/COMMIT is checked as hf:// is.
-            if let Some(hub) = super::hub::snapshot_of_dir(path, args.cache_without_links)? {
+            if let Some(hub) = hub::snapshot_of_dir(path, args.cache_without_links)? {
                 snapshot = Some(SnapshotInput {
                     shown: path.to_string_lossy().into_owned(),
-                    location: crate::worker::hub_location(hub, quiet)?,
+                    location: ModelLocation::of_hub_snapshot(hub, quiet)?,
                 });
                 continue;
             }
@@ -289,13 +260,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             let model_ref = dir_model_ref(path)?;
             snapshot = Some(SnapshotInput {
                 shown: path.to_string_lossy().into_owned(),
-                location: crate::worker::ModelLocation {
-                    dir: path.clone(),
-                    weights: path.join(vram_hub::SINGLE_WEIGHTS_FILE),
-                    model_ref,
-                    expected_sha256: std::collections::BTreeMap::new(),
-                    expected_files: std::collections::BTreeMap::new(),
-                },
+                location: ModelLocation::directory(path, model_ref),
             });
             continue;
         }
@@ -328,11 +293,40 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         check_expected_size(expected, &input.path, input.len)?;
     }
 
+    Ok(SealPlan {
+        inputs,
+        snapshot,
+        signed: signed_model.is_some(),
+    })
+}
+
+/// What was sealed, and the worker that holds it.
+struct Sealed {
+    mgr: vram_residency::VramManager,
+    device_kind: &'static str,
+    shards: Vec<Arc<SealedShard>>,
+    rows: Vec<serde_json::Value>,
+    model_json: Option<serde_json::Value>,
+    metrics: MetricsOut,
+}
+
+/// Builds the worker (metrics endpoint first, then secret, audit log,
+/// devices, manager) and seals and verifies every planned input. Under
+/// `--json` a failure is reported in the command's document, with what was
+/// sealed before it.
+fn execute(args: &SealArgs, plan: SealPlan, quiet: bool) -> Result<Sealed, CliError> {
+    let SealPlan {
+        inputs,
+        snapshot,
+        signed,
+    } = plan;
+    let (spec, policy, leaf) = (args.device.device, args.verify, args.leaf_size);
+    let model_ref_flag = args.model_ref.clone();
     // Bound before anything is sealed: a port in use is an error now.
     let metrics = MetricsOut::from_args(args)?;
-    let secret = crate::secret::load(args.secret_file.as_deref())?;
+    let secret = SecretSource::new(args.secret_file.clone()).load()?;
     let audit: Option<Arc<dyn AuditSink>> = match &args.audit_log {
-        Some(p) => Some(open_audit_with(p, &secret, audit_tuning(args)?)?),
+        Some(p) => Some(open_audit_log_with(p, &secret, audit_tuning(args)?)?),
         None => {
             if !quiet {
                 eprintln!("vram: note: no --audit-log given; audit records are kept in memory and lost at exit");
@@ -340,14 +334,22 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             None
         }
     };
-    let selection = select(spec)?;
+    let selection = DeviceSelection::select(spec)?;
     selection.announce(quiet);
     let hashing = if args.hash_on_device {
         SealHashing::ON_DEVICE
     } else {
         SealHashing::Host
     };
-    let mgr = manager(secret, &selection, audit, leaf, hashing)?;
+    let mgr = build_manager(
+        secret,
+        &selection,
+        ManagerOptions {
+            audit,
+            leaf,
+            hashing,
+        },
+    )?;
 
     let mut shards: Vec<Arc<SealedShard>> = Vec::new();
     let mut rows = Vec::new();
@@ -388,7 +390,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
                 shards.push(Arc::new(shard));
             }
             Err(mut e) => {
-                if signed_model.is_some() && e.code == crate::exit::INTEGRITY {
+                if signed && e.code == crate::exit::INTEGRITY {
                     // Every shard sealed so far is released below (audited).
                     let base = e.message.trim_end_matches("; nothing was sealed");
                     e.message = format!(
@@ -418,9 +420,31 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
             }
         }
     }
+    Ok(Sealed {
+        mgr,
+        device_kind: selection.kind(),
+        shards,
+        rows,
+        model_json,
+        metrics,
+    })
+}
+
+/// The JSON document (or nothing more: each shard's line is out already),
+/// then the hold, or the releases: exit 0 only once every record is durable.
+fn report(args: &SealArgs, sealed: Sealed, quiet: bool) -> Result<(), CliError> {
+    let Sealed {
+        mgr,
+        device_kind,
+        shards,
+        rows,
+        model_json,
+        metrics,
+    } = sealed;
+    let scrub_rate = args.scrub_rate;
     let mut out = serde_json::json!({
         "shards": rows,
-        "device_kind": selection.kind(),
+        "device_kind": device_kind,
         "peak_rss_bytes": peak_rss_bytes(),
     });
     if let (Some(model), Some(obj)) = (model_json, out.as_object_mut()) {
@@ -433,7 +457,7 @@ pub(crate) fn run(args: &SealArgs, quiet: bool) -> Result<(), CliError> {
         // The document is out before holding (scripts need the handles): a
         // failure while holding is said on stderr only, never as a second
         // JSON document.
-        return hold(&mgr, shards, scrub_rate, quiet, metrics, selection.kind()).map_err(|e| {
+        return hold(&mgr, shards, scrub_rate, quiet, metrics, device_kind).map_err(|e| {
             if args.json {
                 e.reported_in_json()
             } else {
@@ -478,7 +502,7 @@ struct Input {
 /// shard and its JSON row.
 fn seal_one(
     mgr: &vram_residency::VramManager,
-    selection: &crate::devices::Selection,
+    selection: &DeviceSelection,
     args: &SealArgs,
     policy: VerifyPolicy,
     input: Input,
@@ -493,7 +517,7 @@ fn seal_one(
         provenance,
     } = input;
     let path = path.as_path();
-    let mut req = SealRequest::new(model_ref, selection.target);
+    let mut req = SealRequest::new(model_ref, selection.target());
     req.expected_sha256 = expected;
     req.provenance = provenance;
     let bar = crate::progress::bar(len, "seal", quiet);
@@ -502,15 +526,23 @@ fn seal_one(
     // anything else is streamed.
     let regular = file.metadata().is_ok_and(|m| m.is_file());
     let shard = if regular {
-        mgr.seal_file_with_progress(&req, &file, &|n| bar.inc(n))
-    } else {
-        mgr.seal_reader(
+        mgr.seal(
             &req,
-            Progress {
-                inner: file,
-                bar: bar.clone(),
+            SealSource::File {
+                file: &file,
+                progress: Some(&|n| bar.inc(n)),
             },
-            len,
+        )
+    } else {
+        mgr.seal(
+            &req,
+            SealSource::Reader {
+                reader: &mut Progress {
+                    inner: file,
+                    bar: bar.clone(),
+                },
+                len,
+            },
         )
     }
     .map_err(|e| file_error(path, e))?;
@@ -549,7 +581,7 @@ fn verify_and_report(
             "device_kind": shard.device_kind().as_str(),
             "sha256": shard.plain_sha256().map(ToString::to_string),
             "verify": {
-                "policy": args.verify,
+                "policy": policy_name(policy),
                 "policy_run": ran,
                 "leaves_checked": report.leaves_checked,
                 "bytes_checked": report.bytes_checked,
@@ -594,7 +626,7 @@ fn verify_and_report(
 /// or `hf://ORG/NAME@COMMIT`).
 struct SnapshotInput {
     shown: String,
-    location: crate::worker::ModelLocation,
+    location: ModelLocation,
 }
 
 /// `file:NAME` for a snapshot directory: its own name (a hub snapshot's is
@@ -621,12 +653,12 @@ type SealedSnapshot = (
 );
 
 /// `vram seal DIR`: the snapshot sealed as one model
-/// ([`vram_residency::VramManager::seal_snapshot`]): its weights as one set,
+/// ([`vram_residency::VramManager::seal_model`]): its weights as one set,
 /// each shard verified and reported as a file is, its small files bound.
 /// Returns the shards, their rows and the model's JSON object.
 fn seal_snapshot(
     mgr: &vram_residency::VramManager,
-    selection: &crate::devices::Selection,
+    selection: &DeviceSelection,
     args: &SealArgs,
     policy: VerifyPolicy,
     input: &SnapshotInput,
@@ -637,15 +669,15 @@ fn seal_snapshot(
     let dir = location.dir.as_path();
     let shown = std::path::Path::new(&input.shown);
     let model_ref = model_ref.unwrap_or_else(|| location.model_ref.clone());
-    let mut request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target);
+    let mut request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target());
     request.expected_sha256 = location.expected_sha256.clone();
     request.expected_files = location.expected_files.clone();
     let t0 = Instant::now();
-    let model = mgr.seal_snapshot(&request).map_err(|e| {
+    let model = mgr.seal_model(&request).map_err(|e| {
         // A cached file that is not what its blob is named by: say how to
         // fetch it again.
         let repair = match &e {
-            VramError::ModelFileRejected { name, .. } => super::hub::repair_of(dir, name),
+            VramError::ModelFileRejected { name, .. } => hub::repair_of(dir, name),
             _ => None,
         };
         let mut err = file_error(shown, e);
@@ -734,10 +766,7 @@ impl MetricsOut {
             .map(crate::metrics::Listener::bind)
             .transpose()?;
         let file = match &args.metrics_file {
-            Some(p) => Some((
-                crate::metrics::TextFile::new(p)?,
-                duration_arg("--metrics-interval", &args.metrics_interval)?,
-            )),
+            Some(p) => Some((crate::metrics::TextFile::new(p)?, args.metrics_interval)),
             None => None,
         };
         Ok(Self { listener, file })
@@ -885,8 +914,7 @@ fn hold_until(
 /// The audit log's segment size and checkpoint cadence from the flags.
 fn audit_tuning(args: &SealArgs) -> Result<vram_audit::FileOptions, CliError> {
     let mut options = vram_audit::FileOptions::default();
-    if let Some(size) = &args.audit_segment_size {
-        let bytes = size_arg("--audit-segment-size", size)?;
+    if let Some(bytes) = args.audit_segment_size {
         if bytes == 0 {
             return Err(CliError::usage(
                 "--audit-segment-size must be at least 1 byte",
@@ -895,10 +923,7 @@ fn audit_tuning(args: &SealArgs) -> Result<vram_audit::FileOptions, CliError> {
         options.max_file_bytes = Some(bytes);
     }
     options.checkpoint_records = args.audit_checkpoint_records;
-    options.checkpoint_interval = duration_arg(
-        "--audit-checkpoint-interval",
-        &args.audit_checkpoint_interval,
-    )?;
+    options.checkpoint_interval = args.audit_checkpoint_interval;
     Ok(options)
 }
 
@@ -927,7 +952,12 @@ mod tests {
     fn a_compromised_shard_ends_the_hold_with_an_integrity_error() {
         let device = MockDevice::new(0, 64 << 20);
         let mgr = manager(&device);
-        let shard = mgr.seal_model(&vec![5u8; 3 << 20], 0).unwrap();
+        let shard = mgr
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&vec![5u8; 3 << 20]),
+            )
+            .unwrap();
         let buffer = *device.live_buffers().first().unwrap();
         let stop = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
@@ -965,7 +995,12 @@ mod tests {
     fn an_intact_hold_ends_cleanly_when_asked() {
         let device = MockDevice::new(0, 64 << 20);
         let mgr = manager(&device);
-        let shard = mgr.seal_model(&vec![6u8; 1 << 20], 0).unwrap();
+        let shard = mgr
+            .seal(
+                &SealRequest::inline(0).unwrap(),
+                SealSource::Bytes(&vec![6u8; 1 << 20]),
+            )
+            .unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let held = s.spawn(|| {

@@ -102,7 +102,7 @@ pub(crate) fn plan(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| model.model_name().to_string());
-            super::seal::file_model_ref(&base)
+            super::model_ref::file_model_ref(&base)
                 .map(|r| r.as_str().to_string())
                 .map_err(|e| {
                     CliError::usage(format!(

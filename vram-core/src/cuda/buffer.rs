@@ -544,14 +544,12 @@ impl DeviceBuffer for CudaBuffer {
         reader: &mut dyn Read,
         chunk: usize,
         on_chunk: &mut dyn FnMut(&[u8]),
-    ) -> Option<Result<u64, StreamError>> {
-        Some(
-            self.pipelined_write(reader, chunk, |c| on_chunk(c))
-                .map_err(|e| match e {
-                    PipelinedWriteError::Read(io) => StreamError::Read(io),
-                    PipelinedWriteError::Device(d) => StreamError::Device(d),
-                }),
-        )
+    ) -> Result<u64, StreamError> {
+        self.pipelined_write(reader, chunk, |c| on_chunk(c))
+            .map_err(|e| match e {
+                PipelinedWriteError::Read(io) => StreamError::Read(io),
+                PipelinedWriteError::Device(d) => StreamError::Device(d),
+            })
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {

@@ -6,7 +6,8 @@ use super::shared::DeviceShared;
 use super::staging::PinnedStaging;
 use super::{call, device_count, driver_present};
 use crate::{
-    Device, DeviceAttributes, DeviceBuffer, DeviceError, DeviceInfo, DeviceKind, MemoryInfo,
+    Device, DeviceAttributes, DeviceBuffer, DeviceCapabilities, DeviceError, DeviceInfo,
+    DeviceKind, MemoryInfo,
 };
 use cudarc::driver::{sys, CudaContext};
 use std::fmt;
@@ -351,5 +352,17 @@ impl Device for CudaDevice {
     fn alloc(&self, bytes: u64) -> Result<Box<dyn DeviceBuffer>, DeviceError> {
         self.alloc_cuda(bytes)
             .map(|buffer| Box::new(buffer) as Box<dyn DeviceBuffer>)
+    }
+
+    /// Streams through pinned staging; never lends host memory; hashes on
+    /// the device when its leaf kernel compiles and loads (NVRTC present, a
+    /// driver that loads its PTX). The first call compiles the kernel; the
+    /// outcome, success or failure, is cached for the device's lifetime.
+    fn capabilities(&self) -> DeviceCapabilities {
+        DeviceCapabilities {
+            stream_from: true,
+            fill_in_place: false,
+            hash_on_device: self.shared.hasher().is_ok(),
+        }
     }
 }

@@ -173,6 +173,9 @@ impl Device for LooksLikeCuda {
     fn attributes(&self) -> Result<vram_core::DeviceAttributes, vram_core::DeviceError> {
         self.inner.attributes()
     }
+    fn capabilities(&self) -> vram_core::DeviceCapabilities {
+        self.inner.capabilities()
+    }
     fn alloc(
         &self,
         bytes: u64,

@@ -1,15 +1,15 @@
 //! `vram devices`: what this machine offers.
 
 use crate::cli::DevicesArgs;
-use crate::devices::{select, DeviceSpec};
 use crate::exit::CliError;
 use vram_validation::format_bytes;
+use vram_worker::{DeviceSelection, DeviceSpec};
 
 pub(crate) fn run(args: &DevicesArgs, quiet: bool) -> Result<(), CliError> {
-    let sel = select(DeviceSpec::Auto)?;
+    let sel = DeviceSelection::select(DeviceSpec::Auto)?;
     sel.announce(quiet);
     let mut rows = Vec::new();
-    for (i, d) in sel.devices.iter().enumerate() {
+    for (i, d) in sel.devices().iter().enumerate() {
         let info = d.info();
         let mem = d
             .memory_info()

@@ -26,7 +26,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use vram_validation::escape_for_log;
 
-use crate::HubError;
+use crate::error::safetensors as invalid;
+use crate::{Dtype, Format, FormatError, TensorInfo, TensorTable};
 
 /// Largest header accepted: 100,000,000 bytes, the reference
 /// implementation's limit (`safetensors::tensor::MAX_HEADER_SIZE`).
@@ -34,21 +35,6 @@ pub const MAX_HEADER_BYTES: u64 = 100_000_000;
 
 /// Bytes before the JSON: its length, `u64` little-endian.
 const LEN_PREFIX: u64 = 8;
-
-/// One tensor of a safetensors file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// The tensor's name, exactly as the header has it (untrusted: escape it
-    /// before it reaches a terminal).
-    pub name: String,
-    /// Element type, one the format defines ([`dtype_bits`]), e.g. `F16`,
-    /// `BF16`, `F32`.
-    pub dtype: String,
-    /// Dimensions.
-    pub shape: Vec<u64>,
-    /// Where its bytes are, as absolute offsets in the file.
-    pub data: Range<u64>,
-}
 
 /// The parsed header of a safetensors file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,26 +45,11 @@ pub struct SafetensorsHeader {
     pub data_start: u64,
 }
 
-fn invalid(reason: impl Into<String>) -> HubError {
-    HubError::Safetensors {
-        reason: reason.into(),
-    }
-}
-
 /// Element size in bits of a dtype the safetensors format defines; `None`
 /// for any other name.
 #[must_use]
 pub fn dtype_bits(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" | "F8_E4M3FNUZ"
-        | "F8_E5M2FNUZ" => 8,
-        "F4" => 4,
-        "F6_E2M3" | "F6_E3M2" => 6,
-        "U16" | "I16" | "F16" | "BF16" => 16,
-        "U32" | "I32" | "F32" => 32,
-        "U64" | "I64" | "F64" | "C64" => 64,
-        _ => return None,
-    })
+    Dtype::from_safetensors(dtype).map(Dtype::block_bits)
 }
 
 impl SafetensorsHeader {
@@ -89,9 +60,12 @@ impl SafetensorsHeader {
     ///
     /// # Errors
     ///
-    /// [`HubError::Safetensors`] when the length is over the limit or does
+    /// [`FormatError::Safetensors`] when the length is over the limit or does
     /// not fit in the file.
-    pub fn data_start_from_prefix(prefix: [u8; 8], file_len: Option<u64>) -> Result<u64, HubError> {
+    pub fn data_start_from_prefix(
+        prefix: [u8; 8],
+        file_len: Option<u64>,
+    ) -> Result<u64, FormatError> {
         check_len(u64::from_le_bytes(prefix), file_len).map(|len| LEN_PREFIX.saturating_add(len))
     }
 
@@ -102,11 +76,11 @@ impl SafetensorsHeader {
     ///
     /// # Errors
     ///
-    /// [`HubError::Safetensors`] when `bytes` is too short, the header is
+    /// [`FormatError::Safetensors`] when `bytes` is too short, the header is
     /// longer than [`MAX_HEADER_BYTES`] or the file, is not a JSON object of
     /// tensor entries, names a tensor twice, or an entry's dtype, shape or
     /// offsets break the format's rules (see the module's documentation).
-    pub fn parse(bytes: &[u8], file_len: Option<u64>) -> Result<Self, HubError> {
+    pub fn parse(bytes: &[u8], file_len: Option<u64>) -> Result<Self, FormatError> {
         let (prefix, rest) = bytes
             .split_first_chunk::<8>()
             .ok_or_else(|| invalid("shorter than the 8-byte header length"))?;
@@ -123,8 +97,8 @@ impl SafetensorsHeader {
     ///
     /// # Errors
     ///
-    /// As [`Self::parse`]; [`HubError::Safetensors`] also when reading fails.
-    pub fn read_from(reader: &mut impl Read, file_len: Option<u64>) -> Result<Self, HubError> {
+    /// As [`Self::parse`]; [`FormatError::Safetensors`] also when reading fails.
+    pub fn read_from(reader: &mut impl Read, file_len: Option<u64>) -> Result<Self, FormatError> {
         let mut prefix = [0u8; 8];
         reader
             .read_exact(&mut prefix)
@@ -142,7 +116,7 @@ impl SafetensorsHeader {
         Self::from_json(&json, len, file_len)
     }
 
-    fn from_json(json: &[u8], len: u64, file_len: Option<u64>) -> Result<Self, HubError> {
+    fn from_json(json: &[u8], len: u64, file_len: Option<u64>) -> Result<Self, FormatError> {
         let data_start = LEN_PREFIX.saturating_add(len);
         // serde_json limits nesting (128 levels), so hostile depth cannot
         // exhaust the stack. Entries are kept in order, twins included, so
@@ -215,6 +189,12 @@ impl SafetensorsHeader {
         0..self.data_start
     }
 
+    /// The header as the workspace's one tensor table.
+    #[must_use]
+    pub fn into_table(self) -> TensorTable {
+        TensorTable::new(Format::Safetensors, self.tensors, self.data_start)
+    }
+
     /// The tensors whose data overlaps `range` (absolute file offsets,
     /// half-open), in file order.
     pub fn tensors_overlapping(&self, range: Range<u64>) -> impl Iterator<Item = &TensorInfo> {
@@ -249,7 +229,7 @@ impl<'de> Deserialize<'de> for Entries {
     }
 }
 
-fn check_len(len: u64, file_len: Option<u64>) -> Result<u64, HubError> {
+fn check_len(len: u64, file_len: Option<u64>) -> Result<u64, FormatError> {
     if len > MAX_HEADER_BYTES {
         return Err(invalid(format!(
             "a header of {len} bytes is over the {MAX_HEADER_BYTES}-byte limit"
@@ -270,23 +250,23 @@ fn tensor(
     entry: &Value,
     data_start: u64,
     data_len: Option<u64>,
-) -> Result<TensorInfo, HubError> {
+) -> Result<TensorInfo, FormatError> {
     let shown = || escape_for_log(&name, 80);
     let obj = entry
         .as_object()
         .ok_or_else(|| invalid(format!("tensor `{}` is not an object", shown())))?;
-    let dtype = obj
+    let dtype_name = obj
         .get("dtype")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("tensor `{}` has no dtype string", shown())))?
-        .to_owned();
-    let bits = dtype_bits(&dtype).ok_or_else(|| {
+        .ok_or_else(|| invalid(format!("tensor `{}` has no dtype string", shown())))?;
+    let dtype = Dtype::from_safetensors(dtype_name).ok_or_else(|| {
         invalid(format!(
             "tensor `{}` has an unknown dtype `{}`",
             shown(),
-            escape_for_log(&dtype, 32)
+            escape_for_log(dtype_name, 32)
         ))
     })?;
+    let bits = dtype.block_bits();
     let shape = obj
         .get("shape")
         .and_then(Value::as_array)
@@ -376,7 +356,7 @@ mod tests {
         let names: Vec<_> = h.tensors.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["a.weight", "b.weight"]);
         assert_eq!(h.tensors[0].data, start..start + 16);
-        assert_eq!(h.tensors[1].dtype, "F16");
+        assert_eq!(h.tensors[1].dtype, Dtype::F16);
         assert_eq!(h.tensors[1].shape, [2, 3]);
         // The same through a reader.
         let r = SafetensorsHeader::read_from(&mut bytes.as_slice(), None).unwrap();

@@ -1,0 +1,539 @@
+//! The llama forward pass over a verified lease: [`LlamaModel`] is loaded
+//! once (header, hyperparameters, tensor table, rotary tables);
+//! [`LlamaModel::start`] takes a lease for one request and builds that
+//! request's [`RequestModel`], whose quantized weights read the sealed blocks
+//! in place. The maths is candle-transformers 0.11.1's `quantized_llama`
+//! (RMS norm, interleaved RoPE, grouped-query attention, SiLU-gated MLP,
+//! tied output head when `output.weight` is absent).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, IndexOp, Tensor};
+use vram_residency::{
+    LeaseHandle, LeasePolicy, SealedModel, SealedShard, SharedLease, SharedModelLease, VramManager,
+};
+
+use crate::gguf::{self, LlamaConfig, Metadata, TensorEntry};
+use crate::weights::{LeasedBlocks, LeasedLinear};
+use crate::LlmError;
+
+/// What a GGUF model was sealed as.
+#[derive(Debug, Clone)]
+pub enum GgufSource {
+    /// One GGUF file sealed as one shard (`VramManager::seal` from a file).
+    Shard(Arc<SealedShard>),
+    /// A sealed model holding one GGUF file (split GGUF is not supported yet).
+    Model(Arc<SealedModel>),
+}
+
+/// A request's lease, which ends (and with it every weight built over it)
+/// when the request's model is dropped.
+#[derive(Debug)]
+enum RequestLease {
+    Shard(SharedLease),
+    Model(SharedModelLease),
+}
+
+impl RequestLease {
+    fn handle(&self) -> Result<LeaseHandle, LlmError> {
+        match self {
+            Self::Shard(l) => Ok(l.handle()),
+            Self::Model(l) => l
+                .handles()
+                .first()
+                .cloned()
+                .ok_or_else(|| LlmError::Metadata("the sealed model holds no shard".into())),
+        }
+    }
+
+    fn verification(&self) -> Duration {
+        match self {
+            Self::Shard(l) => l.verification().elapsed,
+            Self::Model(l) => l.verification_cost().2,
+        }
+    }
+}
+
+fn compute(e: &candle_core::Error) -> LlmError {
+    LlmError::Compute(e.to_string())
+}
+
+/// Names of the tensors of block `i`, in the GGUF's llama naming.
+fn layer_names(i: usize) -> [String; 9] {
+    [
+        format!("blk.{i}.attn_norm.weight"),
+        format!("blk.{i}.attn_q.weight"),
+        format!("blk.{i}.attn_k.weight"),
+        format!("blk.{i}.attn_v.weight"),
+        format!("blk.{i}.attn_output.weight"),
+        format!("blk.{i}.ffn_norm.weight"),
+        format!("blk.{i}.ffn_gate.weight"),
+        format!("blk.{i}.ffn_up.weight"),
+        format!("blk.{i}.ffn_down.weight"),
+    ]
+}
+
+/// A llama GGUF model sealed in device memory, loaded once and shared by
+/// requests; each request computes through its own verified lease.
+#[derive(Debug)]
+pub struct LlamaModel {
+    manager: Arc<VramManager>,
+    source: GgufSource,
+    policy: LeasePolicy,
+    config: LlamaConfig,
+    metadata: Metadata,
+    tensors: HashMap<String, TensorEntry>,
+    vocab_size: usize,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl LlamaModel {
+    /// Loads the model: a full verification of the sealed bytes, then the
+    /// GGUF header read from them, the hyperparameters and every tensor the
+    /// architecture needs checked (present, supported type, shape, in range).
+    /// Requests lease with `policy`.
+    ///
+    /// # Errors
+    /// [`LlmError::Vram`] when the lease is refused (an integrity failure);
+    /// [`LlmError::Metadata`] naming the key or tensor that is missing or
+    /// unusable.
+    pub fn load(
+        manager: Arc<VramManager>,
+        source: GgufSource,
+        policy: LeasePolicy,
+    ) -> Result<Self, LlmError> {
+        let lease = lease(&manager, &source, LeasePolicy::Full)?;
+        let handle = lease.handle()?;
+        let header = handle.with_host_bytes(gguf::read_header)??;
+        drop(lease);
+        let config = LlamaConfig::from_metadata(&header.metadata)?;
+        let vocab_size = check_tensors(&config, &header.tensors)?;
+        let (cos, sin) = rotary_tables(&config).map_err(|e| compute(&e))?;
+        tracing::info!(
+            layers = config.block_count,
+            dim = config.embedding_length,
+            vocab = vocab_size,
+            context = config.context_length,
+            "llama model loaded from sealed memory"
+        );
+        Ok(Self {
+            manager,
+            source,
+            policy,
+            config,
+            metadata: header.metadata,
+            tensors: header.tensors,
+            vocab_size,
+            cos,
+            sin,
+        })
+    }
+
+    /// The GGUF metadata (tokenizer, chat template, hyperparameters), as read
+    /// from the sealed, verified header.
+    #[must_use]
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The hyperparameters.
+    #[must_use]
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Context length in tokens.
+    #[must_use]
+    pub fn context_length(&self) -> u32 {
+        self.config.context_length
+    }
+
+    /// Vocabulary size (rows of the token embedding; length of the logits).
+    #[must_use]
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Starts a request: a lease verified under the model's policy, and the
+    /// request's model over it (weights read in place, norms copied, an empty
+    /// KV cache). Returns it with the time the lease's verification took.
+    ///
+    /// # Errors
+    /// [`LlmError::Vram`] when the lease is refused (the sealed bytes no
+    /// longer match their seal); [`LlmError::Compute`] otherwise.
+    pub fn start(&self) -> Result<(RequestModel<'_>, Duration), LlmError> {
+        let lease = lease(&self.manager, &self.source, self.policy)?;
+        let verification = lease.verification();
+        let handle = lease.handle()?;
+        let copy_started = Instant::now();
+        let blocks = |name: &str| -> Result<Arc<LeasedBlocks>, LlmError> {
+            let entry = self
+                .tensors
+                .get(name)
+                .ok_or_else(|| LlmError::Metadata(format!("tensor {name} is missing")))?;
+            Ok(LeasedBlocks::new(handle.clone(), name, entry.clone()))
+        };
+        let norm = |name: &str| -> Result<Tensor, LlmError> {
+            let values = blocks(name)?.to_f32()?;
+            Tensor::from_vec(values, self.config.embedding_length, &Device::Cpu)
+                .map_err(|e| compute(&e))
+        };
+        let linear = |name: &str| LeasedLinear::new(blocks(name)?);
+        let mut norms_copied = Duration::ZERO;
+        let mut layers = Vec::with_capacity(self.config.block_count);
+        for i in 0..self.config.block_count {
+            let [attn_norm, q, k, v, o, ffn_norm, gate, up, down] = layer_names(i);
+            let t = Instant::now();
+            let attention_norm = norm(&attn_norm)?;
+            let ffn_norm = norm(&ffn_norm)?;
+            norms_copied = norms_copied.saturating_add(t.elapsed());
+            layers.push(Layer {
+                attention_norm,
+                wq: linear(&q)?,
+                wk: linear(&k)?,
+                wv: linear(&v)?,
+                wo: linear(&o)?,
+                ffn_norm,
+                w1: linear(&gate)?,
+                w3: linear(&up)?,
+                w2: linear(&down)?,
+                kv_cache: None,
+            });
+        }
+        let t = Instant::now();
+        let output_norm = norm("output_norm.weight")?;
+        norms_copied = norms_copied.saturating_add(t.elapsed());
+        let embedding_blocks = blocks("token_embd.weight")?;
+        let token_embedding = embedding_blocks
+            .qtensor()
+            .map_err(|e| LlmError::Compute(e.to_string()))?;
+        let output = if self.tensors.contains_key("output.weight") {
+            linear("output.weight")?
+        } else {
+            // Tied head: a matmul over the embedding's own leased blocks.
+            LeasedLinear::new(embedding_blocks)?
+        };
+        let build = copy_started.elapsed();
+        tracing::debug!(
+            lease_verification_us = verification.as_micros(),
+            build_us = build.as_micros(),
+            norms_copied_us = norms_copied.as_micros(),
+            "request model built over the lease"
+        );
+        Ok((
+            RequestModel {
+                model: self,
+                token_embedding,
+                layers,
+                output_norm,
+                output,
+                position: 0,
+                norms_copied,
+                build,
+                lease,
+            },
+            verification,
+        ))
+    }
+}
+
+fn lease(
+    manager: &VramManager,
+    source: &GgufSource,
+    policy: LeasePolicy,
+) -> Result<RequestLease, LlmError> {
+    Ok(match source {
+        GgufSource::Shard(shard) => RequestLease::Shard(manager.lease_shared(shard, policy)?),
+        GgufSource::Model(model) => {
+            if model.shards().len() != 1 {
+                return Err(LlmError::Metadata(format!(
+                    "the sealed model has {} shards; a GGUF model is one file here",
+                    model.shards().len()
+                )));
+            }
+            RequestLease::Model(manager.lease_model_shared(model, policy)?)
+        }
+    })
+}
+
+/// Checks every tensor the architecture needs; returns the vocabulary size.
+fn check_tensors(
+    config: &LlamaConfig,
+    tensors: &HashMap<String, TensorEntry>,
+) -> Result<usize, LlmError> {
+    let dim = config.embedding_length;
+    let kv_dim = config
+        .head_dim
+        .checked_mul(config.head_count_kv)
+        .ok_or_else(|| LlmError::Metadata("head_count_kv overflows".into()))?;
+    let find = |name: &str| {
+        tensors
+            .get(name)
+            .ok_or_else(|| LlmError::Metadata(format!("tensor {name} is missing")))
+    };
+    let expect = |name: &str, dims: &[usize]| -> Result<(), LlmError> {
+        let e = find(name)?;
+        if e.dims != dims {
+            return Err(LlmError::Metadata(format!(
+                "tensor {name} has shape {:?}, expected {dims:?}",
+                e.dims
+            )));
+        }
+        Ok(())
+    };
+    let norm = |name: &str| -> Result<(), LlmError> {
+        expect(name, &[dim])?;
+        let e = find(name)?;
+        if !matches!(
+            e.dtype,
+            candle_core::quantized::GgmlDType::F32 | candle_core::quantized::GgmlDType::F16
+        ) {
+            return Err(LlmError::Metadata(format!(
+                "tensor {name} is {:?}; a norm weight must be F32 or F16",
+                e.dtype
+            )));
+        }
+        Ok(())
+    };
+    let embd = find("token_embd.weight")?;
+    let vocab = match *embd.dims.as_slice() {
+        [vocab, d] if d == dim && vocab > 0 => vocab,
+        _ => {
+            return Err(LlmError::Metadata(format!(
+                "tensor token_embd.weight has shape {:?}, expected [vocab, {dim}]",
+                embd.dims
+            )))
+        }
+    };
+    let ffn = match find("blk.0.ffn_gate.weight")?.dims.as_slice() {
+        [ffn, d] if *d == dim => *ffn,
+        other => {
+            return Err(LlmError::Metadata(format!(
+                "tensor blk.0.ffn_gate.weight has shape {other:?}, expected [ffn, {dim}]"
+            )))
+        }
+    };
+    norm("output_norm.weight")?;
+    if tensors.contains_key("output.weight") {
+        expect("output.weight", &[vocab, dim])?;
+    }
+    for i in 0..config.block_count {
+        let [attn_norm, q, k, v, o, ffn_norm, gate, up, down] = layer_names(i);
+        norm(&attn_norm)?;
+        norm(&ffn_norm)?;
+        expect(&q, &[dim, dim])?;
+        expect(&k, &[kv_dim, dim])?;
+        expect(&v, &[kv_dim, dim])?;
+        expect(&o, &[dim, dim])?;
+        expect(&gate, &[ffn, dim])?;
+        expect(&up, &[ffn, dim])?;
+        expect(&down, &[dim, ffn])?;
+    }
+    Ok(vocab)
+}
+
+/// cos and sin of every position's rotation, `[context, head_dim / 2]`.
+fn rotary_tables(config: &LlamaConfig) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = config.head_dim / 2;
+    #[allow(clippy::cast_precision_loss, clippy::arithmetic_side_effects)]
+    let theta: Vec<f32> = (0..half)
+        .map(|i| {
+            1f32 / config
+                .rope_freq_base
+                .powf((2 * i) as f32 / config.head_dim as f32)
+        })
+        .collect();
+    let positions = config.context_length as usize;
+    let theta = Tensor::new(theta.as_slice(), &Device::Cpu)?;
+    let idx = Tensor::arange(0, config.context_length, &Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .reshape((positions, 1))?
+        .matmul(&theta.reshape((1, half))?)?;
+    Ok((idx.cos()?, idx.sin()?))
+}
+
+#[derive(Debug)]
+struct Layer {
+    attention_norm: Tensor,
+    wq: LeasedLinear,
+    wk: LeasedLinear,
+    wv: LeasedLinear,
+    wo: LeasedLinear,
+    ffn_norm: Tensor,
+    w1: LeasedLinear,
+    w3: LeasedLinear,
+    w2: LeasedLinear,
+    kv_cache: Option<(Tensor, Tensor)>,
+}
+
+/// One request's model: weights over the request's lease, its own KV cache.
+/// Dropping it ends the lease; a weight kept past it reads nothing.
+#[derive(Debug)]
+pub struct RequestModel<'m> {
+    model: &'m LlamaModel,
+    token_embedding: QTensor,
+    layers: Vec<Layer>,
+    output_norm: Tensor,
+    output: LeasedLinear,
+    position: usize,
+    norms_copied: Duration,
+    build: Duration,
+    // Last: the weights above go before the lease ends (either order is
+    // safe, each access checks the lease).
+    lease: RequestLease,
+}
+
+impl RequestModel<'_> {
+    /// Time spent copying the (F32) norm weights out of the lease for this
+    /// request: the only per-request conversion of weights.
+    #[must_use]
+    pub fn norms_copied(&self) -> Duration {
+        self.norms_copied
+    }
+
+    /// Time spent building this request's model (norms included), lease
+    /// verification excluded.
+    #[must_use]
+    pub fn build_time(&self) -> Duration {
+        self.build
+    }
+
+    /// Runs `tokens` (the prompt, or the next token) at `position` (the
+    /// number of tokens already run in this request; 0 starts over) and
+    /// returns the logits of the last token.
+    ///
+    /// # Errors
+    /// [`LlmError::InvalidRequest`] for no tokens, a position that is not the
+    /// request's, or a token past the vocabulary; [`LlmError::PromptTooLong`]
+    /// past the context; [`LlmError::Vram`] (`LeaseEnded`) when the lease has
+    /// ended; [`LlmError::Compute`] for a kernel failure.
+    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, LlmError> {
+        if tokens.is_empty() {
+            return Err(LlmError::InvalidRequest("no tokens to run".into()));
+        }
+        if position != 0 && position != self.position {
+            return Err(LlmError::InvalidRequest(format!(
+                "position {position}: this request has run {} tokens",
+                self.position
+            )));
+        }
+        let context = self.model.config.context_length;
+        let end = position.checked_add(tokens.len());
+        if end.is_none_or(|e| e > context as usize) {
+            return Err(LlmError::PromptTooLong {
+                tokens: u32::try_from(end.unwrap_or(usize::MAX)).unwrap_or(u32::MAX),
+                context,
+            });
+        }
+        let vocab = self.model.vocab_size;
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(LlmError::InvalidRequest(format!(
+                "token id {bad} is past the vocabulary of {vocab} tokens"
+            )));
+        }
+        match self.run(tokens, position) {
+            Ok(logits) => {
+                self.position = end.unwrap_or(usize::MAX);
+                Ok(logits)
+            }
+            Err(e) => Err(self.explain(&e)),
+        }
+    }
+
+    /// A candle error, or the lease's own error when the lease has ended.
+    fn explain(&self, e: &candle_core::Error) -> LlmError {
+        match self.lease.handle().map(|h| h.with_host_bytes(|_| ())) {
+            Ok(Err(vram)) => LlmError::Vram(vram),
+            _ => compute(e),
+        }
+    }
+
+    fn run(&mut self, tokens: &[u32], position: usize) -> candle_core::Result<Vec<f32>> {
+        let config = &self.model.config;
+        let seq_len = tokens.len();
+        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        let mask = if seq_len == 1 {
+            None
+        } else {
+            Some(candle_transformers::utils::build_causal_mask(
+                seq_len,
+                position,
+                &Device::Cpu,
+            )?)
+        };
+        let neg_inf = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?;
+        let cos = self.model.cos.narrow(0, position, seq_len)?;
+        let sin = self.model.sin.narrow(0, position, seq_len)?;
+        let eps = config.rms_norm_eps;
+        let (n_head, n_kv_head, head_dim) =
+            (config.head_count, config.head_count_kv, config.head_dim);
+        let dim = config.embedding_length;
+        let scale = f64::from(u32::try_from(head_dim).unwrap_or(u32::MAX)).sqrt();
+        let groups = n_head.checked_div(n_kv_head).unwrap_or(1);
+
+        let mut x = self.token_embedding.embedding(&ids)?;
+        for layer in &mut self.layers {
+            let residual = &x;
+            let h = candle_nn::ops::rms_norm(&x, &layer.attention_norm, eps)?;
+            let q = layer
+                .wq
+                .forward(&h)?
+                .reshape((1, seq_len, n_head, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = layer
+                .wk
+                .forward(&h)?
+                .reshape((1, seq_len, n_kv_head, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = layer
+                .wv
+                .forward(&h)?
+                .reshape((1, seq_len, n_kv_head, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            let (k, v) = match (&layer.kv_cache, position) {
+                (Some((kc, vc)), p) if p > 0 => {
+                    (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?)
+                }
+                _ => (k, v),
+            };
+            layer.kv_cache = Some((k.clone(), v.clone()));
+            let k = candle_transformers::utils::repeat_kv(k, groups)?;
+            let v = candle_transformers::utils::repeat_kv(v, groups)?;
+            // `Tensor / f64` is `affine(1 / v, 0)` in candle: the same op, named.
+            let att = q.matmul(&k.t()?)?.affine(1.0 / scale, 0.0)?;
+            let att = match &mask {
+                None => att,
+                Some(mask) => {
+                    let mask = mask.broadcast_as(att.shape())?;
+                    mask.where_cond(&neg_inf.broadcast_as(att.shape().dims())?, &att)?
+                }
+            };
+            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let y = att
+                .matmul(&v.contiguous()?)?
+                .transpose(1, 2)?
+                .reshape((1, seq_len, dim))?;
+            let y = layer.wo.forward(&y)?;
+            let x1 = y.add(residual)?;
+
+            let h = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, eps)?;
+            let gate = layer.w1.forward(&h)?;
+            let up = layer.w3.forward(&h)?;
+            let m = layer.w2.forward(&candle_nn::ops::silu(&gate)?.mul(&up)?)?;
+            x = m.add(&x1)?;
+        }
+        let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
+        let x = x.i((.., seq_len.saturating_sub(1), ..))?.contiguous()?;
+        let logits = self.output.forward(&x)?;
+        logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()
+    }
+}

@@ -1,0 +1,248 @@
+//! Which engine serves a model, and how each is built over a sealed model:
+//! the BERT-family embedder (a sentence-transformers snapshot) or a text
+//! generator (a GGUF language model).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vram_embed::{Embedder, LeasedWeights, SealedWeights};
+use vram_llm::TextGeneration;
+use vram_residency::LeasePolicy;
+
+use crate::metrics::HeldModel;
+use crate::state::EmbeddingEngine;
+use crate::worker::{ModelLocation, Worker};
+use crate::ServeError;
+
+/// What kind of model `--model` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A sentence-transformers snapshot: `/v1/embeddings`.
+    Embeddings,
+    /// A GGUF language model: `/v1/completions`, `/v1/chat/completions`.
+    Text,
+}
+
+fn is_gguf(name: &str) -> bool {
+    Path::new(name)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The kind of `model`: a `.gguf` file (on disk or `hf://ORG/NAME/FILE.gguf`),
+/// or a directory holding `.gguf` files and no `model.safetensors`
+/// (nor its index), is a text model; anything else a snapshot to embed with.
+#[must_use]
+pub fn model_kind(model: &str) -> ModelKind {
+    if is_gguf(model) {
+        return ModelKind::Text;
+    }
+    let dir = Path::new(model);
+    let safetensors = ["model.safetensors", "model.safetensors.index.json"]
+        .iter()
+        .any(|f| dir.join(f).exists());
+    let gguf = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| is_gguf(&e.file_name().to_string_lossy()))
+    });
+    if gguf && !safetensors {
+        ModelKind::Text
+    } else {
+        ModelKind::Embeddings
+    }
+}
+
+/// The text generator for a GGUF model on `worker`, each request under a
+/// lease of `policy`: the one place the GGUF engine is wired in. `model` is
+/// a `.gguf` file, or a directory holding exactly one; it is sealed as one
+/// shard, verified in full, and its tokenizer, chat template and
+/// hyperparameters are read from the sealed header.
+///
+/// # Errors
+/// [`ServeError::UnsupportedDevice`] on a device whose memory the host
+/// cannot read (the engine computes on the CPU from leased host bytes),
+/// before anything is sealed; [`ServeError::Usage`] for a model that is not
+/// one GGUF file; [`ServeError::Text`] when the engine refuses the model.
+pub fn text_engine(
+    worker: &Worker,
+    model: &str,
+    policy: LeasePolicy,
+) -> Result<Arc<dyn TextGeneration>, ServeError> {
+    if worker.device_kind() != "mock" {
+        return Err(ServeError::UnsupportedDevice {
+            engine: "the GGUF engine",
+            device: worker.device_kind(),
+            reason: "it computes on the CPU from host bytes of the leased weights, which a \
+                     device-memory lease does not give; serve it with --device mock",
+        });
+    }
+    if model.starts_with("hf://") {
+        return Err(ServeError::Usage(format!(
+            "{}: serve a GGUF model from its file or directory (vram-serve does not read the hub cache for GGUF models yet)",
+            crate::shown(model)
+        )));
+    }
+    let file = gguf_file_of(Path::new(model))?;
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned());
+    let model_ref = vram_residency::ModelRef::new(&format!("file:{stem}"))
+        .or_else(|_| vram_residency::ModelRef::new("model"))
+        .map_err(|e| ServeError::Usage(format!("model reference: {e}")))?;
+    let manager = worker.shared_manager();
+    let opened = std::fs::File::open(&file).map_err(|e| {
+        ServeError::Usage(format!(
+            "{}: {e}",
+            crate::shown(&file.display().to_string())
+        ))
+    })?;
+    let request = vram_residency::SealRequest::new(model_ref.clone(), 0);
+    let shard = manager
+        .seal(&request, vram_residency::SealSource::file(&opened))
+        .map_err(|e| ServeError::Text(vram_llm::LlmError::Vram(e)))?;
+    let generator = vram_llm::load_generator(
+        model_ref.as_str(),
+        manager,
+        vram_llm::GgufSource::Shard(Arc::new(shard)),
+        policy,
+    )
+    .map_err(ServeError::Text)?;
+    Ok(Arc::new(generator))
+}
+
+/// The one GGUF file `path` names: the file itself, or the only `.gguf`
+/// file of a directory.
+fn gguf_file_of(path: &Path) -> Result<std::path::PathBuf, ServeError> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| {
+            ServeError::Usage(format!(
+                "{}: {e}",
+                crate::shown(&path.display().to_string())
+            ))
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| is_gguf(&n.to_string_lossy())))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        n => Err(ServeError::Usage(format!(
+            "{}: holds {n} GGUF files; name the one to serve (split models are not served yet)",
+            crate::shown(&path.display().to_string())
+        ))),
+    }
+}
+
+/// The embedder over `location` sealed on `worker`: refuses a device the
+/// embedder cannot compute on before anything is sealed, seals the snapshot,
+/// reads its small files as sealed, verifies every leaf once, and returns
+/// the engine with what `/metrics` and `/health` watch. One embedding is
+/// computed on that first lease, so weights the model cannot use are
+/// refused at start.
+///
+/// # Errors
+/// [`ServeError::UnsupportedDevice`] on CUDA (the embedder computes on the
+/// CPU from host bytes, which a CUDA lease does not give); the worker's
+/// errors as `vram seal` reports them; the snapshot's and the full
+/// verification's.
+pub fn embedding_engine(
+    worker: &Worker,
+    location: &ModelLocation,
+    policy: LeasePolicy,
+) -> Result<(EmbeddingEngine, HeldModel), ServeError> {
+    if worker.device_kind() != "mock" {
+        return Err(unsupported_device(worker.device_kind()));
+    }
+    let model = worker.seal_snapshot(location)?;
+    let held = HeldModel {
+        manager: worker.manager().clone(),
+        shards: model.shards().to_vec(),
+        device_kind: worker.device_kind(),
+    };
+    let weights = SealedWeights::new(worker.manager().clone(), model, policy);
+    let snapshot = weights.snapshot()?;
+    let embedder = Embedder::new(&snapshot)?;
+    // Every leaf verified once, and one embedding computed on that lease:
+    // weights the model cannot use (a missing tensor, a wrong shape, bytes
+    // the embedder cannot read) stop the worker here, not at a request.
+    let (micros, probe) = LeasedWeights::with_lease(
+        weights.manager(),
+        weights.model(),
+        LeasePolicy::Full,
+        |full| {
+            (
+                full.lease().verification_cost().2.as_micros(),
+                embedder.embed(full, "").map(|_| ()),
+            )
+        },
+    )?;
+    probe?;
+    tracing::info!(
+        micros,
+        "full verification and a first embedding before serving"
+    );
+    Ok((
+        EmbeddingEngine {
+            embedder: Arc::new(embedder),
+            weights: Arc::new(weights),
+        },
+        held,
+    ))
+}
+
+/// The embedder's refusal of a device whose memory it cannot read.
+#[must_use]
+pub fn unsupported_device(device: &'static str) -> ServeError {
+    ServeError::UnsupportedDevice {
+        engine: "the BERT embedder",
+        device,
+        reason: "it computes on the CPU from host bytes of the leased weights, which a \
+                 device-memory lease does not give; serve it with --device mock",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gguf_files_and_directories_of_them_are_text_models() {
+        assert_eq!(model_kind("model.gguf"), ModelKind::Text);
+        assert_eq!(model_kind("hf://org/name/Model.Q4_1.GGUF"), ModelKind::Text);
+        assert_eq!(
+            model_kind("hf://sentence-transformers/all-MiniLM-L6-v2"),
+            ModelKind::Embeddings
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap();
+        assert_eq!(model_kind(path), ModelKind::Embeddings);
+        std::fs::write(dir.path().join("m-00001-of-00002.gguf"), b"GGUF").unwrap();
+        assert_eq!(model_kind(path), ModelKind::Text);
+        // A snapshot's weights decide for it.
+        std::fs::write(dir.path().join("model.safetensors"), b"x").unwrap();
+        assert_eq!(model_kind(path), ModelKind::Embeddings);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_gguf_model_is_refused_at_start() {
+        let worker = crate::worker::open(&crate::worker::WorkerConfig {
+            device: "mock".into(),
+            quiet: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.gguf");
+        std::fs::write(&file, b"GGUF but nothing else").unwrap();
+        let Err(e) = text_engine(&worker, &file.display().to_string(), LeasePolicy::Full) else {
+            panic!("a text engine was built");
+        };
+        assert!(e.to_string().starts_with("text engine: "), "{e}");
+        assert_eq!(e.exit_code(), 2, "{e}");
+    }
+}

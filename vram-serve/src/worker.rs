@@ -1,0 +1,123 @@
+//! The worker this server runs on: device, worker secret, audit log and
+//! manager built by `vram-worker` (as `vram` and `vram-embed` build theirs),
+//! and the model located and sealed as `vram seal` does. Everything this
+//! crate asks of a worker goes through this module.
+
+use std::path::PathBuf;
+
+use vram_residency::{SealedModel, VramManager};
+use vram_worker::{DeviceSpec, SecretChoice, SecretSource, StandardInput, WorkerError};
+
+use crate::ServeError;
+
+pub use vram_worker::ModelLocation;
+
+/// A manager over the selected device, with its audit log.
+#[derive(Debug)]
+pub struct Worker {
+    inner: vram_worker::Worker,
+}
+
+/// What a worker is built from (the flags `vram seal` takes).
+#[derive(Debug, Clone, Default)]
+pub struct WorkerConfig {
+    /// `auto`, `mock`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// The worker secret file; else the systemd credential or
+    /// `$VRAM_SECRET_FILE`; else an ephemeral secret.
+    pub secret_file: Option<PathBuf>,
+    /// A JSON-lines audit log to open or continue (fail-closed).
+    pub audit_log: Option<PathBuf>,
+    /// No notes on stderr (a mock fallback is still said).
+    pub quiet: bool,
+}
+
+fn worker_error(e: WorkerError) -> ServeError {
+    ServeError::Worker {
+        code: e.exit_code(),
+        reason: e.to_string(),
+    }
+}
+
+/// Builds the worker: selects the device (a mock fallback is announced on
+/// stderr), loads the secret, opens the audit log.
+///
+/// # Errors
+/// [`ServeError::Worker`] with `vram`'s exit code.
+pub fn open(config: &WorkerConfig) -> Result<Worker, ServeError> {
+    let source = SecretSource {
+        file: config.secret_file.clone(),
+        standard_input: StandardInput::Refused,
+    };
+    source.check_standard_input().map_err(worker_error)?;
+    let secret = if source.is_configured() {
+        SecretChoice::Operator(source)
+    } else if config.audit_log.is_some() {
+        return Err(worker_error(WorkerError::AuditNeedsSecret));
+    } else {
+        if !config.quiet {
+            tracing::warn!("no worker secret given: an ephemeral one seals for this process only");
+        }
+        SecretChoice::Ephemeral
+    };
+    let device = DeviceSpec::parse(&config.device).map_err(worker_error)?;
+    let inner = vram_worker::Worker::open(&vram_worker::WorkerOptions {
+        device,
+        secret,
+        audit_log: config.audit_log.clone(),
+        quiet: config.quiet,
+    })
+    .map_err(worker_error)?;
+    Ok(Worker { inner })
+}
+
+/// Locates a model as `vram seal` does: a snapshot directory, or
+/// `hf://ORG/NAME[@REV]` in the local Hugging Face cache (offline).
+///
+/// # Errors
+/// [`ServeError::Worker`]: usage for a bad reference, integrity for a
+/// corrupt cached file.
+pub fn locate(model: &str, quiet: bool) -> Result<ModelLocation, ServeError> {
+    vram_worker::locate(model, quiet).map_err(worker_error)
+}
+
+impl Worker {
+    /// The manager.
+    #[must_use]
+    pub fn manager(&self) -> &VramManager {
+        self.inner.manager()
+    }
+
+    /// The manager, shared: what an engine keeps for its requests.
+    #[must_use]
+    pub fn shared_manager(&self) -> std::sync::Arc<VramManager> {
+        self.inner.shared_manager()
+    }
+
+    /// `cuda` or `mock`.
+    #[must_use]
+    pub fn device_kind(&self) -> &'static str {
+        self.inner.device_kind()
+    }
+
+    /// Seals the located snapshot as one model (weights on the device, small
+    /// files bound on the host), the expected digests checked in the pass.
+    ///
+    /// # Errors
+    /// [`ServeError::Worker`] as `vram seal` reports it.
+    pub fn seal_snapshot(&self, location: &ModelLocation) -> Result<SealedModel, ServeError> {
+        self.inner.seal_snapshot(location).map_err(worker_error)
+    }
+
+    /// Flips bits (`mask`) of one byte of the most recent device allocation
+    /// behind the seal's back (the mock): what demonstrations and tests use
+    /// to show a corruption being caught.
+    ///
+    /// # Errors
+    /// When the device offers no corruption path.
+    pub fn corrupt_latest(&self, offset: u64, mask: u8) -> Result<(), ServeError> {
+        self.inner
+            .corrupt_latest(offset, mask)
+            .map_err(worker_error)
+    }
+}
