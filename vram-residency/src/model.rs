@@ -71,7 +71,7 @@ impl crate::VramManager {
     /// `model.safetensors`, or the shards `model.safetensors.index.json`
     /// names, those and only those; see [`vram_hub::ModelLayout`]) on the
     /// request's device as one set (positions `0..n` in file-name order, one
-    /// set id), each by [`VramManager::seal`] from the file and with its
+    /// set id), each by [`VramManager::seal`](crate::VramManager::seal) from the file and with its
     /// expected SHA-256 when the request has one; and its small inference
     /// files (config, tokenizer, sentence-transformers modules, the index)
     /// hashed on the host and bound to the shards' seals by one tag under
@@ -231,13 +231,13 @@ impl crate::VramManager {
     }
 
     /// Leases a whole model: checks its binding, then leases every shard
-    /// (see [`VramManager::lease`]). A sample of K leaves is drawn over the
+    /// (see [`VramManager::lease`](crate::VramManager::lease)). A sample of K leaves is drawn over the
     /// whole model (every leaf of every shard equally likely), at least one
     /// per shard. The first refusal refuses the model (audited as that
     /// shard's refusal).
     ///
     /// # Errors
-    /// [`VramError::ModelBindingInvalid`]; as [`VramManager::lease`].
+    /// [`VramError::ModelBindingInvalid`]; as [`VramManager::lease`](crate::VramManager::lease).
     pub fn lease_model<'m>(
         &self,
         model: &'m SealedModel,

@@ -104,7 +104,7 @@ impl Server {
     /// Serves on `listener` until `shutdown` resolves (exit 0) or the model
     /// is found compromised (exit 1: after the request that found it is
     /// answered and [`Limits::compromised_drain`] has passed). Requests in
-    /// flight get [`SHUTDOWN_GRACE`] to finish.
+    /// flight get 10 seconds (`SHUTDOWN_GRACE`) to finish.
     ///
     /// # Errors
     /// [`ServeError::Environment`] when the listener fails.
