@@ -130,7 +130,11 @@ mod tests {
             let (typestr, raw) = want;
             if !raw {
                 let bytes: u64 = typestr[2..].parse().unwrap();
-                assert_eq!(Some(bytes * 8), vram_hub::dtype_bits(dtype), "{dtype}");
+                assert_eq!(
+                    Some(bytes * 8),
+                    vram_format::Dtype::from_safetensors(dtype).map(vram_format::Dtype::block_bits),
+                    "{dtype}"
+                );
             }
         }
     }

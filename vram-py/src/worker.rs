@@ -25,8 +25,8 @@ const ENVIRONMENT: u8 = 3;
 pub(crate) use vram_residency::ScrubStats;
 use vram_residency::{
     LeaseHandle, LeasePolicy, ModelRef, ScrubConfig, Scrubber as RustScrubber, SealedModel,
-    SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyPolicy, VerifyReport, VramError,
-    WorkerSecret,
+    SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyPolicy, VerifyReport,
+    VramError, WorkerSecret,
 };
 
 /// An error with the class and exit code the `vram` command gives it.
@@ -107,6 +107,11 @@ impl Worker {
             ));
         }
         let secret = if ephemeral_secret {
+            if audit_log.is_some() {
+                // A log keyed by a secret that dies with the process could
+                // never be verified.
+                return Err(WorkerError::AuditNeedsSecret.into());
+            }
             SecretChoice::Ephemeral
         } else {
             let source = secret_source(secret_file);
