@@ -90,17 +90,15 @@ pub fn text_engine(
     let model_ref = vram_residency::ModelRef::new(&format!("file:{stem}"))
         .or_else(|_| vram_residency::ModelRef::new("model"))
         .map_err(|e| ServeError::Usage(format!("model reference: {e}")))?;
+    let location = ModelLocation {
+        dir: file.parent().map_or_else(|| ".".into(), Path::to_path_buf),
+        weights: file.clone(),
+        model_ref: model_ref.clone(),
+        expected_sha256: Default::default(),
+        expected_files: Default::default(),
+    };
+    let shard = worker.seal(&location)?;
     let manager = worker.shared_manager();
-    let opened = std::fs::File::open(&file).map_err(|e| {
-        ServeError::Usage(format!(
-            "{}: {e}",
-            crate::shown(&file.display().to_string())
-        ))
-    })?;
-    let request = vram_residency::SealRequest::new(model_ref.clone(), 0);
-    let shard = manager
-        .seal(&request, vram_residency::SealSource::file(&opened))
-        .map_err(|e| ServeError::Text(vram_llm::LlmError::Vram(e)))?;
     let generator = vram_llm::load_generator(
         model_ref.as_str(),
         manager,

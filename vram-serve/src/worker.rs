@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use vram_residency::{SealedModel, VramManager};
+use vram_residency::{SealedModel, SealedShard, VramManager};
 use vram_worker::{DeviceSpec, SecretChoice, SecretSource, StandardInput, WorkerError};
 
 use crate::ServeError;
@@ -98,6 +98,15 @@ impl Worker {
     #[must_use]
     pub fn device_kind(&self) -> &'static str {
         self.inner.device_kind()
+    }
+
+    /// Seals one weights file (a GGUF model) as one shard, opened as every
+    /// model file someone else may write to.
+    ///
+    /// # Errors
+    /// [`ServeError::Worker`] as `vram seal` reports it.
+    pub fn seal(&self, location: &ModelLocation) -> Result<SealedShard, ServeError> {
+        self.inner.seal(location).map_err(worker_error)
     }
 
     /// Seals the located snapshot as one model (weights on the device, small

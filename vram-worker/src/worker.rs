@@ -95,16 +95,39 @@ impl Worker {
         self.selection.kind()
     }
 
-    /// Seals the located single-file weights on the selected device (every
-    /// core reads the file; the expected SHA-256, when there is one, is
+    /// Seals the located single-file weights on the selected device (opened
+    /// with [`vram_hub::open_model_file`]; every core reads the file; the expected SHA-256, when there is one, is
     /// checked in the same pass and nothing stays sealed on a mismatch).
     ///
     /// # Errors
     /// Integrity (exit 1) on a digest mismatch, environment (exit 3) for
     /// I/O and devices.
     pub fn seal(&self, model: &ModelLocation) -> Result<SealedShard, WorkerError> {
-        let file =
-            std::fs::File::open(&model.weights).map_err(|e| WorkerError::io(&model.weights, &e))?;
+        // Opened as every model file someone else may write to: no link out of
+        // its directory, O_NOFOLLOW|O_NONBLOCK, a regular file by fstat.
+        let (dir, name) = match (model.weights.parent(), model.weights.file_name()) {
+            (Some(dir), Some(name)) => (dir, name.to_string_lossy().into_owned()),
+            _ => {
+                return Err(WorkerError::io(
+                    &model.weights,
+                    &std::io::ErrorKind::NotFound.into(),
+                ))
+            }
+        };
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        // A missing file is the caller's mistake (usage), as it always was;
+        // everything else the opener refuses is said as it says it.
+        if std::fs::symlink_metadata(&model.weights).is_err() {
+            return Err(WorkerError::io(
+                &model.weights,
+                &std::io::ErrorKind::NotFound.into(),
+            ));
+        }
+        let file = vram_hub::open_model_file(dir, &name, None)?.file;
         let mut request = SealRequest::new(model.model_ref.clone(), self.selection.target());
         request.expected_sha256 = model
             .expected_sha256
