@@ -1,5 +1,6 @@
 //! Text in, sentence embedding out: tokenizer, BERT forward pass built from
-//! a [`TensorSource`] for each request, pooling, normalisation.
+//! a [`TensorSource`] once per request (for all of its texts), pooling,
+//! normalisation.
 
 use std::time::{Duration, Instant};
 
@@ -101,19 +102,48 @@ impl Embedder {
     ///
     /// # Errors
     ///
-    /// The first error the source or the checks reported while the model
-    /// was built ([`EmbedError::MissingTensor`], [`EmbedError::TensorShape`],
-    /// [`EmbedError::TensorSize`], [`EmbedError::UnsupportedDtype`], or the
-    /// source's own), naming the tensor; [`EmbedError::Tokenizer`] and
-    /// [`EmbedError::Model`] otherwise.
+    /// As [`Self::embed_all`].
     pub fn embed<S: TensorSource + Sync + ?Sized>(
         &self,
         weights: &S,
         text: &str,
     ) -> Result<Embedding, EmbedError> {
-        let start = Instant::now();
-        let encoding = self.encode(text)?;
-        let tokenize = start.elapsed();
+        let mut all = self.embed_all(weights, &[text])?;
+        all.pop().ok_or_else(|| EmbedError::Model {
+            reason: "no embedding was computed".into(),
+        })
+    }
+
+    /// Embeds every text of one request on weights taken from `weights`:
+    /// the model's tensors are built from the source's views once, used for
+    /// every text, and dropped before this returns (one copy of the weights
+    /// per request, not per text). The build's figures (`materialise`,
+    /// `tensors`, `bytes`) are reported on the first embedding and are zero
+    /// on the others, so that their sum is the request's cost.
+    ///
+    /// # Errors
+    ///
+    /// The first error the source or the checks reported while the model
+    /// was built ([`EmbedError::MissingTensor`], [`EmbedError::TensorShape`],
+    /// [`EmbedError::TensorSize`], [`EmbedError::UnsupportedDtype`], or the
+    /// source's own), naming the tensor; [`EmbedError::Tokenizer`] and
+    /// [`EmbedError::Model`] otherwise. A text that cannot be tokenized
+    /// fails the request before the model is built.
+    pub fn embed_all<S: TensorSource + Sync + ?Sized, T: AsRef<str>>(
+        &self,
+        weights: &S,
+        texts: &[T],
+    ) -> Result<Vec<Embedding>, EmbedError> {
+        let encodings = texts
+            .iter()
+            .map(|text| {
+                let start = Instant::now();
+                self.encode(text.as_ref()).map(|e| (e, start.elapsed()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if encodings.is_empty() {
+            return Ok(Vec::new());
+        }
         let record = LoadRecord::default();
         let backend = SourceBackend {
             source: weights,
@@ -123,17 +153,22 @@ impl Embedder {
         let start = Instant::now();
         let model = BertModel::load(vb, &self.config)
             .map_err(|e| record.take_error().unwrap_or_else(|| EmbedError::model(&e)))?;
-        let materialise = start.elapsed();
-        let (tensors, bytes) = record.totals();
-        let mut embedding = self.run(&model, &encoding)?;
-        embedding.timings = Timings {
-            tokenize,
-            materialise,
-            tensors,
-            bytes,
-            ..embedding.timings
-        };
-        Ok(embedding)
+        let mut materialise = start.elapsed();
+        let (mut tensors, mut bytes) = record.totals();
+        encodings
+            .iter()
+            .map(|(encoding, tokenize)| {
+                let mut embedding = self.run(&model, encoding)?;
+                embedding.timings = Timings {
+                    tokenize: *tokenize,
+                    materialise: std::mem::take(&mut materialise),
+                    tensors: std::mem::take(&mut tensors),
+                    bytes: std::mem::take(&mut bytes),
+                    ..embedding.timings
+                };
+                Ok(embedding)
+            })
+            .collect()
     }
 
     /// Embeds `text` with a model built from any candle `VarBuilder`: the

@@ -204,13 +204,6 @@ impl EmbedError {
         Self::MissingTensor { name: shown(name) }
     }
 
-    pub(crate) fn io(path: &Path, e: &std::io::Error) -> Self {
-        Self::Io {
-            path: shown_path(path),
-            kind: e.kind(),
-        }
-    }
-
     pub(crate) fn snapshot(file: &str, reason: impl Into<String>) -> Self {
         Self::Snapshot {
             file: shown(file),

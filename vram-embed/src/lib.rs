@@ -4,7 +4,8 @@
 //! - [`ModelSnapshot`] reads a sentence-transformers snapshot's small files
 //!   (`modules.json`, `config.json`, `tokenizer.json`, the pooling config).
 //! - [`Embedder`] tokenizes, builds the model's tensors from a source's
-//!   [`TensorView`]s, runs the forward pass, pools and normalises.
+//!   [`TensorView`]s (once per request, for all of its texts), runs the
+//!   forward pass, pools and normalises.
 //! - [`SafetensorsFile`] is a source over a safetensors file read into host
 //!   memory, its header checked before anything is allocated.
 //! - [`SealedWeights`] serves a model sealed in device memory: each request
@@ -45,4 +46,8 @@ pub use safetensors_file::{SafetensorsFile, MAX_HEADER_BYTES};
 pub use sealed::{LeasedWeights, SealedWeights};
 pub use serve::{serve, ServeStopped, ServeSummary, WeightsProvider, MAX_REQUEST_BYTES};
 pub use snapshot::{ModelSnapshot, WEIGHTS_FILE};
-pub use tensor::{Dtype, LeaseCost, TensorSource, TensorView};
+pub use tensor::{LeaseCost, TensorSource};
+// The workspace's one element type and tensor view, by name, for sources
+// and their users.
+pub use vram_format::Dtype;
+pub use vram_residency::TensorView;

@@ -2,8 +2,9 @@
 //!
 //! candle-nn's `VarBuilder` asks a backend for each weight by name and
 //! shape; [`SourceBackend`] answers from the source's views, checking the
-//! shape against the model's config and the byte length against dtype and
-//! shape, and copying the bytes into a candle tensor (host memory, aligned
+//! shape against the model's config, the dtype against those candle
+//! computes with and the byte length against dtype and shape, and copying
+//! the bytes into a candle tensor (host memory, aligned
 //! for its element type). Candle's errors carry text only, so the first
 //! typed error the backend saw is kept in a [`LoadRecord`] and returned in
 //! place of candle's: the caller learns which tensor failed, and why.
@@ -13,6 +14,8 @@ use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
+
+use vram_format::Dtype;
 
 use crate::error::shown;
 use crate::{EmbedError, TensorSource};
@@ -55,6 +58,21 @@ pub(crate) struct SourceBackend<'a, S: ?Sized> {
     pub(crate) record: &'a LoadRecord,
 }
 
+/// candle's element type for a dtype this crate computes with: the
+/// safetensors types candle's CPU backend loads, `None` for any other.
+fn candle_dtype(dtype: Dtype) -> Option<DType> {
+    Some(match dtype {
+        Dtype::U8 => DType::U8,
+        Dtype::U32 => DType::U32,
+        Dtype::I64 => DType::I64,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::F32 => DType::F32,
+        Dtype::F64 => DType::F64,
+        _ => return None,
+    })
+}
+
 impl<S: TensorSource + Sync + ?Sized> SourceBackend<'_, S> {
     fn load(
         &self,
@@ -64,27 +82,45 @@ impl<S: TensorSource + Sync + ?Sized> SourceBackend<'_, S> {
         dev: &Device,
     ) -> Result<Tensor, EmbedError> {
         let view = self.source.tensor(name)?;
+        let element = view.element_type();
+        let from = candle_dtype(element).ok_or_else(|| EmbedError::UnsupportedDtype {
+            name: shown(name),
+            dtype: element.name().to_owned(),
+        })?;
+        let shape = view
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+            .collect::<Vec<_>>();
         if let Some(expected) = expected {
-            if view.shape != expected {
+            if shape != expected {
                 return Err(EmbedError::TensorShape {
                     name: shown(name),
                     expected: expected.to_vec(),
-                    found: view.shape,
+                    found: shape,
                 });
             }
         }
-        let found = u64::try_from(view.bytes.len()).unwrap_or(u64::MAX);
-        let needed = view.expected_len();
-        if needed != Some(view.bytes.len()) {
+        let bytes = view.host_bytes().ok_or_else(|| EmbedError::Lease {
+            reason: "the weights are in device memory, and this build computes on the CPU \
+                     (serve from the mock, or a build with candle's CUDA backend)"
+                .into(),
+            integrity: false,
+        })?;
+        let found = view.len();
+        let needed = view
+            .shape()
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .and_then(|elements| element.bytes_for(elements));
+        if needed != Some(found) {
             return Err(EmbedError::TensorSize {
                 name: shown(name),
-                expected: needed
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(u64::MAX),
+                expected: needed.unwrap_or(u64::MAX),
                 found,
             });
         }
-        let tensor = Tensor::from_raw_buffer(view.bytes, view.dtype.to_candle(), &view.shape, dev)
+        let tensor = Tensor::from_raw_buffer(bytes, from, &shape, dev)
             .and_then(|t| t.to_dtype(dtype))
             .map_err(|e| EmbedError::model(&e))?;
         self.record.tensors.fetch_add(1, Ordering::Relaxed);

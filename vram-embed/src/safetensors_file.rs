@@ -10,57 +10,74 @@
 //! the data is then read once, after the very header bytes that were
 //! parsed, so the tensor table describes exactly the bytes kept.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
-use std::ops::Range;
 use std::path::Path;
 
-use vram_format::{FormatError, SafetensorsHeader};
+use vram_format::{FormatError, SafetensorsHeader, TensorTable};
+use vram_residency::TensorView;
 
 use crate::error::{shown, shown_path};
-use crate::{Dtype, EmbedError, TensorSource, TensorView};
+use crate::{EmbedError, TensorSource};
 
 /// Largest header accepted: 100,000,000 bytes, the format's own limit
 /// (`vram_format::MAX_HEADER_BYTES`).
 pub const MAX_HEADER_BYTES: u64 = vram_format::MAX_HEADER_BYTES;
 
-/// One tensor of the table.
-struct Entry {
-    /// Its safetensors dtype (one the format defines).
-    dtype: String,
-    shape: Vec<usize>,
-    /// Absolute offsets in `bytes`.
-    range: Range<usize>,
-}
-
-/// A whole safetensors file in host memory, with its checked tensor table.
+/// A whole safetensors file in host memory, with its checked tensor table
+/// (the workspace's one [`TensorTable`], offsets absolute in the file).
 pub struct SafetensorsFile {
     bytes: Vec<u8>,
-    tensors: HashMap<String, Entry>,
+    table: TensorTable,
 }
 
 impl fmt::Debug for SafetensorsFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SafetensorsFile")
             .field("len", &self.bytes.len())
-            .field("tensors", &self.tensors.len())
+            .field("tensors", &self.table.tensors().len())
             .finish()
     }
 }
 
 impl SafetensorsFile {
-    /// Reads the file at `path`.
+    /// Reads the file at `path`, opened as a model file of its directory
+    /// ([`vram_hub::open_model_file`]: a link judged by where it leads,
+    /// `O_NOFOLLOW | O_NONBLOCK`, a regular file checked on the descriptor).
     ///
     /// # Errors
     ///
     /// [`EmbedError::Io`] when it cannot be opened or read;
     /// [`EmbedError::Safetensors`] when it is not a valid safetensors file
-    /// (see [`Self::from_reader`]).
+    /// (see [`Self::from_reader`]) or not a regular file inside its
+    /// directory.
     pub fn read(path: &Path) -> Result<Self, EmbedError> {
-        let file = std::fs::File::open(path).map_err(|e| EmbedError::io(path, &e))?;
-        let len = file.metadata().map_err(|e| EmbedError::io(path, &e))?.len();
-        Self::from_reader(std::io::BufReader::new(file), len, &shown_path(path))
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| EmbedError::Io {
+                path: shown_path(path),
+                kind: std::io::ErrorKind::InvalidInput,
+            })?;
+        let opened = vram_hub::open_model_file(dir, name, None).map_err(|e| match e {
+            vram_hub::HubError::Io { kind, .. } => EmbedError::Io {
+                path: shown_path(path),
+                kind,
+            },
+            other => EmbedError::Safetensors {
+                path: shown_path(path),
+                reason: other.to_string(),
+            },
+        })?;
+        Self::from_reader(
+            std::io::BufReader::new(opened.file),
+            opened.len,
+            &shown_path(path),
+        )
     }
 
     /// Reads a safetensors file of `total_len` bytes from `reader`; `origin`
@@ -118,9 +135,10 @@ impl SafetensorsFile {
         }
         // The format's rules, the end of the data at the end of the file
         // included, checked on the bytes that will be kept.
-        let header = SafetensorsHeader::parse(&head, Some(total_len)).map_err(refused)?;
+        let table = SafetensorsHeader::parse(&head, Some(total_len))
+            .map_err(refused)?
+            .into_table();
         let file_data = total_len.saturating_sub(data_start);
-        let tensors = table(&header).map_err(invalid)?;
         // Checked: allocate the file and read its data.
         let total = usize::try_from(total_len)
             .map_err(|_| invalid(format!("{total_len} bytes do not fit in memory")))?;
@@ -145,10 +163,10 @@ impl SafetensorsFile {
         tracing::debug!(
             origin,
             bytes = total_len,
-            tensors = tensors.len(),
+            tensors = table.tensors().len(),
             "safetensors file read"
         );
-        Ok(Self { bytes, tensors })
+        Ok(Self { bytes, table })
     }
 
     /// The file's length in bytes.
@@ -163,53 +181,25 @@ impl SafetensorsFile {
         self.bytes.is_empty()
     }
 
-    /// The tensors' names, in no particular order.
+    /// The tensors' names, in file order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tensors.keys().map(String::as_str)
+        self.table.names()
     }
-}
-
-/// The tensor table of a checked header, by name, with offsets as `usize`.
-fn table(header: &SafetensorsHeader) -> Result<HashMap<String, Entry>, String> {
-    let at = |o: u64| usize::try_from(o).map_err(|_| format!("offset {o} does not fit in memory"));
-    let mut tensors = HashMap::with_capacity(header.tensors.len());
-    for t in &header.tensors {
-        let shape = t
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                "a tensor has a dimension too large for this machine's memory".to_owned()
-            })?;
-        tensors.insert(
-            t.name.clone(),
-            Entry {
-                dtype: t.dtype.name().to_owned(),
-                shape,
-                range: at(t.data.start)?..at(t.data.end)?,
-            },
-        );
-    }
-    Ok(tensors)
 }
 
 impl TensorSource for SafetensorsFile {
     fn tensor(&self, name: &str) -> Result<TensorView<'_>, EmbedError> {
-        let entry = self
-            .tensors
+        let info = self
+            .table
             .get(name)
             .ok_or_else(|| EmbedError::missing(name))?;
-        let dtype = Dtype::from_name(&entry.dtype).ok_or_else(|| EmbedError::UnsupportedDtype {
-            name: shown(name),
-            dtype: shown(&entry.dtype),
-        })?;
         // In range by construction (validated against the file's length);
         // checked anyway rather than indexed.
-        let bytes = self
-            .bytes
-            .get(entry.range.clone())
+        let bytes = usize::try_from(info.data.start)
+            .ok()
+            .zip(usize::try_from(info.data.end).ok())
+            .and_then(|(start, end)| self.bytes.get(start..end))
             .ok_or_else(|| EmbedError::missing(name))?;
-        Ok(TensorView::host(dtype, entry.shape.clone(), bytes))
+        Ok(TensorView::host(&info.name, info.dtype, &info.shape, bytes))
     }
 }

@@ -12,13 +12,11 @@
 use std::sync::Arc;
 
 use vram_residency::{
-    LeasePolicy, ModelLease, ModelTensors, SealedModel, SealedShard, VramError, VramManager,
+    LeasePolicy, ModelLease, ModelTensors, SealedModel, SealedShard, TensorView, VramError,
+    VramManager,
 };
 
-use crate::error::shown;
-use crate::{
-    Dtype, EmbedError, LeaseCost, ModelSnapshot, TensorSource, TensorView, WeightsProvider,
-};
+use crate::{EmbedError, LeaseCost, ModelSnapshot, TensorSource, WeightsProvider};
 
 /// A model sealed in device memory, served through verified leases.
 #[derive(Debug)]
@@ -130,31 +128,10 @@ impl<'l> LeasedWeights<'l> {
 
 impl TensorSource for LeasedWeights<'_> {
     fn tensor(&self, name: &str) -> Result<TensorView<'_>, EmbedError> {
-        let t = self.tensors.get(name).map_err(|e| match e {
+        self.tensors.get(name).map_err(|e| match e {
             VramError::UnknownTensor { .. } => EmbedError::missing(name),
             other => lease_error(other),
-        })?;
-        let dtype = Dtype::from_name(t.dtype()).ok_or_else(|| EmbedError::UnsupportedDtype {
-            name: shown(name),
-            dtype: shown(t.dtype()),
-        })?;
-        let shape = t
-            .shape()
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| EmbedError::TensorSize {
-                name: shown(name),
-                expected: u64::MAX,
-                found: 0,
-            })?;
-        let bytes = t.host_bytes().ok_or_else(|| EmbedError::Lease {
-            reason: "the weights are in device memory, and this build computes on the CPU \
-                     (serve from the mock, or a build with candle's CUDA backend)"
-                .into(),
-            integrity: false,
-        })?;
-        Ok(TensorView::host(dtype, shape, bytes))
+        })
     }
 
     fn lease_cost(&self) -> Option<LeaseCost> {

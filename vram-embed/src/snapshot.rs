@@ -2,7 +2,6 @@
 //! how a text becomes an embedding. The weights are not read here: they
 //! come from a [`crate::TensorSource`].
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_transformers::models::bert;
@@ -73,13 +72,17 @@ impl ModelSnapshot {
     /// activation this crate does not implement, or a module path leaves
     /// the directory.
     pub fn open(dir: &Path) -> Result<Self, EmbedError> {
-        Self::open_with(dir, &mut |rel, cap, required| {
-            let path = dir.join(rel);
-            if !required && !path.is_file() {
-                return Ok(None);
-            }
-            read_capped(&path, cap, rel).map(Some)
-        })
+        Self::open_with(
+            dir,
+            &mut |rel, cap, required| match vram_hub::read_model_file(dir, rel, cap) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(vram_hub::HubError::Io {
+                    kind: std::io::ErrorKind::NotFound,
+                    ..
+                }) if !required => Ok(None),
+                Err(e) => Err(file_error(dir, rel, cap, e)),
+            },
+        )
     }
 
     /// [`ModelSnapshot::open`] for a snapshot sealed as one model: every
@@ -247,18 +250,18 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], rel: &str) -> Result<T, Em
     serde_json::from_slice(bytes).map_err(|e| EmbedError::snapshot(rel, e.to_string()))
 }
 
-/// Reads a whole small file, refusing one over `cap` bytes.
-fn read_capped(path: &Path, cap: u64, rel: &str) -> Result<Vec<u8>, EmbedError> {
-    let file = std::fs::File::open(path).map_err(|e| EmbedError::io(path, &e))?;
-    let mut bytes = Vec::new();
-    file.take(cap.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| EmbedError::io(path, &e))?;
-    if u64::try_from(bytes.len()).map_or(true, |n| n > cap) {
-        return Err(EmbedError::snapshot(
-            rel,
-            format!("larger than {cap} bytes ({})", shown_path(path)),
-        ));
+/// A small file that could not be read, as this crate reports it: the
+/// operating system's error with its path, or why the file was refused
+/// (over its cap, a link out of the snapshot, not a regular file).
+fn file_error(dir: &Path, rel: &str, cap: u64, e: vram_hub::HubError) -> EmbedError {
+    match e {
+        vram_hub::HubError::Io { kind, .. } => EmbedError::Io {
+            path: shown_path(&dir.join(rel)),
+            kind,
+        },
+        vram_hub::HubError::FileTooLarge { .. } => {
+            EmbedError::snapshot(rel, format!("larger than {cap} bytes"))
+        }
+        other => EmbedError::snapshot(rel, other.to_string()),
     }
-    Ok(bytes)
 }

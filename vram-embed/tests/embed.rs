@@ -86,6 +86,54 @@ fn embeddings_from_a_tensor_source_are_bitwise_candles_own_load_of_the_file() {
     assert_eq!(embedder.embed(&weights, "").unwrap().tokens, 2);
 }
 
+/// A source that counts the views it hands out.
+struct Counted<'a> {
+    inner: &'a SafetensorsFile,
+    views: std::sync::atomic::AtomicUsize,
+}
+
+impl TensorSource for Counted<'_> {
+    fn tensor(&self, name: &str) -> Result<TensorView<'_>, EmbedError> {
+        self.views
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.tensor(name)
+    }
+}
+
+#[test]
+fn the_texts_of_one_request_share_one_build_of_the_model() {
+    let (_dir, _snap, embedder, weights) = snapshot(9);
+    let counted = Counted {
+        inner: &weights,
+        views: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let views = || counted.views.load(std::sync::atomic::Ordering::Relaxed);
+    let all = embedder.embed_all(&counted, TEXTS).unwrap();
+    let one_build = views();
+    assert!(one_build >= tensor_shapes().len() - 2, "{one_build}");
+    embedder.embed(&counted, TEXTS[0]).unwrap();
+    assert_eq!(
+        views(),
+        2 * one_build,
+        "one build per request, whatever its texts"
+    );
+    assert_eq!(all.len(), TEXTS.len());
+    for (e, text) in all.iter().zip(TEXTS) {
+        let alone = embedder.embed(&weights, text).unwrap();
+        assert_eq!(bits(&e.vector), bits(&alone.vector), "{text:?}");
+        assert_eq!(e.tokens, alone.tokens);
+    }
+    // The build's cost is counted once: on the first text.
+    assert_eq!(all[0].timings.tensors as usize, tensor_shapes().len() - 2);
+    assert!(all[1..]
+        .iter()
+        .all(|e| e.timings.tensors == 0 && e.timings.bytes == 0));
+    assert!(embedder
+        .embed_all(&weights, &[] as &[&str])
+        .unwrap()
+        .is_empty());
+}
+
 #[test]
 fn vectors_are_l2_normalised_and_differ_between_texts() {
     let (_dir, _snap, embedder, weights) = snapshot(3);
@@ -250,6 +298,9 @@ fn a_missing_tensor_is_an_error_naming_it() {
     assert_eq!(e.class(), ErrorClass::Integrity);
 }
 
+/// The intermediate weight's shape, flattened.
+const FLAT: &[u64] = &[(INTERMEDIATE * HIDDEN) as u64];
+
 #[test]
 fn a_wrong_shape_or_size_or_dtype_is_an_error_naming_the_tensor() {
     let (_dir, _snap, embedder, weights) = snapshot(7);
@@ -260,9 +311,10 @@ fn a_wrong_shape_or_size_or_dtype_is_an_error_naming_the_tensor() {
         name,
         change: |v| {
             Some(TensorView::host(
-                v.dtype,
-                vec![INTERMEDIATE * HIDDEN],
-                v.bytes,
+                v.name(),
+                v.element_type(),
+                FLAT,
+                v.host_bytes()?,
             ))
         },
     };
@@ -288,10 +340,12 @@ fn a_wrong_shape_or_size_or_dtype_is_an_error_naming_the_tensor() {
         inner: &weights,
         name,
         change: |v| {
+            let bytes = v.host_bytes()?;
             Some(TensorView::host(
-                v.dtype,
-                v.shape.clone(),
-                &v.bytes[..v.bytes.len() - 4],
+                v.name(),
+                v.element_type(),
+                v.shape(),
+                &bytes[..bytes.len() - 4],
             ))
         },
     };
@@ -304,7 +358,14 @@ fn a_wrong_shape_or_size_or_dtype_is_an_error_naming_the_tensor() {
     let half = Tampered {
         inner: &weights,
         name,
-        change: |v| Some(TensorView::host(Dtype::F16, v.shape.clone(), v.bytes)),
+        change: |v| {
+            Some(TensorView::host(
+                v.name(),
+                Dtype::F16,
+                v.shape(),
+                v.host_bytes()?,
+            ))
+        },
     };
     let e = embedder.embed(&half, "hello").unwrap_err();
     assert!(

@@ -5,7 +5,6 @@
 //! files that change what the model computes (its config, the tokenizer, the
 //! sentence-transformers modules), which are bound to the model's seal.
 
-use std::io::Read;
 use std::path::{Component, Path};
 
 use serde::Deserialize;
@@ -174,22 +173,9 @@ pub(crate) fn is_plain_relative(name: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-fn read_capped(dir: &Path, name: &str, cap: u64) -> Result<Vec<u8>, HubError> {
-    let path = dir.join(name);
-    let file = std::fs::File::open(&path).map_err(|e| HubError::io(&path, &e))?;
-    let mut bytes = Vec::new();
-    file.take(cap.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| HubError::io(&path, &e))?;
-    if u64::try_from(bytes.len()).map_or(true, |n| n > cap) {
-        return Err(layout(dir, format!("{name} is larger than {cap} bytes")));
-    }
-    Ok(bytes)
-}
-
 /// The distinct files the index's `weight_map` names, sorted.
 fn index_shards(dir: &Path) -> Result<Vec<String>, HubError> {
-    let bytes = read_capped(dir, WEIGHTS_INDEX_FILE, MAX_INDEX_BYTES)?;
+    let bytes = crate::read_model_file(dir, WEIGHTS_INDEX_FILE, MAX_INDEX_BYTES)?;
     let index: Index = serde_json::from_slice(&bytes).map_err(|e| {
         layout(
             dir,
@@ -243,7 +229,7 @@ fn index_shards(dir: &Path) -> Result<Vec<String>, HubError> {
 /// The `config.json` of each sentence-transformers module that has one
 /// (`1_Pooling/config.json`), in `modules.json`'s order.
 fn module_configs(dir: &Path) -> Result<Vec<String>, HubError> {
-    let bytes = read_capped(dir, "modules.json", MAX_MODULES_BYTES)?;
+    let bytes = crate::read_model_file(dir, "modules.json", MAX_MODULES_BYTES)?;
     let modules = vram_format::sentence_transformers::Modules::parse(&bytes)
         .map_err(|e| layout(dir, e.to_string()))?;
     Ok(modules

@@ -4,6 +4,7 @@
 //! read.
 
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -105,6 +106,32 @@ pub fn open_model_file(
     })
 }
 
+/// Reads a small file of a model directory whole: [`open_model_file`] with
+/// `cap` as its limit, then at most `cap` bytes from that one descriptor
+/// (a file that grows past `cap` while it is read is refused too). The
+/// workspace's one capped reader of model files (configs, tokenizers,
+/// indexes, `modules.json`).
+///
+/// # Errors
+/// As [`open_model_file`]; [`HubError::FileTooLarge`] for a file over `cap`
+/// bytes; [`HubError::Io`] when reading fails.
+pub fn read_model_file(dir: &Path, name: &str, cap: u64) -> Result<Vec<u8>, HubError> {
+    let opened = open_model_file(dir, name, Some(cap))?;
+    let mut bytes = Vec::new();
+    opened
+        .file
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| HubError::io(&opened.path, &e))?;
+    if u64::try_from(bytes.len()).map_or(true, |n| n > cap) {
+        return Err(HubError::FileTooLarge {
+            file: escape_for_log(name, 200),
+            max: cap,
+        });
+    }
+    Ok(bytes)
+}
+
 /// The `blobs/` of the hub model whose snapshot `dir` (canonical) is, when
 /// it is one: `.../models--ORG--NAME/snapshots/COMMIT`.
 pub(crate) fn hub_blobs(dir: &Path) -> Option<PathBuf> {
@@ -152,6 +179,30 @@ mod tests {
         assert!(matches!(
             open_model_file(&dir, "sub", None),
             Err(HubError::NotRegularFile { .. })
+        ));
+    }
+
+    #[test]
+    fn small_files_are_read_up_to_their_cap_through_the_same_checks() {
+        let outer = tempfile::tempdir().unwrap();
+        let dir = outer.path().join("model");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        std::fs::write(outer.path().join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink("../secret", dir.join("out.json")).unwrap();
+        assert_eq!(read_model_file(&dir, "config.json", 2).unwrap(), b"{}");
+        let e = read_model_file(&dir, "config.json", 1).unwrap_err();
+        assert_eq!(e.to_string(), "config.json is larger than 1 bytes");
+        assert!(matches!(
+            read_model_file(&dir, "out.json", 10),
+            Err(HubError::LeavesModel { .. })
+        ));
+        assert!(matches!(
+            read_model_file(&dir, "absent.json", 10),
+            Err(HubError::Io {
+                kind: std::io::ErrorKind::NotFound,
+                ..
+            })
         ));
     }
 }

@@ -1,20 +1,28 @@
-//! A GGUF file's header (metadata and tensor table) read from leased,
-//! verified bytes, and the llama hyperparameters it holds.
+//! A GGUF file's header (metadata and tensor table), as the facade read it
+//! from the sealed shard's seal-checked header leaves, and the llama
+//! hyperparameters it holds.
 //!
 //! Everything that changes what the model computes (hyperparameters,
 //! tokenizer, chat template) is inside the file, hence inside the seal: it is
-//! read from the sealed memory, never from the file on disk.
+//! read from the sealed memory, never from the file on disk. The header is
+//! parsed by the workspace's one GGUF reader (`vram_format::GgufHeader`:
+//! counts, strings, arrays, offsets and alignment bounded, one verdict on
+//! every path); this module only turns its table and metadata into what the
+//! engine computes with (candle's types), refusing tensor types the engine
+//! has no kernel for.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::GgmlDType;
+use vram_format::{Dtype, GgufArray, GgufHeader, GgufValue, TensorInfo};
+use vram_validation::escape_for_log;
 
 use crate::kernels::SUPPORTED_TYPES;
 use crate::LlmError;
 
-/// The metadata map of a GGUF file, as candle reads it.
+/// The metadata map of a GGUF file, in candle's value type.
 pub type Metadata = HashMap<String, Value>;
 
 /// One tensor of the file: its type, its shape (rows first) and where its
@@ -48,75 +56,133 @@ pub(crate) struct Header {
     pub(crate) tensors: HashMap<String, TensorEntry>,
 }
 
-/// Reads the header of the GGUF file in `bytes` (the whole sealed shard),
-/// in place: candle's reader over a cursor, no copy of the file.
-///
-/// # Errors
-/// [`LlmError::Metadata`] for a header candle refuses, a tensor of a type
-/// this engine does not compute on, or a tensor whose bytes lie outside the
-/// shard (each named).
-pub(crate) fn read_header(bytes: &[u8]) -> Result<Header, LlmError> {
-    let mut cursor = std::io::Cursor::new(bytes);
-    let content = gguf_file::Content::read(&mut cursor)
-        .map_err(|e| LlmError::Metadata(format!("not a readable GGUF header: {e}")))?;
-    let base = content.tensor_data_offset;
-    let mut tensors = HashMap::with_capacity(content.tensor_infos.len());
-    for (name, info) in &content.tensor_infos {
-        let entry = entry(name, info, base, bytes.len())?;
-        tensors.insert(name.clone(), entry);
+impl Header {
+    /// The engine's view of a header `vram_format` read and checked (every
+    /// tensor's bytes inside the file, whole blocks, aligned, no overlap).
+    ///
+    /// # Errors
+    /// [`LlmError::Metadata`] for a tensor of a type this engine does not
+    /// compute on, or a size this machine cannot address (each named).
+    pub(crate) fn of(gguf: &GgufHeader) -> Result<Self, LlmError> {
+        let tensors = gguf
+            .table
+            .tensors()
+            .iter()
+            .map(|t| Ok((t.name.clone(), entry(t)?)))
+            .collect::<Result<HashMap<_, _>, LlmError>>()?;
+        let metadata = gguf
+            .metadata
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), value(k, v)?)))
+            .collect::<Result<Metadata, LlmError>>()?;
+        Ok(Self { metadata, tensors })
     }
-    Ok(Header {
-        metadata: content.metadata,
-        tensors,
+}
+
+/// candle's type of a ggml type, `None` for one candle has no type for.
+fn ggml_dtype(dtype: Dtype) -> Option<GgmlDType> {
+    Some(match dtype {
+        Dtype::F32 => GgmlDType::F32,
+        Dtype::F16 => GgmlDType::F16,
+        Dtype::BF16 => GgmlDType::BF16,
+        Dtype::Q4_0 => GgmlDType::Q4_0,
+        Dtype::Q4_1 => GgmlDType::Q4_1,
+        Dtype::Q5_0 => GgmlDType::Q5_0,
+        Dtype::Q5_1 => GgmlDType::Q5_1,
+        Dtype::Q8_0 => GgmlDType::Q8_0,
+        Dtype::Q8_1 => GgmlDType::Q8_1,
+        Dtype::Q2_K => GgmlDType::Q2K,
+        Dtype::Q3_K => GgmlDType::Q3K,
+        Dtype::Q4_K => GgmlDType::Q4K,
+        Dtype::Q5_K => GgmlDType::Q5K,
+        Dtype::Q6_K => GgmlDType::Q6K,
+        Dtype::Q8_K => GgmlDType::Q8K,
+        _ => return None,
     })
 }
 
-fn entry(
-    name: &str,
-    info: &gguf_file::TensorInfo,
-    base: u64,
-    shard_len: usize,
-) -> Result<TensorEntry, LlmError> {
-    let dtype = info.ggml_dtype;
-    if !SUPPORTED_TYPES.contains(&dtype) {
-        return Err(LlmError::Metadata(format!(
-            "tensor {name}: type {dtype:?} is not supported by this engine (supported: {SUPPORTED_TYPES:?})"
-        )));
-    }
-    let dims = info.shape.dims().to_vec();
-    let elems = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| LlmError::Metadata(format!("tensor {name}: shape {dims:?} overflows")))?;
-    let block = dtype.block_size();
-    if block == 0
-        || !elems.is_multiple_of(block)
-        || dims.last().is_some_and(|&d| !d.is_multiple_of(block))
-    {
-        return Err(LlmError::Metadata(format!(
-            "tensor {name}: shape {dims:?} is not a whole number of {block}-value {dtype:?} blocks per row"
-        )));
-    }
-    let len = elems
-        .checked_div(block)
-        .and_then(|b| b.checked_mul(dtype.type_size()));
-    let start = base
-        .checked_add(info.offset)
-        .and_then(|s| usize::try_from(s).ok());
-    let range = match (start, len) {
-        (Some(start), Some(len)) => start
-            .checked_add(len)
-            .filter(|&end| end <= shard_len)
-            .map(|end| start..end),
-        _ => None,
-    };
-    let range = range.ok_or_else(|| {
+fn entry(info: &TensorInfo) -> Result<TensorEntry, LlmError> {
+    let name = escape_for_log(&info.name, 80);
+    let dtype = ggml_dtype(info.dtype)
+        .filter(|d| SUPPORTED_TYPES.contains(d))
+        .ok_or_else(|| {
+            LlmError::Metadata(format!(
+                "tensor {name}: type {} is not supported by this engine (supported: {SUPPORTED_TYPES:?})",
+                info.dtype
+            ))
+        })?;
+    let too_large = || {
         LlmError::Metadata(format!(
-            "tensor {name}: its {dtype:?} bytes at offset {} lie outside the {shard_len}-byte file",
-            info.offset
+            "tensor {name}: shape {:?} at bytes {}..{} is too large for this machine",
+            info.shape, info.data.start, info.data.end
         ))
-    })?;
-    Ok(TensorEntry { dtype, dims, range })
+    };
+    // ggml lists dimensions innermost first; the engine, rows first.
+    let dims = info
+        .shape
+        .iter()
+        .rev()
+        .map(|&d| usize::try_from(d).map_err(|_| too_large()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = usize::try_from(info.data.start).map_err(|_| too_large())?;
+    let end = usize::try_from(info.data.end).map_err(|_| too_large())?;
+    Ok(TensorEntry {
+        dtype,
+        dims,
+        range: start..end,
+    })
+}
+
+/// A metadata value in candle's type.
+fn value(key: &str, v: &GgufValue) -> Result<Value, LlmError> {
+    Ok(match v {
+        GgufValue::U8(x) => Value::U8(*x),
+        GgufValue::I8(x) => Value::I8(*x),
+        GgufValue::U16(x) => Value::U16(*x),
+        GgufValue::I16(x) => Value::I16(*x),
+        GgufValue::U32(x) => Value::U32(*x),
+        GgufValue::I32(x) => Value::I32(*x),
+        GgufValue::U64(x) => Value::U64(*x),
+        GgufValue::I64(x) => Value::I64(*x),
+        GgufValue::F32(x) => Value::F32(*x),
+        GgufValue::F64(x) => Value::F64(*x),
+        GgufValue::Bool(x) => Value::Bool(*x),
+        GgufValue::String(x) => Value::String(x.clone()),
+        GgufValue::Array(a) => Value::Array(array(key, a)?),
+        _ => return Err(unreadable(key)),
+    })
+}
+
+fn array(key: &str, a: &GgufArray) -> Result<Vec<Value>, LlmError> {
+    fn each<T: Copy>(v: &[T], f: fn(T) -> Value) -> Vec<Value> {
+        v.iter().map(|&x| f(x)).collect()
+    }
+    Ok(match a {
+        GgufArray::U8(v) => each(v, Value::U8),
+        GgufArray::I8(v) => each(v, Value::I8),
+        GgufArray::U16(v) => each(v, Value::U16),
+        GgufArray::I16(v) => each(v, Value::I16),
+        GgufArray::U32(v) => each(v, Value::U32),
+        GgufArray::I32(v) => each(v, Value::I32),
+        GgufArray::U64(v) => each(v, Value::U64),
+        GgufArray::I64(v) => each(v, Value::I64),
+        GgufArray::F32(v) => each(v, Value::F32),
+        GgufArray::F64(v) => each(v, Value::F64),
+        GgufArray::Bool(v) => each(v, Value::Bool),
+        GgufArray::String(v) => v.iter().cloned().map(Value::String).collect(),
+        GgufArray::Array(v) => v
+            .iter()
+            .map(|inner| array(key, inner).map(Value::Array))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(unreadable(key)),
+    })
+}
+
+fn unreadable(key: &str) -> LlmError {
+    LlmError::Metadata(format!(
+        "key {}: a value type this engine does not read",
+        escape_for_log(key, 80)
+    ))
 }
 
 /// The llama hyperparameters of a GGUF file's metadata.

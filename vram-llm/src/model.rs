@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, IndexOp, Tensor};
 use vram_residency::{
-    LeaseHandle, LeasePolicy, SealedModel, SealedShard, SharedLease, SharedModelLease, VramManager,
+    LeaseHandle, LeasePolicy, SealedModel, SealedShard, SharedLease, SharedModelLease, VramError,
+    VramManager,
 };
 
 use crate::gguf::{self, LlamaConfig, Metadata, TensorEntry};
@@ -108,7 +109,19 @@ impl LlamaModel {
     ) -> Result<Self, LlmError> {
         let lease = lease(&manager, &source, LeasePolicy::Full)?;
         let handle = lease.handle()?;
-        let header = handle.with_host_bytes(gguf::read_header)??;
+        // The header as the lease read it (seal-checked leaves, the one GGUF
+        // reader's verdict), not parsed again here.
+        let header = handle
+            .with_tensors(|t| t.gguf().map(gguf::Header::of))
+            .map_err(|e| match e {
+                VramError::NotSafetensors { .. } => {
+                    LlmError::Metadata(format!("not a readable GGUF header: {e}"))
+                }
+                other => LlmError::Vram(other),
+            })?
+            .ok_or_else(|| {
+                LlmError::Metadata("the sealed file is a safetensors file, not a GGUF file".into())
+            })??;
         drop(lease);
         let config = LlamaConfig::from_metadata(&header.metadata)?;
         let vocab_size = check_tensors(&config, &header.tensors)?;

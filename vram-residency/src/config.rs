@@ -3,45 +3,21 @@
 
 use crate::{VerifyPolicy, VramError};
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
-use vram_audit::{AuditSink, LogOptions};
+use vram_audit::AuditSink;
 use vram_core::Device;
 use vram_crypto::LeafSize;
 use vram_secrets::WorkerSecret;
 use vram_validation::DEFAULT_MAX_MODEL_BYTES;
 
-/// Where the manager's devices come from.
-#[derive(Clone)]
-pub enum DeviceSource {
-    /// CUDA devices when built with `cuda` and a driver is present, else the mock
-    /// with a loud warning ([`crate::detect()`]).
-    Detect,
-    /// CUDA devices only; fail when none is usable (production).
-    CudaOnly,
-    /// These devices, indexed by position.
-    Explicit(Vec<Arc<dyn Device>>),
-}
-
-impl fmt::Debug for DeviceSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Detect => f.write_str("Detect"),
-            Self::CudaOnly => f.write_str("CudaOnly"),
-            Self::Explicit(d) => write!(f, "Explicit({} device(s))", d.len()),
-        }
-    }
-}
-
 /// Everything a [`VramManager`](crate::VramManager) needs. `Debug` never shows
 /// the worker secret.
 pub struct VramConfig {
     pub(crate) secret: WorkerSecret,
-    pub(crate) devices: DeviceSource,
+    pub(crate) devices: Vec<Arc<dyn Device>>,
     pub(crate) max_model_bytes: u64,
     pub(crate) headroom_bytes: u64,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
-    pub(crate) audit_file: Option<(PathBuf, LogOptions)>,
     pub(crate) worker_id: String,
     pub(crate) leaf_size: Option<LeafSize>,
     pub(crate) verify_policy: VerifyPolicy,
@@ -104,11 +80,10 @@ impl fmt::Debug for VramConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VramConfig")
             .field("seal_key_id", &self.secret.seal_key().key_id())
-            .field("devices", &self.devices)
+            .field("devices", &self.devices.len())
             .field("max_model_bytes", &self.max_model_bytes)
             .field("headroom_bytes", &self.headroom_bytes)
             .field("audit", &self.audit.as_ref().map(|_| "configured"))
-            .field("audit_file", &self.audit_file)
             .field("worker_id", &self.worker_id)
             .field("leaf_size", &self.leaf_size.map(LeafSize::bytes))
             .field("verify_policy", &self.verify_policy)
@@ -134,11 +109,10 @@ impl VramConfig {
         VramConfigBuilder {
             config: Self {
                 secret,
-                devices: DeviceSource::Detect,
+                devices: Vec::new(),
                 max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
                 headroom_bytes: 0,
                 audit: None,
-                audit_file: None,
                 worker_id: "worker".to_string(),
                 leaf_size: None,
                 verify_policy: VerifyPolicy::Full,
@@ -184,12 +158,12 @@ impl VramConfig {
                 reason: "scrub is the background scrubber's policy, not a default for verify_sealed: use full or sampled:K".into(),
             });
         }
-        if let DeviceSource::Explicit(d) = &self.devices {
-            if d.is_empty() {
-                return Err(VramError::InvalidConfig {
-                    reason: "an explicit device list must not be empty".into(),
-                });
-            }
+        if self.devices.is_empty() {
+            return Err(VramError::InvalidConfig {
+                reason: "no device given: pass the devices to use (a worker finds and \
+                         announces them with vram-worker's device selection)"
+                    .into(),
+            });
         }
         Ok(())
     }
@@ -202,21 +176,18 @@ pub struct VramConfigBuilder {
 }
 
 impl VramConfigBuilder {
-    /// Use these devices (device index = position in the list).
+    /// Use these devices (device index = position in the list). Required:
+    /// the manager does not look for devices itself (finding them, and
+    /// saying loudly when the mock stands in for a GPU, is the worker's job:
+    /// `vram-worker`'s device selection, over [`crate::detect()`]).
     pub fn devices(mut self, devices: Vec<Arc<dyn Device>>) -> Self {
-        self.config.devices = DeviceSource::Explicit(devices);
+        self.config.devices = devices;
         self
     }
 
     /// Use one device.
     pub fn device(self, device: Arc<dyn Device>) -> Self {
         self.devices(vec![device])
-    }
-
-    /// How devices are found (default: [`DeviceSource::Detect`]).
-    pub fn device_source(mut self, source: DeviceSource) -> Self {
-        self.config.devices = source;
-        self
     }
 
     /// Largest model accepted, in bytes (default 100 GiB).
@@ -232,24 +203,11 @@ impl VramConfigBuilder {
     }
 
     /// Where audit records go. Without one, an in-memory log is used (and the
-    /// manager says so in a warning): fine for tests, not for an auditor.
+    /// manager says so in a warning): fine for tests, not for an auditor. A
+    /// worker's file log (fail-closed, one writer, never the secret's own
+    /// file) is opened by `vram-worker` and given here.
     pub fn audit(mut self, sink: Arc<dyn AuditSink>) -> Self {
         self.config.audit = Some(sink);
-        self.config.audit_file = None;
-        self
-    }
-
-    /// Write audit records to the file log at `path` (see
-    /// [`AuditLog::open_file`](vram_audit::AuditLog::open_file)), opened by
-    /// [`VramManager::new`](crate::VramManager::new) under the audit key
-    /// derived from the worker secret, with the worker id. The log is never
-    /// the file the secret was loaded from, by the path given or the file it
-    /// resolved to
-    /// ([`WorkerSecret::protected_paths`](vram_secrets::WorkerSecret::protected_paths)):
-    /// such a path is refused. Replaces [`Self::audit`].
-    pub fn audit_file(mut self, path: impl Into<PathBuf>, options: LogOptions) -> Self {
-        self.config.audit_file = Some((path.into(), options));
-        self.config.audit = None;
         self
     }
 

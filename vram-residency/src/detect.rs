@@ -1,12 +1,12 @@
 //! Device detection: CUDA devices when built with `cuda` and a driver and device
 //! are present; otherwise (feature `mock`) the mock. The one place devices are
-//! found: the manager ([`DeviceSource::Detect`](crate::DeviceSource)) and the
-//! CLI both call it, and get the concrete devices back, so a caller that needs
-//! more than the [`Device`] trait (the CLI's demo, which corrupts memory on
-//! purpose) keeps them.
+//! found: `vram-worker`'s device selection (which every binary builds its
+//! worker with) calls it and gets the concrete devices back, so a caller that
+//! needs more than the [`Device`] trait (the CLI's demo, which corrupts memory
+//! on purpose) keeps them; the manager takes the devices it is given.
 //!
-//! Detection says nothing itself: the manager warns loudly when it falls back
-//! to the mock, and the CLI announces it in its own words.
+//! Detection says nothing itself: the worker announces the mock, loudly, in
+//! its own words.
 
 use crate::VramError;
 use std::sync::Arc;

@@ -22,8 +22,8 @@ mod trail;
 mod verify;
 
 pub use config::{
-    DeviceSource, SealHashing, VramConfig, VramConfigBuilder, CUDA_DEFAULT_LEAF_SIZE,
-    DEFAULT_STAGING_BYTES, MIN_STAGING_BYTES,
+    SealHashing, VramConfig, VramConfigBuilder, CUDA_DEFAULT_LEAF_SIZE, DEFAULT_STAGING_BYTES,
+    MIN_STAGING_BYTES,
 };
 #[cfg(feature = "mock")]
 pub use detect::FALLBACK_MOCK_CAPACITY;

@@ -6,8 +6,7 @@
 //! lends (verification, leases, handle checks), with the accessors. Sealing
 //! is in `seal.rs`, the model methods in `model.rs`.
 
-use crate::config::{DeviceSource, VramConfig};
-use crate::detect::{cuda_devices, detect};
+use crate::config::VramConfig;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::pipeline::Route;
 use crate::seal::{SealContext, SealTarget, Sealer};
@@ -85,40 +84,15 @@ impl VramManager {
     /// # Errors
     /// [`VramError::InvalidConfig`] for unusable settings; device errors when a
     /// device cannot be queried; [`VramError::PolicyViolation`] when a device
-    /// fails the VRAM-only policy; [`VramError::Audit`] when the
-    /// [audit file](crate::VramConfigBuilder::audit_file) cannot be opened
-    /// (in use by another writer, not a log of this key, the secret file...).
+    /// fails the VRAM-only policy; [`VramError::Audit`] when the in-memory
+    /// audit log (used when no sink is given) cannot be set up.
     pub fn new(config: VramConfig) -> Result<Self, VramError> {
         config.validate()?;
-        let devices: Vec<Arc<dyn Device>> = match config.devices {
-            DeviceSource::Explicit(d) => d,
-            DeviceSource::Detect => {
-                let found = detect()?;
-                if let Some(reason) = found.fallback_reason() {
-                    tracing::warn!(
-                        reason = %reason,
-                        "NO CUDA DEVICE FOUND: using the MOCK device (host memory). Seals are not in VRAM."
-                    );
-                }
-                found.devices()
-            }
-            DeviceSource::CudaOnly => cuda_devices()?,
-        };
+        let devices = config.devices;
         let sealer = Sealer::new(config.secret.seal_key(), config.worker_id.clone())?;
-        let sink: Arc<dyn AuditSink> = match (config.audit, config.audit_file) {
-            (Some(a), _) => a,
-            (None, Some((path, options))) => {
-                let key = vram_audit::AuditKey::from_secret(&config.secret.audit_key());
-                let protected = config.secret.protected_paths();
-                Arc::new(vram_audit::AuditLog::open_file_protecting(
-                    &path,
-                    key,
-                    &config.worker_id,
-                    options,
-                    &protected,
-                )?)
-            }
-            (None, None) => {
+        let sink: Arc<dyn AuditSink> = match config.audit {
+            Some(a) => a,
+            None => {
                 tracing::warn!("no audit sink configured: audit records are kept in memory only");
                 let key = vram_audit::AuditKey::from_secret(&config.secret.audit_key());
                 Arc::new(vram_audit::AuditLog::in_memory(key, &config.worker_id)?)

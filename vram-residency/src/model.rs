@@ -13,7 +13,6 @@
 //! a small file's bytes only after checking them against the binding.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -536,25 +535,9 @@ pub(crate) fn open_file(
 }
 
 /// Reads a small file whole (at most [`MAX_BOUND_FILE_BYTES`]) from one
-/// open descriptor.
+/// open descriptor ([`vram_hub::read_model_file`]).
 fn read_small(dir: &Path, name: &str) -> Result<Vec<u8>, VramError> {
-    let opened = open_file(dir, name, Some(MAX_BOUND_FILE_BYTES))?;
-    let mut bytes = Vec::new();
-    opened
-        .file
-        .take(MAX_BOUND_FILE_BYTES.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| VramError::Io { kind: e.kind() })?;
-    if u64::try_from(bytes.len()).map_or(true, |n| n > MAX_BOUND_FILE_BYTES) {
-        return Err(VramError::InvalidModel {
-            model: escape_for_log(&dir.to_string_lossy(), 200),
-            reason: format!(
-                "{} is larger than {MAX_BOUND_FILE_BYTES} bytes",
-                escape_for_log(name, 200)
-            ),
-        });
-    }
-    Ok(bytes)
+    vram_hub::read_model_file(dir, name, MAX_BOUND_FILE_BYTES).map_err(|e| open_error(dir, name, e))
 }
 
 /// Hashes the small files to bind, each from one read, and checks each that

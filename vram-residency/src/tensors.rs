@@ -15,6 +15,7 @@
 //! are checked.
 
 use crate::VramError;
+use std::fmt;
 use std::ops::Range;
 use vram_core::{DeviceMemory, MemoryAccess};
 use vram_format::{Dtype, FormatError, GgufHeader, TensorInfo};
@@ -241,9 +242,11 @@ impl<'l> Tensors<'l> {
     }
 }
 
-/// One tensor of a leased shard: name, dtype, shape and memory, borrowed
-/// from [`Tensors`].
-#[derive(Debug, Clone, Copy)]
+/// One tensor: name, dtype, shape and memory. Through a lease, borrowed
+/// from [`Tensors`]; over bytes the caller holds itself (a model file read
+/// into host memory), from [`TensorView::host`]. `Debug` shows its dtype,
+/// shape and length, never its bytes or address.
+#[derive(Clone, Copy)]
 pub struct TensorView<'a> {
     name: &'a str,
     dtype: Dtype,
@@ -251,7 +254,47 @@ pub struct TensorView<'a> {
     memory: TensorMemory<'a>,
 }
 
+impl fmt::Debug for TensorView<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TensorView")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
 impl<'a> TensorView<'a> {
+    /// A view of a tensor whose bytes the caller holds in host memory (a
+    /// model file read whole, not a lease): `name`, `dtype` and `shape` as
+    /// the file's tensor table gives them. Nothing is checked here; a model
+    /// checks the shape against its config and the length against dtype and
+    /// shape when it builds a tensor from the view.
+    #[must_use]
+    pub fn host(name: &'a str, dtype: Dtype, shape: &'a [u64], bytes: &'a [u8]) -> Self {
+        Self {
+            name,
+            dtype,
+            shape,
+            memory: TensorMemory::Host(bytes),
+        }
+    }
+
+    /// Its length in bytes.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        match self.memory {
+            TensorMemory::Host(b) => u64::try_from(b.len()).unwrap_or(u64::MAX),
+            TensorMemory::Device(m) => m.len(),
+        }
+    }
+
+    /// Whether it has no bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The tensor's name (untrusted text from the file's header: escape it
     /// before showing it).
     #[must_use]

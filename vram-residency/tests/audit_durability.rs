@@ -308,22 +308,32 @@ fn secret_in_file(dir: &std::path::Path) -> (std::path::PathBuf, WorkerSecret) {
     (path.clone(), WorkerSecret::load_file(&path).unwrap())
 }
 
+/// A manager writing to the file log at `log`, opened as a worker opens it
+/// (vram-worker): under the secret's audit key, never the secret's own file.
 fn manager_with_audit_file(
     secret: WorkerSecret,
     log: &std::path::Path,
 ) -> Result<VramManager, VramError> {
     let device: Arc<dyn Device> = MockDevice::new(0, 64 * MIB);
+    let key = AuditKey::from_secret(&secret.audit_key());
+    let sink = AuditLog::open_file_protecting(
+        log,
+        key,
+        "test-worker",
+        LogOptions::default(),
+        &secret.protected_paths(),
+    )?;
     VramManager::new(
         VramConfig::builder(secret)
             .device(device)
             .worker_id("test-worker")
-            .audit_file(log, LogOptions::default())
+            .audit(Arc::new(sink))
             .build(),
     )
 }
 
 #[test]
-fn an_audit_file_opened_by_the_manager_is_never_the_secret() {
+fn an_audit_file_opened_for_the_manager_is_never_the_secret() {
     let dir = tempfile::tempdir().unwrap();
     let (secret_path, loaded) = secret_in_file(dir.path());
     let err = manager_with_audit_file(loaded, &secret_path).unwrap_err();

@@ -152,13 +152,10 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Result<Response, Resp
     .into_response())
 }
 
-/// Every input embedded on one lease.
+/// Every input embedded on one lease, with one build of the model.
 fn compute(engine: &EmbeddingEngine, texts: &[String]) -> Result<Computed, EmbedError> {
     let (lease, vectors) = engine.weights.with_weights(|source| {
-        let vectors = texts
-            .iter()
-            .map(|t| engine.embedder.embed(source, t))
-            .collect::<Result<Vec<_>, _>>();
+        let vectors = engine.embedder.embed_all(source, texts);
         (source.lease_cost(), vectors)
     })?;
     let embeddings = vectors?;

@@ -6,7 +6,7 @@ use crate::error::WorkerError;
 use std::sync::Arc;
 use vram_audit::AuditSink;
 use vram_crypto::LeafSize;
-use vram_residency::{DeviceSource, SealHashing, VramConfig, VramManager};
+use vram_residency::{SealHashing, VramConfig, VramManager};
 use vram_secrets::WorkerSecret;
 
 /// What a manager is built from besides its secret and devices.
@@ -50,7 +50,7 @@ pub fn build_manager(
         None => in_memory_audit_log(&secret)?,
     };
     let builder = VramConfig::builder(secret)
-        .device_source(DeviceSource::Explicit(selection.devices().to_vec()))
+        .devices(selection.devices().to_vec())
         .worker_id(crate::audit::worker_id())
         .seal_hashing(options.hashing)
         .audit(audit)
