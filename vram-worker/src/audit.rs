@@ -111,5 +111,23 @@ mod tests {
         let e = open_audit_log(&path, &other).unwrap_err();
         assert_eq!(e.exit_code(), 3, "{e}");
         assert!(in_memory_audit_log(&secret).is_ok());
+        // Never the file the secret was loaded from: refused, left as it was.
+        use std::os::unix::fs::PermissionsExt;
+        let secret_path = dir.path().join("worker.secret");
+        std::fs::write(&secret_path, b"worker-secret-for-this-test-0123").unwrap();
+        std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let loaded = WorkerSecret::load_file(&secret_path).unwrap();
+        let e = open_audit_log(&secret_path, &loaded).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                WorkerError::AuditOpen(vram_audit::AuditError::ProtectedFile { .. })
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&secret_path).unwrap(),
+            b"worker-secret-for-this-test-0123"
+        );
     }
 }
