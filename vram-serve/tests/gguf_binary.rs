@@ -107,7 +107,7 @@ fn completions_and_a_streamed_chat_are_generated_on_the_sealed_gguf() {
     assert_eq!(long["usage"]["prompt_tokens"], 2, "{long}");
     let generated = long["usage"]["completion_tokens"].as_u64().unwrap();
     let finish = long["choices"][0]["finish_reason"].as_str().unwrap();
-    assert!(generated >= 1 && generated <= 12, "{long}");
+    assert!((1..=12).contains(&generated), "{long}");
     assert_eq!(
         finish == "length",
         generated == 12,

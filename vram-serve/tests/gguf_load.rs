@@ -87,7 +87,7 @@ fn eight_streaming_clients_lose_no_request_and_memory_stays_bounded() {
                 if n >= REQUESTS || start.elapsed() > BOUND {
                     return;
                 }
-                let (path, body) = if n % 2 == 0 {
+                let (path, body) = if n.is_multiple_of(2) {
                     (
                         "/v1/chat/completions",
                         json!({"messages": [{"role": "user", "content": "hello"}],

@@ -3,6 +3,7 @@
 //! tests).
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation,
