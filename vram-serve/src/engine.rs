@@ -55,7 +55,9 @@ pub fn model_kind(model: &str) -> ModelKind {
 
 /// The text generator for a GGUF model on `worker`, each request under a
 /// lease of `policy`: the one place the GGUF engine is wired in. `model` is
-/// a `.gguf` file, or a directory holding exactly one; it is sealed as one
+/// a `.gguf` file, a directory holding exactly one, or one file of a cached
+/// hub repository (`hf://ORG/NAME[@REVISION]/FILE.gguf`, the SHA-256 its
+/// blob's name promises checked in the sealing pass); it is sealed as one
 /// shard, verified in full, and its tokenizer, chat template and
 /// hyperparameters are read from the sealed header.
 ///
@@ -63,7 +65,9 @@ pub fn model_kind(model: &str) -> ModelKind {
 /// [`ServeError::UnsupportedDevice`] on a device whose memory the host
 /// cannot read (the engine computes on the CPU from leased host bytes),
 /// before anything is sealed; [`ServeError::Usage`] for a model that is not
-/// one GGUF file; [`ServeError::Text`] when the engine refuses the model.
+/// one GGUF file; [`ServeError::Worker`] for a hub cache that cannot be read
+/// or a blob whose SHA-256 is not the one its name promises (exit 1);
+/// [`ServeError::Text`] when the engine refuses the model.
 pub fn text_engine(
     worker: &Worker,
     model: &str,
@@ -77,26 +81,30 @@ pub fn text_engine(
                      device-memory lease does not give; serve it with --device mock",
         });
     }
-    if model.starts_with("hf://") {
-        return Err(ServeError::Usage(format!(
-            "{}: serve a GGUF model from its file or directory (vram-serve does not read the hub cache for GGUF models yet)",
-            crate::shown(model)
-        )));
-    }
-    let file = gguf_file_of(Path::new(model))?;
-    let stem = file
-        .file_stem()
-        .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned());
-    let model_ref = vram_residency::ModelRef::new(&format!("file:{stem}"))
-        .or_else(|_| vram_residency::ModelRef::new("model"))
-        .map_err(|e| ServeError::Usage(format!("model reference: {e}")))?;
-    let location = ModelLocation {
-        dir: file.parent().map_or_else(|| ".".into(), Path::to_path_buf),
-        weights: file.clone(),
-        model_ref: model_ref.clone(),
-        expected_sha256: Default::default(),
-        expected_files: Default::default(),
+    let location = if model.starts_with("hf://") {
+        crate::worker::locate_gguf(model)?.ok_or_else(|| {
+            ServeError::Usage(format!(
+                "{}: name the GGUF file of the repository (hf://ORG/NAME[@REVISION]/FILE.gguf)",
+                crate::shown(model)
+            ))
+        })?
+    } else {
+        let file = gguf_file_of(Path::new(model))?;
+        let stem = file
+            .file_stem()
+            .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned());
+        let model_ref = vram_residency::ModelRef::new(&format!("file:{stem}"))
+            .or_else(|_| vram_residency::ModelRef::new("model"))
+            .map_err(|e| ServeError::Usage(format!("model reference: {e}")))?;
+        ModelLocation {
+            dir: file.parent().map_or_else(|| ".".into(), Path::to_path_buf),
+            weights: file,
+            model_ref,
+            expected_sha256: Default::default(),
+            expected_files: Default::default(),
+        }
     };
+    let model_ref = location.model_ref.clone();
     let shard = worker.seal(&location)?;
     let manager = worker.shared_manager();
     let generator = vram_llm::load_generator(

@@ -41,8 +41,9 @@ use vram_serve::{Engines, Limits, ModelKind, ServeError, Server, Stopped, EXIT_U
 struct Cli {
     /// The model: a sentence-transformers snapshot directory, or
     /// hf://ORG/NAME[@REVISION] in the local Hugging Face cache (offline);
-    /// a GGUF file or directory for text generation.
-    #[arg(long, value_name = "PATH|DIR|hf://ORG/NAME")]
+    /// for text generation a GGUF file, a directory holding one, or
+    /// hf://ORG/NAME[@REVISION]/FILE.gguf in the cache.
+    #[arg(long, value_name = "PATH|DIR|hf://ORG/NAME[/FILE.gguf]")]
     model: String,
     /// Device: auto (CUDA, else the mock, announced), mock, cuda, cuda:N.
     #[arg(long, default_value = "auto", value_name = "DEVICE")]

@@ -207,13 +207,23 @@ impl Shared {
     /// 404 unless `model` is absent, the served model's id, or (for a hub
     /// model) its id without the `@COMMIT`.
     pub(crate) fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
-        // `hf://ORG/NAME` names the served `hf://ORG/NAME@COMMIT` too.
+        // `hf://ORG/NAME` names the served `hf://ORG/NAME@COMMIT` too, and
+        // `hf://ORG/NAME/FILE.gguf` the served `hf://ORG/NAME@COMMIT/FILE.gguf`.
+        let without_commit = self
+            .model_id
+            .strip_prefix("hf://")
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(repo, at)| {
+                let file = at.find('/').map_or("", |i| at.get(i..).unwrap_or(""));
+                format!("hf://{repo}{file}")
+            });
         let served = |m: &str| {
             m == self.model_id
                 || self
                     .model_id
                     .strip_prefix(m)
                     .is_some_and(|rest| m.starts_with("hf://") && rest.starts_with('@'))
+                || without_commit.as_deref() == Some(m)
         };
         match model {
             Some(m) if !served(m) => Err(ApiError::not_found(

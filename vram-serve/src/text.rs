@@ -307,12 +307,20 @@ enum Frame {
     Done(Result<GenerateOutcome, LlmError>),
 }
 
+/// Longest refusal message kept, in characters.
+const REFUSAL_CHARS: usize = 4096;
+
 /// The answer to a failed generation: a refused lease compromises the
 /// worker (503, then exit 1); a usage error is 400; the rest 500.
 fn llm_refusal(shared: &Shared, e: &LlmError, api: Api) -> ApiError {
     let message = crate::shown(&e.to_string());
     match e.class() {
         ErrorClass::Integrity => {
+            // A refusal names up to 16 tensors a corrupt leaf touches, each
+            // with its byte range: room for all of them (escaped as any
+            // message), so the corrupt tensor is named even when it shares
+            // its leaf with the header and many small tensors.
+            let message = vram_validation::escape_for_log(&e.to_string(), REFUSAL_CHARS);
             shared.compromise(&message);
             ApiError::compromised(format!(
                 "the sealed weights failed verification; this worker stops serving: {message}"

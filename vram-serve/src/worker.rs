@@ -3,6 +3,7 @@
 //! and the model located and sealed as `vram seal` does. Everything this
 //! crate asks of a worker goes through this module.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use vram_residency::{SealedModel, SealedShard, VramManager};
@@ -79,6 +80,69 @@ pub fn open(config: &WorkerConfig) -> Result<Worker, ServeError> {
 /// corrupt cached file.
 pub fn locate(model: &str, quiet: bool) -> Result<ModelLocation, ServeError> {
     vram_worker::locate(model, quiet).map_err(worker_error)
+}
+
+/// One GGUF file of a cached hub repository, `hf://ORG/NAME[@REV]/FILE.gguf`,
+/// located as `vram seal` locates it (offline, in the cache the environment
+/// names): the blob the snapshot's link resolves to, the exact reference
+/// `hf://ORG/NAME@COMMIT/FILE.gguf`, and the SHA-256 the blob's name
+/// promises, checked in the sealing pass. `None` for a reference that
+/// names no file.
+///
+/// # Errors
+/// [`ServeError::Worker`] for a bad reference or a cache that cannot be
+/// read; [`ServeError::Usage`] for a part of a split GGUF model or a file
+/// the repository does not have.
+pub fn locate_gguf(model: &str) -> Result<Option<ModelLocation>, ServeError> {
+    let reference =
+        vram_hub::HubRef::parse(model).map_err(|e| worker_error(WorkerError::from(e)))?;
+    let Some(name) = reference.file() else {
+        return Ok(None);
+    };
+    if vram_format::split_part(name).is_some_and(|(_, _, count)| count > 1) {
+        return Err(ServeError::Usage(format!(
+            "{}: a part of a split GGUF model, which vram-serve does not serve yet",
+            crate::shown(model)
+        )));
+    }
+    let snapshot = vram_worker::hub::resolve(model, false).map_err(worker_error)?;
+    let cached = snapshot
+        .files
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| {
+            ServeError::Usage(format!(
+                "hub cache: {} has no file {}",
+                snapshot.reference(),
+                crate::shown(name)
+            ))
+        })?;
+    let shown_ref = format!("{}/{name}", snapshot.reference());
+    let model_ref = vram_residency::ModelRef::new(&shown_ref).map_err(|e| {
+        ServeError::Usage(format!(
+            "{}: not a model reference ({e})",
+            crate::shown(model)
+        ))
+    })?;
+    let mut expected_sha256 = BTreeMap::new();
+    if let Some(vram_hub::Expected::Sha256(sha)) = cached.expected {
+        // `Worker::seal` checks the digest recorded for the single weights
+        // file, in the pass that copies and hashes it.
+        expected_sha256.insert(
+            vram_hub::SINGLE_WEIGHTS_FILE.to_owned(),
+            vram_validation::Sha256Hex::from_bytes(&sha),
+        );
+    }
+    Ok(Some(ModelLocation {
+        dir: cached
+            .path
+            .parent()
+            .map_or_else(|| ".".into(), std::path::Path::to_path_buf),
+        weights: cached.path.clone(),
+        model_ref,
+        expected_sha256,
+        expected_files: BTreeMap::new(),
+    }))
 }
 
 impl Worker {

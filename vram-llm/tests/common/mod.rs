@@ -1,7 +1,9 @@
 //! Shared fixtures: a mock device under a manager, and tiny llama GGUF files
-//! written with candle's own writer.
+//! written with candle's own writer (`writer.rs`, shared with vram-serve's
+//! tests).
 #![allow(
     dead_code,
+    unused_imports,
     unreachable_pub,
     clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation,
@@ -15,11 +17,13 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use vram_audit::{AuditKey, AuditLog, AuditSink};
 use vram_mock::MockDevice;
+mod writer;
+pub use writer::*;
+
 use vram_residency::{ModelRef, SealRequest, SealedShard, VramConfig, VramManager, WorkerSecret};
 
 pub struct Fixture {
@@ -69,116 +73,6 @@ impl Fixture {
     }
 }
 
-/// A deterministic stream of values in [-1, 1).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    pub fn tensor(&mut self, dims: &[usize], scale: f32, offset: f32) -> Tensor {
-        let n: usize = dims.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| offset + scale * self.next()).collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
-}
-
-/// Shape of a tiny llama.
-#[derive(Debug, Clone, Copy)]
-pub struct Tiny {
-    pub layers: usize,
-    pub dim: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub ffn: usize,
-    pub vocab: usize,
-    pub context: u32,
-    /// Without `output.weight`: the token embedding is the output head.
-    pub tied: bool,
-}
-
-pub const TINY: Tiny = Tiny {
-    layers: 2,
-    dim: 64,
-    heads: 4,
-    kv_heads: 2,
-    ffn: 128,
-    vocab: 96,
-    context: 128,
-    tied: true,
-};
-
-/// A llama GGUF with random weights, every matrix of type `dtype`, norms
-/// F32; tensors listed in `skip` are left out.
-pub fn tiny_llama(shape: Tiny, dtype: GgmlDType, seed: u64, skip: &[&str]) -> Vec<u8> {
-    let mut rng = Rng::new(seed);
-    let Tiny {
-        layers,
-        dim,
-        heads,
-        kv_heads,
-        ffn,
-        vocab,
-        context,
-        tied,
-    } = shape;
-    let kv_dim = dim / heads * kv_heads;
-    let mut tensors: Vec<(String, QTensor)> = Vec::new();
-    let mut matrix = |name: String, dims: &[usize], rng: &mut Rng| {
-        let t = rng.tensor(dims, 0.25, 0.0);
-        tensors.push((name, QTensor::quantize(&t, dtype).unwrap()));
-    };
-    matrix("token_embd.weight".into(), &[vocab, dim], &mut rng);
-    if !tied {
-        matrix("output.weight".into(), &[vocab, dim], &mut rng);
-    }
-    for i in 0..layers {
-        matrix(format!("blk.{i}.attn_q.weight"), &[dim, dim], &mut rng);
-        matrix(format!("blk.{i}.attn_k.weight"), &[kv_dim, dim], &mut rng);
-        matrix(format!("blk.{i}.attn_v.weight"), &[kv_dim, dim], &mut rng);
-        matrix(format!("blk.{i}.attn_output.weight"), &[dim, dim], &mut rng);
-        matrix(format!("blk.{i}.ffn_gate.weight"), &[ffn, dim], &mut rng);
-        matrix(format!("blk.{i}.ffn_up.weight"), &[ffn, dim], &mut rng);
-        matrix(format!("blk.{i}.ffn_down.weight"), &[dim, ffn], &mut rng);
-    }
-    let mut norms = vec!["output_norm.weight".to_string()];
-    for i in 0..layers {
-        norms.push(format!("blk.{i}.attn_norm.weight"));
-        norms.push(format!("blk.{i}.ffn_norm.weight"));
-    }
-    for n in norms {
-        let t = rng.tensor(&[dim], 0.2, 1.0);
-        tensors.push((n, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
-    }
-    tensors.retain(|(n, _)| !skip.contains(&n.as_str()));
-    let metadata: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String("llama".into())),
-        ("llama.block_count", Value::U32(layers as u32)),
-        ("llama.embedding_length", Value::U32(dim as u32)),
-        ("llama.feed_forward_length", Value::U32(ffn as u32)),
-        ("llama.attention.head_count", Value::U32(heads as u32)),
-        ("llama.attention.head_count_kv", Value::U32(kv_heads as u32)),
-        (
-            "llama.rope.dimension_count",
-            Value::U32((dim / heads) as u32),
-        ),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("llama.rope.freq_base", Value::F32(10_000.0)),
-        ("llama.context_length", Value::U32(context)),
-    ];
-    let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
-    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let mut out = Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &md, &ts).unwrap();
-    out.into_inner()
-}
-
 /// candle's own quantized llama over the same file: the reference.
 pub fn reference(bytes: &[u8]) -> candle_transformers::models::quantized_llama::ModelWeights {
     let mut cursor = Cursor::new(bytes);
@@ -208,13 +102,6 @@ pub fn reference_logits(
         .unwrap()
         .to_vec1::<f32>()
         .unwrap()
-}
-
-/// Where tensor `name`'s bytes start in the file.
-pub fn tensor_offset(bytes: &[u8], name: &str) -> u64 {
-    let mut cursor = Cursor::new(bytes);
-    let content = gguf_file::Content::read(&mut cursor).unwrap();
-    content.tensor_data_offset + content.tensor_infos[name].offset
 }
 
 pub fn argmax(v: &[f32]) -> usize {

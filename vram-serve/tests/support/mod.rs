@@ -1,6 +1,8 @@
 //! What the tests share: a small HTTP/1.1 client over loopback (one
 //! request per connection), the `vram-serve` binary started on an ephemeral
-//! port, and the tiny BERT snapshot vram-embed's tests write.
+//! port, the tiny BERT snapshot vram-embed's tests write, and a tiny llama
+//! GGUF with a byte-level BPE tokenizer and a chat template (vram-llm's
+//! tests' writer and vocabulary, see [`text_model`]).
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -12,6 +14,14 @@
 
 #[path = "../../../vram-embed/tests/common/mod.rs"]
 pub(crate) mod snapshot;
+
+#[path = "../../../vram-llm/tests/common/writer.rs"]
+pub(crate) mod gguf_writer;
+
+#[path = "../../../vram-llm/tests/scripted/mod.rs"]
+pub(crate) mod vocabulary;
+
+pub(crate) mod text_model;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -149,10 +159,18 @@ pub(crate) fn serve(args: &[&str]) -> Serving {
 
 /// [`serve`] from the working directory `cwd` (a model named relative to it).
 pub(crate) fn serve_in(cwd: &std::path::Path, args: &[&str]) -> Serving {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("vram-serve"))
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("vram-serve"));
+    command
         .current_dir(cwd)
         .args(["--device", "mock", "--listen", "127.0.0.1:0"])
-        .args(args)
+        .args(args);
+    spawn(command)
+}
+
+/// `command` (a `vram-serve` command line) started, once it says where it
+/// listens.
+pub(crate) fn spawn(mut command: Command) -> Serving {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
