@@ -362,11 +362,12 @@ def main(argv=None):
         if args.summary:
             head = " ".join(f"{x:+.4f}" for x in vector[:4])
             label = value if kind == "text" else f"ids {value}"
+            leaves = int(verification["leaves_checked"])
             print(
                 f"{label!r}: {tokens} tokens, {vector.shape[0]} dims, |v| = "
                 f"{float(np.linalg.norm(vector)):.4f}, [{head} ...], lease verified "
-                f"{verification['leaves_checked']:.0f} leaf/leaves "
-                f"({verification['bytes_checked']:.0f} bytes) in "
+                f"{leaves} {'leaf' if leaves == 1 else 'leaves'} "
+                f"({int(verification['bytes_checked'])} bytes) in "
                 f"{verification['seconds'] * 1e3:.2f} ms"
             )
         else:
