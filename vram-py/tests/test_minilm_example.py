@@ -374,14 +374,17 @@ def test_embeddings_equal_vram_embed_on_the_real_model(monkeypatch):
         return
     with manager.lease(model) as lease:
         dtypes = {t.dtype for t in lease.tensors().values()}
-    assert dtypes == {"F32"}, dtypes
+    # float32 weights (and the I64 `embeddings.position_ids` buffer, unused).
+    assert dtypes <= {"F32", "I64"} and "F32" in dtypes, dtypes
     responses = run_vram_embed(binary, REAL_MODEL, REAL_TEXTS, env=env)
     for text, response in zip(REAL_TEXTS, responses):
         vector, _, tokens = embedder.embed(text)
         assert tokens == response.get("tokens", tokens), text[:40]
         assert response.get("truncated", False) == (tokens == embedder.snapshot.max_seq_length)
         c = cosine(vector, response["embedding"])
-        print(f"real model: {text[:30]!r}: {tokens} tokens, cosine {c:.9f}", file=sys.stderr)
+        diff = float(np.max(np.abs(vector - np.asarray(response["embedding"], dtype=np.float32))))
+        print(f"real model: {text[:30]!r}: {tokens} tokens, cosine {c:.9f}, largest difference "
+              f"{diff:.1e}", file=sys.stderr)
         assert c >= 0.9999, f"{text[:40]!r}: cosine {c}"
     assert embedder.converted_bytes == 0
     model.release()
