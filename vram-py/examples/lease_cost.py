@@ -70,6 +70,7 @@ def main(argv=None):
     print(
         f"python lease cost: {model.model_ref} ({model.vram_bytes} bytes), mock device, "
         f"{args.policy}, {args.requests} requests each, numpy {np.__version__}, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
         f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs)"
     )
 

@@ -132,17 +132,19 @@ fn python_package() -> Result<(), String> {
     )?;
     step(
         "python: pytest vram-py/tests",
-        Command::new(bin.join("python")).current_dir(root()).args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "vram-py/tests",
-        ])
-        // The example's embeddings are compared with this binary's.
-        .env("VRAM_EMBED_BIN", &vram_embed)
-        .env("CI", "true"),
+        Command::new(bin.join("python"))
+            .current_dir(root())
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "vram-py/tests",
+            ])
+            // The example's embeddings are compared with this binary's.
+            .env("VRAM_EMBED_BIN", &vram_embed)
+            .env("CI", "true"),
     )?;
     eprintln!(
         "==> python package: {:.1} s in all",
