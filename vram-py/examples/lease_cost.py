@@ -14,6 +14,8 @@ the machine's load hits every variant alike, p50 and p99 of:
 - `forward only`: the same forward pass and pooling on views held from one
   long lease (no verification per request).
 
+The four run in a new random order each round.
+
 The lease's share of a request is (request - forward only) / forward only,
 at p50. Token ids stand in for text (`[CLS]`, N-2 ids, `[SEP]`), so the
 `tokenizers` package is not needed.
@@ -25,6 +27,7 @@ at p50. Token ids stand in for text (`[CLS]`, N-2 ids, `[SEP]`), so the
 import argparse
 import os
 import platform
+import random
 import sys
 import time
 
@@ -107,13 +110,16 @@ def main(argv=None):
                 for _ in range(5):
                     f()
             runs = {name: [] for name, _ in variants}
+            order = random.Random(tokens)
             for _ in range(args.requests):
+                # A new order each round: no variant always follows another.
+                order.shuffle(variants)
                 for name, f in variants:
                     t = time.perf_counter()
                     f()
                     runs[name].append(time.perf_counter() - t)
             print(f"  {len(ids)} tokens:")
-            for name, _ in variants:
+            for name in runs:
                 print(
                     f"    {name:<14} p50 {percentile(runs[name], 0.5) * 1e3:9.3f} ms"
                     f"   p99 {percentile(runs[name], 0.99) * 1e3:9.3f} ms"
