@@ -73,8 +73,9 @@ pub(crate) fn run() -> Result<(), String> {
 }
 
 /// The Python package (vram-py): its wheel built with the test hook, installed
-/// in a fresh virtual environment under target/ with numpy and pytest (from
-/// PyPI, or pip's cache), and its pytest suite run against it.
+/// in a fresh virtual environment under target/ with numpy, pytest and
+/// tokenizers (from PyPI, or pip's cache), and its pytest suite run against
+/// it, with the vram-embed binary its NumPy example is compared with.
 fn python_package() -> Result<(), String> {
     let start = Instant::now();
     let dir = root().join("target").join("py-ci");
