@@ -73,8 +73,9 @@ pub(crate) fn run() -> Result<(), String> {
 }
 
 /// The Python package (vram-py): its wheel built with the test hook, installed
-/// in a fresh virtual environment under target/ with numpy and pytest (from
-/// PyPI, or pip's cache), and its pytest suite run against it.
+/// in a fresh virtual environment under target/ with numpy, pytest and
+/// tokenizers (from PyPI, or pip's cache), and its pytest suite run against
+/// it, with the vram-embed binary its NumPy example is compared with.
 fn python_package() -> Result<(), String> {
     let start = Instant::now();
     let dir = root().join("target").join("py-ci");
@@ -97,8 +98,11 @@ fn python_package() -> Result<(), String> {
             "maturin>=1.5,<2",
             "numpy",
             "pytest",
+            // The NumPy BERT example tokenizes texts with it.
+            "tokenizers",
         ]),
     )?;
+    let vram_embed = vram_embed_binary()?;
     step(
         "python: build the wheel (vram-py, with test-corruption)",
         Command::new(bin.join("maturin"))
@@ -129,18 +133,60 @@ fn python_package() -> Result<(), String> {
     )?;
     step(
         "python: pytest vram-py/tests",
-        Command::new(bin.join("python")).current_dir(root()).args([
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "vram-py/tests",
-        ]),
+        Command::new(bin.join("python"))
+            .current_dir(root())
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "vram-py/tests",
+            ])
+            // The example's embeddings are compared with this binary's.
+            .env("VRAM_EMBED_BIN", &vram_embed)
+            .env("CI", "true"),
     )?;
     eprintln!(
         "==> python package: {:.1} s in all",
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The `vram-embed` binary the Python example is compared with: built in the
+/// test profile, which `cargo test --workspace` has already built (no extra
+/// compilation), its path read from cargo's JSON messages.
+fn vram_embed_binary() -> Result<std::path::PathBuf, String> {
+    eprintln!("\n==> python: the vram-embed binary (test profile)");
+    let out = cargo()
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "test",
+            "-p",
+            "vram-embed",
+            "--bin",
+            "vram-embed",
+            "--message-format",
+            "json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cargo build -p vram-embed could not start: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo build -p vram-embed failed ({})", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .filter(|l| l.contains("\"compiler-artifact\"") && l.contains("\"name\":\"vram-embed\""))
+        .find_map(|l| {
+            let (_, rest) = l.split_once("\"executable\":\"")?;
+            rest.find('"')
+                .and_then(|end| rest.get(..end))
+                .map(std::path::PathBuf::from)
+        })
+        .ok_or_else(|| "cargo build -p vram-embed named no executable".to_owned())
 }

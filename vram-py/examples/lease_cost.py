@@ -1,0 +1,140 @@
+"""What a lease adds to a request computed in Python (the NumPy BERT of
+`minilm_numpy.py`), and what the binding's calls cost.
+
+The model is sealed on the mock device; then, interleaved so that drift in
+the machine's load hits every variant alike, p50 and p99 of:
+
+- `lease`: `mgr.lease(model, policy)` and `lease.end()` (the binding's
+  verification call; compare with `cargo run --release -p vram-worker
+  --example lease_cost`, the same facade calls from Rust);
+- `lease + views`: the same plus `lease.tensors()` and `numpy()` on each
+  tensor (what a request does before it computes);
+- `request`: a whole request as `minilm_numpy.py` serves it (fresh lease,
+  views, forward pass, pooling, lease ended);
+- `forward only`: the same forward pass and pooling on views held from one
+  long lease (no verification per request).
+
+The four run in a new random order each round.
+
+The lease's share of a request is (request - forward only) / forward only,
+at p50. Token ids stand in for text (`[CLS]`, N-2 ids, `[SEP]`), so the
+`tokenizers` package is not needed.
+
+    python lease_cost.py --model hf://sentence-transformers/all-MiniLM-L6-v2 \\
+        [--policy sampled:1] [--requests 300] [--tokens 12 --tokens 128]
+"""
+
+import argparse
+import os
+import platform
+import random
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import minilm_numpy as mn  # noqa: E402
+import vram_residency as vr  # noqa: E402
+
+
+def percentile(values, p):
+    return float(np.percentile(np.asarray(values), p * 100.0, method="nearest"))
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="snapshot DIR or hf://ORG/NAME[@REV]")
+    parser.add_argument("--policy", default="sampled:1")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--tokens", type=int, action="append", default=[])
+    args = parser.parse_args(argv)
+    if args.requests < 10:
+        parser.error("--requests: at least 10")
+    tokens_list = args.tokens or [12, 128]
+
+    snapshot = mn.Snapshot(mn.snapshot_dir(args.model))
+    mgr = vr.Manager(device="mock", ephemeral_secret=True)
+    model = mgr.seal(args.model)
+    embedder = mn.Embedder(mgr, model, snapshot, policy=args.policy)
+    vocab = int(snapshot.config["vocab_size"])
+    print(
+        f"python lease cost: {model.model_ref} ({model.vram_bytes} bytes), mock device, "
+        f"{args.policy}, {args.requests} requests each, numpy {np.__version__}, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+        f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs)"
+    )
+
+    def lease_only():
+        lease = mgr.lease(model, policy=args.policy)
+        lease.end()
+
+    def lease_and_views():
+        with mgr.lease(model, policy=args.policy) as lease:
+            mn.Weights(lease)
+
+    long_lease = mgr.lease(model, policy="full")
+    held = mn.Weights(long_lease)
+    try:
+        for tokens in tokens_list:
+            tokens = max(2, min(tokens, snapshot.max_seq_length))
+            ids = [101 % vocab] + [(1000 + 7 * i) % vocab for i in range(tokens - 2)]
+            ids.append(102 % vocab)
+            type_ids = [0] * len(ids)
+
+            def forward_only():
+                mn.pool(snapshot, mn.forward(snapshot.config, held, ids, type_ids))
+
+            def request():
+                embedder.embed_ids(ids, type_ids)
+
+            variants = [
+                ("lease", lease_only),
+                ("lease + views", lease_and_views),
+                ("request", request),
+                ("forward only", forward_only),
+            ]
+            for _, f in variants:  # warm up
+                for _ in range(5):
+                    f()
+            runs = {name: [] for name, _ in variants}
+            order = random.Random(tokens)
+            for _ in range(args.requests):
+                # A new order each round: no variant always follows another.
+                order.shuffle(variants)
+                for name, f in variants:
+                    t = time.perf_counter()
+                    f()
+                    runs[name].append(time.perf_counter() - t)
+            print(f"  {len(ids)} tokens:")
+            for name in runs:
+                print(
+                    f"    {name:<14} p50 {percentile(runs[name], 0.5) * 1e3:9.3f} ms"
+                    f"   p99 {percentile(runs[name], 0.99) * 1e3:9.3f} ms"
+                )
+            base = percentile(runs["forward only"], 0.5)
+            added = percentile(runs["request"], 0.5) - base
+            print(
+                f"    a {args.policy} lease adds {added * 1e3:.3f} ms to the p50 request: "
+                f"{100.0 * added / base:.2f}% of the forward pass"
+            )
+    finally:
+        long_lease.end()
+    model.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+//! What a lease costs from Rust, the calls the Python package makes for one
+//! request, so that `vram-py/examples/lease_cost.py` can show what its
+//! binding adds: a model sealed as `vram_residency.Manager.seal_snapshot`
+//! seals it (this crate's worker, mock device, ephemeral secret), then p50
+//! and p99 of
+//!
+//! - `lease`: `VramManager::lease_model_shared` under the policy, then
+//!   `end` (Python: `mgr.lease(model, policy)` and `lease.end()`);
+//! - `lease + views`: the same, plus each tensor's host bytes read through
+//!   the lease (Python: `lease.tensors()` and `numpy()` on each).
+//!
+//! ```text
+//! cargo run --release -p vram-worker --example lease_cost -- \
+//!     --model DIR|hf://ORG/NAME [--policy sampled:1] [--requests 2000]
+//! ```
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vram_residency::{LeasePolicy, TensorMemory};
+use vram_worker::{locate, DeviceSpec, SecretChoice, Worker, WorkerOptions};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("lease_cost: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut model = None;
+    let mut policy = LeasePolicy::Sampled { leaves: 1 };
+    let mut requests = 2000usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--model" => model = args.next(),
+            "--policy" => {
+                policy = args
+                    .next()
+                    .ok_or("--policy needs a value")?
+                    .parse()
+                    .map_err(|e| format!("--policy: {e}"))?;
+            }
+            "--requests" => {
+                requests = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n >= 10)
+                    .ok_or("--requests needs a number of at least 10")?;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    let model = model.ok_or("--model DIR|hf://ORG/NAME is required")?;
+    let location = locate(&model, true).map_err(|e| e.to_string())?;
+    // A measurement outlives nothing it seals: an ephemeral secret.
+    let worker = Worker::open(&WorkerOptions {
+        device: DeviceSpec::Mock,
+        secret: SecretChoice::Ephemeral,
+        audit_log: None,
+        quiet: true,
+    })
+    .map_err(|e| e.to_string())?;
+    let sealed = Arc::new(worker.seal_snapshot(&location).map_err(|e| e.to_string())?);
+    let manager = worker.manager();
+    let lease_only = || -> Result<(), String> {
+        let lease = manager
+            .lease_model_shared(&sealed, policy)
+            .map_err(|e| e.to_string())?;
+        lease.end();
+        Ok(())
+    };
+    let lease_and_views = || -> Result<usize, String> {
+        let lease = manager
+            .lease_model_shared(&sealed, policy)
+            .map_err(|e| e.to_string())?;
+        let mut bytes = 0usize;
+        for handle in lease.handles() {
+            let shard = handle
+                .with_tensors(|t| -> Result<usize, String> {
+                    let mut n = 0usize;
+                    for name in t.names() {
+                        match t.get(name).map_err(|e| e.to_string())?.memory() {
+                            TensorMemory::Host(b) => {
+                                n = n.saturating_add(std::hint::black_box(b).len());
+                            }
+                            _ => return Err("not host memory (run on the mock)".into()),
+                        }
+                    }
+                    Ok(n)
+                })
+                .map_err(|e| e.to_string())??;
+            bytes = bytes.saturating_add(shard);
+        }
+        lease.end();
+        Ok(bytes)
+    };
+    // Warm up.
+    for _ in 0..20 {
+        lease_and_views()?;
+    }
+    let mut only = Vec::with_capacity(requests);
+    let mut views = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let t = Instant::now();
+        lease_only()?;
+        only.push(t.elapsed());
+        let t = Instant::now();
+        lease_and_views()?;
+        views.push(t.elapsed());
+    }
+    println!(
+        "rust lease cost: {} ({} bytes), mock device, {policy}, {requests} calls each, CPU: {}",
+        location.model_ref,
+        sealed.vram_bytes(),
+        cpu_name()
+    );
+    for (name, runs) in [("lease", &only), ("lease + views", &views)] {
+        println!(
+            "  {name:<14} p50 {:>8.1} us   p99 {:>8.1} us",
+            us(percentile(runs, 0.5)),
+            us(percentile(runs, 0.99))
+        );
+    }
+    Ok(())
+}
+
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or_default()
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
