@@ -102,7 +102,10 @@ def serve(args, env):
             "--device", "mock",
             "--lease", "sampled:1",
             "--listen", "127.0.0.1:0",
-            "--max-concurrent", "1",
+            # One request at a time is sent; a second slot because the
+            # server frees a slot just after the answer's last byte, and the
+            # next request may arrive first.
+            "--max-concurrent", "2",
             "--quiet",
         ],
         stdout=subprocess.PIPE,
