@@ -10,17 +10,23 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let mut size = "1GiB".to_string();
     let mut audit_size = "1GiB".to_string();
     let mut signed_only = false;
+    let mut llm_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             // Only the signed-model comparison (issue 17).
             "--signed-only" => signed_only = true,
+            // Only the language-model serving figures (issue 31).
+            "--llm-only" => llm_only = true,
             "--size" => size = it.next().ok_or("--size needs a value")?.clone(),
             "--audit-size" => {
                 audit_size = it.next().ok_or("--audit-size needs a value")?.clone();
             }
             other => return Err(format!("unknown bench argument `{other}`")),
         }
+    }
+    if llm_only {
+        return llm_serving();
     }
     step(
         "build vram (release)",
@@ -155,7 +161,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             .arg("--vram")
             .arg(&vram),
     )?;
-    embed_latency()
+    embed_latency()?;
+    llm_serving()
 }
 
 /// Issue 16: request latency of the embedding server on the real model,
@@ -185,6 +192,88 @@ fn embed_latency() -> Result<(), String> {
             ])
             .env("HF_HUB_CACHE", hub),
     )
+}
+
+/// Issue 31: decode rate, time to first token and 32-token request latency
+/// of vram-serve (sealed, `sampled:1` leases, HTTP on loopback), of the same
+/// engine in-process, of candle's stock quantized llama on the unsealed file
+/// and of llama.cpp, on the real SmolLM2 GGUF and one thread each
+/// (`xtask/llama_cpp/bench.py`).
+fn llm_serving() -> Result<(), String> {
+    let model = match crate::llm_model::model_file() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!(
+                "\n*** language-model serving figures SKIPPED: the real model could not be laid out ({e}) ***\n"
+            );
+            return Ok(());
+        }
+    };
+    let python = crate::llama_cpp::installed_python().unwrap_or_else(|e| {
+        eprintln!("\n*** no llama.cpp in this run: {e} ***\n");
+        "python3".into()
+    });
+    step(
+        "build vram-serve and greedy_report (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vram-serve",
+            "--bin",
+            "vram-serve",
+            "-p",
+            "vram-llm",
+            "--example",
+            "greedy_report",
+        ]),
+    )?;
+    let release = target_dir()?.join("release");
+    let scratch = root().join("target").join("bench-data");
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    step(
+        "language-model serving: vram-serve, unsealed, llama.cpp (one thread each)",
+        Command::new(python)
+            .arg(root().join("xtask").join("llama_cpp").join("bench.py"))
+            .arg("--model")
+            .arg(&model)
+            .arg("--vram-serve")
+            .arg(release.join("vram-serve"))
+            .arg("--greedy-report")
+            .arg(release.join("examples").join("greedy_report"))
+            .arg("--scratch")
+            .arg(&scratch)
+            .arg("--out")
+            .arg(root().join("target").join("llm-bench.json"))
+            .args(["--threads", "1"]),
+    )
+}
+
+/// Where cargo puts its outputs (a configured `target-dir` included).
+fn target_dir() -> Result<std::path::PathBuf, String> {
+    let out = cargo()
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .output()
+        .map_err(|e| format!("cargo metadata: {e}"))?;
+    target_directory(&String::from_utf8_lossy(&out.stdout))
+        .ok_or_else(|| "cargo metadata names no target directory".to_owned())
+}
+
+/// The `target_directory` of `cargo metadata`'s JSON (a path without quotes
+/// or backslashes; anything else is refused rather than half-read).
+fn target_directory(json: &str) -> Option<std::path::PathBuf> {
+    let key = "\"target_directory\":\"";
+    let start = json.find(key)?.checked_add(key.len())?;
+    let rest = json.get(start..)?;
+    let path = rest.get(..rest.find('"')?)?;
+    (!path.is_empty() && !path.contains('\\')).then(|| path.into())
 }
 
 /// The median of `n` timings of `cmd()`.
@@ -449,4 +538,21 @@ fn write_pseudo_random(path: &Path, len: u64) -> Result<(), String> {
     }
     w.flush()
         .map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target_directory;
+
+    #[test]
+    fn the_target_directory_is_read_from_cargo_metadata() {
+        let json = r#"{"packages":[],"target_directory":"/work/x/target","version":1}"#;
+        assert_eq!(
+            target_directory(json),
+            Some(std::path::PathBuf::from("/work/x/target"))
+        );
+        assert_eq!(target_directory(r#"{"packages":[]}"#), None);
+        assert_eq!(target_directory(r#"{"target_directory":"C:\\t"}"#), None);
+        assert_eq!(target_directory(r#"{"target_directory":""}"#), None);
+    }
 }

