@@ -154,39 +154,46 @@ fn python_package() -> Result<(), String> {
     Ok(())
 }
 
-/// The `vram-embed` binary the Python example is compared with: built in the
-/// test profile, which `cargo test --workspace` has already built (no extra
-/// compilation), its path read from cargo's JSON messages.
+/// The `vram-embed` binary the Python example is compared with: the one the
+/// tests step built, found by asking cargo for that same build again
+/// (`cargo test --workspace --no-run`, the same command and so the same
+/// features: nothing is compiled) and reading the path from its JSON
+/// messages. A `cargo build -p vram-embed` would resolve other features and
+/// rebuild the model stack.
 fn vram_embed_binary() -> Result<std::path::PathBuf, String> {
-    eprintln!("\n==> python: the vram-embed binary (test profile)");
+    eprintln!("\n==> python: the vram-embed binary (the tests step's build)");
     let out = cargo()
         .args([
-            "build",
-            "--locked",
-            "--profile",
             "test",
-            "-p",
-            "vram-embed",
-            "--bin",
-            "vram-embed",
+            "--workspace",
+            "--locked",
+            "--no-run",
             "--message-format",
             "json-render-diagnostics",
         ])
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| format!("cargo build -p vram-embed could not start: {e}"))?;
+        .map_err(|e| format!("cargo test --no-run could not start: {e}"))?;
     if !out.status.success() {
-        return Err(format!("cargo build -p vram-embed failed ({})", out.status));
+        return Err(format!("cargo test --no-run failed ({})", out.status));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     stdout
         .lines()
-        .filter(|l| l.contains("\"compiler-artifact\"") && l.contains("\"name\":\"vram-embed\""))
+        .filter(|l| {
+            l.contains("\"compiler-artifact\"")
+                && l.contains("\"kind\":[\"bin\"]")
+                && l.contains("\"name\":\"vram-embed\"")
+                // The binary itself, not its unit-test harness (`"test":true`
+                // in the profile); a target's own flags are `doctest`/`test`
+                // = true for a bin, so `"test":false` is the profile's.
+                && l.contains("\"test\":false")
+        })
         .find_map(|l| {
             let (_, rest) = l.split_once("\"executable\":\"")?;
             rest.find('"')
                 .and_then(|end| rest.get(..end))
                 .map(std::path::PathBuf::from)
         })
-        .ok_or_else(|| "cargo build -p vram-embed named no executable".to_owned())
+        .ok_or_else(|| "cargo test --no-run named no vram-embed executable".to_owned())
 }
