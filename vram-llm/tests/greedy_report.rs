@@ -63,6 +63,12 @@ fn example() -> Option<PathBuf> {
              Run `cargo test -p vram-llm` (it builds the examples). ***\n",
             dir.display()
         );
+        // CI builds the examples with the tests: there, a missing one is a
+        // failure, not a skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: the greedy_report example must be built beside the tests"
+        );
     }
     found
 }
