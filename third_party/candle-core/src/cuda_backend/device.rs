@@ -368,9 +368,7 @@ impl CudaDevice {
         Self::from_context_and_stream(context, stream)
     }
 
-    /// A device on an existing context and stream (vram-residency: the
-    /// sealing backend's context, so candle and the backend share one).
-    pub fn from_context_and_stream(
+    fn from_context_and_stream(
         context: Arc<cudarc::driver::CudaContext>,
         stream: Arc<cudarc::driver::CudaStream>,
     ) -> Result<Self> {
