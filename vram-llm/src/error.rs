@@ -47,6 +47,10 @@ pub enum LlmError {
     /// The model computation failed (a shape or kernel error, named).
     #[error("model computation: {0}")]
     Compute(String),
+    /// The engine cannot compute on the chosen device: a library it needs is
+    /// missing, or the weights are not where it computes (said at start).
+    #[error("engine: {0}")]
+    Engine(String),
 }
 
 impl LlmError {
@@ -59,7 +63,7 @@ impl LlmError {
                 vram_residency::ErrorClass::InvalidInput => ErrorClass::Usage,
                 _ => ErrorClass::Environment,
             },
-            Self::Compute(_) => ErrorClass::Environment,
+            Self::Compute(_) | Self::Engine(_) => ErrorClass::Environment,
             Self::PromptTooLong { .. }
             | Self::InvalidRequest(_)
             | Self::Metadata(_)

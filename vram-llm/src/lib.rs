@@ -8,6 +8,8 @@
 
 mod api;
 mod chat;
+#[cfg(feature = "cuda-engine")]
+mod cuda;
 mod engine;
 mod error;
 mod generate;
@@ -24,6 +26,8 @@ pub use api::{
     TextGeneration, TokenDelta,
 };
 pub use chat::{ChatTemplate, TemplateTokens};
+#[cfg(feature = "cuda-engine")]
+pub use cuda::device as cuda_device;
 pub use engine::load_generator;
 pub use error::{ErrorClass, LlmError};
 pub use generate::{Generator, LogitsModel, LogitsSource};

@@ -90,6 +90,10 @@ pub struct LlamaModel {
     vocab_size: usize,
     cos: Tensor,
     sin: Tensor,
+    /// Where requests compute: the CPU (leases with host bytes: the mock)
+    /// or candle's CUDA device (feature `cuda-engine`; leases with device
+    /// addresses on the same device).
+    device: Device,
 }
 
 impl LlamaModel {
@@ -107,6 +111,24 @@ impl LlamaModel {
         source: GgufSource,
         policy: LeasePolicy,
     ) -> Result<Self, LlmError> {
+        Self::load_on(manager, source, policy, Device::Cpu)
+    }
+
+    /// As [`LlamaModel::load`], computing on `device`: the CPU for a shard in
+    /// host memory (the mock), candle's CUDA device (built with
+    /// `vram_llm::cuda_device`, feature `cuda-engine`) for a shard sealed on
+    /// that CUDA device. A shard that is not where `device` computes is
+    /// refused here, at load, with [`LlmError::Engine`].
+    ///
+    /// # Errors
+    /// As [`LlamaModel::load`]; [`LlmError::Engine`] for a device that cannot
+    /// reach the sealed memory.
+    pub fn load_on(
+        manager: Arc<VramManager>,
+        source: GgufSource,
+        policy: LeasePolicy,
+        device: Device,
+    ) -> Result<Self, LlmError> {
         let lease = lease(&manager, &source, LeasePolicy::Full)?;
         let handle = lease.handle()?;
         // The header as the lease read it (seal-checked leaves, the one GGUF
@@ -122,10 +144,13 @@ impl LlamaModel {
             .ok_or_else(|| {
                 LlmError::Metadata("the sealed file is a safetensors file, not a GGUF file".into())
             })??;
+        check_device(&handle, &device)?;
         drop(lease);
         let config = LlamaConfig::from_metadata(&header.metadata)?;
         let vocab_size = check_tensors(&config, &header.tensors)?;
-        let (cos, sin) = rotary_tables(&config).map_err(|e| compute(&e))?;
+        let (cos, sin) = rotary_tables(&config)
+            .and_then(|(cos, sin)| Ok((cos.to_device(&device)?, sin.to_device(&device)?)))
+            .map_err(|e| compute(&e))?;
         tracing::info!(
             layers = config.block_count,
             dim = config.embedding_length,
@@ -143,6 +168,7 @@ impl LlamaModel {
             vocab_size,
             cos,
             sin,
+            device,
         })
     }
 
@@ -190,10 +216,16 @@ impl LlamaModel {
                 .ok_or_else(|| LlmError::Metadata(format!("tensor {name} is missing")))?;
             Ok(LeasedBlocks::new(handle.clone(), name, entry.clone()))
         };
+        let dim = self.config.embedding_length;
         let norm = |name: &str| -> Result<Tensor, LlmError> {
-            let values = blocks(name)?.to_f32()?;
-            Tensor::from_vec(values, self.config.embedding_length, &Device::Cpu)
-                .map_err(|e| compute(&e))
+            let blocks = blocks(name)?;
+            #[cfg(feature = "cuda-engine")]
+            if let Device::Cuda(device) = &self.device {
+                let memory = blocks.device_memory(device)?;
+                return crate::cuda::norm(memory, blocks.dtype(), dim, device);
+            }
+            let values = blocks.to_f32()?;
+            Tensor::from_vec(values, dim, &Device::Cpu).map_err(|e| compute(&e))
         };
         let linear = |name: &str| LeasedLinear::new(blocks(name)?);
         let mut norms_copied = Duration::ZERO;
@@ -221,9 +253,15 @@ impl LlamaModel {
         let output_norm = norm("output_norm.weight")?;
         norms_copied = norms_copied.saturating_add(t.elapsed());
         let embedding_blocks = blocks("token_embd.weight")?;
-        let token_embedding = embedding_blocks
-            .qtensor()
-            .map_err(|e| LlmError::Compute(e.to_string()))?;
+        let token_embedding = if self.device.is_cpu() {
+            TokenEmbedding::Host(Box::new(
+                embedding_blocks
+                    .qtensor()
+                    .map_err(|e| LlmError::Compute(e.to_string()))?,
+            ))
+        } else {
+            TokenEmbedding::Device(Arc::clone(&embedding_blocks))
+        };
         let output = if self.tensors.contains_key("output.weight") {
             linear("output.weight")?
         } else {
@@ -271,6 +309,41 @@ fn lease(
             RequestLease::Model(manager.lease_model_shared(model, policy)?)
         }
     })
+}
+
+/// Refuses a lease whose memory `device` cannot compute on: host bytes for
+/// the CPU, a device address on the same CUDA device for CUDA.
+fn check_device(handle: &LeaseHandle, device: &Device) -> Result<(), LlmError> {
+    let (host, cuda) = handle.with_memory(|m| match m {
+        vram_residency::MemoryAccess::Host(_) => (true, None),
+        vram_residency::MemoryAccess::Device(d) => (false, Some(d.device())),
+        _ => (false, None),
+    })?;
+    match (device, host, cuda) {
+        (Device::Cpu, true, _) => Ok(()),
+        (Device::Cpu, false, _) => Err(LlmError::Engine(
+            "the model is sealed in GPU memory, which the CPU engine cannot read; build the \
+             server with the cuda-engine feature (cargo xtask gpu)"
+                .into(),
+        )),
+        #[cfg(feature = "cuda-engine")]
+        (Device::Cuda(d), false, Some(ordinal)) => {
+            let computes_on = d.cuda_stream().context().ordinal();
+            if usize::try_from(ordinal).ok() == Some(computes_on) {
+                Ok(())
+            } else {
+                Err(LlmError::Engine(format!(
+                    "the model is sealed on CUDA device {ordinal}, and the engine computes on \
+                     CUDA device {computes_on}"
+                )))
+            }
+        }
+        _ => Err(LlmError::Engine(format!(
+            "the engine computes on {device:?}, and the model is sealed in {} memory it cannot \
+             reach",
+            if host { "host" } else { "device" }
+        ))),
+    }
 }
 
 /// Checks every tensor the architecture needs; returns the vocabulary size.
@@ -383,12 +456,21 @@ struct Layer {
     kv_cache: Option<(Tensor, Tensor)>,
 }
 
+/// The token embedding: a `QTensor` over the leased blocks on the CPU; on
+/// CUDA the leased table itself, whose rows a kernel gathers.
+#[derive(Debug)]
+enum TokenEmbedding {
+    Host(Box<QTensor>),
+    #[cfg_attr(not(feature = "cuda-engine"), allow(dead_code))]
+    Device(Arc<LeasedBlocks>),
+}
+
 /// One request's model: weights over the request's lease, its own KV cache.
 /// Dropping it ends the lease; a weight kept past it reads nothing.
 #[derive(Debug)]
 pub struct RequestModel<'m> {
     model: &'m LlamaModel,
-    token_embedding: QTensor,
+    token_embedding: TokenEmbedding,
     layers: Vec<Layer>,
     output_norm: Tensor,
     output: LeasedLinear,
@@ -459,26 +541,54 @@ impl RequestModel<'_> {
 
     /// A candle error, or the lease's own error when the lease has ended.
     fn explain(&self, e: &candle_core::Error) -> LlmError {
-        match self.lease.handle().map(|h| h.with_host_bytes(|_| ())) {
+        match self.lease.handle().map(|h| h.with_memory(|_| ())) {
             Ok(Err(vram)) => LlmError::Vram(vram),
             _ => compute(e),
+        }
+    }
+
+    /// The embedding rows of `tokens`, `[1, tokens, dim]`.
+    fn embed(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
+        match &self.token_embedding {
+            TokenEmbedding::Host(table) => {
+                table.embedding(&Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?)
+            }
+            #[cfg(feature = "cuda-engine")]
+            TokenEmbedding::Device(blocks) => {
+                let config = &self.model.config;
+                let device = self.model.device.as_cuda_device()?;
+                blocks
+                    .device_memory(device)
+                    .and_then(|memory| {
+                        crate::cuda::embedding(
+                            memory,
+                            blocks.dtype(),
+                            (self.model.vocab_size, config.embedding_length),
+                            tokens,
+                            device,
+                        )
+                    })
+                    .map_err(candle_core::Error::wrap)
+            }
+            #[cfg(not(feature = "cuda-engine"))]
+            TokenEmbedding::Device(_) => {
+                candle_core::bail!("this build has no device engine (feature cuda-engine)")
+            }
         }
     }
 
     fn run(&mut self, tokens: &[u32], position: usize) -> candle_core::Result<Vec<f32>> {
         let config = &self.model.config;
         let seq_len = tokens.len();
-        let ids = Tensor::new(tokens, &Device::Cpu)?.unsqueeze(0)?;
+        let device = &self.model.device;
         let mask = if seq_len == 1 {
             None
         } else {
             Some(candle_transformers::utils::build_causal_mask(
-                seq_len,
-                position,
-                &Device::Cpu,
+                seq_len, position, device,
             )?)
         };
-        let neg_inf = Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?;
+        let neg_inf = Tensor::new(f32::NEG_INFINITY, device)?;
         let cos = self.model.cos.narrow(0, position, seq_len)?;
         let sin = self.model.sin.narrow(0, position, seq_len)?;
         let eps = config.rms_norm_eps;
@@ -488,7 +598,7 @@ impl RequestModel<'_> {
         let scale = f64::from(u32::try_from(head_dim).unwrap_or(u32::MAX)).sqrt();
         let groups = n_head.checked_div(n_kv_head).unwrap_or(1);
 
-        let mut x = self.token_embedding.embedding(&ids)?;
+        let mut x = self.embed(tokens)?;
         for layer in &mut self.layers {
             let residual = &x;
             let h = candle_nn::ops::rms_norm(&x, &layer.attention_norm, eps)?;
@@ -548,5 +658,16 @@ impl RequestModel<'_> {
         let x = x.i((.., seq_len.saturating_sub(1), ..))?.contiguous()?;
         let logits = self.output.forward(&x)?;
         logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()
+    }
+}
+
+impl Drop for RequestModel<'_> {
+    /// Waits for the device's queued work before the lease ends: on CUDA,
+    /// kernels launched on the leased addresses run after their launch
+    /// returns, and none may outlive the lease (a no-op on the CPU).
+    fn drop(&mut self) {
+        if let Err(e) = self.model.device.synchronize() {
+            tracing::error!(error = %e, "waiting for the compute device before the lease ends");
+        }
     }
 }

@@ -50,6 +50,22 @@ impl LeasedBlocks {
         &self.entry.dims
     }
 
+    /// The tensor's ggml type.
+    #[cfg(feature = "cuda-engine")]
+    pub(crate) fn dtype(&self) -> GgmlDType {
+        self.entry.dtype
+    }
+
+    /// This tensor's range of the leased device memory, on `device` (fails
+    /// once the lease has ended, and for a shard not on `device`).
+    #[cfg(feature = "cuda-engine")]
+    pub(crate) fn device_memory(
+        &self,
+        device: &candle_core::CudaDevice,
+    ) -> Result<vram_residency::DeviceMemory, LlmError> {
+        crate::cuda::tensor_memory(&self.handle, &self.name, &self.entry.range, device)
+    }
+
     /// Runs `f` on this tensor's bytes, inside the lease.
     fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> Result<R, LlmError>) -> Result<R, LlmError> {
         self.handle.with_host_bytes(|bytes| {
@@ -182,18 +198,10 @@ impl LeasedLinear {
     pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         xs.apply_op1_no_bwd(self)
     }
-}
 
-impl CustomOp1 for LeasedLinear {
-    fn name(&self) -> &'static str {
-        "leased-qmatmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
+    /// For a contiguous input `[.., inp]` at `layout`: the rows `m` and the
+    /// output's dims `[.., out]`.
+    fn output_dims(&self, layout: &Layout) -> candle_core::Result<(usize, Vec<usize>)> {
         if !layout.is_contiguous() {
             candle_core::bail!("leased matmul: input is not contiguous")
         }
@@ -208,6 +216,21 @@ impl CustomOp1 for LeasedLinear {
         }
         let m: usize = dims.iter().product();
         dims.push(self.out);
+        Ok((m, dims))
+    }
+}
+
+impl CustomOp1 for LeasedLinear {
+    fn name(&self) -> &'static str {
+        "leased-qmatmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, dims) = self.output_dims(layout)?;
         let lhs = storage.as_slice::<f32>()?;
         let count = layout.shape().elem_count();
         let lhs = layout
@@ -224,6 +247,29 @@ impl CustomOp1 for LeasedLinear {
             .with_bytes(|b| kernels::matmul(dtype, (m, self.inp, self.out), lhs, b, &mut dst))
             .map_err(candle_error)?;
         Ok((CpuStorage::F32(dst), Shape::from(dims)))
+    }
+
+    /// On CUDA: candle's matrix-vector kernels launched on the leased device
+    /// address (see the `cuda` module), never a copy of the weight.
+    #[cfg(feature = "cuda-engine")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (m, dims) = self.output_dims(layout)?;
+        let weights = self
+            .blocks
+            .device_memory(&storage.device)
+            .map_err(candle_error)?;
+        let out = crate::cuda::linear(
+            weights,
+            self.blocks.entry.dtype,
+            (m, self.inp, self.out),
+            storage,
+            layout,
+        )?;
+        Ok((out, Shape::from(dims)))
     }
 }
 
