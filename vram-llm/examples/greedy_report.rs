@@ -4,14 +4,21 @@
 //!
 //! ```text
 //! greedy_report --model FILE.gguf --prompts PROMPTS.json --out OUT.json
-//!               [--engine sealed|unsealed] [--tokens N] [--top K] [--repeat R]
+//!               [--engine sealed|unsealed] [--device mock|cuda:N] [--tokens N]
+//!               [--top K] [--repeat R]
 //! ```
 //!
-//! `--engine sealed` (the default): the file sealed on the mock device, the
+//! `--engine sealed` (the default): the file sealed on the device, the
 //! engine computing on leased blocks, a `sampled:1` lease per prompt.
 //! `--engine unsealed`: candle's stock `quantized_llama` over the file read
 //! into memory (vram-llm has no unsealed path of its own), with the same
 //! tokenizer and chat template from the file's metadata.
+//!
+//! `--device mock` (the default): sealed in host memory, computed on the
+//! CPU. `--device cuda:N` (built with the feature `cuda-engine`): sealed in
+//! the memory of CUDA device N and computed there by candle's CUDA kernels
+//! on the leased addresses; unsealed, candle's own CUDA tensors (a copy of
+//! the file in device memory).
 //!
 //! PROMPTS.json: `[{"name": "...", "text": "..."}, {"name": "...",
 //! "messages": [{"role": "user", "content": "..."}]}]`; a chat goes through
@@ -43,13 +50,16 @@ use vram_residency::{
 };
 
 const USAGE: &str = "usage: greedy_report --model FILE.gguf --prompts PROMPTS.json --out OUT.json \
-                     [--engine sealed|unsealed] [--tokens N] [--top K] [--repeat R]";
+                     [--engine sealed|unsealed] [--device mock|cuda:N] [--tokens N] [--top K] \
+                     [--repeat R]";
 
 struct Args {
     model: PathBuf,
     prompts: PathBuf,
     out: PathBuf,
     sealed: bool,
+    /// `None`: the mock and the CPU; `Some(n)`: CUDA device n.
+    cuda: Option<u32>,
     tokens: usize,
     top: usize,
     repeat: usize,
@@ -60,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
     let mut prompts = None;
     let mut out = None;
     let mut sealed = true;
+    let mut cuda = None;
     let mut tokens = 32;
     let mut top = 64;
     let mut repeat = 1;
@@ -81,6 +92,17 @@ fn parse_args() -> Result<Args, String> {
                     _ => return Err(format!("--engine is sealed or unsealed\n{USAGE}")),
                 }
             }
+            "--device" => {
+                cuda = match it.next().as_deref() {
+                    Some("mock") => None,
+                    Some(d) => Some(
+                        d.strip_prefix("cuda:")
+                            .and_then(|n| n.parse().ok())
+                            .ok_or_else(|| format!("--device is mock or cuda:N\n{USAGE}"))?,
+                    ),
+                    None => return Err(format!("--device is mock or cuda:N\n{USAGE}")),
+                }
+            }
             "--tokens" => tokens = number(it.next(), "--tokens")?,
             "--top" => top = number(it.next(), "--top")?,
             "--repeat" => repeat = number(it.next(), "--repeat")?,
@@ -92,6 +114,7 @@ fn parse_args() -> Result<Args, String> {
         prompts: prompts.ok_or(USAGE)?,
         out: out.ok_or(USAGE)?,
         sealed,
+        cuda,
         tokens,
         top,
         repeat,
@@ -159,14 +182,22 @@ fn run(args: &Args) -> Result<(), String> {
         (
             model,
             generator,
-            "vram-llm, sealed on the mock device, sampled:1 lease per prompt",
+            if args.cuda.is_some() {
+                "vram-llm, sealed on a CUDA device, sampled:1 lease per prompt"
+            } else {
+                "vram-llm, sealed on the mock device, sampled:1 lease per prompt"
+            },
         )
     } else {
         let (model, generator) = unsealed(args)?;
         (
             model,
             generator,
-            "candle-transformers quantized_llama on the unsealed file",
+            if args.cuda.is_some() {
+                "candle-transformers quantized_llama on the unsealed file, on a CUDA device"
+            } else {
+                "candle-transformers quantized_llama on the unsealed file"
+            },
         )
     };
     eprintln!(
@@ -194,9 +225,25 @@ fn sealed(args: &Args) -> Result<(Arc<dyn LogitsModel>, Generator), String> {
     let file =
         std::fs::File::open(&args.model).map_err(|e| format!("{}: {e}", args.model.display()))?;
     let len = file.metadata().map_err(text)?.len();
-    eprintln!("greedy_report: sealing on the MOCK device (host memory standing in for VRAM)");
-    let device = vram_mock::MockDevice::new(0, len.saturating_add(64 << 20));
-    let device: Arc<dyn vram_residency::Device> = device;
+    let (device, compute) = match args.cuda {
+        None => {
+            eprintln!(
+                "greedy_report: sealing on the MOCK device (host memory standing in for VRAM)"
+            );
+            let device: Arc<dyn vram_residency::Device> =
+                vram_mock::MockDevice::new(0, len.saturating_add(64 << 20));
+            (device, Device::Cpu)
+        }
+        Some(n) => {
+            eprintln!("greedy_report: sealing on CUDA device {n}");
+            let devices = vram_residency::cuda_devices().map_err(text)?;
+            let device = devices
+                .get(n as usize)
+                .cloned()
+                .ok_or_else(|| format!("there is no CUDA device {n}"))?;
+            (device, cuda_compute(n)?)
+        }
+    };
     let secret = WorkerSecret::generate_ephemeral().map_err(text)?;
     let manager = Arc::new(
         VramManager::new(VramConfig::builder(secret).device(device).build()).map_err(text)?,
@@ -204,15 +251,16 @@ fn sealed(args: &Args) -> Result<(Arc<dyn LogitsModel>, Generator), String> {
     let model_ref = ModelRef::new(&format!("file:{}", stem(args))).map_err(text)?;
     let shard = manager
         .seal(
-            &SealRequest::new(model_ref.clone(), 0),
+            &SealRequest::new(model_ref.clone(), args.cuda.unwrap_or(0)),
             SealSource::file(&file),
         )
         .map_err(text)?;
     let model = Arc::new(
-        LlamaModel::load(
+        LlamaModel::load_on(
             manager,
             GgufSource::Shard(Arc::new(shard)),
             LeasePolicy::Sampled { leaves: 1 },
+            compute,
         )
         .map_err(text)?,
     );
@@ -222,6 +270,17 @@ fn sealed(args: &Args) -> Result<(Arc<dyn LogitsModel>, Generator), String> {
         Generator::from_gguf_metadata(model_ref.as_str(), Arc::clone(&dynamic), &metadata)
             .map_err(text)?;
     Ok((dynamic, generator))
+}
+
+/// Candle's CUDA device `n` (the engine's own check of its libraries).
+#[cfg(feature = "cuda-engine")]
+fn cuda_compute(n: u32) -> Result<Device, String> {
+    vram_llm::cuda_device(n).map_err(text)
+}
+
+#[cfg(not(feature = "cuda-engine"))]
+fn cuda_compute(_: u32) -> Result<Device, String> {
+    Err("this build has no CUDA engine: build with --features cuda-engine (cargo xtask gpu)".into())
 }
 
 fn stem(args: &Args) -> String {
@@ -239,11 +298,12 @@ fn stem(args: &Args) -> String {
 /// candle's stock quantized llama over the file's bytes (no seal, no lease).
 struct Stock {
     weights: Mutex<ModelWeights>,
+    device: Device,
     context: u32,
     vocab: usize,
 }
 
-struct StockRequest<'a>(MutexGuard<'a, ModelWeights>);
+struct StockRequest<'a>(MutexGuard<'a, ModelWeights>, &'a Device);
 
 fn compute(e: &candle_core::Error) -> LlmError {
     LlmError::Compute(e.to_string())
@@ -251,7 +311,7 @@ fn compute(e: &candle_core::Error) -> LlmError {
 
 impl LogitsSource for StockRequest<'_> {
     fn forward(&mut self, tokens: &[u32], position: usize) -> Result<Vec<f32>, LlmError> {
-        let input = Tensor::new(tokens, &Device::Cpu)
+        let input = Tensor::new(tokens, self.1)
             .and_then(|t| t.unsqueeze(0))
             .map_err(|e| compute(&e))?;
         self.0
@@ -268,7 +328,7 @@ impl LogitsModel for Stock {
             .weights
             .lock()
             .map_err(|_| LlmError::Compute("an earlier request panicked".to_owned()))?;
-        Ok((Box::new(StockRequest(guard)), Duration::ZERO))
+        Ok((Box::new(StockRequest(guard, &self.device)), Duration::ZERO))
     }
 
     fn context_length(&self) -> u32 {
@@ -291,9 +351,14 @@ fn unsealed(args: &Args) -> Result<(Arc<dyn LogitsModel>, Generator), String> {
         .get("token_embd.weight")
         .and_then(|t| t.shape.dims().first().copied())
         .ok_or("token_embd.weight is missing")?;
-    let weights = ModelWeights::from_gguf(content, &mut cursor, &Device::Cpu).map_err(text)?;
+    let device = match args.cuda {
+        None => Device::Cpu,
+        Some(n) => cuda_compute(n)?,
+    };
+    let weights = ModelWeights::from_gguf(content, &mut cursor, &device).map_err(text)?;
     let model: Arc<dyn LogitsModel> = Arc::new(Stock {
         weights: Mutex::new(weights),
+        device,
         context: config.context_length,
         vocab,
     });

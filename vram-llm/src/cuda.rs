@@ -517,6 +517,84 @@ fn copy_from<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use crate::gguf::TensorEntry;
+    use crate::weights::{LeasedBlocks, LeasedLinear};
+    use candle_core::quantized::QTensor;
+    use vram_residency::{LeasePolicy, VramConfig, VramError, VramManager, WorkerSecret};
+
+    /// A manager on CUDA device 0 and candle's device there, or `None`,
+    /// said loudly (a failure under `VRAM_RESIDENCY_REQUIRE_CUDA`).
+    fn gpu() -> Option<(VramManager, Device)> {
+        let require = std::env::var_os("VRAM_RESIDENCY_REQUIRE_CUDA").is_some();
+        let found = vram_residency::cuda_devices()
+            .map_err(|e| e.to_string())
+            .and_then(|d| {
+                let compute = device(0).map_err(|e| e.to_string())?;
+                Ok((d, compute))
+            });
+        let (devices, compute) = match found {
+            Ok(found) => found,
+            Err(why) => {
+                assert!(!require, "VRAM_RESIDENCY_REQUIRE_CUDA is set: {why}");
+                eprintln!("\n*** SKIPPED: no CUDA device ({why}); not exercised here ***\n");
+                return None;
+            }
+        };
+        let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![9u8; 32])).unwrap();
+        let manager = VramManager::new(
+            VramConfig::builder(secret)
+                .device(Arc::clone(devices.first()?))
+                .build(),
+        )
+        .unwrap();
+        Some((manager, compute))
+    }
+
+    #[test]
+    fn a_weight_kept_past_its_lease_launches_nothing_on_cuda() {
+        let Some((manager, compute)) = gpu() else {
+            return;
+        };
+        let values: Vec<f32> = (0..256u16)
+            .map(|i| (f32::from(i) * 7.0) % 23.0 / 11.0 - 1.0)
+            .collect();
+        let t = Tensor::from_slice(&values, (4, 64), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
+        let bytes = q.data().unwrap().into_owned();
+        let shard = Arc::new(
+            manager
+                .seal(
+                    &vram_residency::SealRequest::inline(0).unwrap(),
+                    vram_residency::SealSource::Bytes(&bytes),
+                )
+                .unwrap(),
+        );
+        let lease = manager.lease_shared(&shard, LeasePolicy::Full).unwrap();
+        let entry = TensorEntry {
+            dtype: GgmlDType::Q8_0,
+            dims: vec![4, 64],
+            range: 0..bytes.len(),
+        };
+        let linear = LeasedLinear::new(LeasedBlocks::new(lease.handle(), "w", entry)).unwrap();
+        let x = Tensor::from_slice(&values[64..128], (1, 64), &compute).unwrap();
+        let y = linear.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let dot: f32 = values[64..128].iter().map(|a| a * a).sum();
+        assert!(
+            (y[0][1] - dot).abs() < 0.05 * dot.abs().max(1.0),
+            "{} vs {dot}",
+            y[0][1]
+        );
+
+        drop(lease);
+        let e = linear.forward(&x).unwrap_err();
+        let ended = VramError::LeaseEnded {
+            shard_id: shard.shard_id().to_string(),
+        }
+        .to_string();
+        assert!(e.to_string().contains(&ended), "{e}");
+    }
 
     #[test]
     fn kernels_are_named_for_the_types_the_cpu_engine_supports() {

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use candle_core::Device;
+
 use vram_residency::{LeasePolicy, VramManager};
 
 use crate::generate::{Generator, LogitsModel, LogitsSource};
@@ -45,7 +47,24 @@ pub fn load_generator(
     source: GgufSource,
     policy: LeasePolicy,
 ) -> Result<Generator, LlmError> {
-    let model = Arc::new(LlamaModel::load(manager, source, policy)?);
+    load_generator_on(model_id, manager, source, policy, Device::Cpu)
+}
+
+/// As [`load_generator`], computing on `device`: the CPU for a model sealed
+/// in host memory (the mock), candle's CUDA device
+/// ([`cuda_device`](crate::cuda_device), feature `cuda-engine`) for a model
+/// sealed on that CUDA device.
+///
+/// # Errors
+/// As [`LlamaModel::load_on`].
+pub fn load_generator_on(
+    model_id: impl Into<String>,
+    manager: Arc<VramManager>,
+    source: GgufSource,
+    policy: LeasePolicy,
+    device: Device,
+) -> Result<Generator, LlmError> {
+    let model = Arc::new(LlamaModel::load_on(manager, source, policy, device)?);
     let metadata = model.metadata().clone();
     Generator::from_gguf_metadata(model_id, model, &metadata)
 }

@@ -25,10 +25,13 @@ pub use api::{
     ChatMessage, FinishReason, GenerateOutcome, GenerateRequest, Prompt, SamplingParams,
     TextGeneration, TokenDelta,
 };
+/// Where a model computes (candle's device): `Device::Cpu`, or a CUDA device
+/// from [`cuda_device`] (feature `cuda-engine`).
+pub use candle_core::Device;
 pub use chat::{ChatTemplate, TemplateTokens};
 #[cfg(feature = "cuda-engine")]
 pub use cuda::device as cuda_device;
-pub use engine::load_generator;
+pub use engine::{load_generator, load_generator_on};
 pub use error::{ErrorClass, LlmError};
 pub use generate::{Generator, LogitsModel, LogitsSource};
 pub use gguf::{LlamaConfig, Metadata, TensorEntry, MAX_CONTEXT};

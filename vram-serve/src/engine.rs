@@ -62,9 +62,9 @@ pub fn model_kind(model: &str) -> ModelKind {
 /// hyperparameters are read from the sealed header.
 ///
 /// # Errors
-/// [`ServeError::UnsupportedDevice`] on a device whose memory the host
-/// cannot read (the engine computes on the CPU from leased host bytes),
-/// before anything is sealed; [`ServeError::Usage`] for a model that is not
+/// [`ServeError::UnsupportedDevice`] on CUDA in a build without the CUDA
+/// engine (feature `cuda-engine`), and [`ServeError::Text`] (exit 3) when the
+/// CUDA engine's libraries are missing, before anything is sealed; [`ServeError::Usage`] for a model that is not
 /// one GGUF file; [`ServeError::Worker`] for a hub cache that cannot be read
 /// or a blob whose SHA-256 is not the one its name promises (exit 1);
 /// [`ServeError::Text`] when the engine refuses the model.
@@ -73,14 +73,7 @@ pub fn text_engine(
     model: &str,
     policy: LeasePolicy,
 ) -> Result<Arc<dyn TextGeneration>, ServeError> {
-    if worker.device_kind() != "mock" {
-        return Err(ServeError::UnsupportedDevice {
-            engine: "the GGUF engine",
-            device: worker.device_kind(),
-            reason: "it computes on the CPU from host bytes of the leased weights, which a \
-                     device-memory lease does not give; serve it with --device mock",
-        });
-    }
+    let device = compute_device(worker)?;
     let location = if model.starts_with("hf://") {
         crate::worker::locate_gguf(model)?.ok_or_else(|| {
             ServeError::Usage(format!(
@@ -107,14 +100,40 @@ pub fn text_engine(
     let model_ref = location.model_ref.clone();
     let shard = worker.seal(&location)?;
     let manager = worker.shared_manager();
-    let generator = vram_llm::load_generator(
+    let generator = vram_llm::load_generator_on(
         model_ref.as_str(),
         manager,
         vram_llm::GgufSource::Shard(Arc::new(shard)),
         policy,
+        device,
     )
     .map_err(ServeError::Text)?;
     Ok(Arc::new(generator))
+}
+
+/// Where the GGUF engine computes on `worker`'s device, decided before
+/// anything is sealed: the CPU over the mock's host memory; on CUDA, candle's
+/// CUDA device on the sealing device (feature `cuda-engine`), whose
+/// libraries are checked here, so a host that cannot run it is refused at
+/// start (exit 3), never at the first request.
+///
+/// # Errors
+/// [`ServeError::UnsupportedDevice`] on CUDA in a build without the CUDA
+/// engine; [`ServeError::Text`] (exit 3) naming the CUDA libraries that are
+/// missing, or the driver's error.
+fn compute_device(worker: &Worker) -> Result<vram_llm::Device, ServeError> {
+    match worker.device_kind() {
+        "mock" => Ok(vram_llm::Device::Cpu),
+        #[cfg(feature = "cuda-engine")]
+        "cuda" => vram_llm::cuda_device(worker.devices().target()).map_err(ServeError::Text),
+        other => Err(ServeError::UnsupportedDevice {
+            engine: "the GGUF engine",
+            device: other,
+            reason: "this build computes on the CPU from host bytes of the leased weights, which \
+                     a device-memory lease does not give; serve it with --device mock, or build \
+                     vram-serve with --features cuda-engine (cargo xtask gpu)",
+        }),
+    }
 }
 
 /// The one GGUF file `path` names: the file itself, or the only `.gguf`
