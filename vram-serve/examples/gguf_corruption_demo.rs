@@ -2,13 +2,14 @@
 //! on it.
 //!
 //! ```text
-//! cargo run -p vram-serve --example gguf_corruption_demo [-- MODEL.gguf]
+//! cargo run -p vram-serve --example gguf_corruption_demo [-- [--device cuda:N] MODEL.gguf]
 //! ```
 //!
 //! Writes a tiny llama GGUF on the fly (random weights, a byte-level BPE
 //! tokenizer and a chat template in its header; or takes the GGUF file
-//! given), seals it on the mock device through the worker `vram-serve`
-//! builds, answers one chat request through `vram-llm` on a verified lease,
+//! given), seals it on the mock device (or, built with the feature
+//! `demo-cuda`, on CUDA device N, the engine computing there on the leased
+//! device memory) through the worker `vram-serve` builds, answers one chat request through `vram-llm` on a verified lease,
 //! flips one byte of `blk.1.ffn_down.weight` in device memory behind the
 //! seal's back, and shows the next request refused with the tensor named
 //! (`blk.1.ffn_down.weight, bytes A..B of N`). Exit 0 only when the
@@ -93,7 +94,11 @@ fn step(out: &mut dyn Write, ok: bool, name: &str, detail: &str) {
 ///
 /// # Errors
 /// The step that did not behave, described.
-pub(crate) fn run(model: Option<&Path>, out: &mut dyn Write) -> Result<String, String> {
+pub(crate) fn run(
+    model: Option<&Path>,
+    device: &str,
+    out: &mut dyn Write,
+) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = match model {
         Some(p) => p.to_path_buf(),
@@ -112,7 +117,7 @@ pub(crate) fn run(model: Option<&Path>, out: &mut dyn Write) -> Result<String, S
         }
     };
     let worker = worker::open(&WorkerConfig {
-        device: "mock".into(),
+        device: device.into(),
         quiet: true,
         ..WorkerConfig::default()
     })
@@ -126,7 +131,7 @@ pub(crate) fn run(model: Option<&Path>, out: &mut dyn Write) -> Result<String, S
     step(
         out,
         true,
-        "seal on the mock",
+        &format!("seal on {}", worker.device_kind()),
         &format!("{} sealed, verified in full", engine.model_id()),
     );
 
@@ -188,9 +193,24 @@ pub(crate) fn run(model: Option<&Path>, out: &mut dyn Write) -> Result<String, S
 }
 
 fn main() -> ExitCode {
-    let model = std::env::args_os().nth(1).map(PathBuf::from);
+    let mut device = "mock".to_owned();
+    let mut model = None;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--device" {
+            match args.next().and_then(|d| d.into_string().ok()) {
+                Some(d) => device = d,
+                None => {
+                    eprintln!("gguf_corruption_demo: --device needs mock or cuda:N");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            model = Some(PathBuf::from(a));
+        }
+    }
     let mut stdout = std::io::stdout();
-    match run(model.as_deref(), &mut stdout) {
+    match run(model.as_deref(), &device, &mut stdout) {
         Ok(_) => {
             println!("the corruption was caught before any computation used it");
             ExitCode::SUCCESS

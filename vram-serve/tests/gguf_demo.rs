@@ -10,7 +10,7 @@ mod demo;
 #[test]
 fn the_demo_catches_the_corrupt_byte_and_names_the_tensor() {
     let mut out = Vec::new();
-    let result = demo::run(None, &mut out);
+    let result = demo::run(None, "mock", &mut out);
     let shown = String::from_utf8(out).unwrap();
     eprintln!("{shown}");
     let message = result.unwrap_or_else(|e| panic!("{e}\n{shown}"));

@@ -1,49 +1,132 @@
 //! `cargo xtask gpu`: a self-contained bundle for a GPU machine that has the
 //! NVIDIA driver (and nvrtc) but no Rust toolchain and no network.
 //!
-//! The bundle holds the facade's test binaries and the `vram` binary, all built
-//! with the `cuda` feature, and `run.sh`, which runs the dual-mode test suites
-//! against the real device and then `vram bench --device cuda:0`.
+//! The bundle holds the facade's test binaries and the `vram` binary, built
+//! with the `cuda` feature; the CUDA engine (vram-llm's `cuda-engine`: candle's
+//! CUDA kernels computing on leased device memory) with its tests, the GGUF
+//! corruption demo and `greedy_report`; `libcudart` (candle's kernels link
+//! it); and `run.sh`, which runs the dual-mode suites and the engine on the
+//! real device, then `vram bench --device cuda:0`.
+//!
+//! Candle's kernels are compiled by `nvcc`, which comes from PyPI: the
+//! toolkit's wheels, all pinned to CUDA 13.0 (newer `nvidia-nvvm` releases
+//! emit PTX that a driver of the 13.0 generation cannot load), are installed
+//! into a virtual environment under `target/cuda` on first use. The build
+//! machine needs Python 3 and network access to PyPI (or pip's cache); no
+//! driver and no GPU.
 
 use crate::run::{cargo, root, step};
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
-pub(crate) fn run() -> Result<(), String> {
-    let bundle = root().join("target").join("gpu-bundle");
-    let _ = std::fs::remove_dir_all(&bundle);
-    std::fs::create_dir_all(&bundle).map_err(|e| format!("create {}: {e}", bundle.display()))?;
+/// The CUDA toolkit's wheels, pinned to one release: the compiler, its
+/// back end, its headers (crt, cccl: `nv/target`, which `cuda_fp16.h`
+/// includes) and the runtime (`libcudart`, which candle's kernels link).
+const TOOLKIT: &[&str] = &[
+    "nvidia-cuda-nvcc==13.0.*",
+    "nvidia-nvvm==13.0.*",
+    "nvidia-cuda-crt==13.0.*",
+    "nvidia-cuda-cccl==13.0.*",
+    "nvidia-cuda-runtime==13.0.*",
+];
 
-    step(
-        "build vram with cuda (release)",
-        cargo().args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "vram-cli",
-            "--features",
-            "cuda,demo-cuda",
-        ]),
-    )?;
-    let vram = root().join("target").join("release").join("vram");
-    copy(&vram, &bundle.join("vram"))?;
+/// Where the toolkit lives once installed: `(venv, toolkit root)`; the root
+/// holds `bin/nvcc`, `include/`, `lib/libcudart.so.13`.
+fn toolkit_paths() -> (PathBuf, PathBuf) {
+    let venv = root().join("target").join("cuda");
+    let nv = venv.join("lib");
+    // site-packages lives under lib/pythonX.Y/; find it rather than guess.
+    let root_dir = std::fs::read_dir(&nv)
+        .ok()
+        .and_then(|entries| {
+            entries.flatten().map(|e| e.path()).find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+            })
+        })
+        .map(|py| py.join("site-packages").join("nvidia").join("cu13"))
+        .unwrap_or_else(|| nv.join("python3").join("site-packages/nvidia/cu13"));
+    (venv, root_dir)
+}
 
-    eprintln!("\n==> build test binaries with cuda (release)");
-    let out = cargo()
+/// Installs the pinned toolkit under target/cuda unless it is there, and
+/// returns its root.
+fn toolkit() -> Result<PathBuf, String> {
+    let (venv, _) = toolkit_paths();
+    let installed = |nv: &std::path::Path| {
+        nv.join("include").join("nv").join("target").exists()
+            && Command::new(nv.join("bin").join("nvcc"))
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("release 13.0"))
+    };
+    if !installed(&toolkit_paths().1) {
+        if !venv.join("bin").join("pip").exists() {
+            step(
+                "a virtual environment for the CUDA toolkit (target/cuda)",
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            )?;
+        }
+        step(
+            "the CUDA 13.0 toolkit from PyPI (nvcc, nvvm, crt, cccl, cudart)",
+            Command::new(venv.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(TOOLKIT),
+        )?;
+    }
+    let nv = toolkit_paths().1;
+    if !installed(&nv) {
+        return Err(format!(
+            "the CUDA toolkit is not usable at {} after installing it",
+            nv.display()
+        ));
+    }
+    Ok(nv)
+}
+
+/// `cargo`, with the toolkit on its path: nvcc for candle's kernels (for
+/// `CUDA_COMPUTE_CAP`, 90 by default: the H200s' sm_90; set it to build for
+/// another GPU), and `libcudart.so` where the linker looks for it.
+fn cargo_with_toolkit(nv: &std::path::Path) -> Result<Command, String> {
+    let link = root().join("target").join("cuda").join("link");
+    std::fs::create_dir_all(&link).map_err(|e| format!("create {}: {e}", link.display()))?;
+    let so = link.join("libcudart.so");
+    let _ = std::fs::remove_file(&so);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(nv.join("lib").join("libcudart.so.13"), &so)
+        .map_err(|e| format!("link {}: {e}", so.display()))?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![nv.join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(paths).map_err(|e| format!("PATH: {e}"))?;
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    let mut cmd = cargo();
+    cmd.env("PATH", path)
+        .env("CUDA_ROOT", nv)
+        .env("CUDA_PATH", nv)
+        .env("CUDA_COMPUTE_CAP", cap)
+        .env("LIBRARY_PATH", &link);
+    Ok(cmd)
+}
+
+/// Builds test binaries with `args` and copies into `bundle` those whose
+/// file name starts with one of `prefixes`; returns their names.
+fn test_binaries(
+    mut cmd: Command,
+    args: &[&str],
+    prefixes: &[&str],
+    bundle: &std::path::Path,
+) -> Result<Vec<String>, String> {
+    eprintln!("\n==> build test binaries (release): {args:?}");
+    let out = cmd
         .args([
             "test",
             "--release",
             "--locked",
             "--no-run",
             "--message-format=json",
-            "-p",
-            "vram-residency",
-            "-p",
-            "vram-core",
-            "--features",
-            "vram-residency/cuda,vram-core/cuda",
         ])
+        .args(args)
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("cargo test --no-run: {e}"))?;
@@ -59,31 +142,146 @@ pub(crate) fn run() -> Result<(), String> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .ok_or("test executable without a file name")?;
-            // Only the suites that reach a real device: vram-core's unit tests
-            // (the CUDA backend's) and the facade's dual-mode scenarios. The
-            // other suites run on the mock and gain nothing from a GPU.
-            if !(name.starts_with("vram_core-") || name.starts_with("cuda_dual-")) {
+            if !prefixes.iter().any(|p| name.starts_with(p)) || tests.contains(&name) {
                 continue;
             }
             copy(&src, &bundle.join(&name))?;
             tests.push(name);
         }
     }
+    Ok(tests)
+}
+
+pub(crate) fn run() -> Result<(), String> {
+    let bundle = root().join("target").join("gpu-bundle");
+    let _ = std::fs::remove_dir_all(&bundle);
+    std::fs::create_dir_all(bundle.join("lib"))
+        .map_err(|e| format!("create {}: {e}", bundle.display()))?;
+
+    step(
+        "build vram with cuda (release)",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vram-cli",
+            "--features",
+            "cuda,demo-cuda",
+        ]),
+    )?;
+    let release = root().join("target").join("release");
+    copy(&release.join("vram"), &bundle.join("vram"))?;
+
+    // Only the suites that reach a real device: vram-core's unit tests (the
+    // CUDA backend's) and the facade's dual-mode scenarios. The other suites
+    // run on the mock and gain nothing from a GPU.
+    let mut tests = test_binaries(
+        cargo(),
+        &[
+            "-p",
+            "vram-residency",
+            "-p",
+            "vram-core",
+            "--features",
+            "vram-residency/cuda,vram-core/cuda",
+        ],
+        &["vram_core-", "cuda_dual-"],
+        &bundle,
+    )?;
+
+    // The CUDA engine: candle's kernels compiled by the pinned toolkit.
+    let nv = toolkit()?;
+    step(
+        "build the CUDA engine's demo and greedy_report (release, cuda-engine)",
+        cargo_with_toolkit(&nv)?.args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vram-serve",
+            "-p",
+            "vram-llm",
+            "--features",
+            "vram-serve/demo-cuda,vram-llm/cuda-engine",
+            "--example",
+            "gguf_corruption_demo",
+            "--example",
+            "greedy_report",
+        ]),
+    )?;
+    step(
+        "build vram-serve with the CUDA engine (release)",
+        cargo_with_toolkit(&nv)?.args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "vram-serve",
+            "--features",
+            "cuda-engine",
+        ]),
+    )?;
+    for (src, name) in [
+        (
+            release.join("examples").join("gguf_corruption_demo"),
+            "gguf_corruption_demo",
+        ),
+        (
+            release.join("examples").join("greedy_report"),
+            "greedy_report",
+        ),
+        (release.join("vram-serve"), "vram-serve"),
+    ] {
+        copy(&src, &bundle.join(name))?;
+    }
+    tests.extend(test_binaries(
+        cargo_with_toolkit(&nv)?,
+        &[
+            "-p",
+            "vram-llm",
+            "--features",
+            "cuda-engine",
+            "--lib",
+            "--test",
+            "cuda_engine",
+        ],
+        &["vram_llm-", "cuda_engine-"],
+        &bundle,
+    )?);
+    copy(
+        &nv.join("lib").join("libcudart.so.13"),
+        &bundle.join("lib").join("libcudart.so.13"),
+    )?;
+    let prompts = root().join("xtask").join("llama_cpp").join("prompts.json");
+    copy(&prompts, &bundle.join("prompts.json"))?;
+
     // Debug info is most of each binary's size; the bundle has to travel.
-    for name in tests.iter().map(String::as_str).chain(["vram"]) {
-        let _ = std::process::Command::new("strip")
-            .arg(bundle.join(name))
-            .status();
+    for name in tests.iter().map(String::as_str).chain([
+        "vram",
+        "vram-serve",
+        "gguf_corruption_demo",
+        "greedy_report",
+    ]) {
+        let _ = Command::new("strip").arg(bundle.join(name)).status();
     }
     // Each step under its own time limit, the bench first: on a machine lent
     // for minutes, the measurements matter most, and a hung step must not
     // take the rest with it. With $OUT set, the output is kept there too.
+    copy(
+        &root().join("xtask").join("gpu").join("compare.py"),
+        &bundle.join("compare.py"),
+    )?;
     let mut script = String::from(
         r#"#!/usr/bin/env bash
 # Runs vram-residency's GPU checks. Needs the NVIDIA driver; no Rust toolchain.
+# MODEL=FILE.gguf (or a models/*.gguf beside this script) adds the CUDA
+# engine's measurements on a real model.
 set -u
 cd "$(dirname "$0")"
+export LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; exec > >(tee "$OUT/log.txt") 2>&1; fi
+out=${OUT:-.}
 fail=0
 step() {
   local t=$1; shift
@@ -94,13 +292,29 @@ step() {
 nvidia-smi --query-gpu=name,memory.total,driver_version,pcie.link.gen.max,pcie.link.width.max --format=csv || true
 lscpu | grep -E 'Model name|^CPU\(s\)' || true
 echo "cpu features: $(grep -o -w 'sha_ni\|avx512f' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+echo "libraries the CUDA engine loads at run time:"
+for l in libcuda.so libcublas.so libcublasLt.so libcurand.so libnvrtc.so; do
+  if ldconfig -p | grep -q "$l"; then echo "  $l: found"; else echo "  $l: NOT FOUND (the CUDA engine refuses to start without it)"; fi
+done
 step 15 ./vram devices
 step 150 ./vram bench --device cuda:0 --size 1GiB --sampled-size 1GiB
+# The CUDA engine: a request answered from sealed device memory, one byte of
+# a tensor flipped in device memory, the next request refused naming it.
+step 90 ./gguf_corruption_demo --device cuda:0
+MODEL=${MODEL:-$(ls models/*.gguf 2>/dev/null | head -n 1)}
+if [ -n "$MODEL" ]; then
+  step 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device cuda:0 --out "$out/gpu-sealed.json"
+  step 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device cuda:0 --engine unsealed --out "$out/gpu-unsealed.json"
+  step 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device mock --out "$out/cpu-sealed.json"
+  step 30 python3 compare.py --cpu "$out/cpu-sealed.json" --gpu "$out/gpu-sealed.json" --unsealed "$out/gpu-unsealed.json" --out "$out/gpu-compare.json"
+else
+  echo "NOTE: no MODEL and no models/*.gguf: the CUDA engine's measurements on a real model are NOT taken"
+fi
 "#,
     );
     for t in &tests {
         script.push_str(&format!(
-            "step 90 env VRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4\n"
+            "step 120 env VRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4\n"
         ));
     }
     script.push_str(
@@ -109,10 +323,21 @@ step 150 ./vram bench --device cuda:0 --size 1GiB --sampled-size 1GiB
     let script_path = bundle.join("run.sh");
     std::fs::write(&script_path, script).map_err(|e| format!("write run.sh: {e}"))?;
     set_executable(&script_path)?;
+    let size: u64 = std::fs::read_dir(&bundle)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
     eprintln!(
-        "\nGPU bundle ready: {} ({} test binaries). Run `bash run.sh` there.",
+        "\nGPU bundle ready: {} ({} test binaries, {} MiB). Run `bash run.sh` there \
+         (MODEL=FILE.gguf for the engine's measurements on a real model).",
         bundle.display(),
-        tests.len()
+        tests.len(),
+        size >> 20
     );
     Ok(())
 }
