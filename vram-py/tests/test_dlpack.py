@@ -440,3 +440,21 @@ def test_help_shows_the_dlpack_docstrings():
     assert "read-only" in doc and "copy=True" in doc and "release()" in doc
     assert "kDLCUDA" in vr.Tensor.__dlpack_device__.__doc__
     assert "ggml" in vr.Tensor.ggml_type.__doc__
+
+
+def test_the_stubs_give_dlpack_the_runtime_signature():
+    import ast
+    import inspect
+    import pathlib
+
+    stubs = pathlib.Path(vr.__file__).with_name("__init__.pyi")
+    tree = ast.parse(stubs.read_text())
+    tensor = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Tensor")
+    methods = {f.name: f for f in tensor.body if isinstance(f, ast.FunctionDef)}
+    stub = methods["__dlpack__"].args
+    runtime = inspect.signature(vr.Tensor.__dlpack__).parameters
+    keyword_only = [n for n, p in runtime.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert [a.arg for a in stub.kwonlyargs] == keyword_only == [
+        "stream", "max_version", "dl_device", "copy"]
+    assert {"ggml_type", "__dlpack_device__", "numpy"} <= set(methods)
+    assert all(hasattr(vr.Tensor, name) for name in methods)
