@@ -58,6 +58,15 @@
 //! test and demo builds' corruption hooks write it), and a lease's
 //! verification only reads it. A consumer's kernels on any stream therefore
 //! read finished, unchanging bytes.
+//!
+//! The other end of a view's life on CUDA: a consumer calls the deleter when
+//! it frees its tensor (PyTorch: when the storage's last reference goes),
+//! possibly while its own kernels that read the memory are still queued. If
+//! that was the last holder of the shard, the backend frees the allocation
+//! with `cuMemFree` (not the stream-ordered `cuMemFreeAsync`), which in
+//! practice waits for the work queued in its context (PyTorch's allocator
+//! relies on the same implicit synchronisation, which NVIDIA does not
+//! document as a guarantee). Not exercised on a GPU by this crate's tests.
 
 use std::ffi::{c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
