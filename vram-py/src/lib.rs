@@ -1,12 +1,17 @@
 //! `vram_residency`, the Python package: seal model weights on a GPU (or the
 //! mock device), take verified leases before each request, read tensors as
-//! zero-copy NumPy views, verify the audit log. A thin layer over the
-//! facade (`vram-residency`): every call into it is in `worker.rs`; this
-//! file holds the Python classes, `view.rs` the NumPy views, `errors.rs`
-//! the exceptions.
+//! zero-copy NumPy and DLPack views, verify the audit log. A thin layer
+//! over the facade (`vram-residency`): every call into it is in
+//! `worker.rs`; this file holds the Python classes, `view.rs` the NumPy
+//! views, `dlpack.rs` the DLPack export, `errors.rs` the exceptions.
+//!
+//! Unsafe code is denied here and allowed in `dlpack.rs` only (the DLPack
+//! C structs and the capsule protocol), as docs/ARCHITECTURE.md says.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+#[allow(unsafe_code)]
+mod dlpack;
 mod errors;
 mod view;
 mod worker;
@@ -17,7 +22,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use crate::worker::{Cost, Failure, Leased, ScrubStats, Sealed, TensorHandle};
+use crate::dlpack::Protocol;
+use crate::worker::{Cost, Dtype, Failure, Leased, ScrubStats, Sealed, TensorHandle};
 
 /// A worker: one device (`"auto"`: the GPUs, else the mock, announced on
 /// stderr; `"mock"`; `"cuda"`; `"cuda:N"`), a worker secret and an optional
@@ -278,8 +284,8 @@ struct Lease {
 
 #[pymethods]
 impl Lease {
-    /// Every tensor of the leased model by name (safetensors models;
-    /// `UsageError` for a GGUF file).
+    /// Every tensor of the leased model by name (safetensors and GGUF
+    /// files).
     fn tensors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         for entry in self.leased.tensors()? {
@@ -288,6 +294,7 @@ impl Lease {
                 name: entry.name,
                 dtype: entry.dtype,
                 shape: entry.shape,
+                gguf: entry.gguf,
                 handle: entry.handle,
             };
             d.set_item(name, Py::new(py, tensor)?)?;
@@ -343,12 +350,16 @@ impl Lease {
 }
 
 /// One tensor of a lease: `name`, `dtype` (the safetensors name: `F32`,
-/// `F16`, `BF16`, ...), `shape`, and `numpy()`, a zero-copy read-only view.
+/// `F16`, `BF16`, ...; ggml's for GGUF: `Q8_0`, ...), `ggml_type`, `shape`,
+/// `numpy()`, a zero-copy read-only NumPy view (the mock), and DLPack
+/// (`torch.from_dlpack(t)`, `numpy.from_dlpack(t)`), zero-copy on the mock
+/// and on CUDA.
 #[pyclass(frozen, module = "vram_residency")]
 struct Tensor {
     name: String,
-    dtype: String,
+    dtype: Dtype,
     shape: Vec<u64>,
+    gguf: bool,
     handle: TensorHandle,
 }
 
@@ -360,6 +371,26 @@ impl Tensor {
         ))
         .into()
     }
+
+    /// The shape views show: the header's, but row-major (outermost
+    /// dimension first) for a GGUF tensor, whose header lists ggml's
+    /// dimensions innermost first.
+    fn view_shape(&self) -> Vec<u64> {
+        let mut shape = self.shape.clone();
+        if self.gguf {
+            shape.reverse();
+        }
+        shape
+    }
+
+    /// The open lease's region of this tensor, or `UsageError` once the
+    /// lease has ended.
+    fn open_region(&self) -> PyResult<worker::TensorRegion> {
+        if !self.handle.is_open() {
+            return Err(self.ended());
+        }
+        Ok(self.handle.region()?)
+    }
 }
 
 #[pymethods]
@@ -370,13 +401,23 @@ impl Tensor {
         &self.name
     }
 
-    /// Its safetensors dtype (`F32`, `F16`, `BF16`, `U8`, ...).
+    /// Its dtype: safetensors' name (`F32`, `F16`, `BF16`, `U8`, ...), or
+    /// ggml's for a GGUF tensor (`F32`, `F16`, `Q8_0`, `Q4_K`, ...).
     #[getter]
-    fn dtype(&self) -> &str {
-        &self.dtype
+    fn dtype(&self) -> &'static str {
+        self.dtype.name()
     }
 
-    /// Its dimensions.
+    /// For a tensor of a GGUF file, its ggml type (`Q8_0`, `Q4_K`, `F16`,
+    /// ..., as ggml's `GGML_TYPE_*` names it): what the raw `uint8` bytes
+    /// of a quantized view hold. `None` for a safetensors tensor.
+    #[getter]
+    fn ggml_type(&self) -> Option<&'static str> {
+        self.gguf.then(|| self.dtype.name())
+    }
+
+    /// Its dimensions, as the file's header lists them (for GGUF, ggml's
+    /// order: innermost first; views show them reversed, row-major).
     #[getter]
     fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(py, &self.shape)
@@ -384,8 +425,10 @@ impl Tensor {
 
     /// A read-only NumPy array over the sealed bytes themselves (no copy):
     /// `float32`, `float16`, `bfloat16` as `uint16`, 8-bit floats as `uint8`,
-    /// sub-byte types as raw `uint8` bytes. Raises `UsageError` once the
-    /// lease has ended, and on a CUDA device (GPU memory).
+    /// sub-byte types and quantized GGUF blocks as raw `uint8` bytes. A GGUF
+    /// tensor's dimensions are shown row-major (the header's reversed).
+    /// Raises `UsageError` once the lease has ended, and on a CUDA device
+    /// (GPU memory: use DLPack).
     ///
     /// The array keeps the shard's memory alive (its `base`), so it never
     /// reads freed memory. After the lease ends it still reads the shard's
@@ -398,35 +441,69 @@ impl Tensor {
         let region = self.handle.host_region()?;
         let memory = Py::new(
             py,
-            view::TensorMemory::new(region, &self.dtype, &self.shape),
+            view::TensorMemory::new(region, self.dtype.name(), &self.view_shape()),
         )?;
         py.import("numpy")?.call_method1("asarray", (memory,))
     }
 
-    /// DLPack export of the NumPy view (CPU memory on the mock), for
-    /// `torch.from_dlpack(tensor)` or `numpy.from_dlpack(tensor)`.
-    #[pyo3(signature = (**kwargs))]
+    /// A DLPack capsule over the sealed bytes themselves (no copy), as the
+    /// array API standard's `__dlpack__`: what `torch.from_dlpack(tensor)`,
+    /// `numpy.from_dlpack(tensor)` and CuPy call. Host memory on the mock
+    /// (`kDLCPU`), device memory on CUDA (`kDLCUDA`, the device's ordinal).
+    ///
+    /// - `max_version`: `(1, 0)` or later gives a `"dltensor_versioned"`
+    ///   capsule flagged read-only; `None` (or a major version 0) a legacy
+    ///   `"dltensor"` capsule, which cannot say read-only (NumPy still makes
+    ///   every array it imports from one read-only; PyTorch's tensors are
+    ///   writable either way: do not write them).
+    /// - `copy=True` raises `BufferError`: a copy would leave the seal.
+    /// - `dl_device` other than `__dlpack_device__()` raises `BufferError`.
+    /// - `stream`: `None` on the CPU; on CUDA `None` or a stream number
+    ///   other than 0. No synchronisation is needed: every sealed byte was
+    ///   in device memory before the address was handed out (the buffer's
+    ///   stream was synchronised) and nothing writes it afterwards.
+    ///
+    /// Dtypes: `F32`/`F16`/`F64` float, `BF16` bfloat16, integers signed or
+    /// unsigned, `BOOL` bool, 8-bit floats `uint8`; quantized GGUF blocks
+    /// and sub-byte types one `uint8` dimension over the raw bytes
+    /// (`ggml_type` names the type). Strides in elements, row-major.
+    ///
+    /// Raises `UsageError` once the lease has ended. A view taken inside the
+    /// lease keeps the shard's memory allocated (after the block and after
+    /// `Model.release()` too) and reads its current bytes, which no lease
+    /// vouches for once the lease has ended; the memory is freed when the
+    /// last view (or unconsumed capsule) is gone.
+    #[pyo3(signature = (*, stream = None, max_version = None, dl_device = None, copy = None))]
     fn __dlpack__<'py>(
         &self,
         py: Python<'py>,
-        kwargs: Option<&Bound<'py, PyDict>>,
+        stream: Option<Bound<'py, PyAny>>,
+        max_version: Option<(i64, i64)>,
+        dl_device: Option<(i64, i64)>,
+        copy: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.numpy(py)?.call_method("__dlpack__", (), kwargs)
+        let (place, keep) = self.open_region()?.into_parts();
+        let layout = dlpack::layout(&place, self.dtype, &self.view_shape())
+            .map_err(|e| pyo3::exceptions::PyBufferError::new_err(e.0))?;
+        dlpack::check_request(layout.device, stream.as_ref(), dl_device, copy)?;
+        dlpack::capsule(py, layout, keep, Protocol::for_max_version(max_version))
     }
 
-    /// `(1, 0)`: DLPack's CPU device (the mock's memory is host memory).
-    fn __dlpack_device__(&self) -> PyResult<(u8, u8)> {
-        if !self.handle.is_open() {
-            return Err(self.ended());
-        }
-        Ok((1, 0))
+    /// `(device_type, device_id)` as DLPack numbers them: `(1, 0)` (kDLCPU)
+    /// on the mock, `(2, ordinal)` (kDLCUDA) on a CUDA device. Raises
+    /// `UsageError` once the lease has ended.
+    fn __dlpack_device__(&self) -> PyResult<(i32, i32)> {
+        let (place, _keep) = self.open_region()?.into_parts();
+        let device =
+            dlpack::dl_device(&place).map_err(|e| pyo3::exceptions::PyBufferError::new_err(e.0))?;
+        Ok((device.device_type, device.device_id))
     }
 
     fn __repr__(&self) -> String {
         format!(
             "<vram_residency.Tensor {:?} {} {:?}>",
             vram_validation::escape_for_log(&self.name, 128),
-            self.dtype,
+            self.dtype.name(),
             self.shape
         )
     }
@@ -484,6 +561,14 @@ fn audit_verify<'py>(
     Ok(d)
 }
 
+/// How many DLPack exports still hold a shard's memory: capsules not yet
+/// deleted, and the arrays or tensors consumers made from them. A
+/// diagnostic: it returns to where it was once every view is gone.
+#[pyfunction]
+fn _dlpack_exports_alive() -> usize {
+    dlpack::live_exports()
+}
+
 /// The native module (`vram_residency._native`), re-exported by the package.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -493,6 +578,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Tensor>()?;
     m.add_class::<Scrubber>()?;
     m.add_function(wrap_pyfunction!(audit_verify, m)?)?;
+    m.add_function(wrap_pyfunction!(_dlpack_exports_alive, m)?)?;
     m.add("TEST_HOOKS", cfg!(feature = "test-corruption"))?;
     errors::register(m)?;
     Ok(())

@@ -23,6 +23,7 @@ const INTEGRITY: u8 = 1;
 const USAGE: u8 = 2;
 const ENVIRONMENT: u8 = 3;
 pub(crate) use vram_residency::ScrubStats;
+pub(crate) use vram_residency::{DeviceMemory, Dtype};
 use vram_residency::{
     LeaseHandle, LeasePolicy, ModelRef, ScrubConfig, Scrubber as RustScrubber, SealedModel,
     SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyPolicy, VerifyReport,
@@ -341,8 +342,11 @@ pub(crate) enum Leased {
 /// One tensor of a lease: what the table says, and the handle that reads it.
 pub(crate) struct TensorEntry {
     pub(crate) name: String,
-    pub(crate) dtype: String,
+    pub(crate) dtype: Dtype,
     pub(crate) shape: Vec<u64>,
+    /// Whether the tensor comes from a GGUF file (its shape is then in
+    /// ggml's order, the innermost dimension first).
+    pub(crate) gguf: bool,
     pub(crate) handle: TensorHandle,
 }
 
@@ -351,6 +355,48 @@ pub(crate) struct TensorEntry {
 pub(crate) struct TensorHandle {
     lease: LeaseHandle,
     name: String,
+}
+
+/// Where a tensor's bytes lie: host memory of this process (the mock) or
+/// device memory (CUDA). The addresses are only valid while what the
+/// [`TensorRegion`] keeps is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Host memory: the first byte's address and the length.
+    Host { address: usize, len: usize },
+    /// CUDA device memory: a device pointer (`CUdeviceptr`), the length, and
+    /// the device's ordinal.
+    Device {
+        address: u64,
+        len: u64,
+        ordinal: u32,
+    },
+}
+
+impl Place {
+    /// The place of a facade [`DeviceMemory`] range.
+    pub(crate) fn of_device_memory(memory: DeviceMemory) -> Self {
+        Self::Device {
+            address: memory.address(),
+            len: memory.len(),
+            ordinal: memory.device(),
+        }
+    }
+}
+
+/// Where a tensor's bytes lie, with what keeps them there.
+pub(crate) struct TensorRegion {
+    /// The shard's lease handle: holds the shard (and so its memory) alive.
+    keep: LeaseHandle,
+    pub(crate) place: Place,
+}
+
+impl TensorRegion {
+    /// Splits the region into its place and what keeps it valid, as an
+    /// opaque owner: the place stays valid until the owner is dropped.
+    pub(crate) fn into_parts(self) -> (Place, Box<dyn Send>) {
+        (self.place, Box::new(self.keep))
+    }
 }
 
 /// Where a tensor's bytes lie in this process, with what keeps them there.
@@ -374,25 +420,51 @@ impl TensorHandle {
         self.lease.is_open()
     }
 
-    /// Where the tensor's bytes lie in host memory (the mock), read through
-    /// the open lease. The address stays valid for as long as `keep` (the
-    /// shard) lives: the mock's memory is a map that never moves while its
-    /// buffer lives, and the buffer lives as long as its shard.
-    pub(crate) fn host_region(&self) -> Result<HostRegion, Failure> {
-        let (address, len) = self.lease.with_tensors(|t| -> Result<_, Failure> {
-            match t.get(&self.name)?.memory() {
-                TensorMemory::Host(bytes) => Ok((bytes.as_ptr() as usize, bytes.len())),
-                _ => Err(Failure::usage(format!(
-                    "tensor {}: its bytes are in GPU memory, which NumPy cannot read",
-                    vram_validation::escape_for_log(&self.name, 128)
-                ))),
-            }
+    /// Where the tensor's bytes lie, read through the open lease, kept
+    /// valid by the shard's lease handle. On the mock the address stays
+    /// valid for as long as the shard lives (its memory is a map that never
+    /// moves while its buffer lives); on CUDA the device allocation is freed
+    /// only when the shard's buffer drops, and the facade's `memory()`
+    /// waited for the work queued on the buffer's stream before handing out
+    /// the address.
+    pub(crate) fn region(&self) -> Result<TensorRegion, Failure> {
+        let place = self.lease.with_tensors(|t| -> Result<_, Failure> {
+            Ok(match t.get(&self.name)?.memory() {
+                TensorMemory::Host(bytes) => Place::Host {
+                    address: bytes.as_ptr() as usize,
+                    len: bytes.len(),
+                },
+                TensorMemory::Device(memory) => Place::of_device_memory(memory),
+                _ => {
+                    return Err(Failure::env(format!(
+                        "tensor {}: its memory is of a kind this package cannot view",
+                        vram_validation::escape_for_log(&self.name, 128)
+                    )))
+                }
+            })
         })??;
-        Ok(HostRegion {
+        Ok(TensorRegion {
             keep: self.lease.clone(),
-            address,
-            len,
+            place,
         })
+    }
+
+    /// Where the tensor's bytes lie in host memory (the mock), read through
+    /// the open lease; a usage error for GPU memory, which NumPy cannot read.
+    pub(crate) fn host_region(&self) -> Result<HostRegion, Failure> {
+        let region = self.region()?;
+        match region.place {
+            Place::Host { address, len } => Ok(HostRegion {
+                keep: region.keep,
+                address,
+                len,
+            }),
+            Place::Device { .. } => Err(Failure::usage(format!(
+                "tensor {}: its bytes are in GPU memory, which NumPy cannot read \
+                 (use DLPack: torch.from_dlpack(tensor))",
+                vram_validation::escape_for_log(&self.name, 128)
+            ))),
+        }
     }
 }
 
@@ -418,8 +490,9 @@ impl Leased {
                     .map(|name| {
                         t.get(name).map(|v| TensorEntry {
                             name: v.name().to_owned(),
-                            dtype: v.dtype().to_owned(),
+                            dtype: v.element_type(),
                             shape: v.shape().to_vec(),
+                            gguf: t.gguf().is_some(),
                             handle: TensorHandle {
                                 lease: handle.clone(),
                                 name: v.name().to_owned(),

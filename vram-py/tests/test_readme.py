@@ -22,3 +22,4 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     scope = {}
     exec(compile(code, "README.md", "exec"), scope)
     np.testing.assert_array_equal(scope["y"], np.ones(4, dtype=np.float32) @ w.T)
+    np.testing.assert_array_equal(scope["t"], w)

@@ -77,10 +77,11 @@ fn every_crate_has_a_readme_and_opts_into_workspace_lints() {
         let dir = root().join(c);
         assert!(dir.join("README.md").is_file(), "{c} has no README.md");
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
-        if *c == "vram-core" || *c == "vram-llm" {
+        if *c == "vram-core" || *c == "vram-llm" || *c == "vram-py" {
             // The CUDA backend's crate (and vram-llm, for its view of leased
-            // blocks) keeps its own copy of the table, with
-            // unsafe_code relaxed from forbid to deny; every other lint must match.
+            // blocks, and vram-py, for its DLPack export) keeps its own copy
+            // of the table, with unsafe_code relaxed from forbid to deny;
+            // every other lint must match.
             let ws = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
             let lints = ws.split("[workspace.lints.rust]").nth(1).unwrap();
             let lints = lints.split("[profile").next().unwrap();
@@ -90,7 +91,7 @@ fn every_crate_has_a_readme_and_opts_into_workspace_lints() {
             {
                 assert!(
                     manifest.contains(line),
-                    "vram-core lints lack workspace line `{line}`"
+                    "{c} lints lack workspace line `{line}`"
                 );
             }
             assert!(manifest.contains("unsafe_code = \"deny\""));
@@ -163,6 +164,7 @@ fn unsafe_code_lives_only_in_the_cuda_backend_and_the_file_map() {
             || rel == "vram-llm/src/kernels/view.rs"
             || rel == "vram-llm/src/kernels/avx2.rs"
             || rel == "vram-llm/src/cuda.rs"
+            || rel == "vram-py/src/dlpack.rs"
             || rel.starts_with("xtask/")
         {
             continue;
@@ -174,7 +176,7 @@ fn unsafe_code_lives_only_in_the_cuda_backend_and_the_file_map() {
     }
     assert!(
         problems.is_empty(),
-        "unsafe outside vram-core/src/cuda, vram-core/src/source/map.rs, vram-llm/src/kernels/{{view,avx2}}.rs and vram-llm/src/cuda.rs: {problems:?}"
+        "unsafe outside vram-core/src/cuda, vram-core/src/source/map.rs, vram-llm/src/kernels/{{view,avx2}}.rs, vram-llm/src/cuda.rs and vram-py/src/dlpack.rs: {problems:?}"
     );
 }
 

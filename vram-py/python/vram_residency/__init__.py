@@ -15,14 +15,20 @@ a zero-copy, read-only NumPy array over the sealed bytes themselves::
         w = lease.tensors()["layer.0.weight"].numpy()
         ...  # compute on w: no copy of the weights
 
+The same bytes are a DLPack view (``torch.from_dlpack(t)``,
+``numpy.from_dlpack(t)``), with no copy: host memory on the mock, GPU
+memory on CUDA. A versioned capsule is flagged read-only (NumPy honours it;
+PyTorch tensors cannot be made read-only: do not write to them).
+``copy=True`` is refused: a copy would leave the seal.
+
 What happens after a lease ends (the ``with`` block ends, or ``lease.end()``):
 every ``Tensor`` method of that lease raises ``UsageError``. A NumPy array
-taken inside the block stays a valid array: its ``base`` keeps the shard's
+(or DLPack view) taken inside the block stays valid: it keeps the shard's
 memory alive, so it never reads freed memory, but it reads the shard's
 *current* bytes, which no lease vouches for any more. Take a new lease, and
 new arrays, for each request. After ``model.release()`` the model can no
 longer be leased or verified; its device memory is freed when the last
-lease or array that still holds it is gone.
+lease, array or DLPack view that still holds it is gone.
 
 Errors are ``VramError`` subclasses with the exit code the ``vram`` command
 gives the same failure: ``IntegrityError`` (1: corrupt bytes, naming the

@@ -1,6 +1,13 @@
+import sys
 from os import PathLike
 from types import TracebackType
 from typing import Any, Dict, List, Literal, Optional, Tuple, Type, Union
+
+# A PyCapsule ("dltensor" or "dltensor_versioned").
+if sys.version_info >= (3, 13):
+    from types import CapsuleType
+else:
+    CapsuleType = Any
 
 import numpy
 
@@ -34,9 +41,18 @@ class Tensor:
     @property
     def dtype(self) -> str: ...
     @property
+    def ggml_type(self) -> Optional[str]: ...
+    @property
     def shape(self) -> Tuple[int, ...]: ...
     def numpy(self) -> numpy.ndarray: ...
-    def __dlpack__(self, **kwargs: Any) -> Any: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: Optional[int] = None,
+        max_version: Optional[Tuple[int, int]] = None,
+        dl_device: Optional[Tuple[int, int]] = None,
+        copy: Optional[bool] = None,
+    ) -> CapsuleType: ...
     def __dlpack_device__(self) -> Tuple[int, int]: ...
 
 class Lease:
