@@ -553,6 +553,24 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_and_the_sealing_backend_share_the_primary_context() {
+        let Some((_manager, compute)) = gpu() else {
+            return;
+        };
+        let candle = compute
+            .as_cuda_device()
+            .unwrap()
+            .cuda_stream()
+            .context()
+            .cu_ctx();
+        // What the sealing backend opens: the device's primary context.
+        let backend = candle_core::cuda_backend::cudarc::driver::CudaContext::new(0)
+            .unwrap()
+            .cu_ctx();
+        assert_eq!(candle, backend, "one device, one primary context");
+    }
+
+    #[test]
     fn a_weight_kept_past_its_lease_launches_nothing_on_cuda() {
         let Some((manager, compute)) = gpu() else {
             return;

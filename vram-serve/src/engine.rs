@@ -125,7 +125,7 @@ fn compute_device(worker: &Worker) -> Result<vram_llm::Device, ServeError> {
     match worker.device_kind() {
         "mock" => Ok(vram_llm::Device::Cpu),
         #[cfg(feature = "cuda-engine")]
-        "cuda" => vram_llm::cuda_device(worker.devices().target()).map_err(ServeError::Text),
+        "cuda" => vram_llm::cuda_device(worker.target()).map_err(ServeError::Text),
         other => Err(ServeError::UnsupportedDevice {
             engine: "the GGUF engine",
             device: other,

@@ -164,6 +164,13 @@ impl Worker {
         self.inner.device_kind()
     }
 
+    /// The index of the device models are sealed on (the CUDA ordinal on
+    /// CUDA).
+    #[must_use]
+    pub fn target(&self) -> u32 {
+        self.inner.devices().target()
+    }
+
     /// Seals one weights file (a GGUF model) as one shard, opened as every
     /// model file someone else may write to.
     ///
