@@ -124,10 +124,24 @@ fn terminate(child: Holding, rx: &mpsc::Receiver<String>) -> Vec<String> {
     rest
 }
 
+/// A loopback connection to `addr`, every wait on it bounded (the connect,
+/// each read and each write): a stuck holder fails the test, never hangs it.
+fn try_connect(addr: &str) -> std::io::Result<std::net::TcpStream> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    Ok(s)
+}
+
+/// [`try_connect`], which must succeed.
+fn connect(addr: &str) -> std::net::TcpStream {
+    try_connect(addr).unwrap()
+}
+
 /// One HTTP/1.1 GET, as a scraper sends it; returns (status line, headers, body).
 fn get(addr: &str, path: &str) -> (String, String, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = connect(addr);
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
@@ -231,7 +245,7 @@ fn a_holding_vram_is_scraped_over_http() {
     let rest = terminate(child, &rx);
     assert!(rest.iter().any(|l| l.contains("released")), "{rest:?}");
     // The listener went away with the process.
-    assert!(std::net::TcpStream::connect(&addr).is_err());
+    assert!(try_connect(&addr).is_err());
 }
 
 #[test]
@@ -466,7 +480,7 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
 
     // A header line of up to 400 MiB, sent until the holder hangs up; the
     // holder is measured as it goes and must stay small.
-    let mut big = std::net::TcpStream::connect(&addr).unwrap();
+    let mut big = connect(&addr);
     big.set_write_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     big.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: ")
@@ -492,7 +506,7 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
     // 300 idle connections, some with half a request.
     let idle: Vec<std::net::TcpStream> = (0..300)
         .map(|i| {
-            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let mut s = connect(&addr);
             if i % 2 == 0 {
                 let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n");
             }
@@ -519,8 +533,7 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
 
 /// One raw request; returns everything the server sent before closing.
 fn raw_request(addr: &str, request: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = connect(addr);
     s.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
