@@ -1,7 +1,6 @@
 //! Reading records for people: every line of a log's segments, in order, as
 //! a record to show, verified on the way when the key is at hand.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::open::{open_log_file, Access};
 use crate::record;
 use crate::verify::{read_lines, ChainVerifier, Line, Start};
 use crate::{
@@ -121,7 +121,9 @@ fn fields(line: &[u8]) -> Option<(Fields<()>, RecordedEvent)> {
 /// When the file cannot be opened or read.
 pub fn is_log_file(path: &Path) -> Result<bool, AuditError> {
     use std::io::Read as _;
-    let file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+    // Opened as every log file: no symbolic link, a regular file, no wait
+    // on a FIFO.
+    let file = open_log_file(path, Access::Read)?;
     let mut head = Vec::new();
     file.take(record::RECORD_START_MAX)
         .read_to_end(&mut head)
@@ -148,7 +150,7 @@ pub fn read_records(
 ) -> Result<Option<VerifyReport>, AuditError> {
     let mut verifier = key.map(|k| ChainVerifier::new(k, Start::Genesis, options));
     for path in files {
-        let file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+        let file = open_log_file(path, Access::Read)?;
         if let Some(v) = verifier.as_mut() {
             v.begin_file(path);
         }

@@ -360,3 +360,51 @@ fn best_effort_losses_are_counted() {
     let stats = log.stats();
     assert_eq!((stats.lost, stats.failures), (5, 5));
 }
+
+/// Reading a log named by the operator (`vram audit verify`, `show`, `head`)
+/// opens it as writing does: a symbolic link is refused, and a FIFO is
+/// refused at once instead of being waited on.
+#[test]
+fn logs_are_read_only_as_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("real.jsonl");
+    std::fs::write(&target, b"").unwrap();
+    let link = dir.path().join("link.jsonl");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let fifo = dir.path().join("fifo.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "mkfifo: {made:?}");
+
+    // Each read runs on a thread: a blocking open would fail the test at the
+    // bound instead of holding it.
+    type Read = fn(PathBuf, &AuditKey) -> Result<(), AuditError>;
+    let refused = |path: PathBuf, read: Read| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read(path, &AuditKey::from_bytes([7; 32])));
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("refused at once, not waited on")
+    };
+    let readers: [Read; 3] = [
+        |p, _| vram_audit::is_log_file(&p).map(drop),
+        |p, k| verify_chain(&[p], k, None).map(drop),
+        |p, k| {
+            vram_audit::read_records(&[p], Some(k), &vram_audit::VerifyOptions::default(), drop)
+                .map(drop)
+        },
+    ];
+    for read in readers {
+        for (path, found) in [(&link, "symlink"), (&fifo, "FIFO")] {
+            let answer = refused(path.clone(), read);
+            assert!(
+                matches!(&answer, Err(AuditError::NotRegularFile { found: f, .. }) if *f == found),
+                "{}: {answer:?}",
+                path.display()
+            );
+        }
+    }
+}

@@ -13,7 +13,6 @@ use crate::exit::{io_error, shown_path, CliError};
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use clap::builder::TypedValueParser;
 use std::ffi::OsStr;
-use std::io::Read;
 use std::path::Path;
 use vram_crypto::LeafSize;
 use vram_residency::VerifyPolicy;
@@ -190,26 +189,26 @@ pub fn expected_arg(value: &str) -> Result<ExpectedDigest, CliError> {
             .map_err(|e| CliError::usage(format!("--expect-sha256: {e}")));
     };
     let path = Path::new(path);
-    let file = std::fs::File::open(path).map_err(|e| {
-        let mut err = io_error(path, &e);
-        err.message = format!("--expect-sha256 @{}", err.message);
-        err
-    })?;
-    let mut text = String::new();
-    file.take(MAX_DIGEST_FILE_BYTES.saturating_add(1))
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            CliError::usage(format!(
-                "--expect-sha256 @{}: cannot be read as text ({e})",
-                shown_path(path)
-            ))
-        })?;
-    if text.len() as u64 > MAX_DIGEST_FILE_BYTES {
-        return Err(CliError::usage(format!(
+    // A file someone else may write to: no symbolic link, nothing but a
+    // regular file (a FIFO refused, not waited on), read with a cap.
+    let bytes = vram_hub::read_regular_file(path, MAX_DIGEST_FILE_BYTES).map_err(|e| match e {
+        vram_hub::HubError::Io { kind, .. } => {
+            let mut err = io_error(path, &kind.into());
+            err.message = format!("--expect-sha256 @{}", err.message);
+            err
+        }
+        vram_hub::HubError::FileTooLarge { .. } => CliError::usage(format!(
             "--expect-sha256 @{}: is larger than {MAX_DIGEST_FILE_BYTES} bytes; expected a pointer file, a sha256sum line or an OCI descriptor",
             shown_path(path)
-        )));
-    }
+        )),
+        e => CliError::usage(format!("--expect-sha256: {e}")),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        CliError::usage(format!(
+            "--expect-sha256 @{}: cannot be read as text ({e})",
+            shown_path(path)
+        ))
+    })?;
     ExpectedDigest::parse_file(&text)
         .map_err(|e| CliError::usage(format!("--expect-sha256 @{}: {e}", shown_path(path))))
 }

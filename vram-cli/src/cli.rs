@@ -194,7 +194,7 @@ pub(crate) struct SealArgs {
     /// Expected plain SHA-256 of the one file sealed, checked in the same pass; a mismatch
     /// exits 1. Accepted: 64 hex digits (any case); sha256:HEX; a sha256sum line (`HEX  NAME`
     /// or `HEX *NAME`, the name ignored); an LFS pointer's `oid sha256:HEX` line; an OCI
-    /// descriptor's `"digest": "sha256:HEX"`; or @PATH, a file holding a Git LFS pointer, the
+    /// descriptor's `"digest": "sha256:HEX"`; or @PATH, a regular file (not a symbolic link) holding a Git LFS pointer, the
     /// sha256sum line of one file, or an OCI descriptor (JSON). A size the pointer or the
     /// descriptor states must be the file's size too (else exit 1).
     #[arg(long, value_parser = args::expected_arg)]

@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use common::{bin, text, vram_process as vram};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,8 +66,7 @@ fn verify(secret: &Path, log: &Path, extra: &[&str]) -> Output {
         .arg(secret)
         .args(extra)
         .arg(log)
-        .output()
-        .unwrap()
+        .output_within(common::PATIENCE)
 }
 
 /// Records of the log as JSON values.
@@ -99,7 +100,7 @@ fn eight_processes_sealing_onto_one_log_keep_one_chain() {
             })
             .collect();
         for (name, child) in children {
-            let out = child.wait_with_output().unwrap();
+            let out = common::wait_within(child, common::PATIENCE);
             match out.status.code() {
                 Some(0) => {
                     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -151,7 +152,6 @@ fn eight_processes_sealing_onto_one_log_keep_one_chain() {
 
 #[test]
 fn a_log_held_by_a_running_seal_is_refused_with_exit_3() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let secret = secret_file(dir.path());
     let log = dir.path().join("audit.jsonl");
@@ -175,25 +175,20 @@ fn a_log_held_by_a_running_seal_is_refused_with_exit_3() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(holder.stderr.take().unwrap()).lines();
-    assert!(
-        lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|l| l.contains("holding 1 shard")),
-        "the holder never reported holding"
-    );
+    let lines = common::line_channel(holder.stderr.take().unwrap());
+    common::wait_for_line(&mut holder, &lines, "holding 1 shard", common::PATIENCE);
 
     let mut c = vram();
     seal_args(&mut c, &secret, &log, &b);
-    let out = c.output().unwrap();
+    let out = c.output_within(common::PATIENCE);
     let kill = Command::new("kill")
         .args(["-TERM", &holder.id().to_string()])
-        .status()
-        .unwrap();
+        .output_within(common::PATIENCE)
+        .status;
     assert!(kill.success());
-    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(holder.wait().unwrap().success());
+    let exit = common::wait_within(holder, common::PATIENCE).status;
+    let rest: Vec<String> = lines.try_iter().collect();
+    assert!(exit.success(), "exit {exit:?}: {rest:?}");
 
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let err = text(&out.stderr);
@@ -227,7 +222,7 @@ fn dev_full_is_refused_before_anything_is_sealed() {
         if json {
             c.arg("--json");
         }
-        let out = c.output().unwrap();
+        let out = c.output_within(common::PATIENCE);
         assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
         assert!(nothing_sealed(&out), "printed: {}", text(&out.stdout));
         let err = text(&out.stderr);
@@ -265,7 +260,7 @@ fn the_secret_and_other_files_that_are_not_logs_are_refused_unchanged() {
     ] {
         let mut c = vram();
         seal_args(&mut c, &secret, &path, &a);
-        let out = c.output().unwrap();
+        let out = c.output_within(common::PATIENCE);
         assert_eq!(
             out.status.code(),
             Some(3),
@@ -304,7 +299,7 @@ fn an_empty_log_does_not_verify_unless_expected() {
     let a = model_file(dir.path(), "a.bin", 10_000, 1);
     let mut c = vram();
     seal_args(&mut c, &secret, &log, &a);
-    assert!(c.output().unwrap().status.success());
+    assert!(c.output_within(common::PATIENCE).status.success());
     let out = verify(&secret, &log, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
@@ -339,16 +334,15 @@ fn seal_with_file_limit(limit: u64, secret: &Path, log: &Path, model: &Path) -> 
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("VRAM_SECRET_FILE")
         .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
-    c.output().unwrap()
+    c.output_within(common::PATIENCE)
 }
 
 #[test]
 fn a_disk_that_fills_up_never_gives_a_success_without_its_records() {
     let has_prlimit = Command::new("prlimit")
         .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+        .try_output_within(common::PATIENCE)
+        .is_ok_and(|o| o.status.success());
     if !has_prlimit {
         eprintln!("no prlimit(1) here: the facade's fault-injection tests cover this path");
         return;
@@ -438,7 +432,7 @@ fn a_hostile_log_gives_a_bounded_report_with_exact_counts() {
     let a = model_file(dir.path(), "a.bin", 10_000, 1);
     let mut c = vram();
     seal_args(&mut c, &secret, &log, &a);
-    assert!(c.output().unwrap().status.success());
+    assert!(c.output_within(common::PATIENCE).status.success());
     let out = verify(&secret, &log, &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -504,7 +498,7 @@ fn a_hostile_log_gives_a_bounded_report_with_exact_counts() {
 fn seal_once(secret: &Path, log: &Path, model: &Path) -> serde_json::Value {
     let mut c = vram();
     seal_args(&mut c, secret, log, model);
-    let out = c.output().unwrap();
+    let out = c.output_within(common::PATIENCE);
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -514,8 +508,7 @@ fn head(secret: &Path, log: &Path) -> Output {
         .args(["audit", "head", "--secret-file"])
         .arg(secret)
         .arg(log)
-        .output()
-        .unwrap()
+        .output_within(common::PATIENCE)
 }
 
 /// `vram audit head` prints exactly what `--checkpoint` takes; stored off the
@@ -578,7 +571,10 @@ fn the_printed_head_is_a_checkpoint_that_catches_a_cut_tail() {
         text(&out.stderr)
     );
     // And none without the secret.
-    let out = vram().args(["audit", "head"]).arg(&log).output().unwrap();
+    let out = vram()
+        .args(["audit", "head"])
+        .arg(&log)
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(3));
 }
 
@@ -587,8 +583,7 @@ fn show(log: &Path, args: &[&str]) -> Output {
         .args(["audit", "show"])
         .args(args)
         .arg(log)
-        .output()
-        .unwrap()
+        .output_within(common::PATIENCE)
 }
 
 fn json_lines(out: &Output) -> Vec<serde_json::Value> {

@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use common::{secret_file_with as secret_file, text, vram_process as vram};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -45,8 +47,7 @@ fn seal(secret: &Path, log: &Path, model: &Path, extra: &[&str]) -> Output {
         .arg(log)
         .args(extra)
         .arg(model)
-        .output()
-        .unwrap()
+        .output_within(common::PATIENCE)
 }
 
 fn seal_ok(secret: &Path, log: &Path, model: &Path, extra: &[&str]) {
@@ -60,7 +61,7 @@ fn audit(args: &[&str], paths: &[&Path]) -> Output {
     for p in paths {
         c.arg(p);
     }
-    c.output().unwrap()
+    c.output_within(common::PATIENCE)
 }
 
 /// The PEM `vram audit public-key` prints, written to DIR/NAME.
@@ -87,7 +88,7 @@ fn verify_public(key: &Path, logs: &[&Path], extra: &[&str]) -> Output {
     for l in logs {
         c.arg(l);
     }
-    c.output().unwrap()
+    c.output_within(common::PATIENCE)
 }
 
 #[test]

@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use common::{text, vram_process as vram};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,7 +41,7 @@ fn rsyslogd() -> Option<PathBuf> {
     }
     let out = Command::new("sh")
         .args(["-c", "command -v rsyslogd"])
-        .output()
+        .try_output_within(common::PATIENCE)
         .ok()?;
     let path = text(&out.stdout).trim().to_owned();
     (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
@@ -147,8 +149,7 @@ fn a_live_rotated_log_shipped_through_rsyslog_verifies_with_the_public_key_only(
                 "4",
             ])
             .arg(&model)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(o.status.success(), "{}", text(&o.stderr));
     }
     let written: Vec<PathBuf> = (0..SEGMENTS)
@@ -182,8 +183,7 @@ fn a_live_rotated_log_shipped_through_rsyslog_verifies_with_the_public_key_only(
     let o = vram()
         .args(["audit", "public-key", "--secret-file"])
         .arg(&secret)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(o.status.success(), "{}", text(&o.stderr));
     std::fs::write(&pem, &o.stdout).unwrap();
     let verify = |extra: &[&str]| {
@@ -192,8 +192,7 @@ fn a_live_rotated_log_shipped_through_rsyslog_verifies_with_the_public_key_only(
             .arg(&pem)
             .args(extra)
             .arg(segment(&out, 0))
-            .output()
-            .unwrap()
+            .output_within(common::PATIENCE)
     };
     let o = verify(&[]);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use common::{model, secret_file, vram, write_file};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,7 +41,7 @@ fn stdout_json(out: &std::process::Output) -> serde_json::Value {
 
 #[test]
 fn help_documents_exit_codes() {
-    let out = vram().arg("--help").output().unwrap();
+    let out = vram().arg("--help").output_within(common::PATIENCE);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in [
@@ -84,8 +86,7 @@ fn usage_errors_exit_2() {
             .arg("--secret-file")
             .arg(&s)
             .arg(&f)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -113,8 +114,7 @@ fn digest_json_shape_and_determinism() {
     let out = vram()
         .args(["digest", "--json", "--sha256", "--leaf-size", "64KiB"])
         .arg(&f)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(out.status.success());
     let v = stdout_json(&out);
     assert_eq!(v["bytes"], 300_000);
@@ -129,8 +129,7 @@ fn digest_json_shape_and_determinism() {
     let out = vram()
         .args(["digest", "--leaf-size", "65536"])
         .arg(&f)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("vram-tree-sha256:64KiB:{}  {}\n", tree.root, f.display())
@@ -139,14 +138,16 @@ fn digest_json_shape_and_determinism() {
 
 #[test]
 fn devices_reports_the_mock_loudly() {
-    let out = vram().args(["devices", "--json"]).output().unwrap();
+    let out = vram()
+        .args(["devices", "--json"])
+        .output_within(common::PATIENCE);
     assert!(out.status.success());
     let v = stdout_json(&out);
     assert_eq!(v["mock"], true);
     assert_eq!(v["devices"][0]["kind"], "mock");
     assert!(v["devices"][0]["total_bytes"].as_u64().unwrap() > 0);
     assert!(v["note"].as_str().unwrap().contains("no CUDA device"));
-    let out = vram().arg("devices").output().unwrap();
+    let out = vram().arg("devices").output_within(common::PATIENCE);
     assert!(String::from_utf8_lossy(&out.stderr).contains("MOCK"));
 }
 
@@ -172,8 +173,7 @@ fn seal_json_shape_and_audit_log_round_trip() {
         .arg(&log)
         .arg(&a)
         .arg(&b)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -201,7 +201,7 @@ fn seal_json_shape_and_audit_log_round_trip() {
     );
 
     // The same secret verifies the log the seal wrote.
-    let out = audit_verify(&s, &log, &["--json"]).output().unwrap();
+    let out = audit_verify(&s, &log, &["--json"]).output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -241,7 +241,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
         .unwrap();
     lines[target] = lines[target].replace("\"vram_bytes\":100000", "\"vram_bytes\":100001");
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-    let out = audit_verify(&s, &log, &["--json"]).output().unwrap();
+    let out = audit_verify(&s, &log, &["--json"]).output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(1));
     let v = stdout_json(&out);
     assert_eq!(v["intact"], false);
@@ -253,7 +253,7 @@ fn tampered_audit_log_is_found_at_the_right_line() {
         .collect();
     assert_eq!(lines_found.first().copied(), Some(target as u64 + 1), "{v}");
     // Plain output names the line too.
-    let out = audit_verify(&s, &log, &[]).output().unwrap();
+    let out = audit_verify(&s, &log, &[]).output_within(common::PATIENCE);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(":{}:", target + 1)));
 }
 
@@ -276,8 +276,7 @@ fn expect_sha256_mismatch_exits_1_and_is_audited() {
         .arg("--audit-log")
         .arg(&log)
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -315,8 +314,7 @@ fn secret_problems_exit_3() {
     let out = vram()
         .args(["seal", "--device", "mock"])
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--secret-file"));
     // Too permissive.
@@ -324,8 +322,7 @@ fn secret_problems_exit_3() {
     std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let out = seal(&loose, &["--device", "mock"])
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("too open"));
     // From the environment variable.
@@ -353,7 +350,9 @@ fn cuda_device_without_a_driver_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let s = secret_file(dir.path());
     let a = write_file(dir.path(), "a.bin", &model(1000));
-    let out = seal(&s, &["--device", "cuda:0"]).arg(&a).output().unwrap();
+    let out = seal(&s, &["--device", "cuda:0"])
+        .arg(&a)
+        .output_within(common::PATIENCE);
     // Either there is no driver (3) or, on a GPU machine, it seals (0).
     let code = out.status.code();
     assert!(code == Some(3) || code == Some(0), "{code:?}");
@@ -390,8 +389,7 @@ fn malformed_audit_logs_and_checkpoints() {
 fn demo_runs_to_a_successful_summary() {
     let out = vram()
         .args(["demo", "--size", "8MiB", "--json"])
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -407,7 +405,6 @@ fn demo_runs_to_a_successful_summary() {
 
 #[test]
 fn hold_keeps_shards_until_sigterm_then_releases_them_audited() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let s = secret_file(dir.path());
     let a = write_file(dir.path(), "a.bin", &model(3 << 20));
@@ -431,21 +428,17 @@ fn hold_keeps_shards_until_sigterm_then_releases_them_audited() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    // Wait (bounded by the child's own progress) until it says it is holding.
-    let holding = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .any(|l| l.contains("holding 1 shard"));
-    assert!(holding, "the child never reported holding");
+    let lines = common::line_channel(child.stderr.take().unwrap());
+    // Wait (bounded) until it says it is holding.
+    common::wait_for_line(&mut child, &lines, "holding 1 shard", common::PATIENCE);
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+        .output_within(common::PATIENCE)
+        .status;
     assert!(status.success());
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let exit = child.wait().unwrap();
+    let exit = common::wait_within(child, common::PATIENCE).status;
+    // The pipe ended with the process: every line is in the channel.
+    let rest: Vec<String> = lines.iter().collect();
     assert!(exit.success(), "exit {exit:?}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("released")), "{rest:?}");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -464,8 +457,7 @@ fn bench_runs_small_and_reports_ratios_as_json() {
             "--sampled-size",
             "2MiB",
         ])
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -519,7 +511,7 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
     let s = secret_file(dir.path());
     let f = write_file(dir.path(), HOSTILE, &model(5000));
 
-    let out = vram().arg("digest").arg(&f).output().unwrap();
+    let out = vram().arg("digest").arg(&f).output_within(common::PATIENCE);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout.clone()).unwrap();
     assert_eq!(text.lines().count(), 1, "one file, one line: {text:?}");
@@ -534,7 +526,10 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
     no_raw_controls("digest stdout", &out.stdout);
     no_raw_controls("digest stderr", &out.stderr);
 
-    let out = vram().args(["digest", "--json"]).arg(&f).output().unwrap();
+    let out = vram()
+        .args(["digest", "--json"])
+        .arg(&f)
+        .output_within(common::PATIENCE);
     assert_eq!(
         stdout_json(&out)["file"].as_str().unwrap(),
         f.to_str().unwrap(),
@@ -543,7 +538,9 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
 
     // The default model reference cannot be made from such a name: refused,
     // and the refusal does not echo it raw.
-    let out = seal(&s, &["--device", "mock"]).arg(&f).output().unwrap();
+    let out = seal(&s, &["--device", "mock"])
+        .arg(&f)
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     no_raw_controls("seal refusal", &out.stderr);
     assert!(String::from_utf8_lossy(&out.stderr).contains("--model-ref"));
@@ -553,8 +550,7 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
         .arg("--secret-file")
         .arg(&s)
         .arg(&f)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -582,8 +578,7 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
         .arg("--secret-file")
         .arg(&s)
         .arg(&f)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     let v = stdout_json(&out);
     assert_eq!(
         v["shards"][0]["file"].as_str().unwrap(),
@@ -606,8 +601,7 @@ fn hostile_file_names_are_escaped_in_human_lines_and_exact_in_json() {
         .arg("--audit-log")
         .arg(&log)
         .arg(dir.path().join("worker.secret"))
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -644,8 +638,7 @@ fn the_readme_secret_recipe_works_when_the_last_byte_is_a_newline() {
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let out = seal(&p, &["-q", "--device", "mock"])
             .arg(&a)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(
             out.status.success(),
             "last byte {last:#04x}: {}",
@@ -658,8 +651,7 @@ fn the_readme_secret_recipe_works_when_the_last_byte_is_a_newline() {
     std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = seal(&p, &["-q", "--device", "mock"])
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("head -c 32 /dev/urandom"), "{err}");
@@ -685,8 +677,7 @@ fn a_sample_above_the_leaf_count_is_a_full_verification_and_says_so() {
         .arg(&s)
         .arg(&a)
         .timeout(std::time::Duration::from_secs(60))
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -711,8 +702,7 @@ fn a_sample_above_the_leaf_count_is_a_full_verification_and_says_so() {
         .arg("--secret-file")
         .arg(&s)
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     let v = stdout_json(&out);
     assert_eq!(v["shards"][0]["verify"]["policy"], "sampled:999999");
     assert_eq!(v["shards"][0]["verify"]["policy_run"], "full");
@@ -755,8 +745,7 @@ fn a_failure_after_a_success_still_reports_what_was_sealed_and_names_the_file() 
         .arg(&log)
         .arg(&a)
         .arg(&b)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -803,8 +792,7 @@ fn a_source_that_changed_is_one_error_with_one_exit_code_naming_the_file() {
     });
     let out = seal(&s, &["-q", "--device", "mock"])
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     writer.join().unwrap();
     assert_eq!(
@@ -841,8 +829,7 @@ fn options_are_checked_before_any_work() {
         .arg(&log)
         .arg(&a)
         .timeout(std::time::Duration::from_secs(60))
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty(), "nothing was sealed");
     assert!(
@@ -854,8 +841,7 @@ fn options_are_checked_before_any_work() {
     let out = vram()
         .args(["bench", "--size", "1MiB", "--sampled-size", "1TiB"])
         .timeout(std::time::Duration::from_secs(60))
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         out.stdout.is_empty(),
@@ -879,8 +865,7 @@ fn the_mock_fallback_is_said_once_even_with_quiet_and_cuda_can_be_required() {
             .args(["seal", "--device", "auto", "--secret-file"])
             .arg(&s)
             .arg(&a)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
         let mock_lines = err
@@ -891,7 +876,9 @@ fn the_mock_fallback_is_said_once_even_with_quiet_and_cuda_can_be_required() {
         let memory_lines = err.lines().filter(|l| l.contains("in memory")).count();
         assert_eq!(memory_lines, usize::from(!quiet), "quiet {quiet}: {err}");
     }
-    let out = seal(&s, &["--device", "cuda"]).arg(&a).output().unwrap();
+    let out = seal(&s, &["--device", "cuda"])
+        .arg(&a)
+        .output_within(common::PATIENCE);
     let code = out.status.code();
     assert!(code == Some(3) || code == Some(0), "{code:?}");
     if code == Some(3) {
@@ -918,8 +905,7 @@ fn no_colour_reaches_redirected_stderr() {
             .args(["-vv", "seal", "--device", "auto", "--secret-file"])
             .arg(&s)
             .arg(&a)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(out.status.success());
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("INFO"),
@@ -940,8 +926,7 @@ fn demo_works_in_a_fresh_private_directory_and_removes_it() {
         let out = vram()
             .env("TMPDIR", tmp.path())
             .args(["demo", "--size", "1MiB", "--json"])
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(
             out.status.success(),
             "{}",

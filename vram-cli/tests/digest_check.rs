@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -23,7 +25,7 @@ fn vram(dir: &Path) -> Command {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    vram(dir).args(args).output().unwrap()
+    vram(dir).args(args).output_within(common::PATIENCE)
 }
 
 fn run_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
@@ -35,7 +37,7 @@ fn run_stdin(dir: &Path, args: &[&str], input: &[u8]) -> Output {
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+    common::wait_within(child, common::PATIENCE)
 }
 
 fn stdout(o: &Output) -> String {
@@ -486,7 +488,10 @@ fn check_flags_and_exit_codes_are_sha256sums() {
 
     // Where sha256sum is installed: the same exit code and verdict lines,
     // case by case.
-    let Ok(sha256sum) = Command::new("sha256sum").arg("--version").output() else {
+    let Ok(sha256sum) = Command::new("sha256sum")
+        .arg("--version")
+        .try_output_within(common::PATIENCE)
+    else {
         return;
     };
     if !sha256sum.status.success() {
@@ -505,8 +510,7 @@ fn check_flags_and_exit_codes_are_sha256sums() {
                 .args(*flags)
                 .args(&sums)
                 .current_dir(d)
-                .output()
-                .unwrap();
+                .output_within(common::PATIENCE);
             let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
             let got = check(flags, &ours);
             assert_eq!(

@@ -9,6 +9,10 @@
     clippy::panic
 )]
 
+mod common;
+
+use common::OutputWithin as _;
+
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -25,7 +29,7 @@ fn vram(dir: &Path) -> Command {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
-    vram(dir).args(args).output().unwrap()
+    vram(dir).args(args).output_within(common::PATIENCE)
 }
 
 fn text(o: &Output) -> String {
@@ -134,8 +138,7 @@ fn a_gguf_file_is_sealed_and_a_corrupt_byte_is_named_by_its_tensor() {
     let out = vram(d)
         .args(["seal", "model.gguf", "--json", "--secret-file"])
         .arg(&secret)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shards = v["shards"].as_array().unwrap();
@@ -223,8 +226,7 @@ fn a_directory_of_split_gguf_parts_is_one_model() {
             .args(["seal", "--json", "--secret-file"])
             .arg(&secret)
             .arg(dir)
-            .output()
-            .unwrap()
+            .output_within(common::PATIENCE)
     };
     let out = seal(&m);
     assert!(out.status.success(), "{}", text(&out));
@@ -298,8 +300,7 @@ fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
                 "--secret-file",
             ])
             .arg(&secret)
-            .output()
-            .unwrap()
+            .output_within(common::PATIENCE)
     };
     let out = seal();
     assert!(out.status.success(), "{}", text(&out));
@@ -331,8 +332,7 @@ fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
         .env("HF_HUB_CACHE", d.join("hub"))
         .args(["seal", "hf://org/tiny-GGUF/tiny.F16.gguf", "--secret-file"])
         .arg(&secret)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("has no file tiny.F16.gguf"),

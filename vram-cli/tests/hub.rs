@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use assert_cmd::Command;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -116,8 +118,7 @@ fn a_cached_model_is_sealed_by_name_with_its_revision_in_the_audit_log() {
         .arg(hub.secret())
         .arg("--audit-log")
         .arg(&log)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -170,8 +171,7 @@ fn a_flipped_byte_in_the_cached_weights_fails_the_seal_naming_the_file() {
         .vram()
         .args(["seal", "hf://org/tiny", "--secret-file"])
         .arg(hub.secret())
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -190,8 +190,7 @@ fn a_corrupt_small_file_stops_everything_before_a_byte_is_sealed() {
         .vram()
         .args(["seal", "hf://org/tiny", "--secret-file"])
         .arg(hub.secret())
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -207,8 +206,7 @@ fn verify_cache_reports_every_corrupt_file_and_how_to_fetch_it_again() {
     let ok = hub
         .vram()
         .args(["verify-cache", "hf://org/tiny"])
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         ok.status.success(),
         "{}",
@@ -220,8 +218,7 @@ fn verify_cache_reports_every_corrupt_file_and_how_to_fetch_it_again() {
     let out = hub
         .vram()
         .args(["verify-cache", "hf://org/tiny", "--json"])
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["intact"], false);
@@ -236,8 +233,7 @@ fn verify_cache_reports_every_corrupt_file_and_how_to_fetch_it_again() {
     let human = hub
         .vram()
         .args(["verify-cache", "hf://org/tiny"])
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     let text = String::from_utf8_lossy(&human.stdout);
     assert_eq!(text.matches("to fetch it again: rm ").count(), 2, "{text}");
 }
@@ -250,8 +246,7 @@ fn a_missing_blob_an_unknown_revision_and_an_uncached_model_are_clear_errors() {
             .args(args)
             .arg("--secret-file")
             .arg(hub.secret())
-            .output()
-            .unwrap()
+            .output_within(common::PATIENCE)
     };
     let out = run(&["seal", "hf://org/tiny@v9"]);
     assert_eq!(out.status.code(), Some(2));
@@ -300,8 +295,7 @@ fn a_corrupt_small_file_kept_in_lfs_is_never_bound() {
             .vram()
             .args(["seal", "hf://org/tiny", "--secret-file"])
             .arg(hub.secret())
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert_eq!(out.status.code(), Some(1), "{name}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -330,8 +324,7 @@ fn weights_the_index_names_without_the_safetensors_suffix_are_checked() {
         .vram()
         .args(["seal", "hf://org/tiny", "--json", "--secret-file"])
         .arg(hub.secret())
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -346,8 +339,7 @@ fn weights_the_index_names_without_the_safetensors_suffix_are_checked() {
         .vram()
         .args(["seal", "hf://org/tiny", "--secret-file"])
         .arg(hub.secret())
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("weights-part-1"), "{stderr}");
@@ -374,7 +366,7 @@ fn a_plain_file_in_a_cache_of_links_is_refused_unless_the_cache_has_no_links() {
             if args[0] == "seal" {
                 cmd.arg("--secret-file").arg(hub.secret());
             }
-            let out = cmd.output().unwrap();
+            let out = cmd.output_within(common::PATIENCE);
             assert_eq!(out.status.code(), Some(1), "{name} {args:?}");
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
@@ -393,8 +385,7 @@ fn a_plain_file_in_a_cache_of_links_is_refused_unless_the_cache_has_no_links() {
                 "--secret-file",
             ])
             .arg(hub.secret())
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(
             out.status.success(),
             "{}",
@@ -404,8 +395,7 @@ fn a_plain_file_in_a_cache_of_links_is_refused_unless_the_cache_has_no_links() {
         let out = hub
             .vram()
             .args(["verify-cache", "hf://org/tiny", "--cache-without-links"])
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -424,8 +414,7 @@ fn a_snapshot_directory_of_the_cache_is_checked_as_hf_is() {
         .args(["seal", "--json", "--secret-file"])
         .arg(hub.secret())
         .arg(&dir)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -445,8 +434,7 @@ fn a_snapshot_directory_of_the_cache_is_checked_as_hf_is() {
         .args(["seal", "--secret-file"])
         .arg(hub.secret())
         .arg(&dir)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("model.safetensors"));
     flip(&hub.blob_of("model.safetensors"), 99);
@@ -457,8 +445,7 @@ fn a_snapshot_directory_of_the_cache_is_checked_as_hf_is() {
         .args(["seal", "--secret-file"])
         .arg(hub.secret())
         .arg(&dir)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("config.json"));
 }
@@ -473,8 +460,7 @@ fn seal_output_names_each_file_and_records_the_bound_files() {
         .arg(hub.secret())
         .arg("--audit-log")
         .arg(&log)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -524,8 +510,7 @@ fn seal_output_names_each_file_and_records_the_bound_files() {
         .args(["audit", "verify", "--secret-file"])
         .arg(hub.secret())
         .arg(&log)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         verified.status.success(),
         "{}",
@@ -537,8 +522,7 @@ fn seal_output_names_each_file_and_records_the_bound_files() {
         .vram()
         .args(["seal", "hf://org/tiny", "--secret-file"])
         .arg(hub.secret())
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     let text = String::from_utf8_lossy(&out.stdout);
     let model_line = text.lines().find(|l| l.starts_with("model ")).unwrap();
     assert_eq!(

@@ -13,6 +13,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use common::{model, vram};
 use std::io::Write;
 use std::os::unix::fs::{symlink, OpenOptionsExt, PermissionsExt};
@@ -103,8 +105,7 @@ fn real_model_refs_are_sealed_and_read_back_unchanged() {
             .arg("--audit-log")
             .arg(&log)
             .arg(&a)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(out.status.success(), "{model_ref}: {}", stderr(&out));
         let v = stdout_json(&out);
         assert_eq!(v["shards"][0]["model_ref"], model_ref.as_str());
@@ -150,8 +151,7 @@ fn hostile_model_refs_exit_2_with_the_input_escaped() {
             .arg("--secret-file")
             .arg(&s)
             .arg(&a)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert_eq!(out.status.code(), Some(2), "{model_ref}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(err.contains("--model-ref"), "{err}");
@@ -221,8 +221,7 @@ fn expect_sha256_in_every_form_operators_have() {
             .arg("--secret-file")
             .arg(&s)
             .arg(&a)
-            .output()
-            .unwrap()
+            .output_within(common::PATIENCE)
     };
 
     let mut good = inline(&hex);
@@ -309,7 +308,7 @@ fn help_lists_the_digest_forms_and_the_secret_sources() {
         ),
     ];
     for (args, needles) in cases {
-        let out = vram().args(args).output().unwrap();
+        let out = vram().args(args).output_within(common::PATIENCE);
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         for needle in needles {
@@ -340,8 +339,7 @@ fn a_kubernetes_secret_volume_seals_and_its_files_are_protected() {
         .arg("--audit-log")
         .arg(&log)
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(out.status.success(), "{}", stderr(&out));
     // The log verifies with the secret read through the same links.
     vram()
@@ -362,8 +360,7 @@ fn a_kubernetes_secret_volume_seals_and_its_files_are_protected() {
             .arg("--audit-log")
             .arg(&target)
             .arg(&a)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
         assert!(stderr(&out).contains("same file"), "{}", stderr(&out));
         assert_eq!(std::fs::read(&real).unwrap(), SECRET);
@@ -380,8 +377,7 @@ fn a_kubernetes_secret_with_mode_0644_exits_3_naming_default_mode() {
         .args(["seal", "--device", "mock", "--secret-file"])
         .arg(&secret)
         .arg(&a)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("defaultMode: 0400"), "{err}");
@@ -404,8 +400,7 @@ fn secrets_from_standard_input_and_pipes() {
         .arg(&log)
         .arg(&a)
         .write_stdin(SECRET)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(out.status.success(), "{}", stderr(&out));
     vram()
         .args(["audit", "verify", "--secret-file"])
@@ -418,8 +413,7 @@ fn secrets_from_standard_input_and_pipes() {
         .args(["seal", "--device", "mock", "--secret-file", "-"])
         .arg(&a)
         .write_stdin(&b"short\n"[..])
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("at least 32 bytes"),
@@ -436,8 +430,11 @@ fn secrets_from_standard_input_and_pipes() {
         .env_remove("VRAM_SECRET_FILE")
         .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
         .stdin(std::fs::File::open(&loose).unwrap())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let out = common::wait_within(out, common::PATIENCE);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("too open"), "{}", stderr(&out));
 
@@ -456,8 +453,7 @@ fn secrets_from_standard_input_and_pipes() {
         .env("LOG", &log)
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("VRAM_SECRET_FILE")
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     // The first verifies (the same keys), the second is refused as too short.
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
@@ -495,8 +491,7 @@ fn a_file_name_with_a_percent_sign_gets_an_encoded_default_model_ref() {
             .args(["seal", "--json", "--device", "mock", "--secret-file"])
             .arg(&s)
             .arg(&f)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert!(out.status.success(), "{name}: {}", stderr(&out));
         assert_eq!(stdout_json(&out)["shards"][0]["model_ref"], want, "{name}");
     }
@@ -508,8 +503,7 @@ fn a_file_name_with_a_percent_sign_gets_an_encoded_default_model_ref() {
         .args(["seal", "--device", "mock", "--secret-file"])
         .arg(&s)
         .arg(&f)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("pass --model-ref"),
@@ -531,8 +525,7 @@ fn a_short_expected_digest_is_measured_in_hex_digits() {
         .arg(&a)
         .arg("--secret-file")
         .arg(&s)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -551,8 +544,7 @@ fn sealing_a_device_or_a_fifo_is_refused_as_not_a_regular_file() {
     let out = vram()
         .args(["seal", "--device", "mock", "/dev/zero", "--secret-file"])
         .arg(&s)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
@@ -564,8 +556,8 @@ fn sealing_a_device_or_a_fifo_is_refused_as_not_a_regular_file() {
     let fifo = dir.path().join("model.fifo");
     let made = std::process::Command::new("mkfifo")
         .arg(&fifo)
-        .status()
-        .unwrap();
+        .output_within(common::PATIENCE)
+        .status;
     assert!(made.success());
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram"))
         .env_remove("CREDENTIALS_DIRECTORY")
@@ -594,7 +586,7 @@ fn sealing_a_device_or_a_fifo_is_refused_as_not_a_regular_file() {
         let _ = child.wait();
         panic!("vram seal of a FIFO did not return");
     };
-    let out = child.wait_with_output().unwrap();
+    let out = common::wait_within(child, common::PATIENCE);
     assert_eq!(status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("a FIFO, not a regular file"),
@@ -611,7 +603,7 @@ fn json_argument_errors_name_the_argument() {
         (&["digest", "--json", "--leaf-size"][..], "--leaf-size"),
         (&["digest", "--json"][..], "FILE"),
     ] {
-        let out = vram().args(args).output().unwrap();
+        let out = vram().args(args).output_within(common::PATIENCE);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let v = stdout_json(&out);
         assert_eq!(v["error"]["class"], "usage", "{args:?}: {v}");
@@ -636,8 +628,7 @@ fn a_kubernetes_secret_made_0440_by_fs_group_seals() {
             .arg(&a)
             .arg("--secret-file")
             .arg(&secret)
-            .output()
-            .unwrap();
+            .output_within(common::PATIENCE);
         assert_eq!(out.status.code(), Some(code), "{mode:o}: {}", stderr(&out));
     }
 }

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,8 +46,10 @@ impl Holding {
         self.0.as_ref().unwrap().id()
     }
 
+    /// Its exit, waited for at most [`common::PATIENCE`] (then killed, and
+    /// the test fails).
     fn wait(mut self) -> std::process::ExitStatus {
-        self.0.take().unwrap().wait().unwrap()
+        common::wait_within(self.0.take().unwrap(), common::PATIENCE).status
     }
 }
 
@@ -111,8 +115,8 @@ fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) 
 fn terminate(child: Holding, rx: &mpsc::Receiver<String>) -> Vec<String> {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+        .output_within(common::PATIENCE)
+        .status;
     assert!(ok.success());
     let status = child.wait();
     let rest: Vec<String> = rx.iter().collect();
@@ -120,10 +124,24 @@ fn terminate(child: Holding, rx: &mpsc::Receiver<String>) -> Vec<String> {
     rest
 }
 
+/// A loopback connection to `addr`, every wait on it bounded (the connect,
+/// each read and each write): a stuck holder fails the test, never hangs it.
+fn try_connect(addr: &str) -> std::io::Result<std::net::TcpStream> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(30)))?;
+    Ok(s)
+}
+
+/// [`try_connect`], which must succeed.
+fn connect(addr: &str) -> std::net::TcpStream {
+    try_connect(addr).unwrap()
+}
+
 /// One HTTP/1.1 GET, as a scraper sends it; returns (status line, headers, body).
 fn get(addr: &str, path: &str) -> (String, String, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = connect(addr);
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
@@ -227,7 +245,7 @@ fn a_holding_vram_is_scraped_over_http() {
     let rest = terminate(child, &rx);
     assert!(rest.iter().any(|l| l.contains("released")), "{rest:?}");
     // The listener went away with the process.
-    assert!(std::net::TcpStream::connect(&addr).is_err());
+    assert!(try_connect(&addr).is_err());
 }
 
 #[test]
@@ -362,8 +380,8 @@ fn a_textfile_that_cannot_be_kept_is_refused_at_start() {
         let c = child.0.take().unwrap();
         let _ = Command::new("kill")
             .args(["-KILL", &c.id().to_string()])
-            .status();
-        c.wait_with_output().unwrap()
+            .try_output_within(common::PATIENCE);
+        common::wait_within(c, common::PATIENCE)
     };
     for (prom, needle) in [
         (
@@ -462,7 +480,7 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
 
     // A header line of up to 400 MiB, sent until the holder hangs up; the
     // holder is measured as it goes and must stay small.
-    let mut big = std::net::TcpStream::connect(&addr).unwrap();
+    let mut big = connect(&addr);
     big.set_write_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     big.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: ")
@@ -488,7 +506,7 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
     // 300 idle connections, some with half a request.
     let idle: Vec<std::net::TcpStream> = (0..300)
         .map(|i| {
-            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let mut s = connect(&addr);
             if i % 2 == 0 {
                 let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n");
             }
@@ -515,8 +533,7 @@ fn a_scraper_cannot_grow_or_stall_the_holder() {
 
 /// One raw request; returns everything the server sent before closing.
 fn raw_request(addr: &str, request: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut s = connect(addr);
     s.write_all(request.as_bytes()).unwrap();
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
@@ -607,7 +624,7 @@ fn holding_a_small_file_costs_little_cpu() {
     wait_line(&rx, "metrics at http://", &mut seen);
     let hz: u64 = Command::new("getconf")
         .arg("CLK_TCK")
-        .output()
+        .try_output_within(common::PATIENCE)
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
@@ -636,8 +653,7 @@ fn metrics_flags_are_checked_before_anything_is_sealed() {
             .arg("--secret-file")
             .arg(dir.path().join("worker.secret"))
             .arg(dir.path().join("model.bin"))
-            .output()
-            .unwrap()
+            .output_within(common::PATIENCE)
     };
     secret_file(dir.path());
     model(dir.path(), 4096);
@@ -695,7 +711,9 @@ fn the_systemd_unit_runs_a_command_vram_accepts() {
         .iter()
         .map(|w| w.replace("%S", dir.path().to_str().unwrap()))
         .collect();
-    let out = common::vram_process().args(&args).output().unwrap();
+    let out = common::vram_process()
+        .args(&args)
+        .output_within(common::PATIENCE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -744,7 +762,10 @@ fn the_systemd_unit_runs_a_command_vram_accepts() {
 
 #[test]
 fn the_systemd_unit_passes_systemd_analyze() {
-    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+    let Ok(version) = Command::new("systemd-analyze")
+        .arg("--version")
+        .try_output_within(common::PATIENCE)
+    else {
         eprintln!(
             "SKIPPED: systemd-analyze is not installed; the unit in docs/systemd was not \
              verified (install the Debian package `systemd` to run this check)"
@@ -763,8 +784,7 @@ fn the_systemd_unit_passes_systemd_analyze() {
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&path)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     let said =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     // systemd-analyze exits 0 on unknown keys and bad values ("ignoring"),
@@ -781,16 +801,14 @@ fn the_systemd_unit_passes_systemd_analyze() {
     let out = Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&broken)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(String::from_utf8_lossy(&out.stderr).contains("strikt"));
 
     // The sandbox stays tight: systemd's own exposure score (0 best, 10 worst).
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(&path)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     let text = String::from_utf8_lossy(&out.stdout);
     let score: f64 = text
         .lines()

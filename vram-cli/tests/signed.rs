@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -71,8 +73,7 @@ fn seal(s: &Setup, model: &Path, sig: &str, key: &str) -> Output {
         .arg(&s.secret)
         .arg("--audit-log")
         .arg(&s.log)
-        .output()
-        .unwrap()
+        .output_within(common::PATIENCE)
 }
 
 fn events(s: &Setup, ty: &str) -> usize {
@@ -235,8 +236,7 @@ fn a_wrong_key_or_an_unsupported_bundle_is_refused() {
     let out = common::vram_process()
         .args(["seal", "--model-signature", "x.sig"])
         .arg(&s.model)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(events(&s, "vram_sealed"), 0);
 }
@@ -278,8 +278,7 @@ fn a_signature_outside_the_model_does_not_hide_a_file_of_its_name_inside() {
             .arg(fixtures().join("p256.pub"))
             .arg("--secret-file")
             .arg(&s.secret)
-            .output()
-            .unwrap()
+            .output_within(common::PATIENCE)
     };
     let out = run(Path::new("model.sig"));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -305,4 +304,91 @@ fn statement_sha256(sig: &str) -> String {
         .iter()
         .map(|x| format!("{x:02x}"))
         .collect()
+}
+
+/// `--public-key` and `--model-signature` are files someone else may write
+/// to: a symbolic link, a FIFO (refused at once, never waited on) and a
+/// file larger than any key or bundle are refused with a clear message,
+/// before anything is sealed.
+#[test]
+fn a_link_a_fifo_or_an_oversized_file_is_no_key_or_signature() {
+    let s = setup();
+    let run = |sig: &Path, key: &Path| {
+        common::vram_process()
+            .args(["seal", "--device", "mock"])
+            .arg(&s.model)
+            .arg("--model-signature")
+            .arg(sig)
+            .arg("--public-key")
+            .arg(key)
+            .arg("--secret-file")
+            .arg(&s.secret)
+            .arg("--audit-log")
+            .arg(&s.log)
+            // A FIFO would hold the open (or the read) for ever: bounded
+            // well below the usual patience, since the refusal is immediate.
+            .output_within(std::time::Duration::from_secs(30))
+    };
+    let sig = fixtures().join("p256.sig");
+    let key = fixtures().join("p256.pub");
+    let refused = |out: &Output, what: &str, want: &str| {
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stderr(out));
+        assert!(stderr(out).contains(want), "{what}: {}", stderr(out));
+        assert_eq!(events(&s, "vram_sealed"), 0, "{what}");
+    };
+
+    // Links: to the real key, to the real bundle.
+    let key_link = s.dir.path().join("key-link.pub");
+    std::os::unix::fs::symlink(&key, &key_link).unwrap();
+    let out = run(&sig, &key_link);
+    refused(&out, "key link", "is a symbolic link, not a regular file");
+    assert!(stderr(&out).contains("public key"), "{}", stderr(&out));
+    let sig_link = s.dir.path().join("sig-link.sig");
+    std::os::unix::fs::symlink(&sig, &sig_link).unwrap();
+    let out = run(&sig_link, &key);
+    refused(
+        &out,
+        "bundle link",
+        "is a symbolic link, not a regular file",
+    );
+    assert!(
+        stderr(&out).contains("signature bundle"),
+        "{}",
+        stderr(&out)
+    );
+
+    // FIFOs that no one writes to: refused promptly.
+    let fifo = s.dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .output_within(common::PATIENCE);
+    assert!(made.status.success(), "mkfifo: {made:?}");
+    let started = std::time::Instant::now();
+    let out = run(&sig, &fifo);
+    refused(&out, "key FIFO", "is a FIFO, not a regular file");
+    let out = run(&fifo, &key);
+    refused(&out, "bundle FIFO", "is a FIFO, not a regular file");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the FIFOs were refused, not waited on: {:?}",
+        started.elapsed()
+    );
+
+    // Over the caps: a 64 KiB key, a bundle over vram-signing's limit (a
+    // sparse file: refused by its size before a byte is read).
+    let big_key = s.dir.path().join("big.pub");
+    std::fs::write(&big_key, vec![b'A'; (64 << 10) + 1]).unwrap();
+    let out = run(&sig, &big_key);
+    refused(&out, "big key", "larger than any public key (65536 bytes)");
+    let big_sig = s.dir.path().join("big.sig");
+    let f = std::fs::File::create(&big_sig).unwrap();
+    f.set_len(u64::try_from(vram_signing::MAX_BUNDLE_BYTES).unwrap() + 1)
+        .unwrap();
+    drop(f);
+    let out = run(&big_sig, &key);
+    refused(&out, "big bundle", "larger than any signature bundle");
+
+    // The same files, plain: sealed.
+    let out = run(&sig, &key);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

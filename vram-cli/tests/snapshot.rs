@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::OutputWithin as _;
+
 use assert_cmd::Command;
 use std::path::Path;
 
@@ -87,8 +89,7 @@ fn a_sharded_snapshot_is_sealed_as_one_model() {
     let out = vram()
         .args(["seal", "--json", "--model-ref", "org/tiny"])
         .arg(dir.path())
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert!(
         out.status.success(),
         "{}",
@@ -138,7 +139,10 @@ fn a_sharded_snapshot_is_sealed_as_one_model() {
     assert_eq!(model["binding"].as_str().unwrap().len(), 64);
 
     // Text output: a line per shard, the model, each bound file.
-    let out = vram().arg("seal").arg(dir.path()).output().unwrap();
+    let out = vram()
+        .arg("seal")
+        .arg(dir.path())
+        .output_within(common::PATIENCE);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -161,7 +165,10 @@ fn a_sharded_snapshot_is_sealed_as_one_model() {
 fn what_is_not_one_model_is_refused_before_any_device_work() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "config.json", b"{}");
-    let out = vram().arg("seal").arg(dir.path()).output().unwrap();
+    let out = vram()
+        .arg("seal")
+        .arg(dir.path())
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -175,7 +182,10 @@ fn what_is_not_one_model_is_refused_before_any_device_work() {
         "model.safetensors.index.json",
         br#"{"weight_map":{"a":"../elsewhere.safetensors"}}"#,
     );
-    let out = vram().arg("seal").arg(dir.path()).output().unwrap();
+    let out = vram()
+        .arg("seal")
+        .arg(dir.path())
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -190,8 +200,7 @@ fn what_is_not_one_model_is_refused_before_any_device_work() {
         .arg("seal")
         .arg(snap.path())
         .arg(&other)
-        .output()
-        .unwrap();
+        .output_within(common::PATIENCE);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sealed on its own"));
 }
@@ -206,7 +215,7 @@ fn links_that_leave_the_model_directory_are_refused() {
         write(&d, "sub/tokenizer.json", b"{\"vocab\": {}}");
         // A link inside the directory is fine.
         std::os::unix::fs::symlink("sub/tokenizer.json", d.join("tokenizer.json")).unwrap();
-        let out = vram().arg("seal").arg(&d).output().unwrap();
+        let out = vram().arg("seal").arg(&d).output_within(common::PATIENCE);
         assert!(
             out.status.success(),
             "{}",
@@ -217,7 +226,7 @@ fn links_that_leave_the_model_directory_are_refused() {
         write(outer.path(), "private", &safetensors("p", 1000, 5));
         std::fs::remove_file(d.join(name)).unwrap();
         std::os::unix::fs::symlink("../private", d.join(name)).unwrap();
-        let out = vram().arg("seal").arg(&d).output().unwrap();
+        let out = vram().arg("seal").arg(&d).output_within(common::PATIENCE);
         assert_eq!(out.status.code(), Some(1), "{name}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -4,7 +4,6 @@ use crate::expected::{check, Expected, FileCheck};
 use crate::reference::is_commit;
 use crate::{HubError, HubRef};
 use std::ffi::OsString;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use vram_validation::escape_for_log;
 
@@ -87,20 +86,15 @@ impl CachedFile {
         let Some(expected) = self.expected else {
             return Ok(None);
         };
-        // Non-blocking, not through a link, and checked on the descriptor:
-        // a blob swapped for a FIFO or a link is refused, not waited on.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&self.path)
-            .map_err(|e| HubError::io(&self.path, &e))?;
-        let meta = file.metadata().map_err(|e| HubError::io(&self.path, &e))?;
-        if !meta.is_file() {
-            return Err(HubError::NotRegularFile {
-                file: escape_for_log(&self.name, 200),
-                found: "not a regular file",
-            });
-        }
+        // Non-blocking open, not through a link, and checked on the
+        // descriptor: a blob swapped for a FIFO or a link is refused, not
+        // waited on.
+        let (file, _) = crate::open::open_descriptor(
+            &self.path,
+            &self.path,
+            &escape_for_log(&self.name, 200),
+            None,
+        )?;
         check(file, self.len, expected)
             .map(Some)
             .map_err(|e| HubError::io(&self.path, &e))
@@ -207,22 +201,29 @@ impl HubCache {
 /// The commit a `refs/` file names; `None` when there is no such ref (or it
 /// does not hold a commit).
 fn read_ref(path: &Path) -> Result<Option<String>, HubError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let commit = text.trim();
+    // Opened as any file of the cache someone else may write to: no link,
+    // a FIFO refused rather than waited on, at most MAX_REF_BYTES read.
+    match crate::open::read_regular_file(path, MAX_REF_BYTES) {
+        Ok(bytes) => {
+            let commit = String::from_utf8_lossy(&bytes);
+            let commit = commit.trim();
             Ok(is_commit(commit).then(|| commit.to_owned()))
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(HubError::io(path, &e)),
+        Err(HubError::Io {
+            kind: std::io::ErrorKind::NotFound,
+            ..
+        })
+        | Err(HubError::NotRegularFile {
+            found: "a directory",
+            ..
+        })
+        | Err(HubError::FileTooLarge { .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
+
+/// The longest `refs/` file read: a commit id and a newline, with room.
+const MAX_REF_BYTES: u64 = 1024;
 
 /// Branch names under `refs/` and snapshot commits, for an error message.
 fn revisions(repo_dir: &Path) -> Vec<String> {

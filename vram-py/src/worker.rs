@@ -157,13 +157,7 @@ impl Worker {
         let model_ref = ModelRef::new(&format!("file:{name}"))
             .or_else(|_| ModelRef::new("model"))
             .map_err(|e| Failure::usage(e.to_string()))?;
-        let location = ModelLocation {
-            dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
-            weights: path.to_path_buf(),
-            model_ref,
-            expected_sha256: Default::default(),
-            expected_files: Default::default(),
-        };
+        let location = ModelLocation::file(path, model_ref);
         Ok(Sealed::Shard(Arc::new(self.0.seal(&location)?)))
     }
 

@@ -110,8 +110,12 @@ async fn answer(shared: &Arc<Shared>, request: Request) -> Result<Response, Resp
     }
     let texts = texts(parsed.input).map_err(err)?;
     let work = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        compute(&engine, &texts)
+        let computed = compute(&engine, &texts);
+        // Released when the compute ends, before the task's result (and so
+        // the answer) can exist: a sequential client never meets its own
+        // previous request's slot.
+        drop(permit);
+        computed
     });
     let timeout = shared.limits.request_timeout;
     let computed = match tokio::time::timeout(timeout, work).await {

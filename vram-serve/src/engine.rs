@@ -89,13 +89,7 @@ pub fn text_engine(
         let model_ref = vram_residency::ModelRef::new(&format!("file:{stem}"))
             .or_else(|_| vram_residency::ModelRef::new("model"))
             .map_err(|e| ServeError::Usage(format!("model reference: {e}")))?;
-        ModelLocation {
-            dir: file.parent().map_or_else(|| ".".into(), Path::to_path_buf),
-            weights: file,
-            model_ref,
-            expected_sha256: Default::default(),
-            expected_files: Default::default(),
-        }
+        ModelLocation::file(&file, model_ref)
     };
     let model_ref = location.model_ref.clone();
     let shard = worker.seal(&location)?;

@@ -159,7 +159,16 @@ impl Shared {
         }
     }
 
-    /// A request slot, or 429.
+    /// A request slot, or 429 at once (no wait: a full server says so).
+    ///
+    /// The slot is held by the blocking task that computes the answer and
+    /// dropped there when the computation ends, before its result is handed
+    /// to the response: the answer's last byte is written only after the
+    /// release, so a sequential client never finds its own previous request
+    /// still holding the slot. (Held until the task's end, the release raced
+    /// the client's next request, which could be answered 429 at
+    /// `--max-concurrent 1`.) A request refused before it computes (bad
+    /// body, unknown model) drops its slot with its handler.
     pub(crate) fn permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         Arc::clone(&self.permits)
             .try_acquire_owned()

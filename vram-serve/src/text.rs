@@ -373,7 +373,6 @@ async fn generate(shared: &Arc<Shared>, request: Request, api: Api) -> Result<Re
     let worker_cancel = Arc::clone(&cancel);
     let request = job.request;
     let task = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let mut on_token = |d: &TokenDelta| {
             // Cancelled, out of time, or the client gone (the answer's
             // receiver dropped with the request).
@@ -387,6 +386,14 @@ async fn generate(shared: &Arc<Shared>, request: Request, api: Api) -> Result<Re
             ControlFlow::Continue(())
         };
         let outcome = generate_caught(engine.as_ref(), &request, &mut on_token);
+        // The compute is done: the slot is free before the outcome is handed
+        // to the answer, so the answer's last byte (whole or streamed) is
+        // written only after the release, and a client that sends its next
+        // request the moment it reads that byte finds the slot free. Held
+        // any longer (to the end of this task, or of the response stream),
+        // the release would race that request and a sequential client could
+        // be answered 429.
+        drop(permit);
         let _ = send_until(&tx, Frame::Done(outcome), deadline);
     });
     drop(task);

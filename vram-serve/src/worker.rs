@@ -3,7 +3,6 @@
 //! and the model located and sealed as `vram seal` does. Everything this
 //! crate asks of a worker goes through this module.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use vram_residency::{SealedModel, SealedShard, VramManager};
@@ -86,8 +85,9 @@ pub fn locate(model: &str, quiet: bool) -> Result<ModelLocation, ServeError> {
 /// located as `vram seal` locates it (offline, in the cache the environment
 /// names): the blob the snapshot's link resolves to, the exact reference
 /// `hf://ORG/NAME@COMMIT/FILE.gguf`, and the SHA-256 the blob's name
-/// promises, checked in the sealing pass. `None` for a reference that
-/// names no file.
+/// promises as the file's own ([`ModelLocation::weights_sha256`]), checked
+/// in the sealing pass (a file stored as a git blob is checked against its
+/// blob id here). `None` for a reference that names no file.
 ///
 /// # Errors
 /// [`ServeError::Worker`] for a bad reference or a cache that cannot be
@@ -124,25 +124,32 @@ pub fn locate_gguf(model: &str) -> Result<Option<ModelLocation>, ServeError> {
             crate::shown(model)
         ))
     })?;
-    let mut expected_sha256 = BTreeMap::new();
-    if let Some(vram_hub::Expected::Sha256(sha)) = cached.expected {
-        // `Worker::seal` checks the digest recorded for the single weights
-        // file, in the pass that copies and hashes it.
-        expected_sha256.insert(
-            vram_hub::SINGLE_WEIGHTS_FILE.to_owned(),
-            vram_validation::Sha256Hex::from_bytes(&sha),
-        );
+    let mut location = ModelLocation::file(&cached.path, model_ref);
+    match cached.expected {
+        // The blob's name is the file's SHA-256: `Worker::seal` checks it in
+        // the pass that copies and hashes the file.
+        Some(vram_hub::Expected::Sha256(sha)) => {
+            location.weights_sha256 = Some(vram_validation::Sha256Hex::from_bytes(&sha));
+        }
+        // A small file stored as a git blob: its blob id is checked here,
+        // before anything is sealed.
+        Some(expected) => {
+            if let Some(vram_hub::FileCheck::Corrupt { actual }) = cached
+                .check()
+                .map_err(|e| worker_error(WorkerError::from(e)))?
+            {
+                return Err(worker_error(WorkerError::CorruptCache {
+                    message: format!(
+                        "{}; nothing was sealed. To fetch it again: {}",
+                        vram_worker::hub::corrupt_message(&snapshot, cached, expected, &actual),
+                        vram_worker::hub::repair_command(&snapshot, cached)
+                    ),
+                }));
+            }
+        }
+        None => {}
     }
-    Ok(Some(ModelLocation {
-        dir: cached
-            .path
-            .parent()
-            .map_or_else(|| ".".into(), std::path::Path::to_path_buf),
-        weights: cached.path.clone(),
-        model_ref,
-        expected_sha256,
-        expected_files: BTreeMap::new(),
-    }))
+    Ok(Some(location))
 }
 
 impl Worker {

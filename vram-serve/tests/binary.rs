@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde_json::json;
 use support::snapshot::{write_snapshot, HIDDEN};
-use support::{get, post, request, serve_in, PATIENCE};
+use support::{get, output_within, post, request, serve_in, PATIENCE};
 use vram_embed::{Embedder, ModelSnapshot, SafetensorsFile};
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -316,11 +316,11 @@ fn engines_that_cannot_run_are_refused_at_start() {
     // A file named .gguf that is no GGUF model: refused at start, said clearly.
     let gguf = dir.path().join("tiny.gguf");
     std::fs::write(&gguf, b"GGUF").unwrap();
-    let out = std::process::Command::new(&bin)
+    let mut command = std::process::Command::new(&bin);
+    command
         .args(["--device", "mock", "--listen", "127.0.0.1:0", "--model"])
-        .arg(&gguf)
-        .output()
-        .unwrap();
+        .arg(&gguf);
+    let out = output_within(command, PATIENCE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("text engine: "), "{stderr}");
@@ -328,11 +328,11 @@ fn engines_that_cannot_run_are_refused_at_start() {
 
     // The embedder on CUDA: refused at start, before sealing (on a machine
     // without a GPU, `--device cuda` is refused by the device selection).
-    let out = std::process::Command::new(&bin)
+    let mut command = std::process::Command::new(&bin);
+    command
         .args(["--device", "cuda", "--listen", "127.0.0.1:0", "--model"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        .arg(dir.path());
+    let out = output_within(command, PATIENCE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
@@ -349,12 +349,12 @@ fn engines_that_cannot_run_are_refused_at_start() {
 
     // Usage: limits of zero, a bad address.
     for args in [["--max-concurrent", "0"], ["--listen", "localhost:x"]] {
-        let out = std::process::Command::new(&bin)
+        let mut command = std::process::Command::new(&bin);
+        command
             .args(["--device", "mock", "--model"])
             .arg(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
+            .args(args);
+        let out = output_within(command, PATIENCE);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -378,8 +378,9 @@ fn slow_bodies_and_huge_heads_are_cut_off() {
     );
     let addr = server.addr;
 
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
     s.write_all(
         b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
           Content-Length: 100\r\nConnection: close\r\n\r\n{\"input\": ",
@@ -391,8 +392,9 @@ fn slow_bodies_and_huge_heads_are_cut_off() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("\"code\":\"timeout\""), "{text}");
 
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = std::net::TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
     let head = format!(
         "GET /health HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
         "a".repeat(100 * 1024)
@@ -421,11 +423,11 @@ fn weights_the_model_cannot_use_are_refused_at_start() {
         &safetensors_bytes(&w),
         "pooling_mode_mean_tokens",
     );
-    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram-serve"))
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram-serve"));
+    command
         .args(["--device", "mock", "--listen", "127.0.0.1:0", "--model"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+        .arg(dir.path());
+    let out = output_within(command, PATIENCE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(name), "{stderr}");

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 
 use serde_json::{json, Value};
 use support::text_model::{self, CONTEXT};
-use support::{get, post, request, serve_in, Reply};
+use support::{get, output_within, post, request, serve_in, Reply, PATIENCE};
 
 /// The data of each server-sent event, in order.
 fn sse(r: &Reply) -> Vec<String> {
@@ -357,6 +357,44 @@ fn bad_text_requests_get_openai_error_objects_and_serving_goes_on() {
     let _ = model;
 }
 
+/// `--max-concurrent 1` over loopback: a client that sends each request the
+/// moment it has read the previous answer to its end is never answered 429,
+/// streamed or whole, completions or chat.
+#[test]
+fn a_sequential_client_is_never_answered_429_at_max_concurrent_1() {
+    let (_root, mut server, _model) = serve_tiny(64, &["--max-concurrent", "1"]);
+    let addr = server.addr;
+    for i in 0..50 {
+        let stream = i % 2 == 0;
+        let (path, body) = if i % 4 < 2 {
+            (
+                "/v1/completions",
+                json!({"prompt": "hello", "max_tokens": 2, "stream": stream}),
+            )
+        } else {
+            (
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": "hello"}],
+                       "max_tokens": 2, "stream": stream}),
+            )
+        };
+        let r = post(addr, path, &body);
+        assert_eq!(
+            r.status,
+            200,
+            "request {i} ({path}, stream {stream}) right after the previous answer: {}",
+            r.text()
+        );
+        if stream {
+            chunks(&r);
+        }
+    }
+    let metrics = get(addr, "/metrics").text();
+    assert!(!metrics.contains("status=\"429\""), "{metrics}");
+    let (code, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 /// `--model hf://ORG/NAME/FILE.gguf`: one GGUF file of a repository in the
 /// hub cache (laid out here as `huggingface_hub` writes it), served under
 /// its exact reference; a blob whose SHA-256 is not the one its name
@@ -422,7 +460,7 @@ fn a_gguf_file_of_a_cached_repository_is_served_by_name() {
         ),
         ("hf://org/tiny-GGUF/tiny-00001-of-00002.gguf", "split GGUF"),
     ] {
-        let out = hub(&["--model", model]).output().unwrap();
+        let out = output_within(hub(&["--model", model]), PATIENCE);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{model}: {stderr}");
         assert!(stderr.contains(want), "{model}: {stderr}");
@@ -434,11 +472,17 @@ fn a_gguf_file_of_a_cached_repository_is_served_by_name() {
     let last = bad.len() - 1;
     bad[last] ^= 0x01;
     std::fs::write(repo.join("blobs").join(&sha), &bad).unwrap();
-    let out = hub(&["--model", "hf://org/tiny-GGUF/tiny-chat.Q4_1.gguf"])
-        .output()
-        .unwrap();
+    // Bounded: a server that took the blob would listen until killed.
+    let out = output_within(
+        hub(&["--model", "hf://org/tiny-GGUF/tiny-chat.Q4_1.gguf"]),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.to_lowercase().contains("sha-256"), "{stderr}");
+    assert!(stderr.contains("expected SHA-256"), "{stderr}");
+    assert!(
+        stderr.contains(&exact),
+        "the refusal names the file: {stderr}"
+    );
     assert!(out.stdout.is_empty(), "it never listened");
 }

@@ -20,8 +20,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::serve_in;
 use support::snapshot::write_snapshot;
+use support::{serve_in, PATIENCE};
 use vram_llm::{
     FinishReason, GenerateOutcome, GenerateRequest, LlmError, Prompt, TextGeneration, TokenDelta,
 };
@@ -88,10 +88,9 @@ fn python() -> String {
 }
 
 fn python_has(module: &str) -> bool {
-    Command::new(python())
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    let mut command = Command::new(python());
+    command.args(["-c", &format!("import {module}")]);
+    support::try_output_within(command, PATIENCE).is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -137,15 +136,13 @@ fn the_openai_python_client_works_unchanged() {
     } else {
         eprintln!("NOTE: pytest is not installed: running tests/openai_client.py as a script");
     }
-    let out = cmd
-        .arg(&script)
+    cmd.arg(&script)
         .env("VRAM_SERVE_EMBED_URL", format!("http://{}/v1", embed.addr))
         .env("VRAM_SERVE_EMBED_MODEL", "tiny-bert")
         .env("VRAM_SERVE_TEXT_URL", format!("http://{text_addr}/v1"))
         .env("VRAM_SERVE_TEXT_MODEL", TEXT_MODEL)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap();
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let out = support::output_within(cmd, PATIENCE * 3);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");

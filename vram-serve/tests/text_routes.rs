@@ -668,6 +668,84 @@ async fn a_full_server_answers_429_with_retry_after_and_serves_again_when_free()
     );
 }
 
+/// `--max-concurrent 1` and a client that sends each request the moment it
+/// has read the last byte of the previous answer: never 429, streamed or
+/// whole, completions or chat (the slot is free before the last byte is
+/// written). Two requests at once still get one 429 with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_client_never_meets_its_own_previous_request_at_one_slot() {
+    let h = harness(Limits {
+        max_concurrent: 1,
+        ..Limits::default()
+    });
+    let router = h.server.router();
+    for i in 0..SEQUENTIAL_REQUESTS {
+        let stream = i % 2 == 0;
+        let (path, body) = if i % 4 < 2 {
+            (
+                "/v1/completions",
+                json!({"prompt": "Say hi", "max_tokens": 3, "stream": stream}),
+            )
+        } else {
+            (
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": stream}),
+            )
+        };
+        let (status, _, text) = call(&router, path, &body).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "request {i} ({path}, stream {stream}) right after the previous answer: {text}"
+        );
+        if stream {
+            assert_eq!(events(&text).last().map(String::as_str), Some("[DONE]"));
+        }
+    }
+
+    // Two at once: the second is refused, with the time to retry after.
+    let first = {
+        let router = router.clone();
+        tokio::spawn(
+            async move { call(&router, "/v1/completions", &json!({"prompt": "BLOCK"})).await },
+        )
+    };
+    let started = tokio::task::spawn_blocking(move || {
+        h.started
+            .recv_timeout(Duration::from_secs(60))
+            .map(|()| h.started)
+    });
+    let _started_rx = started
+        .await
+        .unwrap()
+        .expect("the first request reached the engine");
+    let (status, headers, text) = call(
+        &router,
+        "/v1/completions",
+        &json!({"prompt": "Say hi", "stream": true}),
+    )
+    .await;
+    let v = error_of(status, &text, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    h.gate.send(()).unwrap();
+    let (status, _, text) = tokio::time::timeout(Duration::from_secs(60), first)
+        .await
+        .expect("the blocked request ends once released")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, _, text) = call(&router, "/v1/completions", &json!({"prompt": "Say hi"})).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (_, metrics) = get(&router, "/metrics").await;
+    assert!(
+        metrics.contains("vram_serve_requests_total{route=\"/v1/completions\",status=\"429\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Requests a sequential client sends in a row.
+const SEQUENTIAL_REQUESTS: usize = 50;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_its_time_is_answered_504_and_generation_stops() {
     let h = harness(Limits {

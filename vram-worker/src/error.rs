@@ -124,6 +124,17 @@ pub enum WorkerError {
     /// The facade refused (device, capacity, integrity, policy).
     #[error(transparent)]
     Facade(#[from] VramError),
+    /// Sealing one weights file failed; `source` says how (its class is
+    /// this error's class).
+    #[error("{model} ({shown}): {source}")]
+    Seal {
+        /// The model reference the seal was to carry.
+        model: String,
+        /// The file, escaped.
+        shown: String,
+        /// What the facade said.
+        source: Box<VramError>,
+    },
     /// An invalid identifier or reference.
     #[error(transparent)]
     Validation(#[from] vram_validation::ValidationError),
@@ -193,11 +204,8 @@ impl WorkerError {
             | Self::SecretOnStandardInput
             | Self::Validation(_)
             | Self::ModelRef { .. } => ErrorClass::Usage,
-            Self::Facade(e) => match e.class() {
-                vram_residency::ErrorClass::Fatal => ErrorClass::Integrity,
-                vram_residency::ErrorClass::InvalidInput => ErrorClass::Usage,
-                _ => ErrorClass::Environment,
-            },
+            Self::Facade(e) => facade_class(e),
+            Self::Seal { source, .. } => facade_class(source),
             Self::Hub { source, .. } => match source {
                 HubError::InvalidReference { .. } | HubError::UnknownRevision { .. } => {
                     ErrorClass::Usage
@@ -248,6 +256,15 @@ impl From<HubError> for WorkerError {
             _ => "",
         };
         Self::Hub { source, hint }
+    }
+}
+
+/// The class of what the facade refused.
+fn facade_class(e: &VramError) -> ErrorClass {
+    match e.class() {
+        vram_residency::ErrorClass::Fatal => ErrorClass::Integrity,
+        vram_residency::ErrorClass::InvalidInput => ErrorClass::Usage,
+        _ => ErrorClass::Environment,
     }
 }
 

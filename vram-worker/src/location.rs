@@ -15,14 +15,20 @@ pub struct ModelLocation {
     /// tokenizer, `modules.json`) and its weights (`model.safetensors`, or
     /// the shards `model.safetensors.index.json` names).
     pub dir: PathBuf,
-    /// The single-file weights path (`DIR/model.safetensors`), which a
-    /// sharded snapshot does not have.
+    /// The single-file weights path (`DIR/model.safetensors`, which a
+    /// sharded snapshot does not have, or one GGUF file).
     pub weights: PathBuf,
+    /// The SHA-256 the file `weights` names must have, when the locator
+    /// knows it (a hub blob stored in LFS is named by it): checked in the
+    /// pass that seals it ([`crate::Worker::seal`]). `None` for a path
+    /// taken as it is.
+    pub weights_sha256: Option<Sha256Hex>,
     /// The reference recorded in the seals, the binding and the audit log
     /// (for the hub: `hf://ORG/NAME@COMMIT`).
     pub model_ref: ModelRef,
-    /// The SHA-256 each weights file must have, by name (the hub's blob
-    /// names), checked in the sealing pass.
+    /// The SHA-256 each weights file of the snapshot must have, by its
+    /// name in `dir` (the hub's blob names), checked in the sealing pass of
+    /// [`crate::Worker::seal_snapshot`].
     pub expected_sha256: BTreeMap<String, Sha256Hex>,
     /// The digest each bound small file must have, by name (the hub's blob
     /// names), checked in the one read that hashes it for the binding.
@@ -37,6 +43,25 @@ impl ModelLocation {
         Self {
             dir: dir.to_path_buf(),
             weights: dir.join(vram_hub::SINGLE_WEIGHTS_FILE),
+            weights_sha256: None,
+            model_ref,
+            expected_sha256: BTreeMap::new(),
+            expected_files: BTreeMap::new(),
+        }
+    }
+
+    /// One weights file (`file`, in the directory that holds it) taken as it
+    /// is, under `model_ref`, with no expected digest.
+    #[must_use]
+    pub fn file(file: &Path, model_ref: ModelRef) -> Self {
+        let dir = match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Self {
+            dir,
+            weights: file.to_path_buf(),
+            weights_sha256: None,
             model_ref,
             expected_sha256: BTreeMap::new(),
             expected_files: BTreeMap::new(),
@@ -56,8 +81,15 @@ impl ModelLocation {
             shown: reference.clone(),
             source,
         })?;
+        // The digest of the file `weights` names, under that file's own
+        // name; a sharded snapshot has none (its shards are in the map).
+        let weights_sha256 = hub
+            .expected_sha256
+            .get(vram_hub::SINGLE_WEIGHTS_FILE)
+            .cloned();
         Ok(Self {
             weights: snapshot.dir.join(vram_hub::SINGLE_WEIGHTS_FILE),
+            weights_sha256,
             dir: snapshot.dir,
             model_ref,
             expected_sha256: hub.expected_sha256,
@@ -162,6 +194,10 @@ mod tests {
             ModelRef::new(shown).map_or_else(|_| "model".to_owned(), |r| r.as_str().to_owned());
         assert_eq!(loc.model_ref.as_str(), want);
         assert!(loc.expected_sha256.is_empty() && loc.expected_files.is_empty());
+        assert_eq!(
+            loc.weights_sha256, None,
+            "a plain path has no expected digest"
+        );
     }
 
     #[test]

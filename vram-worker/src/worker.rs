@@ -95,13 +95,16 @@ impl Worker {
         self.selection.kind()
     }
 
-    /// Seals the located single-file weights on the selected device (opened
-    /// with [`vram_hub::open_model_file`]; every core reads the file; the expected SHA-256, when there is one, is
-    /// checked in the same pass and nothing stays sealed on a mismatch).
+    /// Seals the located single-file weights (`model.weights`) on the
+    /// selected device (opened with [`vram_hub::open_model_file`]; every
+    /// core reads the file; its expected SHA-256
+    /// ([`ModelLocation::weights_sha256`]), when there is one, is checked in
+    /// the same pass and nothing stays sealed on a mismatch).
     ///
     /// # Errors
-    /// Integrity (exit 1) on a digest mismatch, environment (exit 3) for
-    /// I/O and devices.
+    /// [`WorkerError::Seal`], naming the model and the file: integrity
+    /// (exit 1) on a digest mismatch, environment (exit 3) for I/O and
+    /// devices.
     pub fn seal(&self, model: &ModelLocation) -> Result<SealedShard, WorkerError> {
         // Opened as every model file someone else may write to: no link out of
         // its directory, O_NOFOLLOW|O_NONBLOCK, a regular file by fstat.
@@ -129,13 +132,16 @@ impl Worker {
         }
         let file = vram_hub::open_model_file(dir, &name, None)?.file;
         let mut request = SealRequest::new(model.model_ref.clone(), self.selection.target());
-        request.expected_sha256 = model
-            .expected_sha256
-            .get(vram_hub::SINGLE_WEIGHTS_FILE)
-            .cloned();
-        Ok(self
-            .manager
-            .seal(&request, vram_residency::SealSource::file(&file))?)
+        // The digest the locator found for this very file, whatever its
+        // name or format.
+        request.expected_sha256 = model.weights_sha256.clone();
+        self.manager
+            .seal(&request, vram_residency::SealSource::file(&file))
+            .map_err(|source| WorkerError::Seal {
+                model: model.model_ref.as_str().to_owned(),
+                shown: crate::shown_path(&model.weights),
+                source: Box::new(source),
+            })
     }
 
     /// Seals the located snapshot as one model on the selected device

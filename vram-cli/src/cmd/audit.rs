@@ -64,19 +64,20 @@ fn warn_if_renamed(logs: &[PathBuf], files: &[PathBuf], report: &VerifyReport) {
     }
 }
 
-/// Reads a public key file (PEM).
+/// Reads a public key file (PEM), at most 64 KiB, opened as a file someone
+/// else may write to ([`vram_hub::read_regular_file`]: no symbolic link,
+/// nothing but a regular file, a FIFO refused without waiting on it).
 fn read_public_key(path: &Path) -> Result<AuditPublicKey, CliError> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| crate::exit::io_error(path, &e))?;
-    let mut text = String::new();
-    file.take(64 * 1024)
-        .read_to_string(&mut text)
-        .map_err(|_| {
-            CliError::usage(format!(
-                "--public-key {}: not a PEM text file",
-                shown_path(path)
-            ))
-        })?;
+    let bytes = vram_hub::read_regular_file(path, 64 * 1024).map_err(|e| match e {
+        vram_hub::HubError::Io { kind, .. } => crate::exit::io_error(path, &kind.into()),
+        e => CliError::usage(format!("--public-key: {e}")),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        CliError::usage(format!(
+            "--public-key {}: not a PEM text file",
+            shown_path(path)
+        ))
+    })?;
     AuditPublicKey::from_pem(&text)
         .map_err(|e| CliError::usage(format!("--public-key {}: {e}", shown_path(path))))
 }

@@ -3,7 +3,6 @@
 //! against the signed statement in the pass that copies it to the device.
 
 use crate::exit::{io_error, shown_path, CliError};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use vram_signing::{verify_bundle, PublicKey, SignedModel, SigningError};
 use vram_validation::{ModelRef, Sha256Hex};
@@ -39,21 +38,38 @@ fn signing_error(e: SigningError) -> CliError {
     }
 }
 
-/// Reads at most `limit` bytes of `path`.
-fn read_bounded(path: &Path, limit: usize, what: &str) -> Result<Vec<u8>, CliError> {
-    let file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
-    let mut bytes = Vec::new();
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    file.take(cap)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(path, &e))?;
-    if bytes.len() > limit {
-        return Err(CliError::usage(format!(
+/// Reads a `what` (the public key, the signature bundle) named on the
+/// command line: at most `limit` bytes, opened as a file someone else may
+/// write to ([`vram_hub::read_regular_file`]: no symbolic link, nothing but
+/// a regular file, a FIFO refused without waiting on it).
+fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, CliError> {
+    vram_hub::read_regular_file(path, limit).map_err(|e| match e {
+        vram_hub::HubError::FileTooLarge { .. } => CliError::usage(format!(
             "{}: larger than any {what} ({limit} bytes)",
             shown_path(path)
-        )));
+        )),
+        e => opener_error(path, e, what),
+    })
+}
+
+/// What [`vram_hub`]'s opener refused, as the CLI says it.
+fn opener_error(path: &Path, e: vram_hub::HubError, what: &str) -> CliError {
+    match e {
+        vram_hub::HubError::Io { kind, .. } => io_error(path, &kind.into()),
+        e => CliError::usage(format!("{what}: {e}")),
     }
-    Ok(bytes)
+}
+
+/// Opens a signed file of the model for sealing: where it leads, as the
+/// signature's file rules accepted it (a link only where the signature
+/// allows links), then as [`vram_hub::open_regular_file`] opens a file (a
+/// FIFO swapped in since is refused, not waited on; checked on the
+/// descriptor). Its file and length.
+fn open_signed_file(path: &Path) -> Result<(std::fs::File, u64), CliError> {
+    let target = path.canonicalize().map_err(|e| io_error(path, &e))?;
+    let opened = vram_hub::open_regular_file(&target, None)
+        .map_err(|e| opener_error(path, e, "signed model file"))?;
+    Ok((opened.file, opened.len))
 }
 
 /// The signature bundle, as a path relative to the model directory, when it
@@ -70,6 +86,9 @@ fn signature_inside(model_path: &Path, signature: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// The largest public key file read (a PEM key is well under a kilobyte).
+const MAX_PUBLIC_KEY_BYTES: u64 = 64 << 10;
+
 /// SHA-256 of the empty string: what a signed empty file must hash to.
 const EMPTY_SHA256: [u8; 32] = [
     0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
@@ -84,11 +103,15 @@ pub(crate) fn plan(
     public_key: &Path,
     model_ref_prefix: Option<&ModelRef>,
 ) -> Result<SignedPlan, CliError> {
-    let key = PublicKey::from_pem(&read_bounded(public_key, 64 << 10, "public key")?)
-        .map_err(signing_error)?;
+    let key = PublicKey::from_pem(&read_bounded(
+        public_key,
+        MAX_PUBLIC_KEY_BYTES,
+        "public key",
+    )?)
+    .map_err(signing_error)?;
     let bundle = read_bounded(
         signature,
-        vram_signing::MAX_BUNDLE_BYTES,
+        u64::try_from(vram_signing::MAX_BUNDLE_BYTES).unwrap_or(u64::MAX),
         "signature bundle",
     )?;
     let model = verify_bundle(&bundle, &key).map_err(signing_error)?;
@@ -115,8 +138,7 @@ pub(crate) fn plan(
     let mut inputs = Vec::with_capacity(files.len());
     let mut empty = Vec::new();
     for f in files {
-        let file = std::fs::File::open(&f.path).map_err(|e| io_error(&f.path, &e))?;
-        let len = file.metadata().map_err(|e| io_error(&f.path, &e))?.len();
+        let (file, len) = open_signed_file(&f.path)?;
         if len == 0 {
             if f.sha256 != EMPTY_SHA256 {
                 return Err(CliError::integrity(format!(

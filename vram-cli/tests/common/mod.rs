@@ -3,28 +3,176 @@
 #![allow(
     dead_code,
     clippy::unwrap_used,
+    clippy::panic,
     clippy::arithmetic_side_effects,
     clippy::cast_possible_truncation
 )]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 /// The built `vram` binary.
 pub(crate) fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("vram")
 }
 
+/// How long a test waits for one `vram` run (or any other child) to end.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
+
 /// `vram` on the mock device, with no secret from the environment
-/// (assert_cmd's command: output assertions, stdin from a string).
+/// (assert_cmd's command: output assertions, stdin from a string). Its runs
+/// are bounded: past [`PATIENCE`] the process is killed (and the test's
+/// assertion on its exit fails, with what it printed).
 pub(crate) fn vram() -> assert_cmd::Command {
     let mut c = assert_cmd::Command::cargo_bin("vram").unwrap();
     c.env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("VRAM_SECRET_FILE")
-        .env("VRAM_RESIDENCY_FORCE_MOCK", "1");
+        .env("VRAM_RESIDENCY_FORCE_MOCK", "1")
+        .timeout(PATIENCE);
     c
+}
+
+/// Waits for a `Command::output()` with a bound: `within`, past which the
+/// process is killed and the test fails with what it printed. Standard
+/// input is closed unless the command set it, as `output()` does.
+pub(crate) trait OutputWithin {
+    /// The process's status and what it printed.
+    fn output_within(&mut self, within: Duration) -> std::process::Output;
+    /// As [`OutputWithin::output_within`], a program that cannot be
+    /// started as an error.
+    fn try_output_within(&mut self, within: Duration) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for std::process::Command {
+    fn output_within(&mut self, within: Duration) -> std::process::Output {
+        self.try_output_within(within).unwrap()
+    }
+
+    /// Standard input is closed (as `output()` closes it): a command that
+    /// needs another spawns and calls [`wait_within`] itself.
+    fn try_output_within(&mut self, within: Duration) -> std::io::Result<std::process::Output> {
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(wait_within(child, within))
+    }
+}
+
+impl OutputWithin for assert_cmd::Command {
+    fn output_within(&mut self, within: Duration) -> std::process::Output {
+        self.try_output_within(within).unwrap()
+    }
+
+    /// assert_cmd's own bound: past it the process is killed; the test then
+    /// fails here, with what it printed.
+    fn try_output_within(&mut self, within: Duration) -> std::io::Result<std::process::Output> {
+        use std::os::unix::process::ExitStatusExt as _;
+        let start = Instant::now();
+        let out = self.timeout(within).output()?;
+        assert!(
+            !(out.status.signal() == Some(9) && start.elapsed() >= within),
+            "still running after {within:?}, killed; stdout: {}; stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(out)
+    }
+}
+
+/// The lines of a child's pipe, read on a thread, as they come: what
+/// [`wait_for_line`] waits on with a bound. The channel ends with the pipe.
+pub(crate) fn line_channel(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits at most `within` for a line of `rx` containing `needle`, returning
+/// the lines before it. Past the bound, or when the pipe ends first, `child`
+/// is killed and the test fails with what it printed.
+pub(crate) fn wait_for_line(
+    child: &mut std::process::Child,
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    within: Duration,
+) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return seen,
+            Ok(line) => seen.push(line),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no line with `{needle}` within {within:?} ({e}); it printed: {seen:?}");
+            }
+        }
+    }
+}
+
+/// Waits for `child` (its stdout and stderr piped, or not) for at most
+/// `within`: past it the process is killed and the test fails with what it
+/// printed.
+pub(crate) fn wait_within(
+    mut child: std::process::Child,
+    within: Duration,
+) -> std::process::Output {
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() >= within {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            panic!(
+                "still running after {within:?}, killed ({status}); stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
 }
 
 /// [`vram`] as a plain process (spawned, waited for, signalled), standard

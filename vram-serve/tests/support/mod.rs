@@ -65,7 +65,7 @@ impl Reply {
 
 /// Sends one request (`Connection: close`) and reads the whole answer.
 pub(crate) fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     s.set_write_timeout(Some(PATIENCE)).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -209,8 +209,58 @@ pub(crate) fn spawn(mut command: Command) -> Serving {
     }
 }
 
+/// Runs `command` (a `vram-serve` command line expected to exit by itself)
+/// to its end, for at most `within`: past it the process is killed and the
+/// test fails with what it printed. No wait on a child is without a bound.
+pub(crate) fn output_within(command: Command, within: Duration) -> std::process::Output {
+    try_output_within(command, within).unwrap()
+}
+
+/// [`output_within`], with a program that cannot be started as an error.
+pub(crate) fn try_output_within(
+    mut command: Command,
+    within: Duration,
+) -> std::io::Result<std::process::Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() >= within {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            panic!(
+                "{command:?} still running after {within:?}, killed ({status}); stdout: {}; stderr: {}",
+                String::from_utf8_lossy(&stdout.join().unwrap()),
+                String::from_utf8_lossy(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    })
+}
+
 impl Serving {
-    /// Waits (bounded) for the process to exit; its code and stderr.
+    /// Waits (bounded) for the process to exit; its code and stderr. Past
+    /// `within` the process is killed and the test fails with its stderr.
     pub(crate) fn wait_exit(&mut self, within: Duration) -> (Option<i32>, String) {
         let start = std::time::Instant::now();
         loop {
@@ -222,10 +272,16 @@ impl Serving {
                     .unwrap_or_default();
                 return (status.code(), stderr);
             }
-            assert!(
-                start.elapsed() < within,
-                "vram-serve still running after {within:?}"
-            );
+            if start.elapsed() >= within {
+                let _ = self.child.kill();
+                let status = self.child.wait().unwrap();
+                let stderr = self
+                    .stderr
+                    .take()
+                    .map(|h| h.join().unwrap())
+                    .unwrap_or_default();
+                panic!("vram-serve still running after {within:?}, killed ({status}); stderr: {stderr}");
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -233,8 +289,10 @@ impl Serving {
     /// SIGTERM, then the exit.
     pub(crate) fn terminate(&mut self) -> (Option<i32>, String) {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(ok.success());
+        let mut kill = Command::new("kill");
+        kill.args(["-TERM", &pid]);
+        let out = output_within(kill, PATIENCE);
+        assert!(out.status.success(), "{out:?}");
         self.wait_exit(PATIENCE)
     }
 }
