@@ -244,12 +244,7 @@ where
         }
         done
     };
-    let helpers = if side.is_some() {
-        threads.max(1).saturating_sub(1).max(1)
-    } else {
-        threads.max(1).saturating_sub(1)
-    }
-    .min(pieces);
+    let helpers = helper_threads(pieces, threads, side.is_some());
     let mut parts = std::thread::scope(|s| {
         let handles: Vec<_> = (0..helpers)
             .map_while(|_| {
@@ -287,6 +282,22 @@ where
     }
     parts.sort_unstable_by_key(|(i, _)| *i);
     Ok(parts.into_iter().map(|(_, t)| t).collect())
+}
+
+/// The helper threads [`schedule`] starts beside the calling thread for
+/// `pieces` pieces on up to `threads` threads. With a side job the caller is
+/// busy with it first, so at least one helper starts (one per piece at most).
+/// Without one the caller takes pieces itself, so a helper is started only
+/// for a piece the caller would otherwise wait for: none for a single piece
+/// (a sampled verification of one leaf), where a helper could only race the
+/// caller for it and would cost a thread start per call.
+fn helper_threads(pieces: usize, threads: usize, side: bool) -> usize {
+    let others = threads.max(1).saturating_sub(1);
+    if side {
+        others.max(1).min(pieces)
+    } else {
+        others.min(pieces.saturating_sub(1))
+    }
 }
 
 /// Hashes `LEAF_PREFIX || body` for each body (anywhere in memory) on up to
@@ -621,6 +632,35 @@ pub fn tree_digest(data: &[u8], leaf: LeafSize) -> TreeDigest {
 #[allow(clippy::arithmetic_side_effects, clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
+
+    /// A helper thread is started only for a piece the calling thread would
+    /// not take itself: none for one piece (a sampled verification of one
+    /// leaf), one fewer than the pieces otherwise, and at least one beside a
+    /// side job (the caller is busy with it).
+    #[test]
+    fn helpers_only_for_pieces_the_caller_leaves() {
+        for (pieces, threads, side, helpers) in [
+            (0, 8, false, 0),
+            (1, 2, false, 0),
+            (1, 16, false, 0),
+            (2, 2, false, 1),
+            (3, 2, false, 1),
+            (5, 4, false, 3),
+            (100, 1, false, 0),
+            (100, 0, false, 0),
+            (0, 4, true, 0),
+            (1, 2, true, 1),
+            (1, 1, true, 1),
+            (3, 8, true, 3),
+            (100, 4, true, 3),
+        ] {
+            assert_eq!(
+                helper_threads(pieces, threads, side),
+                helpers,
+                "{pieces} pieces, {threads} threads, side {side}"
+            );
+        }
+    }
 
     /// The fallback used after a failed self-test gives the same hashes.
     #[test]

@@ -14,14 +14,18 @@ the machine's load hits every variant alike, p50 and p99 of:
 - `forward only`: the same forward pass and pooling on views held from one
   long lease (no verification per request).
 
-The four run in a new random order each round.
+With `--leaf-size BYTES` given more than once, the model is sealed once per
+leaf size (a manager each) and the first three variants run for each, all
+variants of all leaf sizes in a new random order each round; without it,
+the manager's default (1 MiB on the mock).
 
 The lease's share of a request is (request - forward only) / forward only,
 at p50. Token ids stand in for text (`[CLS]`, N-2 ids, `[SEP]`), so the
 `tokenizers` package is not needed.
 
     python lease_cost.py --model hf://sentence-transformers/all-MiniLM-L6-v2 \\
-        [--policy sampled:1] [--requests 300] [--tokens 12 --tokens 128]
+        [--policy sampled:1] [--requests 300] [--tokens 12 --tokens 128] \\
+        [--leaf-size 1048576 --leaf-size 65536]
 """
 
 import argparse
@@ -54,38 +58,56 @@ def cpu_name():
     return platform.processor() or "unknown"
 
 
+def kib(n):
+    return f"{n // 1024} KiB" if n < (1 << 20) else f"{n >> 20} MiB"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="snapshot DIR or hf://ORG/NAME[@REV]")
     parser.add_argument("--policy", default="sampled:1")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--tokens", type=int, action="append", default=[])
+    parser.add_argument("--leaf-size", type=int, action="append", default=[])
     args = parser.parse_args(argv)
     if args.requests < 10:
         parser.error("--requests: at least 10")
     tokens_list = args.tokens or [12, 128]
+    leaf_sizes = args.leaf_size or [None]
 
     snapshot = mn.Snapshot(mn.snapshot_dir(args.model))
-    mgr = vr.Manager(device="mock", ephemeral_secret=True)
-    model = mgr.seal(args.model)
-    embedder = mn.Embedder(mgr, model, snapshot, policy=args.policy)
+    sealed = []  # (label, manager, model, embedder)
+    for leaf in leaf_sizes:
+        mgr = vr.Manager(device="mock", ephemeral_secret=True, leaf_size=leaf)
+        model = mgr.seal(args.model)
+        leaves = mgr.verify(model, policy="full")["leaves_checked"]
+        label = f"default ({leaves} leaves)" if leaf is None else f"{kib(leaf)} leaves"
+        sealed.append((label, mgr, model, mn.Embedder(mgr, model, snapshot, policy=args.policy)))
     vocab = int(snapshot.config["vocab_size"])
+    first = sealed[0]
     print(
-        f"python lease cost: {model.model_ref} ({model.vram_bytes} bytes), mock device, "
+        f"python lease cost: {first[2].model_ref} ({first[2].vram_bytes} bytes), mock device, "
         f"{args.policy}, {args.requests} requests each, numpy {np.__version__}, "
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
-        f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs)"
+        f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs), "
+        f"load average at start {os.getloadavg()[0]:.2f}"
     )
 
-    def lease_only():
-        lease = mgr.lease(model, policy=args.policy)
-        lease.end()
+    def lease_only(mgr, model):
+        def run():
+            lease = mgr.lease(model, policy=args.policy)
+            lease.end()
 
-    def lease_and_views():
-        with mgr.lease(model, policy=args.policy) as lease:
-            mn.Weights(lease)
+        return run
 
-    long_lease = mgr.lease(model, policy="full")
+    def lease_and_views(mgr, model):
+        def run():
+            with mgr.lease(model, policy=args.policy) as lease:
+                mn.Weights(lease)
+
+        return run
+
+    long_lease = first[1].lease(first[2], policy="full")
     held = mn.Weights(long_lease)
     try:
         for tokens in tokens_list:
@@ -97,15 +119,16 @@ def main(argv=None):
             def forward_only():
                 mn.pool(snapshot, mn.forward(snapshot.config, held, ids, type_ids))
 
-            def request():
-                embedder.embed_ids(ids, type_ids)
+            def request(embedder):
+                return lambda: embedder.embed_ids(ids, type_ids)
 
-            variants = [
-                ("lease", lease_only),
-                ("lease + views", lease_and_views),
-                ("request", request),
-                ("forward only", forward_only),
-            ]
+            variants = [("forward only", forward_only)]
+            for label, mgr, model, embedder in sealed:
+                variants += [
+                    (f"{label}: lease", lease_only(mgr, model)),
+                    (f"{label}: lease + views", lease_and_views(mgr, model)),
+                    (f"{label}: request", request(embedder)),
+                ]
             for _, f in variants:  # warm up
                 for _ in range(5):
                     f()
@@ -118,21 +141,23 @@ def main(argv=None):
                     t = time.perf_counter()
                     f()
                     runs[name].append(time.perf_counter() - t)
-            print(f"  {len(ids)} tokens:")
-            for name in runs:
+            print(f"  {len(ids)} tokens (load average now {os.getloadavg()[0]:.2f}):")
+            for name in sorted(runs, key=lambda n: (n != "forward only", n)):
                 print(
-                    f"    {name:<14} p50 {percentile(runs[name], 0.5) * 1e3:9.3f} ms"
+                    f"    {name:<36} p50 {percentile(runs[name], 0.5) * 1e3:9.3f} ms"
                     f"   p99 {percentile(runs[name], 0.99) * 1e3:9.3f} ms"
                 )
             base = percentile(runs["forward only"], 0.5)
-            added = percentile(runs["request"], 0.5) - base
-            print(
-                f"    a {args.policy} lease adds {added * 1e3:.3f} ms to the p50 request: "
-                f"{100.0 * added / base:.2f}% of the forward pass"
-            )
+            for label, _, _, _ in sealed:
+                added = percentile(runs[f"{label}: request"], 0.5) - base
+                print(
+                    f"    {label}: a {args.policy} lease adds {added * 1e3:.3f} ms to the "
+                    f"p50 request: {100.0 * added / base:.2f}% of the forward pass"
+                )
     finally:
         long_lease.end()
-    model.release()
+    for _, _, model, _ in sealed:
+        model.release()
     return 0
 
 

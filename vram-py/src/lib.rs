@@ -35,6 +35,15 @@ use crate::worker::{Cost, Dtype, Failure, Leased, ScrubStats, Sealed, TensorHand
 /// lets the manager generate one for this process only; otherwise
 /// `EnvironmentError`. An `audit_log` needs a secret (its key derives from it).
 ///
+/// `leaf_size` (bytes, a power of two from 4096 to 1 GiB; as `vram seal
+/// --leaf-size`) is the size of the leaves this manager's seals cut models
+/// into; `None` keeps the default (64 KiB on CUDA, 1 MiB on the mock). A
+/// `"sampled:K"` lease re-reads and hashes K leaves, so its cost is about
+/// K leaf sizes of hashing, and its chance to catch one corrupt leaf is K
+/// in the model's leaf count: smaller leaves make a lease cheaper and each
+/// one check less of the model (a scrubber's sweep covers all of it either
+/// way). Anything else raises `UsageError`.
+///
 /// Seals, verifications and leases release the GIL: several Python threads
 /// can lease and verify at once.
 #[pyclass(frozen, module = "vram_residency")]
@@ -64,16 +73,18 @@ fn stats_dict<'py>(py: Python<'py>, s: ScrubStats) -> PyResult<Bound<'py, PyDict
 #[pymethods]
 impl Manager {
     #[new]
-    #[pyo3(signature = (device = "auto", secret_file = None, audit_log = None, ephemeral_secret = false))]
+    #[pyo3(signature = (device = "auto", secret_file = None, audit_log = None, ephemeral_secret = false, leaf_size = None))]
     fn new(
         py: Python<'_>,
         device: &str,
         secret_file: Option<PathBuf>,
         audit_log: Option<PathBuf>,
         ephemeral_secret: bool,
+        leaf_size: Option<u64>,
     ) -> PyResult<Self> {
-        let worker =
-            py.detach(|| worker::Worker::open(device, secret_file, audit_log, ephemeral_secret))?;
+        let worker = py.detach(|| {
+            worker::Worker::open(device, secret_file, audit_log, ephemeral_secret, leaf_size)
+        })?;
         Ok(Self { worker })
     }
 

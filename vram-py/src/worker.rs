@@ -25,9 +25,9 @@ const ENVIRONMENT: u8 = 3;
 pub(crate) use vram_residency::ScrubStats;
 pub(crate) use vram_residency::{DeviceMemory, Dtype};
 use vram_residency::{
-    LeaseHandle, LeasePolicy, ModelRef, ScrubConfig, Scrubber as RustScrubber, SealedModel,
-    SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyPolicy, VerifyReport,
-    VramError, WorkerSecret,
+    LeafSize, LeaseHandle, LeasePolicy, ModelRef, ScrubConfig, Scrubber as RustScrubber,
+    SealedModel, SealedShard, SharedLease, SharedModelLease, TensorMemory, VerifyPolicy,
+    VerifyReport, VramError, WorkerSecret,
 };
 
 /// An error with the class and exit code the `vram` command gives it.
@@ -94,14 +94,21 @@ pub(crate) struct Worker(vram_worker::Worker);
 
 impl Worker {
     /// Builds a worker as `vram seal` does (`device`: `auto`, `mock`,
-    /// `cuda`, `cuda:N`). Without a secret, an ephemeral one only when
+    /// `cuda`, `cuda:N`; `leaf_size` as `vram seal --leaf-size`, `None` for
+    /// the default). Without a secret, an ephemeral one only when
     /// `ephemeral_secret` allows it.
     pub(crate) fn open(
         device: &str,
         secret_file: Option<PathBuf>,
         audit_log: Option<PathBuf>,
         ephemeral_secret: bool,
+        leaf_size: Option<u64>,
     ) -> Result<Self, Failure> {
+        let leaf = leaf_size
+            .map(|bytes| {
+                LeafSize::new(bytes).map_err(|e| Failure::usage(format!("leaf_size: {e}")))
+            })
+            .transpose()?;
         if ephemeral_secret && secret_file.is_some() {
             return Err(Failure::usage(
                 "ephemeral_secret=True and secret_file: give one or the other",
@@ -133,7 +140,9 @@ impl Worker {
             audit_log,
             quiet: true,
         };
-        Ok(Self(vram_worker::Worker::open(&options)?))
+        Ok(Self(vram_worker::Worker::open_with_leaf_size(
+            &options, leaf,
+        )?))
     }
 
     /// `mock` or `cuda`.

@@ -165,3 +165,56 @@ def test_help_shows_the_docstrings():
     assert "verified" in vr.Manager.lease.__doc__
     assert "read-only" in vr.Tensor.numpy.__doc__
     assert "exit code 1" in vr.IntegrityError.__doc__
+
+
+def four_mib_file(path):
+    """A safetensors file of exactly 4 MiB (one U8 tensor after the header),
+    so that its leaf counts are exact: 4 of 1 MiB, 16 of 256 KiB."""
+    total = 4 << 20
+    n = total - 64
+    while True:
+        data = np.arange(n, dtype=np.uint32).astype(np.uint8)
+        starts = write_safetensors(path, [("blob", data, "U8")])
+        size = path.stat().st_size
+        if size == total:
+            return data, starts["blob"]
+        n += total - size
+
+
+def test_leaf_size_sets_the_leaves_a_seal_cuts_and_a_lease_checks(tmp_path):
+    path = tmp_path / "model.safetensors"
+    data, start = four_mib_file(path)
+    default = vr.Manager(device="mock", ephemeral_secret=True)
+    small = vr.Manager(device="mock", ephemeral_secret=True, leaf_size=256 * 1024)
+    big_model = default.seal_file(path)
+    small_model = small.seal_file(path)
+    # The same bytes, four times the leaves, each a quarter of the size.
+    assert default.verify(big_model, policy="full")["leaves_checked"] == 4
+    full = small.verify(small_model, policy="full")
+    assert full["leaves_checked"] == 16
+    assert full["bytes_checked"] == 4 << 20
+    # A sampled:1 lease re-reads and hashes one leaf: 256 KiB, not 1 MiB.
+    with default.lease(big_model, policy="sampled:1") as lease:
+        assert lease.verification["bytes_checked"] == 1 << 20
+    with small.lease(small_model, policy="sampled:1") as lease:
+        assert lease.verification == {
+            **lease.verification,
+            "leaves_checked": 1,
+            "bytes_checked": 256 * 1024,
+        }
+        np.testing.assert_array_equal(lease.tensors()["blob"].numpy(), data)
+    assert start < (4 << 20) - 1
+    if vr._native.TEST_HOOKS:
+        # And it is a seal like any other: a byte flipped in the last small
+        # leaf is found by a full verification, which names only that
+        # 256 KiB leaf's range (15 * 256 KiB .. 4 MiB).
+        small._corrupt_latest_for_tests((4 << 20) - 1, 0xFF)
+        with pytest.raises(vr.IntegrityError, match="1 corrupt range") as e:
+            small.verify(small_model, policy="full")
+        assert "bytes 3932160..4194304" in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [0, 1000, 2048, 3 * 4096, 1 << 31])
+def test_a_leaf_size_that_is_not_a_power_of_two_from_4_kib_to_1_gib_is_refused(bad):
+    with pytest.raises(vr.UsageError, match="leaf_size"):
+        vr.Manager(device="mock", ephemeral_secret=True, leaf_size=bad)

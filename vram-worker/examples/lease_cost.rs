@@ -9,9 +9,20 @@
 //! - `lease + views`: the same, plus each tensor's host bytes read through
 //!   the lease (Python: `lease.tensors()` and `numpy()` on each).
 //!
+//!
+//! With `--breakdown`, the parts of a `sampled:K` lease are timed apart,
+//! interleaved with the whole, each round in the same order: the model's
+//! binding tag (`check_model`), one shard's lease without the model
+//! (`VramManager::lease`: the seal's tag and root, the sampled leaves), the
+//! root over the recorded leaf hashes, K leaves copied out of the mock's
+//! memory into a new buffer (what a read-back staging buffer costs) and into
+//! one kept across calls, and K leaves hashed: on the calling thread, and
+//! through `hash_leaf_run` (which may start a helper thread).
+//!
 //! ```text
 //! cargo run --release -p vram-worker --example lease_cost -- \
-//!     --model DIR|hf://ORG/NAME [--policy sampled:1] [--requests 2000]
+//!     --model DIR|hf://ORG/NAME [--policy sampled:1] [--requests 2000] \
+//!     [--leaf-size BYTES] [--breakdown]
 //! ```
 #![allow(
     clippy::print_stdout,
@@ -24,6 +35,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vram_crypto::LeafSize;
 use vram_residency::{LeasePolicy, TensorMemory};
 use vram_worker::{locate, DeviceSpec, SecretChoice, Worker, WorkerOptions};
 
@@ -38,6 +50,8 @@ fn run() -> Result<(), String> {
     let mut model = None;
     let mut policy = LeasePolicy::Sampled { leaves: 1 };
     let mut requests = 2000usize;
+    let mut leaf = None;
+    let mut breakdown = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -56,18 +70,29 @@ fn run() -> Result<(), String> {
                     .filter(|n| *n >= 10)
                     .ok_or("--requests needs a number of at least 10")?;
             }
+            "--leaf-size" => {
+                let bytes = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--leaf-size needs a number of bytes")?;
+                leaf = Some(LeafSize::new(bytes).map_err(|e| format!("--leaf-size: {e}"))?);
+            }
+            "--breakdown" => breakdown = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
     let model = model.ok_or("--model DIR|hf://ORG/NAME is required")?;
     let location = locate(&model, true).map_err(|e| e.to_string())?;
     // A measurement outlives nothing it seals: an ephemeral secret.
-    let worker = Worker::open(&WorkerOptions {
-        device: DeviceSpec::Mock,
-        secret: SecretChoice::Ephemeral,
-        audit_log: None,
-        quiet: true,
-    })
+    let worker = Worker::open_with_leaf_size(
+        &WorkerOptions {
+            device: DeviceSpec::Mock,
+            secret: SecretChoice::Ephemeral,
+            audit_log: None,
+            quiet: true,
+        },
+        leaf,
+    )
     .map_err(|e| e.to_string())?;
     let sealed = Arc::new(worker.seal_snapshot(&location).map_err(|e| e.to_string())?);
     let manager = worker.manager();
@@ -103,6 +128,9 @@ fn run() -> Result<(), String> {
         lease.end();
         Ok(bytes)
     };
+    if breakdown {
+        return lease_breakdown(manager, &sealed, policy, requests);
+    }
     // Warm up.
     for _ in 0..20 {
         lease_and_views()?;
@@ -126,6 +154,110 @@ fn run() -> Result<(), String> {
     for (name, runs) in [("lease", &only), ("lease + views", &views)] {
         println!(
             "  {name:<14} p50 {:>8.1} us   p99 {:>8.1} us",
+            us(percentile(runs, 0.5)),
+            us(percentile(runs, 0.99))
+        );
+    }
+    Ok(())
+}
+
+/// The parts of a lease, timed apart (see the crate docs above).
+fn lease_breakdown(
+    manager: &vram_residency::VramManager,
+    model: &Arc<vram_residency::SealedModel>,
+    policy: LeasePolicy,
+    requests: usize,
+) -> Result<(), String> {
+    let k = match policy {
+        LeasePolicy::Sampled { leaves } => usize::try_from(leaves).unwrap_or(1),
+        _ => return Err("--breakdown: a sampled:K policy".into()),
+    };
+    let shard = model.shards().first().ok_or("a model without shards")?;
+    let descriptor = shard.tree_digest().descriptor;
+    let leaf = descriptor.leaf_size;
+    let leaf_bytes = usize::try_from(leaf.bytes()).map_err(|_| "a leaf larger than memory")?;
+    let span = leaf_bytes.saturating_mul(k);
+    let mut kept = vec![0u8; span];
+    let mut hashes = Vec::with_capacity(k);
+    let mut parts: Vec<(&str, Vec<Duration>)> = [
+        "lease of the model (sampled, shared handles)",
+        "  binding tag (check_model)",
+        "  one shard's lease (seal tag, root, leaves)",
+        "    root over the leaf hashes",
+        "    leaves copied into a new buffer",
+        "    leaves copied into a kept buffer",
+        "    leaves hashed, calling thread",
+        "    leaves hashed, hash_leaf_run",
+    ]
+    .into_iter()
+    .map(|n| (n, Vec::with_capacity(requests)))
+    .collect();
+    let mut round = |record: bool| -> Result<(), String> {
+        let mut times = [Duration::ZERO; 8];
+        let t = Instant::now();
+        manager
+            .lease_model_shared(model, policy)
+            .map_err(|e| e.to_string())?
+            .end();
+        times[0] = t.elapsed();
+        let t = Instant::now();
+        manager.check_model(model).map_err(|e| e.to_string())?;
+        times[1] = t.elapsed();
+        let t = Instant::now();
+        let lease = manager.lease(shard, policy).map_err(|e| e.to_string())?;
+        times[2] = t.elapsed();
+        let t = Instant::now();
+        std::hint::black_box(shard.leaf_hashes().root());
+        times[3] = t.elapsed();
+        let bytes = lease.host_bytes().map_err(|e| e.to_string())?;
+        let src = bytes.get(..span.min(bytes.len())).unwrap_or_default();
+        let t = Instant::now();
+        let mut fresh = vec![0u8; src.len()];
+        fresh.copy_from_slice(src);
+        std::hint::black_box(&fresh);
+        times[4] = t.elapsed();
+        drop(fresh);
+        let t = Instant::now();
+        kept.truncate(0);
+        kept.extend_from_slice(src);
+        std::hint::black_box(&kept);
+        times[5] = t.elapsed();
+        let t = Instant::now();
+        hashes.clear();
+        vram_crypto::hash_leaf_run_threads(leaf, src, 1, &mut hashes);
+        times[6] = t.elapsed();
+        let t = Instant::now();
+        hashes.clear();
+        vram_crypto::hash_leaf_run(leaf, src, &mut hashes);
+        times[7] = t.elapsed();
+        drop(bytes);
+        drop(lease);
+        if record {
+            for ((_, runs), t) in parts.iter_mut().zip(times) {
+                runs.push(t);
+            }
+        }
+        Ok(())
+    };
+    for _ in 0..20 {
+        round(false)?;
+    }
+    for _ in 0..requests {
+        round(true)?;
+    }
+    println!(
+        "rust lease breakdown: {} ({} bytes, {} leaves of {} bytes), mock device, {policy}, \
+         {requests} rounds, hashing backend {}, CPU: {}",
+        model.model_ref(),
+        model.vram_bytes(),
+        shard.leaf_hashes().len(),
+        leaf.bytes(),
+        vram_crypto::backend(),
+        cpu_name()
+    );
+    for (name, runs) in &parts {
+        println!(
+            "  {name:<46} p50 {:>8.1} us   p99 {:>8.1} us",
             us(percentile(runs, 0.5)),
             us(percentile(runs, 0.99))
         );

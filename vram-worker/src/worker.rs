@@ -10,6 +10,7 @@ use crate::secret::SecretChoice;
 use std::path::PathBuf;
 use std::sync::Arc;
 use vram_audit::AuditSink;
+use vram_crypto::LeafSize;
 use vram_residency::{SealRequest, SealedModel, SealedShard, SnapshotRequest, VramManager};
 
 /// What a worker is built from.
@@ -50,6 +51,21 @@ impl Worker {
     /// A usage error for a secret on refused standard input; an environment
     /// error when no device, secret or log can be used.
     pub fn open(options: &WorkerOptions) -> Result<Self, WorkerError> {
+        Self::open_with_leaf_size(options, None)
+    }
+
+    /// [`Worker::open`] with the leaf size its seals cut models into
+    /// (`vram seal --leaf-size`); `None` for the manager's default (64 KiB
+    /// on CUDA devices, 1 MiB otherwise). A `sampled:K` lease re-reads and
+    /// hashes K leaves, so the leaf size sets what a lease costs and how
+    /// much of a model it checks.
+    ///
+    /// # Errors
+    /// As [`Worker::open`].
+    pub fn open_with_leaf_size(
+        options: &WorkerOptions,
+        leaf: Option<LeafSize>,
+    ) -> Result<Self, WorkerError> {
         let selection = DeviceSelection::select(options.device)?;
         selection.announce(options.quiet);
         let secret = options.secret.load()?;
@@ -62,6 +78,7 @@ impl Worker {
             &selection,
             ManagerOptions {
                 audit,
+                leaf,
                 ..ManagerOptions::default()
             },
         )?;

@@ -90,6 +90,7 @@ class Manager:
         secret_file: Optional[_Path] = None,
         audit_log: Optional[_Path] = None,
         ephemeral_secret: bool = False,
+        leaf_size: Optional[int] = None,
     ) -> None: ...
     @property
     def device_kind(self) -> str: ...
