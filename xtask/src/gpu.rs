@@ -332,12 +332,32 @@ fi
                 .sum()
         })
         .unwrap_or(0);
+    // The engine's binaries carry candle's PTX and kernels (about 60 MB
+    // each, mostly text that compresses eightfold); the device tool carries
+    // at most 64 MiB, so the bundle travels as one xz archive as well.
+    let archive = root().join("target").join("gpu-bundle.tar.xz");
+    step(
+        "compress the bundle (target/gpu-bundle.tar.xz)",
+        Command::new("tar")
+            .env("XZ_OPT", "-6 -T0")
+            .arg("-C")
+            .arg(root().join("target"))
+            .args(["-cJf"])
+            .arg(&archive)
+            .arg("gpu-bundle"),
+    )?;
+    let packed = std::fs::metadata(&archive).map(|m| m.len()).unwrap_or(0);
     eprintln!(
-        "\nGPU bundle ready: {} ({} test binaries, {} MiB). Run `bash run.sh` there \
-         (MODEL=FILE.gguf for the engine's measurements on a real model).",
+        "\nGPU bundle ready: {} ({} test binaries, {} MiB; {} as {} MiB). Run `bash run.sh` \
+         there (MODEL=FILE.gguf for the engine's measurements on a real model); from the \
+         archive: `tar xJf target/gpu-bundle.tar.xz -C /tmp && bash /tmp/gpu-bundle/run.sh` \
+         (without xz: python3 -c \"import tarfile; tarfile.open('target/gpu-bundle.tar.xz').\
+         extractall('/tmp')\").",
         bundle.display(),
         tests.len(),
-        size >> 20
+        size >> 20,
+        archive.display(),
+        packed >> 20
     );
     Ok(())
 }
