@@ -52,7 +52,7 @@ pub fn load_generator(
 
 /// As [`load_generator`], computing on `device`: the CPU for a model sealed
 /// in host memory (the mock), candle's CUDA device
-/// ([`cuda_device`](crate::cuda_device), feature `cuda-engine`) for a model
+/// (`vram_llm::cuda_device`, feature `cuda-engine`) for a model
 /// sealed on that CUDA device.
 ///
 /// # Errors

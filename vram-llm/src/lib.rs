@@ -26,7 +26,7 @@ pub use api::{
     TextGeneration, TokenDelta,
 };
 /// Where a model computes (candle's device): `Device::Cpu`, or a CUDA device
-/// from [`cuda_device`] (feature `cuda-engine`).
+/// from `vram_llm::cuda_device` (feature `cuda-engine`).
 pub use candle_core::Device;
 pub use chat::{ChatTemplate, TemplateTokens};
 #[cfg(feature = "cuda-engine")]
