@@ -4,7 +4,10 @@
 //! request's [`RequestModel`], whose quantized weights read the sealed blocks
 //! in place. The maths is candle-transformers 0.11.1's `quantized_llama`
 //! (RMS norm, interleaved RoPE, grouped-query attention, SiLU-gated MLP,
-//! tied output head when `output.weight` is absent).
+//! tied output head when `output.weight` is absent), computed as llama.cpp's
+//! CPU build computes it where the two differ: an f16 KV cache (Q and the
+//! attention probabilities rounded to f16 for the attention products), RMS
+//! norm summed in f64, RoPE angles as ggml's running product.
 
 use std::collections::HashMap;
 use std::sync::Arc;
