@@ -5,9 +5,10 @@
 //! in place. The maths is candle-transformers 0.11.1's `quantized_llama`
 //! (RMS norm, interleaved RoPE, grouped-query attention, SiLU-gated MLP,
 //! tied output head when `output.weight` is absent), computed as llama.cpp's
-//! CPU build computes it where the two differ: an f16 KV cache (Q and the
-//! attention probabilities rounded to f16 for the attention products), RMS
-//! norm summed in f64, RoPE angles as ggml's running product.
+//! CPU build computes it where the two differ: K and V rounded to f16 as
+//! llama.cpp's f16 KV cache rounds them (Q and the attention probabilities
+//! too, for the attention products), RMS norm summed in f64, RoPE angles as
+//! ggml's running product.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -631,14 +632,16 @@ impl RequestModel<'_> {
                 .reshape((1, seq_len, n_kv_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            // The KV cache holds f16, as llama.cpp's does by default
-            // (`type_k` = `type_v` = f16): K and V are rounded once, when
-            // stored. ggml's F16 matmul converts its f32 operand to f16, so
-            // Q (and below, the attention probabilities) is rounded too; the
-            // products of f16 values are exact in f32, where they are summed.
+            // K and V are rounded to f16 when cached, as llama.cpp's KV cache
+            // is f16 by default (`type_k` = `type_v` = f16); ggml's F16
+            // matmul converts its f32 operand to f16, so Q (and below, the
+            // attention probabilities) is rounded too. The products of f16
+            // values are exact in f32, where they are summed. The cache keeps
+            // the rounded values as f32: widening the whole cache at every
+            // step would cost more than it saves.
             let q = through_f16(&candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?.to_dtype(DType::F16)?;
-            let v = v.to_dtype(DType::F16)?;
+            let k = through_f16(&candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)?;
+            let v = through_f16(&v)?;
             let (k, v) = match (&layer.kv_cache, position) {
                 (Some((kc, vc)), p) if p > 0 => {
                     (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?)
@@ -646,8 +649,8 @@ impl RequestModel<'_> {
                 _ => (k, v),
             };
             layer.kv_cache = Some((k.clone(), v.clone()));
-            let k = candle_transformers::utils::repeat_kv(k, groups)?.to_dtype(DType::F32)?;
-            let v = candle_transformers::utils::repeat_kv(v, groups)?.to_dtype(DType::F32)?;
+            let k = candle_transformers::utils::repeat_kv(k, groups)?;
+            let v = candle_transformers::utils::repeat_kv(v, groups)?;
             // `Tensor / f64` is `affine(1 / v, 0)` in candle: the same op, named.
             let att = q.matmul(&k.t()?)?.affine(1.0 / scale, 0.0)?;
             let att = match &mask {
@@ -679,10 +682,29 @@ impl RequestModel<'_> {
 }
 
 /// RMS norm as ggml computes it: squares in f32 summed in f64, the mean
-/// back in f32, `x * (1 / sqrt(mean + eps)) * w`.
+/// back in f32, `x * (1 / sqrt(mean + eps)) * w`. On the CPU one pass over
+/// the values (a chain of candle ops costs more than the sums at decode).
 fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    let n = x.dim(candle_core::D::Minus1)?;
+    if x.device().is_cpu() {
+        let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+        let weights = w.to_vec1::<f32>()?;
+        if weights.len() != n || n == 0 {
+            candle_core::bail!("rms norm: {} weights for rows of {n}", weights.len())
+        }
+        for row in values.chunks_exact_mut(n) {
+            let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            let mean = (sum / n as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for (v, &w) in row.iter_mut().zip(&weights) {
+                *v = *v * scale * w;
+            }
+        }
+        return Tensor::from_vec(values, x.shape(), x.device());
+    }
     #[allow(clippy::cast_precision_loss)]
-    let n = Tensor::new(x.dim(candle_core::D::Minus1)? as f64, x.device())?;
+    let n = Tensor::new(n as f64, x.device())?;
     let mean = x
         .sqr()?
         .to_dtype(DType::F64)?
@@ -695,8 +717,17 @@ fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
 
 /// `t` rounded to f16 and widened back to f32 (round to nearest even, as
 /// ggml's f32 to f16 conversion): what an f32 operand of ggml's F16 matmul
-/// becomes.
+/// becomes. On the CPU in one pass.
 fn through_f16(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() {
+        let values: Vec<f32> = t
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| half::f16::from_f32(v).to_f32())
+            .collect();
+        return Tensor::from_vec(values, t.shape(), t.device());
+    }
     t.to_dtype(DType::F16)?.to_dtype(DType::F32)
 }
 

@@ -37,7 +37,7 @@ pub(crate) fn quantize_q8_1(xs: &[f32]) -> Vec<ActQ8_1> {
             for (q, &x) in qs.iter_mut().zip(block) {
                 // In range: |x * id| <= 127 (`as` saturates the rest).
                 #[allow(clippy::cast_possible_truncation)]
-                let v = (x * id).round_ties_even() as i8;
+                let v = round_ties_even_small(x * id) as i8;
                 *q = v;
                 sum = sum.saturating_add(i32::from(v));
             }
@@ -50,6 +50,16 @@ pub(crate) fn quantize_q8_1(xs: &[f32]) -> Vec<ActQ8_1> {
             }
         })
         .collect()
+}
+
+/// `x` rounded to the nearest integer, ties to even (`_mm256_round_ps` in
+/// the default rounding mode), for `|x| < 2^22`: adding and taking away
+/// `1.5 × 2^23` leaves the rounding to the f32 addition itself, which rounds
+/// to nearest even. (`f32::round_ties_even` is a library call on x86-64's
+/// baseline, per activation.)
+pub(crate) fn round_ties_even_small(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0;
+    (x + SHIFT) - SHIFT
 }
 
 fn half_at(bytes: &[u8], at: usize) -> f32 {
@@ -121,5 +131,17 @@ mod tests {
         assert_eq!(a.qs[1], 38);
         assert_eq!(a.s, f16::from_f32(d * (127.0 + 31.0 * q)).to_f32());
         assert_eq!(a.d, f16::from_f32(d).to_f32());
+    }
+
+    #[test]
+    fn the_shift_rounds_as_round_ties_even_over_the_activation_range() {
+        let mut x = -130.0f32;
+        while x <= 130.0 {
+            assert_eq!(round_ties_even_small(x), x.round_ties_even(), "{x}");
+            x += 0.03125;
+        }
+        for x in [0.49999997f32, -0.49999997, 126.5, -126.5, 127.49999, 1e-30] {
+            assert_eq!(round_ties_even_small(x), x.round_ties_even(), "{x}");
+        }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) fn quantize_q8_0(xs: &[f32]) -> Vec<ActQ8_0> {
             for (q, &x) in qs.iter_mut().zip(block) {
                 // In range: |x * id| <= 127 (`as` saturates the rest).
                 #[allow(clippy::cast_possible_truncation)]
-                let v = (x * id).round_ties_even() as i8;
+                let v = super::q4_1::round_ties_even_small(x * id) as i8;
                 *q = v;
             }
             ActQ8_0 {
