@@ -4,7 +4,11 @@
 //! request's [`RequestModel`], whose quantized weights read the sealed blocks
 //! in place. The maths is candle-transformers 0.11.1's `quantized_llama`
 //! (RMS norm, interleaved RoPE, grouped-query attention, SiLU-gated MLP,
-//! tied output head when `output.weight` is absent).
+//! tied output head when `output.weight` is absent), computed as llama.cpp's
+//! CPU build computes it where the two differ: K and V rounded to f16 as
+//! llama.cpp's f16 KV cache rounds them (Q and the attention probabilities
+//! too, for the attention products), RMS norm summed in f64, RoPE angles as
+//! ggml's running product.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -422,24 +426,32 @@ fn check_tensors(
     Ok(vocab)
 }
 
-/// cos and sin of every position's rotation, `[context, head_dim / 2]`.
+/// cos and sin of every position's rotation, `[context, head_dim / 2]`,
+/// computed as ggml's CPU RoPE computes them: `theta_scale = base^(-2 / d)`
+/// in f32, each position's angles a running product of it.
 fn rotary_tables(config: &LlamaConfig) -> candle_core::Result<(Tensor, Tensor)> {
     let half = config.head_dim / 2;
-    #[allow(clippy::cast_precision_loss, clippy::arithmetic_side_effects)]
-    let theta: Vec<f32> = (0..half)
-        .map(|i| {
-            1f32 / config
-                .rope_freq_base
-                .powf((2 * i) as f32 / config.head_dim as f32)
-        })
-        .collect();
+    #[allow(clippy::cast_precision_loss)]
+    let theta_scale = config.rope_freq_base.powf(-2.0 / config.head_dim as f32);
     let positions = config.context_length as usize;
-    let theta = Tensor::new(theta.as_slice(), &Device::Cpu)?;
-    let idx = Tensor::arange(0, config.context_length, &Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .reshape((positions, 1))?
-        .matmul(&theta.reshape((1, half))?)?;
-    Ok((idx.cos()?, idx.sin()?))
+    let len = positions
+        .checked_mul(half)
+        .ok_or_else(|| candle_core::Error::msg("rotary tables: context too long"))?;
+    let mut cos = Vec::with_capacity(len);
+    let mut sin = Vec::with_capacity(len);
+    for p in 0..config.context_length {
+        #[allow(clippy::cast_precision_loss)]
+        let mut theta = p as f32;
+        for _ in 0..half {
+            cos.push(theta.cos());
+            sin.push(theta.sin());
+            theta *= theta_scale;
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (positions, half), &Device::Cpu)?,
+        Tensor::from_vec(sin, (positions, half), &Device::Cpu)?,
+    ))
 }
 
 #[derive(Debug)]
@@ -601,7 +613,7 @@ impl RequestModel<'_> {
         let mut x = self.embed(tokens)?;
         for layer in &mut self.layers {
             let residual = &x;
-            let h = candle_nn::ops::rms_norm(&x, &layer.attention_norm, eps)?;
+            let h = rms_norm(&x, &layer.attention_norm, eps)?;
             let q = layer
                 .wq
                 .forward(&h)?
@@ -620,8 +632,16 @@ impl RequestModel<'_> {
                 .reshape((1, seq_len, n_kv_head, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let q = candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?;
-            let k = candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?;
+            // K and V are rounded to f16 when cached, as llama.cpp's KV cache
+            // is f16 by default (`type_k` = `type_v` = f16); ggml's F16
+            // matmul converts its f32 operand to f16, so Q (and below, the
+            // attention probabilities) is rounded too. The products of f16
+            // values are exact in f32, where they are summed. The cache keeps
+            // the rounded values as f32: widening the whole cache at every
+            // step would cost more than it saves.
+            let q = through_f16(&candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?)?;
+            let k = through_f16(&candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?)?;
+            let v = through_f16(&v)?;
             let (k, v) = match (&layer.kv_cache, position) {
                 (Some((kc, vc)), p) if p > 0 => {
                     (Tensor::cat(&[kc, &k], 2)?, Tensor::cat(&[vc, &v], 2)?)
@@ -640,7 +660,7 @@ impl RequestModel<'_> {
                     mask.where_cond(&neg_inf.broadcast_as(att.shape().dims())?, &att)?
                 }
             };
-            let att = candle_nn::ops::softmax_last_dim(&att)?;
+            let att = through_f16(&candle_nn::ops::softmax_last_dim(&att)?)?;
             let y = att
                 .matmul(&v.contiguous()?)?
                 .transpose(1, 2)?
@@ -648,17 +668,67 @@ impl RequestModel<'_> {
             let y = layer.wo.forward(&y)?;
             let x1 = y.add(residual)?;
 
-            let h = candle_nn::ops::rms_norm(&x1, &layer.ffn_norm, eps)?;
+            let h = rms_norm(&x1, &layer.ffn_norm, eps)?;
             let gate = layer.w1.forward(&h)?;
             let up = layer.w3.forward(&h)?;
             let m = layer.w2.forward(&candle_nn::ops::silu(&gate)?.mul(&up)?)?;
             x = m.add(&x1)?;
         }
-        let x = candle_nn::ops::rms_norm(&x, &self.output_norm, eps)?;
+        let x = rms_norm(&x, &self.output_norm, eps)?;
         let x = x.i((.., seq_len.saturating_sub(1), ..))?.contiguous()?;
         let logits = self.output.forward(&x)?;
         logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()
     }
+}
+
+/// RMS norm as ggml computes it: squares in f32 summed in f64, the mean
+/// back in f32, `x * (1 / sqrt(mean + eps)) * w`. On the CPU one pass over
+/// the values (a chain of candle ops costs more than the sums at decode).
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    let n = x.dim(candle_core::D::Minus1)?;
+    if x.device().is_cpu() {
+        let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+        let weights = w.to_vec1::<f32>()?;
+        if weights.len() != n || n == 0 {
+            candle_core::bail!("rms norm: {} weights for rows of {n}", weights.len())
+        }
+        for row in values.chunks_exact_mut(n) {
+            let sum: f64 = row.iter().map(|&v| f64::from(v * v)).sum();
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            let mean = (sum / n as f64) as f32;
+            let scale = 1.0 / (mean + eps).sqrt();
+            for (v, &w) in row.iter_mut().zip(&weights) {
+                *v = *v * scale * w;
+            }
+        }
+        return Tensor::from_vec(values, x.shape(), x.device());
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let n = Tensor::new(n as f64, x.device())?;
+    let mean = x
+        .sqr()?
+        .to_dtype(DType::F64)?
+        .sum_keepdim(candle_core::D::Minus1)?
+        .broadcast_div(&n)?
+        .to_dtype(DType::F32)?;
+    let scale = mean.affine(1.0, f64::from(eps))?.sqrt()?.recip()?;
+    x.broadcast_mul(&scale)?.broadcast_mul(w)
+}
+
+/// `t` rounded to f16 and widened back to f32 (round to nearest even, as
+/// ggml's f32 to f16 conversion): what an f32 operand of ggml's F16 matmul
+/// becomes. On the CPU in one pass.
+fn through_f16(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() {
+        let values: Vec<f32> = t
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(|v| half::f16::from_f32(v).to_f32())
+            .collect();
+        return Tensor::from_vec(values, t.shape(), t.device());
+    }
+    t.to_dtype(DType::F16)?.to_dtype(DType::F32)
 }
 
 impl Drop for RequestModel<'_> {

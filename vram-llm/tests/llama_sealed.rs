@@ -1,6 +1,15 @@
 //! The llama forward pass over sealed memory agrees with candle's own
 //! `quantized_llama` on the same GGUF file, for every type the engine
-//! computes on; a corrupted tensor refuses the next request.
+//! computes on: the same greedy token, logits within a bound. Not bit for
+//! bit: the engine computes as llama.cpp's CPU build does where candle
+//! differs (an f16 KV cache with Q and the attention probabilities rounded
+//! to f16 for the two attention products, RMS norm summed in f64, RoPE
+//! angles as ggml's running product, Q4_1 / Q8_0 activations rounded as
+//! ggml's x86 code rounds them). On these tiny random models that moves the
+//! logits by up to about 0.1 for the quantized types (measured: Q4_0 0.03,
+//! Q4_1 0.07, Q5_0 0.05, Q8_0 0.06, Q4K 0.11 on the prompt) and a few
+//! thousandths for F16 / F32: the bounds below are about twice that. A
+//! corrupted tensor refuses the next request.
 #![allow(
     clippy::unwrap_used,
     clippy::arithmetic_side_effects,
@@ -17,7 +26,11 @@ use vram_residency::{LeasePolicy, VramError};
 
 const PROMPT: &[u32] = &[1, 17, 42, 5, 88, 3, 60];
 
-/// Our logits and candle's for the prompt, then for two decode steps.
+/// The bound for quantized weights (see the module documentation).
+const QUANTIZED: f32 = 0.25;
+
+/// Our logits and candle's for the prompt, then for two decode steps: the
+/// same greedy token, logits within `tolerance`.
 fn compare(shape: Tiny, dtype: GgmlDType, tolerance: f32) {
     let f = fixture();
     let bytes = tiny_llama(shape, dtype, 11, &[]);
@@ -39,7 +52,7 @@ fn compare(shape: Tiny, dtype: GgmlDType, tolerance: f32) {
     let d = max_abs_diff(&ours, &theirs);
     eprintln!("{dtype:?} {shape:?}: prompt logits within {d} of candle's");
     assert!(d <= tolerance, "{dtype:?}: prompt logits differ by {d}");
-    assert_eq!(argmax(&ours), argmax(&theirs), "{dtype:?}");
+    same_greedy_token(&ours, &theirs, tolerance, &format!("{dtype:?}"));
     // The logits are not flat: the comparison means something.
     let spread = ours.iter().copied().fold(f32::MIN, f32::max)
         - ours.iter().copied().fold(f32::MAX, f32::min);
@@ -55,38 +68,60 @@ fn compare(shape: Tiny, dtype: GgmlDType, tolerance: f32) {
             d <= tolerance,
             "{dtype:?}: decode logits differ by {d} at {position}"
         );
-        assert_eq!(argmax(&ours), argmax(&theirs), "{dtype:?} at {position}");
+        same_greedy_token(
+            &ours,
+            &theirs,
+            tolerance,
+            &format!("{dtype:?} at {position}"),
+        );
         next = u32::try_from(argmax(&ours)).unwrap();
         position += 1;
     }
 }
 
+/// The same greedy token, or (said on standard error) a near tie: candle's
+/// logits for the two tokens within `2 * tolerance` of each other, which is
+/// all that logits within `tolerance` can tell apart.
+fn same_greedy_token(ours: &[f32], theirs: &[f32], tolerance: f32, what: &str) {
+    let (a, b) = (argmax(ours), argmax(theirs));
+    if a != b {
+        let gap = theirs.get(b).unwrap() - theirs.get(a).unwrap();
+        eprintln!(
+            "{what}: a near tie: our token {a}, candle's {b}, {gap} apart in candle's logits"
+        );
+        assert!(
+            gap <= 2.0 * tolerance,
+            "{what}: token {a} vs candle's {b}, {gap} apart"
+        );
+    }
+}
+
 #[test]
 fn logits_match_candles_quantized_llama_for_q4_0() {
-    compare(TINY, GgmlDType::Q4_0, 1e-4);
+    compare(TINY, GgmlDType::Q4_0, QUANTIZED);
 }
 
 #[test]
 fn logits_match_candles_quantized_llama_for_q4_1() {
-    compare(TINY, GgmlDType::Q4_1, 1e-4);
+    compare(TINY, GgmlDType::Q4_1, QUANTIZED);
 }
 
 #[test]
 fn logits_match_candles_quantized_llama_for_q5_0_and_q5_1() {
-    compare(TINY, GgmlDType::Q5_0, 1e-4);
-    compare(TINY, GgmlDType::Q5_1, 1e-4);
+    compare(TINY, GgmlDType::Q5_0, QUANTIZED);
+    compare(TINY, GgmlDType::Q5_1, QUANTIZED);
 }
 
 #[test]
 fn logits_match_candles_quantized_llama_for_q8_0_with_an_untied_head() {
-    compare(TINY, GgmlDType::Q8_0, 1e-4);
+    compare(TINY, GgmlDType::Q8_0, QUANTIZED);
     compare(
         Tiny {
             tied: false,
             ..TINY
         },
         GgmlDType::Q8_0,
-        1e-4,
+        QUANTIZED,
     );
 }
 
@@ -94,9 +129,10 @@ fn logits_match_candles_quantized_llama_for_q8_0_with_an_untied_head() {
 fn logits_match_candles_quantized_llama_for_f16_and_f32() {
     // candle expands float weights to a dense f32 matmul; ours multiplies
     // the sealed values in place, with candle's own f16 dot product for F16
-    // weights (activations rounded to f16): a few thousandths apart.
+    // weights (activations rounded to f16), and the attention in f16 (see
+    // the module documentation): a few thousandths apart.
     compare(TINY, GgmlDType::F16, 1e-2);
-    compare(TINY, GgmlDType::F32, 1e-3);
+    compare(TINY, GgmlDType::F32, 1e-2);
 }
 
 #[test]
@@ -111,7 +147,7 @@ fn logits_match_candles_quantized_llama_for_k_quants() {
         ..TINY
     };
     for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
-        compare(shape, dtype, 1e-4);
+        compare(shape, dtype, QUANTIZED);
     }
 }
 
