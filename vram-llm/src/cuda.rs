@@ -521,7 +521,6 @@ mod tests {
 
     use crate::gguf::TensorEntry;
     use crate::weights::{LeasedBlocks, LeasedLinear};
-    use candle_core::quantized::QTensor;
     use vram_residency::{LeasePolicy, VramConfig, VramError, VramManager, WorkerSecret};
 
     /// A manager on CUDA device 0 and candle's device there, or `None`,
@@ -575,12 +574,8 @@ mod tests {
         let Some((manager, compute)) = gpu() else {
             return;
         };
-        let values: Vec<f32> = (0..256u16)
-            .map(|i| (f32::from(i) * 7.0) % 23.0 / 11.0 - 1.0)
-            .collect();
-        let t = Tensor::from_slice(&values, (4, 64), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&t, GgmlDType::Q8_0).unwrap();
-        let bytes = q.data().unwrap().into_owned();
+        // The weights' tests' 4×64 Q8_0 table and its values.
+        let (bytes, values) = crate::weights::tests::table();
         let shard = Arc::new(
             manager
                 .seal(

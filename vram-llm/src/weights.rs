@@ -274,7 +274,7 @@ impl CustomOp1 for LeasedLinear {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
     use vram_audit::{AuditKey, AuditLog, AuditSink};
@@ -298,7 +298,7 @@ mod tests {
     }
 
     /// A 4×64 Q8_0 table, its bytes and its values.
-    fn table() -> (Vec<u8>, Vec<f32>) {
+    pub(crate) fn table() -> (Vec<u8>, Vec<f32>) {
         let values: Vec<f32> = (0..256u16)
             .map(|i| (f32::from(i) * 7.0) % 23.0 / 11.0 - 1.0)
             .collect();

@@ -14,6 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+// The one bounded wait on a child process, shared with vram-serve's tests.
+mod wait;
+pub(crate) use wait::wait_within;
+
 /// The built `vram` binary.
 pub(crate) fn bin() -> PathBuf {
     assert_cmd::cargo::cargo_bin("vram")
@@ -121,57 +125,6 @@ pub(crate) fn wait_for_line(
                 panic!("no line with `{needle}` within {within:?} ({e}); it printed: {seen:?}");
             }
         }
-    }
-}
-
-/// Waits for `child` (its stdout and stderr piped, or not) for at most
-/// `within`: past it the process is killed and the test fails with what it
-/// printed.
-pub(crate) fn wait_within(
-    mut child: std::process::Child,
-    within: Duration,
-) -> std::process::Output {
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut bytes);
-            }
-            bytes
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() >= within {
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            panic!(
-                "still running after {within:?}, killed ({status}); stdout: {}; stderr: {}",
-                String::from_utf8_lossy(&stdout.join().unwrap()),
-                String::from_utf8_lossy(&stderr.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    std::process::Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
     }
 }
 

@@ -20,6 +20,8 @@ pub(crate) mod gguf_writer;
 
 #[path = "../../../vram-llm/tests/scripted/mod.rs"]
 pub(crate) mod vocabulary;
+#[path = "../../../vram-cli/tests/common/wait.rs"]
+mod wait;
 
 pub(crate) mod text_model;
 
@@ -221,41 +223,12 @@ pub(crate) fn try_output_within(
     mut command: Command,
     within: Duration,
 ) -> std::io::Result<std::process::Output> {
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            bytes
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() >= within {
-            let _ = child.kill();
-            let status = child.wait().unwrap();
-            panic!(
-                "{command:?} still running after {within:?}, killed ({status}); stdout: {}; stderr: {}",
-                String::from_utf8_lossy(&stdout.join().unwrap()),
-                String::from_utf8_lossy(&stderr.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Ok(std::process::Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    })
+    Ok(wait::wait_within(child, within))
 }
 
 impl Serving {
