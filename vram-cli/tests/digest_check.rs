@@ -529,3 +529,47 @@ fn check_flags_and_exit_codes_are_sha256sums() {
         }
     }
 }
+
+#[test]
+fn a_fifo_in_a_manifest_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a"), bytes(5000, 1)).unwrap();
+    let manifest = run(d, &["digest", "a"]);
+    assert_eq!(manifest.status.code(), Some(0), "{manifest:?}");
+    // A FIFO with no writer, listed under a name of its own and put in
+    // place of a listed file: opening either for reading would wait for a
+    // writer for ever.
+    let made = Command::new("mkfifo")
+        .arg(d.join("pipe"))
+        .output_within(common::PATIENCE);
+    assert!(made.status.success(), "mkfifo: {made:?}");
+    let line = stdout(&manifest);
+    let pipe_line = line.replacen(" a\n", " pipe\n", 1);
+    assert_ne!(pipe_line, line, "{line}");
+    std::fs::write(d.join("m.vram"), format!("{line}{pipe_line}")).unwrap();
+    let out = run(d, &["digest", "-c", "m.vram"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(verdict_lines(&out), ["a: OK", "pipe: FAILED open or read"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a FIFO"), "{err}");
+    // --ignore-missing skips files that do not exist, not a FIFO.
+    let out = run(d, &["digest", "-c", "--ignore-missing", "m.vram"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // The FIFO replacing a listed file.
+    std::fs::remove_file(d.join("a")).unwrap();
+    std::fs::rename(d.join("pipe"), d.join("a")).unwrap();
+    let out = run(d, &["digest", "-c", "m.vram"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        verdict_lines(&out).contains(&"a: FAILED open or read".to_owned()),
+        "{out:?}"
+    );
+    // Named on the command line, a pipe is still read to its end.
+    let out = run_stdin(d, &["digest", "/dev/stdin"], &bytes(5000, 1));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        stdout(&out).split_whitespace().next(),
+        line.split_whitespace().next()
+    );
+}

@@ -303,7 +303,8 @@ fn digest_from_file(
     // What `vram digest` does (a mapped file), then the positional reads it
     // falls back to when a file cannot be mapped.
     let (res, map_s) = best(3, || -> Result<(), CliError> {
-        super::digest::digest_path(file, leaf, false, true).map(|_| ())
+        super::digest::digest_path(file, leaf, false, true, super::digest::NamedBy::Operator)
+            .map(|_| ())
     });
     res?;
     r.line(

@@ -12,7 +12,7 @@
 //! named, and the tensors in them when the file is a safetensors or GGUF
 //! file (its header read by `vram_format`, the same verdict a lease gets).
 
-use super::digest::digest_path;
+use super::digest::{digest_path, NamedBy};
 use crate::cli::DigestArgs;
 use crate::exit::{io_error, one_safe_line, shown_path, CliError};
 use crate::manifest::{parse_line, Entry, Expected};
@@ -357,7 +357,7 @@ fn check_entry(entry: &Entry, stdin_is_manifest: bool, quiet: bool) -> Outcome {
         Expected::Tree { leaf, .. } => (*leaf, false),
         Expected::Sha256(_) => (LeafSize::DEFAULT, true),
     };
-    let got = match digest_path(path, leaf, sha, quiet) {
+    let got = match digest_path(path, leaf, sha, quiet, NamedBy::Manifest) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("vram: {}", one_safe_line(&e.message));

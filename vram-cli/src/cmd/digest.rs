@@ -21,7 +21,7 @@ use vram_crypto::{backend, LeafSize};
 
 mod file;
 
-pub(crate) use file::{digest_file_parallel, digest_path, Digested};
+pub(crate) use file::{digest_file_parallel, digest_path, Digested, NamedBy};
 
 pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
     if args.check {
@@ -32,7 +32,7 @@ pub(crate) fn run(args: &DigestArgs, quiet: bool) -> Result<(), CliError> {
     let mut failed: Vec<CliError> = Vec::new();
     for path in &args.files {
         let name = path.to_string_lossy();
-        match digest_path(path, leaf, args.sha256, quiet) {
+        match digest_path(path, leaf, args.sha256, quiet, NamedBy::Operator) {
             Ok(d) => print_one(args, &name, leaf, &d, quiet),
             Err(e) => {
                 if args.json {

@@ -4,6 +4,7 @@
 use crate::exit::{io_error, shown_path, CliError};
 use indicatif::ProgressBar;
 use std::fs::File;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::Path;
 use std::time::Instant;
 use vram_core::source::{stream_chunks, MappedFile};
@@ -21,6 +22,18 @@ pub(crate) struct Digested {
     pub(crate) secs: f64,
 }
 
+/// Who named the file to digest, which decides what it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NamedBy {
+    /// The operator, on the command line: a pipe or a device is read to its
+    /// end (`vram digest <(zcat model.gz)`), as `sha256sum` reads it.
+    Operator,
+    /// A manifest line (`vram digest --check`): only a regular file. A FIFO
+    /// listed there (or put in place of a listed file) would block the check
+    /// for ever; it is opened without blocking and refused.
+    Manifest,
+}
+
 /// The leaf hashes (and with `sha256` the plain SHA-256) of the file at
 /// `path`, or of standard input for `-`.
 pub(crate) fn digest_path(
@@ -28,6 +41,7 @@ pub(crate) fn digest_path(
     leaf: LeafSize,
     sha256: bool,
     quiet: bool,
+    named_by: NamedBy,
 ) -> Result<Digested, CliError> {
     let start = Instant::now();
     if path.as_os_str() == "-" {
@@ -40,11 +54,39 @@ pub(crate) fn digest_path(
             secs: start.elapsed().as_secs_f64(),
         });
     }
-    let file = File::open(path).map_err(|e| io_error(path, &e))?;
+    let file = match named_by {
+        NamedBy::Operator => File::open(path),
+        // O_NONBLOCK: opening a FIFO with no writer returns at once instead
+        // of waiting for one. It changes nothing for a regular file (reads
+        // and maps of regular files never block on Linux), the only kind
+        // read on this path.
+        NamedBy::Manifest => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path),
+    }
+    .map_err(|e| io_error(path, &e))?;
     let meta = file.metadata().map_err(|e| io_error(path, &e))?;
     if meta.is_dir() {
         return Err(CliError::usage(format!(
             "{}: is a directory",
+            shown_path(path)
+        )));
+    }
+    if named_by == NamedBy::Manifest && !meta.is_file() {
+        let kind = meta.file_type();
+        let found = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_block_device() || kind.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(CliError::usage(format!(
+            "{}: is {found}; a manifest lists regular files only (digest a pipe or a device by \
+             naming it on the command line)",
             shown_path(path)
         )));
     }
