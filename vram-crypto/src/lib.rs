@@ -7,6 +7,7 @@ mod engine;
 mod error;
 mod hasher;
 mod hex;
+mod index;
 mod model;
 mod seal;
 mod tree;
@@ -20,6 +21,7 @@ pub use engine::{
 };
 pub use error::CryptoError;
 pub use hasher::{TreeHasher, TreeOutput};
+pub use index::LeafIndex;
 pub use model::{
     sign_model_binding, verify_model_binding, BoundFile, BoundShard, ModelBinding,
     MODEL_BINDING_DOMAIN, MODEL_BINDING_V1,

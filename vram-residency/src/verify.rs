@@ -251,10 +251,15 @@ impl Verifier<'_> {
         policy: VerifyPolicy,
     ) -> Result<(u64, u64, HashPath), VramError> {
         shard.ensure_not_compromised()?;
-        self.check_seal(shard)?;
         match policy {
-            VerifyPolicy::Full => self.verify_full(shard, true),
-            VerifyPolicy::FullHostReadback => self.verify_full(shard, false),
+            VerifyPolicy::Full => {
+                self.check_seal(shard)?;
+                self.verify_full(shard, true)
+            }
+            VerifyPolicy::FullHostReadback => {
+                self.check_seal(shard)?;
+                self.verify_full(shard, false)
+            }
             VerifyPolicy::Sampled { leaves: 0 } => Err(VramError::InvalidPolicy {
                 policy: policy.name(),
                 reason: "a sample of 0 leaves checks nothing; ask for at least 1",
@@ -264,6 +269,12 @@ impl Verifier<'_> {
                 reason: "scrub steps are run by a Scrubber; ask for full or sampled:K",
             }),
             VerifyPolicy::Sampled { leaves } => {
+                // The tag, and each drawn leaf's recorded hash proved against
+                // the shard's index (verify_leaf_indices): a cost that does
+                // not grow with the model, where the whole leaf list against
+                // the root would (full verifications and scrub sweeps check
+                // that).
+                self.check_tag(shard)?;
                 let indices =
                     crate::sampling::random_leaf_indices(shard.leaf_hashes().len() as u64, leaves)?;
                 self.verify_leaf_indices(shard, &indices)
@@ -273,8 +284,40 @@ impl Verifier<'_> {
     }
 
     /// Checks the tag over the shard's fields and that the recorded leaf
-    /// hashes still produce the sealed root.
+    /// hashes still produce the sealed root (`O(n)` in the leaves: for
+    /// checks that read every leaf, or once per scrub sweep).
     fn check_seal(&self, shard: &SealedShard) -> Result<(), VramError> {
+        self.check_tag(shard)?;
+        let tree = shard.tree_digest();
+        let recomputed = shard.leaf_hashes().root();
+        if recomputed.descriptor != tree.descriptor || !recomputed.root.ct_eq(&tree.root) {
+            return Err(VramError::SealInvalid {
+                shard_id: shard.shard_id().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that the recorded hash of each of `indices` is the one the
+    /// shard was born with: its path in the shard's index ([`vram_crypto::LeafIndex`],
+    /// built from the leaf list when it matched the sealed root) ends at
+    /// the index's top. `O(k log n)`; what a check of `k` leaves runs
+    /// instead of the root over all `n`.
+    fn check_recorded(&self, shard: &SealedShard, indices: &[u64]) -> Result<(), VramError> {
+        if indices
+            .iter()
+            .all(|&i| shard.index.proves(shard.leaf_hashes(), i))
+        {
+            Ok(())
+        } else {
+            Err(VramError::SealInvalid {
+                shard_id: shard.shard_id().to_string(),
+            })
+        }
+    }
+
+    /// Checks the key the shard was sealed under and the tag over its fields.
+    fn check_tag(&self, shard: &SealedShard) -> Result<(), VramError> {
         let invalid = || VramError::SealInvalid {
             shard_id: shard.shard_id().to_string(),
         };
@@ -292,11 +335,6 @@ impl Verifier<'_> {
             .sealer
             .is_authentic(&shard.content.message(), shard.seal_tag())
         {
-            return Err(invalid());
-        }
-        let tree = shard.tree_digest();
-        let recomputed = shard.leaf_hashes().root();
-        if recomputed.descriptor != tree.descriptor || !recomputed.root.ct_eq(&tree.root) {
             return Err(invalid());
         }
         Ok(())
@@ -431,6 +469,9 @@ impl Verifier<'_> {
     /// instead of four); a leaf larger than the staging size is streamed
     /// through it on its own.
     fn verify_leaf_indices(&self, shard: &SealedShard, indices: &[u64]) -> Result<u64, VramError> {
+        // The recorded hashes these leaves are compared with, first: no
+        // device byte is trusted against a hash altered on the host.
+        self.check_recorded(shard, indices)?;
         let descriptor = shard.tree_digest().descriptor;
         let leaf = descriptor.leaf_size;
         let staging = self.staging_bytes.max(1);
@@ -501,7 +542,9 @@ impl Verifier<'_> {
             .map_or(0, |r| r.end);
         let read = || -> Result<Vec<u8>, VramError> {
             shard.ensure_not_compromised()?;
-            self.check_seal(shard)?;
+            self.check_tag(shard)?;
+            let indices: Vec<u64> = (0..count).collect();
+            self.check_recorded(shard, &indices)?;
             let n = usize::try_from(end).map_err(|_| VramError::Internal {
                 reason: "a shard prefix larger than the address space",
             })?;
@@ -509,7 +552,6 @@ impl Verifier<'_> {
             shard.buffer().read_at(0, &mut bytes).map_err(dev(shard))?;
             let mut hashes = Vec::new();
             vram_crypto::hash_leaf_run(descriptor.leaf_size, &bytes, &mut hashes);
-            let indices: Vec<u64> = (0..count).collect();
             let corrupt = verify_leaves(shard.leaf_hashes(), &indices, &hashes)?;
             if corrupt.is_empty() {
                 Ok(bytes)
@@ -686,7 +728,7 @@ fn read_back_leaves(shard: &SealedShard, staging: usize) -> Result<LeafHashes, V
     clippy::arithmetic_side_effects
 )]
 mod tests {
-    use crate::{SealRequest, SealSource, VramConfig, VramError, VramManager};
+    use crate::{SealRequest, SealSource, VerifyPolicy, VramConfig, VramError, VramManager};
     use std::sync::Arc;
     use vram_core::Device;
     use vram_crypto::{LeafHashes, LeafSize, Sha256Digest};
@@ -778,5 +820,84 @@ mod tests {
 
         // And an untouched shard verifies.
         m.verify_sealed(&seal()).unwrap();
+    }
+
+    /// A sampled check proves each drawn leaf's recorded hash against the
+    /// shard's index instead of hashing the whole list: an altered entry is
+    /// refused as `SealInvalid` when its leaf is drawn (before the device
+    /// bytes are compared with it), and every tag check still runs.
+    #[test]
+    fn a_sampled_check_refuses_an_altered_recorded_hash_when_it_draws_its_leaf() {
+        let m = manager();
+        // 5 leaves of 4 KiB.
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let seal = || {
+            m.seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+                .unwrap()
+        };
+        let sampled = VerifyPolicy::Sampled { leaves: 1 };
+        let untouched = seal();
+        for _ in 0..50 {
+            m.verify_with(&untouched, sampled).unwrap();
+        }
+
+        let mut s = seal();
+        let (d, mut hashes) = s.leaves.clone().into_parts();
+        hashes[1] = Sha256Digest([0xAB; 32]);
+        s.leaves = LeafHashes::from_parts(d, hashes).unwrap();
+        // Leaf 1 is drawn with probability 1/5 per check: within 200 checks
+        // all but surely (a miss has probability 0.8^200).
+        let mut passed = 0;
+        let refused = (0..200).find_map(|_| match m.verify_with(&s, sampled) {
+            Ok(_) => {
+                passed += 1;
+                None
+            }
+            Err(e) => Some(e),
+        });
+        assert!(
+            matches!(refused, Some(VramError::SealInvalid { .. })),
+            "{refused:?} after {passed} passing checks"
+        );
+        assert!(s.is_compromised());
+        // A full verification refuses the same list at once.
+        let mut s = seal();
+        s.leaves = LeafHashes::from_parts(d, {
+            let (_, mut h) = s.leaves.clone().into_parts();
+            h[3].0[0] ^= 1;
+            h
+        })
+        .unwrap();
+        assert!(matches!(
+            m.verify_with(&s, VerifyPolicy::Full),
+            Err(VramError::SealInvalid { .. })
+        ));
+
+        // An index that is not the list's (built over other hashes): every
+        // sampled check.
+        let mut s = seal();
+        let (d, mut other) = s.leaves.clone().into_parts();
+        for h in &mut other {
+            h.0[0] ^= 1;
+        }
+        s.index = vram_crypto::LeafIndex::over(&LeafHashes::from_parts(d, other).unwrap());
+        assert!(matches!(
+            m.verify_with(&s, sampled),
+            Err(VramError::SealInvalid { .. })
+        ));
+
+        // The tag is still checked by a sampled check.
+        let mut s = seal();
+        s.tag.0[0] ^= 1;
+        assert!(matches!(
+            m.verify_with(&s, sampled),
+            Err(VramError::SealInvalid { .. })
+        ));
+        let mut s = seal();
+        s.content.sealed_at_ns += 1;
+        assert!(matches!(
+            m.verify_with(&s, sampled),
+            Err(VramError::SealInvalid { .. })
+        ));
     }
 }

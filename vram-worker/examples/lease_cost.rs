@@ -13,8 +13,11 @@
 //! With `--breakdown`, the parts of a `sampled:K` lease are timed apart,
 //! interleaved with the whole, each round in the same order: the model's
 //! binding tag (`check_model`), one shard's lease without the model
-//! (`VramManager::lease`: the seal's tag and root, the sampled leaves), the
-//! root over the recorded leaf hashes, K leaves copied out of the mock's
+//! (`VramManager::lease`: the seal's tag, the sampled leaves' recorded
+//! hashes proved in the shard's leaf index, the leaves), the root over the
+//! recorded leaf hashes (what a full verification and each scrub sweep
+//! check instead), K recorded hashes proved in a `LeafIndex` (what a sampled
+//! lease checks), K leaves copied out of the mock's
 //! memory into a new buffer (what a read-back staging buffer costs) and into
 //! one kept across calls, and K leaves hashed: on the calling thread, and
 //! through `hash_leaf_run` (which may start a helper thread).
@@ -179,11 +182,24 @@ fn lease_breakdown(
     let span = leaf_bytes.saturating_mul(k);
     let mut kept = vec![0u8; span];
     let mut hashes = Vec::with_capacity(k);
+    // The shard's own index is private to it; one built the same way.
+    let index = vram_crypto::LeafIndex::over(shard.leaf_hashes());
+    let count = u64::try_from(shard.leaf_hashes().len()).unwrap_or(u64::MAX);
+    // K leaves spread over the shard (which ones does not change the cost).
+    let drawn: Vec<u64> = (0..u64::try_from(k).unwrap_or(1))
+        .map(|i| {
+            i.wrapping_mul(7919)
+                .wrapping_add(count / 3)
+                .checked_rem(count)
+                .unwrap_or(0)
+        })
+        .collect();
     let mut parts: Vec<(&str, Vec<Duration>)> = [
         "lease of the model (sampled, shared handles)",
         "  binding tag (check_model)",
-        "  one shard's lease (seal tag, root, leaves)",
-        "    root over the leaf hashes",
+        "  one shard's lease (seal tag, index, leaves)",
+        "    root over the leaf hashes (full, scrub)",
+        "    K recorded hashes proved in the index",
         "    leaves copied into a new buffer",
         "    leaves copied into a kept buffer",
         "    leaves hashed, calling thread",
@@ -193,7 +209,7 @@ fn lease_breakdown(
     .map(|n| (n, Vec::with_capacity(requests)))
     .collect();
     let mut round = |record: bool| -> Result<(), String> {
-        let mut times = [Duration::ZERO; 8];
+        let mut times = [Duration::ZERO; 9];
         let t = Instant::now();
         manager
             .lease_model_shared(model, policy)
@@ -209,27 +225,32 @@ fn lease_breakdown(
         let t = Instant::now();
         std::hint::black_box(shard.leaf_hashes().root());
         times[3] = t.elapsed();
+        let t = Instant::now();
+        for i in &drawn {
+            std::hint::black_box(index.proves(shard.leaf_hashes(), *i));
+        }
+        times[4] = t.elapsed();
         let bytes = lease.host_bytes().map_err(|e| e.to_string())?;
         let src = bytes.get(..span.min(bytes.len())).unwrap_or_default();
         let t = Instant::now();
         let mut fresh = vec![0u8; src.len()];
         fresh.copy_from_slice(src);
         std::hint::black_box(&fresh);
-        times[4] = t.elapsed();
+        times[5] = t.elapsed();
         drop(fresh);
         let t = Instant::now();
         kept.truncate(0);
         kept.extend_from_slice(src);
         std::hint::black_box(&kept);
-        times[5] = t.elapsed();
-        let t = Instant::now();
-        hashes.clear();
-        vram_crypto::hash_leaf_run_threads(leaf, src, 1, &mut hashes);
         times[6] = t.elapsed();
         let t = Instant::now();
         hashes.clear();
-        vram_crypto::hash_leaf_run(leaf, src, &mut hashes);
+        vram_crypto::hash_leaf_run_threads(leaf, src, 1, &mut hashes);
         times[7] = t.elapsed();
+        let t = Instant::now();
+        hashes.clear();
+        vram_crypto::hash_leaf_run(leaf, src, &mut hashes);
+        times[8] = t.elapsed();
         drop(bytes);
         drop(lease);
         if record {
