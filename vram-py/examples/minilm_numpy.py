@@ -4,7 +4,7 @@ snapshot), computed in NumPy on the sealed weights themselves.
 The snapshot is sealed once (`Manager.seal_snapshot`, or `Manager.seal` for an
 `hf://ORG/NAME` in the local Hugging Face cache). Every request then takes a
 fresh, verified lease (`policy="sampled:1"` by default), reads the tensors as
-zero-copy, read-only NumPy views of the sealed bytes (`Tensor.numpy()`), runs
+zero-copy, read-only NumPy views of the sealed bytes (`Lease.arrays()`), runs
 the BERT forward pass on those views (embeddings, every encoder layer, the
 pooling the snapshot asks for, L2 normalisation when it has a `Normalize`
 module), and ends the lease before the embedding is returned: what
@@ -123,19 +123,26 @@ class Weights:
     def __init__(self, lease):
         self.arrays = {}
         self.converted_bytes = 0
-        for name, tensor in lease.tensors().items():
-            if tensor.dtype == "F32":
-                self.arrays[name] = tensor.numpy()
-            elif tensor.dtype == "F16":
-                view = tensor.numpy()
+        # Every tensor's view in one call (`lease.arrays()`). bfloat16 shows
+        # as uint16 (its bits), as U16 would: the tensors' dtype names are
+        # read (`lease.tensors()`) only when a uint16 view is found.
+        views = lease.arrays()
+        dtypes = None
+        for name, view in views.items():
+            if view.dtype == np.float32:
+                self.arrays[name] = view
+            elif view.dtype == np.float16:
                 self.arrays[name] = view.astype(np.float32)
                 self.converted_bytes += view.nbytes
-            elif tensor.dtype == "BF16":
-                # bfloat16 is the upper half of a float32 (NumPy shows its bits as uint16).
-                view = tensor.numpy()
-                self.arrays[name] = (view.astype(np.uint32) << 16).view(np.float32)
-                self.converted_bytes += view.nbytes
-            # Other dtypes (none in a BERT snapshot) are not the model's.
+            elif view.dtype == np.uint16:
+                if dtypes is None:
+                    dtypes = {n: t.dtype for n, t in lease.tensors().items()}
+                if dtypes[name] == "BF16":
+                    # bfloat16 is the upper half of a float32.
+                    self.arrays[name] = (view.astype(np.uint32) << 16).view(np.float32)
+                    self.converted_bytes += view.nbytes
+            # Other dtypes (position ids; none the forward pass reads) are
+            # not the model's weights.
         prefix = "" if "embeddings.word_embeddings.weight" in self.arrays else "bert."
         self.prefix = prefix
 

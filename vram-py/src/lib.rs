@@ -313,6 +313,65 @@ impl Lease {
         Ok(d)
     }
 
+    /// Every tensor of the leased model as a read-only NumPy array over the
+    /// sealed bytes (no copy), by name: what `{n: t.numpy() for n, t in
+    /// lease.tensors().items()}` gives (the same dtypes and shapes), made in
+    /// one call, about a tenth of the cost for a model of a hundred tensors.
+    ///
+    /// The arrays are views of one read-only `uint8` array per shard (their
+    /// `base`), which keeps the shard's memory alive, exactly as a
+    /// `Tensor.numpy()` array does: after the lease ends they still read
+    /// the shard's current bytes, which no lease vouches for any more. Take
+    /// a new lease, and new arrays, for each request.
+    ///
+    /// Raises `UsageError` once the lease has ended, and on a CUDA device
+    /// (GPU memory: use DLPack).
+    fn arrays<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if !self.leased.is_open() {
+            return Err(Failure::usage(
+                "the lease has ended: its tensors can no longer be read; take a new lease",
+            )
+            .into());
+        }
+        let numpy = py.import("numpy")?;
+        let asarray = numpy.getattr("asarray")?;
+        // `numpy.ndarray(shape, dtype, buffer, offset)`: an array over
+        // `buffer`'s bytes from `offset`, `buffer` its base, read-only when
+        // `buffer` is.
+        let ndarray = numpy.getattr("ndarray")?;
+        let np_dtype = numpy.getattr("dtype")?;
+        let d = PyDict::new(py);
+        let mut dtypes: Vec<(&'static str, Bound<'py, PyAny>)> = Vec::new();
+        for shard in self.leased.host_views()? {
+            let start = shard.span.address;
+            let len = u64::try_from(shard.span.len)?;
+            let memory = Py::new(py, view::TensorMemory::new(shard.span, "U8", &[len]))?;
+            let base = asarray.call1((memory,))?;
+            for t in shard.tensors {
+                let outside = || Failure::env("a tensor outside its shard's memory");
+                let offset = t.address.checked_sub(start).ok_or_else(outside)?;
+                offset.checked_add(t.len).ok_or_else(outside)?;
+                let (typestr, raw) = view::numpy_type(t.dtype.name());
+                let dtype = match dtypes.iter().find(|(k, _)| *k == typestr) {
+                    Some((_, dt)) => dt.clone(),
+                    None => {
+                        let dt = np_dtype.call1((typestr,))?;
+                        dtypes.push((typestr, dt.clone()));
+                        dt
+                    }
+                };
+                let shape = if raw {
+                    PyTuple::new(py, [t.len])?
+                } else {
+                    PyTuple::new(py, &t.shape)?
+                };
+                let array = ndarray.call1((shape, dtype, &base, offset))?;
+                d.set_item(t.name, array)?;
+            }
+        }
+        Ok(d)
+    }
+
     /// Whether the lease is still open.
     #[getter]
     fn open(&self) -> bool {

@@ -46,7 +46,7 @@ impl Failure {
             message: message.into(),
         }
     }
-    fn env(message: impl Into<String>) -> Self {
+    pub(crate) fn env(message: impl Into<String>) -> Self {
         Self {
             code: ENVIRONMENT,
             message: message.into(),
@@ -353,6 +353,24 @@ pub(crate) struct TensorEntry {
     pub(crate) handle: TensorHandle,
 }
 
+/// One shard's tensors as host memory: the span of the shard's memory that
+/// holds them (kept valid by the shard's lease handle) and each tensor's
+/// place in it.
+pub(crate) struct ShardViews {
+    pub(crate) span: HostRegion,
+    pub(crate) tensors: Vec<HostView>,
+}
+
+/// One tensor's bytes in host memory, with its view shape (row-major: a
+/// GGUF tensor's dimensions reversed).
+pub(crate) struct HostView {
+    pub(crate) name: String,
+    pub(crate) dtype: Dtype,
+    pub(crate) shape: Vec<u64>,
+    pub(crate) address: usize,
+    pub(crate) len: usize,
+}
+
 /// A tensor's way to its bytes: its shard's lease handle and its name.
 #[derive(Clone)]
 pub(crate) struct TensorHandle {
@@ -482,6 +500,57 @@ impl Leased {
     /// Whether the lease is still open.
     pub(crate) fn is_open(&self) -> bool {
         self.handles().iter().all(LeaseHandle::is_open)
+    }
+
+    /// Every tensor of the lease with where its bytes lie in host memory,
+    /// shard by shard, read in one pass per shard: what `Lease.arrays()`
+    /// makes its NumPy views from. A usage error on a device NumPy cannot
+    /// read (CUDA).
+    pub(crate) fn host_views(&self) -> Result<Vec<ShardViews>, Failure> {
+        let mut out = Vec::new();
+        for handle in self.handles() {
+            let views = handle.with_tensors(|t| -> Result<ShardViews, Failure> {
+                let gguf = t.gguf().is_some();
+                let mut tensors = Vec::new();
+                let (mut start, mut end) = (usize::MAX, 0usize);
+                for name in t.names() {
+                    let v = t.get(name)?;
+                    let Some(bytes) = v.host_bytes() else {
+                        return Err(Failure::usage(format!(
+                            "tensor {}: its bytes are in GPU memory, which NumPy cannot read \
+                             (use DLPack: torch.from_dlpack(tensor))",
+                            vram_validation::escape_for_log(name, 128)
+                        )));
+                    };
+                    let address = bytes.as_ptr() as usize;
+                    start = start.min(address);
+                    end = end.max(address.saturating_add(bytes.len()));
+                    let mut shape = v.shape().to_vec();
+                    if gguf {
+                        shape.reverse();
+                    }
+                    tensors.push(HostView {
+                        name: name.to_owned(),
+                        dtype: v.element_type(),
+                        shape,
+                        address,
+                        len: bytes.len(),
+                    });
+                }
+                Ok(ShardViews {
+                    // Every tensor is a slice of the shard's one buffer, so
+                    // the span between the first and the last byte is too.
+                    span: HostRegion {
+                        keep: handle.clone(),
+                        address: if tensors.is_empty() { 0 } else { start },
+                        len: end.saturating_sub(start),
+                    },
+                    tensors,
+                })
+            })??;
+            out.push(views);
+        }
+        Ok(out)
     }
 
     /// Every tensor of every leased shard, in shard then file order.

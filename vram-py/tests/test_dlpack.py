@@ -388,6 +388,14 @@ def test_a_q8_0_gguf_tensor_is_its_raw_bytes_with_the_ggml_type_named(manager, t
         np.testing.assert_array_equal(np.from_dlpack(w), f32)
         np.testing.assert_array_equal(w.numpy(), f32)
         np.testing.assert_array_equal(np.from_dlpack(t["blk.0.f16"]), f16)
+        # lease.arrays(): the same views, quantized blocks as raw bytes.
+        arrays = lease.arrays()
+        assert sorted(arrays) == sorted(t)
+        for name, arr in arrays.items():
+            one = t[name].numpy()
+            assert (arr.dtype, arr.shape, arr.ctypes.data) == (one.dtype, one.shape, one.ctypes.data)
+        assert arrays["blk.0.q8"].tobytes() == q8
+        np.testing.assert_array_equal(arrays["blk.0.f32"], f32)
 
 
 def test_torch_from_dlpack_shares_the_memory(manager, model_file):

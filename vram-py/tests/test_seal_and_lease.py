@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import vram_residency as vr
-from conftest import write_safetensors
+from conftest import require_test_hooks, write_safetensors
 
 
 def test_a_sealed_file_is_verified_and_leased_and_its_tensors_read_zero_copy(manager, model_file):
@@ -67,6 +67,56 @@ def test_after_the_block_tensors_raise_and_arrays_taken_inside_stay_valid(manage
     # A new lease reads again.
     with manager.lease(model, policy="full") as again:
         np.testing.assert_array_equal(again.tensors()["encoder.weight"].numpy(), arr)
+
+
+def same_views(arrays, tensors):
+    """`lease.arrays()` is `numpy()` of every tensor: same names, dtypes,
+    shapes and addresses, read-only."""
+    assert sorted(arrays) == sorted(tensors)
+    for name, arr in arrays.items():
+        one = tensors[name].numpy()
+        assert (arr.dtype, arr.shape) == (one.dtype, one.shape), name
+        assert arr.ctypes.data == one.ctypes.data, name
+        assert np.shares_memory(arr, one), name
+        assert not arr.flags.writeable, name
+
+
+def test_arrays_are_every_tensor_s_view_in_one_call(manager, model_file):
+    path, expected, starts = model_file
+    model = manager.seal_file(path)
+    with manager.lease(model, policy="sampled:1") as lease:
+        arrays = lease.arrays()
+        same_views(arrays, lease.tensors())
+        for name, want in expected.items():
+            np.testing.assert_array_equal(arrays[name], want)
+        with pytest.raises(ValueError):
+            arrays["encoder.weight"][0, 0] = 1.0
+        # Their base is one read-only array over the shard's tensors.
+        bases = {id(a.base) for a in arrays.values()}
+        assert len(bases) == 1
+        base = arrays["encoder.weight"].base
+        assert base.dtype == np.uint8 and base.ndim == 1 and not base.flags.writeable
+    with pytest.raises(vr.UsageError, match="ended"):
+        lease.arrays()
+    # Held past the lease and the release, they keep the shard's memory.
+    size = model.vram_bytes
+    model.release()
+    assert manager.used_bytes() == size
+    np.testing.assert_array_equal(arrays["encoder.weight"], expected["encoder.weight"])
+    del arrays, base, lease
+    assert manager.used_bytes() == 0
+
+
+def test_arrays_see_a_corrupted_byte(manager, model_file):
+    require_test_hooks()
+    path, expected, starts = model_file
+    model = manager.seal_file(path)
+    with manager.lease(model, policy="full") as lease:
+        arr = lease.arrays()["quantized.blocks"]
+        manager._corrupt_latest_for_tests(starts["quantized.blocks"] + 3, 0x0F)
+        assert arr[3] == expected["quantized.blocks"][3] ^ 0x0F
+    with pytest.raises(vr.IntegrityError, match="quantized.blocks"):
+        manager.lease(model, policy="full")
 
 
 def test_end_ends_a_lease_without_a_with_block(manager, model_file):
@@ -138,6 +188,11 @@ def test_a_sharded_snapshot_is_one_model(manager, tmp_path):
         tensors = lease.tensors()
         np.testing.assert_array_equal(tensors["x.weight"].numpy(), one)
         np.testing.assert_array_equal(tensors["y.weight"].numpy(), two)
+        # One base per shard: a view never spans two allocations.
+        arrays = lease.arrays()
+        same_views(arrays, tensors)
+        assert arrays["x.weight"].base is not arrays["y.weight"].base
+        np.testing.assert_array_equal(arrays["y.weight"], two)
     # seal() takes a directory too.
     assert manager.seal(str(tmp_path)).vram_bytes == model.vram_bytes
 
