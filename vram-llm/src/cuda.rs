@@ -589,6 +589,7 @@ mod tests {
             dtype: GgmlDType::Q8_0,
             dims: vec![4, 64],
             range: 0..bytes.len(),
+            shard: 0,
         };
         let linear = LeasedLinear::new(LeasedBlocks::new(lease.handle(), "w", entry)).unwrap();
         let x = Tensor::from_slice(&values[64..128], (1, 64), &compute).unwrap();

@@ -35,6 +35,8 @@ pub struct TensorEntry {
     pub dims: Vec<usize>,
     /// Its bytes in the shard.
     pub range: Range<usize>,
+    /// The shard holding it: its part of a split model (0 for one file).
+    pub shard: usize,
 }
 
 impl TensorEntry {
@@ -76,6 +78,109 @@ impl Header {
             .map(|(k, v)| Ok((k.clone(), value(k, v)?)))
             .collect::<Result<Metadata, LlmError>>()?;
         Ok(Self { metadata, tensors })
+    }
+}
+
+/// An integer metadata value of any width, as u64 (`None` for a negative
+/// or non-integer value).
+fn integer(v: &Value) -> Option<u64> {
+    match v {
+        Value::U8(x) => Some(u64::from(*x)),
+        Value::U16(x) => Some(u64::from(*x)),
+        Value::U32(x) => Some(u64::from(*x)),
+        Value::U64(x) => Some(*x),
+        Value::I8(x) => u64::try_from(*x).ok(),
+        Value::I16(x) => u64::try_from(*x).ok(),
+        Value::I32(x) => u64::try_from(*x).ok(),
+        Value::I64(x) => u64::try_from(*x).ok(),
+        _ => None,
+    }
+}
+
+/// llama.cpp's keys of a split model's parts (`gguf-split`).
+const SPLIT_NO: &str = "split.no";
+const SPLIT_COUNT: &str = "split.count";
+const SPLIT_TENSORS: &str = "split.tensors.count";
+
+impl Header {
+    /// The one header of a model sealed as `parts` (its shards, in order):
+    /// the header itself for one file; for a model split by llama.cpp's
+    /// `gguf-split`, the first part's metadata (where `gguf-split` writes it
+    /// all) and every part's tensors, each entry naming its part.
+    ///
+    /// # Errors
+    /// [`LlmError::Metadata`] when the parts do not make one model: a part's
+    /// `split.no` is not its position or its `split.count` not the number of
+    /// parts (or a part of several lacks them), `split.tensors.count`
+    /// differs from the tensors found, or a tensor is in two parts (each
+    /// named).
+    pub(crate) fn of_parts(parts: Vec<Self>) -> Result<Self, LlmError> {
+        let n = parts.len();
+        let count = u64::try_from(n).unwrap_or(u64::MAX);
+        let mut merged: Option<Self> = None;
+        let mut total = 0usize;
+        for (i, part) in parts.into_iter().enumerate() {
+            let field = |key: &'static str| part.metadata.get(key).map(|v| integer(v).ok_or(key));
+            let bad = |what: String| {
+                LlmError::Metadata(format!("part {} of {n}: {what}", i.saturating_add(1)))
+            };
+            match (field(SPLIT_NO), field(SPLIT_COUNT)) {
+                (None, None) if n == 1 => {}
+                (Some(Ok(no)), Some(Ok(c))) => {
+                    if c != count {
+                        return Err(bad(format!(
+                            "{SPLIT_COUNT} is {c}, and the model was sealed as {n} parts"
+                        )));
+                    }
+                    if usize::try_from(no).ok() != Some(i) {
+                        return Err(bad(format!(
+                            "{SPLIT_NO} is {no}: the parts are out of order or from several models"
+                        )));
+                    }
+                }
+                (Some(Err(key)), _) | (_, Some(Err(key))) => {
+                    return Err(bad(format!("{key} is not a non-negative integer")));
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "a part of a split model without {SPLIT_NO} and {SPLIT_COUNT}"
+                    )));
+                }
+            }
+            total = total.saturating_add(part.tensors.len());
+            match merged.as_mut() {
+                None => {
+                    let mut first = part;
+                    for e in first.tensors.values_mut() {
+                        e.shard = i;
+                    }
+                    merged = Some(first);
+                }
+                Some(into) => {
+                    for (name, mut e) in part.tensors {
+                        e.shard = i;
+                        if into.tensors.contains_key(&name) {
+                            return Err(bad(format!(
+                                "tensor {} is in an earlier part too",
+                                escape_for_log(&name, 80)
+                            )));
+                        }
+                        into.tensors.insert(name, e);
+                    }
+                }
+            }
+        }
+        let merged =
+            merged.ok_or_else(|| LlmError::Metadata("the sealed model holds no file".into()))?;
+        if let Some(v) = merged.metadata.get(SPLIT_TENSORS) {
+            let want = integer(v).and_then(|w| usize::try_from(w).ok());
+            if want != Some(total) {
+                return Err(LlmError::Metadata(format!(
+                    "{SPLIT_TENSORS} says {v:?} tensors, and the {n} parts hold {total}"
+                )));
+            }
+        }
+        Ok(merged)
     }
 }
 
@@ -130,6 +235,7 @@ fn entry(info: &TensorInfo) -> Result<TensorEntry, LlmError> {
         dtype,
         dims,
         range: start..end,
+        shard: 0,
     })
 }
 

@@ -30,7 +30,9 @@ use crate::LlmError;
 pub enum GgufSource {
     /// One GGUF file sealed as one shard (`VramManager::seal` from a file).
     Shard(Arc<SealedShard>),
-    /// A sealed model holding one GGUF file (split GGUF is not supported yet).
+    /// A sealed model: one GGUF file, or the parts of a model split by
+    /// llama.cpp's `gguf-split` (`NAME-00001-of-0000N.gguf`, sealed as one
+    /// set in part order), computed on as one.
     Model(Arc<SealedModel>),
 }
 
@@ -43,15 +45,16 @@ enum RequestLease {
 }
 
 impl RequestLease {
-    fn handle(&self) -> Result<LeaseHandle, LlmError> {
-        match self {
-            Self::Shard(l) => Ok(l.handle()),
-            Self::Model(l) => l
-                .handles()
-                .first()
-                .cloned()
-                .ok_or_else(|| LlmError::Metadata("the sealed model holds no shard".into())),
+    /// The lease's handle on each shard, in part order.
+    fn handles(&self) -> Result<Vec<LeaseHandle>, LlmError> {
+        let handles = match self {
+            Self::Shard(l) => vec![l.handle()],
+            Self::Model(l) => l.handles().to_vec(),
+        };
+        if handles.is_empty() {
+            return Err(LlmError::Metadata("the sealed model holds no shard".into()));
         }
+        Ok(handles)
     }
 
     fn verification(&self) -> Duration {
@@ -134,21 +137,29 @@ impl LlamaModel {
         device: Device,
     ) -> Result<Self, LlmError> {
         let lease = lease(&manager, &source, LeasePolicy::Full)?;
-        let handle = lease.handle()?;
-        // The header as the lease read it (seal-checked leaves, the one GGUF
-        // reader's verdict), not parsed again here.
-        let header = handle
-            .with_tensors(|t| t.gguf().map(gguf::Header::of))
-            .map_err(|e| match e {
-                VramError::NotSafetensors { .. } => {
-                    LlmError::Metadata(format!("not a readable GGUF header: {e}"))
-                }
-                other => LlmError::Vram(other),
-            })?
-            .ok_or_else(|| {
-                LlmError::Metadata("the sealed file is a safetensors file, not a GGUF file".into())
-            })??;
-        check_device(&handle, &device)?;
+        let handles = lease.handles()?;
+        // Each part's header as the lease read it (seal-checked leaves, the
+        // one GGUF reader's verdict), not parsed again here.
+        let parts = handles
+            .iter()
+            .map(|handle| {
+                check_device(handle, &device)?;
+                handle
+                    .with_tensors(|t| t.gguf().map(gguf::Header::of))
+                    .map_err(|e| match e {
+                        VramError::NotSafetensors { .. } => {
+                            LlmError::Metadata(format!("not a readable GGUF header: {e}"))
+                        }
+                        other => LlmError::Vram(other),
+                    })?
+                    .ok_or_else(|| {
+                        LlmError::Metadata(
+                            "the sealed file is a safetensors file, not a GGUF file".into(),
+                        )
+                    })?
+            })
+            .collect::<Result<Vec<_>, LlmError>>()?;
+        let header = gguf::Header::of_parts(parts)?;
         drop(lease);
         let config = LlamaConfig::from_metadata(&header.metadata)?;
         let vocab_size = check_tensors(&config, &header.tensors)?;
@@ -211,13 +222,18 @@ impl LlamaModel {
     pub fn start(&self) -> Result<(RequestModel<'_>, Duration), LlmError> {
         let lease = lease(&self.manager, &self.source, self.policy)?;
         let verification = lease.verification();
-        let handle = lease.handle()?;
+        let handles = lease.handles()?;
         let copy_started = Instant::now();
         let blocks = |name: &str| -> Result<Arc<LeasedBlocks>, LlmError> {
             let entry = self
                 .tensors
                 .get(name)
                 .ok_or_else(|| LlmError::Metadata(format!("tensor {name} is missing")))?;
+            let handle = handles.get(entry.shard).ok_or_else(|| {
+                LlmError::Metadata(format!(
+                    "tensor {name} names a part the model does not have"
+                ))
+            })?;
             Ok(LeasedBlocks::new(handle.clone(), name, entry.clone()))
         };
         let dim = self.config.embedding_length;
@@ -303,15 +319,7 @@ fn lease(
 ) -> Result<RequestLease, LlmError> {
     Ok(match source {
         GgufSource::Shard(shard) => RequestLease::Shard(manager.lease_shared(shard, policy)?),
-        GgufSource::Model(model) => {
-            if model.shards().len() != 1 {
-                return Err(LlmError::Metadata(format!(
-                    "the sealed model has {} shards; a GGUF model is one file here",
-                    model.shards().len()
-                )));
-            }
-            RequestLease::Model(manager.lease_model_shared(model, policy)?)
-        }
+        GgufSource::Model(model) => RequestLease::Model(manager.lease_model_shared(model, policy)?),
     })
 }
 
@@ -553,9 +561,14 @@ impl RequestModel<'_> {
 
     /// A candle error, or the lease's own error when the lease has ended.
     fn explain(&self, e: &candle_core::Error) -> LlmError {
-        match self.lease.handle().map(|h| h.with_memory(|_| ())) {
-            Ok(Err(vram)) => LlmError::Vram(vram),
-            _ => compute(e),
+        let ended = self
+            .lease
+            .handles()
+            .ok()
+            .and_then(|handles| handles.iter().find_map(|h| h.with_memory(|_| ()).err()));
+        match ended {
+            Some(vram) => LlmError::Vram(vram),
+            None => compute(e),
         }
     }
 

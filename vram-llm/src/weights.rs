@@ -325,6 +325,7 @@ pub(crate) mod tests {
             dtype: GgmlDType::Q8_0,
             dims: vec![4, 64],
             range: 0..bytes.len(),
+            shard: 0,
         };
         let blocks = LeasedBlocks::new(lease.handle(), "token_embd.weight", entry);
         let qtensor = blocks.qtensor().unwrap();
@@ -386,6 +387,7 @@ pub(crate) mod tests {
             dtype: GgmlDType::Q8_0,
             dims: vec![4, 64],
             range: 0..bytes.len(),
+            shard: 0,
         };
         let mut storage = LeasedStorage(LeasedBlocks::new(lease.handle(), "t", entry));
         storage.from_float(&[0.0; 256]);

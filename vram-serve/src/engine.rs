@@ -57,9 +57,11 @@ pub fn model_kind(model: &str) -> ModelKind {
 /// lease of `policy`: the one place the GGUF engine is wired in. `model` is
 /// a `.gguf` file, a directory holding exactly one, or one file of a cached
 /// hub repository (`hf://ORG/NAME[@REVISION]/FILE.gguf`, the SHA-256 its
-/// blob's name promises checked in the sealing pass); it is sealed as one
-/// shard, verified in full, and its tokenizer, chat template and
-/// hyperparameters are read from the sealed header.
+/// blob's name promises checked in the sealing pass), sealed as one shard;
+/// or a model split by llama.cpp's `gguf-split` (a directory holding its
+/// parts, or one of them), sealed as one model of one shard per part. It is
+/// verified in full, and its tokenizer, chat template and hyperparameters
+/// are read from the sealed header (the first part's).
 ///
 /// # Errors
 /// [`ServeError::UnsupportedDevice`] on CUDA in a build without the CUDA
@@ -81,6 +83,18 @@ pub fn text_engine(
                 crate::shown(model)
             ))
         })?
+    } else if let Some(dir) = split_model_dir(Path::new(model))? {
+        // The parts of a split model, sealed as one model (one shard each,
+        // in part order: the directory's layout, as `vram seal DIR` reads it).
+        let location = crate::worker::locate(&dir.display().to_string(), true)?;
+        let sealed = worker.seal_snapshot(&location)?;
+        return load_text(
+            worker,
+            location.model_ref.as_str(),
+            vram_llm::GgufSource::Model(Arc::new(sealed)),
+            policy,
+            device,
+        );
     } else {
         let file = gguf_file_of(Path::new(model))?;
         let stem = file
@@ -91,18 +105,67 @@ pub fn text_engine(
             .map_err(|e| ServeError::Usage(format!("model reference: {e}")))?;
         ModelLocation::file(&file, model_ref)
     };
-    let model_ref = location.model_ref.clone();
     let shard = worker.seal(&location)?;
-    let manager = worker.shared_manager();
-    let generator = vram_llm::load_generator_on(
-        model_ref.as_str(),
-        manager,
+    load_text(
+        worker,
+        location.model_ref.as_str(),
         vram_llm::GgufSource::Shard(Arc::new(shard)),
         policy,
         device,
     )
-    .map_err(ServeError::Text)?;
+}
+
+fn load_text(
+    worker: &Worker,
+    model_id: &str,
+    source: vram_llm::GgufSource,
+    policy: LeasePolicy,
+    device: vram_llm::Device,
+) -> Result<Arc<dyn TextGeneration>, ServeError> {
+    let generator =
+        vram_llm::load_generator_on(model_id, worker.shared_manager(), source, policy, device)
+            .map_err(ServeError::Text)?;
     Ok(Arc::new(generator))
+}
+
+/// The directory of a split GGUF model `path` names, if it names one: a
+/// directory whose GGUF files are the parts of one model split by
+/// llama.cpp's `gguf-split` (`NAME-00001-of-0000N.gguf`, N > 1), or one of
+/// those parts (as `llama-server -m` takes the first). `None` for one GGUF
+/// file, or a directory holding one.
+///
+/// # Errors
+/// [`ServeError::Usage`] for a directory that cannot be read, or whose GGUF
+/// files are not one model (several models, a missing part), named.
+fn split_model_dir(path: &Path) -> Result<Option<std::path::PathBuf>, ServeError> {
+    let shown = || crate::shown(&path.display().to_string());
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if vram_format::split_part(&name).is_none_or(|(_, _, count)| count <= 1) {
+            return Ok(None);
+        }
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        }
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| ServeError::Usage(format!("{}: {e}", shown())))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| is_gguf(n))
+        .collect();
+    names.sort();
+    match vram_format::gguf_model_files(&names) {
+        Ok(Some(parts)) if parts.len() > 1 => Ok(Some(dir)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(ServeError::Usage(format!("{}: {e}", shown()))),
+    }
 }
 
 /// Where the GGUF engine computes on `worker`'s device, decided before
@@ -151,7 +214,8 @@ fn gguf_file_of(path: &Path) -> Result<std::path::PathBuf, ServeError> {
     match found.len() {
         1 => Ok(found.remove(0)),
         n => Err(ServeError::Usage(format!(
-            "{}: holds {n} GGUF files; name the one to serve (split models are not served yet)",
+            "{}: holds {n} GGUF files that are not the parts of one split model; name the one to \
+             serve",
             crate::shown(&path.display().to_string())
         ))),
     }

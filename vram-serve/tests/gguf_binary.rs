@@ -486,3 +486,54 @@ fn a_gguf_file_of_a_cached_repository_is_served_by_name() {
     );
     assert!(out.stdout.is_empty(), "it never listened");
 }
+
+/// A model split by llama.cpp's `gguf-split` is served from its parts (a
+/// directory holding them, or its first part, as `llama-server -m` takes
+/// it), sealed as one model of one shard per part, and answers what the
+/// whole file answers; a directory missing a part is refused at start,
+/// naming it.
+#[test]
+fn a_split_model_is_served_from_its_parts() {
+    let root = tempfile::tempdir().unwrap();
+    let bytes = text_model::write(root.path(), "whole", 67);
+    let dir = root.path().join("tiny-split");
+    std::fs::create_dir(&dir).unwrap();
+    let parts = support::gguf_writer::split_gguf(&bytes, 3);
+    for (i, part) in parts.iter().enumerate() {
+        std::fs::write(
+            dir.join(support::gguf_writer::split_name("tiny", i, 3)),
+            part,
+        )
+        .unwrap();
+    }
+    let greedy = json!({"prompt": "hello world", "max_tokens": 8, "temperature": 0});
+    let mut whole = serve_in(root.path(), &["--model", "whole.gguf"]);
+    let expected = text_of(&completion(whole.addr, &greedy));
+    whole.terminate();
+    for model in ["tiny-split", "tiny-split/tiny-00001-of-00003.gguf"] {
+        let mut server = serve_in(root.path(), &["--model", model]);
+        let addr = server.addr;
+        assert_eq!(get(addr, "/health").status, 200);
+        assert_eq!(text_of(&completion(addr, &greedy)), expected, "{model}");
+        let metrics = get(addr, "/metrics").text();
+        assert!(metrics.contains("vram_"), "{metrics}");
+        let (code, stderr) = server.terminate();
+        assert_eq!(code, Some(0), "{model}: {stderr}");
+    }
+    // A part missing: refused before anything listens, the part named.
+    std::fs::remove_file(dir.join("tiny-00002-of-00003.gguf")).unwrap();
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram-serve"));
+    command.current_dir(root.path()).args([
+        "--device",
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        "tiny-split",
+    ]);
+    let out = output_within(command, PATIENCE);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("tiny-00002-of-00003.gguf"), "{stderr}");
+    assert!(out.stdout.is_empty(), "it never listened");
+}

@@ -152,3 +152,72 @@ pub fn tensor_offset(bytes: &[u8], name: &str) -> u64 {
     let content = gguf_file::Content::read(&mut cursor).unwrap();
     content.tensor_data_offset + content.tensor_infos[name].offset
 }
+
+/// The parts llama.cpp's `gguf-split` writes for the GGUF `bytes` split
+/// into `parts` files, tensors in file order cut into runs of about equal
+/// count: the first part holds every metadata key, each part `split.no`
+/// (u16, from 0), `split.count` (u16) and, in the first, `split.tensors.count`
+/// (i32). `edit` may change any part's keys before it is written.
+pub fn split_gguf_with(
+    bytes: &[u8],
+    parts: usize,
+    edit: impl Fn(usize, &mut Vec<(String, Value)>),
+) -> Vec<Vec<u8>> {
+    let mut cursor = Cursor::new(bytes);
+    let content = gguf_file::Content::read(&mut cursor).unwrap();
+    let mut names: Vec<(u64, String)> = content
+        .tensor_infos
+        .iter()
+        .map(|(n, info)| (info.offset, n.clone()))
+        .collect();
+    names.sort();
+    let per_part = names.len().div_ceil(parts);
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    for (_, name) in &names {
+        let t = content.tensor(&mut cursor, name, &Device::Cpu).unwrap();
+        tensors.push((name.clone(), t));
+    }
+    let mut metadata: Vec<(String, Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    metadata.sort_by(|a, b| a.0.cmp(&b.0));
+    (0..parts)
+        .map(|part| {
+            let mut md: Vec<(String, Value)> = if part == 0 {
+                let mut md = metadata.clone();
+                md.push((
+                    "split.tensors.count".into(),
+                    Value::I32(tensors.len() as i32),
+                ));
+                md
+            } else {
+                Vec::new()
+            };
+            md.push(("split.no".into(), Value::U16(part as u16)));
+            md.push(("split.count".into(), Value::U16(parts as u16)));
+            edit(part, &mut md);
+            let mine: Vec<(&str, &QTensor)> = tensors
+                .iter()
+                .skip(part * per_part)
+                .take(per_part)
+                .map(|(k, v)| (k.as_str(), v))
+                .collect();
+            let md: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+            let mut out = Cursor::new(Vec::new());
+            gguf_file::write(&mut out, &md, &mine).unwrap();
+            out.into_inner()
+        })
+        .collect()
+}
+
+/// [`split_gguf_with`] with no edit.
+pub fn split_gguf(bytes: &[u8], parts: usize) -> Vec<Vec<u8>> {
+    split_gguf_with(bytes, parts, |_, _| {})
+}
+
+/// The name `gguf-split` gives part `part` (from 0) of `count`.
+pub fn split_name(stem: &str, part: usize, count: usize) -> String {
+    format!("{stem}-{:05}-of-{count:05}.gguf", part + 1)
+}
