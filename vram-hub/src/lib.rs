@@ -15,5 +15,7 @@ pub use layout::{
     ModelLayout, INFERENCE_FILES, MAX_INDEX_BYTES, MAX_WEIGHT_FILES, SINGLE_WEIGHTS_FILE,
     WEIGHTS_INDEX_FILE,
 };
-pub use open::{open_model_file, open_regular_file, read_model_file, read_regular_file, ModelFile};
+pub use open::{
+    file_kind, open_model_file, open_regular_file, read_model_file, read_regular_file, ModelFile,
+};
 pub use reference::HubRef;

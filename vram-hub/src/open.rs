@@ -114,6 +114,23 @@ pub fn read_regular_file(path: &Path, cap: u64) -> Result<Vec<u8>, HubError> {
     read_capped(opened, &escape_path_for_log(path, 200), cap)
 }
 
+/// What a file that is not a regular file is, for a refusal: "a FIFO", "a
+/// directory", "a socket", "a device", else "not a regular file".
+#[must_use]
+pub fn file_kind(kind: std::fs::FileType) -> &'static str {
+    if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
 /// Opens `path` with `O_NOFOLLOW | O_NONBLOCK` and checks the descriptor:
 /// a regular file (then `O_NONBLOCK` is cleared) of at most `max_len`
 /// bytes. Its length, as `fstat` said. Errors name `shown`; I/O errors
@@ -142,20 +159,9 @@ pub(crate) fn open_descriptor(
     let meta = file.metadata().map_err(|e| HubError::io(io_path, &e))?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        let found = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_dir() {
-            "a directory"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_block_device() || kind.is_char_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
         return Err(HubError::NotRegularFile {
             file: shown.to_owned(),
-            found,
+            found: file_kind(kind),
         });
     }
     if let Some(max) = max_len.filter(|&max| meta.len() > max) {

@@ -4,7 +4,7 @@
 use crate::exit::{io_error, shown_path, CliError};
 use indicatif::ProgressBar;
 use std::fs::File;
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::time::Instant;
 use vram_core::source::{stream_chunks, MappedFile};
@@ -74,20 +74,11 @@ pub(crate) fn digest_path(
         )));
     }
     if named_by == NamedBy::Manifest && !meta.is_file() {
-        let kind = meta.file_type();
-        let found = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_block_device() || kind.is_char_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        };
         return Err(CliError::usage(format!(
-            "{}: is {found}; a manifest lists regular files only (digest a pipe or a device by \
+            "{}: is {}; a manifest lists regular files only (digest a pipe or a device by \
              naming it on the command line)",
-            shown_path(path)
+            shown_path(path),
+            vram_hub::file_kind(meta.file_type())
         )));
     }
     let pb = crate::progress::bar(meta.len(), "digest", quiet);
