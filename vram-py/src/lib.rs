@@ -17,7 +17,7 @@ mod view;
 mod worker;
 
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -160,6 +160,7 @@ impl Manager {
         Ok(Lease {
             leased: Arc::new(leased),
             policy: policy.to_owned(),
+            views: Arc::clone(&model.views),
         })
     }
 
@@ -196,12 +197,76 @@ impl Manager {
 #[pyclass(frozen, module = "vram_residency")]
 struct Model {
     sealed: RwLock<Option<Sealed>>,
+    /// What `Lease.arrays()` makes its views from, built at its first call
+    /// on any lease of this model and kept: the tensor tables never change
+    /// once sealed.
+    views: Arc<OnceLock<ViewPlan>>,
+}
+
+/// Each shard's tensors as `Lease.arrays()` shows them: the name (a Python
+/// string), the view's shape (a tuple) and NumPy dtype, and where its bytes
+/// start in the shard's memory. Only what NumPy needs to build a view over
+/// a lease's shard memory; the bytes themselves are never kept.
+struct ViewPlan {
+    shards: Vec<Vec<PlannedView>>,
+}
+
+struct PlannedView {
+    name: Py<pyo3::types::PyString>,
+    shape: Py<PyTuple>,
+    dtype: Py<PyAny>,
+    offset: usize,
+}
+
+impl ViewPlan {
+    /// The plan of `leased`'s tensors (its shards in order).
+    fn of(py: Python<'_>, leased: &Leased) -> PyResult<Self> {
+        let np_dtype = py.import("numpy")?.getattr("dtype")?;
+        let mut dtypes: Vec<(&'static str, Py<PyAny>)> = Vec::new();
+        let regions = leased.shard_regions()?;
+        let views = leased.host_views()?;
+        let mut shards = Vec::with_capacity(views.len());
+        for (shard, region) in views.into_iter().zip(&regions) {
+            let mut planned = Vec::with_capacity(shard.tensors.len());
+            for t in shard.tensors {
+                let outside = || Failure::env("a tensor outside its shard's memory");
+                let offset = t.address.checked_sub(region.address).ok_or_else(outside)?;
+                let end = offset.checked_add(t.len).ok_or_else(outside)?;
+                if end > region.len {
+                    return Err(outside().into());
+                }
+                let (typestr, raw) = view::numpy_type(t.dtype.name());
+                let dtype = match dtypes.iter().find(|(k, _)| *k == typestr) {
+                    Some((_, dt)) => dt.clone_ref(py),
+                    None => {
+                        let dt = np_dtype.call1((typestr,))?.unbind();
+                        dtypes.push((typestr, dt.clone_ref(py)));
+                        dt
+                    }
+                };
+                let shape = if raw {
+                    PyTuple::new(py, [t.len])?
+                } else {
+                    PyTuple::new(py, &t.shape)?
+                };
+                planned.push(PlannedView {
+                    name: pyo3::types::PyString::new(py, &t.name).unbind(),
+                    shape: shape.unbind(),
+                    dtype,
+                    offset,
+                });
+            }
+            shards.push(planned);
+        }
+        Ok(Self { shards })
+    }
 }
 
 impl Model {
     fn new(sealed: Sealed) -> Self {
         Self {
             sealed: RwLock::new(Some(sealed)),
+            views: Arc::new(OnceLock::new()),
         }
     }
 
@@ -291,6 +356,8 @@ impl Model {
 struct Lease {
     leased: Arc<Leased>,
     policy: String,
+    /// Its model's view plan (`arrays()`).
+    views: Arc<OnceLock<ViewPlan>>,
 }
 
 #[pymethods]
@@ -333,40 +400,35 @@ impl Lease {
             )
             .into());
         }
+        let plan = match self.views.get() {
+            Some(plan) => plan,
+            None => {
+                let built = ViewPlan::of(py, &self.leased)?;
+                // Another thread may have built it first: the same plan.
+                let _ = self.views.set(built);
+                self.views
+                    .get()
+                    .ok_or_else(|| Failure::env("the view plan could not be kept"))?
+            }
+        };
         let numpy = py.import("numpy")?;
         let asarray = numpy.getattr("asarray")?;
         // `numpy.ndarray(shape, dtype, buffer, offset)`: an array over
-        // `buffer`'s bytes from `offset`, `buffer` its base, read-only when
-        // `buffer` is.
+        // `buffer`'s bytes from `offset` (checked to lie inside it), with
+        // `buffer` its base, read-only as `buffer` is.
         let ndarray = numpy.getattr("ndarray")?;
-        let np_dtype = numpy.getattr("dtype")?;
         let d = PyDict::new(py);
-        let mut dtypes: Vec<(&'static str, Bound<'py, PyAny>)> = Vec::new();
-        for shard in self.leased.host_views()? {
-            let start = shard.span.address;
-            let len = u64::try_from(shard.span.len)?;
-            let memory = Py::new(py, view::TensorMemory::new(shard.span, "U8", &[len]))?;
+        let regions = self.leased.shard_regions()?;
+        if regions.len() != plan.shards.len() {
+            return Err(Failure::env("the lease's shards are not the model's").into());
+        }
+        for (region, views) in regions.into_iter().zip(&plan.shards) {
+            let len = u64::try_from(region.len)?;
+            let memory = Py::new(py, view::TensorMemory::new(region, "U8", &[len]))?;
             let base = asarray.call1((memory,))?;
-            for t in shard.tensors {
-                let outside = || Failure::env("a tensor outside its shard's memory");
-                let offset = t.address.checked_sub(start).ok_or_else(outside)?;
-                offset.checked_add(t.len).ok_or_else(outside)?;
-                let (typestr, raw) = view::numpy_type(t.dtype.name());
-                let dtype = match dtypes.iter().find(|(k, _)| *k == typestr) {
-                    Some((_, dt)) => dt.clone(),
-                    None => {
-                        let dt = np_dtype.call1((typestr,))?;
-                        dtypes.push((typestr, dt.clone()));
-                        dt
-                    }
-                };
-                let shape = if raw {
-                    PyTuple::new(py, [t.len])?
-                } else {
-                    PyTuple::new(py, &t.shape)?
-                };
-                let array = ndarray.call1((shape, dtype, &base, offset))?;
-                d.set_item(t.name, array)?;
+            for v in views {
+                let array = ndarray.call1((v.shape.bind(py), v.dtype.bind(py), &base, v.offset))?;
+                d.set_item(v.name.bind(py), array)?;
             }
         }
         Ok(d)

@@ -353,11 +353,9 @@ pub(crate) struct TensorEntry {
     pub(crate) handle: TensorHandle,
 }
 
-/// One shard's tensors as host memory: the span of the shard's memory that
-/// holds them (kept valid by the shard's lease handle) and each tensor's
-/// place in it.
+/// One shard's tensors as host memory: each tensor's place, valid while
+/// the lease it was read through is open.
 pub(crate) struct ShardViews {
-    pub(crate) span: HostRegion,
     pub(crate) tensors: Vec<HostView>,
 }
 
@@ -502,9 +500,37 @@ impl Leased {
         self.handles().iter().all(LeaseHandle::is_open)
     }
 
+    /// Each leased shard's whole memory, in host memory (the mock), read
+    /// through the open lease and kept valid by the shard's lease handle;
+    /// a usage error on a device NumPy cannot read (CUDA).
+    pub(crate) fn shard_regions(&self) -> Result<Vec<HostRegion>, Failure> {
+        self.handles()
+            .into_iter()
+            .map(|handle| {
+                let place = handle.with_memory(|m| match m {
+                    vram_residency::MemoryAccess::Host(bytes) => {
+                        Some((bytes.as_ptr() as usize, bytes.len()))
+                    }
+                    _ => None,
+                })?;
+                let (address, len) = place.ok_or_else(|| {
+                    Failure::usage(
+                        "the model's bytes are in GPU memory, which NumPy cannot read (use \
+                         DLPack: torch.from_dlpack(tensor))",
+                    )
+                })?;
+                Ok(HostRegion {
+                    keep: handle,
+                    address,
+                    len,
+                })
+            })
+            .collect()
+    }
+
     /// Every tensor of the lease with where its bytes lie in host memory,
     /// shard by shard, read in one pass per shard: what `Lease.arrays()`
-    /// makes its NumPy views from. A usage error on a device NumPy cannot
+    /// plans its NumPy views from. A usage error on a device NumPy cannot
     /// read (CUDA).
     pub(crate) fn host_views(&self) -> Result<Vec<ShardViews>, Failure> {
         let mut out = Vec::new();
@@ -512,7 +538,6 @@ impl Leased {
             let views = handle.with_tensors(|t| -> Result<ShardViews, Failure> {
                 let gguf = t.gguf().is_some();
                 let mut tensors = Vec::new();
-                let (mut start, mut end) = (usize::MAX, 0usize);
                 for name in t.names() {
                     let v = t.get(name)?;
                     let Some(bytes) = v.host_bytes() else {
@@ -522,9 +547,6 @@ impl Leased {
                             vram_validation::escape_for_log(name, 128)
                         )));
                     };
-                    let address = bytes.as_ptr() as usize;
-                    start = start.min(address);
-                    end = end.max(address.saturating_add(bytes.len()));
                     let mut shape = v.shape().to_vec();
                     if gguf {
                         shape.reverse();
@@ -533,20 +555,11 @@ impl Leased {
                         name: name.to_owned(),
                         dtype: v.element_type(),
                         shape,
-                        address,
+                        address: bytes.as_ptr() as usize,
                         len: bytes.len(),
                     });
                 }
-                Ok(ShardViews {
-                    // Every tensor is a slice of the shard's one buffer, so
-                    // the span between the first and the last byte is too.
-                    span: HostRegion {
-                        keep: handle.clone(),
-                        address: if tensors.is_empty() { 0 } else { start },
-                        len: end.saturating_sub(start),
-                    },
-                    tensors,
-                })
+                Ok(ShardViews { tensors })
             })??;
             out.push(views);
         }

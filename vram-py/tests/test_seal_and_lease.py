@@ -91,11 +91,18 @@ def test_arrays_are_every_tensor_s_view_in_one_call(manager, model_file):
             np.testing.assert_array_equal(arrays[name], want)
         with pytest.raises(ValueError):
             arrays["encoder.weight"][0, 0] = 1.0
-        # Their base is one read-only array over the shard's tensors.
+        # Their base is one read-only array over the shard's memory.
         bases = {id(a.base) for a in arrays.values()}
         assert len(bases) == 1
         base = arrays["encoder.weight"].base
         assert base.dtype == np.uint8 and base.ndim == 1 and not base.flags.writeable
+        assert base.nbytes == model.vram_bytes
+        # A second lease's arrays: the same views (the plan is the model's),
+        # over that lease's base.
+        with manager.lease(model) as second:
+            again = second.arrays()
+            same_views(again, second.tensors())
+            assert again["encoder.weight"].base is not base
     with pytest.raises(vr.UsageError, match="ended"):
         lease.arrays()
     # Held past the lease and the release, they keep the shard's memory.
@@ -103,7 +110,7 @@ def test_arrays_are_every_tensor_s_view_in_one_call(manager, model_file):
     model.release()
     assert manager.used_bytes() == size
     np.testing.assert_array_equal(arrays["encoder.weight"], expected["encoder.weight"])
-    del arrays, base, lease
+    del arrays, base, lease, again, second
     assert manager.used_bytes() == 0
 
 

@@ -23,6 +23,11 @@ def test_leases_and_verifications_from_many_threads(manager, model_file):
                 with manager.lease(model, policy="sampled:1") as lease:
                     arr = lease.tensors()["encoder.weight"].numpy()
                     np.testing.assert_array_equal(arr, expected["encoder.weight"])
+                    # The model's view plan, built by whichever thread
+                    # comes first, serves every thread's lease.
+                    arrays = lease.arrays()
+                    for name, want in expected.items():
+                        np.testing.assert_array_equal(arrays[name], want)
         except Exception as e:  # reported below
             errors.append(e)
 
