@@ -17,7 +17,7 @@ pub use gguf::{
     MAX_HEADER_BYTES as GGUF_MAX_HEADER_BYTES, MAX_NAME_BYTES as GGUF_MAX_NAME_BYTES,
 };
 pub use safetensors::{dtype_bits, SafetensorsHeader, MAX_HEADER_BYTES};
-pub use split::{gguf_model_files, is_gguf_name, split_part, MAX_SPLIT_PARTS};
+pub use split::{gguf_model_files, gguf_parts_of, is_gguf_name, split_part, MAX_SPLIT_PARTS};
 pub use table::{Format, TensorInfo, TensorTable};
 
 /// Bytes read first by [`read_table`]: most safetensors headers and the

@@ -111,6 +111,36 @@ pub fn gguf_model_files(names: &[String]) -> Result<Option<Vec<String>>, FormatE
     Ok(Some(parts.into_iter().map(|(_, n)| n.clone()).collect()))
 }
 
+/// The parts of the split model `part` belongs to, among `names` (the
+/// files of its directory, which may hold other models: a hub repository's
+/// other quantizations), in part order: what `llama-server -m PART` loads.
+/// `part` itself must be a part (`NAME-0000i-of-0000N.gguf`) and listed.
+///
+/// # Errors
+///
+/// [`FormatError::Layout`] when `part` is not a part name or not among
+/// `names`, or its model's parts are not all there, or one is extra (named),
+/// as [`gguf_model_files`] says.
+pub fn gguf_parts_of(names: &[String], part: &str) -> Result<Vec<String>, FormatError> {
+    let bad = |reason: String| FormatError::Layout { reason };
+    let Some((base, _, _)) = split_part(part) else {
+        return Err(bad(format!(
+            "{} is not a part of a split model (NAME-00001-of-00003.gguf)",
+            escape_for_log(part, 80)
+        )));
+    };
+    if !names.iter().any(|n| n == part) {
+        return Err(bad(format!("{} is not there", escape_for_log(part, 80))));
+    }
+    let same: Vec<String> = names
+        .iter()
+        .filter(|n| split_part(n).is_some_and(|(b, _, _)| b == base))
+        .cloned()
+        .collect();
+    gguf_model_files(&same)?
+        .ok_or_else(|| bad(format!("{} is not there", escape_for_log(part, 80))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,5 +187,35 @@ mod tests {
             .contains("m-00002-of-00003.gguf is not one of the 2 parts"));
         assert!(e(&["m-00000-of-00000.gguf"]).contains("counts 0 parts"));
         assert!(e(&["m\u{1b}-00001-of-00002.gguf"]).contains("missing"));
+    }
+
+    #[test]
+    fn a_part_s_model_is_found_beside_other_models() {
+        let dir = names(&[
+            "m-Q8_0-00002-of-00002.gguf",
+            "m-Q4_K-00001-of-00003.gguf",
+            "m-Q8_0-00001-of-00002.gguf",
+            "m-Q4_K-00002-of-00003.gguf",
+            "m-F16.gguf",
+            "README.md",
+        ]);
+        assert_eq!(
+            gguf_parts_of(&dir, "m-Q8_0-00001-of-00002.gguf"),
+            Ok(names(&[
+                "m-Q8_0-00001-of-00002.gguf",
+                "m-Q8_0-00002-of-00002.gguf"
+            ]))
+        );
+        // Any part names its model.
+        assert_eq!(
+            gguf_parts_of(&dir, "m-Q8_0-00002-of-00002.gguf").map(|p| p.len()),
+            Ok(2)
+        );
+        let e = |part: &str| gguf_parts_of(&dir, part).unwrap_err().to_string();
+        assert!(
+            e("m-Q4_K-00001-of-00003.gguf").contains("part m-Q4_K-00003-of-00003.gguf is missing")
+        );
+        assert!(e("m-F16.gguf").contains("is not a part of a split model"));
+        assert!(e("m-Q2_K-00001-of-00002.gguf").contains("is not there"));
     }
 }

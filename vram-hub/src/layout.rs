@@ -126,6 +126,50 @@ impl ModelLayout {
     }
 }
 
+impl ModelLayout {
+    /// The parts of the split GGUF model that `part` (a file name in `dir`,
+    /// `NAME-0000i-of-0000N.gguf`) belongs to, in part order, whatever else
+    /// the directory holds (a hub repository's other quantizations): what
+    /// `llama-server -m PART` loads. A GGUF model carries its tokenizer and
+    /// hyperparameters inside: no small file is bound.
+    ///
+    /// # Errors
+    /// [`HubError::Layout`] when `part` is not a part name, or its model's
+    /// parts are not all there as regular files, or one is extra (named);
+    /// [`HubError::Io`] when the directory cannot be read.
+    pub fn of_gguf_parts(dir: &Path, part: &str) -> Result<Self, HubError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| HubError::io(dir, &e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| HubError::io(dir, &e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if vram_format::is_gguf_name(&name) && is_regular_file(&entry.path()) {
+                if names.len() >= MAX_WEIGHT_FILES.saturating_mul(16) {
+                    return Err(layout(dir, "holds too many GGUF files".into()));
+                }
+                names.push(name);
+            }
+        }
+        names.sort();
+        let weights = vram_format::gguf_parts_of(&names, part).map_err(|e| match e {
+            vram_format::FormatError::Layout { reason } => layout(dir, reason),
+            other => layout(dir, other.to_string()),
+        })?;
+        if weights.len() > MAX_WEIGHT_FILES {
+            return Err(layout(
+                dir,
+                format!("the model has more than {MAX_WEIGHT_FILES} parts"),
+            ));
+        }
+        Ok(Self {
+            weights,
+            inference_files: Vec::new(),
+        })
+    }
+}
+
 fn layout(dir: &Path, reason: String) -> HubError {
     HubError::Layout {
         dir: dir.to_owned(),
@@ -255,6 +299,33 @@ mod tests {
             std::fs::write(path, text).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn a_split_gguf_model_is_found_by_any_part_beside_other_models() {
+        let d = dir_with(&[
+            ("m-Q8_0-00001-of-00002.gguf", "a"),
+            ("m-Q8_0-00002-of-00002.gguf", "b"),
+            ("m-Q4_K-00001-of-00002.gguf", "c"),
+            ("m-F16.gguf", "d"),
+            ("README.md", "e"),
+        ]);
+        let l = ModelLayout::of_gguf_parts(d.path(), "m-Q8_0-00002-of-00002.gguf").unwrap();
+        assert_eq!(
+            l.weights,
+            ["m-Q8_0-00001-of-00002.gguf", "m-Q8_0-00002-of-00002.gguf"]
+        );
+        assert!(l.inference_files.is_empty());
+        let e = ModelLayout::of_gguf_parts(d.path(), "m-Q4_K-00001-of-00002.gguf")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("part m-Q4_K-00002-of-00002.gguf is missing"),
+            "{e}"
+        );
+        // A directory where a part should be is not a part.
+        std::fs::create_dir(d.path().join("x-00001-of-00001.gguf")).unwrap();
+        assert!(ModelLayout::of_gguf_parts(d.path(), "x-00001-of-00001.gguf").is_err());
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub struct SnapshotRequest {
     /// in Git LFS); checked in the one read that hashes it for the binding,
     /// so the bytes bound are the bytes checked.
     pub expected_files: BTreeMap<String, vram_hub::Expected>,
+    /// Which files of `dir` are the model, when the directory holds more
+    /// than one (a split GGUF model's parts beside other quantizations:
+    /// [`vram_hub::ModelLayout::of_gguf_parts`]); `None` reads the
+    /// directory's own layout ([`vram_hub::ModelLayout::of_dir`]). Each name
+    /// is opened in `dir` as the layout's are (no link out of it).
+    pub layout: Option<vram_hub::ModelLayout>,
 }
 
 impl SnapshotRequest {
@@ -61,6 +67,7 @@ impl SnapshotRequest {
             gpu_device,
             expected_sha256: BTreeMap::new(),
             expected_files: BTreeMap::new(),
+            layout: None,
         }
     }
 }
@@ -85,7 +92,10 @@ impl crate::VramManager {
     /// weights, a bad index, an expected digest for a file that is not part
     /// of the model); [`VramError::Io`]; any seal error.
     pub fn seal_model(&self, request: &SnapshotRequest) -> Result<SealedModel, VramError> {
-        let layout = layout(&request.dir)?;
+        let layout = match &request.layout {
+            Some(given) => given.clone(),
+            None => layout(&request.dir)?,
+        };
         if let Some(extra) = request
             .expected_sha256
             .keys()

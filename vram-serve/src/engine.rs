@@ -76,43 +76,83 @@ pub fn text_engine(
     policy: LeasePolicy,
 ) -> Result<Arc<dyn TextGeneration>, ServeError> {
     let device = compute_device(worker)?;
-    let location = if model.starts_with("hf://") {
-        crate::worker::locate_gguf(model)?.ok_or_else(|| {
+    // A split model's parts are sealed as one model (one shard each, in
+    // part order); one file as one shard.
+    let (location, parts) = if model.starts_with("hf://") {
+        let location = crate::worker::locate_gguf(model)?.ok_or_else(|| {
             ServeError::Usage(format!(
                 "{}: name the GGUF file of the repository (hf://ORG/NAME[@REVISION]/FILE.gguf)",
                 crate::shown(model)
             ))
-        })?
-    } else if let Some(dir) = split_model_dir(Path::new(model))? {
-        // The parts of a split model, sealed as one model (one shard each,
-        // in part order: the directory's layout, as `vram seal DIR` reads it).
-        let location = crate::worker::locate(&dir.display().to_string(), true)?;
-        let sealed = worker.seal_snapshot(&location)?;
-        return load_text(
-            worker,
-            location.model_ref.as_str(),
-            vram_llm::GgufSource::Model(Arc::new(sealed)),
-            policy,
-            device,
-        );
+        })?;
+        let parts = location.layout.is_some();
+        (location, parts)
+    } else if let Some(location) = split_location(Path::new(model))? {
+        (location, true)
     } else {
         let file = gguf_file_of(Path::new(model))?;
         let stem = file
             .file_stem()
             .map_or_else(|| "model".to_owned(), |s| s.to_string_lossy().into_owned());
-        let model_ref = vram_residency::ModelRef::new(&format!("file:{stem}"))
-            .or_else(|_| vram_residency::ModelRef::new("model"))
-            .map_err(|e| ServeError::Usage(format!("model reference: {e}")))?;
-        ModelLocation::file(&file, model_ref)
+        (ModelLocation::file(&file, file_model_ref(&stem)?), false)
     };
-    let shard = worker.seal(&location)?;
-    load_text(
-        worker,
-        location.model_ref.as_str(),
-        vram_llm::GgufSource::Shard(Arc::new(shard)),
-        policy,
-        device,
-    )
+    let source = if parts {
+        vram_llm::GgufSource::Model(Arc::new(worker.seal_snapshot(&location)?))
+    } else {
+        vram_llm::GgufSource::Shard(Arc::new(worker.seal(&location)?))
+    };
+    load_text(worker, location.model_ref.as_str(), source, policy, device)
+}
+
+/// `file:STEM`, or `model` for a stem that is no model reference.
+fn file_model_ref(stem: &str) -> Result<vram_residency::ModelRef, ServeError> {
+    vram_residency::ModelRef::new(&format!("file:{stem}"))
+        .or_else(|_| vram_residency::ModelRef::new("model"))
+        .map_err(|e| ServeError::Usage(format!("model reference: {e}")))
+}
+
+/// Where a split GGUF model `path` names is, if it names one: a directory
+/// whose GGUF files are the parts of one model split by llama.cpp's
+/// `gguf-split` (`NAME-00001-of-0000N.gguf`, N > 1), sealed through the
+/// directory's layout; or one of those parts (as `llama-server -m` takes
+/// the first), its model's parts found beside it whatever else the
+/// directory holds. `None` for one GGUF file, or a directory holding one.
+///
+/// # Errors
+/// [`ServeError::Usage`] for a directory that cannot be read, or whose GGUF
+/// files are not one model (several models, a missing part), named.
+fn split_location(path: &Path) -> Result<Option<ModelLocation>, ServeError> {
+    let shown = || crate::shown(&path.display().to_string());
+    if !path.is_dir() {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some((base, _, count)) = vram_format::split_part(&name) else {
+            return Ok(None);
+        };
+        if count <= 1 {
+            return Ok(None);
+        }
+        let location = ModelLocation::gguf_parts(path, file_model_ref(base)?)
+            .map_err(crate::worker::worker_error)?;
+        return Ok(Some(location));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| ServeError::Usage(format!("{}: {e}", shown())))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| is_gguf(n))
+        .collect();
+    names.sort();
+    match vram_format::gguf_model_files(&names) {
+        Ok(Some(parts)) if parts.len() > 1 => {
+            let location = crate::worker::locate(&path.display().to_string(), true)?;
+            Ok(Some(location))
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(ServeError::Usage(format!("{}: {e}", shown()))),
+    }
 }
 
 fn load_text(
@@ -126,46 +166,6 @@ fn load_text(
         vram_llm::load_generator_on(model_id, worker.shared_manager(), source, policy, device)
             .map_err(ServeError::Text)?;
     Ok(Arc::new(generator))
-}
-
-/// The directory of a split GGUF model `path` names, if it names one: a
-/// directory whose GGUF files are the parts of one model split by
-/// llama.cpp's `gguf-split` (`NAME-00001-of-0000N.gguf`, N > 1), or one of
-/// those parts (as `llama-server -m` takes the first). `None` for one GGUF
-/// file, or a directory holding one.
-///
-/// # Errors
-/// [`ServeError::Usage`] for a directory that cannot be read, or whose GGUF
-/// files are not one model (several models, a missing part), named.
-fn split_model_dir(path: &Path) -> Result<Option<std::path::PathBuf>, ServeError> {
-    let shown = || crate::shown(&path.display().to_string());
-    let dir = if path.is_dir() {
-        path.to_path_buf()
-    } else {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if vram_format::split_part(&name).is_none_or(|(_, _, count)| count <= 1) {
-            return Ok(None);
-        }
-        match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        }
-    };
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .map_err(|e| ServeError::Usage(format!("{}: {e}", shown())))?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .filter(|n| is_gguf(n))
-        .collect();
-    names.sort();
-    match vram_format::gguf_model_files(&names) {
-        Ok(Some(parts)) if parts.len() > 1 => Ok(Some(dir)),
-        Ok(_) => Ok(None),
-        Err(e) => Err(ServeError::Usage(format!("{}: {e}", shown()))),
-    }
 }
 
 /// Where the GGUF engine computes on `worker`'s device, decided before

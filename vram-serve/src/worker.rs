@@ -32,7 +32,7 @@ pub struct WorkerConfig {
     pub quiet: bool,
 }
 
-fn worker_error(e: WorkerError) -> ServeError {
+pub(crate) fn worker_error(e: WorkerError) -> ServeError {
     ServeError::Worker {
         code: e.exit_code(),
         reason: e.to_string(),
@@ -99,13 +99,10 @@ pub fn locate_gguf(model: &str) -> Result<Option<ModelLocation>, ServeError> {
     let Some(name) = reference.file() else {
         return Ok(None);
     };
-    if vram_format::split_part(name).is_some_and(|(_, _, count)| count > 1) {
-        return Err(ServeError::Usage(format!(
-            "{}: a part of a split GGUF model, which vram-serve does not serve yet",
-            crate::shown(model)
-        )));
-    }
     let snapshot = vram_worker::hub::resolve(model, false).map_err(worker_error)?;
+    if vram_format::split_part(name).is_some_and(|(_, _, count)| count > 1) {
+        return split_in_cache(model, &snapshot, name).map(Some);
+    }
     let cached = snapshot
         .files
         .iter()
@@ -150,6 +147,48 @@ pub fn locate_gguf(model: &str) -> Result<Option<ModelLocation>, ServeError> {
         None => {}
     }
     Ok(Some(location))
+}
+
+/// The split GGUF model of the cached repository `snapshot` whose part
+/// `name` names: all its parts (found beside it, whatever other models the
+/// repository holds), each with the SHA-256 its blob's name promises,
+/// checked in the pass that seals it; the reference
+/// `hf://ORG/NAME@COMMIT/PART` of the part named.
+fn split_in_cache(
+    model: &str,
+    snapshot: &vram_hub::Snapshot,
+    name: &str,
+) -> Result<ModelLocation, ServeError> {
+    let shown_ref = format!("{}/{name}", snapshot.reference());
+    let model_ref = vram_residency::ModelRef::new(&shown_ref).map_err(|e| {
+        ServeError::Usage(format!(
+            "{}: not a model reference ({e})",
+            crate::shown(model)
+        ))
+    })?;
+    let mut location =
+        ModelLocation::gguf_parts(&snapshot.dir.join(name), model_ref).map_err(worker_error)?;
+    let parts = location
+        .layout
+        .as_ref()
+        .map(|l| l.weights.clone())
+        .unwrap_or_default();
+    for part in parts {
+        let cached = snapshot.files.iter().find(|f| f.name == part);
+        match cached.and_then(|f| f.expected.as_ref()) {
+            Some(vram_hub::Expected::Sha256(sha)) => {
+                location
+                    .expected_sha256
+                    .insert(part, vram_validation::Sha256Hex::from_bytes(sha));
+            }
+            // A part kept as a git blob (a tiny one) or without a digest:
+            // the sealing pass has nothing to check it against.
+            _ => {
+                tracing::warn!(part = %crate::shown(&part), "a cached part without a SHA-256 blob name: sealed unchecked");
+            }
+        }
+    }
+    Ok(location)
 }
 
 impl Worker {

@@ -458,7 +458,10 @@ fn a_gguf_file_of_a_cached_repository_is_served_by_name() {
             "hf://org/tiny-GGUF/tiny-chat.F16.gguf",
             "has no file tiny-chat.F16.gguf",
         ),
-        ("hf://org/tiny-GGUF/tiny-00001-of-00002.gguf", "split GGUF"),
+        (
+            "hf://org/tiny-GGUF/tiny-00001-of-00002.gguf",
+            "tiny-00001-of-00002.gguf is not there",
+        ),
     ] {
         let out = output_within(hub(&["--model", model]), PATIENCE);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -520,20 +523,127 @@ fn a_split_model_is_served_from_its_parts() {
         let (code, stderr) = server.terminate();
         assert_eq!(code, Some(0), "{model}: {stderr}");
     }
+    let refused = |model: &str| {
+        let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram-serve"));
+        command.current_dir(root.path()).args([
+            "--device",
+            "mock",
+            "--listen",
+            "127.0.0.1:0",
+            "--model",
+            model,
+        ]);
+        let out = output_within(command, PATIENCE);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{model}: {stderr}");
+        assert!(out.stdout.is_empty(), "{model}: it never listened");
+        stderr
+    };
+    // Another model's parts beside them (a repository's other
+    // quantization): a part still names its own model; the directory holds
+    // two models and is refused, both named.
+    let other = support::gguf_writer::split_gguf(&text_model::gguf_bytes(69), 2);
+    for (i, part) in other.iter().enumerate() {
+        std::fs::write(
+            dir.join(support::gguf_writer::split_name("other", i, 2)),
+            part,
+        )
+        .unwrap();
+    }
+    let mut server = serve_in(
+        root.path(),
+        &["--model", "tiny-split/tiny-00002-of-00003.gguf"],
+    );
+    assert_eq!(text_of(&completion(server.addr, &greedy)), expected);
+    server.terminate();
+    let stderr = refused("tiny-split");
+    assert!(stderr.contains("holds 2 GGUF models"), "{stderr}");
     // A part missing: refused before anything listens, the part named.
     std::fs::remove_file(dir.join("tiny-00002-of-00003.gguf")).unwrap();
-    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin("vram-serve"));
-    command.current_dir(root.path()).args([
-        "--device",
-        "mock",
-        "--listen",
-        "127.0.0.1:0",
-        "--model",
-        "tiny-split",
-    ]);
-    let out = output_within(command, PATIENCE);
+    for model in [
+        "tiny-split/tiny-00001-of-00003.gguf",
+        "tiny-split/tiny-00003-of-00003.gguf",
+    ] {
+        let stderr = refused(model);
+        assert!(
+            stderr.contains("part tiny-00002-of-00003.gguf is missing"),
+            "{stderr}"
+        );
+    }
+}
+
+/// A split model in the hub cache, beside a file of another quantization:
+/// served by naming one of its parts, each part's blob checked against the
+/// SHA-256 its name promises while it is sealed.
+#[test]
+fn a_split_model_of_a_cached_repository_is_served_by_a_part_s_name() {
+    const COMMIT: &str = "89abcdef0123456789abcdef0123456789abcdef";
+    let root = tempfile::tempdir().unwrap();
+    let whole = text_model::gguf_bytes(71);
+    let repo = root.path().join("hub/models--org--split-GGUF");
+    let snapshot = repo.join("snapshots").join(COMMIT);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+    let mut blobs = Vec::new();
+    let parts = support::gguf_writer::split_gguf(&whole, 2);
+    let named: Vec<(String, &Vec<u8>)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (support::gguf_writer::split_name("tiny", i, 2), p))
+        .chain(std::iter::once(("tiny.F32.gguf".to_owned(), &whole)))
+        .collect();
+    for (name, bytes) in &named {
+        let sha: String = ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(repo.join("blobs").join(&sha), bytes).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{sha}"), snapshot.join(name)).unwrap();
+        blobs.push(sha);
+    }
+    let bin = assert_cmd::cargo::cargo_bin("vram-serve");
+    let hub = |model: &str| {
+        let mut c = std::process::Command::new(&bin);
+        c.env("HF_HUB_CACHE", root.path().join("hub"))
+            .env_remove("HF_HOME")
+            .args([
+                "--device",
+                "mock",
+                "--listen",
+                "127.0.0.1:0",
+                "--model",
+                model,
+            ]);
+        c
+    };
+    let greedy = json!({"prompt": "hello world", "max_tokens": 6, "temperature": 0});
+    let mut server = support::spawn(hub("hf://org/split-GGUF/tiny.F32.gguf"));
+    let expected = text_of(&completion(server.addr, &greedy));
+    server.terminate();
+    let mut server = support::spawn(hub("hf://org/split-GGUF/tiny-00001-of-00002.gguf"));
+    let exact = format!("hf://org/split-GGUF@{COMMIT}/tiny-00001-of-00002.gguf");
+    let models = get(server.addr, "/v1/models").json();
+    assert_eq!(models["data"][0]["id"], exact.as_str(), "{models}");
+    assert_eq!(text_of(&completion(server.addr, &greedy)), expected);
+    let (code, stderr) = server.terminate();
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // The second part's blob changed behind the cache's back: refused in
+    // the sealing pass (exit 1), the part named.
+    let blob = repo.join("blobs").join(&blobs[1]);
+    let mut bad = std::fs::read(&blob).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    std::fs::write(&blob, &bad).unwrap();
+    let out = output_within(
+        hub("hf://org/split-GGUF/tiny-00001-of-00002.gguf"),
+        PATIENCE,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("tiny-00002-of-00003.gguf"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tiny-00002-of-00002.gguf"), "{stderr}");
     assert!(out.stdout.is_empty(), "it never listened");
 }

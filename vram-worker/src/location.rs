@@ -33,9 +33,37 @@ pub struct ModelLocation {
     /// The digest each bound small file must have, by name (the hub's blob
     /// names), checked in the one read that hashes it for the binding.
     pub expected_files: BTreeMap<String, vram_hub::Expected>,
+    /// Which files of `dir` are the model when it holds more than one
+    /// ([`ModelLocation::gguf_parts`]); `None`: the directory's layout.
+    pub layout: Option<vram_hub::ModelLayout>,
 }
 
 impl ModelLocation {
+    /// The split GGUF model whose part `part` names (a file of its
+    /// directory, `NAME-0000i-of-0000N.gguf`), all its parts and only them,
+    /// whatever else the directory holds, under `model_ref`, with no
+    /// expected digests.
+    ///
+    /// # Errors
+    /// A usage error naming a missing or extra part, or a name that is no
+    /// part.
+    pub fn gguf_parts(part: &Path, model_ref: ModelRef) -> Result<Self, WorkerError> {
+        let mut location = Self::file(part, model_ref);
+        let name = part
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let layout =
+            vram_hub::ModelLayout::of_gguf_parts(&location.dir, &name).map_err(|source| {
+                WorkerError::Layout {
+                    model: shown_path(part),
+                    source,
+                }
+            })?;
+        location.layout = Some(layout);
+        Ok(location)
+    }
+
     /// A snapshot directory taken as it is, under `model_ref`, with no
     /// expected digests.
     #[must_use]
@@ -47,6 +75,7 @@ impl ModelLocation {
             model_ref,
             expected_sha256: BTreeMap::new(),
             expected_files: BTreeMap::new(),
+            layout: None,
         }
     }
 
@@ -65,6 +94,7 @@ impl ModelLocation {
             model_ref,
             expected_sha256: BTreeMap::new(),
             expected_files: BTreeMap::new(),
+            layout: None,
         }
     }
 
@@ -94,6 +124,7 @@ impl ModelLocation {
             model_ref,
             expected_sha256: hub.expected_sha256,
             expected_files: hub.expected_files,
+            layout: None,
         })
     }
 }

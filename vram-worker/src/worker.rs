@@ -175,6 +175,7 @@ impl Worker {
             SnapshotRequest::new(&model.dir, model.model_ref.clone(), self.selection.target());
         request.expected_sha256 = model.expected_sha256.clone();
         request.expected_files = model.expected_files.clone();
+        request.layout = model.layout.clone();
         Ok(self.manager.seal_model(&request)?)
     }
 
