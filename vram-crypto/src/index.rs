@@ -34,7 +34,9 @@ use crate::tree::LeafHashes;
 /// node is never taken for either.
 const NODE_PREFIX: &[u8; 1] = b"N";
 
-/// A binary hash tree over a leaf list: see the [module](self).
+/// A binary hash tree over a leaf list, kept beside it on the host: one
+/// recorded leaf hash shown to belong to the list in `O(log n)` hashes
+/// ([`LeafIndex::proves`]); built once from a list known to match its root.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LeafIndex {
     /// Levels above the leaves, bottom up; the last holds the top alone.
