@@ -70,6 +70,19 @@ impl Embedder {
     ///
     /// [`EmbedError::Tokenizer`] when `tokenizer.json` cannot be loaded.
     pub fn new(snapshot: &ModelSnapshot) -> Result<Self, EmbedError> {
+        Self::on(snapshot, Device::Cpu)
+    }
+
+    /// As [`Embedder::new`], computing on `device`: the CPU (weights read
+    /// from host bytes, a lease on the mock, a file), or candle's CUDA
+    /// device (`vram_embed::cuda_device`, feature `cuda-engine`), where the
+    /// weights are computed on in place in the sealed device memory of a
+    /// lease on that device.
+    ///
+    /// # Errors
+    ///
+    /// As [`Embedder::new`].
+    pub fn on(snapshot: &ModelSnapshot, device: Device) -> Result<Self, EmbedError> {
         let tok_err = |e: tokenizers::Error| EmbedError::Tokenizer {
             reason: crate::error::shown(&e.to_string()),
         };
@@ -86,7 +99,7 @@ impl Embedder {
             tokenizer,
             pooling: snapshot.pooling,
             normalize: snapshot.normalize,
-            device: Device::Cpu,
+            device,
         })
     }
 
@@ -144,6 +157,10 @@ impl Embedder {
         if encodings.is_empty() {
             return Ok(Vec::new());
         }
+        #[cfg(feature = "cuda-engine")]
+        if self.device.is_cuda() {
+            return self.embed_all_cuda(weights, &encodings);
+        }
         let record = LoadRecord::default();
         let backend = SourceBackend {
             source: weights,
@@ -190,6 +207,35 @@ impl Embedder {
         self.run(&model, &encoding)
     }
 
+    /// On CUDA: the forward pass of `bert.rs` over the lease's device
+    /// memory, in place ([`crate::cuda`]); the weights' view borrowed for the
+    /// request, the device synchronised before it returns.
+    #[cfg(feature = "cuda-engine")]
+    fn embed_all_cuda<S: TensorSource + Sync + ?Sized>(
+        &self,
+        weights: &S,
+        encodings: &[(Encoding, Duration)],
+    ) -> Result<Vec<Embedding>, EmbedError> {
+        let cuda = crate::cuda::CudaWeights::new(weights, &self.device)?;
+        let prefix = crate::bert::prefix(weights, &self.config);
+        encodings
+            .iter()
+            .map(|(encoding, tokenize)| {
+                let start = Instant::now();
+                let hidden = crate::bert::forward(
+                    &cuda,
+                    &self.config,
+                    &prefix,
+                    encoding.get_ids(),
+                    encoding.get_type_ids(),
+                )?;
+                let mut embedding = self.pool(&hidden, encoding, start)?;
+                embedding.timings.tokenize = *tokenize;
+                Ok(embedding)
+            })
+            .collect()
+    }
+
     fn encode(&self, text: &str) -> Result<Encoding, EmbedError> {
         let encoding = self
             .tokenizer
@@ -222,7 +268,22 @@ impl Embedder {
         let hidden = model
             .forward(&ids, &type_ids, Some(&mask))
             .map_err(model_err)?;
-        let mut pooled = self.pooling.apply(&hidden, &mask)?;
+        self.pool(&hidden, encoding, start)
+    }
+
+    /// Pooling and normalisation of the encoder's `hidden` states for
+    /// `encoding`, the embedding with its forward time since `start`.
+    fn pool(
+        &self,
+        hidden: &Tensor,
+        encoding: &Encoding,
+        start: Instant,
+    ) -> Result<Embedding, EmbedError> {
+        let model_err = |e: candle_core::Error| EmbedError::model(&e);
+        let mask = Tensor::new(encoding.get_attention_mask(), &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(model_err)?;
+        let mut pooled = self.pooling.apply(hidden, &mask)?;
         if self.normalize {
             pooled = l2_normalise(&pooled)?;
         }

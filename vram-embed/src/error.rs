@@ -113,6 +113,14 @@ pub enum EmbedError {
         /// `vram`'s exit code for it (1 integrity, 2 usage, 3 environment).
         code: u8,
     },
+    /// The compute device cannot run the embedder: CUDA libraries missing,
+    /// the device failing, or weights in memory the device cannot reach
+    /// (exit 3).
+    #[error("engine: {reason}")]
+    Engine {
+        /// What is missing or failed.
+        reason: String,
+    },
     /// A response could not be written.
     #[error("writing a response: {kind}")]
     Output {

@@ -27,8 +27,17 @@
 //! # }
 //! ```
 
-#![forbid(unsafe_code)]
+// Unsafe code is denied here and allowed in one module: src/cuda.rs
+// (feature `cuda-engine`), cuBLAS and device-to-device copies on leased
+// device memory.
+#![deny(unsafe_code)]
 
+// The encoder written over `BertWeights`: what the CUDA engine computes
+// with; in a CPU build only its tests (against candle's `BertModel`) use it.
+#[cfg_attr(not(feature = "cuda-engine"), allow(dead_code))]
+mod bert;
+#[cfg(feature = "cuda-engine")]
+mod cuda;
 mod embedder;
 mod error;
 mod materialise;
@@ -39,6 +48,8 @@ mod serve;
 mod snapshot;
 mod tensor;
 
+#[cfg(feature = "cuda-engine")]
+pub use cuda::cuda_device;
 pub use embedder::{Embedder, Embedding, Timings};
 pub use error::{EmbedError, ErrorClass};
 pub use pooling::Pooling;

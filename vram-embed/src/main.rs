@@ -190,21 +190,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         quiet: cli.quiet,
     })
     .map_err(worker_error)?;
-    // The embedder computes on the CPU from host bytes of the leased
-    // weights, which a device-memory lease does not give: refused here,
-    // before anything is sealed, rather than at the first request.
-    if worker.device_kind() != "mock" {
-        return Err(EmbedError::Worker {
-            reason: format!(
-                "the BERT embedder cannot run on {}: it computes on the CPU from host bytes \
-                 of the leased weights, which a device-memory lease does not give; serve it \
-                 with --device mock",
-                worker.device_kind()
-            ),
-            code: ENVIRONMENT,
-        }
-        .into());
-    }
+    // Where the embedder computes, decided before anything is sealed: the
+    // CPU over the mock's host memory; on CUDA, candle's CUDA device on the
+    // sealing device (feature `cuda-engine`, its libraries checked here), so
+    // a host that cannot run it is refused at start, never at a request.
+    let compute = compute_device(&worker)?;
     let model = worker.seal_snapshot(&location).map_err(worker_error)?;
     tracing::info!(
         model = %location.model_ref,
@@ -216,19 +206,40 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         "sealed; serving"
     );
     let weights = SealedWeights::new(worker.manager().clone(), model, cli.lease);
-    let served = prepare_and_serve(&weights);
+    let served = prepare_and_serve(&weights, compute);
     let released = weights.release();
     served?;
     Ok(released?)
+}
+
+/// The device the embedder computes on for `worker`'s device: the CPU for
+/// the mock; candle's CUDA device on the sealing device with the
+/// `cuda-engine` feature; refused (exit 3) on CUDA without it.
+fn compute_device(worker: &Worker) -> Result<candle_core::Device, Failure> {
+    match worker.device_kind() {
+        "mock" => Ok(candle_core::Device::Cpu),
+        #[cfg(feature = "cuda-engine")]
+        "cuda" => Ok(vram_embed::cuda_device(worker.devices().target())?),
+        other => Err(EmbedError::Worker {
+            reason: format!(
+                "the BERT embedder cannot run on {other}: this build computes on the CPU from \
+                 host bytes of the leased weights, which a device-memory lease does not give; \
+                 serve it with --device mock, or build vram-embed with --features cuda-engine \
+                 (cargo xtask gpu)"
+            ),
+            code: ENVIRONMENT,
+        }
+        .into()),
+    }
 }
 
 /// The small files as sealed, then once, before the first request, every
 /// leaf and the tensor tables read from the seal-checked headers (weights
 /// that are not usable safetensors stop here, not at the first request);
 /// then serving.
-fn prepare_and_serve(weights: &SealedWeights) -> Result<(), Failure> {
+fn prepare_and_serve(weights: &SealedWeights, compute: candle_core::Device) -> Result<(), Failure> {
     let snapshot = weights.snapshot()?;
-    let embedder = Embedder::new(&snapshot)?;
+    let embedder = Embedder::on(&snapshot, compute)?;
     let micros = LeasedWeights::with_lease(
         weights.manager(),
         weights.model(),

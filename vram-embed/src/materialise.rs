@@ -74,7 +74,7 @@ fn candle_dtype(dtype: Dtype) -> Option<DType> {
 }
 
 impl<S: TensorSource + Sync + ?Sized> SourceBackend<'_, S> {
-    fn load(
+    pub(crate) fn load(
         &self,
         name: &str,
         expected: Option<&[usize]>,
