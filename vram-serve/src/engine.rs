@@ -238,9 +238,7 @@ pub fn embedding_engine(
     location: &ModelLocation,
     policy: LeasePolicy,
 ) -> Result<(EmbeddingEngine, HeldModel), ServeError> {
-    if worker.device_kind() != "mock" {
-        return Err(unsupported_device(worker.device_kind()));
-    }
+    let compute = embedding_device(worker)?;
     let model = worker.seal_snapshot(location)?;
     let held = HeldModel {
         manager: worker.manager().clone(),
@@ -249,7 +247,7 @@ pub fn embedding_engine(
     };
     let weights = SealedWeights::new(worker.manager().clone(), model, policy);
     let snapshot = weights.snapshot()?;
-    let embedder = Embedder::new(&snapshot)?;
+    let embedder = Embedder::on(&snapshot, compute)?;
     // Every leaf verified once, and one embedding computed on that lease:
     // weights the model cannot use (a missing tensor, a wrong shape, bytes
     // the embedder cannot read) stop the worker here, not at a request.
@@ -284,8 +282,26 @@ pub fn unsupported_device(device: &'static str) -> ServeError {
     ServeError::UnsupportedDevice {
         engine: "the BERT embedder",
         device,
-        reason: "it computes on the CPU from host bytes of the leased weights, which a \
-                 device-memory lease does not give; serve it with --device mock",
+        reason: "this build computes on the CPU from host bytes of the leased weights, which \
+                 a device-memory lease does not give; serve it with --device mock, or build \
+                 vram-serve with --features cuda-engine (cargo xtask gpu)",
+    }
+}
+
+/// Where the embedder computes on `worker`'s device, decided before
+/// anything is sealed: the CPU over the mock's host memory; on CUDA,
+/// candle's CUDA device on the sealing device (feature `cuda-engine`, its
+/// libraries checked here: exit 3 naming what is missing).
+///
+/// # Errors
+/// [`unsupported_device`] on CUDA in a build without the feature;
+/// [`ServeError::Embed`] (exit 3) naming missing CUDA libraries.
+pub fn embedding_device(worker: &Worker) -> Result<vram_llm::Device, ServeError> {
+    match worker.device_kind() {
+        "mock" => Ok(vram_llm::Device::Cpu),
+        #[cfg(feature = "cuda-engine")]
+        "cuda" => vram_embed::cuda_device(worker.target()).map_err(ServeError::from),
+        other => Err(unsupported_device(other)),
     }
 }
 

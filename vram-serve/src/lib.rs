@@ -30,7 +30,9 @@ pub mod worker;
 
 pub use api_error::ApiError;
 pub use embeddings::MAX_INPUTS;
-pub use engine::{embedding_engine, model_kind, text_engine, unsupported_device, ModelKind};
+pub use engine::{
+    embedding_device, embedding_engine, model_kind, text_engine, unsupported_device, ModelKind,
+};
 pub use error::{ServeError, EXIT_ENVIRONMENT, EXIT_INTEGRITY, EXIT_USAGE};
 pub use metrics::{HeldModel, ServeMetrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 pub use server::{Server, Stopped};

@@ -141,9 +141,9 @@ fn run(cli: &Cli) -> Result<Stopped, ServeError> {
             (id, engines, None, None)
         }
         ModelKind::Embeddings => {
-            if worker.device_kind() != "mock" {
-                return Err(vram_serve::unsupported_device(worker.device_kind()));
-            }
+            // Refused before the model is located on a device the
+            // embedder cannot compute on (exit 3).
+            vram_serve::embedding_device(&worker)?;
             let location = worker::locate(&cli.model, cli.quiet)?;
             let (engine, held) = vram_serve::embedding_engine(&worker, &location, cli.lease)?;
             let weights = Arc::clone(&engine.weights);
