@@ -249,6 +249,22 @@ pub(crate) fn run() -> Result<(), String> {
         &["vram_llm-", "cuda_engine-"],
         &bundle,
     )?);
+    // The embedder's CUDA engine: its GPU tests (CUDA embeddings against the
+    // CPU's on the same file, F32 and F16; embeddings per second).
+    // vram-serve above serves embeddings on CUDA with it too.
+    tests.extend(test_binaries(
+        cargo_with_toolkit(&nv)?,
+        &[
+            "-p",
+            "vram-embed",
+            "--features",
+            "cuda-engine",
+            "--test",
+            "cuda_engine",
+        ],
+        &["cuda_engine-"],
+        &bundle,
+    )?);
     copy(
         &nv.join("lib").join("libcudart.so.13"),
         &bundle.join("lib").join("libcudart.so.13"),
@@ -314,7 +330,7 @@ fi
     );
     for t in &tests {
         script.push_str(&format!(
-            "step 120 env VRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4\n"
+            "step 120 env VRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4 --nocapture\n"
         ));
     }
     script.push_str(
