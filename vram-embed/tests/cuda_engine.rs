@@ -2,7 +2,8 @@
 //! sealed in device memory, each request computing on its lease's device
 //! addresses (cuBLAS on the leased weights, rows and norms copied), gives the
 //! CPU embedder's embeddings on the same file (cosine >= 0.9999), for F32
-//! and F16 weights; a weight read by a request is never copied whole.
+//! and F16 weights; a weight read by a request is never copied whole; a byte
+//! flipped in device memory is refused by the next lease, naming the tensor.
 //!
 //! Needs a GPU. Without one each test says so loudly and returns; with
 //! `VRAM_RESIDENCY_REQUIRE_CUDA=1` (the GPU bundle's `run.sh`) a missing
@@ -15,7 +16,8 @@
     clippy::print_stderr,
     clippy::panic,
     clippy::indexing_slicing,
-    clippy::cast_precision_loss
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation
 )]
 
 mod common;
@@ -25,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
-use vram_embed::{Embedder, SafetensorsFile, SealedWeights, WeightsProvider};
+use vram_embed::{EmbedError, Embedder, SafetensorsFile, SealedWeights, WeightsProvider};
 use vram_residency::{
     LeasePolicy, ModelRef, SnapshotRequest, VramConfig, VramManager, WorkerSecret,
 };
@@ -177,4 +179,39 @@ fn the_cpu_engine_refuses_a_cuda_lease_and_the_cuda_engine_a_host_lease() {
     let e = gpu.embed(&file, "hello").unwrap_err();
     assert!(e.to_string().contains("host memory"), "{e}");
     assert_eq!(e.class(), vram_embed::ErrorClass::Environment);
+}
+
+#[test]
+fn a_byte_flipped_in_device_memory_is_refused_by_the_next_lease_naming_the_tensor() {
+    let Some((_, compute)) = cuda() else {
+        return;
+    };
+    // The backend's device itself, for its corruption hook.
+    let device = vram_core::cuda::CudaDevice::open(0).unwrap();
+    let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![5u8; 32])).unwrap();
+    let dynamic: Arc<dyn vram_residency::Device> = device.clone();
+    let manager = VramManager::new(VramConfig::builder(secret).device(dynamic).build()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 47);
+    let request = SnapshotRequest::new(dir.path(), ModelRef::new("tiny-bert").unwrap(), 0);
+    let model = manager.seal_model(&request).unwrap();
+    let sealed = SealedWeights::new(manager, model, LeasePolicy::Full);
+    let gpu = Embedder::on(&sealed.snapshot().unwrap(), compute).unwrap();
+    sealed
+        .with_weights(|w| gpu.embed(w, "hello"))
+        .unwrap()
+        .unwrap();
+    let name = "encoder.layer.1.attention.self.query.weight";
+    let bytes = safetensors_bytes(&random_weights(47));
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + header_len as usize]).unwrap();
+    let at = 8 + header_len + header[name]["data_offsets"][0].as_u64().unwrap() + 7;
+    device.corrupt_one_byte_for_demo(at, 0x10).unwrap();
+    let e = sealed.with_weights(|w| gpu.embed(w, "hello")).unwrap_err();
+    let EmbedError::Lease { reason, integrity } = &e else {
+        panic!("{e}");
+    };
+    assert!(*integrity, "{e}");
+    assert!(reason.contains(name), "{reason}");
 }
