@@ -348,6 +348,31 @@ impl<S: ?Sized> Drop for CudaWeights<'_, S> {
     }
 }
 
+/// The device address of element `start` of the activations in `storage`
+/// (`count` values of `T` from there, checked to lie in it), with the
+/// guard that orders their use on `stream`.
+fn activations<'a, T: candle_core::cuda_backend::CudaDType + DeviceRepr + 'a>(
+    storage: &'a CudaStorage,
+    start: usize,
+    count: usize,
+    stream: &'a std::sync::Arc<candle_core::cuda_backend::cudarc::driver::CudaStream>,
+) -> candle_core::Result<(
+    u64,
+    candle_core::cuda_backend::cudarc::driver::SyncOnDrop<'a>,
+)> {
+    let x = storage.as_cuda_slice::<T>()?;
+    if start.checked_add(count).is_none_or(|e| e > x.len()) {
+        candle_core::bail!("leased GEMM: input out of its storage")
+    }
+    let (p, guard) = x.device_ptr(stream);
+    let address = start
+        .checked_mul(size_of::<T>())
+        .and_then(|b| u64::try_from(b).ok())
+        .and_then(|b| p.checked_add(b))
+        .ok_or_else(|| candle_core::Error::msg("leased GEMM: an address overflows"))?;
+    Ok((address, guard))
+}
+
 /// The GEMM over a leased weight, as a candle op on the activations.
 struct LeasedGemm {
     weight: DeviceMemory,
@@ -411,39 +436,13 @@ impl CustomOp1 for LeasedGemm {
         let count = rows
             .checked_mul(input)
             .ok_or_else(|| candle_core::Error::msg("leased GEMM: input too large"))?;
-        // The address of element `start` of a buffer at `p`.
-        let at = |p: u64, start: usize, size: usize| {
-            start
-                .checked_mul(size)
-                .and_then(|b| u64::try_from(b).ok())
-                .and_then(|b| p.checked_add(b))
-                .ok_or_else(|| candle_core::Error::msg("leased GEMM: an address overflows"))
-        };
         let (x_ptr, x_type, _guard_x) = match candle_type {
-            DType::F32 => {
-                let x = storage.as_cuda_slice::<f32>()?;
-                if start.checked_add(count).is_none_or(|e| e > x.len()) {
-                    candle_core::bail!("leased GEMM: input out of its storage")
-                }
-                let (p, g) = x.device_ptr(&stream);
-                (at(p, start, 4)?, blas_sys::cudaDataType_t::CUDA_R_32F, g)
-            }
-            DType::F16 => {
-                let x = storage.as_cuda_slice::<half::f16>()?;
-                if start.checked_add(count).is_none_or(|e| e > x.len()) {
-                    candle_core::bail!("leased GEMM: input out of its storage")
-                }
-                let (p, g) = x.device_ptr(&stream);
-                (at(p, start, 2)?, blas_sys::cudaDataType_t::CUDA_R_16F, g)
-            }
-            DType::BF16 => {
-                let x = storage.as_cuda_slice::<half::bf16>()?;
-                if start.checked_add(count).is_none_or(|e| e > x.len()) {
-                    candle_core::bail!("leased GEMM: input out of its storage")
-                }
-                let (p, g) = x.device_ptr(&stream);
-                (at(p, start, 2)?, blas_sys::cudaDataType_t::CUDA_R_16BF, g)
-            }
+            DType::F32 => activations::<f32>(storage, start, count, &stream)
+                .map(|(p, g)| (p, blas_sys::cudaDataType_t::CUDA_R_32F, g))?,
+            DType::F16 => activations::<half::f16>(storage, start, count, &stream)
+                .map(|(p, g)| (p, blas_sys::cudaDataType_t::CUDA_R_16F, g))?,
+            DType::BF16 => activations::<half::bf16>(storage, start, count, &stream)
+                .map(|(p, g)| (p, blas_sys::cudaDataType_t::CUDA_R_16BF, g))?,
             other => candle_core::bail!("leased GEMM: {other:?} activations"),
         };
         let blas_handle = dev.cublas_handle();

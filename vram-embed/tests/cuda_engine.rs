@@ -70,34 +70,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
-/// The weights as F16 safetensors bytes.
-fn f16_bytes(weights: &[(String, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
-    let halves: Vec<(String, Vec<usize>, Vec<u8>)> = weights
-        .iter()
-        .map(|(n, s, b)| {
-            let bytes = b
-                .chunks_exact(4)
-                .flat_map(|c| {
-                    let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                    half::f16::from_f32(v).to_le_bytes()
-                })
-                .collect();
-            (n.clone(), s.clone(), bytes)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = halves
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, None).unwrap()
-}
-
 fn check(weights: &[u8], label: &str) {
     let Some((manager, compute)) = cuda() else {
         return;
@@ -154,7 +126,7 @@ fn f32_weights_give_the_cpu_embeddings() {
 
 #[test]
 fn f16_weights_give_the_cpu_embeddings() {
-    check(&f16_bytes(&random_weights(43)), "F16");
+    check(&f16_safetensors_bytes(&random_weights(43)), "F16");
 }
 
 #[test]

@@ -393,29 +393,7 @@ fn a_wrong_shape_or_size_or_dtype_is_an_error_naming_the_tensor() {
 #[test]
 fn f16_weights_are_widened_to_f32_like_candles_loader() {
     let w = random_weights(8);
-    let halves: Vec<(String, Vec<usize>, Vec<u8>)> = w
-        .iter()
-        .map(|(n, s, b)| {
-            let h: Vec<u8> = b
-                .chunks_exact(4)
-                .flat_map(|c| {
-                    half::f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
-                })
-                .collect();
-            (n.clone(), s.clone(), h)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = halves
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F16, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let bytes = safetensors::serialize(views, None).unwrap();
+    let bytes = f16_safetensors_bytes(&w);
     let dir = tempfile::tempdir().unwrap();
     write_snapshot_with(dir.path(), &bytes, "pooling_mode_mean_tokens");
     let snap = ModelSnapshot::open(dir.path()).unwrap();

@@ -138,25 +138,11 @@ impl ModelLayout {
     /// parts are not all there as regular files, or one is extra (named);
     /// [`HubError::Io`] when the directory cannot be read.
     pub fn of_gguf_parts(dir: &Path, part: &str) -> Result<Self, HubError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| HubError::io(dir, &e))?;
-        let mut names = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| HubError::io(dir, &e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if vram_format::is_gguf_name(&name) && is_regular_file(&entry.path()) {
-                if names.len() >= MAX_WEIGHT_FILES.saturating_mul(16) {
-                    return Err(layout(dir, "holds too many GGUF files".into()));
-                }
-                names.push(name);
-            }
-        }
-        names.sort();
-        let weights = vram_format::gguf_parts_of(&names, part).map_err(|e| match e {
-            vram_format::FormatError::Layout { reason } => layout(dir, reason),
-            other => layout(dir, other.to_string()),
-        })?;
+        // A repository of many quantizations may hold more GGUF files than
+        // one model has parts.
+        let names = gguf_names(dir, MAX_WEIGHT_FILES.saturating_mul(16))?;
+        let weights =
+            vram_format::gguf_parts_of(&names, part).map_err(|e| format_layout(dir, e))?;
         if weights.len() > MAX_WEIGHT_FILES {
             return Err(layout(
                 dir,
@@ -177,9 +163,17 @@ fn layout(dir: &Path, reason: String) -> HubError {
     }
 }
 
-/// The one GGUF model of the directory (a file, or a split model's parts:
-/// `vram_format::gguf_model_files`), `None` when it holds no GGUF file.
-fn gguf_files(dir: &Path) -> Result<Option<Vec<String>>, HubError> {
+/// The format's verdict on the directory's files, as a layout error.
+fn format_layout(dir: &Path, e: vram_format::FormatError) -> HubError {
+    match e {
+        vram_format::FormatError::Layout { reason } => layout(dir, reason),
+        other => layout(dir, other.to_string()),
+    }
+}
+
+/// The names of the directory's GGUF files that are regular files (links
+/// followed), sorted; more than `limit` is refused.
+fn gguf_names(dir: &Path, limit: usize) -> Result<Vec<String>, HubError> {
     let entries = std::fs::read_dir(dir).map_err(|e| HubError::io(dir, &e))?;
     let mut names = Vec::new();
     for entry in entries {
@@ -188,20 +182,21 @@ fn gguf_files(dir: &Path) -> Result<Option<Vec<String>>, HubError> {
             continue;
         };
         if vram_format::is_gguf_name(&name) && is_regular_file(&entry.path()) {
-            if names.len() >= MAX_WEIGHT_FILES {
-                return Err(layout(
-                    dir,
-                    format!("holds more than {MAX_WEIGHT_FILES} GGUF files"),
-                ));
+            if names.len() >= limit {
+                return Err(layout(dir, format!("holds more than {limit} GGUF files")));
             }
             names.push(name);
         }
     }
     names.sort();
-    vram_format::gguf_model_files(&names).map_err(|e| match e {
-        vram_format::FormatError::Layout { reason } => layout(dir, reason),
-        other => layout(dir, other.to_string()),
-    })
+    Ok(names)
+}
+
+/// The one GGUF model of the directory (a file, or a split model's parts:
+/// `vram_format::gguf_model_files`), `None` when it holds no GGUF file.
+fn gguf_files(dir: &Path) -> Result<Option<Vec<String>>, HubError> {
+    let names = gguf_names(dir, MAX_WEIGHT_FILES)?;
+    vram_format::gguf_model_files(&names).map_err(|e| format_layout(dir, e))
 }
 
 fn is_regular_file(path: &Path) -> bool {

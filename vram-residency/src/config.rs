@@ -35,8 +35,9 @@ pub struct VramConfig {
 /// 64 KiB leaves hash at 122-173 GB/s and 4 KiB leaves at 55-117 GB/s (more,
 /// shorter threads and 16 times the hashes to copy back). 64 KiB leaves also
 /// make a sampled verification of K leaves read 16 times fewer bytes than
-/// 1 MiB leaves do. Their cost is host memory for the leaf list: 32 bytes per
-/// 64 KiB, 73 MiB for a 150 GB model.
+/// 1 MiB leaves do. Their cost is host memory for the leaf list and its
+/// index (what a sampled check proves a leaf's hash with): about 64 bytes per
+/// 64 KiB, 146 MiB for a 150 GB model.
 pub const CUDA_DEFAULT_LEAF_SIZE: LeafSize = match LeafSize::from_log2(16) {
     Some(l) => l,
     None => LeafSize::DEFAULT,

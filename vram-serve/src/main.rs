@@ -141,9 +141,8 @@ fn run(cli: &Cli) -> Result<Stopped, ServeError> {
             (id, engines, None, None)
         }
         ModelKind::Embeddings => {
-            // Refused before the model is located on a device the
-            // embedder cannot compute on (exit 3).
-            vram_serve::embedding_device(&worker)?;
+            // A device the embedder cannot compute on is refused by
+            // embedding_engine before anything is sealed (exit 3).
             let location = worker::locate(&cli.model, cli.quiet)?;
             let (engine, held) = vram_serve::embedding_engine(&worker, &location, cli.lease)?;
             let weights = Arc::clone(&engine.weights);

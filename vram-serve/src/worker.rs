@@ -114,13 +114,7 @@ pub fn locate_gguf(model: &str) -> Result<Option<ModelLocation>, ServeError> {
                 crate::shown(name)
             ))
         })?;
-    let shown_ref = format!("{}/{name}", snapshot.reference());
-    let model_ref = vram_residency::ModelRef::new(&shown_ref).map_err(|e| {
-        ServeError::Usage(format!(
-            "{}: not a model reference ({e})",
-            crate::shown(model)
-        ))
-    })?;
+    let model_ref = cached_file_ref(model, &snapshot, name)?;
     let mut location = ModelLocation::file(&cached.path, model_ref);
     match cached.expected {
         // The blob's name is the file's SHA-256: `Worker::seal` checks it in
@@ -149,6 +143,22 @@ pub fn locate_gguf(model: &str) -> Result<Option<ModelLocation>, ServeError> {
     Ok(Some(location))
 }
 
+/// The reference `hf://ORG/NAME@COMMIT/FILE` of file `name` of the cached
+/// repository `snapshot` (`model` as the operator named it, for the error).
+fn cached_file_ref(
+    model: &str,
+    snapshot: &vram_hub::Snapshot,
+    name: &str,
+) -> Result<vram_residency::ModelRef, ServeError> {
+    let shown_ref = format!("{}/{name}", snapshot.reference());
+    vram_residency::ModelRef::new(&shown_ref).map_err(|e| {
+        ServeError::Usage(format!(
+            "{}: not a model reference ({e})",
+            crate::shown(model)
+        ))
+    })
+}
+
 /// The split GGUF model of the cached repository `snapshot` whose part
 /// `name` names: all its parts (found beside it, whatever other models the
 /// repository holds), each with the SHA-256 its blob's name promises,
@@ -159,13 +169,7 @@ fn split_in_cache(
     snapshot: &vram_hub::Snapshot,
     name: &str,
 ) -> Result<ModelLocation, ServeError> {
-    let shown_ref = format!("{}/{name}", snapshot.reference());
-    let model_ref = vram_residency::ModelRef::new(&shown_ref).map_err(|e| {
-        ServeError::Usage(format!(
-            "{}: not a model reference ({e})",
-            crate::shown(model)
-        ))
-    })?;
+    let model_ref = cached_file_ref(model, snapshot, name)?;
     let mut location =
         ModelLocation::gguf_parts(&snapshot.dir.join(name), model_ref).map_err(worker_error)?;
     let parts = location

@@ -126,6 +126,32 @@ pub(crate) fn safetensors_bytes(weights: &[(String, Vec<usize>, Vec<u8>)]) -> Ve
     safetensors::serialize(views, None).unwrap()
 }
 
+/// The same weights as F16 (each value rounded), serialised.
+pub(crate) fn f16_safetensors_bytes(weights: &[(String, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let halves: Vec<(String, Vec<usize>, Vec<u8>)> = weights
+        .iter()
+        .map(|(n, s, b)| {
+            let h: Vec<u8> = b
+                .chunks_exact(4)
+                .flat_map(|c| {
+                    half::f16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()
+                })
+                .collect();
+            (n.clone(), s.clone(), h)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = halves
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(Dtype::F16, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
 pub(crate) fn config_json() -> String {
     serde_json::json!({
         "architectures": ["BertModel"],
