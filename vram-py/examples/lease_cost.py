@@ -7,8 +7,9 @@ the machine's load hits every variant alike, p50 and p99 of:
 - `lease`: `mgr.lease(model, policy)` and `lease.end()` (the binding's
   verification call; compare with `cargo run --release -p vram-worker
   --example lease_cost`, the same facade calls from Rust);
-- `lease + views`: the same plus `lease.tensors()` and `numpy()` on each
-  tensor (what a request does before it computes);
+- `lease + views`: the same plus `lease.arrays()` and the conversions the
+  example makes (none for a float32 model): what a request does before it
+  computes;
 - `request`: a whole request as `minilm_numpy.py` serves it (fresh lease,
   views, forward pass, pooling, lease ended);
 - `forward only`: the same forward pass and pooling on views held from one
@@ -100,10 +101,10 @@ def main(argv=None):
 
         return run
 
-    def lease_and_views(mgr, model):
+    def lease_and_views(mgr, model, embedder):
         def run():
             with mgr.lease(model, policy=args.policy) as lease:
-                mn.Weights(lease)
+                embedder.weights(lease)
 
         return run
 
@@ -132,7 +133,7 @@ def main(argv=None):
                 variants += [
                     (f"{label}: forward only", forward_only(weights)),
                     (f"{label}: lease", lease_only(mgr, model)),
-                    (f"{label}: lease + views", lease_and_views(mgr, model)),
+                    (f"{label}: lease + views", lease_and_views(mgr, model, embedder)),
                     (f"{label}: request", request(embedder)),
                 ]
             for _, f in variants:  # warm up

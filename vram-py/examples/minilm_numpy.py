@@ -118,31 +118,33 @@ class Snapshot:
 
 class Weights:
     """The model's tensors for one request: NumPy views of a lease's tensors
-    (no copy for float32), valid only while that lease is open."""
+    (no copy for float32), valid only while that lease is open.
 
-    def __init__(self, lease):
-        self.arrays = {}
-        self.converted_bytes = 0
-        # Every tensor's view in one call (`lease.arrays()`). bfloat16 shows
-        # as uint16 (its bits), as U16 would: the tensors' dtype names are
-        # read (`lease.tensors()`) only when a uint16 view is found.
+    `plan` (the `plan` of an earlier request's `Weights` on the same model)
+    says which views need converting: a model's tensors and dtypes never
+    change once sealed, so only the first request looks at every view's
+    dtype; later ones convert the few that need it (none for a float32
+    model) and take the rest as `lease.arrays()` gives them."""
+
+    def __init__(self, lease, plan=None):
+        # Every tensor's view in one call (`lease.arrays()`).
         views = lease.arrays()
-        dtypes = None
-        for name, view in views.items():
-            if view.dtype == np.float32:
-                self.arrays[name] = view
-            elif view.dtype == np.float16:
-                self.arrays[name] = view.astype(np.float32)
+        if plan is None:
+            plan = _conversions(lease, views)
+        self.plan = plan
+        self.converted_bytes = 0
+        for name, kind in plan.items():
+            view = views.pop(name)
+            if kind == "f16":
+                views[name] = view.astype(np.float32)
                 self.converted_bytes += view.nbytes
-            elif view.dtype == np.uint16:
-                if dtypes is None:
-                    dtypes = {n: t.dtype for n, t in lease.tensors().items()}
-                if dtypes[name] == "BF16":
-                    # bfloat16 is the upper half of a float32.
-                    self.arrays[name] = (view.astype(np.uint32) << 16).view(np.float32)
-                    self.converted_bytes += view.nbytes
-            # Other dtypes (position ids; none the forward pass reads) are
-            # not the model's weights.
+            elif kind == "bf16":
+                # bfloat16 is the upper half of a float32.
+                views[name] = (view.astype(np.uint32) << 16).view(np.float32)
+                self.converted_bytes += view.nbytes
+            # "drop": other dtypes (position ids; none the forward pass
+            # reads) are not the model's weights.
+        self.arrays = views
         prefix = "" if "embeddings.word_embeddings.weight" in self.arrays else "bert."
         self.prefix = prefix
 
@@ -151,6 +153,28 @@ class Weights:
             return self.arrays[self.prefix + name]
         except KeyError:
             raise KeyError(f"tensor {self.prefix + name} is missing from the weights") from None
+
+
+def _conversions(lease, views):
+    """{name: "f16" | "bf16" | "drop"} for each view that is not float32.
+    bfloat16 shows as uint16 (its bits), as U16 would: the tensors' dtype
+    names are read (`lease.tensors()`) only when a uint16 view is found."""
+    plan = {}
+    dtypes = None
+    for name, view in views.items():
+        if view.dtype == np.float32:
+            continue
+        if view.dtype == np.float16:
+            plan[name] = "f16"
+            continue
+        if view.dtype == np.uint16:
+            if dtypes is None:
+                dtypes = {n: t.dtype for n, t in lease.tensors().items()}
+            if dtypes[name] == "BF16":
+                plan[name] = "bf16"
+                continue
+        plan[name] = "drop"
+    return plan
 
 
 def _erf(x):
@@ -263,6 +287,8 @@ class Embedder:
         self.policy = policy
         self._tokenizer = snapshot.tokenizer()
         self.converted_bytes = 0
+        # Which views need converting (`Weights.plan`), from the first request.
+        self._plan = None
 
     @property
     def can_tokenize(self):
@@ -297,12 +323,18 @@ class Embedder:
         if type_ids is None:
             type_ids = [0] * len(ids)
         with self.manager.lease(self.model, policy=self.policy) as lease:
-            weights = Weights(lease)
+            weights = self.weights(lease)
             if weights.converted_bytes:
                 self.converted_bytes += weights.converted_bytes
             vector = pool(self.snapshot, forward(self.snapshot.config, weights, ids, type_ids))
             verification = lease.verification
         return vector, verification
+
+    def weights(self, lease):
+        """`Weights` of `lease` (a lease on this embedder's model)."""
+        weights = Weights(lease, self._plan)
+        self._plan = weights.plan
+        return weights
 
     def embed(self, text):
         ids, type_ids = self.encode(text)

@@ -3,16 +3,20 @@
 //! zero-copy NumPy and DLPack views, verify the audit log. A thin layer
 //! over the facade (`vram-residency`): every call into it is in
 //! `worker.rs`; this file holds the Python classes, `view.rs` the NumPy
-//! views, `dlpack.rs` the DLPack export, `errors.rs` the exceptions.
+//! views, `ndview.rs` the views `Lease.arrays()` makes through NumPy's C
+//! API, `dlpack.rs` the DLPack export, `errors.rs` the exceptions.
 //!
-//! Unsafe code is denied here and allowed in `dlpack.rs` only (the DLPack
-//! C structs and the capsule protocol), as docs/ARCHITECTURE.md says.
+//! Unsafe code is denied here and allowed in `dlpack.rs` (the DLPack C
+//! structs and the capsule protocol) and `ndview.rs` (NumPy's array
+//! constructor) only, as docs/ARCHITECTURE.md says.
 
 #![deny(unsafe_code)]
 
 #[allow(unsafe_code)]
 mod dlpack;
 mod errors;
+#[allow(unsafe_code)]
+mod ndview;
 mod view;
 mod worker;
 
@@ -204,7 +208,7 @@ struct Model {
 }
 
 /// Each shard's tensors as `Lease.arrays()` shows them: the name (a Python
-/// string), the view's shape (a tuple) and NumPy dtype, and where its bytes
+/// string), the view's NumPy dtype and dimensions, and where its bytes
 /// start in the shard's memory. Only what NumPy needs to build a view over
 /// a lease's shard memory; the bytes themselves are never kept.
 struct ViewPlan {
@@ -213,16 +217,15 @@ struct ViewPlan {
 
 struct PlannedView {
     name: Py<pyo3::types::PyString>,
-    shape: Py<PyTuple>,
-    dtype: Py<PyAny>,
+    dtype: Py<numpy::PyArrayDescr>,
+    dims: Vec<numpy::npyffi::npy_intp>,
     offset: usize,
 }
 
 impl ViewPlan {
     /// The plan of `leased`'s tensors (its shards in order).
     fn of(py: Python<'_>, leased: &Leased) -> PyResult<Self> {
-        let np_dtype = py.import("numpy")?.getattr("dtype")?;
-        let mut dtypes: Vec<(&'static str, Py<PyAny>)> = Vec::new();
+        let mut dtypes: Vec<(&'static str, Py<numpy::PyArrayDescr>)> = Vec::new();
         let regions = leased.shard_regions()?;
         let views = leased.host_views()?;
         let mut shards = Vec::with_capacity(views.len());
@@ -239,20 +242,24 @@ impl ViewPlan {
                 let dtype = match dtypes.iter().find(|(k, _)| *k == typestr) {
                     Some((_, dt)) => dt.clone_ref(py),
                     None => {
-                        let dt = np_dtype.call1((typestr,))?.unbind();
+                        let dt = ndview::dtype(py, typestr)?.unbind();
                         dtypes.push((typestr, dt.clone_ref(py)));
                         dt
                     }
                 };
-                let shape = if raw {
-                    PyTuple::new(py, [t.len])?
+                let too_large = || Failure::env("a tensor too large for NumPy's dimensions");
+                let dims = if raw {
+                    vec![numpy::npyffi::npy_intp::try_from(t.len).map_err(|_| too_large())?]
                 } else {
-                    PyTuple::new(py, &t.shape)?
+                    t.shape
+                        .iter()
+                        .map(|&d| numpy::npyffi::npy_intp::try_from(d).map_err(|_| too_large()))
+                        .collect::<Result<Vec<_>, _>>()?
                 };
                 planned.push(PlannedView {
                     name: pyo3::types::PyString::new(py, &t.name).unbind(),
-                    shape: shape.unbind(),
                     dtype,
+                    dims,
                     offset,
                 });
             }
@@ -411,12 +418,7 @@ impl Lease {
                     .ok_or_else(|| Failure::env("the view plan could not be kept"))?
             }
         };
-        let numpy = py.import("numpy")?;
-        let asarray = numpy.getattr("asarray")?;
-        // `numpy.ndarray(shape, dtype, buffer, offset)`: an array over
-        // `buffer`'s bytes from `offset` (checked to lie inside it), with
-        // `buffer` its base, read-only as `buffer` is.
-        let ndarray = numpy.getattr("ndarray")?;
+        let asarray = py.import("numpy")?.getattr("asarray")?;
         let d = PyDict::new(py);
         let regions = self.leased.shard_regions()?;
         if regions.len() != plan.shards.len() {
@@ -425,9 +427,11 @@ impl Lease {
         for (region, views) in regions.into_iter().zip(&plan.shards) {
             let len = u64::try_from(region.len)?;
             let memory = Py::new(py, view::TensorMemory::new(region, "U8", &[len]))?;
-            let base = asarray.call1((memory,))?;
+            // One read-only uint8 array over the shard's memory (its
+            // `__array_interface__`), the base of each of its views.
+            let base = ndview::Base::of(asarray.call1((memory,))?)?;
             for v in views {
-                let array = ndarray.call1((v.shape.bind(py), v.dtype.bind(py), &base, v.offset))?;
+                let array = base.view(v.dtype.bind(py), &v.dims, v.offset)?;
                 d.set_item(v.name.bind(py), array)?;
             }
         }

@@ -333,6 +333,34 @@ def test_other_poolings_and_half_precision_equal_vram_embed(tmp_path, pooling):
     assert embedder.converted_bytes > 0
 
 
+def test_a_later_request_converts_by_the_first_request_s_plan(tiny, tmp_path):
+    """`Weights(lease, plan)`: the same float32 arrays as a request that
+    looks at every view, each from its own lease (no array of an earlier
+    lease is reused)."""
+    for dtype in ("F32", "F16"):
+        directory = write_tiny_snapshot(tmp_path / dtype, seed=3, dtype=dtype)
+        manager = vr.Manager(device="mock", ephemeral_secret=True)
+        model = manager.seal_snapshot(directory)
+        with manager.lease(model) as first:
+            planned = mn.Weights(first)
+            assert set(planned.plan.values()) <= {"f16", "drop"}, dtype
+            assert ("f16" in planned.plan.values()) == (dtype == "F16")
+            with manager.lease(model) as second:
+                again = mn.Weights(second, planned.plan)
+                looked = mn.Weights(second)
+                assert again.plan is planned.plan
+                assert set(again.arrays) == set(looked.arrays) == set(planned.arrays)
+                assert again.converted_bytes == looked.converted_bytes
+                fresh = second.arrays()
+                for name, array in again.arrays.items():
+                    assert array.dtype == np.float32, name
+                    np.testing.assert_array_equal(array, looked.arrays[name])
+                    if planned.plan.get(name) is None:
+                        # A view of the second lease's memory, not the first's.
+                        assert np.shares_memory(array, fresh[name]), name
+                        assert array.base is not planned.arrays[name].base, name
+
+
 def test_the_example_runs_as_a_program(tiny, capsys):
     directory = tiny[0]
     ids = ",".join(str(i) for i in lookup_ids(TEXTS[0]))

@@ -77,8 +77,18 @@ def same_views(arrays, tensors):
         one = tensors[name].numpy()
         assert (arr.dtype, arr.shape) == (one.dtype, one.shape), name
         assert arr.ctypes.data == one.ctypes.data, name
-        assert np.shares_memory(arr, one), name
+        # (An empty array shares no memory with anything.)
+        assert np.shares_memory(arr, one) or arr.size == 0, name
         assert not arr.flags.writeable, name
+        # The same flags and strides: C-contiguous, aligned where the
+        # tensor's address is, never owning the memory.
+        for flag in ("c_contiguous", "f_contiguous", "aligned", "owndata", "writeable"):
+            assert getattr(arr.flags, flag) == getattr(one.flags, flag), (name, flag)
+        assert arr.strides == one.strides, name
+        assert not arr.flags.owndata and arr.base is not None, name
+        # Nor can they be made writeable.
+        with pytest.raises(ValueError):
+            arr.flags.writeable = True
 
 
 def test_arrays_are_every_tensor_s_view_in_one_call(manager, model_file):
@@ -112,6 +122,36 @@ def test_arrays_are_every_tensor_s_view_in_one_call(manager, model_file):
     np.testing.assert_array_equal(arrays["encoder.weight"], expected["encoder.weight"])
     del arrays, base, lease, again, second
     assert manager.used_bytes() == 0
+
+
+def test_arrays_of_awkward_shapes_are_numpy_s_views(manager, tmp_path):
+    """A scalar, an empty tensor, a tensor of four dimensions and one that
+    starts at an odd address: the same views as `numpy()` gives (aligned
+    or not as NumPy computes it), read-only, each inside its shard."""
+    rng = np.random.default_rng(11)
+    tensors = [
+        ("odd.bytes", rng.integers(0, 255, size=3, dtype=np.uint8), "U8"),
+        # Starts 3 bytes into the data: not 4-byte aligned.
+        ("misaligned.f32", rng.standard_normal((2, 3)).astype(np.float32), "F32"),
+        ("scalar", np.asarray(np.float32(2.5)), "F32"),
+        ("empty", np.zeros((0, 4), np.float16), "F16"),
+        ("four.dims", rng.standard_normal((2, 1, 3, 2)).astype(np.float32), "F32"),
+        ("int64", rng.integers(-9, 9, size=(5,), dtype=np.int64), "I64"),
+    ]
+    path = tmp_path / "awkward.safetensors"
+    write_safetensors(path, tensors)
+    model = manager.seal_file(path)
+    with manager.lease(model, policy="full") as lease:
+        arrays = lease.arrays()
+        same_views(arrays, lease.tensors())
+        for name, want, _ in tensors:
+            assert arrays[name].shape == want.shape, name
+            np.testing.assert_array_equal(arrays[name], want)
+        assert arrays["scalar"].ndim == 0 and float(arrays["scalar"]) == 2.5
+        assert arrays["empty"].size == 0
+        # The shard's memory starts page-aligned; the header is padded to 8.
+        misaligned = arrays["misaligned.f32"]
+        assert misaligned.ctypes.data % 4 == 3 and not misaligned.flags.aligned
 
 
 def test_arrays_see_a_corrupted_byte(manager, model_file):

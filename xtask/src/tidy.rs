@@ -79,7 +79,7 @@ fn every_crate_has_a_readme_and_opts_into_workspace_lints() {
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         if *c == "vram-core" || *c == "vram-llm" || *c == "vram-py" || *c == "vram-embed" {
             // The CUDA backend's crate (and vram-llm, for its view of leased
-            // blocks, vram-py, for its DLPack export, and vram-embed, for
+            // blocks, vram-py, for its DLPack export and NumPy views, and vram-embed, for
             // cuBLAS on leased device memory) keeps its own copy
             // of the table, with unsafe_code relaxed from forbid to deny;
             // every other lint must match.
@@ -166,6 +166,7 @@ fn unsafe_code_lives_only_in_the_cuda_backend_and_the_file_map() {
             || rel == "vram-llm/src/kernels/avx2.rs"
             || rel == "vram-llm/src/cuda.rs"
             || rel == "vram-py/src/dlpack.rs"
+            || rel == "vram-py/src/ndview.rs"
             || rel == "vram-embed/src/cuda.rs"
             || rel.starts_with("xtask/")
         {
@@ -178,7 +179,7 @@ fn unsafe_code_lives_only_in_the_cuda_backend_and_the_file_map() {
     }
     assert!(
         problems.is_empty(),
-        "unsafe outside vram-core/src/cuda, vram-core/src/source/map.rs, vram-llm/src/kernels/{{view,avx2}}.rs, vram-llm/src/cuda.rs, vram-py/src/dlpack.rs and vram-embed/src/cuda.rs: {problems:?}"
+        "unsafe outside vram-core/src/cuda, vram-core/src/source/map.rs, vram-llm/src/kernels/{{view,avx2}}.rs, vram-llm/src/cuda.rs, vram-py/src/{{dlpack,ndview}}.rs and vram-embed/src/cuda.rs: {problems:?}"
     );
 }
 
