@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! cargo run --release -p vram-embed --example latency -- \
-//!     --model hf://sentence-transformers/all-MiniLM-L6-v2 [--requests 200]
+//!     --model hf://sentence-transformers/all-MiniLM-L6-v2 [--requests 200] \
+//!     [--leaf-size BYTES]
 //! ```
 #![allow(
     clippy::print_stdout,
@@ -34,6 +35,7 @@ fn main() {
 fn run() -> Result<(), String> {
     let mut model = None;
     let mut requests = 200usize;
+    let mut leaf = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -45,6 +47,13 @@ fn run() -> Result<(), String> {
                     .filter(|n| *n >= 10)
                     .ok_or("--requests needs a number of at least 10")?;
             }
+            "--leaf-size" => {
+                let bytes = args
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or("--leaf-size needs a number of bytes")?;
+                leaf = Some(vram_residency::LeafSize::new(bytes).map_err(|e| e.to_string())?);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -54,12 +63,15 @@ fn run() -> Result<(), String> {
     let embedder = Embedder::new(&snapshot).map_err(|e| e.to_string())?;
     let file = SafetensorsFile::read(&location.weights).map_err(|e| e.to_string())?;
     // A measurement outlives nothing it seals: an ephemeral secret.
-    let w = Worker::open(&WorkerOptions {
-        device: DeviceSpec::Mock,
-        secret: SecretChoice::Ephemeral,
-        audit_log: None,
-        quiet: true,
-    })
+    let w = Worker::open_with_leaf_size(
+        &WorkerOptions {
+            device: DeviceSpec::Mock,
+            secret: SecretChoice::Ephemeral,
+            audit_log: None,
+            quiet: true,
+        },
+        leaf,
+    )
     .map_err(|e| e.to_string())?;
     let model = w.seal_snapshot(&location).map_err(|e| e.to_string())?;
     let manager = w.manager();
@@ -77,7 +89,7 @@ fn run() -> Result<(), String> {
     );
     println!(
         "  {:<12} {:>9} {:>9} {:>12} {:>14} {:>11}",
-        "weights", "p50 ms", "p99 ms", "verify p50", "verify / p50", "materialise"
+        "weights", "p50 ms", "p99 ms", "verify p50", "verify / p50", "converting"
     );
     // Warm up caches and the allocator once.
     time_requests(&embedder, 5, &Weights::File(&file))?;

@@ -2,11 +2,11 @@
 //! computation reaches the model's weights.
 //!
 //! candle-transformers' `BertModel` takes owned candle tensors, built by
-//! copying each weight out of the source (what the CPU path does, see
-//! `materialise.rs`). On CUDA no copy is wanted: the weights are computed on
-//! where the seal keeps them, through a lease's device addresses
-//! (`cuda.rs`). This module is the forward pass both can run: the same
-//! operations, in the same order, as candle-transformers 0.11's
+//! copying each weight out of the source (`materialise.rs`, now the tests'
+//! reference). No copy is wanted: the weights are computed on where the
+//! seal keeps them, the host bytes of a lease on the mock (`host.rs`) or a
+//! lease's device addresses (`cuda.rs`). This module is the forward pass
+//! both run: the same operations, in the same order, as candle-transformers 0.11's
 //! `models/bert.rs` for one unpadded sequence (embeddings = word +
 //! token type, then + position; LayerNorm; per layer self-attention with
 //! scores scaled by `1/sqrt(head size)`, softmax, the output dense layer,
@@ -18,8 +18,9 @@
 //! `HostWeights` (tests) implements the weights over any [`TensorSource`] by
 //! copying, as candle's layers do: on it this forward pass gives exactly
 //! `BertModel`'s hidden states (tested below), which is what says the
-//! encoder is right; a device implementation then only has to get its
-//! three operations right.
+//! encoder is right; an implementation then only has to get its three
+//! operations right: `host.rs` (the CPU, weights read in place, also bit
+//! for bit) and `cuda.rs`.
 
 #[cfg(test)]
 use candle_core::{DType, Device};
@@ -359,6 +360,11 @@ mod tests {
         let types = [0u32, 0, 0, 1, 1, 1];
         let host = HostWeights::new(&file);
         let ours = forward(&host, &config, &prefix(&file, &config), &ids, &types).unwrap();
+        // The CPU engine's weights, read in place (no weight copied).
+        let in_place = crate::host::InPlaceWeights::new(&file);
+        let served = forward(&in_place, &config, &prefix(&file, &config), &ids, &types).unwrap();
+        let (converted, _, _) = in_place.converted();
+        assert_eq!(converted, 0, "every F32 weight read in place");
 
         let record = crate::materialise::LoadRecord::default();
         let backend = crate::materialise::SourceBackend {
@@ -376,6 +382,8 @@ mod tests {
         let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a, b, "the same operations in the same order: bit for bit");
+        let c = served.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(c, b, "the in-place CPU engine: bit for bit");
         // Not a constant: the comparison means something.
         assert!(a.iter().any(|v| (v - a[0]).abs() > 1e-3));
     }

@@ -1,15 +1,15 @@
-//! Text in, sentence embedding out: tokenizer, BERT forward pass built from
-//! a [`TensorSource`] once per request (for all of its texts), pooling,
-//! normalisation.
+//! Text in, sentence embedding out: tokenizer, BERT forward pass on a
+//! [`TensorSource`]'s views where they lie (`bert.rs` over `host.rs` on the
+//! CPU, `cuda.rs` on CUDA), pooling, normalisation.
 
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{self, BertModel};
 use tokenizers::{Encoding, Tokenizer, TruncationParams};
 
-use crate::materialise::{LoadRecord, SourceBackend};
+use crate::host::InPlaceWeights;
 use crate::pooling::l2_normalise;
 use crate::{EmbedError, ModelSnapshot, Pooling, TensorSource};
 
@@ -32,13 +32,16 @@ pub struct Embedding {
 pub struct Timings {
     /// Tokenization.
     pub tokenize: Duration,
-    /// Building the model's tensors from the source (materialisation).
+    /// Converting the weight matrices that cannot be computed on where the
+    /// source keeps them (on the CPU: F16 and BF16 matrices, or F32 bytes
+    /// not aligned for `f32`; nothing on CUDA, and nothing for an aligned
+    /// F32 model: its matrices are read in place).
     pub materialise: Duration,
-    /// Forward pass, pooling and normalisation.
+    /// Forward pass, pooling and normalisation (conversions excluded).
     pub forward: Duration,
-    /// Tensors built from the source.
+    /// Weight matrices converted for the request.
     pub tensors: u64,
-    /// Bytes copied from the source's views into candle tensors.
+    /// Bytes of the source's views those conversions read.
     pub bytes: u64,
 }
 
@@ -110,8 +113,8 @@ impl Embedder {
     }
 
     /// Embeds `text` on weights taken from `weights` for this call only:
-    /// every tensor is built from the source's views, used, and dropped
-    /// before this returns.
+    /// the forward pass reads the source's views, and nothing computed on
+    /// them outlives this call.
     ///
     /// # Errors
     ///
@@ -128,20 +131,22 @@ impl Embedder {
     }
 
     /// Embeds every text of one request on weights taken from `weights`:
-    /// the model's tensors are built from the source's views once, used for
-    /// every text, and dropped before this returns (one copy of the weights
-    /// per request, not per text). The build's figures (`materialise`,
-    /// `tensors`, `bytes`) are reported on the first embedding and are zero
-    /// on the others, so that their sum is the request's cost.
+    /// each weight matrix is read where the source keeps it (host bytes of
+    /// a lease on the mock or of a file, or device memory on CUDA); a
+    /// matrix that cannot be (F16 or BF16 on the CPU, or F32 bytes not
+    /// aligned for `f32`) is converted once for the request, used for every
+    /// text, and dropped before this returns. The conversions' figures
+    /// (`materialise`, `tensors`, `bytes`) are reported on the first
+    /// embedding and are zero on the others, so that their sum is the
+    /// request's cost.
     ///
     /// # Errors
     ///
-    /// The first error the source or the checks reported while the model
-    /// was built ([`EmbedError::MissingTensor`], [`EmbedError::TensorShape`],
+    /// The first error the source or the checks reported ([`EmbedError::MissingTensor`], [`EmbedError::TensorShape`],
     /// [`EmbedError::TensorSize`], [`EmbedError::UnsupportedDtype`], or the
     /// source's own), naming the tensor; [`EmbedError::Tokenizer`] and
     /// [`EmbedError::Model`] otherwise. A text that cannot be tokenized
-    /// fails the request before the model is built.
+    /// fails the request before any weight is read.
     pub fn embed_all<S: TensorSource + Sync + ?Sized, T: AsRef<str>>(
         &self,
         weights: &S,
@@ -161,28 +166,34 @@ impl Embedder {
         if self.device.is_cuda() {
             return self.embed_all_cuda(weights, &encodings);
         }
-        let record = LoadRecord::default();
-        let backend = SourceBackend {
-            source: weights,
-            record: &record,
-        };
-        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, self.device.clone());
-        let start = Instant::now();
-        let model = BertModel::load(vb, &self.config)
-            .map_err(|e| record.take_error().unwrap_or_else(|| EmbedError::model(&e)))?;
-        let mut materialise = start.elapsed();
-        let (mut tensors, mut bytes) = record.totals();
+        // On the CPU: the forward pass of `bert.rs` on the source's host
+        // bytes in place (`host.rs`); weights that cannot be read as f32
+        // where they lie are converted once for the request, and counted.
+        let host = InPlaceWeights::new(weights);
+        let prefix = crate::bert::prefix(weights, &self.config);
+        let mut counted = (0, 0, Duration::ZERO);
         encodings
             .iter()
             .map(|(encoding, tokenize)| {
-                let mut embedding = self.run(&model, encoding)?;
-                embedding.timings = Timings {
-                    tokenize: *tokenize,
-                    materialise: std::mem::take(&mut materialise),
-                    tensors: std::mem::take(&mut tensors),
-                    bytes: std::mem::take(&mut bytes),
-                    ..embedding.timings
-                };
+                let start = Instant::now();
+                let hidden = crate::bert::forward(
+                    &host,
+                    &self.config,
+                    &prefix,
+                    encoding.get_ids(),
+                    encoding.get_type_ids(),
+                )?;
+                let mut embedding = self.pool(&hidden, encoding, start)?;
+                // What this text's pass converted (the first text converts
+                // for all), so that the figures add up to the request's.
+                let (tensors, bytes, spent) = host.converted();
+                let converting = spent.saturating_sub(counted.2);
+                embedding.timings.tensors = tensors.saturating_sub(counted.0);
+                embedding.timings.bytes = bytes.saturating_sub(counted.1);
+                embedding.timings.materialise = converting;
+                embedding.timings.forward = embedding.timings.forward.saturating_sub(converting);
+                counted = (tensors, bytes, spent);
+                embedding.timings.tokenize = *tokenize;
                 Ok(embedding)
             })
             .collect()

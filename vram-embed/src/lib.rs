@@ -3,9 +3,9 @@
 //!
 //! - [`ModelSnapshot`] reads a sentence-transformers snapshot's small files
 //!   (`modules.json`, `config.json`, `tokenizer.json`, the pooling config).
-//! - [`Embedder`] tokenizes, builds the model's tensors from a source's
-//!   [`TensorView`]s (once per request, for all of its texts), runs the
-//!   forward pass, pools and normalises.
+//! - [`Embedder`] tokenizes, runs the forward pass on a source's
+//!   [`TensorView`]s where they lie (the weight matrices are not copied:
+//!   host bytes on the CPU, device memory on CUDA), pools and normalises.
 //! - [`SafetensorsFile`] is a source over a safetensors file read into host
 //!   memory, its header checked before anything is allocated.
 //! - [`SealedWeights`] serves a model sealed in device memory: each request
@@ -27,19 +27,20 @@
 //! # }
 //! ```
 
-// Unsafe code is denied here and allowed in one module: src/cuda.rs
-// (feature `cuda-engine`), cuBLAS and device-to-device copies on leased
-// device memory.
+// Unsafe code is denied here and allowed in two modules: src/host.rs (the
+// gemm call of the CPU forward pass, on weights read in place) and
+// src/cuda.rs (feature `cuda-engine`), cuBLAS and device-to-device copies
+// on leased device memory.
 #![deny(unsafe_code)]
 
-// The encoder written over `BertWeights`: what the CUDA engine computes
-// with; in a CPU build only its tests (against candle's `BertModel`) use it.
-#[cfg_attr(not(feature = "cuda-engine"), allow(dead_code))]
+// The encoder written over `BertWeights`: what both engines compute with.
 mod bert;
 #[cfg(feature = "cuda-engine")]
 mod cuda;
 mod embedder;
 mod error;
+#[allow(unsafe_code)]
+mod host;
 mod materialise;
 mod pooling;
 mod safetensors_file;

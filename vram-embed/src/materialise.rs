@@ -1,18 +1,22 @@
-//! Candle tensors built from a [`TensorSource`], for one request.
+//! A tensor's host bytes checked for the CPU forward pass ([`checked_view`]:
+//! dtype, shape, length, host memory), and, for tests, candle tensors built
+//! from a [`TensorSource`] as candle's own layers take them.
 //!
 //! candle-nn's `VarBuilder` asks a backend for each weight by name and
-//! shape; [`SourceBackend`] answers from the source's views, checking the
-//! shape against the model's config, the dtype against those candle
-//! computes with and the byte length against dtype and shape, and copying
-//! the bytes into a candle tensor (host memory, aligned
-//! for its element type). Candle's errors carry text only, so the first
-//! typed error the backend saw is kept in a [`LoadRecord`] and returned in
-//! place of candle's: the caller learns which tensor failed, and why.
+//! shape; [`SourceBackend`] (tests: the reference the in-place forward pass
+//! is compared with) answers from the source's views, checked, by copying
+//! the bytes into a candle tensor. Candle's errors carry text only, so the
+//! first typed error the backend saw is kept in a [`LoadRecord`] and
+//! returned in place of candle's: the caller learns which tensor failed,
+//! and why.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(test)]
 use std::sync::Mutex;
 
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::DType;
+#[cfg(test)]
+use candle_core::{Device, Shape, Tensor};
+#[cfg(test)]
 use candle_nn::var_builder::SimpleBackend;
 
 use vram_format::Dtype;
@@ -20,14 +24,14 @@ use vram_format::Dtype;
 use crate::error::shown;
 use crate::{EmbedError, TensorSource};
 
-/// What one model build took from its source.
+/// The first error a model build met.
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub(crate) struct LoadRecord {
     first_error: Mutex<Option<EmbedError>>,
-    tensors: AtomicU64,
-    bytes: AtomicU64,
 }
 
+#[cfg(test)]
 impl LoadRecord {
     /// Keeps `e` if it is the first error, and hands candle a copy of its text.
     fn fail(&self, e: EmbedError) -> candle_core::Error {
@@ -37,22 +41,10 @@ impl LoadRecord {
         }
         candle_core::Error::Msg(text)
     }
-
-    /// The first error the source or a check reported, if any.
-    pub(crate) fn take_error(&self) -> Option<EmbedError> {
-        self.first_error.lock().ok().and_then(|mut e| e.take())
-    }
-
-    /// Tensors built and the bytes they took from the source.
-    pub(crate) fn totals(&self) -> (u64, u64) {
-        (
-            self.tensors.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed),
-        )
-    }
 }
 
 /// A `VarBuilder` backend over a borrowed source.
+#[cfg(test)]
 pub(crate) struct SourceBackend<'a, S: ?Sized> {
     pub(crate) source: &'a S,
     pub(crate) record: &'a LoadRecord,
@@ -73,6 +65,68 @@ fn candle_dtype(dtype: Dtype) -> Option<DType> {
     })
 }
 
+/// A tensor's host bytes, checked: the dtype is one candle computes with
+/// (its candle type returned), the shape is `expected` (when given), the
+/// byte length is what dtype and shape need, and the bytes are in host
+/// memory (a lease on the mock, a file; a CUDA lease is refused).
+pub(crate) struct CheckedView<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) dtype: DType,
+    pub(crate) shape: Vec<usize>,
+}
+
+pub(crate) fn checked_view<'a, S: TensorSource + ?Sized>(
+    source: &'a S,
+    name: &str,
+    expected: Option<&[usize]>,
+) -> Result<CheckedView<'a>, EmbedError> {
+    let view = source.tensor(name)?;
+    let element = view.element_type();
+    let dtype = candle_dtype(element).ok_or_else(|| EmbedError::UnsupportedDtype {
+        name: shown(name),
+        dtype: element.name().to_owned(),
+    })?;
+    let shape = view
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+        .collect::<Vec<_>>();
+    if let Some(expected) = expected {
+        if shape != expected {
+            return Err(EmbedError::TensorShape {
+                name: shown(name),
+                expected: expected.to_vec(),
+                found: shape,
+            });
+        }
+    }
+    let bytes = view.host_bytes().ok_or_else(|| EmbedError::Lease {
+        reason: "the weights are in device memory, and this build computes on the CPU \
+                 (serve from the mock, or a build with candle's CUDA backend)"
+            .into(),
+        integrity: false,
+    })?;
+    let found = view.len();
+    let needed = view
+        .shape()
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d))
+        .and_then(|elements| element.bytes_for(elements));
+    if needed != Some(found) || u64::try_from(bytes.len()).ok() != Some(found) {
+        return Err(EmbedError::TensorSize {
+            name: shown(name),
+            expected: needed.unwrap_or(u64::MAX),
+            found,
+        });
+    }
+    Ok(CheckedView {
+        bytes,
+        dtype,
+        shape,
+    })
+}
+
+#[cfg(test)]
 impl<S: TensorSource + Sync + ?Sized> SourceBackend<'_, S> {
     pub(crate) fn load(
         &self,
@@ -81,54 +135,15 @@ impl<S: TensorSource + Sync + ?Sized> SourceBackend<'_, S> {
         dtype: DType,
         dev: &Device,
     ) -> Result<Tensor, EmbedError> {
-        let view = self.source.tensor(name)?;
-        let element = view.element_type();
-        let from = candle_dtype(element).ok_or_else(|| EmbedError::UnsupportedDtype {
-            name: shown(name),
-            dtype: element.name().to_owned(),
-        })?;
-        let shape = view
-            .shape()
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
-            .collect::<Vec<_>>();
-        if let Some(expected) = expected {
-            if shape != expected {
-                return Err(EmbedError::TensorShape {
-                    name: shown(name),
-                    expected: expected.to_vec(),
-                    found: shape,
-                });
-            }
-        }
-        let bytes = view.host_bytes().ok_or_else(|| EmbedError::Lease {
-            reason: "the weights are in device memory, and this build computes on the CPU \
-                     (serve from the mock, or a build with candle's CUDA backend)"
-                .into(),
-            integrity: false,
-        })?;
-        let found = view.len();
-        let needed = view
-            .shape()
-            .iter()
-            .try_fold(1u64, |n, &d| n.checked_mul(d))
-            .and_then(|elements| element.bytes_for(elements));
-        if needed != Some(found) {
-            return Err(EmbedError::TensorSize {
-                name: shown(name),
-                expected: needed.unwrap_or(u64::MAX),
-                found,
-            });
-        }
-        let tensor = Tensor::from_raw_buffer(bytes, from, &shape, dev)
+        let view = checked_view(self.source, name, expected)?;
+        let tensor = Tensor::from_raw_buffer(view.bytes, view.dtype, &view.shape, dev)
             .and_then(|t| t.to_dtype(dtype))
             .map_err(|e| EmbedError::model(&e))?;
-        self.record.tensors.fetch_add(1, Ordering::Relaxed);
-        self.record.bytes.fetch_add(found, Ordering::Relaxed);
         Ok(tensor)
     }
 }
 
+#[cfg(test)]
 impl<S: TensorSource + Sync + ?Sized> SimpleBackend for SourceBackend<'_, S> {
     fn get(
         &self,
