@@ -70,7 +70,8 @@ fn run() -> Result<(), String> {
             audit_log: None,
             quiet: true,
         },
-        leaf,
+        // vram-embed's and vram-serve's leaf size unless told.
+        Some(leaf.unwrap_or(vram_worker::SERVING_LEAF_SIZE)),
     )
     .map_err(|e| e.to_string())?;
     let model = w.seal_snapshot(&location).map_err(|e| e.to_string())?;

@@ -76,9 +76,10 @@ fn one_json_line_per_request_errors_included_and_serving_goes_on() {
         );
         assert!((norm(&v) - 1.0).abs() < 1e-5);
         // Computed on a lease: what its verification checked, reported. The
-        // tiny model is one 1 MiB leaf, so sampled:1 runs as full.
+        // tiny model is two 64 KiB leaves (vram-embed's leaf size), and
+        // sampled:1 re-read one of them.
         let lease = &got[line]["lease"];
-        assert_eq!(lease["policy"], "full", "{}", got[line]);
+        assert_eq!(lease["policy"], "sampled:1", "{}", got[line]);
         assert_eq!(lease["leaves_checked"], 1, "{}", got[line]);
         assert!(lease["verify_us"].is_u64(), "{}", got[line]);
         assert_eq!(got[line].as_object().unwrap().len(), 2, "{}", got[line]);
@@ -196,6 +197,38 @@ fn startup_errors_are_json_too() {
     let out = vram_embed().assert().code(2);
     let got = lines(&out.get_output().stdout);
     assert_eq!(got[0]["error"]["class"], "usage");
+}
+
+#[test]
+fn the_leaf_size_sets_what_a_sampled_lease_re_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 11);
+    let request = "{\"text\": \"hello\"}\n";
+    // 4 KiB leaves: the tiny model is about twenty of them; sampled:4
+    // re-reads four, at most 16 KiB.
+    let out = vram_embed()
+        .args(["--leaf-size", "4KiB", "--lease", "sampled:4", "--model"])
+        .arg(dir.path())
+        .write_stdin(request)
+        .assert()
+        .success();
+    let got = lines(&out.get_output().stdout);
+    let lease = &got[0]["lease"];
+    assert_eq!(lease["policy"], "sampled:4", "{lease}");
+    assert_eq!(lease["leaves_checked"], 4, "{lease}");
+    // (The model's last leaf is shorter than 4 KiB.)
+    let bytes = lease["bytes_checked"].as_u64().unwrap();
+    assert!(3 * 4096 < bytes && bytes <= 4 * 4096, "{lease}");
+    // Not a power of two, or outside 4 KiB..1 GiB: a usage error.
+    for bad in ["65535", "2KiB", "2GiB", "lots"] {
+        let out = vram_embed()
+            .args(["--leaf-size", bad, "--model"])
+            .arg(dir.path())
+            .assert()
+            .code(2);
+        let got = lines(&out.get_output().stdout);
+        assert_eq!(got[0]["error"]["class"], "usage", "{bad}");
+    }
 }
 
 /// Lays `snapshot` out as a Hugging Face hub cache under `cache`, as

@@ -55,6 +55,10 @@ struct Cli {
     /// the seal), full, or recent:SECONDS:K.
     #[arg(long, default_value = "sampled:1", value_name = "POLICY")]
     lease: LeasePolicy,
+    /// Leaf size of the seal (a power of two, 4 KiB to 1 GiB): what a
+    /// sampled:K lease re-reads K of per request. 64 KiB on every device.
+    #[arg(long, default_value = "64KiB", value_parser = vram_worker::parse_leaf_size, value_name = "BYTES")]
+    leaf_size: vram_residency::LeafSize,
     /// Worker secret file; else the systemd credential `vram-worker-secret`
     /// or $VRAM_SECRET_FILE; else an ephemeral secret.
     #[arg(long, value_name = "PATH")]
@@ -129,6 +133,7 @@ fn run(cli: &Cli) -> Result<Stopped, ServeError> {
         secret_file: cli.secret_file.clone(),
         audit_log: cli.audit_log.clone(),
         quiet: cli.quiet,
+        leaf: Some(cli.leaf_size),
     })?;
     let (model_id, engines, held, weights) = match vram_serve::model_kind(&cli.model) {
         ModelKind::Text => {

@@ -30,6 +30,9 @@ pub struct WorkerConfig {
     pub audit_log: Option<PathBuf>,
     /// No notes on stderr (a mock fallback is still said).
     pub quiet: bool,
+    /// The leaf size its seals cut the model into; `None` for the
+    /// manager's default for the device.
+    pub leaf: Option<vram_residency::LeafSize>,
 }
 
 pub(crate) fn worker_error(e: WorkerError) -> ServeError {
@@ -61,12 +64,15 @@ pub fn open(config: &WorkerConfig) -> Result<Worker, ServeError> {
         SecretChoice::Ephemeral
     };
     let device = DeviceSpec::parse(&config.device).map_err(worker_error)?;
-    let inner = vram_worker::Worker::open(&vram_worker::WorkerOptions {
-        device,
-        secret,
-        audit_log: config.audit_log.clone(),
-        quiet: config.quiet,
-    })
+    let inner = vram_worker::Worker::open_with_leaf_size(
+        &vram_worker::WorkerOptions {
+            device,
+            secret,
+            audit_log: config.audit_log.clone(),
+            quiet: config.quiet,
+        },
+        config.leaf,
+    )
     .map_err(worker_error)?;
     Ok(Worker { inner })
 }

@@ -54,6 +54,6 @@ pub use audit::{
 pub use device_selection::{DeviceSelection, DeviceSpec};
 pub use error::{shown_path, ErrorClass, WorkerError};
 pub use location::{locate, locate_in_cache, ModelArg, ModelLocation};
-pub use manager::{build_manager, ManagerOptions};
+pub use manager::{build_manager, parse_leaf_size, ManagerOptions, SERVING_LEAF_SIZE};
 pub use secret::{SecretChoice, SecretSource, StandardInput, CREDENTIAL_NAME, SECRET_FILE_ENV};
 pub use worker::{Worker, WorkerOptions};
