@@ -18,7 +18,7 @@ the machine's load hits every variant alike, p50 and p99 of:
 With `--leaf-size BYTES` given more than once, the model is sealed once per
 leaf size (a manager each) and all four variants run for each, all
 variants of all leaf sizes in a new random order each round; without it,
-the manager's default (1 MiB on the mock).
+the manager's default (64 KiB).
 
 The lease's share of a request is (request - forward only) / forward only,
 at p50, each leaf size against its own model's forward pass. Token ids stand in for text (`[CLS]`, N-2 ids, `[SEP]`), so the

@@ -41,7 +41,8 @@ use crate::worker::{Cost, Dtype, Failure, Leased, ScrubStats, Sealed, TensorHand
 ///
 /// `leaf_size` (bytes, a power of two from 4096 to 1 GiB; as `vram seal
 /// --leaf-size`) is the size of the leaves this manager's seals cut models
-/// into; `None` keeps the default (64 KiB on CUDA, 1 MiB on the mock). A
+/// into; `None` keeps the default, 64 KiB on every device (as `vram-serve`
+/// and `vram-embed`; `vram seal` cuts 1 MiB leaves on the mock). A
 /// `"sampled:K"` lease re-reads and hashes K leaves, so its cost is about
 /// K leaf sizes of hashing, and its chance to catch one corrupt leaf is K
 /// in the model's leaf count: smaller leaves make a lease cheaper and each

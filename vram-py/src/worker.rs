@@ -95,7 +95,7 @@ pub(crate) struct Worker(vram_worker::Worker);
 impl Worker {
     /// Builds a worker as `vram seal` does (`device`: `auto`, `mock`,
     /// `cuda`, `cuda:N`; `leaf_size` as `vram seal --leaf-size`, `None` for
-    /// the default). Without a secret, an ephemeral one only when
+    /// 64 KiB, the servers' leaf size, on every device). Without a secret, an ephemeral one only when
     /// `ephemeral_secret` allows it.
     pub(crate) fn open(
         device: &str,
@@ -140,8 +140,11 @@ impl Worker {
             audit_log,
             quiet: true,
         };
+        // A Python worker serves requests as vram-serve does: 64 KiB leaves
+        // on every device unless told.
         Ok(Self(vram_worker::Worker::open_with_leaf_size(
-            &options, leaf,
+            &options,
+            Some(leaf.unwrap_or(vram_worker::SERVING_LEAF_SIZE)),
         )?))
     }
 

@@ -217,7 +217,9 @@ def run_vram_embed(binary, model, texts, env=None):
 @pytest.fixture
 def tiny(tmp_path):
     directory = write_tiny_snapshot(tmp_path / "tiny")
-    manager = vr.Manager(device="mock", ephemeral_secret=True)
+    # One leaf for the whole tiny model, so that a sampled lease checks
+    # every byte of it.
+    manager = vr.Manager(device="mock", ephemeral_secret=True, leaf_size=1 << 20)
     model = manager.seal_snapshot(directory)
     embedder = mn.Embedder(manager, model, mn.Snapshot(directory))
     return directory, manager, model, embedder

@@ -271,7 +271,8 @@ def test_help_shows_the_docstrings():
 
 def four_mib_file(path):
     """A safetensors file of exactly 4 MiB (one U8 tensor after the header),
-    so that its leaf counts are exact: 4 of 1 MiB, 16 of 256 KiB."""
+    so that its leaf counts are exact: 4 of 1 MiB, 16 of 256 KiB, 64 of
+    64 KiB."""
     total = 4 << 20
     n = total - 64
     while True:
@@ -287,16 +288,20 @@ def test_leaf_size_sets_the_leaves_a_seal_cuts_and_a_lease_checks(tmp_path):
     path = tmp_path / "model.safetensors"
     data, start = four_mib_file(path)
     default = vr.Manager(device="mock", ephemeral_secret=True)
+    assert default.verify(default.seal_file(path), policy="full")["leaves_checked"] == 64, (
+        "64 KiB leaves by default, on the mock too"
+    )
+    big = vr.Manager(device="mock", ephemeral_secret=True, leaf_size=1 << 20)
     small = vr.Manager(device="mock", ephemeral_secret=True, leaf_size=256 * 1024)
-    big_model = default.seal_file(path)
+    big_model = big.seal_file(path)
     small_model = small.seal_file(path)
     # The same bytes, four times the leaves, each a quarter of the size.
-    assert default.verify(big_model, policy="full")["leaves_checked"] == 4
+    assert big.verify(big_model, policy="full")["leaves_checked"] == 4
     full = small.verify(small_model, policy="full")
     assert full["leaves_checked"] == 16
     assert full["bytes_checked"] == 4 << 20
     # A sampled:1 lease re-reads and hashes one leaf: 256 KiB, not 1 MiB.
-    with default.lease(big_model, policy="sampled:1") as lease:
+    with big.lease(big_model, policy="sampled:1") as lease:
         assert lease.verification["bytes_checked"] == 1 << 20
     with small.lease(small_model, policy="sampled:1") as lease:
         assert lease.verification == {
