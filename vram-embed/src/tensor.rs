@@ -12,8 +12,8 @@ use crate::EmbedError;
 
 /// Where a model's weights come from, one named tensor at a time.
 ///
-/// The model is built from a source *per request*: the views it hands out
-/// are borrowed from `&self`, so nothing computed on them outlives the
+/// A request computes on a source's views where they lie: the views it
+/// hands out are borrowed from `&self`, so nothing computed on them outlives the
 /// borrow, and a source that checks something before it is handed out (a
 /// verified lease on sealed device memory) covers every byte a request
 /// computes on. Implementations: [`crate::SafetensorsFile`] (a file read into
