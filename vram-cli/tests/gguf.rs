@@ -238,6 +238,55 @@ fn a_directory_of_split_gguf_parts_is_one_model() {
     assert!(files[1].ends_with("tiny-00002-of-00002.gguf"), "{files:?}");
     assert_eq!(shards[0]["set_id"], shards[1]["set_id"], "one set: {v:#}");
 
+    // Any one part names the whole model (as `llama-server -m` takes the
+    // first), whatever other models lie beside it.
+    std::fs::write(
+        m.join("other-00001-of-00002.gguf"),
+        part(0, "token_embd.weight"),
+    )
+    .unwrap();
+    std::fs::write(
+        m.join("other-00002-of-00002.gguf"),
+        part(1, "output.weight"),
+    )
+    .unwrap();
+    let out = seal(&m.join("tiny-00002-of-00002.gguf"));
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shards = v["shards"].as_array().unwrap();
+    let files: Vec<&str> = shards.iter().map(|s| s["file"].as_str().unwrap()).collect();
+    assert_eq!(files.len(), 2, "{v:#}");
+    assert!(files[0].ends_with("tiny-00001-of-00002.gguf"), "{files:?}");
+    assert!(files[1].ends_with("tiny-00002-of-00002.gguf"), "{files:?}");
+    assert_eq!(shards[0]["set_id"], shards[1]["set_id"], "one set: {v:#}");
+    assert_eq!(v["model"]["model_ref"], "file:tiny", "{v:#}");
+    // A part with other files, or with one file's digest: refused.
+    let out = vram(d)
+        .args(["seal", "--secret-file"])
+        .arg(&secret)
+        .arg(m.join("tiny-00001-of-00002.gguf"))
+        .arg(m.join("other-00001-of-00002.gguf"))
+        .output_within(common::PATIENCE);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("a part of a split GGUF model"),
+        "{}",
+        text(&out)
+    );
+    let out = vram(d)
+        .args(["seal", "--expect-sha256", &"0".repeat(64), "--secret-file"])
+        .arg(&secret)
+        .arg(m.join("tiny-00001-of-00002.gguf"))
+        .output_within(common::PATIENCE);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("without --expect-sha256"),
+        "{}",
+        text(&out)
+    );
+    std::fs::remove_file(m.join("other-00001-of-00002.gguf")).unwrap();
+    std::fs::remove_file(m.join("other-00002-of-00002.gguf")).unwrap();
+
     std::fs::write(m.join("tiny-00003-of-00002.gguf"), part(2, "x")).unwrap();
     let out = seal(&m);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -336,6 +385,95 @@ fn a_gguf_file_of_a_cached_repository_is_sealed_by_name() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         text(&out).contains("has no file tiny.F16.gguf"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// `hf://ORG/NAME/PART.gguf` of a split model in the hub cache: all its
+/// parts sealed as one model, each part's blob SHA-256 checked in the
+/// sealing pass (a changed part is refused), another quantization's parts
+/// beside them left alone.
+#[test]
+fn a_part_of_a_cached_split_model_seals_all_its_parts() {
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let part = |no: u32, name: &str| {
+        gguf(
+            &[("split.no", no), ("split.count", 2)],
+            &[(name, Q4_1, &[256, 4], pattern(4 * 8 * 20, no as u8 + 3))],
+        )
+    };
+    let sha = |bytes: &[u8]| -> String {
+        ring::digest::digest(&ring::digest::SHA256, bytes)
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let repo = d.join("hub/models--org--split-GGUF");
+    let snap = repo.join("snapshots").join(COMMIT);
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
+    let parts = [
+        ("m-Q4_1-00001-of-00002.gguf", part(0, "token_embd.weight")),
+        ("m-Q4_1-00002-of-00002.gguf", part(1, "output.weight")),
+        ("m-Q8_0-00001-of-00002.gguf", part(0, "token_embd.weight")),
+    ];
+    let mut blobs = Vec::new();
+    for (i, (name, bytes)) in parts.iter().enumerate() {
+        // Distinct blobs even for equal bytes: the last file differs.
+        let mut bytes = bytes.clone();
+        if i == 2 {
+            bytes.push(0);
+        }
+        let blob = sha(&bytes);
+        std::fs::write(repo.join("blobs").join(&blob), &bytes).unwrap();
+        std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snap.join(name)).unwrap();
+        blobs.push(blob);
+    }
+    let secret = secret(d);
+    let seal = |reference: &str| {
+        vram(d)
+            .env("HF_HUB_CACHE", d.join("hub"))
+            .env_remove("HF_HOME")
+            .args(["seal", reference, "--json", "--secret-file"])
+            .arg(&secret)
+            .output_within(common::PATIENCE)
+    };
+    let out = seal("hf://org/split-GGUF/m-Q4_1-00002-of-00002.gguf");
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shards = v["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 2, "{v:#}");
+    assert_eq!(shards[0]["sha256"], blobs[0].as_str(), "{v:#}");
+    assert_eq!(shards[1]["sha256"], blobs[1].as_str(), "{v:#}");
+    assert_eq!(shards[0]["set_id"], shards[1]["set_id"], "one set: {v:#}");
+    assert_eq!(
+        v["model"]["model_ref"],
+        format!("hf://org/split-GGUF@{COMMIT}/m-Q4_1-00002-of-00002.gguf").as_str(),
+        "{v:#}"
+    );
+    // The first part's blob changed behind the cache's back: refused.
+    let mut bad = parts[0].1.clone();
+    let at = bad.len() - 10;
+    bad[at] ^= 0x01;
+    std::fs::write(repo.join("blobs").join(&blobs[0]), &bad).unwrap();
+    let out = seal("hf://org/split-GGUF/m-Q4_1-00002-of-00002.gguf");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("m-Q4_1-00001-of-00002.gguf"),
+        "{}",
+        text(&out)
+    );
+    // A part whose model lacks a part: refused by name before any device work.
+    let out = seal("hf://org/split-GGUF/m-Q8_0-00001-of-00002.gguf");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("m-Q8_0-00002-of-00002.gguf is missing"),
         "{}",
         text(&out)
     );

@@ -107,7 +107,9 @@ pub fn locate_gguf(model: &str) -> Result<Option<ModelLocation>, ServeError> {
     };
     let snapshot = vram_worker::hub::resolve(model, false).map_err(worker_error)?;
     if vram_format::split_part(name).is_some_and(|(_, _, count)| count > 1) {
-        return split_in_cache(model, &snapshot, name).map(Some);
+        return ModelLocation::gguf_parts_in_cache(&snapshot, name)
+            .map(Some)
+            .map_err(worker_error);
     }
     let cached = snapshot
         .files
@@ -163,42 +165,6 @@ fn cached_file_ref(
             crate::shown(model)
         ))
     })
-}
-
-/// The split GGUF model of the cached repository `snapshot` whose part
-/// `name` names: all its parts (found beside it, whatever other models the
-/// repository holds), each with the SHA-256 its blob's name promises,
-/// checked in the pass that seals it; the reference
-/// `hf://ORG/NAME@COMMIT/PART` of the part named.
-fn split_in_cache(
-    model: &str,
-    snapshot: &vram_hub::Snapshot,
-    name: &str,
-) -> Result<ModelLocation, ServeError> {
-    let model_ref = cached_file_ref(model, snapshot, name)?;
-    let mut location =
-        ModelLocation::gguf_parts(&snapshot.dir.join(name), model_ref).map_err(worker_error)?;
-    let parts = location
-        .layout
-        .as_ref()
-        .map(|l| l.weights.clone())
-        .unwrap_or_default();
-    for part in parts {
-        let cached = snapshot.files.iter().find(|f| f.name == part);
-        match cached.and_then(|f| f.expected.as_ref()) {
-            Some(vram_hub::Expected::Sha256(sha)) => {
-                location
-                    .expected_sha256
-                    .insert(part, vram_validation::Sha256Hex::from_bytes(sha));
-            }
-            // A part kept as a git blob (a tiny one) or without a digest:
-            // the sealing pass has nothing to check it against.
-            _ => {
-                tracing::warn!(part = %crate::shown(&part), "a cached part without a SHA-256 blob name: sealed unchecked");
-            }
-        }
-    }
-    Ok(location)
 }
 
 impl Worker {

@@ -64,6 +64,51 @@ impl ModelLocation {
         Ok(location)
     }
 
+    /// The split GGUF model of the cached repository `snapshot` whose part
+    /// `name` names (`hf://ORG/NAME[@REV]/PART.gguf`): all its parts, found
+    /// beside it whatever other models the repository holds, each with the
+    /// SHA-256 its blob's name promises (checked in the pass that seals
+    /// it), under the reference `hf://ORG/NAME@COMMIT/PART` of the part
+    /// named. A part kept as a git blob, or without a digest, is sealed
+    /// unchecked, and said so (a warning).
+    ///
+    /// # Errors
+    /// As [`ModelLocation::gguf_parts`]; [`WorkerError::ModelRef`] for a
+    /// reference that is no model reference.
+    pub fn gguf_parts_in_cache(
+        snapshot: &vram_hub::Snapshot,
+        name: &str,
+    ) -> Result<Self, WorkerError> {
+        let reference = format!("{}/{name}", snapshot.reference());
+        let model_ref = ModelRef::new(&reference).map_err(|source| WorkerError::ModelRef {
+            shown: reference.clone(),
+            source,
+        })?;
+        let mut location = Self::gguf_parts(&snapshot.dir.join(name), model_ref)?;
+        let parts = location
+            .layout
+            .as_ref()
+            .map(|l| l.weights.clone())
+            .unwrap_or_default();
+        for part in parts {
+            let cached = snapshot.files.iter().find(|f| f.name == part);
+            match cached.and_then(|f| f.expected.as_ref()) {
+                Some(vram_hub::Expected::Sha256(sha)) => {
+                    location
+                        .expected_sha256
+                        .insert(part, Sha256Hex::from_bytes(sha));
+                }
+                _ => {
+                    tracing::warn!(
+                        part = %vram_validation::escape_for_log(&part, 200),
+                        "a cached part without a SHA-256 blob name: sealed unchecked"
+                    );
+                }
+            }
+        }
+        Ok(location)
+    }
+
     /// A snapshot directory taken as it is, under `model_ref`, with no
     /// expected digests.
     #[must_use]

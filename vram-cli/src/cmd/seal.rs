@@ -201,10 +201,17 @@ fn plan(args: &SealArgs, quiet: bool) -> Result<SealPlan, CliError> {
                 )));
             }
             // One GGUF file of a repository: sealed as a file, the SHA-256
-            // its blob's name promises checked in the sealing pass.
-            if let Some((cached, reference, sha256)) =
-                super::hub::gguf_file(model, args.cache_without_links)?
-            {
+            // its blob's name promises checked in the sealing pass; a part
+            // of a split model: all its parts, as one model.
+            let gguf = super::hub::gguf_file(model, args.cache_without_links)?;
+            if let Some(super::hub::CachedGguf::Split(location)) = gguf {
+                snapshot = Some(SnapshotInput {
+                    shown: location.model_ref.as_str().to_owned(),
+                    location,
+                });
+                continue;
+            }
+            if let Some(super::hub::CachedGguf::File(cached, reference, sha256)) = gguf {
                 let model_ref = ModelRef::new(&reference).map_err(|e| {
                     CliError::usage(format!("{model}: not a model reference ({e})"))
                 })?;
@@ -224,6 +231,16 @@ fn plan(args: &SealArgs, quiet: bool) -> Result<SealPlan, CliError> {
             snapshot = Some(SnapshotInput {
                 shown: located.model_ref.as_str().to_owned(),
                 location: located,
+            });
+            continue;
+        }
+        // A part of a split GGUF model (`NAME-0000i-of-0000N.gguf`, N > 1):
+        // all its parts, found beside it, sealed as one model (as
+        // `vram-serve --model` and `llama-server -m` take a part).
+        if let Some(location) = split_part_location(path, args, model_ref_flag.as_ref())? {
+            snapshot = Some(SnapshotInput {
+                shown: path.to_string_lossy().into_owned(),
+                location,
             });
             continue;
         }
@@ -298,6 +315,51 @@ fn plan(args: &SealArgs, quiet: bool) -> Result<SealPlan, CliError> {
         snapshot,
         signed: signed_model.is_some(),
     })
+}
+
+/// The split GGUF model a part named on the command line belongs to, if
+/// `path` names one (a file, not a directory, named
+/// `NAME-0000i-of-0000N.gguf` with N > 1): all its parts, as one model,
+/// under `--model-ref` or `file:NAME`.
+///
+/// # Errors
+/// Usage: the part named with other files or with `--expect-sha256` (one
+/// file's digest; `--model-signature` gives every part's), or a part
+/// missing or extra beside it.
+fn split_part_location(
+    path: &std::path::Path,
+    args: &SealArgs,
+    model_ref_flag: Option<&ModelRef>,
+) -> Result<Option<ModelLocation>, CliError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((base, _, count)) = vram_format::split_part(&name) else {
+        return Ok(None);
+    };
+    if count <= 1 || path.is_dir() {
+        return Ok(None);
+    }
+    if args.files.len() != 1 || args.expect_sha256.is_some() {
+        return Err(CliError::usage(format!(
+            "{}: a part of a split GGUF model, sealed with its other parts as one model: \
+             name one part (or the directory) alone, without --expect-sha256",
+            shown_path(path)
+        )));
+    }
+    let model_ref = match model_ref_flag {
+        Some(r) => r.clone(),
+        None => file_model_ref(base).map_err(|e| {
+            CliError::usage(format!(
+                "{}: cannot derive a model reference from the file name ({e}); pass --model-ref",
+                shown_path(path)
+            ))
+        })?,
+    };
+    ModelLocation::gguf_parts(path, model_ref)
+        .map(Some)
+        .map_err(CliError::from)
 }
 
 /// What was sealed, and the worker that holds it.
@@ -672,6 +734,9 @@ fn seal_snapshot(
     let mut request = vram_residency::SnapshotRequest::new(dir, model_ref, selection.target());
     request.expected_sha256 = location.expected_sha256.clone();
     request.expected_files = location.expected_files.clone();
+    // The parts of a split GGUF model named by one of them: those files
+    // only, whatever else the directory holds.
+    request.layout = location.layout.clone();
     let t0 = Instant::now();
     let model = mgr.seal_model(&request).map_err(|e| {
         // A cached file that is not what its blob is named by: say how to
