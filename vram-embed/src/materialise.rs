@@ -3,10 +3,10 @@
 //! from a [`TensorSource`] as candle's own layers take them.
 //!
 //! candle-nn's `VarBuilder` asks a backend for each weight by name and
-//! shape; [`SourceBackend`] (tests: the reference the in-place forward pass
+//! shape; `SourceBackend` (tests: the reference the in-place forward pass
 //! is compared with) answers from the source's views, checked, by copying
 //! the bytes into a candle tensor. Candle's errors carry text only, so the
-//! first typed error the backend saw is kept in a [`LoadRecord`] and
+//! first typed error the backend saw is kept in a `LoadRecord` and
 //! returned in place of candle's: the caller learns which tensor failed,
 //! and why.
 
