@@ -171,22 +171,34 @@ impl Embedder {
         // where they lie are converted once for the request, and counted.
         let host = InPlaceWeights::new(weights);
         let prefix = crate::bert::prefix(weights, &self.config);
+        self.embed_in_place(&host, &prefix, &encodings, || host.converted())
+    }
+
+    /// The forward pass of `bert.rs` over `weights` for each encoding,
+    /// pooled; `converted` says what converting weights has cost so far
+    /// (tensors, bytes, time), reported on the text whose pass did it, so
+    /// that the figures add up to the request's.
+    fn embed_in_place<W: crate::bert::BertWeights>(
+        &self,
+        weights: &W,
+        prefix: &str,
+        encodings: &[(Encoding, Duration)],
+        converted: impl Fn() -> (u64, u64, Duration),
+    ) -> Result<Vec<Embedding>, EmbedError> {
         let mut counted = (0, 0, Duration::ZERO);
         encodings
             .iter()
             .map(|(encoding, tokenize)| {
                 let start = Instant::now();
                 let hidden = crate::bert::forward(
-                    &host,
+                    weights,
                     &self.config,
-                    &prefix,
+                    prefix,
                     encoding.get_ids(),
                     encoding.get_type_ids(),
                 )?;
                 let mut embedding = self.pool(&hidden, encoding, start)?;
-                // What this text's pass converted (the first text converts
-                // for all), so that the figures add up to the request's.
-                let (tensors, bytes, spent) = host.converted();
+                let (tensors, bytes, spent) = converted();
                 let converting = spent.saturating_sub(counted.2);
                 embedding.timings.tensors = tensors.saturating_sub(counted.0);
                 embedding.timings.bytes = bytes.saturating_sub(counted.1);
@@ -229,22 +241,8 @@ impl Embedder {
     ) -> Result<Vec<Embedding>, EmbedError> {
         let cuda = crate::cuda::CudaWeights::new(weights, &self.device)?;
         let prefix = crate::bert::prefix(weights, &self.config);
-        encodings
-            .iter()
-            .map(|(encoding, tokenize)| {
-                let start = Instant::now();
-                let hidden = crate::bert::forward(
-                    &cuda,
-                    &self.config,
-                    &prefix,
-                    encoding.get_ids(),
-                    encoding.get_type_ids(),
-                )?;
-                let mut embedding = self.pool(&hidden, encoding, start)?;
-                embedding.timings.tokenize = *tokenize;
-                Ok(embedding)
-            })
-            .collect()
+        // Nothing is converted on CUDA: every weight is read in place.
+        self.embed_in_place(&cuda, &prefix, encodings, || (0, 0, Duration::ZERO))
     }
 
     fn encode(&self, text: &str) -> Result<Encoding, EmbedError> {

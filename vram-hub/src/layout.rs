@@ -204,6 +204,18 @@ fn is_regular_file(path: &Path) -> bool {
 }
 
 /// Whether `name` stays inside the directory it is relative to.
+/// The name of the split GGUF model whose part `path` names: a file (not a
+/// directory) called `NAME-0000i-of-0000N.gguf` with N > 1, as llama.cpp's
+/// `gguf-split` writes them; `None` for any other path. What `vram seal`
+/// and `vram-serve --model` take as the whole model
+/// ([`ModelLayout::of_gguf_parts`] finds its parts).
+#[must_use]
+pub fn gguf_part_model(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let (base, _, count) = vram_format::split_part(&name)?;
+    (count > 1 && !path.is_dir()).then(|| base.to_owned())
+}
+
 pub(crate) fn is_plain_relative(name: &str) -> bool {
     !name.is_empty()
         && !name.contains('\\')
@@ -321,6 +333,16 @@ mod tests {
         // A directory where a part should be is not a part.
         std::fs::create_dir(d.path().join("x-00001-of-00001.gguf")).unwrap();
         assert!(ModelLayout::of_gguf_parts(d.path(), "x-00001-of-00001.gguf").is_err());
+        // Which paths name a part of a split model.
+        let part = d.path().join("m-Q8_0-00002-of-00002.gguf");
+        assert_eq!(gguf_part_model(&part).as_deref(), Some("m-Q8_0"));
+        assert_eq!(gguf_part_model(Path::new("x-00001-of-00001.gguf")), None);
+        assert_eq!(gguf_part_model(Path::new("model.gguf")), None);
+        std::fs::create_dir(d.path().join("n-00001-of-00002.gguf")).unwrap();
+        assert_eq!(
+            gguf_part_model(&d.path().join("n-00001-of-00002.gguf")),
+            None
+        );
     }
 
     #[test]

@@ -124,17 +124,10 @@ fn file_model_ref(stem: &str) -> Result<vram_residency::ModelRef, ServeError> {
 fn split_location(path: &Path) -> Result<Option<ModelLocation>, ServeError> {
     let shown = || crate::shown(&path.display().to_string());
     if !path.is_dir() {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Some((base, _, count)) = vram_format::split_part(&name) else {
+        let Some(base) = vram_hub::gguf_part_model(path) else {
             return Ok(None);
         };
-        if count <= 1 {
-            return Ok(None);
-        }
-        let location = ModelLocation::gguf_parts(path, file_model_ref(base)?)
+        let location = ModelLocation::gguf_parts(path, file_model_ref(&base)?)
             .map_err(crate::worker::worker_error)?;
         return Ok(Some(location));
     }

@@ -331,16 +331,9 @@ fn split_part_location(
     args: &SealArgs,
     model_ref_flag: Option<&ModelRef>,
 ) -> Result<Option<ModelLocation>, CliError> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let Some((base, _, count)) = vram_format::split_part(&name) else {
+    let Some(base) = vram_hub::gguf_part_model(path) else {
         return Ok(None);
     };
-    if count <= 1 || path.is_dir() {
-        return Ok(None);
-    }
     if args.files.len() != 1 || args.expect_sha256.is_some() {
         return Err(CliError::usage(format!(
             "{}: a part of a split GGUF model, sealed with its other parts as one model: \
@@ -350,7 +343,7 @@ fn split_part_location(
     }
     let model_ref = match model_ref_flag {
         Some(r) => r.clone(),
-        None => file_model_ref(base).map_err(|e| {
+        None => file_model_ref(&base).map_err(|e| {
             CliError::usage(format!(
                 "{}: cannot derive a model reference from the file name ({e}); pass --model-ref",
                 shown_path(path)
