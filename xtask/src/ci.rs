@@ -75,7 +75,8 @@ pub(crate) fn run() -> Result<(), String> {
 /// The Python package (vram-py): its wheel built with the test hook, installed
 /// in a fresh virtual environment under target/ with numpy, pytest and
 /// tokenizers (from PyPI, or pip's cache), and its pytest suite run against
-/// it, with the vram-embed binary its NumPy example is compared with.
+/// it, with the vram-embed binary its NumPy example is compared with; then
+/// the same wheel and suite with NumPy 1.26.4.
 fn python_package() -> Result<(), String> {
     let start = Instant::now();
     let dir = root().join("target").join("py-ci");
@@ -144,6 +145,45 @@ fn python_package() -> Result<(), String> {
                 "vram-py/tests",
             ])
             // The example's embeddings are compared with this binary's.
+            .env("VRAM_EMBED_BIN", &vram_embed)
+            .env("CI", "true"),
+    )?;
+    // The same wheel against NumPy 1 (its last release; the package asks
+    // for numpy>=1.22): the views `Lease.arrays()` makes through NumPy's C
+    // API, and DLPack as far as NumPy 1 consumes it (said loudly where not).
+    let old_venv = dir.join("venv-numpy1");
+    step(
+        "python: fresh virtual environment with NumPy 1",
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&old_venv),
+    )?;
+    let old_bin = old_venv.join("bin");
+    step(
+        "python: numpy 1.26.4, pytest, tokenizers and the wheel",
+        Command::new(old_bin.join("pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "numpy==1.26.4",
+                "pytest",
+                "tokenizers",
+            ])
+            .arg(&wheel),
+    )?;
+    step(
+        "python: pytest vram-py/tests (NumPy 1)",
+        Command::new(old_bin.join("python"))
+            .current_dir(root())
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "vram-py/tests",
+            ])
             .env("VRAM_EMBED_BIN", &vram_embed)
             .env("CI", "true"),
     )?;
