@@ -420,7 +420,6 @@ impl Lease {
                     .ok_or_else(|| Failure::env("the view plan could not be kept"))?
             }
         };
-        let asarray = py.import("numpy")?.getattr("asarray")?;
         let d = PyDict::new(py);
         let regions = self.leased.shard_regions()?;
         if regions.len() != plan.shards.len() {
@@ -428,10 +427,10 @@ impl Lease {
         }
         for (region, views) in regions.into_iter().zip(&plan.shards) {
             let len = u64::try_from(region.len)?;
-            let memory = Py::new(py, view::TensorMemory::new(region, "U8", &[len]))?;
-            // One read-only uint8 array over the shard's memory (its
-            // `__array_interface__`), the base of each of its views.
-            let base = ndview::Base::of(asarray.call1((memory,))?)?;
+            let memory = Bound::new(py, view::TensorMemory::new(region, "U8", &[len]))?;
+            // One read-only uint8 array over the shard's memory, the base
+            // of each of its views.
+            let base = ndview::Base::over(memory)?;
             for v in views {
                 let array = base.view(v.dtype.bind(py), &v.dims, v.offset)?;
                 d.set_item(v.name.bind(py), array)?;

@@ -3,60 +3,80 @@
 //! memory of one read-only `uint8` array per shard, its `base`.
 //!
 //! The second module of this crate with `unsafe` code (the other is
-//! `dlpack.rs`). What makes it sound: the base array is read whole (its data
-//! pointer and length come from NumPy, not from us); every view's bytes,
-//! `offset .. offset + itemsize × Π shape`, are checked to lie inside it
-//! with checked arithmetic before the call; the view holds a reference to
-//! the base, which holds what owns the shard's memory (see `view.rs`), so
-//! no view outlives the bytes it reads; and no view is writeable, as no
-//! writeable flag is given and its base is read-only.
+//! `dlpack.rs`). What makes it sound: the base array is made over a shard's
+//! memory as read through an open lease ([`Base::over`]), and its `base` is
+//! the `_TensorMemory` that holds that lease's handle, so the bytes stay
+//! mapped for as long as the base array lives (the invariant `view.rs`
+//! states for every array over the mock's memory); every view's bytes,
+//! `offset .. offset + itemsize × Π shape`, are checked to lie inside the
+//! base with checked arithmetic before the call; each view holds a
+//! reference to the base, so no view outlives the bytes it reads; and no
+//! array is writeable, as no writeable flag is given.
 //!
-//! The same views as `numpy.ndarray(shape, dtype, base, offset)`, at about
-//! a fifth of the cost per tensor (no argument parsing, no buffer protocol
-//! round trip on the base).
+//! The same arrays as `numpy.asarray(memory)` and then
+//! `numpy.ndarray(shape, dtype, base, offset)` for each tensor, at about a
+//! fifth of the cost per tensor (no argument parsing, no array interface
+//! dictionary, no buffer protocol round trip on the base), which matters
+//! most where it is paid: once per request, with caches cold from the
+//! request before.
 
 use std::ptr;
 
 use numpy::npyffi::{self, npy_intp, NpyTypes, NPY_ARRAY_C_CONTIGUOUS, PY_ARRAY_API};
-use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{PyArrayDescr, PyArrayDescrMethods};
 use pyo3::prelude::*;
 
+use crate::view::TensorMemory;
 use crate::worker::Failure;
 
 /// A shard's base array: one-dimensional, `uint8`, C-contiguous and
-/// read-only, as `numpy.asarray` makes it from the shard's
-/// `__array_interface__`.
+/// read-only, over the shard's memory, with the `_TensorMemory` that keeps
+/// that memory alive as its `base`.
 pub(crate) struct Base<'py> {
-    array: Bound<'py, PyUntypedArray>,
+    array: Bound<'py, PyAny>,
     data: *mut u8,
     len: usize,
 }
 
 impl<'py> Base<'py> {
-    /// Checks that `array` is such a base and reads where its bytes lie.
-    pub(crate) fn of(array: Bound<'py, PyAny>) -> PyResult<Self> {
-        let not_a_base = || Failure::env("a shard's memory is not a read-only uint8 array");
-        let array = array
-            .cast_into::<PyUntypedArray>()
-            .map_err(|_| not_a_base())?;
-        let py = array.py();
-        if array.ndim() != 1
-            || !array.is_c_contiguous()
-            || array.dtype().itemsize() != 1
-            || !array.dtype().is_equiv_to(&numpy::dtype::<u8>(py))
-        {
-            return Err(not_a_base().into());
-        }
-        // SAFETY: `array` is a live `ndarray` (checked by the cast above), so
-        // `as_array_ptr` points to its `PyArrayObject` for as long as
-        // `array` is held; `data` is read, not written.
-        let data = unsafe { (*array.as_array_ptr()).fields.data }.cast::<u8>();
-        // SAFETY: the same object; `flags` is read, not written.
-        let flags = unsafe { (*array.as_array_ptr()).fields.flags };
-        if flags & npyffi::NPY_ARRAY_WRITEABLE != 0 {
-            return Err(not_a_base().into());
-        }
-        let len = array.len();
+    /// The base array over `memory`'s bytes (a whole shard, as `uint8`).
+    ///
+    /// # Errors
+    /// `EnvironmentError` when the shard is too large for NumPy's
+    /// dimensions; NumPy's own error when it cannot make the array.
+    pub(crate) fn over(memory: Bound<'py, TensorMemory>) -> PyResult<Self> {
+        let py = memory.py();
+        let (address, len) = memory.get().bytes();
+        let mut dims = [npy_intp::try_from(len)
+            .map_err(|_| Failure::env("a shard too large for NumPy's dimensions"))?];
+        let data = address as *mut u8;
+        let descr = numpy::dtype::<u8>(py).into_dtype_ptr();
+        // SAFETY: the API table is NumPy's (rust-numpy loads it, and raises
+        // if NumPy cannot be imported) and the GIL is held (`py`). `descr`
+        // is an owned reference NumPy takes; `dims` holds the one dimension
+        // and outlives the call; no strides (C order). `data .. data + len`
+        // is the shard's memory as read through an open lease
+        // (`Leased::shard_regions`), which stays mapped while `memory`
+        // lives (it holds the lease handle, and so the shard), and `memory`
+        // becomes the array's base below; the array is only read: the
+        // flags carry no `WRITEABLE`.
+        let raw = unsafe {
+            PY_ARRAY_API.PyArray_NewFromDescr(
+                py,
+                npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+                descr,
+                1,
+                dims.as_mut_ptr(),
+                ptr::null_mut(),
+                data.cast(),
+                NPY_ARRAY_C_CONTIGUOUS,
+                ptr::null_mut(),
+            )
+        };
+        // SAFETY: `raw` is a new (owned) reference or null with NumPy's
+        // exception set, which `from_owned_ptr_or_err` turns into `PyErr`.
+        let array = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?;
+        set_base(&array, memory.into_any())?;
         Ok(Self { array, data, len })
     }
 
@@ -86,11 +106,23 @@ impl<'py> Base<'py> {
             return Err(outside().into());
         }
         let nd = i32::try_from(dims.len()).map_err(|_| outside())?;
-        // NumPy reads the dimensions (it copies them) and never writes them.
-        let mut dims = dims.to_vec();
+        // NumPy reads the dimensions (it copies them) and never writes them;
+        // a tensor's few dimensions are passed from the stack.
+        let mut inline = [0 as npy_intp; 8];
+        let mut heap = Vec::new();
+        let dims: &mut [npy_intp] = match inline.get_mut(..dims.len()) {
+            Some(slot) => {
+                slot.copy_from_slice(dims);
+                slot
+            }
+            None => {
+                heap.extend_from_slice(dims);
+                &mut heap
+            }
+        };
         // SAFETY: `offset <= end <= self.len`, the base's length in bytes,
         // so the pointer stays inside (or one past the end of) the base's
-        // memory, one allocation that NumPy vouches for.
+        // memory (`Base::over`).
         let data = unsafe { self.data.add(offset) };
         // NumPy's constructor steals a reference to the descriptor.
         let descr = dtype.clone().into_dtype_ptr();
@@ -117,18 +149,30 @@ impl<'py> Base<'py> {
         // SAFETY: `raw` is a new (owned) reference or null with NumPy's
         // exception set, which `from_owned_ptr_or_err` turns into `PyErr`.
         let array = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?;
-        let base = self.array.clone().into_any().into_ptr();
-        // SAFETY: `raw` is the array just made (non-null: checked above),
-        // whose base is not yet set; NumPy steals the reference to `base`,
-        // also when it fails (then `array` is dropped and frees the view).
-        let set = unsafe {
-            PY_ARRAY_API.PyArray_SetBaseObject(py, raw.cast::<npyffi::PyArrayObject>(), base)
-        };
-        if set != 0 {
-            return Err(PyErr::fetch(py));
-        }
+        set_base(&array, self.array.clone())?;
         Ok(array)
     }
+}
+
+/// Makes `base` the base of `array`, an array just made over memory that
+/// `base` keeps alive (and that has no base yet).
+fn set_base<'py>(array: &Bound<'py, PyAny>, base: Bound<'py, PyAny>) -> PyResult<()> {
+    let py = array.py();
+    // SAFETY: `array` was made by `PyArray_NewFromDescr` (an `ndarray`, so
+    // the cast to `PyArrayObject` is its layout) and its base is not yet
+    // set; NumPy steals the reference to `base`, also when it fails (then
+    // the caller drops `array`, which frees it).
+    let set = unsafe {
+        PY_ARRAY_API.PyArray_SetBaseObject(
+            py,
+            array.as_ptr().cast::<npyffi::PyArrayObject>(),
+            base.into_ptr(),
+        )
+    };
+    if set != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(())
 }
 
 /// NumPy's dtype for a type string (`"<f4"`, `"|u1"`, ...).

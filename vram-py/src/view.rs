@@ -73,6 +73,14 @@ impl TensorMemory {
     }
 }
 
+impl TensorMemory {
+    /// The address and length of the bytes viewed (`Lease.arrays()`'s base
+    /// arrays are made over them).
+    pub(crate) fn bytes(&self) -> (usize, usize) {
+        (self.region.address, self.region.len)
+    }
+}
+
 #[pymethods]
 impl TensorMemory {
     /// NumPy's array interface (version 3): read-only data at the tensor's

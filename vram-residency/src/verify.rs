@@ -476,7 +476,11 @@ impl Verifier<'_> {
         let leaf = descriptor.leaf_size;
         let staging = self.staging_bytes.max(1);
         let mut recomputed = Vec::with_capacity(indices.len());
-        let mut batch: Vec<u8> = Vec::new();
+        // The leaves read back, gathered up to `staging` bytes and hashed
+        // together: `batch.0[..used]` (what lies past `used` is an earlier
+        // batch's bytes, overwritten before it is hashed).
+        let mut batch = KeptBatch::take();
+        let mut used = 0usize;
         let mut stream_buf = Vec::new();
         let mut bytes = 0u64;
         let read = |offset, buf: &mut [u8]| shard.buffer().read_at(offset, buf).map_err(dev(shard));
@@ -490,7 +494,7 @@ impl Verifier<'_> {
             let len = range.end.saturating_sub(range.start);
             bytes = bytes.saturating_add(len);
             let Some(n) = usize::try_from(len).ok().filter(|n| *n <= staging) else {
-                flush(leaf, &mut batch, &mut recomputed);
+                batch.flush(leaf, &mut used, &mut recomputed);
                 recomputed.push(vram_crypto::leaf_hash_from(
                     range,
                     staging,
@@ -499,19 +503,22 @@ impl Verifier<'_> {
                 )?);
                 continue;
             };
-            if batch.len().saturating_add(n) > staging {
-                flush(leaf, &mut batch, &mut recomputed);
+            if used.saturating_add(n) > staging {
+                batch.flush(leaf, &mut used, &mut recomputed);
             }
-            let at = batch.len();
-            batch.resize(at.saturating_add(n), 0);
-            read(range.start, batch.get_mut(at..).unwrap_or_default())?;
+            let end = used.saturating_add(n);
+            if batch.0.len() < end {
+                batch.0.resize(end, 0);
+            }
+            read(range.start, batch.0.get_mut(used..end).unwrap_or_default())?;
+            used = end;
             if len < leaf.bytes() {
                 // The shard's short last leaf: only the end of a batch may be
                 // shorter than a leaf.
-                flush(leaf, &mut batch, &mut recomputed);
+                batch.flush(leaf, &mut used, &mut recomputed);
             }
         }
-        flush(leaf, &mut batch, &mut recomputed);
+        batch.flush(leaf, &mut used, &mut recomputed);
         let corrupt = verify_leaves(shard.leaf_hashes(), indices, &recomputed)?;
         if corrupt.is_empty() {
             Ok(bytes)
@@ -677,12 +684,45 @@ impl Verifier<'_> {
     }
 }
 
-/// Hashes the whole leaves gathered in `batch` (the last may be short) and
-/// appends their hashes in order; empties the batch.
-fn flush(leaf: vram_crypto::LeafSize, batch: &mut Vec<u8>, out: &mut Vec<Sha256Digest>) {
-    if !batch.is_empty() {
-        vram_crypto::hash_leaf_run(leaf, batch, out);
-        batch.clear();
+/// Largest read-back batch a thread keeps for its next sampled check.
+const KEPT_BATCH_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The calling thread's read-back batch, kept between sampled checks.
+    static KEPT_BATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The read-back batch of one sampled check or scrub step: the calling
+/// thread's kept buffer, given back to it on drop when it is at most
+/// [`KEPT_BATCH_BYTES`] (one 1 MiB leaf, or 16 of 64 KiB). A check made
+/// once per request then neither allocates nor zeroes its batch each time
+/// (about a third of the read-back's cost for one 64 KiB leaf when the
+/// request before left the caches cold); a thread keeps at most 1 MiB of
+/// model bytes, freed with the thread.
+struct KeptBatch(Vec<u8>);
+
+impl KeptBatch {
+    fn take() -> Self {
+        Self(KEPT_BATCH.with(std::cell::Cell::take))
+    }
+
+    /// Hashes the whole leaves gathered in `self.0[..*used]` (the last may
+    /// be short), appends their hashes in order and empties the batch.
+    fn flush(&self, leaf: vram_crypto::LeafSize, used: &mut usize, out: &mut Vec<Sha256Digest>) {
+        if let Some(gathered) = self.0.get(..*used).filter(|g| !g.is_empty()) {
+            vram_crypto::hash_leaf_run(leaf, gathered, out);
+        }
+        *used = 0;
+    }
+}
+
+impl Drop for KeptBatch {
+    fn drop(&mut self) {
+        if self.0.capacity() <= KEPT_BATCH_BYTES {
+            let kept = std::mem::take(&mut self.0);
+            // A thread being torn down has no slot left: the buffer is freed.
+            let _ = KEPT_BATCH.try_with(|slot| slot.set(kept));
+        }
     }
 }
 
@@ -820,6 +860,58 @@ mod tests {
 
         // And an untouched shard verifies.
         m.verify_sealed(&seal()).unwrap();
+    }
+
+    /// The read-back batch a thread keeps between checks (`KeptBatch`)
+    /// holds the bytes an earlier check read: a leaf read again after it
+    /// changed is hashed from the new read, never from those bytes, at the
+    /// start of the batch and after it, and a batch larger than the kept
+    /// bound is not kept.
+    #[test]
+    fn a_kept_read_back_batch_never_stands_in_for_a_read() {
+        use super::{Scope, KEPT_BATCH, KEPT_BATCH_BYTES};
+        let device = vram_mock::MockDevice::new(0, 64 << 20);
+        let secret = WorkerSecret::from_bytes(zeroize::Zeroizing::new(vec![9u8; 32])).unwrap();
+        let config = VramConfig::builder(secret)
+            .device(Arc::clone(&device) as Arc<dyn Device>)
+            .leaf_size(LeafSize::new(4096).unwrap())
+            .build();
+        let m = VramManager::new(config).unwrap();
+        // 6 leaves of 4 KiB.
+        let data: Vec<u8> = (0..24_576u32).map(|i| (i % 251) as u8).collect();
+        // Leaf 3 read again at 0..4096, then after leaf 0 at 4096..8192.
+        for indices in [&[3u64][..], &[0, 3]] {
+            let shard = m
+                .seal(&SealRequest::inline(0).unwrap(), SealSource::Bytes(&data))
+                .unwrap();
+            let buffer = *device.live_buffers().last().unwrap();
+            let step = |indices: &[u64]| {
+                m.verifier().verify(
+                    &shard,
+                    Scope::ScrubStep {
+                        leaves_per_step: 1,
+                        indices,
+                        check_seal: false,
+                    },
+                    super::AuditMode::FailuresOnly,
+                )
+            };
+            // Leaves 2 and 3, good: the kept batch now holds their bytes,
+            // leaf 3's at 4096..8192.
+            step(&[2, 3]).unwrap();
+            device.flip_bits(buffer, 3 * 4096 + 7, 1).unwrap();
+            match step(indices).unwrap_err() {
+                VramError::IntegrityViolation { corrupt, .. } => {
+                    assert!(!corrupt.is_empty());
+                    assert!(corrupt.iter().all(|r| r.leaf_index == 3), "{corrupt:?}");
+                }
+                other => panic!("{indices:?}: {other}"),
+            }
+        }
+        let kept = KEPT_BATCH.with(std::cell::Cell::take);
+        assert!(kept.len() >= 2 * 4096, "the batch was kept");
+        assert!(kept.capacity() <= KEPT_BATCH_BYTES);
+        KEPT_BATCH.with(|slot| slot.set(kept));
     }
 
     /// A sampled check proves each drawn leaf's recorded hash against the

@@ -55,6 +55,7 @@ fn run() -> Result<(), String> {
     let mut requests = 2000usize;
     let mut leaf = None;
     let mut breakdown = false;
+    let mut gap = Duration::ZERO;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -81,6 +82,13 @@ fn run() -> Result<(), String> {
                 leaf = Some(LeafSize::new(bytes).map_err(|e| format!("--leaf-size: {e}"))?);
             }
             "--breakdown" => breakdown = true,
+            "--gap-us" => {
+                let n: u64 = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--gap-us needs a number of microseconds")?;
+                gap = Duration::from_micros(n);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -132,7 +140,7 @@ fn run() -> Result<(), String> {
         Ok(bytes)
     };
     if breakdown {
-        return lease_breakdown(manager, &sealed, policy, requests);
+        return lease_breakdown(manager, &sealed, policy, requests, gap);
     }
     // Warm up.
     for _ in 0..20 {
@@ -170,6 +178,7 @@ fn lease_breakdown(
     model: &Arc<vram_residency::SealedModel>,
     policy: LeasePolicy,
     requests: usize,
+    gap: Duration,
 ) -> Result<(), String> {
     let k = match policy {
         LeasePolicy::Sampled { leaves } => usize::try_from(leaves).unwrap_or(1),
@@ -210,21 +219,26 @@ fn lease_breakdown(
     .collect();
     let mut round = |record: bool| -> Result<(), String> {
         let mut times = [Duration::ZERO; 9];
+        spin(gap);
         let t = Instant::now();
         manager
             .lease_model_shared(model, policy)
             .map_err(|e| e.to_string())?
             .end();
         times[0] = t.elapsed();
+        spin(gap);
         let t = Instant::now();
         manager.check_model(model).map_err(|e| e.to_string())?;
         times[1] = t.elapsed();
+        spin(gap);
         let t = Instant::now();
         let lease = manager.lease(shard, policy).map_err(|e| e.to_string())?;
         times[2] = t.elapsed();
+        spin(gap);
         let t = Instant::now();
         std::hint::black_box(shard.leaf_hashes().root());
         times[3] = t.elapsed();
+        spin(gap);
         let t = Instant::now();
         for i in &drawn {
             std::hint::black_box(index.proves(shard.leaf_hashes(), *i));
@@ -232,21 +246,25 @@ fn lease_breakdown(
         times[4] = t.elapsed();
         let bytes = lease.host_bytes().map_err(|e| e.to_string())?;
         let src = bytes.get(..span.min(bytes.len())).unwrap_or_default();
+        spin(gap);
         let t = Instant::now();
         let mut fresh = vec![0u8; src.len()];
         fresh.copy_from_slice(src);
         std::hint::black_box(&fresh);
         times[5] = t.elapsed();
         drop(fresh);
+        spin(gap);
         let t = Instant::now();
         kept.truncate(0);
         kept.extend_from_slice(src);
         std::hint::black_box(&kept);
         times[6] = t.elapsed();
+        spin(gap);
         let t = Instant::now();
         hashes.clear();
         vram_crypto::hash_leaf_run_threads(leaf, src, 1, &mut hashes);
         times[7] = t.elapsed();
+        spin(gap);
         let t = Instant::now();
         hashes.clear();
         vram_crypto::hash_leaf_run(leaf, src, &mut hashes);
@@ -284,6 +302,14 @@ fn lease_breakdown(
         );
     }
     Ok(())
+}
+
+/// Busy for `gap` without touching memory: what a request's computation
+/// between two leases does to the timers, predictors and caches of the
+/// lease's path (`--gap-us`; nothing when zero).
+fn spin(gap: Duration) {
+    let t = Instant::now();
+    while t.elapsed() < gap {}
 }
 
 fn percentile(v: &[Duration], p: f64) -> Duration {
