@@ -20,13 +20,18 @@ leaf size (a manager each) and all four variants run for each, all
 variants of all leaf sizes in a new random order each round; without it,
 the manager's default (64 KiB).
 
+With `--parts`, each leaf size's calls are also timed apart after the
+forward pass on held views, as a request meets them: `mgr.lease`,
+`lease.arrays()`, `lease.end()`, and the same three in a tight loop
+(warm), p50 of `--requests` each.
+
 The lease's share of a request is (request - forward only) / forward only,
 at p50, each leaf size against its own model's forward pass. Token ids stand in for text (`[CLS]`, N-2 ids, `[SEP]`), so the
 `tokenizers` package is not needed.
 
     python lease_cost.py --model hf://sentence-transformers/all-MiniLM-L6-v2 \\
         [--policy sampled:1] [--requests 300] [--tokens 12 --tokens 128] \\
-        [--leaf-size 1048576 --leaf-size 65536]
+        [--leaf-size 1048576 --leaf-size 65536] [--parts]
 """
 
 import argparse
@@ -70,6 +75,8 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--tokens", type=int, action="append", default=[])
     parser.add_argument("--leaf-size", type=int, action="append", default=[])
+    parser.add_argument("--parts", action="store_true",
+                        help="also time lease, arrays() and end apart, cold and warm")
     args = parser.parse_args(argv)
     if args.requests < 10:
         parser.error("--requests: at least 10")
@@ -161,12 +168,45 @@ def main(argv=None):
                     f"    {label}: a {args.policy} lease adds {added * 1e3:.3f} ms to the "
                     f"p50 request: {100.0 * added / base:.2f}% of the forward pass"
                 )
+        if args.parts:
+            parts(args, snapshot, sealed, held)
     finally:
         for lease in long_leases:
             lease.end()
     for _, _, model, _ in sealed:
         model.release()
     return 0
+
+
+def parts(args, snapshot, sealed, held):
+    """`--parts`: a lease's calls timed apart, right after a forward pass
+    (as a request meets them) and in a tight loop (warm)."""
+    tokens = max(2, min(12, snapshot.max_seq_length))
+    vocab = int(snapshot.config["vocab_size"])
+    ids = [101 % vocab] + [(1000 + 7 * i) % vocab for i in range(tokens - 2)] + [102 % vocab]
+    type_ids = [0] * len(ids)
+    print(f"  the calls apart, p50 in us ({args.requests} each; cold: after a {tokens}-token forward pass):")
+    for (label, mgr, model, _), weights in zip(sealed, held):
+        for mode in ("cold", "warm"):
+            runs = {"lease": [], "arrays()": [], "end": []}
+            for _ in range(args.requests):
+                if mode == "cold":
+                    mn.pool(snapshot, mn.forward(snapshot.config, weights, ids, type_ids))
+                t0 = time.perf_counter()
+                lease = mgr.lease(model, policy=args.policy)
+                t1 = time.perf_counter()
+                views = lease.arrays()
+                t2 = time.perf_counter()
+                lease.end()
+                t3 = time.perf_counter()
+                del views
+                runs["lease"].append(t1 - t0)
+                runs["arrays()"].append(t2 - t1)
+                runs["end"].append(t3 - t2)
+            print(
+                f"    {label:<24} {mode}: "
+                + "   ".join(f"{k} {percentile(v, 0.5) * 1e6:7.1f}" for k, v in runs.items())
+            )
 
 
 if __name__ == "__main__":

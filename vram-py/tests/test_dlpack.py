@@ -13,6 +13,7 @@ import ctypes
 import gc
 import importlib.util
 import itertools
+import os
 import struct
 import sys
 import warnings
@@ -439,30 +440,117 @@ def test_torch_from_dlpack_shares_the_memory(manager, model_file):
     np.testing.assert_array_equal(w.numpy(), expected["encoder.weight"])
 
 
-def test_cuda_export_where_a_gpu_is_found(model_file):
+def cuda_manager_or_none():
+    """A manager on the first CUDA device, or None after saying NOT RUN (a
+    failure under `VRAM_RESIDENCY_REQUIRE_CUDA=1`, as on the GPU machine:
+    `cargo xtask gpu` runs this suite there)."""
     try:
-        manager = vr.Manager(device="cuda", ephemeral_secret=True)
+        return vr.Manager(device="cuda", ephemeral_secret=True)
     except vr.EnvironmentError as e:
+        if os.environ.get("VRAM_RESIDENCY_REQUIRE_CUDA") == "1":
+            pytest.fail(f"VRAM_RESIDENCY_REQUIRE_CUDA=1 but no CUDA device: {e}")
         message = f"NOT RUN: the CUDA DLPack export is not exercised: no CUDA device ({e})"
         print(f"\n*** {message} ***", file=sys.stderr)
         warnings.warn(message)
+        return None
+
+
+def test_cuda_export_where_a_gpu_is_found(model_file):
+    """On a GPU: every dtype's capsule names the CUDA device and the sealed
+    bytes' device address; NumPy views and `arrays()` are refused (GPU
+    memory); with PyTorch on CUDA, each tensor is the sealed memory itself
+    (its `data_ptr` is the capsule's address), holds the file's values, and
+    a matrix product computed on it equals NumPy's; after the lease the
+    export is refused and a view already taken still reads the bytes."""
+    manager = cuda_manager_or_none()
+    if manager is None:
         return
     path, expected, _ = model_file
-    with manager.lease(manager.seal_file(path)) as lease:
-        tensor = lease.tensors()["encoder.weight"]
+    model = manager.seal_file(path)
+    with manager.lease(model) as lease:
+        t = lease.tensors()
+        tensor = t["encoder.weight"]
         device = tensor.__dlpack_device__()
         assert device[0] == KDL_CUDA
         got = decode(tensor.__dlpack__(max_version=(1, 0), stream=1))
         assert got["device"] == device and got["flags"] == READ_ONLY
+        assert (got["dtype"], got["shape"], got["strides"]) == ((KDL_FLOAT, 32, 1), (16, 8), (8, 1))
+        assert got["data"] != 0
+        addresses = {
+            name: (lambda d: d["data"] + d["byte_offset"])(decode(t[name].__dlpack__(max_version=(1, 0))))
+            for name in t
+        }
+        for name, want in [("encoder.bias", (KDL_FLOAT, 16, 1)), ("head.weight", (KDL_BFLOAT, 16, 1)),
+                           ("quantized.blocks", (KDL_UINT, 8, 1))]:
+            assert decode(t[name].__dlpack__(max_version=(1, 0)))["dtype"] == want, name
         with pytest.raises(vr.UsageError, match="GPU memory"):
             tensor.numpy()
+        with pytest.raises(vr.UsageError, match="GPU memory"):
+            lease.arrays()
         with pytest.raises(BufferError):
             tensor.__dlpack__(dl_device=(KDL_CPU, 0))
         torch = torch_or_none()
-        if torch is not None and torch.cuda.is_available():
-            w = torch.from_dlpack(tensor)
-            assert w.device.type == "cuda" and w.device.index == device[1]
-            np.testing.assert_array_equal(w.cpu().numpy(), expected["encoder.weight"])
+        if torch is None or not torch.cuda.is_available():
+            if os.environ.get("VRAM_RESIDENCY_REQUIRE_CUDA") == "1":
+                pytest.fail("VRAM_RESIDENCY_REQUIRE_CUDA=1 but PyTorch cannot use CUDA")
+            message = "NOT RUN: torch.from_dlpack on CUDA (PyTorch with CUDA not installed)"
+            print(f"\n*** {message} ***", file=sys.stderr)
+            warnings.warn(message)
+            return
+        views = {name: torch.from_dlpack(t[name]) for name in t}
+        for name, view in views.items():
+            assert view.device.type == "cuda" and view.device.index == device[1], name
+            assert view.data_ptr() == addresses[name], f"{name}: a copy, not the sealed memory"
+        np.testing.assert_array_equal(views["encoder.weight"].cpu().numpy(), expected["encoder.weight"])
+        np.testing.assert_array_equal(views["encoder.bias"].cpu().numpy(), expected["encoder.bias"])
+        assert views["head.weight"].dtype == torch.bfloat16
+        np.testing.assert_array_equal(
+            views["head.weight"].view(torch.int16).cpu().numpy().view(np.uint16), expected["head.weight"]
+        )
+        np.testing.assert_array_equal(views["quantized.blocks"].cpu().numpy(), expected["quantized.blocks"])
+        # Computed on the sealed memory in place.
+        x = np.random.default_rng(3).standard_normal((4, 16)).astype(np.float32)
+        y = (torch.from_numpy(x).cuda() @ views["encoder.weight"]).cpu().numpy()
+        np.testing.assert_allclose(y, x @ expected["encoder.weight"], rtol=1e-4, atol=1e-4)
+        kept = views["encoder.weight"]
+    with pytest.raises(vr.UsageError):
+        tensor.__dlpack__(max_version=(1, 0))
+    # Documented: a view kept past its lease reads the shard's current bytes.
+    np.testing.assert_array_equal(kept.cpu().numpy(), expected["encoder.weight"])
+    del views, kept
+    model.release()
+
+
+def test_cuda_lease_and_views_cost_from_python(model_file):
+    """On a GPU, what `cargo xtask gpu` prints: a `sampled:1` lease from
+    Python (p50 of 200) and `torch.from_dlpack` of a tensor (p50 of 200),
+    the CUDA counterparts of `examples/lease_cost.py`'s figures. Checks
+    nothing about time (tests never do); NOT RUN without a GPU."""
+    manager = cuda_manager_or_none()
+    if manager is None:
+        return
+    import time
+
+    path, _, _ = model_file
+    model = manager.seal_file(path)
+    leases, exports = [], []
+    torch = importlib.util.find_spec("torch") and __import__("torch")
+    for _ in range(200):
+        start = time.perf_counter()
+        lease = manager.lease(model, policy="sampled:1")
+        leases.append(time.perf_counter() - start)
+        tensor = lease.tensors()["encoder.weight"]
+        if torch and torch.cuda.is_available():
+            start = time.perf_counter()
+            view = torch.from_dlpack(tensor)
+            exports.append(time.perf_counter() - start)
+            del view
+        lease.end()
+    line = f"CUDA from Python: sampled:1 lease p50 {np.median(leases) * 1e6:.1f} us"
+    if exports:
+        line += f", torch.from_dlpack p50 {np.median(exports) * 1e6:.1f} us a tensor"
+    print(f"\n{line} ({len(leases)} each)", file=sys.stderr)
+    model.release()
 
 
 def test_help_shows_the_dlpack_docstrings():

@@ -22,10 +22,15 @@
 //! one kept across calls, and K leaves hashed: on the calling thread, and
 //! through `hash_leaf_run` (which may start a helper thread).
 //!
+//! With `--gap-us N` each part is timed after N microseconds of busy work
+//! that touches no memory: what a request's own computation between two
+//! leases does to the lease's path (on a 2-vCPU KVM guest, 5 ms or more
+//! doubles it: caches and predictors are cold again, whatever ran).
+//!
 //! ```text
 //! cargo run --release -p vram-worker --example lease_cost -- \
 //!     --model DIR|hf://ORG/NAME [--policy sampled:1] [--requests 2000] \
-//!     [--leaf-size BYTES] [--breakdown]
+//!     [--leaf-size BYTES] [--breakdown [--gap-us N]]
 //! ```
 #![allow(
     clippy::print_stdout,

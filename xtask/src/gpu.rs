@@ -5,8 +5,10 @@
 //! with the `cuda` feature; the CUDA engine (vram-llm's `cuda-engine`: candle's
 //! CUDA kernels computing on leased device memory) with its tests, the GGUF
 //! corruption demo and `greedy_report`; `libcudart` (candle's kernels link
-//! it); and `run.sh`, which runs the dual-mode suites and the engine on the
-//! real device, then `vram bench --device cuda:0`.
+//! it); the Python package's wheel with its pytest suite (under `py/`, as laid
+//! out in the repository: the CUDA DLPack export checked with the machine's
+//! PyTorch); and `run.sh`, which runs the dual-mode suites, the engine and the
+//! Python suite on the real device, then `vram bench --device cuda:0`.
 //!
 //! Candle's kernels are compiled by `nvcc`, which comes from PyPI: the
 //! toolkit's wheels, all pinned to CUDA 13.0 (newer `nvidia-nvvm` releases
@@ -152,6 +154,64 @@ fn test_binaries(
     Ok(tests)
 }
 
+/// The Python package for the GPU machine, under `bundle/py/` laid out as in
+/// the repository (the tests find the README and the examples by their
+/// paths): the wheel (built with the test hook: a test bundle, never
+/// shipped), `vram-py/tests`, `vram-py/examples` and the README. The
+/// machine's own Python has NumPy, pytest and PyTorch with CUDA; `run.sh`
+/// installs the wheel into a temporary directory and runs the suite with
+/// `VRAM_RESIDENCY_REQUIRE_CUDA=1`, so the CUDA DLPack tests fail there
+/// rather than say NOT RUN. maturin comes from PyPI into the toolkit's
+/// virtual environment (`target/cuda`).
+fn python_package(bundle: &std::path::Path) -> Result<(), String> {
+    let (venv, _) = toolkit_paths();
+    let bin = venv.join("bin");
+    if !bin.join("maturin").exists() {
+        step(
+            "maturin from PyPI (target/cuda)",
+            Command::new(bin.join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg("maturin>=1.5,<2"),
+        )?;
+    }
+    let py = bundle.join("py");
+    step(
+        "build the Python package's wheel (vram-py, release, with test-corruption)",
+        Command::new(bin.join("maturin"))
+            .current_dir(root())
+            .args([
+                "build",
+                "--release",
+                "--strip",
+                "--quiet",
+                "--locked",
+                "--features",
+                "test-corruption",
+                "--manifest-path",
+                "vram-py/Cargo.toml",
+                "--out",
+            ])
+            .arg(py.join("wheels")),
+    )?;
+    for dir in ["tests", "examples"] {
+        let from = root().join("vram-py").join(dir);
+        let to = py.join("vram-py").join(dir);
+        std::fs::create_dir_all(&to).map_err(|e| format!("create {}: {e}", to.display()))?;
+        let entries =
+            std::fs::read_dir(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "py") {
+                if let Some(name) = path.file_name() {
+                    copy(&path, &to.join(name))?;
+                }
+            }
+        }
+    }
+    copy(&root().join("README.md"), &py.join("README.md"))?;
+    Ok(())
+}
+
 pub(crate) fn run() -> Result<(), String> {
     let bundle = root().join("target").join("gpu-bundle");
     let _ = std::fs::remove_dir_all(&bundle);
@@ -265,6 +325,7 @@ pub(crate) fn run() -> Result<(), String> {
         &["cuda_engine-"],
         &bundle,
     )?);
+    python_package(&bundle)?;
     copy(
         &nv.join("lib").join("libcudart.so.13"),
         &bundle.join("lib").join("libcudart.so.13"),
@@ -326,6 +387,9 @@ if [ -n "$MODEL" ]; then
 else
   echo "NOTE: no MODEL and no models/*.gguf: the CUDA engine's measurements on a real model are NOT taken"
 fi
+# The Python package on the GPU: the CUDA DLPack export read by PyTorch in
+# place (and the whole suite, with the machine's NumPy and PyTorch).
+step 240 bash -c 'site=$(mktemp -d) && python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" py/wheels/*.whl && cd py && PYTHONPATH="$site" VRAM_RESIDENCY_REQUIRE_CUDA=1 python3 -m pytest -q -s -p no:cacheprovider vram-py/tests'
 "#,
     );
     for t in &tests {
