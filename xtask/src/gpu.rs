@@ -197,8 +197,7 @@ fn python_package(bundle: &std::path::Path) -> Result<(), String> {
         let from = root().join("vram-py").join(dir);
         let to = py.join("vram-py").join(dir);
         std::fs::create_dir_all(&to).map_err(|e| format!("create {}: {e}", to.display()))?;
-        let entries =
-            std::fs::read_dir(&from).map_err(|e| format!("{}: {e}", from.display()))?;
+        let entries = std::fs::read_dir(&from).map_err(|e| format!("{}: {e}", from.display()))?;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|x| x == "py") {
