@@ -352,7 +352,9 @@ pub(crate) fn run() -> Result<(), String> {
         r#"#!/usr/bin/env bash
 # Runs vram-residency's GPU checks. Needs the NVIDIA driver; no Rust toolchain.
 # MODEL=FILE.gguf (or a models/*.gguf beside this script) adds the CUDA
-# engine's measurements on a real model.
+# engine's measurements on a real model. ONLY="NAME ..." runs only those
+# steps (devices bench engine-demo greedy python tests demo bench-4g), for a
+# device lent for minutes: e.g. ONLY=python for the Python package alone.
 set -u
 cd "$(dirname "$0")"
 export LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -360,7 +362,8 @@ if [ -n "${OUT:-}" ]; then mkdir -p "$OUT"; exec > >(tee "$OUT/log.txt") 2>&1; f
 out=${OUT:-.}
 fail=0
 step() {
-  local t=$1; shift
+  local name=$1 t=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then echo "(skipped: $name is not in ONLY)"; return; fi
   echo; echo "==> [$(date +%T)] $* (limit ${t}s)"
   timeout -k 5 "$t" "$@"; local rc=$?
   echo "<== rc=$rc"; [ "$rc" -eq 0 ] || fail=1
@@ -372,32 +375,32 @@ echo "libraries the CUDA engine loads at run time:"
 for l in libcuda.so libcublas.so libcublasLt.so libcurand.so libnvrtc.so; do
   if ldconfig -p | grep -q "$l"; then echo "  $l: found"; else echo "  $l: NOT FOUND (the CUDA engine refuses to start without it)"; fi
 done
-step 15 ./vram devices
-step 150 ./vram bench --device cuda:0 --size 1GiB --sampled-size 1GiB
+step devices 15 ./vram devices
+step bench 150 ./vram bench --device cuda:0 --size 1GiB --sampled-size 1GiB
 # The CUDA engine: a request answered from sealed device memory, one byte of
 # a tensor flipped in device memory, the next request refused naming it.
-step 90 ./gguf_corruption_demo --device cuda:0
+step engine-demo 90 ./gguf_corruption_demo --device cuda:0
 MODEL=${MODEL:-$(ls models/*.gguf 2>/dev/null | head -n 1)}
 if [ -n "$MODEL" ]; then
-  step 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device cuda:0 --out "$out/gpu-sealed.json"
-  step 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device cuda:0 --engine unsealed --out "$out/gpu-unsealed.json"
-  step 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device mock --out "$out/cpu-sealed.json"
-  step 30 python3 compare.py --cpu "$out/cpu-sealed.json" --gpu "$out/gpu-sealed.json" --unsealed "$out/gpu-unsealed.json" --out "$out/gpu-compare.json"
+  step greedy 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device cuda:0 --out "$out/gpu-sealed.json"
+  step greedy 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device cuda:0 --engine unsealed --out "$out/gpu-unsealed.json"
+  step greedy 240 ./greedy_report --model "$MODEL" --prompts prompts.json --device mock --out "$out/cpu-sealed.json"
+  step greedy 30 python3 compare.py --cpu "$out/cpu-sealed.json" --gpu "$out/gpu-sealed.json" --unsealed "$out/gpu-unsealed.json" --out "$out/gpu-compare.json"
 else
   echo "NOTE: no MODEL and no models/*.gguf: the CUDA engine's measurements on a real model are NOT taken"
 fi
 # The Python package on the GPU: the CUDA DLPack export read by PyTorch in
 # place (and the whole suite, with the machine's NumPy and PyTorch).
-step 240 bash -c 'site=$(mktemp -d) && python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" py/wheels/*.whl && cd py && PYTHONPATH="$site" VRAM_RESIDENCY_REQUIRE_CUDA=1 python3 -m pytest -q -s -p no:cacheprovider vram-py/tests'
+step python 240 bash -c 'site=$(mktemp -d) && python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" py/wheels/*.whl && cd py && PYTHONPATH="$site" VRAM_RESIDENCY_REQUIRE_CUDA=1 python3 -m pytest -q -s -p no:cacheprovider vram-py/tests'
 "#,
     );
     for t in &tests {
         script.push_str(&format!(
-            "step 120 env VRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4 --nocapture\n"
+            "step tests 120 env VRAM_RESIDENCY_REQUIRE_CUDA=1 ./{t} --test-threads 4 --nocapture\n"
         ));
     }
     script.push_str(
-        "step 40 ./vram demo --device cuda:0 --size 1GiB\nstep 150 ./vram bench --device cuda:0 --size 4GiB --sampled-size 4GiB\necho \"==> done, failures: $fail\"\nexit $fail\n",
+        "step demo 40 ./vram demo --device cuda:0 --size 1GiB\nstep bench-4g 150 ./vram bench --device cuda:0 --size 4GiB --sampled-size 4GiB\necho \"==> done, failures: $fail\"\nexit $fail\n",
     );
     let script_path = bundle.join("run.sh");
     std::fs::write(&script_path, script).map_err(|e| format!("write run.sh: {e}"))?;
