@@ -50,33 +50,19 @@ impl<'py> Base<'py> {
         let mut dims = [npy_intp::try_from(len)
             .map_err(|_| Failure::env("a shard too large for NumPy's dimensions"))?];
         let data = address as *mut u8;
-        let descr = numpy::dtype::<u8>(py).into_dtype_ptr();
-        // SAFETY: the API table is NumPy's (rust-numpy loads it, and raises
-        // if NumPy cannot be imported) and the GIL is held (`py`). `descr`
-        // is an owned reference NumPy takes; `dims` holds the one dimension
-        // and outlives the call; no strides (C order). `data .. data + len`
-        // is the shard's memory as read through an open lease
-        // (`Leased::shard_regions`), which stays mapped while `memory`
-        // lives (it holds the lease handle, and so the shard), and `memory`
-        // becomes the array's base below; the array is only read: the
-        // flags carry no `WRITEABLE`.
-        let raw = unsafe {
-            PY_ARRAY_API.PyArray_NewFromDescr(
+        // SAFETY: `data .. data + len` is the shard's memory as read through
+        // an open lease (`Leased::shard_regions`), which stays mapped while
+        // `memory` lives (it holds the lease handle, and so the shard), and
+        // `memory` becomes the array's base.
+        let array = unsafe {
+            read_only_array(
                 py,
-                npyffi::get_type_object(py, NpyTypes::PyArray_Type),
-                descr,
-                1,
-                dims.as_mut_ptr(),
-                ptr::null_mut(),
-                data.cast(),
-                NPY_ARRAY_C_CONTIGUOUS,
-                ptr::null_mut(),
+                &numpy::dtype::<u8>(py),
+                &mut dims,
+                data,
+                memory.into_any(),
             )
-        };
-        // SAFETY: `raw` is a new (owned) reference or null with NumPy's
-        // exception set, which `from_owned_ptr_or_err` turns into `PyErr`.
-        let array = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?;
-        set_base(&array, memory.into_any())?;
+        }?;
         Ok(Self { array, data, len })
     }
 
@@ -105,9 +91,7 @@ impl<'py> Base<'py> {
         if end > self.len {
             return Err(outside().into());
         }
-        let nd = i32::try_from(dims.len()).map_err(|_| outside())?;
-        // NumPy reads the dimensions (it copies them) and never writes them;
-        // a tensor's few dimensions are passed from the stack.
+        // A tensor's few dimensions are passed from the stack.
         let mut inline = [0 as npy_intp; 8];
         let mut heap = Vec::new();
         let dims: &mut [npy_intp] = match inline.get_mut(..dims.len()) {
@@ -124,34 +108,57 @@ impl<'py> Base<'py> {
         // so the pointer stays inside (or one past the end of) the base's
         // memory (`Base::over`).
         let data = unsafe { self.data.add(offset) };
-        // NumPy's constructor steals a reference to the descriptor.
-        let descr = dtype.clone().into_dtype_ptr();
-        // SAFETY: the API table is NumPy's (rust-numpy loads it, and raises
-        // if NumPy cannot be imported) and the GIL is held (`py`). `descr`
-        // is an owned reference NumPy takes; `dims` holds `nd` dimensions
-        // and outlives the call; no strides (C order, computed by NumPy);
-        // `data .. data + bytes` lies inside the base's memory (checked
-        // above) and is only read: the flags carry no `WRITEABLE`; no
-        // `obj` (no subclass hook).
-        let raw = unsafe {
-            PY_ARRAY_API.PyArray_NewFromDescr(
-                py,
-                npyffi::get_type_object(py, NpyTypes::PyArray_Type),
-                descr,
-                nd,
-                dims.as_mut_ptr(),
-                ptr::null_mut(),
-                data.cast(),
-                NPY_ARRAY_C_CONTIGUOUS,
-                ptr::null_mut(),
-            )
-        };
-        // SAFETY: `raw` is a new (owned) reference or null with NumPy's
-        // exception set, which `from_owned_ptr_or_err` turns into `PyErr`.
-        let array = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?;
-        set_base(&array, self.array.clone())?;
-        Ok(array)
+        // SAFETY: `data .. data + bytes`, `bytes` being `itemsize × Π dims`,
+        // lies inside the base's memory (checked above), which the base
+        // array keeps alive and which becomes the view's base.
+        unsafe { read_only_array(py, dtype, dims, data, self.array.clone()) }
     }
+}
+
+/// A new read-only, C-contiguous array of `dims` elements of `dtype` at
+/// `data`, whose `base` is `base`: `PyArray_NewFromDescr`, then
+/// `PyArray_SetBaseObject`.
+///
+/// # Safety
+/// `data .. data + itemsize × Π dims` must be readable for as long as
+/// `base` lives, and never written through another path that NumPy could
+/// observe as a write of its own (the array carries no `WRITEABLE` flag).
+unsafe fn read_only_array<'py>(
+    py: Python<'py>,
+    dtype: &Bound<'py, PyArrayDescr>,
+    dims: &mut [npy_intp],
+    data: *mut u8,
+    base: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let nd = i32::try_from(dims.len())
+        .map_err(|_| Failure::env("a tensor with more dimensions than NumPy takes"))?;
+    // NumPy's constructor steals a reference to the descriptor.
+    let descr = dtype.clone().into_dtype_ptr();
+    // SAFETY: the API table is NumPy's (rust-numpy loads it, and raises if
+    // NumPy cannot be imported) and the GIL is held (`py`). `descr` is an
+    // owned reference NumPy takes; `dims` holds `nd` dimensions and outlives
+    // the call (NumPy copies them and never writes them); no strides (C
+    // order, computed by NumPy); the bytes at `data` are readable (the
+    // caller's contract) and only read: the flags carry no `WRITEABLE`; no
+    // `obj` (no subclass hook).
+    let raw = unsafe {
+        PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+            descr,
+            nd,
+            dims.as_mut_ptr(),
+            ptr::null_mut(),
+            data.cast(),
+            NPY_ARRAY_C_CONTIGUOUS,
+            ptr::null_mut(),
+        )
+    };
+    // SAFETY: `raw` is a new (owned) reference or null with NumPy's
+    // exception set, which `from_owned_ptr_or_err` turns into `PyErr`.
+    let array = unsafe { Bound::from_owned_ptr_or_err(py, raw) }?;
+    set_base(&array, base)?;
+    Ok(array)
 }
 
 /// Makes `base` the base of `array`, an array just made over memory that

@@ -534,7 +534,7 @@ def test_cuda_lease_and_views_cost_from_python(model_file):
     path, _, _ = model_file
     model = manager.seal_file(path)
     leases, exports = [], []
-    torch = importlib.util.find_spec("torch") and __import__("torch")
+    torch = torch_or_none()
     for _ in range(200):
         start = time.perf_counter()
         lease = manager.lease(model, policy="sampled:1")

@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in order, stopping at the first failure.
 
 use crate::run::{cargo, root, step};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -106,19 +107,7 @@ fn python_package() -> Result<(), String> {
     let vram_embed = vram_embed_binary()?;
     step(
         "python: build the wheel (vram-py, with test-corruption)",
-        Command::new(bin.join("maturin"))
-            .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "--locked",
-                "--features",
-                "test-corruption",
-                "--manifest-path",
-                "vram-py/Cargo.toml",
-                "--out",
-            ])
-            .arg(&wheels),
+        &mut test_wheel(&bin.join("maturin"), &wheels, &[]),
     )?;
     let wheel = std::fs::read_dir(&wheels)
         .map_err(|e| format!("{}: {e}", wheels.display()))?
@@ -192,6 +181,27 @@ fn python_package() -> Result<(), String> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `maturin build` of vram-py's wheel with the test hook (`test-corruption`:
+/// for the package's tests, never a shipped wheel) into `out`, with `extra`
+/// arguments (`--release`, `--strip`).
+pub(crate) fn test_wheel(maturin: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(maturin);
+    cmd.current_dir(root())
+        .arg("build")
+        .args(extra)
+        .args([
+            "--quiet",
+            "--locked",
+            "--features",
+            "test-corruption",
+            "--manifest-path",
+            "vram-py/Cargo.toml",
+            "--out",
+        ])
+        .arg(out);
+    cmd
 }
 
 /// The `vram-embed` binary the Python example is compared with: the one the

@@ -177,21 +177,11 @@ fn python_package(bundle: &std::path::Path) -> Result<(), String> {
     let py = bundle.join("py");
     step(
         "build the Python package's wheel (vram-py, release, with test-corruption)",
-        Command::new(bin.join("maturin"))
-            .current_dir(root())
-            .args([
-                "build",
-                "--release",
-                "--strip",
-                "--quiet",
-                "--locked",
-                "--features",
-                "test-corruption",
-                "--manifest-path",
-                "vram-py/Cargo.toml",
-                "--out",
-            ])
-            .arg(py.join("wheels")),
+        &mut crate::ci::test_wheel(
+            &bin.join("maturin"),
+            &py.join("wheels"),
+            &["--release", "--strip"],
+        ),
     )?;
     for dir in ["tests", "examples"] {
         let from = root().join("vram-py").join(dir);
